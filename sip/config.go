@@ -1,0 +1,250 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// Config is the gateway-wide SIP section of the YAML file (key "sip").
+type Config struct {
+	// Listen holds "transport:host:port" entries, e.g. "udp:0.0.0.0:5060".
+	Listen []string `yaml:"listen"`
+	// PublicAddress is the host put in Contact and SDP when behind NAT.
+	PublicAddress string `yaml:"public_address"`
+	// RTPPortRange is the inclusive range of local RTP ports.
+	RTPPortRange [2]int `yaml:"rtp_port_range"`
+	// TLSCert and TLSKey are the server certificate for "tls:" listeners.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// UserAgent is sent in User-Agent and Server headers.
+	UserAgent string `yaml:"user_agent"`
+	// ScannerSilence drops requests from unknown sources instead of 403.
+	ScannerSilence bool `yaml:"scanner_silence"`
+	// InboundPrefix is the user part prefix that routes an inbound INVITE
+	// to a conversation ("conv-" in sip:conv-<id>@gateway).
+	InboundPrefix string `yaml:"inbound_prefix"`
+}
+
+// TrunkConfig is one entry of the top-level "trunks" list: a SIP trunk or PBX.
+type TrunkConfig struct {
+	Name      string `yaml:"name"`
+	URI       string `yaml:"uri"`
+	Transport string `yaml:"transport"` // udp | tcp | tls
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"` // may be ${ENV}
+	// AuthUser overrides Username in digest credentials.
+	AuthUser string `yaml:"auth_user"`
+	Register bool   `yaml:"register"`
+	// RegisterExpiry is the requested registration lifetime in seconds.
+	RegisterExpiry int      `yaml:"register_expiry"`
+	Codecs         []string `yaml:"codecs"`
+	// AllowInboundFrom lists CIDRs whose requests this trunk accepts.
+	AllowInboundFrom []string `yaml:"allow_inbound_from"`
+	MaxCalls         int      `yaml:"max_calls"`
+	// OptionsInterval is the OPTIONS keepalive period in seconds (0: off).
+	OptionsInterval int `yaml:"options_interval"`
+	// FromUser and FromDisplay set the caller ID on outbound calls.
+	FromUser    string `yaml:"from_user"`
+	FromDisplay string `yaml:"from_display"`
+	// AssertedIdentity, when set, is sent as P-Asserted-Identity.
+	AssertedIdentity string `yaml:"asserted_identity"`
+	// Privacy is sent as the Privacy header (e.g. "id").
+	Privacy string `yaml:"privacy"`
+	// SRTP enables SDES-SRTP (RTP/SAVP) toward this trunk.
+	SRTP bool `yaml:"srtp"`
+	// TLSInsecureSkipVerify disables certificate checks for tls trunks.
+	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
+	// Normalize rewrites dialled numbers before sending, in order.
+	Normalize []NormalizeRule `yaml:"normalize"`
+}
+
+// NormalizeRule rewrites a dialled user part: a leading Strip prefix is
+// replaced by Prepend.
+type NormalizeRule struct {
+	Match   string `yaml:"match"` // prefix the number must start with
+	Strip   int    `yaml:"strip"` // digits to remove from the front
+	Prepend string `yaml:"prepend"`
+}
+
+var knownCodecs = map[string]bool{"PCMU": true, "PCMA": true}
+
+// ApplyDefaults fills unset fields with their defaults. It has no side effects.
+func (c *Config) ApplyDefaults() {
+	if len(c.Listen) == 0 {
+		c.Listen = []string{"udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"}
+	}
+	if c.RTPPortRange == [2]int{} {
+		c.RTPPortRange = [2]int{20000, 20999}
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "Segue"
+	}
+	if c.InboundPrefix == "" {
+		c.InboundPrefix = "conv-"
+	}
+}
+
+// ApplyDefaults fills unset trunk fields with their defaults.
+func (t *TrunkConfig) ApplyDefaults() {
+	if t.Transport == "" {
+		t.Transport = "udp"
+	}
+	if len(t.Codecs) == 0 {
+		t.Codecs = []string{"PCMU", "PCMA"}
+	}
+	if t.RegisterExpiry == 0 {
+		t.RegisterExpiry = 3600
+	}
+}
+
+// Validate reports every problem in c; each error names the key relative
+// to the "sip" section (e.g. "listen[0]: ...").
+func (c *Config) Validate() error {
+	var errs []error
+	for i, l := range c.Listen {
+		if _, _, err := ParseListen(l); err != nil {
+			errs = append(errs, fmt.Errorf("listen[%d]: %w", i, err))
+		}
+	}
+	if c.PublicAddress != "" {
+		if strings.Contains(c.PublicAddress, ":") && net.ParseIP(c.PublicAddress) == nil {
+			errs = append(errs, fmt.Errorf("public_address: %q must be a host name or IP address without port", c.PublicAddress))
+		}
+	}
+	if err := validPortRange(c.RTPPortRange); err != nil {
+		errs = append(errs, fmt.Errorf("rtp_port_range: %w", err))
+	}
+	for i, l := range c.Listen {
+		if tr, _, err := ParseListen(l); err == nil && tr == "tls" && (c.TLSCert == "" || c.TLSKey == "") {
+			errs = append(errs, fmt.Errorf("listen[%d]: tls listener needs tls_cert and tls_key", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem in t relative to the trunk entry.
+func (t *TrunkConfig) Validate() error {
+	var errs []error
+	if t.Name == "" {
+		errs = append(errs, errors.New("name: required"))
+	}
+	if err := ValidateURI(t.URI); err != nil {
+		errs = append(errs, fmt.Errorf("uri: %w", err))
+	}
+	switch t.Transport {
+	case "udp", "tcp", "tls":
+	default:
+		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp, tls", t.Transport))
+	}
+	if t.Register && t.Username == "" {
+		errs = append(errs, errors.New("username: required when register is true"))
+	}
+	if t.RegisterExpiry < 0 {
+		errs = append(errs, errors.New("register_expiry: must not be negative"))
+	}
+	for i, c := range t.Codecs {
+		if !knownCodecs[strings.ToUpper(c)] {
+			errs = append(errs, fmt.Errorf("codecs[%d]: unknown codec %q (want PCMU or PCMA)", i, c))
+		}
+	}
+	for i, cidr := range t.AllowInboundFrom {
+		if _, err := ParsePrefix(cidr); err != nil {
+			errs = append(errs, fmt.Errorf("allow_inbound_from[%d]: %w", i, err))
+		}
+	}
+	if t.MaxCalls < 0 {
+		errs = append(errs, errors.New("max_calls: must not be negative"))
+	}
+	if t.OptionsInterval < 0 {
+		errs = append(errs, errors.New("options_interval: must not be negative"))
+	}
+	if t.AssertedIdentity != "" {
+		if err := ValidateURI(t.AssertedIdentity); err != nil {
+			errs = append(errs, fmt.Errorf("asserted_identity: %w", err))
+		}
+	}
+	for i, r := range t.Normalize {
+		if r.Strip < 0 {
+			errs = append(errs, fmt.Errorf("normalize[%d].strip: must not be negative", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseListen splits "udp:0.0.0.0:5060" into transport and host:port.
+func ParseListen(s string) (transport, addr string, err error) {
+	tr, hostport, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", "", fmt.Errorf("%q: want transport:host:port, e.g. udp:0.0.0.0:5060", s)
+	}
+	switch tr {
+	case "udp", "tcp", "tls":
+	default:
+		return "", "", fmt.Errorf("%q: transport %q is not one of udp, tcp, tls", s, tr)
+	}
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		return "", "", fmt.Errorf("%q: %w", s, err)
+	}
+	return tr, hostport, nil
+}
+
+// ValidateURI checks that s is a sip:, sips: or tel: URI with a host
+// (sip/sips) or a number (tel).
+func ValidateURI(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return errors.New(`missing scheme "sip:"`)
+	}
+	switch strings.ToLower(scheme) {
+	case "sip", "sips":
+		hostpart := rest
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			hostpart = rest[at+1:]
+		}
+		if i := strings.IndexAny(hostpart, ";?"); i >= 0 {
+			hostpart = hostpart[:i]
+		}
+		if hostpart == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+		return nil
+	case "tel":
+		if rest == "" {
+			return fmt.Errorf("%q has no number", s)
+		}
+		return nil
+	default:
+		if strings.ContainsAny(scheme, ".") || net.ParseIP(scheme) != nil {
+			return errors.New(`missing scheme "sip:"`)
+		}
+		return fmt.Errorf(`scheme %q is not sip, sips or tel`, scheme)
+	}
+}
+
+// ParsePrefix accepts a CIDR or a bare IP address (taken as a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func validPortRange(r [2]int) error {
+	if r[0] < 1 || r[1] > 65535 || r[0] > r[1] {
+		return fmt.Errorf("[%d, %d] is not a port range within 1-65535", r[0], r[1])
+	}
+	if r[1]-r[0] < 1 {
+		return errors.New("needs at least two ports (RTP and RTCP)")
+	}
+	return nil
+}
