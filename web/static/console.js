@@ -1,0 +1,500 @@
+// The Segue agent console: login, presence, the waiting queue, the agent's
+// conversations and the chat itself. It uses the session cookie for HTTP and
+// for the WebSocket of the same origin.
+
+import { h, apiError, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+
+const API = '/api/v1';
+const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
+
+const $ = (id) => document.getElementById(id);
+
+/** Conv is the console's view of one conversation: its data, log and counters. */
+class Conv {
+  constructor(data) {
+    this.data = data;
+    this.unread = 0;
+    this.container = h('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0', 'data-conversation': data.id });
+    this.log = new ChatLog(this.container, {
+      role: 'agent',
+      loadFile: fetchFile,
+      onChange: (msg, isNew) => app.messageShown(this, msg, isNew),
+    });
+    this.readSent = 0;
+    this.loaded = false;
+  }
+
+  get id() {
+    return this.data.id;
+  }
+}
+
+/** fetchFile downloads a file with the session cookie. */
+async function fetchFile(fileId, inline) {
+  const res = await fetch(`${API}/files/${encodeURIComponent(fileId)}${inline ? '?inline=1' : ''}`, { credentials: 'same-origin' });
+  if (!res.ok) throw await apiError(res);
+  return res.blob();
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(`${API}${path}`, { credentials: 'same-origin', ...options });
+  if (!res.ok) throw await apiError(res);
+  return res.status === 204 ? null : res.json();
+}
+
+const app = {
+  agent: null,
+  convs: new Map(), // my conversations, by id
+  queue: [],
+  offered: new Set(),
+  selected: null,
+  wanted: null, // conversation id from /console/c/{id}
+  outbox: new Outbox('segue:console:outbox'),
+  socket: null,
+  typing: null,
+  typingHide: 0,
+
+  async start() {
+    const m = location.pathname.match(/^\/console\/c\/([^/]+)/);
+    if (m) this.wanted = decodeURIComponent(m[1]);
+    $('login-form').addEventListener('submit', (e) => { e.preventDefault(); this.login(); });
+    try {
+      const { agent } = await api('/agent/me');
+      this.enter(agent);
+    } catch {
+      this.showLogin();
+    }
+  },
+
+  showLogin(message = '') {
+    $('app').hidden = true;
+    $('login').hidden = false;
+    $('login-error').textContent = message;
+    $('login-error').hidden = !message;
+    $('login-id').focus();
+  },
+
+  async login() {
+    const button = $('login-submit');
+    button.disabled = true;
+    try {
+      const { agent } = await api('/agent/login', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ id: $('login-id').value.trim(), password: $('login-password').value }),
+      });
+      $('login-password').value = '';
+      this.enter(agent);
+    } catch (err) {
+      this.showLogin(err.status === 401 ? 'Wrong agent id or password.' : `Sign-in failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  },
+
+  async logout() {
+    this.socket?.stop();
+    try { await api('/agent/logout', { method: 'POST' }); } catch { /* the session is gone anyway */ }
+    location.assign('/console');
+  },
+
+  enter(agent) {
+    this.agent = agent;
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('me').textContent = agent.name || agent.id;
+    $('me').dataset.agent = agent.id;
+    if (agent.presence === 'away') $('presence').value = 'away';
+    this.bind();
+    this.fillTransferTargets();
+    this.socket = new Socket({
+      url: WS_URL,
+      hello: () => ({ type: 'hello', after: Object.fromEntries([...this.convs.values()].map((c) => [c.id, c.log.maxSeq])) }),
+      onFrame: (f) => this.onFrame(f),
+      onState: (s, reason) => this.showState(s, reason),
+      onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
+    });
+    this.typing = new Typing((on) => this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    this.socket.start();
+  },
+
+  bind() {
+    if (this.bound) return;
+    this.bound = true;
+    $('presence').addEventListener('change', (e) => this.socket.send({ type: 'presence', state: e.target.value }));
+    $('logout').addEventListener('click', () => this.logout());
+    $('composer').addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
+    $('chat-input').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.sendText(); }
+    });
+    $('chat-input').addEventListener('input', () => this.typing.input());
+    $('file-input').addEventListener('change', () => this.sendFiles());
+    $('end').addEventListener('click', () => this.end());
+    $('transfer-target').addEventListener('change', (e) => { $('transfer-agent').hidden = e.target.value !== 'agent:'; });
+    $('transfer-form').addEventListener('submit', (e) => { e.preventDefault(); this.transfer(); });
+    document.addEventListener('visibilitychange', () => this.sendRead());
+    addEventListener('popstate', () => {
+      const m = location.pathname.match(/^\/console\/c\/([^/]+)/);
+      const conv = m && this.convs.get(decodeURIComponent(m[1]));
+      if (conv) this.select(conv, false);
+    });
+  },
+
+  /** fillTransferTargets lists the agent's queues, plus a free agent id. */
+  fillTransferTargets() {
+    const sel = $('transfer-target');
+    sel.replaceChildren(h('option', { value: '', text: 'Transfer to…' }));
+    for (const q of this.agent.queues ?? []) sel.append(h('option', { value: `queue:${q}`, text: `Queue: ${q}` }));
+    sel.append(h('option', { value: 'agent:', text: 'Agent…' }));
+  },
+
+  showState(state, reason) {
+    const el = $('call-status');
+    el.dataset.state = state;
+    el.dataset.reason = reason ?? '';
+    let text = STATE_TEXT[state] ?? state;
+    if (reason && state !== 'connected') text = `${text} (${reason})`;
+    el.textContent = text;
+  },
+
+  onFrame(f) {
+    switch (f.type) {
+      case 'welcome': this.welcome(f); break;
+      case 'ack': this.acked(f); break;
+      case 'message': this.message(f.message); break;
+      case 'conversation': this.conversation(f.conversation); break;
+      case 'queue': this.setQueue(f.queue ?? []); break;
+      case 'offer':
+        this.offered.add(f.conversation.id);
+        if (!this.queue.some((c) => c.id === f.conversation.id)) this.queue.push(f.conversation);
+        this.renderQueue();
+        break;
+      case 'typing': this.typingFrame(f); break;
+      case 'read':
+        if (f.role !== 'agent') this.convs.get(f.conversation_id)?.log.setRead(f.seq);
+        break;
+      case 'presence': $('presence').value = f.state; break;
+      case 'error': this.errorFrame(f); break;
+      default: break;
+    }
+  },
+
+  welcome(f) {
+    if (f.agent) this.agent = { ...this.agent, ...f.agent };
+    const open = new Set();
+    for (const c of f.conversations ?? []) {
+      open.add(c.id);
+      this.upsertConv(c);
+    }
+    for (const m of f.messages ?? []) this.message(m);
+    for (const conv of this.convs.values()) {
+      conv.loaded = true;
+      if (!open.has(conv.id) && conv.data.state !== 'ended') this.convs.delete(conv.id);
+    }
+    this.setQueue(f.queue ?? []);
+    this.renderMine();
+    if (this.wanted) {
+      const conv = this.convs.get(this.wanted);
+      if (conv) this.select(conv, false);
+      this.wanted = null;
+    } else if (!this.selected && this.convs.size === 1) {
+      this.select(this.convs.values().next().value);
+    } else if (this.selected) {
+      this.select(this.convs.get(this.selected.id) ?? null, false);
+    }
+    this.flushOutbox();
+  },
+
+  /** upsertConv adds or updates one of my conversations. */
+  upsertConv(data) {
+    let conv = this.convs.get(data.id);
+    if (!conv) {
+      conv = new Conv(data);
+      this.convs.set(data.id, conv);
+    } else {
+      conv.data = data;
+    }
+    conv.log.setRead(data.read?.customer ?? 0);
+    return conv;
+  },
+
+  /** loadHistory fetches messages we may have missed, e.g. after accept. */
+  async loadHistory(conv) {
+    try {
+      const { messages } = await api(`/conversations/${encodeURIComponent(conv.id)}/messages?after=${conv.log.maxSeq}`);
+      for (const m of messages ?? []) conv.log.upsert(m);
+      conv.loaded = true;
+    } catch (err) {
+      if (conv === this.selected) this.note(`Could not load the history: ${err.message}`);
+    }
+  },
+
+  conversation(data) {
+    const mine = data.agent?.id === this.agent.id;
+    const known = this.convs.get(data.id);
+    this.queue = this.queue.filter((c) => c.id !== data.id || data.state === 'waiting');
+    if (data.state === 'waiting') {
+      const i = this.queue.findIndex((c) => c.id === data.id);
+      if (i >= 0) this.queue[i] = data;
+    }
+    if (mine) {
+      const conv = this.upsertConv(data);
+      if (!known) {
+        this.loadHistory(conv);
+        if (this.accepting === data.id || !this.selected) this.select(conv);
+      }
+      if (this.accepting === data.id) this.accepting = null;
+    } else if (known) {
+      // Transferred away: keep it readable until the agent switches.
+      known.data = data;
+      if (data.state !== 'ended') {
+        this.convs.delete(data.id);
+        if (this.selected === known) this.select(null);
+      }
+    }
+    this.renderQueue();
+    this.renderMine();
+    if (this.selected?.id === data.id) this.renderSelected();
+  },
+
+  setQueue(list) {
+    this.queue = list;
+    for (const id of this.offered) if (!list.some((c) => c.id === id)) this.offered.delete(id);
+    this.renderQueue();
+  },
+
+  renderQueue() {
+    const ul = $('queue');
+    ul.replaceChildren(...this.queue.map((c) => this.queueItem(c)));
+    $('queue-count').textContent = String(this.queue.length);
+    $('queue-empty').hidden = this.queue.length > 0;
+  },
+
+  queueItem(c) {
+    const accept = h('button', { type: 'button', class: 'accept', 'data-testid': 'accept', 'data-conversation': c.id, text: 'Accept' });
+    accept.addEventListener('click', () => this.accept(c.id, accept));
+    const offered = this.offered.has(c.id);
+    return h('li', { class: `item${offered ? ' offered' : ''}`, 'data-testid': 'queue-item', 'data-conversation': c.id, 'data-offered': offered ? 'true' : null },
+      h('div', { class: 'item-text' },
+        h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
+        h('span', { class: 'sub', text: `${c.queue || ''} · waiting since ${new Date(c.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}` })),
+      offered ? h('span', { class: 'pill', text: 'Offered to you' }) : null,
+      accept);
+  },
+
+  renderMine() {
+    const ul = $('mine');
+    const convs = [...this.convs.values()];
+    ul.replaceChildren(...convs.map((conv) => this.convItem(conv)));
+    $('mine-empty').hidden = convs.length > 0;
+  },
+
+  convItem(conv) {
+    const c = conv.data;
+    const li = h('li', {
+      class: `item conv${conv === this.selected ? ' selected' : ''}${c.state === 'ended' ? ' ended' : ''}`,
+      'data-testid': 'conversation-item',
+      'data-conversation': c.id,
+      'data-state': c.state,
+    });
+    const button = h('button', { type: 'button', class: 'item-button', 'aria-current': conv === this.selected ? 'true' : null },
+      h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
+      h('span', { class: 'sub', text: c.state === 'ended' ? 'Ended' : c.queue || '' }),
+      conv.unread ? h('span', { class: 'unread', 'data-testid': 'unread', text: String(conv.unread) }) : null);
+    button.addEventListener('click', () => this.select(conv));
+    li.append(button);
+    return li;
+  },
+
+  select(conv, push = true) {
+    this.typing?.stop();
+    this.selected = conv;
+    $('typing').hidden = true;
+    this.note('');
+    if (!conv) {
+      $('conversation').hidden = true;
+      $('placeholder').hidden = false;
+      $('log-slot').replaceChildren();
+      this.renderMine();
+      return;
+    }
+    conv.unread = 0;
+    $('placeholder').hidden = true;
+    $('conversation').hidden = false;
+    $('log-slot').replaceChildren(conv.container);
+    if (!conv.loaded) this.loadHistory(conv);
+    if (push) {
+      const path = `/console/c/${encodeURIComponent(conv.id)}`;
+      if (location.pathname !== path) history.pushState(null, '', path);
+    }
+    this.renderSelected();
+    this.renderMine();
+    conv.container.scrollTop = conv.container.scrollHeight;
+    this.sendRead();
+    $('chat-input').focus({ preventScroll: true });
+  },
+
+  renderSelected() {
+    const c = this.selected?.data;
+    if (!c) return;
+    const cust = c.customer ?? {};
+    $('customer-name').textContent = cust.name || 'Visitor';
+    $('verified').hidden = !cust.verified;
+    $('customer-email').textContent = cust.email || '—';
+    $('customer-external').textContent = cust.external_id || '—';
+    $('conv-queue').textContent = c.queue || '—';
+    $('conv-state').textContent = c.state;
+    const ended = c.state === 'ended';
+    $('composer').hidden = ended;
+    $('end').disabled = ended;
+    $('transfer').disabled = ended;
+    $('transfer-target').disabled = ended;
+  },
+
+  messageShown(conv, msg, isNew) {
+    if (!isNew || msg.from?.role === 'agent' || !msg.seq) return;
+    const visible = conv === this.selected && document.visibilityState === 'visible';
+    if (visible) {
+      conv.container.scrollTop = conv.container.scrollHeight;
+      this.sendRead();
+    } else if (conv.loaded && msg.seq > conv.readSent && msg.seq > (conv.data.read?.agent ?? 0)) {
+      conv.unread++;
+      this.renderMine();
+    }
+  },
+
+  message(m) {
+    if (!m) return;
+    let conv = this.convs.get(m.conversation_id);
+    if (!conv) return; // not (or no longer) ours
+    conv.log.upsert(m);
+    if (m.from?.role === 'customer' && conv === this.selected) this.showTyping(false);
+  },
+
+  acked(f) {
+    this.outbox.remove(f.id);
+    this.convs.get(f.conversation_id)?.log.ack(f.id, f.seq);
+  },
+
+  errorFrame(f) {
+    const item = f.ref && this.outbox.items.find((m) => m.id === f.ref);
+    if (item) {
+      this.outbox.remove(f.ref);
+      this.convs.get(item.conversation_id)?.log.fail(f.ref, `Not sent: ${f.message || f.code}`);
+      return;
+    }
+    if (this.accepting) {
+      this.accepting = null;
+      this.renderQueue();
+    }
+    this.note(f.message || f.code || 'Something went wrong');
+  },
+
+  typingFrame(f) {
+    if (f.role === 'agent' || f.conversation_id !== this.selected?.id) return;
+    this.showTyping(f.typing);
+  },
+
+  showTyping(on) {
+    clearTimeout(this.typingHide);
+    const el = $('typing');
+    el.textContent = on ? `${this.selected?.data.customer?.name || 'The customer'} is typing…` : '';
+    el.hidden = !on;
+    if (on) this.typingHide = setTimeout(() => this.showTyping(false), 8000);
+  },
+
+  sendRead() {
+    const conv = this.selected;
+    if (!conv || document.visibilityState !== 'visible') return;
+    const seq = conv.log.lastOtherSeq();
+    if (seq > conv.readSent && this.socket.send({ type: 'read', seq, conversation_id: conv.id })) conv.readSent = seq;
+  },
+
+  note(text) {
+    $('notice').textContent = text;
+    $('notice').hidden = !text;
+  },
+
+  accept(id, button) {
+    button.disabled = true;
+    this.accepting = id;
+    if (!this.socket.send({ type: 'accept', conversation_id: id })) {
+      button.disabled = false;
+      this.note('Not connected: try again in a moment.');
+    }
+  },
+
+  sendText() {
+    const conv = this.selected;
+    const input = $('chat-input');
+    const text = input.value.trim();
+    if (!conv || !text) return;
+    input.value = '';
+    this.typing.stop();
+    const item = { id: newId(), conversation_id: conv.id, text, created_at: new Date().toISOString() };
+    this.outbox.add(item);
+    this.showPending(item);
+    this.socket.send({ type: 'message', id: item.id, text, conversation_id: conv.id });
+  },
+
+  showPending(item) {
+    this.convs.get(item.conversation_id)?.log.upsert({
+      id: item.id, conversation_id: item.conversation_id, text: item.text, kind: 'text',
+      from: { role: 'agent', id: this.agent.id, name: this.agent.name }, created_at: item.created_at,
+    });
+  },
+
+  flushOutbox() {
+    for (const item of this.outbox.items) {
+      if (!this.convs.has(item.conversation_id)) {
+        this.outbox.remove(item.id);
+        continue;
+      }
+      this.showPending(item);
+      this.socket.send({ type: 'message', id: item.id, text: item.text, conversation_id: item.conversation_id });
+    }
+  },
+
+  async sendFiles() {
+    const input = $('file-input');
+    const files = [...input.files];
+    input.value = '';
+    for (const file of files) await this.upload(this.selected, file);
+  },
+
+  async upload(conv, file) {
+    if (!conv) return;
+    const id = newId();
+    conv.log.upsert({ id, kind: 'file', from: { role: 'agent' }, file: { name: file.name, size: file.size, uploading: true } });
+    try {
+      const form = new FormData();
+      form.append('id', id);
+      form.append('file', file, file.name);
+      const { message } = await api(`/conversations/${encodeURIComponent(conv.id)}/files`, { method: 'POST', body: form });
+      if (message.id !== id) conv.log.remove(id);
+      conv.log.upsert(message);
+    } catch (err) {
+      conv.log.fail(id, 'Upload failed');
+      this.note(`Could not send ${file.name}: ${err.message}`);
+    }
+  },
+
+  transfer() {
+    const conv = this.selected;
+    const target = $('transfer-target').value;
+    if (!conv || !target) return;
+    const frame = { type: 'transfer', conversation_id: conv.id };
+    if (target.startsWith('queue:')) frame.queue = target.slice(6);
+    else frame.agent = $('transfer-agent').value.trim();
+    if (!frame.queue && !frame.agent) return;
+    if (!this.socket.send(frame)) this.note('Not connected: try again in a moment.');
+  },
+
+  end() {
+    const conv = this.selected;
+    if (!conv) return;
+    if (!this.socket.send({ type: 'end', conversation_id: conv.id })) this.note('Not connected: try again in a moment.');
+  },
+};
+
+app.start();
