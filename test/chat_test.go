@@ -1,0 +1,358 @@
+//go:build e2e
+
+package test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// checkLog fails the test if a chat-log shows an id twice, or shows stored
+// messages out of seq order.
+func checkLog(t *testing.T, who string, msgs []shownMessage) {
+	t.Helper()
+	seen := map[string]bool{}
+	var last int64
+	for _, m := range msgs {
+		if seen[m.ID] {
+			t.Errorf("%s shows message %s twice: %+v", who, m.ID, msgs)
+		}
+		seen[m.ID] = true
+		if m.Seq == 0 {
+			continue
+		}
+		if m.Seq <= last {
+			t.Errorf("%s shows seq %d after seq %d: %+v", who, m.Seq, last, msgs)
+		}
+		last = m.Seq
+	}
+}
+
+// countText counts the messages showing exactly text.
+func countText(msgs []shownMessage, text string) int {
+	n := 0
+	for _, m := range msgs {
+		if m.Text == text {
+			n++
+		}
+	}
+	return n
+}
+
+func noCSPViolations(t *testing.T, tabs ...*tab) {
+	t.Helper()
+	for _, tb := range tabs {
+		if v := tb.cspViolations(); len(v) > 0 {
+			t.Errorf("%s: CSP violations: %v", tb.name, v)
+		}
+	}
+}
+
+// startChat has a customer send a first message and an agent accept it.
+func startChat(t *testing.T, g *gateway, first string) (customer, agent *tab, convID string) {
+	t.Helper()
+	customer = openWidget(t, g, "customer")
+	customer.fill("customer-name", "Ann Lee")
+	customer.send(first)
+	customer.waitMessage(first)
+	convID = customer.widgetConversation()
+
+	agent = openConsole(t, g, "alice", "/console")
+	agent.acceptConversation(convID)
+	agent.waitMessage(first)
+	return customer, agent, convID
+}
+
+func TestChatWithAgent(t *testing.T) {
+	g := startGateway(t)
+	customer, agent, convID := startChat(t, g, "Hello, my meter shows 0 kWh")
+	customer.waitText("call-status", "Connected")
+
+	// The queue showed the conversation before accept; now the customer
+	// sees who took it.
+	customer.waitText("agent-name", "helping")
+	waitJS[bool](customer, "the agent's name", fn("", `return root().querySelector('.title')?.textContent === 'Alice';`))
+	agent.waitText("customer-name", "Ann Lee")
+
+	// Typing goes to the customer.
+	agent.fill("chat-input", "Let me")
+	customer.waitText("typing", "Alice is typing")
+
+	agent.send("Hi Ann, I am looking at it now.")
+	customer.waitMessage("Hi Ann, I am looking at it now.")
+
+	// The agent has the conversation open, so the customer's message is read.
+	waitJS[bool](customer, "the read receipt", fn("", `const m = [...q('chat-log').querySelectorAll('[data-testid="message"][data-role="customer"]')];
+return m.length > 0 && m.every((e) => e.dataset.read === 'true' && e.querySelector('[data-testid="message-status"]').textContent === 'Read');`))
+
+	customer.send("Thanks!")
+	agent.waitMessage("Thanks!")
+
+	before := customer.messages()
+	checkLog(t, "customer", before)
+	checkLog(t, "agent", agent.messages())
+
+	// A reload shows the same conversation, its whole history and the agent.
+	customer.do(chromedp.Reload())
+	customer.click("widget-open")
+	customer.waitMessage("Thanks!")
+	waitJS[bool](customer, "the agent's name after reload", fn("", `return root().querySelector('.title')?.textContent === 'Alice';`))
+	if got := customer.widgetConversation(); got != convID {
+		t.Errorf("after reload the widget has conversation %s, want %s", got, convID)
+	}
+	after := customer.messages()
+	checkLog(t, "customer after reload", after)
+	for _, m := range before {
+		if m.Seq > 0 && !slices.ContainsFunc(after, func(a shownMessage) bool { return a.ID == m.ID && a.Seq == m.Seq }) {
+			t.Errorf("message %+v missing after reload: %+v", m, after)
+		}
+	}
+
+	// A deep link opens the conversation in another console.
+	second := openConsole(t, g, "alice", "/console/c/"+convID)
+	waitJS[bool](second, "the deep-linked conversation", fn("id", `return q('chat-log')?.dataset.conversation === id;`), convID)
+	second.waitMessage("Thanks!")
+
+	noCSPViolations(t, customer, agent, second)
+}
+
+// testPNG makes a small PNG with random pixels, so that each test file is unique.
+func testPNG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 48, 32))
+	for i := range img.Pix {
+		img.Pix[i] = byte(rand.IntN(256))
+	}
+	img.Set(0, 0, color.RGBA{255, 0, 0, 255})
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// fetchSHA downloads a file in the page with the page's own credentials
+// (the customer's bearer token, or the agent's cookie) and returns the
+// SHA-256 of the bytes.
+func fetchSHA(tb *tab, fileID string) string {
+	tb.t.Helper()
+	return call[string](tb, `async (id) => {
+  const headers = {};
+  for (let i = 0; i < localStorage.length; i++) {
+    const k = localStorage.key(i);
+    if (k.startsWith('segue:') && k.endsWith(':conversation')) headers.Authorization = 'Bearer ' + JSON.parse(localStorage.getItem(k)).token;
+  }
+  const res = await fetch('/api/v1/files/' + encodeURIComponent(id), { headers });
+  if (!res.ok) throw new Error('status ' + res.status);
+  const digest = await crypto.subtle.digest('SHA-256', await res.arrayBuffer());
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}`, fileID)
+}
+
+func TestFilesBothWays(t *testing.T) {
+	g := startGateway(t)
+	customer, agent, convID := startChat(t, g, "I have a photo of the meter")
+	dir := t.TempDir()
+
+	// Customer to agent: an image, shown as a thumbnail on both sides.
+	pic := testPNG(t)
+	picPath := filepath.Join(dir, "meter.png")
+	if err := os.WriteFile(picPath, pic, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	customer.setFiles(picPath)
+	got := agent.waitMessage("meter.png")
+	if got.Kind != "file" || got.File == "" {
+		t.Fatalf("agent sees %+v, want a file message", got)
+	}
+	if h := fetchSHA(agent, got.File); h != sha(pic) {
+		t.Errorf("agent downloaded sha256 %s, want %s", h, sha(pic))
+	}
+	for _, tb := range []*tab{agent, customer} {
+		waitJS[bool](tb, "the thumbnail", fn("id", `const img = q('chat-log').querySelector('[data-file-id="' + id + '"] img');
+return !!img && img.src.startsWith('blob:') && img.complete && img.naturalWidth === 48;`), got.File)
+	}
+
+	// Agent to customer: a text document, downloaded through the widget's button.
+	doc := []byte(fmt.Sprintf("Tariff sheet for %s\nrate: 0.24 EUR/kWh\n", convID))
+	docPath := filepath.Join(dir, "tariff.txt")
+	if err := os.WriteFile(docPath, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agent.setFiles(docPath)
+	shown := customer.waitMessage("tariff.txt")
+	if h := fetchSHA(customer, shown.File); h != sha(doc) {
+		t.Errorf("customer downloaded sha256 %s, want %s", h, sha(doc))
+	}
+	downloads := t.TempDir()
+	customer.allowDownloads(downloads)
+	waitJS[bool](customer, "the download button", fn("id", `const b = q('chat-log').querySelector('[data-testid="file-download"][data-file-id="' + id + '"]');
+if (!b) return false; b.click(); return true;`), shown.File)
+	waitFor(t, "the downloaded file", func() error {
+		b, err := os.ReadFile(filepath.Join(downloads, "tariff.txt"))
+		if err != nil {
+			return err
+		}
+		if sha(b) != sha(doc) {
+			return fmt.Errorf("downloaded %d bytes that differ from the %d sent", len(b), len(doc))
+		}
+		return nil
+	})
+
+	// Both files are in the transcript the API returns, once each.
+	alice := g.login(t, "alice")
+	var files int
+	for _, m := range alice.messages(convID) {
+		if m.Kind == "file" {
+			files++
+		}
+	}
+	if files != 2 {
+		t.Errorf("transcript has %d file messages, want 2", files)
+	}
+	checkLog(t, "customer", customer.messages())
+	checkLog(t, "agent", agent.messages())
+	noCSPViolations(t, customer, agent)
+}
+
+func TestGatewayRestartLosesNothing(t *testing.T) {
+	g := startGateway(t)
+	customer, agent, convID := startChat(t, g, "before the restart")
+	agent.send("reply before the restart")
+	customer.waitMessage("reply before the restart")
+
+	g.Stop()
+	waitJS[bool](customer, "the widget to notice", fn("", `const s = q('call-status').dataset.state; return s === 'restarting' || s === 'reconnecting';`))
+	// Sent while the gateway is down: kept in the outbox, sent after reconnect.
+	customer.send("sent while the server was down")
+	g.Start()
+
+	customer.waitText("call-status", "Connected")
+	agent.waitText("call-status", "Connected")
+	customer.send("after the restart")
+	agent.send("reply after the restart")
+	for _, text := range []string{"before the restart", "reply before the restart", "sent while the server was down", "after the restart", "reply after the restart"} {
+		customer.waitMessage(text)
+		agent.waitMessage(text)
+	}
+
+	for who, tb := range map[string]*tab{"customer": customer, "agent": agent} {
+		msgs := tb.messages()
+		checkLog(t, who, msgs)
+		for _, text := range []string{"before the restart", "sent while the server was down", "after the restart"} {
+			if n := countText(msgs, text); n != 1 {
+				t.Errorf("%s shows %q %d times, want once: %+v", who, text, n, msgs)
+			}
+		}
+	}
+	stored := g.login(t, "alice").messages(convID)
+	for _, text := range []string{"before the restart", "sent while the server was down", "after the restart"} {
+		n := 0
+		for _, m := range stored {
+			if m.Text == text {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("transcript holds %q %d times, want once", text, n)
+		}
+	}
+	if left := call[int](customer, `() => Object.keys(localStorage).filter((k) => k.endsWith(':outbox')).length`); left != 0 {
+		t.Errorf("the widget's outbox still holds messages after all were acknowledged")
+	}
+}
+
+func TestMessageHTMLIsText(t *testing.T) {
+	g := startGateway(t)
+	const evil = `<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script><b>bold</b>`
+	customer, agent, _ := startChat(t, g, evil)
+	agent.send(evil + " back")
+	customer.waitMessage(evil + " back")
+	// A later round trip gives any injected handler time to run.
+	customer.send("done")
+	agent.waitMessage("done")
+	for _, tb := range []*tab{customer, agent} {
+		res := call[map[string]any](tb, fn("", `const log = q('chat-log');
+return { pwned: window.__pwned ?? null, imgs: log.querySelectorAll('img,script,b').length };`))
+		if res["pwned"] != nil {
+			t.Errorf("%s: injected script ran: __pwned = %v", tb.name, res["pwned"])
+		}
+		if n, _ := res["imgs"].(float64); n != 0 {
+			t.Errorf("%s: chat-log holds %v elements parsed from message text", tb.name, n)
+		}
+		if countText(tb.messages(), evil) != 1 {
+			t.Errorf("%s does not show the message text verbatim: %+v", tb.name, tb.messages())
+		}
+	}
+	noCSPViolations(t, customer, agent)
+}
+
+func TestWidgetOnPhone(t *testing.T) {
+	g := startGateway(t)
+	tb := newTab(t, "phone")
+	tb.do(chromedp.EmulateViewport(375, 667, chromedp.EmulateMobile), chromedp.Navigate(g.URL+"/"))
+	tb.click("widget-open")
+	type rect struct{ X, Y, W, H, VW, VH float64 }
+	r := waitJS[rect](tb, "the panel's size", fn("", `const p = q('chat-panel'); if (!p || p.hidden) return false;
+const b = p.getBoundingClientRect(); if (b.width === 0) return false;
+return { X: b.left, Y: b.top, W: b.width, H: b.height, VW: innerWidth, VH: innerHeight };`))
+	if r.VW != 375 || r.VH != 667 {
+		t.Fatalf("viewport is %vx%v, want 375x667", r.VW, r.VH)
+	}
+	if r.X < 0 || r.Y < 0 || r.X+r.W > r.VW+0.5 || r.Y+r.H > r.VH+0.5 {
+		t.Errorf("panel %+v is not within the viewport", r)
+	}
+	if r.W < r.VW-1 || r.H < r.VH-1 {
+		t.Errorf("panel %+v does not fill the phone screen", r)
+	}
+	// The input and the send button are on screen and usable.
+	for _, id := range []string{"chat-input", "chat-send", "chat-log"} {
+		ok := call[bool](tb, fn("id", `const b = q(id).getBoundingClientRect();
+return b.width > 0 && b.height > 0 && b.left >= 0 && b.top >= 0 && b.right <= innerWidth + 0.5 && b.bottom <= innerHeight + 0.5;`), id)
+		if !ok {
+			t.Errorf("%s is not fully visible at 375x667", id)
+		}
+	}
+	tb.send("typed on a phone")
+	tb.waitMessage("typed on a phone")
+	noCSPViolations(t, tb)
+}
+
+// TestPagesServedWithCSP checks the security headers the browser relies on.
+func TestPagesServedWithCSP(t *testing.T) {
+	g := startGateway(t)
+	for _, path := range []string{"/", "/console", "/console/c/c_unknown"} {
+		res, err := http.Get(g.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: status %d", path, res.StatusCode)
+		}
+		csp := res.Header.Get("Content-Security-Policy")
+		for _, want := range []string{"script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"} {
+			if !bytes.Contains([]byte(csp), []byte(want)) {
+				t.Errorf("GET %s: CSP %q lacks %q", path, csp, want)
+			}
+		}
+	}
+}
