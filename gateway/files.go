@@ -255,4 +255,3 @@ func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request) error {
 	http.ServeContent(w, r, "", f.CreatedAt, rc)
 	return nil
 }
-

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/segue-rtc/segue/store"
 )
 
@@ -142,4 +141,3 @@ func (l *ipLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 	l.counts[key]++
 	return true, 0
 }
-
