@@ -136,8 +136,8 @@ func (w *wsConn) accept(convID, agentID string) {
 }
 
 func TestDisallowedOriginRefused(t *testing.T) {
-	g := startGateway(t)
-	const evil = "http://evil.example"
+	const shop, evil = "http://shop.example", "http://evil.example"
+	g := startGateway(t, func(o *gatewayOptions) { o.extraOrigins = []string{shop} })
 
 	// HTTP: the same request passes from the gateway's origin and fails from another.
 	c := g.client(t)
@@ -152,8 +152,8 @@ func TestDisallowedOriginRefused(t *testing.T) {
 		t.Errorf("POST /api/v1/agent/login from %s: status %d, want 403: %s", evil, status, body)
 	}
 
-	// The allowed origin gets CORS headers; the other one does not.
-	for origin, want := range map[string]string{g.Origin(): g.Origin(), evil: ""} {
+	// An allowed site gets CORS headers; the other one does not.
+	for origin, want := range map[string]string{shop: shop, evil: ""} {
 		req, err := http.NewRequest(http.MethodOptions, g.URL+"/api/v1/conversations", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -183,8 +183,10 @@ func TestDisallowedOriginRefused(t *testing.T) {
 		}
 		t.Errorf("WebSocket handshake from %s: status %d, want 403 (%v)", evil, code, err)
 	}
-	if _, _, err := dialWS(t, g, g.Origin(), nil); err != nil {
-		t.Errorf("WebSocket handshake from the allowed origin: %v", err)
+	for _, origin := range []string{g.Origin(), shop} {
+		if _, _, err := dialWS(t, g, origin, nil); err != nil {
+			t.Errorf("WebSocket handshake from %s: %v", origin, err)
+		}
 	}
 }
 

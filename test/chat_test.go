@@ -12,6 +12,7 @@ import (
 	"image/png"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -311,8 +312,11 @@ func TestWidgetOnPhone(t *testing.T) {
 	tb.do(chromedp.EmulateViewport(375, 667, chromedp.EmulateMobile), chromedp.Navigate(g.URL+"/"))
 	tb.click("widget-open")
 	type rect struct{ X, Y, W, H, VW, VH float64 }
-	r := waitJS[rect](tb, "the panel's size", fn("", `const p = q('chat-panel'); if (!p || p.hidden) return false;
-const b = p.getBoundingClientRect(); if (b.width === 0) return false;
+	waitJS[bool](tb, "the chat panel", fn("", `const p = q('chat-panel'); return !!p && !p.hidden;`))
+	// Measure once the opening animation has finished.
+	r := call[rect](tb, asyncFn("", `const p = q('chat-panel');
+await Promise.all(p.getAnimations().map((a) => a.finished));
+const b = p.getBoundingClientRect();
 return { X: b.left, Y: b.top, W: b.width, H: b.height, VW: innerWidth, VH: innerHeight };`))
 	if r.VW != 375 || r.VH != 667 {
 		t.Fatalf("viewport is %vx%v, want 375x667", r.VW, r.VH)
@@ -324,15 +328,20 @@ return { X: b.left, Y: b.top, W: b.width, H: b.height, VW: innerWidth, VH: inner
 		t.Errorf("panel %+v does not fill the phone screen", r)
 	}
 	// The input and the send button are on screen and usable.
-	for _, id := range []string{"chat-input", "chat-send", "chat-log"} {
-		ok := call[bool](tb, fn("id", `const b = q(id).getBoundingClientRect();
+	onScreen := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			ok := call[bool](tb, fn("id", `const b = q(id).getBoundingClientRect();
 return b.width > 0 && b.height > 0 && b.left >= 0 && b.top >= 0 && b.right <= innerWidth + 0.5 && b.bottom <= innerHeight + 0.5;`), id)
-		if !ok {
-			t.Errorf("%s is not fully visible at 375x667", id)
+			if !ok {
+				t.Errorf("%s is not fully visible at 375x667", id)
+			}
 		}
 	}
+	onScreen("chat-input", "chat-send", "customer-name", "call-status")
 	tb.send("typed on a phone")
 	tb.waitMessage("typed on a phone")
+	onScreen("chat-log", "chat-input", "chat-send", "message")
 	noCSPViolations(t, tb)
 }
 
@@ -355,4 +364,40 @@ func TestPagesServedWithCSP(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestWidgetOnAnotherSite embeds the widget with its one tag in a page of
+// another origin whose CSS tries to restyle everything.
+func TestWidgetOnAnotherSite(t *testing.T) {
+	var gatewayURL string
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><html><head><title>Shop</title>
+<style>button, input, textarea, div, p, section { display: none !important; } * { font-size: 40px; color: red; }</style>
+</head><body><h1>A shop</h1>
+<script src="%s/widget.js" type="module" data-queue="support" data-name="Dana"></script>
+</body></html>`, gatewayURL)
+	}))
+	defer site.Close()
+	g := startGateway(t, func(o *gatewayOptions) { o.extraOrigins = []string{site.URL} })
+	gatewayURL = g.URL
+
+	customer := newTab(t, "customer on the shop")
+	customer.do(chromedp.Navigate(site.URL + "/"))
+	customer.click("widget-open")
+	visible := fn("id", `const el = q(id); if (!el) return false; const b = el.getBoundingClientRect(); return b.width > 0 && b.height > 0;`)
+	for _, id := range []string{"chat-panel", "chat-input", "chat-send"} {
+		waitJS[bool](customer, id+" to be visible", visible, id)
+	}
+	customer.send("Hello from the shop")
+	customer.waitMessage("Hello from the shop")
+	convID := customer.widgetConversation()
+
+	agent := openConsole(t, g, "alice", "/console")
+	agent.acceptConversation(convID)
+	agent.waitMessage("Hello from the shop")
+	agent.waitText("customer-name", "Dana")
+	agent.send("Hello Dana")
+	customer.waitMessage("Hello Dana")
+	checkLog(t, "customer", customer.messages())
 }

@@ -5,6 +5,9 @@
 // through chromedp, Go WebSocket and HTTP clients). Run them with
 //
 //	go test -tags e2e ./test/
+//
+// TestMain builds ./cmd/segue once; set SEGUE_E2E_BIN to test a binary
+// built elsewhere (a release build, say) instead.
 package test
 
 import (
@@ -30,6 +33,11 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 
+	if bin := os.Getenv("SEGUE_E2E_BIN"); bin != "" {
+		segueBin = bin
+		defer stopBrowser()
+		return m.Run()
+	}
 	segueBin = filepath.Join(dir, "segue")
 	build := exec.Command("go", "build", "-o", segueBin, "./cmd/segue")
 	build.Dir = ".." // the module root

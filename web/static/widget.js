@@ -67,6 +67,8 @@ class SegueWidget extends HTMLElement {
   }
 
   connectedCallback() {
+    // Attributes of the host may only be set once it is in the document.
+    this.refresh();
     if (this.session?.token) this.socket.start();
     for (const item of this.outbox.items) this.showPending(item);
     this.onVisible = () => this.sendRead();
@@ -91,14 +93,14 @@ class SegueWidget extends HTMLElement {
     this.launcher.append(this.badge);
     this.launcher.addEventListener('click', () => this.open());
 
-    this.title = $('h2', { class: 'title', id: 'segue-title', text: 'Chat with us' });
+    this.titleEl = $('h2', { class: 'title', id: 'segue-title', text: 'Chat with us' });
     this.agentLine = $('p', { class: 'agent', 'data-testid': 'agent-name', text: 'We usually reply in a few minutes' });
     this.status = $('p', { class: 'status-line', 'data-testid': 'call-status', 'data-state': 'idle', role: 'status', text: STATE_TEXT.idle });
     const close = $('button', { type: 'button', class: 'icon-button close', 'data-testid': 'widget-close', 'aria-label': 'Close chat', text: '×' });
     close.addEventListener('click', () => this.close());
     const header = $('header', { class: 'head' },
       $('div', { class: 'avatar', 'aria-hidden': 'true' }),
-      $('div', { class: 'head-text' }, this.title, this.agentLine, this.status),
+      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.status),
       close);
 
     // Voice and video controls of later steps go into this bar.
@@ -151,7 +153,6 @@ class SegueWidget extends HTMLElement {
 
     const css = $('link', { rel: 'stylesheet', href: `${ORIGIN}/widget.css` });
     this.shadowRoot.append(css, this.launcher, this.panel);
-    this.refresh();
   }
 
   open() {
@@ -197,11 +198,11 @@ class SegueWidget extends HTMLElement {
     this.badge.textContent = String(this.unread);
     this.launcher.setAttribute('aria-label', this.unread ? `Open chat, ${this.unread} new` : 'Open chat');
     if (c?.agent?.name) {
-      this.title.textContent = c.agent.name;
+      this.titleEl.textContent = c.agent.name;
       this.agentLine.textContent = ended ? 'Conversation ended' : 'is helping you';
       this.agentLine.dataset.agent = c.agent.id ?? '';
     } else {
-      this.title.textContent = 'Chat with us';
+      this.titleEl.textContent = 'Chat with us';
       this.agentLine.textContent = started && !ended ? 'Waiting for an agent…' : 'We usually reply in a few minutes';
       delete this.agentLine.dataset.agent;
     }
