@@ -42,7 +42,8 @@ func isImage(ct string) bool {
 // sniffType decides a file's media type from its first bytes (and, for
 // office documents, its extension), or refuses it. The client's declared
 // type is never trusted.
-func sniffType(head []byte, name string) (string, error) {
+// whole says head is the entire file rather than its first bytes.
+func sniffType(head []byte, name string, whole bool) (string, error) {
 	ct := http.DetectContentType(head)
 	base, _, _ := strings.Cut(ct, ";")
 	ext := strings.ToLower(filepath.Ext(name))
@@ -50,13 +51,17 @@ func sniffType(head []byte, name string) (string, error) {
 	case isImage(base), base == "application/pdf":
 		return base, nil
 	case base == "text/plain":
-		if !utf8.Valid(trimPartialRune(head)) {
+		// UTF-8 text only, with a text file's name: markup such as SVG or
+		// HTML also sniffs as text and has no business here.
+		if !strings.HasSuffix(ct, "charset=utf-8") || !utf8.Valid(trimPartialRune(head, whole)) {
 			return "", errUnsupportedType
 		}
-		if ext == ".csv" {
+		switch ext {
+		case ".csv":
 			return "text/csv; charset=utf-8", nil
+		case ".txt", ".log", ".md", "":
+			return "text/plain; charset=utf-8", nil
 		}
-		return "text/plain; charset=utf-8", nil
 	case base == "application/zip":
 		switch ext {
 		case ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp":
@@ -71,14 +76,19 @@ func sniffType(head []byte, name string) (string, error) {
 	return "", errUnsupportedType
 }
 
-// trimPartialRune drops a multi-byte character cut off at the end of the
-// sniffed prefix.
-func trimPartialRune(b []byte) []byte {
-	for i := 0; i < utf8.UTFMax && len(b) > 0; i++ {
-		if utf8.Valid(b) {
-			return b
+// trimPartialRune drops a multi-byte character cut off at the end of a
+// prefix of the file (never from a whole file).
+func trimPartialRune(b []byte, whole bool) []byte {
+	if whole {
+		return b
+	}
+	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if r, _ := utf8.DecodeRune(b[len(b)-i:]); r == utf8.RuneError {
+				return b[:len(b)-i]
+			}
+			break
 		}
-		b = b[:len(b)-1]
 	}
 	return b
 }
@@ -159,11 +169,11 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 		}
 		return errf(http.StatusBadRequest, "bad_request", "upload interrupted")
 	}
-	head = head[:hn]
 	if hn == 0 {
 		return errf(http.StatusBadRequest, "bad_request", "the file is empty")
 	}
-	ct, err := sniffType(head, name)
+	ct, err := sniffType(head[:hn], name, hn < len(head))
+	head = head[:hn]
 	if err != nil {
 		return err
 	}
@@ -184,7 +194,7 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 		zerr := checkZip(rc.(io.ReaderAt), f.Size)
 		rc.Close()
 		if zerr != nil {
-			return zerr
+			return errors.Join(zerr, s.store.DeleteFile(ctx, f))
 		}
 	}
 	if clientID == "" {

@@ -378,6 +378,23 @@ func (s *SQLite) OpenFile(f *File) (io.ReadSeekCloser, error) {
 	return fh, nil
 }
 
+// DeleteFile implements Store.
+func (s *SQLite) DeleteFile(ctx context.Context, f *File) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM files WHERE id = ?`, f.ID); err != nil {
+		return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE content_id = ?`, f.ContentID).Scan(&n); err != nil {
+		return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+	}
+	if n == 0 {
+		if err := os.Remove(s.contentPath(f.ContentID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+		}
+	}
+	return nil
+}
+
 // CountFiles implements Store.
 func (s *SQLite) CountFiles(ctx context.Context, conversationID string) (int, error) {
 	var n int

@@ -135,6 +135,9 @@ type Store interface {
 	File(ctx context.Context, id string) (*File, error)
 	// OpenFile opens a stored file's bytes.
 	OpenFile(f *File) (io.ReadSeekCloser, error)
+	// DeleteFile forgets a file that was refused after it was saved; its
+	// bytes go too unless another file record shares them.
+	DeleteFile(ctx context.Context, f *File) error
 	// CountFiles counts the files uploaded to a conversation.
 	CountFiles(ctx context.Context, conversationID string) (int, error)
 	// CreateSession, Session and DeleteSession manage agent sessions.
