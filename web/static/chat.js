@@ -421,7 +421,7 @@ export class ChatLog {
     }
     const name = h('span', { class: 'file-name', text: file.name || 'file' });
     const size = h('span', { class: 'file-size', text: file.uploading ? 'Uploading…' : formatBytes(file.size) });
-    const row = h('div', { class: 'file-row' }, h('span', { class: 'file-icon', 'aria-hidden': 'true', text: '📄' }), h('span', { class: 'file-info' }, name, size));
+    const row = h('div', { class: 'file-row' }, h('span', { class: 'file-icon', 'aria-hidden': 'true' }), h('span', { class: 'file-info' }, name, size));
     if (file.id) {
       const button = h('button', {
         type: 'button',

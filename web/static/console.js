@@ -2,7 +2,7 @@
 // conversations and the chat itself. It uses the session cookie for HTTP and
 // for the WebSocket of the same origin.
 
-import { h, apiError, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -277,8 +277,8 @@ const app = {
     return h('li', { class: `item${offered ? ' offered' : ''}`, 'data-testid': 'queue-item', 'data-conversation': c.id, 'data-offered': offered ? 'true' : null },
       h('div', { class: 'item-text' },
         h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
-        h('span', { class: 'sub', text: `${c.queue || ''} · waiting since ${new Date(c.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}` })),
-      offered ? h('span', { class: 'pill', text: 'Offered to you' }) : null,
+        h('span', { class: 'sub', text: `${c.queue || ''} · since ${formatTime(c.created_at)}` }),
+        offered ? h('span', { class: 'pill', text: 'Offered to you' }) : null),
       accept);
   },
 

@@ -68,6 +68,7 @@ class SegueWidget extends HTMLElement {
 
   connectedCallback() {
     // Attributes of the host may only be set once it is in the document.
+    if (!this.styled) this.style.visibility = 'hidden';
     this.refresh();
     if (this.session?.token) this.socket.start();
     for (const item of this.outbox.items) this.showPending(item);
@@ -151,7 +152,15 @@ class SegueWidget extends HTMLElement {
     }, header, this.callBar, $('div', { class: 'body' }, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.form);
     this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
 
+    // Stay invisible until the stylesheet is in, so the host page never
+    // sees unstyled controls.
     const css = $('link', { rel: 'stylesheet', href: `${ORIGIN}/widget.css` });
+    const show = () => {
+      this.styled = true;
+      if (this.isConnected) this.style.visibility = '';
+    };
+    css.addEventListener('load', show);
+    css.addEventListener('error', show);
     this.shadowRoot.append(css, this.launcher, this.panel);
   }
 
