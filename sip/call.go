@@ -99,6 +99,7 @@ type Call struct {
 	remote    *mediaDesc
 	held      bool
 	hungUp    bool // the far end ended the dialog; no BYE to send
+	byeCause  *HangupError
 	seTimer   *time.Timer
 	seExpires int
 	droppedEv int
@@ -187,6 +188,7 @@ func (c *Call) Close() error {
 		hungUp := c.hungUp
 		c.mu.Unlock()
 		var byeErr error
+		c.cancel(ErrClosed)
 		if !hungUp && c.dlg.Context().Err() == nil {
 			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 			byeErr = c.dlg.Bye(ctx)
@@ -195,7 +197,6 @@ func (c *Call) Close() error {
 				byeErr = fmt.Errorf("sip: bye %s: %w", c.callID, byeErr)
 			}
 		}
-		c.cancel(ErrClosed)
 		c.wg.Wait()
 		c.err = byeErr
 	})
@@ -222,8 +223,15 @@ func (c *Call) start() {
 		select {
 		case <-c.ctx.Done():
 		case <-c.dlg.Context().Done():
-			// The dialog ended without our BYE or theirs reaching us (e.g. timeout).
-			c.cancel(fmt.Errorf("sip: dialog ended: %w", context.Cause(c.dlg.Context())))
+			c.mu.Lock()
+			bye := c.byeCause
+			c.mu.Unlock()
+			if bye != nil {
+				c.cancel(bye)
+			} else {
+				// The dialog ended without a BYE reaching us (e.g. a timeout).
+				c.cancel(fmt.Errorf("sip: dialog ended: %w", context.Cause(c.dlg.Context())))
+			}
 		}
 		cause := context.Cause(c.ctx)
 		c.mu.Lock()
@@ -336,19 +344,27 @@ func (c *Call) codecNames() []string {
 func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	switch req.Method {
 	case sipmsg.BYE:
-		if err := c.dlg.ReadBye(req, tx); err != nil {
-			respond(tx, req, 481, "Call/Transaction Does Not Exist")
-			return
-		}
 		reason := ""
 		if h := req.GetHeader("Reason"); h != nil {
 			reason = h.Value()
+		}
+		he := &HangupError{Method: "BYE", Reason: reason}
+		// Set before ReadBye ends the dialog, so the watcher reports it.
+		c.mu.Lock()
+		c.byeCause = he
+		c.mu.Unlock()
+		if err := c.dlg.ReadBye(req, tx); err != nil {
+			c.mu.Lock()
+			c.byeCause = nil
+			c.mu.Unlock()
+			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+			return
 		}
 		c.mu.Lock()
 		c.hungUp = true
 		c.mu.Unlock()
 		c.log.Info("remote hangup", "reason", reason)
-		c.cancel(&HangupError{Method: "BYE", Reason: reason})
+		c.cancel(he)
 	case sipmsg.INVITE, sipmsg.UPDATE:
 		c.handleReoffer(req, tx)
 	case sipmsg.ACK:

@@ -17,6 +17,7 @@ import (
 	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	"github.com/zaf/g711"
 	"go.uber.org/goleak"
 
 	"github.com/segue-rtc/segue/transcode"
@@ -206,11 +207,20 @@ type fakePeer struct {
 	cli    *sipgo.Client
 	addr   netip.AddrPort
 	rtp    *net.UDPConn
-	cancel context.CancelFunc
+	pc     net.PacketConn
+	served bool
 	done   chan struct{}
 }
 
 func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) *fakePeer {
+	t.Helper()
+	p := newIdlePeer(t)
+	p.serve(handlers)
+	return p
+}
+
+// newIdlePeer binds the peer's sockets; serve starts answering.
+func newIdlePeer(t *testing.T) *fakePeer {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("fake-pbx"))
 	if err != nil {
@@ -225,22 +235,30 @@ func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHa
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &fakePeer{t: t, ua: ua, srv: srv, addr: netip.MustParseAddrPort(pc.LocalAddr().String()), rtp: rtpc, done: make(chan struct{})}
+	p := &fakePeer{t: t, ua: ua, srv: srv, addr: netip.MustParseAddrPort(pc.LocalAddr().String()), rtp: rtpc, done: make(chan struct{}), pc: pc}
 	p.cli, _ = sipgo.NewClient(ua, sipgo.WithClientAddr(p.addr.String()), sipgo.WithClientLogger(testLogger(t)))
-	for m, h := range handlers {
-		srv.OnRequest(m, h)
-	}
-	if _, ok := handlers[sipmsg.ACK]; !ok {
-		srv.OnAck(func(*sipmsg.Request, sipmsg.ServerTransaction) {})
-	}
-	go func() { defer close(p.done); _ = srv.ServeUDP(pc) }()
+	p.cli.TxRequester = &fromListener{ua: ua, laddr: sipmsg.Addr{IP: p.addr.Addr().AsSlice(), Port: int(p.addr.Port())}}
 	t.Cleanup(func() {
 		pc.Close()
 		rtpc.Close()
 		ua.Close()
-		<-p.done
+		if p.served {
+			<-p.done
+		}
 	})
 	return p
+}
+
+func (p *fakePeer) serve(handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) {
+	for m, h := range handlers {
+		p.srv.OnRequest(m, h)
+	}
+	if _, ok := handlers[sipmsg.ACK]; !ok {
+		p.srv.OnAck(func(*sipmsg.Request, sipmsg.ServerTransaction) {})
+	}
+	p.served = true
+	go func() { defer close(p.done); _ = p.srv.ServeUDP(p.pc) }()
+	waitServing(p.ua, []string{"udp:" + p.addr.String()})
 }
 
 func (p *fakePeer) uri(user string) string {
@@ -281,3 +299,5 @@ func checkDigest(req *sipmsg.Request, chal *digest.Challenge, user, pass string)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func ulaw(v int16) byte { return g711.EncodeUlawFrame(v) }

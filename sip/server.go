@@ -244,6 +244,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	}
+	waitServing(ua, s.cfg.Listen)
 	s.mu.Lock()
 	s.ua, s.srv, s.ctx = ua, srv, runCtx
 	s.host, s.mediaIP = s.pickAddresses()
@@ -482,4 +483,21 @@ func (f *fromListener) Request(ctx context.Context, req *sipmsg.Request) (sipmsg
 		return nil, f.ua.TransportLayer().WriteMsg(req)
 	}
 	return f.ua.TransactionLayer().Request(ctx, req)
+}
+
+// waitServing waits (briefly) until sipgo has taken over the UDP sockets,
+// so that the first request we send leaves from the listening socket
+// instead of binding a second one to the same address.
+func waitServing(ua *sipgo.UserAgent, listen []string) {
+	want := 0
+	for _, l := range listen {
+		if tr, _, _ := ParseListen(l); tr == "udp" {
+			want++
+		}
+	}
+	pool := ua.TransportLayer().Pool("udp")
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && pool != nil && pool.Size() < want {
+		time.Sleep(time.Millisecond)
+	}
 }
