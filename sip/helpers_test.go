@@ -47,7 +47,15 @@ func rtpRange() [2]int {
 // startServer runs a Server on 127.0.0.1:0 (UDP) and stops it at cleanup.
 func startServer(t *testing.T, trunks []TrunkConfig, opts ...Option) *Server {
 	t.Helper()
-	cfg := Config{Listen: []string{"udp:127.0.0.1:0"}, RTPPortRange: rtpRange()}
+	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}}, trunks, opts...)
+	return s
+}
+
+// startServerCfg runs a Server with cfg and returns it with a function
+// that stops it and waits for Run to return.
+func startServerCfg(t *testing.T, cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, func()) {
+	t.Helper()
+	cfg.RTPPortRange = rtpRange()
 	cfg.ApplyDefaults()
 	for i := range trunks {
 		trunks[i].ApplyDefaults()
@@ -66,13 +74,17 @@ func startServer(t *testing.T, trunks []TrunkConfig, opts ...Option) *Server {
 		cancel()
 		t.Fatalf("run: %v", err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	return s
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
 }
 
 // tone returns n samples of a sine at freq Hz and amplitude amp (0..1), 8 kHz.
@@ -222,16 +234,21 @@ func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHa
 // newIdlePeer binds the peer's sockets; serve starts answering.
 func newIdlePeer(t *testing.T) *fakePeer {
 	t.Helper()
+	return newIdlePeerOn(t, "127.0.0.1")
+}
+
+func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
+	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("fake-pbx"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, _ := sipgo.NewServer(ua, sipgo.WithServerLogger(testLogger(t)))
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rtpc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	rtpc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Fatal(err)
 	}
