@@ -1,0 +1,321 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/segue-rtc/segue/transcode"
+)
+
+// Progress is a provisional response to an outbound INVITE.
+type Progress struct {
+	Code   int // 180, 183, ...
+	Reason string
+	// EarlyMedia is true when the response carried SDP: the far end's
+	// audio (ringback, announcements) now flows to DialOptions.AudioOut.
+	EarlyMedia bool
+}
+
+// DialOptions are per-call settings for Dial.
+type DialOptions struct {
+	// DisplayName is the From display name (e.g. the customer's name);
+	// the trunk's from_display is used when empty.
+	DisplayName string
+	// Headers are added to the INVITE. Allowed: User-to-User (RFC 7433),
+	// Call-Info, P-Asserted-Identity, Privacy, Subject, Alert-Info and X-*.
+	// Others are refused with an error, so that callers cannot break the
+	// dialog or spoof routing.
+	Headers map[string]string
+	// AudioOut receives the far end's 8 kHz PCM from the first packet on,
+	// early media included. It can be replaced later with SwapAudioOut.
+	AudioOut transcode.PCMWriter
+	// OnProgress is called for each provisional response. It runs on the
+	// dialling goroutine and must not block.
+	OnProgress func(Progress)
+	// RingTimeout ends an unanswered call with CANCEL; 0 leaves it to ctx.
+	RingTimeout time.Duration
+}
+
+var allowedDialHeaders = map[string]bool{
+	"user-to-user": true, "call-info": true, "p-asserted-identity": true,
+	"privacy": true, "subject": true, "alert-info": true,
+}
+
+func checkDialHeaders(h map[string]string) error {
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		if !allowedDialHeaders[lk] && !strings.HasPrefix(lk, "x-") {
+			return fmt.Errorf("sip: header %q may not be set by the caller", k)
+		}
+		if strings.ContainsAny(k+v, "\r\n") || strings.ContainsAny(k, ": \t") {
+			return fmt.Errorf("sip: header %q has invalid characters", k)
+		}
+	}
+	return nil
+}
+
+// Dial places a call to target through the named trunk and returns once
+// it is answered. target is a sip: or tel: URI or a bare number; numbers
+// are normalised with the trunk's rules and sent to the trunk. Digest
+// challenges (401/407) are answered with the trunk credentials; 3xx is
+// followed only to the same trunk. Cancelling ctx before the answer sends
+// CANCEL and returns an error matching ErrCancelled. A final failure is a
+// *StatusError (errors.Is with ErrBusy, ErrNoAnswer, ErrUnavailable,
+// ErrRejected); past a call limit the error matches ErrLimit.
+func (s *Server) Dial(ctx context.Context, trunkName, target string, opts DialOptions) (*Call, error) {
+	tr, ok := s.trunks[trunkName]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTrunk, trunkName)
+	}
+	if err := checkDialHeaders(opts.Headers); err != nil {
+		return nil, err
+	}
+	recipient, err := tr.targetURI(target)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.ready:
+	default:
+		return nil, fmt.Errorf("sip: dial before Run: %w", ErrClosed)
+	}
+	release, err := s.acquire(tr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.dial(ctx, tr, recipient, opts, release)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts DialOptions, release func()) (*Call, error) {
+	if opts.RingTimeout > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, opts.RingTimeout)
+		defer stop()
+	}
+	log := s.log.With("leg", "sip", "trunk", tr.cfg.Name)
+	media, err := newRTPSession(log, s.pool, s.rtpBindIP())
+	if err != nil {
+		return nil, err
+	}
+	media.swapOut(opts.AudioOut)
+	codecs := codecList(tr.cfg.Codecs)
+	sessID := s.newSessionID()
+	offer := buildSDP(sdpParams{Addr: s.mediaIP, Port: media.port, Codecs: codecs, DTMFPT: defaultDTMFPT, Direction: SendRecv, SessionID: sessID, Version: 1})
+
+	var dc *sipgo.DialogClientSession
+	var early bool
+	for hop := 0; ; hop++ {
+		req := s.newInvite(tr, recipient, offer, opts)
+		log.Info("dialling", "target", recipient.String(), "call_id", req.CallID().Value())
+		dc, err = s.dialogUA(tr).WriteInvite(ctx, req)
+		if err != nil {
+			media.close()
+			return nil, fmt.Errorf("sip: invite %s: %w", recipient.String(), err)
+		}
+		err = dc.WaitAnswer(ctx, sipgo.AnswerOptions{
+			Username: tr.authUser(), Password: tr.cfg.Password,
+			OnResponse: func(res *sipmsg.Response) error {
+				if !res.IsProvisional() || res.StatusCode == 100 {
+					return nil
+				}
+				p := Progress{Code: res.StatusCode, Reason: res.Reason}
+				if md, err := parseSDP(res.Body()); err == nil {
+					if codec, err := md.negotiate(tr.cfg.Codecs); err == nil {
+						media.configure(codec, md.remote(), md.dtmfPT(), md.Direction.mirror())
+						if !early {
+							early = true
+							media.start()
+						}
+						p.EarlyMedia = true
+					}
+				}
+				if opts.OnProgress != nil {
+					opts.OnProgress(p)
+				}
+				return nil
+			},
+		})
+		if err == nil {
+			break
+		}
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) && de.Res.StatusCode >= 300 && de.Res.StatusCode < 400 && hop < 3 {
+			if ct := de.Res.Contact(); ct != nil && tr.sameHost(ct.Address) {
+				log.Info("following redirect", "code", de.Res.StatusCode, "contact", ct.Address.String())
+				recipient = ct.Address
+				dc.Close()
+				continue
+			}
+			media.close()
+			return nil, fmt.Errorf("%w: %d to %v", ErrRedirectLoop, de.Res.StatusCode, de.Res.Contact())
+		}
+		media.close()
+		dc.Close()
+		return nil, dialError(ctx, recipient, err)
+	}
+
+	md, err := parseSDP(dc.InviteResponse.Body())
+	var codec Codec
+	if err == nil {
+		codec, err = md.negotiate(tr.cfg.Codecs)
+	}
+	if err != nil {
+		// RFC 3261 §13.2.2.4: ACK the 2xx, then end the call.
+		actx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = dc.Ack(actx)
+		_ = dc.Bye(actx)
+		stop()
+		media.close()
+		return nil, fmt.Errorf("sip: answer from %s: %w", recipient.String(), err)
+	}
+	if err := dc.Ack(ctx); err != nil {
+		media.close()
+		return nil, fmt.Errorf("sip: ack %s: %w", recipient.String(), err)
+	}
+	c := newCall(s, tr, dc.InviteRequest.CallID().Value(), false, dc, media, release)
+	c.codecs, c.sessID, c.sessVer, c.localAddr = codecs, sessID, 1, s.mediaIP
+	if _, err := c.applyRemote(md, false); err != nil {
+		media.close()
+		return nil, err
+	}
+	s.track(c)
+	c.start()
+	s.startRefresher(c, dc.InviteResponse)
+	c.log.Info("call answered", "direction", "outbound", "codec", codec.Name, "remote_media", md.remote().String())
+	return c, nil
+}
+
+func dialError(ctx context.Context, recipient sipmsg.Uri, err error) error {
+	var de *sipgo.ErrDialogResponse
+	if errors.As(err, &de) {
+		se := &StatusError{Code: de.Res.StatusCode, Reason: de.Res.Reason}
+		if h := de.Res.GetHeader("Retry-After"); h != nil {
+			v, _, _ := strings.Cut(h.Value(), ";")
+			se.RetryAfter, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		return fmt.Errorf("invite %s: %w", recipient.String(), se)
+	}
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("invite %s: %w: %w", recipient.String(), ErrNoAnswer, ctx.Err())
+		}
+		return fmt.Errorf("invite %s: %w", recipient.String(), ErrCancelled)
+	}
+	return fmt.Errorf("sip: invite %s: %w", recipient.String(), err)
+}
+
+// newInvite builds the INVITE: caller ID from the trunk, context headers
+// from the caller, session timer support (RFC 4028).
+func (s *Server) newInvite(tr *trunk, recipient sipmsg.Uri, offer []byte, opts DialOptions) *sipmsg.Request {
+	req := sipmsg.NewRequest(sipmsg.INVITE, recipient)
+	req.SetTransport(strings.ToUpper(tr.transport))
+	req.SetDestination(tr.hostport())
+	display := opts.DisplayName
+	if display == "" {
+		display = tr.cfg.FromDisplay
+	}
+	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: tr.host}}
+	from.Params = sipmsg.NewParams()
+	from.Params.Add("tag", sipmsg.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(&sipmsg.ToHeader{Address: recipient})
+	cid := sipmsg.CallIDHeader(newCallID())
+	req.AppendHeader(&cid)
+	req.AppendHeader(s.contactFor(tr))
+	req.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
+	req.AppendHeader(sipmsg.NewHeader("Supported", "timer"))
+	req.AppendHeader(sipmsg.NewHeader("Session-Expires", "1800"))
+	req.AppendHeader(sipmsg.NewHeader("Min-SE", "90"))
+	req.AppendHeader(allowHeader())
+	req.AppendHeader(sipmsg.NewHeader("User-Agent", s.cfg.UserAgent))
+	hasPAI := false
+	for k, v := range opts.Headers {
+		if strings.EqualFold(k, "P-Asserted-Identity") {
+			hasPAI = true
+		}
+		req.AppendHeader(sipmsg.NewHeader(k, v))
+	}
+	if !hasPAI && tr.cfg.AssertedIdentity != "" {
+		req.AppendHeader(sipmsg.NewHeader("P-Asserted-Identity", "<"+tr.cfg.AssertedIdentity+">"))
+	}
+	if tr.cfg.Privacy != "" && opts.Headers["Privacy"] == "" {
+		req.AppendHeader(sipmsg.NewHeader("Privacy", tr.cfg.Privacy))
+	}
+	req.SetBody(offer)
+	return req
+}
+
+// startRefresher honours RFC 4028 for an outbound call: when the answer
+// makes us the refresher (refresher=uac), an UPDATE refreshes the
+// session at half the interval; otherwise we expect refreshes and end
+// the call when none arrives.
+func (s *Server) startRefresher(c *Call, res *sipmsg.Response) {
+	h := res.GetHeader("Session-Expires")
+	if h == nil {
+		return
+	}
+	v, params, _ := strings.Cut(h.Value(), ";")
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || secs <= 0 {
+		return
+	}
+	if !strings.Contains(strings.ReplaceAll(params, " ", ""), "refresher=uac") {
+		c.armSessionTimer(secs)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(time.Duration(secs) * time.Second / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
+			req := sipmsg.NewRequest(sipmsg.UPDATE, c.remoteTarget())
+			req.AppendHeader(sipmsg.NewHeader("Session-Expires", strconv.Itoa(secs)+";refresher=uac"))
+			req.AppendHeader(sipmsg.NewHeader("Supported", "timer"))
+			ctx, stop := context.WithTimeout(c.ctx, 10*time.Second)
+			res, err := c.dlg.Do(ctx, req)
+			stop()
+			if err == nil && res.StatusCode == 481 || err == nil && res.StatusCode == 408 {
+				c.log.Info("session refresh refused, ending call", "code", res.StatusCode)
+				c.mu.Lock()
+				c.hungUp = true
+				c.mu.Unlock()
+				c.cancel(ErrSessionExpired)
+				return
+			}
+		}
+	}()
+}
+
+// remoteTarget is the far end's Contact, where in-dialog requests go.
+func (c *Call) remoteTarget() sipmsg.Uri {
+	if dc, ok := c.dlg.(*sipgo.DialogClientSession); ok && dc.InviteResponse != nil {
+		if ct := dc.InviteResponse.Contact(); ct != nil {
+			return ct.Address
+		}
+		return dc.InviteRequest.Recipient
+	}
+	if ds, ok := c.dlg.(*sipgo.DialogServerSession); ok {
+		if ct := ds.InviteRequest.Contact(); ct != nil {
+			return ct.Address
+		}
+	}
+	return sipmsg.Uri{}
+}

@@ -1,0 +1,574 @@
+package sip
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/zaf/g711"
+
+	"github.com/segue-rtc/segue/transcode"
+)
+
+const (
+	frameSamples  = 160 // 20 ms at 8 kHz
+	frameDuration = 20 * time.Millisecond
+	// sendQueueSamples bounds what AudioIn buffers ahead of the clock (400 ms).
+	sendQueueSamples = 3200
+	rtcpEvery        = 250 // send loop ticks between RTCP reports (5 s)
+	dtmfToneTicks    = 5   // 100 ms of tone per digit
+	dtmfEndRepeats   = 3   // RFC 4733 §2.5.1.4: the end packet is sent three times
+	dtmfGapTicks     = 3   // 60 ms pause between digits
+)
+
+// MediaStats counts what an RTP session sent and received.
+type MediaStats struct {
+	Codec           string
+	Remote          string // where RTP is sent (the learned source once latched)
+	PacketsSent     uint64
+	BytesSent       uint64
+	PacketsReceived uint64
+	BytesReceived   uint64
+	// PacketsLost is expected minus received (RFC 3550 §6.4.1), never negative.
+	PacketsLost uint64
+	// PacketsLate counts duplicate or reordered packets that were dropped.
+	PacketsLate uint64
+	// PacketsForeign counts packets dropped because they came from another
+	// source than the learned one (strict source).
+	PacketsForeign uint64
+	// JitterMs is the RFC 3550 §6.4.1 interarrival jitter in milliseconds.
+	JitterMs     float64
+	RTCPReceived uint64
+	RTCPSent     uint64
+}
+
+type dtmfReq struct {
+	digits []byte
+	done   chan struct{}
+}
+
+// rtpSession is one RTP/RTCP port pair carrying G.711 and telephone-event.
+// Its send loop runs on a steady 20 ms clock; its read loop pushes decoded
+// PCM into the current output writer.
+type rtpSession struct {
+	log    *slog.Logger
+	conn   *net.UDPConn
+	rtcpC  *net.UDPConn
+	port   int
+	pool   *portPool
+	onDTMF func(digit rune)
+	onFrst func() // first packet from a new source
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	begin  sync.Once
+
+	mu        sync.Mutex
+	codec     Codec
+	sendDTMF  int // payload type for sending telephone-event, -1 none
+	recvDTMF  int // payload type we announced for receiving
+	dir       Direction
+	sdpRemote netip.AddrPort
+	latched   netip.AddrPort
+	rtcpDst   netip.AddrPort
+	ssrc      uint32
+	seq       uint16
+	ts        uint32
+	ring      [sendQueueSamples]int16
+	rHead     int
+	rLen      int
+	dtmfQ     []dtmfReq
+	dtmfCur   int // index of the digit being sent in dtmfQ[0]
+	dtmfTick  int
+	dtmfTS    uint32
+	dtmfGap   int
+	st        MediaStats
+	// receive state (RFC 3550 A.1)
+	rStarted   bool
+	rSSRC      uint32
+	rBaseSeq   uint16
+	rMaxSeq    uint16
+	rCycles    uint32
+	rTransit   int64
+	rJitter    float64
+	rLastEvTS  uint32
+	rLastEvSet bool
+	rLastSR    uint32
+
+	outMu sync.Mutex
+	out   transcode.PCMWriter
+	dec   transcode.PCM16
+}
+
+func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession, error) {
+	c, rc, port, err := pool.listen(ip)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &rtpSession{
+		log: log, conn: c, rtcpC: rc, port: port, pool: pool,
+		ctx: ctx, cancel: cancel,
+		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv,
+		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
+		dec: make(transcode.PCM16, 0, 320),
+	}
+	return s, nil
+}
+
+// start runs the send, read and RTCP loops.
+// It is idempotent: early media starts it before the answer.
+func (s *rtpSession) start() {
+	s.begin.Do(func() {
+		s.wg.Add(3)
+		go s.sendLoop()
+		go s.readLoop()
+		go s.rtcpLoop()
+	})
+}
+
+// configure applies a negotiated description: codec, remote address,
+// telephone-event type and our direction. Sequence number, timestamp and
+// SSRC carry on unchanged (no gap after a re-INVITE). A new remote address
+// drops the learned source so that the new one is learned.
+func (s *rtpSession) configure(c Codec, remote netip.AddrPort, sendDTMF int, dir Direction) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if remote != s.sdpRemote {
+		s.latched = netip.AddrPort{}
+		s.rtcpDst = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
+	}
+	s.codec, s.sdpRemote, s.sendDTMF, s.dir = c, remote, sendDTMF, dir
+	s.st.Codec = c.Name
+}
+
+func (s *rtpSession) direction() Direction {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dir
+}
+
+func (s *rtpSession) stats() MediaStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	if dst := s.dst(); dst.IsValid() {
+		st.Remote = dst.String()
+	}
+	if s.rStarted {
+		expected := uint64(s.rCycles) + uint64(s.rMaxSeq) - uint64(s.rBaseSeq) + 1
+		if expected > st.PacketsReceived {
+			st.PacketsLost = expected - st.PacketsReceived
+		}
+	}
+	st.JitterMs = s.rJitter / 8
+	return st
+}
+
+func (s *rtpSession) dst() netip.AddrPort {
+	if s.latched.IsValid() {
+		return s.latched
+	}
+	return s.sdpRemote
+}
+
+// swapOut replaces the writer decoded audio goes to and returns the old one.
+func (s *rtpSession) swapOut(w transcode.PCMWriter) transcode.PCMWriter {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	old := s.out
+	s.out = w
+	return old
+}
+
+// push queues PCM for the send clock; past 400 ms the oldest is dropped.
+func (s *rtpSession) push(p transcode.PCM16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range p {
+		if s.rLen == len(s.ring) {
+			s.rHead = (s.rHead + 1) % len(s.ring)
+			s.rLen--
+		}
+		s.ring[(s.rHead+s.rLen)%len(s.ring)] = v
+		s.rLen++
+	}
+}
+
+// queueDTMF adds digits to send and returns a channel closed once sent.
+func (s *rtpSession) queueDTMF(digits []byte) (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sendDTMF < 0 {
+		return nil, ErrNoTelephoneEvent
+	}
+	r := dtmfReq{digits: digits, done: make(chan struct{})}
+	s.dtmfQ = append(s.dtmfQ, r)
+	return r.done, nil
+}
+
+func (s *rtpSession) sendLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(frameDuration)
+	defer t.Stop()
+	buf := make([]byte, 12+frameSamples)
+	var frame [frameSamples]int16
+	ticks := 0
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ticks++
+		n, dst := s.buildPacket(buf, frame[:])
+		if n > 0 && dst.IsValid() {
+			if _, err := s.conn.WriteToUDPAddrPort(buf[:n], dst); err == nil {
+				s.mu.Lock()
+				s.st.PacketsSent++
+				s.st.BytesSent += uint64(n - 12)
+				s.mu.Unlock()
+			}
+		}
+		if ticks%rtcpEvery == 0 {
+			s.sendRTCP()
+		}
+	}
+}
+
+// buildPacket takes one 20 ms frame from the queue (or a telephone-event
+// packet while digits are pending) and writes the RTP packet into buf.
+// It returns 0 when nothing is to be sent this tick.
+func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Take the frame off the queue in every case so audio stays in step.
+	got := min(s.rLen, frameSamples)
+	for i := 0; i < got; i++ {
+		frame[i] = s.ring[(s.rHead+i)%len(s.ring)]
+	}
+	clear(frame[got:])
+	s.rHead = (s.rHead + got) % len(s.ring)
+	s.rLen -= got
+
+	ts := s.ts
+	s.ts += frameSamples
+	dst := s.dst()
+	send := s.dir.sends() && dst.IsValid() && s.codec.Name != ""
+
+	h := rtp.Header{Version: 2, SSRC: s.ssrc}
+	var payload []byte
+	if s.dtmfGap > 0 {
+		s.dtmfGap--
+	}
+	if len(s.dtmfQ) > 0 && s.dtmfGap == 0 && s.sendDTMF >= 0 {
+		req := &s.dtmfQ[0]
+		if s.dtmfTick == 0 {
+			s.dtmfTS = ts
+			h.Marker = true
+		}
+		ev, _ := dtmfEvent(req.digits[s.dtmfCur])
+		dur := min(s.dtmfTick+1, dtmfToneTicks) * frameSamples
+		end := s.dtmfTick >= dtmfToneTicks-1
+		payload = buf[12:16]
+		encodeDTMF(payload, ev, end, 10, uint16(dur))
+		h.PayloadType = uint8(s.sendDTMF)
+		h.Timestamp = s.dtmfTS
+		s.dtmfTick++
+		if s.dtmfTick >= dtmfToneTicks+dtmfEndRepeats-1 {
+			s.dtmfTick = 0
+			s.dtmfGap = dtmfGapTicks
+			s.dtmfCur++
+			if s.dtmfCur >= len(req.digits) {
+				close(req.done)
+				s.dtmfQ = s.dtmfQ[1:]
+				s.dtmfCur = 0
+			}
+		}
+	} else {
+		payload = buf[12 : 12+frameSamples]
+		enc := g711.EncodeUlawFrame
+		if s.codec.Name == "PCMA" {
+			enc = g711.EncodeAlawFrame
+		}
+		for i, v := range frame {
+			payload[i] = enc(v)
+		}
+		h.PayloadType = s.codec.PT
+		h.Timestamp = ts
+	}
+	if !send {
+		return 0, dst
+	}
+	h.SequenceNumber = s.seq
+	s.seq++
+	if _, err := h.MarshalTo(buf[:12]); err != nil {
+		return 0, dst
+	}
+	return 12 + len(payload), dst
+}
+
+func (s *rtpSession) readLoop() {
+	defer s.wg.Done()
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	var errs int
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errs++; errs > 50 {
+				s.log.Warn("rtp read failing, stopping", "error", err)
+				return
+			}
+			continue
+		}
+		errs = 0
+		if err := pkt.Unmarshal(buf[:n]); err != nil || pkt.Version != 2 {
+			continue
+		}
+		s.receive(&pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
+	}
+}
+
+// receive handles one RTP packet: strict-source check, sequence and
+// jitter accounting, then DTMF or decode into the output writer.
+func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time) {
+	s.mu.Lock()
+	if !s.latched.IsValid() {
+		s.latched = from
+		s.rtcpDst = netip.AddrPortFrom(from.Addr(), from.Port()+1)
+		s.log.Debug("rtp source learned", "remote", from.String())
+	} else if s.latched != from {
+		s.st.PacketsForeign++
+		s.mu.Unlock()
+		return
+	}
+	if !s.rStarted || pkt.SSRC != s.rSSRC {
+		s.rStarted, s.rSSRC = true, pkt.SSRC
+		s.rBaseSeq, s.rMaxSeq, s.rCycles = pkt.SequenceNumber, pkt.SequenceNumber-1, 0
+		s.st.PacketsReceived, s.rJitter, s.rTransit = 0, 0, 0
+	}
+	delta := int16(pkt.SequenceNumber - s.rMaxSeq)
+	if delta <= 0 {
+		if delta > -100 {
+			s.st.PacketsLate++
+			s.mu.Unlock()
+			return
+		}
+		// A large jump back is a restarted sender: start counting again.
+		s.rBaseSeq, s.rCycles = pkt.SequenceNumber, 0
+		s.st.PacketsReceived = 0
+	} else if pkt.SequenceNumber < s.rMaxSeq {
+		s.rCycles += 1 << 16
+	}
+	s.rMaxSeq = pkt.SequenceNumber
+	s.st.PacketsReceived++
+	s.st.BytesReceived += uint64(len(pkt.Payload))
+	arrival := now.UnixNano() / int64(time.Second/8000)
+	transit := arrival - int64(pkt.Timestamp)
+	if s.st.PacketsReceived > 1 {
+		d := transit - s.rTransit
+		if d < 0 {
+			d = -d
+		}
+		if d < 8000*10 {
+			s.rJitter += (float64(d) - s.rJitter) / 16
+		}
+	}
+	s.rTransit = transit
+	receives := s.dir.receives()
+	recvDTMF := s.recvDTMF
+	s.mu.Unlock()
+
+	pt := int(pkt.PayloadType)
+	switch {
+	case pt == recvDTMF || (pt >= 96 && pt == s.sendDTMFPT()):
+		ev, end, ok := decodeDTMF(pkt.Payload)
+		if !ok || !end {
+			return
+		}
+		s.mu.Lock()
+		dup := s.rLastEvSet && s.rLastEvTS == pkt.Timestamp
+		s.rLastEvTS, s.rLastEvSet = pkt.Timestamp, true
+		s.mu.Unlock()
+		if !dup && s.onDTMF != nil {
+			if d, ok := dtmfDigit(ev); ok {
+				s.onDTMF(d)
+			}
+		}
+	case pt == 0 || pt == 8:
+		if !receives {
+			return
+		}
+		s.outMu.Lock()
+		defer s.outMu.Unlock()
+		if s.out == nil {
+			return
+		}
+		p := s.dec[:0]
+		if pt == 0 {
+			for _, b := range pkt.Payload {
+				p = append(p, g711.DecodeUlawFrame(b))
+			}
+		} else {
+			for _, b := range pkt.Payload {
+				p = append(p, g711.DecodeAlawFrame(b))
+			}
+		}
+		s.dec = p
+		_ = s.out.WriteSample(p)
+	default:
+		// Comfort noise (RFC 3389, pt 13) and unknown types are ignored.
+	}
+}
+
+func (s *rtpSession) sendDTMFPT() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sendDTMF
+}
+
+func (s *rtpSession) rtcpLoop() {
+	defer s.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.rtcpC.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		s.st.RTCPReceived++
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok {
+				s.rLastSR = uint32(sr.NTPTime >> 16)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sendRTCP sends a sender report with one reception report block
+// (RFC 3550 §6.4.1).
+func (s *rtpSession) sendRTCP() {
+	s.mu.Lock()
+	dst := s.rtcpDst
+	sr := &rtcp.SenderReport{
+		SSRC: s.ssrc, NTPTime: ntpTime(time.Now()), RTPTime: s.ts,
+		PacketCount: uint32(s.st.PacketsSent), OctetCount: uint32(s.st.BytesSent),
+	}
+	if s.rStarted {
+		expected := uint64(s.rCycles) + uint64(s.rMaxSeq) - uint64(s.rBaseSeq) + 1
+		var lost uint64
+		if expected > s.st.PacketsReceived {
+			lost = expected - s.st.PacketsReceived
+		}
+		sr.Reports = []rtcp.ReceptionReport{{
+			SSRC: s.rSSRC, TotalLost: uint32(min(lost, 0xffffff)),
+			LastSequenceNumber: s.rCycles + uint32(s.rMaxSeq),
+			Jitter:             uint32(s.rJitter), LastSenderReport: s.rLastSR,
+		}}
+	}
+	s.mu.Unlock()
+	if !dst.IsValid() {
+		return
+	}
+	b, err := sr.Marshal()
+	if err != nil {
+		return
+	}
+	if _, err := s.rtcpC.WriteToUDPAddrPort(b, dst); err == nil {
+		s.mu.Lock()
+		s.st.RTCPSent++
+		s.mu.Unlock()
+	}
+}
+
+func ntpTime(t time.Time) uint64 {
+	const ntpEpochOffset = 2208988800
+	sec := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) * (1 << 32) / 1e9
+	return sec<<32 | frac
+}
+
+// close stops the loops, closes the sockets and returns the ports to the
+// pool. It is idempotent and waits for the loops.
+func (s *rtpSession) close() error {
+	s.once.Do(func() {
+		s.begin.Do(func() {}) // never start after close
+		s.cancel()
+		s.conn.Close()
+		s.rtcpC.Close()
+		s.wg.Wait()
+		s.pool.release(s.port)
+		s.mu.Lock()
+		for _, r := range s.dtmfQ {
+			close(r.done)
+		}
+		s.dtmfQ = nil
+		s.mu.Unlock()
+	})
+	return nil
+}
+
+// RFC 4733 §3.2 event codes for the DTMF digits.
+func dtmfEvent(d byte) (uint8, bool) {
+	switch {
+	case d >= '0' && d <= '9':
+		return d - '0', true
+	case d == '*':
+		return 10, true
+	case d == '#':
+		return 11, true
+	case d >= 'A' && d <= 'D':
+		return 12 + d - 'A', true
+	case d >= 'a' && d <= 'd':
+		return 12 + d - 'a', true
+	}
+	return 0, false
+}
+
+func dtmfDigit(ev uint8) (rune, bool) {
+	const digits = "0123456789*#ABCD"
+	if int(ev) < len(digits) {
+		return rune(digits[ev]), true
+	}
+	return 0, false
+}
+
+// encodeDTMF writes an RFC 4733 §2.3 telephone-event payload into p (4 bytes).
+func encodeDTMF(p []byte, event uint8, end bool, volume uint8, duration uint16) {
+	p[0] = event
+	p[1] = volume & 0x3f
+	if end {
+		p[1] |= 0x80
+	}
+	binary.BigEndian.PutUint16(p[2:], duration)
+}
+
+// decodeDTMF reads an RFC 4733 telephone-event payload.
+func decodeDTMF(p []byte) (event uint8, end, ok bool) {
+	if len(p) < 4 {
+		return 0, false, false
+	}
+	return p[0], p[1]&0x80 != 0, true
+}

@@ -1,0 +1,503 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
+)
+
+// InviteHandler decides what to do with an inbound call. It runs on its
+// own goroutine and may block until it answers (InboundCall.Answer) or
+// rejects the call; ctx ends when the caller cancels or the server stops.
+// Returning without answering rejects the call: with the code of a
+// *StatusError, 486 for ErrBusy, 503 for ErrLimit, 480 otherwise.
+type InviteHandler func(ctx context.Context, in *InboundCall) error
+
+// Option configures a Server.
+type Option func(*Server) error
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) error {
+		if l == nil {
+			return errors.New("sip: nil logger")
+		}
+		s.log = l
+		return nil
+	}
+}
+
+// WithMaxCalls sets the global concurrent call limit (limits.max_calls);
+// 0 means no limit.
+func WithMaxCalls(n int) Option {
+	return func(s *Server) error {
+		if n < 0 {
+			return errors.New("sip: max calls must not be negative")
+		}
+		s.maxCalls = n
+		return nil
+	}
+}
+
+// WithInviteHandler sets the handler for inbound calls (see OnInvite).
+func WithInviteHandler(h InviteHandler) Option {
+	return func(s *Server) error { s.onInvite = h; return nil }
+}
+
+// WithPortRest sets how long a released RTP port rests before reuse
+// (default 5 s).
+func WithPortRest(d time.Duration) Option {
+	return func(s *Server) error { s.portRest = d; return nil }
+}
+
+// WithTLSConfig sets the client TLS configuration used toward tls trunks
+// (for example a private RootCAs pool). Server certificates for tls
+// listeners come from Config.TLSCert and TLSKey.
+func WithTLSConfig(c *tls.Config) Option {
+	return func(s *Server) error { s.clientTLS = c; return nil }
+}
+
+// Server is the SIP user agent: listeners, trunk registration and
+// keepalive, outbound Dial and inbound calls. Create it with New and run
+// it with Run; Dial works while Run is running.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	trunks    map[string]*trunk
+	order     []*trunk
+	maxCalls  int
+	portRest  time.Duration
+	clientTLS *tls.Config
+
+	mu       sync.Mutex
+	onInvite InviteHandler
+	calls    map[string]*Call
+	active   int
+	running  bool
+	closing  bool
+	ctx      context.Context
+	addrs    map[string]netip.AddrPort
+	host     string // advertised host for Contact and SDP
+	mediaIP  netip.Addr
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	clients  map[string]*sipgo.Client
+	pool     *portPool
+	ready    chan struct{}
+	bg       sync.WaitGroup
+	dropped  uint64
+}
+
+// New checks the configuration and builds a Server. It does no I/O.
+// cfg and trunks must have had ApplyDefaults called.
+func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	s := &Server{
+		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
+		portRest: 5 * time.Second, calls: map[string]*Call{}, ready: make(chan struct{}),
+		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
+	}
+	for i, tc := range trunks {
+		if err := tc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("trunks[%d]: %w", i, err))
+			continue
+		}
+		if _, dup := s.trunks[tc.Name]; dup {
+			errs = append(errs, fmt.Errorf("trunks[%d].name: duplicate %q", i, tc.Name))
+			continue
+		}
+		tr, err := newTrunk(tc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("trunks[%d]: %w", i, err))
+			continue
+		}
+		s.trunks[tc.Name] = tr
+		s.order = append(s.order, tr)
+	}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.pool = newPortPool(cfg.RTPPortRange[0], cfg.RTPPortRange[1], s.portRest)
+	return s, nil
+}
+
+// OnInvite sets the handler for inbound calls. Without one, inbound
+// INVITEs are answered 480. Safe to call at any time.
+func (s *Server) OnInvite(h InviteHandler) {
+	s.mu.Lock()
+	s.onInvite = h
+	s.mu.Unlock()
+}
+
+// Ready is closed once Run has bound every listener.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the bound address of the first listener of transport
+// ("udp", "tcp" or "tls"), valid after Ready.
+func (s *Server) Addr(transport string) netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[transport]
+}
+
+// ActiveCalls returns the number of calls in progress, ringing included.
+func (s *Server) ActiveCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
+}
+
+// Run listens, registers trunks, keeps them alive and serves calls until
+// ctx ends. On the way out it hangs up every call, un-registers and waits
+// for its goroutines.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("sip: server already running")
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(s.cfg.UserAgent)}
+	if s.clientTLS != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLS))
+	} else if tc := s.trunkTLSConfig(); tc != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tc))
+	}
+	ua, err := sipgo.NewUA(uaOpts...)
+	if err != nil {
+		return fmt.Errorf("sip: user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(s.log))
+	if err != nil {
+		ua.Close()
+		return fmt.Errorf("sip: server: %w", err)
+	}
+	s.registerHandlers(srv)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var serveWG sync.WaitGroup
+	var closers []func() error
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, l := range s.cfg.Listen {
+		tr, addr, _ := ParseListen(l)
+		switch tr {
+		case "udp":
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				closeAll()
+				ua.Close()
+				return fmt.Errorf("sip: listen %s: %w", l, err)
+			}
+			closers = append(closers, pc.Close)
+			s.setAddr("udp", pc.LocalAddr())
+			serveWG.Add(1)
+			go func() { defer serveWG.Done(); _ = srv.ServeUDP(pc) }()
+		case "tcp", "tls":
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				closeAll()
+				ua.Close()
+				return fmt.Errorf("sip: listen %s: %w", l, err)
+			}
+			closers = append(closers, ln.Close)
+			s.setAddr(tr, ln.Addr())
+			if tr == "tls" {
+				cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+				if err != nil {
+					closeAll()
+					ua.Close()
+					return fmt.Errorf("sip: tls certificate: %w", err)
+				}
+				tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+				serveWG.Add(1)
+				go func() { defer serveWG.Done(); _ = srv.ServeTLS(tln) }()
+			} else {
+				serveWG.Add(1)
+				go func() { defer serveWG.Done(); _ = srv.ServeTCP(ln) }()
+			}
+		}
+	}
+	waitServing(ua, s.cfg.Listen)
+	s.mu.Lock()
+	s.ua, s.srv, s.ctx = ua, srv, runCtx
+	s.host, s.mediaIP = s.pickAddresses()
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		opts := []sipgo.ClientOption{sipgo.WithClientLogger(s.log), sipgo.WithClientNAT()}
+		if a, ok := s.addrs[tr]; ok && tr == "udp" {
+			opts = append(opts, sipgo.WithClientAddr(a.String()))
+		}
+		opts = append(opts, sipgo.WithClientHostname(s.host))
+		if a, ok := s.addrs[tr]; ok {
+			opts = append(opts, sipgo.WithClientPort(int(a.Port())))
+		}
+		cli, err := sipgo.NewClient(ua, opts...)
+		if err != nil {
+			s.mu.Unlock()
+			closeAll()
+			ua.Close()
+			return fmt.Errorf("sip: client: %w", err)
+		}
+		if a, ok := s.addrs[tr]; ok && tr == "udp" {
+			cli.TxRequester = &fromListener{ua: ua, laddr: sipmsg.Addr{IP: a.Addr().AsSlice(), Port: int(a.Port())}}
+		}
+		s.clients[tr] = cli
+	}
+	s.mu.Unlock()
+	close(s.ready)
+	s.log.Info("sip server started", "listen", s.cfg.Listen, "contact_host", s.host, "trunks", len(s.order))
+
+	var loops sync.WaitGroup
+	for _, tr := range s.order {
+		if tr.cfg.Register {
+			loops.Add(1)
+			go func() { defer loops.Done(); s.registerLoop(runCtx, tr) }()
+		}
+		if tr.cfg.OptionsInterval > 0 {
+			loops.Add(1)
+			go func() { defer loops.Done(); s.optionsLoop(runCtx, tr) }()
+		}
+	}
+
+	<-ctx.Done()
+	s.log.Info("sip server stopping")
+	s.mu.Lock()
+	s.closing = true
+	calls := make([]*Call, 0, len(s.calls))
+	for _, c := range s.calls {
+		calls = append(calls, c)
+	}
+	s.mu.Unlock()
+	var hang sync.WaitGroup
+	for _, c := range calls {
+		hang.Add(1)
+		go func() { defer hang.Done(); c.Close() }()
+	}
+	hang.Wait()
+	stop()
+	loops.Wait()
+	s.bg.Wait()
+	closeAll()
+	ua.Close()
+	serveWG.Wait()
+	s.log.Info("sip server stopped")
+	return nil
+}
+
+func (s *Server) setAddr(tr string, a net.Addr) {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.addrs[tr]; !ok {
+		s.addrs[tr] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+}
+
+// pickAddresses chooses the host advertised in Contact/Via and the IP put
+// in SDP: public_address when set, else the first listener's specific IP,
+// else the local address of the route toward the first trunk.
+func (s *Server) pickAddresses() (string, netip.Addr) {
+	var listenIP netip.Addr
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		if a, ok := s.addrs[tr]; ok && !a.Addr().IsUnspecified() {
+			listenIP = a.Addr()
+			break
+		}
+	}
+	mediaIP := listenIP
+	if !mediaIP.IsValid() {
+		mediaIP = outboundIP(s.order)
+	}
+	if s.cfg.PublicAddress != "" {
+		if ip, err := netip.ParseAddr(s.cfg.PublicAddress); err == nil {
+			return s.cfg.PublicAddress, ip
+		}
+		return s.cfg.PublicAddress, mediaIP
+	}
+	return mediaIP.String(), mediaIP
+}
+
+func outboundIP(trunks []*trunk) netip.Addr {
+	for _, tr := range trunks {
+		c, err := net.Dial("udp", net.JoinHostPort(tr.host, strconv.Itoa(tr.port)))
+		if err != nil {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+		c.Close()
+		if err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}
+
+func (s *Server) trunkTLSConfig() *tls.Config {
+	for _, tr := range s.order {
+		if tr.transport == "tls" {
+			return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: tr.cfg.TLSInsecureSkipVerify, ServerName: tr.host} //nolint:gosec // opt-in per trunk config
+		}
+	}
+	return nil
+}
+
+// rtpBindIP is where RTP sockets bind: the listener IP when specific, else all.
+func (s *Server) rtpBindIP() netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		if a, ok := s.addrs[tr]; ok {
+			return a.Addr()
+		}
+	}
+	return netip.IPv4Unspecified()
+}
+
+func (s *Server) client(transport string) *sipgo.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clients[transport]
+}
+
+// contactFor returns our Contact for requests and responses on tr.
+func (s *Server) contactFor(tr *trunk) *sipmsg.ContactHeader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := &sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: s.host}}
+	if a, ok := s.addrs[tr.transport]; ok {
+		h.Address.Port = int(a.Port())
+	} else if a, ok := s.addrs["udp"]; ok {
+		h.Address.Port = int(a.Port())
+	}
+	if tr.transport != "udp" {
+		h.Address.UriParams = sipmsg.NewParams()
+		h.Address.UriParams.Add("transport", tr.transport)
+	}
+	return h
+}
+
+func (s *Server) dialogUA(tr *trunk) *sipgo.DialogUA {
+	return &sipgo.DialogUA{Client: s.client(tr.transport), ContactHDR: *s.contactFor(tr)}
+}
+
+// acquire takes a call slot on tr and globally; release gives it back.
+func (s *Server) acquire(tr *trunk) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || !s.running {
+		return nil, ErrClosed
+	}
+	if s.maxCalls > 0 && s.active >= s.maxCalls {
+		return nil, fmt.Errorf("%w: %d calls in progress (limits.max_calls)", ErrLimit, s.active)
+	}
+	if tr.cfg.MaxCalls > 0 && tr.active >= tr.cfg.MaxCalls {
+		return nil, fmt.Errorf("%w: %d calls on trunk %s", ErrLimit, tr.active, tr.cfg.Name)
+	}
+	s.active++
+	tr.active++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.active--
+			tr.active--
+			s.mu.Unlock()
+		})
+	}, nil
+}
+
+func (s *Server) track(c *Call) {
+	s.mu.Lock()
+	s.calls[c.callID] = c
+	s.mu.Unlock()
+}
+
+func (s *Server) forget(c *Call) {
+	s.mu.Lock()
+	if s.calls[c.callID] == c {
+		delete(s.calls, c.callID)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) lookup(callID string) *Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[callID]
+}
+
+// goBackground runs f on a goroutine Run waits for.
+func (s *Server) goBackground(f func()) {
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); f() }()
+}
+
+func (s *Server) newSessionID() uint64 { return rand.Uint64() >> 2 }
+
+func newCallID() string { return uuid.NewString() }
+
+// fromListener makes every UDP request, in-dialog ones and ACK included,
+// leave from the listening socket, so that the far end's replies and
+// requests reach us at the address in Via and Contact (symmetric
+// signalling through NAT). sipgo sets the local address only on requests
+// it builds from scratch.
+type fromListener struct {
+	ua    *sipgo.UserAgent
+	laddr sipmsg.Addr
+}
+
+func (f *fromListener) Request(ctx context.Context, req *sipmsg.Request) (sipmsg.ClientTransaction, error) {
+	if req.Laddr.IP == nil {
+		f.laddr.Copy(&req.Laddr)
+	}
+	if req.IsAck() {
+		return nil, f.ua.TransportLayer().WriteMsg(req)
+	}
+	return f.ua.TransactionLayer().Request(ctx, req)
+}
+
+// waitServing waits (briefly) until sipgo has taken over the UDP sockets,
+// so that the first request we send leaves from the listening socket
+// instead of binding a second one to the same address.
+func waitServing(ua *sipgo.UserAgent, listen []string) {
+	want := 0
+	for _, l := range listen {
+		if tr, _, _ := ParseListen(l); tr == "udp" {
+			want++
+		}
+	}
+	pool := ua.TransportLayer().Pool("udp")
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && pool != nil && pool.Size() < want {
+		time.Sleep(time.Millisecond)
+	}
+}
