@@ -82,7 +82,7 @@ func Speech(rate int, d time.Duration, seed uint64) transcode.PCM16 {
 			out[i] = env * y
 		}
 		for j := 0; j < pause && i < n; j, i = j+1, i+1 {
-			out[i] = 0.002 * (rng.Float64()*2 - 1)
+			out[i] = 0
 		}
 	}
 	peak := 0.0
@@ -94,7 +94,8 @@ func Speech(rate int, d time.Duration, seed uint64) transcode.PCM16 {
 		return pcm
 	}
 	for i, v := range out {
-		pcm[i] = toInt16(0.5 * v / peak)
+		// Breath noise at about -70 dBFS keeps pauses from being digital silence.
+		pcm[i] = toInt16(0.5*v/peak + 0.0005*(rng.Float64()*2-1))
 	}
 	return pcm
 }
