@@ -7,14 +7,14 @@ import (
 )
 
 // Resampler design: a rational L/M polyphase FIR resampler. The prototype
-// low-pass is a Kaiser-windowed sinc at the up-sampled rate L·from, with the
-// passband ending at 85% of the lower Nyquist frequency and the stopband
+// low-pass is a Kaiser-windowed sinc at the up-sampled rate L·from, with
+// the passband ending at 85% of the lower Nyquist frequency, the stopband
 // starting at that Nyquist frequency, and a Kaiser β for 80 dB of
-// attenuation; for 48 ↔ 8 kHz that is a 3.4 kHz passband, 4 kHz stopband,
-// 409 taps (69 per phase when decimating by 6), and measured alias
-// rejection is in resample_test.go. Each output sample is one dot product
-// with one phase of the filter, so the work per output is taps/L
-// multiply-adds.
+// attenuation. For 48 ↔ 8 kHz that is a 3.4 kHz passband, a 4 kHz
+// stopband and 409 taps (the length is rounded so that the delay is a
+// whole number of samples: 34 at 8 kHz); resample_test.go checks at least
+// 70 dB of alias and image rejection. Each output sample is one dot product
+// with one phase of the filter, taps/L multiply-adds.
 const (
 	resampleAttenuation = 80.0 // dB
 	resamplePassband    = 0.85 // fraction of the lower Nyquist frequency
@@ -59,8 +59,12 @@ func newResampleFilter(from, to int) *resampleFilter {
 	cut := (pass + nyq) / 2 / hi          // normalised cut-off, cycles per sample
 	dw := 2 * math.Pi * (nyq - pass) / hi // transition width, rad per sample
 	n := int(math.Ceil((resampleAttenuation-8)/(2.285*dw))) + 1
+	// Make the group delay, (n-1)/2 samples at the high rate, a whole
+	// number of both input and output samples, so that chains of
+	// resamplers delay audio by whole samples.
+	step := 2 * up * down
+	n = (n-1+step-1)/step*step + 1
 	taps := (n + up - 1) / up
-	n = taps * up
 	beta := 0.1102 * (resampleAttenuation - 8.7)
 	i0b := besselI0(beta)
 	f := &resampleFilter{up: up, down: down, taps: taps, phases: make([][]float32, up)}
@@ -68,7 +72,7 @@ func newResampleFilter(from, to int) *resampleFilter {
 		f.phases[p] = make([]float32, taps)
 	}
 	mid := float64(n-1) / 2
-	for i := 0; i < n; i++ {
+	for i := 0; i < n; i++ { // phases beyond n stay zero
 		t := float64(i) - mid
 		var h float64
 		if t == 0 {
