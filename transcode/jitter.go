@@ -124,9 +124,10 @@ type Jitter struct {
 	havePlayed  bool
 	started     bool
 	firstArrive time.Time
-	stallEmpty  int  // ticks concealed in a row with an empty buffer
-	advanced    bool // the last Pop skipped a lost packet (Next is valid)
-	surplus     int  // ticks in a row with more delay than needed
+	stallEmpty  int   // ticks concealed in a row with an empty buffer
+	waited      int64 // ticks concealed waiting for the packet due next
+	advanced    bool  // the last Pop skipped a lost packet (Next is valid)
+	surplus     int   // ticks in a row with more delay than needed
 
 	epoch       time.Time
 	haveTransit bool
@@ -196,7 +197,7 @@ func (j *Jitter) Push(p *rtp.Packet) {
 	if j.havePlayed {
 		// Make room: the ring holds sequence numbers next..next+ring-1.
 		for ext >= j.next+jitterRing {
-			j.skip(&j.stats.Dropped)
+			j.skip()
 		}
 	} else if slot.pkt != nil {
 		// Not playing yet and the slot holds a packet a whole ring older.
@@ -298,14 +299,17 @@ func (j *Jitter) targetFrames() int64 {
 	return max(1, int64((j.target()+j.cfg.Frame-1)/j.cfg.Frame))
 }
 
-// skip gives up the packet due next, counting it in counter.
-func (j *Jitter) skip(counter *uint64) {
+// skip gives up the packet due next: a packet held is counted as
+// Dropped, a missing one as Lost.
+func (j *Jitter) skip() {
 	slot := &j.ring[j.next%jitterRing]
 	if slot.pkt != nil && slot.ext == j.next {
 		slot.pkt = nil
 		j.count--
+		j.stats.Dropped++
+	} else {
+		j.stats.Lost++
 	}
-	*counter++
 	j.next++
 }
 
@@ -341,13 +345,13 @@ func (j *Jitter) Pop() (*rtp.Packet, JitterStatus) {
 		}
 		j.next = low
 		j.started, j.havePlayed = true, true
-		j.stallEmpty, j.surplus = 0, 0
+		j.stallEmpty, j.surplus, j.waited = 0, 0, 0
 	}
 	// Cut a delay above MaxDelay at once, back to the target.
 	maxFrames := int64(j.cfg.MaxDelay / j.cfg.Frame)
 	if j.highest-j.next+1 > maxFrames+1 {
 		for j.highest-j.next+1 > j.targetFrames() {
-			j.skip(&j.stats.Dropped)
+			j.skip()
 		}
 	}
 	// Shed a surplus held for a while, one packet at a time.
@@ -355,7 +359,7 @@ func (j *Jitter) Pop() (*rtp.Packet, JitterStatus) {
 		j.surplus++
 		if j.surplus >= jitterShrinkTicks {
 			j.surplus = 0
-			j.skip(&j.stats.Dropped)
+			j.skip()
 		}
 	} else {
 		j.surplus = 0
@@ -366,17 +370,20 @@ func (j *Jitter) Pop() (*rtp.Packet, JitterStatus) {
 		slot.pkt = nil
 		j.count--
 		j.next++
-		j.stallEmpty = 0
+		j.stallEmpty, j.waited = 0, 0
 		j.stats.Played++
 		return p, JitterReady
 	}
 	j.stats.Concealed++
-	if j.count > 0 && j.highest-j.next+1 > j.targetFrames() {
-		// Enough audio after the gap: the packet is lost.
-		j.skip(&j.stats.Lost)
+	if j.count > 0 && (j.highest-j.next+1 > j.targetFrames() || j.waited >= j.targetFrames()) {
+		// Enough audio after the gap, or waited long enough: the packet
+		// is lost.
+		j.skip()
+		j.waited = 0
 		j.advanced = true
 		return nil, JitterLost
 	}
+	j.waited++
 	if j.count == 0 {
 		j.stallEmpty++
 		if j.stallEmpty > int(maxFrames) {

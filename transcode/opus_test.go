@@ -49,8 +49,8 @@ func ulawGeneration(t *testing.T, src transcode.PCM16) transcode.PCM16 {
 func TestOpusRoundTripQuality(t *testing.T) {
 	src := audiotest.Speech(8000, 3*time.Second, 1)
 	tests := []struct {
-		bitrate          int
-		minCorr, minSNR  float64 // absolute floors for the codec's own round trip
+		bitrate         int
+		minCorr, minSNR float64 // absolute floors for the codec's own round trip
 	}{
 		{12000, 0.83, 4.5},
 		{20000, 0.84, 5},
