@@ -46,9 +46,12 @@ const app = {
   agent: null,
   convs: new Map(), // my conversations, by id
   queue: [],
+  agents: [], // everyone, with presence, for transfers
+  queues: [], // queue names, for transfers
   offered: new Set(),
   selected: null,
   wanted: null, // conversation id from /console/c/{id}
+  early: new Map(), // history frames that came before their conversation
   outbox: new Outbox('segue:console:outbox'),
   socket: null,
   typing: null,
@@ -106,6 +109,7 @@ const app = {
     $('me').dataset.agent = agent.id;
     if (agent.presence === 'away') $('presence').value = 'away';
     this.bind();
+    this.queues = agent.queues ?? [];
     this.fillTransferTargets();
     this.socket = new Socket({
       url: WS_URL,
@@ -130,7 +134,6 @@ const app = {
     $('chat-input').addEventListener('input', () => this.typing.input());
     $('file-input').addEventListener('change', () => this.sendFiles());
     $('end').addEventListener('click', () => this.end());
-    $('transfer-target').addEventListener('change', (e) => { $('transfer-agent').hidden = e.target.value !== 'agent:'; });
     $('transfer-form').addEventListener('submit', (e) => { e.preventDefault(); this.transfer(); });
     document.addEventListener('visibilitychange', () => this.sendRead());
     addEventListener('popstate', () => {
@@ -140,12 +143,22 @@ const app = {
     });
   },
 
-  /** fillTransferTargets lists the agent's queues, plus a free agent id. */
+  /** fillTransferTargets lists the other agents and the queues. */
   fillTransferTargets() {
     const sel = $('transfer-target');
+    const keep = sel.value;
+    const others = this.agents.filter((a) => a.id !== this.agent.id);
     sel.replaceChildren(h('option', { value: '', text: 'Transfer to…' }));
-    for (const q of this.agent.queues ?? []) sel.append(h('option', { value: `queue:${q}`, text: `Queue: ${q}` }));
-    sel.append(h('option', { value: 'agent:', text: 'Agent…' }));
+    if (others.length) {
+      sel.append(h('optgroup', { label: 'Agents' }, others.map((a) => h('option', {
+        value: `agent:${a.id}`, 'data-presence': a.presence,
+        text: `${a.name || a.id}${a.presence && a.presence !== 'available' ? ` (${a.presence})` : ''}`,
+      }))));
+    }
+    if (this.queues.length) {
+      sel.append(h('optgroup', { label: 'Queues' }, this.queues.map((q) => h('option', { value: `queue:${q}`, text: q }))));
+    }
+    if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
   },
 
   showState(state, reason) {
@@ -174,6 +187,11 @@ const app = {
         if (f.role !== 'agent') this.convs.get(f.conversation_id)?.log.setRead(f.seq);
         break;
       case 'presence': $('presence').value = f.state; break;
+      case 'history': this.history(f.conversation_id, f.messages ?? []); break;
+      case 'agents':
+        this.agents = f.agents ?? [];
+        this.fillTransferTargets();
+        break;
       case 'error': this.errorFrame(f); break;
       default: break;
     }
@@ -181,6 +199,10 @@ const app = {
 
   welcome(f) {
     if (f.agent) this.agent = { ...this.agent, ...f.agent };
+    if (f.agent?.presence === 'away' || f.agent?.presence === 'available') $('presence').value = f.agent.presence;
+    if (Array.isArray(f.agents)) this.agents = f.agents;
+    if (Array.isArray(f.queues)) this.queues = f.queues;
+    this.fillTransferTargets();
     const open = new Set();
     for (const c of f.conversations ?? []) {
       open.add(c.id);
@@ -211,11 +233,25 @@ const app = {
     if (!conv) {
       conv = new Conv(data);
       this.convs.set(data.id, conv);
+      const early = this.early.get(data.id);
+      this.early.delete(data.id);
+      for (const m of early ?? []) conv.log.upsert(m);
     } else {
       conv.data = data;
     }
     conv.log.setRead(data.read?.customer ?? 0);
     return conv;
+  },
+
+  /** history shows a transcript pushed after accept or transfer. */
+  history(convID, messages) {
+    const conv = this.convs.get(convID);
+    if (!conv) {
+      this.early.set(convID, messages);
+      return;
+    }
+    for (const m of messages) conv.log.upsert(m);
+    conv.loaded = true;
   },
 
   /** loadHistory fetches messages we may have missed, e.g. after accept. */
@@ -485,8 +521,7 @@ const app = {
     if (!conv || !target) return;
     const frame = { type: 'transfer', conversation_id: conv.id };
     if (target.startsWith('queue:')) frame.queue = target.slice(6);
-    else frame.agent = $('transfer-agent').value.trim();
-    if (!frame.queue && !frame.agent) return;
+    else frame.agent = target.slice(6);
     if (!this.socket.send(frame)) this.note('Not connected: try again in a moment.');
   },
 

@@ -1,0 +1,118 @@
+//go:build e2e
+
+package test
+
+import (
+	"testing"
+)
+
+// selectOption picks a value of a <select> by test id and fires change.
+func (tb *tab) selectOption(testID, value string) {
+	tb.t.Helper()
+	waitJS[bool](tb, testID+"="+value, fn("id, value", `const el = q(id);
+if (!el || ![...el.options].some((o) => o.value === value)) return false;
+el.value = value; el.dispatchEvent(new Event('change', {bubbles: true})); return true;`), testID, value)
+}
+
+// hasConversation reports whether the console lists one of my conversations.
+const hasConversation = `(id) => !!document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"]')`
+
+func TestTransferThenEnd(t *testing.T) {
+	g := startGateway(t)
+	customer, alice, convID := startChat(t, g, "Can someone from billing help?")
+	bob := openConsole(t, g, "bob", "/console")
+
+	alice.selectOption("transfer-target", "agent:bob")
+	alice.click("transfer")
+
+	// Bob gets it with the whole history; Alice no longer holds it.
+	waitJS[bool](bob, "the transferred conversation", hasConversation, convID)
+	waitJS[bool](bob, "the conversation selected", fn("id", `return q('chat-log')?.dataset.conversation === id;`), convID)
+	bob.waitMessage("Can someone from billing help?")
+	waitJS[bool](alice, "the conversation to leave alice", `(id) => !document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"]')`, convID)
+	waitJS[bool](customer, "bob's name", fn("", `return root().querySelector('.title')?.textContent === 'Bob';`))
+
+	bob.send("Bob from billing here.")
+	customer.waitMessage("Bob from billing here.")
+	customer.send("Great, thanks")
+	bob.waitMessage("Great, thanks")
+
+	// Ending shows the ended state to both and lets the customer start over.
+	bob.click("end")
+	bob.waitText("conversation-state", "ended")
+	waitJS[bool](customer, "the ended state", fn("", `const e = q('ended'); return !!e && !e.hidden && q('chat-input').closest('form').hidden;`))
+	customer.click("new-conversation")
+	waitJS[bool](customer, "an empty chat", fn("", `return msgs().length === 0 && !q('customer-name').hidden;`))
+	customer.send("A new question")
+	customer.waitMessage("A new question")
+	if next := customer.widgetConversation(); next == convID {
+		t.Fatalf("the new message went to the ended conversation %s", convID)
+	}
+	if n := len(customer.messages()); n != 1 {
+		t.Errorf("the new conversation shows %d messages, want 1: %+v", n, customer.messages())
+	}
+	noCSPViolations(t, customer, alice, bob)
+}
+
+func TestAgentWithTwoConversations(t *testing.T) {
+	g := startGateway(t)
+	ann, alice, annConv := startChat(t, g, "Ann here")
+	ben := openWidget(t, g, "ben")
+	ben.fill("customer-name", "Ben")
+	ben.send("Ben here")
+	ben.waitMessage("Ben here")
+	benConv := ben.widgetConversation()
+
+	// Accepting Ben's conversation switches to it; Ann's stays in the list.
+	alice.acceptConversation(benConv)
+	alice.waitMessage("Ben here")
+	waitJS[bool](alice, "both conversations listed", `(a, b) => [a, b].every((id) => document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"]'))`, annConv, benConv)
+
+	// A message in the conversation not on screen counts as unread.
+	ann.send("Are you still there?")
+	got := waitJS[string](alice, "the unread counter", `(id) => document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="unread"]')?.textContent || false`, annConv)
+	if got != "1" {
+		t.Errorf("unread counter shows %q, want 1", got)
+	}
+
+	// Typing from the customer shows in the selected conversation.
+	ben.fill("chat-input", "hm")
+	alice.waitText("typing", "Ben is typing")
+
+	// Switching clears the counter and shows Ann's messages only.
+	waitJS[bool](alice, "switch to ann", `(id) => { const b = document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] button'); if (!b) return false; b.click(); return true; }`, annConv)
+	alice.waitMessage("Are you still there?")
+	waitJS[bool](alice, "the counter cleared", `(id) => !document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="unread"]')`, annConv)
+	if countText(alice.messages(), "Ben here") != 0 {
+		t.Errorf("ann's chat-log shows ben's message")
+	}
+	alice.send("Yes, Ann")
+	ann.waitMessage("Yes, Ann")
+	if countText(ben.messages(), "Yes, Ann") != 0 {
+		t.Errorf("ben sees the reply meant for ann")
+	}
+}
+
+func TestPresenceAwayGetsNoOffers(t *testing.T) {
+	g := startGateway(t)
+	alice := openConsole(t, g, "alice", "/console")
+	bob := openConsole(t, g, "bob", "/console")
+	alice.selectOption("presence", "away")
+	// The server confirms with the agents list: alice shows as away to bob.
+	waitJS[bool](bob, "alice away", fn("", `return q('transfer-target').querySelector('option[value="agent:alice"]')?.dataset.presence === 'away';`))
+
+	customer := openWidget(t, g, "customer")
+	customer.send("Anyone?")
+	customer.waitMessage("Anyone?")
+	convID := customer.widgetConversation()
+
+	offered := `(id) => !!document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"][data-offered="true"]')`
+	waitJS[bool](bob, "the offer to bob", offered, convID)
+	waitJS[bool](alice, "the waiting conversation", `(id) => !!document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"]')`, convID)
+	if call[bool](alice, offered, convID) {
+		t.Errorf("alice is away but was offered the conversation")
+	}
+	bob.acceptConversation(convID)
+	bob.waitMessage("Anyone?")
+	waitJS[bool](alice, "the queue to empty", `(id) => !document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"]')`, convID)
+}
