@@ -4,8 +4,11 @@ package test
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -17,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -94,6 +98,9 @@ func TestChatWithAgent(t *testing.T) {
 
 	agent.send("Hi Ann, I am looking at it now.")
 	customer.waitMessage("Hi Ann, I am looking at it now.")
+	// The customer has the panel open, so the agent's reply shows as read.
+	waitJS[bool](agent, "the agent's read receipt", fn("", `const m = [...q('chat-log').querySelectorAll('[data-testid="message"][data-role="agent"]')];
+return m.length > 0 && m.every((e) => e.dataset.read === 'true');`))
 
 	// The agent has the conversation open, so the customer's message is read.
 	waitJS[bool](customer, "the read receipt", fn("", `const m = [...q('chat-log').querySelectorAll('[data-testid="message"][data-role="customer"]')];
@@ -241,7 +248,11 @@ func TestGatewayRestartLosesNothing(t *testing.T) {
 	customer.waitMessage("reply before the restart")
 
 	g.Stop()
-	waitJS[bool](customer, "the widget to notice", fn("", `const s = q('call-status').dataset.state; return s === 'restarting' || s === 'reconnecting';`))
+	// The gateway closed the sockets with 1001 and a reason the UI shows.
+	for _, tb := range []*tab{customer, agent} {
+		waitJS[bool](tb, "the restart notice", fn("", `const s = q('call-status');
+return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarting' && /restarting/i.test(s.textContent);`))
+	}
 	// Sent while the gateway is down: kept in the outbox, sent after reconnect.
 	customer.send("sent while the server was down")
 	g.Start()
@@ -400,4 +411,45 @@ func TestWidgetOnAnotherSite(t *testing.T) {
 	agent.send("Hello Dana")
 	customer.waitMessage("Hello Dana")
 	checkLog(t, "customer", customer.messages())
+}
+
+// signIdentity signs a customer identity the way a website's backend does
+// (docs/api.md): base64url(JSON) "." base64url(HMAC-SHA256(secret, that)).
+func signIdentity(secret string, claims map[string]any) string {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		panic(err)
+	}
+	payload := base64.RawURLEncoding.EncodeToString(b)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(payload))
+	return payload + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func TestVerifiedIdentity(t *testing.T) {
+	const secret = "northwind-identity-secret-0123456789"
+	g := startGateway(t, func(o *gatewayOptions) { o.identitySecret = secret })
+	claims := map[string]any{"name": "Ann Lee", "email": "ann@example.com", "external_id": "cust-42", "exp": time.Now().Add(time.Hour).Unix()}
+
+	customer := openWidget(t, g, "customer")
+	// A token signed with another secret is refused, and the widget says so.
+	call[bool](customer, `(tok) => { segueWidget.setIdentity(tok); return true; }`, signIdentity("not-the-right-secret-at-all", claims))
+	customer.send("first try")
+	customer.waitText("notice", "Could not start the chat")
+	if id := call[string](customer, `() => Object.keys(localStorage).find((k) => k.endsWith(':conversation')) ?? ''`); id != "" {
+		t.Errorf("a refused identity left a conversation in storage: %s", id)
+	}
+
+	call[bool](customer, `(tok) => { segueWidget.setIdentity(tok); return true; }`, signIdentity(secret, claims))
+	customer.send("second try")
+	customer.waitMessage("second try")
+	convID := customer.widgetConversation()
+
+	agent := openConsole(t, g, "alice", "/console")
+	agent.acceptConversation(convID)
+	agent.waitMessage("second try")
+	agent.waitText("customer-name", "Ann Lee")
+	agent.waitText("customer-email", "ann@example.com")
+	agent.waitText("customer-external-id", "cust-42")
+	waitJS[bool](agent, "the verified badge", fn("", `return !q('verified').hidden;`))
 }

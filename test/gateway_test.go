@@ -77,6 +77,7 @@ type gatewayOptions struct {
 	maxFrameBytes  int
 	maxUploadBytes int
 	extraOrigins   []string
+	identitySecret string
 }
 
 // startGateway writes a config and starts segue serve; it stops the process
@@ -148,9 +149,16 @@ limits:
   max_frame_bytes: %d
 log:
   level: debug
-`, g.addr, g.URL, strings.Join(quoted, ", "),
+%s`, g.addr, g.URL, strings.Join(quoted, ", "),
 		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes,
-		sipPort, h["alice"], h["bob"], o.maxFrameBytes)
+		sipPort, h["alice"], h["bob"], o.maxFrameBytes, identityYAML(o.identitySecret))
+}
+
+func identityYAML(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return fmt.Sprintf("identity:\n  secret: %q\n", secret)
 }
 
 // Start starts the process and waits until /readyz answers 200.

@@ -131,6 +131,7 @@ export class Socket {
 
   setState(state, reason = '') {
     this.state = state;
+    this.reason = reason;
     this.onState(state, reason);
   }
 
@@ -187,6 +188,8 @@ export class Socket {
       return;
     }
     if (ev.code === 1001) this.scheduleReconnect('restarting', ev.reason || 'server restarting');
+    // While the server restarts, failed attempts keep saying so.
+    else if (!wasReady && this.state === 'restarting') this.scheduleReconnect('restarting', this.reason);
     else this.scheduleReconnect(navigator.onLine === false ? 'offline' : 'reconnecting', ev.reason);
   }
 
