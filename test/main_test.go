@@ -1,13 +1,5 @@
 //go:build e2e
 
-// Package test holds Segue's end-to-end tests: they run the real segue
-// binary as a subprocess and drive it with real peers (headless Chromium
-// through chromedp, Go WebSocket and HTTP clients). Run them with
-//
-//	go test -tags e2e ./test/
-//
-// TestMain builds ./cmd/segue once; set SEGUE_E2E_BIN to test a binary
-// built elsewhere (a release build, say) instead.
 package test
 
 import (
