@@ -453,3 +453,22 @@ func TestVerifiedIdentity(t *testing.T) {
 	agent.waitText("customer-external-id", "cust-42")
 	waitJS[bool](agent, "the verified badge", fn("", `return !q('verified').hidden;`))
 }
+
+// TestWidgetDropsStaleConversation: a stored token the gateway no longer
+// knows (a wiped database, say) must not leave the widget retrying forever.
+func TestWidgetDropsStaleConversation(t *testing.T) {
+	g := startGateway(t)
+	customer := openWidget(t, g, "customer")
+	call[bool](customer, `(origin) => {
+  localStorage.setItem('segue:' + origin + ':conversation', JSON.stringify({ id: 'c_gone', token: 'c_gone.not-a-token' }));
+  return true;
+}`, g.Origin())
+	customer.do(chromedp.Reload())
+	customer.click("widget-open")
+	customer.waitText("notice", "no longer available")
+	customer.send("Starting over")
+	customer.waitMessage("Starting over")
+	if id := customer.widgetConversation(); id == "c_gone" {
+		t.Errorf("the widget kept the stale conversation")
+	}
+}

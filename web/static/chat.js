@@ -81,6 +81,9 @@ export const STATE_TEXT = {
   restarting: 'Server restarting',
 };
 
+/** Error codes of a refused hello that no retry can fix. */
+const REFUSED = new Set(['unauthorized', 'forbidden', 'not_found']);
+
 /**
  * Socket is a WebSocket that says hello on every (re)connect and reconnects
  * with exponential back-off and jitter. It reports its state through onState
@@ -89,12 +92,14 @@ export const STATE_TEXT = {
  * connected once the server answered hello with welcome.
  */
 export class Socket {
-  constructor({ url, hello, onFrame, onState, onRejected }) {
+  constructor({ url, hello, onFrame, onState, onRejected, onRetry }) {
     this.url = url;
     this.hello = hello;
     this.onFrame = onFrame;
     this.onState = onState ?? (() => {});
     this.onRejected = onRejected ?? (() => {});
+    this.onRetry = onRetry ?? (() => {});
+    this.helloError = null; // the error frame that answered hello, if any
     this.ws = null;
     this.ready = false;
     this.stopped = true;
@@ -163,8 +168,10 @@ export class Socket {
     } catch {
       return;
     }
+    if (frame.type === 'error' && !this.ready) this.helloError = frame;
     if (frame.type === 'welcome') {
       this.ready = true;
+      this.helloError = null;
       this.attempt = 0;
       this.setState('connected');
       clearInterval(this.pinger);
@@ -179,9 +186,11 @@ export class Socket {
     this.ws = null;
     clearInterval(this.pinger);
     if (this.stopped) return;
-    // 1008 and application codes before welcome mean the server refuses us
-    // (a stale token, an expired session): reconnecting would not help.
-    if (!wasReady && (ev.code === 1008 || (ev.code >= 4000 && ev.code < 5000))) {
+    // A hello refused for who we are (a stale token, an expired session)
+    // will not pass on a retry either.
+    const refused = this.helloError && REFUSED.has(this.helloError.code);
+    this.helloError = null;
+    if (!wasReady && ev.code === 1008 && refused) {
       this.stopped = true;
       this.setState('idle', ev.reason);
       this.onRejected(ev.code, ev.reason);
@@ -199,6 +208,7 @@ export class Socket {
     const delay = base / 2 + Math.random() * (base / 2);
     this.attempt++;
     this.timer = setTimeout(() => this.connect(), delay);
+    this.onRetry(this.attempt);
   }
 
   reconnectNow() {

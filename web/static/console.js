@@ -117,9 +117,21 @@ const app = {
       onFrame: (f) => this.onFrame(f),
       onState: (s, reason) => this.showState(s, reason),
       onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
+      onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
     this.socket.start();
+  },
+
+  /** checkSession shows the login form if the session is gone. */
+  async checkSession() {
+    try {
+      const res = await fetch(`${API}/agent/me`, { credentials: 'same-origin' });
+      if (res.status === 401) {
+        this.socket.stop();
+        this.showLogin('Your session has ended. Please sign in again.');
+      }
+    } catch { /* unreachable: the socket keeps trying */ }
   },
 
   bind() {

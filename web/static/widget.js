@@ -56,6 +56,7 @@ class SegueWidget extends HTMLElement {
       onFrame: (f) => this.onFrame(f),
       onState: (s, reason) => this.showState(s, reason),
       onRejected: () => this.forget('This conversation is no longer available.'),
+      onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => this.socket.send({ type: 'typing', typing: on }));
     this.build();
@@ -335,6 +336,20 @@ class SegueWidget extends HTMLElement {
       this.log.fail(id, 'Upload failed');
       this.note(`Could not send ${file.name}: ${err.message}`);
     }
+  }
+
+  /**
+   * checkSession asks over HTTP whether our token still opens the
+   * conversation, when the socket keeps failing; a handshake refusal is
+   * invisible to WebSocket clients.
+   */
+  async checkSession() {
+    const session = this.session;
+    if (!session) return;
+    try {
+      const res = await fetch(`${API}/conversations/${encodeURIComponent(session.id)}`, { headers: { Authorization: `Bearer ${session.token}` } });
+      if ([401, 403, 404].includes(res.status) && this.session === session) this.forget('This conversation is no longer available.');
+    } catch { /* still unreachable: keep trying */ }
   }
 
   /** fetchFile downloads a file with the customer token (never in the URL). */
