@@ -73,6 +73,7 @@ func startChat(t *testing.T, g *gateway, first string) (customer, agent *tab, co
 	customer.fill("customer-name", "Ann Lee")
 	customer.send(first)
 	customer.waitMessage(first)
+	customer.waitText("agent-name", "Waiting for an agent")
 	convID = customer.widgetConversation()
 
 	agent = openConsole(t, g, "alice", "/console")
@@ -112,6 +113,17 @@ return m.length > 0 && m.every((e) => e.dataset.read === 'true' && e.querySelect
 	before := customer.messages()
 	checkLog(t, "customer", before)
 	checkLog(t, "agent", agent.messages())
+
+	// With the panel closed, new replies show as a count on the launcher.
+	customer.click("widget-close")
+	agent.send("Found it: the meter was replaced.")
+	got := waitJS[string](customer, "the unread badge", fn("", `const b = q('unread'); return b && !b.hidden ? b.textContent : false;`))
+	if got != "1" {
+		t.Errorf("unread badge shows %q, want 1", got)
+	}
+	customer.click("widget-open")
+	waitJS[bool](customer, "the badge cleared", fn("", `return q('unread').hidden;`))
+	customer.waitMessage("Found it: the meter was replaced.")
 
 	// A reload shows the same conversation, its whole history and the agent.
 	customer.do(chromedp.Reload())
@@ -179,6 +191,19 @@ func TestFilesBothWays(t *testing.T) {
 	g := startGateway(t)
 	customer, agent, convID := startChat(t, g, "I have a photo of the meter")
 	dir := t.TempDir()
+
+	// A file type outside the allow-list is refused, and the widget says so.
+	exe := append([]byte("MZ\x90\x00\x03"), bytes.Repeat([]byte{0, 0xff, 0x13}, 200)...)
+	exePath := filepath.Join(dir, "setup.exe")
+	if err := os.WriteFile(exePath, exe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	customer.setFiles(exePath)
+	customer.waitText("notice", "Could not send setup.exe")
+	waitJS[bool](customer, "the failed upload", fn("", `return msgs().some((m) => m.text === 'setup.exe' && m.seq === 0);`))
+	if n := countText(agent.messages(), "setup.exe"); n != 0 {
+		t.Errorf("the agent sees the refused file")
+	}
 
 	// Customer to agent: an image, shown as a thumbnail on both sides.
 	pic := testPNG(t)
@@ -255,13 +280,14 @@ return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarti
 	}
 	// Sent while the gateway is down: kept in the outbox, sent after reconnect.
 	customer.send("sent while the server was down")
+	agent.send("agent wrote while down")
 	g.Start()
 
 	customer.waitText("call-status", "Connected")
 	agent.waitText("call-status", "Connected")
 	customer.send("after the restart")
 	agent.send("reply after the restart")
-	for _, text := range []string{"before the restart", "reply before the restart", "sent while the server was down", "after the restart", "reply after the restart"} {
+	for _, text := range []string{"before the restart", "reply before the restart", "sent while the server was down", "agent wrote while down", "after the restart", "reply after the restart"} {
 		customer.waitMessage(text)
 		agent.waitMessage(text)
 	}
@@ -269,14 +295,14 @@ return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarti
 	for who, tb := range map[string]*tab{"customer": customer, "agent": agent} {
 		msgs := tb.messages()
 		checkLog(t, who, msgs)
-		for _, text := range []string{"before the restart", "sent while the server was down", "after the restart"} {
+		for _, text := range []string{"before the restart", "sent while the server was down", "agent wrote while down", "after the restart"} {
 			if n := countText(msgs, text); n != 1 {
 				t.Errorf("%s shows %q %d times, want once: %+v", who, text, n, msgs)
 			}
 		}
 	}
 	stored := g.login(t, "alice").messages(convID)
-	for _, text := range []string{"before the restart", "sent while the server was down", "after the restart"} {
+	for _, text := range []string{"before the restart", "sent while the server was down", "agent wrote while down", "after the restart"} {
 		n := 0
 		for _, m := range stored {
 			if m.Text == text {
@@ -287,8 +313,10 @@ return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarti
 			t.Errorf("transcript holds %q %d times, want once", text, n)
 		}
 	}
-	if left := call[int](customer, `() => Object.keys(localStorage).filter((k) => k.endsWith(':outbox')).length`); left != 0 {
-		t.Errorf("the widget's outbox still holds messages after all were acknowledged")
+	for _, tb := range []*tab{customer, agent} {
+		if left := call[int](tb, `() => Object.keys(localStorage).filter((k) => k.endsWith(':outbox')).length`); left != 0 {
+			t.Errorf("%s: the outbox still holds messages after all were acknowledged", tb.name)
+		}
 	}
 }
 
