@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/web"
 )
@@ -277,7 +278,36 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	// Chat works without any trunk; the gateway is not ready for calls when
+	// trunks are configured and none of them can carry one.
+	var lines []string
+	readyTrunks := 0
+	var states []sip.TrunkState
+	if s.trunks != nil {
+		states = s.trunks()
+	}
+	for _, t := range states {
+		st := "ready"
+		if !t.Ready() {
+			st = "not ready"
+			if t.RegisterError != "" {
+				st += ": " + t.RegisterError
+			} else if t.OptionsError != "" {
+				st += ": " + t.OptionsError
+			}
+		} else {
+			readyTrunks++
+		}
+		lines = append(lines, "trunk "+t.Name+": "+st)
+	}
+	if len(states) > 0 && readyTrunks == 0 {
+		http.Error(w, strings.Join(lines, "\n"), http.StatusServiceUnavailable)
+		return
+	}
 	fmt.Fprintln(w, "ready")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }
 
 // ---- credentials ----

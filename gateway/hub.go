@@ -54,6 +54,7 @@ type conv struct {
 	declined  map[string]bool
 	preferred string
 	preview   string
+	voice     *voiceCall
 }
 
 type agent struct {
@@ -432,6 +433,9 @@ func (h *hub) end(ctx context.Context, cv *conv, byAgent string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.clearOfferLocked(cv)
+	if cv.voice != nil {
+		cv.voice.cancel(errConversationEnd)
+	}
 	a := h.releaseLocked(cv)
 	cv.c.State, cv.c.AgentID, cv.c.EndedAt = store.StateEnded, "", h.now().UTC()
 	err := h.saveLocked(ctx, cv)

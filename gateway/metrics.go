@@ -3,6 +3,8 @@ package gateway
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/segue-rtc/segue/sip"
 )
 
 // metrics are the gateway's Prometheus series, on a registry of its own so
@@ -19,6 +21,11 @@ type metrics struct {
 	rejectedOrigins  prometheus.Counter
 	rateLimitedChats prometheus.Counter
 	wsErrors         *prometheus.CounterVec
+	callsActive      prometheus.Gauge
+	callsTotal       *prometheus.CounterVec
+	callSetup        prometheus.Histogram
+	callLoss         prometheus.Histogram
+	callJitter       prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -54,9 +61,65 @@ func newMetrics() *metrics {
 		wsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_websocket_errors_total", Help: "Error frames sent, by code.",
 		}, []string{"code"}),
+		callsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "segue_calls_active", Help: "Voice calls in progress, ringing included.",
+		}),
+		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_calls_total", Help: "Voice calls finished, by outcome.",
+		}, []string{"outcome"}),
+		callSetup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_setup_seconds", Help: "From the mic click to the desk phone's answer.",
+			Buckets: []float64{0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60},
+		}),
+		callLoss: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_loss_percent", Help: "RTP packet loss from the phone side per finished call.",
+			Buckets: []float64{0, 0.5, 1, 2, 5, 10, 20},
+		}),
+		callJitter: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_jitter_ms", Help: "RTP interarrival jitter from the phone side per finished call.",
+			Buckets: []float64{1, 2, 5, 10, 20, 40, 80},
+		}),
 	}
-	m.reg.MustRegister(m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
+	m.reg.MustRegister(m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
+		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// trunkCollector exports each trunk's registration and keepalive state
+// when scraped.
+type trunkCollector struct{ states func() []sip.TrunkState }
+
+var (
+	trunkRegisteredDesc = prometheus.NewDesc("segue_trunk_registered", "1 while the trunk's REGISTER is in force (trunks that register).", []string{"trunk"}, nil)
+	trunkReachableDesc  = prometheus.NewDesc("segue_trunk_reachable", "1 when the trunk answered the last OPTIONS keepalive.", []string{"trunk"}, nil)
+	trunkRTTDesc        = prometheus.NewDesc("segue_trunk_options_rtt_seconds", "Round trip of the last OPTIONS keepalive.", []string{"trunk"}, nil)
+	trunkCallsDesc      = prometheus.NewDesc("segue_trunk_calls_active", "Calls in progress on the trunk.", []string{"trunk"}, nil)
+)
+
+func (c trunkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trunkRegisteredDesc
+	ch <- trunkReachableDesc
+	ch <- trunkRTTDesc
+	ch <- trunkCallsDesc
+}
+
+func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, t := range c.states() {
+		if t.Register {
+			ch <- prometheus.MustNewConstMetric(trunkRegisteredDesc, prometheus.GaugeValue, b(t.Registered), t.Name)
+		}
+		if t.Options {
+			ch <- prometheus.MustNewConstMetric(trunkReachableDesc, prometheus.GaugeValue, b(t.Reachable), t.Name)
+			ch <- prometheus.MustNewConstMetric(trunkRTTDesc, prometheus.GaugeValue, t.OptionsRTT.Seconds(), t.Name)
+		}
+		ch <- prometheus.MustNewConstMetric(trunkCallsDesc, prometheus.GaugeValue, float64(t.ActiveCalls), t.Name)
+	}
 }

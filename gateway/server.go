@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
 
@@ -26,6 +27,10 @@ type Server struct {
 	hub     *hub
 	limiter *ipLimiter
 	handler http.Handler
+	phones  phoneSystem
+	peers   peerFactory
+	trunks  func() []sip.TrunkState
+	wg      sync.WaitGroup // voice calls in progress
 
 	mu    sync.Mutex
 	addr  net.Addr
@@ -34,7 +39,7 @@ type Server struct {
 
 // New checks its input and builds the server; it does no I/O. st is owned
 // by the caller, who closes it after Run returns.
-func New(cfg *Config, st store.Store, log *slog.Logger) (*Server, error) {
+func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server, error) {
 	if cfg == nil || st == nil || log == nil {
 		return nil, errors.New("gateway: New needs a config, a store and a logger")
 	}
@@ -44,9 +49,28 @@ func New(cfg *Config, st store.Store, log *slog.Logger) (*Server, error) {
 	m := newMetrics()
 	s := &Server{cfg: cfg, store: st, log: log, metrics: m, hub: newHub(cfg, st, log, m),
 		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute), ready: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithSIP lets the server place voice calls through srv.
+func WithSIP(srv *sip.Server) Option {
+	return func(s *Server) {
+		s.phones = sipPhones{srv: srv}
+		s.trunks = srv.TrunkStatus
+		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
+	}
+}
+
+// withPhones and withPeers plug in other implementations (tests).
+func withPhones(p phoneSystem) Option { return func(s *Server) { s.phones = p } }
+func withPeers(p peerFactory) Option  { return func(s *Server) { s.peers = p } }
 
 // Handler is the server's HTTP handler, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -105,7 +129,9 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	s.hub.shutdown("server restarting")
+	s.hangupAll(errShutdown)
 	err = srv.Shutdown(sctx)
+	s.wg.Wait()
 	<-errc
 	if err != nil {
 		return fmt.Errorf("gateway: shutdown: %w", err)

@@ -39,6 +39,11 @@ type env2 struct {
 
 func newTestServer(t *testing.T, mutate func(*Config)) *env2 {
 	t.Helper()
+	return newTestServerOpts(t, mutate)
+}
+
+func newTestServerOpts(t *testing.T, mutate func(*Config), opts ...Option) *env2 {
+	t.Helper()
 	doc := fmt.Sprintf(`
 http:
   public_url: "http://gateway.test"
@@ -64,7 +69,7 @@ agents:
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := New(cfg, st, log)
+	srv, err := New(cfg, st, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +79,8 @@ agents:
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		srv.hub.shutdown("test over")
+		srv.hangupAll(errShutdown)
+		srv.wg.Wait()
 		ts.Close()
 		st.Close()
 	})

@@ -115,6 +115,9 @@ type inFrame struct {
 	State          string          `json:"state"`
 	Agent          string          `json:"agent"`
 	Queue          string          `json:"queue"`
+	SDP            string          `json:"sdp"`
+	Candidate      json.RawMessage `json:"candidate"`
+	Digits         string          `json:"digits"`
 }
 
 type errorFrame struct {

@@ -334,7 +334,7 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		}
 	}
 	switch f.Type {
-	case "message", "typing", "read":
+	case "message", "typing", "read", "voice.start", "voice.hangup", "voice.dtmf", "rtc.offer", "rtc.candidate":
 	default:
 		return errf(http.StatusBadRequest, "bad_frame", "unknown frame type %q", f.Type)
 	}
@@ -350,6 +350,25 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	switch f.Type {
 	case "message":
 		return s.chatMessage(ctx, cl, cv, f)
+	case "voice.hangup":
+		if cl.role == store.RoleAgent {
+			return s.hangup(cv, errAgentHangup)
+		}
+		return s.hangup(cv, errCustomerHangup)
+	case "voice.start", "voice.dtmf", "rtc.offer", "rtc.candidate":
+		if cl.role != store.RoleCustomer {
+			return errf(http.StatusBadRequest, "bad_frame", "%s is for the customer's widget", f.Type)
+		}
+		switch f.Type {
+		case "voice.start":
+			return s.startVoice(ctx, cl, cv, f.SDP)
+		case "voice.dtmf":
+			return s.sendDTMF(ctx, cv, f.Digits)
+		case "rtc.offer":
+			return s.renegotiate(ctx, cl, cv, f.SDP)
+		default:
+			return s.candidate(cv, f.Candidate)
+		}
 	case "typing":
 		if f.Typing == nil {
 			return errf(http.StatusBadRequest, "bad_frame", "typing needs a boolean typing field")

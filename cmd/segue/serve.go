@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/segue-rtc/segue/gateway"
+	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
 
@@ -49,13 +50,26 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(cfg, st, log)
+	var opts []gateway.Option
+	var sipSrv *sip.Server
+	if len(cfg.Trunks) > 0 {
+		sipSrv, err = sip.New(cfg.SIP, cfg.Trunks, sip.WithLogger(log.With("component", "sip")), sip.WithMaxCalls(cfg.Limits.MaxCalls))
+		if err != nil {
+			st.Close()
+			return err
+		}
+		opts = append(opts, gateway.WithSIP(sipSrv))
+	}
+	srv, err := gateway.New(cfg, st, log, opts...)
 	if err != nil {
 		st.Close()
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
+	if sipSrv != nil {
+		g.Go(func() error { return sipSrv.Run(gctx) })
+	}
 	runErr := g.Wait()
 	if err := st.Close(); err != nil {
 		log.Error("store not closed cleanly", "err", err)
