@@ -250,6 +250,17 @@ if (!b) return false; b.click(); return true;`), shown.File)
 		return nil
 	})
 
+	// The token travels in headers only, never in a URL the page loaded.
+	leaks := call[[]string](customer, `() => {
+  const key = Object.keys(localStorage).find((k) => k.endsWith(':conversation'));
+  const token = JSON.parse(localStorage.getItem(key)).token;
+  const secret = token.slice(token.indexOf('.') + 1);
+  return [location.href, ...performance.getEntriesByType('resource').map((e) => e.name)].filter((u) => u.includes(secret));
+}`)
+	if len(leaks) > 0 {
+		t.Errorf("the customer token appears in URLs: %v", leaks)
+	}
+
 	// Both files are in the transcript the API returns, once each.
 	alice := g.login(t, "alice")
 	var files int
