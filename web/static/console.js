@@ -400,10 +400,17 @@ const app = {
   },
 
   messageShown(conv, msg, isNew) {
-    if (!isNew || msg.from?.role === 'agent' || !msg.seq) return;
+    if (!isNew) return;
+    const el = conv.container;
+    if (msg.from?.role === 'agent') {
+      if (conv === this.selected) el.scrollTop = el.scrollHeight;
+      return;
+    }
+    if (!msg.seq) return;
     const visible = conv === this.selected && document.visibilityState === 'visible';
     if (visible) {
-      conv.container.scrollTop = conv.container.scrollHeight;
+      // Follow new messages unless the agent has scrolled up into history.
+      if (el.scrollHeight - el.scrollTop - el.clientHeight < 240) el.scrollTop = el.scrollHeight;
       this.sendRead();
     } else if (conv.loaded && msg.seq > conv.readSent && msg.seq > (conv.data.read?.agent ?? 0)) {
       conv.unread++;

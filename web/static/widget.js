@@ -246,8 +246,11 @@ class SegueWidget extends HTMLElement {
   changed(msg, isNew) {
     this.refresh();
     const mine = msg.from?.role === 'customer';
-    if (isNew && !mine && msg.seq && !this.isOpen) this.unread++;
-    if (isNew) this.scrollDown();
+    // Only agent messages the customer has not read yet count as new.
+    if (isNew && msg.from?.role === 'agent' && msg.seq > this.readSent && !this.isOpen) this.unread++;
+    // Follow new messages unless the reader has scrolled up into history.
+    const el = this.logEl;
+    if (isNew && (mine || el.scrollHeight - el.scrollTop - el.clientHeight < 240)) this.scrollDown();
     this.badge.hidden = this.unread === 0;
     this.badge.textContent = String(this.unread);
   }
@@ -364,6 +367,7 @@ class SegueWidget extends HTMLElement {
     switch (f.type) {
       case 'welcome':
         this.conversation = f.conversation;
+        this.readSent = Math.max(this.readSent, f.conversation?.read?.customer ?? 0);
         for (const m of f.messages ?? []) this.log.upsert(m);
         this.log.setRead(f.conversation?.read?.agent ?? 0);
         this.refresh();
