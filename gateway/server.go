@@ -63,6 +63,7 @@ type Option func(*Server)
 func WithSIP(srv *sip.Server) Option {
 	return func(s *Server) {
 		s.phones = sipPhones{srv: srv}
+		srv.OnInvite(func(ctx context.Context, in *sip.InboundCall) error { return s.handleInvite(ctx, sipInbound{in}) })
 		s.trunks = srv.TrunkStatus
 		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
 	}

@@ -88,19 +88,27 @@ type voiceCall struct {
 	target string
 	trunk  string
 	done   chan struct{}
+	// direction: "outbound" (the customer pressed the mic), "inbound" (the
+	// PBX called the conversation), "agent" (the agent asked to call the
+	// customer: desk phone first, then the browser).
+	direction  string
+	accepted   chan struct{}
+	acceptOnce sync.Once
 
-	mu       sync.Mutex
-	phone    phoneCall
-	state    string
-	reason   string
-	endedBy  string
-	started  time.Time
-	answered time.Time
-	ended    time.Time
+	mu         sync.Mutex
+	earlyMedia bool
+	phone      phoneCall
+	state      string
+	reason     string
+	endedBy    string
+	started    time.Time
+	answered   time.Time
+	ended      time.Time
 }
 
 type wireCall struct {
 	ID         string     `json:"id"`
+	Direction  string     `json:"direction"`
 	State      string     `json:"state"`
 	Reason     string     `json:"reason,omitempty"`
 	EndedBy    string     `json:"ended_by,omitempty"`
@@ -179,7 +187,41 @@ func (h *hub) activeCallsLocked() int {
 	return n
 }
 
-// startVoice answers the customer's offer and rings the desk phone.
+// newVoiceLocked registers a call on cv; hub.mu held. It enforces one call
+// per conversation and limits.max_calls.
+func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk, target string) (*voiceCall, error) {
+	if cv.c.State == store.StateEnded {
+		return nil, ErrEnded
+	}
+	if cv.voice != nil {
+		return nil, errInCall
+	}
+	if s.hub.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
+		return nil, errAllBusy
+	}
+	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
+		direction: direction, accepted: make(chan struct{}), done: make(chan struct{}), state: callDialing,
+		started: time.Now().UTC()}
+	cv.voice = v
+	s.metrics.callsActive.Inc()
+	return v, nil
+}
+
+// dropVoice unregisters a call that never got going.
+func (s *Server) dropVoice(v *voiceCall, cause error) {
+	v.cancel(cause)
+	s.hub.mu.Lock()
+	if v.cv.voice == v {
+		v.cv.voice = nil
+	}
+	s.hub.mu.Unlock()
+	s.metrics.callsActive.Dec()
+	close(v.done)
+}
+
+// startVoice takes the customer's offer: it starts a call to the desk
+// phone, or accepts a call that is ringing the customer.
 func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer string) error {
 	if s.phones == nil || s.peers == nil {
 		return errVoiceOff
@@ -189,32 +231,45 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 	}
 	h := s.hub
 	h.mu.Lock()
-	if cv.c.State == store.StateEnded {
+	if v := cv.voice; v != nil && v.awaitingCustomer() {
 		h.mu.Unlock()
-		return ErrEnded
-	}
-	if cv.voice != nil {
-		h.mu.Unlock()
-		return errInCall
-	}
-	if h.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
-		h.mu.Unlock()
-		return errAllBusy
+		if err := s.setupPeer(v, cl, offer); err != nil {
+			v.cancel(errBadOffer)
+			return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
+		}
+		v.markAccepted()
+		return nil
 	}
 	trunk, target, label, err := h.destinationLocked(cv)
 	if err != nil {
 		h.mu.Unlock()
 		return err
 	}
-	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
-		done: make(chan struct{}), state: callDialing, started: time.Now().UTC()}
-	cv.voice = v
+	v, err := s.newVoiceLocked(ctx, cv, "outbound", trunk, target)
 	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.setupPeer(v, cl, offer); err != nil {
+		s.dropVoice(v, err)
+		s.log.Error("voice: browser leg", "conv", cv.c.ID, "err", err)
+		return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
+	}
+	s.log.Info("voice: dialing", "conv", cv.c.ID, "call", v.id, "trunk", trunk, "target", target)
+	v.publish()
+	h.event(ctx, cv, "voice.dialing", "Calling "+label, map[string]string{"call": v.id})
+	s.saveCallRecord(v)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); v.runOutbound() }()
+	return nil
+}
 
+// setupPeer makes the browser's peer connection from its offer and sends
+// our answer; our ICE candidates wait until the answer has gone out, since
+// the browser cannot add them before it has our description.
+func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
+	h, cv := s.hub, v.cv
 	convID := cv.c.ID
-	// Our candidates wait until the answer has gone out: the browser
-	// cannot add them before it has our description.
 	var sigMu sync.Mutex
 	var pending []json.RawMessage
 	answered := false
@@ -225,7 +280,7 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
 		}
 	}
-	peer, err := s.peers.NewPeer(vctx, convID, func(cand json.RawMessage) {
+	peer, err := s.peers.NewPeer(v.ctx, convID, func(cand json.RawMessage) {
 		sigMu.Lock()
 		defer sigMu.Unlock()
 		if !answered {
@@ -234,64 +289,49 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 		}
 		sendCand(cand)
 	})
-	if err == nil {
-		var answer string
-		if answer, err = peer.Answer(vctx, offer); err == nil {
-			sigMu.Lock()
-			cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
-			for _, c := range pending {
-				sendCand(c)
-			}
-			answered, pending = true, nil
-			sigMu.Unlock()
-		} else {
-			peer.Close()
-		}
-	}
 	if err != nil {
-		cancel(err)
-		h.mu.Lock()
-		cv.voice = nil
-		h.mu.Unlock()
-		s.log.Error("voice: browser leg", "conv", convID, "err", err)
-		return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
+		return err
 	}
+	answer, err := peer.Answer(v.ctx, offer)
+	if err != nil {
+		peer.Close()
+		return err
+	}
+	v.mu.Lock()
 	v.peer = peer
 	v.toWeb = &lockedWriter{dst: peer.AudioIn()}
-	s.metrics.callsActive.Inc()
-	s.log.Info("voice: dialing", "conv", convID, "call", v.id, "trunk", trunk, "target", target)
-	v.publish()
-	h.event(ctx, cv, "voice.dialing", "Calling "+label, map[string]string{"call": v.id})
-	s.saveCallRecord(v)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); v.run() }()
+	v.mu.Unlock()
+	sigMu.Lock()
+	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+	for _, c := range pending {
+		sendCand(c)
+	}
+	answered, pending = true, nil
+	sigMu.Unlock()
 	return nil
 }
 
-// run dials, bridges and waits for the end; it owns the call's teardown.
-func (v *voiceCall) run() {
+// runOutbound dials the desk phone for a customer who pressed the mic.
+func (v *voiceCall) runOutbound() {
 	defer close(v.done)
-	s, h := v.s, v.s.hub
-	h.mu.Lock()
-	name := headerSafe(v.cv.c.Customer.Name)
-	h.mu.Unlock()
-	opts := sip.DialOptions{
-		DisplayName: name,
-		Headers:     contextHeaders(s.cfg, &v.cv.c),
-		AudioOut:    noClose{v.toWeb},
-		RingTimeout: 60 * time.Second,
-		OnProgress: func(p sip.Progress) {
-			if p.Code == 180 || p.Code == 183 {
-				v.setState(callRinging, "")
-			}
-		},
+	s := v.s
+	opts := v.dialOptions(headerSafe(v.customerName()))
+	opts.AudioOut = noClose{v.toWeb}
+	opts.OnProgress = func(p sip.Progress) {
+		if p.EarlyMedia {
+			v.mu.Lock()
+			v.earlyMedia = true
+			v.mu.Unlock()
+		}
+		if p.Code == 180 || p.Code == 183 {
+			v.setState(callRinging, "")
+		}
 	}
-	// Ringback to the browser until answered (early media replaces it).
+	// Ringback to the browser until the answer (or the phone's early media).
 	ringCtx, stopRing := context.WithCancel(v.ctx)
 	var ringWG sync.WaitGroup
 	ringWG.Add(1)
-	go func() { defer ringWG.Done(); v.ringback(ringCtx) }()
-
+	go func() { defer ringWG.Done(); v.ringback(ringCtx, v.toWeb, true) }()
 	setupStart := time.Now()
 	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
 	stopRing()
@@ -301,15 +341,39 @@ func (v *voiceCall) run() {
 		return
 	}
 	s.metrics.callSetup.Observe(time.Since(setupStart).Seconds())
+	v.bridgeAndWait(phone)
+}
+
+func (v *voiceCall) customerName() string {
+	v.s.hub.mu.Lock()
+	defer v.s.hub.mu.Unlock()
+	return v.cv.c.Customer.Name
+}
+
+func (v *voiceCall) dialOptions(display string) sip.DialOptions {
+	v.s.hub.mu.Lock()
+	c := v.cv.c
+	v.s.hub.mu.Unlock()
+	return sip.DialOptions{DisplayName: display, Headers: contextHeaders(v.s.cfg, &c), RingTimeout: ringTimeout}
+}
+
+// ringTimeout bounds how long a phone or the customer's browser rings.
+const ringTimeout = 45 * time.Second
+
+// bridgeAndWait connects the answered phone to the browser and runs the
+// call until either side ends it.
+func (v *voiceCall) bridgeAndWait(phone phoneCall) {
+	s, h := v.s, v.s.hub
 	v.mu.Lock()
 	v.phone = phone
 	v.answered = time.Now().UTC()
+	peer := v.peer
 	v.mu.Unlock()
-	// The bridge: both legs speak 8 kHz PCM, so no resampler is needed.
+	// Both legs speak 8 kHz PCM, so no resampler is needed.
 	closeQuietly(phone.SwapAudioOut(noClose{v.toWeb}))
-	closeQuietly(v.peer.SwapAudioOut(noClose{phone.AudioIn()}))
+	closeQuietly(peer.SwapAudioOut(noClose{phone.AudioIn()}))
 	v.setState(callConnected, "")
-	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "codec", phone.Codec())
+	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	s.saveCallRecord(v)
 
@@ -322,7 +386,7 @@ func (v *voiceCall) run() {
 		case <-phone.Done():
 			v.finish(phone, phone.Err())
 			return
-		case <-v.peer.Done():
+		case <-peer.Done():
 			v.finish(phone, errBrowserGone)
 			return
 		case <-v.ctx.Done():
@@ -334,12 +398,54 @@ func (v *voiceCall) run() {
 	}
 }
 
+// awaitingCustomer reports whether the call waits for the customer to
+// accept it (a callback ringing the widget).
+func (v *voiceCall) awaitingCustomer() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.direction != "outbound" && v.peer == nil && v.state == callRinging
+}
+
+func (v *voiceCall) markAccepted() {
+	v.acceptOnce.Do(func() { close(v.accepted) })
+}
+
+// ringCustomer rings the widget and waits for the customer to accept
+// (voice.start with an offer), decline, or let it ring out.
+func (v *voiceCall) ringCustomer(caller string) error {
+	v.setState(callRinging, "")
+	w := v.wire()
+	h := v.s.hub
+	h.mu.Lock()
+	for c := range v.cv.customers {
+		c.send(map[string]any{"type": "call.incoming", "conversation_id": v.cv.c.ID, "call": w, "caller": caller})
+	}
+	h.mu.Unlock()
+	t := time.NewTimer(ringTimeout)
+	defer t.Stop()
+	select {
+	case <-v.accepted:
+		return nil
+	case <-t.C:
+		return errCustomerNoAnswer
+	case <-v.ctx.Done():
+		if errors.Is(context.Cause(v.ctx), errCustomerHangup) {
+			return errCustomerDeclined
+		}
+		return context.Cause(v.ctx)
+	}
+}
+
 var (
-	errBrowserGone     = errors.New("gateway: the customer's browser left the call")
-	errCustomerHangup  = errors.New("gateway: the customer hung up")
-	errAgentHangup     = errors.New("gateway: the agent hung up from the console")
-	errConversationEnd = errors.New("gateway: the conversation ended")
-	errShutdown        = errors.New("gateway: shutting down")
+	errBadOffer         = errors.New("gateway: the browser's offer could not be used")
+	errCustomerNoAnswer = errors.New("gateway: the customer did not answer")
+	errCustomerDeclined = errors.New("gateway: the customer declined the call")
+	errCallerGone       = errors.New("gateway: the caller hung up before the customer answered")
+	errBrowserGone      = errors.New("gateway: the customer's browser left the call")
+	errCustomerHangup   = errors.New("gateway: the customer hung up")
+	errAgentHangup      = errors.New("gateway: the agent hung up from the console")
+	errConversationEnd  = errors.New("gateway: the conversation ended")
+	errShutdown         = errors.New("gateway: shutting down")
 )
 
 func closeQuietly(w transcode.PCMWriter) {
@@ -348,8 +454,11 @@ func closeQuietly(w transcode.PCMWriter) {
 	}
 }
 
-func (v *voiceCall) ringback(ctx context.Context) {
-	rb := transcode.NewRingback(v.toWeb.SampleRate(), 0.25)
+// ringback plays a ringing tone into w every 20 ms until ctx ends; with
+// onlyRinging it stays silent until the far end rings and stops for early
+// media (which then reaches the browser through the same writer).
+func (v *voiceCall) ringback(ctx context.Context, w transcode.PCMWriter, onlyRinging bool) {
+	rb := transcode.NewRingback(w.SampleRate(), 0.25)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -358,10 +467,10 @@ func (v *voiceCall) ringback(ctx context.Context) {
 			return
 		case <-t.C:
 			v.mu.Lock()
-			ringing := v.state == callRinging
+			ringing := v.state == callRinging && !v.earlyMedia
 			v.mu.Unlock()
-			if ringing {
-				_ = v.toWeb.WriteSample(rb.Next())
+			if ringing || !onlyRinging {
+				_ = w.WriteSample(rb.Next())
 			}
 		}
 	}
@@ -400,6 +509,14 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		by, reason = "agent", "The agent hung up"
 	case errors.Is(cause, errBrowserGone):
 		by, reason = "customer", "The connection to your browser was lost"
+	case errors.Is(cause, errCustomerNoAnswer):
+		state, by, reason = callFailed, "customer", "The customer did not answer"
+	case errors.Is(cause, errCustomerDeclined):
+		state, by, reason = callFailed, "customer", "The customer declined the call"
+	case errors.Is(cause, errCallerGone):
+		state, by, reason = callFailed, "agent", "The caller hung up"
+	case errors.Is(cause, errBadOffer):
+		state, by, reason = callFailed, "customer", "Your browser could not join the call"
 	case errors.Is(cause, errConversationEnd):
 		by, reason = "system", "The conversation ended"
 	case errors.Is(cause, errShutdown):
@@ -425,7 +542,12 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	if phone != nil {
 		errs = append(errs, phone.Close())
 	}
-	errs = append(errs, v.peer.Close())
+	v.mu.Lock()
+	peer := v.peer
+	v.mu.Unlock()
+	if peer != nil {
+		errs = append(errs, peer.Close())
+	}
 	v.cancel(cause)
 	v.mu.Lock()
 	v.state, v.reason, v.endedBy, v.ended = state, reason, by, time.Now().UTC()
@@ -443,6 +565,13 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		s.metrics.callJitter.Observe(q.JitterMs)
 	}
 	s.log.Info("voice: ended", "conv", v.cv.c.ID, "call", v.id, "state", state, "by", by, "cause", cause, "close_err", errors.Join(errs...))
+	// The conversation is free for another call before anyone hears of
+	// this one's end.
+	h.mu.Lock()
+	if v.cv.voice == v {
+		v.cv.voice = nil
+	}
+	h.mu.Unlock()
 	s.saveCallRecord(v)
 	v.publish()
 	name, text := "voice.ended", "Call ended: "+reason
@@ -450,11 +579,6 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		name, text = "voice.failed", "Call failed: "+reason
 	}
 	h.event(ctx, v.cv, name, text, map[string]string{"call": v.id, "by": by})
-	h.mu.Lock()
-	if v.cv.voice == v {
-		v.cv.voice = nil
-	}
-	h.mu.Unlock()
 }
 
 func (v *voiceCall) setState(state, reason string) {
@@ -470,7 +594,7 @@ func (v *voiceCall) setState(state, reason string) {
 func (v *voiceCall) wire() wireCall {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	w := wireCall{ID: v.id, State: v.state, Reason: v.reason, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
+	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
 	if !v.answered.IsZero() {
 		a := v.answered
 		w.AnsweredAt = &a

@@ -354,3 +354,95 @@ func TestEstimateMOS(t *testing.T) {
 		t.Errorf("loss must lower MOS: 1%%=%.2f 10%%=%.2f", a, b)
 	}
 }
+
+type fakeInvite struct {
+	user    string
+	ringing chan struct{}
+	phone   *fakeLeg
+}
+
+func (f *fakeInvite) User() string   { return f.user }
+func (f *fakeInvite) Trunk() string  { return "pbx" }
+func (f *fakeInvite) Ringing() error { close(f.ringing); return nil }
+func (f *fakeInvite) Accept(_ context.Context, w transcode.PCMWriter) (phoneCall, error) {
+	f.phone.SwapAudioOut(w)
+	return f.phone, nil
+}
+
+func TestPBXCallsIntoAConversation(t *testing.T) {
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return newFakeLeg(), nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	id, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+
+	// Unknown conversations and other users are refused.
+	var se *sip.StatusError
+	if err := e.srv.handleInvite(context.Background(), &fakeInvite{user: "conv-c_nope"}); !errors.As(err, &se) || se.Code != 404 {
+		t.Fatalf("unknown conversation: %v", err)
+	}
+	if err := e.srv.handleInvite(context.Background(), &fakeInvite{user: "1001"}); !errors.As(err, &se) || se.Code != 404 {
+		t.Fatalf("other user: %v", err)
+	}
+
+	in := &fakeInvite{user: "conv-" + id, ringing: make(chan struct{}), phone: newFakeLeg()}
+	errc := make(chan error, 1)
+	go func() { errc <- e.srv.handleInvite(context.Background(), in) }()
+	if c := decode[wireCall](t, cws.expect("call.incoming")["call"]); c.Direction != "inbound" || c.State != callRinging {
+		t.Fatalf("incoming call: %+v", c)
+	}
+	<-in.ringing
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 accept"})
+	cws.expect("rtc.answer")
+	if err := <-errc; err != nil {
+		t.Fatalf("invite handler: %v", err)
+	}
+	waitCall(t, cws, callConnected)
+	in.phone.play(make(transcode.PCM16, 160))
+	in.phone.hangup(sip.ErrRemoteHangup)
+	waitCall(t, cws, callEnded)
+
+	// Declined: 603 to the PBX.
+	in2 := &fakeInvite{user: "conv-" + id, ringing: make(chan struct{}), phone: newFakeLeg()}
+	go func() { errc <- e.srv.handleInvite(context.Background(), in2) }()
+	cws.expect("call.incoming")
+	cws.send(map[string]any{"type": "voice.hangup"})
+	if err := <-errc; !errors.As(err, &se) || se.Code != 603 {
+		t.Fatalf("declined: %v", err)
+	}
+}
+
+func TestAgentCallsTheCustomer(t *testing.T) {
+	deskPhone := newFakeLeg()
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return deskPhone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+	aws.send(map[string]any{"type": "voice.call", "conversation_id": id})
+	if c := decode[wireCall](t, cws.expect("call.incoming")["call"]); c.Direction != "agent" {
+		t.Fatalf("incoming: %+v", c)
+	}
+	phones.mu.Lock()
+	dial := phones.dials[0]
+	phones.mu.Unlock()
+	if dial != "pbx sip:1001@pbx.test" {
+		t.Fatalf("the agent's phone rings first, got %q", dial)
+	}
+	// The agent hears ringing while the customer's widget rings.
+	deadline := time.Now().Add(5 * time.Second)
+	for deskPhone.in.len() < 800 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if deskPhone.in.len() < 800 {
+		t.Fatalf("agent heard %d samples of ringback", deskPhone.in.len())
+	}
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 accept"})
+	waitCall(t, aws, callConnected)
+	aws.send(map[string]any{"type": "voice.hangup", "conversation_id": id})
+	if c := waitCall(t, cws, callEnded); c.EndedBy != "agent" {
+		t.Fatalf("ended: %+v", c)
+	}
+}

@@ -322,6 +322,12 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 			return s.hub.setPresence(cl.agentID, f.State)
 		case "accept":
 			return s.hub.accept(ctx, cl.agentID, f.ConversationID)
+		case "voice.call":
+			cv, err := s.agentConv(cl.agentID, f.ConversationID)
+			if err != nil {
+				return err
+			}
+			return s.callCustomer(ctx, cl.agentID, cv)
 		case "transfer", "end":
 			cv, err := s.agentConv(cl.agentID, f.ConversationID)
 			if err != nil {
