@@ -41,6 +41,18 @@ func TestTransferThenEnd(t *testing.T) {
 	bob.click("end")
 	bob.waitText("conversation-state", "ended")
 	waitJS[bool](customer, "the ended state", fn("", `const e = q('ended'); return !!e && !e.hidden && q('chat-input').closest('form').hidden;`))
+	customer.waitText("agent-name", "Conversation ended")
+	waitJS[bool](customer, "the last agent's name", fn("", `return root().querySelector('.title')?.textContent === 'Bob';`))
+	customer.waitMessage("Great, thanks")
+	bob.send("this must not be sent")
+	if n := countText(bob.messages(), "this must not be sent"); n != 0 {
+		t.Errorf("the ended conversation still takes messages in the console")
+	}
+	if notice := call[string](bob, fn("", `return q('notice').hidden ? '' : q('notice').textContent;`)); notice != "" {
+		t.Errorf("bob's console shows an error after ending: %q", notice)
+	}
+	bob.click("dismiss")
+	waitJS[bool](bob, "the ended conversation off the list", `(id) => !document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"]')`, convID)
 	customer.click("new-conversation")
 	waitJS[bool](customer, "an empty chat", fn("", `return msgs().length === 0 && !q('customer-name').hidden;`))
 	customer.send("A new question")

@@ -119,7 +119,7 @@ const app = {
       onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
-    this.typing = new Typing((on) => this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
     this.socket.start();
   },
 
@@ -146,6 +146,7 @@ const app = {
     $('chat-input').addEventListener('input', () => this.typing.input());
     $('file-input').addEventListener('change', () => this.sendFiles());
     $('end').addEventListener('click', () => this.end());
+    $('dismiss').addEventListener('click', () => this.dismiss());
     $('transfer-form').addEventListener('submit', (e) => { e.preventDefault(); this.transfer(); });
     document.addEventListener('visibilitychange', () => this.sendRead());
     addEventListener('popstate', () => {
@@ -394,7 +395,8 @@ const app = {
     $('conv-state').textContent = c.state;
     const ended = c.state === 'ended';
     $('composer').hidden = ended;
-    $('end').disabled = ended;
+    $('end').hidden = ended;
+    $('dismiss').hidden = !ended;
     $('transfer').disabled = ended;
     $('transfer-target').disabled = ended;
   },
@@ -422,6 +424,12 @@ const app = {
     if (!m) return;
     let conv = this.convs.get(m.conversation_id);
     if (!conv) return; // not (or no longer) ours
+    // The ended event can come before the conversation frame that says so;
+    // take it as the end already, so no read or typing goes to a closed chat.
+    if (m.event?.name === 'conversation.ended' && conv.data.state !== 'ended') {
+      conv.data = { ...conv.data, state: 'ended' };
+      if (conv === this.selected) this.renderSelected();
+    }
     conv.log.upsert(m);
     if (m.from?.role === 'customer' && conv === this.selected) this.showTyping(false);
   },
@@ -432,6 +440,7 @@ const app = {
   },
 
   errorFrame(f) {
+    console.warn('segue: server error', f.code, f.message, f.ref ?? '');
     const item = f.ref && this.outbox.items.find((m) => m.id === f.ref);
     if (item) {
       this.outbox.remove(f.ref);
@@ -460,7 +469,7 @@ const app = {
 
   sendRead() {
     const conv = this.selected;
-    if (!conv || document.visibilityState !== 'visible') return;
+    if (!conv || conv.data.state === 'ended' || document.visibilityState !== 'visible') return;
     const seq = conv.log.lastOtherSeq();
     if (seq > conv.readSent && this.socket.send({ type: 'read', seq, conversation_id: conv.id })) conv.readSent = seq;
   },
@@ -483,7 +492,7 @@ const app = {
     const conv = this.selected;
     const input = $('chat-input');
     const text = input.value.trim();
-    if (!conv || !text) return;
+    if (!conv || !text || conv.data.state === 'ended') return;
     input.value = '';
     this.typing.stop();
     const item = { id: newId(), conversation_id: conv.id, text, created_at: new Date().toISOString() };
@@ -542,6 +551,15 @@ const app = {
     if (target.startsWith('queue:')) frame.queue = target.slice(6);
     else frame.agent = target.slice(6);
     if (!this.socket.send(frame)) this.note('Not connected: try again in a moment.');
+  },
+
+  /** dismiss takes an ended conversation off the list. */
+  dismiss() {
+    const conv = this.selected;
+    if (!conv || conv.data.state !== 'ended') return;
+    this.convs.delete(conv.id);
+    this.select(null);
+    if (location.pathname !== '/console') history.pushState(null, '', '/console');
   },
 
   end() {

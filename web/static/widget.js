@@ -207,9 +207,17 @@ class SegueWidget extends HTMLElement {
     this.badge.hidden = this.unread === 0;
     this.badge.textContent = String(this.unread);
     this.launcher.setAttribute('aria-label', this.unread ? `Open chat, ${this.unread} new` : 'Open chat');
-    if (c?.agent?.name) {
+    if (c?.agent?.name) this.lastAgent = c.agent;
+    // After a reload of an ended chat, the last agent who wrote is known.
+    if (ended && !this.lastAgent) {
+      for (const { msg } of this.log.items.values()) if (msg.from?.role === 'agent' && msg.from.name) this.lastAgent = msg.from;
+    }
+    if (ended) {
+      this.titleEl.textContent = this.lastAgent?.name || 'Chat with us';
+      this.agentLine.textContent = 'Conversation ended';
+    } else if (c?.agent?.name) {
       this.titleEl.textContent = c.agent.name;
-      this.agentLine.textContent = ended ? 'Conversation ended' : 'is helping you';
+      this.agentLine.textContent = 'is helping you';
       this.agentLine.dataset.agent = c.agent.id ?? '';
     } else {
       this.titleEl.textContent = 'Chat with us';
@@ -379,6 +387,10 @@ class SegueWidget extends HTMLElement {
         this.log.ack(f.id, f.seq);
         break;
       case 'message':
+        // The ended event can come before the conversation frame.
+        if (f.message?.event?.name === 'conversation.ended' && this.conversation) {
+          this.conversation = { ...this.conversation, state: 'ended' };
+        }
         this.log.upsert(f.message);
         if (f.message?.from?.role !== 'customer') this.showTyping(false);
         this.sendRead();
@@ -423,7 +435,7 @@ class SegueWidget extends HTMLElement {
 
   /** sendRead reports what the customer has seen, when the chat is in view. */
   sendRead() {
-    if (!this.isOpen || document.visibilityState !== 'visible') return;
+    if (!this.isOpen || this.conversation?.state === 'ended' || document.visibilityState !== 'visible') return;
     const seq = this.log.lastOtherSeq();
     if (seq > this.readSent && this.socket.send({ type: 'read', seq })) this.readSent = seq;
   }
@@ -433,6 +445,7 @@ class SegueWidget extends HTMLElement {
     this.socket.stop();
     this.session = null;
     this.conversation = null;
+    this.lastAgent = null;
     this.readSent = 0;
     saveJSON(`${KEY}:conversation`, null);
     this.outbox.clear();
