@@ -4,6 +4,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -22,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -509,5 +512,29 @@ func TestWidgetDropsStaleConversation(t *testing.T) {
 	customer.waitMessage("Starting over")
 	if id := customer.widgetConversation(); id == "c_gone" {
 		t.Errorf("the widget kept the stale conversation")
+	}
+}
+
+// TestWidgetOffline takes the browser offline and back: the widget says so,
+// keeps what is typed meanwhile, and delivers it once back online.
+func TestWidgetOffline(t *testing.T) {
+	g := startGateway(t)
+	customer, agent, _ := startChat(t, g, "online at first")
+	setOffline := func(offline bool) {
+		t.Helper()
+		customer.do(chromedp.Func(func(ctx context.Context, tgt *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tgt, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1})
+			return err
+		}))
+	}
+	setOffline(true)
+	waitJS[bool](customer, "the offline state", fn("", `return q('call-status').dataset.state === 'offline';`))
+	customer.send("typed while offline")
+	setOffline(false)
+	waitJS[bool](customer, "the connected state", fn("", `return q('call-status').dataset.state === 'connected';`))
+	agent.waitMessage("typed while offline")
+	customer.waitMessage("typed while offline")
+	if n := countText(agent.messages(), "typed while offline"); n != 1 {
+		t.Errorf("agent shows the offline message %d times, want once", n)
 	}
 }

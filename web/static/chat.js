@@ -107,7 +107,11 @@ export class Socket {
     this.timer = 0;
     this.pinger = 0;
     this.state = 'idle';
-    this.onOnline = () => { if (!this.stopped && !this.ready) this.reconnectNow(); };
+    this.onOnline = () => {
+      if (this.stopped) return;
+      if (this.ready) this.setState('connected');
+      else this.reconnectNow();
+    };
     this.onOffline = () => this.setState('offline');
   }
 
