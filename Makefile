@@ -11,7 +11,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # tools, a TURN server, and libopus for the optional cgo Opus build.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn libopus-dev pkg-config ca-certificates
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check bench clean
+.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat clean
 
 all: build
 
@@ -57,3 +57,12 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Chat load on loopback: a gateway on the bench config in a temp dir, then
+# bench/chatload against it. Figures go to BENCHMARKS.md by hand.
+bench-chat: build
+	@dir=$$(mktemp -d); cp bench/chatload/segue-bench.yaml $$dir/; \
+	( cd $$dir && exec $(CURDIR)/$(BIN) serve --config segue-bench.yaml ) & pid=$$!; \
+	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
+	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -conversations $${CONVS:-50} -messages $${MSGS:-100}; rc=$$?; \
+	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
