@@ -538,3 +538,27 @@ func TestWidgetOffline(t *testing.T) {
 		t.Errorf("agent shows the offline message %d times, want once", n)
 	}
 }
+
+// TestWidgetKeyboard drives the widget with real mouse and key events:
+// a click on the launcher, typing, and Enter to send.
+func TestWidgetKeyboard(t *testing.T) {
+	g := startGateway(t)
+	tb := newTab(t, "customer")
+	in := func(id string) chromedp.JSPath {
+		return chromedp.JSPath(`document.querySelector('segue-widget').shadowRoot.querySelector('[data-testid="` + id + `"]')`)
+	}
+	tb.do(chromedp.Navigate(g.URL+"/"),
+		chromedp.Click(in("widget-open")),
+		chromedp.SendKeys(in("customer-name"), "Kim"),
+		chromedp.SendKeys(in("chat-input"), "Typed with a keyboard\r"))
+	got := tb.waitMessage("Typed with a keyboard")
+	if got.Role != "customer" {
+		t.Errorf("message %+v, want one from the customer", got)
+	}
+	if v := call[string](tb, fn("", `return q('chat-input').value;`)); v != "" {
+		t.Errorf("the input still holds %q after sending", v)
+	}
+	// Escape closes the panel and gives the focus back to the launcher.
+	tb.do(chromedp.SendKeys(in("chat-input"), "\x1b"))
+	waitJS[bool](tb, "the closed panel", fn("", `return q('chat-panel').hidden && root().activeElement === q('widget-open');`))
+}

@@ -4,6 +4,8 @@ package test
 
 import (
 	"testing"
+
+	"github.com/chromedp/chromedp"
 )
 
 // selectOption picks a value of a <select> by test id and fires change.
@@ -127,4 +129,32 @@ func TestPresenceAwayGetsNoOffers(t *testing.T) {
 	bob.acceptConversation(convID)
 	bob.waitMessage("Anyone?")
 	waitJS[bool](alice, "the queue to empty", `(id) => !document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"]')`, convID)
+}
+
+func TestConsoleLoginSession(t *testing.T) {
+	g := startGateway(t)
+	tb := newTab(t, "console")
+	tb.do(chromedp.Navigate(g.URL + "/console"))
+	tb.fill("login-id", "alice")
+	tb.fill("login-password", "wrong password")
+	tb.click("login-submit")
+	tb.waitText("login-error", "Wrong agent id or password")
+
+	tb.fill("login-password", agentPasswords["alice"])
+	tb.click("login-submit")
+	waitJS[bool](tb, "the console", fn("", `return q('call-status').dataset.state === 'connected';`))
+	tb.waitText("agent-me", "Alice")
+
+	// The session cookie is HTTP-only and survives a reload.
+	if c := call[string](tb, `() => document.cookie`); c != "" {
+		t.Errorf("the session is readable from JavaScript: %q", c)
+	}
+	tb.do(chromedp.Reload())
+	waitJS[bool](tb, "the console after reload", fn("", `return q('call-status').dataset.state === 'connected' && document.getElementById('login').hidden;`))
+
+	tb.click("logout")
+	tb.do(chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-id"]`)))
+	if status := call[int](tb, `async () => (await fetch('/api/v1/agent/me')).status`); status != 401 {
+		t.Errorf("after logout /api/v1/agent/me answers %d, want 401", status)
+	}
 }

@@ -21,6 +21,28 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+/**
+ * enterSends makes Enter in a textarea call send, and Shift+Enter insert a
+ * line break. The beforeinput check catches line breaks whose keydown was
+ * not cancellable (synthetic key events, some virtual keyboards).
+ */
+export function enterSends(textarea, send) {
+  let shift = false;
+  textarea.addEventListener('keydown', (e) => {
+    shift = e.shiftKey;
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  textarea.addEventListener('beforeinput', (e) => {
+    if ((e.inputType === 'insertLineBreak' || e.inputType === 'insertParagraph') && !shift && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+}
+
 /** formatBytes renders a size such as "12.4 KB". */
 export function formatBytes(n) {
   if (!Number.isFinite(n)) return '';

@@ -2,7 +2,7 @@
 // conversations and the chat itself. It uses the session cookie for HTTP and
 // for the WebSocket of the same origin.
 
-import { h, apiError, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -140,9 +140,7 @@ const app = {
     $('presence').addEventListener('change', (e) => this.socket.send({ type: 'presence', state: e.target.value }));
     $('logout').addEventListener('click', () => this.logout());
     $('composer').addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
-    $('chat-input').addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.sendText(); }
-    });
+    enterSends($('chat-input'), () => this.sendText());
     $('chat-input').addEventListener('input', () => this.typing.input());
     $('file-input').addEventListener('change', () => this.sendFiles());
     $('end').addEventListener('click', () => this.end());

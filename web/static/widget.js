@@ -8,7 +8,7 @@
 // data-identity (a token signed by the site's backend). The widget talks to
 // the gateway it was loaded from, so it works on any allowed site.
 
-import { h, apiError, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
 
 const ORIGIN = new URL(import.meta.url).origin;
 const API = `${ORIGIN}/api/v1`;
@@ -142,9 +142,7 @@ class SegueWidget extends HTMLElement {
       $('div', { class: 'row' }, attach, this.input, this.sendButton));
 
     this.form.addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
-    this.input.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.sendText(); }
-    });
+    enterSends(this.input, () => this.sendText());
     this.input.addEventListener('input', () => { this.autoGrow(); if (this.conversation) this.typing.input(); });
     this.fileInput.addEventListener('change', () => this.sendFiles());
 
