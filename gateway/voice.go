@@ -357,6 +357,20 @@ func (v *voiceCall) dialOptions(display string) sip.DialOptions {
 	return sip.DialOptions{DisplayName: display, Headers: contextHeaders(v.s.cfg, &c), RingTimeout: ringTimeout}
 }
 
+// statsInterval is how often a connected call's quality is published and
+// its media checked; rtpTimeout ends a call whose phone side sent no RTP
+// for that long while not on hold.
+var (
+	statsInterval = 5 * time.Second
+	rtpTimeout    = 30 * time.Second
+)
+
+func (v *voiceCall) held() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state == callHeld
+}
+
 // ringTimeout bounds how long a phone or the customer's browser rings.
 const ringTimeout = 45 * time.Second
 
@@ -377,8 +391,9 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	s.saveCallRecord(v)
 
-	stats := time.NewTicker(5 * time.Second)
+	stats := time.NewTicker(statsInterval)
 	defer stats.Stop()
+	lastRx, lastRxAt := phone.Stats().PacketsReceived, time.Now()
 	for {
 		select {
 		case ev := <-phone.Events():
@@ -392,7 +407,15 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 		case <-v.ctx.Done():
 			v.finish(phone, context.Cause(v.ctx))
 			return
-		case <-stats.C:
+		case now := <-stats.C:
+			// A phone leg that went silent (no RTP, not on hold) is dead:
+			// the PBX lost the call or the network did.
+			if rx := phone.Stats().PacketsReceived; rx != lastRx || v.held() {
+				lastRx, lastRxAt = rx, now
+			} else if now.Sub(lastRxAt) >= rtpTimeout {
+				v.finish(phone, errRTPTimeout)
+				return
+			}
 			v.publish()
 		}
 	}
@@ -437,6 +460,7 @@ func (v *voiceCall) ringCustomer(caller string) error {
 }
 
 var (
+	errRTPTimeout       = errors.New("gateway: no audio from the phone side")
 	errBadOffer         = errors.New("gateway: the browser's offer could not be used")
 	errCustomerNoAnswer = errors.New("gateway: the customer did not answer")
 	errCustomerDeclined = errors.New("gateway: the customer declined the call")
@@ -515,6 +539,8 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		state, by, reason = callFailed, "customer", "The customer declined the call"
 	case errors.Is(cause, errCallerGone):
 		state, by, reason = callFailed, "agent", "The caller hung up"
+	case errors.Is(cause, errRTPTimeout):
+		by, reason = "system", "The phone line went silent"
 	case errors.Is(cause, errBadOffer):
 		state, by, reason = callFailed, "customer", "Your browser could not join the call"
 	case errors.Is(cause, errConversationEnd):

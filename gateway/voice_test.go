@@ -47,6 +47,10 @@ type fakeLeg struct {
 	events  chan sip.Event
 	answers int
 	cands   []string
+	// frozenStats keeps the received-packet count still (a silent line);
+	// otherwise it grows on every read, like a live call.
+	frozenStats bool
+	rx          uint64
 }
 
 func newFakeLeg() *fakeLeg {
@@ -91,7 +95,12 @@ func (f *fakeLeg) Err() error {
 func (f *fakeLeg) Events() <-chan sip.Event { return f.events }
 func (f *fakeLeg) Codec() string            { return "PCMU" }
 func (f *fakeLeg) Stats() sip.MediaStats {
-	return sip.MediaStats{PacketsReceived: 98, PacketsLost: 2, JitterMs: 3}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.frozenStats {
+		f.rx += 50
+	}
+	return sip.MediaStats{PacketsReceived: 98 + f.rx, PacketsLost: 2, JitterMs: 3}
 }
 func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	if !strings.HasPrefix(offer, "v=0") {
@@ -444,5 +453,26 @@ func TestAgentCallsTheCustomer(t *testing.T) {
 	aws.send(map[string]any{"type": "voice.hangup", "conversation_id": id})
 	if c := waitCall(t, cws, callEnded); c.EndedBy != "agent" {
 		t.Fatalf("ended: %+v", c)
+	}
+}
+
+func TestSilentPhoneLegEndsTheCall(t *testing.T) {
+	statsInterval, rtpTimeout = 20*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { statsInterval, rtpTimeout = 5*time.Second, 30*time.Second })
+	phone := newFakeLeg()
+	phone.frozenStats = true
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	_, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	if c := waitCall(t, cws, callEnded); !strings.Contains(c.Reason, "silent") {
+		t.Fatalf("ended: %+v", c)
+	}
+	select {
+	case <-phone.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("silent phone leg not hung up")
 	}
 }
