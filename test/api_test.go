@@ -308,6 +308,14 @@ func TestWebSocketMalformedFrames(t *testing.T) {
 		}
 	}
 
+	// A text over limits.max_message_bytes (4096 by default) is refused
+	// with an error that names the message.
+	w.send(map[string]any{"type": "message", "id": "long-1", "text": strings.Repeat("é", 2100)})
+	e := w.expect("error")
+	if e["ref"] != "long-1" {
+		t.Errorf("error for an oversized text: %v, want ref long-1", e)
+	}
+
 	// The socket still works.
 	w.send(map[string]any{"type": "ping"})
 	w.expect("pong")
