@@ -158,3 +158,32 @@ func TestConsoleLoginSession(t *testing.T) {
 		t.Errorf("after logout /api/v1/agent/me answers %d, want 401", status)
 	}
 }
+
+// TestConsoleDeepLinks opens /console/c/{id} for a waiting conversation,
+// for another agent's, and for an ended one of one's own.
+func TestConsoleDeepLinks(t *testing.T) {
+	g := startGateway(t)
+	customer := openWidget(t, g, "customer")
+	customer.send("Please call me back")
+	customer.waitMessage("Please call me back")
+	convID := customer.widgetConversation()
+
+	alice := openConsole(t, g, "alice", "/console/c/"+convID)
+	waitJS[bool](alice, "the linked queue item", `(id) => !!document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"][data-linked="true"]')`, convID)
+	alice.waitText("notice", "waiting")
+	alice.acceptConversation(convID)
+	alice.waitMessage("Please call me back")
+
+	bob := openConsole(t, g, "bob", "/console/c/"+convID)
+	bob.waitText("notice", "not yours")
+	if n := len(bob.messages()); n != 0 {
+		t.Errorf("bob sees %d messages of alice's conversation", n)
+	}
+
+	alice.click("end")
+	alice.waitText("conversation-state", "ended")
+	later := openConsole(t, g, "alice", "/console/c/"+convID)
+	later.waitMessage("Please call me back")
+	later.waitText("conversation-state", "ended")
+	waitJS[bool](later, "the close button", fn("", `return !q('dismiss').hidden && q('chat-input').closest('form').hidden;`))
+}

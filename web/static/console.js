@@ -227,8 +227,7 @@ const app = {
     this.setQueue(f.queue ?? []);
     this.renderMine();
     if (this.wanted) {
-      const conv = this.convs.get(this.wanted);
-      if (conv) this.select(conv, false);
+      this.openLinked(this.wanted);
       this.wanted = null;
     } else if (!this.selected && this.convs.size === 1) {
       this.select(this.convs.values().next().value);
@@ -236,6 +235,35 @@ const app = {
       this.select(this.convs.get(this.selected.id) ?? null, false);
     }
     this.flushOutbox();
+  },
+
+  /**
+   * openLinked shows the conversation of a /console/c/{id} link (from a
+   * desk phone's Call-Info, say): one of mine, one waiting in my queues, or
+   * an earlier one I may still read.
+   */
+  async openLinked(id) {
+    const conv = this.convs.get(id);
+    if (conv) {
+      this.select(conv, false);
+      return;
+    }
+    if (this.queue.some((c) => c.id === id)) {
+      this.linked = id;
+      this.renderQueue();
+      this.note('The linked conversation is waiting: accept it to reply.');
+      return;
+    }
+    try {
+      const { conversation } = await api(`/conversations/${encodeURIComponent(id)}`);
+      const readOnly = this.upsertConv(conversation);
+      this.renderMine();
+      this.select(readOnly, false);
+    } catch (err) {
+      this.note(err.status === 403 || err.status === 404
+        ? 'The linked conversation is not yours to open.'
+        : `Could not open the linked conversation: ${err.message}`);
+    }
   },
 
   /** upsertConv adds or updates one of my conversations. */
@@ -291,6 +319,7 @@ const app = {
         if (this.accepting === data.id || !this.selected) this.select(conv);
       }
       if (this.accepting === data.id) this.accepting = null;
+      if (this.linked === data.id) this.linked = null;
     } else if (known) {
       // Transferred away: keep it readable until the agent switches.
       known.data = data;
@@ -321,7 +350,11 @@ const app = {
     const accept = h('button', { type: 'button', class: 'accept', 'data-testid': 'accept', 'data-conversation': c.id, text: 'Accept' });
     accept.addEventListener('click', () => this.accept(c.id, accept));
     const offered = this.offered.has(c.id);
-    return h('li', { class: `item${offered ? ' offered' : ''}`, 'data-testid': 'queue-item', 'data-conversation': c.id, 'data-offered': offered ? 'true' : null },
+    const linked = this.linked === c.id;
+    return h('li', {
+      class: `item${offered || linked ? ' offered' : ''}`, 'data-testid': 'queue-item', 'data-conversation': c.id,
+      'data-offered': offered ? 'true' : null, 'data-linked': linked ? 'true' : null,
+    },
       h('div', { class: 'item-text' },
         h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
         h('span', { class: 'sub', text: `${c.queue || ''} · since ${formatTime(c.created_at)}` }),
