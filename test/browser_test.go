@@ -106,12 +106,18 @@ func newTab(t *testing.T, name string) *tab {
 		chromedp.WithListener(tb.listen))
 	t.Cleanup(func() {
 		cancel()
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		// An uncaught exception in the page is a bug even if the test passed.
+		for _, l := range tb.logs {
+			if strings.HasPrefix(l, "exception: ") {
+				t.Errorf("%s: uncaught %s", name, l)
+			}
+		}
 		if t.Failed() {
-			tb.mu.Lock()
 			for _, l := range tb.logs {
 				t.Logf("%s: %s", name, l)
 			}
-			tb.mu.Unlock()
 		}
 	})
 	tb.ctx = ctx
