@@ -562,3 +562,20 @@ func TestWidgetKeyboard(t *testing.T) {
 	tb.do(chromedp.SendKeys(in("chat-input"), "\x1b"))
 	waitJS[bool](tb, "the closed panel", fn("", `return q('chat-panel').hidden && root().activeElement === q('widget-open');`))
 }
+
+// TestWidgetRateLimited: past limits.new_chats_per_ip_per_minute the
+// widget tells the customer when to try again, and sends nothing.
+func TestWidgetRateLimited(t *testing.T) {
+	g := startGateway(t, func(o *gatewayOptions) { o.newChatsPerMin = 1 })
+	first := openWidget(t, g, "first")
+	first.send("I was first")
+	first.waitMessage("I was first")
+
+	second := openWidget(t, g, "second")
+	second.send("Me too")
+	second.waitText("notice", "Try again in")
+	waitJS[bool](second, "the unsent message", fn("", `return msgs().some((m) => m.text === 'Me too' && m.seq === 0);`))
+	if key := call[string](second, `() => Object.keys(localStorage).find((k) => k.endsWith(':conversation')) ?? ''`); key != "" {
+		t.Errorf("a refused start left a conversation in storage")
+	}
+}

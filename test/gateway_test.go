@@ -78,13 +78,14 @@ type gatewayOptions struct {
 	maxUploadBytes int
 	extraOrigins   []string
 	identitySecret string
+	newChatsPerMin int
 }
 
 // startGateway writes a config and starts segue serve; it stops the process
 // when the test ends and prints its log if the test failed.
 func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
 	t.Helper()
-	o := gatewayOptions{maxFrameBytes: 65536, maxUploadBytes: 4 << 20}
+	o := gatewayOptions{maxFrameBytes: 65536, maxUploadBytes: 4 << 20, newChatsPerMin: 1000}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -145,13 +146,13 @@ agents:
     queues: [support]
     max_chats: 4
 limits:
-  new_chats_per_ip_per_minute: 1000
+  new_chats_per_ip_per_minute: %d
   max_frame_bytes: %d
 log:
   level: debug
 %s`, g.addr, g.URL, strings.Join(quoted, ", "),
 		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes,
-		sipPort, h["alice"], h["bob"], o.maxFrameBytes, identityYAML(o.identitySecret))
+		sipPort, h["alice"], h["bob"], o.newChatsPerMin, o.maxFrameBytes, identityYAML(o.identitySecret))
 }
 
 func identityYAML(secret string) string {
