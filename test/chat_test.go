@@ -483,12 +483,19 @@ func TestVerifiedIdentity(t *testing.T) {
 	}
 
 	call[bool](customer, `(tok) => { segueWidget.setIdentity(tok); return true; }`, signIdentity(secret, claims))
+	// Retry sends the refused message again, now with a good identity.
+	customer.click("retry")
+	customer.waitMessage("first try")
 	customer.send("second try")
 	customer.waitMessage("second try")
+	if n := countText(customer.messages(), "first try"); n != 1 {
+		t.Errorf("the retried message shows %d times, want once", n)
+	}
 	convID := customer.widgetConversation()
 
 	agent := openConsole(t, g, "alice", "/console")
 	agent.acceptConversation(convID)
+	agent.waitMessage("first try")
 	agent.waitMessage("second try")
 	agent.waitText("customer-name", "Ann Lee")
 	agent.waitText("customer-email", "ann@example.com")

@@ -303,11 +303,12 @@ const EVENT_TEXT = {
  * loadFile(fileId, inline) must resolve to a Blob.
  */
 export class ChatLog {
-  constructor(container, { role, loadFile, onChange }) {
+  constructor(container, { role, loadFile, onChange, onRetry }) {
     this.el = container;
     this.role = role;
     this.loadFile = loadFile;
     this.onChange = onChange ?? (() => {});
+    this.onRetry = onRetry; // called with a failed text message to send again
     this.items = new Map(); // id -> {msg, node}
     this.maxSeq = 0;
     this.readSeq = 0; // how far the other side has read
@@ -440,6 +441,14 @@ export class ChatLog {
       let status = msg.seq ? 'Sent' : 'Sending…';
       if (msg.failed) status = msg.failed;
       meta.append(h('span', { class: `status${msg.failed ? ' failed' : ''}`, 'data-testid': 'message-status', text: status }));
+      if (msg.failed && msg.kind === 'text' && this.onRetry) {
+        const retry = h('button', { type: 'button', class: 'retry', 'data-testid': 'retry', text: 'Retry' });
+        retry.addEventListener('click', () => {
+          this.remove(msg.id);
+          this.onRetry(msg);
+        });
+        meta.append(retry);
+      }
     }
     node.append(meta);
     return node;

@@ -19,6 +19,7 @@ class Conv {
       role: 'agent',
       loadFile: fetchFile,
       onChange: (msg, isNew) => app.messageShown(this, msg, isNew),
+      onRetry: (msg) => app.queueText(this, msg.text),
     });
     this.readSent = 0;
     this.loaded = false;
@@ -526,6 +527,12 @@ const app = {
     if (!conv || !text || conv.data.state === 'ended') return;
     input.value = '';
     this.typing.stop();
+    this.queueText(conv, text);
+  },
+
+  /** queueText puts a message in the outbox and sends it when it can. */
+  queueText(conv, text) {
+    if (conv.data.state === 'ended') return;
     const item = { id: newId(), conversation_id: conv.id, text, created_at: new Date().toISOString() };
     this.outbox.add(item);
     this.showPending(item);

@@ -113,6 +113,7 @@ class SegueWidget extends HTMLElement {
       role: 'customer',
       loadFile: (id, inline) => this.fetchFile(id, inline),
       onChange: (msg, isNew) => this.changed(msg, isNew),
+      onRetry: (msg) => this.queueText(msg.text),
     });
     this.empty = $('p', { class: 'empty', text: 'Hi! Ask us anything — a person will answer.' });
     this.typingEl = $('p', { class: 'typing', 'data-testid': 'typing', 'aria-live': 'polite', hidden: true });
@@ -293,6 +294,11 @@ class SegueWidget extends HTMLElement {
     this.input.value = '';
     this.autoGrow();
     this.typing.stop();
+    await this.queueText(text);
+  }
+
+  /** queueText puts a message in the outbox and sends it when it can. */
+  async queueText(text) {
     const item = { id: newId(), text, created_at: new Date().toISOString() };
     this.outbox.add(item);
     this.showPending(item);
