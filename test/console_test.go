@@ -187,3 +187,22 @@ func TestConsoleDeepLinks(t *testing.T) {
 	later.waitText("conversation-state", "ended")
 	waitJS[bool](later, "the close button", fn("", `return !q('dismiss').hidden && q('chat-input').closest('form').hidden;`))
 }
+
+func TestTransferToQueue(t *testing.T) {
+	g := startGateway(t)
+	customer, alice, convID := startChat(t, g, "Wrong department, sorry")
+	bob := openConsole(t, g, "bob", "/console")
+
+	alice.selectOption("transfer-target", "queue:support")
+	alice.click("transfer")
+	waitJS[bool](alice, "the conversation to leave alice", `(id) => !document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"]')`, convID)
+	customer.waitText("agent-name", "Waiting for an agent")
+
+	bob.acceptConversation(convID)
+	bob.waitMessage("Wrong department, sorry")
+	waitJS[bool](customer, "bob's name", fn("", `return root().querySelector('.title')?.textContent === 'Bob';`))
+	bob.send("Bob here, I can help.")
+	customer.waitMessage("Bob here, I can help.")
+	checkLog(t, "customer", customer.messages())
+	checkLog(t, "bob", bob.messages())
+}
