@@ -53,7 +53,7 @@ const app = {
   selected: null,
   wanted: null, // conversation id from /console/c/{id}
   early: new Map(), // history frames that came before their conversation
-  outbox: new Outbox('segue:console:outbox'),
+  outbox: null, // unacknowledged messages, per agent
   socket: null,
   typing: null,
   typingHide: 0,
@@ -103,7 +103,14 @@ const app = {
   },
 
   enter(agent) {
+    // Another agent signing in on this page starts from a clean page.
+    if (this.agent && this.agent.id !== agent.id) {
+      location.assign(location.pathname);
+      return;
+    }
+    this.socket?.stop();
     this.agent = agent;
+    this.outbox = new Outbox(`segue:console:${agent.id}:outbox`);
     $('login').hidden = true;
     $('app').hidden = false;
     $('me').textContent = agent.name || agent.id;
