@@ -3,6 +3,7 @@
 package test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -87,6 +88,9 @@ func TestAgentWithTwoConversations(t *testing.T) {
 	got := waitJS[string](alice, "the unread counter", `(id) => document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="unread"]')?.textContent || false`, annConv)
 	if got != "1" {
 		t.Errorf("unread counter shows %q, want 1", got)
+	}
+	if title := call[string](alice, `() => document.title`); !strings.HasPrefix(title, "(1) ") {
+		t.Errorf("the tab title %q does not count the unread message", title)
 	}
 
 	// Typing from the customer shows in the selected conversation.

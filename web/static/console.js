@@ -352,6 +352,7 @@ const app = {
     ul.replaceChildren(...this.queue.map((c) => this.queueItem(c)));
     $('queue-count').textContent = String(this.queue.length);
     $('queue-empty').hidden = this.queue.length > 0;
+    this.renderTitle();
   },
 
   queueItem(c) {
@@ -375,6 +376,14 @@ const app = {
     const convs = [...this.convs.values()];
     ul.replaceChildren(...convs.map((conv) => this.convItem(conv)));
     $('mine-empty').hidden = convs.length > 0;
+    this.renderTitle();
+  },
+
+  /** renderTitle puts unread messages and offers in the tab's title. */
+  renderTitle() {
+    let n = this.offered.size;
+    for (const conv of this.convs.values()) n += conv.unread;
+    document.title = n ? `(${n}) Segue — agent console` : 'Segue — agent console';
   },
 
   convItem(conv) {
