@@ -57,6 +57,9 @@ func FuzzOpusDecode(f *testing.F) {
 	})
 }
 
+// jitterRingForTest is more ticks than the jitter buffer can hold packets.
+const jitterRingForTest = 256
+
 // maxFrame is a PCM sink that remembers the longest frame written.
 type maxFrame struct {
 	rate int
@@ -82,52 +85,64 @@ func FuzzJitterPush(f *testing.F) {
 	}
 	f.Add(seed)
 	f.Add([]byte{0, 1, 0xff, 0xff, 0, 0, 0, 0, 200, 0x83, 0, 0, 0x80, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		clock := newFakeClock()
-		j, err := transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, MaxDelay: 100 * time.Millisecond, Now: clock.now})
-		if err != nil {
-			t.Fatal(err)
+	f.Fuzz(fuzzJitter)
+}
+
+// fuzzJitter is the body of FuzzJitterPush.
+func fuzzJitter(t *testing.T, data []byte) {
+	clock := newFakeClock()
+	j, err := transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, MaxDelay: 100 * time.Millisecond, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *rtp.Packet
+	var lastResets uint64
+	played := map[*rtp.Packet]bool{}
+	for len(data) >= 8 {
+		rec := data[:8]
+		data = data[8:]
+		clock.add(time.Duration(rec[0]) * time.Millisecond)
+		flags := rec[1]
+		p := &rtp.Packet{Header: rtp.Header{
+			SSRC:           uint32(flags & 0x03),
+			Marker:         flags&0x80 != 0,
+			SequenceNumber: binary.BigEndian.Uint16(rec[2:]),
+			Timestamp:      binary.BigEndian.Uint32(rec[4:]),
+		}}
+		j.Push(p)
+		if flags&0x40 != 0 {
+			j.Push(p) // the same packet again
 		}
-		var last *rtp.Packet
-		var lastResets uint64
-		played := map[*rtp.Packet]bool{}
-		for len(data) >= 8 {
-			rec := data[:8]
-			data = data[8:]
-			clock.add(time.Duration(rec[0]) * time.Millisecond)
-			flags := rec[1]
-			p := &rtp.Packet{Header: rtp.Header{
-				SSRC:           uint32(flags & 0x03),
-				Marker:         flags&0x80 != 0,
-				SequenceNumber: binary.BigEndian.Uint16(rec[2:]),
-				Timestamp:      binary.BigEndian.Uint32(rec[4:]),
-			}}
-			j.Push(p)
-			if flags&0x40 != 0 {
-				j.Push(p) // the same packet again
-			}
-			if flags&0x20 == 0 {
-				continue
-			}
-			got, st := j.Pop()
-			if (got != nil) != (st == transcode.JitterReady) {
-				t.Fatalf("status %s with packet %v", st, got)
-			}
-			if d := j.Stats().Depth; d > 120*time.Millisecond {
-				t.Fatalf("depth %s after a pop", d)
-			}
-			if got == nil {
-				continue
-			}
-			if played[got] {
-				t.Fatalf("packet %d played twice", got.SequenceNumber)
-			}
-			played[got] = true
-			resets := j.Stats().Resets
-			if last != nil && resets == lastResets && int16(got.SequenceNumber-last.SequenceNumber) <= 0 {
-				t.Fatalf("played %d after %d in the same stream", got.SequenceNumber, last.SequenceNumber)
-			}
-			last, lastResets = got, resets
+		if flags&0x20 == 0 {
+			continue
 		}
-	})
+		got, st := j.Pop()
+		if (got != nil) != (st == transcode.JitterReady) {
+			t.Fatalf("status %s with packet %v", st, got)
+		}
+		if d := j.Stats().Depth; d > 120*time.Millisecond {
+			t.Fatalf("depth %s after a pop", d)
+		}
+		if got == nil {
+			continue
+		}
+		if played[got] {
+			t.Fatalf("packet %d played twice", got.SequenceNumber)
+		}
+		played[got] = true
+		resets := j.Stats().Resets
+		if last != nil && resets == lastResets && int16(got.SequenceNumber-last.SequenceNumber) <= 0 {
+			t.Fatalf("played %d after %d in the same stream", got.SequenceNumber, last.SequenceNumber)
+		}
+		last, lastResets = got, resets
+	}
+	// Drain, then every packet pushed must be accounted for once.
+	for range 2 * jitterRingForTest {
+		clock.add(20 * time.Millisecond)
+		j.Pop()
+	}
+	st := j.Stats()
+	if st.Depth != 0 || st.Played+st.Late+st.Duplicates+st.Dropped != st.Pushed {
+		t.Fatalf("after draining: %+v", st)
+	}
 }

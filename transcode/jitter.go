@@ -313,14 +313,24 @@ func (j *Jitter) skip() {
 	j.next++
 }
 
-// lowest returns the lowest extended sequence number held.
+// lowest returns the lowest extended sequence number held. Before
+// playout starts, packets may have arrived so far apart that the oldest
+// fell out of the ring's window behind the highest; those are dropped.
 func (j *Jitter) lowest() int64 {
-	for e := j.highest - jitterRing + 1; e <= j.highest; e++ {
-		if s := j.ring[e%jitterRing]; s.pkt != nil && s.ext == e {
-			return e
+	low := j.highest
+	for i := range j.ring {
+		s := &j.ring[i]
+		switch {
+		case s.pkt == nil:
+		case s.ext <= j.highest-jitterRing:
+			s.pkt = nil
+			j.count--
+			j.stats.Dropped++
+		case s.ext < low:
+			low = s.ext
 		}
 	}
-	return j.highest
+	return low
 }
 
 // Pop returns what to play for this tick: JitterReady with the packet,
