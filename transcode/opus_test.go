@@ -320,3 +320,30 @@ func TestOpusDecodeTo48k(t *testing.T) {
 		}
 	}
 }
+
+// TestOpusFullbandDecodedAt8k sends what a browser that ignores
+// maxplaybackrate would: full-band Opus encoded from 48 kHz. Decoded
+// straight to 8 kHz, the voice-band tone keeps its level and a 6 kHz tone
+// does not fold back into the band (it would alias to 2 kHz).
+func TestOpusFullbandDecodedAt8k(t *testing.T) {
+	for _, enc := range transcode.OpusCodecs() {
+		for _, dec := range transcode.OpusCodecs() {
+			t.Run(enc.Name()+"->"+dec.Name(), func(t *testing.T) {
+				src := audiotest.Tones(48000, 0.25, time.Second, 1000, 6000)
+				rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+				e, err := transcode.NewOpusEncoder(rec, 48000, transcode.OpusConfig{Codec: enc, Bitrate: 64000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFrames(t, e, src, 960)
+				got := opusDecode(t, dec, rec.Payloads(), false)[1600:]
+				if l := audiotest.GoertzelLevel(got, 8000, 1000); math.Abs(l+12.04) > 1.5 {
+					t.Errorf("1 kHz at %.1f dBFS, want -12", l)
+				}
+				if l := audiotest.GoertzelLevel(got, 8000, 2000); l > -50 {
+					t.Errorf("alias of 6 kHz at 2 kHz: %.1f dBFS, want below -50", l)
+				}
+			})
+		}
+	}
+}

@@ -259,3 +259,21 @@ func TestRecorders(t *testing.T) {
 		t.Errorf("payloads = %v", got)
 	}
 }
+
+// TestWindowedCorrelation delays the second half of a signal by more than
+// the first, as a jitter buffer that deepens does: one global alignment
+// cannot match both halves, window by window alignment does.
+func TestWindowedCorrelation(t *testing.T) {
+	ref := audiotest.Speech(8000, 2*time.Second, 4)
+	half := len(ref) / 2
+	got := audiotest.Concat(make(transcode.PCM16, 100), ref[:half], make(transcode.PCM16, 160), ref[half:])
+	if c := audiotest.WindowedCorrelation(ref, got, 1000, 400); c < 0.9 {
+		t.Errorf("windowed correlation %.3f, want at least 0.9 (only the window across the step is off)", c)
+	}
+	if c := audiotest.Correlation(ref, audiotest.Shift(got, audiotest.Delay(ref, got, 400))); c > 0.9 {
+		t.Errorf("global correlation %.3f: the test signal does not need windows", c)
+	}
+	if c := audiotest.WindowedCorrelation(ref, audiotest.Silence(8000, time.Second), 1000, 10); c != 0 {
+		t.Errorf("silence: %.3f, want 0", c)
+	}
+}
