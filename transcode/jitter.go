@@ -24,6 +24,7 @@ const (
 	JitterLost
 )
 
+// String returns "empty", "ready" or "lost".
 func (s JitterStatus) String() string {
 	switch s {
 	case JitterEmpty:
@@ -108,8 +109,9 @@ type jitterSlot struct {
 // marker bit after a silence (a talk spurt, RFC 3551 §4.1) re-buffers to
 // the target before playing.
 //
-// Push takes ownership of the packet until Pop returns it. Jitter is safe
-// for concurrent use.
+// Push takes ownership of the packet until Pop returns it (or PopTo has
+// decoded it, or the buffer dropped it); the caller must not reuse it
+// before. Jitter is safe for concurrent use.
 type Jitter struct {
 	mu    sync.Mutex
 	cfg   JitterConfig
