@@ -115,7 +115,6 @@ type jitterSlot struct {
 type Jitter struct {
 	mu    sync.Mutex
 	cfg   JitterConfig
-	frame int64 // RTP timestamp units per frame
 	ring  [jitterRing]jitterSlot
 	count int
 
@@ -163,7 +162,7 @@ func NewJitter(cfg JitterConfig) (*Jitter, error) {
 	case cfg.MaxDelay > cfg.Frame*jitterRing/2:
 		return nil, fmt.Errorf("transcode: jitter buffer max delay %s above %s: %w", cfg.MaxDelay, cfg.Frame*jitterRing/2, ErrBadConfig)
 	}
-	j := &Jitter{cfg: cfg, frame: int64(cfg.ClockRate) * int64(cfg.Frame) / int64(time.Second)}
+	j := &Jitter{cfg: cfg}
 	j.stats.Target = j.target()
 	return j, nil
 }
@@ -186,14 +185,14 @@ func (j *Jitter) Push(p *rtp.Packet) {
 		j.restart(p, now)
 		ext = j.highest
 	}
-	j.measure(p, now)
-	if j.havePlayed && ext < j.next {
-		j.stats.Late++
-		return
-	}
 	slot := &j.ring[ext%jitterRing]
 	if slot.pkt != nil && slot.ext == ext {
 		j.stats.Duplicates++
+		return
+	}
+	j.measure(p, now)
+	if j.havePlayed && ext < j.next {
+		j.stats.Late++
 		return
 	}
 	if j.havePlayed {
