@@ -277,3 +277,25 @@ func TestWindowedCorrelation(t *testing.T) {
 		t.Errorf("silence: %.3f, want 0", c)
 	}
 }
+
+func TestNoiseAndMix(t *testing.T) {
+	for _, level := range []float64{-20, -40, -60} {
+		n := audiotest.Noise(8000, level, time.Second, 1)
+		if l := audiotest.Level(n); math.Abs(l-level) > 0.3 {
+			t.Errorf("noise at %v dBFS measures %.2f", level, l)
+		}
+	}
+	tone := audiotest.Tone(8000, 1000, 0.5, time.Second)
+	noise := audiotest.Noise(8000, -36.02, time.Second, 2)
+	mixed := audiotest.Mix(tone, noise)
+	if snr := audiotest.SNR(tone, mixed); math.Abs(snr-30) > 0.3 {
+		t.Errorf("tone at -6 dBFS plus noise at -36 dBFS: SNR %.2f dB, want 30", snr)
+	}
+	if f := audiotest.PeakFrequency(mixed, 8000); math.Abs(f-1000) > 1 {
+		t.Errorf("peak %.1f Hz", f)
+	}
+	loud := audiotest.Mix(audiotest.Tone(8000, 100, 0.9, 10*time.Millisecond), audiotest.Tone(8000, 100, 0.9, 20*time.Millisecond))
+	if len(loud) != 160 || loud[20] != 32767 {
+		t.Errorf("mix of %d samples, peak sample %d: want 160 and saturation", len(loud), loud[20])
+	}
+}
