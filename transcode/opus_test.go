@@ -137,33 +137,44 @@ func TestOpusInterop(t *testing.T) {
 
 // TestOpusFEC loses every eighth packet of a stream encoded with in-band
 // FEC and checks that recovering the lost frames from the next packet's
-// FEC beats plain loss concealment on those frames.
+// FEC, decoding at 8 kHz, beats plain loss concealment on those frames.
+// The stream is encoded from 8 kHz as the gateway does, and from 16 and
+// 48 kHz as a browser does, since LBRR data must survive decoding at
+// another rate.
 func TestOpusFEC(t *testing.T) {
-	src := audiotest.Speech(8000, 3*time.Second, 4)
 	for _, codec := range transcode.OpusCodecs() {
-		t.Run(codec.Name(), func(t *testing.T) {
-			packets := opusEncode(t, codec, src, transcode.OpusConfig{FEC: true, PacketLoss: 20, Bitrate: 24000})
-			clean := opusDecode(t, codec, packets, false)
-			lossy := make([][]byte, len(packets))
-			copy(lossy, packets)
-			var lost []int
-			for i := 10; i < len(lossy)-1; i += 8 {
-				lossy[i] = nil
-				lost = append(lost, i)
-			}
-			withFEC := opusDecode(t, codec, lossy, true)
-			plc := opusDecode(t, codec, lossy, false)
-			var fecSNR, plcSNR float64
-			for _, i := range lost {
-				ref := clean[i*160 : (i+1)*160]
-				fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
-				plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
-			}
-			t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
-			if fecSNR < plcSNR+3 {
-				t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
-			}
-		})
+		for _, rate := range []int{8000, 16000, 48000} {
+			t.Run(codec.Name()+"/"+itoa(rate), func(t *testing.T) {
+				src := audiotest.Speech(rate, 3*time.Second, 4)
+				rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+				enc, err := transcode.NewOpusEncoder(rec, rate, transcode.OpusConfig{Codec: codec, FEC: true, PacketLoss: 20, Bitrate: 24000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFrames(t, enc, src, rate/50)
+				packets := rec.Payloads()
+				clean := opusDecode(t, codec, packets, false)
+				lossy := make([][]byte, len(packets))
+				copy(lossy, packets)
+				var lost []int
+				for i := 10; i < len(lossy)-1; i += 8 {
+					lossy[i] = nil
+					lost = append(lost, i)
+				}
+				withFEC := opusDecode(t, codec, lossy, true)
+				plc := opusDecode(t, codec, lossy, false)
+				var fecSNR, plcSNR float64
+				for _, i := range lost {
+					ref := clean[i*160 : (i+1)*160]
+					fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
+					plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
+				}
+				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
+				if fecSNR < plcSNR+3 {
+					t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
+				}
+			})
+		}
 	}
 }
 
