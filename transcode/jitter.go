@@ -81,6 +81,10 @@ const jitterRing = 256
 // MAX_DROPOUT 3000 likewise).
 const jitterResetGap = 3000
 
+// jitterLateRestart is how many late packets in sequence order make the
+// buffer take them as a restarted stream.
+const jitterLateRestart = 8
+
 // jitterShrinkTicks is how long the buffer must hold too much before it
 // drops a packet to reduce delay.
 const jitterShrinkTicks = 25
@@ -104,10 +108,10 @@ type jitterSlot struct {
 // target follows the measured interarrival jitter between MinDelay and
 // MaxDelay; surplus delay is shed one packet at a time, and more than
 // MaxDelay is cut at once, so the buffer never grows without bound. A new
-// SSRC or a sequence jump restarts the stream, a timestamp jump is kept out
-// of the jitter estimate, and a
-// marker bit after a silence (a talk spurt, RFC 3551 §4.1) re-buffers to
-// the target before playing.
+// SSRC, a sequence jump, or a run of in-order packets behind the playout
+// point restarts the stream; a timestamp jump is kept out of the jitter
+// estimate; and a marker bit after a silence (a talk spurt, RFC 3551 §4.1)
+// re-buffers to the target before playing.
 //
 // Push takes ownership of the packet until Pop returns it (or PopTo has
 // decoded it, or the buffer dropped it); the caller must not reuse it
@@ -129,6 +133,8 @@ type Jitter struct {
 	waited      int64 // ticks concealed waiting for the packet due next
 	advanced    bool  // the last Pop skipped a lost packet (Next is valid)
 	surplus     int   // ticks in a row with more delay than needed
+	lateRun     int   // late packets in a row, each following the last
+	lastLate    int64 // extended sequence number of the last late packet
 
 	epoch       time.Time
 	haveTransit bool
@@ -193,8 +199,24 @@ func (j *Jitter) Push(p *rtp.Packet) {
 	j.measure(p, now)
 	if j.havePlayed && ext < j.next {
 		j.stats.Late++
-		return
+		// In-order packets that are all late are a sender that moved its
+		// sequence numbers back without a new SSRC (RFC 3550 §A.1 treats
+		// such runs the same way): take them as a new stream.
+		if ext == j.lastLate+1 {
+			j.lateRun++
+		} else {
+			j.lateRun = 1
+		}
+		j.lastLate = ext
+		if j.lateRun < jitterLateRestart {
+			return
+		}
+		j.stats.Late-- // this one starts the new stream
+		j.restart(p, now)
+		ext = j.highest
+		slot = &j.ring[ext%jitterRing]
 	}
+	j.lateRun = 0
 	if j.havePlayed {
 		// Make room: the ring holds sequence numbers next..next+ring-1.
 		for ext >= j.next+jitterRing {

@@ -226,6 +226,21 @@ func TestJitterScenarios(t *testing.T) {
 			},
 		},
 		{
+			name: "sequence moved back without new ssrc",
+			arrivals: append(stream(1, 1000, 0, 20, constDelay(0)),
+				shift(stream(1, 970, 160*20, 30, constDelay(0)), 400*time.Millisecond)...),
+			check: func(t *testing.T, r simResult) {
+				// The first packets of the new run are taken as late,
+				// then the run restarts the stream.
+				if r.stats.Resets != 1 || r.stats.Late != 7 {
+					t.Errorf("stats %+v, want 1 reset after 7 late packets", r.stats)
+				}
+				if !slices.Equal(r.played, append(seqs(1000, 20), seqs(977, 23)...)) {
+					t.Errorf("played %v", r.played)
+				}
+			},
+		},
+		{
 			name: "timestamp jump",
 			arrivals: append(stream(1, 0, 0, 20, constDelay(0)),
 				shift(stream(1, 20, 123456789, 20, constDelay(0)), 400*time.Millisecond)...),
