@@ -29,7 +29,7 @@ func NewALawEncoder(dst BytesWriter) (PCMWriter, error) {
 
 func newG711Encoder(dst BytesWriter, name string, enc func(int16) uint8) (PCMWriter, error) {
 	if dst.SampleRate() != 8000 {
-		return nil, fmt.Errorf("%s encoder into %s at %d Hz: %w", name, dst, dst.SampleRate(), ErrRateMismatch)
+		return nil, fmt.Errorf("transcode: %s encoder into %s at %d Hz: %w", name, dst, dst.SampleRate(), ErrRateMismatch)
 	}
 	return &g711Encoder{dst: dst, name: name, enc: enc}, nil
 }
@@ -77,7 +77,7 @@ func NewALawDecoder(dst PCMWriter) (BytesWriter, error) {
 
 func newG711Decoder(dst PCMWriter, name string, dec func(uint8) int16) (BytesWriter, error) {
 	if dst.SampleRate() != 8000 {
-		return nil, fmt.Errorf("%s decoder into %s at %d Hz: %w", name, dst, dst.SampleRate(), ErrRateMismatch)
+		return nil, fmt.Errorf("transcode: %s decoder into %s at %d Hz: %w", name, dst, dst.SampleRate(), ErrRateMismatch)
 	}
 	return &g711Decoder{dst: dst, name: name, dec: dec, buf: make(PCM16, 160), last: 160}, nil
 }

@@ -24,6 +24,7 @@ const (
 	JitterLost
 )
 
+// String returns "empty", "ready" or "lost".
 func (s JitterStatus) String() string {
 	switch s {
 	case JitterEmpty:
@@ -80,6 +81,10 @@ const jitterRing = 256
 // MAX_DROPOUT 3000 likewise).
 const jitterResetGap = 3000
 
+// jitterLateRestart is how many late packets in sequence order make the
+// buffer take them as a restarted stream.
+const jitterLateRestart = 8
+
 // jitterShrinkTicks is how long the buffer must hold too much before it
 // drops a packet to reduce delay.
 const jitterShrinkTicks = 25
@@ -103,17 +108,17 @@ type jitterSlot struct {
 // target follows the measured interarrival jitter between MinDelay and
 // MaxDelay; surplus delay is shed one packet at a time, and more than
 // MaxDelay is cut at once, so the buffer never grows without bound. A new
-// SSRC or a sequence jump restarts the stream, a timestamp jump is kept out
-// of the jitter estimate, and a
-// marker bit after a silence (a talk spurt, RFC 3551 §4.1) re-buffers to
-// the target before playing.
+// SSRC, a sequence jump, or a run of in-order packets behind the playout
+// point restarts the stream; a timestamp jump is kept out of the jitter
+// estimate; and a marker bit after a silence (a talk spurt, RFC 3551 §4.1)
+// re-buffers to the target before playing.
 //
-// Push takes ownership of the packet until Pop returns it. Jitter is safe
-// for concurrent use.
+// Push takes ownership of the packet until Pop returns it (or PopTo has
+// decoded it, or the buffer dropped it); the caller must not reuse it
+// before. Jitter is safe for concurrent use.
 type Jitter struct {
 	mu    sync.Mutex
 	cfg   JitterConfig
-	frame int64 // RTP timestamp units per frame
 	ring  [jitterRing]jitterSlot
 	count int
 
@@ -128,6 +133,8 @@ type Jitter struct {
 	waited      int64 // ticks concealed waiting for the packet due next
 	advanced    bool  // the last Pop skipped a lost packet (Next is valid)
 	surplus     int   // ticks in a row with more delay than needed
+	lateRun     int   // late packets in a row, each following the last
+	lastLate    int64 // extended sequence number of the last late packet
 
 	epoch       time.Time
 	haveTransit bool
@@ -161,7 +168,7 @@ func NewJitter(cfg JitterConfig) (*Jitter, error) {
 	case cfg.MaxDelay > cfg.Frame*jitterRing/2:
 		return nil, fmt.Errorf("transcode: jitter buffer max delay %s above %s: %w", cfg.MaxDelay, cfg.Frame*jitterRing/2, ErrBadConfig)
 	}
-	j := &Jitter{cfg: cfg, frame: int64(cfg.ClockRate) * int64(cfg.Frame) / int64(time.Second)}
+	j := &Jitter{cfg: cfg}
 	j.stats.Target = j.target()
 	return j, nil
 }
@@ -184,16 +191,32 @@ func (j *Jitter) Push(p *rtp.Packet) {
 		j.restart(p, now)
 		ext = j.highest
 	}
-	j.measure(p, now)
-	if j.havePlayed && ext < j.next {
-		j.stats.Late++
-		return
-	}
 	slot := &j.ring[ext%jitterRing]
 	if slot.pkt != nil && slot.ext == ext {
 		j.stats.Duplicates++
 		return
 	}
+	j.measure(p, now)
+	if j.havePlayed && ext < j.next {
+		j.stats.Late++
+		// In-order packets that are all late are a sender that moved its
+		// sequence numbers back without a new SSRC (RFC 3550 §A.1 treats
+		// such runs the same way): take them as a new stream.
+		if ext == j.lastLate+1 {
+			j.lateRun++
+		} else {
+			j.lateRun = 1
+		}
+		j.lastLate = ext
+		if j.lateRun < jitterLateRestart {
+			return
+		}
+		j.stats.Late-- // this one starts the new stream
+		j.restart(p, now)
+		ext = j.highest
+		slot = &j.ring[ext%jitterRing]
+	}
+	j.lateRun = 0
 	if j.havePlayed {
 		// Make room: the ring holds sequence numbers next..next+ring-1.
 		for ext >= j.next+jitterRing {
@@ -313,14 +336,24 @@ func (j *Jitter) skip() {
 	j.next++
 }
 
-// lowest returns the lowest extended sequence number held.
+// lowest returns the lowest extended sequence number held. Before
+// playout starts, packets may have arrived so far apart that the oldest
+// fell out of the ring's window behind the highest; those are dropped.
 func (j *Jitter) lowest() int64 {
-	for e := j.highest - jitterRing + 1; e <= j.highest; e++ {
-		if s := j.ring[e%jitterRing]; s.pkt != nil && s.ext == e {
-			return e
+	low := j.highest
+	for i := range j.ring {
+		s := &j.ring[i]
+		switch {
+		case s.pkt == nil:
+		case s.ext <= j.highest-jitterRing:
+			s.pkt = nil
+			j.count--
+			j.stats.Dropped++
+		case s.ext < low:
+			low = s.ext
 		}
 	}
-	return j.highest
+	return low
 }
 
 // Pop returns what to play for this tick: JitterReady with the packet,

@@ -99,16 +99,16 @@ func (c OpusConfig) withDefaults() (OpusConfig, error) {
 	}
 	switch {
 	case c.Bitrate < 6000 || c.Bitrate > 510000:
-		return c, fmt.Errorf("opus bitrate %d outside 6000-510000: %w", c.Bitrate, ErrBadConfig)
+		return c, fmt.Errorf("transcode: opus bitrate %d outside 6000-510000: %w", c.Bitrate, ErrBadConfig)
 	case c.Complexity < 1 || c.Complexity > 10:
-		return c, fmt.Errorf("opus complexity %d outside 1-10: %w", c.Complexity, ErrBadConfig)
+		return c, fmt.Errorf("transcode: opus complexity %d outside 1-10: %w", c.Complexity, ErrBadConfig)
 	case c.PacketLoss < 0 || c.PacketLoss > 100:
-		return c, fmt.Errorf("opus packet loss %d%% outside 0-100: %w", c.PacketLoss, ErrBadConfig)
+		return c, fmt.Errorf("transcode: opus packet loss %d%% outside 0-100: %w", c.PacketLoss, ErrBadConfig)
 	}
 	switch c.Frame {
 	case 10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 60 * time.Millisecond:
 	default:
-		return c, fmt.Errorf("opus frame %s not 10, 20, 40 or 60 ms: %w", c.Frame, ErrBadConfig)
+		return c, fmt.Errorf("transcode: opus frame %s not 10, 20, 40 or 60 ms: %w", c.Frame, ErrBadConfig)
 	}
 	return c, nil
 }
@@ -118,7 +118,7 @@ func checkOpusRate(rate int) error {
 	case 8000, 12000, 16000, 24000, 48000:
 		return nil
 	}
-	return fmt.Errorf("opus at %d Hz: %w", rate, ErrUnsupportedRate)
+	return fmt.Errorf("transcode: opus at %d Hz: %w", rate, ErrUnsupportedRate)
 }
 
 // OpusCodecs lists the Opus implementations compiled into this build,

@@ -61,7 +61,11 @@ func (goOpus) NewDecoder(rate int) (OpusFrameDecoder, error) {
 type goOpusEncoder struct{ enc *gopus.Encoder }
 
 func (e *goOpusEncoder) Encode(pcm []int16, out []byte) (int, error) {
-	return e.enc.EncodeInt16(pcm, out)
+	n, err := e.enc.EncodeInt16(pcm, out)
+	if err != nil {
+		return 0, fmt.Errorf("transcode: gopus encode: %w", err)
+	}
+	return n, nil
 }
 
 type goOpusDecoder struct {
@@ -71,7 +75,7 @@ type goOpusDecoder struct {
 
 func (d *goOpusDecoder) Decode(packet []byte, pcm []int16) (int, error) {
 	if len(packet) == 0 {
-		return 0, fmt.Errorf("empty opus packet: %w", ErrBadPacket)
+		return 0, fmt.Errorf("%w: empty opus packet", ErrBadPacket)
 	}
 	n, err := d.dec.DecodeInt16(packet, pcm)
 	if err != nil {

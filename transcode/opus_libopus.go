@@ -77,7 +77,7 @@ type cOpusDecoder struct{ dec *opus.Decoder }
 // binding tells libopus the room it has from cap(pcm).
 func (d *cOpusDecoder) Decode(packet []byte, pcm []int16) (int, error) {
 	if len(packet) == 0 {
-		return 0, fmt.Errorf("empty opus packet: %w", ErrBadPacket)
+		return 0, fmt.Errorf("%w: empty opus packet", ErrBadPacket)
 	}
 	n, err := d.dec.Decode(packet, pcm[:len(pcm):len(pcm)])
 	if err != nil {

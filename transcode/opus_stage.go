@@ -48,11 +48,11 @@ func NewOpusEncoder(dst BytesWriter, rate int, cfg OpusConfig) (PCMWriter, error
 		return nil, fmt.Errorf("transcode: opus encoder into %s at %d Hz, want %d: %w", dst, dst.SampleRate(), OpusClockRate, ErrRateMismatch)
 	}
 	if err := checkOpusRate(rate); err != nil {
-		return nil, fmt.Errorf("transcode: %w", err)
+		return nil, err
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
-		return nil, fmt.Errorf("transcode: %w", err)
+		return nil, err
 	}
 	enc, err := cfg.Codec.NewEncoder(rate, cfg)
 	if err != nil {
@@ -80,7 +80,7 @@ func (e *opusEncoder) WriteSample(s PCM16) error {
 		if errors.Is(err, ErrCodecPanic) {
 			e.err = err
 		}
-		return fmt.Errorf("transcode: opus encode: %w", err)
+		return err
 	}
 	if n == 0 {
 		return nil
@@ -119,7 +119,7 @@ func NewOpusDecoder(dst PCMWriter) (*OpusDecoder, error) {
 func NewOpusDecoderCodec(dst PCMWriter, codec OpusCodec) (*OpusDecoder, error) {
 	rate := dst.SampleRate()
 	if err := checkOpusRate(rate); err != nil {
-		return nil, fmt.Errorf("transcode: opus decoder into %s: %w", dst, err)
+		return nil, err
 	}
 	dec, err := codec.NewDecoder(rate)
 	if err != nil {
@@ -147,7 +147,7 @@ func (d *OpusDecoder) WriteSample(p []byte) error {
 	}
 	n, err := safeCall(func() (int, error) { return d.dec.Decode(p, d.pcm) })
 	if err != nil {
-		return d.fail("decode", err)
+		return d.fail(err)
 	}
 	if n > 0 {
 		d.last = n
@@ -168,13 +168,14 @@ func (d *OpusDecoder) Conceal(next []byte) error {
 		n, err = safeCall(func() (int, error) { return d.dec.Conceal(nil, d.pcm[:d.last]) })
 	}
 	if err != nil {
-		return d.fail("conceal", err)
+		return d.fail(err)
 	}
 	return d.dst.WriteSample(d.pcm[:n])
 }
 
-func (d *OpusDecoder) fail(op string, err error) error {
-	err = fmt.Errorf("transcode: opus %s (%s): %w", op, d.name, err)
+// fail returns err, and keeps it as the stage's permanent error if the
+// codec panicked.
+func (d *OpusDecoder) fail(err error) error {
 	if errors.Is(err, ErrCodecPanic) {
 		d.err = err
 	}

@@ -163,13 +163,7 @@ func (r *resampler) WriteSample(s PCM16) error {
 	for i := range out {
 		base := keep + p/up
 		h := r.f.phases[p%up]
-		x := r.hist[base-len(h)+1 : base+1]
-		x = x[:len(h)]
-		var acc float32
-		for j, c := range h {
-			acc += c * x[j]
-		}
-		out[i] = clamp16(acc)
+		out[i] = clamp16(dot(h, r.hist[base-len(h)+1:base+1]))
 		p += down
 	}
 	r.phase = p - avail*up
@@ -179,6 +173,25 @@ func (r *resampler) WriteSample(s PCM16) error {
 		return nil
 	}
 	return r.dst.WriteSample(out)
+}
+
+// dot returns the dot product of h and x (len(x) >= len(h)), with four
+// independent sums so that the additions pipeline.
+func dot(h, x []float32) float32 {
+	x = x[:len(h)]
+	var a0, a1, a2, a3 float32
+	i := 0
+	for ; i+4 <= len(h); i += 4 {
+		hh, xx := h[i:i+4:i+4], x[i:i+4:i+4]
+		a0 += hh[0] * xx[0]
+		a1 += hh[1] * xx[1]
+		a2 += hh[2] * xx[2]
+		a3 += hh[3] * xx[3]
+	}
+	for ; i < len(h); i++ {
+		a0 += h[i] * x[i]
+	}
+	return (a0 + a1) + (a2 + a3)
 }
 
 func clamp16(v float32) int16 {
