@@ -22,6 +22,14 @@ func finalResponse(code int, reason string, hdrs ...sipmsg.Header) sipgo.Request
 			res.AppendHeader(h)
 		}
 		_ = tx.Respond(res)
+		if req.IsInvite() && code >= 300 {
+			// Absorb the ACK in this transaction before the test ends.
+			select {
+			case <-tx.Acks():
+			case <-tx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
 	}
 }
 

@@ -179,7 +179,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(s.cfg.UserAgent)}
+	uaOpts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent(s.cfg.UserAgent),
+		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(s.log.With("layer", "sip_transport"))),
+		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
+	}
 	if s.clientTLS != nil {
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLS))
 	} else if tc := s.trunkTLSConfig(); tc != nil {
