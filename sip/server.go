@@ -439,16 +439,29 @@ func (s *Server) acquire(tr *trunk) (release func(), err error) {
 	}, nil
 }
 
-func (s *Server) track(c *Call) {
+func (s *Server) track(c *Call) { s.trackAs(c, c.ID()) }
+
+func (s *Server) trackAs(c *Call, callID string) {
 	s.mu.Lock()
-	s.calls[c.callID] = c
+	s.calls[callID] = c
 	s.mu.Unlock()
 }
 
+// forget removes every Call-ID that routes to c.
 func (s *Server) forget(c *Call) {
 	s.mu.Lock()
-	if s.calls[c.callID] == c {
-		delete(s.calls, c.callID)
+	for id, v := range s.calls {
+		if v == c {
+			delete(s.calls, id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) forgetID(c *Call, id string) {
+	s.mu.Lock()
+	if s.calls[id] == c {
+		delete(s.calls, id)
 	}
 	s.mu.Unlock()
 }
