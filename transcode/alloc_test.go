@@ -1,0 +1,160 @@
+package transcode_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/transcode/audiotest"
+)
+
+// discard is a sink at a rate that keeps nothing.
+type discard[T any] struct{ rate int }
+
+func (d discard[T]) WriteSample(T) error { return nil }
+func (d discard[T]) SampleRate() int     { return d.rate }
+func (d discard[T]) String() string      { return "discard" }
+func (d discard[T]) Close() error        { return nil }
+
+// stage is one media stage set up for a steady-state measurement: run does
+// the work of one 20 ms frame.
+type stage struct {
+	name string
+	run  func()
+}
+
+// stages builds every stage, and a full call in both directions, for one
+// Opus implementation. Each is warmed up before measuring, since buffers
+// are sized on first use.
+func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
+	tb.Helper()
+	pcm8 := audiotest.Speech(8000, time.Second, 1)
+	pcm48 := audiotest.Speech(48000, time.Second, 1)
+	frame8 := pcm8[1600:1760]
+	frame48 := pcm48[9600:10560]
+	opusPkts := opusEncode(tb, codec, pcm8, transcode.OpusConfig{FEC: true, PacketLoss: 10})
+	ulawPkt := make([]byte, 160)
+	for i, v := range frame8 {
+		ulawPkt[i] = byte(v >> 8)
+	}
+	must := func(err error) {
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pcmSink := discard[transcode.PCM16]{8000}
+	ulawEnc, err := transcode.NewULawEncoder(discard[[]byte]{8000})
+	must(err)
+	alawEnc, err := transcode.NewALawEncoder(discard[[]byte]{8000})
+	must(err)
+	ulawDec, err := transcode.NewULawDecoder(pcmSink)
+	must(err)
+	opusEnc, err := transcode.NewOpusEncoder(discard[[]byte]{transcode.OpusClockRate}, 8000, transcode.OpusConfig{Codec: codec})
+	must(err)
+	opusEncFEC, err := transcode.NewOpusEncoder(discard[[]byte]{transcode.OpusClockRate}, 8000, transcode.OpusConfig{Codec: codec, FEC: true, PacketLoss: 10})
+	must(err)
+	opusDec, err := transcode.NewOpusDecoderCodec(pcmSink, codec)
+	must(err)
+	down := transcode.Resample(pcmSink, 48000)
+	up := transcode.Resample(discard[transcode.PCM16]{48000}, 8000)
+	framer := transcode.Frames(pcmSink, 160)
+	sw := transcode.NewSwitch[transcode.PCM16](8000, "bench")
+	sw.Swap(pcmSink)
+	detector, err := transcode.NewDTMFDetector(8000)
+	must(err)
+	digits := make([]rune, 0, 4)
+	tone := make(transcode.PCM16, 160)
+	toneAt := 0
+
+	// The two directions of a call, each from RTP packet to encoded payload.
+	webJitter, err := transcode.NewJitter(transcode.JitterConfig{ClockRate: transcode.OpusClockRate})
+	must(err)
+	phoneJitter, err := transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000})
+	must(err)
+	toPhone, err := transcode.NewULawEncoder(discard[[]byte]{8000})
+	must(err)
+	webDec, err := transcode.NewOpusDecoderCodec(toPhone, codec)
+	must(err)
+	toWeb, err := transcode.NewOpusEncoder(discard[[]byte]{transcode.OpusClockRate}, 8000, transcode.OpusConfig{Codec: codec})
+	must(err)
+	phoneDec, err := transcode.NewULawDecoder(toWeb)
+	must(err)
+	webPkt := &rtp.Packet{Header: rtp.Header{SSRC: 1}}
+	phonePkt := &rtp.Packet{Header: rtp.Header{SSRC: 2}, Payload: ulawPkt}
+	n := 0
+	nextOpus := func() []byte { n++; return opusPkts[n%len(opusPkts)] }
+	webToPhone := func() {
+		webPkt.SequenceNumber++
+		webPkt.Timestamp += 960
+		webPkt.Payload = nextOpus()
+		webJitter.Push(webPkt)
+		_, err := webJitter.PopTo(webDec)
+		must(err)
+	}
+	phoneToWeb := func() {
+		phonePkt.SequenceNumber++
+		phonePkt.Timestamp += 160
+		phoneJitter.Push(phonePkt)
+		_, err := phoneJitter.PopTo(phoneDec)
+		must(err)
+	}
+
+	return []stage{
+		{"ulaw-encode", func() { must(ulawEnc.WriteSample(frame8)) }},
+		{"alaw-encode", func() { must(alawEnc.WriteSample(frame8)) }},
+		{"ulaw-decode", func() { must(ulawDec.WriteSample(ulawPkt)) }},
+		{"ulaw-conceal", func() { must(transcode.Conceal(ulawDec, nil)) }},
+		{"opus-encode", func() { must(opusEnc.WriteSample(frame8)) }},
+		{"opus-encode-fec", func() { must(opusEncFEC.WriteSample(frame8)) }},
+		{"opus-decode", func() { must(opusDec.WriteSample(nextOpus())) }},
+		{"opus-conceal-plc", func() { must(opusDec.WriteSample(nextOpus())); must(opusDec.Conceal(nil)) }},
+		{"opus-conceal-fec", func() { must(opusDec.WriteSample(nextOpus())); must(opusDec.Conceal(nextOpus())) }},
+		{"resample-48k-8k", func() { must(down.WriteSample(frame48)) }},
+		{"resample-8k-48k", func() { must(up.WriteSample(frame8)) }},
+		{"frames", func() { must(framer.WriteSample(frame8[:100])); must(framer.WriteSample(frame8[100:])) }},
+		{"switch", func() { must(sw.WriteSample(frame8)) }},
+		{"dtmf-detect", func() { digits = detector.Detect(frame8, digits[:0]) }},
+		{"dtmf-tone", func() { must(transcode.DTMFTone(tone, 8000, '5', 0.2, toneAt)); toneAt += 160 }},
+		{"jitter-push-pop", func() {
+			phonePkt.SequenceNumber++
+			phonePkt.Timestamp += 160
+			phoneJitter.Push(phonePkt)
+			if p, _ := phoneJitter.Pop(); p == nil {
+				tb.Fatal("jitter buffer held the packet")
+			}
+		}},
+		{"call-web-to-phone", webToPhone},
+		{"call-phone-to-web", phoneToWeb},
+		{"call", func() { webToPhone(); phoneToWeb() }},
+	}
+}
+
+// allowedAllocs lists the only stages that may allocate, per Opus
+// implementation and stage: gopus v0.1.1 allocates scratch slices inside
+// its SILK loss concealment (internal/plc.ConcealSILKWithLTP), on lost
+// frames only, which is not the steady state but is measured here so that
+// a change shows.
+var allowedAllocs = map[string]float64{
+	"gopus/opus-conceal-plc": 4,
+	"gopus/opus-conceal-fec": 4,
+}
+
+// TestNoAllocationsPerFrame proves that no stage, and no direction of a
+// call, allocates per frame in steady state.
+func TestNoAllocationsPerFrame(t *testing.T) {
+	for _, codec := range transcode.OpusCodecs() {
+		for _, s := range stages(t, codec) {
+			name := codec.Name() + "/" + s.name
+			t.Run(name, func(t *testing.T) {
+				for range 10 {
+					s.run()
+				}
+				if n := testing.AllocsPerRun(100, s.run); n > allowedAllocs[name] {
+					t.Errorf("%.1f allocations per frame, want at most %.0f", n, allowedAllocs[name])
+				}
+			})
+		}
+	}
+}
