@@ -1,0 +1,68 @@
+# Segue — build, run and test. `make run` and `make test` set up what they
+# need on a Debian machine (apt packages are installed only when missing).
+
+GO       ?= go
+CONFIG   ?= configs/segue.yaml
+BIN      := bin/segue
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+# Debian packages the end-to-end tests drive: a browser, SIP peers, audio
+# tools, a TURN server, and libopus for the optional cgo Opus build.
+TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn libopus-dev pkg-config ca-certificates
+
+.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/segue
+
+run: build
+	$(BIN) serve --config $(CONFIG)
+
+# The whole suite: formatting, vet, unit tests with the race detector, the
+# cgo Opus build's tests, then the end-to-end tests against real peers.
+test: test-deps fmt-check vet race e2e
+
+test-deps:
+	@missing=""; for p in $(TEST_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+unit:
+	$(GO) test ./...
+
+race:
+	$(GO) test -race -count=1 ./...
+
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 15m ./test/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
+
+# Chat load on loopback: a gateway on the bench config in a temp dir, then
+# bench/chatload against it. Figures go to BENCHMARKS.md by hand.
+bench-chat: build
+	@dir=$$(mktemp -d); cp bench/chatload/segue-bench.yaml $$dir/; \
+	( cd $$dir && exec $(CURDIR)/$(BIN) serve --config segue-bench.yaml ) & pid=$$!; \
+	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
+	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -conversations $${CONVS:-50} -messages $${MSGS:-100}; rc=$$?; \
+	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc

@@ -1,0 +1,225 @@
+// Command chatload measures the gateway's chat path on loopback: it opens
+// conversations as customers, accepts them as one agent, sends messages and
+// reports the store-and-acknowledge latency and the customer-to-agent
+// delivery latency, with throughput. Counts and run time are bounded.
+//
+//	go run ./bench/chatload -url http://127.0.0.1:8090 -agent bench -password bench-password
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func main() {
+	base := flag.String("url", "http://127.0.0.1:8090", "gateway base URL (loopback only)")
+	agentID := flag.String("agent", "bench", "agent id")
+	password := flag.String("password", "bench-password", "agent password")
+	convs := flag.Int("conversations", 50, "concurrent conversations (1-1000)")
+	msgs := flag.Int("messages", 100, "messages per conversation (1-10000)")
+	limit := flag.Duration("timeout", 2*time.Minute, "stop after this long")
+	flag.Parse()
+	if err := run(*base, *agentID, *password, *convs, *msgs, *limit); err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(base, agentID, password string, nconv, nmsg int, limit time.Duration) error {
+	u, err := url.Parse(base)
+	if err != nil || !isLoopback(u.Hostname()) {
+		return errors.New("-url must point at a loopback address")
+	}
+	if nconv < 1 || nconv > 1000 || nmsg < 1 || nmsg > 10000 {
+		return errors.New("-conversations 1-1000, -messages 1-10000")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws"
+
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := hc.Post(base+"/api/v1/agent/login", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"id":%q,"password":%q}`, agentID, password)))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent login: %s", resp.Status)
+	}
+	agent, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		return err
+	}
+	defer agent.CloseNow()
+	agent.SetReadLimit(1 << 24)
+	send := func(c *websocket.Conn, v any) error {
+		b, _ := json.Marshal(v)
+		return c.Write(ctx, websocket.MessageText, b)
+	}
+	if err := send(agent, map[string]any{"type": "hello"}); err != nil {
+		return err
+	}
+
+	// The agent side: accept offers, time stamp deliveries.
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	var delivery []time.Duration
+	accepted := make(chan string, nconv)
+	go func() {
+		for {
+			_, b, err := agent.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f struct {
+				Type         string `json:"type"`
+				Conversation struct {
+					ID string `json:"id"`
+				} `json:"conversation"`
+				Message struct {
+					ID string `json:"id"`
+				} `json:"message"`
+			}
+			if json.Unmarshal(b, &f) != nil {
+				continue
+			}
+			switch f.Type {
+			case "offer":
+				_ = send(agent, map[string]any{"type": "accept", "conversation_id": f.Conversation.ID})
+			case "history":
+				var h struct {
+					ID string `json:"conversation_id"`
+				}
+				_ = json.Unmarshal(b, &h)
+				accepted <- h.ID
+			case "message":
+				now := time.Now()
+				mu.Lock()
+				if t, ok := sent[f.Message.ID]; ok {
+					delivery = append(delivery, now.Sub(t))
+					delete(sent, f.Message.ID)
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+
+	type customer struct {
+		conn *websocket.Conn
+		id   string
+	}
+	customers := make([]customer, nconv)
+	for i := range customers {
+		resp, err := http.Post(base+"/api/v1/conversations", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"load %d"}`, i)))
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Token        string `json:"token"`
+			Conversation struct {
+				ID string `json:"id"`
+			} `json:"conversation"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("create conversation %d: %s %v (raise limits in the bench config)", i, resp.Status, err)
+		}
+		c, _, err := websocket.Dial(ctx, wsURL, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		if err := send(c, map[string]any{"type": "hello", "token": out.Token}); err != nil {
+			return err
+		}
+		customers[i] = customer{conn: c, id: out.Conversation.ID}
+	}
+	for range nconv {
+		select {
+		case <-accepted:
+		case <-ctx.Done():
+			return errors.New("timed out waiting for the agent to accept every conversation (agent max_chats?)")
+		}
+	}
+
+	var wg sync.WaitGroup
+	acks := make([][]time.Duration, nconv)
+	errs := make([]error, nconv)
+	start := time.Now()
+	for i, c := range customers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range nmsg {
+				id := fmt.Sprintf("%s-%d", c.id, m)
+				t0 := time.Now()
+				mu.Lock()
+				sent[id] = t0
+				mu.Unlock()
+				if err := send(c.conn, map[string]any{"type": "message", "id": id, "text": "load test message"}); err != nil {
+					errs[i] = err
+					return
+				}
+				for {
+					_, b, err := c.conn.Read(ctx)
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					var f struct{ Type, ID string }
+					if json.Unmarshal(b, &f) == nil && f.Type == "ack" && f.ID == id {
+						acks[i] = append(acks[i], time.Since(t0))
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond) // let the last deliveries land
+	var all []time.Duration
+	for _, a := range acks {
+		all = append(all, a...)
+	}
+	mu.Lock()
+	d := slices.Clone(delivery)
+	mu.Unlock()
+	total := nconv * nmsg
+	fmt.Printf("conversations %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
+	fmt.Printf("ack (stored, acknowledged): %s\n", percentiles(all))
+	fmt.Printf("delivery to the agent:      %s (%d of %d seen)\n", percentiles(d), len(d), total)
+	return nil
+}
+
+func percentiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	slices.Sort(ds)
+	p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
+	return fmt.Sprintf("p50 %v  p95 %v  p99 %v  max %v", p(0.50).Round(10*time.Microsecond), p(0.95).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), ds[len(ds)-1].Round(10*time.Microsecond))
+}
+
+func isLoopback(host string) bool {
+	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
+}

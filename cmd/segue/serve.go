@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/segue-rtc/segue/gateway"
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/store"
+)
+
+const defaultConfig = "configs/segue.yaml"
+
+func newServeCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway",
+		Long: `Run the gateway: the web server with the widget, the agent console and the
+API, and the SIP side. It stops gracefully on SIGINT or SIGTERM: it stops
+accepting, closes client connections with a reason the widget shows, and
+flushes the store, within 10 seconds.`,
+		Example: "  segue serve --config configs/segue.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := gateway.LoadConfig(path)
+			if err != nil {
+				return fmt.Errorf("%s:\n%w", path, err)
+			}
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, log)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", defaultConfig, "configuration file")
+	return cmd
+}
+
+func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
+	st, err := store.Open(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	var opts []gateway.Option
+	var sipSrv *sip.Server
+	if len(cfg.Trunks) > 0 {
+		sipSrv, err = sip.New(cfg.SIP, cfg.Trunks, sip.WithLogger(log.With("component", "sip")), sip.WithMaxCalls(cfg.Limits.MaxCalls))
+		if err != nil {
+			st.Close()
+			return err
+		}
+		opts = append(opts, gateway.WithSIP(sipSrv))
+	}
+	srv, err := gateway.New(cfg, st, log, opts...)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	if sipSrv != nil {
+		g.Go(func() error { return sipSrv.Run(gctx) })
+	}
+	runErr := g.Wait()
+	if err := st.Close(); err != nil {
+		log.Error("store not closed cleanly", "err", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func newLogger(w io.Writer, cfg gateway.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/transcode"
+)
+
+// inboundInvite is an INVITE from a configured PBX peer for a
+// conversation; sipInbound adapts *sip.InboundCall.
+type inboundInvite interface {
+	User() string
+	Trunk() string
+	Ringing() error
+	Accept(ctx context.Context, audioOut transcode.PCMWriter) (phoneCall, error)
+}
+
+type sipInbound struct{ *sip.InboundCall }
+
+func (in sipInbound) Accept(ctx context.Context, w transcode.PCMWriter) (phoneCall, error) {
+	c, err := in.Answer(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// handleInvite lets a PBX call into a conversation
+// (sip:<inbound_prefix><conversation id>@gateway): the customer's widget
+// rings and, on accept, the call is bridged like an outbound one. Only
+// configured peers reach this handler (the sip package refuses others).
+func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
+	user := in.User()
+	prefix := s.cfg.SIP.InboundPrefix
+	if !strings.HasPrefix(user, prefix) {
+		return &sip.StatusError{Code: 404, Reason: "Not Found"}
+	}
+	h := s.hub
+	h.mu.Lock()
+	cv, ok := h.convs[strings.TrimPrefix(user, prefix)]
+	if !ok {
+		h.mu.Unlock()
+		return &sip.StatusError{Code: 404, Reason: "Not Found"}
+	}
+	if len(cv.customers) == 0 {
+		h.mu.Unlock()
+		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
+	}
+	v, err := s.newVoiceLocked(ctx, cv, "inbound", in.Trunk(), user)
+	h.mu.Unlock()
+	if errors.Is(err, errInCall) {
+		return &sip.StatusError{Code: 486, Reason: "Busy Here"}
+	}
+	if err != nil {
+		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
+	}
+	// The caller hanging up before the customer answers ends the wait.
+	stop := context.AfterFunc(ctx, func() { v.cancel(errCallerGone) })
+	defer stop()
+	s.log.Info("voice: inbound call for the conversation", "conv", cv.c.ID, "call", v.id, "trunk", in.Trunk())
+	_ = in.Ringing()
+	h.event(v.ctx, cv, "voice.incoming", "Incoming call from the contact center", map[string]string{"call": v.id})
+	s.saveCallRecord(v)
+	if err := v.ringCustomer("the contact center"); err != nil {
+		v.finishUnanswered(err)
+		if errors.Is(err, errCustomerDeclined) {
+			return &sip.StatusError{Code: 603, Reason: "Decline"}
+		}
+		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
+	}
+	phone, err := in.Accept(v.ctx, noClose{v.toWeb})
+	if err != nil {
+		v.finishUnanswered(err)
+		return err
+	}
+	stop()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(v.done)
+		v.bridgeAndWait(phone)
+	}()
+	return nil
+}
+
+// finishUnanswered ends a call that never reached the bridge.
+func (v *voiceCall) finishUnanswered(cause error) {
+	v.finish(nil, cause)
+	close(v.done)
+}
+
+// callCustomer is the console's "call customer": the agent's desk phone
+// rings first; once the agent answers, the customer's widget rings, and on
+// accept the two are bridged.
+func (s *Server) callCustomer(ctx context.Context, agentID string, cv *conv) error {
+	if s.phones == nil || s.peers == nil {
+		return errVoiceOff
+	}
+	h := s.hub
+	h.mu.Lock()
+	if cv.c.AgentID != agentID {
+		h.mu.Unlock()
+		return ErrForbidden
+	}
+	a := h.agents[agentID]
+	if a.cfg.Phone == "" {
+		h.mu.Unlock()
+		return errf(http.StatusConflict, "no_destination", "you have no desk phone in the configuration")
+	}
+	if len(cv.customers) == 0 {
+		h.mu.Unlock()
+		return errf(http.StatusConflict, "customer_offline", "the customer is not connected")
+	}
+	trunk, _, _, err := h.destinationLocked(cv)
+	if err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	v, err := s.newVoiceLocked(ctx, cv, "agent", trunk, a.cfg.Phone)
+	name := a.cfg.Name
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.log.Info("voice: calling the customer for the agent", "conv", cv.c.ID, "call", v.id, "agent", agentID)
+	v.publish()
+	h.event(ctx, cv, "voice.dialing", name+" is calling you", map[string]string{"call": v.id})
+	s.saveCallRecord(v)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); v.runAgentCall(name) }()
+	return nil
+}
+
+func (v *voiceCall) runAgentCall(agentName string) {
+	defer close(v.done)
+	s := v.s
+	opts := v.dialOptions("Call to " + headerSafe(v.customerName()))
+	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
+	if err != nil {
+		v.finish(nil, err)
+		return
+	}
+	// The agent hears ringing while the customer's widget rings.
+	ringCtx, stopRing := context.WithCancel(v.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); v.ringback(ringCtx, phone.AudioIn(), false) }()
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- v.ringCustomer(agentName) }()
+	var rerr error
+	select {
+	case rerr = <-waitErr:
+	case <-phone.Done():
+		v.cancel(errCallerGone)
+		rerr = <-waitErr
+	}
+	stopRing()
+	wg.Wait()
+	if rerr != nil {
+		v.finish(phone, rerr)
+		return
+	}
+	v.bridgeAndWait(phone)
+}

@@ -1,0 +1,456 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
+
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/webrtc"
+)
+
+// Config is the whole YAML file: each package owns its section and the
+// gateway combines them.
+type Config struct {
+	HTTP     HTTPConfig        `yaml:"http"`
+	Store    store.Config      `yaml:"store"`
+	WebRTC   webrtc.Config     `yaml:"webrtc"`
+	SIP      sip.Config        `yaml:"sip"`
+	Trunks   []sip.TrunkConfig `yaml:"trunks"`
+	Queues   []QueueConfig     `yaml:"queues"`
+	Agents   []AgentConfig     `yaml:"agents"`
+	Limits   LimitsConfig      `yaml:"limits"`
+	Identity IdentityConfig    `yaml:"identity"`
+	Log      LogConfig         `yaml:"log"`
+}
+
+// HTTPConfig is the "http" section.
+type HTTPConfig struct {
+	Listen    string `yaml:"listen"`
+	PublicURL string `yaml:"public_url"`
+	// AllowedOrigins are the sites allowed to embed the widget.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	TLSCert        string   `yaml:"tls_cert"`
+	TLSKey         string   `yaml:"tls_key"`
+	// TrustProxy takes the client address from X-Forwarded-For when the
+	// request comes from a loopback or private address.
+	TrustProxy bool `yaml:"trust_proxy"`
+}
+
+// QueueConfig is one entry of "queues".
+type QueueConfig struct {
+	Name  string `yaml:"name"`
+	Trunk string `yaml:"trunk"`
+	// Dial is the PBX number rung for a voice call with no agent assigned.
+	Dial string `yaml:"dial"`
+	// OfferTimeout is how long, in seconds, a conversation is offered to one
+	// agent before it moves to the next.
+	OfferTimeout int `yaml:"offer_timeout"`
+}
+
+// AgentConfig is one entry of "agents".
+type AgentConfig struct {
+	ID           string   `yaml:"id"`
+	Name         string   `yaml:"name"`
+	PasswordHash string   `yaml:"password_hash"`
+	Phone        string   `yaml:"phone"`
+	Queues       []string `yaml:"queues"`
+	// MaxChats overrides limits.max_chats_per_agent for this agent.
+	MaxChats int `yaml:"max_chats"`
+}
+
+// LimitsConfig is the "limits" section; every limit is enforced.
+type LimitsConfig struct {
+	MaxCalls                  int   `yaml:"max_calls"`
+	NewChatsPerIPPerMinute    int   `yaml:"new_chats_per_ip_per_minute"`
+	MaxMessageBytes           int   `yaml:"max_message_bytes"`
+	MaxFrameBytes             int64 `yaml:"max_frame_bytes"`
+	MaxUploadsPerConversation int   `yaml:"max_uploads_per_conversation"`
+	MaxChatsPerAgent          int   `yaml:"max_chats_per_agent"`
+	MaxConversations          int   `yaml:"max_conversations"`
+	MaxVideoSessions          int   `yaml:"max_video_sessions"`
+}
+
+// IdentityConfig is the "identity" section: the secret that signs customer
+// identity tokens made by the website's backend.
+type IdentityConfig struct {
+	Secret string `yaml:"secret"`
+}
+
+// LogConfig is the "log" section.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// ApplyDefaults fills every unset field with its default. It has no side
+// effects beyond c.
+func (c *Config) ApplyDefaults() {
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = ":8080"
+	}
+	if c.HTTP.PublicURL == "" {
+		c.HTTP.PublicURL = "http://localhost:8080"
+	}
+	c.HTTP.PublicURL = strings.TrimRight(c.HTTP.PublicURL, "/")
+	if len(c.HTTP.AllowedOrigins) == 0 {
+		if u, err := url.Parse(c.HTTP.PublicURL); err == nil && u.Host != "" {
+			c.HTTP.AllowedOrigins = []string{u.Scheme + "://" + u.Host}
+		}
+	}
+	c.Store.ApplyDefaults()
+	c.WebRTC.ApplyDefaults()
+	c.SIP.ApplyDefaults()
+	for i := range c.Trunks {
+		c.Trunks[i].ApplyDefaults()
+	}
+	for i := range c.Queues {
+		if c.Queues[i].OfferTimeout == 0 {
+			c.Queues[i].OfferTimeout = 30
+		}
+	}
+	l := &c.Limits
+	if l.MaxCalls == 0 {
+		l.MaxCalls = 200
+	}
+	if l.NewChatsPerIPPerMinute == 0 {
+		l.NewChatsPerIPPerMinute = 10
+	}
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = 4096
+	}
+	if l.MaxFrameBytes == 0 {
+		l.MaxFrameBytes = 65536
+	}
+	if l.MaxUploadsPerConversation == 0 {
+		l.MaxUploadsPerConversation = 50
+	}
+	if l.MaxChatsPerAgent == 0 {
+		l.MaxChatsPerAgent = 4
+	}
+	if l.MaxConversations == 0 {
+		l.MaxConversations = 10000
+	}
+	if l.MaxVideoSessions == 0 {
+		l.MaxVideoSessions = 50
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+// MaxChats is the number of conversations agent a may hold at once.
+func (c *Config) MaxChats(a AgentConfig) int {
+	if a.MaxChats > 0 {
+		return a.MaxChats
+	}
+	return c.Limits.MaxChatsPerAgent
+}
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// Validate checks the whole configuration and reports every problem at
+// once, each naming its YAML path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(prefix string, err error) { errs = append(errs, prefixErrors(prefix, err)...) }
+	addf := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		addf("http.listen: %q: want host:port, e.g. \":8080\"", c.HTTP.Listen)
+	}
+	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		addf("http.public_url: %q is not an http:// or https:// URL", c.HTTP.PublicURL)
+	}
+	for i, o := range c.HTTP.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			addf("http.allowed_origins[%d]: %q is not an origin like https://www.example.com", i, o)
+		}
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		addf("http.tls_cert: tls_cert and tls_key go together")
+	}
+	add("store.", c.Store.Validate())
+	add("webrtc.", c.WebRTC.Validate())
+	add("sip.", c.SIP.Validate())
+
+	trunks := map[string]bool{}
+	for i := range c.Trunks {
+		t := &c.Trunks[i]
+		add(fmt.Sprintf("trunks[%d].", i), t.Validate())
+		if t.Name != "" && trunks[t.Name] {
+			addf("trunks[%d].name: duplicate trunk %q", i, t.Name)
+		}
+		trunks[t.Name] = true
+	}
+	queues := map[string]bool{}
+	if len(c.Queues) == 0 {
+		addf("queues: at least one queue is required")
+	}
+	for i, q := range c.Queues {
+		p := fmt.Sprintf("queues[%d]", i)
+		switch {
+		case q.Name == "":
+			addf("%s.name: required", p)
+		case !idRe.MatchString(q.Name):
+			addf("%s.name: %q may hold only letters, digits, '_', '.', '-'", p, q.Name)
+		case queues[q.Name]:
+			addf("%s.name: duplicate queue %q", p, q.Name)
+		}
+		queues[q.Name] = true
+		if q.Trunk != "" && !trunks[q.Trunk] {
+			addf("%s.trunk: unknown trunk %q", p, q.Trunk)
+		}
+		if q.Dial != "" {
+			if err := sip.ValidateURI(q.Dial); err != nil {
+				addf("%s.dial: %v", p, err)
+			}
+			if q.Trunk == "" && len(c.Trunks) != 1 {
+				addf("%s.trunk: required when dial is set and there is not exactly one trunk", p)
+			}
+		}
+		if q.OfferTimeout < 0 {
+			addf("%s.offer_timeout: must not be negative", p)
+		}
+	}
+	agents := map[string]bool{}
+	for i, a := range c.Agents {
+		p := fmt.Sprintf("agents[%d]", i)
+		switch {
+		case a.ID == "":
+			addf("%s.id: required", p)
+		case !idRe.MatchString(a.ID):
+			addf("%s.id: %q may hold only letters, digits, '_', '.', '-'", p, a.ID)
+		case agents[a.ID]:
+			addf("%s.id: duplicate agent %q", p, a.ID)
+		}
+		agents[a.ID] = true
+		if a.PasswordHash == "" {
+			addf("%s.password_hash: required (make one with `segue agent passwd`)", p)
+		} else if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
+			addf("%s.password_hash: not a bcrypt hash (make one with `segue agent passwd`)", p)
+		}
+		if a.Phone != "" {
+			if err := sip.ValidateURI(a.Phone); err != nil {
+				addf("%s.phone: %v", p, err)
+			}
+		}
+		if len(a.Queues) == 0 {
+			addf("%s.queues: at least one queue is required", p)
+		}
+		for j, q := range a.Queues {
+			if !queues[q] {
+				addf("%s.queues[%d]: unknown queue %q", p, j, q)
+			}
+		}
+		if a.MaxChats < 0 {
+			addf("%s.max_chats: must not be negative", p)
+		}
+	}
+	l := c.Limits
+	for _, f := range []struct {
+		key string
+		v   int64
+	}{
+		{"max_calls", int64(l.MaxCalls)},
+		{"new_chats_per_ip_per_minute", int64(l.NewChatsPerIPPerMinute)},
+		{"max_message_bytes", int64(l.MaxMessageBytes)},
+		{"max_frame_bytes", l.MaxFrameBytes},
+		{"max_uploads_per_conversation", int64(l.MaxUploadsPerConversation)},
+		{"max_chats_per_agent", int64(l.MaxChatsPerAgent)},
+		{"max_conversations", int64(l.MaxConversations)},
+		{"max_video_sessions", int64(l.MaxVideoSessions)},
+	} {
+		if f.v < 1 {
+			addf("limits.%s: must be positive", f.key)
+		}
+	}
+	if l.MaxFrameBytes > 0 && int64(l.MaxMessageBytes)+1024 > l.MaxFrameBytes {
+		addf("limits.max_frame_bytes: must exceed max_message_bytes by at least 1024")
+	}
+	if c.Identity.Secret != "" && len(c.Identity.Secret) < 16 {
+		addf("identity.secret: too short (at least 16 characters)")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		addf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		addf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// prefixErrors flattens a joined error and puts prefix before each part.
+func prefixErrors(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var parts []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	} else {
+		parts = []error{err}
+	}
+	out := make([]error, 0, len(parts))
+	for _, e := range parts {
+		out = append(out, fmt.Errorf("%s%w", prefix, e))
+	}
+	return out
+}
+
+// LoadConfig reads, decodes, expands, defaults and validates the file at
+// path. The error lists every problem found.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(data, os.LookupEnv)
+}
+
+// ParseConfig decodes data strictly (unknown keys are errors), expands
+// braced ${NAME} references in secret fields with lookup, applies defaults
+// and validates.
+func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg := &Config{}
+	var errs []error
+	lines := map[int]string{}
+	if len(root.Content) > 0 {
+		errs = append(errs, checkKeys(root.Content[0], reflect.TypeOf(*cfg), "", lines)...)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, m := range te.Errors {
+				if strings.Contains(m, "not found in type") {
+					continue // already reported with its path by checkKeys
+				}
+				errs = append(errs, errors.New(withPath(m, lines)))
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+	}
+	errs = append(errs, cfg.expandSecrets(lookup)...)
+	cfg.ApplyDefaults()
+	errs = append(errs, prefixErrors("", cfg.Validate())...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// withPath turns yaml's "line 7: cannot unmarshal ..." into
+// "limits.max_calls: cannot unmarshal ..." when the line is known.
+func withPath(msg string, lines map[int]string) string {
+	m := lineRe.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	n, _ := strconv.Atoi(m[1])
+	if p, ok := lines[n]; ok {
+		return fmt.Sprintf("%s: %s (line %d)", p, m[2], n)
+	}
+	return msg
+}
+
+// checkKeys walks a YAML node against the Go type it decodes into and
+// reports keys that have no field, with their full path. It records the
+// path of every value's line in lines.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, lines map[int]string) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if path != "" {
+		if _, seen := lines[n.Line]; !seen {
+			lines[n.Line] = path
+		}
+	}
+	var errs []error
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key", p))
+				continue
+			}
+			lines[k.Line] = p
+			errs = append(errs, checkKeys(v, ft, p, lines)...)
+		}
+	case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i, item := range n.Content {
+			errs = append(errs, checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines)...)
+		}
+	}
+	return errs
+}
+
+var braced = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandSecrets replaces ${NAME} in secret fields only. Anything else,
+// bcrypt hashes included, is left exactly as written.
+func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
+	var errs []error
+	expand := func(path string, s *string) {
+		*s = braced.ReplaceAllStringFunc(*s, func(ref string) string {
+			name := ref[2 : len(ref)-1]
+			v, ok := lookup(name)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+			}
+			return v
+		})
+	}
+	for i := range c.Trunks {
+		expand(fmt.Sprintf("trunks[%d].password", i), &c.Trunks[i].Password)
+	}
+	for i := range c.WebRTC.ICEServers {
+		expand(fmt.Sprintf("webrtc.ice_servers[%d].credential", i), &c.WebRTC.ICEServers[i].Credential)
+	}
+	expand("identity.secret", &c.Identity.Secret)
+	return errs
+}

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+)
+
+const validYAML = `
+http:
+  listen: "127.0.0.1:0"
+  public_url: "http://localhost:8080"
+  allowed_origins: ["https://shop.example.com"]
+trunks:
+  - name: pbx
+    uri: "sip:pbx.example.com:5060"
+    password: "${SEGUE_TEST_PW}"
+    username: segue
+    register: true
+queues:
+  - name: support
+    trunk: pbx
+    dial: "sip:600@pbx.example.com"
+agents:
+  - id: alice
+    name: Alice
+    password_hash: "$2a$04$3pRDyrkIGqD7SIbEJ8P4XOaFFDCZ2tz2nIq1HdyeqzFbWDUwFpYCa"
+    phone: "sip:1001@pbx.example.com"
+    queues: [support]
+identity:
+  secret: "${SEGUE_TEST_SECRET}"
+`
+
+func env(vals map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vals[k]; return v, ok }
+}
+
+var testEnv = env(map[string]string{"SEGUE_TEST_PW": "pw$1", "SEGUE_TEST_SECRET": "0123456789abcdef-secret"})
+
+func TestParseConfigValid(t *testing.T) {
+	cfg, err := ParseConfig([]byte(validYAML), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Trunks[0].Password; got != "pw$1" {
+		t.Errorf("trunk password = %q, want the expanded value", got)
+	}
+	if got := cfg.Agents[0].PasswordHash; !strings.HasPrefix(got, "$2a$04$") {
+		t.Errorf("bcrypt hash changed to %q", got)
+	}
+	if cfg.Limits.MaxChatsPerAgent != 4 || cfg.Store.Driver != "sqlite" || cfg.Trunks[0].Transport != "udp" {
+		t.Errorf("defaults not applied: %+v %+v", cfg.Limits, cfg.Store)
+	}
+	if cfg.MaxChats(cfg.Agents[0]) != 4 {
+		t.Errorf("max chats default")
+	}
+}
+
+func TestParseConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace [2]string // old, new in validYAML
+		append  string
+		want    string
+	}{
+		{"unknown top key", [2]string{}, "bogus: 1\n", "bogus: unknown key"},
+		{"unknown nested key", [2]string{`listen: "127.0.0.1:0"`, `listn: ":80"`}, "", "http.listn: unknown key"},
+		{"unknown key in list item", [2]string{"    register: true", "    regster: true"}, "", "trunks[0].regster: unknown key"},
+		{"type error", [2]string{}, "limits:\n  max_calls: lots\n", "limits.max_calls: cannot unmarshal"},
+		{"bad listen", [2]string{`listen: "127.0.0.1:0"`, `listen: "nohost"`}, "", `http.listen: "nohost": want host:port`},
+		{"bad public url", [2]string{`public_url: "http://localhost:8080"`, `public_url: "localhost"`}, "", "http.public_url:"},
+		{"bad origin", [2]string{`"https://shop.example.com"`, `"shop.example.com/x"`}, "", "http.allowed_origins[0]:"},
+		{"trunk uri scheme", [2]string{`uri: "sip:pbx.example.com:5060"`, `uri: "pbx.example.com:5060"`}, "", `trunks[0].uri: missing scheme "sip:"`},
+		{"trunk transport", [2]string{"    register: true", "    register: true\n    transport: sctp"}, "", `trunks[0].transport: "sctp" is not one of`},
+		{"trunk codec", [2]string{"    register: true", "    register: true\n    codecs: [G729]"}, "", `trunks[0].codecs[0]: unknown codec "G729"`},
+		{"trunk cidr", [2]string{"    register: true", "    register: true\n    allow_inbound_from: [\"10.0.0.0/33\"]"}, "", "trunks[0].allow_inbound_from[0]:"},
+		{"register without user", [2]string{"    username: segue\n", ""}, "", "trunks[0].username: required when register is true"},
+		{"missing env", [2]string{"${SEGUE_TEST_PW}", "${SEGUE_MISSING}"}, "", "trunks[0].password: environment variable SEGUE_MISSING is not set"},
+		{"queue unknown trunk", [2]string{"    trunk: pbx", "    trunk: nope"}, "", `queues[0].trunk: unknown trunk "nope"`},
+		{"queue dial", [2]string{`dial: "sip:600@pbx.example.com"`, `dial: "600"`}, "", `queues[0].dial: missing scheme "sip:"`},
+		{"agent unknown queue", [2]string{"queues: [support]", "queues: [support, sales]"}, "", `agents[0].queues[1]: unknown queue "sales"`},
+		{"agent hash", [2]string{"$2a$04$3pRDyrkIGqD7SIbEJ8P4XOaFFDCZ2tz2nIq1HdyeqzFbWDUwFpYCa", "plaintext"}, "", "agents[0].password_hash: not a bcrypt hash"},
+		{"agent phone", [2]string{`phone: "sip:1001@pbx.example.com"`, `phone: "1001"`}, "", `agents[0].phone: missing scheme "sip:"`},
+		{"sip listen", [2]string{}, "sip:\n  listen: [\"udp:nowhere\"]\n", "sip.listen[0]:"},
+		{"rtp range", [2]string{}, "sip:\n  rtp_port_range: [3000, 2000]\n", "sip.rtp_port_range:"},
+		{"webrtc turn", [2]string{}, "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n", "webrtc.ice_servers[0].urls[0]: TURN server needs username and credential"},
+		{"store driver", [2]string{}, "store:\n  driver: mysql\n", `store.driver: "mysql" is not one of`},
+		{"negative limit", [2]string{}, "limits:\n  max_calls: -1\n", "limits.max_calls: must be positive"},
+		{"log level", [2]string{}, "log:\n  level: loud\n", `log.level: "loud"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := validYAML
+			if tt.replace[0] != "" {
+				if !strings.Contains(doc, tt.replace[0]) {
+					t.Fatalf("test setup: %q not in the base config", tt.replace[0])
+				}
+				doc = strings.Replace(doc, tt.replace[0], tt.replace[1], 1)
+			}
+			doc += tt.append
+			_, err := ParseConfig([]byte(doc), testEnv)
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error\n%v\ndoes not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigReportsEveryProblemAtOnce(t *testing.T) {
+	doc := strings.NewReplacer(`listen: "127.0.0.1:0"`, `listn: ":80"`,
+		`uri: "sip:pbx.example.com:5060"`, `uri: "pbx.example.com"`,
+		"queues: [support]", "queues: [sales]").Replace(validYAML)
+	doc += "agents2: []\n"
+	_, err := ParseConfig([]byte(doc), testEnv)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"http.listn: unknown key", "agents2: unknown key", `trunks[0].uri: missing scheme "sip:"`, `agents[0].queues[0]: unknown queue "sales"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
+
+func TestParseConfigDuplicatesAndSecrets(t *testing.T) {
+	doc := strings.Replace(validYAML, "identity:", `  - id: alice
+    password_hash: "$2a$04$3pRDyrkIGqD7SIbEJ8P4XOaFFDCZ2tz2nIq1HdyeqzFbWDUwFpYCa"
+    queues: [support]
+identity:`, 1)
+	_, err := ParseConfig([]byte(doc), env(map[string]string{"SEGUE_TEST_PW": "x", "SEGUE_TEST_SECRET": "short"}))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`agents[1].id: duplicate agent "alice"`, "identity.secret: too short"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
+
+func TestParseConfigEmptyAndBroken(t *testing.T) {
+	if _, err := ParseConfig([]byte(""), testEnv); err == nil || !strings.Contains(err.Error(), "queues: at least one queue is required") {
+		t.Fatalf("empty file: %v", err)
+	}
+	if _, err := ParseConfig([]byte("http: [unclosed"), testEnv); err == nil || !strings.Contains(err.Error(), "config:") {
+		t.Fatalf("broken YAML: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(validYAML))
+	f.Add([]byte("http:\n  listen: [1, 2]\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data, testEnv)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}

@@ -1,0 +1,47 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// apiError is an error with the HTTP status and the stable code that the
+// API returns for it (docs/api.md).
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("gateway: %s: %s", e.Code, e.Message) }
+
+func errf(status int, code, format string, a ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// Sentinel API errors, shared by the HTTP handlers and the WebSocket loop.
+var (
+	// ErrUnauthorized: no or bad credentials.
+	ErrUnauthorized = errf(http.StatusUnauthorized, "unauthorized", "log in first")
+	// ErrForbidden: credentials fine but not for this conversation.
+	ErrForbidden = errf(http.StatusForbidden, "forbidden", "not a participant of this conversation")
+	// ErrNotFound: no such conversation, file or agent.
+	ErrNotFound = errf(http.StatusNotFound, "not_found", "no such object")
+	// ErrEnded: the conversation has ended.
+	ErrEnded = errf(http.StatusConflict, "ended", "the conversation has ended")
+	// ErrOrigin: the request's Origin is not in http.allowed_origins.
+	ErrOrigin = errf(http.StatusForbidden, "origin", "origin not allowed")
+	// ErrShuttingDown: the gateway is stopping and takes nothing new.
+	ErrShuttingDown = errf(http.StatusServiceUnavailable, "shutting_down", "the gateway is restarting")
+)
+
+// asAPIError maps any error to the apiError sent to clients; unknown
+// errors become a 500 whose details stay in the log.
+func asAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return errf(http.StatusInternalServerError, "internal", "internal error")
+}

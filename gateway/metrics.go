@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/segue-rtc/segue/sip"
+)
+
+// metrics are the gateway's Prometheus series, on a registry of its own so
+// that several servers can run in one process (tests).
+type metrics struct {
+	reg              *prometheus.Registry
+	convActive       *prometheus.GaugeVec
+	convTotal        prometheus.Counter
+	messages         *prometheus.CounterVec
+	agents           *prometheus.GaugeVec
+	wsConns          *prometheus.GaugeVec
+	httpRequests     *prometheus.CounterVec
+	uploads          prometheus.Counter
+	rejectedOrigins  prometheus.Counter
+	rateLimitedChats prometheus.Counter
+	wsErrors         *prometheus.CounterVec
+	callsActive      prometheus.Gauge
+	callsTotal       *prometheus.CounterVec
+	callSetup        prometheus.Histogram
+	callLoss         prometheus.Histogram
+	callJitter       prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		convActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segue_conversations_active", Help: "Open conversations by state (waiting, active).",
+		}, []string{"state"}),
+		convTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_conversations_total", Help: "Conversations started.",
+		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_messages_total", Help: "Transcript entries stored, by sender role and kind.",
+		}, []string{"role", "kind"}),
+		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segue_agents", Help: "Configured agents by presence (available, away, offline).",
+		}, []string{"state"}),
+		wsConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segue_websocket_connections", Help: "Open WebSocket connections by role.",
+		}, []string{"role"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		uploads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_uploads_total", Help: "Files accepted.",
+		}),
+		rejectedOrigins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_rejected_origins_total", Help: "Requests refused for their Origin.",
+		}),
+		rateLimitedChats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_rate_limited_total", Help: "New conversations refused by limits.new_chats_per_ip_per_minute.",
+		}),
+		wsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_websocket_errors_total", Help: "Error frames sent, by code.",
+		}, []string{"code"}),
+		callsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "segue_calls_active", Help: "Voice calls in progress, ringing included.",
+		}),
+		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_calls_total", Help: "Voice calls finished, by outcome.",
+		}, []string{"outcome"}),
+		callSetup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_setup_seconds", Help: "From the mic click to the desk phone's answer.",
+			Buckets: []float64{0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60},
+		}),
+		callLoss: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_loss_percent", Help: "RTP packet loss from the phone side per finished call.",
+			Buckets: []float64{0, 0.5, 1, 2, 5, 10, 20},
+		}),
+		callJitter: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_jitter_ms", Help: "RTP interarrival jitter from the phone side per finished call.",
+			Buckets: []float64{1, 2, 5, 10, 20, 40, 80},
+		}),
+	}
+	m.reg.MustRegister(m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
+		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
+		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// trunkCollector exports each trunk's registration and keepalive state
+// when scraped.
+type trunkCollector struct{ states func() []sip.TrunkState }
+
+var (
+	trunkRegisteredDesc = prometheus.NewDesc("segue_trunk_registered", "1 while the trunk's REGISTER is in force (trunks that register).", []string{"trunk"}, nil)
+	trunkReachableDesc  = prometheus.NewDesc("segue_trunk_reachable", "1 when the trunk answered the last OPTIONS keepalive.", []string{"trunk"}, nil)
+	trunkRTTDesc        = prometheus.NewDesc("segue_trunk_options_rtt_seconds", "Round trip of the last OPTIONS keepalive.", []string{"trunk"}, nil)
+	trunkCallsDesc      = prometheus.NewDesc("segue_trunk_calls_active", "Calls in progress on the trunk.", []string{"trunk"}, nil)
+)
+
+func (c trunkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trunkRegisteredDesc
+	ch <- trunkReachableDesc
+	ch <- trunkRTTDesc
+	ch <- trunkCallsDesc
+}
+
+func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, t := range c.states() {
+		if t.Register {
+			ch <- prometheus.MustNewConstMetric(trunkRegisteredDesc, prometheus.GaugeValue, b(t.Registered), t.Name)
+		}
+		if t.Options {
+			ch <- prometheus.MustNewConstMetric(trunkReachableDesc, prometheus.GaugeValue, b(t.Reachable), t.Name)
+			ch <- prometheus.MustNewConstMetric(trunkRTTDesc, prometheus.GaugeValue, t.OptionsRTT.Seconds(), t.Name)
+		}
+		ch <- prometheus.MustNewConstMetric(trunkCallsDesc, prometheus.GaugeValue, float64(t.ActiveCalls), t.Name)
+	}
+}

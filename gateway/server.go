@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/store"
+)
+
+// shutdownGrace bounds the whole graceful stop.
+const shutdownGrace = 10 * time.Second
+
+// Server is the gateway: the HTTP and WebSocket API, the widget and
+// console assets, and the live conversation state.
+type Server struct {
+	cfg     *Config
+	store   store.Store
+	log     *slog.Logger
+	metrics *metrics
+	hub     *hub
+	limiter *ipLimiter
+	handler http.Handler
+	phones  phoneSystem
+	peers   peerFactory
+	trunks  func() []sip.TrunkState
+	wg      sync.WaitGroup // voice calls in progress
+
+	mu    sync.Mutex
+	addr  net.Addr
+	ready chan struct{}
+}
+
+// New checks its input and builds the server; it does no I/O. st is owned
+// by the caller, who closes it after Run returns.
+func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server, error) {
+	if cfg == nil || st == nil || log == nil {
+		return nil, errors.New("gateway: New needs a config, a store and a logger")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: invalid config: %w", err)
+	}
+	m := newMetrics()
+	s := &Server{cfg: cfg, store: st, log: log, metrics: m, hub: newHub(cfg, st, log, m),
+		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute), ready: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithSIP lets the server place voice calls through srv.
+func WithSIP(srv *sip.Server) Option {
+	return func(s *Server) {
+		s.phones = sipPhones{srv: srv}
+		srv.OnInvite(func(ctx context.Context, in *sip.InboundCall) error { return s.handleInvite(ctx, sipInbound{in}) })
+		s.trunks = srv.TrunkStatus
+		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
+	}
+}
+
+// withPhones and withPeers plug in other implementations (tests).
+func withPhones(p phoneSystem) Option { return func(s *Server) { s.phones = p } }
+func withPeers(p peerFactory) Option  { return func(s *Server) { s.peers = p } }
+
+// Handler is the server's HTTP handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Load restores the live state from the store. Run calls it; tests that
+// use Handler directly call it themselves.
+func (s *Server) Load(ctx context.Context) error { return s.hub.load(ctx) }
+
+// Addr is the address the server listens on, once Ready is closed.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Ready is closed once the server accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run restores the live state, listens on http.listen and serves until ctx
+// ends; then it stops accepting, closes every WebSocket with a reason the
+// clients show, and waits for requests in flight, within 10 s.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Load(ctx); err != nil {
+		return fmt.Errorf("gateway: restore state: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", s.cfg.HTTP.Listen, err)
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr()
+	s.mu.Unlock()
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.HTTP.TLSCert != "" {
+			errc <- srv.ServeTLS(ln, s.cfg.HTTP.TLSCert, s.cfg.HTTP.TLSKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	s.log.Info("http listening", "addr", ln.Addr().String(), "public_url", s.cfg.HTTP.PublicURL)
+	close(s.ready)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	s.hub.shutdown("server restarting")
+	s.hangupAll(errShutdown)
+	err = srv.Shutdown(sctx)
+	s.wg.Wait()
+	<-errc
+	if err != nil {
+		return fmt.Errorf("gateway: shutdown: %w", err)
+	}
+	return nil
+}
+
+// ipLimiter allows n events per window per key (fixed windows, pruned as
+// they pass, so memory stays bounded by recent distinct keys).
+type ipLimiter struct {
+	mu     sync.Mutex
+	n      int
+	window time.Duration
+	start  time.Time
+	counts map[string]int
+}
+
+func newIPLimiter(n int, window time.Duration) *ipLimiter {
+	return &ipLimiter{n: n, window: window, counts: map[string]int{}}
+}
+
+// allow counts one event for key and reports whether it is within the
+// limit, and if not, how long until the window resets.
+func (l *ipLimiter) allow(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.window {
+		l.start, l.counts = now, map[string]int{}
+	}
+	if l.counts[key] >= l.n {
+		return false, l.window - now.Sub(l.start)
+	}
+	l.counts[key]++
+	return true, 0
+}

@@ -1,0 +1,820 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/transcode"
+)
+
+// audioLeg is one side of a voice bridge: PCM in and out at 8 kHz.
+type audioLeg interface {
+	AudioIn() transcode.PCMWriter
+	SwapAudioOut(w transcode.PCMWriter) (old transcode.PCMWriter)
+	SendDTMF(ctx context.Context, digits string) error
+	Done() <-chan struct{}
+	Close() error
+}
+
+// phoneCall is an answered SIP call (sip.Call satisfies it).
+type phoneCall interface {
+	audioLeg
+	Events() <-chan sip.Event
+	Codec() string
+	Stats() sip.MediaStats
+	Err() error
+}
+
+// phoneSystem places SIP calls (the sip.Server, through sipPhones).
+type phoneSystem interface {
+	Dial(ctx context.Context, trunk, target string, opts sip.DialOptions) (phoneCall, error)
+}
+
+// browserPeer is the customer's WebRTC peer connection for a call.
+type browserPeer interface {
+	audioLeg
+	// Answer takes the browser's SDP offer (first or renegotiated) and
+	// returns our answer.
+	Answer(ctx context.Context, offer string) (string, error)
+	// AddICECandidate adds a trickled candidate, in the browser's
+	// RTCIceCandidateInit JSON.
+	AddICECandidate(candidate json.RawMessage) error
+}
+
+// peerFactory makes browser peers; signal receives our ICE candidates as
+// RTCIceCandidateInit JSON and must not block.
+type peerFactory interface {
+	NewPeer(ctx context.Context, convID string, signal func(candidate json.RawMessage)) (browserPeer, error)
+}
+
+// sipPhones adapts *sip.Server to phoneSystem.
+type sipPhones struct{ srv *sip.Server }
+
+func (p sipPhones) Dial(ctx context.Context, trunk, target string, opts sip.DialOptions) (phoneCall, error) {
+	c, err := p.srv.Dial(ctx, trunk, target, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Call states shown to both sides (docs/api.md).
+const (
+	callDialing   = "dialing"
+	callRinging   = "ringing"
+	callConnected = "connected"
+	callHeld      = "held"
+	callEnded     = "ended"
+	callFailed    = "failed"
+)
+
+// voiceCall bridges the customer's browser to a desk phone.
+type voiceCall struct {
+	s      *Server
+	id     string
+	cv     *conv
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	peer   browserPeer
+	toWeb  *lockedWriter
+	target string
+	trunk  string
+	done   chan struct{}
+	// direction: "outbound" (the customer pressed the mic), "inbound" (the
+	// PBX called the conversation), "agent" (the agent asked to call the
+	// customer: desk phone first, then the browser).
+	direction  string
+	accepted   chan struct{}
+	acceptOnce sync.Once
+
+	mu         sync.Mutex
+	earlyMedia bool
+	phone      phoneCall
+	state      string
+	reason     string
+	endedBy    string
+	started    time.Time
+	answered   time.Time
+	ended      time.Time
+}
+
+type wireCall struct {
+	ID         string     `json:"id"`
+	Direction  string     `json:"direction"`
+	State      string     `json:"state"`
+	Reason     string     `json:"reason,omitempty"`
+	EndedBy    string     `json:"ended_by,omitempty"`
+	Target     string     `json:"target"`
+	Codec      string     `json:"codec,omitempty"`
+	StartedAt  time.Time  `json:"started_at"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+	Quality    *quality   `json:"quality,omitempty"`
+}
+
+type quality struct {
+	PacketsSent     uint64  `json:"packets_sent"`
+	PacketsReceived uint64  `json:"packets_received"`
+	LossPercent     float64 `json:"loss_percent"`
+	JitterMs        float64 `json:"jitter_ms"`
+	MOS             float64 `json:"mos"`
+}
+
+// Sentinel voice errors, as API errors.
+var (
+	errVoiceOff = errf(http.StatusServiceUnavailable, "voice_unavailable", "voice calls are not enabled on this gateway")
+	errInCall   = errf(http.StatusConflict, "in_call", "a call is already in progress")
+	errNoCall   = errf(http.StatusConflict, "no_call", "there is no call in progress")
+	errNoPhone  = errf(http.StatusConflict, "no_destination", "no phone can be rung for this conversation yet")
+	errAllBusy  = errf(http.StatusServiceUnavailable, "busy", "all lines are busy; please try again shortly")
+)
+
+// lockedWriter serialises writers that share one destination (ringback
+// and the phone's early media toward the browser).
+type lockedWriter struct {
+	mu  sync.Mutex
+	dst transcode.PCMWriter
+}
+
+func (l *lockedWriter) WriteSample(s transcode.PCM16) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dst.WriteSample(s)
+}
+func (l *lockedWriter) SampleRate() int { return l.dst.SampleRate() }
+func (l *lockedWriter) String() string  { return "Locked -> " + l.dst.String() }
+func (l *lockedWriter) Close() error    { return nil }
+
+// noClose hands a leg's own input to another leg without letting the
+// bridge close it: each leg owns its input.
+type noClose struct{ transcode.PCMWriter }
+
+func (noClose) Close() error { return nil }
+
+// destination decides whom to ring: the assigned agent's desk phone, or
+// the queue's number. It comes from the config only, never the browser.
+func (h *hub) destinationLocked(cv *conv) (trunk, target, label string, err error) {
+	q := h.queues[cv.c.Queue]
+	trunk = q.Trunk
+	if trunk == "" && len(h.cfg.Trunks) == 1 {
+		trunk = h.cfg.Trunks[0].Name
+	}
+	if a, ok := h.agents[cv.c.AgentID]; ok && a.cfg.Phone != "" {
+		target, label = a.cfg.Phone, a.cfg.Name+"'s phone"
+	} else if q.Dial != "" {
+		target, label = q.Dial, "the "+q.Name+" team"
+	}
+	if target == "" || trunk == "" {
+		return "", "", "", errNoPhone
+	}
+	return trunk, target, label, nil
+}
+
+func (h *hub) activeCallsLocked() int {
+	n := 0
+	for _, cv := range h.convs {
+		if cv.voice != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// newVoiceLocked registers a call on cv; hub.mu held. It enforces one call
+// per conversation and limits.max_calls.
+func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk, target string) (*voiceCall, error) {
+	if cv.c.State == store.StateEnded {
+		return nil, ErrEnded
+	}
+	if cv.voice != nil {
+		return nil, errInCall
+	}
+	if s.hub.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
+		return nil, errAllBusy
+	}
+	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
+		direction: direction, accepted: make(chan struct{}), done: make(chan struct{}), state: callDialing,
+		started: time.Now().UTC()}
+	cv.voice = v
+	s.metrics.callsActive.Inc()
+	return v, nil
+}
+
+// dropVoice unregisters a call that never got going.
+func (s *Server) dropVoice(v *voiceCall, cause error) {
+	v.cancel(cause)
+	s.hub.mu.Lock()
+	if v.cv.voice == v {
+		v.cv.voice = nil
+	}
+	s.hub.mu.Unlock()
+	s.metrics.callsActive.Dec()
+	close(v.done)
+}
+
+// startVoice takes the customer's offer: it starts a call to the desk
+// phone, or accepts a call that is ringing the customer.
+func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer string) error {
+	if s.phones == nil || s.peers == nil {
+		return errVoiceOff
+	}
+	if offer == "" || len(offer) > 64<<10 {
+		return errf(http.StatusBadRequest, "bad_frame", "voice.start needs the SDP offer in sdp")
+	}
+	h := s.hub
+	h.mu.Lock()
+	if v := cv.voice; v != nil && v.awaitingCustomer() {
+		h.mu.Unlock()
+		if err := s.setupPeer(v, cl, offer); err != nil {
+			v.cancel(errBadOffer)
+			return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
+		}
+		v.markAccepted()
+		return nil
+	}
+	trunk, target, label, err := h.destinationLocked(cv)
+	if err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	v, err := s.newVoiceLocked(ctx, cv, "outbound", trunk, target)
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.setupPeer(v, cl, offer); err != nil {
+		s.dropVoice(v, err)
+		s.log.Error("voice: browser leg", "conv", cv.c.ID, "err", err)
+		return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
+	}
+	s.log.Info("voice: dialing", "conv", cv.c.ID, "call", v.id, "trunk", trunk, "target", target)
+	v.publish()
+	h.event(ctx, cv, "voice.dialing", "Calling "+label, map[string]string{"call": v.id})
+	s.saveCallRecord(v)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); v.runOutbound() }()
+	return nil
+}
+
+// setupPeer makes the browser's peer connection from its offer and sends
+// our answer; our ICE candidates wait until the answer has gone out, since
+// the browser cannot add them before it has our description.
+func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
+	h, cv := s.hub, v.cv
+	convID := cv.c.ID
+	var sigMu sync.Mutex
+	var pending []json.RawMessage
+	answered := false
+	sendCand := func(cand json.RawMessage) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for c := range cv.customers {
+			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
+		}
+	}
+	peer, err := s.peers.NewPeer(v.ctx, convID, func(cand json.RawMessage) {
+		sigMu.Lock()
+		defer sigMu.Unlock()
+		if !answered {
+			pending = append(pending, cand)
+			return
+		}
+		sendCand(cand)
+	})
+	if err != nil {
+		return err
+	}
+	answer, err := peer.Answer(v.ctx, offer)
+	if err != nil {
+		peer.Close()
+		return err
+	}
+	v.mu.Lock()
+	v.peer = peer
+	v.toWeb = &lockedWriter{dst: peer.AudioIn()}
+	v.mu.Unlock()
+	sigMu.Lock()
+	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+	for _, c := range pending {
+		sendCand(c)
+	}
+	answered, pending = true, nil
+	sigMu.Unlock()
+	return nil
+}
+
+// runOutbound dials the desk phone for a customer who pressed the mic.
+func (v *voiceCall) runOutbound() {
+	defer close(v.done)
+	s := v.s
+	opts := v.dialOptions(headerSafe(v.customerName()))
+	opts.AudioOut = noClose{v.toWeb}
+	opts.OnProgress = func(p sip.Progress) {
+		if p.EarlyMedia {
+			v.mu.Lock()
+			v.earlyMedia = true
+			v.mu.Unlock()
+		}
+		if p.Code == 180 || p.Code == 183 {
+			v.setState(callRinging, "")
+		}
+	}
+	// Ringback to the browser until the answer (or the phone's early media).
+	ringCtx, stopRing := context.WithCancel(v.ctx)
+	var ringWG sync.WaitGroup
+	ringWG.Add(1)
+	go func() { defer ringWG.Done(); v.ringback(ringCtx, v.toWeb, true) }()
+	setupStart := time.Now()
+	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
+	stopRing()
+	ringWG.Wait()
+	if err != nil {
+		v.finish(nil, err)
+		return
+	}
+	s.metrics.callSetup.Observe(time.Since(setupStart).Seconds())
+	v.bridgeAndWait(phone)
+}
+
+func (v *voiceCall) customerName() string {
+	v.s.hub.mu.Lock()
+	defer v.s.hub.mu.Unlock()
+	return v.cv.c.Customer.Name
+}
+
+func (v *voiceCall) dialOptions(display string) sip.DialOptions {
+	v.s.hub.mu.Lock()
+	c := v.cv.c
+	v.s.hub.mu.Unlock()
+	return sip.DialOptions{DisplayName: display, Headers: contextHeaders(v.s.cfg, &c), RingTimeout: ringTimeout}
+}
+
+// statsInterval is how often a connected call's quality is published and
+// its media checked; rtpTimeout ends a call whose phone side sent no RTP
+// for that long while not on hold.
+var (
+	statsInterval = 5 * time.Second
+	rtpTimeout    = 30 * time.Second
+)
+
+func (v *voiceCall) held() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state == callHeld
+}
+
+// ringTimeout bounds how long a phone or the customer's browser rings.
+const ringTimeout = 45 * time.Second
+
+// bridgeAndWait connects the answered phone to the browser and runs the
+// call until either side ends it.
+func (v *voiceCall) bridgeAndWait(phone phoneCall) {
+	s, h := v.s, v.s.hub
+	v.mu.Lock()
+	v.phone = phone
+	v.answered = time.Now().UTC()
+	peer := v.peer
+	v.mu.Unlock()
+	// Both legs speak 8 kHz PCM, so no resampler is needed.
+	closeQuietly(phone.SwapAudioOut(noClose{v.toWeb}))
+	closeQuietly(peer.SwapAudioOut(noClose{phone.AudioIn()}))
+	v.setState(callConnected, "")
+	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
+	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
+	s.saveCallRecord(v)
+
+	stats := time.NewTicker(statsInterval)
+	defer stats.Stop()
+	lastRx, lastRxAt := phone.Stats().PacketsReceived, time.Now()
+	for {
+		select {
+		case ev := <-phone.Events():
+			v.phoneEvent(ev)
+		case <-phone.Done():
+			v.finish(phone, phone.Err())
+			return
+		case <-peer.Done():
+			v.finish(phone, errBrowserGone)
+			return
+		case <-v.ctx.Done():
+			v.finish(phone, context.Cause(v.ctx))
+			return
+		case now := <-stats.C:
+			// A phone leg that went silent (no RTP, not on hold) is dead:
+			// the PBX lost the call or the network did.
+			if rx := phone.Stats().PacketsReceived; rx != lastRx || v.held() {
+				lastRx, lastRxAt = rx, now
+			} else if now.Sub(lastRxAt) >= rtpTimeout {
+				v.finish(phone, errRTPTimeout)
+				return
+			}
+			v.publish()
+		}
+	}
+}
+
+// awaitingCustomer reports whether the call waits for the customer to
+// accept it (a callback ringing the widget).
+func (v *voiceCall) awaitingCustomer() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.direction != "outbound" && v.peer == nil && v.state == callRinging
+}
+
+func (v *voiceCall) markAccepted() {
+	v.acceptOnce.Do(func() { close(v.accepted) })
+}
+
+// ringCustomer rings the widget and waits for the customer to accept
+// (voice.start with an offer), decline, or let it ring out.
+func (v *voiceCall) ringCustomer(caller string) error {
+	v.setState(callRinging, "")
+	w := v.wire()
+	h := v.s.hub
+	h.mu.Lock()
+	for c := range v.cv.customers {
+		c.send(map[string]any{"type": "call.incoming", "conversation_id": v.cv.c.ID, "call": w, "caller": caller})
+	}
+	h.mu.Unlock()
+	t := time.NewTimer(ringTimeout)
+	defer t.Stop()
+	select {
+	case <-v.accepted:
+		return nil
+	case <-t.C:
+		return errCustomerNoAnswer
+	case <-v.ctx.Done():
+		if errors.Is(context.Cause(v.ctx), errCustomerHangup) {
+			return errCustomerDeclined
+		}
+		return context.Cause(v.ctx)
+	}
+}
+
+var (
+	errRTPTimeout       = errors.New("gateway: no audio from the phone side")
+	errBadOffer         = errors.New("gateway: the browser's offer could not be used")
+	errCustomerNoAnswer = errors.New("gateway: the customer did not answer")
+	errCustomerDeclined = errors.New("gateway: the customer declined the call")
+	errCallerGone       = errors.New("gateway: the caller hung up before the customer answered")
+	errBrowserGone      = errors.New("gateway: the customer's browser left the call")
+	errCustomerHangup   = errors.New("gateway: the customer hung up")
+	errAgentHangup      = errors.New("gateway: the agent hung up from the console")
+	errConversationEnd  = errors.New("gateway: the conversation ended")
+	errShutdown         = errors.New("gateway: shutting down")
+)
+
+func closeQuietly(w transcode.PCMWriter) {
+	if w != nil {
+		_ = w.Close()
+	}
+}
+
+// ringback plays a ringing tone into w every 20 ms until ctx ends; with
+// onlyRinging it stays silent until the far end rings and stops for early
+// media (which then reaches the browser through the same writer).
+func (v *voiceCall) ringback(ctx context.Context, w transcode.PCMWriter, onlyRinging bool) {
+	rb := transcode.NewRingback(w.SampleRate(), 0.25)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			v.mu.Lock()
+			ringing := v.state == callRinging && !v.earlyMedia
+			v.mu.Unlock()
+			if ringing || !onlyRinging {
+				_ = w.WriteSample(rb.Next())
+			}
+		}
+	}
+}
+
+func (v *voiceCall) phoneEvent(ev sip.Event) {
+	h := v.s.hub
+	switch ev.Kind {
+	case sip.EventHold:
+		v.setState(callHeld, "The agent put you on hold")
+		h.event(v.ctx, v.cv, "voice.held", "Call on hold", map[string]string{"call": v.id})
+	case sip.EventResume:
+		v.setState(callConnected, "")
+		h.event(v.ctx, v.cv, "voice.resumed", "Call resumed", map[string]string{"call": v.id})
+	case sip.EventDTMF:
+		h.mu.Lock()
+		h.sendToConvLocked(v.cv, map[string]any{"type": "call.dtmf", "conversation_id": v.cv.c.ID, "digit": string(ev.Digit)})
+		h.mu.Unlock()
+	case sip.EventMediaChanged:
+		v.publish()
+	case sip.EventTransfer:
+		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred", map[string]string{"call": v.id, "to": ev.Target})
+	}
+}
+
+// finish tears the call down once and records how it ended.
+func (v *voiceCall) finish(phone phoneCall, cause error) {
+	s, h := v.s, v.s.hub
+	state, by, reason := callEnded, "", ""
+	switch {
+	case errors.Is(cause, errCustomerHangup):
+		by, reason = "customer", "You hung up"
+	case errors.Is(cause, errAgentHangup):
+		by, reason = "agent", "The agent hung up"
+	case errors.Is(cause, sip.ErrRemoteHangup), errors.As(cause, new(*sip.HangupError)):
+		by, reason = "agent", "The agent hung up"
+	case errors.Is(cause, errBrowserGone):
+		by, reason = "customer", "The connection to your browser was lost"
+	case errors.Is(cause, errCustomerNoAnswer):
+		state, by, reason = callFailed, "customer", "The customer did not answer"
+	case errors.Is(cause, errCustomerDeclined):
+		state, by, reason = callFailed, "customer", "The customer declined the call"
+	case errors.Is(cause, errCallerGone):
+		state, by, reason = callFailed, "agent", "The caller hung up"
+	case errors.Is(cause, errRTPTimeout):
+		by, reason = "system", "The phone line went silent"
+	case errors.Is(cause, errBadOffer):
+		state, by, reason = callFailed, "customer", "Your browser could not join the call"
+	case errors.Is(cause, errConversationEnd):
+		by, reason = "system", "The conversation ended"
+	case errors.Is(cause, errShutdown):
+		by, reason = "system", "The service is restarting"
+	case phone == nil && errors.Is(cause, sip.ErrBusy):
+		state, reason = callFailed, "The line is busy"
+	case phone == nil && errors.Is(cause, sip.ErrNoAnswer):
+		state, reason = callFailed, "Nobody answered"
+	case phone == nil && errors.Is(cause, sip.ErrUnavailable):
+		state, reason = callFailed, "The phone is unavailable right now"
+	case phone == nil && errors.Is(cause, sip.ErrLimit):
+		state, reason = callFailed, "All lines are busy; please try again shortly"
+	case phone == nil && errors.Is(cause, sip.ErrRejected):
+		state, reason = callFailed, "The call was declined"
+	case phone == nil:
+		state, reason = callFailed, "The call could not be connected"
+	default:
+		by, reason = "system", "The call ended"
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)
+	defer cancel()
+	var errs []error
+	if phone != nil {
+		errs = append(errs, phone.Close())
+	}
+	v.mu.Lock()
+	peer := v.peer
+	v.mu.Unlock()
+	if peer != nil {
+		errs = append(errs, peer.Close())
+	}
+	v.cancel(cause)
+	v.mu.Lock()
+	v.state, v.reason, v.endedBy, v.ended = state, reason, by, time.Now().UTC()
+	v.mu.Unlock()
+	outcome := state
+	if state == callEnded && by != "" {
+		outcome = "ended_by_" + by
+	}
+	s.metrics.callsTotal.WithLabelValues(outcome).Inc()
+	s.metrics.callsActive.Dec()
+	if phone != nil {
+		st := phone.Stats()
+		q := qualityOf(st)
+		s.metrics.callLoss.Observe(q.LossPercent)
+		s.metrics.callJitter.Observe(q.JitterMs)
+	}
+	s.log.Info("voice: ended", "conv", v.cv.c.ID, "call", v.id, "state", state, "by", by, "cause", cause, "close_err", errors.Join(errs...))
+	// The conversation is free for another call before anyone hears of
+	// this one's end.
+	h.mu.Lock()
+	if v.cv.voice == v {
+		v.cv.voice = nil
+	}
+	h.mu.Unlock()
+	s.saveCallRecord(v)
+	v.publish()
+	name, text := "voice.ended", "Call ended: "+reason
+	if state == callFailed {
+		name, text = "voice.failed", "Call failed: "+reason
+	}
+	h.event(ctx, v.cv, name, text, map[string]string{"call": v.id, "by": by})
+}
+
+func (v *voiceCall) setState(state, reason string) {
+	v.mu.Lock()
+	changed := v.state != state
+	v.state, v.reason = state, reason
+	v.mu.Unlock()
+	if changed {
+		v.publish()
+	}
+}
+
+func (v *voiceCall) wire() wireCall {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
+	if !v.answered.IsZero() {
+		a := v.answered
+		w.AnsweredAt = &a
+	}
+	if v.phone != nil {
+		w.Codec = v.phone.Codec()
+		q := qualityOf(v.phone.Stats())
+		w.Quality = &q
+	}
+	return w
+}
+
+// publish sends the call's state to both sides.
+func (v *voiceCall) publish() {
+	w := v.wire()
+	h := v.s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sendToConvLocked(v.cv, map[string]any{"type": "call", "conversation_id": v.cv.c.ID, "call": w})
+}
+
+// displayTarget hides the host of a SIP URI: the customer sees the number.
+func displayTarget(uri string) string {
+	s := strings.TrimPrefix(strings.TrimPrefix(uri, "sip:"), "tel:")
+	user, _, _ := strings.Cut(s, "@")
+	return user
+}
+
+// qualityOf estimates call quality from RTP counters, with an E-model
+// style MOS (ITU-T G.107, simplified for G.711 with loss and jitter).
+func qualityOf(st sip.MediaStats) quality {
+	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs}
+	if exp := st.PacketsReceived + st.PacketsLost; exp > 0 {
+		q.LossPercent = 100 * float64(st.PacketsLost) / float64(exp)
+	}
+	q.MOS = estimateMOS(q.LossPercent, q.JitterMs)
+	return q
+}
+
+func estimateMOS(lossPct, jitterMs float64) float64 {
+	// Effective latency: a nominal 40 ms path plus twice the jitter
+	// (the jitter buffer's cost) plus codec delay.
+	d := 40 + 2*jitterMs + 10
+	r := 93.2
+	if d < 160 {
+		r -= d / 40
+	} else {
+		r -= (d - 120) / 10
+	}
+	// G.711 with packet loss concealment: Ie-eff = 0 + (95-0)*Ppl/(Ppl+Bpl), Bpl = 25.1.
+	r -= 95 * lossPct / (lossPct + 25.1)
+	if r < 0 {
+		r = 0
+	}
+	mos := 1 + 0.035*r + 7e-6*r*(r-60)*(100-r)
+	if mos > 4.5 {
+		mos = 4.5
+	}
+	if mos < 1 {
+		mos = 1
+	}
+	return float64(int(mos*100+0.5)) / 100
+}
+
+// contextHeaders are what the desk phone and the PBX learn about the
+// conversation (DESIGN.md "Context toward the PBX").
+func contextHeaders(cfg *Config, c *store.Conversation) map[string]string {
+	// RFC 7433: the User-to-User data is hex-encoded, with the encoding
+	// parameter; the conversation id is plain ASCII.
+	uui := fmt.Sprintf("%x;encoding=hex", c.ID)
+	h := map[string]string{
+		"User-to-User":         uui,
+		"Call-Info":            "<" + cfg.HTTP.PublicURL + "/console/c/" + c.ID + ">;purpose=info",
+		"X-Segue-Conversation": c.ID,
+		"X-Segue-Queue":        c.Queue,
+		"X-Segue-Customer":     headerSafe(c.Customer.Name),
+	}
+	if c.Customer.Verified {
+		h["X-Segue-Customer-Verified"] = "true"
+		if c.Customer.ExternalID != "" {
+			h["X-Segue-Customer-Id"] = headerSafe(c.Customer.ExternalID)
+		}
+	}
+	return h
+}
+
+// headerSafe keeps a customer-typed value from breaking a SIP header: no
+// control characters; non-ASCII is kept as UTF-8 (RFC 3261 allows it in
+// header values) but bounded.
+func headerSafe(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if strings.TrimSpace(s) == "" {
+		return "Website visitor"
+	}
+	return truncate(s, 64)
+}
+
+// hangup ends the conversation's call on request of a participant.
+func (s *Server) hangup(cv *conv, cause error) error {
+	s.hub.mu.Lock()
+	v := cv.voice
+	s.hub.mu.Unlock()
+	if v == nil {
+		return errNoCall
+	}
+	v.cancel(cause)
+	return nil
+}
+
+// sendDTMF sends keypad digits from the customer to the phone.
+func (s *Server) sendDTMF(ctx context.Context, cv *conv, digits string) error {
+	s.hub.mu.Lock()
+	v := cv.voice
+	s.hub.mu.Unlock()
+	if v == nil {
+		return errNoCall
+	}
+	v.mu.Lock()
+	phone := v.phone
+	v.mu.Unlock()
+	if phone == nil {
+		return errf(http.StatusConflict, "not_connected", "the call is not connected yet")
+	}
+	if len(digits) == 0 || len(digits) > 32 || strings.Trim(digits, "0123456789*#ABCD") != "" {
+		return errf(http.StatusBadRequest, "bad_frame", "digits must be 1 to 32 of 0-9 * # A-D")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return phone.SendDTMF(dctx, digits)
+}
+
+// candidate passes a browser ICE candidate to the call's peer.
+func (s *Server) candidate(cv *conv, cand json.RawMessage) error {
+	s.hub.mu.Lock()
+	v := cv.voice
+	s.hub.mu.Unlock()
+	if v == nil || v.peer == nil {
+		return errNoCall
+	}
+	if err := v.peer.AddICECandidate(cand); err != nil {
+		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
+	}
+	return nil
+}
+
+// renegotiate answers a new offer from the browser (ICE restart).
+func (s *Server) renegotiate(ctx context.Context, cl *client, cv *conv, offer string) error {
+	s.hub.mu.Lock()
+	v := cv.voice
+	s.hub.mu.Unlock()
+	if v == nil || v.peer == nil {
+		return errNoCall
+	}
+	answer, err := v.peer.Answer(ctx, offer)
+	if err != nil {
+		return errf(http.StatusBadRequest, "bad_offer", "the new offer could not be used")
+	}
+	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
+	return nil
+}
+
+// saveCallRecord writes the call's record with the transcript.
+func (s *Server) saveCallRecord(v *voiceCall) {
+	v.mu.Lock()
+	r := &store.CallRecord{ID: v.id, ConversationID: v.cv.c.ID, Kind: "voice", Direction: "outbound", Target: v.target,
+		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
+	if v.phone != nil {
+		r.Codec = v.phone.Codec()
+		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()))
+	}
+	v.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.SaveCall(ctx, r); err != nil {
+		s.log.Error("voice: call record not saved", "call", v.id, "err", err)
+	}
+}
+
+// hangupAll ends every call (shutdown) and lets their goroutines finish.
+func (s *Server) hangupAll(cause error) {
+	s.hub.mu.Lock()
+	var calls []*voiceCall
+	for _, cv := range s.hub.convs {
+		if cv.voice != nil {
+			calls = append(calls, cv.voice)
+		}
+	}
+	s.hub.mu.Unlock()
+	for _, v := range calls {
+		v.cancel(cause)
+	}
+}

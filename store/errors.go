@@ -1,0 +1,12 @@
+package store
+
+import "errors"
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrTooLarge is returned by SaveFile when the content exceeds the limit.
+var ErrTooLarge = errors.New("store: file too large")
+
+// ErrDriver is returned by Open for a driver this build does not include.
+var ErrDriver = errors.New("store: unsupported driver")

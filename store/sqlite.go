@@ -1,0 +1,493 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// SQLite is the embedded store: one database file in WAL mode plus a
+// directory of uploaded files named by their SHA-256.
+type SQLite struct {
+	db       *sql.DB
+	filesDir string
+}
+
+var _ Store = (*SQLite)(nil)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS conversations (
+	id TEXT PRIMARY KEY,
+	state TEXT NOT NULL,
+	queue TEXT NOT NULL,
+	agent_id TEXT NOT NULL DEFAULT '',
+	last_agent_id TEXT NOT NULL DEFAULT '',
+	customer_name TEXT NOT NULL DEFAULT '',
+	customer_email TEXT NOT NULL DEFAULT '',
+	customer_external_id TEXT NOT NULL DEFAULT '',
+	customer_verified INTEGER NOT NULL DEFAULT 0,
+	token_hash BLOB NOT NULL,
+	client_ip TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	ended_at INTEGER NOT NULL DEFAULT 0,
+	last_seq INTEGER NOT NULL DEFAULT 0,
+	read_customer INTEGER NOT NULL DEFAULT 0,
+	read_agent INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS conversations_state ON conversations(state);
+CREATE TABLE IF NOT EXISTS files (
+	id TEXT PRIMARY KEY,
+	conversation_id TEXT NOT NULL REFERENCES conversations(id),
+	name TEXT NOT NULL,
+	type TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	content_id TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_conversation ON files(conversation_id);
+CREATE TABLE IF NOT EXISTS messages (
+	conversation_id TEXT NOT NULL REFERENCES conversations(id),
+	seq INTEGER NOT NULL,
+	id TEXT NOT NULL,
+	role TEXT NOT NULL,
+	sender_id TEXT NOT NULL DEFAULT '',
+	sender_name TEXT NOT NULL DEFAULT '',
+	kind TEXT NOT NULL,
+	text TEXT NOT NULL DEFAULT '',
+	file_id TEXT NOT NULL DEFAULT '',
+	event TEXT NOT NULL DEFAULT '',
+	event_data TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (conversation_id, seq),
+	UNIQUE (conversation_id, id)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+	token_hash BLOB PRIMARY KEY,
+	agent_id TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+	id TEXT PRIMARY KEY,
+	conversation_id TEXT NOT NULL REFERENCES conversations(id),
+	kind TEXT NOT NULL,
+	direction TEXT NOT NULL,
+	target TEXT NOT NULL DEFAULT '',
+	started_at INTEGER NOT NULL,
+	answered_at INTEGER NOT NULL DEFAULT 0,
+	ended_at INTEGER NOT NULL DEFAULT 0,
+	cause TEXT NOT NULL DEFAULT '',
+	codec TEXT NOT NULL DEFAULT '',
+	stats TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS calls_conversation ON calls(conversation_id);
+`
+
+// Open opens the store cfg describes, creating the database file, the
+// schema and the files directory as needed.
+func Open(ctx context.Context, cfg Config) (Store, error) {
+	if cfg.Driver != "sqlite" {
+		return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
+	}
+	return OpenSQLite(ctx, cfg.DSN, cfg.FilesDir)
+}
+
+// OpenSQLite opens (or creates) the database at path and the files
+// directory dir.
+func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
+	}
+	return &SQLite{db: db, filesDir: dir}, nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromUnix(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// CreateConversation implements Store.
+func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
+		customer_name, customer_email, customer_external_id, customer_verified, token_hash, client_ip,
+		created_at, updated_at, ended_at, last_seq, read_customer, read_agent)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		c.ID, c.State, c.Queue, c.AgentID, c.LastAgentID, c.Customer.Name, c.Customer.Email,
+		c.Customer.ExternalID, c.Customer.Verified, c.TokenHash, c.ClientIP,
+		unix(c.CreatedAt), unix(c.UpdatedAt), unix(c.EndedAt), c.LastSeq, c.ReadByCust, c.ReadByAgt)
+	if err != nil {
+		return fmt.Errorf("store: create conversation %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+const convColumns = `id, state, queue, agent_id, last_agent_id, customer_name, customer_email,
+	customer_external_id, customer_verified, token_hash, client_ip, created_at, updated_at, ended_at,
+	last_seq, read_customer, read_agent`
+
+func scanConversation(row interface{ Scan(...any) error }) (*Conversation, error) {
+	var c Conversation
+	var created, updated, ended int64
+	err := row.Scan(&c.ID, &c.State, &c.Queue, &c.AgentID, &c.LastAgentID, &c.Customer.Name,
+		&c.Customer.Email, &c.Customer.ExternalID, &c.Customer.Verified, &c.TokenHash, &c.ClientIP,
+		&created, &updated, &ended, &c.LastSeq, &c.ReadByCust, &c.ReadByAgt)
+	if err != nil {
+		return nil, err
+	}
+	c.CreatedAt, c.UpdatedAt, c.EndedAt = fromUnix(created), fromUnix(updated), fromUnix(ended)
+	return &c, nil
+}
+
+// Conversation implements Store.
+func (s *SQLite) Conversation(ctx context.Context, id string) (*Conversation, error) {
+	c, err := scanConversation(s.db.QueryRowContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: conversation %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// UpdateConversation implements Store. It never lowers last_seq, which
+// only AppendMessage advances.
+func (s *SQLite) UpdateConversation(ctx context.Context, c *Conversation) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE conversations SET state=?, queue=?, agent_id=?, last_agent_id=?,
+		customer_name=?, customer_email=?, customer_external_id=?, customer_verified=?, updated_at=?, ended_at=?,
+		read_customer=MAX(read_customer, ?), read_agent=MAX(read_agent, ?) WHERE id=?`,
+		c.State, c.Queue, c.AgentID, c.LastAgentID, c.Customer.Name, c.Customer.Email, c.Customer.ExternalID,
+		c.Customer.Verified, unix(c.UpdatedAt), unix(c.EndedAt), c.ReadByCust, c.ReadByAgt, c.ID)
+	if err != nil {
+		return fmt.Errorf("store: update conversation %s: %w", c.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// OpenConversations implements Store.
+func (s *SQLite) OpenConversations(ctx context.Context) ([]*Conversation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE state != ? ORDER BY created_at, id`, StateEnded)
+	if err != nil {
+		return nil, fmt.Errorf("store: open conversations: %w", err)
+	}
+	defer rows.Close()
+	var out []*Conversation
+	for rows.Next() {
+		c, err := scanConversation(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: open conversations: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// AppendMessage implements Store. The seq is taken and the message written
+// in one immediate transaction, so concurrent writers never share a seq.
+func (s *SQLite) AppendMessage(ctx context.Context, m *Message) (*Message, bool, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	if old, err := scanMessage(tx.QueryRowContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
+		WHERE m.conversation_id = ? AND m.id = ?`, m.ConversationID, m.ID)); err == nil {
+		return old, true, nil
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	var last int64
+	if err := tx.QueryRowContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`, m.ConversationID).Scan(&last); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, false, ErrNotFound
+		}
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	out := *m
+	out.Seq = last + 1
+	if out.CreatedAt.IsZero() {
+		out.CreatedAt = time.Now().UTC()
+	}
+	fileID := ""
+	if out.File != nil {
+		fileID = out.File.ID
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
+		kind, text, file_id, event, event_data, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		out.ConversationID, out.Seq, out.ID, out.Role, out.SenderID, out.SenderName, out.Kind, out.Text,
+		fileID, out.Event, string(out.EventData), unix(out.CreatedAt)); err != nil {
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`,
+		out.Seq, unix(out.CreatedAt), out.ConversationID); err != nil {
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("store: append message: %w", err)
+	}
+	return &out, false, nil
+}
+
+const msgColumns = `m.conversation_id, m.seq, m.id, m.role, m.sender_id, m.sender_name, m.kind, m.text,
+	m.event, m.event_data, m.created_at, f.id, f.name, f.type, f.size, f.content_id, f.created_at`
+
+func scanMessage(row interface{ Scan(...any) error }) (*Message, error) {
+	var m Message
+	var created int64
+	var data string
+	var fid, fname, ftype, fcontent sql.NullString
+	var fsize, fcreated sql.NullInt64
+	if err := row.Scan(&m.ConversationID, &m.Seq, &m.ID, &m.Role, &m.SenderID, &m.SenderName, &m.Kind,
+		&m.Text, &m.Event, &data, &created, &fid, &fname, &ftype, &fsize, &fcontent, &fcreated); err != nil {
+		return nil, err
+	}
+	m.CreatedAt = fromUnix(created)
+	if data != "" {
+		m.EventData = []byte(data)
+	}
+	if fid.Valid {
+		m.File = &File{ID: fid.String, ConversationID: m.ConversationID, Name: fname.String, Type: ftype.String,
+			Size: fsize.Int64, ContentID: fcontent.String, CreatedAt: fromUnix(fcreated.Int64)}
+	}
+	return &m, nil
+}
+
+// Messages implements Store.
+func (s *SQLite) Messages(ctx context.Context, conversationID string, after int64, limit int) ([]*Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
+		WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?`, conversationID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
+	}
+	defer rows.Close()
+	var out []*Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SaveFile implements Store. The bytes go to a temporary file first and
+// are renamed to their content id once complete, so a crash never leaves a
+// partial file under a real name.
+func (s *SQLite) SaveFile(ctx context.Context, f *File, r io.Reader, max int64) error {
+	tmp, err := os.CreateTemp(s.filesDir, ".upload-*")
+	if err != nil {
+		return fmt.Errorf("store: save file: %w", err)
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after rename
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, max+1))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("store: save file: %w", err)
+	}
+	if n > max {
+		return ErrTooLarge
+	}
+	f.Size = n
+	f.ContentID = hex.EncodeToString(h.Sum(nil))
+	if f.CreatedAt.IsZero() {
+		f.CreatedAt = time.Now().UTC()
+	}
+	if err := os.Rename(tmp.Name(), s.contentPath(f.ContentID)); err != nil {
+		return fmt.Errorf("store: save file: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO files (id, conversation_id, name, type, size, content_id, created_at)
+		VALUES (?,?,?,?,?,?,?)`, f.ID, f.ConversationID, f.Name, f.Type, f.Size, f.ContentID, unix(f.CreatedAt)); err != nil {
+		return fmt.Errorf("store: save file: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLite) contentPath(contentID string) string {
+	return filepath.Join(s.filesDir, contentID)
+}
+
+// File implements Store.
+func (s *SQLite) File(ctx context.Context, id string) (*File, error) {
+	var f File
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, conversation_id, name, type, size, content_id, created_at FROM files WHERE id = ?`, id).
+		Scan(&f.ID, &f.ConversationID, &f.Name, &f.Type, &f.Size, &f.ContentID, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: file %s: %w", id, err)
+	}
+	f.CreatedAt = fromUnix(created)
+	return &f, nil
+}
+
+// OpenFile implements Store.
+func (s *SQLite) OpenFile(f *File) (io.ReadSeekCloser, error) {
+	fh, err := os.Open(s.contentPath(f.ContentID))
+	if err != nil {
+		return nil, fmt.Errorf("store: open file %s: %w", f.ID, err)
+	}
+	return fh, nil
+}
+
+// DeleteFile implements Store.
+func (s *SQLite) DeleteFile(ctx context.Context, f *File) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM files WHERE id = ?`, f.ID); err != nil {
+		return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE content_id = ?`, f.ContentID).Scan(&n); err != nil {
+		return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+	}
+	if n == 0 {
+		if err := os.Remove(s.contentPath(f.ContentID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: delete file %s: %w", f.ID, err)
+		}
+	}
+	return nil
+}
+
+// CountFiles implements Store.
+func (s *SQLite) CountFiles(ctx context.Context, conversationID string) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE conversation_id = ?`, conversationID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count files: %w", err)
+	}
+	return n, nil
+}
+
+// CreateSession implements Store.
+func (s *SQLite) CreateSession(ctx context.Context, ss *Session) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, unix(time.Now())); err != nil {
+		return fmt.Errorf("store: create session: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (token_hash, agent_id, expires_at) VALUES (?,?,?)`,
+		ss.TokenHash, ss.AgentID, unix(ss.ExpiresAt)); err != nil {
+		return fmt.Errorf("store: create session: %w", err)
+	}
+	return nil
+}
+
+// Session implements Store; expired sessions are not found.
+func (s *SQLite) Session(ctx context.Context, tokenHash []byte) (*Session, error) {
+	var ss Session
+	var exp int64
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, agent_id, expires_at FROM sessions WHERE token_hash = ?`, tokenHash).
+		Scan(&ss.TokenHash, &ss.AgentID, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: session: %w", err)
+	}
+	ss.ExpiresAt = fromUnix(exp)
+	if time.Now().After(ss.ExpiresAt) {
+		return nil, ErrNotFound
+	}
+	return &ss, nil
+}
+
+// DeleteSession implements Store.
+func (s *SQLite) DeleteSession(ctx context.Context, tokenHash []byte) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ?`, tokenHash); err != nil {
+		return fmt.Errorf("store: delete session: %w", err)
+	}
+	return nil
+}
+
+// SaveCall implements Store.
+func (s *SQLite) SaveCall(ctx context.Context, r *CallRecord) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO calls (id, conversation_id, kind, direction, target, started_at,
+		answered_at, ended_at, cause, codec, stats) VALUES (?,?,?,?,?,?,?,?,?,?,?)
+		ON CONFLICT(id) DO UPDATE SET answered_at=excluded.answered_at, ended_at=excluded.ended_at,
+		cause=excluded.cause, codec=excluded.codec, stats=excluded.stats`,
+		r.ID, r.ConversationID, r.Kind, r.Direction, r.Target, unix(r.StartedAt), unix(r.AnsweredAt),
+		unix(r.EndedAt), r.Cause, r.Codec, string(r.Stats))
+	if err != nil {
+		return fmt.Errorf("store: save call %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Calls implements Store.
+func (s *SQLite) Calls(ctx context.Context, conversationID string) ([]*CallRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, conversation_id, kind, direction, target, started_at, answered_at,
+		ended_at, cause, codec, stats FROM calls WHERE conversation_id = ? ORDER BY started_at, id`, conversationID)
+	if err != nil {
+		return nil, fmt.Errorf("store: calls of %s: %w", conversationID, err)
+	}
+	defer rows.Close()
+	var out []*CallRecord
+	for rows.Next() {
+		var r CallRecord
+		var st, an, en int64
+		var stats string
+		if err := rows.Scan(&r.ID, &r.ConversationID, &r.Kind, &r.Direction, &r.Target, &st, &an, &en,
+			&r.Cause, &r.Codec, &stats); err != nil {
+			return nil, fmt.Errorf("store: calls of %s: %w", conversationID, err)
+		}
+		r.StartedAt, r.AnsweredAt, r.EndedAt = fromUnix(st), fromUnix(an), fromUnix(en)
+		if stats != "" {
+			r.Stats = []byte(stats)
+		}
+		out = append(out, &r)
+	}
+	return out, rows.Err()
+}
+
+// Ping implements Store.
+func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close implements Store: it checkpoints the WAL into the main file.
+func (s *SQLite) Close() error {
+	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	return errors.Join(cerr, s.db.Close())
+}

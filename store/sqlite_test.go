@@ -1,0 +1,216 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T, dir string) *SQLite {
+	t.Helper()
+	s, err := OpenSQLite(context.Background(), filepath.Join(dir, "db", "segue.db"), filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newConv(t *testing.T, s Store, id string) *Conversation {
+	t.Helper()
+	c := &Conversation{ID: id, State: StateWaiting, Queue: "support", TokenHash: []byte("h-" + id),
+		Customer: Customer{Name: "Ann"}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := s.CreateConversation(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestAppendMessageOrdersAndDeduplicates(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+
+	m1, dup, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "a", Role: RoleCustomer, Kind: KindText, Text: "hello"})
+	if err != nil || dup || m1.Seq != 1 {
+		t.Fatalf("first append: seq %v dup %v err %v", m1, dup, err)
+	}
+	m2, dup, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "b", Role: RoleAgent, Kind: KindText, Text: "hi"})
+	if err != nil || dup || m2.Seq != 2 {
+		t.Fatalf("second append: %+v dup %v err %v", m2, dup, err)
+	}
+	again, dup, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "a", Role: RoleCustomer, Kind: KindText, Text: "changed"})
+	if err != nil || !dup || again.Seq != 1 || again.Text != "hello" {
+		t.Fatalf("duplicate append: %+v dup %v err %v", again, dup, err)
+	}
+	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: "nope", ID: "x", Kind: KindText}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("append to missing conversation: %v", err)
+	}
+	ms, err := s.Messages(ctx, "c1", 1, 100)
+	if err != nil || len(ms) != 1 || ms[0].ID != "b" {
+		t.Fatalf("messages after 1: %v %v", ms, err)
+	}
+	c, err := s.Conversation(ctx, "c1")
+	if err != nil || c.LastSeq != 2 {
+		t.Fatalf("conversation last seq: %+v %v", c, err)
+	}
+}
+
+func TestConcurrentAppendsGetDistinctSeqs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: fmt.Sprint("m", i), Kind: KindText, Role: RoleCustomer})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := s.Messages(ctx, "c1", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != n {
+		t.Fatalf("got %d messages, want %d", len(ms), n)
+	}
+	for i, m := range ms {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+	}
+}
+
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	c := newConv(t, s, "c1")
+	c.State, c.AgentID, c.ReadByCust = StateActive, "alice", 1
+	if err := s.UpdateConversation(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "a", Kind: KindText, Text: "persist me"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	got, err := s.Conversation(ctx, "c1")
+	if err != nil || got.State != StateActive || got.AgentID != "alice" || got.LastSeq != 1 || got.ReadByCust != 1 {
+		t.Fatalf("after reopen: %+v %v", got, err)
+	}
+	open, err := s.OpenConversations(ctx)
+	if err != nil || len(open) != 1 {
+		t.Fatalf("open conversations: %v %v", open, err)
+	}
+	ms, err := s.Messages(ctx, "c1", 0, 10)
+	if err != nil || len(ms) != 1 || ms[0].Text != "persist me" {
+		t.Fatalf("messages after reopen: %v %v", ms, err)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	data := bytes.Repeat([]byte("segue"), 100)
+	f := &File{ID: "f1", ConversationID: "c1", Name: "../../etc/passwd", Type: "text/plain"}
+	if err := s.SaveFile(ctx, f, bytes.NewReader(data), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if f.Size != int64(len(data)) || len(f.ContentID) != 64 {
+		t.Fatalf("file metadata: %+v", f)
+	}
+	got, err := s.File(ctx, "f1")
+	if err != nil || got.Name != "../../etc/passwd" || got.ContentID != f.ContentID {
+		t.Fatalf("file lookup: %+v %v", got, err)
+	}
+	r, err := s.OpenFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := io.ReadAll(r)
+	r.Close()
+	if !bytes.Equal(back, data) {
+		t.Fatal("file bytes differ")
+	}
+	if err := s.SaveFile(ctx, &File{ID: "f2", ConversationID: "c1"}, bytes.NewReader(data), 499); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize file: %v", err)
+	}
+	if n, err := s.CountFiles(ctx, "c1"); err != nil || n != 1 {
+		t.Fatalf("count files: %d %v", n, err)
+	}
+	m, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "fm", Kind: KindFile, File: got})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := s.Messages(ctx, "c1", m.Seq-1, 1)
+	if len(ms) != 1 || ms[0].File == nil || ms[0].File.ID != "f1" || ms[0].File.Size != f.Size {
+		t.Fatalf("file message: %+v", ms)
+	}
+}
+
+func TestSessionsExpire(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	if err := s.CreateSession(ctx, &Session{TokenHash: []byte("live"), AgentID: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSession(ctx, &Session{TokenHash: []byte("old"), AgentID: "bob", ExpiresAt: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if ss, err := s.Session(ctx, []byte("live")); err != nil || ss.AgentID != "alice" {
+		t.Fatalf("live session: %+v %v", ss, err)
+	}
+	if _, err := s.Session(ctx, []byte("old")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired session: %v", err)
+	}
+	if err := s.DeleteSession(ctx, []byte("live")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, []byte("live")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted session: %v", err)
+	}
+}
+
+func TestCallRecords(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	r := &CallRecord{ID: "k1", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1001@pbx", StartedAt: time.Now()}
+	if err := s.SaveCall(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	r.EndedAt, r.Cause, r.Codec = time.Now(), "agent hung up", "PCMU"
+	if err := s.SaveCall(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := s.Calls(ctx, "c1")
+	if err != nil || len(cs) != 1 || cs[0].Cause != "agent hung up" || cs[0].EndedAt.IsZero() {
+		t.Fatalf("calls: %+v %v", cs, err)
+	}
+}

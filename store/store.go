@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"time"
+)
+
+// Conversation states.
+const (
+	StateWaiting = "waiting"
+	StateActive  = "active"
+	StateEnded   = "ended"
+)
+
+// Message kinds.
+const (
+	KindText  = "text"
+	KindFile  = "file"
+	KindEvent = "event"
+)
+
+// Sender roles.
+const (
+	RoleCustomer = "customer"
+	RoleAgent    = "agent"
+	RoleSystem   = "system"
+)
+
+// Conversation is one customer's conversation with the contact center.
+type Conversation struct {
+	ID    string
+	State string
+	Queue string
+	// AgentID is the agent holding the conversation ("" while waiting).
+	AgentID string
+	// LastAgentID is the last agent who held it, kept after it ends so a
+	// returning customer can be routed back.
+	LastAgentID string
+	Customer    Customer
+	// TokenHash is the SHA-256 of the customer's bearer token.
+	TokenHash  []byte
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	EndedAt    time.Time
+	LastSeq    int64
+	ReadByCust int64
+	ReadByAgt  int64
+	// ClientIP is where the conversation was opened from.
+	ClientIP string
+}
+
+// Customer is who the agent talks to; Verified is set when a signed
+// identity vouched for the other fields.
+type Customer struct {
+	Name       string
+	Email      string
+	ExternalID string
+	Verified   bool
+}
+
+// Message is one transcript entry: text, a file, or an event such as
+// "voice.started".
+type Message struct {
+	ConversationID string
+	ID             string
+	Seq            int64
+	Role           string
+	SenderID       string
+	SenderName     string
+	Kind           string
+	Text           string
+	File           *File
+	Event          string
+	EventData      json.RawMessage
+	CreatedAt      time.Time
+}
+
+// File is an uploaded file's metadata; its bytes are kept by content id.
+type File struct {
+	ID             string
+	ConversationID string
+	Name           string
+	Type           string
+	Size           int64
+	// ContentID is the hex SHA-256 of the bytes; the on-disk name.
+	ContentID string
+	CreatedAt time.Time
+}
+
+// Session is a logged-in agent's browser session.
+type Session struct {
+	TokenHash []byte
+	AgentID   string
+	ExpiresAt time.Time
+}
+
+// CallRecord is one media leg of a conversation (voice or video).
+type CallRecord struct {
+	ID             string
+	ConversationID string
+	Kind           string // "voice" or "video"
+	Direction      string // "outbound" or "inbound"
+	Target         string
+	StartedAt      time.Time
+	AnsweredAt     time.Time
+	EndedAt        time.Time
+	Cause          string
+	Codec          string
+	Stats          json.RawMessage
+}
+
+// Store persists everything that must survive a restart. Implementations
+// are safe for concurrent use.
+type Store interface {
+	// CreateConversation inserts c; c.ID must be unique.
+	CreateConversation(ctx context.Context, c *Conversation) error
+	// Conversation returns the conversation with id, or ErrNotFound.
+	Conversation(ctx context.Context, id string) (*Conversation, error)
+	// UpdateConversation writes state, queue, agents, customer and read marks.
+	UpdateConversation(ctx context.Context, c *Conversation) error
+	// OpenConversations returns every conversation not ended, oldest first.
+	OpenConversations(ctx context.Context) ([]*Conversation, error)
+	// AppendMessage stores m with the conversation's next seq and returns
+	// the stored message. When a message with the same id already exists in
+	// the conversation, it returns that one and dup=true, storing nothing.
+	AppendMessage(ctx context.Context, m *Message) (stored *Message, dup bool, err error)
+	// Messages returns up to limit messages with seq > after, in seq order.
+	Messages(ctx context.Context, conversationID string, after int64, limit int) ([]*Message, error)
+	// SaveFile streams r to disk, keyed by content, and records f; it fails
+	// with ErrTooLarge past max bytes. f.ID and f.ConversationID must be set.
+	SaveFile(ctx context.Context, f *File, r io.Reader, max int64) error
+	// File returns a file's metadata, or ErrNotFound.
+	File(ctx context.Context, id string) (*File, error)
+	// OpenFile opens a stored file's bytes.
+	OpenFile(f *File) (io.ReadSeekCloser, error)
+	// DeleteFile forgets a file that was refused after it was saved; its
+	// bytes go too unless another file record shares them.
+	DeleteFile(ctx context.Context, f *File) error
+	// CountFiles counts the files uploaded to a conversation.
+	CountFiles(ctx context.Context, conversationID string) (int, error)
+	// CreateSession, Session and DeleteSession manage agent sessions.
+	CreateSession(ctx context.Context, s *Session) error
+	Session(ctx context.Context, tokenHash []byte) (*Session, error)
+	DeleteSession(ctx context.Context, tokenHash []byte) error
+	// SaveCall inserts or updates a call record.
+	SaveCall(ctx context.Context, r *CallRecord) error
+	// Calls lists a conversation's call records, oldest first.
+	Calls(ctx context.Context, conversationID string) ([]*CallRecord, error)
+	// Ping checks the store answers.
+	Ping(ctx context.Context) error
+	// Close flushes and releases the store.
+	Close() error
+}

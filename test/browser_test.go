@@ -1,0 +1,358 @@
+//go:build e2e
+
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// One Chromium process serves every test of the binary; each tab gets its
+// own browser context, so cookies and localStorage never leak between tabs.
+var (
+	browserMu   sync.Mutex
+	browserCtx  context.Context
+	browserStop func()
+)
+
+func sharedBrowser(t *testing.T) context.Context {
+	t.Helper()
+	browserMu.Lock()
+	defer browserMu.Unlock()
+	if browserCtx != nil {
+		return browserCtx
+	}
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("chromium is required for the e2e tests: %v", err)
+	}
+	profile, err := os.MkdirTemp("", "segue-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(profile),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+	)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, bcancel := chromedp.NewContext(actx)
+	// The first Run starts the browser; it must not have a timeout.
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		bcancel()
+		acancel()
+		os.RemoveAll(profile)
+		t.Fatalf("start chromium: %v", err)
+	}
+	browserCtx = bctx
+	browserStop = func() {
+		bcancel()
+		acancel()
+		os.RemoveAll(profile)
+	}
+	return browserCtx
+}
+
+// stopBrowser ends the shared browser, if one was started.
+func stopBrowser() {
+	browserMu.Lock()
+	defer browserMu.Unlock()
+	if browserStop != nil {
+		browserStop()
+		browserCtx, browserStop = nil, nil
+	}
+}
+
+// tab is one page in its own browser context (its own cookies and storage).
+type tab struct {
+	t    *testing.T
+	ctx  context.Context
+	name string
+
+	mu   sync.Mutex
+	logs []string // console errors and exceptions, printed if the test fails
+}
+
+// cspProbe records Content-Security-Policy violations of a page.
+const cspProbe = `window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
+
+func newTab(t *testing.T, name string) *tab {
+	t.Helper()
+	tb := &tab{t: t, name: name}
+	ctx, cancel := chromedp.NewContext(sharedBrowser(t),
+		chromedp.WithNewBrowserContext(),
+		chromedp.WithListener(tb.listen))
+	t.Cleanup(func() {
+		cancel()
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		// An uncaught exception in the page is a bug even if the test passed.
+		for _, l := range tb.logs {
+			if strings.HasPrefix(l, "exception: ") {
+				t.Errorf("%s: uncaught %s", name, l)
+			}
+		}
+		if t.Failed() {
+			for _, l := range tb.logs {
+				t.Logf("%s: %s", name, l)
+			}
+		}
+	})
+	tb.ctx = ctx
+	// The first Run opens the tab; a timeout here would close it.
+	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspProbe})
+	}); err != nil {
+		t.Fatalf("%s: open tab: %v", name, err)
+	}
+	return tb
+}
+
+func (tb *tab) listen(ev any) {
+	var line string
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		var parts []string
+		for _, a := range ev.Args {
+			if len(a.Value) > 0 {
+				parts = append(parts, string(a.Value))
+			} else {
+				parts = append(parts, a.Description)
+			}
+		}
+		line = fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
+	case *runtime.EventExceptionThrown:
+		line = "exception: " + ev.ExceptionDetails.Text
+		if ev.ExceptionDetails.Exception != nil {
+			line += " " + ev.ExceptionDetails.Exception.Description
+		}
+	default:
+		return
+	}
+	tb.mu.Lock()
+	tb.logs = append(tb.logs, line)
+	tb.mu.Unlock()
+}
+
+// do runs browser steps with a generous deadline.
+func (tb *tab) do(steps ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 45*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		tb.t.Fatalf("%s: %v", tb.name, err)
+	}
+}
+
+// call evaluates a JS function with JSON arguments and decodes its result;
+// promises are awaited.
+func call[T any](tb *tab, fn string, args ...any) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 45*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](jsCall(fn, args...), chromedp.EvalAwaitPromise))
+	if err != nil {
+		tb.t.Fatalf("%s: evaluate %s: %v", tb.name, firstLine(fn), err)
+	}
+	return v
+}
+
+// waitJS polls a JS function (called with JSON arguments) until it returns
+// a truthy value, and returns that value.
+func waitJS[T any](tb *tab, what string, fn string, args ...any) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 45*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Poll[T](jsCall(fn, args...),
+		chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(30*time.Second)))
+	if err != nil {
+		tb.t.Fatalf("%s: waiting for %s: %v", tb.name, what, err)
+	}
+	return v
+}
+
+func jsCall(fn string, args ...any) string {
+	enc := make([]string, len(args))
+	for i, a := range args {
+		b, err := json.Marshal(a)
+		if err != nil {
+			panic(err)
+		}
+		enc[i] = string(b)
+	}
+	return fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ", "))
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// cspViolations returns what the page's CSP blocked since it loaded.
+func (tb *tab) cspViolations() []string {
+	tb.t.Helper()
+	return call[[]string](tb, `() => window.__csp || []`)
+}
+
+// allowDownloads saves this tab's downloads into dir under their names.
+func (tb *tab) allowDownloads(dir string) {
+	tb.t.Helper()
+	id := chromedp.FromContext(tb.ctx).BrowserContextID
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior:         browser.SetDownloadBehaviorBehaviorAllow,
+		BrowserContextID: id,
+		DownloadPath:     dir,
+	}); err != nil {
+		tb.t.Fatalf("%s: allow downloads: %v", tb.name, err)
+	}
+}
+
+// shownMessage is a message element of a chat-log, as the tests see it.
+type shownMessage struct {
+	ID   string `json:"id"`
+	Seq  int64  `json:"seq"`
+	Role string `json:"role"`
+	Kind string `json:"kind"`
+	Text string `json:"text"`
+	File string `json:"file"`
+}
+
+// The page-side helpers. root() is the widget's open shadow root on the demo
+// page, and the document itself in the console.
+const jsHelpers = `
+const root = () => document.querySelector('segue-widget')?.shadowRoot ?? document;
+const q = (id) => root().querySelector('[data-testid="' + id + '"]');
+const msgs = () => [...(q('chat-log')?.querySelectorAll('[data-testid="message"]') ?? [])].map((m) => ({
+  id: m.dataset.id, seq: Number(m.dataset.seq || 0), role: m.dataset.role, kind: m.dataset.kind,
+  text: (m.querySelector('[data-testid="message-text"]') ?? m.querySelector('.event-text') ?? m.querySelector('.file-name'))?.textContent ?? '',
+  file: m.querySelector('[data-file-id]')?.dataset.fileId ?? '',
+}));
+`
+
+// fn wraps a JS function body with the page-side helpers in scope.
+func fn(params, body string) string {
+	return fmt.Sprintf("(%s) => { %s\n%s }", params, jsHelpers, body)
+}
+
+func asyncFn(params, body string) string {
+	return fmt.Sprintf("async (%s) => { %s\n%s }", params, jsHelpers, body)
+}
+
+// click clicks the element with a test id once it exists.
+func (tb *tab) click(testID string) {
+	tb.t.Helper()
+	waitJS[bool](tb, testID, fn("id", `const el = q(id); if (!el || el.disabled) return false; el.click(); return true;`), testID)
+}
+
+// fill types text into an input (sets the value and fires input events).
+func (tb *tab) fill(testID, text string) {
+	tb.t.Helper()
+	waitJS[bool](tb, testID, fn("id, text", `const el = q(id); if (!el) return false;
+el.focus(); el.value = text; el.dispatchEvent(new Event('input', {bubbles: true})); return true;`), testID, text)
+}
+
+// send writes a chat message and presses the send button.
+func (tb *tab) send(text string) {
+	tb.t.Helper()
+	tb.fill("chat-input", text)
+	tb.click("chat-send")
+}
+
+// messages returns what the chat-log shows.
+func (tb *tab) messages() []shownMessage {
+	tb.t.Helper()
+	return call[[]shownMessage](tb, fn("", `return msgs();`))
+}
+
+// waitMessage waits until a stored message (one with a seq) with this text
+// is shown, and returns it.
+func (tb *tab) waitMessage(text string) shownMessage {
+	tb.t.Helper()
+	return waitJS[shownMessage](tb, fmt.Sprintf("message %q", text),
+		fn("text", `return msgs().find((m) => m.seq > 0 && m.text === text) ?? false;`), text)
+}
+
+// waitText waits until the element with a test id contains text.
+func (tb *tab) waitText(testID, text string) {
+	tb.t.Helper()
+	waitJS[bool](tb, fmt.Sprintf("%s to contain %q", testID, text),
+		fn("id, text", `return (q(id)?.textContent ?? '').includes(text);`), testID, text)
+}
+
+// setFiles puts local files into the file-input (shadow root or page).
+func (tb *tab) setFiles(paths ...string) {
+	tb.t.Helper()
+	sel := chromedp.JSPath(`(document.querySelector('segue-widget')?.shadowRoot ?? document).querySelector('[data-testid="file-input"]')`)
+	tb.do(chromedp.SetUploadFiles(sel, paths))
+}
+
+// openWidget loads the demo page and opens the chat panel.
+func openWidget(t *testing.T, g *gateway, name string) *tab {
+	t.Helper()
+	tb := newTab(t, name)
+	tb.do(chromedp.Navigate(g.URL + "/"))
+	tb.click("widget-open")
+	waitJS[bool](tb, "the chat panel", fn("", `const p = q('chat-panel'); return !!p && !p.hidden;`))
+	return tb
+}
+
+// openConsole loads the console and logs in as agent.
+func openConsole(t *testing.T, g *gateway, agent, path string) *tab {
+	t.Helper()
+	tb := newTab(t, "console "+agent)
+	tb.do(chromedp.Navigate(g.URL + path))
+	tb.fill("login-id", agent)
+	tb.fill("login-password", agentPasswords[agent])
+	tb.click("login-submit")
+	waitJS[bool](tb, "the connected console", fn("", `return q('call-status')?.dataset.state === 'connected';`))
+	return tb
+}
+
+// acceptConversation clicks accept on a waiting conversation.
+func (tb *tab) acceptConversation(convID string) {
+	tb.t.Helper()
+	waitJS[bool](tb, "accept "+convID, fn("id", `const b = root().querySelector('[data-testid="accept"][data-conversation="' + id + '"]');
+if (!b || b.disabled) return false; b.click(); return true;`), convID)
+	waitJS[bool](tb, "conversation "+convID+" selected",
+		fn("id", `return q('chat-log')?.dataset.conversation === id;`), convID)
+}
+
+// widgetConversation returns the conversation id the widget stored.
+func (tb *tab) widgetConversation() string {
+	tb.t.Helper()
+	return waitJS[string](tb, "the widget's conversation", `() => {
+  for (let i = 0; i < localStorage.length; i++) {
+    const k = localStorage.key(i);
+    if (k.startsWith('segue:') && k.endsWith(':conversation')) return JSON.parse(localStorage.getItem(k)).id;
+  }
+  return false;
+}`)
+}

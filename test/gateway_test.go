@@ -1,0 +1,433 @@
+//go:build e2e
+
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Agents in every test config, with their passwords.
+var agentPasswords = map[string]string{
+	"alice": "alice-secret-pw",
+	"bob":   "bob-secret-pw",
+}
+
+var (
+	hashesOnce sync.Once
+	hashes     map[string]string
+	hashesErr  error
+)
+
+// passwordHashes returns bcrypt hashes of agentPasswords, made once.
+func passwordHashes(t *testing.T) map[string]string {
+	t.Helper()
+	hashesOnce.Do(func() {
+		hashes = map[string]string{}
+		for id, pw := range agentPasswords {
+			h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+			if err != nil {
+				hashesErr = err
+				return
+			}
+			hashes[id] = string(h)
+		}
+	})
+	if hashesErr != nil {
+		t.Fatalf("bcrypt: %v", hashesErr)
+	}
+	return hashes
+}
+
+// gateway is one segue process under test, started from a config written
+// into a temp dir. Restart keeps the port, the database and the files.
+type gateway struct {
+	t      *testing.T
+	dir    string
+	config string
+	addr   string // 127.0.0.1:port
+	URL    string // http://127.0.0.1:port
+
+	mu   sync.Mutex
+	log  bytes.Buffer // output of every run, in order
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// gatewayOptions changes the config of a test gateway.
+type gatewayOptions struct {
+	maxFrameBytes  int
+	maxUploadBytes int
+	extraOrigins   []string
+	identitySecret string
+	newChatsPerMin int
+}
+
+// startGateway writes a config and starts segue serve; it stops the process
+// when the test ends and prints its log if the test failed.
+func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
+	t.Helper()
+	o := gatewayOptions{maxFrameBytes: 65536, maxUploadBytes: 4 << 20, newChatsPerMin: 1000}
+	for _, f := range opts {
+		f(&o)
+	}
+	dir := t.TempDir()
+	port := freePort(t, "tcp")
+	g := &gateway{
+		t:      t,
+		dir:    dir,
+		config: filepath.Join(dir, "segue.yaml"),
+		addr:   fmt.Sprintf("127.0.0.1:%d", port),
+	}
+	g.URL = "http://" + g.addr
+	if err := os.WriteFile(g.config, []byte(g.configYAML(t, o)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.Stop()
+		if t.Failed() {
+			g.mu.Lock()
+			t.Logf("segue log:\n%s", g.log.String())
+			g.mu.Unlock()
+		}
+	})
+	g.Start()
+	return g
+}
+
+func (g *gateway) configYAML(t *testing.T, o gatewayOptions) string {
+	h := passwordHashes(t)
+	sipPort := freePort(t, "udp")
+	origins := append([]string{g.URL}, o.extraOrigins...)
+	quoted := make([]string, len(origins))
+	for i, s := range origins {
+		quoted[i] = fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf(`http:
+  listen: %q
+  public_url: %q
+  allowed_origins: [%s]
+store:
+  driver: sqlite
+  dsn: %q
+  files_dir: %q
+  max_upload_bytes: %d
+sip:
+  listen: ["udp:127.0.0.1:%d"]
+queues:
+  - name: support
+agents:
+  - id: alice
+    name: "Alice"
+    password_hash: %q
+    queues: [support]
+    max_chats: 4
+  - id: bob
+    name: "Bob"
+    password_hash: %q
+    queues: [support]
+    max_chats: 4
+limits:
+  new_chats_per_ip_per_minute: %d
+  max_frame_bytes: %d
+log:
+  level: debug
+%s`, g.addr, g.URL, strings.Join(quoted, ", "),
+		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes,
+		sipPort, h["alice"], h["bob"], o.newChatsPerMin, o.maxFrameBytes, identityYAML(o.identitySecret))
+}
+
+func identityYAML(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return fmt.Sprintf("identity:\n  secret: %q\n", secret)
+}
+
+// Start starts the process and waits until /readyz answers 200.
+func (g *gateway) Start() {
+	g.t.Helper()
+	cmd := exec.Command(segueBin, "serve", "--config", g.config)
+	cmd.Dir = g.dir
+	w := &lockedWriter{mu: &g.mu, buf: &g.log}
+	cmd.Stdout = w
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		g.t.Fatalf("start segue: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	g.mu.Lock()
+	g.cmd, g.done = cmd, done
+	g.mu.Unlock()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			g.t.Fatalf("segue exited before it was ready: %v", cmd.ProcessState)
+		default:
+		}
+		res, err := http.Get(g.URL + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	g.t.Fatal("segue was not ready within 30 s")
+}
+
+// Stop sends SIGTERM and waits for the process to exit (SIGKILL after 20 s).
+func (g *gateway) Stop() {
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.cmd = nil
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		g.t.Errorf("segue did not exit within 20 s of SIGTERM")
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart stops the gateway and starts it again on the same port and data.
+func (g *gateway) Restart() {
+	g.t.Helper()
+	g.Stop()
+	g.Start()
+}
+
+// Origin is the origin browsers use for this gateway.
+func (g *gateway) Origin() string { return g.URL }
+
+// WSURL is the WebSocket endpoint.
+func (g *gateway) WSURL() string { return "ws://" + g.addr + "/api/v1/ws" }
+
+type lockedWriter struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	switch network {
+	case "udp":
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	default:
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+}
+
+// client is an HTTP client of the API, as a customer (bearer token) or an
+// agent (session cookie), sending the gateway's own Origin unless told.
+type client struct {
+	t      *testing.T
+	g      *gateway
+	http   *http.Client
+	token  string
+	origin string
+}
+
+func (g *gateway) client(t *testing.T) *client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client{t: t, g: g, http: &http.Client{Jar: jar, Timeout: 30 * time.Second}, origin: g.Origin()}
+}
+
+// do sends a request and returns the status and body.
+func (c *client) do(method, path string, body io.Reader, contentType string) (int, []byte) {
+	c.t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, c.g.URL+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.origin != "" {
+		req.Header.Set("Origin", c.origin)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return res.StatusCode, b
+}
+
+// json sends v as JSON and decodes a JSON answer into out (if not nil). It
+// fails the test unless the status is want.
+func (c *client) json(method, path string, v any, want int, out any) {
+	c.t.Helper()
+	var body io.Reader
+	if v != nil {
+		b, err := json.Marshal(v)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	status, b := c.do(method, path, body, "application/json")
+	if status != want {
+		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, status, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
+		}
+	}
+}
+
+// API objects, as far as the tests need them.
+type conversation struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Queue    string `json:"queue"`
+	Customer struct {
+		Name     string `json:"name"`
+		Verified bool   `json:"verified"`
+	} `json:"customer"`
+	Agent *struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"agent"`
+	LastSeq int64 `json:"last_seq"`
+}
+
+type message struct {
+	ID             string `json:"id"`
+	ConversationID string `json:"conversation_id"`
+	Seq            int64  `json:"seq"`
+	From           struct {
+		Role string `json:"role"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"from"`
+	Kind string `json:"kind"`
+	Text string `json:"text"`
+	File *struct {
+		ID    string `json:"id"`
+		Name  string `json:"name"`
+		Type  string `json:"type"`
+		Size  int64  `json:"size"`
+		Image bool   `json:"image"`
+	} `json:"file"`
+}
+
+// newConversation starts a conversation as a customer and returns a client
+// that holds its token.
+func (g *gateway) newConversation(t *testing.T, name string) (*client, conversation) {
+	t.Helper()
+	c := g.client(t)
+	var out struct {
+		Conversation conversation `json:"conversation"`
+		Token        string       `json:"token"`
+	}
+	c.json(http.MethodPost, "/api/v1/conversations", map[string]string{"name": name, "queue": "support"}, http.StatusCreated, &out)
+	if out.Token == "" || out.Conversation.ID == "" {
+		t.Fatalf("conversation without token or id: %+v", out)
+	}
+	c.token = out.Token
+	return c, out.Conversation
+}
+
+// login returns a client holding an agent's session cookie.
+func (g *gateway) login(t *testing.T, id string) *client {
+	t.Helper()
+	c := g.client(t)
+	c.json(http.MethodPost, "/api/v1/agent/login", map[string]string{"id": id, "password": agentPasswords[id]}, http.StatusOK, nil)
+	return c
+}
+
+// cookieHeader is the Cookie header an agent client would send.
+func (c *client) cookieHeader() string {
+	u, err := url.Parse(c.g.URL)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var parts []string
+	for _, ck := range c.http.Jar.Cookies(u) {
+		parts = append(parts, ck.Name+"="+ck.Value)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// messages lists a conversation's messages through the API.
+func (c *client) messages(convID string) []message {
+	c.t.Helper()
+	var out struct {
+		Messages []message `json:"messages"`
+	}
+	c.json(http.MethodGet, "/api/v1/conversations/"+convID+"/messages?after=0", nil, http.StatusOK, &out)
+	return out.Messages
+}
+
+// waitFor polls cond every 50 ms until it returns nil or 30 s pass.
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, errors.Join(errors.New("timed out after 30 s"), err))
+}

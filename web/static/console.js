@@ -1,0 +1,626 @@
+// The Segue agent console: login, presence, the waiting queue, the agent's
+// conversations and the chat itself. It uses the session cookie for HTTP and
+// for the WebSocket of the same origin.
+
+import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+
+const API = '/api/v1';
+const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
+
+const $ = (id) => document.getElementById(id);
+
+/** Conv is the console's view of one conversation: its data, log and counters. */
+class Conv {
+  constructor(data) {
+    this.data = data;
+    this.unread = 0;
+    this.container = h('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0', 'data-conversation': data.id });
+    this.log = new ChatLog(this.container, {
+      role: 'agent',
+      loadFile: fetchFile,
+      onChange: (msg, isNew) => app.messageShown(this, msg, isNew),
+      onRetry: (msg) => app.queueText(this, msg.text),
+    });
+    this.readSent = 0;
+    this.loaded = false;
+  }
+
+  get id() {
+    return this.data.id;
+  }
+}
+
+/** fetchFile downloads a file with the session cookie. */
+async function fetchFile(fileId, inline) {
+  const res = await fetch(`${API}/files/${encodeURIComponent(fileId)}${inline ? '?inline=1' : ''}`, { credentials: 'same-origin' });
+  if (!res.ok) throw await apiError(res);
+  return res.blob();
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(`${API}${path}`, { credentials: 'same-origin', ...options });
+  if (!res.ok) throw await apiError(res);
+  return res.status === 204 ? null : res.json();
+}
+
+const app = {
+  agent: null,
+  convs: new Map(), // my conversations, by id
+  queue: [],
+  agents: [], // everyone, with presence, for transfers
+  queues: [], // queue names, for transfers
+  offered: new Set(),
+  selected: null,
+  wanted: null, // conversation id from /console/c/{id}
+  early: new Map(), // history frames that came before their conversation
+  outbox: null, // unacknowledged messages, per agent
+  socket: null,
+  typing: null,
+  typingHide: 0,
+
+  async start() {
+    const m = location.pathname.match(/^\/console\/c\/([^/]+)/);
+    if (m) this.wanted = decodeURIComponent(m[1]);
+    $('login-form').addEventListener('submit', (e) => { e.preventDefault(); this.login(); });
+    try {
+      const { agent } = await api('/agent/me');
+      this.enter(agent);
+    } catch {
+      this.showLogin();
+    }
+  },
+
+  showLogin(message = '') {
+    $('app').hidden = true;
+    $('login').hidden = false;
+    $('login-error').textContent = message;
+    $('login-error').hidden = !message;
+    $('login-id').focus();
+  },
+
+  async login() {
+    const button = $('login-submit');
+    button.disabled = true;
+    try {
+      const { agent } = await api('/agent/login', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ id: $('login-id').value.trim(), password: $('login-password').value }),
+      });
+      $('login-password').value = '';
+      this.enter(agent);
+    } catch (err) {
+      this.showLogin(err.status === 401 ? 'Wrong agent id or password.' : `Sign-in failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  },
+
+  async logout() {
+    this.socket?.stop();
+    try { await api('/agent/logout', { method: 'POST' }); } catch { /* the session is gone anyway */ }
+    location.assign('/console');
+  },
+
+  enter(agent) {
+    // Another agent signing in on this page starts from a clean page.
+    if (this.agent && this.agent.id !== agent.id) {
+      location.assign(location.pathname);
+      return;
+    }
+    this.socket?.stop();
+    this.agent = agent;
+    this.outbox = new Outbox(`segue:console:${agent.id}:outbox`);
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('me').textContent = agent.name || agent.id;
+    $('me').dataset.agent = agent.id;
+    if (agent.presence === 'away') $('presence').value = 'away';
+    this.bind();
+    this.queues = agent.queues ?? [];
+    this.fillTransferTargets();
+    this.socket = new Socket({
+      url: WS_URL,
+      hello: () => ({ type: 'hello', after: Object.fromEntries([...this.convs.values()].map((c) => [c.id, c.log.maxSeq])) }),
+      onFrame: (f) => this.onFrame(f),
+      onState: (s, reason) => this.showState(s, reason),
+      onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
+      onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
+    });
+    this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    this.socket.start();
+  },
+
+  /** checkSession shows the login form if the session is gone. */
+  async checkSession() {
+    try {
+      const res = await fetch(`${API}/agent/me`, { credentials: 'same-origin' });
+      if (res.status === 401) {
+        this.socket.stop();
+        this.showLogin('Your session has ended. Please sign in again.');
+      }
+    } catch { /* unreachable: the socket keeps trying */ }
+  },
+
+  bind() {
+    if (this.bound) return;
+    this.bound = true;
+    $('presence').addEventListener('change', (e) => this.socket.send({ type: 'presence', state: e.target.value }));
+    $('logout').addEventListener('click', () => this.logout());
+    $('composer').addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
+    enterSends($('chat-input'), () => this.sendText());
+    $('chat-input').addEventListener('input', () => this.typing.input());
+    $('file-input').addEventListener('change', () => this.sendFiles());
+    $('end').addEventListener('click', () => this.end());
+    $('dismiss').addEventListener('click', () => this.dismiss());
+    $('transfer-form').addEventListener('submit', (e) => { e.preventDefault(); this.transfer(); });
+    document.addEventListener('visibilitychange', () => this.sendRead());
+    addEventListener('popstate', () => {
+      const m = location.pathname.match(/^\/console\/c\/([^/]+)/);
+      const conv = m && this.convs.get(decodeURIComponent(m[1]));
+      if (conv) this.select(conv, false);
+    });
+  },
+
+  /** fillTransferTargets lists the other agents and the queues. */
+  fillTransferTargets() {
+    const sel = $('transfer-target');
+    const keep = sel.value;
+    const others = this.agents.filter((a) => a.id !== this.agent.id);
+    sel.replaceChildren(h('option', { value: '', text: 'Transfer to…' }));
+    if (others.length) {
+      sel.append(h('optgroup', { label: 'Agents' }, others.map((a) => h('option', {
+        value: `agent:${a.id}`, 'data-presence': a.presence,
+        text: `${a.name || a.id}${a.presence && a.presence !== 'available' ? ` (${a.presence})` : ''}`,
+      }))));
+    }
+    if (this.queues.length) {
+      sel.append(h('optgroup', { label: 'Queues' }, this.queues.map((q) => h('option', { value: `queue:${q}`, text: q }))));
+    }
+    if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+  },
+
+  showState(state, reason) {
+    const el = $('call-status');
+    el.dataset.state = state;
+    el.dataset.reason = reason ?? '';
+    let text = STATE_TEXT[state] ?? state;
+    if (reason && state !== 'connected') text = `${text} (${reason})`;
+    el.textContent = text;
+  },
+
+  onFrame(f) {
+    switch (f.type) {
+      case 'welcome': this.welcome(f); break;
+      case 'ack': this.acked(f); break;
+      case 'message': this.message(f.message); break;
+      case 'conversation': this.conversation(f.conversation); break;
+      case 'queue': this.setQueue(f.queue ?? []); break;
+      case 'offer':
+        this.offered.add(f.conversation.id);
+        if (!this.queue.some((c) => c.id === f.conversation.id)) this.queue.push(f.conversation);
+        this.renderQueue();
+        break;
+      case 'typing': this.typingFrame(f); break;
+      case 'read':
+        if (f.role !== 'agent') this.convs.get(f.conversation_id)?.log.setRead(f.seq);
+        break;
+      case 'presence': $('presence').value = f.state; break;
+      case 'history': this.history(f.conversation_id, f.messages ?? []); break;
+      case 'agents':
+        this.agents = f.agents ?? [];
+        this.fillTransferTargets();
+        break;
+      case 'error': this.errorFrame(f); break;
+      default: break;
+    }
+  },
+
+  welcome(f) {
+    if (f.agent) this.agent = { ...this.agent, ...f.agent };
+    if (f.agent?.presence === 'away' || f.agent?.presence === 'available') $('presence').value = f.agent.presence;
+    if (Array.isArray(f.agents)) this.agents = f.agents;
+    if (Array.isArray(f.queues)) this.queues = f.queues;
+    this.fillTransferTargets();
+    const open = new Set();
+    for (const c of f.conversations ?? []) {
+      open.add(c.id);
+      this.upsertConv(c);
+    }
+    for (const m of f.messages ?? []) this.message(m);
+    for (const conv of this.convs.values()) {
+      conv.loaded = true;
+      if (!open.has(conv.id) && conv.data.state !== 'ended') this.convs.delete(conv.id);
+    }
+    this.setQueue(f.queue ?? []);
+    this.renderMine();
+    if (this.wanted) {
+      this.openLinked(this.wanted);
+      this.wanted = null;
+    } else if (!this.selected && this.convs.size === 1) {
+      this.select(this.convs.values().next().value);
+    } else if (this.selected) {
+      this.select(this.convs.get(this.selected.id) ?? null, false);
+    }
+    this.flushOutbox();
+  },
+
+  /**
+   * openLinked shows the conversation of a /console/c/{id} link (from a
+   * desk phone's Call-Info, say): one of mine, one waiting in my queues, or
+   * an earlier one I may still read.
+   */
+  async openLinked(id) {
+    const conv = this.convs.get(id);
+    if (conv) {
+      this.select(conv, false);
+      return;
+    }
+    if (this.queue.some((c) => c.id === id)) {
+      this.linked = id;
+      this.renderQueue();
+      this.note('The linked conversation is waiting: accept it to reply.');
+      return;
+    }
+    try {
+      const { conversation } = await api(`/conversations/${encodeURIComponent(id)}`);
+      const readOnly = this.upsertConv(conversation);
+      this.renderMine();
+      this.select(readOnly, false);
+    } catch (err) {
+      this.note(err.status === 403 || err.status === 404
+        ? 'The linked conversation is not yours to open.'
+        : `Could not open the linked conversation: ${err.message}`);
+    }
+  },
+
+  /** upsertConv adds or updates one of my conversations. */
+  upsertConv(data) {
+    let conv = this.convs.get(data.id);
+    if (!conv) {
+      conv = new Conv(data);
+      this.convs.set(data.id, conv);
+      const early = this.early.get(data.id);
+      this.early.delete(data.id);
+      for (const m of early ?? []) conv.log.upsert(m);
+    } else {
+      conv.data = data;
+    }
+    conv.log.setRead(data.read?.customer ?? 0);
+    return conv;
+  },
+
+  /** history shows a transcript pushed after accept or transfer. */
+  history(convID, messages) {
+    const conv = this.convs.get(convID);
+    if (!conv) {
+      this.early.set(convID, messages);
+      return;
+    }
+    for (const m of messages) conv.log.upsert(m);
+    conv.loaded = true;
+  },
+
+  /** loadHistory fetches messages we may have missed, e.g. after accept. */
+  async loadHistory(conv) {
+    try {
+      const { messages } = await api(`/conversations/${encodeURIComponent(conv.id)}/messages?after=${conv.log.maxSeq}`);
+      for (const m of messages ?? []) conv.log.upsert(m);
+      conv.loaded = true;
+    } catch (err) {
+      if (conv === this.selected) this.note(`Could not load the history: ${err.message}`);
+    }
+  },
+
+  conversation(data) {
+    const mine = data.agent?.id === this.agent.id;
+    const known = this.convs.get(data.id);
+    this.queue = this.queue.filter((c) => c.id !== data.id || data.state === 'waiting');
+    if (data.state === 'waiting') {
+      const i = this.queue.findIndex((c) => c.id === data.id);
+      if (i >= 0) this.queue[i] = data;
+    }
+    if (mine) {
+      const conv = this.upsertConv(data);
+      if (!known) {
+        this.loadHistory(conv);
+        if (this.accepting === data.id || !this.selected) this.select(conv);
+      }
+      if (this.accepting === data.id) this.accepting = null;
+      if (this.linked === data.id) this.linked = null;
+    } else if (known) {
+      // Transferred away: keep it readable until the agent switches.
+      known.data = data;
+      if (data.state !== 'ended') {
+        this.convs.delete(data.id);
+        if (this.selected === known) this.select(null);
+      }
+    }
+    this.renderQueue();
+    this.renderMine();
+    if (this.selected?.id === data.id) this.renderSelected();
+  },
+
+  setQueue(list) {
+    this.queue = list;
+    for (const id of this.offered) if (!list.some((c) => c.id === id)) this.offered.delete(id);
+    this.renderQueue();
+  },
+
+  renderQueue() {
+    const ul = $('queue');
+    ul.replaceChildren(...this.queue.map((c) => this.queueItem(c)));
+    $('queue-count').textContent = String(this.queue.length);
+    $('queue-empty').hidden = this.queue.length > 0;
+    this.renderTitle();
+  },
+
+  queueItem(c) {
+    const accept = h('button', { type: 'button', class: 'accept', 'data-testid': 'accept', 'data-conversation': c.id, text: 'Accept' });
+    accept.addEventListener('click', () => this.accept(c.id, accept));
+    const offered = this.offered.has(c.id);
+    const linked = this.linked === c.id;
+    return h('li', {
+      class: `item${offered || linked ? ' offered' : ''}`, 'data-testid': 'queue-item', 'data-conversation': c.id,
+      'data-offered': offered ? 'true' : null, 'data-linked': linked ? 'true' : null,
+    },
+      h('div', { class: 'item-text' },
+        h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
+        h('span', { class: 'sub', text: `${c.queue || ''} · since ${formatTime(c.created_at)}` }),
+        offered ? h('span', { class: 'pill', text: 'Offered to you' }) : null),
+      accept);
+  },
+
+  renderMine() {
+    const ul = $('mine');
+    const convs = [...this.convs.values()];
+    ul.replaceChildren(...convs.map((conv) => this.convItem(conv)));
+    $('mine-empty').hidden = convs.length > 0;
+    this.renderTitle();
+  },
+
+  /** renderTitle puts unread messages and offers in the tab's title. */
+  renderTitle() {
+    let n = this.offered.size;
+    for (const conv of this.convs.values()) n += conv.unread;
+    document.title = n ? `(${n}) Segue — agent console` : 'Segue — agent console';
+  },
+
+  convItem(conv) {
+    const c = conv.data;
+    const li = h('li', {
+      class: `item conv${conv === this.selected ? ' selected' : ''}${c.state === 'ended' ? ' ended' : ''}`,
+      'data-testid': 'conversation-item',
+      'data-conversation': c.id,
+      'data-state': c.state,
+    });
+    const button = h('button', { type: 'button', class: 'item-button', 'aria-current': conv === this.selected ? 'true' : null },
+      h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
+      h('span', { class: 'sub', text: c.state === 'ended' ? 'Ended' : c.queue || '' }),
+      conv.unread ? h('span', { class: 'unread', 'data-testid': 'unread', text: String(conv.unread) }) : null);
+    button.addEventListener('click', () => this.select(conv));
+    li.append(button);
+    return li;
+  },
+
+  select(conv, push = true) {
+    this.typing?.stop();
+    this.selected = conv;
+    $('typing').hidden = true;
+    this.note('');
+    if (!conv) {
+      $('conversation').hidden = true;
+      $('placeholder').hidden = false;
+      $('log-slot').replaceChildren();
+      this.renderMine();
+      return;
+    }
+    conv.unread = 0;
+    $('placeholder').hidden = true;
+    $('conversation').hidden = false;
+    $('log-slot').replaceChildren(conv.container);
+    if (!conv.loaded) this.loadHistory(conv);
+    if (push) {
+      const path = `/console/c/${encodeURIComponent(conv.id)}`;
+      if (location.pathname !== path) history.pushState(null, '', path);
+    }
+    this.renderSelected();
+    this.renderMine();
+    conv.container.scrollTop = conv.container.scrollHeight;
+    this.sendRead();
+    $('chat-input').focus({ preventScroll: true });
+  },
+
+  renderSelected() {
+    const c = this.selected?.data;
+    if (!c) return;
+    const cust = c.customer ?? {};
+    $('customer-name').textContent = cust.name || 'Visitor';
+    $('verified').hidden = !cust.verified;
+    $('customer-email').textContent = cust.email || '—';
+    $('customer-external').textContent = cust.external_id || '—';
+    $('conv-queue').textContent = c.queue || '—';
+    $('conv-state').textContent = c.state;
+    const ended = c.state === 'ended';
+    $('composer').hidden = ended;
+    $('end').hidden = ended;
+    $('dismiss').hidden = !ended;
+    $('transfer').disabled = ended;
+    $('transfer-target').disabled = ended;
+  },
+
+  messageShown(conv, msg, isNew) {
+    if (!isNew) return;
+    const el = conv.container;
+    if (msg.from?.role === 'agent') {
+      if (conv === this.selected) el.scrollTop = el.scrollHeight;
+      return;
+    }
+    if (!msg.seq) return;
+    const visible = conv === this.selected && document.visibilityState === 'visible';
+    if (visible) {
+      // Follow new messages unless the agent has scrolled up into history.
+      if (el.scrollHeight - el.scrollTop - el.clientHeight < 240) el.scrollTop = el.scrollHeight;
+      this.sendRead();
+    } else if (conv.loaded && msg.seq > conv.readSent && msg.seq > (conv.data.read?.agent ?? 0)) {
+      conv.unread++;
+      this.renderMine();
+    }
+  },
+
+  message(m) {
+    if (!m) return;
+    let conv = this.convs.get(m.conversation_id);
+    if (!conv) return; // not (or no longer) ours
+    // The ended event can come before the conversation frame that says so;
+    // take it as the end already, so no read or typing goes to a closed chat.
+    if (m.event?.name === 'conversation.ended' && conv.data.state !== 'ended') {
+      conv.data = { ...conv.data, state: 'ended' };
+      if (conv === this.selected) this.renderSelected();
+    }
+    conv.log.upsert(m);
+    if (m.from?.role === 'customer' && conv === this.selected) this.showTyping(false);
+  },
+
+  acked(f) {
+    this.outbox.remove(f.id);
+    this.convs.get(f.conversation_id)?.log.ack(f.id, f.seq);
+  },
+
+  errorFrame(f) {
+    console.warn('segue: server error', f.code, f.message, f.ref ?? '');
+    const item = f.ref && this.outbox.items.find((m) => m.id === f.ref);
+    if (item) {
+      this.outbox.remove(f.ref);
+      this.convs.get(item.conversation_id)?.log.fail(f.ref, `Not sent: ${f.message || f.code}`);
+      return;
+    }
+    if (this.accepting) {
+      this.accepting = null;
+      this.renderQueue();
+    }
+    this.note(f.message || f.code || 'Something went wrong');
+  },
+
+  typingFrame(f) {
+    if (f.role === 'agent' || f.conversation_id !== this.selected?.id) return;
+    this.showTyping(f.typing);
+  },
+
+  showTyping(on) {
+    clearTimeout(this.typingHide);
+    const el = $('typing');
+    el.textContent = on ? `${this.selected?.data.customer?.name || 'The customer'} is typing…` : '';
+    el.hidden = !on;
+    if (on) this.typingHide = setTimeout(() => this.showTyping(false), 8000);
+  },
+
+  sendRead() {
+    const conv = this.selected;
+    if (!conv || conv.data.state === 'ended' || document.visibilityState !== 'visible') return;
+    const seq = conv.log.lastOtherSeq();
+    if (seq > conv.readSent && this.socket.send({ type: 'read', seq, conversation_id: conv.id })) conv.readSent = seq;
+  },
+
+  note(text) {
+    $('notice').textContent = text;
+    $('notice').hidden = !text;
+  },
+
+  accept(id, button) {
+    button.disabled = true;
+    this.accepting = id;
+    if (!this.socket.send({ type: 'accept', conversation_id: id })) {
+      button.disabled = false;
+      this.note('Not connected: try again in a moment.');
+    }
+  },
+
+  sendText() {
+    const conv = this.selected;
+    const input = $('chat-input');
+    const text = input.value.trim();
+    if (!conv || !text || conv.data.state === 'ended') return;
+    input.value = '';
+    this.typing.stop();
+    this.queueText(conv, text);
+  },
+
+  /** queueText puts a message in the outbox and sends it when it can. */
+  queueText(conv, text) {
+    if (conv.data.state === 'ended') return;
+    const item = { id: newId(), conversation_id: conv.id, text, created_at: new Date().toISOString() };
+    this.outbox.add(item);
+    this.showPending(item);
+    this.socket.send({ type: 'message', id: item.id, text, conversation_id: conv.id });
+  },
+
+  showPending(item) {
+    this.convs.get(item.conversation_id)?.log.upsert({
+      id: item.id, conversation_id: item.conversation_id, text: item.text, kind: 'text',
+      from: { role: 'agent', id: this.agent.id, name: this.agent.name }, created_at: item.created_at,
+    });
+  },
+
+  flushOutbox() {
+    for (const item of this.outbox.items) {
+      if (!this.convs.has(item.conversation_id)) {
+        this.outbox.remove(item.id);
+        continue;
+      }
+      this.showPending(item);
+      this.socket.send({ type: 'message', id: item.id, text: item.text, conversation_id: item.conversation_id });
+    }
+  },
+
+  async sendFiles() {
+    const input = $('file-input');
+    const files = [...input.files];
+    input.value = '';
+    for (const file of files) await this.upload(this.selected, file);
+  },
+
+  async upload(conv, file) {
+    if (!conv) return;
+    const id = newId();
+    conv.log.upsert({ id, kind: 'file', from: { role: 'agent' }, file: { name: file.name, size: file.size, uploading: true } });
+    try {
+      const form = new FormData();
+      form.append('id', id);
+      form.append('file', file, file.name);
+      const { message } = await api(`/conversations/${encodeURIComponent(conv.id)}/files`, { method: 'POST', body: form });
+      if (message.id !== id) conv.log.remove(id);
+      conv.log.upsert(message);
+    } catch (err) {
+      conv.log.fail(id, 'Upload failed');
+      this.note(`Could not send ${file.name}: ${err.message}`);
+    }
+  },
+
+  transfer() {
+    const conv = this.selected;
+    const target = $('transfer-target').value;
+    if (!conv || !target) return;
+    const frame = { type: 'transfer', conversation_id: conv.id };
+    if (target.startsWith('queue:')) frame.queue = target.slice(6);
+    else frame.agent = target.slice(6);
+    if (!this.socket.send(frame)) this.note('Not connected: try again in a moment.');
+  },
+
+  /** dismiss takes an ended conversation off the list. */
+  dismiss() {
+    const conv = this.selected;
+    if (!conv || conv.data.state !== 'ended') return;
+    this.convs.delete(conv.id);
+    this.select(null);
+    if (location.pathname !== '/console') history.pushState(null, '', '/console');
+  },
+
+  end() {
+    const conv = this.selected;
+    if (!conv) return;
+    if (!this.socket.send({ type: 'end', conversation_id: conv.id })) this.note('Not connected: try again in a moment.');
+  },
+};
+
+app.start();

@@ -1,0 +1,485 @@
+// The Segue chat widget: <segue-widget>, a custom element with an open shadow
+// root. Embed it with one tag:
+//
+//   <script src="https://gateway.example.com/widget.js" type="module" data-queue="support"></script>
+//
+// Optional attributes on that tag (or on a <segue-widget> element placed in
+// the page): data-queue, data-name (a prefilled customer name) and
+// data-identity (a token signed by the site's backend). The widget talks to
+// the gateway it was loaded from, so it works on any allowed site.
+
+import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+
+const ORIGIN = new URL(import.meta.url).origin;
+const API = `${ORIGIN}/api/v1`;
+const WS_URL = `${ORIGIN.replace(/^http/, 'ws')}/api/v1/ws`;
+const KEY = `segue:${ORIGIN}`; // localStorage keys are scoped to the gateway
+
+/** scriptConfig reads data-* attributes from the <script> that loaded us. */
+function scriptConfig() {
+  const here = import.meta.url;
+  for (const s of document.querySelectorAll('script[src]')) {
+    if (s.src === here) return { ...s.dataset };
+  }
+  return {};
+}
+
+function loadJSON(key) {
+  try {
+    return JSON.parse(localStorage.getItem(key) ?? 'null');
+  } catch {
+    return null;
+  }
+}
+
+function saveJSON(key, value) {
+  try {
+    if (value == null) localStorage.removeItem(key);
+    else localStorage.setItem(key, JSON.stringify(value));
+  } catch { /* storage disabled: the chat still works until reload */ }
+}
+
+class SegueWidget extends HTMLElement {
+  constructor() {
+    super();
+    this.attachShadow({ mode: 'open' });
+    this.session = loadJSON(`${KEY}:conversation`); // {id, token}
+    this.outbox = new Outbox(`${KEY}:outbox`);
+    this.conversation = null;
+    this.unread = 0;
+    this.creating = null;
+    this.readSent = 0;
+    this.typingHide = 0;
+    this.socket = new Socket({
+      url: WS_URL,
+      hello: () => ({ type: 'hello', token: this.session?.token, after: this.log.maxSeq }),
+      onFrame: (f) => this.onFrame(f),
+      onState: (s, reason) => this.showState(s, reason),
+      onRejected: () => this.forget('This conversation is no longer available.'),
+      onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
+    });
+    this.typing = new Typing((on) => this.socket.send({ type: 'typing', typing: on }));
+    this.build();
+  }
+
+  /** config merges the element's data-* attributes over the script tag's. */
+  get config() {
+    return { ...scriptConfig(), ...this.dataset };
+  }
+
+  connectedCallback() {
+    // Attributes of the host may only be set once it is in the document.
+    if (!this.styled) this.style.visibility = 'hidden';
+    this.refresh();
+    if (this.session?.token) this.socket.start();
+    for (const item of this.outbox.items) this.showPending(item);
+    this.onVisible = () => this.sendRead();
+    document.addEventListener('visibilitychange', this.onVisible);
+    if (sessionStorage.getItem(`${KEY}:open`) === '1') this.open();
+  }
+
+  disconnectedCallback() {
+    this.socket.stop();
+    document.removeEventListener('visibilitychange', this.onVisible);
+  }
+
+  build() {
+    const $ = (tag, props, ...kids) => h(tag, props, ...kids);
+    this.launcher = $('button', {
+      type: 'button', class: 'launcher', 'data-testid': 'widget-open',
+      'aria-label': 'Open chat', 'aria-expanded': 'false',
+    },
+    $('span', { class: 'launcher-icon', 'aria-hidden': 'true' }),
+    $('span', { class: 'launcher-text', text: 'Chat with us' }));
+    this.badge = $('span', { class: 'badge', 'data-testid': 'unread', hidden: true });
+    this.launcher.append(this.badge);
+    this.launcher.addEventListener('click', () => this.open());
+
+    this.titleEl = $('h2', { class: 'title', id: 'segue-title', text: 'Chat with us' });
+    this.agentLine = $('p', { class: 'agent', 'data-testid': 'agent-name', text: 'We usually reply in a few minutes' });
+    this.status = $('p', { class: 'status-line', 'data-testid': 'call-status', 'data-state': 'idle', role: 'status', text: STATE_TEXT.idle });
+    const close = $('button', { type: 'button', class: 'icon-button close', 'data-testid': 'widget-close', 'aria-label': 'Close chat', text: '×' });
+    close.addEventListener('click', () => this.close());
+    const header = $('header', { class: 'head' },
+      $('div', { class: 'avatar', 'aria-hidden': 'true' }),
+      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.status),
+      close);
+
+    // Voice and video controls of later steps go into this bar.
+    this.callBar = $('div', { class: 'callbar', 'data-testid': 'call-bar', hidden: true });
+
+    this.logEl = $('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0' });
+    this.log = new ChatLog(this.logEl, {
+      role: 'customer',
+      loadFile: (id, inline) => this.fetchFile(id, inline),
+      onChange: (msg, isNew) => this.changed(msg, isNew),
+      onRetry: (msg) => this.queueText(msg.text),
+    });
+    this.empty = $('p', { class: 'empty', text: 'Hi! Ask us anything — a person will answer.' });
+    this.typingEl = $('p', { class: 'typing', 'data-testid': 'typing', 'aria-live': 'polite', hidden: true });
+    this.notice = $('p', { class: 'notice', 'data-testid': 'notice', role: 'alert', hidden: true });
+
+    this.restart = $('button', { type: 'button', class: 'secondary', 'data-testid': 'new-conversation', text: 'Start a new conversation' });
+    this.restart.addEventListener('click', () => this.forget(''));
+    this.endedEl = $('div', { class: 'ended', 'data-testid': 'ended', hidden: true },
+      $('p', { text: 'This conversation has ended.' }), this.restart);
+
+    this.nameInput = $('input', {
+      type: 'text', class: 'name', 'data-testid': 'customer-name', autocomplete: 'name',
+      maxlength: '80', placeholder: 'Your name (optional)', 'aria-label': 'Your name',
+    });
+    if (this.config.name) this.nameInput.value = this.config.name;
+    this.input = $('textarea', {
+      class: 'input', 'data-testid': 'chat-input', rows: '1', maxlength: '4000',
+      placeholder: 'Write a message…', 'aria-label': 'Message',
+    });
+    this.sendButton = $('button', { type: 'submit', class: 'send', 'data-testid': 'chat-send', 'aria-label': 'Send message' },
+      $('span', { class: 'send-icon', 'aria-hidden': 'true' }));
+    this.fileInput = $('input', { type: 'file', class: 'file-input', 'data-testid': 'file-input', 'aria-label': 'Attach a file' });
+    const attach = $('label', { class: 'icon-button attach', title: 'Attach a file' },
+      $('span', { class: 'attach-icon', 'aria-hidden': 'true' }), this.fileInput);
+    this.form = $('form', { class: 'composer', 'aria-label': 'Send a message' },
+      this.nameInput,
+      $('div', { class: 'row' }, attach, this.input, this.sendButton));
+
+    this.form.addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
+    enterSends(this.input, () => this.sendText());
+    this.input.addEventListener('input', () => { this.autoGrow(); if (this.conversation) this.typing.input(); });
+    this.fileInput.addEventListener('change', () => this.sendFiles());
+
+    this.panel = $('section', {
+      class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true,
+    }, header, this.callBar, $('div', { class: 'body' }, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.form);
+    this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
+
+    // Stay invisible until the stylesheet is in, so the host page never
+    // sees unstyled controls.
+    const css = $('link', { rel: 'stylesheet', href: `${ORIGIN}/widget.css` });
+    const show = () => {
+      this.styled = true;
+      if (this.isConnected) this.style.visibility = '';
+    };
+    css.addEventListener('load', show);
+    css.addEventListener('error', show);
+    this.shadowRoot.append(css, this.launcher, this.panel);
+  }
+
+  open() {
+    this.panel.hidden = false;
+    this.launcher.setAttribute('aria-expanded', 'true');
+    this.classList.add('open');
+    this.shadowRoot.host.dataset.open = 'true';
+    sessionStorage.setItem(`${KEY}:open`, '1');
+    this.unread = 0;
+    this.refresh();
+    this.scrollDown();
+    this.sendRead();
+    (this.nameInput.hidden ? this.input : this.nameInput).focus({ preventScroll: true });
+  }
+
+  close() {
+    this.panel.hidden = true;
+    this.launcher.setAttribute('aria-expanded', 'false');
+    delete this.shadowRoot.host.dataset.open;
+    sessionStorage.removeItem(`${KEY}:open`);
+    this.launcher.focus({ preventScroll: true });
+  }
+
+  get isOpen() {
+    return !this.panel.hidden;
+  }
+
+  /** setIdentity sets the signed identity token used by the next conversation. */
+  setIdentity(token) {
+    this.dataset.identity = token;
+  }
+
+  /** refresh updates everything derived from the conversation. */
+  refresh() {
+    const c = this.conversation;
+    const ended = c?.state === 'ended';
+    const started = Boolean(this.session);
+    this.nameInput.hidden = started;
+    this.empty.hidden = this.log.items.size > 0;
+    this.endedEl.hidden = !ended;
+    this.form.hidden = ended;
+    this.badge.hidden = this.unread === 0;
+    this.badge.textContent = String(this.unread);
+    this.launcher.setAttribute('aria-label', this.unread ? `Open chat, ${this.unread} new` : 'Open chat');
+    if (c?.agent?.name) this.lastAgent = c.agent;
+    // After a reload of an ended chat, the last agent who wrote is known.
+    if (ended && !this.lastAgent) {
+      for (const { msg } of this.log.items.values()) if (msg.from?.role === 'agent' && msg.from.name) this.lastAgent = msg.from;
+    }
+    if (ended) {
+      this.titleEl.textContent = this.lastAgent?.name || 'Chat with us';
+      this.agentLine.textContent = 'Conversation ended';
+    } else if (c?.agent?.name) {
+      this.titleEl.textContent = c.agent.name;
+      this.agentLine.textContent = 'is helping you';
+      this.agentLine.dataset.agent = c.agent.id ?? '';
+    } else {
+      this.titleEl.textContent = 'Chat with us';
+      this.agentLine.textContent = started && !ended ? 'Waiting for an agent…' : 'We usually reply in a few minutes';
+      delete this.agentLine.dataset.agent;
+    }
+    this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
+  }
+
+  showState(state, reason) {
+    this.status.dataset.state = state;
+    let text = STATE_TEXT[state] ?? state;
+    if (state === 'restarting' && reason && reason !== 'server restarting') text = `${text}: ${reason}`;
+    else if (state === 'restarting') text = 'Server restarting — reconnecting…';
+    else if (reason && state !== 'connected') text = `${text} (${reason})`;
+    this.status.textContent = text;
+    this.status.dataset.reason = reason ?? '';
+  }
+
+  note(text) {
+    this.notice.textContent = text;
+    this.notice.hidden = !text;
+  }
+
+  autoGrow() {
+    this.input.style.height = 'auto';
+    this.input.style.height = `${Math.min(this.input.scrollHeight, 120)}px`;
+  }
+
+  scrollDown() {
+    this.logEl.scrollTop = this.logEl.scrollHeight;
+  }
+
+  changed(msg, isNew) {
+    this.refresh();
+    const mine = msg.from?.role === 'customer';
+    // Only agent messages the customer has not read yet count as new.
+    if (isNew && msg.from?.role === 'agent' && msg.seq > this.readSent && !this.isOpen) this.unread++;
+    // Follow new messages unless the reader has scrolled up into history.
+    const el = this.logEl;
+    if (isNew && (mine || el.scrollHeight - el.scrollTop - el.clientHeight < 240)) this.scrollDown();
+    this.badge.hidden = this.unread === 0;
+    this.badge.textContent = String(this.unread);
+  }
+
+  /** ensureConversation creates the conversation on first use. */
+  ensureConversation() {
+    if (this.session) return Promise.resolve(this.session);
+    this.creating ??= this.createConversation().finally(() => { this.creating = null; });
+    return this.creating;
+  }
+
+  async createConversation() {
+    const cfg = this.config;
+    const body = { queue: cfg.queue || undefined, name: this.nameInput.value.trim() || cfg.name || undefined, identity: cfg.identity || undefined };
+    this.showState('connecting');
+    const res = await fetch(`${API}/conversations`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw await apiError(res);
+    const data = await res.json();
+    this.session = { id: data.conversation.id, token: data.token };
+    saveJSON(`${KEY}:conversation`, this.session);
+    this.conversation = data.conversation;
+    this.refresh();
+    this.socket.start();
+    return this.session;
+  }
+
+  async sendText() {
+    const text = this.input.value.trim();
+    if (!text) return;
+    this.input.value = '';
+    this.autoGrow();
+    this.typing.stop();
+    await this.queueText(text);
+  }
+
+  /** queueText puts a message in the outbox and sends it when it can. */
+  async queueText(text) {
+    const item = { id: newId(), text, created_at: new Date().toISOString() };
+    this.outbox.add(item);
+    this.showPending(item);
+    try {
+      await this.ensureConversation();
+      this.note('');
+      this.socket.send({ type: 'message', id: item.id, text: item.text });
+    } catch (err) {
+      this.failed(item.id, err);
+    }
+  }
+
+  failed(id, err) {
+    this.outbox.remove(id);
+    const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : '';
+    this.log.fail(id, 'Not sent');
+    this.note(`Could not start the chat: ${err.message}.${wait}`);
+    this.showState(this.session ? this.socket.state : 'idle');
+  }
+
+  showPending(item) {
+    this.log.upsert({ id: item.id, text: item.text, kind: 'text', from: { role: 'customer' }, created_at: item.created_at });
+  }
+
+  async sendFiles() {
+    const files = [...this.fileInput.files];
+    this.fileInput.value = '';
+    for (const file of files) await this.upload(file);
+  }
+
+  async upload(file) {
+    const id = newId();
+    this.log.upsert({ id, kind: 'file', from: { role: 'customer' }, file: { name: file.name, size: file.size, uploading: true } });
+    try {
+      const { id: convId, token } = await this.ensureConversation();
+      const form = new FormData();
+      form.append('id', id);
+      form.append('file', file, file.name);
+      const res = await fetch(`${API}/conversations/${encodeURIComponent(convId)}/files`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}` },
+        body: form,
+      });
+      if (!res.ok) throw await apiError(res);
+      const { message } = await res.json();
+      if (message.id !== id) this.log.remove(id);
+      this.log.upsert(message);
+      this.note('');
+    } catch (err) {
+      this.log.fail(id, 'Upload failed');
+      this.note(`Could not send ${file.name}: ${err.message}`);
+    }
+  }
+
+  /**
+   * checkSession asks over HTTP whether our token still opens the
+   * conversation, when the socket keeps failing; a handshake refusal is
+   * invisible to WebSocket clients.
+   */
+  async checkSession() {
+    const session = this.session;
+    if (!session) return;
+    try {
+      const res = await fetch(`${API}/conversations/${encodeURIComponent(session.id)}`, { headers: { Authorization: `Bearer ${session.token}` } });
+      if ([401, 403, 404].includes(res.status) && this.session === session) this.forget('This conversation is no longer available.');
+    } catch { /* still unreachable: keep trying */ }
+  }
+
+  /** fetchFile downloads a file with the customer token (never in the URL). */
+  async fetchFile(fileId, inline) {
+    const url = `${API}/files/${encodeURIComponent(fileId)}${inline ? '?inline=1' : ''}`;
+    const res = await fetch(url, { headers: { Authorization: `Bearer ${this.session?.token}` } });
+    if (!res.ok) throw await apiError(res);
+    return res.blob();
+  }
+
+  onFrame(f) {
+    switch (f.type) {
+      case 'welcome':
+        this.conversation = f.conversation;
+        this.readSent = Math.max(this.readSent, f.conversation?.read?.customer ?? 0);
+        for (const m of f.messages ?? []) this.log.upsert(m);
+        this.log.setRead(f.conversation?.read?.agent ?? 0);
+        this.refresh();
+        this.flushOutbox();
+        this.sendRead();
+        break;
+      case 'ack':
+        this.outbox.remove(f.id);
+        this.log.ack(f.id, f.seq);
+        break;
+      case 'message':
+        // The ended event can come before the conversation frame.
+        if (f.message?.event?.name === 'conversation.ended' && this.conversation) {
+          this.conversation = { ...this.conversation, state: 'ended' };
+        }
+        this.log.upsert(f.message);
+        if (f.message?.from?.role !== 'customer') this.showTyping(false);
+        this.sendRead();
+        break;
+      case 'conversation':
+        this.conversation = f.conversation;
+        this.log.setRead(f.conversation?.read?.agent ?? 0);
+        this.refresh();
+        break;
+      case 'typing':
+        if (f.role !== 'customer') this.showTyping(f.typing);
+        break;
+      case 'read':
+        if (f.role !== 'customer') this.log.setRead(f.seq);
+        break;
+      case 'error':
+        if (f.ref && this.outbox.items.some((m) => m.id === f.ref)) {
+          this.outbox.remove(f.ref);
+          this.log.fail(f.ref, `Not sent: ${f.message || f.code}`);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** flushOutbox sends every unacknowledged message again, oldest first. */
+  flushOutbox() {
+    for (const item of this.outbox.items) {
+      this.showPending(item);
+      this.socket.send({ type: 'message', id: item.id, text: item.text });
+    }
+  }
+
+  showTyping(on) {
+    clearTimeout(this.typingHide);
+    const name = this.conversation?.agent?.name || 'The agent';
+    this.typingEl.textContent = on ? `${name} is typing…` : '';
+    this.typingEl.hidden = !on;
+    if (on) this.typingHide = setTimeout(() => this.showTyping(false), 8000);
+  }
+
+  /** sendRead reports what the customer has seen, when the chat is in view. */
+  sendRead() {
+    if (!this.isOpen || this.conversation?.state === 'ended' || document.visibilityState !== 'visible') return;
+    const seq = this.log.lastOtherSeq();
+    if (seq > this.readSent && this.socket.send({ type: 'read', seq })) this.readSent = seq;
+  }
+
+  /** forget leaves the current conversation so that a new one can start. */
+  forget(reason) {
+    this.socket.stop();
+    this.session = null;
+    this.conversation = null;
+    this.lastAgent = null;
+    this.readSent = 0;
+    saveJSON(`${KEY}:conversation`, null);
+    this.outbox.clear();
+    this.log.clear();
+    this.showTyping(false);
+    this.note(reason);
+    this.refresh();
+    this.showState('idle');
+    if (this.isOpen) this.nameInput.focus();
+  }
+}
+
+if (!customElements.get('segue-widget')) customElements.define('segue-widget', SegueWidget);
+
+/** mount adds the widget to the page unless the page placed one itself. */
+function mount() {
+  let el = document.querySelector('segue-widget');
+  if (!el) {
+    el = document.createElement('segue-widget');
+    const cfg = scriptConfig();
+    for (const [k, v] of Object.entries(cfg)) el.dataset[k] = v;
+    document.body.append(el);
+  }
+  globalThis.segueWidget = {
+    element: el,
+    open: () => el.open(),
+    close: () => el.close(),
+    setIdentity: (token) => el.setIdentity(token),
+  };
+}
+
+if (document.body) mount();
+else document.addEventListener('DOMContentLoaded', mount, { once: true });

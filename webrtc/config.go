@@ -1,0 +1,77 @@
+package webrtc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Config is the "webrtc" section of the YAML file.
+type Config struct {
+	// ICEServers are the STUN and TURN servers given to browsers and used
+	// by the gateway's own peer connections.
+	ICEServers []ICEServer `yaml:"ice_servers"`
+	// UDPPortRange is the inclusive range of local UDP ports for ICE.
+	UDPPortRange [2]int `yaml:"udp_port_range"`
+	// NAT1To1IPs are public addresses announced in host candidates when the
+	// gateway sits behind a 1:1 NAT.
+	NAT1To1IPs []string `yaml:"nat_1to1_ips"`
+	// Transcode chooses between "auto" (take PCMU/PCMA straight from the
+	// browser when the trunk allows it) and "always" (Opus from the browser).
+	Transcode string `yaml:"transcode"`
+}
+
+// ICEServer is one STUN or TURN server.
+type ICEServer struct {
+	URLs       []string `yaml:"urls"`
+	Username   string   `yaml:"username"`
+	Credential string   `yaml:"credential"`
+}
+
+// ApplyDefaults fills unset fields with their defaults.
+func (c *Config) ApplyDefaults() {
+	if c.UDPPortRange == [2]int{} {
+		c.UDPPortRange = [2]int{50000, 50199}
+	}
+	if c.Transcode == "" {
+		c.Transcode = "auto"
+	}
+}
+
+// Validate reports every problem in c, naming keys relative to "webrtc".
+func (c *Config) Validate() error {
+	var errs []error
+	for i, s := range c.ICEServers {
+		if len(s.URLs) == 0 {
+			errs = append(errs, fmt.Errorf("ice_servers[%d].urls: required", i))
+		}
+		for j, u := range s.URLs {
+			scheme, _, _ := strings.Cut(u, ":")
+			switch scheme {
+			case "stun", "stuns":
+			case "turn", "turns":
+				if s.Username == "" || s.Credential == "" {
+					errs = append(errs, fmt.Errorf("ice_servers[%d].urls[%d]: TURN server needs username and credential", i, j))
+				}
+			default:
+				errs = append(errs, fmt.Errorf("ice_servers[%d].urls[%d]: %q is not a stun:, stuns:, turn: or turns: URL", i, j, u))
+			}
+		}
+	}
+	r := c.UDPPortRange
+	if r[0] < 1 || r[1] > 65535 || r[0] > r[1] {
+		errs = append(errs, fmt.Errorf("udp_port_range: [%d, %d] is not a port range within 1-65535", r[0], r[1]))
+	}
+	for i, ip := range c.NAT1To1IPs {
+		if net.ParseIP(ip) == nil {
+			errs = append(errs, fmt.Errorf("nat_1to1_ips[%d]: %q is not an IP address", i, ip))
+		}
+	}
+	switch c.Transcode {
+	case "auto", "always":
+	default:
+		errs = append(errs, fmt.Errorf("transcode: %q is not one of auto, always", c.Transcode))
+	}
+	return errors.Join(errs...)
+}
