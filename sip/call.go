@@ -91,22 +91,37 @@ type Call struct {
 	wg     sync.WaitGroup
 	err    error
 
-	mu        sync.Mutex
-	codecs    []Codec
-	sessID    uint64
-	sessVer   uint64
-	localAddr netip.Addr
-	remote    *mediaDesc
-	held      bool
-	hungUp    bool // the far end ended the dialog; no BYE to send
-	byeCause  *HangupError
-	seTimer   *time.Timer
-	seExpires int
-	droppedEv int
+	mu         sync.Mutex
+	codecs     []Codec
+	sessID     uint64
+	sessVer    uint64
+	localAddr  netip.Addr
+	remote     *mediaDesc
+	held       bool
+	hungUp     bool // the far end ended the dialog; no BYE to send
+	byeCause   *HangupError
+	dlgChanged chan struct{} // closed and replaced when a transfer swaps dialogs
+	oldDlg     dialogSession // the dialog a transfer replaced, until it ends
+	oldCallID  string
+	seTimer    *time.Timer
+	seExpires  int
+	droppedEv  int
 }
 
-// ID returns the SIP Call-ID.
-func (c *Call) ID() string { return c.callID }
+// ID returns the SIP Call-ID of the call's current dialog (it changes
+// after a transfer).
+func (c *Call) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.callID
+}
+
+// dialog returns the current dialog.
+func (c *Call) dialog() dialogSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dlg
+}
 
 // Inbound reports whether the far end placed the call.
 func (c *Call) Inbound() bool { return c.inbound }
@@ -189,9 +204,10 @@ func (c *Call) Close() error {
 		c.mu.Unlock()
 		var byeErr error
 		c.cancel(ErrClosed)
-		if !hungUp && c.dlg.Context().Err() == nil {
+		dlg := c.dialog()
+		if !hungUp && dlg.Context().Err() == nil {
 			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-			byeErr = c.dlg.Bye(ctx)
+			byeErr = dlg.Bye(ctx)
 			stop()
 			if byeErr != nil {
 				byeErr = fmt.Errorf("sip: bye %s: %w", c.callID, byeErr)
@@ -210,6 +226,7 @@ func newCall(srv *Server, tr *trunk, callID string, inbound bool, dlg dialogSess
 		log: srv.log.With("leg", "sip", "call_id", callID, "trunk", tr.cfg.Name),
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.dlgChanged = make(chan struct{})
 	media.onDTMF = func(d rune) { c.emit(Event{Kind: EventDTMF, Digit: d}) }
 	return c
 }
@@ -220,17 +237,25 @@ func (c *Call) start() {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		select {
-		case <-c.ctx.Done():
-		case <-c.dlg.Context().Done():
+		for c.ctx.Err() == nil {
 			c.mu.Lock()
-			bye := c.byeCause
+			dlg, changed := c.dlg, c.dlgChanged
 			c.mu.Unlock()
-			if bye != nil {
-				c.cancel(bye)
-			} else {
-				// The dialog ended without a BYE reaching us (e.g. a timeout).
-				c.cancel(fmt.Errorf("sip: dialog ended: %w", context.Cause(c.dlg.Context())))
+			select {
+			case <-c.ctx.Done():
+			case <-changed: // a transfer replaced the dialog: watch the new one
+			case <-dlg.Context().Done():
+				c.mu.Lock()
+				bye, replaced := c.byeCause, c.dlg != dlg
+				c.mu.Unlock()
+				switch {
+				case replaced:
+				case bye != nil:
+					c.cancel(bye)
+				default:
+					// The dialog ended without a BYE reaching us (e.g. a timeout).
+					c.cancel(fmt.Errorf("sip: dialog ended: %w", context.Cause(dlg.Context())))
+				}
 			}
 		}
 		cause := context.Cause(c.ctx)
@@ -287,7 +312,7 @@ func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 	prev := c.remote
 	wasHeld := c.held
 	c.remote = md
-	c.held = !md.Direction.sends() || md.Addr.IsUnspecified()
+	c.held = !md.Direction.receives() || md.Addr.IsUnspecified()
 	held := c.held
 	c.mu.Unlock()
 	remote := md.remote()
@@ -342,6 +367,23 @@ func (c *Call) codecNames() []string {
 // runs on sipgo's request goroutine and only does local work before
 // responding.
 func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	c.mu.Lock()
+	old := c.oldDlg
+	isOld := old != nil && req.CallID().Value() == c.oldCallID
+	c.mu.Unlock()
+	if isOld {
+		// The transferor's leg after a REFER: let it hang up quietly.
+		switch req.Method {
+		case sipmsg.BYE:
+			if err := old.ReadBye(req, tx); err != nil {
+				respond(tx, req, 481, "Call/Transaction Does Not Exist")
+			}
+		case sipmsg.ACK:
+		default:
+			respond(tx, req, 200, "OK")
+		}
+		return
+	}
 	switch req.Method {
 	case sipmsg.BYE:
 		reason := ""
@@ -353,7 +395,7 @@ func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		c.mu.Lock()
 		c.byeCause = he
 		c.mu.Unlock()
-		if err := c.dlg.ReadBye(req, tx); err != nil {
+		if err := c.dialog().ReadBye(req, tx); err != nil {
 			c.mu.Lock()
 			c.byeCause = nil
 			c.mu.Unlock()
@@ -368,8 +410,14 @@ func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 	case sipmsg.INVITE, sipmsg.UPDATE:
 		c.handleReoffer(req, tx)
 	case sipmsg.ACK:
-		if ds, ok := c.dlg.(*sipgo.DialogServerSession); ok {
+		if ds, ok := c.dialog().(*sipgo.DialogServerSession); ok {
 			_ = ds.ReadAck(req, tx)
+		}
+		// Late offer: our re-INVITE answer was an offer; the answer is here.
+		if len(req.Body()) > 0 {
+			if md, err := parseSDP(req.Body()); err == nil {
+				_, _ = c.applyRemote(md, false)
+			}
 		}
 	case sipmsg.INFO:
 		c.handleInfo(req, tx)
@@ -389,7 +437,7 @@ func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 // An INVITE without SDP (late offer) is answered with a full offer, and the
 // answer arrives in the ACK.
 func (c *Call) handleReoffer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if err := c.dlg.ReadRequest(req, tx); err != nil {
+	if err := c.dialog().ReadRequest(req, tx); err != nil {
 		respond(tx, req, 500, "Server Internal Error", sipmsg.NewHeader("Retry-After", "1"))
 		return
 	}
@@ -487,13 +535,13 @@ func (c *Call) armSessionTimer(secs int) {
 	c.seTimer = time.AfterFunc(d, func() {
 		c.log.Info("session timer expired")
 		c.srv.goBackground(func() {
-			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-			defer stop()
-			_ = c.dlg.Bye(ctx)
 			c.mu.Lock()
 			c.hungUp = true
 			c.mu.Unlock()
 			c.cancel(ErrSessionExpired)
+			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+			defer stop()
+			_ = c.dialog().Bye(ctx)
 		})
 	})
 }
@@ -525,8 +573,3 @@ func allowHeader() sipmsg.Header {
 }
 
 var errNoSDP = errors.New("sip: no sdp in answer")
-
-// handleRefer is replaced by the transfer implementation.
-func (c *Call) handleRefer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	respond(tx, req, 501, "Not Implemented")
-}

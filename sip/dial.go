@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -113,16 +114,38 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 	codecs := codecList(tr.cfg.Codecs)
 	sessID := s.newSessionID()
 	offer := buildSDP(sdpParams{Addr: s.mediaIP, Port: media.port, Codecs: codecs, DTMFPT: defaultDTMFPT, Direction: SendRecv, SessionID: sessID, Version: 1})
+	dc, md, err := s.invite(ctx, log, tr, recipient, offer, opts, media)
+	if err != nil {
+		media.close()
+		return nil, err
+	}
+	c := newCall(s, tr, dc.InviteRequest.CallID().Value(), false, dc, media, release)
+	c.codecs, c.sessID, c.sessVer, c.localAddr = codecs, sessID, 1, s.mediaIP
+	if _, err := c.applyRemote(md, false); err != nil {
+		media.close()
+		return nil, err
+	}
+	s.track(c)
+	c.start()
+	s.startRefresher(c, dc.InviteResponse)
+	c.log.Info("call answered", "direction", "outbound", "codec", c.Codec(), "remote_media", md.remote().String())
+	return c, nil
+}
 
+// invite sends an INVITE with offer on tr and waits for the answer:
+// digest retries, progress and early media into media, redirects within
+// the trunk. On success the 2xx is acknowledged and its description
+// returned; on failure nothing is left to clean up but media.
+func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipient sipmsg.Uri, offer []byte, opts DialOptions, media *rtpSession) (*sipgo.DialogClientSession, *mediaDesc, error) {
 	var dc *sipgo.DialogClientSession
+	var err error
 	var early bool
 	for hop := 0; ; hop++ {
 		req := s.newInvite(tr, recipient, offer, opts)
 		log.Info("dialling", "target", recipient.String(), "call_id", req.CallID().Value())
 		dc, err = s.dialogUA(tr).WriteInvite(ctx, req)
 		if err != nil {
-			media.close()
-			return nil, fmt.Errorf("sip: invite %s: %w", recipient.String(), err)
+			return nil, nil, fmt.Errorf("sip: invite %s: %w", recipient.String(), err)
 		}
 		err = dc.WaitAnswer(ctx, sipgo.AnswerOptions{
 			Username: tr.authUser(), Password: tr.cfg.Password,
@@ -158,18 +181,15 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 				dc.Close()
 				continue
 			}
-			media.close()
-			return nil, fmt.Errorf("%w: %d to %v", ErrRedirectLoop, de.Res.StatusCode, de.Res.Contact())
+			return nil, nil, fmt.Errorf("%w: %d to %v", ErrRedirectLoop, de.Res.StatusCode, de.Res.Contact())
 		}
-		media.close()
 		dc.Close()
-		return nil, dialError(ctx, recipient, err)
+		return nil, nil, dialError(ctx, recipient, err)
 	}
 
 	md, err := parseSDP(dc.InviteResponse.Body())
-	var codec Codec
 	if err == nil {
-		codec, err = md.negotiate(tr.cfg.Codecs)
+		_, err = md.negotiate(tr.cfg.Codecs)
 	}
 	if err != nil {
 		// RFC 3261 §13.2.2.4: ACK the 2xx, then end the call.
@@ -177,24 +197,12 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 		_ = dc.Ack(actx)
 		_ = dc.Bye(actx)
 		stop()
-		media.close()
-		return nil, fmt.Errorf("sip: answer from %s: %w", recipient.String(), err)
+		return nil, nil, fmt.Errorf("sip: answer from %s: %w", recipient.String(), err)
 	}
 	if err := dc.Ack(ctx); err != nil {
-		media.close()
-		return nil, fmt.Errorf("sip: ack %s: %w", recipient.String(), err)
+		return nil, nil, fmt.Errorf("sip: ack %s: %w", recipient.String(), err)
 	}
-	c := newCall(s, tr, dc.InviteRequest.CallID().Value(), false, dc, media, release)
-	c.codecs, c.sessID, c.sessVer, c.localAddr = codecs, sessID, 1, s.mediaIP
-	if _, err := c.applyRemote(md, false); err != nil {
-		media.close()
-		return nil, err
-	}
-	s.track(c)
-	c.start()
-	s.startRefresher(c, dc.InviteResponse)
-	c.log.Info("call answered", "direction", "outbound", "codec", codec.Name, "remote_media", md.remote().String())
-	return c, nil
+	return dc, md, nil
 }
 
 func dialError(ctx context.Context, recipient sipmsg.Uri, err error) error {
@@ -290,7 +298,7 @@ func (s *Server) startRefresher(c *Call, res *sipmsg.Response) {
 			req.AppendHeader(sipmsg.NewHeader("Session-Expires", strconv.Itoa(secs)+";refresher=uac"))
 			req.AppendHeader(sipmsg.NewHeader("Supported", "timer"))
 			ctx, stop := context.WithTimeout(c.ctx, 10*time.Second)
-			res, err := c.dlg.Do(ctx, req)
+			res, err := c.dialog().Do(ctx, req)
 			stop()
 			if err == nil && res.StatusCode == 481 || err == nil && res.StatusCode == 408 {
 				c.log.Info("session refresh refused, ending call", "code", res.StatusCode)
@@ -305,14 +313,16 @@ func (s *Server) startRefresher(c *Call, res *sipmsg.Response) {
 }
 
 // remoteTarget is the far end's Contact, where in-dialog requests go.
-func (c *Call) remoteTarget() sipmsg.Uri {
-	if dc, ok := c.dlg.(*sipgo.DialogClientSession); ok && dc.InviteResponse != nil {
+func (c *Call) remoteTarget() sipmsg.Uri { return c.remoteTargetOf(c.dialog()) }
+
+func (c *Call) remoteTargetOf(dlg dialogSession) sipmsg.Uri {
+	if dc, ok := dlg.(*sipgo.DialogClientSession); ok && dc.InviteResponse != nil {
 		if ct := dc.InviteResponse.Contact(); ct != nil {
 			return ct.Address
 		}
 		return dc.InviteRequest.Recipient
 	}
-	if ds, ok := c.dlg.(*sipgo.DialogServerSession); ok {
+	if ds, ok := dlg.(*sipgo.DialogServerSession); ok {
 		if ct := ds.InviteRequest.Contact(); ct != nil {
 			return ct.Address
 		}

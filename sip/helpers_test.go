@@ -213,15 +213,16 @@ func waitEvent(t *testing.T, c *Call, kind EventKind) Event {
 // fakePeer is a bare sipgo UA on 127.0.0.1:0 playing a PBX or phone,
 // with handlers set per test.
 type fakePeer struct {
-	t      *testing.T
-	ua     *sipgo.UserAgent
-	srv    *sipgo.Server
-	cli    *sipgo.Client
-	addr   netip.AddrPort
-	rtp    *net.UDPConn
-	pc     net.PacketConn
-	served bool
-	done   chan struct{}
+	t        *testing.T
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	cli      *sipgo.Client
+	addr     netip.AddrPort
+	rtp      *net.UDPConn
+	pc       net.PacketConn
+	served   bool
+	handlers sync.WaitGroup
+	done     chan struct{}
 }
 
 func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) *fakePeer {
@@ -239,7 +240,9 @@ func newIdlePeer(t *testing.T) *fakePeer {
 
 func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
 	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("fake-pbx"))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("fake-pbx"),
+		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(testLogger(t).With("peer", ip))),
+		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(testLogger(t).With("peer", ip))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +261,14 @@ func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
 	t.Cleanup(func() {
 		pc.Close()
 		rtpc.Close()
+		// Let handlers still answering finish before the layers close, or
+		// sipgo opens a fresh socket for their responses.
+		waited := make(chan struct{})
+		go func() { p.handlers.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(2 * time.Second):
+		}
 		ua.Close()
 		if p.served {
 			<-p.done
@@ -268,7 +279,11 @@ func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
 
 func (p *fakePeer) serve(handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) {
 	for m, h := range handlers {
-		p.srv.OnRequest(m, h)
+		p.srv.OnRequest(m, func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			p.handlers.Add(1)
+			defer p.handlers.Done()
+			h(req, tx)
+		})
 	}
 	if _, ok := handlers[sipmsg.ACK]; !ok {
 		p.srv.OnAck(func(*sipmsg.Request, sipmsg.ServerTransaction) {})

@@ -179,7 +179,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(s.cfg.UserAgent)}
+	uaOpts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent(s.cfg.UserAgent),
+		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(s.log.With("layer", "sip_transport"))),
+		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
+	}
 	if s.clientTLS != nil {
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLS))
 	} else if tc := s.trunkTLSConfig(); tc != nil {
@@ -435,16 +439,29 @@ func (s *Server) acquire(tr *trunk) (release func(), err error) {
 	}, nil
 }
 
-func (s *Server) track(c *Call) {
+func (s *Server) track(c *Call) { s.trackAs(c, c.ID()) }
+
+func (s *Server) trackAs(c *Call, callID string) {
 	s.mu.Lock()
-	s.calls[c.callID] = c
+	s.calls[callID] = c
 	s.mu.Unlock()
 }
 
+// forget removes every Call-ID that routes to c.
 func (s *Server) forget(c *Call) {
 	s.mu.Lock()
-	if s.calls[c.callID] == c {
-		delete(s.calls, c.callID)
+	for id, v := range s.calls {
+		if v == c {
+			delete(s.calls, id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) forgetID(c *Call, id string) {
+	s.mu.Lock()
+	if s.calls[id] == c {
+		delete(s.calls, id)
 	}
 	s.mu.Unlock()
 }

@@ -32,7 +32,10 @@ func (p *fakePeer) request(t *testing.T, s *Server, method sipmsg.RequestMethod,
 
 func TestInboundAllowList(t *testing.T) {
 	var handled atomic.Int32
-	h := func(ctx context.Context, in *InboundCall) error { handled.Add(1); return &StatusError{Code: 486, Reason: "Busy Here"} }
+	h := func(ctx context.Context, in *InboundCall) error {
+		handled.Add(1)
+		return &StatusError{Code: 486, Reason: "Busy Here"}
+	}
 	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}}, WithInviteHandler(h))
 
 	allowed := newFakePeer(t, nil)
@@ -291,12 +294,14 @@ func TestGarbageDoesNotStopServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// Via points back at this socket so that any 400 comes here.
+	me := c.LocalAddr().String()
 	for _, g := range []string{
 		"\x00\x01\x02garbage",
 		"INVITE sip:x SIP/2.0\r\n\r\n",
-		"INVITE sip:conv-1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK1\r\nFrom: <>\r\nTo: \r\nCall-ID: a\r\nCSeq: x INVITE\r\nContent-Length: 99999\r\n\r\n",
-		"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK2\r\nContent-Length: 0\r\n\r\n",
-		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK3\r\n\r\n",
+		"INVITE sip:conv-1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + me + ";branch=z9hG4bK1\r\nFrom: <>\r\nTo: \r\nCall-ID: a\r\nCSeq: x INVITE\r\nContent-Length: 99999\r\n\r\n",
+		"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + me + ";branch=z9hG4bK2\r\nContent-Length: 0\r\n\r\n",
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP " + me + ";branch=z9hG4bK3\r\n\r\n",
 	} {
 		if _, err := c.Write([]byte(g)); err != nil {
 			t.Fatal(err)

@@ -42,7 +42,7 @@ Everything is configured in one YAML file (see "segue config init").`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newConfigCmd(), newAgentCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newConfigCmd(), newAgentCmd(), newTrunkCmd(), newCallCmd(), newVersionCmd())
 	return root
 }
 

@@ -1,0 +1,317 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+	"github.com/zaf/g711"
+)
+
+// reoffer sends a re-INVITE (or UPDATE) with body from the PBX side of
+// the dialog and returns our answer, after ACKing an INVITE.
+func reoffer(t *testing.T, ds *sipgo.DialogServerSession, method sipmsg.RequestMethod, body []byte) *mediaDesc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := sipmsg.NewRequest(method, ds.InviteRequest.Contact().Address)
+	if body != nil {
+		req.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
+		req.SetBody(body)
+	}
+	res, err := ds.Do(ctx, req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("%s: %v %v", method, res, err)
+	}
+	if method == sipmsg.INVITE {
+		ack := sipmsg.NewRequest(sipmsg.ACK, ds.InviteRequest.Contact().Address)
+		if err := ds.WriteRequest(ack); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md, err := parseSDP(res.Body())
+	if err != nil {
+		t.Fatalf("answer: %v", err)
+	}
+	return md
+}
+
+// readRTP reads n packets from conn and returns them.
+func readRTP(t *testing.T, conn *net.UDPConn, n int) []rtp.Packet {
+	t.Helper()
+	var out []rtp.Packet
+	buf := make([]byte, 1500)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer conn.SetReadDeadline(time.Time{})
+	for len(out) < n {
+		k, _, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("read rtp: %v", err)
+		}
+		var p rtp.Packet
+		if err := p.Unmarshal(append([]byte(nil), buf[:k]...)); err != nil {
+			continue
+		}
+		if p.PayloadType > 95 {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestReinviteHoldResumeAndMove(t *testing.T) {
+	p, dialogs := answeringPeer(t, SendRecv, nil)
+	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	call, err := s.Dial(ctx, "pbx", "1001", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	ds := <-dialogs
+	go playTone(ctx, call.AudioIn(), 1000)
+	before := readRTP(t, p.rtp, 5)
+
+	// Hold: sendonly must be answered recvonly, never a cached sendrecv.
+	if md := reoffer(t, ds, sipmsg.INVITE, p.sdp(SendOnly, "PCMU")); md.Direction != RecvOnly {
+		t.Errorf("hold answered %s, want recvonly", md.Direction)
+	}
+	waitEvent(t, call, EventHold)
+	if md := reoffer(t, ds, sipmsg.INVITE, p.sdp(Inactive, "PCMU")); md.Direction != Inactive {
+		t.Errorf("inactive answered %s", md.Direction)
+	}
+	if md := reoffer(t, ds, sipmsg.INVITE, p.sdp(SendRecv, "PCMU")); md.Direction != SendRecv {
+		t.Errorf("resume answered %s", md.Direction)
+	}
+	waitEvent(t, call, EventResume)
+
+	// Move media to a new socket and switch to PCMA, by UPDATE (RFC 3311).
+	moved, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close()
+	offer := buildSDP(sdpParams{Addr: netip.MustParseAddr("127.0.0.1"), Port: moved.LocalAddr().(*net.UDPAddr).Port, Codecs: codecList([]string{"PCMA"}), DTMFPT: 96, Direction: SendRecv, SessionID: 7, Version: 9})
+	md := reoffer(t, ds, sipmsg.UPDATE, offer)
+	if c, _ := md.negotiate([]string{"PCMA"}); c.Name != "PCMA" || md.dtmfPT() != 96 {
+		t.Errorf("update answer codec %v dtmf %d", c, md.dtmfPT())
+	}
+	if e := waitEvent(t, call, EventMediaChanged); e.Codec != "PCMA" {
+		t.Errorf("media changed to %q", e.Codec)
+	}
+	after := readRTP(t, moved, 60)
+	last := before[len(before)-1]
+	first := after[0]
+	if first.SSRC != last.SSRC || first.SequenceNumber-last.SequenceNumber > 500 || first.SequenceNumber == last.SequenceNumber {
+		t.Errorf("no continuity: ssrc %x->%x seq %d->%d", last.SSRC, first.SSRC, last.SequenceNumber, first.SequenceNumber)
+	}
+	var pcm []int16
+	for _, pk := range after[10:] {
+		if pk.PayloadType != 8 {
+			t.Fatalf("payload type %d after switching to PCMA", pk.PayloadType)
+		}
+		for _, b := range pk.Payload {
+			pcm = append(pcm, g711.DecodeAlawFrame(b))
+		}
+	}
+	if f := peakFreq(pcm); f < 990 || f > 1010 {
+		t.Errorf("after move: peak %v Hz, want 1000", f)
+	}
+	// DTMF now uses the renumbered telephone-event type.
+	go func() { _ = call.SendDTMF(ctx, "5") }()
+	buf := make([]byte, 1500)
+	moved.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, _, err := moved.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal("no telephone-event with pt 96")
+		}
+		var pk rtp.Packet
+		if pk.Unmarshal(buf[:n]) == nil && pk.PayloadType == 96 {
+			break
+		}
+	}
+
+	// Late offer: an empty re-INVITE gets our full offer; the answer comes in the ACK.
+	req := sipmsg.NewRequest(sipmsg.INVITE, ds.InviteRequest.Contact().Address)
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	res, err := ds.Do(rctx, req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("late offer: %v %v", res, err)
+	}
+	ourOffer, err := parseSDP(res.Body())
+	if err != nil || len(ourOffer.Formats) < 2 {
+		t.Fatalf("late offer answer %v %v", ourOffer, err)
+	}
+	ack := sipmsg.NewRequest(sipmsg.ACK, ds.InviteRequest.Contact().Address)
+	ack.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(p.sdp(SendRecv, "PCMU"))
+	if err := ds.WriteRequest(ack); err != nil {
+		t.Fatal(err)
+	}
+	back := readRTP(t, p.rtp, 5)
+	if back[len(back)-1].PayloadType != 0 {
+		t.Errorf("after late offer pt %d, want PCMU", back[len(back)-1].PayloadType)
+	}
+}
+
+func TestStrictSourceAndRelatch(t *testing.T) {
+	heard := &recorder{}
+	p, dialogs := answeringPeer(t, SendRecv, nil)
+	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
+	call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{AudioOut: heard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	<-dialogs
+	ours := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(call.LocalRTPPort()))
+	stop := make(chan struct{})
+	defer close(stop)
+	go sendToneRTP(p, ours, 600, stop)
+	waitFor(t, "audio", func() bool { return heard.len() >= 1600 })
+	// Another source (RTP bleed) is dropped and counted, not heard.
+	intruder := newIdlePeer(t)
+	stop2 := make(chan struct{})
+	go sendToneRTP(intruder, ours, 2000, stop2)
+	waitFor(t, "foreign packets counted", func() bool { return call.Stats().PacketsForeign >= 20 })
+	close(stop2)
+	n := heard.len()
+	waitFor(t, "more audio", func() bool { return heard.len() >= n+4000 })
+	s2 := heard.samples()[n:]
+	if g := goertzel(s2, 2000); g > 0.01 {
+		t.Errorf("intruder tone leaked into the call (power %.3f)", g)
+	}
+	if f := peakFreq(s2); f < 590 || f > 610 {
+		t.Errorf("peak %v Hz, want 600", f)
+	}
+	// The RTP SR/RR loop runs with stats readable meanwhile.
+	if st := call.Stats(); st.PacketsReceived == 0 || st.JitterMs < 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestSessionTimers(t *testing.T) {
+	t.Run("we refresh", func(t *testing.T) {
+		var updates atomic.Int32
+		p, dialogs := answeringPeerWith(t, SendRecv, nil, map[sipmsg.RequestMethod]sipgo.RequestHandler{
+			sipmsg.UPDATE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+				if h := req.GetHeader("Session-Expires"); h != nil && strings.HasPrefix(h.Value(), "2") {
+					updates.Add(1)
+				}
+				finalResponse(200, "OK")(req, tx)
+			},
+		}, sipmsg.NewHeader("Session-Expires", "2;refresher=uac"), sipmsg.NewHeader("Require", "timer"))
+		s := startServer(t, []TrunkConfig{p.trunk("pbx")})
+		call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-dialogs
+		waitFor(t, "a session refresh", func() bool { return updates.Load() >= 1 })
+		select {
+		case <-call.Done():
+			t.Fatal("call ended")
+		default:
+		}
+		call.Close()
+	})
+	t.Run("far end never refreshes", func(t *testing.T) {
+		p, dialogs := answeringPeerWith(t, SendRecv, nil, nil, sipmsg.NewHeader("Session-Expires", "2;refresher=uas"))
+		s := startServer(t, []TrunkConfig{p.trunk("pbx")})
+		call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds := <-dialogs
+		e := waitEvent(t, call, EventHangup)
+		if !errors.Is(e.Cause, ErrSessionExpired) {
+			t.Errorf("cause %v", e.Cause)
+		}
+		waitFor(t, "BYE at the PBX", func() bool { return ds.LoadState() == sipmsg.DialogStateEnded })
+		call.Close()
+	})
+}
+
+func TestReferBlindTransfer(t *testing.T) {
+	var mu sync.Mutex
+	var frags []string
+	var port atomic.Int32
+	p, dialogs := answeringPeerWith(t, SendRecv, nil, map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.NOTIFY: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			mu.Lock()
+			frags = append(frags, strings.TrimSpace(string(req.Body())))
+			mu.Unlock()
+			finalResponse(200, "OK")(req, tx)
+		},
+	})
+	port.Store(int32(p.addr.Port()))
+	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
+	call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	first := <-dialogs
+	firstID := call.ID()
+	refer := func(to string) *sipmsg.Response {
+		req := sipmsg.NewRequest(sipmsg.REFER, first.InviteRequest.Contact().Address)
+		req.AppendHeader(sipmsg.NewHeader("Refer-To", to))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, err := first.Do(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := refer("<sip:900@198.51.100.7>"); res.StatusCode != 403 {
+		t.Errorf("off-trunk REFER: %d, want 403", res.StatusCode)
+	}
+	if res := refer("<sip:2002@127.0.0.1:" + itoa(int(port.Load())) + ">"); res.StatusCode != 202 {
+		t.Fatalf("REFER: %d", res.StatusCode)
+	}
+	if e := waitEvent(t, call, EventTransfer); !strings.Contains(e.Target, "2002") {
+		t.Errorf("transfer target %q", e.Target)
+	}
+	second := <-dialogs
+	if second.InviteRequest.Recipient.User != "2002" {
+		t.Errorf("new INVITE to %q", second.InviteRequest.Recipient.User)
+	}
+	waitFor(t, "final NOTIFY", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(frags) >= 2 && frags[len(frags)-1] == "SIP/2.0 200 OK"
+	})
+	if frags[0] != "SIP/2.0 100 Trying" {
+		t.Errorf("first sipfrag %q", frags[0])
+	}
+	// The transferor hangs up its leg; the call carries on with the new one.
+	if err := first.Bye(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if call.ID() == firstID {
+		t.Error("call id unchanged after transfer")
+	}
+	select {
+	case <-call.Done():
+		t.Fatalf("call ended with the transferor's BYE: %v", call.Err())
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := call.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "BYE on the new leg", func() bool { return second.LoadState() == sipmsg.DialogStateEnded })
+}

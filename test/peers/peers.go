@@ -1,0 +1,271 @@
+// Package peers starts real SIP peers (SIPp and baresip) for end-to-end
+// tests, each in its own temporary directory on free loopback ports.
+// Processes are killed at test cleanup and their logs are printed when
+// the test failed. A missing binary fails the test: these helpers are
+// only used under the e2e build tag, where the peers are required.
+package peers
+
+import (
+	"bytes"
+	"context"
+
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// FreeUDPPort returns a UDP port on ip that was free a moment ago.
+func FreeUDPPort(t testing.TB, ip string) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// FreeEvenUDPPort returns a free even UDP port whose successor is free
+// too, for an RTP/RTCP pair.
+func FreeEvenUDPPort(t testing.TB, ip string) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p := FreeUDPPort(t, ip)
+		if p%2 == 1 {
+			p--
+		}
+		a, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		b, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p+1)))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p
+	}
+	t.Fatal("no free even port pair")
+	return 0
+}
+
+// Process is a running peer.
+type Process struct {
+	Name string
+	Dir  string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan struct{}
+	err  error
+	mu   sync.Mutex
+}
+
+func start(t testing.TB, name, dir string, args ...string) *Process {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is required for e2e tests: %v", name, err)
+	}
+	p := &Process{Name: name, Dir: dir, out: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	w := &lockedWriter{mu: &p.mu, b: p.out}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("---- %s output (%s) ----\n%s", name, dir, p.Output())
+			for _, f := range []string{"*_errors.log", "*_messages.log"} {
+				matches, _ := filepath.Glob(filepath.Join(dir, f))
+				for _, m := range matches {
+					b, _ := os.ReadFile(m)
+					t.Logf("---- %s ----\n%s", filepath.Base(m), tail(b, 8000))
+				}
+			}
+		}
+	})
+	return p
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// Output returns what the process printed so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Wait waits for the process to exit and returns its exit error.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	case <-ctx.Done():
+		return fmt.Errorf("%s still running: %w", p.Name, ctx.Err())
+	}
+}
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// SIPp is a running SIPp scenario.
+type SIPp struct {
+	*Process
+	IP   string
+	Port int
+}
+
+// Addr is SIPp's SIP address, host:port.
+func (s *SIPp) Addr() string { return net.JoinHostPort(s.IP, strconv.Itoa(s.Port)) }
+
+// StartSIPp runs SIPp with scenario (a path) on ip and a free port.
+// extra is appended to the command line (e.g. a remote address for a
+// UAC, "-m", "1"). The SIPp exit status is 0 when every call passed.
+func StartSIPp(t testing.TB, scenario, ip string, extra ...string) *SIPp {
+	t.Helper()
+	abs, err := filepath.Abs(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := FreeUDPPort(t, ip)
+	mport := FreeEvenUDPPort(t, ip)
+	args := []string{"-sf", abs, "-i", ip, "-p", strconv.Itoa(port), "-mi", ip, "-mp", strconv.Itoa(mport),
+		"-nostdin", "-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"}
+	args = append(args, extra...)
+	s := &SIPp{Process: start(t, "sipp", dir, args...), IP: ip, Port: port}
+	// SIPp has no ready signal; wait until its port is taken.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !s.Exited() {
+		c, err := net.ListenPacket("udp", s.Addr())
+		if err != nil {
+			break // bound by SIPp
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// Baresip is a running baresip desk phone.
+type Baresip struct {
+	*Process
+	IP   string
+	Port int
+	User string
+	rec  string
+}
+
+// URI is the phone's SIP URI.
+func (b *Baresip) URI() string {
+	return "sip:" + b.User + "@" + net.JoinHostPort(b.IP, strconv.Itoa(b.Port))
+}
+
+// Recordings returns the WAV files sndfile wrote: what the phone heard
+// (decoded, "-dec.wav") and what it sent ("-enc.wav").
+func (b *Baresip) Recordings() (heard, sent []string) {
+	heard, _ = filepath.Glob(filepath.Join(b.rec, "*-dec.wav"))
+	sent, _ = filepath.Glob(filepath.Join(b.rec, "*-enc.wav"))
+	return heard, sent
+}
+
+// StartBaresip runs baresip as an auto-answering phone for user on ip,
+// playing source (an 8 kHz mono WAV) into every call and recording both
+// directions.
+func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
+	t.Helper()
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "rec")
+	if err := os.Mkdir(rec, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := FreeUDPPort(t, ip)
+	rtp := FreeEvenUDPPort(t, ip)
+	cfg := fmt.Sprintf(`sip_listen		%s:%d
+audio_source		aufile,%s
+audio_player		aufile,/dev/null
+audio_alert		aufile,/dev/null
+rtp_ports		%d-%d
+module_path		/usr/lib/baresip/modules
+module			aufile.so
+module			g711.so
+module			sndfile.so
+snd_path		%s
+module_app		account.so
+module_app		menu.so
+answermode		auto
+`, ip, port, abs, rtp, rtp+9, rec)
+	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	acct := fmt.Sprintf("<sip:%s@%s:%d>;regint=0;answermode=auto\n", user, ip, port)
+	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte(acct), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &Baresip{Process: start(t, "baresip", dir, "-f", dir), IP: ip, Port: port, User: user, rec: rec}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !b.Exited() {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err != nil {
+			return b
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b.Exited() {
+		t.Fatalf("baresip exited: %s", b.Output())
+	}
+	return b
+}
