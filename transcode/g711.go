@@ -49,22 +49,28 @@ func (e *g711Encoder) SampleRate() int { return 8000 }
 func (e *g711Encoder) String() string  { return e.name + "(encode) -> " + e.dst.String() }
 func (e *g711Encoder) Close() error    { return e.dst.Close() }
 
-// g711Decoder turns G.711 payloads into 8 kHz PCM.
+// g711Decoder turns G.711 payloads into 8 kHz PCM and conceals lost
+// packets (see plc).
 type g711Decoder struct {
 	dst  PCMWriter
 	name string
 	dec  func(uint8) int16
 	buf  PCM16
+	last int
+	plc  plc
 }
 
 // NewULawDecoder returns a writer of PCMU payloads that decodes into dst,
-// which must run at 8 kHz.
+// which must run at 8 kHz. The writer is a Concealer: an empty payload, or
+// a call to Conceal, stands for a lost packet and writes a concealment
+// frame as long as the last packet (waveform repetition after ITU-T G.711
+// Appendix I).
 func NewULawDecoder(dst PCMWriter) (BytesWriter, error) {
 	return newG711Decoder(dst, "PCMU", g711.DecodeUlawFrame)
 }
 
 // NewALawDecoder returns a writer of PCMA payloads that decodes into dst,
-// which must run at 8 kHz.
+// which must run at 8 kHz. Like NewULawDecoder, it conceals lost packets.
 func NewALawDecoder(dst PCMWriter) (BytesWriter, error) {
 	return newG711Decoder(dst, "PCMA", g711.DecodeAlawFrame)
 }
@@ -73,10 +79,13 @@ func newG711Decoder(dst PCMWriter, name string, dec func(uint8) int16) (BytesWri
 	if dst.SampleRate() != 8000 {
 		return nil, fmt.Errorf("%s decoder into %s at %d Hz: %w", name, dst, dst.SampleRate(), ErrRateMismatch)
 	}
-	return &g711Decoder{dst: dst, name: name, dec: dec}, nil
+	return &g711Decoder{dst: dst, name: name, dec: dec, buf: make(PCM16, 160), last: 160}, nil
 }
 
 func (d *g711Decoder) WriteSample(p []byte) error {
+	if len(p) == 0 {
+		return d.Conceal(nil)
+	}
 	if cap(d.buf) < len(p) {
 		d.buf = make(PCM16, len(p))
 	}
@@ -84,6 +93,16 @@ func (d *g711Decoder) WriteSample(p []byte) error {
 	for i, v := range p {
 		s[i] = d.dec(v)
 	}
+	d.last = len(p)
+	d.plc.good(s)
+	return d.dst.WriteSample(s)
+}
+
+// Conceal writes one concealment frame for a lost packet. G.711 carries no
+// redundancy, so next is not used.
+func (d *g711Decoder) Conceal([]byte) error {
+	s := d.buf[:d.last]
+	d.plc.conceal(s)
 	return d.dst.WriteSample(s)
 }
 

@@ -1,0 +1,193 @@
+package transcode
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Concealer is implemented by decoder stages that can fill in a lost
+// packet: the writers returned by NewOpusDecoder, NewULawDecoder and
+// NewALawDecoder. A leg calls Conceal when its jitter buffer reports a
+// packet lost, passing the payload of the following packet when the buffer
+// already holds it (Opus recovers the lost audio from its in-band FEC) or
+// nil. Writing an empty payload to these stages conceals too, without FEC.
+type Concealer interface {
+	Conceal(next []byte) error
+}
+
+// Conceal asks w to conceal one lost frame, with next as the following
+// payload when known. For a writer that cannot conceal, it does nothing and
+// returns nil: the gap is left as it is.
+func Conceal(w BytesWriter, next []byte) error {
+	if c, ok := w.(Concealer); ok {
+		return c.Conceal(next)
+	}
+	return nil
+}
+
+// opusEncoder is the PCM → Opus stage.
+type opusEncoder struct {
+	enc   OpusFrameEncoder
+	dst   BytesWriter
+	name  string
+	rate  int
+	frame int
+	out   []byte
+	err   error
+}
+
+// NewOpusEncoder returns a PCM writer at rate that encodes mono frames of
+// cfg.Frame (20 ms by default) into Opus payloads written to dst. dst runs
+// at the Opus RTP clock, OpusClockRate, and rate is one of 8, 12, 16, 24 or
+// 48 kHz; the gateway uses 8 kHz, so that audio from G.711 is never
+// resampled. Frames of another length return ErrFrameSize: put Frames in
+// front when the source frames differ.
+func NewOpusEncoder(dst BytesWriter, rate int, cfg OpusConfig) (PCMWriter, error) {
+	if dst.SampleRate() != OpusClockRate {
+		return nil, fmt.Errorf("transcode: opus encoder into %s at %d Hz, want %d: %w", dst, dst.SampleRate(), OpusClockRate, ErrRateMismatch)
+	}
+	if err := checkOpusRate(rate); err != nil {
+		return nil, fmt.Errorf("transcode: %w", err)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("transcode: %w", err)
+	}
+	enc, err := cfg.Codec.NewEncoder(rate, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &opusEncoder{
+		enc:   enc,
+		dst:   dst,
+		name:  cfg.Codec.Name(),
+		rate:  rate,
+		frame: int(int64(rate) * int64(cfg.Frame) / int64(time.Second)),
+		out:   make([]byte, opusMaxPacket),
+	}, nil
+}
+
+func (e *opusEncoder) WriteSample(s PCM16) error {
+	if e.err != nil {
+		return e.err
+	}
+	if len(s) != e.frame {
+		return fmt.Errorf("transcode: opus encoder got %d samples, want %d: %w", len(s), e.frame, ErrFrameSize)
+	}
+	n, err := safeCall(func() (int, error) { return e.enc.Encode(s, e.out) })
+	if err != nil {
+		if errors.Is(err, ErrCodecPanic) {
+			e.err = err
+		}
+		return fmt.Errorf("transcode: opus encode: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	return e.dst.WriteSample(e.out[:n])
+}
+
+func (e *opusEncoder) SampleRate() int { return e.rate }
+func (e *opusEncoder) Close() error    { return e.dst.Close() }
+func (e *opusEncoder) String() string {
+	return fmt.Sprintf("Opus(encode %s %dHz) -> %s", e.name, e.rate, e.dst)
+}
+
+// OpusDecoder is the Opus → PCM stage returned by NewOpusDecoder. It takes
+// payloads of Opus RTP packets and writes the decoded frames to its
+// destination at the destination's rate.
+type OpusDecoder struct {
+	dec  OpusFrameDecoder
+	dst  PCMWriter
+	name string
+	pcm  []int16
+	last int
+	err  error
+}
+
+var _ Concealer = (*OpusDecoder)(nil)
+
+// NewOpusDecoder returns a writer of Opus payloads that decodes them with
+// DefaultOpus straight to dst's rate (8, 12, 16, 24 or 48 kHz). Its
+// SampleRate is the RTP clock, OpusClockRate.
+func NewOpusDecoder(dst PCMWriter) (*OpusDecoder, error) {
+	return NewOpusDecoderCodec(dst, DefaultOpus())
+}
+
+// NewOpusDecoderCodec is NewOpusDecoder with a chosen implementation.
+func NewOpusDecoderCodec(dst PCMWriter, codec OpusCodec) (*OpusDecoder, error) {
+	rate := dst.SampleRate()
+	if err := checkOpusRate(rate); err != nil {
+		return nil, fmt.Errorf("transcode: opus decoder into %s: %w", dst, err)
+	}
+	dec, err := codec.NewDecoder(rate)
+	if err != nil {
+		return nil, err
+	}
+	return &OpusDecoder{
+		dec:  dec,
+		dst:  dst,
+		name: codec.Name(),
+		pcm:  make([]int16, rate*int(opusMaxDuration/time.Millisecond)/1000),
+		last: rate / 50,
+	}, nil
+}
+
+// WriteSample decodes one Opus payload. An empty payload stands for a lost
+// packet and is concealed. A malformed payload returns an error wrapping
+// ErrBadPacket and writes nothing; the decoder stays usable. If the codec
+// panics, the error wraps ErrCodecPanic and the stage fails for good.
+func (d *OpusDecoder) WriteSample(p []byte) error {
+	if len(p) == 0 {
+		return d.Conceal(nil)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	n, err := safeCall(func() (int, error) { return d.dec.Decode(p, d.pcm) })
+	if err != nil {
+		return d.fail("decode", err)
+	}
+	if n > 0 {
+		d.last = n
+	}
+	return d.dst.WriteSample(d.pcm[:n])
+}
+
+// Conceal writes one frame, as long as the last decoded packet, in place of
+// a lost packet. When next, the payload of the packet after the lost one,
+// carries in-band FEC, the frame is decoded from it (RFC 6716 §2.1.7);
+// otherwise the decoder's loss concealment extrapolates it.
+func (d *OpusDecoder) Conceal(next []byte) error {
+	if d.err != nil {
+		return d.err
+	}
+	n, err := safeCall(func() (int, error) { return d.dec.Conceal(next, d.pcm[:d.last]) })
+	if err != nil && len(next) > 0 && !errors.Is(err, ErrCodecPanic) {
+		n, err = safeCall(func() (int, error) { return d.dec.Conceal(nil, d.pcm[:d.last]) })
+	}
+	if err != nil {
+		return d.fail("conceal", err)
+	}
+	return d.dst.WriteSample(d.pcm[:n])
+}
+
+func (d *OpusDecoder) fail(op string, err error) error {
+	err = fmt.Errorf("transcode: opus %s (%s): %w", op, d.name, err)
+	if errors.Is(err, ErrCodecPanic) {
+		d.err = err
+	}
+	return err
+}
+
+// SampleRate returns OpusClockRate, the RTP clock of the payloads it takes.
+func (d *OpusDecoder) SampleRate() int { return OpusClockRate }
+
+// Close closes the destination.
+func (d *OpusDecoder) Close() error { return d.dst.Close() }
+
+// String describes the chain, e.g. "Opus(decode gopus 8000Hz) -> PCMU(encode) -> RTP".
+func (d *OpusDecoder) String() string {
+	return fmt.Sprintf("Opus(decode %s %dHz) -> %s", d.name, d.dst.SampleRate(), d.dst)
+}
