@@ -111,16 +111,12 @@ func drainRTCP(recv *pwebrtc.RTPReceiver) {
 // buffer, telephone-events to OnDTMF. A packet that cannot be parsed is
 // counted and skipped.
 func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
-	codec := track.Codec()
-	rx, err := p.newRx(codec)
-	if err != nil {
-		p.log.Warn("webrtc audio receive", "err", err.Error())
-		return
-	}
-	p.rx.Store(rx)
-	defer p.rx.CompareAndSwap(rx, nil)
-	p.log.Info("webrtc audio receive", "codec", rx.codec, "pt", rx.pt, "ssrc", uint32(track.SSRC()), "chain", rx.dec.String())
-
+	var rx *rxState
+	defer func() {
+		if rx != nil {
+			p.rx.CompareAndSwap(rx, nil)
+		}
+	}()
 	codecs := map[uint8]pwebrtc.RTPCodecParameters{}
 	refresh := func() {
 		for _, c := range recv.GetParameters().Codecs {
@@ -146,39 +142,41 @@ func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiv
 		p.rxStats.bytes.Add(uint64(n))
 		p.rxStats.last.Store(time.Now().UnixNano())
 		p.rxStats.lost.Store(seq.update(pkt.SSRC, pkt.SequenceNumber))
-
-		if pkt.PayloadType != rx.pt {
-			c, ok := codecs[pkt.PayloadType]
-			if !ok {
-				refresh()
-				c, ok = codecs[pkt.PayloadType]
-			}
-			switch {
-			case !ok:
-				p.rxStats.malformed.Add(1)
-				continue
-			case strings.EqualFold(c.MimeType, mimeTelephoneEvent):
-				if d, ok, err := dtmf.Receive(pkt.Timestamp, pkt.Payload); err == nil && ok {
-					p.log.Debug("webrtc dtmf received", "digit", string(d))
-					if p.opts.OnDTMF != nil {
-						p.post(func() { p.opts.OnDTMF(d) })
-					}
-				}
-				continue
-			case codecName(c.MimeType) != "":
-				// The browser switched codec after a renegotiation.
-				nrx, err := p.newRx(c)
-				if err != nil {
-					continue
-				}
-				p.log.Info("webrtc audio receive codec changed", "codec", nrx.codec, "pt", nrx.pt)
-				p.rx.Store(nrx)
-				rx = nrx
-			default:
-				continue
-			}
+		if rx != nil && pkt.PayloadType == rx.pt {
+			rx.jitter.Push(pkt)
+			continue
 		}
-		rx.jitter.Push(pkt)
+
+		c, ok := codecs[pkt.PayloadType]
+		if !ok {
+			refresh()
+			c, ok = codecs[pkt.PayloadType]
+		}
+		switch {
+		case !ok:
+			p.rxStats.malformed.Add(1)
+		case strings.EqualFold(c.MimeType, mimeTelephoneEvent):
+			d, ok, err := dtmf.Receive(pkt.Timestamp, pkt.Payload)
+			if err != nil || !ok {
+				continue
+			}
+			p.log.Debug("webrtc dtmf received", "digit", string(d))
+			if p.opts.OnDTMF != nil {
+				p.post(func() { p.opts.OnDTMF(d) })
+			}
+		case codecName(c.MimeType) != "":
+			// The first audio packet, or a codec change after a
+			// renegotiation.
+			nrx, err := p.newRx(c)
+			if err != nil {
+				p.log.Warn("webrtc audio receive", "err", err.Error())
+				continue
+			}
+			p.log.Info("webrtc audio receive", "codec", nrx.codec, "pt", nrx.pt, "ssrc", pkt.SSRC, "chain", nrx.dec.String())
+			p.rx.Store(nrx)
+			rx = nrx
+			rx.jitter.Push(pkt)
+		}
 	}
 }
 
@@ -238,16 +236,31 @@ func (p *Peer) mediaLoop() {
 	defer t.Stop()
 	buf := make(transcode.PCM16, frameSamples)
 	silence := make(transcode.PCM16, frameSamples)
+	next := time.Now()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
 		}
-		p.recvTick()
-		p.sendTick(buf, silence)
+		// A ticker drops ticks when the machine is busy: catch up with
+		// the frames that are due, so that the playout keeps the sender's
+		// pace, but give up after a long stall rather than burst.
+		now := time.Now()
+		if now.Sub(next) > maxCatchUp {
+			next = now
+		}
+		for !next.After(now) {
+			p.recvTick()
+			p.sendTick(buf, silence)
+			next = next.Add(frameDur)
+		}
 	}
 }
+
+// maxCatchUp is the longest stall of the media clock that is made up for
+// with a burst of frames.
+const maxCatchUp = 100 * time.Millisecond
 
 // seqCounter counts lost packets from RTP sequence numbers (RFC 3550
 // §6.4.1 and Appendix A.3): expected minus received, over the extended

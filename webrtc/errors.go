@@ -50,3 +50,9 @@ var ErrCloseTimeout = errors.New("webrtc: close timed out")
 // ErrKindMismatch is returned by NewForwarder for a track that is not
 // video.
 var ErrKindMismatch = errors.New("webrtc: not a video track")
+
+// ErrGlare is returned by Answer when the browser's offer crosses an
+// offer of the gateway still waiting for its answer. The browser, the
+// polite peer of perfect negotiation, rolls back its offer and answers the
+// gateway's; it may offer again afterwards.
+var ErrGlare = errors.New("webrtc: offer collision")

@@ -129,6 +129,10 @@ type Peer struct {
 	wake   chan struct{}
 
 	state atomic.Int32
+	// held keeps local candidates, on the event goroutine, while Answer
+	// or Offer has not returned the description they belong to.
+	hold bool
+	held []*pwebrtc.ICECandidate
 
 	// Audio toward the browser.
 	track  *audioTrack
@@ -358,7 +362,8 @@ func (p *Peer) Close() error {
 // offer, a re-offer that adds or removes tracks, or an ICE restart after
 // the browser's network changed (a new ice-ufrag; new local candidates
 // then arrive through OnICECandidate). If the gateway's own offer is still
-// waiting for its answer, it is rolled back: the browser wins.
+// waiting for its answer, it returns ErrGlare and changes nothing: the
+// browser is the polite peer, rolls its offer back and answers ours.
 func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 	p.sigMu.Lock()
 	defer p.sigMu.Unlock()
@@ -366,9 +371,9 @@ func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 		return "", ErrClosed
 	}
 	if p.pc.SignalingState() == pwebrtc.SignalingStateHaveLocalOffer {
-		if err := p.pc.SetLocalDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeRollback}); err != nil {
-			return "", fmt.Errorf("%w: roll back local offer: %w", ErrBadSDP, err)
-		}
+		// JSEP §4.1.8.2 (perfect negotiation): the browser is the polite
+		// peer, since pion cannot roll back a local offer.
+		return "", ErrGlare
 	}
 	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: offerSDP}); err != nil {
 		return "", fmt.Errorf("%w: apply offer: %w", ErrBadSDP, err)
@@ -419,6 +424,11 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 	if p.opts.WaitForCandidates {
 		gathered = pwebrtc.GatheringCompletePromise(p.pc)
 	}
+	// Candidates of this description reach OnICECandidate only after the
+	// description itself was returned, so that the browser does not get a
+	// candidate for an ICE generation it does not know yet.
+	p.post(func() { p.hold = true })
+	defer p.post(p.releaseCandidates)
 	if err := p.pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("%w: apply local %s: %w", ErrBadSDP, desc.Type, err)
 	}
@@ -464,8 +474,21 @@ func (p *Peer) applyPending() {
 	p.pending = nil
 }
 
+func (p *Peer) releaseCandidates() {
+	p.hold = false
+	held := p.held
+	p.held = nil
+	for _, c := range held {
+		p.deliverCandidate(c)
+	}
+}
+
 func (p *Peer) deliverCandidate(c *pwebrtc.ICECandidate) {
 	if p.opts.OnICECandidate == nil {
+		return
+	}
+	if p.hold {
+		p.held = append(p.held, c)
 		return
 	}
 	if c == nil {
