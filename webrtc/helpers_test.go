@@ -73,9 +73,9 @@ type browser struct {
 	// negotiating holds candidates from the gateway until its answer is
 	// applied, as a careful widget does.
 	negotiating bool
-	heard   *audiotest.Recorder // what the browser received, decoded to 8 kHz
-	codec   string
-	tracks  []*pwebrtc.TrackRemote
+	heard       *audiotest.Recorder // what the browser received, decoded to 8 kHz
+	codec       string
+	tracks      []*pwebrtc.TrackRemote
 
 	wg     sync.WaitGroup
 	stop   chan struct{}
