@@ -74,6 +74,7 @@ type browser struct {
 	// applied, as a careful widget does.
 	negotiating bool
 	heard       *audiotest.Recorder // what the browser received, decoded to 8 kHz
+	video       [][]byte            // payloads of the video it received
 	codec       string
 	tracks      []*pwebrtc.TrackRemote
 
@@ -160,10 +161,22 @@ func newBrowser(t testing.TB, o browserOptions) *browser {
 		b.mu.Lock()
 		b.tracks = append(b.tracks, tr)
 		b.mu.Unlock()
-		if tr.Kind() != pwebrtc.RTPCodecTypeAudio {
+		b.wg.Add(1)
+		if tr.Kind() == pwebrtc.RTPCodecTypeVideo {
+			go func() {
+				defer b.wg.Done()
+				for {
+					pkt, _, err := tr.ReadRTP()
+					if err != nil {
+						return
+					}
+					b.mu.Lock()
+					b.video = append(b.video, pkt.Payload)
+					b.mu.Unlock()
+				}
+			}()
 			return
 		}
-		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
 			b.receiveAudio(tr)
@@ -566,3 +579,5 @@ func pace(done, stop <-chan struct{}, frame func()) {
 		}
 	}
 }
+
+func timeoutC() <-chan time.Time { return time.After(wait) }

@@ -84,6 +84,10 @@ type PeerOptions struct {
 	// OnVideoTrack receives each video track the browser starts sending
 	// (camera or screen share), to be forwarded with NewForwarder.
 	OnVideoTrack func(*RemoteVideo)
+	// OnNegotiationNeeded is called when the gateway changed the session
+	// (NewForwarder or Forwarder.Close) after the first exchange: call
+	// Offer and send it to the browser.
+	OnNegotiationNeeded func()
 	// WaitForCandidates makes Answer and Offer wait until candidate
 	// gathering completes, so that the returned SDP holds every candidate,
 	// for clients that do not trickle.
@@ -129,6 +133,8 @@ type Peer struct {
 	wake   chan struct{}
 
 	state atomic.Int32
+	// negotiated is set once a first offer/answer exchange completed.
+	negotiated atomic.Bool
 	// held keeps local candidates, on the event goroutine, while Answer
 	// or Offer has not returned the description they belong to.
 	hold bool
@@ -195,6 +201,13 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		p.post(func() { p.handleState(stateFromPion(s)) })
 	})
 	pc.OnTrack(p.handleTrack)
+	pc.OnNegotiationNeeded(func() {
+		p.post(func() {
+			if p.negotiated.Load() && p.opts.OnNegotiationNeeded != nil {
+				p.opts.OnNegotiationNeeded()
+			}
+		})
+	})
 
 	p.spawn(p.eventLoop)
 	p.spawn(p.mediaLoop)
@@ -413,6 +426,7 @@ func (p *Peer) SetAnswer(_ context.Context, answerSDP string) error {
 	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
 		return fmt.Errorf("%w: apply answer: %w", ErrBadSDP, err)
 	}
+	p.negotiated.Store(true)
 	p.applyPending()
 	return nil
 }
@@ -431,6 +445,9 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 	defer p.post(p.releaseCandidates)
 	if err := p.pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("%w: apply local %s: %w", ErrBadSDP, desc.Type, err)
+	}
+	if desc.Type == pwebrtc.SDPTypeAnswer {
+		p.negotiated.Store(true)
 	}
 	if gathered != nil {
 		select {
