@@ -374,8 +374,14 @@ type testPeer struct {
 // ways, then waits until both are connected.
 func connect(t testing.TB, e *Engine, b *browser, po PeerOptions) *testPeer {
 	t.Helper()
+	return connectWith(t, e, b, po, b.addCandidate)
+}
+
+// connectWith is connect with the gateway's candidates going to onCand.
+func connectWith(t testing.TB, e *Engine, b *browser, po PeerOptions, onCand func(ICECandidateInit)) *testPeer {
+	t.Helper()
 	tp := &testPeer{states: make(chan State, 64), digits: make(chan rune, 64), videos: make(chan *RemoteVideo, 8)}
-	po.OnICECandidate = b.addCandidate
+	po.OnICECandidate = onCand
 	po.OnStateChange = func(s State) {
 		select {
 		case tp.states <- s:
