@@ -53,6 +53,7 @@ func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
 		Frame:     frameDur,
 		MinDelay:  p.e.opts.jitterMin,
 		MaxDelay:  p.e.opts.jitterMax,
+		Now:       p.e.opts.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webrtc: jitter buffer: %w", err)

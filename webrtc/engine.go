@@ -58,6 +58,8 @@ type options struct {
 	opus                transcode.OpusConfig
 	// settings, for tests, adjusts the SettingEngine last (vnet, muxes).
 	settings func(*pwebrtc.SettingEngine)
+	// now, for benchmarks, is the jitter buffers' clock; nil is time.Now.
+	now func() time.Time
 }
 
 // WithICETimeouts sets how long a silent ICE path waits before the
