@@ -49,10 +49,17 @@ type browserPeer interface {
 	AddICECandidate(candidate json.RawMessage) error
 }
 
-// peerFactory makes browser peers; signal receives our ICE candidates as
-// RTCIceCandidateInit JSON and must not block.
+// peerFactory makes browser peers.
 type peerFactory interface {
-	NewPeer(ctx context.Context, convID string, signal func(candidate json.RawMessage)) (browserPeer, error)
+	NewPeer(ctx context.Context, convID string, hooks peerHooks) (browserPeer, error)
+}
+
+// peerHooks are a peer's callbacks; none may block.
+type peerHooks struct {
+	// candidate receives our ICE candidates as RTCIceCandidateInit JSON.
+	candidate func(json.RawMessage)
+	// dtmf receives digits the browser sends as RFC 4733 events.
+	dtmf func(digit rune)
 }
 
 // sipPhones adapts *sip.Server to phoneSystem.
@@ -280,14 +287,17 @@ func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
 			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
 		}
 	}
-	peer, err := s.peers.NewPeer(v.ctx, convID, func(cand json.RawMessage) {
-		sigMu.Lock()
-		defer sigMu.Unlock()
-		if !answered {
-			pending = append(pending, cand)
-			return
-		}
-		sendCand(cand)
+	peer, err := s.peers.NewPeer(v.ctx, convID, peerHooks{
+		candidate: func(cand json.RawMessage) {
+			sigMu.Lock()
+			defer sigMu.Unlock()
+			if !answered {
+				pending = append(pending, cand)
+				return
+			}
+			sendCand(cand)
+		},
+		dtmf: v.browserDigit,
 	})
 	if err != nil {
 		return err
@@ -802,6 +812,26 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 	if err := s.store.SaveCall(ctx, r); err != nil {
 		s.log.Error("voice: call record not saved", "call", v.id, "err", err)
 	}
+}
+
+// browserDigit forwards a keypad digit the browser sent in-band to the
+// phone, off the peer's event goroutine.
+func (v *voiceCall) browserDigit(d rune) {
+	v.mu.Lock()
+	phone := v.phone
+	v.mu.Unlock()
+	if phone == nil {
+		return
+	}
+	v.s.wg.Add(1)
+	go func() {
+		defer v.s.wg.Done()
+		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
+		defer cancel()
+		if err := phone.SendDTMF(ctx, string(d)); err != nil {
+			v.s.log.Warn("voice: digit not sent", "call", v.id, "err", err)
+		}
+	}()
 }
 
 // hangupAll ends every call (shutdown) and lets their goroutines finish.

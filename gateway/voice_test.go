@@ -147,7 +147,8 @@ type fakePeers struct {
 	legs []*fakeLeg
 }
 
-func (p *fakePeers) NewPeer(ctx context.Context, conv string, signal func(json.RawMessage)) (browserPeer, error) {
+func (p *fakePeers) NewPeer(ctx context.Context, conv string, hooks peerHooks) (browserPeer, error) {
+	signal := hooks.candidate
 	leg := newFakeLeg()
 	p.mu.Lock()
 	p.legs = append(p.legs, leg)

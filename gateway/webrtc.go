@@ -1,0 +1,43 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/segue-rtc/segue/webrtc"
+)
+
+// WithWebRTC lets the server open browser peer connections through eng.
+func WithWebRTC(eng *webrtc.Engine) Option {
+	return func(s *Server) { s.peers = pionPeers{eng: eng} }
+}
+
+// pionPeers adapts *webrtc.Engine to peerFactory.
+type pionPeers struct{ eng *webrtc.Engine }
+
+func (p pionPeers) NewPeer(ctx context.Context, convID string, hooks peerHooks) (browserPeer, error) {
+	peer, err := p.eng.NewPeer(ctx, webrtc.PeerOptions{
+		Name: convID + "/customer",
+		OnICECandidate: func(c webrtc.ICECandidateInit) {
+			if b, err := json.Marshal(c); err == nil {
+				hooks.candidate(b)
+			}
+		},
+		OnDTMF: hooks.dtmf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pionPeer{peer}, nil
+}
+
+// pionPeer adapts *webrtc.Peer to browserPeer.
+type pionPeer struct{ *webrtc.Peer }
+
+func (p pionPeer) AddICECandidate(raw json.RawMessage) error {
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	return p.Peer.AddICECandidate(c)
+}
