@@ -12,6 +12,22 @@ func WithWebRTC(eng *webrtc.Engine) Option {
 	return func(s *Server) { s.peers = pionPeers{eng: eng} }
 }
 
+// iceServer is one entry of RTCConfiguration.iceServers, as browsers take it.
+type iceServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// features tells the widget what it may offer and how to reach us.
+func (s *Server) features() map[string]any {
+	servers := make([]iceServer, 0, len(s.cfg.WebRTC.ICEServers))
+	for _, is := range s.cfg.WebRTC.ICEServers {
+		servers = append(servers, iceServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+	}
+	return map[string]any{"voice": s.phones != nil && s.peers != nil, "ice_servers": servers}
+}
+
 // pionPeers adapts *webrtc.Engine to peerFactory.
 type pionPeers struct{ eng *webrtc.Engine }
 

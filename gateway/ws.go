@@ -234,7 +234,8 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	if err != nil {
 		return err
 	}
-	cl.send(map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms)})
+	cl.send(map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
+		"features": s.features()})
 	return nil
 }
 
