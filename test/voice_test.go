@@ -86,15 +86,17 @@ func startDeskPhone(t *testing.T, toneHz float64) *deskPhone {
 			}
 			p.calls <- c
 			go func() {
-				tone := audiotest.Tone(8000, toneHz, 0.5, 20*time.Millisecond)
+				// One continuous tone fed in 20 ms slices: restarting the
+				// phase every frame would move the peak to a multiple of 50 Hz.
+				tone := audiotest.Tone(8000, toneHz, 0.5, 30*time.Second)
 				tk := time.NewTicker(20 * time.Millisecond)
 				defer tk.Stop()
-				for {
+				for off := 0; off+160 <= len(tone); off += 160 {
 					select {
 					case <-c.Done():
 						return
 					case <-tk.C:
-						_ = c.AudioIn().WriteSample(tone)
+						_ = c.AudioIn().WriteSample(tone[off : off+160])
 					}
 				}
 			}()
@@ -154,15 +156,15 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 	b.wg.Add(1)
 	go func() { // the microphone: a tone in 20 ms frames
 		defer b.wg.Done()
-		tone := audiotest.Tone(8000, toneHz, 0.5, 20*time.Millisecond)
+		tone := audiotest.Tone(8000, toneHz, 0.5, 30*time.Second)
 		tk := time.NewTicker(20 * time.Millisecond)
 		defer tk.Stop()
-		for {
+		for off := 0; off+160 <= len(tone); off += 160 {
 			select {
 			case <-b.stop:
 				return
 			case <-tk.C:
-				_ = enc.WriteSample(tone)
+				_ = enc.WriteSample(tone[off : off+160])
 			}
 		}
 	}()
