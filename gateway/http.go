@@ -120,13 +120,9 @@ func (s *Server) instrument(next *http.ServeMux) http.Handler {
 // place that logs errors and writes the JSON error reply.
 func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if !s.originAllowed(r, origin) {
-			s.metrics.rejectedOrigins.Inc()
-			writeError(w, ErrOrigin)
+		if !s.checkOrigin(w, r) {
 			return
 		}
-		s.cors(w, r, origin)
 		if err := h(w, r); err != nil {
 			ae := asAPIError(err)
 			if ae.Status >= 500 {
@@ -190,14 +186,23 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request, origin string) {
 	h.Set("Access-Control-Expose-Headers", "Retry-After")
 }
 
-func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+// checkOrigin refuses a request from a foreign origin (403) or sets the
+// CORS headers for an allowed one; it reports whether to go on.
+func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if !s.originAllowed(r, origin) {
 		s.metrics.rejectedOrigins.Inc()
 		writeError(w, ErrOrigin)
-		return
+		return false
 	}
 	s.cors(w, r, origin)
+	return true
+}
+
+func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+	if !s.checkOrigin(w, r) {
+		return
+	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", "GET, POST")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
