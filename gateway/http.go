@@ -503,6 +503,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, 4<<10, &body); err != nil {
 		return err
 	}
+	ip := s.clientIP(r)
+	if blocked, wait := s.logins.blocked(ip, time.Now()); blocked {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		return errf(http.StatusTooManyRequests, "rate_limited", "too many failed logins; try again later")
+	}
 	var cfg *AgentConfig
 	for i := range s.cfg.Agents {
 		if s.cfg.Agents[i].ID == body.ID {
@@ -515,7 +520,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Compare even for unknown ids, so timing does not tell which exist.
 	if bcrypt.CompareHashAndPassword(hash, []byte(body.Password)) != nil || cfg == nil {
-		s.log.Warn("agent login refused", "agent", truncate(body.ID, 64), "remote", s.clientIP(r))
+		s.logins.allow(ip, time.Now())
+		s.log.Warn("agent login refused", "agent", truncate(body.ID, 64), "remote", ip)
 		return errf(http.StatusUnauthorized, "bad_credentials", "wrong id or password")
 	}
 	token := randomToken()

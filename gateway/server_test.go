@@ -726,3 +726,26 @@ func TestShutdownClosesSocketsWithReason(t *testing.T) {
 		t.Fatalf("new chat while shutting down: %d", resp.StatusCode)
 	}
 }
+
+func TestFailedLoginsAreLimited(t *testing.T) {
+	e := newTestServer(t, nil)
+	for i := 0; i < maxFailedLogins; i++ {
+		resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"guess"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+	}
+	// Even the right password is refused from that address for a while.
+	resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"password1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("after %d failures: %d", maxFailedLogins, resp.StatusCode)
+	}
+}
