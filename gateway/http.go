@@ -50,6 +50,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/v1/conversations/{id}", s.getConversation)
 	api("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	api("POST /api/v1/conversations/{id}/files", s.uploadFile)
+	api("GET /api/v1/conversations/{id}/calls", s.getCalls)
 	api("GET /api/v1/files/{id}", s.downloadFile)
 	api("POST /api/v1/agent/login", s.login)
 	api("POST /api/v1/agent/logout", s.logout)

@@ -800,7 +800,7 @@ func (s *Server) renegotiate(ctx context.Context, cl *client, cv *conv, offer st
 // saveCallRecord writes the call's record with the transcript.
 func (s *Server) saveCallRecord(v *voiceCall) {
 	v.mu.Lock()
-	r := &store.CallRecord{ID: v.id, ConversationID: v.cv.c.ID, Kind: "voice", Direction: "outbound", Target: v.target,
+	r := &store.CallRecord{ID: v.id, ConversationID: v.cv.c.ID, Kind: "voice", Direction: v.direction, Target: v.target,
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
@@ -847,4 +847,43 @@ func (s *Server) hangupAll(cause error) {
 	for _, v := range calls {
 		v.cancel(cause)
 	}
+}
+
+type wireCallRecord struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	Direction  string          `json:"direction"`
+	Target     string          `json:"target"`
+	StartedAt  time.Time       `json:"started_at"`
+	AnsweredAt *time.Time      `json:"answered_at,omitempty"`
+	EndedAt    *time.Time      `json:"ended_at,omitempty"`
+	Cause      string          `json:"cause,omitempty"`
+	Codec      string          `json:"codec,omitempty"`
+	Quality    json.RawMessage `json:"quality,omitempty"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// getCalls lists a conversation's call records for its participants.
+func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
+	_, c, _, err := s.authorize(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	recs, err := s.store.Calls(r.Context(), c.ID)
+	if err != nil {
+		return err
+	}
+	out := make([]wireCallRecord, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, wireCallRecord{ID: rec.ID, Kind: rec.Kind, Direction: rec.Direction, Target: displayTarget(rec.Target),
+			StartedAt: rec.StartedAt, AnsweredAt: optTime(rec.AnsweredAt), EndedAt: optTime(rec.EndedAt),
+			Cause: rec.Cause, Codec: rec.Codec, Quality: rec.Stats})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"calls": out})
 }

@@ -264,6 +264,17 @@ func TestVoiceBridgesBrowserAndDeskPhone(t *testing.T) {
 	if err != nil || len(calls) != 1 || calls[0].EndedAt.IsZero() || calls[0].Codec != "PCMU" || len(calls[0].Stats) == 0 {
 		t.Fatalf("call record: %+v %v", calls, err)
 	}
+	resp, err := alice.Get(e.ts.URL + "/api/v1/conversations/" + id + "/calls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed struct{ Calls []wireCallRecord }
+	json.NewDecoder(resp.Body).Decode(&listed)
+	resp.Body.Close()
+	if len(listed.Calls) != 1 || listed.Calls[0].Target != "1001" || listed.Calls[0].Cause != "The agent hung up" ||
+		!strings.Contains(string(listed.Calls[0].Quality), `"mos"`) {
+		t.Fatalf("call records for the agent: %+v", listed)
+	}
 	// Voice can start again.
 	phone2 := newFakeLeg()
 	phones.mu.Lock()
