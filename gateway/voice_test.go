@@ -111,6 +111,8 @@ func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	f.mu.Unlock()
 	return "v=0 answer", nil
 }
+func (f *fakeLeg) Offer(context.Context, bool) (string, error)   { return "v=0 server offer", nil }
+func (f *fakeLeg) SetAnswer(_ context.Context, sdp string) error { return nil }
 func (f *fakeLeg) AddICECandidate(c json.RawMessage) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

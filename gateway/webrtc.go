@@ -40,6 +40,11 @@ func (p pionPeers) NewPeer(ctx context.Context, convID string, hooks peerHooks) 
 			}
 		},
 		OnDTMF: hooks.dtmf,
+		OnVideoTrack: func(rv *webrtc.RemoteVideo) {
+			if hooks.video != nil {
+				hooks.video(rv)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -49,6 +54,8 @@ func (p pionPeers) NewPeer(ctx context.Context, convID string, hooks peerHooks) 
 
 // pionPeer adapts *webrtc.Peer to browserPeer.
 type pionPeer struct{ *webrtc.Peer }
+
+func (p pionPeer) rtcPeer() *webrtc.Peer { return p.Peer }
 
 func (p pionPeer) AddICECandidate(raw json.RawMessage) error {
 	var c webrtc.ICECandidateInit

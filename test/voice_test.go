@@ -123,6 +123,17 @@ type pionBrowser struct {
 	heard *audiotest.Recorder
 	stop  chan struct{}
 	wg    sync.WaitGroup
+
+	mu sync.Mutex
+	// videoIn holds the payloads of the video received, in order.
+	videoIn [][]byte
+}
+
+// receivedVideo returns a copy of the video payloads received so far.
+func (b *pionBrowser) receivedVideo() [][]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([][]byte(nil), b.videoIn...)
 }
 
 func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
@@ -168,7 +179,23 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 			}
 		}
 	}()
-	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) { // the loudspeaker
+	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) { // the loudspeaker and the screen
+		if tr.Kind() == pwebrtc.RTPCodecTypeVideo {
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				for {
+					pkt, _, err := tr.ReadRTP()
+					if err != nil {
+						return
+					}
+					b.mu.Lock()
+					b.videoIn = append(b.videoIn, append([]byte(nil), pkt.Payload...))
+					b.mu.Unlock()
+				}
+			}()
+			return
+		}
 		dec, err := transcode.NewOpusDecoder(b.heard)
 		if err != nil {
 			return
@@ -254,7 +281,7 @@ trunks:
 queues:
   - {name: support, trunk: pbx, dial: "sip:600@%s"}
 agents:
-  - {id: alice, name: Alice, password_hash: "$2a$04$ZqyHaP0UW2G8jWtMQ1Q13ezE.XzA4HV2SqCTxOo.N1MBo0Ti0jpMG", queues: [support]}
+  - {id: alice, name: Alice, password_hash: "$2a$04$TFH44CR/mg6x8p0onKZ1nu39JpgEu7NnTZIdl.c6t.Mw8QABuPn12", queues: [support]}
 `, phone.srv.Addr("udp"), phone.srv.Addr("udp"))), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
