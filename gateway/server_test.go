@@ -526,10 +526,13 @@ func TestNewChatsPerIPAreLimited(t *testing.T) {
 	}
 }
 
-func upload(t *testing.T, url, token, name string, data []byte) *http.Response {
+func upload(t *testing.T, url, token, name string, data []byte, fields ...string) *http.Response {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
+	for i := 0; i+1 < len(fields); i += 2 {
+		mw.WriteField(fields[i], fields[i+1])
+	}
 	fw, _ := mw.CreateFormFile("file", name)
 	fw.Write(data)
 	mw.Close()
@@ -747,5 +750,25 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("after %d failures: %d", maxFailedLogins, resp.StatusCode)
+	}
+}
+
+func TestSnapshotsAreImagesAndLeaveAnEvent(t *testing.T) {
+	e := newTestServer(t, nil)
+	id, token := e.startChat("Ann")
+	url := e.ts.URL + "/api/v1/conversations/" + id + "/files"
+	resp := upload(t, url, token, "snap.txt", []byte("not an image"), "kind", "snapshot")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("text as a snapshot: %d", resp.StatusCode)
+	}
+	resp = upload(t, url, token, "snapshot.png", pngHeader, "kind", "snapshot")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("snapshot: %d", resp.StatusCode)
+	}
+	ms, err := e.st.Messages(context.Background(), id, 0, 10)
+	if err != nil || len(ms) != 2 || ms[0].Kind != store.KindFile || ms[1].Event != "snapshot.taken" {
+		t.Fatalf("transcript after a snapshot: %+v %v", ms, err)
 	}
 }
