@@ -55,7 +55,7 @@ type browserPeer interface {
 
 // peerFactory makes browser peers.
 type peerFactory interface {
-	NewPeer(ctx context.Context, convID string, hooks peerHooks) (browserPeer, error)
+	NewPeer(ctx context.Context, name string, hooks peerHooks) (browserPeer, error)
 }
 
 // peerHooks are a peer's callbacks; none may block.

@@ -31,9 +31,9 @@ func (s *Server) features() map[string]any {
 // pionPeers adapts *webrtc.Engine to peerFactory.
 type pionPeers struct{ eng *webrtc.Engine }
 
-func (p pionPeers) NewPeer(ctx context.Context, convID string, hooks peerHooks) (browserPeer, error) {
+func (p pionPeers) NewPeer(ctx context.Context, name string, hooks peerHooks) (browserPeer, error) {
 	peer, err := p.eng.NewPeer(ctx, webrtc.PeerOptions{
-		Name: convID + "/customer",
+		Name: name,
 		OnICECandidate: func(c webrtc.ICECandidateInit) {
 			if b, err := json.Marshal(c); err == nil {
 				hooks.candidate(b)
