@@ -66,7 +66,7 @@ agents:
 	return ts
 }
 
-func dialWS(t *testing.T, ctx context.Context, ts *httptest.Server, hc *http.Client) ws {
+func dialSocket(t *testing.T, ctx context.Context, ts *httptest.Server, hc *http.Client) ws {
 	t.Helper()
 	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/api/v1/ws", &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
@@ -224,13 +224,13 @@ func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 		resp.Body.Close()
 		return hc
 	}
-	aws := dialWS(t, ctx, ts, login("alice"))
+	aws := dialSocket(t, ctx, ts, login("alice"))
 	aws.send(map[string]any{"type": "hello"})
 	aws.send(map[string]any{"type": "accept", "conversation_id": convID})
 	for str(aws.read(ctx)["type"]) != "history" {
 	}
 	aframes := reader(ctx, aws)
-	cws := dialWS(t, ctx, ts, nil)
+	cws := dialSocket(t, ctx, ts, nil)
 	cws.send(map[string]any{"type": "hello", "token": created.Token})
 	cframes := reader(ctx, cws)
 
