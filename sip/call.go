@@ -472,34 +472,47 @@ func (c *Call) handleReoffer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 // handleInfo accepts application/dtmf-relay and application/dtmf INFO
-// bodies as digits.
+// bodies as digits (some phones send DTMF this way instead of RFC 4733).
 func (c *Call) handleInfo(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	c.handleInfoBody(req)
+	respond(tx, req, 200, "OK")
+}
+
+func (c *Call) handleInfoBody(req *sipmsg.Request) {
 	ct := ""
 	if h := req.ContentType(); h != nil {
 		ct = strings.ToLower(h.Value())
 	}
-	switch {
-	case strings.HasPrefix(ct, "application/dtmf-relay"):
-		for _, line := range strings.Split(string(req.Body()), "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
-				v = strings.TrimSpace(v)
-				if len(v) == 1 {
-					if _, ok := dtmfEvent(v[0]); ok {
-						c.emit(Event{Kind: EventDTMF, Digit: rune(strings.ToUpper(v)[0])})
-					}
-				}
-			}
-		}
-	case strings.HasPrefix(ct, "application/dtmf"):
-		v := strings.TrimSpace(string(req.Body()))
+	digit := func(v string) {
+		v = strings.TrimSpace(v)
 		if len(v) == 1 {
 			if _, ok := dtmfEvent(v[0]); ok {
 				c.emit(Event{Kind: EventDTMF, Digit: rune(strings.ToUpper(v)[0])})
 			}
 		}
 	}
-	respond(tx, req, 200, "OK")
+	switch {
+	case strings.HasPrefix(ct, "application/dtmf-relay"):
+		for _, line := range strings.Split(string(req.Body()), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
+				digit(v)
+			}
+		}
+	case strings.HasPrefix(ct, "application/dtmf"):
+		digit(string(req.Body()))
+	}
+}
+
+// sessionExpires reads the delta-seconds of a Session-Expires value
+// (RFC 4028 §4), or 0.
+func sessionExpires(v string) int {
+	v, _, _ = strings.Cut(v, ";")
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || secs <= 0 {
+		return 0
+	}
+	return secs
 }
 
 // sessionTimerResponse applies an RFC 4028 Session-Expires from a request
@@ -510,9 +523,8 @@ func (c *Call) sessionTimerResponse(req *sipmsg.Request) sipmsg.Header {
 	if h == nil {
 		return nil
 	}
-	v, _, _ := strings.Cut(h.Value(), ";")
-	secs, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || secs <= 0 {
+	secs := sessionExpires(h.Value())
+	if secs == 0 {
 		return nil
 	}
 	secs = max(secs, 90)

@@ -333,3 +333,5 @@ func checkDigest(req *sipmsg.Request, chal *digest.Challenge, user, pass string)
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func ulaw(v int16) byte { return g711.EncodeUlawFrame(v) }
+
+func testLoggerB() *slog.Logger { return slog.New(slog.DiscardHandler) }
