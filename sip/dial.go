@@ -234,7 +234,7 @@ func (s *Server) newInvite(tr *trunk, recipient sipmsg.Uri, offer []byte, opts D
 	if display == "" {
 		display = tr.cfg.FromDisplay
 	}
-	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: tr.host}}
+	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(tr.host)}}
 	from.Params = sipmsg.NewParams()
 	from.Params.Add("tag", sipmsg.GenerateTagN(16))
 	req.AppendHeader(from)

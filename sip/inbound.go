@@ -111,7 +111,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 		return nil, err
 	}
 	s.track(c)
-	hdrs := []sipmsg.Header{sipmsg.NewHeader("Content-Type", "application/sdp"), s.contactFor(in.trunk), allowHeader()}
+	hdrs := []sipmsg.Header{sipmsg.NewHeader("Content-Type", "application/sdp"), s.contactOn(in.trunk, in.req.Transport()), allowHeader()}
 	if se := c.sessionTimerResponse(in.req); se != nil {
 		hdrs = append(hdrs, se, sipmsg.NewHeader("Require", "timer"))
 	}
@@ -161,7 +161,7 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		respond(tx, req, 488, "Not Acceptable Here")
 		return
 	}
-	ds, err := s.dialogUA(tr).ReadInvite(req, tx)
+	ds, err := s.dialogUAOn(tr, req.Transport()).ReadInvite(req, tx)
 	if err != nil {
 		release()
 		respond(tx, req, 400, "Bad Request")

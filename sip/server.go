@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -394,23 +395,43 @@ func (s *Server) client(transport string) *sipgo.Client {
 
 // contactFor returns our Contact for requests and responses on tr.
 func (s *Server) contactFor(tr *trunk) *sipmsg.ContactHeader {
+	return s.contactOn(tr, tr.transport)
+}
+
+// contactOn returns our Contact for a dialog on transport (udp, tcp or
+// tls): the listener of that transport when there is one.
+func (s *Server) contactOn(tr *trunk, transport string) *sipmsg.ContactHeader {
+	transport = strings.ToLower(transport)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h := &sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: s.host}}
-	if a, ok := s.addrs[tr.transport]; ok {
+	h := &sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(s.host)}}
+	if a, ok := s.addrs[transport]; ok {
 		h.Address.Port = int(a.Port())
 	} else if a, ok := s.addrs["udp"]; ok {
 		h.Address.Port = int(a.Port())
 	}
-	if tr.transport != "udp" {
+	if transport != "udp" {
 		h.Address.UriParams = sipmsg.NewParams()
-		h.Address.UriParams.Add("transport", tr.transport)
+		h.Address.UriParams.Add("transport", transport)
+	}
+	return h
+}
+
+// uriHost brackets an IPv6 address for use in a URI.
+func uriHost(h string) string {
+	if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		return "[" + h + "]"
 	}
 	return h
 }
 
 func (s *Server) dialogUA(tr *trunk) *sipgo.DialogUA {
-	return &sipgo.DialogUA{Client: s.client(tr.transport), ContactHDR: *s.contactFor(tr)}
+	return s.dialogUAOn(tr, tr.transport)
+}
+
+func (s *Server) dialogUAOn(tr *trunk, transport string) *sipgo.DialogUA {
+	transport = strings.ToLower(transport)
+	return &sipgo.DialogUA{Client: s.client(transport), ContactHDR: *s.contactOn(tr, transport)}
 }
 
 // acquire takes a call slot on tr and globally; release gives it back.
