@@ -100,6 +100,9 @@ type Call struct {
 	held       bool
 	hungUp     bool // the far end ended the dialog; no BYE to send
 	byeCause   *HangupError
+	srtpKey    *sdesKey // our SDES key when media is SRTP
+	cryptoTag  string
+	remoteKey  string        // the far end's a=crypto key, to notice re-keying
 	dlgChanged chan struct{} // closed and replaced when a transfer swaps dialogs
 	oldDlg     dialogSession // the dialog a transfer replaced, until it ends
 	oldCallID  string
@@ -293,9 +296,13 @@ func (c *Call) localSDP(codecs []Codec, dtmfPT int, dir Direction) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sessVer++
+	crypto := ""
+	if c.srtpKey != nil {
+		crypto = c.srtpKey.attr(c.cryptoTag)
+	}
 	return buildSDP(sdpParams{
 		Addr: c.localAddr, Port: c.media.port, Codecs: codecs, DTMFPT: dtmfPT,
-		Direction: dir, SessionID: c.sessID, Version: c.sessVer,
+		Direction: dir, SessionID: c.sessID, Version: c.sessVer, Crypto: crypto,
 	})
 }
 
@@ -304,6 +311,9 @@ func (c *Call) localSDP(codecs []Codec, dtmfPT int, dir Direction) []byte {
 func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 	codec, err := md.negotiate(c.codecNames())
 	if err != nil {
+		return nil, err
+	}
+	if err := c.applyCrypto(md); err != nil {
 		return nil, err
 	}
 	dir := md.Direction.mirror()
@@ -346,6 +356,46 @@ func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 		return nil, nil
 	}
 	return c.localSDP([]Codec{codec}, dtmf, dir), nil
+}
+
+// applyCrypto sets up SRTP for a RTP/SAVP description (RFC 4568), keeps
+// the contexts when the far end's key is unchanged (so the rollover
+// counter and replay window carry on across re-INVITEs), and refuses
+// plain RTP on a trunk that requires SRTP.
+func (c *Call) applyCrypto(md *mediaDesc) error {
+	if !strings.Contains(md.Proto, "SAVP") {
+		if c.trunk.cfg.SRTP {
+			return fmt.Errorf("%w: trunk %s requires RTP/SAVP, got %s", ErrSRTP, c.trunk.cfg.Name, md.Proto)
+		}
+		c.mu.Lock()
+		c.srtpKey, c.remoteKey = nil, ""
+		c.mu.Unlock()
+		c.media.setSRTP(nil)
+		return nil
+	}
+	tag, rk, err := remoteCrypto(md)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srtpKey == nil {
+		k, err := newSDESKey()
+		if err != nil {
+			return err
+		}
+		c.srtpKey = &k
+	}
+	c.cryptoTag = tag
+	if attr := rk.attr(""); attr != c.remoteKey || c.media.srtpCtx() == nil {
+		pair, err := newSRTPPair(*c.srtpKey, rk)
+		if err != nil {
+			return err
+		}
+		c.remoteKey = attr
+		c.media.setSRTP(pair)
+	}
+	return nil
 }
 
 func (c *Call) codecChanged(prev *mediaDesc, now Codec) bool {

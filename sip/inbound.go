@@ -156,6 +156,13 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		return
 	}
 	codec, err := offer.negotiate(tr.cfg.Codecs)
+	if err == nil {
+		if strings.Contains(offer.Proto, "SAVP") {
+			_, _, err = remoteCrypto(offer)
+		} else if tr.cfg.SRTP {
+			err = ErrSRTP
+		}
+	}
 	if err != nil {
 		release()
 		respond(tx, req, 488, "Not Acceptable Here")

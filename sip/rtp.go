@@ -48,6 +48,10 @@ type MediaStats struct {
 	JitterMs     float64
 	RTCPReceived uint64
 	RTCPSent     uint64
+	// SRTP is true when media is encrypted (SDES, RTP/SAVP).
+	SRTP bool
+	// SRTPFailures counts packets that failed SRTP authentication.
+	SRTPFailures uint64
 }
 
 type dtmfReq struct {
@@ -104,6 +108,8 @@ type rtpSession struct {
 	rLastEvTS  uint32
 	rLastEvSet bool
 	rLastSR    uint32
+
+	srtp *srtpPair // nil for plain RTP; guarded by mu
 
 	outMu sync.Mutex
 	out   transcode.PCMWriter
@@ -172,6 +178,7 @@ func (s *rtpSession) stats() MediaStats {
 		}
 	}
 	st.JitterMs = s.rJitter / 8
+	st.SRTP = s.srtp != nil
 	return st
 }
 
@@ -222,6 +229,7 @@ func (s *rtpSession) sendLoop() {
 	t := time.NewTicker(frameDuration)
 	defer t.Stop()
 	buf := make([]byte, 12+frameSamples)
+	enc := make([]byte, 0, 12+frameSamples+16)
 	var frame [frameSamples]int16
 	ticks := 0
 	for {
@@ -233,7 +241,14 @@ func (s *rtpSession) sendLoop() {
 		ticks++
 		n, dst := s.buildPacket(buf, frame[:])
 		if n > 0 && dst.IsValid() {
-			if _, err := s.conn.WriteToUDPAddrPort(buf[:n], dst); err == nil {
+			out := buf[:n]
+			if sp := s.srtpCtx(); sp != nil {
+				var err error
+				if out, err = sp.tx.EncryptRTP(enc[:0], out, nil); err != nil {
+					continue
+				}
+			}
+			if _, err := s.conn.WriteToUDPAddrPort(out, dst); err == nil {
 				s.mu.Lock()
 				s.st.PacketsSent++
 				s.st.BytesSent += uint64(n - 12)
@@ -318,9 +333,22 @@ func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort
 	return 12 + len(payload), dst
 }
 
+func (s *rtpSession) srtpCtx() *srtpPair {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srtp
+}
+
+func (s *rtpSession) setSRTP(p *srtpPair) {
+	s.mu.Lock()
+	s.srtp = p
+	s.mu.Unlock()
+}
+
 func (s *rtpSession) readLoop() {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
+	dec := make([]byte, 0, 1500)
 	var pkt rtp.Packet
 	var errs int
 	for {
@@ -336,7 +364,16 @@ func (s *rtpSession) readLoop() {
 			continue
 		}
 		errs = 0
-		if err := pkt.Unmarshal(buf[:n]); err != nil || pkt.Version != 2 {
+		data := buf[:n]
+		if sp := s.srtpCtx(); sp != nil {
+			if data, err = sp.rx.DecryptRTP(dec[:0], data, nil); err != nil {
+				s.mu.Lock()
+				s.st.SRTPFailures++
+				s.mu.Unlock()
+				continue
+			}
+		}
+		if err := pkt.Unmarshal(data); err != nil || pkt.Version != 2 {
 			continue
 		}
 		s.receive(&pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
@@ -452,7 +489,13 @@ func (s *rtpSession) rtcpLoop() {
 			}
 			continue
 		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
+		data := buf[:n]
+		if sp := s.srtpCtx(); sp != nil {
+			if data, err = sp.rx.DecryptRTCP(nil, data, nil); err != nil {
+				continue
+			}
+		}
+		pkts, err := rtcp.Unmarshal(data)
 		if err != nil {
 			continue
 		}
@@ -495,6 +538,11 @@ func (s *rtpSession) sendRTCP() {
 	b, err := sr.Marshal()
 	if err != nil {
 		return
+	}
+	if sp := s.srtpCtx(); sp != nil {
+		if b, err = sp.tx.EncryptRTCP(nil, b, nil); err != nil {
+			return
+		}
 	}
 	if _, err := s.rtcpC.WriteToUDPAddrPort(b, dst); err == nil {
 		s.mu.Lock()
