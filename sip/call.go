@@ -174,9 +174,9 @@ func (c *Call) SwapAudioOut(w transcode.PCMWriter) transcode.PCMWriter {
 // SendDTMF sends digits (0-9, *, #, A-D) as RFC 4733 telephone-events and
 // returns once they are sent, or when ctx or the call ends.
 func (c *Call) SendDTMF(ctx context.Context, digits string) error {
-	b := []byte(digits)
+	b := []byte(strings.ToUpper(digits))
 	for _, d := range b {
-		if _, ok := dtmfEvent(d); !ok {
+		if _, err := transcode.DTMFCode(rune(d)); err != nil {
 			return fmt.Errorf("%w: %q", ErrBadDTMF, d)
 		}
 	}
@@ -536,8 +536,9 @@ func (c *Call) handleInfoBody(req *sipmsg.Request) {
 	digit := func(v string) {
 		v = strings.TrimSpace(v)
 		if len(v) == 1 {
-			if _, ok := dtmfEvent(v[0]); ok {
-				c.emit(Event{Kind: EventDTMF, Digit: rune(strings.ToUpper(v)[0])})
+			d := rune(strings.ToUpper(v)[0])
+			if _, err := transcode.DTMFCode(d); err == nil {
+				c.emit(Event{Kind: EventDTMF, Digit: d})
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -25,7 +24,6 @@ const (
 	sendQueueSamples = 3200
 	rtcpEvery        = 250 // send loop ticks between RTCP reports (5 s)
 	dtmfToneTicks    = 5   // 100 ms of tone per digit
-	dtmfEndRepeats   = 3   // RFC 4733 §2.5.1.4: the end packet is sent three times
 	dtmfGapTicks     = 3   // 60 ms pause between digits
 )
 
@@ -92,9 +90,8 @@ type rtpSession struct {
 	rHead     int
 	rLen      int
 	dtmfQ     []dtmfReq
-	dtmfCur   int // index of the digit being sent in dtmfQ[0]
-	dtmfTick  int
-	dtmfTS    uint32
+	dtmfCur   int // index of the next digit to start in dtmfQ[0]
+	dtmf      *transcode.DTMFSender
 	dtmfGap   int
 	st        MediaStats
 	// receive state (RFC 3550 A.1)
@@ -128,6 +125,11 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv,
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
 		dec: make(transcode.PCM16, 0, 320),
+	}
+	s.dtmf, err = transcode.NewDTMFSender(8000, frameDuration, 10)
+	if err != nil {
+		s.close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -286,25 +288,22 @@ func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort
 	if s.dtmfGap > 0 {
 		s.dtmfGap--
 	}
-	if len(s.dtmfQ) > 0 && s.dtmfGap == 0 && s.sendDTMF >= 0 {
+	if !s.dtmf.Busy() && len(s.dtmfQ) > 0 && s.dtmfGap == 0 && s.sendDTMF >= 0 {
 		req := &s.dtmfQ[0]
-		if s.dtmfTick == 0 {
-			s.dtmfTS = ts
-			h.Marker = true
-		}
-		ev, _ := dtmfEvent(req.digits[s.dtmfCur])
-		dur := min(s.dtmfTick+1, dtmfToneTicks) * frameSamples
-		end := s.dtmfTick >= dtmfToneTicks-1
+		_ = s.dtmf.Start(rune(req.digits[s.dtmfCur]), dtmfToneTicks*frameDuration, ts)
+		s.dtmfCur++
+	}
+	if p, ok := s.dtmf.Next(); ok {
+		ev := p.Payload()
 		payload = buf[12:16]
-		encodeDTMF(payload, ev, end, 10, uint16(dur))
+		copy(payload, ev[:])
 		h.PayloadType = uint8(s.sendDTMF)
-		h.Timestamp = s.dtmfTS
-		s.dtmfTick++
-		if s.dtmfTick >= dtmfToneTicks+dtmfEndRepeats-1 {
-			s.dtmfTick = 0
+		h.Marker = p.Marker
+		h.Timestamp = p.Timestamp
+		if !s.dtmf.Busy() {
+			// RFC 4733 §2.5.1.4: the end packets are out; pause, then the next digit.
 			s.dtmfGap = dtmfGapTicks
-			s.dtmfCur++
-			if s.dtmfCur >= len(req.digits) {
+			if req := &s.dtmfQ[0]; s.dtmfCur >= len(req.digits) {
 				close(req.done)
 				s.dtmfQ = s.dtmfQ[1:]
 				s.dtmfCur = 0
@@ -433,8 +432,8 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 	pt := int(pkt.PayloadType)
 	switch {
 	case pt == recvDTMF || (pt >= 96 && pt == s.sendDTMFPT()):
-		ev, end, ok := decodeDTMF(pkt.Payload)
-		if !ok || !end {
+		ev, err := transcode.ParseDTMFEvent(pkt.Payload)
+		if err != nil || !ev.End {
 			return
 		}
 		s.mu.Lock()
@@ -442,7 +441,7 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		s.rLastEvTS, s.rLastEvSet = pkt.Timestamp, true
 		s.mu.Unlock()
 		if !dup && s.onDTMF != nil {
-			if d, ok := dtmfDigit(ev); ok {
+			if d, err := transcode.DTMFDigit(ev.Event); err == nil {
 				s.onDTMF(d)
 			}
 		}
@@ -576,47 +575,4 @@ func (s *rtpSession) close() error {
 		s.mu.Unlock()
 	})
 	return nil
-}
-
-// RFC 4733 §3.2 event codes for the DTMF digits.
-func dtmfEvent(d byte) (uint8, bool) {
-	switch {
-	case d >= '0' && d <= '9':
-		return d - '0', true
-	case d == '*':
-		return 10, true
-	case d == '#':
-		return 11, true
-	case d >= 'A' && d <= 'D':
-		return 12 + d - 'A', true
-	case d >= 'a' && d <= 'd':
-		return 12 + d - 'a', true
-	}
-	return 0, false
-}
-
-func dtmfDigit(ev uint8) (rune, bool) {
-	const digits = "0123456789*#ABCD"
-	if int(ev) < len(digits) {
-		return rune(digits[ev]), true
-	}
-	return 0, false
-}
-
-// encodeDTMF writes an RFC 4733 §2.3 telephone-event payload into p (4 bytes).
-func encodeDTMF(p []byte, event uint8, end bool, volume uint8, duration uint16) {
-	p[0] = event
-	p[1] = volume & 0x3f
-	if end {
-		p[1] |= 0x80
-	}
-	binary.BigEndian.PutUint16(p[2:], duration)
-}
-
-// decodeDTMF reads an RFC 4733 telephone-event payload.
-func decodeDTMF(p []byte) (event uint8, end, ok bool) {
-	if len(p) < 4 {
-		return 0, false, false
-	}
-	return p[0], p[1]&0x80 != 0, true
 }
