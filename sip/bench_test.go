@@ -31,8 +31,8 @@ func benchSession(b *testing.B) *rtpSession {
 }
 
 // BenchmarkRTPToPCM is the receive path for one 20 ms PCMU packet: RTP
-// parse, strict-source and sequence checks, jitter estimate, G.711
-// decode into the output writer.
+// parse, strict-source and sequence checks, jitter estimate, jitter
+// buffer push and playout, G.711 decode into the output writer.
 func BenchmarkRTPToPCM(b *testing.B) {
 	s := benchSession(b)
 	from := netip.MustParseAddrPort("127.0.0.1:4000")
@@ -40,6 +40,8 @@ func BenchmarkRTPToPCM(b *testing.B) {
 	buf := make([]byte, 12+frameSamples)
 	var pkt rtp.Packet
 	now := time.Now()
+	clock := now
+	s.jb, _ = transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, Now: func() time.Time { return clock }})
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -49,7 +51,12 @@ func BenchmarkRTPToPCM(b *testing.B) {
 		if err := pkt.Unmarshal(buf); err != nil {
 			b.Fatal(err)
 		}
-		s.receive(&pkt, from, now.Add(time.Duration(i)*frameDuration))
+		clock = now.Add(time.Duration(i) * frameDuration)
+		s.receive(&pkt, from, clock)
+		s.playoutTick()
+	}
+	if st := s.jb.Stats(); st.Played < uint64(b.N)/2 {
+		b.Fatalf("played %d of %d", st.Played, b.N)
 	}
 }
 

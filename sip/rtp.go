@@ -37,8 +37,11 @@ type MediaStats struct {
 	BytesReceived   uint64
 	// PacketsLost is expected minus received (RFC 3550 §6.4.1), never negative.
 	PacketsLost uint64
-	// PacketsLate counts duplicate or reordered packets that were dropped.
+	// PacketsLate counts packets the jitter buffer dropped as duplicate or
+	// too late to play.
 	PacketsLate uint64
+	// Concealed counts 20 ms frames filled in by loss concealment.
+	Concealed uint64
 	// PacketsForeign counts packets dropped because they came from another
 	// source than the learned one (strict source).
 	PacketsForeign uint64
@@ -108,10 +111,40 @@ type rtpSession struct {
 
 	srtp *srtpPair // nil for plain RTP; guarded by mu
 
+	// Receive path: packets wait in the jitter buffer; the playout loop
+	// takes one every 20 ms and decodes it (or conceals a loss) into out.
+	jb      *transcode.Jitter
+	pkts    sync.Pool // *rtp.Packet owned by jb until popped
+	ulawDec transcode.BytesWriter
+	alawDec transcode.BytesWriter
+	lastDec transcode.BytesWriter // playout loop only
+
 	outMu sync.Mutex
 	out   transcode.PCMWriter
-	dec   transcode.PCM16
 }
+
+// outFwd is the end of the decoder chains: it passes PCM to the current
+// output writer (SwapAudioOut) under outMu.
+type outFwd struct{ s *rtpSession }
+
+func (o outFwd) WriteSample(p transcode.PCM16) error {
+	o.s.outMu.Lock()
+	defer o.s.outMu.Unlock()
+	if o.s.out == nil {
+		return nil
+	}
+	return o.s.out.WriteSample(p)
+}
+func (o outFwd) SampleRate() int { return 8000 }
+func (o outFwd) String() string {
+	o.s.outMu.Lock()
+	defer o.s.outMu.Unlock()
+	if o.s.out == nil {
+		return "discard"
+	}
+	return o.s.out.String()
+}
+func (o outFwd) Close() error { return nil }
 
 func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession, error) {
 	c, rc, port, err := pool.listen(ip)
@@ -124,13 +157,23 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 		ctx: ctx, cancel: cancel,
 		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv,
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
-		dec: make(transcode.PCM16, 0, 320),
 	}
-	s.dtmf, err = transcode.NewDTMFSender(8000, frameDuration, 10)
+	s.pkts.New = func() any { return &rtp.Packet{Payload: make([]byte, 0, 320)} }
+	s.jb, err = transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, Frame: frameDuration})
+	if err == nil {
+		s.dtmf, err = transcode.NewDTMFSender(8000, frameDuration, 10)
+	}
+	if err == nil {
+		s.ulawDec, err = transcode.NewULawDecoder(outFwd{s})
+	}
+	if err == nil {
+		s.alawDec, err = transcode.NewALawDecoder(outFwd{s})
+	}
 	if err != nil {
 		s.close()
 		return nil, err
 	}
+	s.lastDec = s.ulawDec
 	return s, nil
 }
 
@@ -138,10 +181,11 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 // It is idempotent: early media starts it before the answer.
 func (s *rtpSession) start() {
 	s.begin.Do(func() {
-		s.wg.Add(3)
+		s.wg.Add(4)
 		go s.sendLoop()
 		go s.readLoop()
 		go s.rtcpLoop()
+		go s.playoutLoop()
 	})
 }
 
@@ -155,6 +199,7 @@ func (s *rtpSession) configure(c Codec, remote netip.AddrPort, sendDTMF int, dir
 	if remote != s.sdpRemote {
 		s.latched = netip.AddrPort{}
 		s.rtcpDst = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
+		s.jb.Reset() // a new source starts a new stream
 	}
 	s.codec, s.sdpRemote, s.sendDTMF, s.dir = c, remote, sendDTMF, dir
 	s.st.Codec = c.Name
@@ -181,6 +226,9 @@ func (s *rtpSession) stats() MediaStats {
 	}
 	st.JitterMs = s.rJitter / 8
 	st.SRTP = s.srtp != nil
+	js := s.jb.Stats()
+	st.PacketsLate = js.Late + js.Duplicates
+	st.Concealed = js.Concealed
 	return st
 }
 
@@ -398,19 +446,19 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		s.st.PacketsReceived, s.rJitter, s.rTransit = 0, 0, 0
 	}
 	delta := int16(pkt.SequenceNumber - s.rMaxSeq)
-	if delta <= 0 {
-		if delta > -100 {
-			s.st.PacketsLate++
-			s.mu.Unlock()
-			return
+	switch {
+	case delta > 0:
+		if pkt.SequenceNumber < s.rMaxSeq {
+			s.rCycles += 1 << 16
 		}
+		s.rMaxSeq = pkt.SequenceNumber
+	case delta <= -100:
 		// A large jump back is a restarted sender: start counting again.
-		s.rBaseSeq, s.rCycles = pkt.SequenceNumber, 0
+		s.rBaseSeq, s.rMaxSeq, s.rCycles = pkt.SequenceNumber, pkt.SequenceNumber, 0
 		s.st.PacketsReceived = 0
-	} else if pkt.SequenceNumber < s.rMaxSeq {
-		s.rCycles += 1 << 16
+	default:
+		// Reordered or duplicate: the jitter buffer sorts it out.
 	}
-	s.rMaxSeq = pkt.SequenceNumber
 	s.st.PacketsReceived++
 	s.st.BytesReceived += uint64(len(pkt.Payload))
 	arrival := now.UnixNano() / int64(time.Second/8000)
@@ -449,25 +497,51 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		if !receives {
 			return
 		}
-		s.outMu.Lock()
-		defer s.outMu.Unlock()
-		if s.out == nil {
-			return
-		}
-		p := s.dec[:0]
-		if pt == 0 {
-			for _, b := range pkt.Payload {
-				p = append(p, g711.DecodeUlawFrame(b))
-			}
-		} else {
-			for _, b := range pkt.Payload {
-				p = append(p, g711.DecodeAlawFrame(b))
-			}
-		}
-		s.dec = p
-		_ = s.out.WriteSample(p)
+		p := s.pkts.Get().(*rtp.Packet)
+		p.Header = rtp.Header{Version: 2, Marker: pkt.Marker, PayloadType: pkt.PayloadType,
+			SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: pkt.SSRC}
+		p.Payload = append(p.Payload[:0], pkt.Payload...)
+		s.jb.Push(p)
 	default:
 		// Comfort noise (RFC 3389, pt 13) and unknown types are ignored.
+	}
+}
+
+// playoutLoop takes one packet from the jitter buffer every 20 ms and
+// decodes it by its payload type, or conceals a lost one (G.711
+// concealment from transcode).
+func (s *rtpSession) playoutLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(frameDuration)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.playoutTick()
+	}
+}
+
+// playoutTick plays one 20 ms frame from the jitter buffer.
+func (s *rtpSession) playoutTick() {
+	p, st := s.jb.Pop()
+	switch st {
+	case transcode.JitterReady:
+		dec := s.ulawDec
+		if p.PayloadType == 8 {
+			dec = s.alawDec
+		}
+		s.lastDec = dec
+		_ = dec.WriteSample(p.Payload)
+		s.pkts.Put(p)
+	case transcode.JitterLost:
+		var next []byte
+		if n := s.jb.Next(); n != nil {
+			next = n.Payload
+		}
+		_ = transcode.Conceal(s.lastDec, next)
 	}
 }
 
