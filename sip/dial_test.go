@@ -207,7 +207,7 @@ func TestDialCancelWhileRinging(t *testing.T) {
 }
 
 func TestDialEarlyMedia(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	answer := make(chan struct{})
 	p := newIdlePeer(t)
 	p.serve(map[sipmsg.RequestMethod]sipgo.RequestHandler{
@@ -228,7 +228,7 @@ func TestDialEarlyMedia(t *testing.T) {
 	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
 	var early atomic.Bool
 	go func() {
-		waitFor(t, "early media", func() bool { return heard.len() >= 4000 })
+		waitFor(t, "early media", func() bool { return len(heard.Samples()) >= 4000 })
 		close(answer)
 	}()
 	_, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{AudioOut: heard, OnProgress: func(pr Progress) {
@@ -242,7 +242,7 @@ func TestDialEarlyMedia(t *testing.T) {
 	if !early.Load() {
 		t.Error("no early media progress reported")
 	}
-	if f := peakFreq(heard.samples()); f < 415 || f > 435 {
+	if f := peakFreq(heard.Samples()); f < 415 || f > 435 {
 		t.Errorf("early media peak %v Hz, want 425", f)
 	}
 }

@@ -44,7 +44,7 @@ func sendMangledRTP(p *fakePeer, to netip.AddrPort, freq float64, stop <-chan st
 }
 
 func TestJitterBufferReordersAndConceals(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	p, dialogs := answeringPeer(t, SendRecv, nil)
 	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
 	call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{AudioOut: heard})
@@ -56,17 +56,17 @@ func TestJitterBufferReordersAndConceals(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go sendMangledRTP(p, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(call.LocalRTPPort())), 800, stop)
-	waitFor(t, "two seconds of audio", func() bool { return heard.len() >= 16000 })
+	waitFor(t, "two seconds of audio", func() bool { return len(heard.Samples()) >= 16000 })
 	st := call.Stats()
 	if st.PacketsLost == 0 || st.Concealed == 0 {
 		t.Errorf("no loss seen or concealed: %+v", st)
 	}
-	got := heard.samples()[4000:]
+	got := heard.Samples()[4000:]
 	if f := peakFreq(got); f < 790 || f > 810 {
 		t.Errorf("peak %v Hz, want 800", f)
 	}
 	// Reordered packets were put back in order: the tone stays clean.
-	if g := goertzel(got, 800); g < 0.8 {
-		t.Errorf("tone purity %.2f after reordering and loss, want >= 0.8", g)
+	if p := purity(got, 800); p < -1 {
+		t.Errorf("tone purity %.1f dB after reordering and loss, want above -1 dB", p)
 	}
 }

@@ -88,7 +88,7 @@ func TestScannerSilence(t *testing.T) {
 }
 
 func TestInboundCallAnsweredAndHungUpByPBX(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	calls := make(chan *Call, 1)
 	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
 		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
@@ -130,10 +130,10 @@ func TestInboundCallAnsweredAndHungUpByPBX(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	go sendToneRTP(p, md.remote(), 700, stop)
-	waitFor(t, "audio from the PBX", func() bool { return heard.len() >= 4000 })
+	waitFor(t, "audio from the PBX", func() bool { return len(heard.Samples()) >= 4000 })
 	close(stop)
 	// The PBX sent PCMU (pt 0) though PCMA was chosen: decode by payload type.
-	if f := peakFreq(heard.samples()); f < 690 || f > 710 {
+	if f := peakFreq(heard.Samples()); f < 690 || f > 710 {
 		t.Errorf("peak %v Hz, want 700", f)
 	}
 	if err := dc.Bye(ctx); err != nil {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestSRTPCall(t *testing.T) {
-	heardB, heardA := &recorder{}, &recorder{}
+	heardB, heardA := newRecorder(), newRecorder()
 	calls := make(chan *Call, 1)
 	b := startServer(t, []TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}, SRTP: true}},
 		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
@@ -29,11 +29,11 @@ func TestSRTPCall(t *testing.T) {
 	bc := <-calls
 	go playTone(ctx, call.AudioIn(), 1000)
 	go playTone(ctx, bc.AudioIn(), 440)
-	waitFor(t, "SRTP audio both ways", func() bool { return heardA.len() >= 6000 && heardB.len() >= 6000 })
-	if f := peakFreq(heardB.samples()[2000:]); f < 990 || f > 1010 {
+	waitFor(t, "SRTP audio both ways", func() bool { return len(heardA.Samples()) >= 6000 && len(heardB.Samples()) >= 6000 })
+	if f := peakFreq(heardB.Samples()[2000:]); f < 990 || f > 1010 {
 		t.Errorf("b heard %v Hz", f)
 	}
-	if f := peakFreq(heardA.samples()[2000:]); f < 430 || f > 450 {
+	if f := peakFreq(heardA.Samples()[2000:]); f < 430 || f > 450 {
 		t.Errorf("a heard %v Hz", f)
 	}
 	for _, st := range []MediaStats{call.Stats(), bc.Stats()} {

@@ -57,7 +57,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 
 func TestCallOverTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	heard := &recorder{}
+	heard := newRecorder()
 	calls := make(chan *Call, 1)
 	b, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0", "tls:127.0.0.1:0"}, TLSCert: certFile, TLSKey: keyFile},
 		[]TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
@@ -79,9 +79,9 @@ func TestCallOverTLS(t *testing.T) {
 	bc := <-calls
 	pctx, pstop := context.WithCancel(ctx)
 	go playTone(pctx, call.AudioIn(), 1000)
-	waitFor(t, "audio over a TLS-signalled call", func() bool { return heard.len() >= 4000 })
+	waitFor(t, "audio over a TLS-signalled call", func() bool { return len(heard.Samples()) >= 4000 })
 	pstop()
-	if f := peakFreq(heard.samples()[2000:]); f < 990 || f > 1010 {
+	if f := peakFreq(heard.Samples()[2000:]); f < 990 || f > 1010 {
 		t.Errorf("peak %v", f)
 	}
 	if err := call.Close(); err != nil {
@@ -105,7 +105,7 @@ func TestCallOverIPv6(t *testing.T) {
 		c.Close()
 	}
 	calls := make(chan *Call, 1)
-	heard := &recorder{}
+	heard := newRecorder()
 	b, _ := startServerCfg(t, Config{Listen: []string{"udp:[::1]:0"}},
 		[]TrunkConfig{{Name: "gw", URI: "sip:[::1]:5999", AllowInboundFrom: []string{"::1/128"}}},
 		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
@@ -125,8 +125,8 @@ func TestCallOverIPv6(t *testing.T) {
 	defer call.Close()
 	<-calls
 	go playTone(ctx, call.AudioIn(), 1000)
-	waitFor(t, "audio over IPv6", func() bool { return heard.len() >= 4000 })
-	if f := peakFreq(heard.samples()[2000:]); f < 990 || f > 1010 {
+	waitFor(t, "audio over IPv6", func() bool { return len(heard.Samples()) >= 4000 })
+	if f := peakFreq(heard.Samples()[2000:]); f < 990 || f > 1010 {
 		t.Errorf("peak %v", f)
 	}
 	if st := call.Stats(); st.Remote == "" || st.Remote[0] != '[' {
