@@ -376,3 +376,25 @@ func TestDialHeadersAndCallerID(t *testing.T) {
 		t.Errorf("unknown trunk: %v", err)
 	}
 }
+
+func TestPublicAddressInContactAndSDP(t *testing.T) {
+	got := make(chan *sipmsg.Request, 1)
+	p := newFakePeer(t, map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.INVITE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			got <- req.Clone()
+			finalResponse(486, "Busy Here")(req, tx)
+		},
+	})
+	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}, PublicAddress: "203.0.113.7"}, []TrunkConfig{p.trunk("pbx")})
+	if _, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{}); !errors.Is(err, ErrBusy) {
+		t.Fatal(err)
+	}
+	req := <-got
+	if h := req.Contact().Address.Host; h != "203.0.113.7" {
+		t.Errorf("Contact host %q", h)
+	}
+	md, err := parseSDP(req.Body())
+	if err != nil || md.Addr.String() != "203.0.113.7" {
+		t.Errorf("SDP address %v (%v)", md, err)
+	}
+}

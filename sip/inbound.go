@@ -134,6 +134,13 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 	}
 	tr := s.trunkForSource(req)
 	if tr == nil {
+		tr = s.authTrunk(req)
+	}
+	if tr == nil {
+		if s.wantsAuth() {
+			s.challenge(req, tx)
+			return
+		}
 		s.refuse(req, tx)
 		return
 	}

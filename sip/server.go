@@ -99,6 +99,7 @@ type Server struct {
 	ready    chan struct{}
 	bg       sync.WaitGroup
 	dropped  uint64
+	nonces   nonceKey
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -112,6 +113,7 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
 		portRest: 5 * time.Second, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
+		nonces: newNonceKey(),
 	}
 	for i, tc := range trunks {
 		if err := tc.Validate(); err != nil {
