@@ -106,7 +106,7 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 		defer stop()
 	}
 	log := s.log.With("leg", "sip", "trunk", tr.cfg.Name)
-	media, err := newRTPSession(log, s.pool, s.rtpBindIP())
+	media, err := s.newMedia(log)
 	if err != nil {
 		return nil, err
 	}

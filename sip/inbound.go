@@ -98,7 +98,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 		return nil, ErrCancelled
 	}
 	s := in.srv
-	media, err := newRTPSession(s.log, s.pool, s.rtpBindIP())
+	media, err := s.newMedia(s.log)
 	if err != nil {
 		return nil, err
 	}

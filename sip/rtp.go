@@ -22,7 +22,7 @@ const (
 	frameDuration = 20 * time.Millisecond
 	// sendQueueSamples bounds what AudioIn buffers ahead of the clock (400 ms).
 	sendQueueSamples = 3200
-	rtcpEvery        = 250 // send loop ticks between RTCP reports (5 s)
+	rtcpEvery        = 250 // default send loop ticks between RTCP reports (5 s)
 	dtmfToneTicks    = 5   // 100 ms of tone per digit
 	dtmfGapTicks     = 3   // 60 ms pause between digits
 )
@@ -64,13 +64,14 @@ type dtmfReq struct {
 // Its send loop runs on a steady 20 ms clock; its read loop pushes decoded
 // PCM into the current output writer.
 type rtpSession struct {
-	log    *slog.Logger
-	conn   *net.UDPConn
-	rtcpC  *net.UDPConn
-	port   int
-	pool   *portPool
-	onDTMF func(digit rune)
-	onFrst func() // first packet from a new source
+	log       *slog.Logger
+	conn      *net.UDPConn
+	rtcpC     *net.UDPConn
+	port      int
+	pool      *portPool
+	onDTMF    func(digit rune)
+	rtcpEvery int
+	onFrst    func() // first packet from a new source
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -155,7 +156,7 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 	s := &rtpSession{
 		log: log, conn: c, rtcpC: rc, port: port, pool: pool,
 		ctx: ctx, cancel: cancel,
-		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv,
+		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv, rtcpEvery: rtcpEvery,
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
 	}
 	s.pkts.New = func() any { return &rtp.Packet{Payload: make([]byte, 0, 320)} }
@@ -305,7 +306,7 @@ func (s *rtpSession) sendLoop() {
 				s.mu.Unlock()
 			}
 		}
-		if ticks%rtcpEvery == 0 {
+		if ticks%s.rtcpEvery == 0 {
 			s.sendRTCP()
 		}
 	}

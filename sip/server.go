@@ -63,6 +63,18 @@ func WithPortRest(d time.Duration) Option {
 	return func(s *Server) error { s.portRest = d; return nil }
 }
 
+// WithRTCPInterval sets how often each call sends an RTCP sender report
+// (default 5 s, RFC 3550 §6.2's minimum).
+func WithRTCPInterval(d time.Duration) Option {
+	return func(s *Server) error {
+		if d < frameDuration {
+			return errors.New("sip: rtcp interval below 20 ms")
+		}
+		s.rtcpEvery = int(d / frameDuration)
+		return nil
+	}
+}
+
 // WithTLSConfig sets the client TLS configuration used toward tls trunks
 // (for example a private RootCAs pool). Server certificates for tls
 // listeners come from Config.TLSCert and TLSKey.
@@ -80,6 +92,7 @@ type Server struct {
 	order     []*trunk
 	maxCalls  int
 	portRest  time.Duration
+	rtcpEvery int // send loop ticks between RTCP reports
 	clientTLS *tls.Config
 
 	mu       sync.Mutex
@@ -111,7 +124,7 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
-		portRest: 5 * time.Second, calls: map[string]*Call{}, ready: make(chan struct{}),
+		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
 		nonces: newNonceKey(),
 	}
@@ -499,6 +512,16 @@ func (s *Server) lookup(callID string) *Call {
 func (s *Server) goBackground(f func()) {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); f() }()
+}
+
+// newMedia opens an RTP session on the server's port range.
+func (s *Server) newMedia(log *slog.Logger) (*rtpSession, error) {
+	m, err := newRTPSession(log, s.pool, s.rtpBindIP())
+	if err != nil {
+		return nil, err
+	}
+	m.rtcpEvery = s.rtcpEvery
+	return m, nil
 }
 
 func (s *Server) newSessionID() uint64 { return rand.Uint64() >> 2 }
