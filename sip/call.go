@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -634,5 +633,3 @@ func respond(tx sipmsg.ServerTransaction, req *sipmsg.Request, code int, reason 
 func allowHeader() sipmsg.Header {
 	return sipmsg.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY")
 }
-
-var errNoSDP = errors.New("sip: no sdp in answer")

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -350,6 +348,3 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 		h(req, tx)
 	}
 }
-
-// retryAfter formats a Retry-After value.
-func retryAfter(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }

@@ -176,6 +176,14 @@ func (s *Server) Addr(transport string) netip.AddrPort {
 	return s.addrs[transport]
 }
 
+// Refused returns how many requests from unknown sources were refused
+// (403 or dropped), for metrics.
+func (s *Server) Refused() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
 // ActiveCalls returns the number of calls in progress, ringing included.
 func (s *Server) ActiveCalls() int {
 	s.mu.Lock()
