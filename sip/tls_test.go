@@ -133,3 +133,37 @@ func TestCallOverIPv6(t *testing.T) {
 		t.Errorf("remote media %q is not IPv6", st.Remote)
 	}
 }
+
+func TestCallOverTCPHungUpByCallee(t *testing.T) {
+	calls := make(chan *Call, 1)
+	b, _ := startServerCfg(t, Config{Listen: []string{"tcp:127.0.0.1:0"}},
+		[]TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", Transport: "tcp", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+			c, err := in.Answer(ctx, nil)
+			if err == nil {
+				calls <- c
+			}
+			return err
+		}))
+	a, _ := startServerCfg(t, Config{Listen: []string{"tcp:127.0.0.1:0"}},
+		[]TrunkConfig{{Name: "pbx", URI: "sip:" + b.Addr("tcp").String(), Transport: "tcp"}})
+	heard := newRecorder()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	call, err := a.Dial(ctx, "pbx", "sip:conv-8@127.0.0.1", DialOptions{AudioOut: heard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	bc := <-calls
+	go playTone(ctx, bc.AudioIn(), 440)
+	waitFor(t, "audio", func() bool { return len(heard.Samples()) >= 4000 })
+	// The callee hangs up: its BYE must reach the caller's advertised
+	// TCP Contact.
+	if err := bc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEvent(t, call, EventHangup); !errors.Is(e.Cause, ErrRemoteHangup) {
+		t.Errorf("caller cause %v", e.Cause)
+	}
+}
