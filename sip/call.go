@@ -134,6 +134,14 @@ func (c *Call) Trunk() string { return c.trunk.cfg.Name }
 // Codec returns the negotiated codec name (PCMU or PCMA).
 func (c *Call) Codec() string { return c.media.stats().Codec }
 
+// OnHold reports whether the far end has the call on hold (its last
+// offer was sendonly or inactive).
+func (c *Call) OnHold() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held
+}
+
 // Stats returns RTP counters for the call so far.
 func (c *Call) Stats() MediaStats { return c.media.stats() }
 

@@ -96,6 +96,12 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 		return nil, ErrCancelled
 	}
 	s := in.srv
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil, ErrClosed
+	}
 	media, err := s.newMedia(s.log)
 	if err != nil {
 		return nil, err

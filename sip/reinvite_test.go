@@ -88,6 +88,9 @@ func TestReinviteHoldResumeAndMove(t *testing.T) {
 		t.Errorf("hold answered %s, want recvonly", md.Direction)
 	}
 	waitEvent(t, call, EventHold)
+	if !call.OnHold() {
+		t.Error("OnHold false after hold")
+	}
 	if md := reoffer(t, ds, sipmsg.INVITE, p.sdp(Inactive, "PCMU")); md.Direction != Inactive {
 		t.Errorf("inactive answered %s", md.Direction)
 	}
@@ -95,6 +98,9 @@ func TestReinviteHoldResumeAndMove(t *testing.T) {
 		t.Errorf("resume answered %s", md.Direction)
 	}
 	waitEvent(t, call, EventResume)
+	if call.OnHold() {
+		t.Error("OnHold true after resume")
+	}
 
 	// Move media to a new socket and switch to PCMA, by UPDATE (RFC 3311).
 	moved, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
