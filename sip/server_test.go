@@ -312,3 +312,43 @@ func TestGarbageDoesNotStopServer(t *testing.T) {
 		t.Fatalf("after garbage: %v %v", res, err)
 	}
 }
+
+func TestInboundCancelledWhileRinging(t *testing.T) {
+	ringing := make(chan struct{})
+	handlerDone := make(chan error, 1)
+	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+			if err := in.Ringing(); err != nil {
+				return err
+			}
+			close(ringing)
+			<-ctx.Done() // the customer's browser would be ringing here
+			handlerDone <- ctx.Err()
+			return ctx.Err()
+		}))
+	p := newIdlePeer(t)
+	dcc := sipgo.NewDialogClientCache(p.cli, sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: int(p.addr.Port())}})
+	p.serve(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	target := sipmsg.Uri{Scheme: "sip", User: "conv-4", Host: "127.0.0.1", Port: int(s.Addr("udp").Port())}
+	dc, err := dcc.Invite(ctx, target, p.sdp(SendRecv, "PCMU"), sipmsg.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { <-ringing; cancel() }()
+	if err := dc.WaitAnswer(ctx, sipgo.AnswerOptions{}); err == nil {
+		t.Fatal("answered")
+	}
+	if dc.InviteResponse == nil || dc.InviteResponse.StatusCode != 487 {
+		t.Errorf("final response %v, want 487", dc.InviteResponse)
+	}
+	select {
+	case err := <-handlerDone:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("handler ctx ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler context not cancelled by CANCEL")
+	}
+	waitFor(t, "slot released", func() bool { return s.ActiveCalls() == 0 })
+}
