@@ -51,6 +51,8 @@ func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
 	must(err)
 	ulawDec, err := transcode.NewULawDecoder(pcmSink)
 	must(err)
+	alawDec, err := transcode.NewALawDecoder(pcmSink)
+	must(err)
 	opusEnc, err := transcode.NewOpusEncoder(discard[[]byte]{transcode.OpusClockRate}, 8000, transcode.OpusConfig{Codec: codec})
 	must(err)
 	opusEncFEC, err := transcode.NewOpusEncoder(discard[[]byte]{transcode.OpusClockRate}, 8000, transcode.OpusConfig{Codec: codec, FEC: true, PacketLoss: 10})
@@ -105,6 +107,7 @@ func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
 		{"ulaw-encode", func() { must(ulawEnc.WriteSample(frame8)) }},
 		{"alaw-encode", func() { must(alawEnc.WriteSample(frame8)) }},
 		{"ulaw-decode", func() { must(ulawDec.WriteSample(ulawPkt)) }},
+		{"alaw-decode", func() { must(alawDec.WriteSample(ulawPkt)) }},
 		{"ulaw-conceal", func() { must(transcode.Conceal(ulawDec, nil)) }},
 		{"opus-encode", func() { must(opusEnc.WriteSample(frame8)) }},
 		{"opus-encode-fec", func() { must(opusEncFEC.WriteSample(frame8)) }},

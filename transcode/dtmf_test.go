@@ -265,6 +265,11 @@ func TestDTMFToneDetection(t *testing.T) {
 		}, ""},
 		{"speech", 8000, func(*testing.T) transcode.PCM16 { return audiotest.Speech(8000, 5*time.Second, 11) }, ""},
 		{"single tone", 8000, func(*testing.T) transcode.PCM16 { return audiotest.Tone(8000, 770, 0.3, time.Second) }, ""},
+		{"white noise", 8000, func(*testing.T) transcode.PCM16 { return audiotest.Noise(8000, -15, 3*time.Second, 3) }, ""},
+		{"tones in noise", 8000, func(t *testing.T) transcode.PCM16 {
+			keys := keyed(t, 8000, "369#", 80*time.Millisecond, 80*time.Millisecond, 0.2)
+			return audiotest.Mix(keys, audiotest.Noise(8000, -30, time.Second, 4))
+		}, "369#"},
 		{"dial tone", 8000, func(*testing.T) transcode.PCM16 { return audiotest.Tones(8000, 0.2, time.Second, 350, 440) }, ""},
 		{"through mu-law", 8000, func(t *testing.T) transcode.PCM16 {
 			return ulawGeneration(t, keyed(t, 8000, "2580", 60*time.Millisecond, 60*time.Millisecond, 0.2))

@@ -92,9 +92,9 @@ func ExampleDTMFSender() {
 func ExampleSwitch() {
 	out := transcode.NewSwitch[transcode.PCM16](8000, "web-out")
 	queue := audiotest.NewRecorder(8000)
-	agent := audiotest.NewRecorder(8000)
+	desk := audiotest.NewRecorder(8000)
 	out.Swap(queue)
-	if old := out.Swap(agent); old != nil {
+	if old := out.Swap(desk); old != nil {
 		_ = old.Close()
 	}
 	fmt.Println(out, queue.Closed())

@@ -24,6 +24,7 @@ const (
 	JitterLost
 )
 
+// String returns "empty", "ready" or "lost".
 func (s JitterStatus) String() string {
 	switch s {
 	case JitterEmpty:
@@ -80,6 +81,10 @@ const jitterRing = 256
 // MAX_DROPOUT 3000 likewise).
 const jitterResetGap = 3000
 
+// jitterLateRestart is how many late packets in sequence order make the
+// buffer take them as a restarted stream.
+const jitterLateRestart = 8
+
 // jitterShrinkTicks is how long the buffer must hold too much before it
 // drops a packet to reduce delay.
 const jitterShrinkTicks = 25
@@ -103,17 +108,17 @@ type jitterSlot struct {
 // target follows the measured interarrival jitter between MinDelay and
 // MaxDelay; surplus delay is shed one packet at a time, and more than
 // MaxDelay is cut at once, so the buffer never grows without bound. A new
-// SSRC or a sequence jump restarts the stream, a timestamp jump is kept out
-// of the jitter estimate, and a
-// marker bit after a silence (a talk spurt, RFC 3551 §4.1) re-buffers to
-// the target before playing.
+// SSRC, a sequence jump, or a run of in-order packets behind the playout
+// point restarts the stream; a timestamp jump is kept out of the jitter
+// estimate; and a marker bit after a silence (a talk spurt, RFC 3551 §4.1)
+// re-buffers to the target before playing.
 //
-// Push takes ownership of the packet until Pop returns it. Jitter is safe
-// for concurrent use.
+// Push takes ownership of the packet until Pop returns it (or PopTo has
+// decoded it, or the buffer dropped it); the caller must not reuse it
+// before. Jitter is safe for concurrent use.
 type Jitter struct {
 	mu    sync.Mutex
 	cfg   JitterConfig
-	frame int64 // RTP timestamp units per frame
 	ring  [jitterRing]jitterSlot
 	count int
 
@@ -128,6 +133,8 @@ type Jitter struct {
 	waited      int64 // ticks concealed waiting for the packet due next
 	advanced    bool  // the last Pop skipped a lost packet (Next is valid)
 	surplus     int   // ticks in a row with more delay than needed
+	lateRun     int   // late packets in a row, each following the last
+	lastLate    int64 // extended sequence number of the last late packet
 
 	epoch       time.Time
 	haveTransit bool
@@ -161,7 +168,7 @@ func NewJitter(cfg JitterConfig) (*Jitter, error) {
 	case cfg.MaxDelay > cfg.Frame*jitterRing/2:
 		return nil, fmt.Errorf("transcode: jitter buffer max delay %s above %s: %w", cfg.MaxDelay, cfg.Frame*jitterRing/2, ErrBadConfig)
 	}
-	j := &Jitter{cfg: cfg, frame: int64(cfg.ClockRate) * int64(cfg.Frame) / int64(time.Second)}
+	j := &Jitter{cfg: cfg}
 	j.stats.Target = j.target()
 	return j, nil
 }
@@ -184,16 +191,32 @@ func (j *Jitter) Push(p *rtp.Packet) {
 		j.restart(p, now)
 		ext = j.highest
 	}
-	j.measure(p, now)
-	if j.havePlayed && ext < j.next {
-		j.stats.Late++
-		return
-	}
 	slot := &j.ring[ext%jitterRing]
 	if slot.pkt != nil && slot.ext == ext {
 		j.stats.Duplicates++
 		return
 	}
+	j.measure(p, now)
+	if j.havePlayed && ext < j.next {
+		j.stats.Late++
+		// In-order packets that are all late are a sender that moved its
+		// sequence numbers back without a new SSRC (RFC 3550 §A.1 treats
+		// such runs the same way): take them as a new stream.
+		if ext == j.lastLate+1 {
+			j.lateRun++
+		} else {
+			j.lateRun = 1
+		}
+		j.lastLate = ext
+		if j.lateRun < jitterLateRestart {
+			return
+		}
+		j.stats.Late-- // this one starts the new stream
+		j.restart(p, now)
+		ext = j.highest
+		slot = &j.ring[ext%jitterRing]
+	}
+	j.lateRun = 0
 	if j.havePlayed {
 		// Make room: the ring holds sequence numbers next..next+ring-1.
 		for ext >= j.next+jitterRing {

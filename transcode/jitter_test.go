@@ -226,6 +226,21 @@ func TestJitterScenarios(t *testing.T) {
 			},
 		},
 		{
+			name: "sequence moved back without new ssrc",
+			arrivals: append(stream(1, 1000, 0, 20, constDelay(0)),
+				shift(stream(1, 970, 160*20, 30, constDelay(0)), 400*time.Millisecond)...),
+			check: func(t *testing.T, r simResult) {
+				// The first packets of the new run are taken as late,
+				// then the run restarts the stream.
+				if r.stats.Resets != 1 || r.stats.Late != 7 {
+					t.Errorf("stats %+v, want 1 reset after 7 late packets", r.stats)
+				}
+				if !slices.Equal(r.played, append(seqs(1000, 20), seqs(977, 23)...)) {
+					t.Errorf("played %v", r.played)
+				}
+			},
+		},
+		{
 			name: "timestamp jump",
 			arrivals: append(stream(1, 0, 0, 20, constDelay(0)),
 				shift(stream(1, 20, 123456789, 20, constDelay(0)), 400*time.Millisecond)...),
@@ -322,7 +337,7 @@ func TestJitterAdapts(t *testing.T) {
 			arr := stream(7, 1000, 0, n, func(int) time.Duration { return time.Duration(rng.Int64N(int64(tt.spread))) })
 			r := simulate(t, transcode.JitterConfig{ClockRate: 8000, MinDelay: 20 * time.Millisecond, MaxDelay: 120 * time.Millisecond}, arr, 3*time.Millisecond, time.Duration(n)*frame+time.Second)
 			lost := 100 * float64(r.stats.Lost+r.stats.Late) / float64(n)
-			t.Logf("jitter %s target %s lost %d late %d dropped %d (%.1f%%), max depth %s", r.stats.Jitter, r.stats.Target, r.stats.Lost, r.stats.Late, r.stats.Dropped, lost, r.maxDepth)
+			t.Logf("jitter %s target %s lost %d late %d dropped %d resets %d (%.1f%%), max depth %s", r.stats.Jitter, r.stats.Target, r.stats.Lost, r.stats.Late, r.stats.Dropped, r.stats.Resets, lost, r.maxDepth)
 			if r.stats.Target < tt.minTarget || r.stats.Target > tt.maxTgt {
 				t.Errorf("target %s, want %s to %s", r.stats.Target, tt.minTarget, tt.maxTgt)
 			}
@@ -334,6 +349,9 @@ func TestJitterAdapts(t *testing.T) {
 			}
 			if !slices.IsSorted(r.played) {
 				t.Error("played out of order")
+			}
+			if r.stats.Resets != 0 {
+				t.Errorf("%d stream restarts on a jittery network", r.stats.Resets)
 			}
 		})
 	}

@@ -137,33 +137,44 @@ func TestOpusInterop(t *testing.T) {
 
 // TestOpusFEC loses every eighth packet of a stream encoded with in-band
 // FEC and checks that recovering the lost frames from the next packet's
-// FEC beats plain loss concealment on those frames.
+// FEC, decoding at 8 kHz, beats plain loss concealment on those frames.
+// The stream is encoded from 8 kHz as the gateway does, and from 16 and
+// 48 kHz as a browser does, since LBRR data must survive decoding at
+// another rate.
 func TestOpusFEC(t *testing.T) {
-	src := audiotest.Speech(8000, 3*time.Second, 4)
 	for _, codec := range transcode.OpusCodecs() {
-		t.Run(codec.Name(), func(t *testing.T) {
-			packets := opusEncode(t, codec, src, transcode.OpusConfig{FEC: true, PacketLoss: 20, Bitrate: 24000})
-			clean := opusDecode(t, codec, packets, false)
-			lossy := make([][]byte, len(packets))
-			copy(lossy, packets)
-			var lost []int
-			for i := 10; i < len(lossy)-1; i += 8 {
-				lossy[i] = nil
-				lost = append(lost, i)
-			}
-			withFEC := opusDecode(t, codec, lossy, true)
-			plc := opusDecode(t, codec, lossy, false)
-			var fecSNR, plcSNR float64
-			for _, i := range lost {
-				ref := clean[i*160 : (i+1)*160]
-				fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
-				plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
-			}
-			t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
-			if fecSNR < plcSNR+3 {
-				t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
-			}
-		})
+		for _, rate := range []int{8000, 16000, 48000} {
+			t.Run(codec.Name()+"/"+itoa(rate), func(t *testing.T) {
+				src := audiotest.Speech(rate, 3*time.Second, 4)
+				rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+				enc, err := transcode.NewOpusEncoder(rec, rate, transcode.OpusConfig{Codec: codec, FEC: true, PacketLoss: 20, Bitrate: 24000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFrames(t, enc, src, rate/50)
+				packets := rec.Payloads()
+				clean := opusDecode(t, codec, packets, false)
+				lossy := make([][]byte, len(packets))
+				copy(lossy, packets)
+				var lost []int
+				for i := 10; i < len(lossy)-1; i += 8 {
+					lossy[i] = nil
+					lost = append(lost, i)
+				}
+				withFEC := opusDecode(t, codec, lossy, true)
+				plc := opusDecode(t, codec, lossy, false)
+				var fecSNR, plcSNR float64
+				for _, i := range lost {
+					ref := clean[i*160 : (i+1)*160]
+					fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
+					plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
+				}
+				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
+				if fecSNR < plcSNR+3 {
+					t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
+				}
+			})
+		}
 	}
 }
 
@@ -317,6 +328,33 @@ func TestOpusDecodeTo48k(t *testing.T) {
 		}
 		if f := audiotest.PeakFrequency(got[9600:], 48000); math.Abs(f-1000) > 5 {
 			t.Errorf("%s: peak at %.1f Hz", codec.Name(), f)
+		}
+	}
+}
+
+// TestOpusFullbandDecodedAt8k sends what a browser that ignores
+// maxplaybackrate would: full-band Opus encoded from 48 kHz. Decoded
+// straight to 8 kHz, the voice-band tone keeps its level and a 6 kHz tone
+// does not fold back into the band (it would alias to 2 kHz).
+func TestOpusFullbandDecodedAt8k(t *testing.T) {
+	for _, enc := range transcode.OpusCodecs() {
+		for _, dec := range transcode.OpusCodecs() {
+			t.Run(enc.Name()+"->"+dec.Name(), func(t *testing.T) {
+				src := audiotest.Tones(48000, 0.25, time.Second, 1000, 6000)
+				rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+				e, err := transcode.NewOpusEncoder(rec, 48000, transcode.OpusConfig{Codec: enc, Bitrate: 64000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFrames(t, e, src, 960)
+				got := opusDecode(t, dec, rec.Payloads(), false)[1600:]
+				if l := audiotest.GoertzelLevel(got, 8000, 1000); math.Abs(l+12.04) > 1.5 {
+					t.Errorf("1 kHz at %.1f dBFS, want -12", l)
+				}
+				if l := audiotest.GoertzelLevel(got, 8000, 2000); l > -50 {
+					t.Errorf("alias of 6 kHz at 2 kHz: %.1f dBFS, want below -50", l)
+				}
+			})
 		}
 	}
 }

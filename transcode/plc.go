@@ -23,9 +23,11 @@ const (
 // 10 ms on it attenuates by 20% per 10 ms, to silence at 60 ms. The first
 // good frame after an erasure is merged with the continued synthetic
 // signal by a linear cross-fade of 4 ms, plus 1 ms per further 10 ms of
-// erasure. Unlike Appendix I it adds no 3.75 ms output delay; the price is
-// no overlap-add at the very start of an erasure, where the repeated
-// period starts where the signal's periodicity says it continues.
+// erasure, and each wrap of the repeated segment is smoothed by a
+// quarter-period overlap-add. Unlike Appendix I it adds no 3.75 ms output
+// delay; the price is no overlap-add at the very start of an erasure,
+// where the repeated period starts where the signal's periodicity says it
+// continues.
 type plc struct {
 	hist    [plcHistory]float32 // last output samples, oldest first
 	pitchBf [plcHistory]float32 // hist at the start of the erasure
@@ -73,7 +75,15 @@ func (p *plc) synth() float32 {
 		p.periods = want
 	}
 	seg := p.periods * p.pitch
-	v := p.pitchBf[plcHistory-seg+p.pos]
+	start := plcHistory - seg
+	v := p.pitchBf[start+p.pos]
+	// Over the last quarter period before the segment wraps, cross-fade
+	// to the samples one segment earlier, which lead into the segment's
+	// start: the wrap is then continuous (Appendix I's overlap-add).
+	if q := p.pitch / 4; p.pos >= seg-q && start-seg+p.pos >= 0 {
+		w := float32(p.pos-(seg-q)+1) / float32(q+1)
+		v = (1-w)*v + w*p.pitchBf[start-seg+p.pos]
+	}
 	p.pos++
 	if p.pos >= seg {
 		p.pos = 0

@@ -259,3 +259,43 @@ func TestRecorders(t *testing.T) {
 		t.Errorf("payloads = %v", got)
 	}
 }
+
+// TestWindowedCorrelation delays the second half of a signal by more than
+// the first, as a jitter buffer that deepens does: one global alignment
+// cannot match both halves, window by window alignment does.
+func TestWindowedCorrelation(t *testing.T) {
+	ref := audiotest.Speech(8000, 2*time.Second, 4)
+	half := len(ref) / 2
+	got := audiotest.Concat(make(transcode.PCM16, 100), ref[:half], make(transcode.PCM16, 160), ref[half:])
+	if c := audiotest.WindowedCorrelation(ref, got, 1000, 400); c < 0.9 {
+		t.Errorf("windowed correlation %.3f, want at least 0.9 (only the window across the step is off)", c)
+	}
+	if c := audiotest.Correlation(ref, audiotest.Shift(got, audiotest.Delay(ref, got, 400))); c > 0.9 {
+		t.Errorf("global correlation %.3f: the test signal does not need windows", c)
+	}
+	if c := audiotest.WindowedCorrelation(ref, audiotest.Silence(8000, time.Second), 1000, 10); c != 0 {
+		t.Errorf("silence: %.3f, want 0", c)
+	}
+}
+
+func TestNoiseAndMix(t *testing.T) {
+	for _, level := range []float64{-20, -40, -60} {
+		n := audiotest.Noise(8000, level, time.Second, 1)
+		if l := audiotest.Level(n); math.Abs(l-level) > 0.3 {
+			t.Errorf("noise at %v dBFS measures %.2f", level, l)
+		}
+	}
+	tone := audiotest.Tone(8000, 1000, 0.5, time.Second)
+	noise := audiotest.Noise(8000, -36.02, time.Second, 2)
+	mixed := audiotest.Mix(tone, noise)
+	if snr := audiotest.SNR(tone, mixed); math.Abs(snr-30) > 0.3 {
+		t.Errorf("tone at -6 dBFS plus noise at -36 dBFS: SNR %.2f dB, want 30", snr)
+	}
+	if f := audiotest.PeakFrequency(mixed, 8000); math.Abs(f-1000) > 1 {
+		t.Errorf("peak %.1f Hz", f)
+	}
+	loud := audiotest.Mix(audiotest.Tone(8000, 100, 0.9, 10*time.Millisecond), audiotest.Tone(8000, 100, 0.9, 20*time.Millisecond))
+	if len(loud) != 160 || loud[20] != 32767 {
+		t.Errorf("mix of %d samples, peak sample %d: want 160 and saturation", len(loud), loud[20])
+	}
+}

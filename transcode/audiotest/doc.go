@@ -1,7 +1,15 @@
 // Package audiotest generates test signals and measures audio for tests of
-// the media path: tones and speech-like signals, peak frequency, level in
-// dBFS, SNR against a reference, Goertzel power at one frequency, delay by
-// cross-correlation, a recording PCM writer, and 16-bit mono WAV files.
+// the media path.
+//
+//   - Signals: Tone, Tones (DTMF pairs, dial tone), Speech (speech-like,
+//     deterministic from a seed), Noise, Silence, and Mix, Concat, Scale.
+//   - Measures: PeakFrequency, Level (dBFS), GoertzelLevel and
+//     GoertzelPower at one frequency, SNR and Correlation against a
+//     reference, Delay by cross-correlation with Shift to line signals up,
+//     and WindowedCorrelation for chains whose delay moves.
+//   - Sinks: Recorder (PCM) and PayloadRecorder (G.711 or Opus payloads)
+//     to put at the end of a chain under test.
+//   - Files: ReadWAV and WriteWAV for 16-bit mono PCM WAV.
 //
 // Levels are in dBFS relative to a full-scale sine, so a sine of amplitude
 // 1.0 (peak 32767) reads 0 dBFS and one of amplitude 0.5 reads -6.02 dBFS,

@@ -32,7 +32,9 @@ func GoertzelLevel(s transcode.PCM16, rate int, freq float64) float64 {
 // GoertzelPower returns the power of the component of s at freq Hz as the
 // mean square it contributes, relative to a full-scale sine (so a
 // full-scale sine at freq gives 1.0). Samples are weighted by a Hann window
-// so that strong tones nearby do not leak into the measure.
+// so that strong tones nearby do not leak into the measure; a tone that
+// falls between two bins (rate/len(s) Hz apart) reads up to 1.4 dB low,
+// so measure over a whole number of cycles, or long enough to not care.
 func GoertzelPower(s transcode.PCM16, rate int, freq float64) float64 {
 	n := len(s)
 	if n == 0 {
@@ -174,4 +176,41 @@ func Shift(got transcode.PCM16, d int) transcode.PCM16 {
 		return got[min(d, len(got)):]
 	}
 	return append(make(transcode.PCM16, -d), got...)
+}
+
+// WindowedCorrelation compares got with ref window by window, for chains
+// whose delay changes over time (a jitter buffer that deepens or sheds
+// delay moves the later audio): each window of got is lined up on its own
+// with ref, searching delays from 0 to maxLag samples, and the mean of the
+// best correlations is returned. Windows where got is below -50 dBFS
+// (pauses) are left out; with none left, it returns 0.
+func WindowedCorrelation(ref, got transcode.PCM16, window, maxLag int) float64 {
+	var sum float64
+	n := 0
+	for w := 0; w+window <= len(got); w += window {
+		g := got[w : w+window]
+		if Level(g) < -50 {
+			continue
+		}
+		corr := func(lag int) float64 {
+			if lag < 0 || lag > maxLag || lag > w || w-lag+window > len(ref) {
+				return -1
+			}
+			return Correlation(ref[w-lag:w-lag+window], g)
+		}
+		// Search every other lag, then the neighbours of the best.
+		best, at := -1.0, 0
+		for lag := 0; lag <= maxLag; lag += 2 {
+			if c := corr(lag); c > best {
+				best, at = c, lag
+			}
+		}
+		best = max(best, corr(at-1), corr(at+1))
+		sum += best
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }

@@ -138,3 +138,36 @@ func Scale(s transcode.PCM16, gain float64) transcode.PCM16 {
 	}
 	return out
 }
+
+// Noise returns white noise of RMS level dBFS (relative to a full-scale
+// sine, as Level measures it) lasting d at rate, from seed.
+func Noise(rate int, dBFS float64, d time.Duration, seed uint64) transcode.PCM16 {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	// A sine of amplitude a has RMS a/√2; Gaussian noise of deviation σ has RMS σ.
+	sigma := math.Pow(10, dBFS/20) / math.Sqrt2
+	out := make(transcode.PCM16, Samples(rate, d))
+	for i := range out {
+		out[i] = toInt16(sigma * rng.NormFloat64())
+	}
+	return out
+}
+
+// Mix returns the sample-wise sum of signals, saturating at full scale,
+// as long as the longest of them.
+func Mix(signals ...transcode.PCM16) transcode.PCM16 {
+	n := 0
+	for _, s := range signals {
+		n = max(n, len(s))
+	}
+	acc := make([]int32, n)
+	for _, s := range signals {
+		for i, v := range s {
+			acc[i] += int32(v)
+		}
+	}
+	out := make(transcode.PCM16, n)
+	for i, v := range acc {
+		out[i] = int16(max(-32768, min(32767, v)))
+	}
+	return out
+}
