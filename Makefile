@@ -11,7 +11,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # tools, a TURN server, and libopus for the optional cgo Opus build.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn libopus-dev pkg-config ca-certificates
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat clean
+.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat opus-cgo clean
 
 all: build
 
@@ -23,7 +23,7 @@ run: build
 
 # The whole suite: formatting, vet, unit tests with the race detector, the
 # cgo Opus build's tests, then the end-to-end tests against real peers.
-test: test-deps fmt-check vet race e2e
+test: test-deps fmt-check vet race opus-cgo e2e
 
 test-deps:
 	@missing=""; for p in $(TEST_PKGS); do \
@@ -48,6 +48,10 @@ unit:
 
 race:
 	$(GO) test -race -count=1 ./...
+
+# The optional libopus (cgo) build of the Opus codec passes the same tests.
+opus-cgo:
+	$(GO) test -tags "libopus nolibopusfile" -count=1 ./transcode/...
 
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 15m ./test/...

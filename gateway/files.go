@@ -120,7 +120,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errf(http.StatusBadRequest, "bad_request", "want multipart/form-data with a file part")
 	}
-	clientID := ""
+	clientID, kind := "", ""
 	for {
 		part, err := mr.NextPart()
 		if err != nil {
@@ -138,11 +138,18 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 				return errf(http.StatusBadRequest, "bad_request", "id is over 64 characters")
 			}
 			continue
+		case "kind":
+			b, _ := io.ReadAll(io.LimitReader(part, 16))
+			kind = strings.TrimSpace(string(b))
+			if kind != "" && kind != "snapshot" {
+				return errf(http.StatusBadRequest, "bad_request", `kind must be "snapshot" or empty`)
+			}
+			continue
 		case "file":
 		default:
 			continue
 		}
-		return s.storeUpload(w, r, cv, who, part, clientID)
+		return s.storeUpload(w, r, cv, who, part, clientID, kind)
 	}
 }
 
@@ -150,7 +157,7 @@ func errTooLarge(max int64) error {
 	return errf(http.StatusRequestEntityTooLarge, "too_large", "file over the %d-byte limit", max)
 }
 
-func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, who participant, part io.Reader, clientID string) error {
+func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, who participant, part io.Reader, clientID, kind string) error {
 	ctx := r.Context()
 	name := cleanFileName(partFileName(part))
 	n, err := s.store.CountFiles(ctx, cv.c.ID)
@@ -176,6 +183,9 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 	head = head[:hn]
 	if err != nil {
 		return err
+	}
+	if kind == "snapshot" && !isImage(ct) {
+		return errf(http.StatusUnsupportedMediaType, "unsupported_type", "a snapshot must be an image")
 	}
 	f := &store.File{ID: newID("f_"), ConversationID: cv.c.ID, Name: name, Type: ct}
 	err = s.store.SaveFile(ctx, f, io.MultiReader(bytes.NewReader(head), part), s.cfg.Store.MaxUploadBytes)
@@ -208,6 +218,9 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 		return err
 	}
 	s.metrics.uploads.Inc()
+	if kind == "snapshot" && stored.Seq > 0 {
+		s.hub.event(ctx, cv, "snapshot.taken", stored.SenderName+" took a snapshot", map[string]string{"file": f.ID, "by": who.role})
+	}
 	return writeJSON(w, http.StatusCreated, map[string]any{"message": toWireMessage(stored)})
 }
 

@@ -50,6 +50,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/v1/conversations/{id}", s.getConversation)
 	api("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	api("POST /api/v1/conversations/{id}/files", s.uploadFile)
+	api("GET /api/v1/conversations/{id}/calls", s.getCalls)
 	api("GET /api/v1/files/{id}", s.downloadFile)
 	api("POST /api/v1/agent/login", s.login)
 	api("POST /api/v1/agent/logout", s.logout)
@@ -120,13 +121,9 @@ func (s *Server) instrument(next *http.ServeMux) http.Handler {
 // place that logs errors and writes the JSON error reply.
 func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if !s.originAllowed(r, origin) {
-			s.metrics.rejectedOrigins.Inc()
-			writeError(w, ErrOrigin)
+		if !s.checkOrigin(w, r) {
 			return
 		}
-		s.cors(w, r, origin)
 		if err := h(w, r); err != nil {
 			ae := asAPIError(err)
 			if ae.Status >= 500 {
@@ -190,14 +187,23 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request, origin string) {
 	h.Set("Access-Control-Expose-Headers", "Retry-After")
 }
 
-func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+// checkOrigin refuses a request from a foreign origin (403) or sets the
+// CORS headers for an allowed one; it reports whether to go on.
+func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if !s.originAllowed(r, origin) {
 		s.metrics.rejectedOrigins.Inc()
 		writeError(w, ErrOrigin)
-		return
+		return false
 	}
 	s.cors(w, r, origin)
+	return true
+}
+
+func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+	if !s.checkOrigin(w, r) {
+		return
+	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", "GET, POST")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
@@ -498,6 +504,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, 4<<10, &body); err != nil {
 		return err
 	}
+	ip := s.clientIP(r)
+	if blocked, wait := s.logins.blocked(ip, time.Now()); blocked {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		return errf(http.StatusTooManyRequests, "rate_limited", "too many failed logins; try again later")
+	}
 	var cfg *AgentConfig
 	for i := range s.cfg.Agents {
 		if s.cfg.Agents[i].ID == body.ID {
@@ -510,7 +521,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Compare even for unknown ids, so timing does not tell which exist.
 	if bcrypt.CompareHashAndPassword(hash, []byte(body.Password)) != nil || cfg == nil {
-		s.log.Warn("agent login refused", "agent", truncate(body.ID, 64), "remote", s.clientIP(r))
+		s.logins.allow(ip, time.Now())
+		s.log.Warn("agent login refused", "agent", truncate(body.ID, 64), "remote", ip)
 		return errf(http.StatusUnauthorized, "bad_credentials", "wrong id or password")
 	}
 	token := randomToken()

@@ -55,6 +55,10 @@ type conv struct {
 	preferred string
 	preview   string
 	voice     *voiceCall
+	rtc       *customerRTC
+	video     *videoSession
+	mediaOnce sync.Once
+	mstate    *mediaState
 }
 
 type agent struct {

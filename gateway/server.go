@@ -14,6 +14,10 @@ import (
 	"github.com/segue-rtc/segue/store"
 )
 
+// maxFailedLogins is how many wrong passwords one address may try in five
+// minutes before logins from it are refused for the rest of the window.
+const maxFailedLogins = 10
+
 // shutdownGrace bounds the whole graceful stop.
 const shutdownGrace = 10 * time.Second
 
@@ -26,6 +30,7 @@ type Server struct {
 	metrics *metrics
 	hub     *hub
 	limiter *ipLimiter
+	logins  *ipLimiter // failed agent logins per client address
 	handler http.Handler
 	phones  phoneSystem
 	peers   peerFactory
@@ -48,7 +53,8 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	}
 	m := newMetrics()
 	s := &Server{cfg: cfg, store: st, log: log, metrics: m, hub: newHub(cfg, st, log, m),
-		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute), ready: make(chan struct{})}
+		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute),
+		logins:  newIPLimiter(maxFailedLogins, 5*time.Minute), ready: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -152,6 +158,17 @@ type ipLimiter struct {
 
 func newIPLimiter(n int, window time.Duration) *ipLimiter {
 	return &ipLimiter{n: n, window: window, counts: map[string]int{}}
+}
+
+// blocked reports whether key has used up its events in this window,
+// without counting one.
+func (l *ipLimiter) blocked(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.window {
+		l.start, l.counts = now, map[string]int{}
+	}
+	return l.counts[key] >= l.n, l.window - now.Sub(l.start)
 }
 
 // allow counts one event for key and reports whether it is within the

@@ -526,10 +526,13 @@ func TestNewChatsPerIPAreLimited(t *testing.T) {
 	}
 }
 
-func upload(t *testing.T, url, token, name string, data []byte) *http.Response {
+func upload(t *testing.T, url, token, name string, data []byte, fields ...string) *http.Response {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
+	for i := 0; i+1 < len(fields); i += 2 {
+		mw.WriteField(fields[i], fields[i+1])
+	}
 	fw, _ := mw.CreateFormFile("file", name)
 	fw.Write(data)
 	mw.Close()
@@ -724,5 +727,48 @@ func TestShutdownClosesSocketsWithReason(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("new chat while shutting down: %d", resp.StatusCode)
+	}
+}
+
+func TestFailedLoginsAreLimited(t *testing.T) {
+	e := newTestServer(t, nil)
+	for i := 0; i < maxFailedLogins; i++ {
+		resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"guess"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+	}
+	// Even the right password is refused from that address for a while.
+	resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"password1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("after %d failures: %d", maxFailedLogins, resp.StatusCode)
+	}
+}
+
+func TestSnapshotsAreImagesAndLeaveAnEvent(t *testing.T) {
+	e := newTestServer(t, nil)
+	id, token := e.startChat("Ann")
+	url := e.ts.URL + "/api/v1/conversations/" + id + "/files"
+	resp := upload(t, url, token, "snap.txt", []byte("not an image"), "kind", "snapshot")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("text as a snapshot: %d", resp.StatusCode)
+	}
+	resp = upload(t, url, token, "snapshot.png", pngHeader, "kind", "snapshot")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("snapshot: %d", resp.StatusCode)
+	}
+	ms, err := e.st.Messages(context.Background(), id, 0, 10)
+	if err != nil || len(ms) != 2 || ms[0].Kind != store.KindFile || ms[1].Event != "snapshot.taken" {
+		t.Fatalf("transcript after a snapshot: %+v %v", ms, err)
 	}
 }

@@ -47,12 +47,25 @@ type browserPeer interface {
 	// AddICECandidate adds a trickled candidate, in the browser's
 	// RTCIceCandidateInit JSON.
 	AddICECandidate(candidate json.RawMessage) error
+	// Offer and SetAnswer renegotiate from our side (tracks added or
+	// removed toward the browser).
+	Offer(ctx context.Context, iceRestart bool) (string, error)
+	SetAnswer(ctx context.Context, answer string) error
 }
 
-// peerFactory makes browser peers; signal receives our ICE candidates as
-// RTCIceCandidateInit JSON and must not block.
+// peerFactory makes browser peers.
 type peerFactory interface {
-	NewPeer(ctx context.Context, convID string, signal func(candidate json.RawMessage)) (browserPeer, error)
+	NewPeer(ctx context.Context, name string, hooks peerHooks) (browserPeer, error)
+}
+
+// peerHooks are a peer's callbacks; none may block.
+type peerHooks struct {
+	// candidate receives our ICE candidates as RTCIceCandidateInit JSON.
+	candidate func(json.RawMessage)
+	// dtmf receives digits the browser sends as RFC 4733 events.
+	dtmf func(digit rune)
+	// video receives each video track the browser starts sending.
+	video func(remoteVideo)
 }
 
 // sipPhones adapts *sip.Server to phoneSystem.
@@ -264,50 +277,16 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 	return nil
 }
 
-// setupPeer makes the browser's peer connection from its offer and sends
-// our answer; our ICE candidates wait until the answer has gone out, since
-// the browser cannot add them before it has our description.
+// setupPeer answers the customer's offer on the conversation's peer
+// connection (made now if there is none yet) for a call.
 func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
-	h, cv := s.hub, v.cv
-	convID := cv.c.ID
-	var sigMu sync.Mutex
-	var pending []json.RawMessage
-	answered := false
-	sendCand := func(cand json.RawMessage) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for c := range cv.customers {
-			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
-		}
-	}
-	peer, err := s.peers.NewPeer(v.ctx, convID, func(cand json.RawMessage) {
-		sigMu.Lock()
-		defer sigMu.Unlock()
-		if !answered {
-			pending = append(pending, cand)
-			return
-		}
-		sendCand(cand)
-	})
+	rtc, err := s.customerOffer(v.ctx, v.cv, cl, offer, useVoice)
 	if err != nil {
-		return err
-	}
-	answer, err := peer.Answer(v.ctx, offer)
-	if err != nil {
-		peer.Close()
 		return err
 	}
 	v.mu.Lock()
-	v.peer = peer
-	v.toWeb = &lockedWriter{dst: peer.AudioIn()}
+	v.peer, v.toWeb = rtc.peer, rtc.toWeb
 	v.mu.Unlock()
-	sigMu.Lock()
-	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
-	for _, c := range pending {
-		sendCand(c)
-	}
-	answered, pending = true, nil
-	sigMu.Unlock()
 	return nil
 }
 
@@ -383,10 +362,9 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	v.answered = time.Now().UTC()
 	peer := v.peer
 	v.mu.Unlock()
-	// Both legs speak 8 kHz PCM, so no resampler is needed.
-	closeQuietly(phone.SwapAudioOut(noClose{v.toWeb}))
-	closeQuietly(peer.SwapAudioOut(noClose{phone.AudioIn()}))
 	v.setState(callConnected, "")
+	// Both legs speak 8 kHz PCM, so no resampler is needed.
+	s.routeAudio(v.cv)
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	s.saveCallRecord(v)
@@ -572,7 +550,7 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	peer := v.peer
 	v.mu.Unlock()
 	if peer != nil {
-		errs = append(errs, peer.Close())
+		errs = append(errs, s.releaseCustomerRTC(v.cv, useVoice))
 	}
 	v.cancel(cause)
 	v.mu.Lock()
@@ -757,40 +735,10 @@ func (s *Server) sendDTMF(ctx context.Context, cv *conv, digits string) error {
 	return phone.SendDTMF(dctx, digits)
 }
 
-// candidate passes a browser ICE candidate to the call's peer.
-func (s *Server) candidate(cv *conv, cand json.RawMessage) error {
-	s.hub.mu.Lock()
-	v := cv.voice
-	s.hub.mu.Unlock()
-	if v == nil || v.peer == nil {
-		return errNoCall
-	}
-	if err := v.peer.AddICECandidate(cand); err != nil {
-		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
-	}
-	return nil
-}
-
-// renegotiate answers a new offer from the browser (ICE restart).
-func (s *Server) renegotiate(ctx context.Context, cl *client, cv *conv, offer string) error {
-	s.hub.mu.Lock()
-	v := cv.voice
-	s.hub.mu.Unlock()
-	if v == nil || v.peer == nil {
-		return errNoCall
-	}
-	answer, err := v.peer.Answer(ctx, offer)
-	if err != nil {
-		return errf(http.StatusBadRequest, "bad_offer", "the new offer could not be used")
-	}
-	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
-	return nil
-}
-
 // saveCallRecord writes the call's record with the transcript.
 func (s *Server) saveCallRecord(v *voiceCall) {
 	v.mu.Lock()
-	r := &store.CallRecord{ID: v.id, ConversationID: v.cv.c.ID, Kind: "voice", Direction: "outbound", Target: v.target,
+	r := &store.CallRecord{ID: v.id, ConversationID: v.cv.c.ID, Kind: "voice", Direction: v.direction, Target: v.target,
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
@@ -802,6 +750,32 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 	if err := s.store.SaveCall(ctx, r); err != nil {
 		s.log.Error("voice: call record not saved", "call", v.id, "err", err)
 	}
+}
+
+// browserDigit forwards a keypad digit the browser sent in-band to the
+// phone of the conversation's call, off the peer's event goroutine.
+func (s *Server) browserDigit(cv *conv, d rune) {
+	s.hub.mu.Lock()
+	v := cv.voice
+	s.hub.mu.Unlock()
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	phone := v.phone
+	v.mu.Unlock()
+	if phone == nil {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
+		defer cancel()
+		if err := phone.SendDTMF(ctx, string(d)); err != nil {
+			s.log.Warn("voice: digit not sent", "call", v.id, "err", err)
+		}
+	}()
 }
 
 // hangupAll ends every call (shutdown) and lets their goroutines finish.
@@ -817,4 +791,43 @@ func (s *Server) hangupAll(cause error) {
 	for _, v := range calls {
 		v.cancel(cause)
 	}
+}
+
+type wireCallRecord struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	Direction  string          `json:"direction"`
+	Target     string          `json:"target"`
+	StartedAt  time.Time       `json:"started_at"`
+	AnsweredAt *time.Time      `json:"answered_at,omitempty"`
+	EndedAt    *time.Time      `json:"ended_at,omitempty"`
+	Cause      string          `json:"cause,omitempty"`
+	Codec      string          `json:"codec,omitempty"`
+	Quality    json.RawMessage `json:"quality,omitempty"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// getCalls lists a conversation's call records for its participants.
+func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
+	_, c, _, err := s.authorize(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	recs, err := s.store.Calls(r.Context(), c.ID)
+	if err != nil {
+		return err
+	}
+	out := make([]wireCallRecord, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, wireCallRecord{ID: rec.ID, Kind: rec.Kind, Direction: rec.Direction, Target: displayTarget(rec.Target),
+			StartedAt: rec.StartedAt, AnsweredAt: optTime(rec.AnsweredAt), EndedAt: optTime(rec.EndedAt),
+			Cause: rec.Cause, Codec: rec.Codec, Quality: rec.Stats})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"calls": out})
 }

@@ -111,6 +111,8 @@ func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	f.mu.Unlock()
 	return "v=0 answer", nil
 }
+func (f *fakeLeg) Offer(context.Context, bool) (string, error)   { return "v=0 server offer", nil }
+func (f *fakeLeg) SetAnswer(_ context.Context, sdp string) error { return nil }
 func (f *fakeLeg) AddICECandidate(c json.RawMessage) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -147,7 +149,8 @@ type fakePeers struct {
 	legs []*fakeLeg
 }
 
-func (p *fakePeers) NewPeer(ctx context.Context, conv string, signal func(json.RawMessage)) (browserPeer, error) {
+func (p *fakePeers) NewPeer(ctx context.Context, conv string, hooks peerHooks) (browserPeer, error) {
+	signal := hooks.candidate
 	leg := newFakeLeg()
 	p.mu.Lock()
 	p.legs = append(p.legs, leg)
@@ -262,6 +265,17 @@ func TestVoiceBridgesBrowserAndDeskPhone(t *testing.T) {
 	calls, err := e.st.Calls(context.Background(), id)
 	if err != nil || len(calls) != 1 || calls[0].EndedAt.IsZero() || calls[0].Codec != "PCMU" || len(calls[0].Stats) == 0 {
 		t.Fatalf("call record: %+v %v", calls, err)
+	}
+	resp, err := alice.Get(e.ts.URL + "/api/v1/conversations/" + id + "/calls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed struct{ Calls []wireCallRecord }
+	json.NewDecoder(resp.Body).Decode(&listed)
+	resp.Body.Close()
+	if len(listed.Calls) != 1 || listed.Calls[0].Target != "1001" || listed.Calls[0].Cause != "The agent hung up" ||
+		!strings.Contains(string(listed.Calls[0].Quality), `"mos"`) {
+		t.Fatalf("call records for the agent: %+v", listed)
 	}
 	// Voice can start again.
 	phone2 := newFakeLeg()

@@ -234,7 +234,8 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	if err != nil {
 		return err
 	}
-	cl.send(map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms)})
+	cl.send(map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
+		"features": s.features()})
 	return nil
 }
 
@@ -340,7 +341,8 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		}
 	}
 	switch f.Type {
-	case "message", "typing", "read", "voice.start", "voice.hangup", "voice.dtmf", "rtc.offer", "rtc.candidate":
+	case "message", "typing", "read", "voice.start", "voice.hangup", "voice.dtmf", "rtc.offer", "rtc.answer",
+		"rtc.candidate", "video.start", "video.stop", "media.join", "media.leave", "media.event", "voice.route":
 	default:
 		return errf(http.StatusBadRequest, "bad_frame", "unknown frame type %q", f.Type)
 	}
@@ -361,19 +363,55 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 			return s.hangup(cv, errAgentHangup)
 		}
 		return s.hangup(cv, errCustomerHangup)
-	case "voice.start", "voice.dtmf", "rtc.offer", "rtc.candidate":
+	case "media.event":
+		return s.mediaEvent(ctx, cl, cv, f.State)
+	case "rtc.offer", "rtc.answer", "rtc.candidate":
+		switch {
+		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:
+			return s.agentCandidate(cv, f.Candidate)
+		case f.Type == "rtc.candidate":
+			return s.customerCandidate(cv, f.Candidate)
+		case f.Type == "rtc.answer" && cl.role == store.RoleAgent:
+			return s.answered(ctx, cv, "agent", f.SDP)
+		case f.Type == "rtc.answer":
+			return s.answered(ctx, cv, "customer", f.SDP)
+		case cl.role == store.RoleAgent:
+			return s.joinVideo(ctx, cl, cv, f.SDP)
+		default:
+			return s.renegotiate(ctx, cl, cv, f.SDP)
+		}
+	case "media.join", "media.leave", "voice.route":
+		if cl.role != store.RoleAgent {
+			return errf(http.StatusBadRequest, "bad_frame", "%s is for the agent console", f.Type)
+		}
+		switch f.Type {
+		case "media.join":
+			return s.joinVideo(ctx, cl, cv, f.SDP)
+		case "voice.route":
+			return s.setAudioRoute(cv, f.State)
+		default:
+			s.hub.mu.Lock()
+			vs := cv.video
+			s.hub.mu.Unlock()
+			if vs == nil || vs.cl != cl {
+				return errNoVideo
+			}
+			s.leaveVideo(cv, vs)
+			return nil
+		}
+	case "voice.start", "voice.dtmf", "video.start", "video.stop":
 		if cl.role != store.RoleCustomer {
 			return errf(http.StatusBadRequest, "bad_frame", "%s is for the customer's widget", f.Type)
 		}
 		switch f.Type {
 		case "voice.start":
 			return s.startVoice(ctx, cl, cv, f.SDP)
-		case "voice.dtmf":
-			return s.sendDTMF(ctx, cv, f.Digits)
-		case "rtc.offer":
-			return s.renegotiate(ctx, cl, cv, f.SDP)
+		case "video.start":
+			return s.startVideo(ctx, cl, cv, f.SDP)
+		case "video.stop":
+			return s.stopVideo(cv)
 		default:
-			return s.candidate(cv, f.Candidate)
+			return s.sendDTMF(ctx, cv, f.Digits)
 		}
 	case "typing":
 		if f.Typing == nil {

@@ -20,6 +20,10 @@ type Config struct {
 	// Transcode chooses between "auto" (take PCMU/PCMA straight from the
 	// browser when the trunk allows it) and "always" (Opus from the browser).
 	Transcode string `yaml:"transcode"`
+	// LoopbackCandidates adds 127.0.0.1 and ::1 to the gathered candidates,
+	// for demos and tests where browser and gateway share a machine that
+	// may have no other interface.
+	LoopbackCandidates bool `yaml:"loopback_candidates"`
 }
 
 // ICEServer is one STUN or TURN server.

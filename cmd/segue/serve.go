@@ -15,6 +15,7 @@ import (
 	"github.com/segue-rtc/segue/gateway"
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 const defaultConfig = "configs/segue.yaml"
@@ -58,7 +59,16 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 			st.Close()
 			return err
 		}
-		opts = append(opts, gateway.WithSIP(sipSrv))
+		var wopts []webrtc.Option
+		if cfg.WebRTC.LoopbackCandidates {
+			wopts = append(wopts, webrtc.WithLoopbackCandidates())
+		}
+		eng, err := webrtc.New(cfg.WebRTC, log.With("component", "webrtc"), wopts...)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		opts = append(opts, gateway.WithSIP(sipSrv), gateway.WithWebRTC(eng))
 	}
 	srv, err := gateway.New(cfg, st, log, opts...)
 	if err != nil {

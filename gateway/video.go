@@ -1,0 +1,566 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/webrtc"
+)
+
+// remoteVideo is a video track a browser sends: a camera or a screen.
+type remoteVideo = *webrtc.RemoteVideo
+
+// forwardingPeer is a browser peer whose video can be relayed; the pion
+// adapter provides it.
+type forwardingPeer interface {
+	rtcPeer() *webrtc.Peer
+}
+
+// videoSession is the agent console's side of a conversation's video: the
+// console's own peer connection, the relays between it and the customer's,
+// and where the conversation's audio goes. Guarded by hub.mu unless noted.
+type videoSession struct {
+	agentID string
+	cl      *client // the console tab that joined
+	peer    browserPeer
+	toWeb   *lockedWriter
+	// videos the console sends (its camera, its screen), by track id.
+	videos map[string]remoteVideo
+	// route is where the customer's audio goes while a phone call is up:
+	// "phone" (the desk phone, the default) or "console".
+	route string
+}
+
+// relays holds every Forwarder of a conversation, keyed by source track
+// and destination ("agent" or "customer").
+type relayKey struct {
+	src remoteVideo
+	dst string
+}
+
+type relays struct {
+	mu  sync.Mutex
+	fwd map[relayKey]*webrtc.Forwarder
+}
+
+// negotiator serialises the gateway's offers to one browser: one in
+// flight, and one more once it is answered if something changed meanwhile.
+type negotiator struct {
+	mu      sync.Mutex
+	pending bool
+	again   bool
+}
+
+// mediaState is per conversation and lives as long as the conversation.
+type mediaState struct {
+	relays
+	custNeg  negotiator
+	agentNeg negotiator
+	// custVideos are the customer's video tracks, by track id.
+	custVideos map[string]remoteVideo
+}
+
+func (cv *conv) media() *mediaState {
+	cv.mediaOnce.Do(func() {
+		cv.mstate = &mediaState{relays: relays{fwd: map[relayKey]*webrtc.Forwarder{}}, custVideos: map[string]remoteVideo{}}
+	})
+	return cv.mstate
+}
+
+var (
+	errNoVideo        = errf(http.StatusConflict, "no_video", "there is no video session in this conversation")
+	errVideoLimit     = errf(http.StatusServiceUnavailable, "busy", "too many video sessions right now; try again shortly")
+	errNotForwardable = errf(http.StatusServiceUnavailable, "video_unavailable", "video is not available on this gateway")
+)
+
+func (h *hub) videoSessionsLocked() int {
+	n := 0
+	for _, cv := range h.convs {
+		if cv.video != nil || (cv.rtc != nil && cv.rtc.uses&useVideo != 0) {
+			n++
+		}
+	}
+	return n
+}
+
+// startVideo takes the customer's offer with a camera (or screen) track:
+// a renegotiation of the call's peer connection, or a new one when the
+// video starts straight from the chat.
+func (s *Server) startVideo(ctx context.Context, cl *client, cv *conv, offer string) error {
+	if s.peers == nil {
+		return errNotForwardable
+	}
+	if offer == "" || len(offer) > 64<<10 {
+		return errf(http.StatusBadRequest, "bad_frame", "video.start needs the SDP offer in sdp")
+	}
+	h := s.hub
+	h.mu.Lock()
+	if cv.c.State == store.StateEnded {
+		h.mu.Unlock()
+		return ErrEnded
+	}
+	counted := cv.video != nil || (cv.rtc != nil && cv.rtc.uses&useVideo != 0)
+	if !counted && h.videoSessionsLocked() >= s.cfg.Limits.MaxVideoSessions {
+		h.mu.Unlock()
+		return errVideoLimit
+	}
+	h.mu.Unlock()
+	if _, err := s.customerOffer(ctx, cv, cl, offer, useVideo); err != nil {
+		if ae, ok := err.(*apiError); ok {
+			return ae
+		}
+		s.log.Error("video: customer offer", "conv", cv.c.ID, "err", err)
+		return errf(http.StatusBadRequest, "bad_offer", "the browser's video offer could not be used")
+	}
+	s.routeAudio(cv)
+	return nil
+}
+
+// stopVideo ends the customer's video use of the peer connection (the
+// browser has removed its tracks by renegotiation already).
+func (s *Server) stopVideo(cv *conv) error {
+	return s.releaseCustomerRTC(cv, useVideo)
+}
+
+// customerVideo is called for each video track the customer starts.
+func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
+	m := cv.media()
+	h := s.hub
+	h.mu.Lock()
+	first := len(m.custVideos) == 0
+	m.custVideos[rv.ID()] = rv
+	vs := cv.video
+	h.mu.Unlock()
+	if first {
+		h.event(context.Background(), cv, "video.started", "Video started", map[string]string{"codec": rv.MimeType()})
+	}
+	if vs != nil {
+		s.forward(cv, rv, "agent")
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-rv.Done()
+		h.mu.Lock()
+		delete(m.custVideos, rv.ID())
+		last := len(m.custVideos) == 0
+		h.mu.Unlock()
+		s.unforward(cv, rv, "agent")
+		if last {
+			h.event(context.Background(), cv, "video.ended", "Video ended", nil)
+		}
+	}()
+}
+
+// agentVideo is called for each video track the console starts.
+func (s *Server) agentVideo(cv *conv, vs *videoSession, rv remoteVideo) {
+	h := s.hub
+	h.mu.Lock()
+	vs.videos[rv.ID()] = rv
+	hasCustomer := cv.rtc != nil
+	h.mu.Unlock()
+	if hasCustomer {
+		s.forward(cv, rv, "customer")
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-rv.Done()
+		h.mu.Lock()
+		delete(vs.videos, rv.ID())
+		h.mu.Unlock()
+		s.unforward(cv, rv, "customer")
+	}()
+}
+
+// afterCustomerRTC relays the console's videos to a customer peer that
+// has just been made.
+func (s *Server) afterCustomerRTC(cv *conv) {
+	h := s.hub
+	h.mu.Lock()
+	vs := cv.video
+	var vids []remoteVideo
+	if vs != nil {
+		for _, rv := range vs.videos {
+			vids = append(vids, rv)
+		}
+	}
+	h.mu.Unlock()
+	for _, rv := range vids {
+		s.forward(cv, rv, "customer")
+	}
+}
+
+// customerRTCGone drops the relays toward a customer peer that ended.
+func (s *Server) customerRTCGone(cv *conv) {
+	m := cv.media()
+	m.relays.mu.Lock()
+	var gone []*webrtc.Forwarder
+	for k, f := range m.fwd {
+		if k.dst == "customer" {
+			gone = append(gone, f)
+			delete(m.fwd, k)
+		}
+	}
+	m.relays.mu.Unlock()
+	for _, f := range gone {
+		f.Close()
+	}
+	s.routeAudio(cv)
+}
+
+// forward relays rv to the conversation's other browser (dst "agent" or
+// "customer") and renegotiates that browser. A track only ever goes to the
+// other participant of its own conversation.
+func (s *Server) forward(cv *conv, rv remoteVideo, dst string) {
+	h := s.hub
+	h.mu.Lock()
+	var to browserPeer
+	if dst == "agent" && cv.video != nil {
+		to = cv.video.peer
+	} else if dst == "customer" && cv.rtc != nil {
+		to = cv.rtc.peer
+	}
+	h.mu.Unlock()
+	fp, ok := to.(forwardingPeer)
+	if !ok {
+		return
+	}
+	m := cv.media()
+	key := relayKey{src: rv, dst: dst}
+	m.relays.mu.Lock()
+	if _, dup := m.fwd[key]; dup {
+		m.relays.mu.Unlock()
+		return
+	}
+	f, err := webrtc.NewForwarder(rv, fp.rtcPeer())
+	if err != nil {
+		m.relays.mu.Unlock()
+		s.log.Error("video: relay not started", "conv", cv.c.ID, "to", dst, "err", err)
+		return
+	}
+	m.fwd[key] = f
+	m.relays.mu.Unlock()
+	s.log.Info("video: relaying", "conv", cv.c.ID, "to", dst, "codec", rv.MimeType())
+	s.offerTo(cv, dst)
+	_ = rv.RequestKeyFrame()
+}
+
+func (s *Server) unforward(cv *conv, rv remoteVideo, dst string) {
+	m := cv.media()
+	key := relayKey{src: rv, dst: dst}
+	m.relays.mu.Lock()
+	f, ok := m.fwd[key]
+	delete(m.fwd, key)
+	m.relays.mu.Unlock()
+	if ok {
+		f.Close()
+		s.offerTo(cv, dst)
+	}
+}
+
+// offerTo sends a gateway offer to the conversation's customer or agent
+// browser, one at a time (the browser answers with rtc.answer).
+func (s *Server) offerTo(cv *conv, dst string) {
+	m := cv.media()
+	neg := &m.custNeg
+	if dst == "agent" {
+		neg = &m.agentNeg
+	}
+	neg.mu.Lock()
+	if neg.pending {
+		neg.again = true
+		neg.mu.Unlock()
+		return
+	}
+	neg.pending = true
+	neg.mu.Unlock()
+	if !s.sendOffer(cv, dst) {
+		neg.mu.Lock()
+		neg.pending, neg.again = false, false
+		neg.mu.Unlock()
+	}
+}
+
+func (s *Server) sendOffer(cv *conv, dst string) bool {
+	h := s.hub
+	h.mu.Lock()
+	var peer browserPeer
+	var targets []*client
+	if dst == "agent" && cv.video != nil {
+		peer, targets = cv.video.peer, []*client{cv.video.cl}
+	} else if dst == "customer" && cv.rtc != nil {
+		peer = cv.rtc.peer
+		for c := range cv.customers {
+			targets = append(targets, c)
+		}
+	}
+	h.mu.Unlock()
+	if peer == nil || len(targets) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp, err := peer.Offer(ctx, false)
+	if err != nil {
+		s.log.Warn("video: offer not made", "conv", cv.c.ID, "to", dst, "err", err)
+		return false
+	}
+	for _, c := range targets {
+		c.send(map[string]any{"type": "rtc.offer", "conversation_id": cv.c.ID, "sdp": sdp})
+	}
+	return true
+}
+
+// answered applies a browser's answer to our offer and sends the next
+// offer if something changed meanwhile.
+func (s *Server) answered(ctx context.Context, cv *conv, dst, sdp string) error {
+	h := s.hub
+	h.mu.Lock()
+	var peer browserPeer
+	if dst == "agent" && cv.video != nil {
+		peer = cv.video.peer
+	} else if dst == "customer" && cv.rtc != nil {
+		peer = cv.rtc.peer
+	}
+	h.mu.Unlock()
+	if peer == nil {
+		return errNoVideo
+	}
+	if err := peer.SetAnswer(ctx, sdp); err != nil {
+		return errf(http.StatusBadRequest, "bad_answer", "the answer could not be used")
+	}
+	m := cv.media()
+	neg := &m.custNeg
+	if dst == "agent" {
+		neg = &m.agentNeg
+	}
+	neg.mu.Lock()
+	again := neg.again
+	neg.pending, neg.again = false, false
+	neg.mu.Unlock()
+	if again {
+		s.offerTo(cv, dst)
+	}
+	return nil
+}
+
+// joinVideo is the console joining the conversation's media with its own
+// peer connection (its offer carries its microphone and, if on, camera).
+func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer string) error {
+	if s.peers == nil {
+		return errNotForwardable
+	}
+	if offer == "" || len(offer) > 64<<10 {
+		return errf(http.StatusBadRequest, "bad_frame", "media.join needs the SDP offer in sdp")
+	}
+	h := s.hub
+	h.mu.Lock()
+	if vs := cv.video; vs != nil {
+		h.mu.Unlock()
+		if vs.cl != cl {
+			return errf(http.StatusConflict, "in_use", "another console tab holds this conversation's video")
+		}
+		answer, err := vs.peer.Answer(ctx, offer)
+		if err != nil {
+			return errf(http.StatusBadRequest, "bad_offer", "the console's offer could not be used")
+		}
+		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
+		return nil
+	}
+	counted := cv.rtc != nil && cv.rtc.uses&useVideo != 0
+	if !counted && h.videoSessionsLocked() >= s.cfg.Limits.MaxVideoSessions {
+		h.mu.Unlock()
+		return errVideoLimit
+	}
+	h.mu.Unlock()
+	vs := &videoSession{agentID: cl.agentID, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
+	var sigMu sync.Mutex
+	var pending []json.RawMessage
+	answered := false
+	convID := cv.c.ID
+	hooks := peerHooks{
+		candidate: func(cand json.RawMessage) {
+			sigMu.Lock()
+			defer sigMu.Unlock()
+			if !answered {
+				pending = append(pending, cand)
+				return
+			}
+			cl.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
+		},
+		dtmf:  func(rune) {},
+		video: func(rv remoteVideo) { s.agentVideo(cv, vs, rv) },
+	}
+	peer, err := s.peers.NewPeer(context.WithoutCancel(ctx), convID+"/agent", hooks)
+	if err != nil {
+		return errNotForwardable
+	}
+	answer, err := peer.Answer(ctx, offer)
+	if err != nil {
+		peer.Close()
+		return errf(http.StatusBadRequest, "bad_offer", "the console's offer could not be used")
+	}
+	vs.peer, vs.toWeb = peer, &lockedWriter{dst: peer.AudioIn()}
+	h.mu.Lock()
+	if cv.video != nil || cv.c.AgentID != cl.agentID {
+		h.mu.Unlock()
+		peer.Close()
+		return errf(http.StatusConflict, "in_use", "the conversation's video changed hands; retry")
+	}
+	cv.video = vs
+	var vids []remoteVideo
+	for _, rv := range cv.media().custVideos {
+		vids = append(vids, rv)
+	}
+	h.mu.Unlock()
+	sigMu.Lock()
+	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+	for _, c := range pending {
+		cl.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": c})
+	}
+	answered, pending = true, nil
+	sigMu.Unlock()
+	s.log.Info("video: console joined", "conv", convID, "agent", cl.agentID)
+	for _, rv := range vids {
+		s.forward(cv, rv, "agent")
+	}
+	s.routeAudio(cv)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-peer.Done()
+		s.leaveVideo(cv, vs)
+	}()
+	return nil
+}
+
+// leaveVideo closes the console's side of the conversation's media.
+func (s *Server) leaveVideo(cv *conv, vs *videoSession) {
+	h := s.hub
+	h.mu.Lock()
+	if cv.video != vs {
+		h.mu.Unlock()
+		return
+	}
+	cv.video = nil
+	h.mu.Unlock()
+	m := cv.media()
+	m.relays.mu.Lock()
+	var gone []*webrtc.Forwarder
+	for k, f := range m.fwd {
+		if k.dst == "agent" || vs.videos[k.src.ID()] == k.src {
+			gone = append(gone, f)
+			delete(m.fwd, k)
+		}
+	}
+	m.relays.mu.Unlock()
+	for _, f := range gone {
+		f.Close()
+	}
+	vs.peer.Close()
+	s.offerTo(cv, "customer")
+	s.routeAudio(cv)
+}
+
+// agentCandidate passes a console ICE candidate to its peer.
+func (s *Server) agentCandidate(cv *conv, cand json.RawMessage) error {
+	s.hub.mu.Lock()
+	vs := cv.video
+	s.hub.mu.Unlock()
+	if vs == nil {
+		return errNoVideo
+	}
+	if err := vs.peer.AddICECandidate(cand); err != nil {
+		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
+	}
+	return nil
+}
+
+// setAudioRoute moves the call's audio between the desk phone and the
+// console (voice.route from the console).
+func (s *Server) setAudioRoute(cv *conv, to string) error {
+	if to != "phone" && to != "console" {
+		return errf(http.StatusBadRequest, "bad_frame", `to must be "phone" or "console"`)
+	}
+	h := s.hub
+	h.mu.Lock()
+	vs := cv.video
+	if vs == nil {
+		h.mu.Unlock()
+		return errNoVideo
+	}
+	vs.route = to
+	h.mu.Unlock()
+	s.routeAudio(cv)
+	h.event(context.Background(), cv, "voice.routed", map[string]string{"phone": "Audio moved to the desk phone", "console": "Audio moved to the console"}[to], map[string]string{"to": to})
+	return nil
+}
+
+// routeAudio points the conversation's audio where it belongs: between
+// the customer and the desk phone during a call (unless the agent moved it
+// to the console), else between the customer and the console when the
+// console has joined, else nowhere.
+func (s *Server) routeAudio(cv *conv) {
+	h := s.hub
+	h.mu.Lock()
+	rtc, vs := cv.rtc, cv.video
+	var phone phoneCall
+	if v := cv.voice; v != nil {
+		v.mu.Lock()
+		if v.state == callConnected || v.state == callHeld {
+			phone = v.phone
+		}
+		v.mu.Unlock()
+	}
+	route := "phone"
+	if vs != nil {
+		route = vs.route
+	}
+	h.mu.Unlock()
+	switch {
+	case rtc == nil:
+		if vs != nil {
+			closeQuietly(vs.peer.SwapAudioOut(nil))
+		}
+	case phone != nil && (route == "phone" || vs == nil):
+		closeQuietly(phone.SwapAudioOut(noClose{rtc.toWeb}))
+		closeQuietly(rtc.peer.SwapAudioOut(noClose{phone.AudioIn()}))
+		if vs != nil {
+			closeQuietly(vs.peer.SwapAudioOut(nil))
+		}
+	case vs != nil:
+		if phone != nil {
+			closeQuietly(phone.SwapAudioOut(nil))
+		}
+		closeQuietly(rtc.peer.SwapAudioOut(noClose{vs.toWeb}))
+		closeQuietly(vs.peer.SwapAudioOut(noClose{rtc.toWeb}))
+	default:
+		closeQuietly(rtc.peer.SwapAudioOut(nil))
+	}
+}
+
+// mediaEvents are the transcript events a browser may declare: what only
+// it knows (which track is a screen).
+var mediaEvents = map[string]string{
+	"screen.started": "Screen sharing started",
+	"screen.ended":   "Screen sharing ended",
+}
+
+// mediaEvent records a browser-declared media event in the transcript.
+func (s *Server) mediaEvent(ctx context.Context, cl *client, cv *conv, name string) error {
+	text, ok := mediaEvents[name]
+	if !ok {
+		return errf(http.StatusBadRequest, "bad_frame", "unknown media event %q", name)
+	}
+	who := "The customer: "
+	if cl.role == store.RoleAgent {
+		who = s.hub.agentName(cl.agentID) + ": "
+	}
+	s.hub.event(ctx, cv, name, who+text, map[string]string{"by": cl.role})
+	return nil
+}

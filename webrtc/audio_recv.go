@@ -1,0 +1,295 @@
+package webrtc
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+	pwebrtc "github.com/pion/webrtc/v4"
+
+	"github.com/segue-rtc/segue/transcode"
+)
+
+// flowingWindow is how recent the last audio packet must be for
+// AudioFlowing to report true.
+const flowingWindow = time.Second
+
+// rxState is the receive chain of the browser's audio: jitter buffer, then
+// decoder into the peer's output switch. The reader goroutine pushes
+// packets; the media goroutine pops one frame per tick.
+type rxState struct {
+	mu     sync.Mutex
+	codec  string
+	pt     uint8
+	jitter *transcode.Jitter
+	dec    transcode.BytesWriter
+	failed bool
+	errs   int
+}
+
+func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
+	rx := &rxState{codec: codecName(c.MimeType), pt: uint8(c.PayloadType)}
+	clock := pcmRate
+	var err error
+	switch rx.codec {
+	case "opus":
+		clock = transcode.OpusClockRate
+		rx.dec, err = transcode.NewOpusDecoder(p.out)
+	case "PCMU":
+		rx.dec, err = transcode.NewULawDecoder(p.out)
+	case "PCMA":
+		rx.dec, err = transcode.NewALawDecoder(p.out)
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrNoCommonCodec, c.MimeType)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: %s decoder: %w", rx.codec, err)
+	}
+	rx.jitter, err = transcode.NewJitter(transcode.JitterConfig{
+		ClockRate: clock,
+		Frame:     frameDur,
+		MinDelay:  p.e.opts.jitterMin,
+		MaxDelay:  p.e.opts.jitterMax,
+		Now:       p.e.opts.now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: jitter buffer: %w", err)
+	}
+	return rx, nil
+}
+
+// SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM in 20 ms
+// frames, and returns the previous writer, which the caller closes. A nil
+// w disconnects the output. Wrap a writer of another rate with
+// transcode.Resample. Writes to w happen on the peer's media goroutine;
+// w's errors are counted and do not stop the peer.
+func (p *Peer) SwapAudioOut(w transcode.PCMWriter) (old transcode.PCMWriter) {
+	return p.out.Swap(w)
+}
+
+// AudioCodec returns the audio codec negotiated with the browser ("opus",
+// "PCMU" or "PCMA"), from the send side once it is bound, else from the
+// receive side, or "" before negotiation.
+func (p *Peer) AudioCodec() string {
+	if tx := p.tx.Load(); tx != nil {
+		return tx.codec
+	}
+	if rx := p.rx.Load(); rx != nil {
+		return rx.codec
+	}
+	return ""
+}
+
+// AudioFlowing reports whether audio packets arrived from the browser in
+// the last second. A muted microphone in a browser still sends (silent)
+// packets, so false means a network or negotiation problem rather than
+// mute.
+func (p *Peer) AudioFlowing() bool {
+	last := p.rxStats.last.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < flowingWindow
+}
+
+// startAudioReceive starts the reader of the browser's audio track.
+func (p *Peer) startAudioReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
+	p.spawn(func() { p.audioReadLoop(track, recv) })
+	p.spawn(func() { drainRTCP(recv) })
+}
+
+// drainRTCP reads the RTCP of a receiver (the browser's sender reports) so
+// that the interceptors process it, until the receiver stops.
+func drainRTCP(recv *pwebrtc.RTPReceiver) {
+	for {
+		if _, _, err := recv.ReadRTCP(); err != nil {
+			return
+		}
+	}
+}
+
+// audioReadLoop reads the browser's audio: RTP packets go to the jitter
+// buffer, telephone-events to OnDTMF. A packet that cannot be parsed is
+// counted and skipped.
+func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
+	var rx *rxState
+	defer func() {
+		if rx != nil {
+			p.rx.CompareAndSwap(rx, nil)
+		}
+	}()
+	codecs := map[uint8]pwebrtc.RTPCodecParameters{}
+	refresh := func() {
+		for _, c := range recv.GetParameters().Codecs {
+			codecs[uint8(c.PayloadType)] = c
+		}
+	}
+	refresh()
+
+	var dtmf transcode.DTMFReceiver
+	var seq seqCounter
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := track.Read(buf)
+		if err != nil {
+			return
+		}
+		pkt := &rtp.Packet{}
+		if err := pkt.Unmarshal(append([]byte(nil), buf[:n]...)); err != nil {
+			p.rxStats.malformed.Add(1)
+			continue
+		}
+		p.rxStats.packets.Add(1)
+		p.rxStats.bytes.Add(uint64(n))
+		p.rxStats.last.Store(time.Now().UnixNano())
+		p.rxStats.lost.Store(seq.update(pkt.SSRC, pkt.SequenceNumber))
+		if rx != nil && pkt.PayloadType == rx.pt {
+			rx.jitter.Push(pkt)
+			continue
+		}
+
+		c, ok := codecs[pkt.PayloadType]
+		if !ok {
+			refresh()
+			c, ok = codecs[pkt.PayloadType]
+		}
+		switch {
+		case !ok:
+			p.rxStats.malformed.Add(1)
+		case strings.EqualFold(c.MimeType, mimeTelephoneEvent):
+			d, ok, err := dtmf.Receive(pkt.Timestamp, pkt.Payload)
+			if err != nil || !ok {
+				continue
+			}
+			p.log.Debug("webrtc dtmf received", "digit", string(d))
+			if p.opts.OnDTMF != nil {
+				p.post(func() { p.opts.OnDTMF(d) })
+			}
+		case codecName(c.MimeType) != "":
+			// The first audio packet, or a codec change after a
+			// renegotiation.
+			nrx, err := p.newRx(c)
+			if err != nil {
+				p.log.Warn("webrtc audio receive", "err", err.Error())
+				continue
+			}
+			p.log.Info("webrtc audio receive", "codec", nrx.codec, "pt", nrx.pt, "ssrc", pkt.SSRC, "chain", nrx.dec.String())
+			p.rx.Store(nrx)
+			rx = nrx
+			rx.jitter.Push(pkt)
+		}
+	}
+}
+
+// recvTick plays one frame of the browser's audio out of the jitter
+// buffer into the output writer.
+func (p *Peer) recvTick() {
+	rx := p.rx.Load()
+	if rx == nil {
+		return
+	}
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	if rx.failed {
+		return
+	}
+	_, err := popTo(rx.jitter, rx.dec)
+	if err == nil {
+		return
+	}
+	switch {
+	case errors.Is(err, transcode.ErrBadPacket):
+		p.rxStats.malformed.Add(1)
+		if rx.errs++; rx.errs == 1 {
+			p.log.Warn("webrtc bad audio packet from browser", "chain", rx.dec.String(), "err", err.Error())
+		}
+	case errors.Is(err, transcode.ErrCodecPanic), errors.Is(err, errDecoderPanic):
+		rx.failed = true
+		p.log.Error("webrtc audio decoder failed", "chain", rx.dec.String(), "err", err.Error())
+		p.fail(fmt.Errorf("%w: %w", ErrMediaFailed, err))
+	default:
+		// The output writer failed: count it and go on.
+		p.rxStats.outErrors.Add(1)
+		if rx.errs++; rx.errs == 1 {
+			p.log.Warn("webrtc audio out failed", "chain", rx.dec.String(), "err", err.Error())
+		}
+	}
+}
+
+// errDecoderPanic marks a panic recovered around the decode chain.
+var errDecoderPanic = errors.New("webrtc: audio chain panicked")
+
+// popTo runs one jitter buffer tick into dec, turning a panic anywhere in
+// the chain into an error.
+func popTo(j *transcode.Jitter, dec transcode.BytesWriter) (st transcode.JitterStatus, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errDecoderPanic, r)
+		}
+	}()
+	return j.PopTo(dec)
+}
+
+// mediaLoop is the peer's 20 ms clock: each tick plays a frame of the
+// browser's audio to the output writer and sends a frame to the browser.
+func (p *Peer) mediaLoop() {
+	t := time.NewTicker(frameDur)
+	defer t.Stop()
+	buf := make(transcode.PCM16, frameSamples)
+	silence := make(transcode.PCM16, frameSamples)
+	next := time.Now()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		// A ticker drops ticks when the machine is busy: catch up with
+		// the frames that are due, so that the playout keeps the sender's
+		// pace, but give up after a long stall rather than burst.
+		now := time.Now()
+		if now.Sub(next) > maxCatchUp {
+			next = now
+		}
+		for !next.After(now) {
+			p.recvTick()
+			p.sendTick(buf, silence)
+			next = next.Add(frameDur)
+		}
+	}
+}
+
+// maxCatchUp is the longest stall of the media clock that is made up for
+// with a burst of frames.
+const maxCatchUp = 100 * time.Millisecond
+
+// seqCounter counts lost packets from RTP sequence numbers (RFC 3550
+// §6.4.1 and Appendix A.3): expected minus received, over the extended
+// sequence range.
+type seqCounter struct {
+	started  bool
+	ssrc     uint32
+	base     uint32
+	max      uint32 // extended highest sequence number
+	received int64
+}
+
+func (s *seqCounter) update(ssrc uint32, seq uint16) int64 {
+	if !s.started || ssrc != s.ssrc {
+		*s = seqCounter{started: true, ssrc: ssrc, base: uint32(seq), max: uint32(seq)}
+	}
+	s.received++
+	cycles := s.max &^ 0xffff
+	ext := cycles | uint32(seq)
+	switch d := int32(ext - s.max); {
+	case d < -0x8000:
+		ext += 0x10000
+	case d > 0x8000:
+		ext -= 0x10000
+	}
+	if int32(ext-s.max) > 0 {
+		s.max = ext
+	}
+	lost := int64(s.max-s.base+1) - s.received
+	return max(lost, 0)
+}

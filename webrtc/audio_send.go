@@ -1,0 +1,437 @@
+package webrtc
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	pwebrtc "github.com/pion/webrtc/v4"
+
+	"github.com/segue-rtc/segue/transcode"
+)
+
+const (
+	// pcmRate is the rate of the PCM a Peer takes and gives.
+	pcmRate = 8000
+	// frameDur is the packet time toward the browser and the period of the
+	// media clock.
+	frameDur = 20 * time.Millisecond
+	// frameSamples is one frame of PCM at pcmRate.
+	frameSamples = pcmRate / 50
+	// maxQueuedFrames bounds the audio waiting in AudioIn: beyond it the
+	// oldest frame is dropped, so that a source clock faster than ours
+	// cannot build up latency.
+	maxQueuedFrames = 5
+	// idleFrames is how long the sender pads a gap in AudioIn with
+	// silence before it stops sending until audio comes back.
+	idleFrames = 50
+	// dtmfTone and dtmfGap shape the in-band feedback beeps of SendDTMF.
+	dtmfTone = 120 * time.Millisecond
+	dtmfGap  = 80 * time.Millisecond
+	// dtmfAmp is the amplitude of each of the two tones of a digit.
+	dtmfAmp = 0.2
+)
+
+// audioTrack is the local audio track toward the browser. It implements
+// pion's TrackLocal so that the codec is chosen at bind time among the
+// negotiated ones (Opus, or PCMU/PCMA taken straight from the browser's
+// offer) and packets are written with our own timing.
+type audioTrack struct {
+	p        *Peer
+	id       string
+	streamID string
+}
+
+var _ pwebrtc.TrackLocal = (*audioTrack)(nil)
+
+// Bind picks the first negotiated codec the gateway can encode, in the
+// browser's order of preference, and builds the encoder for it. pion
+// calls it once negotiation is complete.
+func (t *audioTrack) Bind(ctx pwebrtc.TrackLocalContext) (pwebrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		tx, err := t.p.newTx(c, uint32(ctx.SSRC()), ctx.WriteStream())
+		if err != nil {
+			continue
+		}
+		t.p.tx.Store(tx)
+		t.p.log.Info("webrtc audio send", "codec", tx.codec, "pt", tx.pt, "chain", tx.enc.String())
+		return c, nil
+	}
+	return pwebrtc.RTPCodecParameters{}, ErrNoCommonCodec
+}
+
+// Unbind stops sending.
+func (t *audioTrack) Unbind(pwebrtc.TrackLocalContext) error {
+	t.p.tx.Store(nil)
+	return nil
+}
+
+// ID returns the track id.
+func (t *audioTrack) ID() string { return t.id }
+
+// RID returns the empty RTP stream id: audio is not simulcast.
+func (t *audioTrack) RID() string { return "" }
+
+// StreamID returns the media stream id.
+func (t *audioTrack) StreamID() string { return t.streamID }
+
+// Kind returns audio.
+func (t *audioTrack) Kind() pwebrtc.RTPCodecType { return pwebrtc.RTPCodecTypeAudio }
+
+// txState is the send side once bound. Only the media goroutine uses its
+// plain fields.
+type txState struct {
+	p     *Peer
+	codec string
+	pt    uint8
+	ssrc  uint32
+	clock int
+	step  uint32 // RTP timestamp units per frame
+	w     pwebrtc.TrackLocalWriter
+	enc   transcode.PCMWriter
+
+	seq     uint16
+	ts      uint32
+	marker  bool
+	running bool
+	idle    int
+	errs    int
+}
+
+// codecName returns the gateway's name of a negotiated audio codec that it
+// can encode and decode, or "".
+func codecName(mime string) string {
+	switch {
+	case strings.EqualFold(mime, pwebrtc.MimeTypeOpus):
+		return "opus"
+	case strings.EqualFold(mime, pwebrtc.MimeTypePCMU):
+		return "PCMU"
+	case strings.EqualFold(mime, pwebrtc.MimeTypePCMA):
+		return "PCMA"
+	}
+	return ""
+}
+
+func (p *Peer) newTx(c pwebrtc.RTPCodecParameters, ssrc uint32, w pwebrtc.TrackLocalWriter) (*txState, error) {
+	tx := &txState{
+		p:      p,
+		codec:  codecName(c.MimeType),
+		pt:     uint8(c.PayloadType),
+		ssrc:   ssrc,
+		w:      w,
+		seq:    uint16(rand.Uint32()),
+		ts:     rand.Uint32(),
+		marker: true,
+	}
+	var err error
+	switch tx.codec {
+	case "opus":
+		tx.clock = transcode.OpusClockRate
+		tx.enc, err = transcode.NewOpusEncoder(rtpWriter{tx}, pcmRate, p.e.opts.opus)
+	case "PCMU":
+		tx.clock = pcmRate
+		tx.enc, err = transcode.NewULawEncoder(rtpWriter{tx})
+	case "PCMA":
+		tx.clock = pcmRate
+		tx.enc, err = transcode.NewALawEncoder(rtpWriter{tx})
+	default:
+		return nil, ErrNoCommonCodec
+	}
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: %s encoder: %w", tx.codec, err)
+	}
+	tx.step = uint32(tx.clock / 50)
+	return tx, nil
+}
+
+// rtpWriter is the last stage of the send chain: it puts each encoded
+// frame in an RTP packet on the track.
+type rtpWriter struct{ tx *txState }
+
+func (w rtpWriter) WriteSample(payload []byte) error {
+	tx := w.tx
+	h := rtp.Header{
+		Version:        2,
+		Marker:         tx.marker,
+		PayloadType:    tx.pt,
+		SequenceNumber: tx.seq,
+		Timestamp:      tx.ts,
+		SSRC:           tx.ssrc,
+	}
+	tx.seq++
+	tx.marker = false
+	n, err := tx.w.WriteRTP(&h, payload)
+	if err != nil {
+		return fmt.Errorf("webrtc: write rtp: %w", err)
+	}
+	tx.p.txStats.packets.Add(1)
+	tx.p.txStats.bytes.Add(uint64(n))
+	return nil
+}
+
+func (w rtpWriter) SampleRate() int { return w.tx.clock }
+func (w rtpWriter) String() string  { return fmt.Sprintf("RTP(pt=%d)", w.tx.pt) }
+func (w rtpWriter) Close() error    { return nil }
+
+// sendTick sends one frame toward the browser: a DTMF feedback frame,
+// else the next frame written to AudioIn, else silence to bridge a short
+// gap. The RTP timestamp advances every tick, sent or not.
+func (p *Peer) sendTick(buf, silence transcode.PCM16) {
+	tx := p.tx.Load()
+	if tx == nil {
+		p.in.drain()
+		return
+	}
+	frame, done := p.prompt.pop()
+	if frame == nil {
+		minFill := 2 // a frame of slack before starting
+		if tx.running {
+			minFill = 1
+		}
+		if p.in.pop(buf, minFill) {
+			frame = buf
+			tx.idle = 0
+		}
+	} else {
+		tx.idle = 0
+	}
+	if frame == nil && tx.running {
+		if tx.idle++; tx.idle > idleFrames {
+			tx.running = false
+		} else {
+			frame = silence
+		}
+	}
+	if frame != nil {
+		if !tx.running {
+			tx.running = true
+			tx.marker = true // RFC 3551 §4.1: first packet of a talk spurt
+		}
+		if err := tx.enc.WriteSample(frame); err != nil {
+			if tx.errs++; tx.errs == 1 {
+				p.log.Warn("webrtc audio send failed", "chain", tx.enc.String(), "err", err.Error())
+			}
+			p.txStats.errors.Add(1)
+		}
+	}
+	tx.ts += tx.step
+	if done != nil {
+		close(done)
+	}
+}
+
+// AudioIn returns the writer of the audio to play to the browser: 8 kHz
+// PCM in frames of any length, from one goroutine at a time. Writes only
+// queue the audio; the peer encodes and sends it on its own steady 20 ms
+// clock, so a bursty source still reaches the browser evenly. Audio
+// written before the connection is up is dropped. Close on the writer does
+// nothing: the peer owns it.
+func (p *Peer) AudioIn() transcode.PCMWriter { return p.in }
+
+// audioIn regroups PCM into 20 ms frames and queues them for the media
+// clock.
+type audioIn struct {
+	mu      sync.Mutex
+	partial transcode.PCM16
+	queue   []transcode.PCM16
+	free    []transcode.PCM16
+	dropped atomic.Uint64
+}
+
+func newAudioIn() *audioIn {
+	return &audioIn{partial: make(transcode.PCM16, 0, frameSamples)}
+}
+
+// WriteSample queues s.
+func (a *audioIn) WriteSample(s transcode.PCM16) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for len(s) > 0 {
+		n := min(frameSamples-len(a.partial), len(s))
+		a.partial = append(a.partial, s[:n]...)
+		s = s[n:]
+		if len(a.partial) < frameSamples {
+			break
+		}
+		if len(a.queue) >= maxQueuedFrames {
+			a.free = append(a.free, a.queue[0])
+			a.queue = a.queue[1:]
+			a.dropped.Add(1)
+		}
+		a.queue = append(a.queue, a.partial)
+		if n := len(a.free); n > 0 {
+			a.partial = a.free[n-1][:0]
+			a.free = a.free[:n-1]
+		} else {
+			a.partial = make(transcode.PCM16, 0, frameSamples)
+		}
+	}
+	return nil
+}
+
+// pop copies the oldest queued frame into dst when at least minFill
+// frames are queued, and reports whether it did.
+func (a *audioIn) pop(dst transcode.PCM16, minFill int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) < max(minFill, 1) {
+		return false
+	}
+	f := a.queue[0]
+	copy(dst, f)
+	a.queue = a.queue[1:]
+	if len(a.free) < maxQueuedFrames {
+		a.free = append(a.free, f)
+	}
+	return true
+}
+
+func (a *audioIn) drain() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.partial = a.partial[:0]
+	a.queue = a.queue[:0]
+}
+
+// SampleRate returns 8000.
+func (a *audioIn) SampleRate() int { return pcmRate }
+
+// String describes the writer.
+func (a *audioIn) String() string { return "WebRTC(in 8000Hz, 20ms clock)" }
+
+// Close does nothing: the Peer owns the writer.
+func (a *audioIn) Close() error { return nil }
+
+// promptQueue holds frames that replace AudioIn for a while (the DTMF
+// feedback of SendDTMF).
+type promptQueue struct {
+	mu     sync.Mutex
+	frames []promptFrame
+}
+
+type promptFrame struct {
+	pcm  transcode.PCM16
+	done chan struct{}
+}
+
+func (q *promptQueue) push(frames []transcode.PCM16) <-chan struct{} {
+	done := make(chan struct{})
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, f := range frames {
+		pf := promptFrame{pcm: f}
+		if i == len(frames)-1 {
+			pf.done = done
+		}
+		q.frames = append(q.frames, pf)
+	}
+	return done
+}
+
+func (q *promptQueue) pop() (transcode.PCM16, chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) == 0 {
+		return nil, nil
+	}
+	f := q.frames[0]
+	q.frames = q.frames[1:]
+	return f.pcm, f.done
+}
+
+// abort drops the queued frames and releases their waiters.
+func (q *promptQueue) abort() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, f := range q.frames {
+		if f.done != nil {
+			close(f.done)
+		}
+	}
+	q.frames = nil
+}
+
+// SendDTMF plays digits (0-9, *, #, A-D) to the browser as in-band tones,
+// as feedback for the customer's key presses, and returns once they have
+// been sent. The tones replace the audio from AudioIn while they play.
+// It returns an error wrapping transcode.ErrUnknownDigit for a bad digit,
+// ErrNoAudio before audio toward the browser is negotiated, and ctx's
+// error if ctx ends first (the digits already queued still play).
+func (p *Peer) SendDTMF(ctx context.Context, digits string) error {
+	if p.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if p.tx.Load() == nil {
+		return ErrNoAudio
+	}
+	tone := int(dtmfTone / (time.Second / pcmRate))
+	gap := int(dtmfGap / (time.Second / pcmRate))
+	pcm := make(transcode.PCM16, 0, len(digits)*(tone+gap))
+	for _, d := range digits {
+		t := make(transcode.PCM16, tone)
+		if err := transcode.DTMFTone(t, pcmRate, d, dtmfAmp, 0); err != nil {
+			return fmt.Errorf("webrtc: send dtmf %q: %w", digits, err)
+		}
+		pcm = append(pcm, t...)
+		pcm = append(pcm, make(transcode.PCM16, gap)...)
+	}
+	if len(pcm) == 0 {
+		return nil
+	}
+	var frames []transcode.PCM16
+	for len(pcm) > 0 {
+		n := min(frameSamples, len(pcm))
+		f := make(transcode.PCM16, frameSamples)
+		copy(f, pcm[:n])
+		frames = append(frames, f)
+		pcm = pcm[n:]
+	}
+	done := p.prompt.push(frames)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("webrtc: send dtmf: %w", context.Cause(ctx))
+	case <-p.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// readSenderRTCP reads the RTCP about our audio (the browser's receiver
+// reports, NACKs) so that the interceptors see it, and keeps the loss and
+// jitter the browser reports.
+func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		tx := p.tx.Load()
+		if tx == nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			var reports []rtcp.ReceptionReport
+			switch r := pkt.(type) {
+			case *rtcp.ReceiverReport:
+				reports = r.Reports
+			case *rtcp.SenderReport:
+				reports = r.Reports
+			}
+			for _, rb := range reports {
+				if rb.SSRC != tx.ssrc {
+					continue
+				}
+				p.txStats.lost.Store(int64(rb.TotalLost))
+				p.txStats.fractionLost.Store(uint32(rb.FractionLost))
+				p.txStats.jitter.Store(int64(time.Duration(rb.Jitter) * time.Second / time.Duration(tx.clock)))
+			}
+		}
+	}
+}

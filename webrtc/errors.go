@@ -1,0 +1,58 @@
+package webrtc
+
+import "errors"
+
+// ErrClosed is the cause reported by Err after Close, and returned by
+// methods called on a closed Peer or Engine.
+var ErrClosed = errors.New("webrtc: peer closed")
+
+// ErrICEFailed is the cause reported by Err when ICE failed: no candidate
+// pair has answered for the failed timeout, and no ICE restart arrived.
+var ErrICEFailed = errors.New("webrtc: ice failed")
+
+// ErrDisconnected is the cause reported by Err when the connection stayed
+// disconnected for longer than the disconnected timeout of the Engine.
+var ErrDisconnected = errors.New("webrtc: disconnected for too long")
+
+// ErrRemoteClosed is the cause reported by Err when the browser closed the
+// peer connection (DTLS close_notify).
+var ErrRemoteClosed = errors.New("webrtc: closed by remote")
+
+// ErrMediaFailed is the cause reported by Err when the audio path failed
+// for good, for instance a codec that panicked on a packet from the
+// browser. It ends that peer only.
+var ErrMediaFailed = errors.New("webrtc: media failed")
+
+// ErrNoAudio is returned by SendDTMF when no audio is being sent to the
+// browser: the session has no audio section, or it was not negotiated yet.
+var ErrNoAudio = errors.New("webrtc: no audio track toward the browser")
+
+// ErrBadSDP is returned by Answer and SetAnswer for a description that
+// cannot be parsed or applied, and by Offer when one cannot be made.
+var ErrBadSDP = errors.New("webrtc: bad session description")
+
+// ErrBadCandidate is returned by AddICECandidate for a candidate that
+// cannot be parsed or applied.
+var ErrBadCandidate = errors.New("webrtc: bad ice candidate")
+
+// ErrNoCommonCodec is returned when the browser offers no codec the
+// Engine can use for a media section it must receive or send.
+var ErrNoCommonCodec = errors.New("webrtc: no common codec")
+
+// ErrBadOption is returned by New and NewPeer for an option or a
+// configuration value out of range.
+var ErrBadOption = errors.New("webrtc: invalid option")
+
+// ErrCloseTimeout is returned by Close when the peer connection did not
+// finish closing within the teardown timeout.
+var ErrCloseTimeout = errors.New("webrtc: close timed out")
+
+// ErrKindMismatch is returned by NewForwarder for a track that is not
+// video.
+var ErrKindMismatch = errors.New("webrtc: not a video track")
+
+// ErrGlare is returned by Answer when the browser's offer crosses an
+// offer of the gateway still waiting for its answer. The browser, the
+// polite peer of perfect negotiation, rolls back its offer and answers the
+// gateway's; it may offer again afterwards.
+var ErrGlare = errors.New("webrtc: offer collision")

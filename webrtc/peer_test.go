@@ -1,0 +1,50 @@
+package webrtc
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/segue-rtc/segue/transcode/audiotest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestAudioBothWays sends a 1 kHz Opus tone from the browser and a 440 Hz
+// tone from the gateway, and checks what each side heard.
+func TestAudioBothWays(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	b := newBrowser(t, browserOptions{})
+	p := connect(t, e, b, PeerOptions{Name: "both-ways"})
+
+	heard := audiotest.NewRecorder(8000)
+	if old := p.SwapAudioOut(heard); old != nil {
+		t.Fatalf("SwapAudioOut returned %v before any writer was set", old)
+	}
+	stopMic := b.sendTone(1000)
+	defer stopMic()
+	stopIn := playTone(t, p.AudioIn(), 440)
+	defer stopIn()
+
+	eventually(t, "1.5 s of browser audio", func() bool { return len(heard.Samples()) >= 12000 })
+	eventually(t, "1.5 s of gateway audio at the browser", func() bool { return len(b.heard.Samples()) >= 12000 })
+	stopMic()
+	stopIn()
+
+	assertTone(t, "gateway heard", tail(heard.Samples(), time.Second), 1000)
+	assertTone(t, "browser heard", tail(b.heard.Samples(), time.Second), 440)
+	if c := p.AudioCodec(); c != "opus" {
+		t.Errorf("AudioCodec = %q, want opus", c)
+	}
+	st := p.Stats()
+	t.Logf("stats: %+v", st)
+	if st.Inbound.Packets < 50 || st.Outbound.Packets < 50 {
+		t.Errorf("stats count %d packets in and %d out, want at least 50 each", st.Inbound.Packets, st.Outbound.Packets)
+	}
+	if !st.Flowing {
+		t.Errorf("Flowing = false while the browser sends")
+	}
+}

@@ -1,0 +1,94 @@
+package webrtc
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats describes a peer's audio in both directions, for call records and
+// the console's live quality display.
+type Stats struct {
+	// Codec is the negotiated audio codec: "opus", "PCMU" or "PCMA".
+	Codec string
+	// Inbound is the browser's audio as received by the gateway.
+	Inbound StreamStats
+	// Outbound is the gateway's audio toward the browser; loss and jitter
+	// are those the browser reports in RTCP receiver reports.
+	Outbound StreamStats
+	// Flowing reports whether audio arrived in the last second.
+	Flowing bool
+	// State is the connection state.
+	State State
+}
+
+// StreamStats counts one direction of audio.
+type StreamStats struct {
+	Packets uint64
+	Bytes   uint64
+	// Lost is the cumulative number of packets lost (RFC 3550 §6.4.1).
+	Lost int64
+	// FractionLost is the share of packets lost, 0 to 1: over the last
+	// report interval for Outbound, over the whole call for Inbound.
+	FractionLost float64
+	// Jitter is the RFC 3550 interarrival jitter.
+	Jitter time.Duration
+	// Concealed counts frames the decoder had to conceal (Inbound only).
+	Concealed uint64
+	// Malformed counts packets that could not be parsed or decoded
+	// (Inbound), or frames that failed to send (Outbound).
+	Malformed uint64
+	// Dropped counts frames discarded to keep the delay bounded.
+	Dropped uint64
+}
+
+type rxCounters struct {
+	packets   atomic.Uint64
+	bytes     atomic.Uint64
+	lost      atomic.Int64
+	malformed atomic.Uint64
+	outErrors atomic.Uint64
+	last      atomic.Int64 // unix nanoseconds of the last packet
+}
+
+type txCounters struct {
+	packets      atomic.Uint64
+	bytes        atomic.Uint64
+	errors       atomic.Uint64
+	lost         atomic.Int64
+	fractionLost atomic.Uint32 // in 1/256
+	jitter       atomic.Int64  // nanoseconds
+}
+
+// Stats returns the current counters.
+func (p *Peer) Stats() Stats {
+	s := Stats{
+		Codec:   p.AudioCodec(),
+		Flowing: p.AudioFlowing(),
+		State:   p.State(),
+		Inbound: StreamStats{
+			Packets:   p.rxStats.packets.Load(),
+			Bytes:     p.rxStats.bytes.Load(),
+			Lost:      p.rxStats.lost.Load(),
+			Malformed: p.rxStats.malformed.Load(),
+		},
+		Outbound: StreamStats{
+			Packets:      p.txStats.packets.Load(),
+			Bytes:        p.txStats.bytes.Load(),
+			Lost:         p.txStats.lost.Load(),
+			FractionLost: float64(p.txStats.fractionLost.Load()) / 256,
+			Jitter:       time.Duration(p.txStats.jitter.Load()),
+			Malformed:    p.txStats.errors.Load(),
+			Dropped:      p.in.dropped.Load(),
+		},
+	}
+	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
+		s.Inbound.FractionLost = float64(s.Inbound.Lost) / float64(expected)
+	}
+	if rx := p.rx.Load(); rx != nil {
+		js := rx.jitter.Stats()
+		s.Inbound.Jitter = js.Jitter
+		s.Inbound.Concealed = js.Concealed
+		s.Inbound.Dropped = js.Dropped + js.Late
+	}
+	return s
+}
