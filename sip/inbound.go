@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -130,6 +131,10 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	return c, nil
 }
 
+// inboundRingLimit bounds how long an inbound call may ring before it is
+// rejected with 480.
+const inboundRingLimit = 3 * time.Minute
+
 // handleInvite serves a new INVITE, or routes a re-INVITE to its call.
 func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
@@ -193,7 +198,9 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		return
 	}
 	s.log.Info("inbound call", "trunk", tr.cfg.Name, "user", in.User(), "call_id", in.CallID(), "from", in.From())
-	ctx, stop := context.WithCancel(s.runContext())
+	// The handler must answer within inboundRingLimit; an INVITE is never
+	// left ringing forever on a handler that does not return.
+	ctx, stop := context.WithTimeout(s.runContext(), inboundRingLimit)
 	defer stop()
 	cancelOnDialog := context.AfterFunc(ds.Context(), stop)
 	defer cancelOnDialog()

@@ -21,7 +21,8 @@ import (
 
 // InviteHandler decides what to do with an inbound call. It runs on its
 // own goroutine and may block until it answers (InboundCall.Answer) or
-// rejects the call; ctx ends when the caller cancels or the server stops.
+// rejects the call; ctx ends when the caller cancels, the server stops or
+// the call has rung for three minutes.
 // Returning without answering rejects the call: with the code of a
 // *StatusError, 486 for ErrBusy, 503 for ErrLimit, 480 otherwise.
 type InviteHandler func(ctx context.Context, in *InboundCall) error
