@@ -342,7 +342,7 @@ func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort
 		_ = s.dtmf.Start(rune(req.digits[s.dtmfCur]), dtmfToneTicks*frameDuration, ts)
 		s.dtmfCur++
 	}
-	if p, ok := s.dtmf.Next(); ok {
+	if p, ok := s.dtmf.Next(); ok && s.sendDTMF >= 0 {
 		ev := p.Payload()
 		payload = buf[12:16]
 		copy(payload, ev[:])
