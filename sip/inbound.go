@@ -110,7 +110,20 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	media.swapOut(audioOut)
 	c := newCall(s, in.trunk, in.CallID(), true, in.ds, media, in.release)
 	c.codecs, c.sessID, c.localAddr = codecList(in.trunk.cfg.Codecs), s.newSessionID(), s.mediaIP
-	answer, err := c.applyRemote(in.offer, true)
+	var answer []byte
+	if in.offer != nil {
+		answer, err = c.applyRemote(in.offer, true)
+	} else {
+		if in.trunk.cfg.SRTP {
+			k, kerr := newSDESKey()
+			if kerr != nil {
+				media.close()
+				return nil, kerr
+			}
+			c.srtpKey, c.cryptoTag = &k, "1"
+		}
+		answer = c.localSDP(c.codecs, defaultDTMFPT, SendRecv)
+	}
 	if err != nil {
 		media.close()
 		return nil, err
@@ -127,7 +140,11 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	}
 	in.answered = true
 	c.start()
-	c.log.Info("call answered", "direction", "inbound", "user", in.User(), "codec", c.Codec(), "remote_media", in.offer.remote().String())
+	remote := "(in the ACK)"
+	if in.offer != nil {
+		remote = in.offer.remote().String()
+	}
+	c.log.Info("call answered", "direction", "inbound", "user", in.User(), "codec", c.Codec(), "remote_media", remote)
 	return c, nil
 }
 
@@ -165,14 +182,17 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		respond(tx, req, 503, "Service Unavailable", sipmsg.NewHeader("Retry-After", "5"))
 		return
 	}
-	offer, err := parseSDP(req.Body())
-	if err != nil {
-		release()
-		respond(tx, req, 488, "Not Acceptable Here")
-		return
+	// An INVITE without a body is a delayed offer (RFC 3261 §13.2.1): we
+	// offer in the 200 and the answer comes in the ACK.
+	var offer *mediaDesc
+	var codec Codec
+	if len(req.Body()) > 0 {
+		offer, err = parseSDP(req.Body())
+		if err == nil {
+			codec, err = offer.negotiate(tr.cfg.Codecs)
+		}
 	}
-	codec, err := offer.negotiate(tr.cfg.Codecs)
-	if err == nil {
+	if err == nil && offer != nil {
 		if strings.Contains(offer.Proto, "SAVP") {
 			_, _, err = remoteCrypto(offer)
 		} else if tr.cfg.SRTP {

@@ -352,3 +352,51 @@ func TestInboundCancelledWhileRinging(t *testing.T) {
 	}
 	waitFor(t, "slot released", func() bool { return s.ActiveCalls() == 0 })
 }
+
+func TestInboundDelayedOffer(t *testing.T) {
+	calls := make(chan *Call, 1)
+	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+			c, err := in.Answer(ctx, nil)
+			if err == nil {
+				calls <- c
+			}
+			return err
+		}))
+	p := newIdlePeer(t)
+	dcc := sipgo.NewDialogClientCache(p.cli, sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: int(p.addr.Port())}})
+	p.serve(map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.BYE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) { _ = dcc.ReadBye(req, tx) },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target := sipmsg.Uri{Scheme: "sip", User: "conv-6", Host: "127.0.0.1", Port: int(s.Addr("udp").Port())}
+	dc, err := dcc.Invite(ctx, target, nil) // no SDP: a delayed offer
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ourOffer, err := parseSDP(dc.InviteResponse.Body())
+	if err != nil || len(ourOffer.Formats) < 3 {
+		t.Fatalf("offer in 200: %v %v", ourOffer, err)
+	}
+	ack := sipmsg.NewRequest(sipmsg.ACK, dc.InviteResponse.Contact().Address)
+	ack.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(p.sdp(SendRecv, "PCMA"))
+	if err := dc.WriteAck(ctx, ack); err != nil {
+		t.Fatal(err)
+	}
+	c := <-calls
+	go playTone(ctx, c.AudioIn(), 1000)
+	pkts := readRTP(t, p.rtp, 30)
+	if pkts[len(pkts)-1].PayloadType != 8 {
+		t.Errorf("payload type %d, want PCMA from the answer in the ACK", pkts[len(pkts)-1].PayloadType)
+	}
+	if err := dc.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, c, EventHangup)
+	c.Close()
+}
