@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -100,6 +99,9 @@ type Call struct {
 	held       bool
 	hungUp     bool // the far end ended the dialog; no BYE to send
 	byeCause   *HangupError
+	srtpKey    *sdesKey // our SDES key when media is SRTP
+	cryptoTag  string
+	remoteKey  string        // the far end's a=crypto key, to notice re-keying
 	dlgChanged chan struct{} // closed and replaced when a transfer swaps dialogs
 	oldDlg     dialogSession // the dialog a transfer replaced, until it ends
 	oldCallID  string
@@ -131,6 +133,14 @@ func (c *Call) Trunk() string { return c.trunk.cfg.Name }
 
 // Codec returns the negotiated codec name (PCMU or PCMA).
 func (c *Call) Codec() string { return c.media.stats().Codec }
+
+// OnHold reports whether the far end has the call on hold (its last
+// offer was sendonly or inactive).
+func (c *Call) OnHold() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held
+}
 
 // Stats returns RTP counters for the call so far.
 func (c *Call) Stats() MediaStats { return c.media.stats() }
@@ -171,9 +181,9 @@ func (c *Call) SwapAudioOut(w transcode.PCMWriter) transcode.PCMWriter {
 // SendDTMF sends digits (0-9, *, #, A-D) as RFC 4733 telephone-events and
 // returns once they are sent, or when ctx or the call ends.
 func (c *Call) SendDTMF(ctx context.Context, digits string) error {
-	b := []byte(digits)
+	b := []byte(strings.ToUpper(digits))
 	for _, d := range b {
-		if _, ok := dtmfEvent(d); !ok {
+		if _, err := transcode.DTMFCode(rune(d)); err != nil {
 			return fmt.Errorf("%w: %q", ErrBadDTMF, d)
 		}
 	}
@@ -293,9 +303,13 @@ func (c *Call) localSDP(codecs []Codec, dtmfPT int, dir Direction) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sessVer++
+	crypto := ""
+	if c.srtpKey != nil {
+		crypto = c.srtpKey.attr(c.cryptoTag)
+	}
 	return buildSDP(sdpParams{
 		Addr: c.localAddr, Port: c.media.port, Codecs: codecs, DTMFPT: dtmfPT,
-		Direction: dir, SessionID: c.sessID, Version: c.sessVer,
+		Direction: dir, SessionID: c.sessID, Version: c.sessVer, Crypto: crypto,
 	})
 }
 
@@ -304,6 +318,9 @@ func (c *Call) localSDP(codecs []Codec, dtmfPT int, dir Direction) []byte {
 func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 	codec, err := md.negotiate(c.codecNames())
 	if err != nil {
+		return nil, err
+	}
+	if err := c.applyCrypto(md); err != nil {
 		return nil, err
 	}
 	dir := md.Direction.mirror()
@@ -346,6 +363,46 @@ func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 		return nil, nil
 	}
 	return c.localSDP([]Codec{codec}, dtmf, dir), nil
+}
+
+// applyCrypto sets up SRTP for a RTP/SAVP description (RFC 4568), keeps
+// the contexts when the far end's key is unchanged (so the rollover
+// counter and replay window carry on across re-INVITEs), and refuses
+// plain RTP on a trunk that requires SRTP.
+func (c *Call) applyCrypto(md *mediaDesc) error {
+	if !strings.Contains(md.Proto, "SAVP") {
+		if c.trunk.cfg.SRTP {
+			return fmt.Errorf("%w: trunk %s requires RTP/SAVP, got %s", ErrSRTP, c.trunk.cfg.Name, md.Proto)
+		}
+		c.mu.Lock()
+		c.srtpKey, c.remoteKey = nil, ""
+		c.mu.Unlock()
+		c.media.setSRTP(nil)
+		return nil
+	}
+	tag, rk, err := remoteCrypto(md)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srtpKey == nil {
+		k, err := newSDESKey()
+		if err != nil {
+			return err
+		}
+		c.srtpKey = &k
+	}
+	c.cryptoTag = tag
+	if attr := rk.attr(""); attr != c.remoteKey || c.media.srtpCtx() == nil {
+		pair, err := newSRTPPair(*c.srtpKey, rk)
+		if err != nil {
+			return err
+		}
+		c.remoteKey = attr
+		c.media.setSRTP(pair)
+	}
+	return nil
 }
 
 func (c *Call) codecChanged(prev *mediaDesc, now Codec) bool {
@@ -472,34 +529,48 @@ func (c *Call) handleReoffer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 // handleInfo accepts application/dtmf-relay and application/dtmf INFO
-// bodies as digits.
+// bodies as digits (some phones send DTMF this way instead of RFC 4733).
 func (c *Call) handleInfo(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	c.handleInfoBody(req)
+	respond(tx, req, 200, "OK")
+}
+
+func (c *Call) handleInfoBody(req *sipmsg.Request) {
 	ct := ""
 	if h := req.ContentType(); h != nil {
 		ct = strings.ToLower(h.Value())
+	}
+	digit := func(v string) {
+		v = strings.TrimSpace(v)
+		if len(v) == 1 {
+			d := rune(strings.ToUpper(v)[0])
+			if _, err := transcode.DTMFCode(d); err == nil {
+				c.emit(Event{Kind: EventDTMF, Digit: d})
+			}
+		}
 	}
 	switch {
 	case strings.HasPrefix(ct, "application/dtmf-relay"):
 		for _, line := range strings.Split(string(req.Body()), "\n") {
 			k, v, ok := strings.Cut(line, "=")
 			if ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
-				v = strings.TrimSpace(v)
-				if len(v) == 1 {
-					if _, ok := dtmfEvent(v[0]); ok {
-						c.emit(Event{Kind: EventDTMF, Digit: rune(strings.ToUpper(v)[0])})
-					}
-				}
+				digit(v)
 			}
 		}
 	case strings.HasPrefix(ct, "application/dtmf"):
-		v := strings.TrimSpace(string(req.Body()))
-		if len(v) == 1 {
-			if _, ok := dtmfEvent(v[0]); ok {
-				c.emit(Event{Kind: EventDTMF, Digit: rune(strings.ToUpper(v)[0])})
-			}
-		}
+		digit(string(req.Body()))
 	}
-	respond(tx, req, 200, "OK")
+}
+
+// sessionExpires reads the delta-seconds of a Session-Expires value
+// (RFC 4028 §4), or 0.
+func sessionExpires(v string) int {
+	v, _, _ = strings.Cut(v, ";")
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || secs <= 0 {
+		return 0
+	}
+	return secs
 }
 
 // sessionTimerResponse applies an RFC 4028 Session-Expires from a request
@@ -510,9 +581,8 @@ func (c *Call) sessionTimerResponse(req *sipmsg.Request) sipmsg.Header {
 	if h == nil {
 		return nil
 	}
-	v, _, _ := strings.Cut(h.Value(), ";")
-	secs, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || secs <= 0 {
+	secs := sessionExpires(h.Value())
+	if secs == 0 {
 		return nil
 	}
 	secs = max(secs, 90)
@@ -571,5 +641,3 @@ func respond(tx sipmsg.ServerTransaction, req *sipmsg.Request, code int, reason 
 func allowHeader() sipmsg.Header {
 	return sipmsg.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY")
 }
-
-var errNoSDP = errors.New("sip: no sdp in answer")

@@ -6,6 +6,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // twoServers starts a callee server b accepting calls from 127.0.0.1 and
@@ -28,7 +30,7 @@ func TestCallAudioAndDTMFBothWays(t *testing.T) {
 		{"only-common", []string{"PCMU", "PCMA"}, []string{"PCMA"}, "PCMA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			heardByB := &recorder{}
+			heardByB := newRecorder()
 			inbound := make(chan *Call, 1)
 			var gotUser, gotUUI, gotX, gotDisplay string
 			rang := make(chan struct{})
@@ -49,7 +51,7 @@ func TestCallAudioAndDTMFBothWays(t *testing.T) {
 				inbound <- c
 				return nil
 			})
-			heardByA := &recorder{}
+			heardByA := newRecorder()
 			var progress []Progress
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -81,7 +83,7 @@ func TestCallAudioAndDTMFBothWays(t *testing.T) {
 			pctx, pstop := context.WithCancel(ctx)
 			go playTone(pctx, call.AudioIn(), 1000)
 			go playTone(pctx, bc.AudioIn(), 440)
-			waitFor(t, "a second of audio both ways", func() bool { return heardByA.len() >= 8000 && heardByB.len() >= 8000 })
+			waitFor(t, "a second of audio both ways", func() bool { return len(heardByA.Samples()) >= 8000 && len(heardByB.Samples()) >= 8000 })
 			pstop()
 
 			for _, c := range []struct {
@@ -89,14 +91,14 @@ func TestCallAudioAndDTMFBothWays(t *testing.T) {
 				rec  *recorder
 				want float64
 			}{{"heard by b", heardByB, 1000}, {"heard by a", heardByA, 440}} {
-				s := c.rec.samples()
+				s := c.rec.Samples()
 				s = s[len(s)-4000:] // skip the start
 				if f := peakFreq(s); math.Abs(f-c.want) > 20 {
 					t.Errorf("%s: peak %v Hz, want %v", c.name, f, c.want)
 				}
-				// amplitude 0.5 sine: -9 dBFS; G.711 keeps it within a dB.
-				if l := dbfs(s); l < -11 || l > -7 {
-					t.Errorf("%s: level %.1f dBFS, want about -9", c.name, l)
+				// amplitude 0.5 sine: -6 dBFS; G.711 keeps it within a dB.
+				if l := audiotest.Level(s); l < -8 || l > -4 {
+					t.Errorf("%s: level %.1f dBFS, want about -6", c.name, l)
 				}
 			}
 

@@ -43,7 +43,10 @@ type TrunkConfig struct {
 	Codecs         []string `yaml:"codecs"`
 	// AllowInboundFrom lists CIDRs whose requests this trunk accepts.
 	AllowInboundFrom []string `yaml:"allow_inbound_from"`
-	MaxCalls         int      `yaml:"max_calls"`
+	// InboundAuth accepts INVITEs from other addresses too when they
+	// answer a digest challenge with this trunk's username and password.
+	InboundAuth bool `yaml:"inbound_auth"`
+	MaxCalls    int  `yaml:"max_calls"`
 	// OptionsInterval is the OPTIONS keepalive period in seconds (0: off).
 	OptionsInterval int `yaml:"options_interval"`
 	// FromUser and FromDisplay set the caller ID on outbound calls.
@@ -141,6 +144,9 @@ func (t *TrunkConfig) Validate() error {
 	}
 	if t.Register && t.Username == "" {
 		errs = append(errs, errors.New("username: required when register is true"))
+	}
+	if t.InboundAuth && (t.Username == "" || t.Password == "") {
+		errs = append(errs, errors.New("inbound_auth: needs username and password"))
 	}
 	if t.RegisterExpiry < 0 {
 		errs = append(errs, errors.New("register_expiry: must not be negative"))

@@ -106,24 +106,38 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 		defer stop()
 	}
 	log := s.log.With("leg", "sip", "trunk", tr.cfg.Name)
-	media, err := newRTPSession(log, s.pool, s.rtpBindIP())
+	media, err := s.newMedia(log)
 	if err != nil {
 		return nil, err
 	}
 	media.swapOut(opts.AudioOut)
 	codecs := codecList(tr.cfg.Codecs)
 	sessID := s.newSessionID()
-	offer := buildSDP(sdpParams{Addr: s.mediaIP, Port: media.port, Codecs: codecs, DTMFPT: defaultDTMFPT, Direction: SendRecv, SessionID: sessID, Version: 1})
-	dc, md, err := s.invite(ctx, log, tr, recipient, offer, opts, media)
+	var key *sdesKey
+	crypto := ""
+	if tr.cfg.SRTP {
+		k, err := newSDESKey()
+		if err != nil {
+			media.close()
+			return nil, err
+		}
+		key, crypto = &k, k.attr("1")
+	}
+	offer := buildSDP(sdpParams{Addr: s.mediaIP, Port: media.port, Codecs: codecs, DTMFPT: defaultDTMFPT, Direction: SendRecv, SessionID: sessID, Version: 1, Crypto: crypto})
+	dc, md, err := s.invite(ctx, log, tr, recipient, offer, opts, media, key)
 	if err != nil {
 		media.close()
 		return nil, err
 	}
 	c := newCall(s, tr, dc.InviteRequest.CallID().Value(), false, dc, media, release)
 	c.codecs, c.sessID, c.sessVer, c.localAddr = codecs, sessID, 1, s.mediaIP
+	c.srtpKey, c.cryptoTag = key, "1"
 	if _, err := c.applyRemote(md, false); err != nil {
+		bctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = dc.Bye(bctx)
+		stop()
 		media.close()
-		return nil, err
+		return nil, fmt.Errorf("sip: answer from %s: %w", recipient.String(), err)
 	}
 	s.track(c)
 	c.start()
@@ -136,7 +150,8 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 // digest retries, progress and early media into media, redirects within
 // the trunk. On success the 2xx is acknowledged and its description
 // returned; on failure nothing is left to clean up but media.
-func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipient sipmsg.Uri, offer []byte, opts DialOptions, media *rtpSession) (*sipgo.DialogClientSession, *mediaDesc, error) {
+// With key set (SRTP), early media with RTP/SAVP is decrypted too.
+func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipient sipmsg.Uri, offer []byte, opts DialOptions, media *rtpSession, key *sdesKey) (*sipgo.DialogClientSession, *mediaDesc, error) {
 	var dc *sipgo.DialogClientSession
 	var err error
 	var early bool
@@ -156,6 +171,13 @@ func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipi
 				p := Progress{Code: res.StatusCode, Reason: res.Reason}
 				if md, err := parseSDP(res.Body()); err == nil {
 					if codec, err := md.negotiate(tr.cfg.Codecs); err == nil {
+						if key != nil && strings.Contains(md.Proto, "SAVP") {
+							if _, rk, err := remoteCrypto(md); err == nil {
+								if pair, err := newSRTPPair(*key, rk); err == nil {
+									media.setSRTP(pair)
+								}
+							}
+						}
 						media.configure(codec, md.remote(), md.dtmfPT(), md.Direction.mirror())
 						if !early {
 							early = true
@@ -234,7 +256,7 @@ func (s *Server) newInvite(tr *trunk, recipient sipmsg.Uri, offer []byte, opts D
 	if display == "" {
 		display = tr.cfg.FromDisplay
 	}
-	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: tr.host}}
+	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(tr.host)}}
 	from.Params = sipmsg.NewParams()
 	from.Params.Add("tag", sipmsg.GenerateTagN(16))
 	req.AppendHeader(from)

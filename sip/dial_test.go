@@ -207,7 +207,7 @@ func TestDialCancelWhileRinging(t *testing.T) {
 }
 
 func TestDialEarlyMedia(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	answer := make(chan struct{})
 	p := newIdlePeer(t)
 	p.serve(map[sipmsg.RequestMethod]sipgo.RequestHandler{
@@ -228,7 +228,7 @@ func TestDialEarlyMedia(t *testing.T) {
 	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
 	var early atomic.Bool
 	go func() {
-		waitFor(t, "early media", func() bool { return heard.len() >= 4000 })
+		waitFor(t, "early media", func() bool { return len(heard.Samples()) >= 4000 })
 		close(answer)
 	}()
 	_, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{AudioOut: heard, OnProgress: func(pr Progress) {
@@ -242,7 +242,7 @@ func TestDialEarlyMedia(t *testing.T) {
 	if !early.Load() {
 		t.Error("no early media progress reported")
 	}
-	if f := peakFreq(heard.samples()); f < 415 || f > 435 {
+	if f := peakFreq(heard.Samples()); f < 415 || f > 435 {
 		t.Errorf("early media peak %v Hz, want 425", f)
 	}
 }
@@ -374,5 +374,27 @@ func TestDialHeadersAndCallerID(t *testing.T) {
 	}
 	if _, err := s.Dial(context.Background(), "nope", "1001", DialOptions{}); !errors.Is(err, ErrUnknownTrunk) {
 		t.Errorf("unknown trunk: %v", err)
+	}
+}
+
+func TestPublicAddressInContactAndSDP(t *testing.T) {
+	got := make(chan *sipmsg.Request, 1)
+	p := newFakePeer(t, map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.INVITE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			got <- req.Clone()
+			finalResponse(486, "Busy Here")(req, tx)
+		},
+	})
+	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}, PublicAddress: "203.0.113.7"}, []TrunkConfig{p.trunk("pbx")})
+	if _, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{}); !errors.Is(err, ErrBusy) {
+		t.Fatal(err)
+	}
+	req := <-got
+	if h := req.Contact().Address.Host; h != "203.0.113.7" {
+		t.Errorf("Contact host %q", h)
+	}
+	md, err := parseSDP(req.Body())
+	if err != nil || md.Addr.String() != "203.0.113.7" {
+		t.Errorf("SDP address %v (%v)", md, err)
 	}
 }

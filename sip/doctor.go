@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // CheckStep is one step of a trunk check.
@@ -282,10 +283,7 @@ func PlaceTestCall(ctx context.Context, cfg Config, trunks []TrunkConfig, o Test
 
 	play := o.Play
 	if len(play) == 0 && o.ToneHz > 0 {
-		play = make(transcode.PCM16, int(o.Duration.Seconds()*8000))
-		for i := range play {
-			play[i] = int16(0.5 * 32767 * math.Sin(2*math.Pi*o.ToneHz*float64(i)/8000))
-		}
+		play = audiotest.Tone(8000, o.ToneHz, 0.5, o.Duration)
 	}
 	end := time.NewTimer(o.Duration)
 	defer end.Stop()
@@ -330,24 +328,7 @@ func measure(s transcode.PCM16) (level, peak float64) {
 	if len(s) == 0 {
 		return math.Inf(-1), 0
 	}
-	var sum float64
-	for _, v := range s {
-		sum += float64(v) * float64(v)
-	}
-	level = 20*math.Log10(math.Sqrt(sum/float64(len(s)))/32767) + 3.0103
-	best := 0.0
-	for f := 100.0; f < 3900; f += 5 {
-		k := 2 * math.Cos(2*math.Pi*f/8000)
-		var s1, s2 float64
-		for _, v := range s {
-			s0 := float64(v) + k*s1 - s2
-			s2, s1 = s1, s0
-		}
-		if p := s1*s1 + s2*s2 - k*s1*s2; p > best {
-			best, peak = p, f
-		}
-	}
-	return level, peak
+	return audiotest.Level(s), audiotest.PeakFrequency(s, 8000)
 }
 
 // pcmBuffer is a PCM writer that keeps everything written to it.

@@ -97,3 +97,7 @@ func (e *HangupError) Is(target error) bool { return target == ErrRemoteHangup }
 // ErrNoTelephoneEvent is returned by SendDTMF when the far end did not
 // negotiate telephone-event (RFC 4733).
 var ErrNoTelephoneEvent = errors.New("sip: far end has no telephone-event")
+
+// ErrSRTP is returned when SRTP is required but the far end offers or
+// answers no usable SDES key, or offers SRTP where we do not use it.
+var ErrSRTP = errors.New("sip: srtp negotiation failed")

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 func TestMain(m *testing.M) {
@@ -87,82 +88,28 @@ func startServerCfg(t *testing.T, cfg Config, trunks []TrunkConfig, opts ...Opti
 	return s, stop
 }
 
-// tone returns n samples of a sine at freq Hz and amplitude amp (0..1), 8 kHz.
-func tone(freq float64, amp float64, n int, phase *float64) transcode.PCM16 {
+// recorder keeps what a call's audio output receives.
+type recorder = audiotest.Recorder
+
+func newRecorder() *recorder { return audiotest.NewRecorder(8000) }
+
+// peakFreq is the strongest frequency of 8 kHz audio.
+func peakFreq(s []int16) float64 { return audiotest.PeakFrequency(s, 8000) }
+
+// purity is how much of the signal is at freq, in dB (0 for a pure tone).
+func purity(s []int16, freq float64) float64 {
+	return audiotest.GoertzelLevel(s, 8000, freq) - audiotest.Level(s)
+}
+
+// tone returns n samples of a sine at freq Hz and amplitude amp, 8 kHz,
+// continuing from *phase.
+func tone(freq, amp float64, n int, phase *float64) transcode.PCM16 {
 	out := make(transcode.PCM16, n)
 	for i := range out {
 		out[i] = int16(amp * 32767 * math.Sin(*phase))
 		*phase += 2 * math.Pi * freq / 8000
 	}
 	return out
-}
-
-// goertzel returns the power of freq in s relative to the signal's total power.
-func goertzel(s []int16, freq float64) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	k := 2 * math.Cos(2*math.Pi*freq/8000)
-	var s1, s2, total float64
-	for _, v := range s {
-		x := float64(v)
-		total += x * x
-		s0 := x + k*s1 - s2
-		s2, s1 = s1, s0
-	}
-	p := s1*s1 + s2*s2 - k*s1*s2
-	if total == 0 {
-		return 0
-	}
-	return p / (total * float64(len(s)) / 2)
-}
-
-// peakFreq scans 100..3900 Hz in 10 Hz steps.
-func peakFreq(s []int16) float64 {
-	best, bestP := 0.0, 0.0
-	for f := 100.0; f < 3900; f += 10 {
-		if p := goertzel(s, f); p > bestP {
-			best, bestP = f, p
-		}
-	}
-	return best
-}
-
-func dbfs(s []int16) float64 {
-	var sum float64
-	for _, v := range s {
-		sum += float64(v) * float64(v)
-	}
-	if len(s) == 0 || sum == 0 {
-		return math.Inf(-1)
-	}
-	return 20 * math.Log10(math.Sqrt(sum/float64(len(s)))/32768)
-}
-
-// recorder is a PCMWriter that keeps what it is given.
-type recorder struct {
-	mu sync.Mutex
-	s  []int16
-}
-
-func (r *recorder) WriteSample(p transcode.PCM16) error {
-	r.mu.Lock()
-	r.s = append(r.s, p...)
-	r.mu.Unlock()
-	return nil
-}
-func (r *recorder) SampleRate() int { return 8000 }
-func (r *recorder) String() string  { return "recorder" }
-func (r *recorder) Close() error    { return nil }
-func (r *recorder) samples() []int16 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]int16(nil), r.s...)
-}
-func (r *recorder) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.s)
 }
 
 // playTone writes a tone into w in 20 ms frames, paced like a live source,
@@ -333,3 +280,5 @@ func checkDigest(req *sipmsg.Request, chal *digest.Challenge, user, pass string)
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func ulaw(v int16) byte { return g711.EncodeUlawFrame(v) }
+
+func testLoggerB() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -98,20 +97,39 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 		return nil, ErrCancelled
 	}
 	s := in.srv
-	media, err := newRTPSession(s.log, s.pool, s.rtpBindIP())
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil, ErrClosed
+	}
+	media, err := s.newMedia(s.log)
 	if err != nil {
 		return nil, err
 	}
 	media.swapOut(audioOut)
 	c := newCall(s, in.trunk, in.CallID(), true, in.ds, media, in.release)
 	c.codecs, c.sessID, c.localAddr = codecList(in.trunk.cfg.Codecs), s.newSessionID(), s.mediaIP
-	answer, err := c.applyRemote(in.offer, true)
+	var answer []byte
+	if in.offer != nil {
+		answer, err = c.applyRemote(in.offer, true)
+	} else {
+		if in.trunk.cfg.SRTP {
+			k, kerr := newSDESKey()
+			if kerr != nil {
+				media.close()
+				return nil, kerr
+			}
+			c.srtpKey, c.cryptoTag = &k, "1"
+		}
+		answer = c.localSDP(c.codecs, defaultDTMFPT, SendRecv)
+	}
 	if err != nil {
 		media.close()
 		return nil, err
 	}
 	s.track(c)
-	hdrs := []sipmsg.Header{sipmsg.NewHeader("Content-Type", "application/sdp"), s.contactFor(in.trunk), allowHeader()}
+	hdrs := []sipmsg.Header{sipmsg.NewHeader("Content-Type", "application/sdp"), s.contactOn(in.trunk, in.req.Transport()), allowHeader()}
 	if se := c.sessionTimerResponse(in.req); se != nil {
 		hdrs = append(hdrs, se, sipmsg.NewHeader("Require", "timer"))
 	}
@@ -122,9 +140,17 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	}
 	in.answered = true
 	c.start()
-	c.log.Info("call answered", "direction", "inbound", "user", in.User(), "codec", c.Codec(), "remote_media", in.offer.remote().String())
+	remote := "(in the ACK)"
+	if in.offer != nil {
+		remote = in.offer.remote().String()
+	}
+	c.log.Info("call answered", "direction", "inbound", "user", in.User(), "codec", c.Codec(), "remote_media", remote)
 	return c, nil
 }
+
+// inboundRingLimit bounds how long an inbound call may ring before it is
+// rejected with 480.
+const inboundRingLimit = 3 * time.Minute
 
 // handleInvite serves a new INVITE, or routes a re-INVITE to its call.
 func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
@@ -134,6 +160,13 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 	}
 	tr := s.trunkForSource(req)
 	if tr == nil {
+		tr = s.authTrunk(req)
+	}
+	if tr == nil {
+		if s.wantsAuth() {
+			s.challenge(req, tx)
+			return
+		}
 		s.refuse(req, tx)
 		return
 	}
@@ -149,19 +182,29 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		respond(tx, req, 503, "Service Unavailable", sipmsg.NewHeader("Retry-After", "5"))
 		return
 	}
-	offer, err := parseSDP(req.Body())
+	// An INVITE without a body is a delayed offer (RFC 3261 §13.2.1): we
+	// offer in the 200 and the answer comes in the ACK.
+	var offer *mediaDesc
+	var codec Codec
+	if len(req.Body()) > 0 {
+		offer, err = parseSDP(req.Body())
+		if err == nil {
+			codec, err = offer.negotiate(tr.cfg.Codecs)
+		}
+	}
+	if err == nil && offer != nil {
+		if strings.Contains(offer.Proto, "SAVP") {
+			_, _, err = remoteCrypto(offer)
+		} else if tr.cfg.SRTP {
+			err = ErrSRTP
+		}
+	}
 	if err != nil {
 		release()
 		respond(tx, req, 488, "Not Acceptable Here")
 		return
 	}
-	codec, err := offer.negotiate(tr.cfg.Codecs)
-	if err != nil {
-		release()
-		respond(tx, req, 488, "Not Acceptable Here")
-		return
-	}
-	ds, err := s.dialogUA(tr).ReadInvite(req, tx)
+	ds, err := s.dialogUAOn(tr, req.Transport()).ReadInvite(req, tx)
 	if err != nil {
 		release()
 		respond(tx, req, 400, "Bad Request")
@@ -175,7 +218,9 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		return
 	}
 	s.log.Info("inbound call", "trunk", tr.cfg.Name, "user", in.User(), "call_id", in.CallID(), "from", in.From())
-	ctx, stop := context.WithCancel(s.runContext())
+	// The handler must answer within inboundRingLimit; an INVITE is never
+	// left ringing forever on a handler that does not return.
+	ctx, stop := context.WithTimeout(s.runContext(), inboundRingLimit)
 	defer stop()
 	cancelOnDialog := context.AfterFunc(ds.Context(), stop)
 	defer cancelOnDialog()
@@ -336,6 +381,3 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 		h(req, tx)
 	}
 }
-
-// retryAfter formats a Retry-After value.
-func retryAfter(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }

@@ -118,11 +118,11 @@ func (s *Server) register(ctx context.Context, tr *trunk, reg *registration, exp
 }
 
 func (s *Server) newRegister(tr *trunk, reg *registration, expires int) *sipmsg.Request {
-	recipient := sipmsg.Uri{Scheme: "sip", Host: tr.host, Port: tr.uri.Port}
+	recipient := sipmsg.Uri{Scheme: "sip", Host: uriHost(tr.host), Port: tr.uri.Port}
 	req := sipmsg.NewRequest(sipmsg.REGISTER, recipient)
 	req.SetTransport(strings.ToUpper(tr.transport))
 	req.SetDestination(tr.hostport())
-	aor := sipmsg.Uri{Scheme: "sip", User: tr.cfg.Username, Host: tr.host}
+	aor := sipmsg.Uri{Scheme: "sip", User: tr.cfg.Username, Host: uriHost(tr.host)}
 	from := &sipmsg.FromHeader{Address: aor, Params: sipmsg.NewParams()}
 	from.Params.Add("tag", reg.fromTag)
 	req.AppendHeader(from)
@@ -198,10 +198,10 @@ func (s *Server) optionsLoop(ctx context.Context, tr *trunk) {
 func (s *Server) ping(ctx context.Context, tr *trunk) (time.Duration, error) {
 	ctx, stop := context.WithTimeout(ctx, 5*time.Second)
 	defer stop()
-	req := sipmsg.NewRequest(sipmsg.OPTIONS, sipmsg.Uri{Scheme: "sip", Host: tr.host, Port: tr.uri.Port})
+	req := sipmsg.NewRequest(sipmsg.OPTIONS, sipmsg.Uri{Scheme: "sip", Host: uriHost(tr.host), Port: tr.uri.Port})
 	req.SetTransport(strings.ToUpper(tr.transport))
 	req.SetDestination(tr.hostport())
-	from := &sipmsg.FromHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: tr.host}, Params: sipmsg.NewParams()}
+	from := &sipmsg.FromHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(tr.host)}, Params: sipmsg.NewParams()}
 	from.Params.Add("tag", sipmsg.GenerateTagN(16))
 	req.AppendHeader(from)
 	req.AppendHeader(s.contactFor(tr))

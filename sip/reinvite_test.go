@@ -88,6 +88,9 @@ func TestReinviteHoldResumeAndMove(t *testing.T) {
 		t.Errorf("hold answered %s, want recvonly", md.Direction)
 	}
 	waitEvent(t, call, EventHold)
+	if !call.OnHold() {
+		t.Error("OnHold false after hold")
+	}
 	if md := reoffer(t, ds, sipmsg.INVITE, p.sdp(Inactive, "PCMU")); md.Direction != Inactive {
 		t.Errorf("inactive answered %s", md.Direction)
 	}
@@ -95,6 +98,9 @@ func TestReinviteHoldResumeAndMove(t *testing.T) {
 		t.Errorf("resume answered %s", md.Direction)
 	}
 	waitEvent(t, call, EventResume)
+	if call.OnHold() {
+		t.Error("OnHold true after resume")
+	}
 
 	// Move media to a new socket and switch to PCMA, by UPDATE (RFC 3311).
 	moved, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -168,7 +174,7 @@ func TestReinviteHoldResumeAndMove(t *testing.T) {
 }
 
 func TestStrictSourceAndRelatch(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	p, dialogs := answeringPeer(t, SendRecv, nil)
 	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
 	call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{AudioOut: heard})
@@ -181,18 +187,18 @@ func TestStrictSourceAndRelatch(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go sendToneRTP(p, ours, 600, stop)
-	waitFor(t, "audio", func() bool { return heard.len() >= 1600 })
+	waitFor(t, "audio", func() bool { return len(heard.Samples()) >= 1600 })
 	// Another source (RTP bleed) is dropped and counted, not heard.
 	intruder := newIdlePeer(t)
 	stop2 := make(chan struct{})
 	go sendToneRTP(intruder, ours, 2000, stop2)
 	waitFor(t, "foreign packets counted", func() bool { return call.Stats().PacketsForeign >= 20 })
 	close(stop2)
-	n := heard.len()
-	waitFor(t, "more audio", func() bool { return heard.len() >= n+4000 })
-	s2 := heard.samples()[n:]
-	if g := goertzel(s2, 2000); g > 0.01 {
-		t.Errorf("intruder tone leaked into the call (power %.3f)", g)
+	n := len(heard.Samples())
+	waitFor(t, "more audio", func() bool { return len(heard.Samples()) >= n+4000 })
+	s2 := heard.Samples()[n:]
+	if p := purity(s2, 2000); p > -30 {
+		t.Errorf("intruder tone leaked into the call (%.1f dB)", p)
 	}
 	if f := peakFreq(s2); f < 590 || f > 610 {
 		t.Errorf("peak %v Hz, want 600", f)

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -23,9 +22,8 @@ const (
 	frameDuration = 20 * time.Millisecond
 	// sendQueueSamples bounds what AudioIn buffers ahead of the clock (400 ms).
 	sendQueueSamples = 3200
-	rtcpEvery        = 250 // send loop ticks between RTCP reports (5 s)
+	rtcpEvery        = 250 // default send loop ticks between RTCP reports (5 s)
 	dtmfToneTicks    = 5   // 100 ms of tone per digit
-	dtmfEndRepeats   = 3   // RFC 4733 §2.5.1.4: the end packet is sent three times
 	dtmfGapTicks     = 3   // 60 ms pause between digits
 )
 
@@ -39,8 +37,11 @@ type MediaStats struct {
 	BytesReceived   uint64
 	// PacketsLost is expected minus received (RFC 3550 §6.4.1), never negative.
 	PacketsLost uint64
-	// PacketsLate counts duplicate or reordered packets that were dropped.
+	// PacketsLate counts packets the jitter buffer dropped as duplicate or
+	// too late to play.
 	PacketsLate uint64
+	// Concealed counts 20 ms frames filled in by loss concealment.
+	Concealed uint64
 	// PacketsForeign counts packets dropped because they came from another
 	// source than the learned one (strict source).
 	PacketsForeign uint64
@@ -48,6 +49,10 @@ type MediaStats struct {
 	JitterMs     float64
 	RTCPReceived uint64
 	RTCPSent     uint64
+	// SRTP is true when media is encrypted (SDES, RTP/SAVP).
+	SRTP bool
+	// SRTPFailures counts packets that failed SRTP authentication.
+	SRTPFailures uint64
 }
 
 type dtmfReq struct {
@@ -59,13 +64,14 @@ type dtmfReq struct {
 // Its send loop runs on a steady 20 ms clock; its read loop pushes decoded
 // PCM into the current output writer.
 type rtpSession struct {
-	log    *slog.Logger
-	conn   *net.UDPConn
-	rtcpC  *net.UDPConn
-	port   int
-	pool   *portPool
-	onDTMF func(digit rune)
-	onFrst func() // first packet from a new source
+	log       *slog.Logger
+	conn      *net.UDPConn
+	rtcpC     *net.UDPConn
+	port      int
+	pool      *portPool
+	onDTMF    func(digit rune)
+	rtcpEvery int
+	onFrst    func() // first packet from a new source
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -88,9 +94,8 @@ type rtpSession struct {
 	rHead     int
 	rLen      int
 	dtmfQ     []dtmfReq
-	dtmfCur   int // index of the digit being sent in dtmfQ[0]
-	dtmfTick  int
-	dtmfTS    uint32
+	dtmfCur   int // index of the next digit to start in dtmfQ[0]
+	dtmf      *transcode.DTMFSender
 	dtmfGap   int
 	st        MediaStats
 	// receive state (RFC 3550 A.1)
@@ -105,10 +110,42 @@ type rtpSession struct {
 	rLastEvSet bool
 	rLastSR    uint32
 
+	srtp *srtpPair // nil for plain RTP; guarded by mu
+
+	// Receive path: packets wait in the jitter buffer; the playout loop
+	// takes one every 20 ms and decodes it (or conceals a loss) into out.
+	jb      *transcode.Jitter
+	pkts    sync.Pool // *rtp.Packet owned by jb until popped
+	ulawDec transcode.BytesWriter
+	alawDec transcode.BytesWriter
+	lastDec transcode.BytesWriter // playout loop only
+
 	outMu sync.Mutex
 	out   transcode.PCMWriter
-	dec   transcode.PCM16
 }
+
+// outFwd is the end of the decoder chains: it passes PCM to the current
+// output writer (SwapAudioOut) under outMu.
+type outFwd struct{ s *rtpSession }
+
+func (o outFwd) WriteSample(p transcode.PCM16) error {
+	o.s.outMu.Lock()
+	defer o.s.outMu.Unlock()
+	if o.s.out == nil {
+		return nil
+	}
+	return o.s.out.WriteSample(p)
+}
+func (o outFwd) SampleRate() int { return 8000 }
+func (o outFwd) String() string {
+	o.s.outMu.Lock()
+	defer o.s.outMu.Unlock()
+	if o.s.out == nil {
+		return "discard"
+	}
+	return o.s.out.String()
+}
+func (o outFwd) Close() error { return nil }
 
 func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession, error) {
 	c, rc, port, err := pool.listen(ip)
@@ -119,10 +156,25 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 	s := &rtpSession{
 		log: log, conn: c, rtcpC: rc, port: port, pool: pool,
 		ctx: ctx, cancel: cancel,
-		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv,
+		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv, rtcpEvery: rtcpEvery,
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
-		dec: make(transcode.PCM16, 0, 320),
 	}
+	s.pkts.New = func() any { return &rtp.Packet{Payload: make([]byte, 0, 320)} }
+	s.jb, err = transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, Frame: frameDuration})
+	if err == nil {
+		s.dtmf, err = transcode.NewDTMFSender(8000, frameDuration, 10)
+	}
+	if err == nil {
+		s.ulawDec, err = transcode.NewULawDecoder(outFwd{s})
+	}
+	if err == nil {
+		s.alawDec, err = transcode.NewALawDecoder(outFwd{s})
+	}
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.lastDec = s.ulawDec
 	return s, nil
 }
 
@@ -130,10 +182,11 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession
 // It is idempotent: early media starts it before the answer.
 func (s *rtpSession) start() {
 	s.begin.Do(func() {
-		s.wg.Add(3)
+		s.wg.Add(4)
 		go s.sendLoop()
 		go s.readLoop()
 		go s.rtcpLoop()
+		go s.playoutLoop()
 	})
 }
 
@@ -147,6 +200,7 @@ func (s *rtpSession) configure(c Codec, remote netip.AddrPort, sendDTMF int, dir
 	if remote != s.sdpRemote {
 		s.latched = netip.AddrPort{}
 		s.rtcpDst = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
+		s.jb.Reset() // a new source starts a new stream
 	}
 	s.codec, s.sdpRemote, s.sendDTMF, s.dir = c, remote, sendDTMF, dir
 	s.st.Codec = c.Name
@@ -172,6 +226,10 @@ func (s *rtpSession) stats() MediaStats {
 		}
 	}
 	st.JitterMs = s.rJitter / 8
+	st.SRTP = s.srtp != nil
+	js := s.jb.Stats()
+	st.PacketsLate = js.Late + js.Duplicates
+	st.Concealed = js.Concealed
 	return st
 }
 
@@ -222,6 +280,7 @@ func (s *rtpSession) sendLoop() {
 	t := time.NewTicker(frameDuration)
 	defer t.Stop()
 	buf := make([]byte, 12+frameSamples)
+	enc := make([]byte, 0, 12+frameSamples+16)
 	var frame [frameSamples]int16
 	ticks := 0
 	for {
@@ -233,14 +292,21 @@ func (s *rtpSession) sendLoop() {
 		ticks++
 		n, dst := s.buildPacket(buf, frame[:])
 		if n > 0 && dst.IsValid() {
-			if _, err := s.conn.WriteToUDPAddrPort(buf[:n], dst); err == nil {
+			out := buf[:n]
+			if sp := s.srtpCtx(); sp != nil {
+				var err error
+				if out, err = sp.tx.EncryptRTP(enc[:0], out, nil); err != nil {
+					continue
+				}
+			}
+			if _, err := s.conn.WriteToUDPAddrPort(out, dst); err == nil {
 				s.mu.Lock()
 				s.st.PacketsSent++
 				s.st.BytesSent += uint64(n - 12)
 				s.mu.Unlock()
 			}
 		}
-		if ticks%rtcpEvery == 0 {
+		if ticks%s.rtcpEvery == 0 {
 			s.sendRTCP()
 		}
 	}
@@ -271,25 +337,22 @@ func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort
 	if s.dtmfGap > 0 {
 		s.dtmfGap--
 	}
-	if len(s.dtmfQ) > 0 && s.dtmfGap == 0 && s.sendDTMF >= 0 {
+	if !s.dtmf.Busy() && len(s.dtmfQ) > 0 && s.dtmfGap == 0 && s.sendDTMF >= 0 {
 		req := &s.dtmfQ[0]
-		if s.dtmfTick == 0 {
-			s.dtmfTS = ts
-			h.Marker = true
-		}
-		ev, _ := dtmfEvent(req.digits[s.dtmfCur])
-		dur := min(s.dtmfTick+1, dtmfToneTicks) * frameSamples
-		end := s.dtmfTick >= dtmfToneTicks-1
+		_ = s.dtmf.Start(rune(req.digits[s.dtmfCur]), dtmfToneTicks*frameDuration, ts)
+		s.dtmfCur++
+	}
+	if p, ok := s.dtmf.Next(); ok && s.sendDTMF >= 0 {
+		ev := p.Payload()
 		payload = buf[12:16]
-		encodeDTMF(payload, ev, end, 10, uint16(dur))
+		copy(payload, ev[:])
 		h.PayloadType = uint8(s.sendDTMF)
-		h.Timestamp = s.dtmfTS
-		s.dtmfTick++
-		if s.dtmfTick >= dtmfToneTicks+dtmfEndRepeats-1 {
-			s.dtmfTick = 0
+		h.Marker = p.Marker
+		h.Timestamp = p.Timestamp
+		if !s.dtmf.Busy() {
+			// RFC 4733 §2.5.1.4: the end packets are out; pause, then the next digit.
 			s.dtmfGap = dtmfGapTicks
-			s.dtmfCur++
-			if s.dtmfCur >= len(req.digits) {
+			if req := &s.dtmfQ[0]; s.dtmfCur >= len(req.digits) {
 				close(req.done)
 				s.dtmfQ = s.dtmfQ[1:]
 				s.dtmfCur = 0
@@ -318,9 +381,22 @@ func (s *rtpSession) buildPacket(buf []byte, frame []int16) (int, netip.AddrPort
 	return 12 + len(payload), dst
 }
 
+func (s *rtpSession) srtpCtx() *srtpPair {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srtp
+}
+
+func (s *rtpSession) setSRTP(p *srtpPair) {
+	s.mu.Lock()
+	s.srtp = p
+	s.mu.Unlock()
+}
+
 func (s *rtpSession) readLoop() {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
+	dec := make([]byte, 0, 1500)
 	var pkt rtp.Packet
 	var errs int
 	for {
@@ -336,7 +412,16 @@ func (s *rtpSession) readLoop() {
 			continue
 		}
 		errs = 0
-		if err := pkt.Unmarshal(buf[:n]); err != nil || pkt.Version != 2 {
+		data := buf[:n]
+		if sp := s.srtpCtx(); sp != nil {
+			if data, err = sp.rx.DecryptRTP(dec[:0], data, nil); err != nil {
+				s.mu.Lock()
+				s.st.SRTPFailures++
+				s.mu.Unlock()
+				continue
+			}
+		}
+		if err := pkt.Unmarshal(data); err != nil || pkt.Version != 2 {
 			continue
 		}
 		s.receive(&pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
@@ -362,19 +447,19 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		s.st.PacketsReceived, s.rJitter, s.rTransit = 0, 0, 0
 	}
 	delta := int16(pkt.SequenceNumber - s.rMaxSeq)
-	if delta <= 0 {
-		if delta > -100 {
-			s.st.PacketsLate++
-			s.mu.Unlock()
-			return
+	switch {
+	case delta > 0:
+		if pkt.SequenceNumber < s.rMaxSeq {
+			s.rCycles += 1 << 16
 		}
+		s.rMaxSeq = pkt.SequenceNumber
+	case delta <= -100:
 		// A large jump back is a restarted sender: start counting again.
-		s.rBaseSeq, s.rCycles = pkt.SequenceNumber, 0
+		s.rBaseSeq, s.rMaxSeq, s.rCycles = pkt.SequenceNumber, pkt.SequenceNumber, 0
 		s.st.PacketsReceived = 0
-	} else if pkt.SequenceNumber < s.rMaxSeq {
-		s.rCycles += 1 << 16
+	default:
+		// Reordered or duplicate: the jitter buffer sorts it out.
 	}
-	s.rMaxSeq = pkt.SequenceNumber
 	s.st.PacketsReceived++
 	s.st.BytesReceived += uint64(len(pkt.Payload))
 	arrival := now.UnixNano() / int64(time.Second/8000)
@@ -396,8 +481,8 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 	pt := int(pkt.PayloadType)
 	switch {
 	case pt == recvDTMF || (pt >= 96 && pt == s.sendDTMFPT()):
-		ev, end, ok := decodeDTMF(pkt.Payload)
-		if !ok || !end {
+		ev, err := transcode.ParseDTMFEvent(pkt.Payload)
+		if err != nil || !ev.End {
 			return
 		}
 		s.mu.Lock()
@@ -405,7 +490,7 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		s.rLastEvTS, s.rLastEvSet = pkt.Timestamp, true
 		s.mu.Unlock()
 		if !dup && s.onDTMF != nil {
-			if d, ok := dtmfDigit(ev); ok {
+			if d, err := transcode.DTMFDigit(ev.Event); err == nil {
 				s.onDTMF(d)
 			}
 		}
@@ -413,25 +498,51 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		if !receives {
 			return
 		}
-		s.outMu.Lock()
-		defer s.outMu.Unlock()
-		if s.out == nil {
-			return
-		}
-		p := s.dec[:0]
-		if pt == 0 {
-			for _, b := range pkt.Payload {
-				p = append(p, g711.DecodeUlawFrame(b))
-			}
-		} else {
-			for _, b := range pkt.Payload {
-				p = append(p, g711.DecodeAlawFrame(b))
-			}
-		}
-		s.dec = p
-		_ = s.out.WriteSample(p)
+		p := s.pkts.Get().(*rtp.Packet)
+		p.Header = rtp.Header{Version: 2, Marker: pkt.Marker, PayloadType: pkt.PayloadType,
+			SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: pkt.SSRC}
+		p.Payload = append(p.Payload[:0], pkt.Payload...)
+		s.jb.Push(p)
 	default:
 		// Comfort noise (RFC 3389, pt 13) and unknown types are ignored.
+	}
+}
+
+// playoutLoop takes one packet from the jitter buffer every 20 ms and
+// decodes it by its payload type, or conceals a lost one (G.711
+// concealment from transcode).
+func (s *rtpSession) playoutLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(frameDuration)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.playoutTick()
+	}
+}
+
+// playoutTick plays one 20 ms frame from the jitter buffer.
+func (s *rtpSession) playoutTick() {
+	p, st := s.jb.Pop()
+	switch st {
+	case transcode.JitterReady:
+		dec := s.ulawDec
+		if p.PayloadType == 8 {
+			dec = s.alawDec
+		}
+		s.lastDec = dec
+		_ = dec.WriteSample(p.Payload)
+		s.pkts.Put(p)
+	case transcode.JitterLost:
+		var next []byte
+		if n := s.jb.Next(); n != nil {
+			next = n.Payload
+		}
+		_ = transcode.Conceal(s.lastDec, next)
 	}
 }
 
@@ -452,7 +563,13 @@ func (s *rtpSession) rtcpLoop() {
 			}
 			continue
 		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
+		data := buf[:n]
+		if sp := s.srtpCtx(); sp != nil {
+			if data, err = sp.rx.DecryptRTCP(nil, data, nil); err != nil {
+				continue
+			}
+		}
+		pkts, err := rtcp.Unmarshal(data)
 		if err != nil {
 			continue
 		}
@@ -496,6 +613,11 @@ func (s *rtpSession) sendRTCP() {
 	if err != nil {
 		return
 	}
+	if sp := s.srtpCtx(); sp != nil {
+		if b, err = sp.tx.EncryptRTCP(nil, b, nil); err != nil {
+			return
+		}
+	}
 	if _, err := s.rtcpC.WriteToUDPAddrPort(b, dst); err == nil {
 		s.mu.Lock()
 		s.st.RTCPSent++
@@ -528,47 +650,4 @@ func (s *rtpSession) close() error {
 		s.mu.Unlock()
 	})
 	return nil
-}
-
-// RFC 4733 §3.2 event codes for the DTMF digits.
-func dtmfEvent(d byte) (uint8, bool) {
-	switch {
-	case d >= '0' && d <= '9':
-		return d - '0', true
-	case d == '*':
-		return 10, true
-	case d == '#':
-		return 11, true
-	case d >= 'A' && d <= 'D':
-		return 12 + d - 'A', true
-	case d >= 'a' && d <= 'd':
-		return 12 + d - 'a', true
-	}
-	return 0, false
-}
-
-func dtmfDigit(ev uint8) (rune, bool) {
-	const digits = "0123456789*#ABCD"
-	if int(ev) < len(digits) {
-		return rune(digits[ev]), true
-	}
-	return 0, false
-}
-
-// encodeDTMF writes an RFC 4733 §2.3 telephone-event payload into p (4 bytes).
-func encodeDTMF(p []byte, event uint8, end bool, volume uint8, duration uint16) {
-	p[0] = event
-	p[1] = volume & 0x3f
-	if end {
-		p[1] |= 0x80
-	}
-	binary.BigEndian.PutUint16(p[2:], duration)
-}
-
-// decodeDTMF reads an RFC 4733 telephone-event payload.
-func decodeDTMF(p []byte) (event uint8, end, ok bool) {
-	if len(p) < 4 {
-		return 0, false, false
-	}
-	return p[0], p[1]&0x80 != 0, true
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 
 // InviteHandler decides what to do with an inbound call. It runs on its
 // own goroutine and may block until it answers (InboundCall.Answer) or
-// rejects the call; ctx ends when the caller cancels or the server stops.
+// rejects the call; ctx ends when the caller cancels, the server stops or
+// the call has rung for three minutes.
 // Returning without answering rejects the call: with the code of a
 // *StatusError, 486 for ErrBusy, 503 for ErrLimit, 480 otherwise.
 type InviteHandler func(ctx context.Context, in *InboundCall) error
@@ -62,6 +64,18 @@ func WithPortRest(d time.Duration) Option {
 	return func(s *Server) error { s.portRest = d; return nil }
 }
 
+// WithRTCPInterval sets how often each call sends an RTCP sender report
+// (default 5 s, RFC 3550 §6.2's minimum).
+func WithRTCPInterval(d time.Duration) Option {
+	return func(s *Server) error {
+		if d < frameDuration {
+			return errors.New("sip: rtcp interval below 20 ms")
+		}
+		s.rtcpEvery = int(d / frameDuration)
+		return nil
+	}
+}
+
 // WithTLSConfig sets the client TLS configuration used toward tls trunks
 // (for example a private RootCAs pool). Server certificates for tls
 // listeners come from Config.TLSCert and TLSKey.
@@ -79,6 +93,7 @@ type Server struct {
 	order     []*trunk
 	maxCalls  int
 	portRest  time.Duration
+	rtcpEvery int // send loop ticks between RTCP reports
 	clientTLS *tls.Config
 
 	mu       sync.Mutex
@@ -98,6 +113,7 @@ type Server struct {
 	ready    chan struct{}
 	bg       sync.WaitGroup
 	dropped  uint64
+	nonces   nonceKey
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -109,8 +125,9 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
-		portRest: 5 * time.Second, calls: map[string]*Call{}, ready: make(chan struct{}),
+		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
+		nonces: newNonceKey(),
 	}
 	for i, tc := range trunks {
 		if err := tc.Validate(); err != nil {
@@ -158,6 +175,14 @@ func (s *Server) Addr(transport string) netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addrs[transport]
+}
+
+// Refused returns how many requests from unknown sources were refused
+// (403 or dropped), for metrics.
+func (s *Server) Refused() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
 }
 
 // ActiveCalls returns the number of calls in progress, ringing included.
@@ -394,23 +419,43 @@ func (s *Server) client(transport string) *sipgo.Client {
 
 // contactFor returns our Contact for requests and responses on tr.
 func (s *Server) contactFor(tr *trunk) *sipmsg.ContactHeader {
+	return s.contactOn(tr, tr.transport)
+}
+
+// contactOn returns our Contact for a dialog on transport (udp, tcp or
+// tls): the listener of that transport when there is one.
+func (s *Server) contactOn(tr *trunk, transport string) *sipmsg.ContactHeader {
+	transport = strings.ToLower(transport)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h := &sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: s.host}}
-	if a, ok := s.addrs[tr.transport]; ok {
+	h := &sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(s.host)}}
+	if a, ok := s.addrs[transport]; ok {
 		h.Address.Port = int(a.Port())
 	} else if a, ok := s.addrs["udp"]; ok {
 		h.Address.Port = int(a.Port())
 	}
-	if tr.transport != "udp" {
+	if transport != "udp" {
 		h.Address.UriParams = sipmsg.NewParams()
-		h.Address.UriParams.Add("transport", tr.transport)
+		h.Address.UriParams.Add("transport", transport)
+	}
+	return h
+}
+
+// uriHost brackets an IPv6 address for use in a URI.
+func uriHost(h string) string {
+	if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		return "[" + h + "]"
 	}
 	return h
 }
 
 func (s *Server) dialogUA(tr *trunk) *sipgo.DialogUA {
-	return &sipgo.DialogUA{Client: s.client(tr.transport), ContactHDR: *s.contactFor(tr)}
+	return s.dialogUAOn(tr, tr.transport)
+}
+
+func (s *Server) dialogUAOn(tr *trunk, transport string) *sipgo.DialogUA {
+	transport = strings.ToLower(transport)
+	return &sipgo.DialogUA{Client: s.client(transport), ContactHDR: *s.contactOn(tr, transport)}
 }
 
 // acquire takes a call slot on tr and globally; release gives it back.
@@ -476,6 +521,16 @@ func (s *Server) lookup(callID string) *Call {
 func (s *Server) goBackground(f func()) {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); f() }()
+}
+
+// newMedia opens an RTP session on the server's port range.
+func (s *Server) newMedia(log *slog.Logger) (*rtpSession, error) {
+	m, err := newRTPSession(log, s.pool, s.rtpBindIP())
+	if err != nil {
+		return nil, err
+	}
+	m.rtcpEvery = s.rtcpEvery
+	return m, nil
 }
 
 func (s *Server) newSessionID() uint64 { return rand.Uint64() >> 2 }

@@ -88,7 +88,7 @@ func TestScannerSilence(t *testing.T) {
 }
 
 func TestInboundCallAnsweredAndHungUpByPBX(t *testing.T) {
-	heard := &recorder{}
+	heard := newRecorder()
 	calls := make(chan *Call, 1)
 	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
 		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
@@ -130,10 +130,10 @@ func TestInboundCallAnsweredAndHungUpByPBX(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	go sendToneRTP(p, md.remote(), 700, stop)
-	waitFor(t, "audio from the PBX", func() bool { return heard.len() >= 4000 })
+	waitFor(t, "audio from the PBX", func() bool { return len(heard.Samples()) >= 4000 })
 	close(stop)
 	// The PBX sent PCMU (pt 0) though PCMA was chosen: decode by payload type.
-	if f := peakFreq(heard.samples()); f < 690 || f > 710 {
+	if f := peakFreq(heard.Samples()); f < 690 || f > 710 {
 		t.Errorf("peak %v Hz, want 700", f)
 	}
 	if err := dc.Bye(ctx); err != nil {
@@ -311,4 +311,92 @@ func TestGarbageDoesNotStopServer(t *testing.T) {
 	if res, err := p.request(t, s, sipmsg.OPTIONS, "", nil, 5*time.Second); err != nil || res.StatusCode != 200 {
 		t.Fatalf("after garbage: %v %v", res, err)
 	}
+}
+
+func TestInboundCancelledWhileRinging(t *testing.T) {
+	ringing := make(chan struct{})
+	handlerDone := make(chan error, 1)
+	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+			if err := in.Ringing(); err != nil {
+				return err
+			}
+			close(ringing)
+			<-ctx.Done() // the customer's browser would be ringing here
+			handlerDone <- ctx.Err()
+			return ctx.Err()
+		}))
+	p := newIdlePeer(t)
+	dcc := sipgo.NewDialogClientCache(p.cli, sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: int(p.addr.Port())}})
+	p.serve(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	target := sipmsg.Uri{Scheme: "sip", User: "conv-4", Host: "127.0.0.1", Port: int(s.Addr("udp").Port())}
+	dc, err := dcc.Invite(ctx, target, p.sdp(SendRecv, "PCMU"), sipmsg.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { <-ringing; cancel() }()
+	if err := dc.WaitAnswer(ctx, sipgo.AnswerOptions{}); err == nil {
+		t.Fatal("answered")
+	}
+	if dc.InviteResponse == nil || dc.InviteResponse.StatusCode != 487 {
+		t.Errorf("final response %v, want 487", dc.InviteResponse)
+	}
+	select {
+	case err := <-handlerDone:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("handler ctx ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler context not cancelled by CANCEL")
+	}
+	waitFor(t, "slot released", func() bool { return s.ActiveCalls() == 0 })
+}
+
+func TestInboundDelayedOffer(t *testing.T) {
+	calls := make(chan *Call, 1)
+	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+			c, err := in.Answer(ctx, nil)
+			if err == nil {
+				calls <- c
+			}
+			return err
+		}))
+	p := newIdlePeer(t)
+	dcc := sipgo.NewDialogClientCache(p.cli, sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: int(p.addr.Port())}})
+	p.serve(map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.BYE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) { _ = dcc.ReadBye(req, tx) },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target := sipmsg.Uri{Scheme: "sip", User: "conv-6", Host: "127.0.0.1", Port: int(s.Addr("udp").Port())}
+	dc, err := dcc.Invite(ctx, target, nil) // no SDP: a delayed offer
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ourOffer, err := parseSDP(dc.InviteResponse.Body())
+	if err != nil || len(ourOffer.Formats) < 3 {
+		t.Fatalf("offer in 200: %v %v", ourOffer, err)
+	}
+	ack := sipmsg.NewRequest(sipmsg.ACK, dc.InviteResponse.Contact().Address)
+	ack.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(p.sdp(SendRecv, "PCMA"))
+	if err := dc.WriteAck(ctx, ack); err != nil {
+		t.Fatal(err)
+	}
+	c := <-calls
+	go playTone(ctx, c.AudioIn(), 1000)
+	pkts := readRTP(t, p.rtp, 30)
+	if pkts[len(pkts)-1].PayloadType != 8 {
+		t.Errorf("payload type %d, want PCMA from the answer in the ACK", pkts[len(pkts)-1].PayloadType)
+	}
+	if err := dc.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, c, EventHangup)
+	c.Close()
 }

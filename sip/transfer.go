@@ -90,7 +90,10 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 	codecs := c.codecs
 	c.mu.Unlock()
 	offer := c.localSDP(codecs, defaultDTMFPT, SendRecv)
-	dc, md, err := s.invite(ctx, c.log, c.trunk, recipient, offer, DialOptions{}, c.media)
+	c.mu.Lock()
+	key := c.srtpKey
+	c.mu.Unlock()
+	dc, md, err := s.invite(ctx, c.log, c.trunk, recipient, offer, DialOptions{}, c.media, key)
 	if err != nil {
 		var se *StatusError
 		code, reason := 503, "Service Unavailable"

@@ -63,7 +63,8 @@ func newTrunk(tc TrunkConfig) (*trunk, error) {
 	if err := sipmsg.ParseUri(tc.URI, &u); err != nil {
 		return nil, fmt.Errorf("uri: %w", err)
 	}
-	t := &trunk{cfg: tc, uri: u, host: u.Host, port: u.Port, transport: strings.ToLower(tc.Transport)}
+	host := strings.TrimSuffix(strings.TrimPrefix(u.Host, "["), "]")
+	t := &trunk{cfg: tc, uri: u, host: host, port: u.Port, transport: strings.ToLower(tc.Transport)}
 	if t.transport == "" {
 		t.transport = "udp"
 	}
@@ -115,7 +116,7 @@ func (t *trunk) allows(ip netip.Addr) bool {
 
 // sameHost reports whether u points at this trunk (for 3xx and REFER).
 func (t *trunk) sameHost(u sipmsg.Uri) bool {
-	if !strings.EqualFold(u.Host, t.host) {
+	if !strings.EqualFold(strings.TrimSuffix(strings.TrimPrefix(u.Host, "["), "]"), t.host) {
 		return false
 	}
 	return u.Port == 0 || u.Port == t.port
@@ -178,7 +179,7 @@ func (t *trunk) phoneURI(num string) (sipmsg.Uri, error) {
 			return sipmsg.Uri{}, fmt.Errorf("sip: %q is not a phone number", num)
 		}
 	}
-	u := sipmsg.Uri{Scheme: "sip", User: t.normalize(num), Host: t.host}
+	u := sipmsg.Uri{Scheme: "sip", User: t.normalize(num), Host: uriHost(t.host)}
 	if t.port != 5060 {
 		u.Port = t.port
 	}
