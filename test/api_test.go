@@ -23,8 +23,8 @@ type wsConn struct {
 	c *websocket.Conn
 }
 
-// dialWS opens /api/v1/ws with the given Origin and extra headers.
-func dialWS(t *testing.T, g *gateway, origin string, header http.Header) (*wsConn, *http.Response, error) {
+// dialGateway opens /api/v1/ws with the given Origin and extra headers.
+func dialGateway(t *testing.T, g *gateway, origin string, header http.Header) (*wsConn, *http.Response, error) {
 	t.Helper()
 	if header == nil {
 		header = http.Header{}
@@ -98,7 +98,7 @@ func (w *wsConn) expect(typ string) frame {
 // customerWS connects as the customer of a conversation and says hello.
 func customerWS(t *testing.T, g *gateway, token string) *wsConn {
 	t.Helper()
-	w, _, err := dialWS(t, g, g.Origin(), nil)
+	w, _, err := dialGateway(t, g, g.Origin(), nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -110,7 +110,7 @@ func customerWS(t *testing.T, g *gateway, token string) *wsConn {
 // agentWS connects with an agent's session cookie and says hello.
 func agentWS(t *testing.T, g *gateway, agent *client) *wsConn {
 	t.Helper()
-	w, _, err := dialWS(t, g, g.Origin(), http.Header{"Cookie": {agent.cookieHeader()}})
+	w, _, err := dialGateway(t, g, g.Origin(), http.Header{"Cookie": {agent.cookieHeader()}})
 	if err != nil {
 		t.Fatalf("dial as agent: %v", err)
 	}
@@ -172,7 +172,7 @@ func TestDisallowedOriginRefused(t *testing.T) {
 	}
 
 	// WebSocket: the handshake is refused with 403.
-	_, res, err := dialWS(t, g, evil, nil)
+	_, res, err := dialGateway(t, g, evil, nil)
 	if err == nil {
 		t.Fatalf("WebSocket handshake from %s succeeded", evil)
 	}
@@ -184,7 +184,7 @@ func TestDisallowedOriginRefused(t *testing.T) {
 		t.Errorf("WebSocket handshake from %s: status %d, want 403 (%v)", evil, code, err)
 	}
 	for _, origin := range []string{g.Origin(), shop} {
-		if _, _, err := dialWS(t, g, origin, nil); err != nil {
+		if _, _, err := dialGateway(t, g, origin, nil); err != nil {
 			t.Errorf("WebSocket handshake from %s: %v", origin, err)
 		}
 	}
