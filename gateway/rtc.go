@@ -143,7 +143,13 @@ func (s *Server) customerCandidate(cv *conv, cand json.RawMessage) error {
 	if rtc == nil {
 		return errNoCall
 	}
-	if err := rtc.peer.AddICECandidate(cand); err != nil {
+	return addCandidate(rtc.peer, cand)
+}
+
+// addCandidate adds a trickled candidate; a malformed one is the client's
+// error, answered with an error frame.
+func addCandidate(p browserPeer, cand json.RawMessage) error {
+	if err := p.AddICECandidate(cand); err != nil {
 		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
 	}
 	return nil

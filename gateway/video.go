@@ -475,10 +475,7 @@ func (s *Server) agentCandidate(cv *conv, cand json.RawMessage) error {
 	if vs == nil {
 		return errNoVideo
 	}
-	if err := vs.peer.AddICECandidate(cand); err != nil {
-		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
-	}
-	return nil
+	return addCandidate(vs.peer, cand)
 }
 
 // setAudioRoute moves the call's audio between the desk phone and the

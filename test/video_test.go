@@ -9,12 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,47 +20,20 @@ import (
 	"github.com/pion/rtp"
 	pwebrtc "github.com/pion/webrtc/v4"
 
-	segue "github.com/segue-rtc/segue/gateway"
-	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/transcode/audiotest"
-	"github.com/segue-rtc/segue/webrtc"
 )
 
 // startVideoGateway runs a gateway with WebRTC and no SIP: video straight
 // from the chat.
 func startVideoGateway(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg, err := segue.ParseConfig([]byte(`
+	return startInProcess(t, `
 http: {public_url: "http://gateway.test"}
 queues: [{name: support}]
 agents:
-  - {id: alice, name: Alice, password_hash: "$2a$04$TFH44CR/mg6x8p0onKZ1nu39JpgEu7NnTZIdl.c6t.Mw8QABuPn12", queues: [support]}
-  - {id: bob, name: Bob, password_hash: "$2a$04$TFH44CR/mg6x8p0onKZ1nu39JpgEu7NnTZIdl.c6t.Mw8QABuPn12", queues: [support]}
-`), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := webrtc.New(cfg.WebRTC, log, webrtc.WithLoopbackOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := segue.New(cfg, st, log, segue.WithWebRTC(eng))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return ts
+  - {id: alice, name: Alice, password_hash: "`+pionTestHash+`", queues: [support]}
+  - {id: bob, name: Bob, password_hash: "`+pionTestHash+`", queues: [support]}
+`, nil)
 }
 
 func dialSocket(t *testing.T, ctx context.Context, ts *httptest.Server, hc *http.Client) ws {

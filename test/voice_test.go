@@ -33,6 +33,44 @@ import (
 	"github.com/segue-rtc/segue/webrtc"
 )
 
+// pionTestHash is the bcrypt hash of the test agents' password "password1".
+const pionTestHash = "$2a$04$TFH44CR/mg6x8p0onKZ1nu39JpgEu7NnTZIdl.c6t.Mw8QABuPn12"
+
+// startInProcess runs a gateway on config doc, with WebRTC on loopback only
+// and, when sipSrv is given, voice through it. It stops with the test.
+func startInProcess(t *testing.T, doc string, sipSrv *sip.Server) *httptest.Server {
+	t.Helper()
+	cfg, err := segue.ParseConfig([]byte(doc), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := webrtc.New(cfg.WebRTC, log, webrtc.WithLoopbackOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []segue.Option{segue.WithWebRTC(eng)}
+	if sipSrv != nil {
+		opts = append(opts, segue.WithSIP(sipSrv))
+	}
+	srv, err := segue.New(cfg, st, log, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
+
 // lastOf returns the last d of what rec recorded.
 func lastOf(rec *audiotest.Recorder, d time.Duration) transcode.PCM16 {
 	pcm := rec.Samples()
@@ -274,38 +312,15 @@ func str(raw json.RawMessage) string {
 func TestVoiceCallBrowserToDeskPhone(t *testing.T) {
 	phone := startDeskPhone(t, 440)
 	gwSIP := startSIP(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:" + phone.srv.Addr("udp").String(), AllowInboundFrom: []string{"127.0.0.1/32"}}})
-	cfg, err := segue.ParseConfig([]byte(fmt.Sprintf(`
+	ts := startInProcess(t, fmt.Sprintf(`
 http: {public_url: "http://gateway.test"}
 trunks:
   - {name: pbx, uri: "sip:%s"}
 queues:
   - {name: support, trunk: pbx, dial: "sip:600@%s"}
 agents:
-  - {id: alice, name: Alice, password_hash: "$2a$04$TFH44CR/mg6x8p0onKZ1nu39JpgEu7NnTZIdl.c6t.Mw8QABuPn12", queues: [support]}
-`, phone.srv.Addr("udp"), phone.srv.Addr("udp"))), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := webrtc.New(cfg.WebRTC, log, webrtc.WithLoopbackOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := segue.New(cfg, st, log, segue.WithSIP(gwSIP), segue.WithWebRTC(eng))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
+  - {id: alice, name: Alice, password_hash: "%s", queues: [support]}
+`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash), gwSIP)
 
 	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"Ann Lee"}`))
 	if err != nil {
