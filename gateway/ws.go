@@ -350,9 +350,15 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	if cl.role == store.RoleAgent {
 		var err error
 		if cv, err = s.agentConv(cl.agentID, f.ConversationID); err != nil {
+			if lateSignal(f.Type) && errors.Is(err, ErrNotFound) {
+				return nil
+			}
 			return err
 		}
 	} else if cv == nil {
+		if lateSignal(f.Type) {
+			return nil
+		}
 		return ErrEnded
 	}
 	switch f.Type {
@@ -423,6 +429,11 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		return s.hub.markRead(ctx, cv, cl.role, f.Seq)
 	}
 }
+
+// lateSignal reports frames that may cross a conversation's end without
+// being an error: read receipts and typing indicators sent just before the
+// client learnt of the end are dropped silently.
+func lateSignal(typ string) bool { return typ == "read" || typ == "typing" }
 
 // agentConv returns the live conversation agentID holds.
 func (s *Server) agentConv(agentID, convID string) (*conv, error) {
