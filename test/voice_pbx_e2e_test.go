@@ -1,0 +1,150 @@
+//go:build e2e
+
+package test
+
+import (
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segue-rtc/segue/test/peers"
+)
+
+// sippGateway runs a gateway whose only trunk is a SIPp scenario playing
+// the PBX, with Alice's desk phone (extension 1001) behind it.
+func sippGateway(t *testing.T, pbx *peers.SIPp, hs *hostSite) *gateway {
+	t.Helper()
+	g := startVoiceGateway(t, voiceConfig{
+		trunks:     []voiceTrunk{{name: "pbx", addr: pbx.Addr()}},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + pbx.Addr()}},
+		alicePhone: "sip:1001@" + pbx.Addr(),
+		origins:    []string{hs.srv.URL},
+	})
+	hs.gw = g.URL
+	return g
+}
+
+// TestVoiceAgentHangsUp: the desk phone hangs up first (BYE). The widget
+// says the agent ended the call, the chat goes on, and the customer can
+// call again.
+func TestVoiceAgentHangsUp(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_bye.xml", "127.0.0.1", "-m", "2")
+	hs := newHostSite(t)
+	sippGateway(t, pbx, hs)
+	customer, _ := openShopWidget(t, hs, "customer", "support", "", "Please call me")
+	for i := 1; i <= 2; i++ {
+		customer.click("voice-start")
+		customer.waitCall("connected")
+		st := customer.waitCall("ended")
+		if st.Text != "Call ended: The agent hung up" || st.EndedBy != "agent" {
+			t.Errorf("call %d: status %q, ended by %q; want the agent's hang-up", i, st.Text, st.EndedBy)
+		}
+		customer.send("Still here after call " + string(rune('0'+i)))
+		customer.waitMessage("Still here after call " + string(rune('0'+i)))
+		waitJS[bool](customer, "the mic button again", fn("", `const b = q('voice-start'); return !b.hidden && !b.disabled;`))
+	}
+	waitSIPp(t, pbx)
+}
+
+// TestVoiceContextAndConsoleControls: the PBX checks the context headers
+// of the INVITE (SIPp fails the call otherwise), the agent hangs up from
+// the console, then calls the customer back with "Call customer": the
+// widget rings, the customer accepts, and hangs up.
+func TestVoiceContextAndConsoleControls(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_context.xml", "127.0.0.1", "-m", "2")
+	hs := newHostSite(t)
+	g := sippGateway(t, pbx, hs)
+	customer, convID := openShopWidget(t, hs, "customer", "support", "", "I have a billing question")
+	agent := openVoiceConsole(t, g)
+	agent.acceptConversation(convID)
+	customer.waitText("agent-name", "helping")
+
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	waitJS[bool](agent, "the console's connected call", fn("", `return document.querySelector('#callbar [data-testid="call-status"]')?.dataset.callState === 'connected';`))
+	agent.click("hangup")
+	st := customer.waitCall("ended")
+	if st.Text != "Call ended: The agent hung up" || st.EndedBy != "agent" {
+		t.Errorf("after the console's hang-up the widget says %q (ended by %q)", st.Text, st.EndedBy)
+	}
+	waitJS[bool](agent, "the console's ended call", fn("", `const s = document.querySelector('#callbar [data-testid="call-status"]');
+return s?.dataset.callState === 'ended' && !q('call-customer').hidden;`))
+
+	// The agent calls back: Alice's desk phone first, then the widget rings.
+	agent.click("call-customer")
+	waitJS[bool](customer, "the incoming call", fn("", `const s = q('call-status'); return s.dataset.callState === 'incoming' && !q('call-accept').hidden;`))
+	customer.waitText("call-status", "Alice is calling you")
+	customer.click("call-accept")
+	customer.waitCall("connected")
+	customer.send("Hi again")
+	agent.waitMessage("Hi again")
+	customer.click("hangup")
+	if st := customer.waitCall("ended"); st.Text != "Call ended: You hung up" {
+		t.Errorf("after the customer's hang-up the widget says %q", st.Text)
+	}
+	waitSIPp(t, pbx)
+
+	// The exact values, from SIPp's trace of the two INVITEs.
+	logs, _ := filepath.Glob(filepath.Join(pbx.Dir, "*_messages.log"))
+	if len(logs) == 0 {
+		t.Fatal("no SIPp message trace")
+	}
+	b, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace := string(b)
+	for _, want := range []string{
+		`From: "Ann Lee" <sip:`,
+		`From: "Call to Ann Lee" <sip:`,
+		"User-to-User: " + hex.EncodeToString([]byte(convID)) + ";encoding=hex",
+		"Call-Info: <" + g.URL + "/console/c/" + convID + ">;purpose=info",
+		"X-Segue-Conversation: " + convID,
+		"X-Segue-Queue: support",
+		"X-Segue-Customer: Ann Lee",
+		"INVITE sip:1001@",
+	} {
+		if !strings.Contains(trace, want) {
+			t.Errorf("the PBX never saw %q", want)
+		}
+	}
+}
+
+// TestVoiceHoldAndResume: the PBX puts the call on hold (sendonly
+// re-INVITE) and resumes it. SIPp echoes the RTP it gets, so the page
+// hears its own 1 kHz microphone back through the PBX: before hold, not
+// while held, and again after resume.
+func TestVoiceHoldAndResume(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_hold_echo.xml", "127.0.0.1", "-m", "1", "-rtp_echo")
+	hs := newHostSite(t)
+	sippGateway(t, pbx, hs)
+	customer, _ := openShopWidget(t, hs, "customer", "support", "", "Hold on")
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	expectHeard(t, "the customer before hold", customer.measureHeard(800), voiceMicHz, -16, -1)
+	st := customer.waitCall("held")
+	if st.Text != "On hold" {
+		t.Errorf("held call shows %q", st.Text)
+	}
+	held := customer.measureHeard(1000)
+	t.Logf("while held the customer heard %.0f Hz at %.1f dBFS", held.Freq, held.DB)
+	if held.DB > -40 {
+		t.Errorf("while held the customer still heard %.1f dBFS at %.0f Hz: the gateway kept sending to a sendonly PBX", held.DB, held.Freq)
+	}
+	customer.send("Are you back?")
+	customer.waitMessage("Are you back?")
+	st = customer.waitCall("connected")
+	if !strings.HasPrefix(st.Text, "Connected 0") {
+		t.Errorf("resumed call shows %q", st.Text)
+	}
+	time.Sleep(300 * time.Millisecond)
+	expectHeard(t, "the customer after resume", customer.measureHeard(1200), voiceMicHz, -16, -1)
+	customer.waitMessage("Call on hold")
+	customer.waitMessage("Call resumed")
+	customer.click("hangup")
+	customer.waitCall("ended")
+	waitSIPp(t, pbx)
+}
