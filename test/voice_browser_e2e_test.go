@@ -363,7 +363,7 @@ return {freq: best * ctx.sampleRate / an.fftSize, db: 10 * Math.log10(2 * energy
 // expectHeard checks a measurement against a tone.
 func expectHeard(t *testing.T, who string, h heard, hz, minDB, maxDB float64) {
 	t.Helper()
-	t.Logf("%s heard %.0f Hz at %.1f dBFS (AudioContext at %.0f Hz)", who, h.Freq, h.DB, h.Rate)
+	t.Logf("%s heard %.0f Hz at %.1f dBFS (analysed at %.0f Hz)", who, h.Freq, h.DB, h.Rate)
 	// One FFT bin is rate/8192, about 5.4 Hz.
 	if math.Abs(h.Freq-hz) > 12 {
 		t.Errorf("%s heard a peak at %.0f Hz (%.1f dBFS), want %.0f Hz", who, h.Freq, h.DB, hz)

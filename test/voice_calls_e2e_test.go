@@ -130,3 +130,6 @@ return s?.dataset.callState === 'ended' && s.textContent === 'Call ended: You hu
 	}
 	noCSPViolations(t, customer, agent)
 }
+
+func peakOf(pcm []int16, rate int) float64 { return audiotest.PeakFrequency(pcm, rate) }
+func levelOf(pcm []int16) float64          { return audiotest.Level(pcm) }
