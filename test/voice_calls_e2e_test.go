@@ -3,6 +3,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -73,6 +74,25 @@ return !!s && s.dataset.callState === 'connected' && s.textContent.startsWith('C
 	time.Sleep(500 * time.Millisecond)
 	expectHeard(t, "the customer's page", customer.measureHeard(2000), deskToneHz, -16, -1)
 
+	// The browser coming back online restarts ICE (rtc.offer with new ICE
+	// credentials, answered by the gateway); the audio goes on.
+	const ufrags = `() => { const pc = document.querySelector('segue-widget').voice.pc;
+const u = (d) => (d?.sdp.match(/a=ice-ufrag:(\S+)/) ?? [])[1] ?? '';
+return {local: u(pc?.localDescription), remote: u(pc?.remoteDescription), ice: pc?.iceConnectionState ?? ''}; }`
+	type iceCreds struct{ Local, Remote, ICE string }
+	before := call[iceCreds](customer, ufrags)
+	if before.Remote == "" || before.Local == "" {
+		t.Fatalf("no ICE credentials in the descriptions: %+v", before)
+	}
+	call[bool](customer, `() => dispatchEvent(new Event('online'))`)
+	waitJS[bool](customer, "the ICE restart", fmt.Sprintf(`() => { const c = (%s)(); const b = %s;
+return c.local !== b.local && c.remote !== '' && c.remote !== b.remote && (c.ice === 'connected' || c.ice === 'completed'); }`, ufrags, mustJSON(before)))
+	if st := customer.callStatus(); st.State != "connected" {
+		t.Errorf("after the ICE restart the call is %q (%q)", st.State, st.Text)
+	}
+	time.Sleep(300 * time.Millisecond)
+	expectHeard(t, "the customer's page after an ICE restart", customer.measureHeard(1200), deskToneHz, -16, -1)
+
 	// The chat goes on during the call, both ways.
 	customer.send("Can you hear me?")
 	agent.waitMessage("Can you hear me?")
@@ -129,6 +149,14 @@ return s?.dataset.callState === 'ended' && s.textContent === 'Call ended: You hu
 		t.Errorf("the desk phone heard %.1f dBFS, want about -6", l)
 	}
 	noCSPViolations(t, customer, agent)
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
 
 func peakOf(pcm []int16, rate int) float64 { return audiotest.PeakFrequency(pcm, rate) }
