@@ -172,6 +172,7 @@ type voiceConfig struct {
 	alicePhone string // SIP URI of Alice's desk phone, or ""
 	iceServers string // YAML list for webrtc.ice_servers, or ""
 	origins    []string
+	sipPort    int // the gateway's SIP port on 127.0.0.1; 0 picks one
 }
 
 // startVoiceGateway runs segue with trunks, queues and loopback ICE.
@@ -186,6 +187,10 @@ func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
 	origins := append([]string{g.URL}, vc.origins...)
 	for i := range origins {
 		origins[i] = fmt.Sprintf("%q", origins[i])
+	}
+	sipPort := vc.sipPort
+	if sipPort == 0 {
+		sipPort = freePort(t, "udp")
 	}
 	udpLo := 20000 + 100*rand.IntN(150)
 	rtpLo := 36000 + 2*rand.IntN(6000)
@@ -208,7 +213,7 @@ webrtc:
   listen: ["udp:127.0.0.1:%d"]
   rtp_port_range: [%d, %d]
 trunks:
-`, freePort(t, "udp"), rtpLo, rtpLo+199)
+`, sipPort, rtpLo, rtpLo+199)
 	for _, tr := range vc.trunks {
 		fmt.Fprintf(&b, "  - name: %s\n    uri: \"sip:%s\"\n    codecs: [PCMU, PCMA]\n    allow_inbound_from: [\"127.0.0.1/32\"]\n", tr.name, tr.addr)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,4 +148,41 @@ func TestVoiceHoldAndResume(t *testing.T) {
 	customer.click("hangup")
 	customer.waitCall("ended")
 	waitSIPp(t, pbx)
+}
+
+// TestVoicePBXCallsCustomer: the PBX calls a conversation
+// (sip:conv-<id>@gateway). The widget rings; accepted, the call connects
+// and ends when the PBX hangs up; declined, the PBX gets 603.
+func TestVoicePBXCallsCustomer(t *testing.T) {
+	hs := newHostSite(t)
+	sipPort := freePort(t, "udp")
+	g := startVoiceGateway(t, voiceConfig{
+		trunks:  []voiceTrunk{{name: "pbx", addr: "127.0.0.1:5999"}},
+		queues:  []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@127.0.0.1:5999"}},
+		origins: []string{hs.srv.URL},
+		sipPort: sipPort,
+	})
+	hs.gw = g.URL
+	gwSIP := "127.0.0.1:" + strconv.Itoa(sipPort)
+	customer, convID := openShopWidget(t, hs, "customer", "support", "", "Call me back please")
+
+	pbx := peers.StartSIPp(t, "sipp/uac_conv.xml", "127.0.0.1", "-set", "conv", convID, "-m", "1", gwSIP)
+	customer.waitCall("incoming")
+	customer.waitText("call-status", "Incoming call from the contact center")
+	customer.click("call-accept")
+	customer.waitCall("connected")
+	if st := customer.waitCall("ended"); st.Text != "Call ended: The agent hung up" {
+		t.Errorf("after the PBX's BYE the widget says %q", st.Text)
+	}
+	waitSIPp(t, pbx)
+
+	pbx = peers.StartSIPp(t, "sipp/uac_conv_decline.xml", "127.0.0.1", "-set", "conv", convID, "-m", "1", gwSIP)
+	customer.waitCall("incoming")
+	customer.click("call-decline")
+	if st := customer.waitCall("failed"); st.Text != "Call declined" {
+		t.Errorf("after declining the widget says %q", st.Text)
+	}
+	waitSIPp(t, pbx)
+	customer.send("I prefer writing")
+	customer.waitMessage("I prefer writing")
 }

@@ -191,6 +191,7 @@ export class Voice {
 
   decline() {
     if (this.phase !== 'incoming') return;
+    this.declined = true;
     this.send({ type: 'voice.hangup', id: this.nextId() });
     this.phase = 'ending';
     this.render();
@@ -355,8 +356,10 @@ export class Voice {
 
   finished(call) {
     const reason = call.reason || (call.state === 'failed' ? 'The call could not be connected' : 'The call ended');
+    const declined = this.declined;
     this.teardown();
-    this.showOutcome(`Call ended: ${reason}`, call.state, call.ended_by);
+    // The server words a declined callback for the agent's side.
+    this.showOutcome(declined ? 'Call declined' : `Call ended: ${reason}`, call.state, call.ended_by);
   }
 
   fail(text) {
@@ -396,6 +399,7 @@ export class Voice {
     this.audio.srcObject = null;
     this.restarting = false;
     this.offerSent = false;
+    this.declined = false;
     this.muted = false;
     this.phase = 'idle';
     this.pad.hidden = true;
