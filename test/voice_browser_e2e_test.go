@@ -267,9 +267,12 @@ func (g *gateway) Log() string {
 
 // openShopWidget opens the host site's page in the voice browser, opens
 // the chat panel, and starts a conversation with a first message.
-func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first string) (*tab, string) {
+func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first string, before ...chromedp.Action[chromedp.Void]) (*tab, string) {
 	t.Helper()
 	tb := newVoiceTab(t, name)
+	if len(before) > 0 {
+		tb.do(before...)
+	}
 	u := hs.srv.URL + "/?queue=" + queue
 	if policy != "" {
 		u += "&policy=" + policy

@@ -4,6 +4,7 @@ package test
 
 import (
 	"encoding/hex"
+	"github.com/chromedp/chromedp"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -185,4 +186,50 @@ func TestVoicePBXCallsCustomer(t *testing.T) {
 	waitSIPp(t, pbx)
 	customer.send("I prefer writing")
 	customer.waitMessage("I prefer writing")
+}
+
+// TestVoiceMuteOnPhoneScreen: on a phone-sized screen the call controls
+// fit and do not overlap; mute silences the microphone toward the PBX
+// (SIPp echoes RTP, so the page hears itself) and unmute brings it back.
+func TestVoiceMuteOnPhoneScreen(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_context.xml", "127.0.0.1", "-m", "1", "-rtp_echo")
+	hs := newHostSite(t)
+	sippGateway(t, pbx, hs)
+	customer, _ := openShopWidget(t, hs, "customer", "support", "", "On my phone",
+		chromedp.EmulateViewport(375, 667, chromedp.EmulateMobile, chromedp.EmulateTouch))
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	customer.click("keypad")
+	layout := call[[]string](customer, fn("", `const ids = ['voice-start', 'mute', 'keypad', 'hangup', 'chat-input', 'chat-send', 'call-status'];
+const els = ids.map((id) => [id, q(id)]).concat([...root().querySelectorAll('[data-testid="keypad-key"]')].map((k) => ['key ' + k.dataset.digit, k]));
+const bad = [];
+const rects = els.map(([id, el]) => [id, el.getBoundingClientRect()]);
+for (const [id, r] of rects) {
+  if (r.width === 0 || r.height === 0) { bad.push(id + ' is not shown'); continue; }
+  if (r.left < 0 || r.top < 0 || r.right > innerWidth + 0.5 || r.bottom > innerHeight + 0.5) bad.push(id + ' is off screen ' + JSON.stringify(r));
+  if (id !== 'call-status' && id !== 'chat-input' && (r.width < 32 || r.height < 32)) bad.push(id + ' is a small target ' + r.width + 'x' + r.height);
+}
+for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+  const [a, ra] = rects[i], [b, rb] = rects[j];
+  if (ra.width && rb.width && ra.left < rb.right - 1 && rb.left < ra.right - 1 && ra.top < rb.bottom - 1 && rb.top < ra.bottom - 1) bad.push(a + ' overlaps ' + b);
+}
+return bad;`))
+	for _, b := range layout {
+		t.Errorf("on a 375x667 screen: %s", b)
+	}
+	customer.click("keypad")
+
+	expectHeard(t, "the customer (echo) before mute", customer.measureHeard(800), voiceMicHz, -16, -1)
+	customer.click("mute")
+	waitJS[bool](customer, "the mute button", fn("", `return q('mute').getAttribute('aria-pressed') === 'true' && q('mute').textContent === 'Unmute';`))
+	time.Sleep(300 * time.Millisecond)
+	if h := customer.measureHeard(800); h.DB > -40 {
+		t.Errorf("muted, the customer still hears %.1f dBFS at %.0f Hz through the PBX", h.DB, h.Freq)
+	}
+	customer.click("mute")
+	time.Sleep(300 * time.Millisecond)
+	expectHeard(t, "the customer (echo) after unmute", customer.measureHeard(800), voiceMicHz, -16, -1)
+	customer.click("hangup")
+	customer.waitCall("ended")
+	waitSIPp(t, pbx)
 }
