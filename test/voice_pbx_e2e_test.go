@@ -4,13 +4,14 @@ package test
 
 import (
 	"encoding/hex"
-	"github.com/chromedp/chromedp"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/segue-rtc/segue/test/peers"
 )
