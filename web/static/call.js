@@ -45,18 +45,16 @@ export function formatDuration(s) {
  * Voice is the widget's side of a call. Options:
  *   send(frame) -> bool     sends a frame on the chat socket
  *   status                  the widget's status line (data-testid call-status)
- *   bar                     the call bar container
- *   root                    the shadow root (for the <audio> element)
+ *   bar                     the call bar container (it also holds the <audio>)
  *   config() -> object      the widget's data-* settings
  *   agentName() -> string   the assigned agent's name, if any
  *   restoreStatus()         redraws the connection state in the status line
  */
 export class Voice {
-  constructor({ send, status, bar, root, config, agentName, restoreStatus }) {
+  constructor({ send, status, bar, config, agentName, restoreStatus }) {
     this.send = send;
     this.statusEl = status;
     this.bar = bar;
-    this.root = root;
     this.config = config;
     this.agentName = agentName;
     this.restoreStatus = restoreStatus;
