@@ -234,3 +234,53 @@ return bad;`))
 	customer.waitCall("ended")
 	waitSIPp(t, pbx)
 }
+
+// sippPcaps is where Debian's sip-tester keeps the RTP captures that
+// scenarios replay with play_pcap_audio.
+const sippPcaps = "/usr/share/sip-tester"
+
+// withPcaps copies a scenario into a temp dir with SIPp's captures in
+// pcap/ next to it (SIPp loads play_pcap_audio files relative to the
+// scenario when it starts) and returns the copy's path.
+func withPcaps(t *testing.T, scenario string, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile := func(src, dst string) {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("SIPp's captures (package sip-tester) are required: %v", err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		copyFile(filepath.Join(sippPcaps, n), filepath.Join(dir, "pcap", n))
+	}
+	out := filepath.Join(dir, filepath.Base(scenario))
+	copyFile(scenario, out)
+	return out
+}
+
+// TestVoiceDeskPhoneKeys: digits pressed on the desk phone (RFC 4733 from
+// the PBX) show in the agent's console call bar and, briefly, in the
+// customer's call bar.
+func TestVoiceDeskPhoneKeys(t *testing.T) {
+	scenario := withPcaps(t, "sipp/uas_dtmf.xml", "dtmf_2833_5.pcap", "dtmf_2833_9.pcap", "dtmf_2833_pound.pcap")
+	pbx := peers.StartSIPp(t, scenario, "127.0.0.1", "-m", "1")
+	hs := newHostSite(t)
+	g := sippGateway(t, pbx, hs)
+	customer, convID := openShopWidget(t, hs, "customer", "support", "", "Which key?")
+	agent := openVoiceConsole(t, g)
+	agent.acceptConversation(convID)
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	customer.waitText("call-bar-text", "The agent pressed 5")
+	agent.waitText("call-dtmf", "Keypad: 59#")
+	customer.click("hangup")
+	customer.waitCall("ended")
+	waitSIPp(t, pbx)
+}
