@@ -80,6 +80,9 @@ class SegueWidget extends HTMLElement {
   }
 
   disconnectedCallback() {
+    // A widget taken out of the page leaves its call too.
+    this.voice.hangup();
+    this.voice.teardown();
     this.socket.stop();
     document.removeEventListener('visibilitychange', this.onVisible);
   }
