@@ -104,6 +104,10 @@ class SegueWidget extends HTMLElement {
     this.status = $('p', { class: 'status-line', 'data-testid': 'call-status', 'data-state': 'idle', role: 'status', text: STATE_TEXT.idle });
     const close = $('button', { type: 'button', class: 'icon-button close', 'data-testid': 'widget-close', 'aria-label': 'Close chat', text: '×' });
     close.addEventListener('click', () => this.close());
+    const header = $('header', { class: 'head' },
+      $('div', { class: 'avatar', 'aria-hidden': 'true' }),
+      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.status),
+      close);
 
     // Voice and video controls of later steps go into this bar.
     this.callBar = $('div', { class: 'callbar', 'data-testid': 'call-bar', hidden: true });
@@ -115,12 +119,7 @@ class SegueWidget extends HTMLElement {
       agentName: () => this.conversation?.agent?.name ?? '',
       restoreStatus: () => this.showState(this.socket.state, this.socket.reason),
     });
-
-    const header = $('header', { class: 'head' },
-      $('div', { class: 'avatar', 'aria-hidden': 'true' }),
-      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.status),
-      this.voice.startButton,
-      close);
+    close.before(this.voice.startButton);
 
     this.logEl = $('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0' });
     this.log = new ChatLog(this.logEl, {
