@@ -220,7 +220,10 @@ trunks:
 	b.WriteString("queues:\n")
 	names := []string{}
 	for _, q := range vc.queues {
-		fmt.Fprintf(&b, "  - name: %s\n    trunk: %s\n    dial: %q\n", q.name, q.trunk, q.dial)
+		fmt.Fprintf(&b, "  - name: %s\n    trunk: %s\n", q.name, q.trunk)
+		if q.dial != "" {
+			fmt.Fprintf(&b, "    dial: %q\n", q.dial)
+		}
 		names = append(names, q.name)
 	}
 	phone := ""
