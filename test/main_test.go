@@ -28,6 +28,7 @@ func runTests(m *testing.M) int {
 	if bin := os.Getenv("SEGUE_E2E_BIN"); bin != "" {
 		segueBin = bin
 		defer stopBrowser()
+		defer stopVoiceBrowser()
 		return m.Run()
 	}
 	segueBin = filepath.Join(dir, "segue")
@@ -38,5 +39,6 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer stopBrowser()
+	defer stopVoiceBrowser()
 	return m.Run()
 }

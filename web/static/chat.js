@@ -293,6 +293,14 @@ const EVENT_TEXT = {
   'conversation.accepted': (m) => `${m.event?.data?.agent_name || m.from?.name || 'An agent'} joined the chat`,
   'conversation.transferred': () => 'The conversation was transferred',
   'conversation.ended': () => 'The conversation has ended',
+  'voice.dialing': () => 'Calling…',
+  'voice.incoming': () => 'Incoming call',
+  'voice.connected': () => 'Call connected',
+  'voice.held': () => 'Call on hold',
+  'voice.resumed': () => 'Call resumed',
+  'voice.ended': () => 'Call ended',
+  'voice.failed': () => 'Call failed',
+  'voice.transferred': () => 'Call transferred',
 };
 
 /**
@@ -425,6 +433,7 @@ export class ChatLog {
       'data-seq': msg.seq || '',
       'data-role': role,
       'data-kind': kind,
+      'data-event': kind === 'event' ? msg.event?.name : null,
     });
     if (kind === 'event') {
       const text = msg.text || EVENT_TEXT[msg.event?.name]?.(msg) || msg.event?.name || '';

@@ -3,6 +3,7 @@
 // for the WebSocket of the same origin.
 
 import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { ConsoleCalls } from './console-call.js';
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -128,6 +129,7 @@ const app = {
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    this.calls ??= new ConsoleCalls({ bar: $('callbar'), send: (f) => this.socket.send(f), note: (t) => this.note(t) });
     this.socket.start();
   },
 
@@ -190,6 +192,7 @@ const app = {
   },
 
   onFrame(f) {
+    if (this.calls?.onFrame(f)) return;
     switch (f.type) {
       case 'welcome': this.welcome(f); break;
       case 'ack': this.acked(f); break;
@@ -408,6 +411,7 @@ const app = {
     this.selected = conv;
     $('typing').hidden = true;
     this.note('');
+    this.calls?.show(conv?.data);
     if (!conv) {
       $('conversation').hidden = true;
       $('placeholder').hidden = false;
@@ -447,6 +451,7 @@ const app = {
     $('dismiss').hidden = !ended;
     $('transfer').disabled = ended;
     $('transfer-target').disabled = ended;
+    this.calls?.show(c);
   },
 
   messageShown(conv, msg, isNew) {

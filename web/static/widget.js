@@ -9,6 +9,7 @@
 // the gateway it was loaded from, so it works on any allowed site.
 
 import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { Voice } from './call.js';
 
 const ORIGIN = new URL(import.meta.url).origin;
 const API = `${ORIGIN}/api/v1`;
@@ -79,6 +80,9 @@ class SegueWidget extends HTMLElement {
   }
 
   disconnectedCallback() {
+    // A widget taken out of the page leaves its call too.
+    this.voice.hangup();
+    this.voice.teardown();
     this.socket.stop();
     document.removeEventListener('visibilitychange', this.onVisible);
   }
@@ -107,6 +111,15 @@ class SegueWidget extends HTMLElement {
 
     // Voice and video controls of later steps go into this bar.
     this.callBar = $('div', { class: 'callbar', 'data-testid': 'call-bar', hidden: true });
+    this.voice = new Voice({
+      send: (f) => this.socket.send(f),
+      status: this.status,
+      bar: this.callBar,
+      config: () => this.config,
+      agentName: () => this.conversation?.agent?.name ?? '',
+      restoreStatus: () => this.showState(this.socket.state, this.socket.reason),
+    });
+    close.before(this.voice.startButton);
 
     this.logEl = $('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0' });
     this.log = new ChatLog(this.logEl, {
@@ -224,6 +237,7 @@ class SegueWidget extends HTMLElement {
       delete this.agentLine.dataset.agent;
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
+    this.voice?.setEnabled(Boolean(c) && !ended);
   }
 
   showState(state, reason) {
@@ -234,6 +248,7 @@ class SegueWidget extends HTMLElement {
     else if (reason && state !== 'connected') text = `${text} (${reason})`;
     this.status.textContent = text;
     this.status.dataset.reason = reason ?? '';
+    this.voice?.overlay();
   }
 
   note(text) {
@@ -376,8 +391,10 @@ class SegueWidget extends HTMLElement {
   }
 
   onFrame(f) {
+    if (this.voice.onFrame(f)) return;
     switch (f.type) {
       case 'welcome':
+        this.voice.setFeatures(f.features);
         this.conversation = f.conversation;
         this.readSent = Math.max(this.readSent, f.conversation?.read?.customer ?? 0);
         for (const m of f.messages ?? []) this.log.upsert(m);
@@ -446,6 +463,8 @@ class SegueWidget extends HTMLElement {
 
   /** forget leaves the current conversation so that a new one can start. */
   forget(reason) {
+    this.voice.hangup();
+    this.voice.teardown();
     this.socket.stop();
     this.session = null;
     this.conversation = null;

@@ -1,0 +1,415 @@
+//go:build e2e
+
+package test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/segue-rtc/segue/transcode/audiotest"
+)
+
+// The voice tests use a second Chromium whose fake microphone plays a
+// 1 kHz tone from a WAV file (a process-wide switch, so it cannot be the
+// shared browser of the chat tests). It is started once and reused.
+var (
+	voiceMu      sync.Mutex
+	voiceCtx     context.Context
+	voiceStop    func()
+	voiceMicHz   = 1000.0
+	voiceMicAmpl = 0.5
+)
+
+func voiceBrowser(t *testing.T) context.Context {
+	t.Helper()
+	voiceMu.Lock()
+	defer voiceMu.Unlock()
+	if voiceCtx != nil {
+		return voiceCtx
+	}
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("chromium is required for the e2e tests: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "segue-voice-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 s of whole cycles, so that Chromium's looping of the file is seamless.
+	wav := filepath.Join(dir, "mic1k.wav")
+	if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
+		t.Fatal(err)
+	}
+	profile := filepath.Join(dir, "profile")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(profile),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-file-for-fake-audio-capture", wav),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+	)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, bcancel := chromedp.NewContext(actx)
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		bcancel()
+		acancel()
+		os.RemoveAll(dir)
+		t.Fatalf("start chromium: %v", err)
+	}
+	voiceCtx = bctx
+	voiceStop = func() {
+		bcancel()
+		acancel()
+		os.RemoveAll(dir)
+	}
+	return voiceCtx
+}
+
+// stopVoiceBrowser ends the voice tests' browser, if one was started.
+func stopVoiceBrowser() {
+	voiceMu.Lock()
+	defer voiceMu.Unlock()
+	if voiceStop != nil {
+		voiceStop()
+		voiceCtx, voiceStop = nil, nil
+	}
+}
+
+// newVoiceTab opens a tab of the voice browser in its own browser context.
+func newVoiceTab(t *testing.T, name string) *tab {
+	t.Helper()
+	tb := &tab{t: t, name: name}
+	ctx, cancel := chromedp.NewContext(voiceBrowser(t), chromedp.WithNewBrowserContext(), chromedp.WithListener(tb.listen))
+	t.Cleanup(func() {
+		cancel()
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		for _, l := range tb.logs {
+			if strings.HasPrefix(l, "exception: ") {
+				t.Errorf("%s: uncaught %s", name, l)
+			}
+		}
+		if t.Failed() {
+			for _, l := range tb.logs {
+				t.Logf("%s: %s", name, l)
+			}
+		}
+	})
+	tb.ctx = ctx
+	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspProbe})
+	}); err != nil {
+		t.Fatalf("%s: open tab: %v", name, err)
+	}
+	return tb
+}
+
+// hostSite is a customer's website on its own origin that embeds the
+// widget with the settings tests need on the script tag.
+type hostSite struct {
+	srv *httptest.Server
+	gw  string // the gateway's URL, set once it runs
+}
+
+func newHostSite(t *testing.T) *hostSite {
+	t.Helper()
+	hs := &hostSite{}
+	hs.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.URL.Query()
+		attrs := fmt.Sprintf(` data-queue=%q data-audio-processing="off"`, q.Get("queue"))
+		if p := q.Get("policy"); p != "" {
+			attrs += fmt.Sprintf(` data-ice-transport-policy=%q`, p)
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Shop</title></head>
+<body><h1>A shop</h1>
+<script src="%s/widget.js" type="module"%s></script>
+</body></html>`, hs.gw, attrs)
+	}))
+	t.Cleanup(hs.srv.Close)
+	return hs
+}
+
+// voiceTrunk is a desk phone or PBX the gateway may call.
+type voiceTrunk struct {
+	name string
+	addr string // host:port
+}
+
+// voiceQueue routes a queue's calls through a trunk to a number.
+type voiceQueue struct {
+	name, trunk, dial string
+}
+
+type voiceConfig struct {
+	trunks     []voiceTrunk
+	queues     []voiceQueue
+	alicePhone string // SIP URI of Alice's desk phone, or ""
+	iceServers string // YAML list for webrtc.ice_servers, or ""
+	origins    []string
+	sipPort    int // the gateway's SIP port on 127.0.0.1; 0 picks one
+}
+
+// startVoiceGateway runs segue with trunks, queues and loopback ICE.
+func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t, "tcp")
+	g := &gateway{t: t, dir: dir, config: filepath.Join(dir, "segue.yaml"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	g.URL = "http://" + g.addr
+	h := passwordHashes(t)
+	var b strings.Builder
+	origins := append([]string{g.URL}, vc.origins...)
+	for i := range origins {
+		origins[i] = fmt.Sprintf("%q", origins[i])
+	}
+	sipPort := vc.sipPort
+	if sipPort == 0 {
+		sipPort = freePort(t, "udp")
+	}
+	udpLo := 20000 + 100*rand.IntN(150)
+	rtpLo := 36000 + 2*rand.IntN(6000)
+	fmt.Fprintf(&b, `http:
+  listen: %q
+  public_url: %q
+  allowed_origins: [%s]
+store:
+  driver: sqlite
+  dsn: %q
+  files_dir: %q
+webrtc:
+  loopback_candidates: true
+  udp_port_range: [%d, %d]
+`, g.addr, g.URL, strings.Join(origins, ", "), filepath.Join(dir, "segue.db"), filepath.Join(dir, "files"), udpLo, udpLo+99)
+	if vc.iceServers != "" {
+		fmt.Fprintf(&b, "  ice_servers:\n%s", vc.iceServers)
+	}
+	fmt.Fprintf(&b, `sip:
+  listen: ["udp:127.0.0.1:%d"]
+  rtp_port_range: [%d, %d]
+trunks:
+`, sipPort, rtpLo, rtpLo+199)
+	for _, tr := range vc.trunks {
+		fmt.Fprintf(&b, "  - name: %s\n    uri: \"sip:%s\"\n    codecs: [PCMU, PCMA]\n    allow_inbound_from: [\"127.0.0.1/32\"]\n", tr.name, tr.addr)
+	}
+	b.WriteString("queues:\n")
+	names := []string{}
+	for _, q := range vc.queues {
+		fmt.Fprintf(&b, "  - name: %s\n    trunk: %s\n", q.name, q.trunk)
+		if q.dial != "" {
+			fmt.Fprintf(&b, "    dial: %q\n", q.dial)
+		}
+		names = append(names, q.name)
+	}
+	phone := ""
+	if vc.alicePhone != "" {
+		phone = fmt.Sprintf("    phone: %q\n", vc.alicePhone)
+	}
+	fmt.Fprintf(&b, `agents:
+  - id: alice
+    name: "Alice"
+    password_hash: %q
+%s    queues: [%s]
+    max_chats: 4
+  - id: bob
+    name: "Bob"
+    password_hash: %q
+    queues: [%s]
+    max_chats: 4
+limits:
+  new_chats_per_ip_per_minute: 1000
+log:
+  level: debug
+`, h["alice"], phone, strings.Join(names, ", "), h["bob"], strings.Join(names, ", "))
+	if err := os.WriteFile(g.config, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.Stop()
+		if t.Failed() {
+			g.mu.Lock()
+			t.Logf("segue config:\n%s\nsegue log:\n%s", b.String(), g.log.String())
+			g.mu.Unlock()
+		}
+	})
+	g.Start()
+	return g
+}
+
+// Log returns what the gateway printed so far.
+func (g *gateway) Log() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.log.String()
+}
+
+// openShopWidget opens the host site's page in the voice browser, opens
+// the chat panel, and starts a conversation with a first message.
+func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first string, before ...chromedp.Action[chromedp.Void]) (*tab, string) {
+	t.Helper()
+	tb := newVoiceTab(t, name)
+	if len(before) > 0 {
+		tb.do(before...)
+	}
+	u := hs.srv.URL + "/?queue=" + queue
+	if policy != "" {
+		u += "&policy=" + policy
+	}
+	tb.do(chromedp.Navigate(u))
+	tb.click("widget-open")
+	waitJS[bool](tb, "the chat panel", fn("", `const p = q('chat-panel'); return !!p && !p.hidden;`))
+	tb.fill("customer-name", "Ann Lee")
+	tb.send(first)
+	tb.waitMessage(first)
+	waitJS[bool](tb, "the mic button", fn("", `const b = q('voice-start'); return !!b && !b.hidden && !b.disabled;`))
+	return tb, tb.widgetConversation()
+}
+
+// openVoiceConsole logs Alice in, in the voice browser.
+func openVoiceConsole(t *testing.T, g *gateway) *tab {
+	t.Helper()
+	tb := newVoiceTab(t, "console alice")
+	tb.do(chromedp.Navigate(g.URL + "/console"))
+	tb.fill("login-id", "alice")
+	tb.fill("login-password", agentPasswords["alice"])
+	tb.click("login-submit")
+	waitJS[bool](tb, "the connected console", fn("", `return q('call-status')?.dataset.state === 'connected';`))
+	return tb
+}
+
+// widgetCall is the call part of the widget's status line.
+type widgetCall struct {
+	State   string `json:"state"`
+	Text    string `json:"text"`
+	EndedBy string `json:"endedBy"`
+}
+
+func (tb *tab) callStatus() widgetCall {
+	tb.t.Helper()
+	return call[widgetCall](tb, fn("", `const s = q('call-status');
+return {state: s.dataset.callState ?? '', text: s.textContent, endedBy: s.dataset.endedBy ?? ''};`))
+}
+
+// waitCall waits until the widget's call is in state (data-call-state) and
+// returns what the status line says.
+func (tb *tab) waitCall(state string) widgetCall {
+	tb.t.Helper()
+	waitJS[bool](tb, "call state "+state, fn("st", `return q('call-status')?.dataset.callState === st;`), state)
+	return tb.callStatus()
+}
+
+// heard is what the page measured of the audio it received.
+type heard struct {
+	Freq float64 `json:"freq"`
+	DB   float64 `json:"db"`
+	Rate float64 `json:"rate"`
+	Err  string  `json:"err"`
+}
+
+// measureHeard feeds the widget's remote audio (played by its audio
+// element) into an AnalyserNode for ms and returns the strongest
+// frequency and the level in dBFS (a full-scale sine is 0 dB).
+func (tb *tab) measureHeard(ms int) heard {
+	tb.t.Helper()
+	h := call[heard](tb, asyncFn("ms", `const a = root().querySelector('[data-testid="remote-audio"]');
+const stream = a?.srcObject;
+if (!stream || !stream.getAudioTracks().length) return {err: 'no remote stream'};
+if (a.paused) await a.play();
+const ctx = window.__heardCtx ??= new AudioContext();
+await ctx.resume();
+const src = ctx.createMediaStreamSource(stream);
+const an = ctx.createAnalyser();
+an.fftSize = 8192;
+an.smoothingTimeConstant = 0;
+src.connect(an);
+const sleep = (d) => new Promise((r) => setTimeout(r, d));
+await sleep(300);
+const bins = new Float32Array(an.frequencyBinCount), td = new Float32Array(an.fftSize);
+const acc = new Float64Array(an.frequencyBinCount);
+let energy = 0, n = 0;
+const end = performance.now() + ms;
+while (performance.now() < end) {
+  an.getFloatFrequencyData(bins);
+  for (let i = 0; i < bins.length; i++) acc[i] += Math.pow(10, bins[i] / 10);
+  an.getFloatTimeDomainData(td);
+  for (const v of td) energy += v * v;
+  n += td.length;
+  await sleep(150);
+}
+src.disconnect();
+let best = 3;
+for (let i = 3; i < acc.length; i++) if (acc[i] > acc[best]) best = i;
+return {freq: best * ctx.sampleRate / an.fftSize, db: 10 * Math.log10(2 * energy / n + 1e-12), rate: ctx.sampleRate};`), ms)
+	if h.Err != "" {
+		tb.t.Fatalf("%s: measure audio: %s", tb.name, h.Err)
+	}
+	return h
+}
+
+// expectHeard checks a measurement against a tone.
+func expectHeard(t *testing.T, who string, h heard, hz, minDB, maxDB float64) {
+	t.Helper()
+	t.Logf("%s heard %.0f Hz at %.1f dBFS (analysed at %.0f Hz)", who, h.Freq, h.DB, h.Rate)
+	// One FFT bin is rate/8192, about 5.4 Hz.
+	if math.Abs(h.Freq-hz) > 12 {
+		t.Errorf("%s heard a peak at %.0f Hz (%.1f dBFS), want %.0f Hz", who, h.Freq, h.DB, hz)
+	}
+	if h.DB < minDB || h.DB > maxDB {
+		t.Errorf("%s heard %.1f dBFS at %.0f Hz, want between %.0f and %.0f", who, h.DB, h.Freq, minDB, maxDB)
+	}
+}
+
+// recording waits for baresip's recording of what it heard and returns
+// the part from skip to skip+d.
+func baresipHeard(t *testing.T, files func() ([]string, []string), skip, d time.Duration) ([]int16, int) {
+	t.Helper()
+	var rec string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && rec == "" {
+		h, _ := files()
+		for _, f := range h {
+			if fi, err := os.Stat(f); err == nil && fi.Size() > 16000 {
+				rec = f
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rec == "" {
+		t.Fatal("no recording from baresip")
+	}
+	time.Sleep(300 * time.Millisecond) // sndfile closes the file at hang-up
+	pcm, rate, err := audiotest.ReadWAVFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := audiotest.Samples(rate, skip), audiotest.Samples(rate, skip+d)
+	if len(pcm) < b {
+		t.Fatalf("baresip recorded %v, want more than %v", time.Duration(len(pcm))*time.Second/time.Duration(rate), skip+d)
+	}
+	return pcm[a:b], rate
+}

@@ -1,0 +1,149 @@
+// Voice calls in the agent console: the call bar of the selected
+// conversation (state, duration, codec and live quality from "call" frames,
+// digits pressed on the desk phone), "Call customer" and "Hang up".
+// The audio itself is on the agent's desk phone, not in the browser.
+
+import { h } from './chat.js';
+import { formatDuration } from './call.js';
+
+const ACTIVE = new Set(['dialing', 'ringing', 'connected', 'held']);
+
+/**
+ * ConsoleCalls draws the call bar. Options:
+ *   bar             the #callbar element
+ *   send(frame)     sends a frame on the agent's socket, reports success
+ *   note(text)      shows a notice
+ */
+export class ConsoleCalls {
+  constructor({ bar, send, note }) {
+    this.bar = bar;
+    this.send = send;
+    this.note = note;
+    this.calls = new Map(); // conversation id -> {call, since, digits}
+    this.conv = null; // the selected conversation's data
+    this.ticker = 0;
+    this.build();
+  }
+
+  build() {
+    this.statusEl = h('span', { class: 'call-state', 'data-testid': 'call-status', 'data-call-state': 'none', role: 'status', text: 'No call' });
+    this.qualityEl = h('span', { class: 'call-quality', 'data-testid': 'call-quality' });
+    this.dtmfEl = h('span', { class: 'call-dtmf', 'data-testid': 'call-dtmf', 'aria-live': 'polite' });
+    this.callButton = h('button', { type: 'button', class: 'secondary', 'data-testid': 'call-customer', text: 'Call customer' });
+    this.callButton.addEventListener('click', () => this.callCustomer());
+    this.hangupButton = h('button', { type: 'button', class: 'danger', 'data-testid': 'hangup', text: 'Hang up' });
+    this.hangupButton.addEventListener('click', () => this.hangup());
+    this.bar.replaceChildren(
+      h('span', { class: 'call-icon', 'aria-hidden': 'true', text: '☎' }),
+      this.statusEl, this.qualityEl, this.dtmfEl,
+      h('span', { class: 'call-actions' }, this.callButton, this.hangupButton));
+  }
+
+  /** onFrame takes call frames; it returns true for those it handled. */
+  onFrame(f) {
+    switch (f.type) {
+      case 'call': {
+        const c = f.call;
+        if (!c || !f.conversation_id) return true;
+        const prev = this.calls.get(f.conversation_id);
+        const same = prev?.call.id === c.id;
+        const entry = {
+          call: c,
+          since: same ? prev.since : 0,
+          digits: same ? prev.digits : '',
+        };
+        if (c.state === 'connected' && !(same && (prev.call.state === 'connected' || prev.call.state === 'held'))) entry.since = Date.now();
+        this.calls.set(f.conversation_id, entry);
+        if (this.conv?.id === f.conversation_id) this.render();
+        return true;
+      }
+      case 'call.dtmf': {
+        const entry = this.calls.get(f.conversation_id);
+        if (entry) {
+          entry.digits = (entry.digits + (f.digit ?? '')).slice(-24);
+          if (this.conv?.id === f.conversation_id) this.render();
+        }
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** show draws the bar for the selected conversation (data), or hides it. */
+  show(data) {
+    this.conv = data ?? null;
+    this.render();
+  }
+
+  callCustomer() {
+    const c = this.conv;
+    if (!c) return;
+    if (!this.send({ type: 'voice.call', conversation_id: c.id })) this.note('Not connected: try again in a moment.');
+  }
+
+  hangup() {
+    const c = this.conv;
+    if (!c) return;
+    if (!this.send({ type: 'voice.hangup', conversation_id: c.id })) this.note('Not connected: try again in a moment.');
+  }
+
+  statusText(entry) {
+    const c = entry?.call;
+    if (!c) return 'No call';
+    const who = c.direction === 'outbound' ? (c.target ? `${c.target}` : 'your phone') : 'the customer';
+    switch (c.state) {
+      case 'dialing': return c.direction === 'agent' ? 'Ringing your phone…' : `Calling ${who}…`;
+      case 'ringing': return c.direction === 'outbound' ? `Ringing ${who}…` : 'Ringing the customer…';
+      case 'connected': return `Connected ${formatDuration((Date.now() - (entry.since || Date.now())) / 1000)}`;
+      case 'held': return 'On hold';
+      case 'failed': return `Call failed: ${c.reason || 'unknown reason'}`;
+      case 'ended': return `Call ended: ${c.reason || 'hung up'}`;
+      default: return c.state;
+    }
+  }
+
+  qualityText(c) {
+    if (!c) return '';
+    const parts = [];
+    if (c.codec) parts.push(c.codec);
+    const q = c.quality;
+    if (q && ACTIVE.has(c.state)) {
+      parts.push(`loss ${Number(q.loss_percent ?? 0).toFixed(1)}%`);
+      parts.push(`jitter ${Number(q.jitter_ms ?? 0).toFixed(1)} ms`);
+      if (q.mos) parts.push(`MOS ${Number(q.mos).toFixed(1)}`);
+    }
+    return parts.join(' · ');
+  }
+
+  render() {
+    clearInterval(this.ticker);
+    const conv = this.conv;
+    if (!conv) {
+      this.bar.hidden = true;
+      return;
+    }
+    const entry = this.calls.get(conv.id);
+    const c = entry?.call;
+    const live = c && ACTIVE.has(c.state);
+    const open = conv.state === 'active';
+    this.bar.hidden = !open && !c;
+    this.bar.dataset.callState = c?.state ?? 'none';
+    this.statusEl.textContent = this.statusText(entry);
+    this.statusEl.dataset.callState = c?.state ?? 'none';
+    this.statusEl.dataset.endedBy = c?.ended_by ?? '';
+    const q = c?.quality;
+    if (q && live) {
+      this.statusEl.dataset.loss = String(q.loss_percent ?? 0);
+      this.statusEl.dataset.jitter = String(q.jitter_ms ?? 0);
+      this.statusEl.dataset.mos = String(q.mos ?? 0);
+    }
+    this.qualityEl.textContent = this.qualityText(c);
+    this.dtmfEl.textContent = entry?.digits && live ? `Keypad: ${entry.digits}` : '';
+    this.callButton.hidden = Boolean(live) || !open;
+    this.hangupButton.hidden = !live;
+    if (c?.state === 'connected') {
+      this.ticker = setInterval(() => { this.statusEl.textContent = this.statusText(this.calls.get(conv.id)); }, 1000);
+    }
+  }
+}
