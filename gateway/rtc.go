@@ -6,7 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+
+	"github.com/segue-rtc/segue/webrtc"
 )
+
+// errGlare answers a browser offer that crossed one of ours: the browser,
+// the polite side, rolls back, answers ours and offers again.
+var errGlare = errf(http.StatusConflict, "glare", "the gateway's own offer is pending: answer it, then offer again")
 
 // What a customer's peer connection is used for; it closes when no use
 // is left.
@@ -35,6 +41,9 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	h.mu.Unlock()
 	if rtc != nil {
 		answer, err := rtc.peer.Answer(ctx, offer)
+		if errors.Is(err, webrtc.ErrGlare) {
+			return nil, errGlare
+		}
 		if err != nil {
 			return nil, err
 		}

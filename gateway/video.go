@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -366,6 +367,9 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 			return errf(http.StatusConflict, "in_use", "another console tab holds this conversation's video")
 		}
 		answer, err := vs.peer.Answer(ctx, offer)
+		if errors.Is(err, webrtc.ErrGlare) {
+			return errGlare
+		}
 		if err != nil {
 			return errf(http.StatusBadRequest, "bad_offer", "the console's offer could not be used")
 		}

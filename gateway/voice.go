@@ -107,9 +107,11 @@ type voiceCall struct {
 	direction  string
 	accepted   chan struct{}
 	acceptOnce sync.Once
+	keys       chan string // keypad digits waiting to be sent
 
 	mu         sync.Mutex
 	earlyMedia bool
+	cause      string // machine-readable end cause (docs/api.md)
 	phone      phoneCall
 	state      string
 	reason     string
@@ -124,6 +126,7 @@ type wireCall struct {
 	Direction  string     `json:"direction"`
 	State      string     `json:"state"`
 	Reason     string     `json:"reason,omitempty"`
+	Cause      string     `json:"cause,omitempty"`
 	EndedBy    string     `json:"ended_by,omitempty"`
 	Target     string     `json:"target"`
 	Codec      string     `json:"codec,omitempty"`
@@ -215,6 +218,7 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
 		direction: direction, accepted: make(chan struct{}), done: make(chan struct{}), state: callDialing,
+		keys: make(chan string, 16),
 		started: time.Now().UTC()}
 	cv.voice = v
 	s.metrics.callsActive.Inc()
@@ -365,6 +369,10 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	v.setState(callConnected, "")
 	// Both legs speak 8 kHz PCM, so no resampler is needed.
 	s.routeAudio(v.cv)
+	var keys sync.WaitGroup
+	keys.Add(1)
+	go func() { defer keys.Done(); v.keypad(phone) }()
+	defer keys.Wait()
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	s.saveCallRecord(v)
@@ -498,48 +506,54 @@ func (v *voiceCall) phoneEvent(ev sip.Event) {
 	}
 }
 
+// endOf says how a call ended: its state, who ended it, a stable cause
+// code for clients to word for their side, and neutral words for logs,
+// records and clients that show them as they are.
+func endOf(answered bool, cause error) (state, by, code, reason string) {
+	ended := func(by, code, reason string) (string, string, string, string) { return callEnded, by, code, reason }
+	failed := func(by, code, reason string) (string, string, string, string) { return callFailed, by, code, reason }
+	switch {
+	case errors.Is(cause, errCustomerHangup):
+		return ended("customer", "customer_hangup", "The customer hung up")
+	case errors.Is(cause, errAgentHangup), errors.Is(cause, sip.ErrRemoteHangup), errors.As(cause, new(*sip.HangupError)):
+		return ended("agent", "agent_hangup", "The agent hung up")
+	case errors.Is(cause, errBrowserGone):
+		return ended("customer", "browser_lost", "The connection to the customer's browser was lost")
+	case errors.Is(cause, errCustomerNoAnswer):
+		return failed("customer", "not_answered", "The call was not answered")
+	case errors.Is(cause, errCustomerDeclined):
+		return failed("customer", "declined", "The call was declined")
+	case errors.Is(cause, errCallerGone):
+		return failed("agent", "caller_gone", "The caller hung up")
+	case errors.Is(cause, errRTPTimeout):
+		return ended("system", "media_timeout", "The phone line went silent")
+	case errors.Is(cause, errBadOffer):
+		return failed("customer", "bad_offer", "The browser could not join the call")
+	case errors.Is(cause, errConversationEnd):
+		return ended("system", "conversation_ended", "The conversation ended")
+	case errors.Is(cause, errShutdown):
+		return ended("system", "shutdown", "The service is restarting")
+	case answered:
+		return ended("system", "ended", "The call ended")
+	case errors.Is(cause, sip.ErrBusy):
+		return failed("", "busy", "The line is busy")
+	case errors.Is(cause, sip.ErrNoAnswer):
+		return failed("", "no_answer", "Nobody answered")
+	case errors.Is(cause, sip.ErrUnavailable):
+		return failed("", "unavailable", "The phone is unavailable right now")
+	case errors.Is(cause, sip.ErrLimit):
+		return failed("", "lines_busy", "All lines are busy; please try again shortly")
+	case errors.Is(cause, sip.ErrRejected):
+		return failed("", "rejected", "The call was declined")
+	default:
+		return failed("", "failed", "The call could not be connected")
+	}
+}
+
 // finish tears the call down once and records how it ended.
 func (v *voiceCall) finish(phone phoneCall, cause error) {
 	s, h := v.s, v.s.hub
-	state, by, reason := callEnded, "", ""
-	switch {
-	case errors.Is(cause, errCustomerHangup):
-		by, reason = "customer", "You hung up"
-	case errors.Is(cause, errAgentHangup):
-		by, reason = "agent", "The agent hung up"
-	case errors.Is(cause, sip.ErrRemoteHangup), errors.As(cause, new(*sip.HangupError)):
-		by, reason = "agent", "The agent hung up"
-	case errors.Is(cause, errBrowserGone):
-		by, reason = "customer", "The connection to your browser was lost"
-	case errors.Is(cause, errCustomerNoAnswer):
-		state, by, reason = callFailed, "customer", "The customer did not answer"
-	case errors.Is(cause, errCustomerDeclined):
-		state, by, reason = callFailed, "customer", "The customer declined the call"
-	case errors.Is(cause, errCallerGone):
-		state, by, reason = callFailed, "agent", "The caller hung up"
-	case errors.Is(cause, errRTPTimeout):
-		by, reason = "system", "The phone line went silent"
-	case errors.Is(cause, errBadOffer):
-		state, by, reason = callFailed, "customer", "Your browser could not join the call"
-	case errors.Is(cause, errConversationEnd):
-		by, reason = "system", "The conversation ended"
-	case errors.Is(cause, errShutdown):
-		by, reason = "system", "The service is restarting"
-	case phone == nil && errors.Is(cause, sip.ErrBusy):
-		state, reason = callFailed, "The line is busy"
-	case phone == nil && errors.Is(cause, sip.ErrNoAnswer):
-		state, reason = callFailed, "Nobody answered"
-	case phone == nil && errors.Is(cause, sip.ErrUnavailable):
-		state, reason = callFailed, "The phone is unavailable right now"
-	case phone == nil && errors.Is(cause, sip.ErrLimit):
-		state, reason = callFailed, "All lines are busy; please try again shortly"
-	case phone == nil && errors.Is(cause, sip.ErrRejected):
-		state, reason = callFailed, "The call was declined"
-	case phone == nil:
-		state, reason = callFailed, "The call could not be connected"
-	default:
-		by, reason = "system", "The call ended"
-	}
+	state, by, code, reason := endOf(phone != nil, cause)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)
 	defer cancel()
 	var errs []error
@@ -554,7 +568,7 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	}
 	v.cancel(cause)
 	v.mu.Lock()
-	v.state, v.reason, v.endedBy, v.ended = state, reason, by, time.Now().UTC()
+	v.state, v.reason, v.cause, v.endedBy, v.ended = state, reason, code, by, time.Now().UTC()
 	v.mu.Unlock()
 	outcome := state
 	if state == callEnded && by != "" {
@@ -598,7 +612,7 @@ func (v *voiceCall) setState(state, reason string) {
 func (v *voiceCall) wire() wireCall {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
+	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, Cause: v.cause, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
 	if !v.answered.IsZero() {
 		a := v.answered
 		w.AnsweredAt = &a
@@ -730,9 +744,34 @@ func (s *Server) sendDTMF(ctx context.Context, cv *conv, digits string) error {
 	if len(digits) == 0 || len(digits) > 32 || strings.Trim(digits, "0123456789*#ABCD") != "" {
 		return errf(http.StatusBadRequest, "bad_frame", "digits must be 1 to 32 of 0-9 * # A-D")
 	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return phone.SendDTMF(dctx, digits)
+	return v.pressKeys(digits)
+}
+
+// pressKeys queues digits for the call's keypad goroutine, so that the
+// sender's socket never waits for the tones to be played.
+func (v *voiceCall) pressKeys(digits string) error {
+	select {
+	case v.keys <- digits:
+		return nil
+	default:
+		return errf(http.StatusTooManyRequests, "busy", "too many keys pressed at once; wait a moment")
+	}
+}
+
+// keypad sends queued digits to the phone in order until the call ends.
+func (v *voiceCall) keypad(phone phoneCall) {
+	for {
+		select {
+		case <-v.ctx.Done():
+			return
+		case digits := <-v.keys:
+			ctx, cancel := context.WithTimeout(v.ctx, 10*time.Second)
+			if err := phone.SendDTMF(ctx, digits); err != nil {
+				v.s.log.Warn("voice: digits not sent", "call", v.id, "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // saveCallRecord writes the call's record with the transcript.
@@ -753,29 +792,14 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 }
 
 // browserDigit forwards a keypad digit the browser sent in-band to the
-// phone of the conversation's call, off the peer's event goroutine.
+// phone of the conversation's call.
 func (s *Server) browserDigit(cv *conv, d rune) {
 	s.hub.mu.Lock()
 	v := cv.voice
 	s.hub.mu.Unlock()
-	if v == nil {
-		return
+	if v == nil || v.pressKeys(string(d)) != nil {
+		s.log.Debug("voice: browser digit dropped", "conv", cv.c.ID)
 	}
-	v.mu.Lock()
-	phone := v.phone
-	v.mu.Unlock()
-	if phone == nil {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
-		defer cancel()
-		if err := phone.SendDTMF(ctx, string(d)); err != nil {
-			s.log.Warn("voice: digit not sent", "call", v.id, "err", err)
-		}
-	}()
 }
 
 // hangupAll ends every call (shutdown) and lets their goroutines finish.

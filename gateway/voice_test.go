@@ -243,11 +243,19 @@ func TestVoiceBridgesBrowserAndDeskPhone(t *testing.T) {
 	if f := cws.expect("error"); decode[string](t, f["code"]) != "bad_frame" {
 		t.Fatalf("bad digits: %v", f)
 	}
-	phone.mu.Lock()
-	dtmf := strings.Join(phone.dtmf, ",")
-	phone.mu.Unlock()
-	if dtmf != "12#" {
-		t.Fatalf("dtmf sent: %q", dtmf)
+	// Digits are sent off the socket's goroutine, in order.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		phone.mu.Lock()
+		dtmf := strings.Join(phone.dtmf, ",")
+		phone.mu.Unlock()
+		if dtmf == "12#" {
+			break
+		}
+		if dtmf != "" || time.Now().After(deadline) {
+			t.Fatalf("dtmf sent: %q", dtmf)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// Hold from the PBX shows on both sides.
 	phone.events <- sip.Event{Kind: sip.EventHold}

@@ -234,8 +234,17 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	if err != nil {
 		return err
 	}
-	cl.send(map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
-		"features": s.features()})
+	welcome := map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
+		"features": s.features()}
+	if cv != nil {
+		s.hub.mu.Lock()
+		v := cv.voice
+		s.hub.mu.Unlock()
+		if v != nil {
+			welcome["call"] = v.wire() // a call in progress, e.g. after a reload
+		}
+	}
+	cl.send(welcome)
 	return nil
 }
 

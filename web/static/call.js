@@ -19,6 +19,14 @@ const ERROR_TEXT = {
   not_connected: 'The call is not connected yet',
 };
 
+/** End causes of a call (the `cause` of `call` frames), in the customer's words. */
+const CAUSE_TEXT = {
+  customer_hangup: 'You hung up',
+  browser_lost: 'The connection was lost',
+  not_answered: 'You did not answer',
+  bad_offer: 'Your browser could not join the call',
+};
+
 const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 
 /** DTMF frequency pairs, for the local key beep. */
@@ -353,10 +361,9 @@ export class Voice {
   }
 
   finished(call) {
-    const reason = call.reason || (call.state === 'failed' ? 'The call could not be connected' : 'The call ended');
-    const declined = this.declined;
+    const reason = CAUSE_TEXT[call.cause] || call.reason || (call.state === 'failed' ? 'The call could not be connected' : 'The call ended');
+    const declined = this.declined || call.cause === 'declined';
     this.teardown();
-    // The server words a declined callback for the agent's side.
     this.showOutcome(declined ? 'Call declined' : `Call ended: ${reason}`, call.state, call.ended_by);
   }
 
