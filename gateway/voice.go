@@ -218,7 +218,7 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
 		direction: direction, accepted: make(chan struct{}), done: make(chan struct{}), state: callDialing,
-		keys: make(chan string, 16),
+		keys:    make(chan string, 16),
 		started: time.Now().UTC()}
 	cv.voice = v
 	s.metrics.callsActive.Inc()
