@@ -66,6 +66,24 @@ func (v *RemoteVideo) RequestKeyFrame() error {
 	return nil
 }
 
+// Videos returns the video tracks the browser is sending now, for a
+// Forwarder made after OnVideoTrack fired (the agent turning on the
+// customer's video later, or joining after the camera started).
+func (p *Peer) Videos() []*RemoteVideo {
+	p.videoMu.Lock()
+	defer p.videoMu.Unlock()
+	live := p.videos[:0]
+	for _, v := range p.videos {
+		select {
+		case <-v.done:
+		default:
+			live = append(live, v)
+		}
+	}
+	p.videos = live
+	return append([]*RemoteVideo(nil), live...)
+}
+
 func (p *Peer) startVideoReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
 	v := &RemoteVideo{p: p, track: track, recv: recv, done: make(chan struct{})}
 	if !p.spawn(func() { v.readLoop() }) {

@@ -74,6 +74,9 @@ func TestForwardVideo(t *testing.T) {
 	if video.MimeType() != pwebrtc.MimeTypeVP8 || video.StreamID() != "customer-cam" {
 		t.Errorf("video track %s %s, want VP8 customer-cam", video.MimeType(), video.StreamID())
 	}
+	if vs := pc.Videos(); len(vs) != 1 || vs[0] != video {
+		t.Errorf("Videos() = %v, want the camera only", vs)
+	}
 
 	console := newBrowser(t, browserOptions{})
 	negotiationNeeded := make(chan struct{}, 4)
