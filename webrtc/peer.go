@@ -383,6 +383,8 @@ func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 	if p.ctx.Err() != nil {
 		return "", ErrClosed
 	}
+	p.holdCandidates()
+	defer p.post(p.releaseCandidates)
 	if p.pc.SignalingState() == pwebrtc.SignalingStateHaveLocalOffer {
 		// JSEP §4.1.8.2 (perfect negotiation): the browser is the polite
 		// peer, since pion cannot roll back a local offer.
@@ -409,6 +411,8 @@ func (p *Peer) Offer(ctx context.Context, iceRestart bool) (string, error) {
 	if p.ctx.Err() != nil {
 		return "", ErrClosed
 	}
+	p.holdCandidates()
+	defer p.post(p.releaseCandidates)
 	offer, err := p.pc.CreateOffer(&pwebrtc.OfferOptions{ICERestart: iceRestart})
 	if err != nil {
 		return "", fmt.Errorf("%w: create offer: %w", ErrBadSDP, err)
@@ -438,11 +442,6 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 	if p.opts.WaitForCandidates {
 		gathered = pwebrtc.GatheringCompletePromise(p.pc)
 	}
-	// Candidates of this description reach OnICECandidate only after the
-	// description itself was returned, so that the browser does not get a
-	// candidate for an ICE generation it does not know yet.
-	p.post(func() { p.hold = true })
-	defer p.post(p.releaseCandidates)
 	if err := p.pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("%w: apply local %s: %w", ErrBadSDP, desc.Type, err)
 	}
@@ -489,6 +488,15 @@ func (p *Peer) applyPending() {
 		}
 	}
 	p.pending = nil
+}
+
+// holdCandidates makes the candidates gathered from now on wait until
+// the description they belong to (an answer, or an offer, possibly with
+// new ICE credentials) has been returned, so that the browser never gets
+// a candidate for an ICE generation it does not know yet. The caller
+// posts releaseCandidates when it returns.
+func (p *Peer) holdCandidates() {
+	p.post(func() { p.hold = true })
 }
 
 func (p *Peer) releaseCandidates() {

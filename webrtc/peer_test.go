@@ -1,11 +1,13 @@
 package webrtc
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/segue-rtc/segue/transcode"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
@@ -48,3 +50,15 @@ func TestAudioBothWays(t *testing.T) {
 		t.Errorf("Flowing = false while the browser sends")
 	}
 }
+
+// audioLeg is the gateway's view of a media leg (CONVENTIONS.md); a Peer
+// must satisfy it.
+type audioLeg interface {
+	AudioIn() transcode.PCMWriter
+	SwapAudioOut(w transcode.PCMWriter) (old transcode.PCMWriter)
+	SendDTMF(ctx context.Context, digits string) error
+	Done() <-chan struct{}
+	Close() error
+}
+
+var _ audioLeg = (*Peer)(nil)
