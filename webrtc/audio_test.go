@@ -418,3 +418,35 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Errorf("SendDTMF after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestNeverConnects answers an offer whose browser then goes away before
+// any candidate is exchanged: the peer must end with ErrConnectTimeout.
+func TestNeverConnects(t *testing.T) {
+	e := newTestEngine(t, Config{}, WithConnectTimeout(time.Second))
+	b := newBrowser(t, browserOptions{})
+	p, err := e.NewPeer(context.Background(), PeerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The offer goes without its candidates, and ours are not passed on.
+	offer := b.offer(nil)
+	var cands []string
+	for _, l := range strings.Split(offer, "\r\n") {
+		if !strings.HasPrefix(l, "a=candidate:") {
+			cands = append(cands, l)
+		}
+	}
+	if _, err := p.Answer(context.Background(), strings.Join(cands, "\r\n")); err != nil {
+		t.Fatalf("Answer: %v", err)
+	}
+	b.close()
+	select {
+	case <-p.Done():
+	case <-time.After(wait):
+		t.Fatalf("Done not closed; state %s", p.State())
+	}
+	if err := p.Err(); !errors.Is(err, ErrConnectTimeout) {
+		t.Errorf("Err = %v, want ErrConnectTimeout", err)
+	}
+}

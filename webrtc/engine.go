@@ -29,6 +29,7 @@ const (
 	defaultDisconnectedTimeout = 5 * time.Second
 	defaultFailedTimeout       = 15 * time.Second
 	defaultKeepAlive           = 2 * time.Second
+	defaultConnectTimeout      = 30 * time.Second
 	// closeTimeout bounds the teardown of a peer connection.
 	closeTimeout = 5 * time.Second
 )
@@ -51,6 +52,7 @@ type options struct {
 	disconnectedTimeout time.Duration
 	failedTimeout       time.Duration
 	keepAlive           time.Duration
+	connectTimeout      time.Duration
 	includeLoopback     bool
 	loopbackOnly        bool
 	jitterMin           time.Duration
@@ -76,6 +78,20 @@ func WithICETimeouts(disconnected, failed time.Duration) Option {
 		if o.keepAlive >= disconnected {
 			o.keepAlive = disconnected / 2
 		}
+		return nil
+	}
+}
+
+// WithConnectTimeout sets how long a new peer may take to connect for the
+// first time; the default is 30 s. A peer that never connects (the browser
+// went away during set-up, or no candidate pair works) then ends with
+// ErrConnectTimeout.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: connect timeout must be positive", ErrBadOption)
+		}
+		o.connectTimeout = d
 		return nil
 	}
 }
@@ -153,6 +169,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		disconnectedTimeout: defaultDisconnectedTimeout,
 		failedTimeout:       defaultFailedTimeout,
 		keepAlive:           defaultKeepAlive,
+		connectTimeout:      defaultConnectTimeout,
 		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5},
 	}
 	for _, opt := range opts {

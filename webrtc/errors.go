@@ -56,3 +56,7 @@ var ErrKindMismatch = errors.New("webrtc: not a video track")
 // polite peer of perfect negotiation, rolls back its offer and answers the
 // gateway's; it may offer again afterwards.
 var ErrGlare = errors.New("webrtc: offer collision")
+
+// ErrConnectTimeout is the cause reported by Err when a peer did not
+// connect within the connect timeout of the Engine after it was created.
+var ErrConnectTimeout = errors.New("webrtc: not connected in time")

@@ -102,9 +102,10 @@ type PeerOptions struct {
 // SwapAudioOut) and the video tracks it sends or receives. Its methods
 // are safe for concurrent use.
 //
-// A Peer ends when it is closed, when ICE fails, when it stays
-// disconnected for longer than the Engine's failed timeout, when the
-// browser closes it, or when its audio path fails; Done is then closed and
+// A Peer ends when it is closed, when it does not connect within the
+// connect timeout, when ICE fails, when it stays disconnected for longer
+// than the Engine's failed timeout, when the browser closes it, or when
+// its audio path fails; Done is then closed and
 // Err gives the cause. The owner must still call Close to release it.
 type Peer struct {
 	e    *Engine
@@ -250,7 +251,10 @@ func (p *Peer) post(f func()) {
 func (p *Peer) eventLoop() {
 	var disc *time.Timer
 	var discC <-chan time.Time
+	connect := time.NewTimer(p.e.opts.connectTimeout)
+	connectC := connect.C
 	defer func() {
+		connect.Stop()
 		if disc != nil {
 			disc.Stop()
 		}
@@ -259,6 +263,9 @@ func (p *Peer) eventLoop() {
 		select {
 		case <-p.ctx.Done():
 			return
+		case <-connectC:
+			p.log.Info("webrtc peer did not connect in time")
+			p.fail(ErrConnectTimeout)
 		case <-discC:
 			discC = nil
 			if State(p.state.Load()) == StateDisconnected {
@@ -275,9 +282,13 @@ func (p *Peer) eventLoop() {
 					return
 				}
 				f()
-				// Arm or disarm the disconnected watchdog after each
-				// state change.
-				switch s := State(p.state.Load()); {
+				// Arm or disarm the watchdogs after each state change.
+				s := State(p.state.Load())
+				if s == StateConnected && connectC != nil {
+					connect.Stop()
+					connectC = nil
+				}
+				switch {
 				case s == StateDisconnected && discC == nil:
 					// pion moves to failed after its failed timeout;
 					// this watchdog is a bound in case it does not.
@@ -331,8 +342,8 @@ func (p *Peer) State() State { return State(p.state.Load()) }
 func (p *Peer) Done() <-chan struct{} { return p.ctx.Done() }
 
 // Err returns nil while the peer runs, then the cause it ended with:
-// ErrClosed, ErrICEFailed, ErrDisconnected, ErrRemoteClosed or an error
-// wrapping ErrMediaFailed.
+// ErrClosed, ErrICEFailed, ErrDisconnected, ErrConnectTimeout,
+// ErrRemoteClosed or an error wrapping ErrMediaFailed.
 func (p *Peer) Err() error {
 	if p.ctx.Err() == nil {
 		return nil
