@@ -468,7 +468,7 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 			return "", ErrClosed
 		}
 	}
-	return p.pc.LocalDescription().SDP, nil
+	return withOpusHints(p.pc.LocalDescription().SDP), nil
 }
 
 // AddICECandidate adds a candidate the browser trickled. A candidate that
