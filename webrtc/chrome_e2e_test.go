@@ -22,11 +22,17 @@ import (
 
 const chromiumPath = "/usr/bin/chromium"
 
-// TestChromeCall runs a call between headless Chromium and a Peer over
-// loopback: Chrome's fake microphone plays a 1 kHz tone and the gateway
-// plays 440 Hz; each side must hear the other's tone, and Chrome's keypad
-// (RTCDTMFSender) must reach OnDTMF.
-func TestChromeCall(t *testing.T) {
+// chrome is a headless Chromium with a fake camera and a fake microphone
+// playing a 1 kHz tone, serving pages from a loopback HTTP server (a secure
+// context, so that getUserMedia exists).
+type chrome struct {
+	t   *testing.T
+	ctx context.Context
+	url string
+}
+
+func startChrome(t *testing.T) *chrome {
+	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("chromium is required for the e2e tests: %v", err)
 	}
@@ -45,7 +51,7 @@ func TestChromeCall(t *testing.T) {
 	}
 	srv.Listener = l
 	srv.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
@@ -62,29 +68,73 @@ func TestChromeCall(t *testing.T) {
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
 	)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
+	t.Cleanup(func() { bcancel(); acancel() })
 	// The first Run starts the browser: no timeout on it.
 	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL)); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	js := func(fn string, args ...any) json.RawMessage {
-		t.Helper()
-		enc := make([]string, len(args))
-		for i, a := range args {
-			b, _ := json.Marshal(a)
-			enc[i] = string(b)
-		}
-		ctx, cancel := context.WithTimeout(bctx, wait)
-		defer cancel()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ",")), chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatalf("evaluate %.60q: %v", fn, err)
-		}
-		return v
-	}
+	return &chrome{t: t, ctx: bctx, url: srv.URL}
+}
 
+// tab opens another page in its own browser context.
+func (c *chrome) tab() *chrome {
+	c.t.Helper()
+	ctx, cancel := chromedp.NewContext(c.ctx, chromedp.WithNewBrowserContext())
+	c.t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.url)); err != nil {
+		c.t.Fatalf("open tab: %v", err)
+	}
+	return &chrome{t: c.t, ctx: ctx, url: c.url}
+}
+
+// js calls the JavaScript function fn with JSON arguments, awaits it and
+// returns its JSON result.
+func (c *chrome) js(fn string, args ...any) json.RawMessage {
+	c.t.Helper()
+	enc := make([]string, len(args))
+	for i, a := range args {
+		b, _ := json.Marshal(a)
+		enc[i] = string(b)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, wait)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ",")), chromedp.EvalAwaitPromise))
+	if err != nil {
+		c.t.Fatalf("evaluate %.60q: %v", fn, err)
+	}
+	return v
+}
+
+// trickle passes the page's gathered candidates (window.cands) to p until
+// p is connected.
+func (c *chrome) trickle(p *Peer) {
+	c.t.Helper()
+	deadline := time.Now().Add(wait)
+	for p.State() != StateConnected {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("not connected; state %s", p.State())
+		}
+		var cands []ICECandidateInit
+		if err := json.Unmarshal(c.js(`() => { const c = window.cands; window.cands = []; return c; }`), &cands); err != nil {
+			c.t.Fatal(err)
+		}
+		for _, cand := range cands {
+			if err := p.AddICECandidate(cand); err != nil {
+				c.t.Errorf("AddICECandidate(%q): %v", cand.Candidate, err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestChromeCall runs a call between headless Chromium and a Peer over
+// loopback: Chrome's fake microphone plays a 1 kHz tone and the gateway
+// plays 440 Hz; each side must hear the other's tone, and Chrome's keypad
+// (RTCDTMFSender) must reach OnDTMF.
+func TestChromeCall(t *testing.T) {
+	c := startChrome(t)
+	js := c.js
 	e := newTestEngine(t, Config{})
 	digits := make(chan rune, 8)
 	p, err := e.NewPeer(context.Background(), PeerOptions{Name: "chrome", WaitForCandidates: true, OnDTMF: func(d rune) { digits <- d }})
@@ -123,25 +173,9 @@ func TestChromeCall(t *testing.T) {
 	}
 	js(`async (sdp) => { await window.pc.setRemoteDescription({type: "answer", sdp}); }`, answer)
 
-	// Chrome trickles; pass its candidates on until connected.
-	deadline := time.Now().Add(wait)
-	for p.State() != StateConnected {
-		if time.Now().After(deadline) {
-			t.Fatalf("not connected; state %s", p.State())
-		}
-		var cands []ICECandidateInit
-		if err := json.Unmarshal(js(`() => { const c = window.cands; window.cands = []; return c; }`), &cands); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cands {
-			if err := p.AddICECandidate(c); err != nil {
-				t.Errorf("AddICECandidate(%q): %v", c.Candidate, err)
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if c := p.AudioCodec(); c != "opus" {
-		t.Errorf("AudioCodec = %q, want opus", c)
+	c.trickle(p)
+	if codec := p.AudioCodec(); codec != "opus" {
+		t.Errorf("AudioCodec = %q, want opus", codec)
 	}
 	if !strings.Contains(answer, "maxplaybackrate=8000") {
 		t.Errorf("answer lacks the narrowband hint:\n%s", answer)
@@ -151,7 +185,7 @@ func TestChromeCall(t *testing.T) {
 	assertTone(t, "gateway heard chrome", tail(heardMore(t, "audio from chrome", heard, 2*time.Second), time.Second), 1000)
 
 	var peak float64
-	deadline = time.Now().Add(wait)
+	deadline := time.Now().Add(wait)
 	for {
 		time.Sleep(500 * time.Millisecond)
 		if err := json.Unmarshal(js(`() => {
@@ -187,4 +221,104 @@ func TestChromeCall(t *testing.T) {
 	}
 	t.Logf("stats: %+v", p.Stats())
 	js(`() => window.pc.close()`)
+}
+
+// TestChromeVideo relays a customer's camera from one Chromium tab to an
+// agent's console in another, through two Peers and a Forwarder: the
+// gateway makes the console's offer, and the console must show frames,
+// which needs its key frame request to reach the customer.
+func TestChromeVideo(t *testing.T) {
+	c := startChrome(t)
+	customer, console := c.tab(), c.tab()
+	e := newTestEngine(t, Config{})
+
+	videos := make(chan *RemoteVideo, 2)
+	pc, err := e.NewPeer(context.Background(), PeerOptions{Name: "customer", WaitForCandidates: true, OnVideoTrack: func(v *RemoteVideo) { videos <- v }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var offer string
+	if err := json.Unmarshal(customer.js(`async () => {
+		const pc = new RTCPeerConnection();
+		window.pc = pc; window.cands = [];
+		pc.onicecandidate = (e) => { if (e.candidate) window.cands.push(e.candidate.toJSON()); };
+		const s = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 480}});
+		s.getTracks().forEach((t) => pc.addTrack(t, s));
+		await pc.setLocalDescription(await pc.createOffer());
+		return pc.localDescription.sdp;
+	}`), &offer); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	answer, err := pc.Answer(ctx, offer)
+	if err != nil {
+		t.Fatalf("Answer: %v", err)
+	}
+	customer.js(`async (sdp) => { await window.pc.setRemoteDescription({type: "answer", sdp}); }`, answer)
+	customer.trickle(pc)
+
+	var video *RemoteVideo
+	select {
+	case video = <-videos:
+	case <-time.After(wait):
+		t.Fatal("no video track from the customer")
+	}
+	t.Logf("customer video: %s", video.MimeType())
+
+	pa, err := e.NewPeer(ctx, PeerOptions{Name: "agent", WaitForCandidates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	fwd, err := NewForwarder(video, pa)
+	if err != nil {
+		t.Fatalf("NewForwarder: %v", err)
+	}
+	defer fwd.Close()
+	consoleOffer, err := pa.Offer(ctx, false)
+	if err != nil {
+		t.Fatalf("Offer: %v", err)
+	}
+	var consoleAnswer string
+	if err := json.Unmarshal(console.js(`async (sdp) => {
+		const pc = new RTCPeerConnection();
+		window.pc = pc; window.cands = [];
+		pc.onicecandidate = (e) => { if (e.candidate) window.cands.push(e.candidate.toJSON()); };
+		pc.ontrack = (e) => {
+			if (e.track.kind !== "video") return;
+			const v = document.createElement("video");
+			v.muted = true; v.autoplay = true; v.playsInline = true;
+			v.srcObject = new MediaStream([e.track]);
+			document.body.appendChild(v); window.video = v; v.play();
+		};
+		await pc.setRemoteDescription({type: "offer", sdp});
+		await pc.setLocalDescription(await pc.createAnswer());
+		return pc.localDescription.sdp;
+	}`, consoleOffer), &consoleAnswer); err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.SetAnswer(ctx, consoleAnswer); err != nil {
+		t.Fatalf("SetAnswer: %v", err)
+	}
+	console.trickle(pa)
+
+	var size []int
+	deadline := time.Now().Add(wait)
+	for {
+		if err := json.Unmarshal(console.js(`() => window.video ? [window.video.videoWidth, window.video.videoHeight] : [0, 0]`), &size); err != nil {
+			t.Fatal(err)
+		}
+		if size[0] > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if size[0] != 640 || size[1] != 480 {
+		t.Errorf("console shows %dx%d video, want 640x480", size[0], size[1])
+	}
+	n, _ := video.Packets()
+	t.Logf("console shows %dx%d; %d packets received, %d relayed", size[0], size[1], n, fwd.Packets())
+	customer.js(`() => window.pc.close()`)
+	console.js(`() => window.pc.close()`)
 }
