@@ -219,6 +219,29 @@ func TestChromeCall(t *testing.T) {
 	if string(got) != "5#" {
 		t.Errorf("digits from chrome = %q, want \"5#\"", string(got))
 	}
+
+	// The customer's network changes: Chrome restarts ICE with a new
+	// offer; audio must go on over the new credentials.
+	before := ufrag(answer)
+	if err := json.Unmarshal(js(`async () => {
+		window.pc.restartIce();
+		await window.pc.setLocalDescription(await window.pc.createOffer());
+		return window.pc.localDescription.sdp;
+	}`), &offer); err != nil {
+		t.Fatal(err)
+	}
+	if answer, err = p.Answer(ctx, offer); err != nil {
+		t.Fatalf("Answer to the ICE restart: %v", err)
+	}
+	if ufrag(answer) == before {
+		t.Errorf("ICE restart answered with the old ufrag %q", before)
+	}
+	js(`async (sdp) => { await window.pc.setRemoteDescription({type: "answer", sdp}); }`, answer)
+	c.trickle(p)
+	assertTone(t, "gateway heard chrome after ice restart", tail(heardMore(t, "audio after ICE restart", heard, 2*time.Second), time.Second), 1000)
+	if err := p.Err(); err != nil {
+		t.Errorf("Err = %v after ICE restart", err)
+	}
 	t.Logf("stats: %+v", p.Stats())
 	js(`() => window.pc.close()`)
 }
