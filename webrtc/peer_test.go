@@ -62,3 +62,19 @@ type audioLeg interface {
 }
 
 var _ audioLeg = (*Peer)(nil)
+
+// TestBridgeTwoPeers bridges two browsers through two Peers as the
+// gateway does when video starts straight from chat (customer and console
+// both in browsers): each hears the other's tone.
+func TestBridgeTwoPeers(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	customer, console := newBrowser(t, browserOptions{}), newBrowser(t, browserOptions{})
+	pc := connect(t, e, customer, PeerOptions{Name: "customer"})
+	pa := connect(t, e, console, PeerOptions{Name: "console"})
+	pc.SwapAudioOut(pa.AudioIn())
+	pa.SwapAudioOut(pc.AudioIn())
+	defer customer.sendTone(1000)()
+	defer console.sendTone(600)()
+	assertTone(t, "console heard", tail(heardMore(t, "customer audio at the console", console.heard, 1500*time.Millisecond), time.Second), 1000)
+	assertTone(t, "customer heard", tail(heardMore(t, "console audio at the customer", customer.heard, 1500*time.Millisecond), time.Second), 600)
+}
