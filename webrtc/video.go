@@ -105,12 +105,12 @@ func (p *Peer) startVideoReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPRe
 func (v *RemoteVideo) readLoop() {
 	defer close(v.done)
 	buf := make([]byte, 1500)
-	var pkt rtp.Packet
 	for {
 		n, _, err := v.track.Read(buf)
 		if err != nil {
 			return
 		}
+		var pkt rtp.Packet
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
@@ -226,9 +226,10 @@ func (f *Forwarder) Close() error {
 			if err := f.dst.pc.RemoveTrack(f.sender); err != nil {
 				f.closeErr = fmt.Errorf("webrtc: remove forwarded track: %w", err)
 			}
-		} else if err := f.sender.Stop(); err != nil {
-			f.closeErr = fmt.Errorf("webrtc: stop forwarded track: %w", err)
 		}
+		// Stopping twice is harmless; it ends readRTCP whatever happened
+		// above.
+		_ = f.sender.Stop()
 		<-f.done
 	})
 	return f.closeErr
