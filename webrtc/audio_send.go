@@ -229,9 +229,11 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 // AudioIn returns the writer of the audio to play to the browser: 8 kHz
 // PCM in frames of any length, from one goroutine at a time. Writes only
 // queue the audio; the peer encodes and sends it on its own steady 20 ms
-// clock, so a bursty source still reaches the browser evenly. Audio
-// written before the connection is up is dropped. Close on the writer does
-// nothing: the peer owns it.
+// clock, so a bursty source still reaches the browser evenly. At most
+// 100 ms waits in the queue: beyond that the oldest audio is dropped
+// (counted in Stats), so write audio as it comes rather than in long
+// blocks. Audio written before the connection is up is dropped. Close on
+// the writer does nothing: the peer owns it.
 func (p *Peer) AudioIn() transcode.PCMWriter { return p.in }
 
 // audioIn regroups PCM into 20 ms frames and queues them for the media
