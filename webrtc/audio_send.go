@@ -433,7 +433,24 @@ func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
 				p.txStats.lost.Store(int64(rb.TotalLost))
 				p.txStats.fractionLost.Store(uint32(rb.FractionLost))
 				p.txStats.jitter.Store(int64(time.Duration(rb.Jitter) * time.Second / time.Duration(tx.clock)))
+				if rb.LastSenderReport != 0 {
+					// RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR, in
+					// units of 1/65536 s.
+					rtt := ntpMiddle(time.Now()) - rb.LastSenderReport - rb.Delay
+					if rtt < 1<<31 {
+						p.txStats.rtt.Store(int64(time.Duration(rtt) * time.Second / 65536))
+					}
+				}
 			}
 		}
 	}
+}
+
+// ntpMiddle returns the middle 32 bits of the NTP timestamp of t (RFC 3550
+// §4): seconds since 1900 in the high half, the fraction in the low half.
+func ntpMiddle(t time.Time) uint32 {
+	const ntpEpochOffset = 2208988800 // seconds from 1900 to 1970
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return uint32(secs<<16 | frac>>16)
 }

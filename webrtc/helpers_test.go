@@ -162,7 +162,13 @@ func newBrowser(t testing.TB, o browserOptions) *browser {
 		b.mu.Lock()
 		b.tracks = append(b.tracks, tr)
 		b.mu.Unlock()
-		b.wg.Add(1)
+		// Reading the receiver's RTCP lets pion see our sender reports,
+		// as a browser does, so its receiver reports carry LSR/DLSR.
+		b.wg.Add(2)
+		go func() {
+			defer b.wg.Done()
+			drainRTCP(recv)
+		}()
 		if tr.Kind() == pwebrtc.RTPCodecTypeVideo {
 			go func() {
 				defer b.wg.Done()

@@ -49,6 +49,12 @@ func TestAudioBothWays(t *testing.T) {
 	if !st.Flowing {
 		t.Errorf("Flowing = false while the browser sends")
 	}
+	// Sender reports go every second or so; the browser's next receiver
+	// report then gives the round trip, which on loopback is short.
+	eventually(t, "an RTT from receiver reports", func() bool { return p.Stats().RTT > 0 })
+	if rtt := p.Stats().RTT; rtt > time.Second {
+		t.Errorf("RTT = %v on loopback", rtt)
+	}
 }
 
 // audioLeg is the gateway's view of a media leg (CONVENTIONS.md); a Peer

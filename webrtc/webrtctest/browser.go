@@ -139,11 +139,21 @@ func New(opts Options) (*Browser, error) {
 			opts.OnCandidate(Candidate(j))
 		}
 	})
-	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) {
+	pc.OnTrack(func(tr *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
 		if tr.Kind() != pwebrtc.RTPCodecTypeAudio {
 			return
 		}
-		b.wg.Add(1)
+		b.wg.Add(2)
+		go func() {
+			// Reading RTCP lets pion process the gateway's sender
+			// reports, so that receiver reports carry LSR/DLSR.
+			defer b.wg.Done()
+			for {
+				if _, _, err := recv.ReadRTCP(); err != nil {
+					return
+				}
+			}
+		}()
 		go func() {
 			defer b.wg.Done()
 			b.listen(tr)
