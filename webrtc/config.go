@@ -12,7 +12,10 @@ type Config struct {
 	// ICEServers are the STUN and TURN servers given to browsers and used
 	// by the gateway's own peer connections.
 	ICEServers []ICEServer `yaml:"ice_servers"`
-	// UDPPortRange is the inclusive range of local UDP ports for ICE.
+	// UDPPortRange is the inclusive range of local UDP ports for ICE. Each
+	// peer connection takes one port per local address it gathers on (one
+	// per interface and IP family), so the range bounds how many peers can
+	// run at once: widen it for more than a couple of hundred.
 	UDPPortRange [2]int `yaml:"udp_port_range"`
 	// NAT1To1IPs are public addresses announced in host candidates when the
 	// gateway sits behind a 1:1 NAT.

@@ -160,11 +160,11 @@ type Peer struct {
 
 // NewPeer creates a peer connection for one browser. It adds the local
 // audio track (unless opts.NoAudio), so that the first answer or offer
-// already carries audio both ways. ctx serves the set-up only (and its
-// values); the peer lives until it ends or is closed, and must connect
-// within the connect timeout counted from here. Signalling then goes through Answer
+// already carries audio both ways. Signalling then goes through Answer
 // (the browser offers) or Offer and SetAnswer (the gateway offers), and
-// AddICECandidate.
+// AddICECandidate. ctx serves the set-up only (and its values): the peer
+// lives until it ends or is closed, and must connect within the connect
+// timeout counted from here.
 func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 	pc, err := e.newPeerConnection(ctx)
 	if err != nil {
