@@ -3,8 +3,11 @@ package webrtc
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -38,11 +41,24 @@ const (
 // API with the codecs, interceptors and network settings, and the ICE
 // servers. It is safe for concurrent use.
 type Engine struct {
-	api        *pwebrtc.API
 	cfg        Config
 	iceServers []pwebrtc.ICEServer
 	log        *slog.Logger
 	opts       options
+	me         *pwebrtc.MediaEngine
+	reg        *interceptor.Registry
+	se         pwebrtc.SettingEngine
+
+	// The API is built with the first peer, after the shared UDP port (if
+	// any) is opened: New does no I/O.
+	apiOnce sync.Once
+	api     *pwebrtc.API
+	apiErr  error
+	mux     io.Closer
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Option tunes an Engine.
@@ -210,16 +226,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		o.settings(&se)
 	}
 
-	e := &Engine{
-		api: pwebrtc.NewAPI(
-			pwebrtc.WithMediaEngine(me),
-			pwebrtc.WithInterceptorRegistry(reg),
-			pwebrtc.WithSettingEngine(se),
-		),
-		cfg:  cfg,
-		log:  log,
-		opts: o,
-	}
+	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se}
 	for _, s := range cfg.ICEServers {
 		e.iceServers = append(e.iceServers, pwebrtc.ICEServer{
 			URLs:       append([]string(nil), s.URLs...),
@@ -296,10 +303,64 @@ func (e *Engine) ICEServers() []ICEServer {
 	return append([]ICEServer(nil), e.cfg.ICEServers...)
 }
 
+// start builds the pion API, opening the shared UDP port first when
+// udp_mux_port is set.
+func (e *Engine) start() (*pwebrtc.API, error) {
+	e.apiOnce.Do(func() {
+		se := e.se
+		if e.cfg.UDPMuxPort != 0 {
+			muxOpts := []ice.UDPMuxFromPortOption{
+				ice.UDPMuxFromPortWithLogger(pionLoggerFactory{log: e.log}.NewLogger("udpmux")),
+				ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+			}
+			if e.opts.includeLoopback {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithLoopback())
+			}
+			if e.opts.loopbackOnly {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() }))
+			}
+			mux, err := ice.NewMultiUDPMuxFromPort(e.cfg.UDPMuxPort, muxOpts...)
+			if err != nil {
+				e.apiErr = fmt.Errorf("webrtc: udp_mux_port %d: %w", e.cfg.UDPMuxPort, err)
+				return
+			}
+			e.mux = mux
+			se.SetICEUDPMux(mux)
+			e.log.Info("webrtc udp mux listening", "port", e.cfg.UDPMuxPort)
+		}
+		e.api = pwebrtc.NewAPI(
+			pwebrtc.WithMediaEngine(e.me),
+			pwebrtc.WithInterceptorRegistry(e.reg),
+			pwebrtc.WithSettingEngine(se),
+		)
+	})
+	return e.api, e.apiErr
+}
+
+// Close releases the shared UDP port, if one was opened. Close the peers
+// first: they stop receiving once it is closed. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		e.apiOnce.Do(func() { e.apiErr = ErrClosed })
+		if e.mux != nil {
+			e.closeErr = e.mux.Close()
+		}
+	})
+	return e.closeErr
+}
+
 // newPeerConnection creates a pion peer connection with the engine's
 // settings.
 func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, error) {
-	return e.api.NewPeerConnection(pwebrtc.Configuration{
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	api, err := e.start()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewPeerConnection(pwebrtc.Configuration{
 		ICEServers:    e.iceServers,
 		BundlePolicy:  pwebrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pwebrtc.RTCPMuxPolicyRequire,

@@ -3,7 +3,8 @@ package webrtc
 import "errors"
 
 // ErrClosed is the cause reported by Err after Close, and returned by
-// methods called on a Peer that has ended.
+// methods called on a Peer that has ended or by NewPeer on a closed
+// Engine.
 var ErrClosed = errors.New("webrtc: peer closed")
 
 // ErrICEFailed is the cause reported by Err when ICE failed: no candidate

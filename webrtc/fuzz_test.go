@@ -20,17 +20,16 @@ func FuzzReceive(f *testing.F) {
 	f.Add([]byte{0x7b, 0x41, 0x00, 0xff, 0x80}, false)
 	f.Add(make([]byte, 1275), false)
 	f.Add([]byte{0xff, 0x7f, 0x00}, true)
-	e, err := New(Config{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		f.Fatal(err)
-	}
 	f.Fuzz(func(t *testing.T, payload []byte, pcmu bool) {
+		e, err := New(Config{}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
 		now := time.Unix(0, 0)
-		e := *e
 		e.opts.now = func() time.Time { return now }
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
-		p := &Peer{e: &e, log: e.log, ctx: ctx, cancel: cancel, in: newAudioIn(), out: newDiscardSwitch()}
+		p := &Peer{e: e, log: e.log, ctx: ctx, cancel: cancel, in: newAudioIn(), out: newDiscardSwitch()}
 		c := benchCodecs[0].params
 		if pcmu {
 			c = benchCodecs[1].params

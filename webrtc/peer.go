@@ -168,6 +168,9 @@ type Peer struct {
 func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 	pc, err := e.newPeerConnection(ctx)
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
 	log := e.log.With("leg", "webrtc")
