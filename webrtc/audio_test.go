@@ -73,7 +73,8 @@ func TestG711FromBrowser(t *testing.T) {
 func TestRenegotiation(t *testing.T) {
 	e := newTestEngine(t, Config{})
 	b := newBrowser(t, browserOptions{})
-	p := connect(t, e, b, PeerOptions{})
+	var needed atomic.Int32
+	p := connect(t, e, b, PeerOptions{OnNegotiationNeeded: func() { needed.Add(1) }})
 	heard := audiotest.NewRecorder(8000)
 	p.SwapAudioOut(heard)
 	defer b.sendTone(1000)()
@@ -98,6 +99,10 @@ func TestRenegotiation(t *testing.T) {
 	assertTone(t, "browser after ice restart", heardMore(t, "audio at browser after ICE restart", b.heard, time.Second), 440)
 	if err := p.Err(); err != nil {
 		t.Errorf("Err = %v after renegotiation", err)
+	}
+	// Browser-made changes must not make the gateway offer back.
+	if n := needed.Load(); n != 0 {
+		t.Errorf("OnNegotiationNeeded called %d times after browser offers", n)
 	}
 }
 

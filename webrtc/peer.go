@@ -85,8 +85,8 @@ type PeerOptions struct {
 	// (camera or screen share), to be forwarded with NewForwarder.
 	OnVideoTrack func(*RemoteVideo)
 	// OnNegotiationNeeded is called when the gateway changed the session
-	// (NewForwarder or Forwarder.Close) after the first exchange: call
-	// Offer and send it to the browser.
+	// (NewForwarder or Forwarder.Close toward this peer): call Offer and
+	// send it to the browser. Browser offers never trigger it.
 	OnNegotiationNeeded func()
 	// WaitForCandidates makes Answer and Offer wait until candidate
 	// gathering completes, so that the returned SDP holds every candidate,
@@ -134,8 +134,6 @@ type Peer struct {
 	wake   chan struct{}
 
 	state atomic.Int32
-	// negotiated is set once a first offer/answer exchange completed.
-	negotiated atomic.Bool
 	// held keeps local candidates, on the event goroutine, while Answer
 	// or Offer has not returned the description they belong to.
 	hold bool
@@ -207,13 +205,6 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		p.post(func() { p.handleState(stateFromPion(s)) })
 	})
 	pc.OnTrack(p.handleTrack)
-	pc.OnNegotiationNeeded(func() {
-		p.post(func() {
-			if p.negotiated.Load() && p.opts.OnNegotiationNeeded != nil {
-				p.opts.OnNegotiationNeeded()
-			}
-		})
-	})
 
 	p.spawn(p.eventLoop)
 	p.spawn(p.mediaLoop)
@@ -328,6 +319,18 @@ func (p *Peer) handleState(s State) {
 	case StateClosed:
 		p.fail(ErrRemoteClosed)
 	}
+}
+
+// negotiationNeeded tells the owner that a change of ours (a forwarded
+// track added or removed) needs an offer. pion's own negotiationneeded is
+// not used: it also fires after browser offers that need nothing from us
+// (pion gives transceivers made from a remote offer a send direction).
+func (p *Peer) negotiationNeeded() {
+	p.post(func() {
+		if p.opts.OnNegotiationNeeded != nil {
+			p.opts.OnNegotiationNeeded()
+		}
+	})
 }
 
 // fail ends the peer with cause, unless it already ended.
@@ -446,7 +449,6 @@ func (p *Peer) SetAnswer(_ context.Context, answerSDP string) error {
 	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
 		return fmt.Errorf("%w: apply answer: %w", ErrBadSDP, err)
 	}
-	p.negotiated.Store(true)
 	p.applyPending()
 	return nil
 }
@@ -460,9 +462,6 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 	}
 	if err := p.pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("%w: apply local %s: %w", ErrBadSDP, desc.Type, err)
-	}
-	if desc.Type == pwebrtc.SDPTypeAnswer {
-		p.negotiated.Store(true)
 	}
 	if gathered != nil {
 		select {

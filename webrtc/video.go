@@ -173,6 +173,7 @@ func NewForwarder(src *RemoteVideo, dst *Peer) (*Forwarder, error) {
 	src.mu.Lock()
 	src.sinks = append(append([]*Forwarder(nil), src.sinks...), f)
 	src.mu.Unlock()
+	dst.negotiationNeeded()
 	dst.log.Info("webrtc video forward", "codec", codec.MimeType, "track", src.ID(), "from", src.p.opts.Name)
 	return f, nil
 }
@@ -225,6 +226,8 @@ func (f *Forwarder) Close() error {
 		if f.dst.ctx.Err() == nil {
 			if err := f.dst.pc.RemoveTrack(f.sender); err != nil {
 				f.closeErr = fmt.Errorf("webrtc: remove forwarded track: %w", err)
+			} else {
+				f.dst.negotiationNeeded()
 			}
 		}
 		// Stopping twice is harmless; it ends readRTCP whatever happened

@@ -127,6 +127,11 @@ func TestForwardVideo(t *testing.T) {
 	if err := fwd.Close(); err != nil {
 		t.Errorf("Forwarder.Close: %v", err)
 	}
+	select {
+	case <-negotiationNeeded:
+	case <-timeoutC():
+		t.Error("no OnNegotiationNeeded after Forwarder.Close")
+	}
 	if err := fwd.Close(); err != nil {
 		t.Errorf("second Forwarder.Close: %v", err)
 	}
