@@ -17,15 +17,20 @@ import (
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
-// heardMore waits until rec holds d more audio than it does now, and
-// returns that new audio.
+// heardMore waits until rec holds d more audio than it does now, past a
+// first half second left for the stream to settle (a tone just started,
+// a renegotiation just applied, a machine busy with other builds), and
+// returns those d.
 func heardMore(t *testing.T, what string, rec *audiotest.Recorder, d time.Duration) transcode.PCM16 {
 	t.Helper()
-	start := len(rec.Samples())
+	start := len(rec.Samples()) + audiotest.Samples(8000, settle)
 	n := audiotest.Samples(8000, d)
 	eventually(t, what, func() bool { return len(rec.Samples()) >= start+n })
-	return rec.Samples()[start:]
+	return rec.Samples()[start : start+n]
 }
+
+// settle is the audio heardMore skips before measuring.
+const settle = 500 * time.Millisecond
 
 func TestG711FromBrowser(t *testing.T) {
 	pcmu := pwebrtc.RTPCodecParameters{RTPCodecCapability: pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0}
