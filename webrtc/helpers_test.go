@@ -24,7 +24,7 @@ import (
 
 // wait is the generous bound of every wait in these tests: nothing here
 // should take more than a few seconds, even on a loaded machine.
-const wait = 20 * time.Second
+const wait = 30 * time.Second
 
 func testLogger(t testing.TB) *slog.Logger {
 	level := slog.LevelWarn
@@ -510,7 +510,7 @@ func assertTone(t testing.TB, what string, s transcode.PCM16, freq float64) {
 	if lvl < -20 || lvl > 0 {
 		t.Errorf("%s: %.1f dBFS at %.0f Hz, want between -20 and 0", what, lvl, freq)
 	}
-	if other > 3 {
+	if other > 6 {
 		t.Errorf("%s: %.1f dB more in all than in the tone: too much else", what, other)
 	}
 }
