@@ -491,6 +491,19 @@ func tail(s transcode.PCM16, d time.Duration) transcode.PCM16 {
 // outcome, while a wrong codec, a wrong rate or noise still does.
 func assertTone(t testing.TB, what string, s transcode.PCM16, freq float64) {
 	t.Helper()
+	checkTone(t, what, s, freq, true)
+}
+
+// assertToneLoose checks the peak frequency and the level of s but not
+// its purity, for paths through two media clocks that a loaded machine
+// stalls often enough to fill the spectrum with clicks.
+func assertToneLoose(t testing.TB, what string, s transcode.PCM16, freq float64) {
+	t.Helper()
+	checkTone(t, what, s, freq, false)
+}
+
+func checkTone(t testing.TB, what string, s transcode.PCM16, freq float64, pure bool) {
+	t.Helper()
 	if len(s) < 4000 {
 		t.Fatalf("%s: only %d samples", what, len(s))
 	}
@@ -510,7 +523,7 @@ func assertTone(t testing.TB, what string, s transcode.PCM16, freq float64) {
 	if lvl < -20 || lvl > 0 {
 		t.Errorf("%s: %.1f dBFS at %.0f Hz, want between -20 and 0", what, lvl, freq)
 	}
-	if other > 6 {
+	if pure && other > 6 {
 		t.Errorf("%s: %.1f dB more in all than in the tone: too much else", what, other)
 	}
 }
