@@ -76,6 +76,7 @@ type browser struct {
 	negotiating bool
 	heard       *audiotest.Recorder // what the browser received, decoded to 8 kHz
 	video       [][]byte            // payloads of the video it received
+	videoSeq    []uint16            // and their sequence numbers
 	codec       string
 	tracks      []*pwebrtc.TrackRemote
 
@@ -179,6 +180,7 @@ func newBrowser(t testing.TB, o browserOptions) *browser {
 					}
 					b.mu.Lock()
 					b.video = append(b.video, pkt.Payload)
+					b.videoSeq = append(b.videoSeq, pkt.SequenceNumber)
 					b.mu.Unlock()
 				}
 			}()
