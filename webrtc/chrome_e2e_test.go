@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,7 +20,9 @@ import (
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
-const chromiumPath = "/usr/bin/chromium"
+// chromiumName is the browser binary looked up in PATH (Debian's
+// chromium package).
+const chromiumName = "chromium"
 
 // chrome is a headless Chromium with a fake camera and a fake microphone
 // playing a 1 kHz tone, serving pages from a loopback HTTP server (a secure
@@ -33,7 +35,8 @@ type chrome struct {
 
 func startChrome(t *testing.T) *chrome {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
+	chromiumPath, err := exec.LookPath(chromiumName)
+	if err != nil {
 		t.Fatalf("chromium is required for the e2e tests: %v", err)
 	}
 	dir := t.TempDir()
