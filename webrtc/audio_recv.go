@@ -64,8 +64,11 @@ func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
 // SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM in 20 ms
 // frames, and returns the previous writer, which the caller closes. A nil
 // w disconnects the output. Wrap a writer of another rate with
-// transcode.Resample. Writes to w happen on the peer's media goroutine;
-// w's errors are counted and do not stop the peer.
+// transcode.Resample. Writes to w happen on the peer's media goroutine,
+// which also paces the audio toward the browser, so w must not block;
+// its errors are counted and do not stop the peer. Nothing is written
+// while the browser sends nothing (before it starts, or in DTX silence);
+// a lost packet is concealed with a frame of its own.
 func (p *Peer) SwapAudioOut(w transcode.PCMWriter) (old transcode.PCMWriter) {
 	return p.out.Swap(w)
 }

@@ -229,9 +229,11 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 // AudioIn returns the writer of the audio to play to the browser: 8 kHz
 // PCM in frames of any length, from one goroutine at a time. Writes only
 // queue the audio; the peer encodes and sends it on its own steady 20 ms
-// clock, so a bursty source still reaches the browser evenly. Audio
-// written before the connection is up is dropped. Close on the writer does
-// nothing: the peer owns it.
+// clock, so a bursty source still reaches the browser evenly. At most
+// 100 ms waits in the queue: beyond that the oldest audio is dropped
+// (counted in Stats), so write audio as it comes rather than in long
+// blocks. Audio written before the connection is up is dropped. Close on
+// the writer does nothing: the peer owns it.
 func (p *Peer) AudioIn() transcode.PCMWriter { return p.in }
 
 // audioIn regroups PCM into 20 ms frames and queues them for the media
@@ -431,7 +433,24 @@ func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
 				p.txStats.lost.Store(int64(rb.TotalLost))
 				p.txStats.fractionLost.Store(uint32(rb.FractionLost))
 				p.txStats.jitter.Store(int64(time.Duration(rb.Jitter) * time.Second / time.Duration(tx.clock)))
+				if rb.LastSenderReport != 0 {
+					// RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR, in
+					// units of 1/65536 s.
+					rtt := ntpMiddle(time.Now()) - rb.LastSenderReport - rb.Delay
+					if rtt < 1<<31 {
+						p.txStats.rtt.Store(int64(time.Duration(rtt) * time.Second / 65536))
+					}
+				}
 			}
 		}
 	}
+}
+
+// ntpMiddle returns the middle 32 bits of the NTP timestamp of t (RFC 3550
+// §4): seconds since 1900 in the high half, the fraction in the low half.
+func ntpMiddle(t time.Time) uint32 {
+	const ntpEpochOffset = 2208988800 // seconds from 1900 to 1970
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return uint32(secs<<16 | frac>>16)
 }

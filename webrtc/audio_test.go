@@ -17,15 +17,20 @@ import (
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
-// heardMore waits until rec holds d more audio than it does now, and
-// returns that new audio.
+// heardMore waits until rec holds d more audio than it does now, past a
+// first half second left for the stream to settle (a tone just started,
+// a renegotiation just applied, a machine busy with other builds), and
+// returns those d.
 func heardMore(t *testing.T, what string, rec *audiotest.Recorder, d time.Duration) transcode.PCM16 {
 	t.Helper()
-	start := len(rec.Samples())
+	start := len(rec.Samples()) + audiotest.Samples(8000, settle)
 	n := audiotest.Samples(8000, d)
 	eventually(t, what, func() bool { return len(rec.Samples()) >= start+n })
-	return rec.Samples()[start:]
+	return rec.Samples()[start : start+n]
 }
+
+// settle is the audio heardMore skips before measuring.
+const settle = 500 * time.Millisecond
 
 func TestG711FromBrowser(t *testing.T) {
 	pcmu := pwebrtc.RTPCodecParameters{RTPCodecCapability: pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0}
@@ -73,7 +78,8 @@ func TestG711FromBrowser(t *testing.T) {
 func TestRenegotiation(t *testing.T) {
 	e := newTestEngine(t, Config{})
 	b := newBrowser(t, browserOptions{})
-	p := connect(t, e, b, PeerOptions{})
+	var needed atomic.Int32
+	p := connect(t, e, b, PeerOptions{OnNegotiationNeeded: func() { needed.Add(1) }})
 	heard := audiotest.NewRecorder(8000)
 	p.SwapAudioOut(heard)
 	defer b.sendTone(1000)()
@@ -98,6 +104,10 @@ func TestRenegotiation(t *testing.T) {
 	assertTone(t, "browser after ice restart", heardMore(t, "audio at browser after ICE restart", b.heard, time.Second), 440)
 	if err := p.Err(); err != nil {
 		t.Errorf("Err = %v after renegotiation", err)
+	}
+	// Browser-made changes must not make the gateway offer back.
+	if n := needed.Load(); n != 0 {
+		t.Errorf("OnNegotiationNeeded called %d times after browser offers", n)
 	}
 }
 
@@ -416,5 +426,37 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if err := p.SendDTMF(context.Background(), "1"); !errors.Is(err, ErrClosed) {
 		t.Errorf("SendDTMF after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestNeverConnects answers an offer whose browser then goes away before
+// any candidate is exchanged: the peer must end with ErrConnectTimeout.
+func TestNeverConnects(t *testing.T) {
+	e := newTestEngine(t, Config{}, WithConnectTimeout(time.Second))
+	b := newBrowser(t, browserOptions{})
+	p, err := e.NewPeer(context.Background(), PeerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The offer goes without its candidates, and ours are not passed on.
+	offer := b.offer(nil)
+	var cands []string
+	for _, l := range strings.Split(offer, "\r\n") {
+		if !strings.HasPrefix(l, "a=candidate:") {
+			cands = append(cands, l)
+		}
+	}
+	if _, err := p.Answer(context.Background(), strings.Join(cands, "\r\n")); err != nil {
+		t.Fatalf("Answer: %v", err)
+	}
+	b.close()
+	select {
+	case <-p.Done():
+	case <-time.After(wait):
+		t.Fatalf("Done not closed; state %s", p.State())
+	}
+	if err := p.Err(); !errors.Is(err, ErrConnectTimeout) {
+		t.Errorf("Err = %v, want ErrConnectTimeout", err)
 	}
 }

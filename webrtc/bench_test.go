@@ -46,13 +46,7 @@ func benchPeer(b *testing.B) (*Peer, *time.Time) {
 		b.Fatal(err)
 	}
 	e.opts.now = func() time.Time { return now }
-	p := &Peer{
-		e:   e,
-		log: e.log,
-		in:  newAudioIn(),
-		out: transcode.NewSwitch[transcode.PCM16](8000, "bench"),
-	}
-	p.out.Swap(discardPCM{})
+	p := &Peer{e: e, log: e.log, in: newAudioIn(), out: newDiscardSwitch()}
 	return p, &now
 }
 
@@ -146,4 +140,10 @@ func BenchmarkSend(b *testing.B) {
 			}
 		})
 	}
+}
+
+func newDiscardSwitch() *transcode.PCMSwitch {
+	s := transcode.NewSwitch[transcode.PCM16](8000, "discard")
+	s.Swap(discardPCM{})
+	return s
 }

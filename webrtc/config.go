@@ -12,8 +12,16 @@ type Config struct {
 	// ICEServers are the STUN and TURN servers given to browsers and used
 	// by the gateway's own peer connections.
 	ICEServers []ICEServer `yaml:"ice_servers"`
-	// UDPPortRange is the inclusive range of local UDP ports for ICE.
+	// UDPPortRange is the inclusive range of local UDP ports for ICE. Each
+	// peer connection takes one port per local address it gathers on (one
+	// per interface and IP family), so the range bounds how many peers can
+	// run at once: widen it for more than a couple of hundred.
 	UDPPortRange [2]int `yaml:"udp_port_range"`
+	// UDPMuxPort, when set, makes every peer connection share this one UDP
+	// port (on each local address) instead of taking its own ports from
+	// UDPPortRange: a single port to open in the firewall and no limit on
+	// peers from the range. 0 leaves it off.
+	UDPMuxPort int `yaml:"udp_mux_port"`
 	// NAT1To1IPs are public addresses announced in host candidates when the
 	// gateway sits behind a 1:1 NAT.
 	NAT1To1IPs []string `yaml:"nat_1to1_ips"`
@@ -66,6 +74,9 @@ func (c *Config) Validate() error {
 	r := c.UDPPortRange
 	if r[0] < 1 || r[1] > 65535 || r[0] > r[1] {
 		errs = append(errs, fmt.Errorf("udp_port_range: [%d, %d] is not a port range within 1-65535", r[0], r[1]))
+	}
+	if c.UDPMuxPort < 0 || c.UDPMuxPort > 65535 {
+		errs = append(errs, fmt.Errorf("udp_mux_port: %d is not a port within 1-65535 (0 for none)", c.UDPMuxPort))
 	}
 	for i, ip := range c.NAT1To1IPs {
 		if net.ParseIP(ip) == nil {

@@ -1,4 +1,57 @@
 // Package webrtc runs the browser-facing peer connections over pion/webrtc:
 // audio as PCM in and out, video forwarded as RTP untouched. It knows
 // nothing of SIP or chat.
+//
+// # Engine and peers
+//
+// One Engine, made by New from the "webrtc" section of the configuration,
+// holds the codecs (Opus with 8 kHz hints; PCMU and PCMA when transcode is
+// "auto"; telephone-event; VP8, VP9 and H.264 for forwarding), the
+// interceptors (NACK, RTCP reports, TWCC) and the network settings (UDP
+// port range, NAT 1:1 addresses, mDNS off). Each browser gets a Peer from
+// Engine.NewPeer.
+//
+// # Signalling
+//
+// The gateway carries the SDP and the candidates over its WebSocket; this
+// package only produces and consumes them:
+//
+//   - browser offer: Peer.Answer returns the answer to send back. The same
+//     call handles later offers: tracks added (camera, screen share) and
+//     ICE restarts (the browser changed networks).
+//   - gateway offer (a forwarded track to show, or an ICE restart from our
+//     side): Peer.Offer, then Peer.SetAnswer with the browser's answer.
+//     PeerOptions.OnNegotiationNeeded tells when one is due. If the offers
+//     cross, Answer returns ErrGlare: the browser is the polite peer and
+//     rolls its own offer back.
+//   - trickle ICE: the browser's candidates go to Peer.AddICECandidate as
+//     the RTCIceCandidateInit JSON it produced (ICECandidateInit); ours
+//     arrive through PeerOptions.OnICECandidate, only after the answer or
+//     offer they belong to was returned, and end with an empty candidate.
+//     Clients that cannot trickle set PeerOptions.WaitForCandidates.
+//
+// # Audio
+//
+// A Peer is an audio leg: AudioIn takes 8 kHz PCM to play to the browser,
+// sent on the peer's steady 20 ms clock whatever the pace of the writes;
+// SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM after the
+// jitter buffer and the decoder (Opus with loss concealment and in-band
+// FEC, or G.711 when negotiated). Browser key presses (RFC 4733) arrive
+// through PeerOptions.OnDTMF; SendDTMF plays feedback tones to the
+// browser. Stats and AudioFlowing feed call records and the console.
+//
+// # Lifetime
+//
+// Done is closed when the peer ends (Close, ICE failure, a long
+// disconnection, the browser closing, a failed decoder) and Err says why.
+// Close must be called in every case; it waits for every goroutine the
+// peer started. Callbacks in PeerOptions run on the peer's own goroutine,
+// never pion's.
+//
+// # Video
+//
+// Each video track a browser sends arrives as a RemoteVideo
+// (PeerOptions.OnVideoTrack, Peer.Videos). NewForwarder relays it to
+// another Peer without transcoding and passes that browser's key frame
+// requests back; NACKs are answered from a packet cache.
 package webrtc

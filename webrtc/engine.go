@@ -3,8 +3,11 @@ package webrtc
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -29,6 +32,7 @@ const (
 	defaultDisconnectedTimeout = 5 * time.Second
 	defaultFailedTimeout       = 15 * time.Second
 	defaultKeepAlive           = 2 * time.Second
+	defaultConnectTimeout      = 30 * time.Second
 	// closeTimeout bounds the teardown of a peer connection.
 	closeTimeout = 5 * time.Second
 )
@@ -37,11 +41,24 @@ const (
 // API with the codecs, interceptors and network settings, and the ICE
 // servers. It is safe for concurrent use.
 type Engine struct {
-	api        *pwebrtc.API
 	cfg        Config
 	iceServers []pwebrtc.ICEServer
 	log        *slog.Logger
 	opts       options
+	me         *pwebrtc.MediaEngine
+	reg        *interceptor.Registry
+	se         pwebrtc.SettingEngine
+
+	// The API is built with the first peer, after the shared UDP port (if
+	// any) is opened: New does no I/O.
+	apiOnce sync.Once
+	api     *pwebrtc.API
+	apiErr  error
+	mux     io.Closer
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Option tunes an Engine.
@@ -51,6 +68,7 @@ type options struct {
 	disconnectedTimeout time.Duration
 	failedTimeout       time.Duration
 	keepAlive           time.Duration
+	connectTimeout      time.Duration
 	includeLoopback     bool
 	loopbackOnly        bool
 	jitterMin           time.Duration
@@ -76,6 +94,20 @@ func WithICETimeouts(disconnected, failed time.Duration) Option {
 		if o.keepAlive >= disconnected {
 			o.keepAlive = disconnected / 2
 		}
+		return nil
+	}
+}
+
+// WithConnectTimeout sets how long a new peer may take to connect for the
+// first time; the default is 30 s. A peer that never connects (the browser
+// went away during set-up, or no candidate pair works) then ends with
+// ErrConnectTimeout.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: connect timeout must be positive", ErrBadOption)
+		}
+		o.connectTimeout = d
 		return nil
 	}
 }
@@ -153,6 +185,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		disconnectedTimeout: defaultDisconnectedTimeout,
 		failedTimeout:       defaultFailedTimeout,
 		keepAlive:           defaultKeepAlive,
+		connectTimeout:      defaultConnectTimeout,
 		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5},
 	}
 	for _, opt := range opts {
@@ -193,16 +226,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		o.settings(&se)
 	}
 
-	e := &Engine{
-		api: pwebrtc.NewAPI(
-			pwebrtc.WithMediaEngine(me),
-			pwebrtc.WithInterceptorRegistry(reg),
-			pwebrtc.WithSettingEngine(se),
-		),
-		cfg:  cfg,
-		log:  log,
-		opts: o,
-	}
+	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se}
 	for _, s := range cfg.ICEServers {
 		e.iceServers = append(e.iceServers, pwebrtc.ICEServer{
 			URLs:       append([]string(nil), s.URLs...),
@@ -279,10 +303,64 @@ func (e *Engine) ICEServers() []ICEServer {
 	return append([]ICEServer(nil), e.cfg.ICEServers...)
 }
 
+// start builds the pion API, opening the shared UDP port first when
+// udp_mux_port is set.
+func (e *Engine) start() (*pwebrtc.API, error) {
+	e.apiOnce.Do(func() {
+		se := e.se
+		if e.cfg.UDPMuxPort != 0 {
+			muxOpts := []ice.UDPMuxFromPortOption{
+				ice.UDPMuxFromPortWithLogger(pionLoggerFactory{log: e.log}.NewLogger("udpmux")),
+				ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+			}
+			if e.opts.includeLoopback {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithLoopback())
+			}
+			if e.opts.loopbackOnly {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() }))
+			}
+			mux, err := ice.NewMultiUDPMuxFromPort(e.cfg.UDPMuxPort, muxOpts...)
+			if err != nil {
+				e.apiErr = fmt.Errorf("webrtc: udp_mux_port %d: %w", e.cfg.UDPMuxPort, err)
+				return
+			}
+			e.mux = mux
+			se.SetICEUDPMux(mux)
+			e.log.Info("webrtc udp mux listening", "port", e.cfg.UDPMuxPort)
+		}
+		e.api = pwebrtc.NewAPI(
+			pwebrtc.WithMediaEngine(e.me),
+			pwebrtc.WithInterceptorRegistry(e.reg),
+			pwebrtc.WithSettingEngine(se),
+		)
+	})
+	return e.api, e.apiErr
+}
+
+// Close releases the shared UDP port, if one was opened. Close the peers
+// first: they stop receiving once it is closed. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		e.apiOnce.Do(func() { e.apiErr = ErrClosed })
+		if e.mux != nil {
+			e.closeErr = e.mux.Close()
+		}
+	})
+	return e.closeErr
+}
+
 // newPeerConnection creates a pion peer connection with the engine's
 // settings.
 func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, error) {
-	return e.api.NewPeerConnection(pwebrtc.Configuration{
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	api, err := e.start()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewPeerConnection(pwebrtc.Configuration{
 		ICEServers:    e.iceServers,
 		BundlePolicy:  pwebrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pwebrtc.RTCPMuxPolicyRequire,

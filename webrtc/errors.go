@@ -3,7 +3,8 @@ package webrtc
 import "errors"
 
 // ErrClosed is the cause reported by Err after Close, and returned by
-// methods called on a closed Peer or Engine.
+// methods called on a Peer that has ended or by NewPeer on a closed
+// Engine.
 var ErrClosed = errors.New("webrtc: peer closed")
 
 // ErrICEFailed is the cause reported by Err when ICE failed: no candidate
@@ -11,7 +12,8 @@ var ErrClosed = errors.New("webrtc: peer closed")
 var ErrICEFailed = errors.New("webrtc: ice failed")
 
 // ErrDisconnected is the cause reported by Err when the connection stayed
-// disconnected for longer than the disconnected timeout of the Engine.
+// disconnected for longer than the disconnected and failed ICE timeouts of
+// the Engine together (plus a second), without pion declaring ICE failed.
 var ErrDisconnected = errors.New("webrtc: disconnected for too long")
 
 // ErrRemoteClosed is the cause reported by Err when the browser closed the
@@ -39,8 +41,7 @@ var ErrBadCandidate = errors.New("webrtc: bad ice candidate")
 // Engine can use for a media section it must receive or send.
 var ErrNoCommonCodec = errors.New("webrtc: no common codec")
 
-// ErrBadOption is returned by New and NewPeer for an option or a
-// configuration value out of range.
+// ErrBadOption is returned by New for an option out of range.
 var ErrBadOption = errors.New("webrtc: invalid option")
 
 // ErrCloseTimeout is returned by Close when the peer connection did not
@@ -56,3 +57,7 @@ var ErrKindMismatch = errors.New("webrtc: not a video track")
 // polite peer of perfect negotiation, rolls back its offer and answers the
 // gateway's; it may offer again afterwards.
 var ErrGlare = errors.New("webrtc: offer collision")
+
+// ErrConnectTimeout is the cause reported by Err when a peer did not
+// connect within the connect timeout of the Engine after it was created.
+var ErrConnectTimeout = errors.New("webrtc: not connected in time")

@@ -15,9 +15,12 @@ const (
 	levelPionDebug = slog.LevelDebug - 4
 )
 
-// pionLoggerFactory adapts pion's logging to slog. pion's own Info lines
-// (state changes of its internals) go to Debug: Info is kept for the
-// lifecycle lines this package writes itself.
+// pionLoggerFactory adapts pion's logging to slog, one level down: pion
+// writes Info lines on every internal state change and Warn lines in
+// normal operation (a connectivity check before the first remote
+// candidate, a stream closed during teardown), several per second while a
+// call sets up. Its Info and Warn go to Debug and its Error to Warn; the
+// lifecycle lines at Info are the ones this package writes itself.
 type pionLoggerFactory struct {
 	log *slog.Logger
 }
@@ -50,7 +53,7 @@ func (l pionLogger) Debug(msg string)                  { l.emit(levelPionDebug, 
 func (l pionLogger) Debugf(format string, args ...any) { l.emitf(levelPionDebug, format, args...) }
 func (l pionLogger) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
 func (l pionLogger) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Warn(msg string)                   { l.emit(slog.LevelWarn, msg) }
-func (l pionLogger) Warnf(format string, args ...any)  { l.emitf(slog.LevelWarn, format, args...) }
-func (l pionLogger) Error(msg string)                  { l.emit(slog.LevelError, msg) }
-func (l pionLogger) Errorf(format string, args ...any) { l.emitf(slog.LevelError, format, args...) }
+func (l pionLogger) Warn(msg string)                   { l.emit(slog.LevelDebug, msg) }
+func (l pionLogger) Warnf(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
+func (l pionLogger) Error(msg string)                  { l.emit(slog.LevelWarn, msg) }
+func (l pionLogger) Errorf(format string, args ...any) { l.emitf(slog.LevelWarn, format, args...) }

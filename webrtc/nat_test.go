@@ -1,6 +1,9 @@
 package webrtc
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -124,4 +127,70 @@ func (c *candidateTap) add(ci ICECandidateInit) {
 	*c.sent = append(*c.sent, ci.Candidate)
 	c.mu.Unlock()
 	c.b.addCandidate(ci)
+}
+
+// TestUDPMux runs two calls through an Engine whose peers share one UDP
+// port (udp_mux_port): both connect and carry audio, their candidates
+// carry that port, and Close releases it.
+func TestUDPMux(t *testing.T) {
+	// A free port, found by the system; nothing is fixed.
+	l, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.LocalAddr().(*net.UDPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEngine(t, Config{UDPMuxPort: port})
+	var mu sync.Mutex
+	var sent []string
+	var peers []*testPeer
+	var browsers []*browser
+	for range 2 {
+		b := newBrowser(t, browserOptions{})
+		tap := &candidateTap{b: b, mu: &mu, sent: &sent}
+		peers = append(peers, connectWith(t, e, b, PeerOptions{}, tap.add))
+		browsers = append(browsers, b)
+	}
+	for i, p := range peers {
+		heard := audiotest.NewRecorder(8000)
+		p.SwapAudioOut(heard)
+		stop := browsers[i].sendTone(1000)
+		assertTone(t, "gateway heard", heardMore(t, "audio through the shared port", heard, time.Second), 1000)
+		stop()
+	}
+	mu.Lock()
+	n := 0
+	for _, c := range sent {
+		if c == "" {
+			continue
+		}
+		n++
+		if !strings.Contains(c, fmt.Sprintf(" %d typ ", port)) {
+			t.Errorf("candidate %q does not use the shared port %d", c, port)
+		}
+	}
+	mu.Unlock()
+	if n < 2 {
+		t.Errorf("%d candidates trickled for two peers", n)
+	}
+	for _, p := range peers {
+		if err := p.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("Engine.Close: %v", err)
+	}
+	if _, err := e.NewPeer(context.Background(), PeerOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("NewPeer after Engine.Close = %v, want ErrClosed", err)
+	}
+	// The port is free again.
+	l, err = net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Errorf("port %d still taken after Close: %v", port, err)
+	} else {
+		l.Close()
+	}
 }

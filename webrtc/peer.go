@@ -85,8 +85,8 @@ type PeerOptions struct {
 	// (camera or screen share), to be forwarded with NewForwarder.
 	OnVideoTrack func(*RemoteVideo)
 	// OnNegotiationNeeded is called when the gateway changed the session
-	// (NewForwarder or Forwarder.Close) after the first exchange: call
-	// Offer and send it to the browser.
+	// (NewForwarder or Forwarder.Close toward this peer): call Offer and
+	// send it to the browser. Browser offers never trigger it.
 	OnNegotiationNeeded func()
 	// WaitForCandidates makes Answer and Offer wait until candidate
 	// gathering completes, so that the returned SDP holds every candidate,
@@ -102,9 +102,10 @@ type PeerOptions struct {
 // SwapAudioOut) and the video tracks it sends or receives. Its methods
 // are safe for concurrent use.
 //
-// A Peer ends when it is closed, when ICE fails, when it stays
-// disconnected for longer than the Engine's failed timeout, when the
-// browser closes it, or when its audio path fails; Done is then closed and
+// A Peer ends when it is closed, when it does not connect within the
+// connect timeout, when ICE fails, when it stays disconnected for longer
+// than the Engine's failed timeout, when the browser closes it, or when
+// its audio path fails; Done is then closed and
 // Err gives the cause. The owner must still call Close to release it.
 type Peer struct {
 	e    *Engine
@@ -133,8 +134,6 @@ type Peer struct {
 	wake   chan struct{}
 
 	state atomic.Int32
-	// negotiated is set once a first offer/answer exchange completed.
-	negotiated atomic.Bool
 	// held keeps local candidates, on the event goroutine, while Answer
 	// or Offer has not returned the description they belong to.
 	hold bool
@@ -161,10 +160,15 @@ type Peer struct {
 // audio track (unless opts.NoAudio), so that the first answer or offer
 // already carries audio both ways. Signalling then goes through Answer
 // (the browser offers) or Offer and SetAnswer (the gateway offers), and
-// AddICECandidate.
+// AddICECandidate. ctx serves the set-up only (and its values): the peer
+// lives until it ends or is closed, and must connect within the connect
+// timeout counted from here.
 func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 	pc, err := e.newPeerConnection(ctx)
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
 	log := e.log.With("leg", "webrtc")
@@ -201,13 +205,6 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		p.post(func() { p.handleState(stateFromPion(s)) })
 	})
 	pc.OnTrack(p.handleTrack)
-	pc.OnNegotiationNeeded(func() {
-		p.post(func() {
-			if p.negotiated.Load() && p.opts.OnNegotiationNeeded != nil {
-				p.opts.OnNegotiationNeeded()
-			}
-		})
-	})
 
 	p.spawn(p.eventLoop)
 	p.spawn(p.mediaLoop)
@@ -250,7 +247,10 @@ func (p *Peer) post(f func()) {
 func (p *Peer) eventLoop() {
 	var disc *time.Timer
 	var discC <-chan time.Time
+	connect := time.NewTimer(p.e.opts.connectTimeout)
+	connectC := connect.C
 	defer func() {
+		connect.Stop()
 		if disc != nil {
 			disc.Stop()
 		}
@@ -259,6 +259,9 @@ func (p *Peer) eventLoop() {
 		select {
 		case <-p.ctx.Done():
 			return
+		case <-connectC:
+			p.log.Info("webrtc peer did not connect in time")
+			p.fail(ErrConnectTimeout)
 		case <-discC:
 			discC = nil
 			if State(p.state.Load()) == StateDisconnected {
@@ -275,9 +278,13 @@ func (p *Peer) eventLoop() {
 					return
 				}
 				f()
-				// Arm or disarm the disconnected watchdog after each
-				// state change.
-				switch s := State(p.state.Load()); {
+				// Arm or disarm the watchdogs after each state change.
+				s := State(p.state.Load())
+				if s == StateConnected && connectC != nil {
+					connect.Stop()
+					connectC = nil
+				}
+				switch {
 				case s == StateDisconnected && discC == nil:
 					// pion moves to failed after its failed timeout;
 					// this watchdog is a bound in case it does not.
@@ -314,6 +321,18 @@ func (p *Peer) handleState(s State) {
 	}
 }
 
+// negotiationNeeded tells the owner that a change of ours (a forwarded
+// track added or removed) needs an offer. pion's own negotiationneeded is
+// not used: it also fires after browser offers that need nothing from us
+// (pion gives transceivers made from a remote offer a send direction).
+func (p *Peer) negotiationNeeded() {
+	p.post(func() {
+		if p.opts.OnNegotiationNeeded != nil {
+			p.opts.OnNegotiationNeeded()
+		}
+	})
+}
+
 // fail ends the peer with cause, unless it already ended.
 func (p *Peer) fail(cause error) {
 	if p.ctx.Err() == nil {
@@ -331,8 +350,8 @@ func (p *Peer) State() State { return State(p.state.Load()) }
 func (p *Peer) Done() <-chan struct{} { return p.ctx.Done() }
 
 // Err returns nil while the peer runs, then the cause it ended with:
-// ErrClosed, ErrICEFailed, ErrDisconnected, ErrRemoteClosed or an error
-// wrapping ErrMediaFailed.
+// ErrClosed, ErrICEFailed, ErrDisconnected, ErrConnectTimeout,
+// ErrRemoteClosed or an error wrapping ErrMediaFailed.
 func (p *Peer) Err() error {
 	if p.ctx.Err() == nil {
 		return nil
@@ -383,6 +402,8 @@ func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 	if p.ctx.Err() != nil {
 		return "", ErrClosed
 	}
+	p.holdCandidates()
+	defer p.post(p.releaseCandidates)
 	if p.pc.SignalingState() == pwebrtc.SignalingStateHaveLocalOffer {
 		// JSEP §4.1.8.2 (perfect negotiation): the browser is the polite
 		// peer, since pion cannot roll back a local offer.
@@ -409,6 +430,8 @@ func (p *Peer) Offer(ctx context.Context, iceRestart bool) (string, error) {
 	if p.ctx.Err() != nil {
 		return "", ErrClosed
 	}
+	p.holdCandidates()
+	defer p.post(p.releaseCandidates)
 	offer, err := p.pc.CreateOffer(&pwebrtc.OfferOptions{ICERestart: iceRestart})
 	if err != nil {
 		return "", fmt.Errorf("%w: create offer: %w", ErrBadSDP, err)
@@ -426,7 +449,6 @@ func (p *Peer) SetAnswer(_ context.Context, answerSDP string) error {
 	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
 		return fmt.Errorf("%w: apply answer: %w", ErrBadSDP, err)
 	}
-	p.negotiated.Store(true)
 	p.applyPending()
 	return nil
 }
@@ -438,16 +460,8 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 	if p.opts.WaitForCandidates {
 		gathered = pwebrtc.GatheringCompletePromise(p.pc)
 	}
-	// Candidates of this description reach OnICECandidate only after the
-	// description itself was returned, so that the browser does not get a
-	// candidate for an ICE generation it does not know yet.
-	p.post(func() { p.hold = true })
-	defer p.post(p.releaseCandidates)
 	if err := p.pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("%w: apply local %s: %w", ErrBadSDP, desc.Type, err)
-	}
-	if desc.Type == pwebrtc.SDPTypeAnswer {
-		p.negotiated.Store(true)
 	}
 	if gathered != nil {
 		select {
@@ -458,7 +472,7 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 			return "", ErrClosed
 		}
 	}
-	return p.pc.LocalDescription().SDP, nil
+	return withOpusHints(p.pc.LocalDescription().SDP), nil
 }
 
 // AddICECandidate adds a candidate the browser trickled. A candidate that
@@ -489,6 +503,15 @@ func (p *Peer) applyPending() {
 		}
 	}
 	p.pending = nil
+}
+
+// holdCandidates makes the candidates gathered from now on wait until
+// the description they belong to (an answer, or an offer, possibly with
+// new ICE credentials) has been returned, so that the browser never gets
+// a candidate for an ICE generation it does not know yet. The caller
+// posts releaseCandidates when it returns.
+func (p *Peer) holdCandidates() {
+	p.post(func() { p.hold = true })
 }
 
 func (p *Peer) releaseCandidates() {

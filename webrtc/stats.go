@@ -15,6 +15,9 @@ type Stats struct {
 	// Outbound is the gateway's audio toward the browser; loss and jitter
 	// are those the browser reports in RTCP receiver reports.
 	Outbound StreamStats
+	// RTT is the round-trip time to the browser, from its receiver
+	// reports on our audio (RFC 3550 §6.4.1); 0 until known.
+	RTT time.Duration
 	// Flowing reports whether audio arrived in the last second.
 	Flowing bool
 	// State is the connection state.
@@ -57,6 +60,7 @@ type txCounters struct {
 	lost         atomic.Int64
 	fractionLost atomic.Uint32 // in 1/256
 	jitter       atomic.Int64  // nanoseconds
+	rtt          atomic.Int64  // nanoseconds
 }
 
 // Stats returns the current counters.
@@ -65,6 +69,7 @@ func (p *Peer) Stats() Stats {
 		Codec:   p.AudioCodec(),
 		Flowing: p.AudioFlowing(),
 		State:   p.State(),
+		RTT:     time.Duration(p.txStats.rtt.Load()),
 		Inbound: StreamStats{
 			Packets:   p.rxStats.packets.Load(),
 			Bytes:     p.rxStats.bytes.Load(),

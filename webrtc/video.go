@@ -66,6 +66,24 @@ func (v *RemoteVideo) RequestKeyFrame() error {
 	return nil
 }
 
+// Videos returns the video tracks the browser is sending now, for a
+// Forwarder made after OnVideoTrack fired (the agent turning on the
+// customer's video later, or joining after the camera started).
+func (p *Peer) Videos() []*RemoteVideo {
+	p.videoMu.Lock()
+	defer p.videoMu.Unlock()
+	live := p.videos[:0]
+	for _, v := range p.videos {
+		select {
+		case <-v.done:
+		default:
+			live = append(live, v)
+		}
+	}
+	p.videos = live
+	return append([]*RemoteVideo(nil), live...)
+}
+
 func (p *Peer) startVideoReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
 	v := &RemoteVideo{p: p, track: track, recv: recv, done: make(chan struct{})}
 	if !p.spawn(func() { v.readLoop() }) {
@@ -87,12 +105,12 @@ func (p *Peer) startVideoReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPRe
 func (v *RemoteVideo) readLoop() {
 	defer close(v.done)
 	buf := make([]byte, 1500)
-	var pkt rtp.Packet
 	for {
 		n, _, err := v.track.Read(buf)
 		if err != nil {
 			return
 		}
+		var pkt rtp.Packet
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
@@ -155,6 +173,7 @@ func NewForwarder(src *RemoteVideo, dst *Peer) (*Forwarder, error) {
 	src.mu.Lock()
 	src.sinks = append(append([]*Forwarder(nil), src.sinks...), f)
 	src.mu.Unlock()
+	dst.negotiationNeeded()
 	dst.log.Info("webrtc video forward", "codec", codec.MimeType, "track", src.ID(), "from", src.p.opts.Name)
 	return f, nil
 }
@@ -207,10 +226,13 @@ func (f *Forwarder) Close() error {
 		if f.dst.ctx.Err() == nil {
 			if err := f.dst.pc.RemoveTrack(f.sender); err != nil {
 				f.closeErr = fmt.Errorf("webrtc: remove forwarded track: %w", err)
+			} else {
+				f.dst.negotiationNeeded()
 			}
-		} else if err := f.sender.Stop(); err != nil {
-			f.closeErr = fmt.Errorf("webrtc: stop forwarded track: %w", err)
 		}
+		// Stopping twice is harmless; it ends readRTCP whatever happened
+		// above.
+		_ = f.sender.Stop()
 		<-f.done
 	})
 	return f.closeErr

@@ -74,8 +74,15 @@ func TestForwardVideo(t *testing.T) {
 	if video.MimeType() != pwebrtc.MimeTypeVP8 || video.StreamID() != "customer-cam" {
 		t.Errorf("video track %s %s, want VP8 customer-cam", video.MimeType(), video.StreamID())
 	}
+	if vs := pc.Videos(); len(vs) != 1 || vs[0] != video {
+		t.Errorf("Videos() = %v, want the camera only", vs)
+	}
 
-	console := newBrowser(t, browserOptions{})
+	// The console keeps no SRTP replay window, so that it accepts the
+	// resend of a packet it did get (NACKed below to test the cache).
+	console := newBrowser(t, browserOptions{settings: func(se *pwebrtc.SettingEngine) {
+		se.DisableSRTPReplayProtection(true)
+	}})
 	negotiationNeeded := make(chan struct{}, 4)
 	pa := connect(t, e, console, PeerOptions{Name: "agent", OnNegotiationNeeded: func() { negotiationNeeded <- struct{}{} }})
 
@@ -114,6 +121,30 @@ func TestForwardVideo(t *testing.T) {
 		}
 	}
 
+	// The console reports a packet lost; the gateway resends it from its
+	// cache, without bothering the customer.
+	console.mu.Lock()
+	lostSeq, lostPayload := console.videoSeq[5], console.video[5]
+	console.mu.Unlock()
+	copies := func() int {
+		console.mu.Lock()
+		defer console.mu.Unlock()
+		n := 0
+		for i, p := range console.video {
+			if console.videoSeq[i] == lostSeq && bytes.Equal(p, lostPayload) {
+				n++
+			}
+		}
+		return n
+	}
+	if err := console.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
+		MediaSSRC: uint32(videoTrack.SSRC()),
+		Nacks:     []rtcp.NackPair{{PacketID: lostSeq}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the NACKed packet resent", func() bool { return copies() >= 2 })
+
 	// The console asks for a key frame; the customer's camera gets it.
 	before := plis.Load()
 	if err := console.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(videoTrack.SSRC())}}); err != nil {
@@ -123,6 +154,11 @@ func TestForwardVideo(t *testing.T) {
 
 	if err := fwd.Close(); err != nil {
 		t.Errorf("Forwarder.Close: %v", err)
+	}
+	select {
+	case <-negotiationNeeded:
+	case <-timeoutC():
+		t.Error("no OnNegotiationNeeded after Forwarder.Close")
 	}
 	if err := fwd.Close(); err != nil {
 		t.Errorf("second Forwarder.Close: %v", err)
