@@ -25,7 +25,7 @@ func (s *Server) features() map[string]any {
 	for _, is := range s.cfg.WebRTC.ICEServers {
 		servers = append(servers, iceServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
 	}
-	return map[string]any{"voice": s.phones != nil && s.peers != nil, "ice_servers": servers}
+	return map[string]any{"voice": s.phones != nil && s.peers != nil, "video": s.peers != nil, "ice_servers": servers}
 }
 
 // pionPeers adapts *webrtc.Engine to peerFactory.

@@ -51,7 +51,17 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var opts []gateway.Option
+	// WebRTC serves video from the chat on its own; voice needs trunks too.
+	var wopts []webrtc.Option
+	if cfg.WebRTC.LoopbackCandidates {
+		wopts = append(wopts, webrtc.WithLoopbackCandidates())
+	}
+	eng, err := webrtc.New(cfg.WebRTC, log.With("component", "webrtc"), wopts...)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	opts := []gateway.Option{gateway.WithWebRTC(eng)}
 	var sipSrv *sip.Server
 	if len(cfg.Trunks) > 0 {
 		sipSrv, err = sip.New(cfg.SIP, cfg.Trunks, sip.WithLogger(log.With("component", "sip")), sip.WithMaxCalls(cfg.Limits.MaxCalls))
@@ -59,16 +69,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 			st.Close()
 			return err
 		}
-		var wopts []webrtc.Option
-		if cfg.WebRTC.LoopbackCandidates {
-			wopts = append(wopts, webrtc.WithLoopbackCandidates())
-		}
-		eng, err := webrtc.New(cfg.WebRTC, log.With("component", "webrtc"), wopts...)
-		if err != nil {
-			st.Close()
-			return err
-		}
-		opts = append(opts, gateway.WithSIP(sipSrv), gateway.WithWebRTC(eng))
+		opts = append(opts, gateway.WithSIP(sipSrv))
 	}
 	srv, err := gateway.New(cfg, st, log, opts...)
 	if err != nil {
@@ -81,6 +82,9 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 		g.Go(func() error { return sipSrv.Run(gctx) })
 	}
 	runErr := g.Wait()
+	if err := eng.Close(); err != nil {
+		log.Error("webrtc engine not closed cleanly", "err", err)
+	}
 	if err := st.Close(); err != nil {
 		log.Error("store not closed cleanly", "err", err)
 		if runErr == nil {
