@@ -596,7 +596,20 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	if state == callFailed {
 		name, text = "voice.failed", "Call failed: "+reason
 	}
-	h.event(ctx, v.cv, name, text, map[string]string{"call": v.id, "by": by})
+	// The transcript keeps the call record's summary beside the words.
+	data := map[string]any{"call": v.id, "by": by, "cause": code}
+	v.mu.Lock()
+	if !v.answered.IsZero() {
+		d := v.ended.Sub(v.answered).Round(time.Second)
+		text += fmt.Sprintf(" (%d:%02d)", int(d.Minutes()), int(d.Seconds())%60)
+		data["duration_s"] = int(d.Seconds())
+	}
+	v.mu.Unlock()
+	if phone != nil {
+		q := qualityOf(phone.Stats())
+		data["codec"], data["mos"], data["loss_percent"], data["jitter_ms"] = phone.Codec(), q.MOS, q.LossPercent, q.JitterMs
+	}
+	h.event(ctx, v.cv, name, text, data)
 }
 
 func (v *voiceCall) setState(state, reason string) {
