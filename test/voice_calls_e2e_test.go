@@ -134,7 +134,7 @@ return s?.dataset.mos > 3.5 && /MOS/.test(q('call-quality')?.textContent ?? '');
 		return nil
 	})
 	waitJS[bool](agent, "the console's ended call", fn("", `const s = document.querySelector('#callbar [data-testid="call-status"]');
-return s?.dataset.callState === 'ended' && s.textContent === 'Call ended: You hung up';`))
+return s?.dataset.callState === 'ended' && s.textContent === 'Call ended: The customer hung up';`))
 	customer.send("Thanks, bye")
 	agent.waitMessage("Thanks, bye")
 	waitJS[bool](customer, "the mic button again", fn("", `const b = q('voice-start'); return !b.hidden && !b.disabled;`))

@@ -88,6 +88,18 @@ export class ConsoleCalls {
     if (!this.send({ type: 'voice.hangup', conversation_id: c.id })) this.note('Not connected: try again in a moment.');
   }
 
+  /** The end of a call in the agent's words, from its cause code. */
+  static endText(c) {
+    const words = {
+      agent_hangup: 'You hung up',
+      customer_hangup: 'The customer hung up',
+      browser_lost: "The customer's connection was lost",
+      not_answered: 'The customer did not answer',
+      declined: 'The customer declined the call',
+    };
+    return words[c.cause] || c.reason || (c.state === 'failed' ? 'unknown reason' : 'hung up');
+  }
+
   statusText(entry) {
     const c = entry?.call;
     if (!c) return 'No call';
@@ -97,8 +109,8 @@ export class ConsoleCalls {
       case 'ringing': return c.direction === 'outbound' ? `Ringing ${who}…` : 'Ringing the customer…';
       case 'connected': return `Connected ${formatDuration((Date.now() - (entry.since || Date.now())) / 1000)}`;
       case 'held': return 'On hold';
-      case 'failed': return `Call failed: ${c.reason || 'unknown reason'}`;
-      case 'ended': return `Call ended: ${c.reason || 'hung up'}`;
+      case 'failed': return `Call failed: ${ConsoleCalls.endText(c)}`;
+      case 'ended': return `Call ended: ${ConsoleCalls.endText(c)}`;
       default: return c.state;
     }
   }
