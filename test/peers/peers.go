@@ -175,22 +175,33 @@ func StartSIPp(t testing.TB, scenario, ip string, extra ...string) *SIPp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	port := FreeUDPPort(t, ip)
-	mport := FreeEvenUDPPort(t, ip)
-	args := []string{"-sf", abs, "-i", ip, "-p", strconv.Itoa(port), "-mi", ip, "-mp", strconv.Itoa(mport),
-		"-nostdin", "-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"}
-	args = append(args, extra...)
-	s := &SIPp{Process: start(t, "sipp", dir, args...), IP: ip, Port: port}
-	// SIPp has no ready signal; wait until its port is taken.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && !s.Exited() {
-		c, err := net.ListenPacket("udp", s.Addr())
-		if err != nil {
-			break // bound by SIPp
+	// A free port can be taken by another process between our probe and
+	// SIPp's bind (the machine runs other tests): SIPp then exits at once,
+	// and we try again on other ports.
+	var s *SIPp
+	for attempt := 0; attempt < 5; attempt++ {
+		dir := t.TempDir()
+		port := FreeUDPPort(t, ip)
+		mport := FreeEvenUDPPort(t, ip)
+		args := []string{"-sf", abs, "-i", ip, "-p", strconv.Itoa(port), "-mi", ip, "-mp", strconv.Itoa(mport),
+			"-nostdin", "-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"}
+		args = append(args, extra...)
+		s = &SIPp{Process: start(t, "sipp", dir, args...), IP: ip, Port: port}
+		// SIPp has no ready signal; wait until its port is taken.
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) && !s.Exited() {
+			c, err := net.ListenPacket("udp", s.Addr())
+			if err != nil {
+				break // bound by SIPp
+			}
+			c.Close()
+			time.Sleep(20 * time.Millisecond)
 		}
-		c.Close()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // a failed bind exits right away
+		if !s.Exited() {
+			return s
+		}
+		t.Logf("sipp exited at start (port %d taken?), trying other ports", port)
 	}
 	return s
 }
