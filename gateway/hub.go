@@ -711,22 +711,28 @@ func (h *hub) relay(cv *conv, fromRole string, v any) {
 }
 
 // markRead records a read receipt up to seq and tells the other side.
+// The write touches the read mark only and runs outside hub.mu, so read
+// receipts, the most frequent write, never hold up other conversations.
 func (h *hub) markRead(ctx context.Context, cv *conv, role string, seq int64) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	seq = min(seq, cv.c.LastSeq)
 	mark := &cv.c.ReadByCust
 	if role == store.RoleAgent {
 		mark = &cv.c.ReadByAgt
 	}
 	if seq <= *mark {
+		h.mu.Unlock()
 		return nil
 	}
 	*mark = seq
-	if err := h.saveLocked(ctx, cv); err != nil {
+	id := cv.c.ID
+	h.mu.Unlock()
+	if err := h.store.MarkRead(ctx, id, role, seq); err != nil {
 		return err
 	}
-	h.sendToConvLocked(cv, map[string]any{"type": "read", "conversation_id": cv.c.ID, "role": role, "seq": seq})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sendToConvLocked(cv, map[string]any{"type": "read", "conversation_id": id, "role": role, "seq": seq})
 	return nil
 }
 

@@ -203,6 +203,18 @@ func (s *SQLite) UpdateConversation(ctx context.Context, c *Conversation) error 
 	return nil
 }
 
+// MarkRead implements Store.
+func (s *SQLite) MarkRead(ctx context.Context, id, role string, seq int64) error {
+	col := "read_customer"
+	if role == RoleAgent {
+		col = "read_agent"
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE conversations SET `+col+` = MAX(`+col+`, ?) WHERE id = ?`, seq, id); err != nil {
+		return fmt.Errorf("store: mark read %s: %w", id, err)
+	}
+	return nil
+}
+
 // OpenConversations implements Store.
 func (s *SQLite) OpenConversations(ctx context.Context) ([]*Conversation, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE state != ? ORDER BY created_at, id`, StateEnded)

@@ -214,3 +214,22 @@ func TestCallRecords(t *testing.T) {
 		t.Fatalf("calls: %+v %v", cs, err)
 	}
 }
+
+func TestMarkReadOnlyRaises(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	for _, step := range []struct {
+		role string
+		seq  int64
+	}{{RoleCustomer, 5}, {RoleCustomer, 3}, {RoleAgent, 2}} {
+		if err := s.MarkRead(ctx, "c1", step.role, step.seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := s.Conversation(ctx, "c1")
+	if err != nil || c.ReadByCust != 5 || c.ReadByAgt != 2 || c.State != StateWaiting {
+		t.Fatalf("after read marks: %+v %v", c, err)
+	}
+}

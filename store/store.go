@@ -120,6 +120,9 @@ type Store interface {
 	Conversation(ctx context.Context, id string) (*Conversation, error)
 	// UpdateConversation writes state, queue, agents, customer and read marks.
 	UpdateConversation(ctx context.Context, c *Conversation) error
+	// MarkRead raises a conversation's read mark for role (RoleCustomer or
+	// RoleAgent) to seq; it never lowers it and touches no other field.
+	MarkRead(ctx context.Context, id, role string, seq int64) error
 	// OpenConversations returns every conversation not ended, oldest first.
 	OpenConversations(ctx context.Context) ([]*Conversation, error)
 	// AppendMessage stores m with the conversation's next seq and returns
