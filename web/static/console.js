@@ -3,6 +3,7 @@
 // for the WebSocket of the same origin.
 
 import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { ConsoleVideo } from './console-video.js'; // video (Step 3)
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -128,6 +129,8 @@ const app = {
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    // video (Step 3)
+    this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
     this.socket.start();
   },
 
@@ -190,6 +193,7 @@ const app = {
   },
 
   onFrame(f) {
+    if (this.video?.onFrame(f)) return; // video (Step 3)
     switch (f.type) {
       case 'welcome': this.welcome(f); break;
       case 'ack': this.acked(f); break;
@@ -408,6 +412,7 @@ const app = {
     this.selected = conv;
     $('typing').hidden = true;
     this.note('');
+    this.video?.show(conv?.data); // video (Step 3)
     if (!conv) {
       $('conversation').hidden = true;
       $('placeholder').hidden = false;
@@ -447,6 +452,7 @@ const app = {
     $('dismiss').hidden = !ended;
     $('transfer').disabled = ended;
     $('transfer-target').disabled = ended;
+    this.video?.show(c); // video (Step 3)
   },
 
   messageShown(conv, msg, isNew) {

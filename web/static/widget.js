@@ -9,6 +9,7 @@
 // the gateway it was loaded from, so it works on any allowed site.
 
 import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { WidgetVideo } from './widget-video.js'; // video (Step 3)
 
 const ORIGIN = new URL(import.meta.url).origin;
 const API = `${ORIGIN}/api/v1`;
@@ -151,6 +152,7 @@ class SegueWidget extends HTMLElement {
       class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true,
     }, header, this.callBar, $('div', { class: 'body' }, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.form);
     this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
+    this.video = new WidgetVideo(this); // video (Step 3): its bar goes under the call bar
 
     // Stay invisible until the stylesheet is in, so the host page never
     // sees unstyled controls.
@@ -224,6 +226,7 @@ class SegueWidget extends HTMLElement {
       delete this.agentLine.dataset.agent;
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
+    this.video?.setEnabled(Boolean(c) && !ended); // video (Step 3)
   }
 
   showState(state, reason) {
@@ -376,6 +379,7 @@ class SegueWidget extends HTMLElement {
   }
 
   onFrame(f) {
+    if (this.video.onFrame(f)) return; // video (Step 3)
     switch (f.type) {
       case 'welcome':
         this.conversation = f.conversation;
@@ -446,6 +450,7 @@ class SegueWidget extends HTMLElement {
 
   /** forget leaves the current conversation so that a new one can start. */
   forget(reason) {
+    this.video.teardown(); // video (Step 3)
     this.socket.stop();
     this.session = null;
     this.conversation = null;
