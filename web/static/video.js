@@ -371,7 +371,7 @@ export class RemoteTiles {
         if (s) tile.play().catch(() => { /* autoplay: muted video plays */ });
       }
       tile.hidden = !s;
-      tile.closest('.tile')?.toggleAttribute('hidden', !s);
+      tile.parentElement?.toggleAttribute('hidden', !s);
     });
     this.onChange(this.streams.length);
   }
@@ -381,7 +381,7 @@ export class RemoteTiles {
     for (const t of this.tiles) {
       t.srcObject = null;
       t.hidden = true;
-      t.closest('.tile')?.toggleAttribute('hidden', true);
+      t.parentElement?.toggleAttribute('hidden', true);
     }
     this.onChange(0);
   }

@@ -1,0 +1,173 @@
+//go:build e2e
+
+package videoui
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	_ "image/jpeg"
+	_ "image/png"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// startChat opens the widget in one Chromium and the console in another,
+// has the customer write first and Alice accept. It returns both
+// browsers, the conversation id and the customer's token.
+func startChat(t *testing.T, g *gateway, first string) (customer, agent *browser, convID, token string) {
+	t.Helper()
+	// Each side in its own Chromium, as two people on two machines.
+	customer = startBrowser(t, "customer", nil)
+	agent = startBrowser(t, "console", nil)
+
+	customer.navigate(g.URL + "/")
+	customer.click("widget-open")
+	customer.fill("customer-name", "Ann Lee")
+	customer.send(first)
+	customer.waitMessage(first)
+	type session struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	s := wait[session](customer, "the widget's conversation", 10*time.Second, "", `for (let i = 0; i < localStorage.length; i++) {
+  const k = localStorage.key(i);
+  if (k.startsWith('segue:') && k.endsWith(':conversation')) return JSON.parse(localStorage.getItem(k));
+}
+return false;`)
+
+	agent.navigate(g.URL + "/console")
+	agent.fill("login-id", "alice")
+	agent.fill("login-password", agentPassword)
+	agent.click("login-submit")
+	wait[bool](agent, "the connected console", 15*time.Second, "", `return q('call-status')?.dataset.state === 'connected';`)
+	wait[bool](agent, "accept", 15*time.Second, "id", `const b = root().querySelector('[data-testid="accept"][data-conversation="' + id + '"]');
+if (!b || b.disabled) return false; b.click(); return true;`, s.ID)
+	agent.waitMessage(first)
+	return customer, agent, s.ID, s.Token
+}
+
+// waitSnapshot waits until a log shows the file message id as an image
+// thumbnail, and returns the shown message.
+func waitSnapshot(b *browser, fileName string) shownMessage {
+	b.t.Helper()
+	return wait[shownMessage](b, "snapshot "+fileName, 20*time.Second, "name",
+		`return msgs().find((m) => m.seq > 0 && m.kind === 'file' && m.text === name && m.file && m.thumb > 0) ?? false;`, fileName)
+}
+
+// imageSize downloads a file as the customer and decodes its header.
+func imageSize(t *testing.T, g *gateway, token, fileID string) (string, int, int) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, g.URL+"/api/v1/files/"+fileID, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("download %s: %s %s", fileID, res.Status, body)
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("download %s: not an image (%s): %v", fileID, res.Header.Get("Content-Type"), err)
+	}
+	return format, cfg.Width, cfg.Height
+}
+
+// takeSnapshot clicks snapshot, checks the preview's size and sends it; it
+// returns the name of the file that was posted.
+func takeSnapshot(t *testing.T, b *browser, w, h int) string {
+	t.Helper()
+	b.click("snapshot")
+	size := wait[[]int](b, "the snapshot preview", 10*time.Second, "", `const d = q('snapshot-dialog'); const img = q('snapshot-preview');
+if (!d || d.hidden || !img.naturalWidth) return false;
+return [img.naturalWidth, img.naturalHeight, Number(d.dataset.width), Number(d.dataset.height)];`)
+	if size[0] != w || size[1] != h || size[2] != w || size[3] != h {
+		t.Fatalf("%s: snapshot preview is %dx%d (said %dx%d), want the stream's %dx%d", b.name, size[0], size[1], size[2], size[3], w, h)
+	}
+	before := eval[[]string](b, "", `return msgs().filter((m) => m.kind === 'file').map((m) => m.text);`)
+	b.click("snapshot-send")
+	name := wait[string](b, "the snapshot to be posted", 15*time.Second, "before",
+		`const m = msgs().find((m) => m.kind === 'file' && m.seq > 0 && !before.includes(m.text)); return m ? m.text : false;`, before)
+	wait[bool](b, "the preview to close", 5*time.Second, "", `return q('snapshot-dialog').hidden;`)
+	return name
+}
+
+func TestVideoWidgetToConsole(t *testing.T) {
+	g := startGateway(t, "")
+	customer, agent, convID, token := startChat(t, g, "Hello, my meter blinks red")
+
+	// The customer turns the camera on, straight from the chat; the console
+	// joins by itself on the video.started event and plays the fake
+	// camera's 640x480 frames.
+	customer.click("video-start")
+	time.Sleep(3 * time.Second)
+	t.Logf("DEBUG %s", eval[string](customer, "", `const w = document.querySelector('segue-widget'); return JSON.stringify({st: q('video-status').textContent, en: w.video.enabled, pc: w.video.pc?.connectionState, sig: w.video.pc?.signalingState, cam: !!w.video.cam, lv: q('local-video').videoWidth, bar: q('video-bar').hidden, stage: q('video-area').hidden});`))
+	customer.waitPlaying("local-video", 640, 480)
+	agent.waitMessage("Video started")
+	time.Sleep(3 * time.Second)
+	t.Logf("DEBUG console %s", eval[string](agent, "", `const s = window.__video?.s; const pc = s?.pc; return JSON.stringify({sig: pc?.signalingState, st: pc?.connectionState, ready: s?.neg?.ready, tr: pc?.getTransceivers().map((t) => [t.mid, t.currentDirection, t.receiver.track.kind, t.receiver.track.readyState, t.receiver.track.muted]), tiles: window.__video?.tiles.streams.length, rv: q('remote-video').videoWidth, rvh: q('remote-video').hidden, stage: q('video-stage').hidden, stats: q('video-stats').textContent});`))
+	v := agent.waitPlaying("remote-video", 640, 480)
+	t.Logf("console remote-video: %dx%d at %.1f s", v.Width, v.Height, v.Time)
+	stats := wait[map[string]string](agent, "stats at 640x480", 15*time.Second, "",
+		`const d = q('video-stats')?.dataset; return d && d.width === '640' && Number(d.kbps) > 0 && Number(d.fps) > 0 ? {...d, text: q('video-stats').textContent} : false;`)
+	t.Logf("console stats: %v", stats)
+
+	// The chat goes on beside the video, both ways.
+	customer.send("Can you see the meter?")
+	agent.waitMessage("Can you see the meter?")
+	agent.send("Yes, I can see it")
+	customer.waitMessage("Yes, I can see it")
+
+	// A screen share is one more video track: a second tile in the console.
+	customer.click("screen-start")
+	agent.waitMessage("Screen sharing started")
+	sc := agent.waitPlaying("remote-screen", 0, 0)
+	t.Logf("console remote-screen: %dx%d", sc.Width, sc.Height)
+	if cam := agent.video("remote-video"); cam.Width != 640 || cam.Height != 480 || cam.Hidden {
+		t.Errorf("the camera tile changed with the screen share: %+v", cam)
+	}
+
+	// The agent's camera reaches the customer.
+	agent.click("video-camera")
+	agent.waitPlaying("local-video", 640, 480)
+	customer.waitPlaying("remote-video", 640, 480)
+
+	// Snapshots, from both sides, at the stream's resolution, in both logs.
+	custShot := takeSnapshot(t, customer, 640, 480)
+	agentShot := takeSnapshot(t, agent, 640, 480)
+	for _, name := range []string{custShot, agentShot} {
+		for _, b := range []*browser{customer, agent} {
+			m := waitSnapshot(b, name)
+			format, w, h := imageSize(t, g, token, m.File)
+			if w != 640 || h != 480 {
+				t.Errorf("%s sees snapshot %s as a %s of %dx%d, want 640x480", b.name, name, format, w, h)
+			}
+		}
+	}
+	agent.waitMessage("took a snapshot")
+
+	// The screen share ends: its tile goes, the camera stays.
+	customer.click("screen-start")
+	agent.waitMessage("Screen sharing ended")
+	wait[bool](agent, "the screen tile to close", 15*time.Second, "", `const v = q('remote-screen'); return v.hidden || !!v.closest('[hidden]');`)
+	agent.waitPlaying("remote-video", 640, 480)
+
+	// The customer turns the camera off: the video ends for both.
+	customer.click("video-start")
+	agent.waitMessage("Video ended")
+	customer.send("Thanks, bye")
+	agent.waitMessage("Thanks, bye")
+
+	for _, b := range []*browser{customer, agent} {
+		if v := b.cspViolations(); len(v) > 0 {
+			t.Errorf("%s: CSP violations: %v", b.name, v)
+		}
+	}
+	_ = convID
+	_ = fmt.Sprint
+}
