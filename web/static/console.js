@@ -130,7 +130,7 @@ const app = {
     });
     this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
     // video (Step 3)
-    this.video ??= globalThis.__video = new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
+    this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
     this.socket.start();
   },
 
