@@ -67,7 +67,7 @@ const agentPassword = "alice-video-pw"
 
 // gateway is one segue process with WebRTC on loopback and no SIP trunk.
 type gateway struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	URL  string
 	mu   sync.Mutex
@@ -87,7 +87,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-func freePort(t *testing.T, network string) int {
+func freePort(t testing.TB, network string) int {
 	t.Helper()
 	if network == "udp" {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -107,7 +107,7 @@ func freePort(t *testing.T, network string) int {
 
 // startGateway runs segue serve for video straight from the chat: WebRTC
 // with loopback candidates, no trunk. extra is appended to the config.
-func startGateway(t *testing.T, extra string) *gateway {
+func startGateway(t testing.TB, extra string) *gateway {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(agentPassword), bcrypt.MinCost)
 	if err != nil {
@@ -145,6 +145,7 @@ agents:
     name: "Alice"
     password_hash: %q
     queues: [support]
+    max_chats: 50
 limits:
   new_chats_per_ip_per_minute: 1000
 log:

@@ -93,6 +93,8 @@ export class ConsoleVideo {
       if (live && this.conv?.id === id && this.conv.state !== 'ended' && !this.s) this.join();
     } else if (name === 'video.ended') {
       this.hasVideo.set(id, false);
+      // The customer's video is over: leave too, unless we are showing ours.
+      if (live && this.s?.convId === id && !this.s.cam && !this.s.screen) this.leave();
     } else if (name === 'voice.routed') {
       this.route.set(id, m.event.data?.to === 'console' ? 'console' : 'phone');
     } else if (name === 'conversation.ended' && this.s?.convId === id) {
