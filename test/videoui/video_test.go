@@ -48,12 +48,12 @@ if (!b || b.disabled) return false; b.click(); return true;`, s.ID)
 	return customer, agent, s.ID, s.Token
 }
 
-// waitSnapshot waits until a log shows the file message id as an image
-// thumbnail, and returns the shown message.
-func waitSnapshot(b *browser, fileName string) shownMessage {
+// waitSnapshot waits until a log shows the file as an image thumbnail,
+// and returns the shown message.
+func waitSnapshot(b *browser, fileID string) shownMessage {
 	b.t.Helper()
-	return wait[shownMessage](b, "snapshot "+fileName, 20*time.Second, "name",
-		`return msgs().find((m) => m.seq > 0 && m.kind === 'file' && m.text === name && m.file && m.thumb > 0) ?? false;`, fileName)
+	return wait[shownMessage](b, "snapshot "+fileID, 20*time.Second, "id",
+		`return msgs().find((m) => m.seq > 0 && m.kind === 'file' && m.file === id && m.thumb > 0) ?? false;`, fileID)
 }
 
 // imageSize downloads a file as the customer and decodes its header.
@@ -78,7 +78,7 @@ func imageSize(t *testing.T, g *gateway, token, fileID string) (string, int, int
 }
 
 // takeSnapshot clicks snapshot, checks the preview's size and sends it; it
-// returns the name of the file that was posted.
+// returns the id of the file that was posted.
 func takeSnapshot(t *testing.T, b *browser, w, h int) string {
 	t.Helper()
 	b.click("snapshot")
@@ -88,12 +88,12 @@ return [img.naturalWidth, img.naturalHeight, Number(d.dataset.width), Number(d.d
 	if size[0] != w || size[1] != h || size[2] != w || size[3] != h {
 		t.Fatalf("%s: snapshot preview is %dx%d (said %dx%d), want the stream's %dx%d", b.name, size[0], size[1], size[2], size[3], w, h)
 	}
-	before := eval[[]string](b, "", `return msgs().filter((m) => m.kind === 'file').map((m) => m.text);`)
+	before := eval[[]string](b, "", `return msgs().filter((m) => m.kind === 'file').map((m) => m.file);`)
 	b.click("snapshot-send")
-	name := wait[string](b, "the snapshot to be posted", 15*time.Second, "before",
-		`const m = msgs().find((m) => m.kind === 'file' && m.seq > 0 && !before.includes(m.text)); return m ? m.text : false;`, before)
+	id := wait[string](b, "the snapshot to be posted", 15*time.Second, "before",
+		`const m = msgs().find((m) => m.kind === 'file' && m.seq > 0 && m.file && !before.includes(m.file)); return m ? m.file : false;`, before)
 	wait[bool](b, "the preview to close", 5*time.Second, "", `return q('snapshot-dialog').hidden;`)
-	return name
+	return id
 }
 
 func TestVideoWidgetToConsole(t *testing.T) {
@@ -135,12 +135,15 @@ func TestVideoWidgetToConsole(t *testing.T) {
 	// Snapshots, from both sides, at the stream's resolution, in both logs.
 	custShot := takeSnapshot(t, customer, 640, 480)
 	agentShot := takeSnapshot(t, agent, 640, 480)
-	for _, name := range []string{custShot, agentShot} {
+	if custShot == agentShot {
+		t.Fatalf("both snapshots are file %s", custShot)
+	}
+	for _, id := range []string{custShot, agentShot} {
 		for _, b := range []*browser{customer, agent} {
-			m := waitSnapshot(b, name)
+			m := waitSnapshot(b, id)
 			format, w, h := imageSize(t, g, token, m.File)
 			if w != 640 || h != 480 {
-				t.Errorf("%s sees snapshot %s as a %s of %dx%d, want 640x480", b.name, name, format, w, h)
+				t.Errorf("%s sees snapshot %s (%s) as a %s of %dx%d, want 640x480", b.name, m.Text, id, format, w, h)
 			}
 		}
 	}
