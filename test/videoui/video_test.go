@@ -4,11 +4,15 @@ package videoui
 
 import (
 	"bytes"
+	"encoding/binary"
 	"image"
 	_ "image/jpeg"
 	_ "image/png"
 	"io"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -18,8 +22,9 @@ import (
 // browsers, the conversation id and the customer's token.
 func startChat(t *testing.T, g *gateway, first string) (customer, agent *browser, convID, token string) {
 	t.Helper()
-	// Each side in its own Chromium, as two people on two machines.
-	customer = startBrowser(t, "customer", nil)
+	// Each side in its own Chromium, as two people on two machines; the
+	// customer's microphone plays a 1 kHz tone.
+	customer = startBrowser(t, "customer", map[string]any{"use-file-for-fake-audio-capture": toneWAV(t, 1000)})
 	agent = startBrowser(t, "console", nil)
 
 	customer.navigate(g.URL + "/")
@@ -112,6 +117,13 @@ func TestVideoWidgetToConsole(t *testing.T) {
 		`const d = q('video-stats')?.dataset; return d && d.width === '640' && Number(d.kbps) > 0 && Number(d.fps) > 0 ? {...d, text: q('video-stats').textContent} : false;`)
 	t.Logf("console stats: %v", stats)
 
+	// Video straight from the chat brings the customer's voice to the console.
+	if f := peakHz(agent, "video-audio"); f < 950 || f > 1050 {
+		t.Errorf("the console hears %.0f Hz, want the customer's 1000 Hz tone", f)
+	} else {
+		t.Logf("the console hears the customer's tone at %.0f Hz", f)
+	}
+
 	// The chat goes on beside the video, both ways.
 	customer.send("Can you see the meter?")
 	agent.waitMessage("Can you see the meter?")
@@ -149,6 +161,12 @@ func TestVideoWidgetToConsole(t *testing.T) {
 	}
 	agent.waitMessage("took a snapshot")
 
+	// The audio route toggle (there is no phone call here, so it only
+	// records where the audio would go).
+	agent.click("audio-route")
+	customer.waitMessage("Audio moved to the console")
+	wait[bool](agent, "the route button to flip", 10*time.Second, "", `return q('audio-route').dataset.route === 'console' && q('audio-route').textContent.includes('desk phone');`)
+
 	// The screen share ends: its tile goes, the camera stays.
 	customer.click("screen-start")
 	agent.waitMessage("Screen sharing ended")
@@ -166,4 +184,47 @@ func TestVideoWidgetToConsole(t *testing.T) {
 			t.Errorf("%s: CSP violations: %v", b.name, v)
 		}
 	}
+}
+
+// toneWAV writes a 48 kHz mono 16-bit WAV of a sine tone for Chromium's
+// fake microphone.
+func toneWAV(t *testing.T, hz float64) string {
+	t.Helper()
+	const rate, seconds = 48000, 10
+	pcm := make([]byte, rate*seconds*2)
+	for i := range rate * seconds {
+		v := int16(0.5 * 32767 * math.Sin(2*math.Pi*hz*float64(i)/rate))
+		binary.LittleEndian.PutUint16(pcm[2*i:], uint16(v))
+	}
+	var b bytes.Buffer
+	b.WriteString("RIFF")
+	_ = binary.Write(&b, binary.LittleEndian, uint32(36+len(pcm)))
+	b.WriteString("WAVEfmt ")
+	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(rate), uint32(rate * 2), uint16(2), uint16(16)} {
+		_ = binary.Write(&b, binary.LittleEndian, v)
+	}
+	b.WriteString("data")
+	_ = binary.Write(&b, binary.LittleEndian, uint32(len(pcm)))
+	b.Write(pcm)
+	path := filepath.Join(t.TempDir(), "tone.wav")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// peakHz measures the loudest frequency of what an <audio> element
+// receives (its stream goes through a muted copy, then an analyser).
+func peakHz(b *browser, testID string) float64 {
+	b.t.Helper()
+	wait[bool](b, testID+" to have a stream", 15*time.Second, "id", `return !!q(id)?.srcObject?.getAudioTracks().length;`, testID)
+	return eval[float64](b, "id", `const stream = q(id).srcObject;
+const el = new Audio(); el.muted = true; el.srcObject = stream; await el.play().catch(() => {});
+const ctx = new AudioContext(); await ctx.resume();
+const an = ctx.createAnalyser(); an.fftSize = 8192;
+ctx.createMediaStreamSource(stream).connect(an);
+await new Promise((r) => setTimeout(r, 3000));
+const bins = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(bins);
+let best = 0; for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+const hz = best * ctx.sampleRate / an.fftSize; el.srcObject = null; ctx.close(); return hz;`, testID)
 }
