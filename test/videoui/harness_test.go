@@ -105,15 +105,27 @@ func freePort(t testing.TB, network string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startGateway runs segue serve for video straight from the chat: WebRTC
-// with loopback candidates, no trunk. extra is appended to the config.
-func startGateway(t testing.TB, extra string) *gateway {
+// gatewayOptions changes the test config.
+type gatewayOptions struct {
+	// phone is Alice's desk phone (a SIP URI on loopback); the trunk then
+	// points at it. Empty: a trunk that is never dialled.
+	phone string
+}
+
+// startGateway runs segue serve with WebRTC on loopback candidates.
+func startGateway(t testing.TB, o gatewayOptions) *gateway {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(agentPassword), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	trunkURI := fmt.Sprintf("sip:127.0.0.1:%d", freePort(t, "udp")) // never dialled
+	phone := ""
+	if o.phone != "" {
+		trunkURI = "sip:" + o.phone[strings.LastIndexByte(o.phone, '@')+1:]
+		phone = fmt.Sprintf("    phone: %q\n", o.phone)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
 	g := &gateway{t: t, dir: dir, URL: "http://" + addr}
 	udp := 30000 + rand.IntN(90)*100 // a range of its own, away from other tests
@@ -132,26 +144,28 @@ webrtc:
 sip:
   listen: ["udp:127.0.0.1:%d"]
 # segue serve starts WebRTC only when a trunk is configured, even for
-# video straight from the chat; this one is never dialled.
+# video straight from the chat.
 trunks:
-  - name: unused
-    uri: "sip:127.0.0.1:%d"
+  - name: pbx
+    uri: %q
     transport: udp
     register: false
+    codecs: [PCMU, PCMA]
 queues:
   - name: support
+    trunk: pbx
 agents:
   - id: alice
     name: "Alice"
     password_hash: %q
     queues: [support]
     max_chats: 50
-limits:
+%slimits:
   new_chats_per_ip_per_minute: 1000
 log:
   level: debug
-%s`, addr, g.URL, g.URL, filepath.Join(dir, "segue.db"), filepath.Join(dir, "files"), udp, udp+99,
-		freePort(t, "udp"), freePort(t, "udp"), string(hash), extra)
+`, addr, g.URL, g.URL, filepath.Join(dir, "segue.db"), filepath.Join(dir, "files"), udp, udp+99,
+		freePort(t, "udp"), trunkURI, string(hash), phone)
 	path := filepath.Join(dir, "segue.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

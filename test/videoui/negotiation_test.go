@@ -18,7 +18,7 @@ import (
 // "gateway" offers one: the browser must roll back, answer, offer again,
 // and end up with both tracks negotiated.
 func TestNegotiatorGlare(t *testing.T) {
-	g := startGateway(t, "")
+	g := startGateway(t, gatewayOptions{})
 	b := startBrowser(t, "glare", nil)
 	b.navigate(g.URL + "/")
 	type result struct {
@@ -97,7 +97,7 @@ return out;`)
 // camera on: the video takes at most 40 % of the height, the composer
 // stays on screen and the chat keeps working.
 func TestVideoOnPhone(t *testing.T) {
-	g := startGateway(t, "")
+	g := startGateway(t, gatewayOptions{})
 	b := startBrowser(t, "phone", nil)
 	if err := chromedp.Do(b.ctx, chromedp.Emulate(device.IPhone12)); err != nil {
 		t.Fatal(err)

@@ -198,7 +198,7 @@ func readLoop(ctx context.Context, s *sigConn, route func(sigFrame)) {
 
 func relayRun(b *testing.B, n int, measure time.Duration) {
 	b.StopTimer()
-	g := startGateway(b, "")
+	g := startGateway(b, gatewayOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	api := pionAPI(b)

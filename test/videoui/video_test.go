@@ -102,7 +102,7 @@ return [img.naturalWidth, img.naturalHeight, Number(d.dataset.width), Number(d.d
 }
 
 func TestVideoWidgetToConsole(t *testing.T) {
-	g := startGateway(t, "")
+	g := startGateway(t, gatewayOptions{})
 	customer, agent, _, token := startChat(t, g, "Hello, my meter blinks red")
 
 	// The customer turns the camera on, straight from the chat; the console
