@@ -144,6 +144,13 @@ func TestVideoWidgetToConsole(t *testing.T) {
 	agent.waitPlaying("local-video", 640, 480)
 	customer.waitPlaying("remote-video", 640, 480)
 
+	// The agent's screen: a second tile in the widget, and a transcript event.
+	agent.click("video-screen")
+	customer.waitMessage("Alice: Screen sharing started")
+	customer.waitPlaying("remote-screen", 0, 0)
+	agent.click("video-screen")
+	customer.waitMessage("Alice: Screen sharing ended")
+
 	// Snapshots, from both sides, at the stream's resolution, in both logs.
 	custShot := takeSnapshot(t, customer, 640, 480)
 	agentShot := takeSnapshot(t, agent, 640, 480)
@@ -223,8 +230,49 @@ const el = new Audio(); el.muted = true; el.srcObject = stream; await el.play().
 const ctx = new AudioContext(); await ctx.resume();
 const an = ctx.createAnalyser(); an.fftSize = 8192;
 ctx.createMediaStreamSource(stream).connect(an);
-await new Promise((r) => setTimeout(r, 3000));
+await new Promise((r) => setTimeout(r, 2000));
 const bins = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(bins);
 let best = 0; for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
 const hz = best * ctx.sampleRate / an.fftSize; el.srcObject = null; ctx.close(); return hz;`, testID)
+}
+
+// TestPhotoFromCamera: during the chat, without any video call, the
+// customer opens the camera for a photo, cancels a first still, then
+// sends one; it arrives at the camera's full resolution.
+func TestPhotoFromCamera(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	customer := startBrowser(t, "customer", nil)
+	customer.navigate(g.URL + "/")
+	customer.click("widget-open")
+	customer.send("Here is a photo of the label")
+	customer.waitMessage("Here is a photo of the label")
+	token := wait[string](customer, "the token", 10*time.Second, "", `for (let i = 0; i < localStorage.length; i++) {
+  const k = localStorage.key(i);
+  if (k.startsWith('segue:') && k.endsWith(':conversation')) return JSON.parse(localStorage.getItem(k)).token;
+}
+return false;`)
+
+	customer.click("photo")
+	v := customer.waitPlaying("local-video", 0, 0)
+	if eval[bool](customer, "", `return !!document.querySelector('segue-widget').video.pc;`) {
+		t.Error("a photo opened a peer connection")
+	}
+	customer.click("snapshot")
+	wait[bool](customer, "the preview", 10*time.Second, "", `return !q('snapshot-dialog').hidden;`)
+	customer.click("snapshot-cancel")
+	wait[bool](customer, "the camera to close", 10*time.Second, "", `return q('snapshot-dialog').hidden && !q('local-video').srcObject;`)
+	if n := eval[int](customer, "", `return msgs().filter((m) => m.kind === 'file').length;`); n != 0 {
+		t.Fatalf("a cancelled still was posted (%d files)", n)
+	}
+
+	customer.click("photo")
+	v = customer.waitPlaying("local-video", 0, 0)
+	id := takeSnapshot(t, customer, v.Width, v.Height)
+	m := waitSnapshot(customer, id)
+	format, w, h := imageSize(t, g, token, m.File)
+	t.Logf("photo: %s %dx%d", format, w, h)
+	if w != v.Width || h != v.Height {
+		t.Errorf("the photo is %dx%d, the camera %dx%d", w, h, v.Width, v.Height)
+	}
+	wait[bool](customer, "the camera to close after sending", 10*time.Second, "", `return !q('local-video').srcObject;`)
 }
