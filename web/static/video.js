@@ -35,17 +35,23 @@ export function frameId() {
  *   extra       fields added to every frame (the console's conversation_id)
  *   firstOffer  the frame type of the first offer: "video.start" (widget) or
  *               "media.join" (console); later offers are "rtc.offer"
+ *   offerType() overrides firstOffer: the frame type of the next offer
  *   ownIce      whether to trickle this connection's candidates (false when
  *               another module already does, for a borrowed connection)
  *   onError(text, code)  a refusal that retrying does not fix
- *   onReady()   the first answer arrived
+ *   onReady()   the gateway knows the connection (first answer either way)
+ *   onAnswer()  the gateway answered one of our offers
  */
 export class Negotiator {
-  constructor(pc, { send, extra = {}, firstOffer = 'rtc.offer', ownIce = true, onError = () => {}, onReady = () => {} }) {
+  constructor(pc, {
+    send, extra = {}, firstOffer = 'rtc.offer', offerType = null, ownIce = true,
+    onError = () => {}, onReady = () => {}, onAnswer = () => {},
+  }) {
     this.pc = pc;
     this.send = send;
     this.extra = extra;
-    this.firstOffer = firstOffer;
+    this.offerType = offerType ?? (() => (this.ready ? 'rtc.offer' : firstOffer));
+    this.onAnswer = onAnswer;
     this.ready = false; // the gateway answered our first offer
     this.makingOffer = false;
     this.lastOfferId = '';
@@ -91,7 +97,7 @@ export class Negotiator {
       if (pc.signalingState !== 'have-local-offer') return;
       const id = frameId();
       this.lastOfferId = id;
-      const type = this.ready ? 'rtc.offer' : this.firstOffer;
+      const type = this.offerType();
       if (!this.send({ type, id, ...this.extra, sdp: pc.localDescription.sdp })) {
         // Not connected: undo, and try again in a moment.
         await pc.setLocalDescription({ type: 'rollback' });
@@ -134,6 +140,7 @@ export class Negotiator {
     if (pc.signalingState !== 'have-local-offer') return; // a stale answer to a rolled-back offer
     await pc.setRemoteDescription({ type: 'answer', sdp });
     this.glareRetries = 0;
+    this.onAnswer();
     this.connected();
   }
 

@@ -91,6 +91,9 @@ export class WidgetVideo {
       this.features = { ice_servers: f.features?.ice_servers ?? [] };
       return false;
     }
+    // The gateway offers the agent's video on the call's connection: from
+    // then on video answers for that connection.
+    if (f.type === 'rtc.offer' && !this.neg && this.callPeer()) this.attach(this.callPeer(), false);
     return this.neg?.onFrame(f) ?? false;
   }
 
@@ -107,18 +110,27 @@ export class WidgetVideo {
   /** ensurePeer returns the connection video uses, opening one if needed. */
   async ensurePeer() {
     if (this.pc && this.pc.connectionState !== 'closed') return this.pc;
+    this.detach(); // a call's connection that has closed
     const call = this.callPeer();
-    if (call) {
-      this.pc = call;
-      this.own = false;
-    } else {
-      // Video straight from the chat: the microphone goes along, so that
-      // the agent's console hears the customer.
-      this.mic = await navigator.mediaDevices.getUserMedia({ audio: true });
-      this.pc = new RTCPeerConnection({ iceServers: this.features.ice_servers });
-      this.own = true;
-    }
-    const pc = this.pc;
+    if (call) return this.attach(call, false);
+    // Video straight from the chat: the microphone goes along, so that
+    // the agent's console hears the customer.
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const pc = this.attach(new RTCPeerConnection({ iceServers: this.features.ice_servers }), true);
+    this.mic = mic;
+    for (const t of mic.getAudioTracks()) pc.addTrack(t, mic);
+    return pc;
+  }
+
+  /**
+   * attach makes video answer for a connection: its own (own, opened for
+   * video) or the call's. The first offer that carries our camera or screen
+   * is a video.start, so that the gateway counts the connection as video.
+   */
+  attach(pc, own) {
+    this.pc = pc;
+    this.own = own;
+    this.started = false;
     this.onTrack = (e) => {
       if (e.track.kind === 'audio') {
         if (!this.own) return; // the call's audio plays in the call bar
@@ -138,13 +150,26 @@ export class WidgetVideo {
     pc.addEventListener('connectionstatechange', this.onState);
     this.neg = new Negotiator(pc, {
       send: (f) => this.send(f),
-      firstOffer: 'video.start',
-      ownIce: this.own,
+      offerType: () => (!this.started && (this.own || this.cam || this.screen) ? 'video.start' : 'rtc.offer'),
+      onAnswer: () => { if (this.own || this.cam || this.screen) this.started = true; },
+      ownIce: own,
       onError: (text, code) => this.failed(text, code),
       onReady: () => this.render(),
     });
-    if (this.own) for (const t of this.mic.getAudioTracks()) pc.addTrack(t, this.mic);
+    this.render();
     return pc;
+  }
+
+  /** detach stops answering for the connection (it is closed or no longer ours). */
+  detach() {
+    const pc = this.pc;
+    if (!pc) return;
+    this.neg?.close();
+    this.neg = null;
+    this.pc = null;
+    pc.removeEventListener('track', this.onTrack);
+    pc.removeEventListener('connectionstatechange', this.onState);
+    this.tiles.clear();
   }
 
   async startCamera() {
@@ -161,9 +186,10 @@ export class WidgetVideo {
         return;
       }
       const pc = await this.ensurePeer();
+      this.cam = { track, sender: null };
       const sender = pc.addTrack(track, stream);
+      this.cam.sender = sender;
       keepResolution(sender);
-      this.cam = { track, sender };
       track.addEventListener('ended', () => { if (this.cam?.track === track) this.stopCamera(); });
       this.localVideo.srcObject = new MediaStream([track]);
       this.localVideo.play().catch(() => {});
@@ -227,9 +253,10 @@ export class WidgetVideo {
       }
       track.contentHint = 'detail';
       const pc = await this.ensurePeer();
+      this.screen = { track, sender: null, stream };
       const sender = pc.addTrack(track, stream);
+      this.screen.sender = sender;
       keepResolution(sender);
-      this.screen = { track, sender, stream };
       track.addEventListener('ended', () => { if (this.screen?.track === track) this.stopScreen(); });
       this.send({ type: 'media.event', state: 'screen.started' });
       this.say('');
@@ -262,36 +289,30 @@ export class WidgetVideo {
    */
   endVideo() {
     const pc = this.pc;
-    const neg = this.neg;
     if (!pc) return;
-    this.pc = null;
-    this.neg = null;
-    pc.removeEventListener('track', this.onTrack);
-    pc.removeEventListener('connectionstatechange', this.onState);
-    this.tiles.clear();
-    if (neg?.ready) {
-      if (this.own) this.send({ type: 'video.stop' });
-      // On a call's connection, wait for the removal to be negotiated.
-      else neg.chain.then(() => this.send({ type: 'video.stop' }));
+    if (this.started) this.send({ type: 'video.stop' });
+    this.started = false;
+    if (!this.own) {
+      // The call goes on, and so does answering the gateway's offers on
+      // its connection (the agent's video may still come).
+      if (pc.connectionState === 'closed') this.detach();
+      this.render();
+      return;
     }
-    if (this.own) {
-      neg?.close();
-      pc.close();
-      for (const t of this.mic?.getTracks() ?? []) t.stop();
-      this.mic = null;
-      this.audio.srcObject = null;
-    } else {
-      // Keep answering the gateway's offers for the call until it settles.
-      setTimeout(() => neg?.close(), 5000);
-    }
+    this.detach();
+    pc.close();
+    for (const t of this.mic?.getTracks() ?? []) t.stop();
+    this.mic = null;
+    this.audio.srcObject = null;
     this.own = false;
   }
 
+  /** failed ends what video started after the gateway refused it. */
   failed(text) {
-    this.say(text);
-    if (this.cam) { this.cam.track.stop(); this.cam = null; this.localVideo.srcObject = null; }
-    if (this.screen) { this.screen.track.stop(); this.screen = null; }
+    if (this.cam) this.stopCamera();
+    if (this.screen) this.stopScreen();
     this.endVideo();
+    this.say(text);
     this.render();
   }
 
@@ -375,7 +396,7 @@ export class WidgetVideo {
     if (this.cam) { this.cam.track.stop(); this.cam = null; this.localVideo.srcObject = null; }
     if (this.screen) { this.screen.track.stop(); this.screen = null; }
     this.endVideo();
-    this.tiles.clear();
+    this.detach();
     this.render();
   }
 
