@@ -83,4 +83,14 @@ func TestVoiceThenVideo(t *testing.T) {
 	}
 	customer.send("Video and voice together")
 	agent.waitMessage("Video and voice together")
+
+	// The camera goes off: the video ends, the call does not.
+	customer.click("video-start")
+	agent.waitMessage("Video ended")
+	if f := eval[float64](customer, "", heardHz); f < 420 || f > 460 {
+		t.Errorf("after video the customer hears %.0f Hz, want the desk phone's 440 Hz still", f)
+	}
+	if st := eval[string](customer, "", `return window.__call?.state;`); st != "connected" {
+		t.Errorf("the call is %q after video stopped", st)
+	}
 }
