@@ -93,6 +93,11 @@ return [img.naturalWidth, img.naturalHeight, Number(d.dataset.width), Number(d.d
 	if size[0] != w || size[1] != h || size[2] != w || size[3] != h {
 		t.Fatalf("%s: snapshot preview is %dx%d (said %dx%d), want the stream's %dx%d", b.name, size[0], size[1], size[2], size[3], w, h)
 	}
+	// Send is on screen and on top, and the chat's input stays in view.
+	if !eval[bool](b, "", `const r = q('snapshot-send').getBoundingClientRect(); const i = q('chat-input').getBoundingClientRect();
+return r.height > 0 && root().elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === q('snapshot-send') && i.height > 0 && i.bottom <= innerHeight;`) {
+		t.Errorf("%s: the snapshot's Send button or the chat input is out of view", b.name)
+	}
 	before := eval[[]string](b, "", `return msgs().filter((m) => m.kind === 'file').map((m) => m.file);`)
 	b.click("snapshot-send")
 	id := wait[string](b, "the snapshot to be posted", 15*time.Second, "before",
