@@ -281,3 +281,29 @@ return false;`)
 	}
 	wait[bool](customer, "the camera to close after sending", 10*time.Second, "", `return !q('local-video').srcObject;`)
 }
+
+// TestConsoleJoinsFirst: the agent clicks Video and turns the camera on
+// before the customer has any video; when the customer's camera comes on,
+// each side sees the other.
+func TestConsoleJoinsFirst(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	customer, agent, _, _ := startChat(t, g, "Could you show me where the switch is?")
+
+	agent.click("video-join")
+	wait[bool](agent, "the console's connection", 20*time.Second, "",
+		`return q('video-panel').dataset.joined === 'true' && q('video-stats').textContent.startsWith('Connected');`)
+	agent.click("video-camera")
+	agent.waitPlaying("local-video", 640, 480)
+	if eval[bool](customer, "", `return !!document.querySelector('segue-widget').video.pc;`) {
+		t.Error("the widget has a connection before the customer turned anything on")
+	}
+
+	customer.click("video-start")
+	customer.waitPlaying("remote-video", 640, 480)
+	agent.waitPlaying("remote-video", 640, 480)
+
+	// Leaving from the console takes the agent's video off the widget.
+	agent.click("video-join")
+	wait[bool](customer, "the agent's tile to close", 15*time.Second, "", `const v = q('remote-video'); return v.hidden || !!v.closest('[hidden]');`)
+	customer.waitPlaying("local-video", 640, 480)
+}
