@@ -1,13 +1,5 @@
 //go:build e2e
 
-// Package videoui holds the end-to-end tests of video in the browser: a
-// customer's widget and an agent's console, each in its own headless
-// Chromium, talking through a real segue process. Run them with
-//
-//	go test -tags e2e ./test/videoui/
-//
-// TestMain builds ./cmd/segue once (or uses SEGUE_E2E_BIN). Chromium is
-// expected at /usr/bin/chromium; its absence fails the tests.
 package videoui
 
 import (
