@@ -59,8 +59,11 @@ export function formatDuration(s) {
  *   restoreStatus()         redraws the connection state in the status line
  */
 export class Voice {
-  constructor({ send, status, bar, config, agentName, restoreStatus }) {
+  constructor({ send, status, bar, config, agentName, restoreStatus, handOff }) {
     this.send = send;
+    // handOff(pc, stream) may take over the connection when the call ends
+    // while video still uses it; it returns whether it did.
+    this.handOff = handOff ?? (() => false);
     this.statusEl = status;
     this.bar = bar;
     this.config = config;
@@ -237,6 +240,7 @@ export class Voice {
       else this.pendingLocal.push(c);
     });
     pc.addEventListener('track', (e) => {
+      if (e.track.kind !== 'audio') return; // the agent's video is the video module's
       this.audio.srcObject = e.streams[0] ?? new MediaStream([e.track]);
       this.audio.play().catch(() => { /* autoplay refused: the call bar click allows it next time */ });
     });
@@ -396,10 +400,14 @@ export class Voice {
     clearTimeout(this.endTimer);
     removeEventListener('online', this.onOnline);
     if (this.pc) {
-      this.pc.close();
+      if (!this.handOff(this.pc, this.stream)) {
+        this.pc.close();
+        for (const t of this.stream?.getTracks() ?? []) t.stop();
+      }
       this.pc = null;
+    } else {
+      for (const t of this.stream?.getTracks() ?? []) t.stop();
     }
-    for (const t of this.stream?.getTracks() ?? []) t.stop();
     this.stream = null;
     this.audio.srcObject = null;
     this.restarting = false;

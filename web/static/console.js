@@ -4,6 +4,7 @@
 
 import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
 import { ConsoleCalls } from './console-call.js';
+import { ConsoleVideo } from './console-video.js'; // video (Step 3)
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -130,6 +131,8 @@ const app = {
     });
     this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
     this.calls ??= new ConsoleCalls({ bar: $('callbar'), send: (f) => this.socket.send(f), note: (t) => this.note(t) });
+    // video (Step 3)
+    this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
     this.socket.start();
   },
 
@@ -192,6 +195,7 @@ const app = {
   },
 
   onFrame(f) {
+    if (this.video?.onFrame(f)) return; // video (Step 3)
     if (this.calls?.onFrame(f)) return;
     switch (f.type) {
       case 'welcome': this.welcome(f); break;
@@ -412,6 +416,7 @@ const app = {
     $('typing').hidden = true;
     this.note('');
     this.calls?.show(conv?.data);
+    this.video?.show(conv?.data); // video (Step 3)
     if (!conv) {
       $('conversation').hidden = true;
       $('placeholder').hidden = false;
@@ -452,6 +457,7 @@ const app = {
     $('transfer').disabled = ended;
     $('transfer-target').disabled = ended;
     this.calls?.show(c);
+    this.video?.show(c); // video (Step 3)
   },
 
   messageShown(conv, msg, isNew) {

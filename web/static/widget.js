@@ -10,6 +10,7 @@
 
 import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
 import { Voice } from './call.js';
+import { WidgetVideo } from './widget-video.js'; // video (Step 3)
 
 const ORIGIN = new URL(import.meta.url).origin;
 const API = `${ORIGIN}/api/v1`;
@@ -118,6 +119,7 @@ class SegueWidget extends HTMLElement {
       config: () => this.config,
       agentName: () => this.conversation?.agent?.name ?? '',
       restoreStatus: () => this.showState(this.socket.state, this.socket.reason),
+      handOff: (pc, stream) => this.video?.adopt(pc, stream) ?? false, // video (Step 3)
     });
     close.before(this.voice.startButton);
 
@@ -164,6 +166,7 @@ class SegueWidget extends HTMLElement {
       class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true,
     }, header, this.callBar, $('div', { class: 'body' }, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.form);
     this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
+    this.video = new WidgetVideo(this); // video (Step 3): its bar goes under the call bar
 
     // Stay invisible until the stylesheet is in, so the host page never
     // sees unstyled controls.
@@ -238,6 +241,7 @@ class SegueWidget extends HTMLElement {
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
     this.voice?.setEnabled(Boolean(c) && !ended);
+    this.video?.setEnabled(Boolean(c) && !ended); // video (Step 3)
   }
 
   showState(state, reason) {
@@ -391,6 +395,7 @@ class SegueWidget extends HTMLElement {
   }
 
   onFrame(f) {
+    if (this.video.onFrame(f)) return; // video (Step 3)
     if (this.voice.onFrame(f)) return;
     switch (f.type) {
       case 'welcome':
@@ -463,6 +468,7 @@ class SegueWidget extends HTMLElement {
 
   /** forget leaves the current conversation so that a new one can start. */
   forget(reason) {
+    this.video.teardown(); // video (Step 3)
     this.voice.hangup();
     this.voice.teardown();
     this.socket.stop();
