@@ -486,7 +486,7 @@ func (s *Server) agentCandidate(cv *conv, cand json.RawMessage) error {
 // console (voice.route from the console).
 func (s *Server) setAudioRoute(cv *conv, to string) error {
 	if to != "phone" && to != "console" {
-		return errf(http.StatusBadRequest, "bad_frame", `to must be "phone" or "console"`)
+		return errf(http.StatusBadRequest, "bad_frame", `state must be "phone" or "console"`)
 	}
 	h := s.hub
 	h.mu.Lock()
@@ -553,15 +553,20 @@ var mediaEvents = map[string]string{
 }
 
 // mediaEvent records a browser-declared media event in the transcript.
-func (s *Server) mediaEvent(ctx context.Context, cl *client, cv *conv, name string) error {
+// stream is the MediaStream id of the track concerned: relayed tracks keep
+// it, so the other browser can tell the screen from the camera.
+func (s *Server) mediaEvent(ctx context.Context, cl *client, cv *conv, name, stream string) error {
 	text, ok := mediaEvents[name]
 	if !ok {
 		return errf(http.StatusBadRequest, "bad_frame", "unknown media event %q", name)
+	}
+	if len(stream) > 128 {
+		return errf(http.StatusBadRequest, "bad_frame", "stream id over 128 characters")
 	}
 	who := "The customer: "
 	if cl.role == store.RoleAgent {
 		who = s.hub.agentName(cl.agentID) + ": "
 	}
-	s.hub.event(ctx, cv, name, who+text, map[string]string{"by": cl.role})
+	s.hub.event(ctx, cv, name, who+text, map[string]string{"by": cl.role, "stream": stream})
 	return nil
 }

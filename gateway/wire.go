@@ -118,6 +118,7 @@ type inFrame struct {
 	SDP            string          `json:"sdp"`
 	Candidate      json.RawMessage `json:"candidate"`
 	Digits         string          `json:"digits"`
+	Stream         string          `json:"stream"`
 }
 
 type errorFrame struct {

@@ -276,7 +276,8 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 		ids = append(ids, id)
 	}
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "agent": h.wireAgentLocked(a),
-		"conversations": mine, "queue": h.queueForLocked(a), "agents": h.agentListLocked(), "queues": h.queueNamesLocked()}
+		"conversations": mine, "queue": h.queueForLocked(a), "agents": h.agentListLocked(), "queues": h.queueNamesLocked(),
+		"features": s.features()}
 	h.updateGaugesLocked()
 	h.mu.Unlock()
 
@@ -379,7 +380,7 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		}
 		return s.hangup(cv, errCustomerHangup)
 	case "media.event":
-		return s.mediaEvent(ctx, cl, cv, f.State)
+		return s.mediaEvent(ctx, cl, cv, f.State, f.Stream)
 	case "rtc.offer", "rtc.answer", "rtc.candidate":
 		switch {
 		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:

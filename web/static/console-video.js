@@ -87,6 +87,7 @@ export class ConsoleVideo {
     const name = m?.event?.name;
     const id = m?.conversation_id;
     if (!name || !id) return;
+    if (m.event?.data?.by === 'customer') this.tiles.event(m); // stream ids are unique: one set serves every conversation
     if (name === 'video.started') {
       this.hasVideo.set(id, true);
       // The customer turned the camera on in the conversation on screen: join.
@@ -230,7 +231,7 @@ export class ConsoleVideo {
       keepResolution(sender);
       s.screen = { track, sender };
       track.addEventListener('ended', () => { if (this.s === s && s.screen?.track === track) this.stopScreen(); });
-      this.send({ type: 'media.event', conversation_id: s.convId, state: 'screen.started' });
+      this.send({ type: 'media.event', conversation_id: s.convId, state: 'screen.started', stream: stream.id });
       if (!s.cam) {
         this.localVideo.srcObject = new MediaStream([track]);
         this.localVideo.play().catch(() => {});

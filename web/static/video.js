@@ -346,6 +346,19 @@ export class RemoteTiles {
     this.tiles = [main, second];
     this.onChange = onChange;
     this.streams = []; // [{stream, tile}]
+    this.screens = new Set(); // stream ids the sender declared as screens
+  }
+
+  /**
+   * event takes a transcript message: a screen.started event names the
+   * stream of the sender's screen, which then goes to the second tile
+   * whatever the order of arrival.
+   */
+  event(m) {
+    const stream = m?.event?.data?.stream;
+    if (m?.event?.name !== 'screen.started' || !stream) return;
+    this.screens.add(stream);
+    this.layout();
   }
 
   /** add takes a 'track' event of the connection. */
@@ -368,11 +381,19 @@ export class RemoteTiles {
     return stream.getVideoTracks().some((t) => t.readyState === 'live');
   }
 
-  /** layout puts live streams into the tiles, in order of arrival. */
+  /**
+   * layout puts live streams into the tiles: cameras first, in order of
+   * arrival, then the streams declared as screens.
+   */
   layout() {
     this.streams = this.streams.filter((s) => this.live(s.stream));
+    const isScreen = (s) => this.screens.has(s.stream.id);
+    const ordered = [...this.streams.filter((s) => !isScreen(s)), ...this.streams.filter(isScreen)];
+    const main = ordered.find((s) => !isScreen(s)) ?? null;
+    const rest = ordered.filter((s) => s !== main);
+    const picks = [main, rest[0] ?? null];
     this.tiles.forEach((tile, i) => {
-      const s = this.streams[i]?.stream ?? null;
+      const s = picks[i]?.stream ?? null;
       if (tile.srcObject !== s) {
         tile.srcObject = s;
         if (s) tile.play().catch(() => { /* autoplay: muted video plays */ });

@@ -89,8 +89,10 @@ export class WidgetVideo {
   onFrame(f) {
     if (f.type === 'welcome') {
       this.features = { ice_servers: f.features?.ice_servers ?? [] };
+      for (const m of f.messages ?? []) if (m.event?.data?.by === 'agent') this.tiles.event(m);
       return false;
     }
+    if (f.type === 'message' && f.message?.event?.data?.by === 'agent') this.tiles.event(f.message);
     // The gateway offers the agent's video on the call's connection: from
     // then on video answers for that connection.
     if (f.type === 'rtc.offer' && !this.neg && this.callPeer()) this.attach(this.callPeer(), false);
@@ -276,7 +278,7 @@ export class WidgetVideo {
       this.screen.sender = sender;
       keepResolution(sender);
       track.addEventListener('ended', () => { if (this.screen?.track === track) this.stopScreen(); });
-      this.send({ type: 'media.event', state: 'screen.started' });
+      this.send({ type: 'media.event', state: 'screen.started', stream: stream.id });
       this.say('');
     } catch (err) {
       this.say(mediaErrorText(err, 'screen sharing'));
