@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -39,15 +40,26 @@ func sharedBrowser(t *testing.T) context.Context {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("chromium is required for the e2e tests: %v", err)
 	}
-	profile, err := os.MkdirTemp("", "segue-chromium-")
+	dir, err := os.MkdirTemp("", "segue-chromium-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	browserCtx, browserStop = launchChromium(t, dir)
+	return browserCtx
+}
+
+// launchChromium starts Debian's Chromium headless with the flags the
+// tests need (TESTING.md: fake media devices, loopback ICE, no background
+// networking), its profile under dir, which it removes when stopped; extra
+// adds flags such as a fake microphone file. The first Run has no timeout:
+// cancelling it would kill the browser.
+func launchChromium(t *testing.T, dir string, extra ...chromedp.ExecAllocatorOption) (context.Context, func()) {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
-		chromedp.UserDataDir(profile),
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
@@ -56,22 +68,20 @@ func sharedBrowser(t *testing.T) context.Context {
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
 	)
+	opts = append(opts, extra...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, bcancel := chromedp.NewContext(actx)
-	// The first Run starts the browser; it must not have a timeout.
 	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
 		bcancel()
 		acancel()
-		os.RemoveAll(profile)
+		os.RemoveAll(dir)
 		t.Fatalf("start chromium: %v", err)
 	}
-	browserCtx = bctx
-	browserStop = func() {
+	return bctx, func() {
 		bcancel()
 		acancel()
-		os.RemoveAll(profile)
+		os.RemoveAll(dir)
 	}
-	return browserCtx
 }
 
 // stopBrowser ends the shared browser, if one was started.

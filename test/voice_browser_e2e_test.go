@@ -53,35 +53,7 @@ func voiceBrowser(t *testing.T) context.Context {
 	if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
 		t.Fatal(err)
 	}
-	profile := filepath.Join(dir, "profile")
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(profile),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-file-for-fake-audio-capture", wav),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-	)
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, bcancel := chromedp.NewContext(actx)
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		bcancel()
-		acancel()
-		os.RemoveAll(dir)
-		t.Fatalf("start chromium: %v", err)
-	}
-	voiceCtx = bctx
-	voiceStop = func() {
-		bcancel()
-		acancel()
-		os.RemoveAll(dir)
-	}
+	voiceCtx, voiceStop = launchChromium(t, dir, chromedp.Flag("use-file-for-fake-audio-capture", wav))
 	return voiceCtx
 }
 
