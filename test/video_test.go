@@ -270,3 +270,98 @@ func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 	cws.send(map[string]any{"type": "message", "id": "during-video", "text": "I can see you"})
 	await(t, "the agent receiving a chat message during video", agentSig)
 }
+
+// videoSetup is one conversation with the customer's camera on and the
+// agent's console joined.
+type videoSetup struct {
+	convID          string
+	customer, agent *pionBrowser
+}
+
+// startVideoConversation opens a chat as customer name, has agentID accept
+// it, turns the customer's camera on (sending payloads tagged tag) and
+// joins the console; it returns once the console receives the video.
+func startVideoConversation(t *testing.T, ctx context.Context, ts *httptest.Server, name, agentID, tag string) videoSetup {
+	t.Helper()
+	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		Token        string              `json:"token"`
+		Conversation struct{ ID string } `json:"conversation"`
+	}
+	json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	convID := created.Conversation.ID
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err = hc.Post(ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"`+agentID+`","password":"password1"}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("login %s: %v", agentID, err)
+	}
+	resp.Body.Close()
+	aws := dialSocket(t, ctx, ts, hc)
+	aws.send(map[string]any{"type": "hello"})
+	aws.send(map[string]any{"type": "accept", "conversation_id": convID})
+	for str(aws.read(ctx)["type"]) != "history" {
+	}
+	aframes := reader(ctx, aws)
+	cws := dialSocket(t, ctx, ts, nil)
+	cws.send(map[string]any{"type": "hello", "token": created.Token})
+	cframes := reader(ctx, cws)
+
+	customer := newBrowser(t, 1000)
+	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := customer.pc.AddTrack(camera); err != nil {
+		t.Fatal(err)
+	}
+	cws.send(map[string]any{"type": "video.start", "sdp": customer.offer(t)})
+	if err := signal(ctx, cws, cframes, customer, convID, func(f map[string]json.RawMessage) bool { return f != nil && str(f["type"]) == "rtc.answer" }); err != nil {
+		t.Fatal(err)
+	}
+	go sendVideo(ctx, camera, tag)
+	go func() {
+		_ = signal(ctx, cws, cframes, customer, convID, func(map[string]json.RawMessage) bool { return false })
+	}()
+
+	agent := newBrowser(t, 440)
+	aws.send(map[string]any{"type": "media.join", "conversation_id": convID, "sdp": agent.offer(t)})
+	joined := make(chan error, 1)
+	go func() {
+		joined <- signal(ctx, aws, aframes, agent, convID, func(map[string]json.RawMessage) bool { return hasTag(agent.receivedVideo(), tag) })
+	}()
+	await(t, agentID+"'s console receiving "+name+"'s video", joined)
+	go func() {
+		_ = signal(ctx, aws, aframes, agent, convID, func(map[string]json.RawMessage) bool { return false })
+	}()
+	return videoSetup{convID: convID, customer: customer, agent: agent}
+}
+
+// TestVideoStaysInItsConversation: two conversations with video at once;
+// each console gets its own customer's track and never the other's.
+func TestVideoStaysInItsConversation(t *testing.T) {
+	ts := startVideoGateway(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ann := startVideoConversation(t, ctx, ts, "Ann", "alice", "ann-camera")
+	bea := startVideoConversation(t, ctx, ts, "Bea", "bob", "bea-camera")
+	time.Sleep(2 * time.Second) // both relays running side by side
+	if hasTag(ann.agent.receivedVideo(), "bea-camera") {
+		t.Error("Alice's console received Bea's video from another conversation")
+	}
+	if hasTag(bea.agent.receivedVideo(), "ann-camera") {
+		t.Error("Bob's console received Ann's video from another conversation")
+	}
+	if !hasTag(bea.agent.receivedVideo(), "bea-camera") || !hasTag(ann.agent.receivedVideo(), "ann-camera") {
+		t.Error("a console lost its own customer's video")
+	}
+	for _, b := range []*pionBrowser{ann.customer, bea.customer} {
+		if got := b.receivedVideo(); len(got) != 0 {
+			t.Errorf("a customer received video nobody sent it: %d packets", len(got))
+		}
+	}
+}
