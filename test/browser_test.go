@@ -342,7 +342,7 @@ func openConsole(t *testing.T, g *gateway, agent, path string) *tab {
 	tb.fill("login-id", agent)
 	tb.fill("login-password", agentPasswords[agent])
 	tb.click("login-submit")
-	waitJS[bool](tb, "the connected console", fn("", `return q('call-status')?.dataset.state === 'connected';`))
+	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
 	return tb
 }
 

@@ -288,9 +288,11 @@ func TestGatewayRestartLosesNothing(t *testing.T) {
 
 	g.Stop()
 	// The gateway closed the sockets with 1001 and a reason the UI shows.
-	for _, tb := range []*tab{customer, agent} {
-		waitJS[bool](tb, "the restart notice", fn("", `const s = q('call-status');
-return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarting' && /restarting/i.test(s.textContent);`))
+	// The widget shows its connection in call-status (no call is up); the
+	// console has a connection-status of its own.
+	for tb, id := range map[*tab]string{customer: "call-status", agent: "connection-status"} {
+		waitJS[bool](tb, "the restart notice", fn("id", `const s = q(id);
+return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarting' && /restarting/i.test(s.textContent);`), id)
 	}
 	// Sent while the gateway is down: kept in the outbox, sent after reconnect.
 	customer.send("sent while the server was down")
@@ -298,7 +300,7 @@ return s.dataset.state === 'restarting' && s.dataset.reason === 'server restarti
 	g.Start()
 
 	customer.waitText("call-status", "Connected")
-	agent.waitText("call-status", "Connected")
+	agent.waitText("connection-status", "Connected")
 	customer.send("after the restart")
 	agent.send("reply after the restart")
 	for _, text := range []string{"before the restart", "reply before the restart", "sent while the server was down", "agent wrote while down", "after the restart", "reply after the restart"} {

@@ -146,7 +146,7 @@ func TestConsoleLoginSession(t *testing.T) {
 
 	tb.fill("login-password", agentPasswords["alice"])
 	tb.click("login-submit")
-	waitJS[bool](tb, "the console", fn("", `return q('call-status').dataset.state === 'connected';`))
+	waitJS[bool](tb, "the console", fn("", `return q('connection-status').dataset.state === 'connected';`))
 	tb.waitText("agent-me", "Alice")
 
 	// The session cookie is HTTP-only and survives a reload.
@@ -154,7 +154,7 @@ func TestConsoleLoginSession(t *testing.T) {
 		t.Errorf("the session is readable from JavaScript: %q", c)
 	}
 	tb.do(chromedp.Reload())
-	waitJS[bool](tb, "the console after reload", fn("", `return q('call-status').dataset.state === 'connected' && document.getElementById('login').hidden;`))
+	waitJS[bool](tb, "the console after reload", fn("", `return q('connection-status').dataset.state === 'connected' && document.getElementById('login').hidden;`))
 
 	tb.click("logout")
 	tb.do(chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-id"]`)))

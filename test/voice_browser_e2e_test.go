@@ -270,7 +270,7 @@ func openVoiceConsole(t *testing.T, g *gateway) *tab {
 	tb.fill("login-id", "alice")
 	tb.fill("login-password", agentPasswords["alice"])
 	tb.click("login-submit")
-	waitJS[bool](tb, "the connected console", fn("", `return q('call-status')?.dataset.state === 'connected';`))
+	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
 	return tb
 }
 

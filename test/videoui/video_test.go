@@ -46,7 +46,7 @@ return false;`)
 	agent.fill("login-id", "alice")
 	agent.fill("login-password", agentPassword)
 	agent.click("login-submit")
-	wait[bool](agent, "the connected console", 15*time.Second, "", `return q('call-status')?.dataset.state === 'connected';`)
+	wait[bool](agent, "the connected console", 15*time.Second, "", `return q('connection-status')?.dataset.state === 'connected';`)
 	wait[bool](agent, "accept", 15*time.Second, "id", `const b = root().querySelector('[data-testid="accept"][data-conversation="' + id + '"]');
 if (!b || b.disabled) return false; b.click(); return true;`, s.ID)
 	agent.waitMessage(first)
