@@ -110,8 +110,16 @@ document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.
 
 func newTab(t *testing.T, name string) *tab {
 	t.Helper()
+	return openTab(t, sharedBrowser(t), name)
+}
+
+// openTab opens a tab of browser in its own browser context. Console
+// errors are kept and printed if the test fails; an uncaught exception
+// fails it.
+func openTab(t *testing.T, browser context.Context, name string) *tab {
+	t.Helper()
 	tb := &tab{t: t, name: name}
-	ctx, cancel := chromedp.NewContext(sharedBrowser(t),
+	ctx, cancel := chromedp.NewContext(browser,
 		chromedp.WithNewBrowserContext(),
 		chromedp.WithListener(tb.listen))
 	t.Cleanup(func() {

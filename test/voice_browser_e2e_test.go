@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/segue-rtc/segue/transcode/audiotest"
@@ -70,30 +68,7 @@ func stopVoiceBrowser() {
 // newVoiceTab opens a tab of the voice browser in its own browser context.
 func newVoiceTab(t *testing.T, name string) *tab {
 	t.Helper()
-	tb := &tab{t: t, name: name}
-	ctx, cancel := chromedp.NewContext(voiceBrowser(t), chromedp.WithNewBrowserContext(), chromedp.WithListener(tb.listen))
-	t.Cleanup(func() {
-		cancel()
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		for _, l := range tb.logs {
-			if strings.HasPrefix(l, "exception: ") {
-				t.Errorf("%s: uncaught %s", name, l)
-			}
-		}
-		if t.Failed() {
-			for _, l := range tb.logs {
-				t.Logf("%s: %s", name, l)
-			}
-		}
-	})
-	tb.ctx = ctx
-	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
-		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspProbe})
-	}); err != nil {
-		t.Fatalf("%s: open tab: %v", name, err)
-	}
-	return tb
+	return openTab(t, voiceBrowser(t), name)
 }
 
 // hostSite is a customer's website on its own origin that embeds the
