@@ -307,3 +307,37 @@ func TestConsoleJoinsFirst(t *testing.T) {
 	wait[bool](customer, "the agent's tile to close", 15*time.Second, "", `const v = q('remote-video'); return v.hidden || !!v.closest('[hidden]');`)
 	customer.waitPlaying("local-video", 640, 480)
 }
+
+// TestVideoICERestart: the customer's browser comes back online on
+// another network (the 'online' event): the widget restarts ICE on the
+// video's own connection, the gateway answers the new offer, and the
+// console keeps playing the camera.
+func TestVideoICERestart(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	customer, agent, _, _ := startChat(t, g, "My line drops sometimes")
+	customer.click("video-start")
+	agent.waitMessage("Video started")
+	agent.waitPlaying("remote-video", 640, 480)
+
+	ufrag := `const pc = document.querySelector('segue-widget').video.pc;
+return (pc?.localDescription?.sdp.match(/a=ice-ufrag:(\S+)/) ?? [])[1] ?? '';`
+	before := eval[string](customer, "", ufrag)
+	if before == "" {
+		t.Fatal("the widget's video connection has no local description")
+	}
+	eval[bool](customer, "", `window.dispatchEvent(new Event('online')); return true;`)
+	after := wait[string](customer, "a new ICE generation", 15*time.Second, "old", `const pc = document.querySelector('segue-widget').video.pc;
+const u = (pc?.localDescription?.sdp.match(/a=ice-ufrag:(\S+)/) ?? [])[1] ?? '';
+return u && u !== old && pc.signalingState === 'stable' && pc.connectionState === 'connected' ? u : false;`, before)
+	t.Logf("ICE restarted: ufrag %s -> %s", before, after)
+
+	// The console still plays the camera after the restart: its clock moves on.
+	t0 := agent.video("remote-video").Time
+	v := wait[videoState](agent, "the console's video to keep playing", 15*time.Second, "t0", `const v = root().querySelector('[data-testid="remote-video"]');
+return v.currentTime > t0 + 1 && v.videoWidth === 640 ? { w: v.videoWidth, h: v.videoHeight, t: v.currentTime } : false;`, t0)
+	if v.Width != 640 {
+		t.Errorf("after the restart the console plays %dx%d", v.Width, v.Height)
+	}
+	customer.send("Still there?")
+	agent.waitMessage("Still there?")
+}

@@ -8,7 +8,7 @@
 import { h, apiError, newId } from './chat.js';
 import {
   Negotiator, RemoteTiles, StillPreview, VideoStats, captureStill, cameraConstraints, keepResolution,
-  mediaErrorText, statsText, stillName,
+  mediaErrorText, restartIceWhenLost, statsText, stillName,
 } from './video.js';
 
 const API = '/api/v1';
@@ -165,6 +165,7 @@ export class ConsoleVideo {
       this.tiles.add(e);
     });
     pc.addEventListener('connectionstatechange', () => { if (this.s === s) this.render(); });
+    s.stopIce = restartIceWhenLost(pc);
     if (s.mic) {
       for (const t of s.mic.getAudioTracks()) pc.addTrack(t, s.mic);
     } else {
@@ -179,6 +180,7 @@ export class ConsoleVideo {
     if (!s) return;
     this.s = null;
     s.stats?.stop();
+    s.stopIce?.();
     s.neg?.close();
     if (s.neg?.ready) this.send({ type: 'media.leave', conversation_id: s.convId });
     s.pc?.close();

@@ -218,6 +218,29 @@ export class Negotiator {
  * resolution when the CPU or the network is short, so that stills taken on
  * the far side keep the camera's full size.
  */
+/**
+ * restartIceWhenLost restarts ICE on pc when the connection fails, stays
+ * disconnected for a few seconds, or the browser comes back online (a new
+ * network): restartIce() fires negotiationneeded, so the Negotiator sends
+ * the new offer. It returns a function that stops watching.
+ */
+export function restartIceWhenLost(pc, graceMs = 3000) {
+  let timer = 0;
+  const restart = () => { if (pc.connectionState !== 'closed') pc.restartIce(); };
+  const check = () => {
+    clearTimeout(timer);
+    if (pc.connectionState === 'failed') restart();
+    else if (pc.connectionState === 'disconnected') timer = setTimeout(() => { if (pc.connectionState === 'disconnected') restart(); }, graceMs);
+  };
+  pc.addEventListener('connectionstatechange', check);
+  addEventListener('online', restart);
+  return () => {
+    clearTimeout(timer);
+    pc.removeEventListener('connectionstatechange', check);
+    removeEventListener('online', restart);
+  };
+}
+
 export async function keepResolution(sender) {
   try {
     const p = sender.getParameters();

@@ -11,7 +11,7 @@
 import { h, apiError, newId } from './chat.js';
 import {
   Negotiator, RemoteTiles, StillPreview, captureStill, cameraConstraints, hasSeveralCameras,
-  keepResolution, mediaErrorText, stillName,
+  keepResolution, mediaErrorText, restartIceWhenLost, stillName,
 } from './video.js';
 
 const ORIGIN = new URL(import.meta.url).origin;
@@ -112,6 +112,7 @@ export class WidgetVideo {
     if (this.pc !== pc || !(this.cam || this.screen) || pc.connectionState === 'closed') return false;
     this.own = true;
     this.mic = stream;
+    this.stopIce = restartIceWhenLost(pc); // the call bar no longer watches it
     // The call bar played the gateway's audio; from now on it is ours.
     const heard = pc.getReceivers().map((r) => r.track).filter((t) => t && t.kind === 'audio');
     if (heard.length) {
@@ -168,6 +169,8 @@ export class WidgetVideo {
     }
     this.onState = () => this.render();
     pc.addEventListener('connectionstatechange', this.onState);
+    // A call's connection restarts ICE in the call bar; ours does it here.
+    this.stopIce = own ? restartIceWhenLost(pc) : null;
     this.neg = new Negotiator(pc, {
       send: (f) => this.send(f),
       offerType: () => (!this.started && (this.own || this.cam || this.screen) ? 'video.start' : 'rtc.offer'),
@@ -189,6 +192,8 @@ export class WidgetVideo {
     this.pc = null;
     pc.removeEventListener('track', this.onTrack);
     pc.removeEventListener('connectionstatechange', this.onState);
+    this.stopIce?.();
+    this.stopIce = null;
     this.tiles.clear();
   }
 
