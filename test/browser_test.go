@@ -14,13 +14,10 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-)
 
-const chromiumPath = "/usr/bin/chromium"
+	"github.com/segue-rtc/segue/test/chrome"
+)
 
 // One Chromium process serves every test of the binary; each tab gets its
 // own browser context, so cookies and localStorage never leak between tabs.
@@ -37,9 +34,6 @@ func sharedBrowser(t *testing.T) context.Context {
 	if browserCtx != nil {
 		return browserCtx
 	}
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("chromium is required for the e2e tests: %v", err)
-	}
 	dir, err := os.MkdirTemp("", "segue-chromium-")
 	if err != nil {
 		t.Fatal(err)
@@ -55,20 +49,7 @@ func sharedBrowser(t *testing.T) context.Context {
 // cancelling it would kill the browser.
 func launchChromium(t *testing.T, dir string, extra ...chromedp.ExecAllocatorOption) (context.Context, func()) {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(filepath.Join(dir, "profile")),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-	)
-	opts = append(opts, extra...)
+	opts := chrome.Options(t, filepath.Join(dir, "profile"), extra...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, bcancel := chromedp.NewContext(actx)
 	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
@@ -100,13 +81,8 @@ type tab struct {
 	ctx  context.Context
 	name string
 
-	mu   sync.Mutex
-	logs []string // console errors and exceptions, printed if the test fails
+	log chrome.Log // console messages and exceptions, printed if the test fails
 }
-
-// cspProbe records Content-Security-Policy violations of a page.
-const cspProbe = `window.__csp = [];
-document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
 
 func newTab(t *testing.T, name string) *tab {
 	t.Helper()
@@ -121,57 +97,16 @@ func openTab(t *testing.T, browser context.Context, name string) *tab {
 	tb := &tab{t: t, name: name}
 	ctx, cancel := chromedp.NewContext(browser,
 		chromedp.WithNewBrowserContext(),
-		chromedp.WithListener(tb.listen))
+		chromedp.WithListener(tb.log.Listen))
 	t.Cleanup(func() {
 		cancel()
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		// An uncaught exception in the page is a bug even if the test passed.
-		for _, l := range tb.logs {
-			if strings.HasPrefix(l, "exception: ") {
-				t.Errorf("%s: uncaught %s", name, l)
-			}
-		}
-		if t.Failed() {
-			for _, l := range tb.logs {
-				t.Logf("%s: %s", name, l)
-			}
-		}
+		tb.log.Check(t, name)
 	})
 	tb.ctx = ctx
-	// The first Run opens the tab; a timeout here would close it.
-	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
-		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspProbe})
-	}); err != nil {
+	if err := chrome.Open(ctx); err != nil {
 		t.Fatalf("%s: open tab: %v", name, err)
 	}
 	return tb
-}
-
-func (tb *tab) listen(ev any) {
-	var line string
-	switch ev := ev.(type) {
-	case *runtime.EventConsoleAPICalled:
-		var parts []string
-		for _, a := range ev.Args {
-			if len(a.Value) > 0 {
-				parts = append(parts, string(a.Value))
-			} else {
-				parts = append(parts, a.Description)
-			}
-		}
-		line = fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
-	case *runtime.EventExceptionThrown:
-		line = "exception: " + ev.ExceptionDetails.Text
-		if ev.ExceptionDetails.Exception != nil {
-			line += " " + ev.ExceptionDetails.Exception.Description
-		}
-	default:
-		return
-	}
-	tb.mu.Lock()
-	tb.logs = append(tb.logs, line)
-	tb.mu.Unlock()
 }
 
 // do runs browser steps with a generous deadline.

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/segue-rtc/segue/test/peers"
 )
 
 // Agents in every test config, with their passwords.
@@ -90,7 +91,7 @@ func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
 		f(&o)
 	}
 	dir := t.TempDir()
-	port := freePort(t, "tcp")
+	port := peers.FreeTCPPort(t, "127.0.0.1")
 	g := &gateway{
 		t:      t,
 		dir:    dir,
@@ -115,7 +116,7 @@ func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
 
 func (g *gateway) configYAML(t *testing.T, o gatewayOptions) string {
 	h := passwordHashes(t)
-	sipPort := freePort(t, "udp")
+	sipPort := peers.FreeUDPPort(t, "127.0.0.1")
 	origins := append([]string{g.URL}, o.extraOrigins...)
 	quoted := make([]string, len(origins))
 	for i, s := range origins {
@@ -242,27 +243,6 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.Write(p)
-}
-
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
 }
 
 // client is an HTTP client of the API, as a customer (bearer token) or an

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/segue-rtc/segue/test/peers"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
@@ -38,9 +39,6 @@ func voiceBrowser(t *testing.T) context.Context {
 	defer voiceMu.Unlock()
 	if voiceCtx != nil {
 		return voiceCtx
-	}
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("chromium is required for the e2e tests: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "segue-voice-chromium-")
 	if err != nil {
@@ -126,7 +124,7 @@ type voiceConfig struct {
 func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
 	t.Helper()
 	dir := t.TempDir()
-	port := freePort(t, "tcp")
+	port := peers.FreeTCPPort(t, "127.0.0.1")
 	g := &gateway{t: t, dir: dir, config: filepath.Join(dir, "segue.yaml"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	g.URL = "http://" + g.addr
 	h := passwordHashes(t)
@@ -137,7 +135,7 @@ func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
 	}
 	sipPort := vc.sipPort
 	if sipPort == 0 {
-		sipPort = freePort(t, "udp")
+		sipPort = peers.FreeUDPPort(t, "127.0.0.1")
 	}
 	udpLo := 20000 + 100*rand.IntN(150)
 	rtpLo := 36000 + 2*rand.IntN(6000)

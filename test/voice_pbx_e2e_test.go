@@ -161,7 +161,7 @@ func TestVoiceHoldAndResume(t *testing.T) {
 // and ends when the PBX hangs up; declined, the PBX gets 603.
 func TestVoicePBXCallsCustomer(t *testing.T) {
 	hs := newHostSite(t)
-	sipPort := freePort(t, "udp")
+	sipPort := peers.FreeUDPPort(t, "127.0.0.1")
 	g := startVoiceGateway(t, voiceConfig{
 		trunks:  []voiceTrunk{{name: "pbx", addr: "127.0.0.1:5999"}},
 		queues:  []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@127.0.0.1:5999"}},

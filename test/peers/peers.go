@@ -31,6 +31,18 @@ func FreeUDPPort(t testing.TB, ip string) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// FreeTCPPort returns a TCP port on ip that is free at the time of the
+// call (for a server the test starts next).
+func FreeTCPPort(t testing.TB, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // FreeEvenUDPPort returns a free even UDP port whose successor is free
 // too, for an RTP/RTCP pair.
 func FreeEvenUDPPort(t testing.TB, ip string) int {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,14 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/segue-rtc/segue/test/chrome"
+	"github.com/segue-rtc/segue/test/peers"
 	"golang.org/x/crypto/bcrypt"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 var segueBin string
 
@@ -79,24 +76,6 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-func freePort(t testing.TB, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // gatewayOptions changes the test config.
 type gatewayOptions struct {
 	// phone is Alice's desk phone (a SIP URI on loopback); the trunk then
@@ -112,13 +91,13 @@ func startGateway(t testing.TB, o gatewayOptions) *gateway {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	trunkURI := fmt.Sprintf("sip:127.0.0.1:%d", freePort(t, "udp")) // never dialled
+	trunkURI := fmt.Sprintf("sip:127.0.0.1:%d", peers.FreeUDPPort(t, "127.0.0.1")) // never dialled
 	phone := ""
 	if o.phone != "" {
 		trunkURI = "sip:" + o.phone[strings.LastIndexByte(o.phone, '@')+1:]
 		phone = fmt.Sprintf("    phone: %q\n", o.phone)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	addr := fmt.Sprintf("127.0.0.1:%d", peers.FreeTCPPort(t, "127.0.0.1"))
 	g := &gateway{t: t, dir: dir, URL: "http://" + addr}
 	udp := 30000 + rand.IntN(90)*100 // a range of its own, away from other tests
 	cfg := fmt.Sprintf(`http:
@@ -157,7 +136,7 @@ agents:
 log:
   level: debug
 `, addr, g.URL, g.URL, filepath.Join(dir, "segue.db"), filepath.Join(dir, "files"), udp, udp+99,
-		freePort(t, "udp"), trunkURI, string(hash), phone)
+		peers.FreeUDPPort(t, "127.0.0.1"), trunkURI, string(hash), phone)
 	path := filepath.Join(dir, "segue.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -213,92 +192,31 @@ type browser struct {
 	t    *testing.T
 	name string
 	ctx  context.Context
-	mu   sync.Mutex
-	logs []string
+	log  chrome.Log
 }
-
-// cspProbe records Content-Security-Policy violations of a page.
-const cspProbe = `window.__csp = [];
-document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
 
 // startBrowser starts a Chromium of its own, with the fake camera and
 // microphone and the loopback ICE flags; extra flags are added.
 func startBrowser(t *testing.T, name string, extra map[string]any) *browser {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("chromium is required for the e2e tests: %v", err)
-	}
-	profile := t.TempDir()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "Translate,WebRtcHideLocalIpsWithMdns"),
-	)
+	opts := chrome.Options(t, t.TempDir(), chromedp.WindowSize(1280, 900))
 	for k, v := range extra {
 		opts = append(opts, chromedp.Flag(k, v))
 	}
 	b := &browser{t: t, name: name}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(b.listen))
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(b.log.Listen))
 	t.Cleanup(func() {
 		cancel()
 		acancel()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, l := range b.logs {
-			if strings.HasPrefix(l, "exception: ") {
-				t.Errorf("%s: uncaught %s", name, l)
-			}
-		}
-		if t.Failed() {
-			for _, l := range b.logs {
-				t.Logf("%s: %s", name, l)
-			}
-		}
+		b.log.Check(t, name)
 	})
 	// The first Run starts the browser; it must not have a timeout.
-	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
-		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspProbe})
-	}); err != nil {
+	if err := chrome.Open(ctx); err != nil {
 		t.Fatalf("%s: start chromium: %v", name, err)
 	}
 	b.ctx = ctx
 	return b
-}
-
-func (b *browser) listen(ev any) {
-	var line string
-	switch ev := ev.(type) {
-	case *runtime.EventConsoleAPICalled:
-		var parts []string
-		for _, a := range ev.Args {
-			if len(a.Value) > 0 {
-				parts = append(parts, string(a.Value))
-			} else {
-				parts = append(parts, a.Description)
-			}
-		}
-		line = fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
-	case *runtime.EventExceptionThrown:
-		line = "exception: " + ev.ExceptionDetails.Text
-		if ev.ExceptionDetails.Exception != nil {
-			line += " " + ev.ExceptionDetails.Exception.Description
-		}
-	default:
-		return
-	}
-	b.mu.Lock()
-	b.logs = append(b.logs, line)
-	b.mu.Unlock()
 }
 
 func (b *browser) navigate(url string) {
