@@ -167,13 +167,17 @@ func hasTag(payloads [][]byte, tag string) bool {
 	return false
 }
 
-func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
-	ts := startVideoGateway(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+// videoChat is a conversation an agent has accepted, with both sockets.
+type videoChat struct {
+	convID           string
+	aws, cws         ws
+	aframes, cframes <-chan []byte
+}
 
-	// The customer opens a chat; Alice accepts it.
-	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"Ann"}`))
+// openVideoChat opens a chat as customer name and has agentID accept it.
+func openVideoChat(t *testing.T, ctx context.Context, ts *httptest.Server, name, agentID string) videoChat {
+	t.Helper()
+	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,26 +187,34 @@ func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 	}
 	json.NewDecoder(resp.Body).Decode(&created)
 	resp.Body.Close()
-	convID := created.Conversation.ID
-	login := func(id string) *http.Client {
-		jar, _ := cookiejar.New(nil)
-		hc := &http.Client{Jar: jar}
-		resp, err := hc.Post(ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"`+id+`","password":"password1"}`))
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("login %s: %v %v", id, err, resp.Status)
-		}
-		resp.Body.Close()
-		return hc
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err = hc.Post(ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"`+agentID+`","password":"password1"}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("login %s: %v", agentID, err)
 	}
-	aws := dialSocket(t, ctx, ts, login("alice"))
-	aws.send(map[string]any{"type": "hello"})
-	aws.send(map[string]any{"type": "accept", "conversation_id": convID})
-	for str(aws.read(ctx)["type"]) != "history" {
+	resp.Body.Close()
+	c := videoChat{convID: created.Conversation.ID}
+	c.aws = dialSocket(t, ctx, ts, hc)
+	c.aws.send(map[string]any{"type": "hello"})
+	c.aws.send(map[string]any{"type": "accept", "conversation_id": c.convID})
+	for str(c.aws.read(ctx)["type"]) != "history" {
 	}
-	aframes := reader(ctx, aws)
-	cws := dialSocket(t, ctx, ts, nil)
-	cws.send(map[string]any{"type": "hello", "token": created.Token})
-	cframes := reader(ctx, cws)
+	c.aframes = reader(ctx, c.aws)
+	c.cws = dialSocket(t, ctx, ts, nil)
+	c.cws.send(map[string]any{"type": "hello", "token": created.Token})
+	c.cframes = reader(ctx, c.cws)
+	return c
+}
+
+func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
+	ts := startVideoGateway(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// The customer opens a chat; Alice accepts it.
+	chat := openVideoChat(t, ctx, ts, "Ann", "alice")
+	convID, aws, aframes, cws, cframes := chat.convID, chat.aws, chat.aframes, chat.cws, chat.cframes
 
 	// The camera button, straight from the chat: audio and video.
 	customer := newBrowser(t, 1000)
@@ -283,33 +295,8 @@ type videoSetup struct {
 // joins the console; it returns once the console receives the video.
 func startVideoConversation(t *testing.T, ctx context.Context, ts *httptest.Server, name, agentID, tag string) videoSetup {
 	t.Helper()
-	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		Token        string              `json:"token"`
-		Conversation struct{ ID string } `json:"conversation"`
-	}
-	json.NewDecoder(resp.Body).Decode(&created)
-	resp.Body.Close()
-	convID := created.Conversation.ID
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	resp, err = hc.Post(ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"`+agentID+`","password":"password1"}`))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("login %s: %v", agentID, err)
-	}
-	resp.Body.Close()
-	aws := dialSocket(t, ctx, ts, hc)
-	aws.send(map[string]any{"type": "hello"})
-	aws.send(map[string]any{"type": "accept", "conversation_id": convID})
-	for str(aws.read(ctx)["type"]) != "history" {
-	}
-	aframes := reader(ctx, aws)
-	cws := dialSocket(t, ctx, ts, nil)
-	cws.send(map[string]any{"type": "hello", "token": created.Token})
-	cframes := reader(ctx, cws)
+	chat := openVideoChat(t, ctx, ts, name, agentID)
+	convID, aws, aframes, cws, cframes := chat.convID, chat.aws, chat.aframes, chat.cws, chat.cframes
 
 	customer := newBrowser(t, 1000)
 	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", tag)
