@@ -144,20 +144,27 @@ func (s *Server) releaseCustomerRTC(cv *conv, use int) error {
 	return nil
 }
 
-// customerCandidate passes a browser ICE candidate to the customer's peer.
-func (s *Server) customerCandidate(cv *conv, cand json.RawMessage) error {
+// peerOf returns the conversation's peer connection toward dst, the
+// "customer" (shared by call and video) or the "agent" console, or nil.
+func (s *Server) peerOf(cv *conv, dst string) browserPeer {
 	s.hub.mu.Lock()
-	rtc := cv.rtc
-	s.hub.mu.Unlock()
-	if rtc == nil {
-		return errNoCall
+	defer s.hub.mu.Unlock()
+	switch {
+	case dst == "customer" && cv.rtc != nil:
+		return cv.rtc.peer
+	case dst == "agent" && cv.video != nil:
+		return cv.video.peer
 	}
-	return addCandidate(rtc.peer, cand)
+	return nil
 }
 
-// addCandidate adds a trickled candidate; a malformed one is the client's
-// error, answered with an error frame.
-func addCandidate(p browserPeer, cand json.RawMessage) error {
+// candidate passes a trickled ICE candidate to the peer toward dst; a
+// malformed one is the client's error, answered with an error frame.
+func (s *Server) candidate(cv *conv, dst string, cand json.RawMessage) error {
+	p := s.peerOf(cv, dst)
+	if p == nil {
+		return errNoCall
+	}
 	if err := p.AddICECandidate(cand); err != nil {
 		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
 	}

@@ -218,16 +218,7 @@ func (s *Server) customerRTCGone(cv *conv) {
 // "customer") and renegotiates that browser. A track only ever goes to the
 // other participant of its own conversation.
 func (s *Server) forward(cv *conv, rv remoteVideo, dst string) {
-	h := s.hub
-	h.mu.Lock()
-	var to browserPeer
-	if dst == "agent" && cv.video != nil {
-		to = cv.video.peer
-	} else if dst == "customer" && cv.rtc != nil {
-		to = cv.rtc.peer
-	}
-	h.mu.Unlock()
-	fp, ok := to.(forwardingPeer)
+	fp, ok := s.peerOf(cv, dst).(forwardingPeer)
 	if !ok {
 		return
 	}
@@ -320,15 +311,7 @@ func (s *Server) sendOffer(cv *conv, dst string) bool {
 // answered applies a browser's answer to our offer and sends the next
 // offer if something changed meanwhile.
 func (s *Server) answered(ctx context.Context, cv *conv, dst, sdp string) error {
-	h := s.hub
-	h.mu.Lock()
-	var peer browserPeer
-	if dst == "agent" && cv.video != nil {
-		peer = cv.video.peer
-	} else if dst == "customer" && cv.rtc != nil {
-		peer = cv.rtc.peer
-	}
-	h.mu.Unlock()
+	peer := s.peerOf(cv, dst)
 	if peer == nil {
 		return errNoVideo
 	}
@@ -469,17 +452,6 @@ func (s *Server) leaveVideo(cv *conv, vs *videoSession) {
 	vs.peer.Close()
 	s.offerTo(cv, "customer")
 	s.routeAudio(cv)
-}
-
-// agentCandidate passes a console ICE candidate to its peer.
-func (s *Server) agentCandidate(cv *conv, cand json.RawMessage) error {
-	s.hub.mu.Lock()
-	vs := cv.video
-	s.hub.mu.Unlock()
-	if vs == nil {
-		return errNoVideo
-	}
-	return addCandidate(vs.peer, cand)
 }
 
 // setAudioRoute moves the call's audio between the desk phone and the

@@ -384,9 +384,9 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	case "rtc.offer", "rtc.answer", "rtc.candidate":
 		switch {
 		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:
-			return s.agentCandidate(cv, f.Candidate)
+			return s.candidate(cv, "agent", f.Candidate)
 		case f.Type == "rtc.candidate":
-			return s.customerCandidate(cv, f.Candidate)
+			return s.candidate(cv, "customer", f.Candidate)
 		case f.Type == "rtc.answer" && cl.role == store.RoleAgent:
 			return s.answered(ctx, cv, "agent", f.SDP)
 		case f.Type == "rtc.answer":
