@@ -4,11 +4,9 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,27 +17,56 @@ import (
 	"github.com/segue-rtc/segue/test/chrome"
 )
 
-// One Chromium process serves every test of the binary; each tab gets its
-// own browser context, so cookies and localStorage never leak between tabs.
-var (
-	browserMu   sync.Mutex
-	browserCtx  context.Context
-	browserStop func()
-)
+// lazyBrowser is one Chromium process started by the first test that
+// needs it and reused by the others; each tab gets its own browser
+// context, so cookies and localStorage never leak between tabs. setup,
+// when set, prepares files in the profile's folder and returns extra
+// flags (a fake microphone file, say).
+type lazyBrowser struct {
+	prefix string
+	setup  func(t *testing.T, dir string) []chromedp.ExecAllocatorOption
 
-func sharedBrowser(t *testing.T) context.Context {
+	mu   sync.Mutex
+	ctx  context.Context
+	stop func()
+}
+
+// get returns the browser, starting it on first use.
+func (b *lazyBrowser) get(t *testing.T) context.Context {
 	t.Helper()
-	browserMu.Lock()
-	defer browserMu.Unlock()
-	if browserCtx != nil {
-		return browserCtx
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ctx != nil {
+		return b.ctx
 	}
-	dir, err := os.MkdirTemp("", "segue-chromium-")
+	dir, err := os.MkdirTemp("", b.prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	browserCtx, browserStop = launchChromium(t, dir)
-	return browserCtx
+	var extra []chromedp.ExecAllocatorOption
+	if b.setup != nil {
+		extra = b.setup(t, dir)
+	}
+	b.ctx, b.stop = launchChromium(t, dir, extra...)
+	return b.ctx
+}
+
+// close ends the browser, if one was started.
+func (b *lazyBrowser) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stop != nil {
+		b.stop()
+		b.ctx, b.stop = nil, nil
+	}
+}
+
+// chatBrowser serves the chat tests.
+var chatBrowser = &lazyBrowser{prefix: "segue-chromium-"}
+
+func sharedBrowser(t *testing.T) context.Context {
+	t.Helper()
+	return chatBrowser.get(t)
 }
 
 // launchChromium starts Debian's Chromium headless with the flags the
@@ -66,14 +93,7 @@ func launchChromium(t *testing.T, dir string, extra ...chromedp.ExecAllocatorOpt
 }
 
 // stopBrowser ends the shared browser, if one was started.
-func stopBrowser() {
-	browserMu.Lock()
-	defer browserMu.Unlock()
-	if browserStop != nil {
-		browserStop()
-		browserCtx, browserStop = nil, nil
-	}
-}
+func stopBrowser() { chatBrowser.close() }
 
 // tab is one page in its own browser context (its own cookies and storage).
 type tab struct {
@@ -125,9 +145,9 @@ func call[T any](tb *tab, fn string, args ...any) T {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 45*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](jsCall(fn, args...), chromedp.EvalAwaitPromise))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](chrome.Call(fn, args...), chromedp.EvalAwaitPromise))
 	if err != nil {
-		tb.t.Fatalf("%s: evaluate %s: %v", tb.name, firstLine(fn), err)
+		tb.t.Fatalf("%s: evaluate %s: %v", tb.name, chrome.FirstLine(fn), err)
 	}
 	return v
 }
@@ -138,33 +158,13 @@ func waitJS[T any](tb *tab, what string, fn string, args ...any) T {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 45*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Poll[T](jsCall(fn, args...),
+	v, err := chromedp.Run(ctx, chromedp.Poll[T](chrome.Call(fn, args...),
 		chromedp.WithPollingInterval(50*time.Millisecond),
 		chromedp.WithPollingTimeout(30*time.Second)))
 	if err != nil {
 		tb.t.Fatalf("%s: waiting for %s: %v", tb.name, what, err)
 	}
 	return v
-}
-
-func jsCall(fn string, args ...any) string {
-	enc := make([]string, len(args))
-	for i, a := range args {
-		b, err := json.Marshal(a)
-		if err != nil {
-			panic(err)
-		}
-		enc[i] = string(b)
-	}
-	return fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ", "))
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // cspViolations returns what the page's CSP blocked since it loaded.

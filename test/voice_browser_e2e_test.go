@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,43 +24,27 @@ import (
 // The voice tests use a second Chromium whose fake microphone plays a
 // 1 kHz tone from a WAV file (a process-wide switch, so it cannot be the
 // shared browser of the chat tests). It is started once and reused.
+// The voice tests' Chromium: its fake microphone plays the tone.
 var (
-	voiceMu      sync.Mutex
-	voiceCtx     context.Context
-	voiceStop    func()
-	voiceMicHz   = 1000.0
-	voiceMicAmpl = 0.5
+	voiceMicHz    = 1000.0
+	voiceMicAmpl  = 0.5
+	voiceBrowsers = &lazyBrowser{prefix: "segue-voice-chromium-", setup: func(t *testing.T, dir string) []chromedp.ExecAllocatorOption {
+		// 10 s of whole cycles, so that Chromium's looping of the file is seamless.
+		wav := filepath.Join(dir, "mic1k.wav")
+		if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
+			t.Fatal(err)
+		}
+		return []chromedp.ExecAllocatorOption{chromedp.Flag("use-file-for-fake-audio-capture", wav)}
+	}}
 )
 
 func voiceBrowser(t *testing.T) context.Context {
 	t.Helper()
-	voiceMu.Lock()
-	defer voiceMu.Unlock()
-	if voiceCtx != nil {
-		return voiceCtx
-	}
-	dir, err := os.MkdirTemp("", "segue-voice-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 10 s of whole cycles, so that Chromium's looping of the file is seamless.
-	wav := filepath.Join(dir, "mic1k.wav")
-	if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
-		t.Fatal(err)
-	}
-	voiceCtx, voiceStop = launchChromium(t, dir, chromedp.Flag("use-file-for-fake-audio-capture", wav))
-	return voiceCtx
+	return voiceBrowsers.get(t)
 }
 
 // stopVoiceBrowser ends the voice tests' browser, if one was started.
-func stopVoiceBrowser() {
-	voiceMu.Lock()
-	defer voiceMu.Unlock()
-	if voiceStop != nil {
-		voiceStop()
-		voiceCtx, voiceStop = nil, nil
-	}
-}
+func stopVoiceBrowser() { voiceBrowsers.close() }
 
 // newVoiceTab opens a tab of the voice browser in its own browser context.
 func newVoiceTab(t *testing.T, name string) *tab {

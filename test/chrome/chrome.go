@@ -8,6 +8,7 @@ package chrome
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -101,6 +102,29 @@ func (l *Log) Check(t testing.TB, name string) {
 			t.Logf("%s: %s", name, line)
 		}
 	}
+}
+
+// Call is JavaScript that calls fn (a function expression) with args,
+// each encoded as JSON.
+func Call(fn string, args ...any) string {
+	enc := make([]string, len(args))
+	for i, a := range args {
+		b, err := json.Marshal(a)
+		if err != nil {
+			panic(err) // the tests pass plain values
+		}
+		enc[i] = string(b)
+	}
+	return fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ", "))
+}
+
+// FirstLine is the first line of s, to name a script in a failure.
+func FirstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // Open runs the first action on ctx, which opens the tab (or starts the

@@ -5,7 +5,6 @@ package videoui
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -245,27 +244,15 @@ func jsFn(params, body string) string {
 	return fmt.Sprintf("async (%s) => { %s\n%s }", params, jsHelpers, body)
 }
 
-func jsCall(fn string, args ...any) string {
-	enc := make([]string, len(args))
-	for i, a := range args {
-		v, err := json.Marshal(a)
-		if err != nil {
-			panic(err)
-		}
-		enc[i] = string(v)
-	}
-	return fmt.Sprintf("(%s)(%s)", fn, strings.Join(enc, ", "))
-}
-
 // eval runs a JS function (its body with the helpers in scope) and decodes
 // the result; promises are awaited.
 func eval[T any](b *browser, params, body string, args ...any) T {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](jsCall(jsFn(params, body), args...), chromedp.EvalAwaitPromise))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](chrome.Call(jsFn(params, body), args...), chromedp.EvalAwaitPromise))
 	if err != nil {
-		b.t.Fatalf("%s: evaluate %q: %v", b.name, firstLine(body), err)
+		b.t.Fatalf("%s: evaluate %q: %v", b.name, chrome.FirstLine(body), err)
 	}
 	return v
 }
@@ -275,21 +262,13 @@ func wait[T any](b *browser, what string, timeout time.Duration, params, body st
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout+5*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Poll[T](jsCall(jsFn(params, body), args...),
+	v, err := chromedp.Run(ctx, chromedp.Poll[T](chrome.Call(jsFn(params, body), args...),
 		chromedp.WithPollingInterval(100*time.Millisecond),
 		chromedp.WithPollingTimeout(timeout)))
 	if err != nil {
 		b.t.Fatalf("%s: waiting for %s: %v", b.name, what, err)
 	}
 	return v
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 func (b *browser) click(testID string) {
