@@ -214,7 +214,7 @@ func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
 		go func() { p.handlers.Wait(); close(waited) }()
 		select {
 		case <-waited:
-		case <-time.After(2 * time.Second):
+		case <-time.After(10 * time.Second): // generous: the machine may be loaded
 		}
 		ua.Close()
 		if p.served {
