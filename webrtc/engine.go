@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/gcc"
 	pwebrtc "github.com/pion/webrtc/v4"
 
 	"github.com/segue-rtc/segue/transcode"
@@ -48,6 +49,7 @@ type Engine struct {
 	me         *pwebrtc.MediaEngine
 	reg        *interceptor.Registry
 	se         pwebrtc.SettingEngine
+	bwe        *bweFactory
 
 	// The API is built with the first peer, after the shared UDP port (if
 	// any) is opened: New does no I/O.
@@ -199,7 +201,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("webrtc: register codecs: %w", err)
 	}
 	reg := &interceptor.Registry{}
-	if err := registerInterceptors(me, reg); err != nil {
+	bwe := &bweFactory{}
+	if err := registerInterceptors(me, reg, bwe); err != nil {
 		return nil, fmt.Errorf("webrtc: register interceptors: %w", err)
 	}
 
@@ -226,7 +229,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		o.settings(&se)
 	}
 
-	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se}
+	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se, bwe: bwe}
 	for _, s := range cfg.ICEServers {
 		e.iceServers = append(e.iceServers, pwebrtc.ICEServer{
 			URLs:       append([]string(nil), s.URLs...),
@@ -283,15 +286,24 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 
 // registerInterceptors sets up NACK (asking the browser to resend lost
 // video, and answering its NACKs from a packet cache), RTCP sender and
-// receiver reports, and transport-wide congestion control feedback.
-func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry) error {
+// receiver reports, transport-wide congestion control feedback on what
+// the browser sends, and, on what the gateway sends, transport-wide
+// sequence numbers and the bandwidth estimator that reads the browser's
+// feedback on them. Interceptors added first sit nearest the network, so
+// the estimator sees every packet sent, resent ones included, after the
+// sequence number is set.
+func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
+	reg.Add(bwe)
 	if err := pwebrtc.ConfigureNack(me, reg); err != nil {
 		return err
 	}
 	if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
 		return err
 	}
-	return pwebrtc.ConfigureTWCCSender(me, reg)
+	if err := pwebrtc.ConfigureTWCCSender(me, reg); err != nil {
+		return err
+	}
+	return pwebrtc.ConfigureTWCCHeaderExtensionSender(me, reg)
 }
 
 // Transcode reports the configured transcode mode, "auto" or "always".
@@ -351,19 +363,22 @@ func (e *Engine) Close() error {
 }
 
 // newPeerConnection creates a pion peer connection with the engine's
-// settings.
-func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, error) {
+// settings, and returns the bandwidth estimator built for it.
+func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, *gcc.SendSideBWE, error) {
 	if e.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	api, err := e.start()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return api.NewPeerConnection(pwebrtc.Configuration{
+	e.bwe.mu.Lock()
+	defer e.bwe.mu.Unlock()
+	pc, err := api.NewPeerConnection(pwebrtc.Configuration{
 		ICEServers:    e.iceServers,
 		BundlePolicy:  pwebrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pwebrtc.RTCPMuxPolicyRequire,
 		SDPSemantics:  pwebrtc.SDPSemanticsUnifiedPlan,
 	})
+	return pc, e.bwe.take(), err
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor/pkg/gcc"
 	pwebrtc "github.com/pion/webrtc/v4"
 
 	"github.com/segue-rtc/segue/transcode"
@@ -154,6 +155,13 @@ type Peer struct {
 
 	videoMu sync.Mutex
 	videos  []*RemoteVideo
+	// rembOnce starts rembLoop with the first video forwarded from here.
+	rembOnce sync.Once
+
+	// bwe estimates the bandwidth toward the browser; forwarded counts
+	// the video tracks forwarded to it, which share that estimate.
+	bwe       *gcc.SendSideBWE
+	forwarded atomic.Int32
 }
 
 // NewPeer creates a peer connection for one browser. It adds the local
@@ -164,7 +172,7 @@ type Peer struct {
 // lives until it ends or is closed, and must connect within the connect
 // timeout counted from here.
 func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
-	pc, err := e.newPeerConnection(ctx)
+	pc, bwe, err := e.newPeerConnection(ctx)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil, err
@@ -181,6 +189,7 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		opts:   opts,
 		log:    log,
 		pc:     pc,
+		bwe:    bwe,
 		ctx:    pctx,
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),

@@ -170,9 +170,11 @@ func NewForwarder(src *RemoteVideo, dst *Peer) (*Forwarder, error) {
 		_ = dst.pc.RemoveTrack(sender)
 		return nil, ErrClosed
 	}
+	dst.forwarded.Add(1)
 	src.mu.Lock()
 	src.sinks = append(append([]*Forwarder(nil), src.sinks...), f)
 	src.mu.Unlock()
+	src.p.rembOnce.Do(func() { src.p.spawn(src.p.rembLoop) })
 	dst.negotiationNeeded()
 	dst.log.Info("webrtc video forward", "codec", codec.MimeType, "track", src.ID(), "from", src.p.opts.Name)
 	return f, nil
@@ -223,6 +225,7 @@ func (f *Forwarder) Close() error {
 		}
 		f.src.sinks = sinks
 		f.src.mu.Unlock()
+		f.dst.forwarded.Add(-1)
 		if f.dst.ctx.Err() == nil {
 			if err := f.dst.pc.RemoveTrack(f.sender); err != nil {
 				f.closeErr = fmt.Errorf("webrtc: remove forwarded track: %w", err)

@@ -1,0 +1,188 @@
+package webrtc
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/rtcp"
+)
+
+// Bandwidth toward each browser is estimated with Google Congestion
+// Control (pion's send-side GCC, fed by the browser's transport-wide
+// congestion control feedback on what the gateway sends). Video is
+// forwarded, not encoded, so the gateway cannot lower a bitrate itself:
+// it asks the browser that sends the video to do it, with REMB
+// (draft-alvestrand-rmcat-remb), capped by what each viewer can take.
+// The sender's own uplink is handled by the browser, from the TWCC
+// feedback the gateway sends on what it receives.
+const (
+	// bweStart is the estimate a new peer starts from; it grows within
+	// seconds on a good path.
+	bweStart = 1_500_000
+	// bweMin and bweMax bound every estimate.
+	bweMin = 100_000
+	bweMax = 10_000_000
+	// videoTrackMax is the most a single forwarded video track is given
+	// room for; it caps tracks nobody watches yet.
+	videoTrackMax = 2_500_000
+	// audioAllowance is kept for the gateway's Opus stream toward a
+	// browser, and for the browser's own audio, when sharing an estimate
+	// among video tracks.
+	audioAllowance = 64_000
+	// videoTrackMin is the floor of one track's share: below it video
+	// stops being useful, and loss-based recovery needs some traffic.
+	videoTrackMin = 50_000
+	// rembInterval is how often the cap is sent to a browser sending
+	// video (RFC 4585 §3.4: feedback at least once per second keeps
+	// senders from probing past it).
+	rembInterval = 500 * time.Millisecond
+)
+
+// bweFactory builds one GCC estimator per peer connection. Pion builds
+// a peer connection's interceptors inside NewPeerConnection, so the
+// Engine takes the estimator out right after, under mu.
+type bweFactory struct {
+	mu   sync.Mutex
+	last *gcc.SendSideBWE
+}
+
+// NewInterceptor implements interceptor.Factory.
+func (f *bweFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	est, err := gcc.NewSendSideBWE(
+		gcc.SendSideBWEInitialBitrate(bweStart),
+		gcc.SendSideBWEMinBitrate(bweMin),
+		gcc.SendSideBWEMaxBitrate(bweMax),
+		// Forwarded packets go out as they come: the browser that sent
+		// them paced them already.
+		gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+	)
+	if err != nil {
+		return nil, err
+	}
+	f.last = est
+	return &bweInterceptor{est: est}, nil
+}
+
+// take returns the estimator built by the last NewInterceptor call. The
+// caller holds mu around the peer connection's creation.
+func (f *bweFactory) take() *gcc.SendSideBWE {
+	est := f.last
+	f.last = nil
+	return est
+}
+
+// bweInterceptor feeds one peer connection's outgoing RTP and incoming
+// RTCP to its estimator. Unlike pion's cc interceptor it never fails an
+// RTCP read because of a feedback packet the estimator did not like: the
+// reader also carries key frame requests and receiver reports.
+type bweInterceptor struct {
+	interceptor.NoOp
+	est *gcc.SendSideBWE
+}
+
+// BindRTCPReader implements interceptor.Interceptor.
+func (b *bweInterceptor) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(buf []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, attr, err := reader.Read(buf, a)
+		if err != nil {
+			return n, attr, err
+		}
+		if attr == nil {
+			attr = make(interceptor.Attributes)
+		}
+		pkts, perr := attr.GetRTCPPackets(buf[:n])
+		if perr == nil && hasCongestionFeedback(pkts) {
+			_ = b.est.WriteRTCP(pkts, attr)
+		}
+		return n, attr, nil
+	})
+}
+
+// hasCongestionFeedback reports whether pkts hold transport-wide
+// feedback, the only packets the estimator reads.
+func hasCongestionFeedback(pkts []rtcp.Packet) bool {
+	for _, p := range pkts {
+		switch p.(type) {
+		case *rtcp.TransportLayerCC, *rtcp.CCFeedbackReport:
+			return true
+		}
+	}
+	return false
+}
+
+// BindLocalStream implements interceptor.Interceptor.
+func (b *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	return b.est.AddStream(info, writer)
+}
+
+// Close implements interceptor.Interceptor.
+func (b *bweInterceptor) Close() error { return b.est.Close() }
+
+// SendEstimate returns the estimated bandwidth toward the browser, in
+// bits per second, or 0 when the peer has no estimator.
+func (p *Peer) SendEstimate() int {
+	if p.bwe == nil {
+		return 0
+	}
+	return p.bwe.GetTargetBitrate()
+}
+
+// videoShare is the bitrate one forwarded track may use toward p: the
+// estimate less the audio, split evenly among the forwarded tracks.
+func (p *Peer) videoShare() int {
+	n := int(p.forwarded.Load())
+	if n == 0 || p.bwe == nil {
+		return videoTrackMax
+	}
+	return min(videoTrackMax, max(videoTrackMin, (p.SendEstimate()-audioAllowance)/n))
+}
+
+// videoCap is the bitrate p's browser should send its video at, so that
+// every viewer can take every track: for each track, the smallest share
+// among its viewers. ok is false when no track is forwarded, and nothing
+// needs limiting.
+func (p *Peer) videoCap() (bps int, ssrcs []uint32, ok bool) {
+	for _, v := range p.Videos() {
+		track := videoTrackMax
+		v.mu.Lock()
+		for _, f := range v.sinks {
+			track = min(track, f.dst.videoShare())
+			ok = true
+		}
+		v.mu.Unlock()
+		bps += track
+		ssrcs = append(ssrcs, uint32(v.track.SSRC()))
+	}
+	return bps + audioAllowance, ssrcs, ok
+}
+
+// rembLoop tells p's browser, every rembInterval while any of its video
+// is forwarded, the most it should send (RTCP REMB). The browser keeps
+// the lower of this and its own estimate of its uplink.
+func (p *Peer) rembLoop() {
+	t := time.NewTicker(rembInterval)
+	defer t.Stop()
+	last := 0
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		bps, ssrcs, ok := p.videoCap()
+		if !ok {
+			continue
+		}
+		err := p.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(bps), SSRCs: ssrcs}})
+		if err != nil {
+			p.log.Debug("webrtc remb", "err", err.Error())
+			continue
+		}
+		if last == 0 || bps < last*9/10 || bps > last*11/10 {
+			p.log.Debug("webrtc video cap", "bps", bps)
+			last = bps
+		}
+	}
+}
