@@ -48,10 +48,15 @@ func Options(t testing.TB, profileDir string, extra ...chromedp.ExecAllocatorOpt
 	return append(opts, extra...)
 }
 
-// CSPProbe records the page's Content-Security-Policy violations in
-// window.__csp.
-const CSPProbe = `window.__csp = [];
-document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
+// Probe records the page's Content-Security-Policy violations in
+// window.__csp, and the RTCPeerConnections it makes in window.__pcs (for
+// tests to read their getStats).
+const Probe = `window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+window.__pcs = [];
+window.RTCPeerConnection = class extends window.RTCPeerConnection {
+  constructor(...args) { super(...args); window.__pcs.push(this); }
+};`
 
 // Log keeps a page's console messages and exceptions.
 type Log struct {
@@ -128,11 +133,11 @@ func FirstLine(s string) string {
 }
 
 // Open runs the first action on ctx, which opens the tab (or starts the
-// browser) and installs the CSP probe. ctx must have no timeout:
+// browser) and installs the Probe. ctx must have no timeout:
 // cancelling it would close the tab.
 func Open(ctx context.Context) error {
 	_, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
-		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: CSPProbe})
+		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: Probe})
 	})
 	return err
 }
