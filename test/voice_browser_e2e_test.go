@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,17 +20,11 @@ import (
 // The voice tests use a second Chromium whose fake microphone plays a
 // 1 kHz tone from a WAV file (a process-wide switch, so it cannot be the
 // shared browser of the chat tests). It is started once and reused.
-// The voice tests' Chromium: its fake microphone plays the tone.
 var (
 	voiceMicHz    = 1000.0
 	voiceMicAmpl  = 0.5
 	voiceBrowsers = &lazyBrowser{prefix: "segue-voice-chromium-", setup: func(t *testing.T, dir string) []chromedp.ExecAllocatorOption {
-		// 10 s of whole cycles, so that Chromium's looping of the file is seamless.
-		wav := filepath.Join(dir, "mic1k.wav")
-		if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
-			t.Fatal(err)
-		}
-		return []chromedp.ExecAllocatorOption{chromedp.Flag("use-file-for-fake-audio-capture", wav)}
+		return []chromedp.ExecAllocatorOption{fakeMic(t, dir, voiceMicHz, voiceMicAmpl)}
 	}}
 )
 
@@ -106,11 +99,7 @@ func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first strin
 func openVoiceConsole(t *testing.T, g *gateway) *tab {
 	t.Helper()
 	tb := newVoiceTab(t, "console alice")
-	tb.do(chromedp.Navigate(g.URL + "/console"))
-	tb.fill("login-id", "alice")
-	tb.fill("login-password", agentPasswords["alice"])
-	tb.click("login-submit")
-	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
+	tb.logIn(g, "alice", "/console")
 	return tb
 }
 
