@@ -71,8 +71,9 @@ type gateway struct {
 	// peersOutliveShutdown: see gatewayOptions.
 	peersOutliveShutdown bool
 
-	mu   sync.Mutex
-	log  bytes.Buffer // output of every run, in order
+	log peers.SyncBuffer // output of every run, in order
+
+	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -267,9 +268,7 @@ func (g *gateway) Start() {
 	g.t.Helper()
 	cmd := exec.Command(segueBin, "serve", "--config", g.config)
 	cmd.Dir = g.dir
-	w := &lockedWriter{mu: &g.mu, buf: &g.log}
-	cmd.Stdout = w
-	cmd.Stderr = w
+	cmd.Stdout, cmd.Stderr = &g.log, &g.log
 	if err := cmd.Start(); err != nil {
 		g.t.Fatalf("start segue: %v", err)
 	}
@@ -338,11 +337,7 @@ func (g *gateway) Restart() {
 }
 
 // Log returns what the gateway printed so far.
-func (g *gateway) Log() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.log.String()
-}
+func (g *gateway) Log() string { return g.log.String() }
 
 // Pid is the running process's id, 0 when it is stopped.
 func (g *gateway) Pid() int {
@@ -359,17 +354,6 @@ func (g *gateway) Origin() string { return g.URL }
 
 // WSURL is the WebSocket endpoint.
 func (g *gateway) WSURL() string { return "ws://" + g.addr + "/api/v1/ws" }
-
-type lockedWriter struct {
-	mu  *sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
 
 // client is an HTTP client of the API, as a customer (bearer token) or an
 // agent (session cookie), sending the gateway's own Origin unless told.
