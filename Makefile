@@ -11,7 +11,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # tools, a TURN server, and libopus for the optional cgo Opus build.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn libopus-dev pkg-config ca-certificates
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat opus-cgo clean
+.PHONY: all build run test test-deps unit race e2e vet fmt-check bench bench-chat bench-video opus-cgo clean
 
 all: build
 
@@ -61,6 +61,13 @@ bench:
 
 clean:
 	rm -rf bin
+
+# What relaying video costs the gateway: BenchmarkRelay720p, an e2e
+# benchmark in test/ (SEGUE_BENCH_STREAMS=1,4,8 and SEGUE_BENCH_SECONDS=20
+# change the levels and the measuring time). Figures go to BENCHMARKS.md
+# by hand.
+bench-video:
+	$(GO) test -tags e2e -run '^$$' -bench Relay720p -benchtime 1x ./test/
 
 # Chat load on loopback: a gateway on the bench config in a temp dir, then
 # bench/chatload against it. Figures go to BENCHMARKS.md by hand.

@@ -19,12 +19,12 @@ import (
 
 // wsConn is a Go WebSocket client of the gateway.
 type wsConn struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 
 // dialGateway opens /api/v1/ws with the given Origin and extra headers.
-func dialGateway(t *testing.T, g *gateway, origin string, header http.Header) (*wsConn, *http.Response, error) {
+func dialGateway(t testing.TB, g *gateway, origin string, header http.Header) (*wsConn, *http.Response, error) {
 	t.Helper()
 	if header == nil {
 		header = http.Header{}
@@ -96,7 +96,7 @@ func (w *wsConn) expect(typ string) frame {
 }
 
 // customerWS connects as the customer of a conversation and says hello.
-func customerWS(t *testing.T, g *gateway, token string) *wsConn {
+func customerWS(t testing.TB, g *gateway, token string) *wsConn {
 	t.Helper()
 	w, _, err := dialGateway(t, g, g.Origin(), nil)
 	if err != nil {
@@ -108,7 +108,7 @@ func customerWS(t *testing.T, g *gateway, token string) *wsConn {
 }
 
 // agentWS connects with an agent's session cookie and says hello.
-func agentWS(t *testing.T, g *gateway, agent *client) *wsConn {
+func agentWS(t testing.TB, g *gateway, agent *client) *wsConn {
 	t.Helper()
 	w, _, err := dialGateway(t, g, g.Origin(), http.Header{"Cookie": {agent.cookieHeader()}})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/segue-rtc/segue/test/chrome"
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // lazyBrowser is one Chromium process started by the first test that
@@ -94,6 +95,34 @@ func launchChromium(t *testing.T, dir string, extra ...chromedp.ExecAllocatorOpt
 
 // stopBrowser ends the shared browser, if one was started.
 func stopBrowser() { chatBrowser.close() }
+
+// fakeMic writes a 10 s tone of hz into dir and returns the flag that makes
+// it Chromium's fake microphone (a process-wide switch). 10 s of whole
+// cycles, so that Chromium's looping of the file is seamless.
+func fakeMic(t *testing.T, dir string, hz, ampl float64) chromedp.ExecAllocatorOption {
+	t.Helper()
+	wav := filepath.Join(dir, fmt.Sprintf("mic%.0f.wav", hz))
+	if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, hz, ampl, 10*time.Second), 48000); err != nil {
+		t.Fatal(err)
+	}
+	return chromedp.Flag("use-file-for-fake-audio-capture", wav)
+}
+
+// ownTab starts a Chromium process for this test alone, stopped when the
+// test ends, and opens a tab in it. The video tests give the customer and
+// the agent one each, as two people on two machines; extra adds flags (a
+// fake microphone, say).
+func ownTab(t *testing.T, name string, extra ...chromedp.ExecAllocatorOption) *tab {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "segue-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append([]chromedp.ExecAllocatorOption{chromedp.WindowSize(1280, 900)}, extra...)
+	ctx, stop := launchChromium(t, dir, opts...)
+	t.Cleanup(stop)
+	return openTab(t, ctx, name)
+}
 
 // tab is one page in its own browser context (its own cookies and storage).
 type tab struct {
@@ -196,6 +225,8 @@ type shownMessage struct {
 	Kind string `json:"kind"`
 	Text string `json:"text"`
 	File string `json:"file"`
+	// Thumb is the natural width of an image file's thumbnail, once loaded.
+	Thumb int `json:"thumb"`
 }
 
 // The page-side helpers. root() is the widget's open shadow root on the demo
@@ -207,6 +238,7 @@ const msgs = () => [...(q('chat-log')?.querySelectorAll('[data-testid="message"]
   id: m.dataset.id, seq: Number(m.dataset.seq || 0), role: m.dataset.role, kind: m.dataset.kind,
   text: (m.querySelector('[data-testid="message-text"]') ?? m.querySelector('.event-text') ?? m.querySelector('.file-name'))?.textContent ?? '',
   file: m.querySelector('[data-file-id]')?.dataset.fileId ?? '',
+  thumb: m.querySelector('img[data-testid="file-thumb"]')?.naturalWidth ?? 0,
 }));
 `
 
@@ -219,10 +251,11 @@ func asyncFn(params, body string) string {
 	return fmt.Sprintf("async (%s) => { %s\n%s }", params, jsHelpers, body)
 }
 
-// click clicks the element with a test id once it exists.
+// click clicks the element with a test id once it exists, is enabled and
+// is not hidden.
 func (tb *tab) click(testID string) {
 	tb.t.Helper()
-	waitJS[bool](tb, testID, fn("id", `const el = q(id); if (!el || el.disabled) return false; el.click(); return true;`), testID)
+	waitJS[bool](tb, testID, fn("id", `const el = q(id); if (!el || el.disabled || el.hidden) return false; el.click(); return true;`), testID)
 }
 
 // fill types text into an input (sets the value and fires input events).
@@ -253,6 +286,14 @@ func (tb *tab) waitMessage(text string) shownMessage {
 		fn("text", `return msgs().find((m) => m.seq > 0 && m.text === text) ?? false;`), text)
 }
 
+// waitMessageContaining waits until a stored message whose text contains
+// text is shown (an event such as "Alice: Video started"), and returns it.
+func (tb *tab) waitMessageContaining(text string) shownMessage {
+	tb.t.Helper()
+	return waitJS[shownMessage](tb, fmt.Sprintf("a message with %q", text),
+		fn("text", `return msgs().find((m) => m.seq > 0 && m.text.includes(text)) ?? false;`), text)
+}
+
 // waitText waits until the element with a test id contains text.
 func (tb *tab) waitText(testID, text string) {
 	tb.t.Helper()
@@ -267,26 +308,41 @@ func (tb *tab) setFiles(paths ...string) {
 	tb.do(chromedp.SetUploadFiles(sel, paths))
 }
 
-// openWidget loads the demo page and opens the chat panel.
+// openWidget loads the demo page in a tab of the shared browser and opens
+// the chat panel.
 func openWidget(t *testing.T, g *gateway, name string) *tab {
 	t.Helper()
 	tb := newTab(t, name)
-	tb.do(chromedp.Navigate(g.URL + "/"))
-	tb.click("widget-open")
-	waitJS[bool](tb, "the chat panel", fn("", `const p = q('chat-panel'); return !!p && !p.hidden;`))
+	tb.loadWidget(g)
 	return tb
 }
 
-// openConsole loads the console and logs in as agent.
+// loadWidget loads the demo page and opens the chat panel.
+func (tb *tab) loadWidget(g *gateway) {
+	tb.t.Helper()
+	tb.do(chromedp.Navigate(g.URL + "/"))
+	tb.click("widget-open")
+	waitJS[bool](tb, "the chat panel", fn("", `const p = q('chat-panel'); return !!p && !p.hidden;`))
+}
+
+// openConsole loads the console in a tab of the shared browser and logs in
+// as agent.
 func openConsole(t *testing.T, g *gateway, agent, path string) *tab {
 	t.Helper()
 	tb := newTab(t, "console "+agent)
+	tb.logIn(g, agent, path)
+	return tb
+}
+
+// logIn loads the console at path, logs in as agent and waits until the
+// console is connected.
+func (tb *tab) logIn(g *gateway, agent, path string) {
+	tb.t.Helper()
 	tb.do(chromedp.Navigate(g.URL + path))
 	tb.fill("login-id", agent)
 	tb.fill("login-password", agentPasswords[agent])
 	tb.click("login-submit")
 	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
-	return tb
 }
 
 // acceptConversation clicks accept on a waiting conversation.
@@ -298,14 +354,26 @@ if (!b || b.disabled) return false; b.click(); return true;`), convID)
 		fn("id", `return q('chat-log')?.dataset.conversation === id;`), convID)
 }
 
-// widgetConversation returns the conversation id the widget stored.
-func (tb *tab) widgetConversation() string {
+// widgetSession is the conversation the widget stored, with its token.
+type widgetSession struct {
+	ID    string `json:"id"`
+	Token string `json:"token"`
+}
+
+// widgetSession waits until the widget has stored its conversation.
+func (tb *tab) widgetSession() widgetSession {
 	tb.t.Helper()
-	return waitJS[string](tb, "the widget's conversation", `() => {
+	return waitJS[widgetSession](tb, "the widget's conversation", `() => {
   for (let i = 0; i < localStorage.length; i++) {
     const k = localStorage.key(i);
-    if (k.startsWith('segue:') && k.endsWith(':conversation')) return JSON.parse(localStorage.getItem(k)).id;
+    if (k.startsWith('segue:') && k.endsWith(':conversation')) return JSON.parse(localStorage.getItem(k));
   }
   return false;
 }`)
+}
+
+// widgetConversation returns the conversation id the widget stored.
+func (tb *tab) widgetConversation() string {
+	tb.t.Helper()
+	return tb.widgetSession().ID
 }

@@ -69,20 +69,30 @@ func noCSPViolations(t *testing.T, tabs ...*tab) {
 	}
 }
 
-// startChat has a customer send a first message and an agent accept it.
+// startChat has a customer send a first message and an agent accept it,
+// in tabs of the shared browser.
 func startChat(t *testing.T, g *gateway, first string) (customer, agent *tab, convID string) {
 	t.Helper()
-	customer = openWidget(t, g, "customer")
+	customer, agent = newTab(t, "customer"), newTab(t, "console alice")
+	return customer, agent, chatBetween(t, g, customer, agent, first).ID
+}
+
+// chatBetween opens the widget in the customer's tab, where Ann sends a
+// first message, and has Alice accept it in the agent's tab. It returns
+// the conversation the widget stored.
+func chatBetween(t *testing.T, g *gateway, customer, agent *tab, first string) widgetSession {
+	t.Helper()
+	customer.loadWidget(g)
 	customer.fill("customer-name", "Ann Lee")
 	customer.send(first)
 	customer.waitMessage(first)
 	customer.waitText("agent-name", "Waiting for an agent")
-	convID = customer.widgetConversation()
+	s := customer.widgetSession()
 
-	agent = openConsole(t, g, "alice", "/console")
-	agent.acceptConversation(convID)
+	agent.logIn(g, "alice", "/console")
+	agent.acceptConversation(s.ID)
 	agent.waitMessage(first)
-	return customer, agent, convID
+	return s
 }
 
 func TestChatWithAgent(t *testing.T) {

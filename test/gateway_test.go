@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -39,7 +40,7 @@ var (
 )
 
 // passwordHashes returns bcrypt hashes of agentPasswords, made once.
-func passwordHashes(t *testing.T) map[string]string {
+func passwordHashes(t testing.TB) map[string]string {
 	t.Helper()
 	hashesOnce.Do(func() {
 		hashes = map[string]string{}
@@ -61,14 +62,18 @@ func passwordHashes(t *testing.T) map[string]string {
 // gateway is one segue process under test, started from a config written
 // into a temp dir. Restart keeps the port, the database and the files.
 type gateway struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	config string
 	addr   string // 127.0.0.1:port
 	URL    string // http://127.0.0.1:port
 
-	mu   sync.Mutex
-	log  bytes.Buffer // output of every run, in order
+	// peersOutliveShutdown: see gatewayOptions.
+	peersOutliveShutdown bool
+
+	log peers.SyncBuffer // output of every run, in order
+
+	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -80,13 +85,68 @@ type gatewayOptions struct {
 	extraOrigins   []string
 	identitySecret string
 	newChatsPerMin int
+	// maxChats is how many chats Alice and Bob each take at once.
+	maxChats int
+	// maxVideoSessions caps the conversations with video at once; 0 keeps
+	// the gateway's default.
+	maxVideoSessions int
+	// voice gives the gateway SIP trunks, queues routed through them and
+	// Alice's desk phone. Without queues there is one, support, and no trunk.
+	voice voiceConfig
+	// peersOutliveShutdown is for tests that end with WebRTC peers of video
+	// or of the console still up. segue does not close those at SIGTERM:
+	// it waits until their ICE fails, about 20 s after the browsers have
+	// gone. Stop gives it 5 s, then kills it and logs that, instead of
+	// failing the test on it.
+	peersOutliveShutdown bool
+}
+
+// peersOutliveShutdown sets gatewayOptions.peersOutliveShutdown.
+func peersOutliveShutdown(o *gatewayOptions) { o.peersOutliveShutdown = true }
+
+// voiceTrunk is a desk phone or PBX the gateway may call.
+type voiceTrunk struct {
+	name string
+	addr string // host:port
+}
+
+// voiceQueue routes a queue's calls through a trunk to a number.
+type voiceQueue struct {
+	name, trunk, dial string
+}
+
+// voiceConfig is what the voice tests set up: trunks, queues and desk phone.
+type voiceConfig struct {
+	trunks     []voiceTrunk
+	queues     []voiceQueue
+	alicePhone string // SIP URI of Alice's desk phone, or ""
+	iceServers string // YAML list for webrtc.ice_servers, or ""
+	origins    []string
+	sipPort    int // the gateway's SIP port on 127.0.0.1; 0 picks one
+}
+
+// withVoice sets the gateway up with vc's trunks, queues and desk phone,
+// and allows vc's origins.
+func withVoice(vc voiceConfig) func(*gatewayOptions) {
+	return func(o *gatewayOptions) {
+		o.voice = vc
+		o.extraOrigins = append(o.extraOrigins, vc.origins...)
+	}
+}
+
+// startVoiceGateway starts a gateway with vc's trunks and queues.
+func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
+	t.Helper()
+	return startGateway(t, withVoice(vc))
 }
 
 // startGateway writes a config and starts segue serve; it stops the process
-// when the test ends and prints its log if the test failed.
-func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
+// when the test ends and prints its config and log if the test failed.
+// WebRTC uses loopback candidates, so browsers and pion peers on this
+// machine reach it without a network.
+func startGateway(t testing.TB, opts ...func(*gatewayOptions)) *gateway {
 	t.Helper()
-	o := gatewayOptions{maxFrameBytes: 65536, maxUploadBytes: 4 << 20, newChatsPerMin: 1000}
+	o := gatewayOptions{maxFrameBytes: 65536, maxUploadBytes: 4 << 20, newChatsPerMin: 1000, maxChats: 4}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -97,32 +157,40 @@ func startGateway(t *testing.T, opts ...func(*gatewayOptions)) *gateway {
 		dir:    dir,
 		config: filepath.Join(dir, "segue.yaml"),
 		addr:   fmt.Sprintf("127.0.0.1:%d", port),
+
+		peersOutliveShutdown: o.peersOutliveShutdown,
 	}
 	g.URL = "http://" + g.addr
-	if err := os.WriteFile(g.config, []byte(g.configYAML(t, o)), 0o600); err != nil {
+	cfg := g.configYAML(t, o)
+	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		g.Stop()
 		if t.Failed() {
-			g.mu.Lock()
-			t.Logf("segue log:\n%s", g.log.String())
-			g.mu.Unlock()
+			t.Logf("segue config:\n%s\nsegue log:\n%s", cfg, g.Log())
 		}
 	})
 	g.Start()
 	return g
 }
 
-func (g *gateway) configYAML(t *testing.T, o gatewayOptions) string {
+func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	h := passwordHashes(t)
-	sipPort := peers.FreeUDPPort(t, "127.0.0.1")
+	var b strings.Builder
 	origins := append([]string{g.URL}, o.extraOrigins...)
 	quoted := make([]string, len(origins))
 	for i, s := range origins {
 		quoted[i] = fmt.Sprintf("%q", s)
 	}
-	return fmt.Sprintf(`http:
+	sipPort := o.voice.sipPort
+	if sipPort == 0 {
+		sipPort = peers.FreeUDPPort(t, "127.0.0.1")
+	}
+	// ICE and RTP ports from ranges of their own, away from other gateways.
+	udpLo := 20000 + 100*rand.IntN(150)
+	rtpLo := 36000 + 2*rand.IntN(6000)
+	fmt.Fprintf(&b, `http:
   listen: %q
   public_url: %q
   allowed_origins: [%s]
@@ -131,36 +199,68 @@ store:
   dsn: %q
   files_dir: %q
   max_upload_bytes: %d
-sip:
+webrtc:
+  loopback_candidates: true
+  udp_port_range: [%d, %d]
+`, g.addr, g.URL, strings.Join(quoted, ", "),
+		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+99)
+	if o.voice.iceServers != "" {
+		fmt.Fprintf(&b, "  ice_servers:\n%s", o.voice.iceServers)
+	}
+	fmt.Fprintf(&b, `sip:
   listen: ["udp:127.0.0.1:%d"]
-queues:
-  - name: support
-agents:
+  rtp_port_range: [%d, %d]
+`, sipPort, rtpLo, rtpLo+199)
+	if len(o.voice.trunks) > 0 {
+		b.WriteString("trunks:\n")
+	}
+	for _, tr := range o.voice.trunks {
+		fmt.Fprintf(&b, "  - name: %s\n    uri: \"sip:%s\"\n    codecs: [PCMU, PCMA]\n    allow_inbound_from: [\"127.0.0.1/32\"]\n", tr.name, tr.addr)
+	}
+	queues := o.voice.queues
+	if len(queues) == 0 {
+		queues = []voiceQueue{{name: "support"}}
+	}
+	b.WriteString("queues:\n")
+	names := make([]string, len(queues))
+	for i, q := range queues {
+		fmt.Fprintf(&b, "  - name: %s\n", q.name)
+		if q.trunk != "" {
+			fmt.Fprintf(&b, "    trunk: %s\n", q.trunk)
+		}
+		if q.dial != "" {
+			fmt.Fprintf(&b, "    dial: %q\n", q.dial)
+		}
+		names[i] = q.name
+	}
+	phone := ""
+	if o.voice.alicePhone != "" {
+		phone = fmt.Sprintf("    phone: %q\n", o.voice.alicePhone)
+	}
+	queueList := strings.Join(names, ", ")
+	fmt.Fprintf(&b, `agents:
   - id: alice
     name: "Alice"
     password_hash: %q
-    queues: [support]
-    max_chats: 4
+%s    queues: [%s]
+    max_chats: %d
   - id: bob
     name: "Bob"
     password_hash: %q
-    queues: [support]
-    max_chats: 4
+    queues: [%s]
+    max_chats: %d
 limits:
   new_chats_per_ip_per_minute: %d
   max_frame_bytes: %d
-log:
-  level: debug
-%s`, g.addr, g.URL, strings.Join(quoted, ", "),
-		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes,
-		sipPort, h["alice"], h["bob"], o.newChatsPerMin, o.maxFrameBytes, identityYAML(o.identitySecret))
-}
-
-func identityYAML(secret string) string {
-	if secret == "" {
-		return ""
+`, h["alice"], phone, queueList, o.maxChats, h["bob"], queueList, o.maxChats, o.newChatsPerMin, o.maxFrameBytes)
+	if o.maxVideoSessions > 0 {
+		fmt.Fprintf(&b, "  max_video_sessions: %d\n", o.maxVideoSessions)
 	}
-	return fmt.Sprintf("identity:\n  secret: %q\n", secret)
+	b.WriteString("log:\n  level: debug\n")
+	if o.identitySecret != "" {
+		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
+	}
+	return b.String()
 }
 
 // Start starts the process and waits until /readyz answers 200.
@@ -168,9 +268,7 @@ func (g *gateway) Start() {
 	g.t.Helper()
 	cmd := exec.Command(segueBin, "serve", "--config", g.config)
 	cmd.Dir = g.dir
-	w := &lockedWriter{mu: &g.mu, buf: &g.log}
-	cmd.Stdout = w
-	cmd.Stderr = w
+	cmd.Stdout, cmd.Stderr = &g.log, &g.log
 	if err := cmd.Start(); err != nil {
 		g.t.Fatalf("start segue: %v", err)
 	}
@@ -202,7 +300,9 @@ func (g *gateway) Start() {
 	g.t.Fatal("segue was not ready within 30 s")
 }
 
-// Stop sends SIGTERM and waits for the process to exit (SIGKILL after 20 s).
+// Stop sends SIGTERM and waits for the process to exit; it fails the test
+// and sends SIGKILL after 20 s. With peersOutliveShutdown it kills after 5 s
+// and only logs it.
 func (g *gateway) Stop() {
 	g.mu.Lock()
 	cmd, done := g.cmd, g.done
@@ -212,10 +312,18 @@ func (g *gateway) Stop() {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	grace := 20 * time.Second
+	if g.peersOutliveShutdown {
+		grace = 5 * time.Second
+	}
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
-		g.t.Errorf("segue did not exit within 20 s of SIGTERM")
+	case <-time.After(grace):
+		if g.peersOutliveShutdown {
+			g.t.Logf("segue did not exit within %v of SIGTERM with WebRTC peers up: killed", grace)
+		} else {
+			g.t.Errorf("segue did not exit within %v of SIGTERM", grace)
+		}
 		_ = cmd.Process.Kill()
 		<-done
 	}
@@ -228,34 +336,36 @@ func (g *gateway) Restart() {
 	g.Start()
 }
 
+// Log returns what the gateway printed so far.
+func (g *gateway) Log() string { return g.log.String() }
+
+// Pid is the running process's id, 0 when it is stopped.
+func (g *gateway) Pid() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil {
+		return 0
+	}
+	return g.cmd.Process.Pid
+}
+
 // Origin is the origin browsers use for this gateway.
 func (g *gateway) Origin() string { return g.URL }
 
 // WSURL is the WebSocket endpoint.
 func (g *gateway) WSURL() string { return "ws://" + g.addr + "/api/v1/ws" }
 
-type lockedWriter struct {
-	mu  *sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
 // client is an HTTP client of the API, as a customer (bearer token) or an
 // agent (session cookie), sending the gateway's own Origin unless told.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	g      *gateway
 	http   *http.Client
 	token  string
 	origin string
 }
 
-func (g *gateway) client(t *testing.T) *client {
+func (g *gateway) client(t testing.TB) *client {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +462,7 @@ type message struct {
 
 // newConversation starts a conversation as a customer and returns a client
 // that holds its token.
-func (g *gateway) newConversation(t *testing.T, name string) (*client, conversation) {
+func (g *gateway) newConversation(t testing.TB, name string) (*client, conversation) {
 	t.Helper()
 	c := g.client(t)
 	var out struct {
@@ -368,7 +478,7 @@ func (g *gateway) newConversation(t *testing.T, name string) (*client, conversat
 }
 
 // login returns a client holding an agent's session cookie.
-func (g *gateway) login(t *testing.T, id string) *client {
+func (g *gateway) login(t testing.TB, id string) *client {
 	t.Helper()
 	c := g.client(t)
 	c.json(http.MethodPost, "/api/v1/agent/login", map[string]string{"id": id, "password": agentPasswords[id]}, http.StatusOK, nil)

@@ -6,35 +6,25 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/segue-rtc/segue/test/peers"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // The voice tests use a second Chromium whose fake microphone plays a
 // 1 kHz tone from a WAV file (a process-wide switch, so it cannot be the
 // shared browser of the chat tests). It is started once and reused.
-// The voice tests' Chromium: its fake microphone plays the tone.
 var (
 	voiceMicHz    = 1000.0
 	voiceMicAmpl  = 0.5
 	voiceBrowsers = &lazyBrowser{prefix: "segue-voice-chromium-", setup: func(t *testing.T, dir string) []chromedp.ExecAllocatorOption {
-		// 10 s of whole cycles, so that Chromium's looping of the file is seamless.
-		wav := filepath.Join(dir, "mic1k.wav")
-		if err := audiotest.WriteWAVFile(wav, audiotest.Tone(48000, voiceMicHz, voiceMicAmpl, 10*time.Second), 48000); err != nil {
-			t.Fatal(err)
-		}
-		return []chromedp.ExecAllocatorOption{chromedp.Flag("use-file-for-fake-audio-capture", wav)}
+		return []chromedp.ExecAllocatorOption{fakeMic(t, dir, voiceMicHz, voiceMicAmpl)}
 	}}
 )
 
@@ -83,119 +73,6 @@ func newHostSite(t *testing.T) *hostSite {
 	return hs
 }
 
-// voiceTrunk is a desk phone or PBX the gateway may call.
-type voiceTrunk struct {
-	name string
-	addr string // host:port
-}
-
-// voiceQueue routes a queue's calls through a trunk to a number.
-type voiceQueue struct {
-	name, trunk, dial string
-}
-
-type voiceConfig struct {
-	trunks     []voiceTrunk
-	queues     []voiceQueue
-	alicePhone string // SIP URI of Alice's desk phone, or ""
-	iceServers string // YAML list for webrtc.ice_servers, or ""
-	origins    []string
-	sipPort    int // the gateway's SIP port on 127.0.0.1; 0 picks one
-}
-
-// startVoiceGateway runs segue with trunks, queues and loopback ICE.
-func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
-	t.Helper()
-	dir := t.TempDir()
-	port := peers.FreeTCPPort(t, "127.0.0.1")
-	g := &gateway{t: t, dir: dir, config: filepath.Join(dir, "segue.yaml"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	g.URL = "http://" + g.addr
-	h := passwordHashes(t)
-	var b strings.Builder
-	origins := append([]string{g.URL}, vc.origins...)
-	for i := range origins {
-		origins[i] = fmt.Sprintf("%q", origins[i])
-	}
-	sipPort := vc.sipPort
-	if sipPort == 0 {
-		sipPort = peers.FreeUDPPort(t, "127.0.0.1")
-	}
-	udpLo := 20000 + 100*rand.IntN(150)
-	rtpLo := 36000 + 2*rand.IntN(6000)
-	fmt.Fprintf(&b, `http:
-  listen: %q
-  public_url: %q
-  allowed_origins: [%s]
-store:
-  driver: sqlite
-  dsn: %q
-  files_dir: %q
-webrtc:
-  loopback_candidates: true
-  udp_port_range: [%d, %d]
-`, g.addr, g.URL, strings.Join(origins, ", "), filepath.Join(dir, "segue.db"), filepath.Join(dir, "files"), udpLo, udpLo+99)
-	if vc.iceServers != "" {
-		fmt.Fprintf(&b, "  ice_servers:\n%s", vc.iceServers)
-	}
-	fmt.Fprintf(&b, `sip:
-  listen: ["udp:127.0.0.1:%d"]
-  rtp_port_range: [%d, %d]
-trunks:
-`, sipPort, rtpLo, rtpLo+199)
-	for _, tr := range vc.trunks {
-		fmt.Fprintf(&b, "  - name: %s\n    uri: \"sip:%s\"\n    codecs: [PCMU, PCMA]\n    allow_inbound_from: [\"127.0.0.1/32\"]\n", tr.name, tr.addr)
-	}
-	b.WriteString("queues:\n")
-	names := []string{}
-	for _, q := range vc.queues {
-		fmt.Fprintf(&b, "  - name: %s\n    trunk: %s\n", q.name, q.trunk)
-		if q.dial != "" {
-			fmt.Fprintf(&b, "    dial: %q\n", q.dial)
-		}
-		names = append(names, q.name)
-	}
-	phone := ""
-	if vc.alicePhone != "" {
-		phone = fmt.Sprintf("    phone: %q\n", vc.alicePhone)
-	}
-	fmt.Fprintf(&b, `agents:
-  - id: alice
-    name: "Alice"
-    password_hash: %q
-%s    queues: [%s]
-    max_chats: 4
-  - id: bob
-    name: "Bob"
-    password_hash: %q
-    queues: [%s]
-    max_chats: 4
-limits:
-  new_chats_per_ip_per_minute: 1000
-log:
-  level: debug
-`, h["alice"], phone, strings.Join(names, ", "), h["bob"], strings.Join(names, ", "))
-	if err := os.WriteFile(g.config, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		g.Stop()
-		if t.Failed() {
-			g.mu.Lock()
-			t.Logf("segue config:\n%s\nsegue log:\n%s", b.String(), g.log.String())
-			g.mu.Unlock()
-		}
-	})
-	g.Start()
-	return g
-}
-
-// Log returns what the gateway printed so far.
-func (g *gateway) Log() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.log.String()
-}
-
 // openShopWidget opens the host site's page in the voice browser, opens
 // the chat panel, and starts a conversation with a first message.
 func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first string, before ...chromedp.Action[chromedp.Void]) (*tab, string) {
@@ -222,11 +99,7 @@ func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first strin
 func openVoiceConsole(t *testing.T, g *gateway) *tab {
 	t.Helper()
 	tb := newVoiceTab(t, "console alice")
-	tb.do(chromedp.Navigate(g.URL + "/console"))
-	tb.fill("login-id", "alice")
-	tb.fill("login-password", agentPasswords["alice"])
-	tb.click("login-submit")
-	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
+	tb.logIn(g, "alice", "/console")
 	return tb
 }
 

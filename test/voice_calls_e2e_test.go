@@ -19,11 +19,12 @@ import (
 const deskToneHz = 440.0
 
 // startBaresipPhone runs baresip as Alice's desk phone (extension 1001),
-// playing a 440 Hz tone and recording what it hears.
+// playing a 440 Hz tone and recording what it hears. The tone lasts 60 s,
+// longer than any call of the tests (voice then video is the longest).
 func startBaresipPhone(t *testing.T) *peers.Baresip {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "tone440.wav")
-	if err := audiotest.WriteWAVFile(src, audiotest.Tone(8000, deskToneHz, 0.5, 30*time.Second), 8000); err != nil {
+	if err := audiotest.WriteWAVFile(src, audiotest.Tone(8000, deskToneHz, 0.5, 60*time.Second), 8000); err != nil {
 		t.Fatal(err)
 	}
 	return peers.StartBaresip(t, "127.0.0.1", "1001", src)

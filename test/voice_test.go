@@ -174,8 +174,10 @@ func (b *pionBrowser) receivedVideo() [][]byte {
 	return append([][]byte(nil), b.videoIn...)
 }
 
-func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
-	t.Helper()
+// loopbackAPI is a pion API with the default codecs whose peer connections
+// gather and accept only IPv4 loopback candidates, without mDNS.
+func loopbackAPI(tb testing.TB) *pwebrtc.API {
+	tb.Helper()
 	var se pwebrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -183,10 +185,14 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	me := &pwebrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	api := pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
-	pc, err := api.NewPeerConnection(pwebrtc.Configuration{})
+	return pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
+}
+
+func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
+	t.Helper()
+	pc, err := loopbackAPI(t).NewPeerConnection(pwebrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,12 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,21 +19,10 @@ import (
 type turnServer struct {
 	port           int
 	user, password string
-	mu             sync.Mutex
-	out            bytes.Buffer
+	out            peers.SyncBuffer
 }
 
-func (s *turnServer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.Write(p)
-}
-
-func (s *turnServer) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
+func (s *turnServer) output() string { return s.out.String() }
 
 // startTURN runs Debian's coturn (turnserver) on a free loopback port,
 // relaying to loopback peers (the gateway), until the test ends.
@@ -56,7 +43,7 @@ func startTURN(t *testing.T) *turnServer {
 		"--allow-loopback-peers", "--no-tls", "--no-dtls", "--no-cli", "--fingerprint",
 		"--log-file=stdout", "--simple-log", "--verbose")
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = s, s
+	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start turnserver: %v", err)
 	}

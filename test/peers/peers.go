@@ -73,10 +73,10 @@ type Process struct {
 	Name string
 	Dir  string
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  SyncBuffer
 	done chan struct{}
 	err  error
-	mu   sync.Mutex
+	mu   sync.Mutex // guards err
 }
 
 func start(t testing.TB, name, dir string, args ...string) *Process {
@@ -85,11 +85,10 @@ func start(t testing.TB, name, dir string, args ...string) *Process {
 	if err != nil {
 		t.Fatalf("%s is required for e2e tests: %v", name, err)
 	}
-	p := &Process{Name: name, Dir: dir, out: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, Dir: dir, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
-	w := &lockedWriter{mu: &p.mu, b: p.out}
-	p.cmd.Stdout, p.cmd.Stderr = w, w
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -128,23 +127,29 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
+// SyncBuffer keeps what a process prints on stdout and stderr: writes and
+// reads may come from different goroutines.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Output returns what the process printed so far.
-func (p *Process) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *Process) Output() string { return p.out.String() }
 
 // Wait waits for the process to exit and returns its exit error.
 func (p *Process) Wait(ctx context.Context) error {

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package videoui
+package test
 
 // BenchmarkRelay720p measures what relaying video costs the gateway: N
 // conversations, each with a pion "customer" sending a 720p-sized VP8 RTP
@@ -8,7 +8,7 @@ package videoui
 // "console", for a fixed time, with the gateway's CPU time read from
 // /proc/<pid>/stat. Run it with
 //
-//	go test -tags e2e -run '^$' -bench Relay720p -benchtime 1x ./test/videoui/
+//	go test -tags e2e -run '^$' -bench Relay720p -benchtime 1x ./test/
 //
 // SEGUE_BENCH_STREAMS (e.g. "1,4,8") and SEGUE_BENCH_SECONDS change the
 // levels and the measuring time.
@@ -17,9 +17,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"strconv"
 	"strings"
@@ -29,7 +26,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	pwebrtc "github.com/pion/webrtc/v4"
 )
@@ -84,41 +80,15 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / benchClockTicksHz
 }
 
-func pionAPI(tb testing.TB) *pwebrtc.API {
-	var se pwebrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	me := &pwebrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		tb.Fatal(err)
-	}
-	return pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
-}
-
-// sigConn is a WebSocket with JSON frames; for the agent, frames are
-// handed out by conversation id.
-type sigConn struct {
-	c  *websocket.Conn
-	mu sync.Mutex
-}
-
-func (s *sigConn) send(ctx context.Context, v any) error {
-	raw, _ := json.Marshal(v)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.c.Write(ctx, websocket.MessageText, raw)
-}
-
-func dial(tb testing.TB, ctx context.Context, g *gateway, hc *http.Client) *sigConn {
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(g.URL, "http")+"/api/v1/ws", &websocket.DialOptions{HTTPClient: hc, HTTPHeader: http.Header{"Origin": {g.URL}}})
+// sendFrame writes v as a JSON frame. Unlike wsConn.send it returns its
+// error, so that the signalling goroutines can use it; coder/websocket
+// allows concurrent writers.
+func sendFrame(ctx context.Context, w *wsConn, v any) error {
+	raw, err := json.Marshal(v)
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
-	c.SetReadLimit(1 << 22)
-	tb.Cleanup(func() { c.CloseNow() })
-	return &sigConn{c: c}
+	return w.c.Write(ctx, websocket.MessageText, raw)
 }
 
 type sigFrame struct {
@@ -132,7 +102,7 @@ type sigFrame struct {
 }
 
 // negotiate answers the gateway's frames for one peer connection until ctx ends.
-func negotiate(ctx context.Context, s *sigConn, pc *pwebrtc.PeerConnection, convID string, frames <-chan sigFrame, errs chan<- error) {
+func negotiate(ctx context.Context, w *wsConn, pc *pwebrtc.PeerConnection, convID string, frames <-chan sigFrame, errs chan<- error) {
 	for {
 		var f sigFrame
 		select {
@@ -158,7 +128,7 @@ func negotiate(ctx context.Context, s *sigConn, pc *pwebrtc.PeerConnection, conv
 			gathered := pwebrtc.GatheringCompletePromise(pc)
 			_ = pc.SetLocalDescription(ans)
 			<-gathered
-			_ = s.send(ctx, map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": pc.LocalDescription().SDP})
+			_ = sendFrame(ctx, w, map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": pc.LocalDescription().SDP})
 		case "rtc.candidate":
 			if f.Candidate != nil && f.Candidate.Candidate != "" {
 				_ = pc.AddICECandidate(*f.Candidate)
@@ -182,10 +152,10 @@ func gatheredOffer(tb testing.TB, pc *pwebrtc.PeerConnection) string {
 	return pc.LocalDescription().SDP
 }
 
-// readLoop delivers a socket's frames on a channel, or by conversation id.
-func readLoop(ctx context.Context, s *sigConn, route func(sigFrame)) {
+// readLoop hands each of a socket's frames to route.
+func readLoop(ctx context.Context, w *wsConn, route func(sigFrame)) {
 	for {
-		_, raw, err := s.c.Read(ctx)
+		_, raw, err := w.c.Read(ctx)
 		if err != nil {
 			return
 		}
@@ -198,23 +168,16 @@ func readLoop(ctx context.Context, s *sigConn, route func(sigFrame)) {
 
 func relayRun(b *testing.B, n int, measure time.Duration) {
 	b.StopTimer()
-	g := startGateway(b, gatewayOptions{})
+	g := startGateway(b, func(o *gatewayOptions) {
+		o.maxChats = max(o.maxChats, n) // Alice takes every conversation
+		o.maxVideoSessions = n
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	api := pionAPI(b)
+	api := loopbackAPI(b)
 
 	// Alice logs in once; her socket carries every conversation.
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	req, _ := http.NewRequest(http.MethodPost, g.URL+"/api/v1/agent/login", strings.NewReader(`{"id":"alice","password":"`+agentPassword+`"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Origin", g.URL)
-	res, err := hc.Do(req)
-	if err != nil || res.StatusCode != http.StatusOK {
-		b.Fatalf("login: %v %v", err, res)
-	}
-	res.Body.Close()
-	aws := dial(b, ctx, g, hc)
+	aws := agentWS(b, g, g.login(b, "alice"))
 	var amu sync.Mutex
 	agentFrames := map[string]chan sigFrame{}
 	accepted := make(chan string, n)
@@ -232,37 +195,24 @@ func relayRun(b *testing.B, n int, measure time.Duration) {
 			ch <- f
 		}
 	})
-	if err := aws.send(ctx, map[string]any{"type": "hello"}); err != nil {
-		b.Fatal(err)
-	}
 
 	var sent, received, recvBytes atomic.Int64
 	errs := make(chan error, 64)
 	var senders []*pwebrtc.TrackLocalStaticRTP
 	for i := range n {
 		// The customer: a conversation, a socket, an offer with a camera.
-		res, err := http.Post(g.URL+"/api/v1/conversations", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"Bench %d"}`, i)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var created struct {
-			Token        string              `json:"token"`
-			Conversation struct{ ID string } `json:"conversation"`
-		}
-		_ = json.NewDecoder(res.Body).Decode(&created)
-		res.Body.Close()
-		convID := created.Conversation.ID
+		customer, conv := g.newConversation(b, fmt.Sprintf("Bench %d", i))
+		convID := conv.ID
 		amu.Lock()
 		agentFrames[convID] = make(chan sigFrame, 64)
 		amu.Unlock()
-		if err := aws.send(ctx, map[string]any{"type": "accept", "conversation_id": convID}); err != nil {
+		if err := sendFrame(ctx, aws, map[string]any{"type": "accept", "conversation_id": convID}); err != nil {
 			b.Fatal(err)
 		}
 
-		cws := dial(b, ctx, g, nil)
+		cws := customerWS(b, g, customer.token)
 		custFrames := make(chan sigFrame, 64)
 		go readLoop(ctx, cws, func(f sigFrame) { custFrames <- f })
-		_ = cws.send(ctx, map[string]any{"type": "hello", "token": created.Token})
 		cpc, err := api.NewPeerConnection(pwebrtc.Configuration{})
 		if err != nil {
 			b.Fatal(err)
@@ -273,7 +223,7 @@ func relayRun(b *testing.B, n int, measure time.Duration) {
 			b.Fatal(err)
 		}
 		senders = append(senders, cam)
-		if err := cws.send(ctx, map[string]any{"type": "video.start", "sdp": gatheredOffer(b, cpc)}); err != nil {
+		if err := sendFrame(ctx, cws, map[string]any{"type": "video.start", "sdp": gatheredOffer(b, cpc)}); err != nil {
 			b.Fatal(err)
 		}
 		go negotiate(ctx, cws, cpc, convID, custFrames, errs)
@@ -303,7 +253,7 @@ func relayRun(b *testing.B, n int, measure time.Duration) {
 		case <-time.After(10 * time.Second):
 			b.Fatal("conversation not accepted")
 		}
-		if err := aws.send(ctx, map[string]any{"type": "media.join", "conversation_id": convID, "sdp": gatheredOffer(b, apc)}); err != nil {
+		if err := sendFrame(ctx, aws, map[string]any{"type": "media.join", "conversation_id": convID, "sdp": gatheredOffer(b, apc)}); err != nil {
 			b.Fatal(err)
 		}
 		amu.Lock()
@@ -314,7 +264,7 @@ func relayRun(b *testing.B, n int, measure time.Duration) {
 
 	// The gateway's own cost with the connections up and no video yet.
 	time.Sleep(2 * time.Second)
-	pid := g.cmd.Process.Pid
+	pid := g.Pid()
 	idle0, idleT0 := procCPU(b, pid), time.Now()
 	time.Sleep(3 * time.Second)
 	idlePct := 100 * (procCPU(b, pid) - idle0).Seconds() / time.Since(idleT0).Seconds()

@@ -1,0 +1,66 @@
+//go:build e2e
+
+package test
+
+import "testing"
+
+// callStateKeepingAudio reads the widget's call state and, once the call
+// has a received stream, keeps it in window.__heard for heardHz.
+const callStateKeepingAudio = `const w = document.querySelector('segue-widget');
+const s = w.shadowRoot.querySelector('[data-testid="call-status"]');
+if (w.voice?.audio?.srcObject) window.__heard = w.voice.audio.srcObject;
+return s?.dataset.callState ?? '';`
+
+// heardHz measures the loudest frequency of the call audio the page
+// receives (the stream callStateKeepingAudio kept).
+func (tb *tab) heardHz() float64 {
+	tb.t.Helper()
+	return tb.peakHz("window.__heard", 2500)
+}
+
+// TestVoiceThenVideo: chat, then a call to Alice's desk phone (baresip
+// playing 440 Hz), then the camera: the video joins the call's peer
+// connection, reaches the console, and the desk phone's voice keeps
+// flowing to the customer.
+func TestVoiceThenVideo(t *testing.T) {
+	phone := startBaresipPhone(t)
+	g := startGateway(t, withVoice(voiceConfig{
+		trunks:     []voiceTrunk{baresipTrunk(phone)},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
+		alicePhone: phone.URI(),
+	}))
+	customer, agent, _ := startVideoChat(t, g, "Can we talk?")
+	tone := func(f float64) bool { return f >= deskToneHz-20 && f <= deskToneHz+20 }
+
+	customer.click("voice-start")
+	waitJS[bool](customer, "the call to connect", fn("", `return (() => {`+callStateKeepingAudio+`})() === 'connected' && !!window.__heard;`))
+	if f := customer.heardHz(); !tone(f) {
+		t.Fatalf("during the call the customer hears %.0f Hz, want the desk phone's %.0f Hz", f, deskToneHz)
+	}
+
+	// The camera joins the call's connection: no second one.
+	customer.click("video-start")
+	agent.waitMessageContaining("Video started")
+	agent.waitPlaying("remote-video", 640, 480)
+	if same := call[bool](customer, fn("", `const w = document.querySelector('segue-widget'); return w.video.pc === w.voice.pc && !w.video.own;`)); !same {
+		t.Error("video opened a connection of its own beside the call's")
+	}
+	if f := customer.heardHz(); !tone(f) {
+		t.Errorf("with video on the customer hears %.0f Hz, want the desk phone's %.0f Hz still", f, deskToneHz)
+	}
+	if st := call[string](customer, fn("", callStateKeepingAudio)); st != "connected" {
+		t.Errorf("the call is %q after video started", st)
+	}
+	customer.send("Video and voice together")
+	agent.waitMessage("Video and voice together")
+
+	// The camera goes off: the video ends, the call does not.
+	customer.click("video-start")
+	agent.waitMessageContaining("Video ended")
+	if f := customer.heardHz(); !tone(f) {
+		t.Errorf("after video the customer hears %.0f Hz, want the desk phone's %.0f Hz still", f, deskToneHz)
+	}
+	if st := call[string](customer, fn("", callStateKeepingAudio)); st != "connected" {
+		t.Errorf("the call is %q after video stopped", st)
+	}
+}
