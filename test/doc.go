@@ -14,7 +14,9 @@
 // TestMain builds ./cmd/segue once; set SEGUE_E2E_BIN to test a binary
 // built elsewhere (a release build, say) instead. Chromium is expected at
 // /usr/bin/chromium and the other peers on the PATH; with the tag set,
-// their absence fails the tests.
+// their absence fails the tests. TestVideoOnThinLinks shapes links with
+// tc, in a network namespace it makes for itself (unshare), so it needs
+// root, as make test has.
 //
 // Without the tag, the package's in-process tests run in plain go test:
 // pion peer connections stand in for the browsers.
