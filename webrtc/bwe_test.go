@@ -3,7 +3,6 @@ package webrtc
 import (
 	"encoding/binary"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -60,58 +59,33 @@ func TestVideoCapFollowsViewer(t *testing.T) {
 	e := newTestEngine(t, Config{}, withSettingEngine(onNet(gwNet)))
 
 	customer := newBrowser(t, browserOptions{settings: onNet(custNet)})
-	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "customer-cam")
-	if err != nil {
-		t.Fatal(err)
-	}
-	camSender, err := customer.pc.AddTrack(camera)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var remb atomic.Int64 // the last REMB bitrate the customer got
-	customer.wg.Add(1)
-	go func() {
-		defer customer.wg.Done()
-		for {
-			pkts, _, err := camSender.ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, p := range pkts {
-				if r, ok := p.(*rtcp.ReceiverEstimatedMaximumBitrate); ok {
-					remb.Store(int64(r.Bitrate))
-				}
-			}
+	camera := customer.addCamera(t, func(p rtcp.Packet) {
+		if r, ok := p.(*rtcp.ReceiverEstimatedMaximumBitrate); ok {
+			remb.Store(int64(r.Bitrate))
 		}
-	}()
+	})
 	pc := connect(t, e, customer, PeerOptions{Name: "customer"})
 
 	// 20 ms frames of four 1000-byte packets: 1.6 Mbit/s, whatever the
 	// cap says, as a sender that ignored it would.
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var seq uint16
-		var frame uint32
-		pace(done, customer.stop, func() {
-			for i := range 4 {
-				payload := make([]byte, 1000)
-				if i == 0 {
-					payload[0] = 0x10 // VP8: start of partition
-				}
-				binary.BigEndian.PutUint32(payload[4:], uint32(seq))
-				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: frame * 1800, Marker: i == 3}, Payload: payload}
-				if err := camera.WriteRTP(pkt); err != nil {
-					t.Errorf("camera: %v", err)
-				}
-				seq++
+	var seq uint16
+	var frame uint32
+	defer customer.film(func() {
+		for i := range 4 {
+			payload := make([]byte, 1000)
+			if i == 0 {
+				payload[0] = 0x10 // VP8: start of partition
 			}
-			frame++
-		})
-	}()
-	defer func() { close(done); wg.Wait() }()
+			binary.BigEndian.PutUint32(payload[4:], uint32(seq))
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: frame * 1800, Marker: i == 3}, Payload: payload}
+			if err := camera.WriteRTP(pkt); err != nil {
+				t.Errorf("camera: %v", err)
+			}
+			seq++
+		}
+		frame++
+	})()
 
 	var video *RemoteVideo
 	select {

@@ -20,50 +20,25 @@ func TestForwardVideo(t *testing.T) {
 	e := newTestEngine(t, Config{})
 
 	customer := newBrowser(t, browserOptions{})
-	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "customer-cam")
-	if err != nil {
-		t.Fatal(err)
-	}
-	camSender, err := customer.pc.AddTrack(camera)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var plis atomic.Int32
-	customer.wg.Add(1)
-	go func() {
-		defer customer.wg.Done()
-		for {
-			pkts, _, err := camSender.ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, p := range pkts {
-				if _, ok := p.(*rtcp.PictureLossIndication); ok {
-					plis.Add(1)
-				}
-			}
+	camera := customer.addCamera(t, func(p rtcp.Packet) {
+		if _, ok := p.(*rtcp.PictureLossIndication); ok {
+			plis.Add(1)
 		}
-	}()
+	})
 	pc := connect(t, e, customer, PeerOptions{Name: "customer"})
 
 	// The camera: numbered payloads, one frame per 20 ms.
 	var seq uint16
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pace(done, customer.stop, func() {
-			payload := make([]byte, 8)
-			binary.BigEndian.PutUint32(payload[4:], uint32(seq))
-			payload[0] = 0x10 // VP8 payload descriptor: start of partition
-			if err := camera.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 1800, Marker: true}, Payload: payload}); err != nil {
-				t.Errorf("camera: %v", err)
-			}
-			seq++
-		})
-	}()
-	defer func() { close(done); wg.Wait() }()
+	defer customer.film(func() {
+		payload := make([]byte, 8)
+		binary.BigEndian.PutUint32(payload[4:], uint32(seq))
+		payload[0] = 0x10 // VP8 payload descriptor: start of partition
+		if err := camera.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 1800, Marker: true}, Payload: payload}); err != nil {
+			t.Errorf("camera: %v", err)
+		}
+		seq++
+	})()
 
 	var video *RemoteVideo
 	select {
@@ -188,4 +163,44 @@ func serverOffer(t *testing.T, p *Peer, b *browser) {
 	if err := p.SetAnswer(ctx, b.pc.LocalDescription().SDP); err != nil {
 		t.Fatalf("SetAnswer: %v", err)
 	}
+}
+
+// addCamera adds a VP8 camera track to b, before it connects; onRTCP
+// sees each RTCP packet the gateway sends about it.
+func (b *browser) addCamera(t *testing.T, onRTCP func(rtcp.Packet)) *pwebrtc.TrackLocalStaticRTP {
+	t.Helper()
+	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "customer-cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := b.pc.AddTrack(camera)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			pkts, _, err := sender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				onRTCP(p)
+			}
+		}
+	}()
+	return camera
+}
+
+// film calls frame every 20 ms until stop is called or b closes.
+func (b *browser) film(frame func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pace(done, b.stop, frame)
+	}()
+	return func() { close(done); wg.Wait() }
 }
