@@ -109,8 +109,10 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	return rtc, nil
 }
 
-// watchCustomerRTC clears the conversation's peer when it dies on its own
-// (ICE failed, tab closed); users see it through their own Done checks.
+// watchCustomerRTC clears the conversation's peer when it ends, however
+// it ends (closed by us, ICE failed, the tab closed it), and releases it:
+// a peer that ends on its own must still be closed to free its
+// goroutines and ports. Users see the end through their own Done checks.
 func (s *Server) watchCustomerRTC(cv *conv, rtc *customerRTC) {
 	<-rtc.peer.Done()
 	s.hub.mu.Lock()
@@ -118,7 +120,42 @@ func (s *Server) watchCustomerRTC(cv *conv, rtc *customerRTC) {
 		cv.rtc = nil
 	}
 	s.hub.mu.Unlock()
+	_ = rtc.peer.Close()
 	s.customerRTCGone(cv)
+}
+
+// closeConvMedia closes the conversation's peer connections: the
+// customer's and the console's (the conversation ended, or the gateway
+// stops).
+func (s *Server) closeConvMedia(cv *conv) {
+	h := s.hub
+	h.mu.Lock()
+	rtc, vs := cv.rtc, cv.video
+	cv.rtc = nil
+	h.mu.Unlock()
+	if vs != nil {
+		s.leaveVideo(cv, vs)
+	}
+	if rtc != nil {
+		_ = rtc.peer.Close()
+	}
+}
+
+// closeMedia closes the peer connections of every open conversation, so
+// that shutdown does not wait for browsers to hang up.
+func (s *Server) closeMedia() {
+	h := s.hub
+	h.mu.Lock()
+	convs := make([]*conv, 0, len(h.convs))
+	for _, cv := range h.convs {
+		if cv.rtc != nil || cv.video != nil {
+			convs = append(convs, cv)
+		}
+	}
+	h.mu.Unlock()
+	for _, cv := range convs {
+		s.closeConvMedia(cv)
+	}
 }
 
 // releaseCustomerRTC ends one use of the customer's peer connection and

@@ -47,6 +47,7 @@ type fakeLeg struct {
 	events  chan sip.Event
 	answers int
 	cands   []string
+	closes  int // how many times Close was called
 	// frozenStats keeps the received-packet count still (a silent line);
 	// otherwise it grows on every read, like a live call.
 	frozenStats bool
@@ -83,7 +84,13 @@ func (f *fakeLeg) Done() <-chan struct{} { return f.done }
 func (f *fakeLeg) hangup(err error) {
 	f.once.Do(func() { f.err = err; close(f.done) })
 }
-func (f *fakeLeg) Close() error { f.hangup(sip.ErrClosed); return nil }
+func (f *fakeLeg) Close() error {
+	f.mu.Lock()
+	f.closes++
+	f.mu.Unlock()
+	f.hangup(sip.ErrClosed)
+	return nil
+}
 func (f *fakeLeg) Err() error {
 	select {
 	case <-f.done:

@@ -345,7 +345,14 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 				return err
 			}
 			if f.Type == "end" {
-				return s.hub.end(ctx, cv, cl.agentID)
+				err := s.hub.end(ctx, cv, cl.agentID)
+				s.hub.mu.Lock()
+				ended := cv.c.State == store.StateEnded
+				s.hub.mu.Unlock()
+				if ended { // the media of an ended conversation goes with it
+					s.closeConvMedia(cv)
+				}
+				return err
 			}
 			return s.hub.transfer(ctx, cl.agentID, cv, f.Agent, f.Queue)
 		}
