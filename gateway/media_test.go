@@ -178,6 +178,16 @@ func TestMediaOutlivesASocketBlip(t *testing.T) {
 	if vc.customer.closed() || vc.cons.closed() || vc.sessions() != 1 {
 		t.Fatalf("a socket blip closed media: customer %v, console %v, sessions %d", vc.customer.closed(), vc.cons.closed(), vc.sessions())
 	}
+	// A second console tab learns that the video is held elsewhere, and
+	// cannot take it.
+	second, swelcome := e.pageWS("", vc.alice, "a2")
+	if m := decode[map[string]map[string]bool](t, swelcome["media"])[vc.id]; !m["elsewhere"] || m["joined"] {
+		t.Fatalf("second console's media for %s = %v, want elsewhere", vc.id, m)
+	}
+	second.send(map[string]any{"type": "media.join", "id": "j1", "conversation_id": vc.id, "sdp": "v=0 second console"})
+	if f := second.expect("error"); decode[string](t, f["code"]) != "in_use" {
+		t.Fatalf("media.join from a second console tab: %v", f)
+	}
 	// Another page of the same customer cannot signal for that media.
 	other, welcome := e.pageWS(vc.token, nil, "p2")
 	if welcome["media"] != nil {

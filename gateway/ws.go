@@ -309,8 +309,11 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	for id, cv := range a.convs {
 		custVideo := len(cv.media().custVideos) > 0
 		joined := cv.video != nil && cv.video.ownedBy(cl)
-		if custVideo || joined {
-			media[id] = map[string]bool{"customer_video": custVideo, "joined": joined}
+		// Another console page that is still connected holds it (a page
+		// that is gone is about to lose it).
+		elsewhere := cv.video != nil && !joined && h.videoOwnerConnectedLocked(cv.video)
+		if custVideo || joined || elsewhere {
+			media[id] = map[string]bool{"customer_video": custVideo, "joined": joined, "elsewhere": elsewhere}
 		}
 	}
 	mine := make([]wireConversation, 0, len(a.convs))

@@ -138,7 +138,8 @@ export class ConsoleVideo {
    * closed (the page was away too long) is dropped here too; one it holds
    * that this page dropped meanwhile is left. After a reload, or a dropped
    * session, the console joins the customer's video of the conversation on
-   * screen again, with its own camera off.
+   * screen again, with its own camera off, unless another console tab
+   * holds it.
    */
   resume(f) {
     const media = f.media ?? {};
@@ -154,7 +155,8 @@ export class ConsoleVideo {
       if (m.joined && this.s?.convId !== id) this.send({ type: 'media.leave', conversation_id: id });
     }
     const c = this.conv;
-    if (c && c.state !== 'ended' && !this.s && media[c.id]?.customer_video) this.join();
+    const m = c && media[c.id];
+    if (c?.state !== 'ended' && !this.s && m?.customer_video && !m.elsewhere) this.join();
     this.render();
   }
 
