@@ -28,17 +28,37 @@ type customerRTC struct {
 	peer  browserPeer
 	toWeb *lockedWriter
 	uses  int
+	// page is the page that made it (hello "page"): its sockets signal
+	// for it, and its leaving ends it.
+	page  string
+	neg   negotiator
+	grace graceTimer // armed while no socket of the page is connected
 }
 
 // customerOffer answers the customer's offer: on the existing peer
-// connection (renegotiation) or on a new one. use says what it is for.
-// Our ICE candidates wait until the answer has gone out, since the browser
-// cannot add them before it has our description.
+// connection (renegotiation) or on a new one. use says what it is for;
+// 0 (a renegotiation) needs an existing connection. A connection of
+// another page is refused while that page is connected, and replaced once
+// it is gone (a reload that did not say goodbye). Our ICE candidates wait
+// until the answer has gone out, since the browser cannot add them before
+// it has our description.
 func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer string, use int) (*customerRTC, error) {
 	h := s.hub
 	h.mu.Lock()
 	rtc := cv.rtc
+	var stale *customerRTC
+	if rtc != nil && !rtc.ownedBy(cl) {
+		if h.rtcOwnerConnectedLocked(cv, rtc) {
+			h.mu.Unlock()
+			return nil, errInUse
+		}
+		cv.rtc, stale, rtc = nil, rtc, nil
+	}
 	h.mu.Unlock()
+	if stale != nil {
+		s.log.Info("webrtc: a new page replaces the customer's connection of a page that left", "conv", cv.c.ID)
+		_ = stale.peer.Close()
+	}
 	if rtc != nil {
 		answer, err := rtc.peer.Answer(ctx, offer)
 		if errors.Is(err, webrtc.ErrGlare) {
@@ -53,14 +73,18 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
 		return rtc, nil
 	}
+	if use == 0 {
+		return nil, errNoCall
+	}
 	convID := cv.c.ID
 	var sigMu sync.Mutex
 	var pending []json.RawMessage
+	var self *customerRTC // set before answered
 	answered := false
 	sendCand := func(cand json.RawMessage) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		for c := range cv.customers {
+		for _, c := range h.rtcSocketsLocked(cv, self) {
 			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
 		}
 	}
@@ -87,7 +111,7 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		peer.Close()
 		return nil, err
 	}
-	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use}
+	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use, page: cl.page}
 	h.mu.Lock()
 	if cv.rtc != nil { // another offer won the race
 		h.mu.Unlock()
@@ -96,38 +120,87 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	}
 	cv.rtc = rtc
 	h.mu.Unlock()
+	// Counted before the answer goes out: whoever waits for s.wg after
+	// seeing the answer waits for this too.
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) }()
 	sigMu.Lock()
 	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+	self = rtc
 	for _, c := range pending {
 		sendCand(c)
 	}
 	answered, pending = true, nil
 	sigMu.Unlock()
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) }()
 	s.afterCustomerRTC(cv)
 	return rtc, nil
 }
 
-// watchCustomerRTC clears the conversation's peer when it dies on its own
-// (ICE failed, tab closed); users see it through their own Done checks.
+// watchCustomerRTC clears the conversation's peer when it ends, however
+// it ends (closed by us, ICE failed, the tab closed it), and releases it:
+// a peer that ends on its own must still be closed to free its
+// goroutines and ports. A call on it ends as the browser's loss; video
+// users see the end through their own Done checks.
 func (s *Server) watchCustomerRTC(cv *conv, rtc *customerRTC) {
 	<-rtc.peer.Done()
-	s.hub.mu.Lock()
+	h := s.hub
+	h.mu.Lock()
 	if cv.rtc == rtc {
 		cv.rtc = nil
 	}
-	s.hub.mu.Unlock()
-	s.customerRTCGone(cv)
+	rtc.grace.stop()
+	v := cv.voice
+	h.mu.Unlock()
+	if v != nil && v.onPeer(rtc.peer) {
+		v.cancel(errBrowserGone)
+	}
+	_ = rtc.peer.Close()
+	s.dropRelaysTo(cv, rtc.peer)
+	s.routeAudio(cv)
 }
 
-// releaseCustomerRTC ends one use of the customer's peer connection and
-// closes it when nothing uses it any more.
-func (s *Server) releaseCustomerRTC(cv *conv, use int) error {
+// closeConvMedia closes the conversation's peer connections: the
+// customer's and the console's (the conversation ended, or the gateway
+// stops).
+func (s *Server) closeConvMedia(cv *conv) {
+	h := s.hub
+	h.mu.Lock()
+	rtc, vs := cv.rtc, cv.video
+	cv.rtc = nil
+	h.mu.Unlock()
+	if vs != nil {
+		s.leaveVideo(cv, vs)
+	}
+	if rtc != nil {
+		_ = rtc.peer.Close()
+	}
+}
+
+// closeMedia closes the peer connections of every open conversation, so
+// that shutdown does not wait for browsers to hang up.
+func (s *Server) closeMedia() {
+	h := s.hub
+	h.mu.Lock()
+	convs := make([]*conv, 0, len(h.convs))
+	for _, cv := range h.convs {
+		if cv.rtc != nil || cv.video != nil {
+			convs = append(convs, cv)
+		}
+	}
+	h.mu.Unlock()
+	for _, cv := range convs {
+		s.closeConvMedia(cv)
+	}
+}
+
+// releaseCustomerRTC ends one use of the customer's peer connection peer
+// and closes it when nothing uses it any more. A peer that is no longer
+// the conversation's (replaced, ended) is left alone.
+func (s *Server) releaseCustomerRTC(cv *conv, peer browserPeer, use int) error {
 	h := s.hub
 	h.mu.Lock()
 	rtc := cv.rtc
-	if rtc == nil {
+	if rtc == nil || rtc.peer != peer {
 		h.mu.Unlock()
 		return nil
 	}
@@ -144,25 +217,15 @@ func (s *Server) releaseCustomerRTC(cv *conv, use int) error {
 	return nil
 }
 
-// peerOf returns the conversation's peer connection toward dst, the
-// "customer" (shared by call and video) or the "agent" console, or nil.
-func (s *Server) peerOf(cv *conv, dst string) browserPeer {
+// candidate passes a trickled ICE candidate from cl to the peer toward
+// dst, if cl's page holds it; a malformed one is the client's error,
+// answered with an error frame.
+func (s *Server) candidate(cl *client, cv *conv, dst string, cand json.RawMessage) error {
 	s.hub.mu.Lock()
-	defer s.hub.mu.Unlock()
-	switch {
-	case dst == "customer" && cv.rtc != nil:
-		return cv.rtc.peer
-	case dst == "agent" && cv.video != nil:
-		return cv.video.peer
-	}
-	return nil
-}
-
-// candidate passes a trickled ICE candidate to the peer toward dst; a
-// malformed one is the client's error, answered with an error frame.
-func (s *Server) candidate(cv *conv, dst string, cand json.RawMessage) error {
-	p := s.peerOf(cv, dst)
-	if p == nil {
+	p, _ := s.hub.peerLocked(cv, dst)
+	own := p != nil && s.hub.ownsLocked(cv, dst, cl)
+	s.hub.mu.Unlock()
+	if !own {
 		return errNoCall
 	}
 	if err := p.AddICECandidate(cand); err != nil {
@@ -176,9 +239,13 @@ func (s *Server) candidate(cv *conv, dst string, cand json.RawMessage) error {
 func (s *Server) renegotiate(ctx context.Context, cl *client, cv *conv, offer string) error {
 	s.hub.mu.Lock()
 	rtc := cv.rtc
+	own := rtc != nil && rtc.ownedBy(cl)
 	s.hub.mu.Unlock()
 	if rtc == nil {
 		return errNoCall
+	}
+	if !own {
+		return errInUse
 	}
 	if _, err := s.customerOffer(ctx, cv, cl, offer, 0); err != nil {
 		if errors.As(err, new(*apiError)) {

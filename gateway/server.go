@@ -137,6 +137,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	s.hub.shutdown("server restarting")
 	s.hangupAll(errShutdown)
+	s.closeMedia()
 	err = srv.Shutdown(sctx)
 	s.wg.Wait()
 	<-errc

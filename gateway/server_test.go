@@ -80,6 +80,7 @@ agents:
 	t.Cleanup(func() {
 		srv.hub.shutdown("test over")
 		srv.hangupAll(errShutdown)
+		srv.closeMedia()
 		srv.wg.Wait()
 		ts.Close()
 		st.Close()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/webrtc"
@@ -26,9 +25,14 @@ type forwardingPeer interface {
 // and where the conversation's audio goes. Guarded by hub.mu unless noted.
 type videoSession struct {
 	agentID string
-	cl      *client // the console tab that joined
-	peer    browserPeer
-	toWeb   *lockedWriter
+	// page is the console page that joined (hello "page"); cl is its
+	// socket that joined or came back last.
+	page  string
+	cl    *client
+	neg   negotiator
+	grace graceTimer // armed while no socket of the page is connected
+	peer  browserPeer
+	toWeb *lockedWriter
 	// videos the console sends (its camera, its screen), by track id.
 	videos map[string]remoteVideo
 	// route is where the customer's audio goes while a phone call is up:
@@ -37,10 +41,11 @@ type videoSession struct {
 }
 
 // relays holds every Forwarder of a conversation, keyed by source track
-// and destination ("agent" or "customer").
+// and destination peer: a source goes at most once to each peer, and the
+// relays toward a peer that ended are found by that peer.
 type relayKey struct {
 	src remoteVideo
-	dst string
+	to  browserPeer
 }
 
 type relays struct {
@@ -48,19 +53,9 @@ type relays struct {
 	fwd map[relayKey]*webrtc.Forwarder
 }
 
-// negotiator serialises the gateway's offers to one browser: one in
-// flight, and one more once it is answered if something changed meanwhile.
-type negotiator struct {
-	mu      sync.Mutex
-	pending bool
-	again   bool
-}
-
 // mediaState is per conversation and lives as long as the conversation.
 type mediaState struct {
 	relays
-	custNeg  negotiator
-	agentNeg negotiator
 	// custVideos are the customer's video tracks, by track id.
 	custVideos map[string]remoteVideo
 }
@@ -123,8 +118,18 @@ func (s *Server) startVideo(ctx context.Context, cl *client, cv *conv, offer str
 
 // stopVideo ends the customer's video use of the peer connection (the
 // browser has removed its tracks by renegotiation already).
-func (s *Server) stopVideo(cv *conv) error {
-	return s.releaseCustomerRTC(cv, useVideo)
+func (s *Server) stopVideo(cl *client, cv *conv) error {
+	s.hub.mu.Lock()
+	rtc := cv.rtc
+	own := rtc != nil && rtc.ownedBy(cl)
+	s.hub.mu.Unlock()
+	if rtc == nil {
+		return nil
+	}
+	if !own {
+		return errInUse
+	}
+	return s.releaseCustomerRTC(cv, rtc.peer, useVideo)
 }
 
 // customerVideo is called for each video track the customer starts.
@@ -147,10 +152,12 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 		defer s.wg.Done()
 		<-rv.Done()
 		h.mu.Lock()
-		delete(m.custVideos, rv.ID())
+		if m.custVideos[rv.ID()] == rv {
+			delete(m.custVideos, rv.ID())
+		}
 		last := len(m.custVideos) == 0
 		h.mu.Unlock()
-		s.unforward(cv, rv, "agent")
+		s.unforwardSource(cv, rv)
 		if last {
 			h.event(context.Background(), cv, "video.ended", "Video ended", nil)
 		}
@@ -174,7 +181,7 @@ func (s *Server) agentVideo(cv *conv, vs *videoSession, rv remoteVideo) {
 		h.mu.Lock()
 		delete(vs.videos, rv.ID())
 		h.mu.Unlock()
-		s.unforward(cv, rv, "customer")
+		s.unforwardSource(cv, rv)
 	}()
 }
 
@@ -196,13 +203,13 @@ func (s *Server) afterCustomerRTC(cv *conv) {
 	}
 }
 
-// customerRTCGone drops the relays toward a customer peer that ended.
-func (s *Server) customerRTCGone(cv *conv) {
+// dropRelaysTo closes the relays toward a peer that ended.
+func (s *Server) dropRelaysTo(cv *conv, to browserPeer) {
 	m := cv.media()
 	m.relays.mu.Lock()
 	var gone []*webrtc.Forwarder
 	for k, f := range m.fwd {
-		if k.dst == "customer" {
+		if k.to == to {
 			gone = append(gone, f)
 			delete(m.fwd, k)
 		}
@@ -211,19 +218,21 @@ func (s *Server) customerRTCGone(cv *conv) {
 	for _, f := range gone {
 		f.Close()
 	}
-	s.routeAudio(cv)
 }
 
 // forward relays rv to the conversation's other browser (dst "agent" or
 // "customer") and renegotiates that browser. A track only ever goes to the
 // other participant of its own conversation.
 func (s *Server) forward(cv *conv, rv remoteVideo, dst string) {
-	fp, ok := s.peerOf(cv, dst).(forwardingPeer)
+	s.hub.mu.Lock()
+	to, _ := s.hub.peerLocked(cv, dst)
+	s.hub.mu.Unlock()
+	fp, ok := to.(forwardingPeer)
 	if !ok {
 		return
 	}
 	m := cv.media()
-	key := relayKey{src: rv, dst: dst}
+	key := relayKey{src: rv, to: to}
 	m.relays.mu.Lock()
 	if _, dup := m.fwd[key]; dup {
 		m.relays.mu.Unlock()
@@ -242,99 +251,43 @@ func (s *Server) forward(cv *conv, rv remoteVideo, dst string) {
 	_ = rv.RequestKeyFrame()
 }
 
-func (s *Server) unforward(cv *conv, rv remoteVideo, dst string) {
+// unforwardSource closes the relays of a source that ended, and
+// renegotiates the browsers that still hold a peer it went to.
+func (s *Server) unforwardSource(cv *conv, rv remoteVideo) {
 	m := cv.media()
-	key := relayKey{src: rv, dst: dst}
 	m.relays.mu.Lock()
-	f, ok := m.fwd[key]
-	delete(m.fwd, key)
-	m.relays.mu.Unlock()
-	if ok {
-		f.Close()
-		s.offerTo(cv, dst)
-	}
-}
-
-// offerTo sends a gateway offer to the conversation's customer or agent
-// browser, one at a time (the browser answers with rtc.answer).
-func (s *Server) offerTo(cv *conv, dst string) {
-	m := cv.media()
-	neg := &m.custNeg
-	if dst == "agent" {
-		neg = &m.agentNeg
-	}
-	neg.mu.Lock()
-	if neg.pending {
-		neg.again = true
-		neg.mu.Unlock()
-		return
-	}
-	neg.pending = true
-	neg.mu.Unlock()
-	if !s.sendOffer(cv, dst) {
-		neg.mu.Lock()
-		neg.pending, neg.again = false, false
-		neg.mu.Unlock()
-	}
-}
-
-func (s *Server) sendOffer(cv *conv, dst string) bool {
-	h := s.hub
-	h.mu.Lock()
-	var peer browserPeer
-	var targets []*client
-	if dst == "agent" && cv.video != nil {
-		peer, targets = cv.video.peer, []*client{cv.video.cl}
-	} else if dst == "customer" && cv.rtc != nil {
-		peer = cv.rtc.peer
-		for c := range cv.customers {
-			targets = append(targets, c)
+	var gone []*webrtc.Forwarder
+	var tos []browserPeer
+	for k, f := range m.fwd {
+		if k.src == rv {
+			gone = append(gone, f)
+			tos = append(tos, k.to)
+			delete(m.fwd, k)
 		}
 	}
-	h.mu.Unlock()
-	if peer == nil || len(targets) == 0 {
-		return false
+	m.relays.mu.Unlock()
+	for _, f := range gone {
+		f.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sdp, err := peer.Offer(ctx, false)
-	if err != nil {
-		s.log.Warn("video: offer not made", "conv", cv.c.ID, "to", dst, "err", err)
-		return false
+	s.hub.mu.Lock()
+	cust, _ := s.hub.peerLocked(cv, "customer")
+	agent, _ := s.hub.peerLocked(cv, "agent")
+	s.hub.mu.Unlock()
+	for _, to := range tos {
+		switch to {
+		case cust:
+			s.offerTo(cv, "customer")
+		case agent:
+			s.offerTo(cv, "agent")
+		}
 	}
-	for _, c := range targets {
-		c.send(map[string]any{"type": "rtc.offer", "conversation_id": cv.c.ID, "sdp": sdp})
-	}
-	return true
-}
-
-// answered applies a browser's answer to our offer and sends the next
-// offer if something changed meanwhile.
-func (s *Server) answered(ctx context.Context, cv *conv, dst, sdp string) error {
-	peer := s.peerOf(cv, dst)
-	if peer == nil {
-		return errNoVideo
-	}
-	if err := peer.SetAnswer(ctx, sdp); err != nil {
-		return errf(http.StatusBadRequest, "bad_answer", "the answer could not be used")
-	}
-	m := cv.media()
-	neg := &m.custNeg
-	if dst == "agent" {
-		neg = &m.agentNeg
-	}
-	neg.mu.Lock()
-	again := neg.again
-	neg.pending, neg.again = false, false
-	neg.mu.Unlock()
-	if again {
-		s.offerTo(cv, dst)
-	}
-	return nil
 }
 
 // joinVideo is the console joining the conversation's media with its own
 // peer connection (its offer carries its microphone and, if on, camera).
+// A media.join from the page that holds the session renegotiates it; a
+// session of another console page is refused while that page is
+// connected, and taken over once it is gone.
 func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer string) error {
 	if s.peers == nil {
 		return errNotForwardable
@@ -344,11 +297,23 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 	}
 	h := s.hub
 	h.mu.Lock()
-	if vs := cv.video; vs != nil {
-		h.mu.Unlock()
-		if vs.cl != cl {
+	if vs := cv.video; vs != nil && !vs.ownedBy(cl) {
+		if h.videoOwnerConnectedLocked(vs) {
+			h.mu.Unlock()
 			return errf(http.StatusConflict, "in_use", "another console tab holds this conversation's video")
 		}
+		h.mu.Unlock()
+		s.log.Info("video: a new console page takes over the video of a page that left", "conv", cv.c.ID, "agent", cl.agentID)
+		s.leaveVideo(cv, vs)
+		h.mu.Lock()
+	}
+	if vs := cv.video; vs != nil {
+		if !vs.ownedBy(cl) {
+			h.mu.Unlock()
+			return errf(http.StatusConflict, "in_use", "the conversation's video changed hands; retry")
+		}
+		vs.cl = cl
+		h.mu.Unlock()
 		answer, err := vs.peer.Answer(ctx, offer)
 		if errors.Is(err, webrtc.ErrGlare) {
 			return errGlare
@@ -365,11 +330,18 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		return errVideoLimit
 	}
 	h.mu.Unlock()
-	vs := &videoSession{agentID: cl.agentID, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
+	vs := &videoSession{agentID: cl.agentID, page: cl.page, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
 	var sigMu sync.Mutex
 	var pending []json.RawMessage
 	answered := false
 	convID := cv.c.ID
+	sendCand := func(cand json.RawMessage) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, c := range h.videoSocketsLocked(vs) {
+			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
+		}
+	}
 	hooks := peerHooks{
 		candidate: func(cand json.RawMessage) {
 			sigMu.Lock()
@@ -378,7 +350,7 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 				pending = append(pending, cand)
 				return
 			}
-			cl.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
+			sendCand(cand)
 		},
 		dtmf:  func(rune) {},
 		video: func(rv remoteVideo) { s.agentVideo(cv, vs, rv) },
@@ -405,10 +377,17 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		vids = append(vids, rv)
 	}
 	h.mu.Unlock()
+	// Counted before the answer goes out, as for the customer's peer.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-peer.Done()
+		s.leaveVideo(cv, vs)
+	}()
 	sigMu.Lock()
 	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
 	for _, c := range pending {
-		cl.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": c})
+		sendCand(c)
 	}
 	answered, pending = true, nil
 	sigMu.Unlock()
@@ -417,16 +396,11 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		s.forward(cv, rv, "agent")
 	}
 	s.routeAudio(cv)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		<-peer.Done()
-		s.leaveVideo(cv, vs)
-	}()
 	return nil
 }
 
-// leaveVideo closes the console's side of the conversation's media.
+// leaveVideo closes the console's side of the conversation's media: its
+// peer connection, the relays toward it and those of its own videos.
 func (s *Server) leaveVideo(cv *conv, vs *videoSession) {
 	h := s.hub
 	h.mu.Lock()
@@ -435,12 +409,17 @@ func (s *Server) leaveVideo(cv *conv, vs *videoSession) {
 		return
 	}
 	cv.video = nil
+	vs.grace.stop()
+	own := make(map[remoteVideo]bool, len(vs.videos))
+	for _, rv := range vs.videos {
+		own[rv] = true
+	}
 	h.mu.Unlock()
 	m := cv.media()
 	m.relays.mu.Lock()
 	var gone []*webrtc.Forwarder
 	for k, f := range m.fwd {
-		if k.dst == "agent" || vs.videos[k.src.ID()] == k.src {
+		if k.to == vs.peer || own[k.src] {
 			gone = append(gone, f)
 			delete(m.fwd, k)
 		}

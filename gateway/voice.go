@@ -51,6 +51,8 @@ type browserPeer interface {
 	// removed toward the browser).
 	Offer(ctx context.Context, iceRestart bool) (string, error)
 	SetAnswer(ctx context.Context, answer string) error
+	// LocalOffer returns our offer still waiting for its answer, or "".
+	LocalOffer() string
 }
 
 // peerFactory makes browser peers.
@@ -415,6 +417,13 @@ func (v *voiceCall) awaitingCustomer() bool {
 	return v.direction != "outbound" && v.peer == nil && v.state == callRinging
 }
 
+// onPeer reports whether the call's browser leg is the peer connection p.
+func (v *voiceCall) onPeer(p browserPeer) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.peer == p
+}
+
 func (v *voiceCall) markAccepted() {
 	v.acceptOnce.Do(func() { close(v.accepted) })
 }
@@ -564,7 +573,7 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	peer := v.peer
 	v.mu.Unlock()
 	if peer != nil {
-		errs = append(errs, s.releaseCustomerRTC(v.cv, useVoice))
+		errs = append(errs, s.releaseCustomerRTC(v.cv, peer, useVoice))
 	}
 	v.cancel(cause)
 	v.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,10 @@ type fakeLeg struct {
 	events  chan sip.Event
 	answers int
 	cands   []string
+	closes  int // how many times Close was called
+	// offers counts Offer calls; localOffer is the one waiting for its answer.
+	offers     int
+	localOffer string
 	// frozenStats keeps the received-packet count still (a silent line);
 	// otherwise it grows on every read, like a live call.
 	frozenStats bool
@@ -83,7 +88,13 @@ func (f *fakeLeg) Done() <-chan struct{} { return f.done }
 func (f *fakeLeg) hangup(err error) {
 	f.once.Do(func() { f.err = err; close(f.done) })
 }
-func (f *fakeLeg) Close() error { f.hangup(sip.ErrClosed); return nil }
+func (f *fakeLeg) Close() error {
+	f.mu.Lock()
+	f.closes++
+	f.mu.Unlock()
+	f.hangup(sip.ErrClosed)
+	return nil
+}
 func (f *fakeLeg) Err() error {
 	select {
 	case <-f.done:
@@ -111,8 +122,32 @@ func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	f.mu.Unlock()
 	return "v=0 answer", nil
 }
-func (f *fakeLeg) Offer(context.Context, bool) (string, error)   { return "v=0 server offer", nil }
-func (f *fakeLeg) SetAnswer(_ context.Context, sdp string) error { return nil }
+
+// Offer makes a numbered offer that waits for its answer, as pion's does.
+func (f *fakeLeg) Offer(context.Context, bool) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.localOffer != "" {
+		return "", errors.New("an offer waits for its answer")
+	}
+	f.offers++
+	f.localOffer = fmt.Sprintf("v=0 server offer %d", f.offers)
+	return f.localOffer, nil
+}
+func (f *fakeLeg) SetAnswer(_ context.Context, sdp string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.localOffer == "" {
+		return errors.New("no offer to answer")
+	}
+	f.localOffer = ""
+	return nil
+}
+func (f *fakeLeg) LocalOffer() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.localOffer
+}
 func (f *fakeLeg) AddICECandidate(c json.RawMessage) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -119,6 +119,7 @@ type inFrame struct {
 	Candidate      json.RawMessage `json:"candidate"`
 	Digits         string          `json:"digits"`
 	Stream         string          `json:"stream"`
+	Page           string          `json:"page"`
 }
 
 type errorFrame struct {

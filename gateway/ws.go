@@ -31,6 +31,12 @@ type client struct {
 	role    string
 	agentID string
 	cv      *conv
+	// page names the browser page (hello "page"): its sockets, one after
+	// the other, hold the peer connections the page made.
+	page string
+	// ready: the welcome has been sent, so signalling may follow it.
+	// Guarded by hub.mu.
+	ready bool
 
 	out       chan []byte
 	quit      chan struct{}
@@ -156,7 +162,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.wsConns.WithLabelValues(cl.role).Inc()
 	defer s.metrics.wsConns.WithLabelValues(cl.role).Dec()
-	defer s.unregister(cl)
+	// A browser closes the socket with 1001 when it leaves or reloads the
+	// page, taking the page's peer connections with it.
+	goingAway := false
+	defer func() { s.unregister(cl, goingAway) }()
 
 	for {
 		typ, data, err := conn.Read(ctx)
@@ -164,6 +173,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			if websocket.CloseStatus(err) == -1 && !errors.Is(err, context.Canceled) {
 				cl.log.Debug("websocket read", "err", err)
 			}
+			// (Our own 1001, at shutdown, comes back too: media closes then anyway.)
+			goingAway = websocket.CloseStatus(err) == websocket.StatusGoingAway
 			cl.closeWith(websocket.StatusNormalClosure, "")
 			return
 		}
@@ -202,6 +213,10 @@ func (s *Server) hello(ctx context.Context, cl *client, agentID string) error {
 	if typ != websocket.MessageText || json.Unmarshal(data, &f) != nil || f.Type != "hello" {
 		return errf(http.StatusBadRequest, "bad_frame", `the first frame must be {"type":"hello"}`)
 	}
+	if len(f.Page) > 64 {
+		return errf(http.StatusBadRequest, "bad_frame", "page must be at most 64 characters")
+	}
+	cl.page = f.Page
 	if f.Token != "" {
 		return s.helloCustomer(ctx, cl, &f)
 	}
@@ -224,10 +239,16 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	cl.log = cl.log.With("conv", c.ID, "role", cl.role)
 	// Register before reading history: a message stored in between is
 	// then both in the history and delivered live, and the client drops
-	// the copy by id.
+	// the copy by id. A page coming back finds its peer connection as it
+	// left it, and says whether it still has it.
+	var media map[string]bool
 	if cv != nil {
 		s.hub.mu.Lock()
 		cv.customers[cl] = struct{}{}
+		if rtc := cv.rtc; rtc != nil && rtc.ownedBy(cl) {
+			rtc.grace.stop()
+			media = map[string]bool{"video": rtc.uses&useVideo != 0, "voice": rtc.uses&useVoice != 0}
+		}
 		s.hub.mu.Unlock()
 	}
 	ms, err := s.store.Messages(ctx, c.ID, after, maxHistory)
@@ -244,7 +265,13 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 			welcome["call"] = v.wire() // a call in progress, e.g. after a reload
 		}
 	}
+	if media != nil {
+		welcome["media"] = media
+	}
 	cl.send(welcome)
+	if cv != nil {
+		s.customerWelcomed(cv, cl)
+	}
 	return nil
 }
 
@@ -269,6 +296,26 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	if wasOffline {
 		a.idleSince = h.now()
 	}
+	// The video sessions this page held go on with this socket.
+	var held []*conv
+	for _, cv := range h.convs {
+		if vs := cv.video; vs != nil && vs.page != "" && vs.ownedBy(cl) {
+			vs.cl = cl
+			vs.grace.stop()
+			held = append(held, cv)
+		}
+	}
+	media := map[string]map[string]bool{}
+	for id, cv := range a.convs {
+		custVideo := len(cv.media().custVideos) > 0
+		joined := cv.video != nil && cv.video.ownedBy(cl)
+		// Another console page that is still connected holds it (a page
+		// that is gone is about to lose it).
+		elsewhere := cv.video != nil && !joined && h.videoOwnerConnectedLocked(cv.video)
+		if custVideo || joined || elsewhere {
+			media[id] = map[string]bool{"customer_video": custVideo, "joined": joined, "elsewhere": elsewhere}
+		}
+	}
 	mine := make([]wireConversation, 0, len(a.convs))
 	ids := make([]string, 0, len(a.convs))
 	for id, cv := range a.convs {
@@ -277,7 +324,7 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	}
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "agent": h.wireAgentLocked(a),
 		"conversations": mine, "queue": h.queueForLocked(a), "agents": h.agentListLocked(), "queues": h.queueNamesLocked(),
-		"features": s.features()}
+		"features": s.features(), "media": media}
 	h.updateGaugesLocked()
 	h.mu.Unlock()
 
@@ -291,6 +338,7 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	}
 	welcome["messages"] = msgs
 	cl.send(welcome)
+	s.agentWelcomed(cl, held)
 	h.mu.Lock()
 	h.broadcastAgentsLocked()
 	h.routeLocked()
@@ -300,10 +348,11 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 
 const maxHistory = 10000
 
-func (s *Server) unregister(cl *client) {
+// unregister forgets a closed socket. goingAway says the browser left
+// the page (close code 1001): the page's media ends with it.
+func (s *Server) unregister(cl *client, goingAway bool) {
 	h := s.hub
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if cl.cv != nil {
 		delete(cl.cv.customers, cl)
 	}
@@ -316,6 +365,9 @@ func (s *Server) unregister(cl *client) {
 			h.routeLocked()
 		}
 	}
+	rtc, videos := s.pageLeftLocked(cl, goingAway)
+	h.mu.Unlock()
+	s.closePageMedia(cl, rtc, videos)
 }
 
 // dispatch runs one frame from an authenticated client.
@@ -345,7 +397,14 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 				return err
 			}
 			if f.Type == "end" {
-				return s.hub.end(ctx, cv, cl.agentID)
+				err := s.hub.end(ctx, cv, cl.agentID)
+				s.hub.mu.Lock()
+				ended := cv.c.State == store.StateEnded
+				s.hub.mu.Unlock()
+				if ended { // the media of an ended conversation goes with it
+					s.closeConvMedia(cv)
+				}
+				return err
 			}
 			return s.hub.transfer(ctx, cl.agentID, cv, f.Agent, f.Queue)
 		}
@@ -384,13 +443,13 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	case "rtc.offer", "rtc.answer", "rtc.candidate":
 		switch {
 		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:
-			return s.candidate(cv, "agent", f.Candidate)
+			return s.candidate(cl, cv, "agent", f.Candidate)
 		case f.Type == "rtc.candidate":
-			return s.candidate(cv, "customer", f.Candidate)
+			return s.candidate(cl, cv, "customer", f.Candidate)
 		case f.Type == "rtc.answer" && cl.role == store.RoleAgent:
-			return s.answered(ctx, cv, "agent", f.SDP)
+			return s.answered(ctx, cl, cv, "agent", f.SDP)
 		case f.Type == "rtc.answer":
-			return s.answered(ctx, cv, "customer", f.SDP)
+			return s.answered(ctx, cl, cv, "customer", f.SDP)
 		case cl.role == store.RoleAgent:
 			return s.joinVideo(ctx, cl, cv, f.SDP)
 		default:
@@ -409,7 +468,7 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 			s.hub.mu.Lock()
 			vs := cv.video
 			s.hub.mu.Unlock()
-			if vs == nil || vs.cl != cl {
+			if vs == nil || !vs.ownedBy(cl) {
 				return errNoVideo
 			}
 			s.leaveVideo(cv, vs)
@@ -425,7 +484,7 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		case "video.start":
 			return s.startVideo(ctx, cl, cv, f.SDP)
 		case "video.stop":
-			return s.stopVideo(cv)
+			return s.stopVideo(cl, cv)
 		default:
 			return s.sendDTMF(ctx, cv, f.Digits)
 		}

@@ -131,10 +131,17 @@ func TestServerOffer(t *testing.T) {
 	defer b.sendTone(1000)()
 
 	ctx := context.Background()
+	if o := p.LocalOffer(); o != "" {
+		t.Fatalf("LocalOffer with no offer out = %q, want none", o)
+	}
 	for _, restart := range []bool{false, true} {
 		offer, err := p.Offer(ctx, restart)
 		if err != nil {
 			t.Fatalf("Offer: %v", err)
+		}
+		// The offer waiting for its answer can be sent again as it is.
+		if again := p.LocalOffer(); ufrag(again) != ufrag(offer) || again == "" {
+			t.Fatalf("LocalOffer while the offer waits: ufrag %q, want the offer's %q", ufrag(again), ufrag(offer))
 		}
 		b.setRemote(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: offer})
 		answer, err := b.pc.CreateAnswer(nil)
@@ -146,6 +153,9 @@ func TestServerOffer(t *testing.T) {
 		}
 		if err := p.SetAnswer(ctx, b.pc.LocalDescription().SDP); err != nil {
 			t.Fatalf("SetAnswer: %v", err)
+		}
+		if o := p.LocalOffer(); o != "" {
+			t.Fatal("LocalOffer after the answer is not empty")
 		}
 		assertTone(t, "after server offer", heardMore(t, "audio", heard, 500*time.Millisecond), 1000)
 	}

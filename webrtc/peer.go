@@ -448,6 +448,24 @@ func (p *Peer) Offer(ctx context.Context, iceRestart bool) (string, error) {
 	return p.setLocal(ctx, offer)
 }
 
+// LocalOffer returns the offer made by the last Offer while it still
+// waits for its answer, or "" when none waits. An owner that lost its way
+// to the browser meanwhile (a WebSocket that reconnected) sends it again:
+// the browser may not have seen it, and pion cannot make another offer
+// before this one is answered.
+func (p *Peer) LocalOffer() string {
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	if p.ctx.Err() != nil || p.pc.SignalingState() != pwebrtc.SignalingStateHaveLocalOffer {
+		return ""
+	}
+	d := p.pc.PendingLocalDescription()
+	if d == nil {
+		return ""
+	}
+	return withOpusHints(d.SDP)
+}
+
 // SetAnswer applies the browser's answer to the last Offer.
 func (p *Peer) SetAnswer(_ context.Context, answerSDP string) error {
 	p.sigMu.Lock()

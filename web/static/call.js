@@ -29,6 +29,9 @@ const CAUSE_TEXT = {
 
 const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 
+/** Call states of a call that is still on. */
+const LIVE = new Set(['dialing', 'ringing', 'connected', 'held']);
+
 /** DTMF frequency pairs, for the local key beep. */
 const DTMF = {
   1: [697, 1209], 2: [697, 1336], 3: [697, 1477],
@@ -72,6 +75,7 @@ export class Voice {
     this.features = { voice: false, ice_servers: [] };
     this.enabled = false;
     this.call = null; // the server's Call object, last seen
+    this.elsewhere = null; // a call this page does not hold (another tab's, or before a reload)
     this.phase = 'idle'; // idle | starting | incoming | active | ending
     this.label = '';
     this.pc = null;
@@ -166,6 +170,49 @@ export class Voice {
         return false;
       default:
         return false;
+    }
+  }
+
+  /**
+   * resume squares the call with the gateway once the socket is back
+   * (the welcome frame, with the call in progress and the media this page
+   * still holds). A call that ended meanwhile ends here too; an offer
+   * whose answer was lost with the old socket goes out again; a call this
+   * page does not hold (another tab's, or one the page had before a
+   * reload) is shown until it ends.
+   */
+  resume(f) {
+    const call = f.call && LIVE.has(f.call.state) ? f.call : null;
+    const held = Boolean(f.media?.voice);
+    const pc = this.pc;
+    if (this.phase === 'idle') {
+      this.elsewhere = call && !held ? call : null;
+      this.render();
+      return;
+    }
+    if (this.phase === 'incoming') {
+      if (!call || call.id !== this.call?.id) this.teardown(); // answered elsewhere, or over
+      return;
+    }
+    if (this.phase === 'starting' && pc?.signalingState === 'have-local-offer' && this.offerSent) {
+      // Our offer or the gateway's answer was lost with the socket.
+      const type = held ? 'rtc.offer' : 'voice.start';
+      if (!this.send({ type, id: this.nextId(), sdp: pc.localDescription.sdp })) this.fail('Not connected: try again in a moment');
+      return;
+    }
+    if (!call || (this.call && call.id !== this.call.id) || !held) {
+      // The call ended while the socket was down: the transcript says how.
+      const id = this.call?.id;
+      const end = (f.messages ?? []).findLast((m) => ['voice.ended', 'voice.failed'].includes(m.event?.name) && m.event.data?.call === id);
+      const data = end?.event.data ?? {};
+      this.finished({ ...(this.call ?? {}), state: end?.event.name === 'voice.failed' ? 'failed' : 'ended', cause: data.cause ?? '', ended_by: data.by ?? '' });
+      return;
+    }
+    this.callFrame(call);
+    if (this.restarting && pc?.signalingState === 'have-local-offer') {
+      // The answer to our ICE restart may have been lost: restart again.
+      this.restarting = false;
+      pc.setLocalDescription({ type: 'rollback' }).then(() => this.restartIce('resume')).catch(() => {});
     }
   }
 
@@ -329,6 +376,13 @@ export class Voice {
   callFrame(call) {
     if (!call) return;
     const terminal = call.state === 'ended' || call.state === 'failed';
+    if (this.phase === 'idle' && this.elsewhere?.id === call.id) {
+      // Another page's call (this page's own, before a reload).
+      this.elsewhere = terminal ? null : call;
+      if (terminal) this.finished(call);
+      else this.render();
+      return;
+    }
     // A late frame of an earlier call must not end the current one.
     if (this.call && this.call.id !== call.id && terminal && this.phase !== 'idle') return;
     const was = this.call?.id === call.id ? this.call.state : '';
@@ -485,6 +539,7 @@ export class Voice {
   /** statusText is what the status line says about the call, or ''. */
   statusText() {
     const c = this.call;
+    if (this.phase === 'idle' && this.elsewhere) return 'A call is in progress in another window';
     if (this.phase === 'idle') return this.outcome?.text ?? '';
     if (this.phase === 'incoming') return this.label;
     if (this.phase === 'ending') return 'Hanging up…';
@@ -500,6 +555,7 @@ export class Voice {
 
   /** callState is the data-call-state of the status line. */
   callState() {
+    if (this.phase === 'idle' && this.elsewhere) return 'elsewhere';
     if (this.phase === 'idle') return this.outcome?.state ?? '';
     if (this.phase === 'incoming') return 'incoming';
     if (this.phase === 'ending') return 'ending';
@@ -528,7 +584,7 @@ export class Voice {
     const inCall = this.phase !== 'idle';
     const ready = this.features.voice && this.enabled;
     this.startButton.hidden = !ready && !inCall;
-    this.startButton.disabled = inCall || !ready;
+    this.startButton.disabled = inCall || !ready || Boolean(this.elsewhere);
     this.startButton.setAttribute('aria-pressed', String(inCall));
     this.bar.hidden = !inCall && !this.flashText;
     this.bar.dataset.phase = this.phase;

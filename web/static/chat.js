@@ -59,6 +59,14 @@ export function formatTime(iso) {
   return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/**
+ * PAGE names this page load in every hello it sends, from one socket to
+ * the next: the gateway ties the peer connections the page makes to it,
+ * so that a reconnect keeps them and a reload ends them (docs/api.md,
+ * "Reconnecting and reloading").
+ */
+export const PAGE = newId();
+
 /** newId returns a client-made message id. */
 export function newId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID();

@@ -129,6 +129,37 @@ export class ConsoleVideo {
     }
   }
 
+  /**
+   * resume squares video with the gateway once the socket is back and the
+   * console has chosen the conversation on screen. The welcome's media
+   * says, per conversation, whether the customer's video is on and whether
+   * this page holds the console's session. A session the gateway still
+   * holds goes on (an offer whose answer was lost goes out again); one it
+   * closed (the page was away too long) is dropped here too; one it holds
+   * that this page dropped meanwhile is left. After a reload, or a dropped
+   * session, the console joins the customer's video of the conversation on
+   * screen again, with its own camera off, unless another console tab
+   * holds it.
+   */
+  resume(f) {
+    const media = f.media ?? {};
+    for (const id of this.hasVideo.keys()) this.hasVideo.set(id, Boolean(media[id]?.customer_video));
+    for (const [id, m] of Object.entries(media)) this.hasVideo.set(id, Boolean(m.customer_video));
+    const s = this.s;
+    if (s && (media[s.convId]?.joined || !s.neg?.ready)) {
+      s.neg?.resume(); // an unanswered media.join goes out again too
+    } else if (s) {
+      this.leave(false);
+    }
+    for (const [id, m] of Object.entries(media)) {
+      if (m.joined && this.s?.convId !== id) this.send({ type: 'media.leave', conversation_id: id });
+    }
+    const c = this.conv;
+    const m = c && media[c.id];
+    if (c?.state !== 'ended' && !this.s && m?.customer_video && !m.elsewhere) this.join();
+    this.render();
+  }
+
   /** join opens the console's peer connection for the selected conversation. */
   async join() {
     const conv = this.conv;
@@ -175,14 +206,15 @@ export class ConsoleVideo {
     this.render();
   }
 
-  leave() {
+  /** leave closes the console's session; tell is false when the gateway has closed it already. */
+  leave(tell = true) {
     const s = this.s;
     if (!s) return;
     this.s = null;
     s.stats?.stop();
     s.stopIce?.();
     s.neg?.close();
-    if (s.neg?.ready) this.send({ type: 'media.leave', conversation_id: s.convId });
+    if (tell && s.neg?.ready) this.send({ type: 'media.leave', conversation_id: s.convId });
     s.pc?.close();
     for (const t of [...(s.mic?.getTracks() ?? []), s.cam?.track, s.screen?.track]) t?.stop();
     this.tiles.clear();

@@ -2,7 +2,7 @@
 // conversations and the chat itself. It uses the session cookie for HTTP and
 // for the WebSocket of the same origin.
 
-import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
 import { ConsoleCalls } from './console-call.js';
 import { ConsoleVideo } from './console-video.js'; // video (Step 3)
 
@@ -123,7 +123,7 @@ const app = {
     this.fillTransferTargets();
     this.socket = new Socket({
       url: WS_URL,
-      hello: () => ({ type: 'hello', after: Object.fromEntries([...this.convs.values()].map((c) => [c.id, c.log.maxSeq])) }),
+      hello: () => ({ type: 'hello', page: PAGE, after: Object.fromEntries([...this.convs.values()].map((c) => [c.id, c.log.maxSeq])) }),
       onFrame: (f) => this.onFrame(f),
       onState: (s, reason) => this.showState(s, reason),
       onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
@@ -249,6 +249,9 @@ const app = {
     } else if (this.selected) {
       this.select(this.convs.get(this.selected.id) ?? null, false);
     }
+    // Video goes on where the gateway says it is, now that the
+    // conversation on screen is chosen (after a reload: joins it again).
+    this.video?.resume(f);
     this.flushOutbox();
   },
 

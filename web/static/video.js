@@ -4,7 +4,7 @@
 // receive statistics. See docs/api.md, "Video (Step 3)".
 //
 // The gateway makes one offer at a time and refuses a browser offer that
-// crosses its own (error bad_offer). The browser rolls back, answers the
+// crosses its own (error glare). The browser rolls back, answers the
 // gateway's offer and offers again.
 
 import { h } from './chat.js';
@@ -15,7 +15,7 @@ export const VIDEO_ERROR_TEXT = {
   busy: 'Too many video calls right now; please try again shortly',
   bad_offer: 'The browser could not start the video',
   no_video: 'There is no video in this conversation',
-  in_use: 'Another console tab holds this video',
+  in_use: 'The video runs in another tab',
   ended: 'The conversation has ended',
 };
 
@@ -109,6 +109,22 @@ export class Negotiator {
   }
 
   /**
+   * resume is called when the socket is back and the gateway still holds
+   * the connection: an offer of ours still waiting for its answer may
+   * have been lost with the old socket, so it is rolled back and made
+   * again (the gateway answers it, or refuses it as glare when an offer
+   * of its own, sent again too, crossed it).
+   */
+  resume() {
+    this.queue(async () => {
+      const pc = this.pc;
+      if (this.closed || pc.signalingState !== 'have-local-offer') return;
+      await pc.setLocalDescription({ type: 'rollback' });
+      await this.offer();
+    });
+  }
+
+  /**
    * onFrame applies a signalling frame from the gateway. It returns true
    * when the frame was one of ours.
    */
@@ -183,13 +199,13 @@ export class Negotiator {
   }
 
   /**
-   * refused handles an error about one of our offers. A bad_offer while the
-   * gateway has an offer of its own on the way is glare: the gateway's offer
-   * arrives next and rolls ours back. Otherwise roll back and retry a few
-   * times, then give up.
+   * refused handles an error about one of our offers. Glare (or a
+   * bad_offer while the gateway has an offer of its own on the way): the
+   * gateway's offer arrives next and rolls ours back. Otherwise roll back
+   * and retry a few times, then give up.
    */
   refused(f) {
-    if (f.code !== 'bad_offer' || f.ref !== this.lastOfferId) {
+    if ((f.code !== 'bad_offer' && f.code !== 'glare') || f.ref !== this.lastOfferId) {
       this.onError(VIDEO_ERROR_TEXT[f.code] || f.message || f.code, f.code);
       return;
     }

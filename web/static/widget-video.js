@@ -104,6 +104,27 @@ export class WidgetVideo {
   }
 
   /**
+   * resume squares video with the gateway once the socket is back (the
+   * welcome frame says which media this page still holds). A connection
+   * the gateway gave up on (the page was away too long) ends here too; one
+   * it holds goes on, and an offer whose answer was lost goes out again.
+   */
+  resume(f) {
+    const held = f.media ?? null;
+    if (!this.pc) {
+      // The camera went off while the socket was down, and video.stop with it.
+      if (held?.video) this.send({ type: 'video.stop' });
+      return;
+    }
+    if (this.own && !held) {
+      this.teardown();
+      this.say('The video connection was lost');
+      return;
+    }
+    this.neg?.resume();
+  }
+
+  /**
    * adopt takes over the call's connection when the call ends while video
    * still sends on it: the connection, and the microphone on it, become
    * video's own, so the console keeps hearing the customer.

@@ -8,7 +8,7 @@
 // data-identity (a token signed by the site's backend). The widget talks to
 // the gateway it was loaded from, so it works on any allowed site.
 
-import { h, apiError, enterSends, newId, ChatLog, Outbox, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, enterSends, newId, ChatLog, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
 import { Voice } from './call.js';
 import { WidgetVideo } from './widget-video.js'; // video (Step 3)
 
@@ -54,7 +54,7 @@ class SegueWidget extends HTMLElement {
     this.typingHide = 0;
     this.socket = new Socket({
       url: WS_URL,
-      hello: () => ({ type: 'hello', token: this.session?.token, after: this.log.maxSeq }),
+      hello: () => ({ type: 'hello', token: this.session?.token, after: this.log.maxSeq, page: PAGE }),
       onFrame: (f) => this.onFrame(f),
       onState: (s, reason) => this.showState(s, reason),
       onRejected: () => this.forget('This conversation is no longer available.'),
@@ -81,7 +81,8 @@ class SegueWidget extends HTMLElement {
   }
 
   disconnectedCallback() {
-    // A widget taken out of the page leaves its call too.
+    // A widget taken out of the page leaves its call and its video too.
+    this.video.teardown();
     this.voice.hangup();
     this.voice.teardown();
     this.socket.stop();
@@ -405,6 +406,10 @@ class SegueWidget extends HTMLElement {
         for (const m of f.messages ?? []) this.log.upsert(m);
         this.log.setRead(f.conversation?.read?.agent ?? 0);
         this.refresh();
+        // After a reconnect: the call and the video go on where the
+        // gateway says they are.
+        this.voice.resume(f);
+        this.video.resume(f);
         this.flushOutbox();
         this.sendRead();
         break;
