@@ -322,6 +322,12 @@ func (v *voiceCall) runOutbound() {
 	stopRing()
 	ringWG.Wait()
 	if err != nil {
+		// A dial cut short by the call's own end (the customer hung up
+		// or left while it rang) ends for that reason, not as a failure
+		// of the line.
+		if cause := context.Cause(v.ctx); cause != nil {
+			err = cause
+		}
 		v.finish(nil, err)
 		return
 	}

@@ -161,6 +161,9 @@ type fakePhones struct {
 	headers []map[string]string
 	names   []string
 	result  func() (*fakeLeg, error)
+	// ringing, when set, keeps each dial ringing until its context ends,
+	// then fails it as a SIP stack would, with a plain error.
+	ringing bool
 }
 
 func (p *fakePhones) Dial(ctx context.Context, trunk, target string, opts sip.DialOptions) (phoneCall, error) {
@@ -171,6 +174,10 @@ func (p *fakePhones) Dial(ctx context.Context, trunk, target string, opts sip.Di
 	p.mu.Unlock()
 	if opts.OnProgress != nil {
 		opts.OnProgress(sip.Progress{Code: 180})
+	}
+	if p.ringing {
+		<-ctx.Done()
+		return nil, fmt.Errorf("sip: INVITE cancelled: %w", ctx.Err())
 	}
 	leg, err := p.result()
 	if err != nil {
@@ -370,6 +377,24 @@ func TestVoiceFailuresReachTheCustomer(t *testing.T) {
 				t.Fatal("browser peer not closed after the failure")
 			}
 		})
+	}
+}
+
+// TestCustomerHangsUpWhileRinging: a call the customer abandons while
+// the desk phone rings ends as the customer's hang-up, not as a line
+// failure.
+func TestCustomerHangsUpWhileRinging(t *testing.T) {
+	phones := &fakePhones{ringing: true}
+	peers := &fakePeers{}
+	e := voiceServer(t, phones, peers, nil)
+	_, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callRinging)
+	cws.send(map[string]any{"type": "voice.hangup"})
+	c := waitCall(t, cws, callEnded)
+	if c.Cause != "customer_hangup" || c.EndedBy != "customer" {
+		t.Fatalf("call ended with cause %q by %q, want customer_hangup by customer", c.Cause, c.EndedBy)
 	}
 }
 
