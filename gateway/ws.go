@@ -406,7 +406,18 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 				}
 				return err
 			}
-			return s.hub.transfer(ctx, cl.agentID, cv, f.Agent, f.Queue)
+			if err := s.hub.transfer(ctx, cl.agentID, cv, f.Agent, f.Queue); err != nil {
+				return err
+			}
+			// The video goes with the conversation: the console that held
+			// it leaves, and the next agent's console may join.
+			s.hub.mu.Lock()
+			vs := cv.video
+			s.hub.mu.Unlock()
+			if vs != nil {
+				s.leaveVideo(cv, vs)
+			}
+			return nil
 		}
 	}
 	switch f.Type {

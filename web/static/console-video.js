@@ -206,6 +206,12 @@ export class ConsoleVideo {
     this.render();
   }
 
+  /** handedOver drops the video of a conversation transferred to someone else (the gateway closed it). */
+  handedOver(id) {
+    this.hasVideo.delete(id);
+    if (this.s?.convId === id) this.leave(false);
+  }
+
   /** leave closes the console's session; tell is false when the gateway has closed it already. */
   leave(tell = true) {
     const s = this.s;

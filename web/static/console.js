@@ -339,8 +339,10 @@ const app = {
       if (this.accepting === data.id) this.accepting = null;
       if (this.linked === data.id) this.linked = null;
     } else if (known) {
-      // Transferred away: keep it readable until the agent switches.
+      // Transferred away: keep it readable until the agent switches; its
+      // video went with it.
       known.data = data;
+      this.video?.handedOver(data.id);
       if (data.state !== 'ended') {
         this.convs.delete(data.id);
         if (this.selected === known) this.select(null);
