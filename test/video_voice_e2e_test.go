@@ -54,6 +54,31 @@ func TestVoiceThenVideo(t *testing.T) {
 	customer.send("Video and voice together")
 	agent.waitMessage("Video and voice together")
 
+	// The network changes (the browser comes back online): the call's
+	// connection, shared with video, restarts ICE once, through video's
+	// negotiator, and the call bar does not stay on "Reconnecting".
+	const ufragJS = `const pc = document.querySelector('segue-widget').voice.pc;
+const u = (pc?.localDescription?.sdp.match(/a=ice-ufrag:(\S+)/) ?? [])[1] ?? '';`
+	before := call[string](customer, fn("", ufragJS+`return u;`))
+	call[bool](customer, fn("", `window.dispatchEvent(new Event('online')); return true;`))
+	waitJS[string](customer, "a new ICE generation on the call's connection", fn("old", ufragJS+`
+return u && u !== old && pc.signalingState === 'stable' && pc.connectionState === 'connected' ? u : false;`), before)
+	waitJS[bool](customer, "the call bar back from reconnecting", fn("", `const w = document.querySelector('segue-widget');
+return !w.voice.restarting && !q('call-status').textContent.includes('Reconnecting');`))
+	// The audio may pause while the new path is checked; it must come back.
+	for try := 1; ; try++ {
+		f := customer.heardHz()
+		if tone(f) {
+			t.Logf("after the ICE restart the customer hears %.0f Hz (measure %d)", f, try)
+			break
+		}
+		if try == 6 {
+			t.Fatalf("after the ICE restart the customer hears %.0f Hz, want the desk phone's %.0f Hz", f, deskToneHz)
+		}
+	}
+	t0 := agent.video("remote-video").Time
+	waitJS[bool](agent, "the console's video to play on after the restart", fn("t0", `return q('remote-video').currentTime > t0 + 1;`), t0)
+
 	// The camera goes off: the video ends, the call does not.
 	customer.click("video-start")
 	agent.waitMessageContaining("Video ended")

@@ -60,13 +60,19 @@ export function formatDuration(s) {
  *   config() -> object      the widget's data-* settings
  *   agentName() -> string   the assigned agent's name, if any
  *   restoreStatus()         redraws the connection state in the status line
+ *   handOff(pc, stream)     video takes the connection over when the call ends
+ *   negotiates(pc) -> bool  video runs the connection's offers and answers
  */
 export class Voice {
-  constructor({ send, status, bar, config, agentName, restoreStatus, handOff }) {
+  constructor({ send, status, bar, config, agentName, restoreStatus, handOff, negotiates }) {
     this.send = send;
     // handOff(pc, stream) may take over the connection when the call ends
     // while video still uses it; it returns whether it did.
     this.handOff = handOff ?? (() => false);
+    // negotiates(pc) says whether video runs the offers and answers of the
+    // call's connection (the camera joined the call): an ICE restart then
+    // goes through it.
+    this.negotiates = negotiates ?? (() => false);
     this.statusEl = status;
     this.bar = bar;
     this.config = config;
@@ -293,6 +299,7 @@ export class Voice {
     });
     pc.addEventListener('connectionstatechange', () => this.peerState());
     pc.addEventListener('iceconnectionstatechange', () => this.peerState());
+    pc.addEventListener('signalingstatechange', () => this.peerState());
     addEventListener('online', this.onOnline);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
@@ -337,6 +344,9 @@ export class Voice {
     const s = pc.connectionState === 'failed' || pc.iceConnectionState === 'failed' ? 'failed'
       : (pc.iceConnectionState === 'disconnected' ? 'disconnected' : 'ok');
     clearTimeout(this.restartTimer);
+    if (s === 'ok' && this.restarting && this.negotiates(pc) && pc.connectionState === 'connected' && pc.signalingState === 'stable') {
+      this.restarting = false; // video's negotiator finished the restart
+    }
     if (s === 'failed') this.restartIce('failed');
     // "disconnected" often heals by itself within a second or two.
     else if (s === 'disconnected') this.restartTimer = setTimeout(() => this.restartIce('disconnected'), 2000);
@@ -348,6 +358,12 @@ export class Voice {
     if (!pc || this.restarting || pc.signalingState !== 'stable') return;
     this.restarting = true;
     this.render();
+    if (this.negotiates(pc)) {
+      // Video's negotiator makes the offer and takes the answer; the bar
+      // clears when the connection is back (peerState).
+      pc.restartIce();
+      return;
+    }
     try {
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);

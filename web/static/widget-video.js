@@ -143,6 +143,11 @@ export class WidgetVideo {
     return true;
   }
 
+  /** negotiates says whether video runs the offers and answers of pc. */
+  negotiates(pc) {
+    return Boolean(this.neg && this.pc === pc);
+  }
+
   /** callPeer is the voice call's open peer connection, if there is one. */
   callPeer() {
     const pc = this.host.voice?.pc;

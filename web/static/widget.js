@@ -121,6 +121,7 @@ class SegueWidget extends HTMLElement {
       agentName: () => this.conversation?.agent?.name ?? '',
       restoreStatus: () => this.showState(this.socket.state, this.socket.reason),
       handOff: (pc, stream) => this.video?.adopt(pc, stream) ?? false, // video (Step 3)
+      negotiates: (pc) => this.video?.negotiates(pc) ?? false,
     });
     close.before(this.voice.startButton);
 
