@@ -162,6 +162,10 @@ type Peer struct {
 	// the video tracks forwarded to it, which share that estimate.
 	bwe       *gcc.SendSideBWE
 	forwarded atomic.Int32
+
+	// wideband leaves the narrowband Opus hints out of the SDP sent to
+	// the browser (sdp.go).
+	wideband atomic.Bool
 }
 
 // NewPeer creates a peer connection for one browser. It adds the local
@@ -499,7 +503,7 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 			return "", ErrClosed
 		}
 	}
-	return withOpusHints(p.pc.LocalDescription().SDP), nil
+	return p.localSDP(p.pc.LocalDescription().SDP), nil
 }
 
 // AddICECandidate adds a candidate the browser trickled. A candidate that

@@ -6,6 +6,32 @@ import (
 	"github.com/segue-rtc/segue/transcode"
 )
 
+// SetWideband chooses the Opus parameters of the SDP this peer sends to
+// its browser from now on. By default (on false) they carry the narrowband
+// hints of transcode.OpusNarrowbandFmtp, so that the browser encodes only
+// what survives the 8 kHz telephone leg. With on, they carry no limit, so
+// that the browser sends full band Opus: for a peer whose audio only goes
+// to another browser (RelayAudioTo). It reports whether the setting
+// changed; the browser learns of the change with the next description the
+// peer sends, the answer to its next offer or an Offer the owner makes.
+// The parameters are declarative (RFC 7587 §7): nothing else changes, and
+// a peer decodes whatever bandwidth arrives.
+func (p *Peer) SetWideband(on bool) (changed bool) {
+	return p.wideband.Swap(on) != on
+}
+
+// Wideband reports the setting of SetWideband.
+func (p *Peer) Wideband() bool { return p.wideband.Load() }
+
+// localSDP returns a local description as it goes to the browser: with the
+// narrowband hints, or without them for a wideband peer.
+func (p *Peer) localSDP(sdp string) string {
+	if p.wideband.Load() {
+		return withoutOpusHints(sdp)
+	}
+	return withOpusHints(sdp)
+}
+
 // withOpusHints returns sdp with the narrowband hints of
 // transcode.OpusNarrowbandFmtp added to the fmtp of every Opus payload
 // type. pion answers with the browser's Opus parameters rather than ours,
@@ -18,15 +44,7 @@ func withOpusHints(sdp string) string {
 		eol = "\n"
 	}
 	lines := strings.Split(sdp, eol)
-	opus := map[string]bool{}
-	for _, l := range lines {
-		if rest, ok := strings.CutPrefix(l, "a=rtpmap:"); ok {
-			pt, codec, _ := strings.Cut(rest, " ")
-			if strings.HasPrefix(strings.ToLower(codec), "opus/") {
-				opus[pt] = true
-			}
-		}
-	}
+	opus := opusPayloadTypes(lines)
 	if len(opus) == 0 {
 		return sdp
 	}
@@ -76,4 +94,61 @@ func addParams(params string, add []string) string {
 		params += kv
 	}
 	return params
+}
+
+// withoutOpusHints returns sdp without the parameters of
+// transcode.OpusNarrowbandFmtp in the fmtp of its Opus payload types
+// (pion's own offers carry them, from the codec the Engine registers), so
+// that the browser may send and expect the full band. An fmtp line left
+// empty is dropped.
+func withoutOpusHints(sdp string) string {
+	eol := "\r\n"
+	if !strings.Contains(sdp, eol) {
+		eol = "\n"
+	}
+	lines := strings.Split(sdp, eol)
+	opus := opusPayloadTypes(lines)
+	if len(opus) == 0 {
+		return sdp
+	}
+	drop := map[string]bool{}
+	for _, kv := range strings.Split(transcode.OpusNarrowbandFmtp, ";") {
+		k, _, _ := strings.Cut(kv, "=")
+		drop[strings.ToLower(k)] = true
+	}
+	out := lines[:0]
+	for _, l := range lines {
+		rest, ok := strings.CutPrefix(l, "a=fmtp:")
+		pt, params, _ := strings.Cut(rest, " ")
+		if !ok || !opus[pt] {
+			out = append(out, l)
+			continue
+		}
+		var keep []string
+		for _, kv := range strings.Split(params, ";") {
+			k, _, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			if kv != "" && !drop[strings.ToLower(k)] {
+				keep = append(keep, kv)
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, "a=fmtp:"+pt+" "+strings.Join(keep, ";"))
+		}
+	}
+	return strings.Join(out, eol)
+}
+
+// opusPayloadTypes returns the payload types that the rtpmap lines of an
+// SDP give to Opus.
+func opusPayloadTypes(lines []string) map[string]bool {
+	opus := map[string]bool{}
+	for _, l := range lines {
+		if rest, ok := strings.CutPrefix(l, "a=rtpmap:"); ok {
+			pt, codec, _ := strings.Cut(rest, " ")
+			if strings.HasPrefix(strings.ToLower(codec), "opus/") {
+				opus[pt] = true
+			}
+		}
+	}
+	return opus
 }
