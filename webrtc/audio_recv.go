@@ -28,6 +28,9 @@ type rxState struct {
 	dec    transcode.BytesWriter
 	failed bool
 	errs   int
+	// relaying is set while the packets go to another peer instead of the
+	// jitter buffer (audio_relay.go). Only the reader goroutine uses it.
+	relaying bool
 }
 
 func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
@@ -67,8 +70,9 @@ func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
 // transcode.Resample. Writes to w happen on the peer's media goroutine,
 // which also paces the audio toward the browser, so w must not block;
 // its errors are counted and do not stop the peer. Nothing is written
-// while the browser sends nothing (before it starts, or in DTX silence);
-// a lost packet is concealed with a frame of its own.
+// while the browser sends nothing (before it starts, or in DTX silence),
+// nor while its packets are relayed to another peer (RelayAudioTo); a lost
+// packet is concealed with a frame of its own.
 func (p *Peer) SwapAudioOut(w transcode.PCMWriter) (old transcode.PCMWriter) {
 	return p.out.Swap(w)
 }
@@ -111,77 +115,107 @@ func drainRTCP(recv *pwebrtc.RTPReceiver) {
 	}
 }
 
-// audioReadLoop reads the browser's audio: RTP packets go to the jitter
-// buffer, telephone-events to OnDTMF. A packet that cannot be parsed is
-// counted and skipped.
+// audioReadLoop reads the browser's audio until the track ends.
 func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
-	var rx *rxState
+	r := &audioReader{p: p, params: func() []pwebrtc.RTPCodecParameters { return recv.GetParameters().Codecs }}
 	defer func() {
-		if rx != nil {
-			p.rx.CompareAndSwap(rx, nil)
+		if r.rx != nil {
+			p.rx.CompareAndSwap(r.rx, nil)
 		}
 	}()
-	codecs := map[uint8]pwebrtc.RTPCodecParameters{}
-	refresh := func() {
-		for _, c := range recv.GetParameters().Codecs {
-			codecs[uint8(c.PayloadType)] = c
-		}
-	}
-	refresh()
-
-	var dtmf transcode.DTMFReceiver
-	var seq seqCounter
+	r.refresh()
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := track.Read(buf)
 		if err != nil {
 			return
 		}
-		pkt := &rtp.Packet{}
-		if err := pkt.Unmarshal(append([]byte(nil), buf[:n]...)); err != nil {
-			p.rxStats.malformed.Add(1)
-			continue
-		}
-		p.rxStats.packets.Add(1)
-		p.rxStats.bytes.Add(uint64(n))
-		p.rxStats.last.Store(time.Now().UnixNano())
-		p.rxStats.lost.Store(seq.update(pkt.SSRC, pkt.SequenceNumber))
-		if rx != nil && pkt.PayloadType == rx.pt {
-			rx.jitter.Push(pkt)
-			continue
-		}
+		r.packet(buf[:n])
+	}
+}
 
-		c, ok := codecs[pkt.PayloadType]
-		if !ok {
-			refresh()
-			c, ok = codecs[pkt.PayloadType]
+// audioReader takes the packets of the browser's audio track, one at a
+// time: audio goes to the peer it is relayed to (RelayAudioTo) or to the
+// jitter buffer, telephone-events to OnDTMF. A packet that cannot be
+// parsed is counted and skipped.
+type audioReader struct {
+	p      *Peer
+	params func() []pwebrtc.RTPCodecParameters // the receiver's codecs
+	codecs map[uint8]pwebrtc.RTPCodecParameters
+	dtmf   transcode.DTMFReceiver
+	seq    seqCounter
+	rx     *rxState
+	pkt    rtp.Packet // parsed in place, for every packet
+}
+
+func (r *audioReader) refresh() {
+	if r.codecs == nil {
+		r.codecs = map[uint8]pwebrtc.RTPCodecParameters{}
+	}
+	for _, c := range r.params() {
+		r.codecs[uint8(c.PayloadType)] = c
+	}
+}
+
+// packet handles one packet; b is only read during the call. A relayed
+// packet is not copied.
+func (r *audioReader) packet(b []byte) {
+	p, pkt := r.p, &r.pkt
+	if err := pkt.Unmarshal(b); err != nil {
+		p.rxStats.malformed.Add(1)
+		return
+	}
+	p.rxStats.packets.Add(1)
+	p.rxStats.bytes.Add(uint64(len(b)))
+	p.rxStats.last.Store(time.Now().UnixNano())
+	p.rxStats.lost.Store(r.seq.update(pkt.SSRC, pkt.SequenceNumber))
+	if rx := r.rx; rx != nil && pkt.PayloadType == rx.pt {
+		if !p.relay(rx, pkt) {
+			rx.jitter.Push(clonePacket(b))
 		}
-		switch {
-		case !ok:
-			p.rxStats.malformed.Add(1)
-		case strings.EqualFold(c.MimeType, mimeTelephoneEvent):
-			d, ok, err := dtmf.Receive(pkt.Timestamp, pkt.Payload)
-			if err != nil || !ok {
-				continue
-			}
-			p.log.Debug("webrtc dtmf received", "digit", string(d))
-			if p.opts.OnDTMF != nil {
-				p.post(func() { p.opts.OnDTMF(d) })
-			}
-		case codecName(c.MimeType) != "":
-			// The first audio packet, or a codec change after a
-			// renegotiation.
-			nrx, err := p.newRx(c)
-			if err != nil {
-				p.log.Warn("webrtc audio receive", "err", err.Error())
-				continue
-			}
-			p.log.Info("webrtc audio receive", "codec", nrx.codec, "pt", nrx.pt, "ssrc", pkt.SSRC, "chain", nrx.dec.String())
-			p.rx.Store(nrx)
-			rx = nrx
-			rx.jitter.Push(pkt)
+		return
+	}
+
+	c, ok := r.codecs[pkt.PayloadType]
+	if !ok {
+		r.refresh()
+		c, ok = r.codecs[pkt.PayloadType]
+	}
+	switch {
+	case !ok:
+		p.rxStats.malformed.Add(1)
+	case strings.EqualFold(c.MimeType, mimeTelephoneEvent):
+		d, ok, err := r.dtmf.Receive(pkt.Timestamp, pkt.Payload)
+		if err != nil || !ok {
+			return
+		}
+		p.log.Debug("webrtc dtmf received", "digit", string(d))
+		if p.opts.OnDTMF != nil {
+			p.post(func() { p.opts.OnDTMF(d) })
+		}
+	case codecName(c.MimeType) != "":
+		// The first audio packet, or a codec change after a
+		// renegotiation.
+		rx, err := p.newRx(c)
+		if err != nil {
+			p.log.Warn("webrtc audio receive", "err", err.Error())
+			return
+		}
+		p.log.Info("webrtc audio receive", "codec", rx.codec, "pt", rx.pt, "ssrc", pkt.SSRC, "chain", rx.dec.String())
+		p.rx.Store(rx)
+		r.rx = rx
+		if !p.relay(rx, pkt) {
+			rx.jitter.Push(clonePacket(b))
 		}
 	}
+}
+
+// clonePacket parses a copy of b, which parsed once already, for the
+// jitter buffer to keep.
+func clonePacket(b []byte) *rtp.Packet {
+	pkt := &rtp.Packet{}
+	_ = pkt.Unmarshal(append([]byte(nil), b...))
+	return pkt
 }
 
 // recvTick plays one frame of the browser's audio out of the jitter

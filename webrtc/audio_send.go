@@ -84,8 +84,10 @@ func (t *audioTrack) StreamID() string { return t.streamID }
 // Kind returns audio.
 func (t *audioTrack) Kind() pwebrtc.RTPCodecType { return pwebrtc.RTPCodecTypeAudio }
 
-// txState is the send side once bound. Only the media goroutine uses its
-// plain fields.
+// txState is the send side once bound. Two goroutines send on the track:
+// the media goroutine (sendTick, which owns the encoder) and, while
+// another peer relays its browser's audio here, that peer's reader
+// (relayIn). mu serialises them and guards the fields after it.
 type txState struct {
 	p     *Peer
 	codec string
@@ -96,12 +98,17 @@ type txState struct {
 	w     pwebrtc.TrackLocalWriter
 	enc   transcode.PCMWriter
 
-	seq     uint16
-	ts      uint32
+	mu      sync.Mutex
+	hdr     rtp.Header // reused for every packet sent
+	seq     uint16     // sequence number of the next packet
+	ts      uint32     // timestamp of the current media tick
+	lastTS  uint32     // timestamp of the last packet sent, either way
+	sent    bool       // whether a packet was sent yet
 	marker  bool
-	running bool
-	idle    int
+	running bool // sending frames of its own (AudioIn, prompts, padding)
+	idle    int  // ticks since the last frame of its own that was not padding
 	errs    int
+	relay   relayAnchor
 }
 
 // codecName returns the gateway's name of a negotiated audio codec that it
@@ -156,17 +163,11 @@ type rtpWriter struct{ tx *txState }
 
 func (w rtpWriter) WriteSample(payload []byte) error {
 	tx := w.tx
-	h := rtp.Header{
-		Version:        2,
-		Marker:         tx.marker,
-		PayloadType:    tx.pt,
-		SequenceNumber: tx.seq,
-		Timestamp:      tx.ts,
-		SSRC:           tx.ssrc,
-	}
+	h := tx.header(tx.marker, tx.seq, tx.ts)
 	tx.seq++
 	tx.marker = false
-	n, err := tx.w.WriteRTP(&h, payload)
+	tx.lastTS, tx.sent = tx.ts, true
+	n, err := tx.w.WriteRTP(h, payload)
 	if err != nil {
 		return fmt.Errorf("webrtc: write rtp: %w", err)
 	}
@@ -175,19 +176,40 @@ func (w rtpWriter) WriteSample(payload []byte) error {
 	return nil
 }
 
+// header fills the reused header of the track's next packet. tx.mu is
+// held. The track writer does not keep it (interceptors that queue
+// packets, such as a pacer, copy it), and its extensions' storage is
+// reused by those that add some.
+func (tx *txState) header(marker bool, seq uint16, ts uint32) *rtp.Header {
+	h := &tx.hdr
+	*h = rtp.Header{
+		Version:        2,
+		Marker:         marker,
+		PayloadType:    tx.pt,
+		SequenceNumber: seq,
+		Timestamp:      ts,
+		SSRC:           tx.ssrc,
+		Extensions:     h.Extensions[:0],
+	}
+	return h
+}
+
 func (w rtpWriter) SampleRate() int { return w.tx.clock }
 func (w rtpWriter) String() string  { return fmt.Sprintf("RTP(pt=%d)", w.tx.pt) }
 func (w rtpWriter) Close() error    { return nil }
 
 // sendTick sends one frame toward the browser: a DTMF feedback frame,
 // else the next frame written to AudioIn, else silence to bridge a short
-// gap. The RTP timestamp advances every tick, sent or not.
+// gap, unless packets relayed from another browser carry the stream. The
+// RTP timestamp advances every tick, sent or not.
 func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 	tx := p.tx.Load()
 	if tx == nil {
 		p.in.drain()
 		return
 	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
 	frame, done := p.prompt.pop()
 	if frame == nil {
 		minFill := 2 // a frame of slack before starting
@@ -213,6 +235,7 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 			tx.running = true
 			tx.marker = true // RFC 3551 §4.1: first packet of a talk spurt
 		}
+		tx.endRelay()
 		if err := tx.enc.WriteSample(frame); err != nil {
 			if tx.errs++; tx.errs == 1 {
 				p.log.Warn("webrtc audio send failed", "chain", tx.enc.String(), "err", err.Error())
@@ -232,8 +255,10 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 // clock, so a bursty source still reaches the browser evenly. At most
 // 100 ms waits in the queue: beyond that the oldest audio is dropped
 // (counted in Stats), so write audio as it comes rather than in long
-// blocks. Audio written before the connection is up is dropped. Close on
-// the writer does nothing: the peer owns it.
+// blocks. Audio written before the connection is up is dropped. While
+// another peer relays its browser's audio here (RelayAudioTo), what is
+// written here comes first. Close on the writer does nothing: the peer
+// owns it.
 func (p *Peer) AudioIn() transcode.PCMWriter { return p.in }
 
 // audioIn regroups PCM into 20 ms frames and queues them for the media

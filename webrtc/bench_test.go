@@ -38,7 +38,7 @@ var benchCodecs = []struct {
 
 // benchPeer is a Peer with only what the media path needs, and a clock
 // that advances 20 ms per frame.
-func benchPeer(b *testing.B) (*Peer, *time.Time) {
+func benchPeer(b testing.TB) (*Peer, *time.Time) {
 	b.Helper()
 	now := time.Unix(0, 0)
 	e, err := New(Config{}, slog.New(slog.DiscardHandler))

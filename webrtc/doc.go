@@ -5,8 +5,8 @@
 // # Engine and peers
 //
 // One Engine, made by New from the "webrtc" section of the configuration,
-// holds the codecs (Opus with 8 kHz hints; PCMU and PCMA when transcode is
-// "auto"; telephone-event; VP8, VP9 and H.264 for forwarding), the
+// holds the codecs (Opus; PCMU and PCMA when transcode is "auto";
+// telephone-event; VP8, VP9 and H.264 for forwarding), the
 // interceptors (NACK, RTCP reports, TWCC) and the network settings (UDP
 // port range, NAT 1:1 addresses, mDNS off). Each browser gets a Peer from
 // Engine.NewPeer.
@@ -39,6 +39,17 @@
 // FEC, or G.711 when negotiated). Browser key presses (RFC 4733) arrive
 // through PeerOptions.OnDTMF; SendDTMF plays feedback tones to the
 // browser. Stats and AudioFlowing feed call records and the console.
+//
+// The SDP a peer sends asks its browser for narrowband Opus
+// (transcode.OpusNarrowbandFmtp), which is all the telephone leg carries.
+// Between two browsers, the customer's and the agent console's, audio can
+// be wideband instead: SetWideband leaves the hints out, and RelayAudioTo
+// relays one browser's Opus packets to the other peer's audio track
+// untouched, as an SFU does, with that track's sequence numbers and
+// timestamps carried on across switches between relayed audio and the
+// peer's own (AudioIn, SendDTMF), which comes first. Where relaying is not
+// possible (G.711 on either side) the packets are decoded as usual, so
+// the PCM path stays wired as the fallback.
 //
 // # Lifetime
 //

@@ -61,3 +61,7 @@ var ErrGlare = errors.New("webrtc: offer collision")
 // ErrConnectTimeout is the cause reported by Err when a peer did not
 // connect within the connect timeout of the Engine after it was created.
 var ErrConnectTimeout = errors.New("webrtc: not connected in time")
+
+// ErrRelayToSelf is returned by RelayAudioTo when a peer is asked to
+// relay its browser's audio back to the same browser.
+var ErrRelayToSelf = errors.New("webrtc: audio relayed to its own peer")

@@ -75,6 +75,8 @@ type browser struct {
 	// applied, as a careful widget does.
 	negotiating bool
 	heard       *audiotest.Recorder // what the browser received, decoded to 8 kHz
+	heardWide   *audiotest.Recorder // and Opus decoded to 48 kHz
+	audioIn     []audioPacket       // the audio packets received, in order
 	video       [][]byte            // payloads of the video it received
 	videoSeq    []uint16            // and their sequence numbers
 	codec       string
@@ -139,7 +141,7 @@ func newBrowser(t testing.TB, o browserOptions) *browser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &browser{t: t, pc: pc, heard: audiotest.NewRecorder(8000), stop: make(chan struct{})}
+	b := &browser{t: t, pc: pc, heard: audiotest.NewRecorder(8000), heardWide: audiotest.NewRecorder(48000), stop: make(chan struct{})}
 	if !o.noAudio {
 		c := o.sendCodec
 		if c.MimeType == "" {
@@ -202,11 +204,14 @@ func (b *browser) receiveAudio(tr *pwebrtc.TrackRemote) {
 	b.mu.Lock()
 	b.codec = name
 	b.mu.Unlock()
-	var dec transcode.BytesWriter
+	var dec, wide transcode.BytesWriter
 	var err error
 	switch name {
 	case "opus":
 		dec, err = transcode.NewOpusDecoder(b.heard)
+		if err == nil {
+			wide, err = transcode.NewOpusDecoder(b.heardWide)
+		}
 	case "PCMU":
 		dec, err = transcode.NewULawDecoder(b.heard)
 	case "PCMA":
@@ -226,10 +231,34 @@ func (b *browser) receiveAudio(tr *pwebrtc.TrackRemote) {
 		if int(pkt.PayloadType) != int(tr.PayloadType()) {
 			continue
 		}
+		b.mu.Lock()
+		b.audioIn = append(b.audioIn, audioPacket{ssrc: pkt.SSRC, seq: pkt.SequenceNumber, ts: pkt.Timestamp, marker: pkt.Marker, payload: pkt.Payload})
+		b.mu.Unlock()
 		if err := dec.WriteSample(pkt.Payload); err != nil {
 			b.t.Errorf("browser decode: %v", err)
 		}
+		if wide != nil {
+			if err := wide.WriteSample(pkt.Payload); err != nil {
+				b.t.Errorf("browser decode at 48 kHz: %v", err)
+			}
+		}
 	}
+}
+
+// audioPacket is an audio packet a browser received.
+type audioPacket struct {
+	ssrc    uint32
+	seq     uint16
+	ts      uint32
+	marker  bool
+	payload []byte
+}
+
+// receivedAudio returns the audio packets received so far.
+func (b *browser) receivedAudio() []audioPacket {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]audioPacket(nil), b.audioIn...)
 }
 
 func (b *browser) close() {

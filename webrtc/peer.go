@@ -163,8 +163,10 @@ type Peer struct {
 	bwe       *gcc.SendSideBWE
 	forwarded atomic.Int32
 
-	// wideband leaves the narrowband Opus hints out of the SDP sent to
-	// the browser (sdp.go).
+	// relayTo is the peer the browser's audio is relayed to untouched
+	// (audio_relay.go); wideband leaves the narrowband Opus hints out of
+	// the SDP sent to the browser (sdp.go).
+	relayTo  atomic.Pointer[Peer]
 	wideband atomic.Bool
 }
 

@@ -42,6 +42,11 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
+	// Relayed counts the packets among Packets relayed untouched between
+	// two browsers (RelayAudioTo): for Inbound, the browser's packets
+	// relayed to another peer instead of decoded; for Outbound, the
+	// packets relayed to this browser from another peer.
+	Relayed uint64
 }
 
 type rxCounters struct {
@@ -50,6 +55,7 @@ type rxCounters struct {
 	lost      atomic.Int64
 	malformed atomic.Uint64
 	outErrors atomic.Uint64
+	relayed   atomic.Uint64
 	last      atomic.Int64 // unix nanoseconds of the last packet
 }
 
@@ -61,6 +67,7 @@ type txCounters struct {
 	fractionLost atomic.Uint32 // in 1/256
 	jitter       atomic.Int64  // nanoseconds
 	rtt          atomic.Int64  // nanoseconds
+	relayed      atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -75,6 +82,7 @@ func (p *Peer) Stats() Stats {
 			Bytes:     p.rxStats.bytes.Load(),
 			Lost:      p.rxStats.lost.Load(),
 			Malformed: p.rxStats.malformed.Load(),
+			Relayed:   p.rxStats.relayed.Load(),
 		},
 		Outbound: StreamStats{
 			Packets:      p.txStats.packets.Load(),
@@ -84,6 +92,7 @@ func (p *Peer) Stats() Stats {
 			Jitter:       time.Duration(p.txStats.jitter.Load()),
 			Malformed:    p.txStats.errors.Load(),
 			Dropped:      p.in.dropped.Load(),
+			Relayed:      p.txStats.relayed.Load(),
 		},
 	}
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
