@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"testing"
 	"time"
@@ -139,6 +140,66 @@ func BenchmarkSend(b *testing.B) {
 				b.Fatalf("%d packets sent for %d frames", n, b.N)
 			}
 		})
+	}
+}
+
+// BenchmarkRelay measures one 20 ms packet of a browser's Opus relayed
+// to another peer (RelayAudioTo): parse, receive statistics, the mapping
+// onto the destination's stream, the header handed to the destination
+// track's writer with the payload untouched; then the destination's media
+// tick, which sends nothing of its own while the relay carries the
+// stream. The packets come as the network delivers them, in a buffer that
+// the read loop reuses.
+func BenchmarkRelay(b *testing.B) {
+	src, _ := benchPeer(b)
+	dst, _ := benchPeer(b)
+	opus := benchCodecs[0].params
+	tx, err := dst.newTx(opus, 2, discardRTP{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst.tx.Store(tx)
+	src.relayTo.Store(dst)
+	r := &audioReader{p: src, params: func() []pwebrtc.RTPCodecParameters { return []pwebrtc.RTPCodecParameters{opus} }}
+	r.refresh()
+
+	// A second of browser Opus from a 48 kHz tone, as RTP packets.
+	rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+	enc, err := transcode.NewOpusEncoder(rec, 48000, transcode.OpusConfig{Bitrate: 32000, FEC: true, PacketLoss: 5})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tone := audiotest.Tone(48000, 6000, 0.5, time.Second)
+	for i := 0; i < len(tone); i += 960 {
+		if err := enc.WriteSample(tone[i : i+960]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var packets [][]byte
+	for _, pl := range rec.Payloads() {
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: uint8(opus.PayloadType), SSRC: 1}, Payload: pl}
+		raw, err := pkt.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		packets = append(packets, raw)
+	}
+	buf := make([]byte, 1500)
+	pcm := make(transcode.PCM16, frameSamples)
+	silence := make(transcode.PCM16, frameSamples)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		raw := packets[i%len(packets)]
+		n := copy(buf, raw)
+		binary.BigEndian.PutUint16(buf[2:], uint16(i))
+		binary.BigEndian.PutUint32(buf[4:], uint32(i)*960)
+		r.packet(buf[:n])
+		dst.sendTick(pcm, silence)
+	}
+	b.StopTimer()
+	if n := dst.txStats.relayed.Load(); n != uint64(b.N) {
+		b.Fatalf("%d packets relayed for %d sent", n, b.N)
 	}
 }
 
