@@ -599,12 +599,14 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	}
 	s.log.Info("voice: ended", "conv", v.cv.c.ID, "call", v.id, "state", state, "by", by, "cause", cause, "close_err", errors.Join(errs...))
 	// The conversation is free for another call before anyone hears of
-	// this one's end.
+	// this one's end, and its audio goes where it goes without a call
+	// (between the customer and the console, if video goes on).
 	h.mu.Lock()
 	if v.cv.voice == v {
 		v.cv.voice = nil
 	}
 	h.mu.Unlock()
+	s.routeAudio(v.cv)
 	s.saveCallRecord(v)
 	v.publish()
 	name, text := "voice.ended", "Call ended: "+reason
