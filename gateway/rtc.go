@@ -60,6 +60,9 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		_ = stale.peer.Close()
 	}
 	if rtc != nil {
+		if use&useVoice != 0 {
+			defer s.callOnPeer(cv, rtc)()
+		}
 		answer, err := rtc.peer.Answer(ctx, offer)
 		if errors.Is(err, webrtc.ErrGlare) {
 			return nil, errGlare
@@ -100,6 +103,8 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		},
 		dtmf:  func(d rune) { s.browserDigit(cv, d) },
 		video: func(rv remoteVideo) { s.customerVideo(cv, rv) },
+		// Narrowband for a call; wideband for video from the chat.
+		wideband: use&useVoice == 0,
 	}
 	// The peer outlives the request and the call that made it.
 	peer, err := s.peers.NewPeer(context.WithoutCancel(ctx), convID+"/customer", hooks)

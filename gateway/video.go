@@ -56,6 +56,8 @@ type relays struct {
 // mediaState is per conversation and lives as long as the conversation.
 type mediaState struct {
 	relays
+	// routeMu makes each routeAudio apply the state it read whole.
+	routeMu sync.Mutex
 	// custVideos are the customer's video tracks, by track id.
 	custVideos map[string]remoteVideo
 }
@@ -354,6 +356,8 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		},
 		dtmf:  func(rune) {},
 		video: func(rv remoteVideo) { s.agentVideo(cv, vs, rv) },
+		// The console's audio only ever goes to the customer's browser.
+		wideband: true,
 	}
 	peer, err := s.peers.NewPeer(context.WithoutCancel(ctx), convID+"/agent", hooks)
 	if err != nil {
@@ -456,8 +460,13 @@ func (s *Server) setAudioRoute(cv *conv, to string) error {
 // routeAudio points the conversation's audio where it belongs: between
 // the customer and the desk phone during a call (unless the agent moved it
 // to the console), else between the customer and the console when the
-// console has joined, else nowhere.
+// console has joined, else nowhere. Between the two browsers the audio is
+// relayed as Opus, wideband (wideband.go), with the 8 kHz PCM path under
+// it as the fallback. The customer's peer asks for narrowband Opus while a
+// call uses it, and is offered again when that changes.
 func (s *Server) routeAudio(cv *conv) {
+	m := cv.media()
+	m.routeMu.Lock()
 	h := s.hub
 	h.mu.Lock()
 	rtc, vs := cv.rtc, cv.video
@@ -473,16 +482,20 @@ func (s *Server) routeAudio(cv *conv) {
 	if vs != nil {
 		route = vs.route
 	}
+	call := rtc != nil && rtc.uses&useVoice != 0
 	h.mu.Unlock()
 	switch {
 	case rtc == nil:
 		if vs != nil {
+			s.relayAudio(cv, vs.peer, nil)
 			closeQuietly(vs.peer.SwapAudioOut(nil))
 		}
 	case phone != nil && (route == "phone" || vs == nil):
+		s.relayAudio(cv, rtc.peer, nil)
 		closeQuietly(phone.SwapAudioOut(noClose{rtc.toWeb}))
 		closeQuietly(rtc.peer.SwapAudioOut(noClose{phone.AudioIn()}))
 		if vs != nil {
+			s.relayAudio(cv, vs.peer, nil)
 			closeQuietly(vs.peer.SwapAudioOut(nil))
 		}
 	case vs != nil:
@@ -491,8 +504,17 @@ func (s *Server) routeAudio(cv *conv) {
 		}
 		closeQuietly(rtc.peer.SwapAudioOut(noClose{vs.toWeb}))
 		closeQuietly(vs.peer.SwapAudioOut(noClose{rtc.toWeb}))
+		s.relayAudio(cv, rtc.peer, vs.peer)
+		s.relayAudio(cv, vs.peer, rtc.peer)
 	default:
+		s.relayAudio(cv, rtc.peer, nil)
 		closeQuietly(rtc.peer.SwapAudioOut(nil))
+	}
+	reoffer := rtc != nil && setWideband(rtc.peer, !call)
+	m.routeMu.Unlock()
+	if reoffer {
+		s.log.Info("audio: customer's band changed", "conv", cv.c.ID, "wideband", !call)
+		s.offerTo(cv, "customer")
 	}
 }
 

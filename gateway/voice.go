@@ -68,6 +68,9 @@ type peerHooks struct {
 	dtmf func(digit rune)
 	// video receives each video track the browser starts sending.
 	video func(remoteVideo)
+	// wideband leaves the narrowband Opus hints out of the peer's SDP:
+	// its audio only goes to another browser (wideband.go).
+	wideband bool
 }
 
 // sipPhones adapts *sip.Server to phoneSystem.

@@ -49,6 +49,7 @@ func (p pionPeers) NewPeer(ctx context.Context, name string, hooks peerHooks) (b
 	if err != nil {
 		return nil, err
 	}
+	peer.SetWideband(hooks.wideband)
 	return pionPeer{peer}, nil
 }
 
