@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,57 @@ func TestWideConsoleHearsTheCustomerWideband(t *testing.T) {
 
 	// The camera off: video ends for both and each peer connection closes,
 	// so that the gateway's shutdown need not wait for ICE to time out.
+	customer.click("video-start")
+	console.waitMessage("Video ended")
+	waitJS[bool](console, "the console to leave the video", fn("", `return q('video-join')?.getAttribute('aria-pressed') === 'false' && !q('video-audio')?.srcObject;`))
+}
+
+// TestWideFullBandAgainAfterTheCall: a call to the desk phone (baresip),
+// then the camera on the call's connection; the customer hangs up and the
+// video goes on. The gateway then offers that connection again without the
+// narrowband hints, and the console hears the customer's 6 kHz tone: the
+// widget answered the offer and Chromium's encoder took the full band
+// back.
+func TestWideFullBandAgainAfterTheCall(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "tone440.wav")
+	if err := audiotest.WriteWAVFile(src, audiotest.Tone(8000, 440, 0.5, 60*time.Second), 8000); err != nil {
+		t.Fatal(err)
+	}
+	phone := peers.StartBaresip(t, "127.0.0.1", "1001", src)
+	g := startVoiceGateway(t, voiceConfig{
+		trunks:     []voiceTrunk{{name: "pbx", addr: strings.TrimPrefix(phone.URI(), "sip:1001@")}},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
+		alicePhone: phone.URI(),
+	})
+	customer := openTab(t, wideChromium(t, wideHz), "customer")
+	customer.do(chromedp.Navigate(g.URL + "/"))
+	customer.click("widget-open")
+	customer.fill("customer-name", "Ann Lee")
+	customer.send("Can we talk, then see?")
+	customer.waitMessage("Can we talk, then see?")
+	convID := customer.widgetConversation()
+	console := openConsole(t, g, "alice", "/console")
+	console.acceptConversation(convID)
+	console.waitMessage("Can we talk, then see?")
+
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	customer.click("video-start")
+	console.waitMessage("Video started")
+	waitJS[bool](console, "the console's video", fn("", `return !!q('video-audio')?.srcObject?.getAudioTracks().length;`))
+
+	customer.click("hangup")
+	customer.waitCall("ended")
+	time.Sleep(2 * time.Second) // the offer answered, the encoders and jitter buffers settled
+	h := console.wideAudioAt("video-audio", 2000)
+	t.Logf("after the call the console hears %.0f Hz (%.1f dB in the analyser), the stream at %.1f dBFS", h.Freq, h.Peak, h.DB)
+	if math.Abs(h.Freq-wideHz) > 12 {
+		t.Errorf("after the call the console hears a peak at %.0f Hz, want the customer's %d Hz", h.Freq, wideHz)
+	}
+	if h.DB < -45 {
+		t.Errorf("after the call the console hears the customer at %.1f dBFS, too faint", h.DB)
+	}
+
 	customer.click("video-start")
 	console.waitMessage("Video ended")
 	waitJS[bool](console, "the console to leave the video", fn("", `return q('video-join')?.getAttribute('aria-pressed') === 'false' && !q('video-audio')?.srcObject;`))
