@@ -469,7 +469,7 @@ func (p *Peer) LocalOffer() string {
 	if d == nil {
 		return ""
 	}
-	return withOpusHints(d.SDP)
+	return p.localSDP(d.SDP)
 }
 
 // SetAnswer applies the browser's answer to the last Offer.

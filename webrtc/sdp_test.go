@@ -108,6 +108,10 @@ func TestWidebandSDP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Sent again after a reconnect, it is the same offer.
+		if again := p.LocalOffer(); again != offer {
+			t.Errorf("LocalOffer differs from the offer:\n%s\nwant\n%s", again, offer)
+		}
 		b.setRemote(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: offer})
 		ans, err := b.pc.CreateAnswer(nil)
 		if err != nil {
