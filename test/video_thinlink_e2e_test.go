@@ -16,9 +16,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// noiseY4M writes a w x h camera clip, grey but for a 160x120 patch of
-// noise that no encoder can squeeze: the sender then uses all the bitrate
-// it is allowed, at little cost in CPU.
+// noiseY4M writes a w x h camera clip, grey but for a 320x240 patch of
+// grain (±20 around mid-grey): at a fine quantizer it takes all the
+// bitrate an encoder may use, and at a coarse one it shrinks smoothly, as
+// a real picture does, so the sender keeps its frame rate at any bitrate.
 func noiseY4M(t *testing.T, w, h, frames int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "noise.y4m")
@@ -34,9 +35,9 @@ func noiseY4M(t *testing.T, w, h, frames int) string {
 		for i := range frame {
 			frame[i] = 128
 		}
-		for y := range 120 {
-			for x := range 160 {
-				frame[(h/2-60+y)*w+w/2-80+x] = byte(r.Uint32())
+		for y := range 240 {
+			for x := range 320 {
+				frame[(h/2-120+y)*w+w/2-160+x] = byte(108 + r.IntN(41))
 			}
 		}
 		bw.WriteString("FRAME\n")

@@ -27,10 +27,19 @@ const (
 	// videoTrackMax is the most a single forwarded video track is given
 	// room for; it caps tracks nobody watches yet.
 	videoTrackMax = 2_500_000
-	// audioAllowance is kept for the gateway's Opus stream toward a
-	// browser, and for the browser's own audio, when sharing an estimate
-	// among video tracks.
+	// audioAllowance is kept for a browser's own audio in the cap sent to
+	// it, and viewerAudio for the Opus the gateway sends a viewer, when an
+	// estimate is shared among video tracks.
 	audioAllowance = 64_000
+	viewerAudio    = 40_000
+	// headroom lets a sender go a quarter above the viewer's estimate.
+	// GCC never raises an estimate past 1.5 times what arrived, and the
+	// gateway cannot send padding to probe a viewer's link the way a
+	// browser probes its own: a cap held at the estimate would keep a
+	// sender that sends a little under it low long after the link has
+	// recovered. The extra quarter is the probe; on a link that really
+	// is full, delay and loss bring the estimate back down.
+	headroom = 1.25
 	// videoTrackMin is the floor of one track's share: below it video
 	// stops being useful, and loss-based recovery needs some traffic.
 	videoTrackMin = 50_000
@@ -130,13 +139,14 @@ func (p *Peer) SendEstimate() int {
 }
 
 // videoShare is the bitrate one forwarded track may use toward p: the
-// estimate less the audio, split evenly among the forwarded tracks.
+// estimate with its headroom, less the audio, split evenly among the
+// forwarded tracks.
 func (p *Peer) videoShare() int {
 	n := int(p.forwarded.Load())
 	if n == 0 || p.bwe == nil {
 		return videoTrackMax
 	}
-	return min(videoTrackMax, max(videoTrackMin, (p.SendEstimate()-audioAllowance)/n))
+	return min(videoTrackMax, max(videoTrackMin, int(float64(p.SendEstimate())*headroom-viewerAudio)/n))
 }
 
 // videoCap is the bitrate p's browser should send its video at, so that
