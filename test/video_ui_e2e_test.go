@@ -150,7 +150,7 @@ return r.height > 0 && root().elementFromPoint(r.x + r.width / 2, r.y + r.height
 }
 
 func TestVideoWidgetToConsole(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, s := startVideoChat(t, g, "Hello, my meter blinks red")
 
 	// The customer turns the camera on, straight from the chat; the console
@@ -277,7 +277,7 @@ func TestPhotoFromCamera(t *testing.T) {
 // before the customer has any video; when the customer's camera comes on,
 // each side sees the other.
 func TestConsoleJoinsFirst(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, _ := startVideoChat(t, g, "Could you show me where the switch is?")
 
 	agent.click("video-join")
@@ -304,7 +304,7 @@ func TestConsoleJoinsFirst(t *testing.T) {
 // video's own connection, the gateway answers the new offer, and the
 // console keeps playing the camera.
 func TestVideoICERestart(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, _ := startVideoChat(t, g, "My line drops sometimes")
 	customer.click("video-start")
 	agent.waitMessageContaining("Video started")
@@ -336,7 +336,7 @@ return v.currentTime > t0 + 1 && v.videoWidth === 640 ? { w: v.videoWidth, h: v.
 // camera on: the video takes at most 40 % of the height, the composer
 // stays on screen and the chat keeps working.
 func TestVideoOnPhone(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	tb := ownTab(t, "phone")
 	tb.do(chromedp.Emulate(device.IPhone12))
 	tb.loadWidget(g)
