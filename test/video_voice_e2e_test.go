@@ -39,9 +39,7 @@ func TestVoiceThenVideo(t *testing.T) {
 	}
 
 	// The camera joins the call's connection: no second one.
-	customer.click("video-start")
-	agent.waitMessageContaining("Video started")
-	agent.waitPlaying("remote-video", 640, 480)
+	customerCamera(customer, agent)
 	if same := call[bool](customer, fn("", `const w = document.querySelector('segue-widget'); return w.video.pc === w.voice.pc && !w.video.own;`)); !same {
 		t.Error("video opened a connection of its own beside the call's")
 	}
