@@ -24,11 +24,7 @@ func (tb *tab) heardHz() float64 {
 // flowing to the customer.
 func TestVoiceThenVideo(t *testing.T) {
 	phone := startBaresipPhone(t)
-	g := startGateway(t, withVoice(voiceConfig{
-		trunks:     []voiceTrunk{baresipTrunk(phone)},
-		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
-		alicePhone: phone.URI(),
-	}))
+	g := startGateway(t, withVoice(toDeskPhone(phone)))
 	customer, agent, _ := startVideoChat(t, g, "Can we talk?")
 	tone := func(f float64) bool { return f >= deskToneHz-20 && f <= deskToneHz+20 }
 

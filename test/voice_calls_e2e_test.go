@@ -34,6 +34,16 @@ func baresipTrunk(phone *peers.Baresip) voiceTrunk {
 	return voiceTrunk{name: "pbx", addr: strings.TrimPrefix(phone.URI(), "sip:1001@")}
 }
 
+// toDeskPhone is a voice set-up where the support queue's calls go to
+// Alice's desk phone, baresip's phone.
+func toDeskPhone(phone *peers.Baresip) voiceConfig {
+	return voiceConfig{
+		trunks:     []voiceTrunk{baresipTrunk(phone)},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
+		alicePhone: phone.URI(),
+	}
+}
+
 // TestVoiceWidgetToDeskPhone: Chromium's widget calls Alice's desk phone
 // (baresip) from an open chat. Both directions carry the right tone at a
 // sane level, the chat goes on during the call, keypad digits reach the
