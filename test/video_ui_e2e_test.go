@@ -25,11 +25,14 @@ const videoMicHz = 1000.0
 
 // startVideoChat opens the widget and the console in a Chromium each, has
 // the customer write first and Alice accept. It returns both tabs and the
-// widget's conversation with its token.
+// widget's conversation with its token. When the test ends, the gateway
+// stops before the browsers close: it shuts down with their peer
+// connections up, and must close them and exit in time (gateway.Stop).
 func startVideoChat(t *testing.T, g *gateway, first string) (customer, agent *tab, s widgetSession) {
 	t.Helper()
 	customer = ownTab(t, "customer", fakeMic(t, t.TempDir(), videoMicHz, 0.5))
 	agent = ownTab(t, "console")
+	t.Cleanup(g.Stop)
 	return customer, agent, chatBetween(t, g, customer, agent, first)
 }
 
