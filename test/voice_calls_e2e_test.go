@@ -53,18 +53,13 @@ func TestVoiceWidgetToDeskPhone(t *testing.T) {
 	phone := startBaresipPhone(t)
 	hs := newHostSite(t)
 	tr := baresipTrunk(phone)
-	g := startVoiceGateway(t, voiceConfig{
+	g := hs.startGateway(t, voiceConfig{
 		trunks:     []voiceTrunk{tr},
 		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + tr.addr}},
 		alicePhone: phone.URI(),
-		origins:    []string{hs.srv.URL},
 	})
-	hs.gw = g.URL
 
-	customer, convID := openShopWidget(t, hs, "customer", "support", "", "My heat pump is making a noise")
-	agent := openVoiceConsole(t, g)
-	agent.acceptConversation(convID)
-	customer.waitText("agent-name", "helping")
+	customer, agent, _ := shopChat(t, hs, g, "", "My heat pump is making a noise")
 
 	customer.click("voice-start")
 	// The desk phone answers at once, so "Calling Alice's phone…" is only
