@@ -28,45 +28,45 @@ func (f *fakeLeg) closed() bool {
 	return f.closes > 0
 }
 
+// hubHolds returns cond as a condition to wait for, checked with the
+// hub locked.
+func (e *env2) hubHolds(cond func(h *hub) bool) func() bool {
+	return func() bool {
+		h := e.srv.hub
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return cond(h)
+	}
+}
+
+// setMediaGrace sets mediaGrace for one test. Call it before the test
+// starts its server, so that the server is closed before the grace is
+// set back.
+func setMediaGrace(t *testing.T, d time.Duration) {
+	old := mediaGrace
+	mediaGrace = d
+	t.Cleanup(func() { mediaGrace = old })
+}
+
 // videoServer is a gateway with fake browser peers and no SIP: video
 // straight from the chat.
 func videoServer(t *testing.T, peers *fakePeers, mutate func(*Config)) *env2 {
 	return newTestServerOpts(t, mutate, withPeers(peers))
 }
 
-// acceptedChat starts a conversation that alice accepts; it returns the
-// customer's and alice's sockets and the conversation id.
-func (e *env2) acceptedChat(name string) (cws, aws *wsc, id string) {
-	e.t.Helper()
-	aws, _ = e.agentWS(e.login("alice"))
-	id, token := e.startChat(name)
-	aws.send(map[string]any{"type": "accept", "conversation_id": id})
-	aws.expect("history")
-	return e.customerWS(token), aws, id
-}
-
 func TestMediaEndsWithTheConversation(t *testing.T) {
-	peers := &fakePeers{}
-	e := videoServer(t, peers, nil)
-	cws, aws, id := e.acceptedChat("Ann")
-	cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
-	cws.expect("rtc.answer")
-	customer := peers.last()
-	aws.send(map[string]any{"type": "media.join", "conversation_id": id, "sdp": "v=0 console"})
-	aws.expect("rtc.answer")
-	console := peers.last()
-
-	aws.send(map[string]any{"type": "end", "conversation_id": id})
-	waitUntil(t, "the customer's peer to close", customer.closed)
-	waitUntil(t, "the console's peer to close", console.closed)
+	vc := startVideoChat(t, nil)
+	vc.aws.send(map[string]any{"type": "end", "conversation_id": vc.id})
+	waitUntil(t, "the customer's peer to close", vc.customer.closed)
+	waitUntil(t, "the console's peer to close", vc.cons.closed)
 }
 
 func TestCustomerPeerThatEndsOnItsOwnIsReleased(t *testing.T) {
 	peers := &fakePeers{}
 	e := videoServer(t, peers, func(c *Config) { c.Limits.MaxVideoSessions = 1 })
-	cws, _, _ := e.acceptedChat("Ann")
-	cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
-	cws.expect("rtc.answer")
+	c := e.acceptedChat("Ann")
+	c.cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
+	c.cws.expect("rtc.answer")
 	leg := peers.last()
 
 	// ICE fails: nothing closed the peer, yet it must be released, and
@@ -75,11 +75,7 @@ func TestCustomerPeerThatEndsOnItsOwnIsReleased(t *testing.T) {
 	waitUntil(t, "the ended peer to be closed", leg.closed)
 	_, token := e.startChat("Bob")
 	other := e.customerWS(token)
-	waitUntil(t, "the video slot to be free", func() bool {
-		e.srv.hub.mu.Lock()
-		defer e.srv.hub.mu.Unlock()
-		return e.srv.hub.videoSessionsLocked() == 0
-	})
+	waitUntil(t, "the video slot to be free", func() bool { return c.sessions() == 0 })
 	other.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
 	other.expect("rtc.answer")
 }
@@ -111,48 +107,62 @@ func (w *wsc) blip() { w.conn.CloseNow() }
 // reloaded.
 func (w *wsc) leave() { _ = w.conn.Close(websocket.StatusGoingAway, "") }
 
-// videoChat is a conversation alice accepted, with the customer's video on
-// from page "p1" and alice's console (page "a1") joined.
-type videoChat struct {
-	e              *env2
-	id, token      string
-	alice          *http.Client
-	cws, aws       *wsc
-	customer, cons *fakeLeg
+// chat is a conversation that alice accepted, with the customer's socket
+// from page "p1" and alice's from page "a1".
+type chat struct {
+	e         *env2
+	id, token string
+	alice     *http.Client
+	cws, aws  *wsc
 }
 
-func (e *env2) videoChat(t *testing.T, peers *fakePeers, join bool) *videoChat {
-	t.Helper()
-	vc := &videoChat{e: e, alice: e.login("alice")}
-	vc.aws, _ = e.pageWS("", vc.alice, "a1")
-	vc.id, vc.token = e.startChat("Ann")
-	vc.aws.send(map[string]any{"type": "accept", "conversation_id": vc.id})
-	vc.aws.expect("history")
-	vc.cws, _ = e.pageWS(vc.token, nil, "p1")
-	vc.cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
-	vc.cws.expect("rtc.answer")
-	vc.customer = peers.last()
-	if join {
-		vc.aws.send(map[string]any{"type": "media.join", "conversation_id": vc.id, "sdp": "v=0 console"})
-		vc.aws.expect("rtc.answer")
-		vc.cons = peers.last()
-	}
-	return vc
+// acceptedChat starts a conversation as customer name that alice accepts.
+func (e *env2) acceptedChat(name string) *chat {
+	e.t.Helper()
+	c := &chat{e: e, alice: e.login("alice")}
+	c.aws, _ = e.pageWS("", c.alice, "a1")
+	c.id, c.token = e.startChat(name)
+	c.aws.send(map[string]any{"type": "accept", "conversation_id": c.id})
+	c.aws.expect("history")
+	c.cws, _ = e.pageWS(c.token, nil, "p1")
+	return c
 }
 
-func (vc *videoChat) sessions() int {
-	h := vc.e.srv.hub
+// sessions is how many conversations have video.
+func (c *chat) sessions() int {
+	h := c.e.srv.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.videoSessionsLocked()
 }
 
+// videoChat is a chat with the customer's video on and alice's console
+// joined.
+type videoChat struct {
+	*chat
+	peers          *fakePeers
+	customer, cons *fakeLeg
+}
+
+// startVideoChat runs a video server (mutate changes its config) and
+// starts a videoChat in it.
+func startVideoChat(t *testing.T, mutate func(*Config)) *videoChat {
+	t.Helper()
+	vc := &videoChat{peers: &fakePeers{}}
+	vc.chat = videoServer(t, vc.peers, mutate).acceptedChat("Ann")
+	vc.cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
+	vc.cws.expect("rtc.answer")
+	vc.customer = vc.peers.last()
+	vc.aws.send(map[string]any{"type": "media.join", "conversation_id": vc.id, "sdp": "v=0 console"})
+	vc.aws.expect("rtc.answer")
+	vc.cons = vc.peers.last()
+	return vc
+}
+
 func TestMediaOutlivesASocketBlip(t *testing.T) {
-	mediaGrace = time.Hour // nothing here waits for it
-	t.Cleanup(func() { mediaGrace = 30 * time.Second })
-	peers := &fakePeers{}
-	e := videoServer(t, peers, nil)
-	vc := e.videoChat(t, peers, true)
+	setMediaGrace(t, time.Hour) // nothing here waits for it
+	vc := startVideoChat(t, nil)
+	e := vc.e
 
 	// The customer's socket drops; the page comes back with its page id.
 	vc.cws.blip()
@@ -200,20 +210,13 @@ func TestMediaOutlivesASocketBlip(t *testing.T) {
 }
 
 func TestOfferOwedOrLostGoesToTheReconnectedPage(t *testing.T) {
-	mediaGrace = time.Hour
-	t.Cleanup(func() { mediaGrace = 30 * time.Second })
-	peers := &fakePeers{}
-	e := videoServer(t, peers, nil)
-	vc := e.videoChat(t, peers, true)
+	setMediaGrace(t, time.Hour)
+	vc := startVideoChat(t, nil)
+	e := vc.e
 
 	// An offer made while the page has no socket waits for the page.
 	vc.cws.blip()
-	waitUntil(t, "the customer's socket to be gone", func() bool {
-		e.srv.hub.mu.Lock()
-		defer e.srv.hub.mu.Unlock()
-		conv := e.srv.hub.convs[vc.id]
-		return len(conv.customers) == 0
-	})
+	waitUntil(t, "the customer's socket to be gone", e.hubHolds(func(h *hub) bool { return len(h.convs[vc.id].customers) == 0 }))
 	vc.aws.send(map[string]any{"type": "media.leave", "conversation_id": vc.id}) // renegotiates the customer
 	waitUntil(t, "the console to leave", vc.cons.closed)
 	cws, _ := e.pageWS(vc.token, nil, "p1")
@@ -236,11 +239,9 @@ func TestOfferOwedOrLostGoesToTheReconnectedPage(t *testing.T) {
 }
 
 func TestLeavingThePageEndsItsMediaAtOnce(t *testing.T) {
-	mediaGrace = time.Hour // leaving does not wait for the grace
-	t.Cleanup(func() { mediaGrace = 30 * time.Second })
-	peers := &fakePeers{}
-	e := videoServer(t, peers, func(c *Config) { c.Limits.MaxVideoSessions = 1 })
-	vc := e.videoChat(t, peers, true)
+	setMediaGrace(t, time.Hour) // leaving does not wait for the grace
+	vc := startVideoChat(t, func(c *Config) { c.Limits.MaxVideoSessions = 1 })
+	e := vc.e
 
 	// The customer reloads: the page's connection closes, the console's stays.
 	vc.cws.leave()
@@ -266,7 +267,7 @@ func TestLeavingThePageEndsItsMediaAtOnce(t *testing.T) {
 	aws, _ := e.pageWS("", vc.alice, "a2")
 	aws.send(map[string]any{"type": "media.join", "conversation_id": vc.id, "sdp": "v=0 console again"})
 	aws.expect("rtc.answer")
-	if peers.last().closed() || vc.sessions() != 1 {
+	if vc.peers.last().closed() || vc.sessions() != 1 {
 		t.Fatalf("after the console's reload: sessions %d", vc.sessions())
 	}
 }
@@ -275,42 +276,34 @@ func TestLeavingThePageEndsItsCall(t *testing.T) {
 	phone := newFakeLeg()
 	peers := &fakePeers{}
 	e := voiceServer(t, &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}, peers, nil)
-	aws, _ := e.agentWS(e.login("alice"))
-	id, token := e.startChat("Ann")
-	aws.send(map[string]any{"type": "accept", "conversation_id": id})
-	aws.expect("history")
-	cws, _ := e.pageWS(token, nil, "p1")
-	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
-	waitCall(t, aws, callConnected)
+	c := e.acceptedChat("Ann")
+	c.cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, c.aws, callConnected)
 
 	// A call alone has no grace timer: a blip leaves it to its media.
-	cws.blip()
-	waitUntil(t, "the socket to be gone", func() bool {
-		e.srv.hub.mu.Lock()
-		defer e.srv.hub.mu.Unlock()
-		cv := e.srv.hub.convs[id]
+	c.cws.blip()
+	waitUntil(t, "the socket to be gone", e.hubHolds(func(h *hub) bool {
+		cv := h.convs[c.id]
 		return len(cv.customers) == 0 && cv.rtc != nil && cv.rtc.grace.t == nil
-	})
-	cws, welcome := e.pageWS(token, nil, "p1")
+	}))
+	cws, welcome := e.pageWS(c.token, nil, "p1")
 	if m := decode[map[string]bool](t, welcome["media"]); !m["voice"] || m["video"] {
 		t.Fatalf("welcome media = %v, want voice only", m)
 	}
 
 	// The page is reloaded: the desk phone is hung up at once.
 	cws.leave()
-	if c := waitCall(t, aws, callEnded); c.Cause != "browser_lost" {
-		t.Fatalf("call after the reload: %+v", c)
+	if call := waitCall(t, c.aws, callEnded); call.Cause != "browser_lost" {
+		t.Fatalf("call after the reload: %+v", call)
 	}
 	waitUntil(t, "the desk phone to be hung up", phone.closed)
 	waitUntil(t, "the browser's peer to close", peers.last().closed)
 }
 
 func TestPageThatStaysAwayLosesItsVideo(t *testing.T) {
-	mediaGrace = time.Millisecond
-	t.Cleanup(func() { mediaGrace = 30 * time.Second })
-	peers := &fakePeers{}
-	e := videoServer(t, peers, nil)
-	vc := e.videoChat(t, peers, true)
+	setMediaGrace(t, time.Millisecond)
+	vc := startVideoChat(t, nil)
+	e := vc.e
 	vc.cws.blip()
 	waitUntil(t, "the customer's peer to close after the grace", vc.customer.closed)
 	vc.aws.blip()
@@ -323,36 +316,26 @@ func TestPageThatStaysAwayLosesItsVideo(t *testing.T) {
 }
 
 func TestANewPageReplacesMediaOfAPageThatVanished(t *testing.T) {
-	mediaGrace = time.Hour
-	t.Cleanup(func() { mediaGrace = 30 * time.Second })
-	peers := &fakePeers{}
-	e := videoServer(t, peers, nil)
-	vc := e.videoChat(t, peers, true)
+	setMediaGrace(t, time.Hour)
+	vc := startVideoChat(t, nil)
+	e := vc.e
 
 	// The tab vanished without closing its socket (a crash): the new page
 	// starts video afresh on a new connection.
 	vc.cws.blip()
 	cws, _ := e.pageWS(vc.token, nil, "p2")
-	waitUntil(t, "the old page's socket to be gone", func() bool {
-		e.srv.hub.mu.Lock()
-		defer e.srv.hub.mu.Unlock()
-		return len(e.srv.hub.convs[vc.id].customers) == 1
-	})
+	waitUntil(t, "the old page's socket to be gone", e.hubHolds(func(h *hub) bool { return len(h.convs[vc.id].customers) == 1 }))
 	cws.send(map[string]any{"type": "video.start", "sdp": "v=0 camera"})
 	cws.expect("rtc.answer")
 	waitUntil(t, "the vanished page's peer to close", vc.customer.closed)
-	if peers.last() == vc.customer || peers.last() == vc.cons {
+	if vc.peers.last() == vc.customer || vc.peers.last() == vc.cons {
 		t.Fatal("no new peer for the new page")
 	}
 
 	// The same for the console.
 	vc.aws.blip()
 	aws, _ := e.pageWS("", vc.alice, "a2")
-	waitUntil(t, "the old console socket to be gone", func() bool {
-		e.srv.hub.mu.Lock()
-		defer e.srv.hub.mu.Unlock()
-		return len(e.srv.hub.agents["alice"].clients) == 1
-	})
+	waitUntil(t, "the old console socket to be gone", e.hubHolds(func(h *hub) bool { return len(h.agents["alice"].clients) == 1 }))
 	aws.send(map[string]any{"type": "media.join", "conversation_id": vc.id, "sdp": "v=0 console"})
 	aws.expect("rtc.answer")
 	waitUntil(t, "the vanished console's peer to close", vc.cons.closed)

@@ -176,6 +176,18 @@ func (h *hub) ownsLocked(cv *conv, dst string, cl *client) bool {
 	return false
 }
 
+// ownedPeer returns the conversation's peer toward dst and its
+// negotiator if cl belongs to the page holding that peer, else nil.
+func (h *hub) ownedPeer(cv *conv, dst string, cl *client) (browserPeer, *negotiator) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	peer, neg := h.peerLocked(cv, dst)
+	if peer == nil || !h.ownsLocked(cv, dst, cl) {
+		return nil, nil
+	}
+	return peer, neg
+}
+
 // offerTo sends a gateway offer to the browser holding the peer toward
 // dst, one at a time (the browser answers with rtc.answer).
 func (s *Server) offerTo(cv *conv, dst string) {
@@ -227,11 +239,8 @@ func (s *Server) makeOfferLocked(cv *conv, dst string, peer browserPeer, neg *ne
 // answered applies a browser's answer to our offer and sends the next
 // offer if something changed meanwhile.
 func (s *Server) answered(ctx context.Context, cl *client, cv *conv, dst, sdp string) error {
-	s.hub.mu.Lock()
-	peer, neg := s.hub.peerLocked(cv, dst)
-	owner := peer != nil && s.hub.ownsLocked(cv, dst, cl)
-	s.hub.mu.Unlock()
-	if !owner {
+	peer, neg := s.hub.ownedPeer(cv, dst, cl)
+	if peer == nil {
 		return errNoVideo
 	}
 	neg.mu.Lock()
@@ -250,11 +259,8 @@ func (s *Server) answered(ctx context.Context, cl *client, cv *conv, dst, sdp st
 // to date once it is welcomed: the offer in flight went to a socket that
 // has closed, so its answer may never come; an owed offer is made now.
 func (s *Server) resendOffer(cv *conv, dst string, cl *client) {
-	s.hub.mu.Lock()
-	peer, neg := s.hub.peerLocked(cv, dst)
-	owner := peer != nil && s.hub.ownsLocked(cv, dst, cl)
-	s.hub.mu.Unlock()
-	if !owner {
+	peer, neg := s.hub.ownedPeer(cv, dst, cl)
+	if peer == nil {
 		return
 	}
 	neg.mu.Lock()

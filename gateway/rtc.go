@@ -226,11 +226,8 @@ func (s *Server) releaseCustomerRTC(cv *conv, peer browserPeer, use int) error {
 // dst, if cl's page holds it; a malformed one is the client's error,
 // answered with an error frame.
 func (s *Server) candidate(cl *client, cv *conv, dst string, cand json.RawMessage) error {
-	s.hub.mu.Lock()
-	p, _ := s.hub.peerLocked(cv, dst)
-	own := p != nil && s.hub.ownsLocked(cv, dst, cl)
-	s.hub.mu.Unlock()
-	if !own {
+	p, _ := s.hub.ownedPeer(cv, dst, cl)
+	if p == nil {
 		return errNoCall
 	}
 	if err := p.AddICECandidate(cand); err != nil {

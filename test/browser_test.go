@@ -342,7 +342,17 @@ func (tb *tab) logIn(g *gateway, agent, path string) {
 	tb.fill("login-id", agent)
 	tb.fill("login-password", agentPasswords[agent])
 	tb.click("login-submit")
-	waitJS[bool](tb, "the connected console", fn("", `return q('connection-status')?.dataset.state === 'connected';`))
+	tb.waitConnected()
+}
+
+// jsConnected is true while the page's socket has its welcome: the
+// console's connection-status, or the widget's status line.
+const jsConnected = `(q('connection-status') ?? q('call-status'))?.dataset.state === 'connected'`
+
+// waitConnected waits until the page's socket has its welcome.
+func (tb *tab) waitConnected() {
+	tb.t.Helper()
+	waitJS[bool](tb, "the connected socket", fn("", `return `+jsConnected+`;`))
 }
 
 // acceptConversation clicks accept on a waiting conversation.

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,8 +79,9 @@ func startChat(t *testing.T, g *gateway, first string) (customer, agent *tab, co
 }
 
 // chatBetween opens the widget in the customer's tab, where Ann sends a
-// first message, and has Alice accept it in the agent's tab. It returns
-// the conversation the widget stored.
+// first message, and has Alice accept it in the agent's tab; the widget
+// then shows that Alice is helping. It returns the conversation the
+// widget stored.
 func chatBetween(t *testing.T, g *gateway, customer, agent *tab, first string) widgetSession {
 	t.Helper()
 	customer.loadWidget(g)
@@ -92,7 +94,20 @@ func chatBetween(t *testing.T, g *gateway, customer, agent *tab, first string) w
 	agent.logIn(g, "alice", "/console")
 	agent.acceptConversation(s.ID)
 	agent.waitMessage(first)
+	customer.waitText("agent-name", "helping")
 	return s
+}
+
+// countContaining counts the stored messages (those with a seq) whose
+// text contains text.
+func countContaining(msgs []shownMessage, text string) int {
+	n := 0
+	for _, m := range msgs {
+		if m.Seq > 0 && strings.Contains(m.Text, text) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestChatWithAgent(t *testing.T) {

@@ -68,9 +68,6 @@ type gateway struct {
 	addr   string // 127.0.0.1:port
 	URL    string // http://127.0.0.1:port
 
-	// peersOutliveShutdown: see gatewayOptions.
-	peersOutliveShutdown bool
-
 	log peers.SyncBuffer // output of every run, in order
 
 	mu   sync.Mutex // guards cmd and done
@@ -93,16 +90,7 @@ type gatewayOptions struct {
 	// voice gives the gateway SIP trunks, queues routed through them and
 	// Alice's desk phone. Without queues there is one, support, and no trunk.
 	voice voiceConfig
-	// peersOutliveShutdown is for tests that end with WebRTC peers of video
-	// or of the console still up. segue does not close those at SIGTERM:
-	// it waits until their ICE fails, about 20 s after the browsers have
-	// gone. Stop gives it 5 s, then kills it and logs that, instead of
-	// failing the test on it.
-	peersOutliveShutdown bool
 }
-
-// peersOutliveShutdown sets gatewayOptions.peersOutliveShutdown.
-func peersOutliveShutdown(o *gatewayOptions) { o.peersOutliveShutdown = true }
 
 // voiceTrunk is a desk phone or PBX the gateway may call.
 type voiceTrunk struct {
@@ -157,8 +145,6 @@ func startGateway(t testing.TB, opts ...func(*gatewayOptions)) *gateway {
 		dir:    dir,
 		config: filepath.Join(dir, "segue.yaml"),
 		addr:   fmt.Sprintf("127.0.0.1:%d", port),
-
-		peersOutliveShutdown: o.peersOutliveShutdown,
 	}
 	g.URL = "http://" + g.addr
 	cfg := g.configYAML(t, o)
@@ -300,9 +286,8 @@ func (g *gateway) Start() {
 	g.t.Fatal("segue was not ready within 30 s")
 }
 
-// Stop sends SIGTERM and waits for the process to exit; it fails the test
-// and sends SIGKILL after 20 s. With peersOutliveShutdown it kills after 5 s
-// and only logs it.
+// Stop sends SIGTERM and waits for the process to exit, and logs how long
+// that took; it fails the test and sends SIGKILL after 20 s.
 func (g *gateway) Stop() {
 	g.mu.Lock()
 	cmd, done := g.cmd, g.done
@@ -311,19 +296,13 @@ func (g *gateway) Stop() {
 	if cmd == nil {
 		return
 	}
+	start := time.Now()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	grace := 20 * time.Second
-	if g.peersOutliveShutdown {
-		grace = 5 * time.Second
-	}
 	select {
 	case <-done:
-	case <-time.After(grace):
-		if g.peersOutliveShutdown {
-			g.t.Logf("segue did not exit within %v of SIGTERM with WebRTC peers up: killed", grace)
-		} else {
-			g.t.Errorf("segue did not exit within %v of SIGTERM", grace)
-		}
+		g.t.Logf("segue exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		g.t.Errorf("segue did not exit within 20 s of SIGTERM")
 		_ = cmd.Process.Kill()
 		<-done
 	}

@@ -73,7 +73,7 @@ func signal(ctx context.Context, w ws, frames <-chan []byte, b *pionBrowser, con
 		_ = json.Unmarshal(raw, &f)
 		switch str(f["type"]) {
 		case "rtc.answer":
-			if err := b.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: str(f["sdp"])}); err != nil {
+			if err := b.answered(str(f["sdp"])); err != nil {
 				return err
 			}
 		case "rtc.offer": // the gateway added a track toward us
@@ -94,11 +94,7 @@ func signal(ctx context.Context, w ws, frames <-chan []byte, b *pionBrowser, con
 				return err
 			}
 		case "rtc.candidate":
-			var c pwebrtc.ICECandidateInit
-			_ = json.Unmarshal(f["candidate"], &c)
-			if c.Candidate != "" {
-				_ = b.pc.AddICECandidate(c)
-			}
+			b.candidate(f["candidate"])
 		case "error":
 			return fmt.Errorf("error frame: %s", raw)
 		}
@@ -207,6 +203,19 @@ func openVideoChat(t *testing.T, ctx context.Context, ts *httptest.Server, name,
 	return c
 }
 
+// cameraOn has the customer's browser b add a camera with track id and
+// start video from the chat (video.start), and waits for the answer; it
+// returns the camera for sendVideo.
+func (c videoChat) cameraOn(t *testing.T, ctx context.Context, b *pionBrowser, id string) *pwebrtc.TrackLocalStaticRTP {
+	t.Helper()
+	camera := b.addCamera(t, id)
+	c.cws.send(map[string]any{"type": "video.start", "sdp": b.offer(t)})
+	if err := signal(ctx, c.cws, c.cframes, b, c.convID, func(f map[string]json.RawMessage) bool { return f != nil && str(f["type"]) == "rtc.answer" }); err != nil {
+		t.Fatal(err)
+	}
+	return camera
+}
+
 func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 	ts := startVideoGateway(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -218,17 +227,7 @@ func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 
 	// The camera button, straight from the chat: audio and video.
 	customer := newBrowser(t, 1000)
-	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "customer-camera")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := customer.pc.AddTrack(camera); err != nil {
-		t.Fatal(err)
-	}
-	cws.send(map[string]any{"type": "video.start", "sdp": customer.offer(t)})
-	if err := signal(ctx, cws, cframes, customer, convID, func(f map[string]json.RawMessage) bool { return f != nil && str(f["type"]) == "rtc.answer" }); err != nil {
-		t.Fatal(err)
-	}
+	camera := chat.cameraOn(t, ctx, customer, "customer-camera")
 	vctx, stopVideo := context.WithCancel(ctx)
 	defer stopVideo()
 	go sendVideo(vctx, camera, "from-customer")
@@ -257,13 +256,7 @@ func TestVideoFromChatReachesTheConsoleAndBack(t *testing.T) {
 	}
 
 	// The agent turns the console camera on: the gateway offers it to the customer.
-	agentCam, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "agent-camera")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := agent.pc.AddTrack(agentCam); err != nil {
-		t.Fatal(err)
-	}
+	agentCam := agent.addCamera(t, "agent-camera")
 	aws.send(map[string]any{"type": "rtc.offer", "conversation_id": convID, "sdp": agent.offer(t)})
 	go sendVideo(vctx, agentCam, "from-agent")
 	agentSig := make(chan error, 1)
@@ -299,17 +292,7 @@ func startVideoConversation(t *testing.T, ctx context.Context, ts *httptest.Serv
 	convID, aws, aframes, cws, cframes := chat.convID, chat.aws, chat.aframes, chat.cws, chat.cframes
 
 	customer := newBrowser(t, 1000)
-	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := customer.pc.AddTrack(camera); err != nil {
-		t.Fatal(err)
-	}
-	cws.send(map[string]any{"type": "video.start", "sdp": customer.offer(t)})
-	if err := signal(ctx, cws, cframes, customer, convID, func(f map[string]json.RawMessage) bool { return f != nil && str(f["type"]) == "rtc.answer" }); err != nil {
-		t.Fatal(err)
-	}
+	camera := chat.cameraOn(t, ctx, customer, tag)
 	go sendVideo(ctx, camera, tag)
 	go func() {
 		_ = signal(ctx, cws, cframes, customer, convID, func(map[string]json.RawMessage) bool { return false })

@@ -218,7 +218,7 @@ func TestVideoOnThinLinks(t *testing.T) {
 		return
 	}
 	const link = 500 // kbit/s
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer := ownTab(t, "customer", chromedp.Flag("use-file-for-fake-video-capture", noiseY4M(t, 640, 480, 30)))
 	agent := ownTab(t, "console")
 	chatBetween(t, g, customer, agent, "My line is slow")

@@ -10,7 +10,6 @@ import (
 	_ "image/png"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/device"
@@ -26,49 +25,76 @@ const videoMicHz = 1000.0
 
 // startVideoChat opens the widget and the console in a Chromium each, has
 // the customer write first and Alice accept. It returns both tabs and the
-// widget's conversation with its token.
+// widget's conversation with its token. When the test ends, the gateway
+// stops before the browsers close: it shuts down with their peer
+// connections up, and must close them and exit in time (gateway.Stop).
 func startVideoChat(t *testing.T, g *gateway, first string) (customer, agent *tab, s widgetSession) {
 	t.Helper()
 	customer = ownTab(t, "customer", fakeMic(t, t.TempDir(), videoMicHz, 0.5))
 	agent = ownTab(t, "console")
+	t.Cleanup(g.Stop)
 	return customer, agent, chatBetween(t, g, customer, agent, first)
 }
 
 // videoState is what a <video> element shows.
 type videoState struct {
-	Width   int     `json:"w"`
-	Height  int     `json:"h"`
-	Time    float64 `json:"t"`
-	Hidden  bool    `json:"hidden"`
-	Present bool    `json:"present"`
+	Width  int     `json:"w"`
+	Height int     `json:"h"`
+	Time   float64 `json:"t"`
+	// Frames is how many frames it has shown, Track the id of its video
+	// track.
+	Frames  int    `json:"frames"`
+	Track   string `json:"track"`
+	Hidden  bool   `json:"hidden"`
+	Present bool   `json:"present"`
 }
+
+// jsVideo reads the <video> with test id id as a videoState.
+const jsVideo = `const v = q(id);
+if (!v) return {present: false};
+return {present: true, w: v.videoWidth, h: v.videoHeight, t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames,
+  track: v.srcObject?.getVideoTracks()[0]?.id ?? '', hidden: v.hidden || !!v.closest('[hidden]')};`
 
 func (tb *tab) video(testID string) videoState {
 	tb.t.Helper()
-	return call[videoState](tb, fn("id", `const v = q(id);
-if (!v) return {present: false};
-return {present: true, w: v.videoWidth, h: v.videoHeight, t: v.currentTime, hidden: v.hidden || !!v.closest('[hidden]')};`), testID)
+	return call[videoState](tb, fn("id", jsVideo), testID)
 }
 
 // waitPlaying waits until a <video> shows frames of w x h (any size if
-// 0), then checks that its clock moves on; it returns what it saw.
+// 0), then until it plays on (waitAdvanced); it returns what it saw last.
 func (tb *tab) waitPlaying(testID string, w, h int) videoState {
 	tb.t.Helper()
 	waitJS[bool](tb, fmt.Sprintf("%s showing %dx%d frames", testID, w, h), fn("id, w, h", `const v = q(id);
 if (!v || v.hidden || v.closest('[hidden]') || !v.videoWidth) return false;
 return !w || (v.videoWidth === w && v.videoHeight === h);`), testID, w, h)
-	a := tb.video(testID)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		time.Sleep(500 * time.Millisecond)
-		v := tb.video(testID)
-		if v.Time > a.Time+0.3 {
-			return v
-		}
-		if time.Now().After(deadline) {
-			tb.t.Fatalf("%s: %s is stuck at %.2f s (%dx%d)", tb.name, testID, v.Time, v.Width, v.Height)
-		}
-	}
+	return tb.waitAdvanced(testID, tb.video(testID))
+}
+
+// waitAdvanced waits until a <video> has played on from a, shown and on
+// the same track: its clock half a second later, and more frames shown.
+// It returns what it saw.
+func (tb *tab) waitAdvanced(testID string, a videoState) videoState {
+	tb.t.Helper()
+	return waitJS[videoState](tb, fmt.Sprintf("%s to play on from %.2f s (%dx%d, %d frames)", testID, a.Time, a.Width, a.Height, a.Frames),
+		fn("id, a", `const s = (() => { `+jsVideo+` })();
+return s.present && !s.hidden && s.track === a.track && s.t > a.t + 0.5 && s.frames > a.frames ? s : false;`), testID, a)
+}
+
+// waitHidden waits until a <video> tile is off the screen.
+func (tb *tab) waitHidden(testID string) {
+	tb.t.Helper()
+	waitJS[bool](tb, testID+" to close", fn("id", `const v = q(id); return !v || v.hidden || !!v.closest('[hidden]');`), testID)
+}
+
+// customerCamera has the customer turn the camera on, straight from the
+// chat, and waits until the console, which joins by itself on the
+// video.started event, plays the fake camera's 640x480 frames; it returns
+// what the console shows.
+func customerCamera(customer, agent *tab) videoState {
+	customer.t.Helper()
+	customer.click("video-start")
+	agent.waitMessageContaining("Video started")
+	return agent.waitPlaying("remote-video", 640, 480)
 }
 
 // peakHzJS measures the loudest frequency of a MediaStream's audio over
@@ -150,16 +176,14 @@ return r.height > 0 && root().elementFromPoint(r.x + r.width / 2, r.y + r.height
 }
 
 func TestVideoWidgetToConsole(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, s := startVideoChat(t, g, "Hello, my meter blinks red")
 
 	// The customer turns the camera on, straight from the chat; the console
 	// joins by itself on the video.started event and plays the fake
 	// camera's 640x480 frames.
-	customer.click("video-start")
+	v := customerCamera(customer, agent)
 	customer.waitPlaying("local-video", 640, 480)
-	agent.waitMessageContaining("Video started")
-	v := agent.waitPlaying("remote-video", 640, 480)
 	t.Logf("console remote-video: %dx%d at %.1f s", v.Width, v.Height, v.Time)
 	stats := waitJS[map[string]string](agent, "stats at 640x480", fn("",
 		`const d = q('video-stats')?.dataset; return d && d.width === '640' && Number(d.kbps) > 0 && Number(d.fps) > 0 ? {...d, text: q('video-stats').textContent} : false;`))
@@ -225,7 +249,7 @@ func TestVideoWidgetToConsole(t *testing.T) {
 	// The screen share ends: its tile goes, the camera stays.
 	customer.click("screen-start")
 	agent.waitMessageContaining("Screen sharing ended")
-	waitJS[bool](agent, "the screen tile to close", fn("", `const v = q('remote-screen'); return v.hidden || !!v.closest('[hidden]');`))
+	agent.waitHidden("remote-screen")
 	agent.waitPlaying("remote-video", 640, 480)
 
 	// The customer turns the camera off: the video ends for both.
@@ -277,7 +301,7 @@ func TestPhotoFromCamera(t *testing.T) {
 // before the customer has any video; when the customer's camera comes on,
 // each side sees the other.
 func TestConsoleJoinsFirst(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, _ := startVideoChat(t, g, "Could you show me where the switch is?")
 
 	agent.click("video-join")
@@ -295,7 +319,7 @@ func TestConsoleJoinsFirst(t *testing.T) {
 
 	// Leaving from the console takes the agent's video off the widget.
 	agent.click("video-join")
-	waitJS[bool](customer, "the agent's tile to close", fn("", `const v = q('remote-video'); return v.hidden || !!v.closest('[hidden]');`))
+	customer.waitHidden("remote-video")
 	customer.waitPlaying("local-video", 640, 480)
 }
 
@@ -304,11 +328,9 @@ func TestConsoleJoinsFirst(t *testing.T) {
 // video's own connection, the gateway answers the new offer, and the
 // console keeps playing the camera.
 func TestVideoICERestart(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	customer, agent, _ := startVideoChat(t, g, "My line drops sometimes")
-	customer.click("video-start")
-	agent.waitMessageContaining("Video started")
-	agent.waitPlaying("remote-video", 640, 480)
+	customerCamera(customer, agent)
 
 	before := call[string](customer, fn("", `const pc = document.querySelector('segue-widget').video.pc;
 return (pc?.localDescription?.sdp.match(/a=ice-ufrag:(\S+)/) ?? [])[1] ?? '';`))
@@ -336,7 +358,7 @@ return v.currentTime > t0 + 1 && v.videoWidth === 640 ? { w: v.videoWidth, h: v.
 // camera on: the video takes at most 40 % of the height, the composer
 // stays on screen and the chat keeps working.
 func TestVideoOnPhone(t *testing.T) {
-	g := startGateway(t, peersOutliveShutdown)
+	g := startGateway(t)
 	tb := ownTab(t, "phone")
 	tb.do(chromedp.Emulate(device.IPhone12))
 	tb.loadWidget(g)

@@ -24,11 +24,7 @@ func (tb *tab) heardHz() float64 {
 // flowing to the customer.
 func TestVoiceThenVideo(t *testing.T) {
 	phone := startBaresipPhone(t)
-	g := startGateway(t, withVoice(voiceConfig{
-		trunks:     []voiceTrunk{baresipTrunk(phone)},
-		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
-		alicePhone: phone.URI(),
-	}))
+	g := startGateway(t, withVoice(toDeskPhone(phone)))
 	customer, agent, _ := startVideoChat(t, g, "Can we talk?")
 	tone := func(f float64) bool { return f >= deskToneHz-20 && f <= deskToneHz+20 }
 
@@ -39,9 +35,7 @@ func TestVoiceThenVideo(t *testing.T) {
 	}
 
 	// The camera joins the call's connection: no second one.
-	customer.click("video-start")
-	agent.waitMessageContaining("Video started")
-	agent.waitPlaying("remote-video", 640, 480)
+	customerCamera(customer, agent)
 	if same := call[bool](customer, fn("", `const w = document.querySelector('segue-widget'); return w.video.pc === w.voice.pc && !w.video.own;`)); !same {
 		t.Error("video opened a connection of its own beside the call's")
 	}

@@ -73,6 +73,16 @@ func newHostSite(t *testing.T) *hostSite {
 	return hs
 }
 
+// startGateway starts a gateway with vc's trunks and queues that allows
+// the site's origin, and points the site's widget at it.
+func (hs *hostSite) startGateway(t *testing.T, vc voiceConfig) *gateway {
+	t.Helper()
+	vc.origins = append(vc.origins, hs.srv.URL)
+	g := startVoiceGateway(t, vc)
+	hs.gw = g.URL
+	return g
+}
+
 // openShopWidget opens the host site's page in the voice browser, opens
 // the chat panel, and starts a conversation with a first message.
 func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first string, before ...chromedp.Action[chromedp.Void]) (*tab, string) {
@@ -93,6 +103,18 @@ func openShopWidget(t *testing.T, hs *hostSite, name, queue, policy, first strin
 	tb.waitMessage(first)
 	waitJS[bool](tb, "the mic button", fn("", `const b = q('voice-start'); return !!b && !b.hidden && !b.disabled;`))
 	return tb, tb.widgetConversation()
+}
+
+// shopChat opens the host site's widget (openShopWidget), where Ann
+// writes first, and has Alice accept the conversation in a console of the
+// voice browser; it waits until the widget shows that she is helping.
+func shopChat(t *testing.T, hs *hostSite, g *gateway, policy, first string) (customer, agent *tab, convID string) {
+	t.Helper()
+	customer, convID = openShopWidget(t, hs, "customer", "support", policy, first)
+	agent = openVoiceConsole(t, g)
+	agent.acceptConversation(convID)
+	customer.waitText("agent-name", "helping")
+	return customer, agent, convID
 }
 
 // openVoiceConsole logs Alice in, in the voice browser.

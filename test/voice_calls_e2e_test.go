@@ -34,6 +34,16 @@ func baresipTrunk(phone *peers.Baresip) voiceTrunk {
 	return voiceTrunk{name: "pbx", addr: strings.TrimPrefix(phone.URI(), "sip:1001@")}
 }
 
+// toDeskPhone is a voice set-up where the support queue's calls go to
+// Alice's desk phone, baresip's phone.
+func toDeskPhone(phone *peers.Baresip) voiceConfig {
+	return voiceConfig{
+		trunks:     []voiceTrunk{baresipTrunk(phone)},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
+		alicePhone: phone.URI(),
+	}
+}
+
 // TestVoiceWidgetToDeskPhone: Chromium's widget calls Alice's desk phone
 // (baresip) from an open chat. Both directions carry the right tone at a
 // sane level, the chat goes on during the call, keypad digits reach the
@@ -43,18 +53,13 @@ func TestVoiceWidgetToDeskPhone(t *testing.T) {
 	phone := startBaresipPhone(t)
 	hs := newHostSite(t)
 	tr := baresipTrunk(phone)
-	g := startVoiceGateway(t, voiceConfig{
+	g := hs.startGateway(t, voiceConfig{
 		trunks:     []voiceTrunk{tr},
 		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + tr.addr}},
 		alicePhone: phone.URI(),
-		origins:    []string{hs.srv.URL},
 	})
-	hs.gw = g.URL
 
-	customer, convID := openShopWidget(t, hs, "customer", "support", "", "My heat pump is making a noise")
-	agent := openVoiceConsole(t, g)
-	agent.acceptConversation(convID)
-	customer.waitText("agent-name", "helping")
+	customer, agent, _ := shopChat(t, hs, g, "", "My heat pump is making a noise")
 
 	customer.click("voice-start")
 	// The desk phone answers at once, so "Calling Alice's phone…" is only

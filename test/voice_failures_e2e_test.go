@@ -20,7 +20,7 @@ func TestVoiceCallFailures(t *testing.T) {
 	down := peers.StartSIPp(t, "sipp/uas_503.xml", "127.0.0.1", "-m", "1")
 	noAnswer := peers.StartSIPp(t, "sipp/uas_noanswer.xml", "127.0.0.1", "-m", "1")
 	hs := newHostSite(t)
-	g := startVoiceGateway(t, voiceConfig{
+	g := hs.startGateway(t, voiceConfig{
 		trunks: []voiceTrunk{{name: "busy", addr: busy.Addr()}, {name: "down", addr: down.Addr()}, {name: "late", addr: noAnswer.Addr()}},
 		queues: []voiceQueue{
 			{name: "billing", trunk: "busy", dial: "sip:600@" + busy.Addr()},
@@ -28,9 +28,7 @@ func TestVoiceCallFailures(t *testing.T) {
 			{name: "support", trunk: "late", dial: "sip:800@" + noAnswer.Addr()},
 			{name: "nobody", trunk: "late"},
 		},
-		origins: []string{hs.srv.URL},
 	})
-	hs.gw = g.URL
 
 	for _, tc := range []struct {
 		queue, status, transcript string

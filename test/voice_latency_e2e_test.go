@@ -86,12 +86,10 @@ func TestVoiceSetupLatency(t *testing.T) {
 	phone := startTimedPhone(t)
 	hs := newHostSite(t)
 	addr := phone.srv.Addr("udp").String()
-	g := startVoiceGateway(t, voiceConfig{
-		trunks:  []voiceTrunk{{name: "pbx", addr: addr}},
-		queues:  []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + addr}},
-		origins: []string{hs.srv.URL},
+	hs.startGateway(t, voiceConfig{
+		trunks: []voiceTrunk{{name: "pbx", addr: addr}},
+		queues: []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + addr}},
 	})
-	hs.gw = g.URL
 	customer, _ := openShopWidget(t, hs, "customer", "support", "", "Timing calls")
 
 	type times struct {

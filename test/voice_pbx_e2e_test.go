@@ -20,14 +20,11 @@ import (
 // the PBX, with Alice's desk phone (extension 1001) behind it.
 func sippGateway(t *testing.T, pbx *peers.SIPp, hs *hostSite) *gateway {
 	t.Helper()
-	g := startVoiceGateway(t, voiceConfig{
+	return hs.startGateway(t, voiceConfig{
 		trunks:     []voiceTrunk{{name: "pbx", addr: pbx.Addr()}},
 		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + pbx.Addr()}},
 		alicePhone: "sip:1001@" + pbx.Addr(),
-		origins:    []string{hs.srv.URL},
 	})
-	hs.gw = g.URL
-	return g
 }
 
 // TestVoiceAgentHangsUp: the desk phone hangs up first (BYE). The widget
@@ -60,10 +57,7 @@ func TestVoiceContextAndConsoleControls(t *testing.T) {
 	pbx := peers.StartSIPp(t, "sipp/uas_context.xml", "127.0.0.1", "-m", "2")
 	hs := newHostSite(t)
 	g := sippGateway(t, pbx, hs)
-	customer, convID := openShopWidget(t, hs, "customer", "support", "", "I have a billing question")
-	agent := openVoiceConsole(t, g)
-	agent.acceptConversation(convID)
-	customer.waitText("agent-name", "helping")
+	customer, agent, convID := shopChat(t, hs, g, "", "I have a billing question")
 
 	customer.click("voice-start")
 	customer.waitCall("connected")
@@ -162,13 +156,11 @@ func TestVoiceHoldAndResume(t *testing.T) {
 func TestVoicePBXCallsCustomer(t *testing.T) {
 	hs := newHostSite(t)
 	sipPort := peers.FreeUDPPort(t, "127.0.0.1")
-	g := startVoiceGateway(t, voiceConfig{
+	hs.startGateway(t, voiceConfig{
 		trunks:  []voiceTrunk{{name: "pbx", addr: "127.0.0.1:5999"}},
 		queues:  []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@127.0.0.1:5999"}},
-		origins: []string{hs.srv.URL},
 		sipPort: sipPort,
 	})
-	hs.gw = g.URL
 	gwSIP := "127.0.0.1:" + strconv.Itoa(sipPort)
 	customer, convID := openShopWidget(t, hs, "customer", "support", "", "Call me back please")
 
@@ -277,9 +269,7 @@ func TestVoiceDeskPhoneKeys(t *testing.T) {
 	pbx := peers.StartSIPp(t, scenario, "127.0.0.1", "-m", "1")
 	hs := newHostSite(t)
 	g := sippGateway(t, pbx, hs)
-	customer, convID := openShopWidget(t, hs, "customer", "support", "", "Which key?")
-	agent := openVoiceConsole(t, g)
-	agent.acceptConversation(convID)
+	customer, agent, _ := shopChat(t, hs, g, "", "Which key?")
 	customer.click("voice-start")
 	customer.waitCall("connected")
 	customer.waitText("call-bar-text", "The agent pressed 5")

@@ -224,25 +224,17 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 		}
 	}()
 	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) { // the loudspeaker and the screen
-		if tr.Kind() == pwebrtc.RTPCodecTypeVideo {
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				for {
-					pkt, _, err := tr.ReadRTP()
-					if err != nil {
-						return
-					}
-					b.mu.Lock()
-					b.videoIn = append(b.videoIn, append([]byte(nil), pkt.Payload...))
-					b.mu.Unlock()
-				}
-			}()
-			return
+		sink := func(payload []byte) {
+			b.mu.Lock()
+			b.videoIn = append(b.videoIn, append([]byte(nil), payload...))
+			b.mu.Unlock()
 		}
-		dec, err := transcode.NewOpusDecoder(b.heard)
-		if err != nil {
-			return
+		if tr.Kind() != pwebrtc.RTPCodecTypeVideo {
+			dec, err := transcode.NewOpusDecoder(b.heard)
+			if err != nil {
+				return
+			}
+			sink = func(payload []byte) { _ = dec.WriteSample(payload) }
 		}
 		b.wg.Add(1)
 		go func() {
@@ -252,7 +244,7 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 				if err != nil {
 					return
 				}
-				_ = dec.WriteSample(pkt.Payload)
+				sink(pkt.Payload)
 			}
 		}()
 	})
@@ -269,6 +261,35 @@ func (b *pionBrowser) close() {
 	close(b.stop)
 	b.pc.Close()
 	b.wg.Wait()
+}
+
+// addCamera adds a VP8 video track with id to the peer connection, for
+// sendVideo to feed.
+func (b *pionBrowser) addCamera(t *testing.T, id string) *pwebrtc.TrackLocalStaticRTP {
+	t.Helper()
+	camera, err := pwebrtc.NewTrackLocalStaticRTP(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeVP8, ClockRate: 90000}, "camera", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pc.AddTrack(camera); err != nil {
+		t.Fatal(err)
+	}
+	return camera
+}
+
+// answered applies the gateway's answer to our offer.
+func (b *pionBrowser) answered(sdp string) error {
+	return b.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: sdp})
+}
+
+// candidate adds a candidate the gateway trickled (the candidate of an
+// rtc.candidate frame); an empty one, the end of candidates, is skipped.
+func (b *pionBrowser) candidate(raw json.RawMessage) {
+	var c pwebrtc.ICECandidateInit
+	_ = json.Unmarshal(raw, &c)
+	if c.Candidate != "" {
+		_ = b.pc.AddICECandidate(c)
+	}
 }
 
 // offer returns a complete offer (all candidates gathered).
@@ -362,15 +383,11 @@ agents:
 		f := cws.read(ctx)
 		switch str(f["type"]) {
 		case "rtc.answer":
-			if err := b.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: str(f["sdp"])}); err != nil {
+			if err := b.answered(str(f["sdp"])); err != nil {
 				t.Fatal(err)
 			}
 		case "rtc.candidate":
-			var c pwebrtc.ICECandidateInit
-			_ = json.Unmarshal(f["candidate"], &c)
-			if c.Candidate != "" {
-				_ = b.pc.AddICECandidate(c)
-			}
+			b.candidate(f["candidate"])
 		case "call":
 			var c struct{ State, Reason string }
 			_ = json.Unmarshal(f["call"], &c)

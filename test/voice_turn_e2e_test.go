@@ -83,19 +83,14 @@ func TestVoiceThroughTURN(t *testing.T) {
 	phone := startBaresipPhone(t)
 	hs := newHostSite(t)
 	tr := baresipTrunk(phone)
-	g := startVoiceGateway(t, voiceConfig{
+	g := hs.startGateway(t, voiceConfig{
 		trunks:     []voiceTrunk{tr},
 		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + tr.addr}},
 		alicePhone: phone.URI(),
-		origins:    []string{hs.srv.URL},
 		iceServers: fmt.Sprintf("    - urls: [\"turn:127.0.0.1:%d?transport=udp\"]\n      username: %q\n      credential: %q\n", turn.port, turn.user, turn.password),
 	})
-	hs.gw = g.URL
 
-	customer, convID := openShopWidget(t, hs, "customer", "support", "relay", "Calling from a locked-down network")
-	agent := openVoiceConsole(t, g)
-	agent.acceptConversation(convID)
-	customer.waitText("agent-name", "helping")
+	customer, _, _ := shopChat(t, hs, g, "relay", "Calling from a locked-down network")
 	customer.click("voice-start")
 	customer.waitCall("connected")
 

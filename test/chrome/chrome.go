@@ -49,13 +49,26 @@ func Options(t testing.TB, profileDir string, extra ...chromedp.ExecAllocatorOpt
 }
 
 // Probe records the page's Content-Security-Policy violations in
-// window.__csp, and the RTCPeerConnections it makes in window.__pcs (for
-// tests to read their getStats).
+// window.__csp, the RTCPeerConnections it makes in window.__pcs (for
+// tests to read their getStats) and the WebSockets it opens in
+// window.__sockets. While window.__wsDown is set, new WebSockets fail as
+// they do without a network, for tests that keep a page's socket away;
+// the media path (UDP) is left alone, as a socket that drops on its own
+// (a proxy, a blip) leaves it.
 const Probe = `window.__csp = [];
 document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
 window.__pcs = [];
 window.RTCPeerConnection = class extends window.RTCPeerConnection {
   constructor(...args) { super(...args); window.__pcs.push(this); }
+};
+window.__sockets = [];
+window.__wsDown = false;
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    if (window.__wsDown) throw new DOMException('the network is down (test)', 'NetworkError');
+    super(...args);
+    window.__sockets.push(this);
+  }
 };`
 
 // Log keeps a page's console messages and exceptions.
