@@ -56,6 +56,7 @@ opus-cgo:
 
 e2e:
 	$(GO) test -tags e2e -count=1 -timeout 15m ./test/...
+	$(GO) test -tags e2e -count=1 -timeout 5m -run '^TestChrome' ./webrtc/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
