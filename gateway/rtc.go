@@ -80,29 +80,18 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		return nil, errNoCall
 	}
 	convID := cv.c.ID
-	var sigMu sync.Mutex
-	var pending []json.RawMessage
-	var self *customerRTC // set before answered
-	answered := false
-	sendCand := func(cand json.RawMessage) {
+	var self *customerRTC // set as the gate opens
+	gate := &candidateGate{send: func(cand json.RawMessage) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for _, c := range h.rtcSocketsLocked(cv, self) {
 			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
 		}
-	}
+	}}
 	hooks := peerHooks{
-		candidate: func(cand json.RawMessage) {
-			sigMu.Lock()
-			defer sigMu.Unlock()
-			if !answered {
-				pending = append(pending, cand)
-				return
-			}
-			sendCand(cand)
-		},
-		dtmf:  func(d rune) { s.browserDigit(cv, d) },
-		video: func(rv remoteVideo) { s.customerVideo(cv, rv) },
+		candidate: gate.add,
+		dtmf:      func(d rune) { s.browserDigit(cv, d) },
+		video:     func(rv remoteVideo) { s.customerVideo(cv, rv) },
 		// Narrowband for a call; wideband for video from the chat.
 		wideband: use&useVoice == 0,
 	}
@@ -129,14 +118,10 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	// seeing the answer waits for this too.
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) }()
-	sigMu.Lock()
-	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
-	self = rtc
-	for _, c := range pending {
-		sendCand(c)
-	}
-	answered, pending = true, nil
-	sigMu.Unlock()
+	gate.open(func() {
+		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+		self = rtc
+	})
 	s.afterCustomerRTC(cv)
 	return rtc, nil
 }
@@ -256,4 +241,38 @@ func (s *Server) renegotiate(ctx context.Context, cl *client, cv *conv, offer st
 		return errf(http.StatusBadRequest, "bad_offer", "the new offer could not be used")
 	}
 	return nil
+}
+
+// candidateGate holds a new peer's ICE candidates until its answer has
+// gone to the browser (a candidate before the description would be
+// refused there), then passes them on as they come.
+type candidateGate struct {
+	send func(json.RawMessage)
+
+	mu      sync.Mutex
+	opened  bool
+	pending []json.RawMessage
+}
+
+// add sends cand, or keeps it until open.
+func (g *candidateGate) add(cand json.RawMessage) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.opened {
+		g.pending = append(g.pending, cand)
+		return
+	}
+	g.send(cand)
+}
+
+// open runs first (sending the answer), then the kept candidates, with no
+// candidate slipping in between.
+func (g *candidateGate) open(first func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	first()
+	for _, c := range g.pending {
+		g.send(c)
+	}
+	g.opened, g.pending = true, nil
 }

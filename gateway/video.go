@@ -333,29 +333,18 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 	}
 	h.mu.Unlock()
 	vs := &videoSession{agentID: cl.agentID, page: cl.page, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
-	var sigMu sync.Mutex
-	var pending []json.RawMessage
-	answered := false
 	convID := cv.c.ID
-	sendCand := func(cand json.RawMessage) {
+	gate := &candidateGate{send: func(cand json.RawMessage) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for _, c := range h.videoSocketsLocked(vs) {
 			c.send(map[string]any{"type": "rtc.candidate", "conversation_id": convID, "candidate": cand})
 		}
-	}
+	}}
 	hooks := peerHooks{
-		candidate: func(cand json.RawMessage) {
-			sigMu.Lock()
-			defer sigMu.Unlock()
-			if !answered {
-				pending = append(pending, cand)
-				return
-			}
-			sendCand(cand)
-		},
-		dtmf:  func(rune) {},
-		video: func(rv remoteVideo) { s.agentVideo(cv, vs, rv) },
+		candidate: gate.add,
+		dtmf:      func(rune) {},
+		video:     func(rv remoteVideo) { s.agentVideo(cv, vs, rv) },
 		// The console's audio only ever goes to the customer's browser.
 		wideband: true,
 	}
@@ -388,13 +377,9 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		<-peer.Done()
 		s.leaveVideo(cv, vs)
 	}()
-	sigMu.Lock()
-	cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
-	for _, c := range pending {
-		sendCand(c)
-	}
-	answered, pending = true, nil
-	sigMu.Unlock()
+	gate.open(func() {
+		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
+	})
 	s.log.Info("video: console joined", "conv", convID, "agent", cl.agentID)
 	for _, rv := range vids {
 		s.forward(cv, rv, "agent")
