@@ -252,15 +252,19 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 	return b
 }
 
-func (b *pionBrowser) close() {
+func (b *pionBrowser) close() { closePeer(b.pc, b.stop, &b.wg) }
+
+// closePeer stops a stand-in browser: it closes stop, the first time only,
+// then the peer connection, and waits for the goroutines in wg.
+func closePeer(pc *pwebrtc.PeerConnection, stop chan struct{}, wg *sync.WaitGroup) {
 	select {
-	case <-b.stop:
+	case <-stop:
 		return
 	default:
 	}
-	close(b.stop)
-	b.pc.Close()
-	b.wg.Wait()
+	close(stop)
+	pc.Close()
+	wg.Wait()
 }
 
 // addCamera adds a VP8 video track with id to the peer connection, for

@@ -9,14 +9,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	pwebrtc "github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
@@ -65,16 +63,7 @@ type widePacket struct {
 // tones at freqs, 0.3 of full scale each.
 func newWideBrowser(t *testing.T, name string, freqs ...float64) *wideBrowser {
 	t.Helper()
-	var se pwebrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	me := &pwebrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me)).NewPeerConnection(pwebrtc.Configuration{})
+	pc, err := loopbackAPI(t).NewPeerConnection(pwebrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,16 +143,7 @@ func (wideMic) SampleRate() int { return transcode.OpusClockRate }
 func (wideMic) String() string  { return "wide mic" }
 func (wideMic) Close() error    { return nil }
 
-func (b *wideBrowser) close() {
-	select {
-	case <-b.stop:
-		return
-	default:
-	}
-	close(b.stop)
-	b.pc.Close()
-	b.wg.Wait()
-}
+func (b *wideBrowser) close() { closePeer(b.pc, b.stop, &b.wg) }
 
 // offer returns a complete offer of the connection as it is now.
 func (b *wideBrowser) offer() string {
