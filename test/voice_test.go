@@ -340,18 +340,26 @@ func str(raw json.RawMessage) string {
 	return s
 }
 
-func TestVoiceCallBrowserToDeskPhone(t *testing.T) {
-	phone := startDeskPhone(t, 440)
+// deskPhoneGateway runs an in-process gateway with a trunk to phone, the
+// support queue's calls dialled through it to 600, and Alice; alice adds
+// fields to her entry (`, phone: "sip:..."`, say).
+func deskPhoneGateway(t *testing.T, phone *deskPhone, alice string) *httptest.Server {
+	t.Helper()
 	gwSIP := startSIP(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:" + phone.srv.Addr("udp").String(), AllowInboundFrom: []string{"127.0.0.1/32"}}})
-	ts := startInProcess(t, fmt.Sprintf(`
+	return startInProcess(t, fmt.Sprintf(`
 http: {public_url: "http://gateway.test"}
 trunks:
   - {name: pbx, uri: "sip:%s"}
 queues:
   - {name: support, trunk: pbx, dial: "sip:600@%s"}
 agents:
-  - {id: alice, name: Alice, password_hash: "%s", queues: [support]}
-`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash), gwSIP)
+  - {id: alice, name: Alice, password_hash: "%s", queues: [support]%s}
+`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash, alice), gwSIP)
+}
+
+func TestVoiceCallBrowserToDeskPhone(t *testing.T) {
+	phone := startDeskPhone(t, 440)
+	ts := deskPhoneGateway(t, phone, "")
 
 	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"Ann Lee"}`))
 	if err != nil {

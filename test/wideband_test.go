@@ -18,7 +18,6 @@ import (
 	pwebrtc "github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
-	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/transcode"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
@@ -338,16 +337,7 @@ func TestWidebandVideoFromChat(t *testing.T) {
 func wideCallGateway(t *testing.T) (*deskPhone, *httptest.Server) {
 	t.Helper()
 	phone := startDeskPhone(t, 440)
-	gwSIP := startSIP(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:" + phone.srv.Addr("udp").String(), AllowInboundFrom: []string{"127.0.0.1/32"}}})
-	ts := startInProcess(t, fmt.Sprintf(`
-http: {public_url: "http://gateway.test"}
-trunks:
-  - {name: pbx, uri: "sip:%s"}
-queues:
-  - {name: support, trunk: pbx, dial: "sip:600@%s"}
-agents:
-  - {id: alice, name: Alice, password_hash: "%s", queues: [support], phone: "sip:1001@%s"}
-`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash, phone.srv.Addr("udp")), gwSIP)
+	ts := deskPhoneGateway(t, phone, fmt.Sprintf(`, phone: "sip:1001@%s"`, phone.srv.Addr("udp")))
 	return phone, ts
 }
 
