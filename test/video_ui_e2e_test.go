@@ -114,6 +114,14 @@ func customerCameraOff(customer, agent *tab) {
 	waitJS[bool](agent, "the console to leave the video", fn("", `return q('video-join')?.getAttribute('aria-pressed') === 'false' && !q('video-audio')?.srcObject;`))
 }
 
+// heard is what a page measured of the audio it received (hearJS).
+type heard struct {
+	Freq float64 `json:"freq"` // the strongest frequency
+	DB   float64 `json:"db"`   // the level of the whole stream, dBFS
+	Rate float64 `json:"rate"` // the AudioContext's rate
+	Err  string  `json:"err"`  // why there was nothing to measure
+}
+
 // hearJS measures a MediaStream's audio over ms, as a heard: the
 // strongest frequency of the power spectra summed every 150 ms, and the
 // level of the whole stream in dBFS (a full-scale sine is 0 dB). The
