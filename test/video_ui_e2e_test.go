@@ -30,7 +30,14 @@ const videoMicHz = 1000.0
 // connections up, and must close them and exit in time (gateway.Stop).
 func startVideoChat(t *testing.T, g *gateway, first string) (customer, agent *tab, s widgetSession) {
 	t.Helper()
-	customer = ownTab(t, "customer", fakeMic(t, t.TempDir(), videoMicHz, 0.5))
+	return startVideoChatMic(t, g, videoMicHz, first)
+}
+
+// startVideoChatMic is startVideoChat with the customer's fake microphone
+// playing micHz.
+func startVideoChatMic(t *testing.T, g *gateway, micHz float64, first string) (customer, agent *tab, s widgetSession) {
+	t.Helper()
+	customer = ownTab(t, "customer", fakeMic(t, t.TempDir(), micHz, 0.5))
 	agent = ownTab(t, "console")
 	t.Cleanup(g.Stop)
 	return customer, agent, chatBetween(t, g, customer, agent, first)
@@ -97,33 +104,81 @@ func customerCamera(customer, agent *tab) videoState {
 	return agent.waitPlaying("remote-video", 640, 480)
 }
 
-// peakHzJS measures the loudest frequency of a MediaStream's audio over
-// ms. The stream plays through a muted <audio> first: without it
-// Chromium's WebAudio gets silence from a remote track.
-const peakHzJS = `async (stream, ms) => {
-const el = new Audio(); el.muted = true; el.srcObject = stream; await el.play().catch(() => {});
-const ctx = new AudioContext(); await ctx.resume();
-const an = ctx.createAnalyser(); an.fftSize = 8192;
-ctx.createMediaStreamSource(stream).connect(an);
-await new Promise((r) => setTimeout(r, ms));
-const bins = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(bins);
-let best = 0; for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
-const hz = best * ctx.sampleRate / an.fftSize; el.srcObject = null; ctx.close(); return hz;
-}`
-
-// peakHz measures the loudest frequency, over ms, of the stream that the
-// JavaScript expression stream evaluates to (with the page-side helpers
-// in scope).
-func (tb *tab) peakHz(stream string, ms int) float64 {
-	tb.t.Helper()
-	return call[float64](tb, asyncFn("ms", `return await (`+peakHzJS+`)(`+stream+`, ms);`), ms)
+// customerCameraOff has the customer turn the camera off and waits until
+// the video has ended for both: the event in the console's log, and the
+// console out of the video with no stream left in its video-audio.
+func customerCameraOff(customer, agent *tab) {
+	customer.t.Helper()
+	customer.click("video-start")
+	agent.waitMessageContaining("Video ended")
+	waitJS[bool](agent, "the console to leave the video", fn("", `return q('video-join')?.getAttribute('aria-pressed') === 'false' && !q('video-audio')?.srcObject;`))
 }
 
-// elementPeakHz measures what an <audio> element receives.
-func (tb *tab) elementPeakHz(testID string) float64 {
+// heard is what a page measured of the audio it received (hearJS).
+type heard struct {
+	Freq float64 `json:"freq"` // the strongest frequency
+	DB   float64 `json:"db"`   // the level of the whole stream, dBFS
+	Rate float64 `json:"rate"` // the AudioContext's rate
+	Err  string  `json:"err"`  // why there was nothing to measure
+}
+
+// hearJS measures a MediaStream's audio over ms, as a heard: the
+// strongest frequency of the power spectra summed every 150 ms, and the
+// level of the whole stream in dBFS (a full-scale sine is 0 dB). The
+// stream plays through a muted <audio> first: without it Chromium's
+// WebAudio gets silence from a remote track.
+const hearJS = `async (stream, ms) => {
+const el = new Audio(); el.muted = true; el.srcObject = stream; await el.play().catch(() => {});
+const ctx = new AudioContext(); await ctx.resume();
+const src = ctx.createMediaStreamSource(stream);
+const an = ctx.createAnalyser(); an.fftSize = 8192; an.smoothingTimeConstant = 0;
+src.connect(an);
+const sleep = (d) => new Promise((r) => setTimeout(r, d));
+await sleep(300);
+const bins = new Float32Array(an.frequencyBinCount), td = new Float32Array(an.fftSize);
+const acc = new Float64Array(an.frequencyBinCount);
+let energy = 0, n = 0;
+const end = performance.now() + ms;
+while (performance.now() < end) {
+  an.getFloatFrequencyData(bins);
+  for (let i = 0; i < bins.length; i++) acc[i] += Math.pow(10, bins[i] / 10);
+  an.getFloatTimeDomainData(td);
+  for (const v of td) energy += v * v;
+  n += td.length;
+  await sleep(150);
+}
+src.disconnect(); el.srcObject = null; await ctx.close();
+let best = 3;
+for (let i = 3; i < acc.length; i++) if (acc[i] > acc[best]) best = i;
+return {freq: best * ctx.sampleRate / an.fftSize, db: 10 * Math.log10(2 * energy / n + 1e-12), rate: ctx.sampleRate};
+}`
+
+// hear measures, over ms, the audio of the stream that the JavaScript
+// expression stream evaluates to (with the page-side helpers in scope).
+func (tb *tab) hear(stream string, ms int) heard {
+	tb.t.Helper()
+	return call[heard](tb, asyncFn("ms", `return await (`+hearJS+`)(`+stream+`, ms);`), ms)
+}
+
+// peakHz measures the loudest frequency, over ms, of the stream that the
+// JavaScript expression stream evaluates to.
+func (tb *tab) peakHz(stream string, ms int) float64 {
+	tb.t.Helper()
+	return tb.hear(stream, ms).Freq
+}
+
+// elementHeard measures for ms what an <audio> element receives, once it
+// has a stream.
+func (tb *tab) elementHeard(testID string, ms int) heard {
 	tb.t.Helper()
 	waitJS[bool](tb, testID+" to have a stream", fn("id", `return !!q(id)?.srcObject?.getAudioTracks().length;`), testID)
-	return tb.peakHz(fmt.Sprintf(`q(%q).srcObject`, testID), 2000)
+	return tb.hear(fmt.Sprintf(`q(%q).srcObject`, testID), ms)
+}
+
+// elementPeakHz measures the loudest frequency an <audio> element receives.
+func (tb *tab) elementPeakHz(testID string) float64 {
+	tb.t.Helper()
+	return tb.elementHeard(testID, 2000).Freq
 }
 
 // waitSnapshot waits until a log shows the file as an image thumbnail,

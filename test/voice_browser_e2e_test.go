@@ -146,48 +146,15 @@ func (tb *tab) waitCall(state string) widgetCall {
 	return tb.callStatus()
 }
 
-// heard is what the page measured of the audio it received.
-type heard struct {
-	Freq float64 `json:"freq"`
-	DB   float64 `json:"db"`
-	Rate float64 `json:"rate"`
-	Err  string  `json:"err"`
-}
-
-// measureHeard feeds the widget's remote audio (played by its audio
-// element) into an AnalyserNode for ms and returns the strongest
-// frequency and the level in dBFS (a full-scale sine is 0 dB).
+// measureHeard measures for ms, with hearJS, the widget's remote audio,
+// which its audio element plays: the strongest frequency and the level in
+// dBFS (a full-scale sine is 0 dB).
 func (tb *tab) measureHeard(ms int) heard {
 	tb.t.Helper()
-	h := call[heard](tb, asyncFn("ms", `const a = root().querySelector('[data-testid="remote-audio"]');
-const stream = a?.srcObject;
-if (!stream || !stream.getAudioTracks().length) return {err: 'no remote stream'};
+	h := call[heard](tb, asyncFn("ms", `const a = q('remote-audio');
+if (!a?.srcObject?.getAudioTracks().length) return {err: 'no remote stream'};
 if (a.paused) await a.play();
-const ctx = window.__heardCtx ??= new AudioContext();
-await ctx.resume();
-const src = ctx.createMediaStreamSource(stream);
-const an = ctx.createAnalyser();
-an.fftSize = 8192;
-an.smoothingTimeConstant = 0;
-src.connect(an);
-const sleep = (d) => new Promise((r) => setTimeout(r, d));
-await sleep(300);
-const bins = new Float32Array(an.frequencyBinCount), td = new Float32Array(an.fftSize);
-const acc = new Float64Array(an.frequencyBinCount);
-let energy = 0, n = 0;
-const end = performance.now() + ms;
-while (performance.now() < end) {
-  an.getFloatFrequencyData(bins);
-  for (let i = 0; i < bins.length; i++) acc[i] += Math.pow(10, bins[i] / 10);
-  an.getFloatTimeDomainData(td);
-  for (const v of td) energy += v * v;
-  n += td.length;
-  await sleep(150);
-}
-src.disconnect();
-let best = 3;
-for (let i = 3; i < acc.length; i++) if (acc[i] > acc[best]) best = i;
-return {freq: best * ctx.sampleRate / an.fftSize, db: 10 * Math.log10(2 * energy / n + 1e-12), rate: ctx.sampleRate};`), ms)
+return await (`+hearJS+`)(a.srcObject, ms);`), ms)
 	if h.Err != "" {
 		tb.t.Fatalf("%s: measure audio: %s", tb.name, h.Err)
 	}

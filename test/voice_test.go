@@ -252,15 +252,19 @@ func newBrowser(t *testing.T, toneHz float64) *pionBrowser {
 	return b
 }
 
-func (b *pionBrowser) close() {
+func (b *pionBrowser) close() { closePeer(b.pc, b.stop, &b.wg) }
+
+// closePeer stops a stand-in browser: it closes stop, the first time only,
+// then the peer connection, and waits for the goroutines in wg.
+func closePeer(pc *pwebrtc.PeerConnection, stop chan struct{}, wg *sync.WaitGroup) {
 	select {
-	case <-b.stop:
+	case <-stop:
 		return
 	default:
 	}
-	close(b.stop)
-	b.pc.Close()
-	b.wg.Wait()
+	close(stop)
+	pc.Close()
+	wg.Wait()
 }
 
 // addCamera adds a VP8 video track with id to the peer connection, for
@@ -336,18 +340,26 @@ func str(raw json.RawMessage) string {
 	return s
 }
 
-func TestVoiceCallBrowserToDeskPhone(t *testing.T) {
-	phone := startDeskPhone(t, 440)
+// deskPhoneGateway runs an in-process gateway with a trunk to phone, the
+// support queue's calls dialled through it to 600, and Alice; alice adds
+// fields to her entry (`, phone: "sip:..."`, say).
+func deskPhoneGateway(t *testing.T, phone *deskPhone, alice string) *httptest.Server {
+	t.Helper()
 	gwSIP := startSIP(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:" + phone.srv.Addr("udp").String(), AllowInboundFrom: []string{"127.0.0.1/32"}}})
-	ts := startInProcess(t, fmt.Sprintf(`
+	return startInProcess(t, fmt.Sprintf(`
 http: {public_url: "http://gateway.test"}
 trunks:
   - {name: pbx, uri: "sip:%s"}
 queues:
   - {name: support, trunk: pbx, dial: "sip:600@%s"}
 agents:
-  - {id: alice, name: Alice, password_hash: "%s", queues: [support]}
-`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash), gwSIP)
+  - {id: alice, name: Alice, password_hash: "%s", queues: [support]%s}
+`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash, alice), gwSIP)
+}
+
+func TestVoiceCallBrowserToDeskPhone(t *testing.T) {
+	phone := startDeskPhone(t, 440)
+	ts := deskPhoneGateway(t, phone, "")
 
 	resp, err := http.Post(ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"Ann Lee"}`))
 	if err != nil {

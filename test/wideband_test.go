@@ -9,18 +9,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	pwebrtc "github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
-	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/transcode"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
@@ -65,16 +62,7 @@ type widePacket struct {
 // tones at freqs, 0.3 of full scale each.
 func newWideBrowser(t *testing.T, name string, freqs ...float64) *wideBrowser {
 	t.Helper()
-	var se pwebrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	me := &pwebrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me)).NewPeerConnection(pwebrtc.Configuration{})
+	pc, err := loopbackAPI(t).NewPeerConnection(pwebrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,15 +142,31 @@ func (wideMic) SampleRate() int { return transcode.OpusClockRate }
 func (wideMic) String() string  { return "wide mic" }
 func (wideMic) Close() error    { return nil }
 
-func (b *wideBrowser) close() {
-	select {
-	case <-b.stop:
-		return
-	default:
-	}
-	close(b.stop)
-	b.pc.Close()
-	b.wg.Wait()
+func (b *wideBrowser) close() { closePeer(b.pc, b.stop, &b.wg) }
+
+// wideCustomer starts the customer's browser, its microphone playing
+// freqs, on the chat's customer socket, and has it send start
+// ("video.start" or "voice.start") with its offer; it waits for the
+// gateway's answer.
+func wideCustomer(t *testing.T, ctx context.Context, chat videoChat, start string, freqs ...float64) *wideBrowser {
+	t.Helper()
+	b := newWideBrowser(t, "customer", freqs...)
+	b.run(ctx, chat.cws, chat.cframes, chat.convID)
+	chat.cws.send(map[string]any{"type": start, "sdp": b.offer()})
+	b.waitFrame("the answer to "+start, 0, wideIsType("rtc.answer"))
+	return b
+}
+
+// wideConsole starts the console's browser, its microphone playing
+// freqs, on the chat's agent socket, and joins the conversation's media
+// with it; it waits for the gateway's answer.
+func wideConsole(t *testing.T, ctx context.Context, chat videoChat, freqs ...float64) *wideBrowser {
+	t.Helper()
+	b := newWideBrowser(t, "console", freqs...)
+	b.run(ctx, chat.aws, chat.aframes, chat.convID)
+	chat.aws.send(map[string]any{"type": "media.join", "conversation_id": chat.convID, "sdp": b.offer()})
+	b.waitFrame("the answer to media.join", 0, wideIsType("rtc.answer"))
+	return b
 }
 
 // offer returns a complete offer of the connection as it is now.
@@ -329,14 +333,8 @@ func TestWidebandVideoFromChat(t *testing.T) {
 	defer cancel()
 	chat := openVideoChat(t, ctx, ts, "Ann", "alice")
 
-	customer := newWideBrowser(t, "customer", wideHz)
-	customer.run(ctx, chat.cws, chat.cframes, chat.convID)
-	chat.cws.send(map[string]any{"type": "video.start", "sdp": customer.offer()})
-	customer.waitFrame("the answer to video.start", 0, wideIsType("rtc.answer"))
-	console := newWideBrowser(t, "console", 2500, 7000)
-	console.run(ctx, chat.aws, chat.aframes, chat.convID)
-	chat.aws.send(map[string]any{"type": "media.join", "conversation_id": chat.convID, "sdp": console.offer()})
-	console.waitFrame("the answer to media.join", 0, wideIsType("rtc.answer"))
+	customer := wideCustomer(t, ctx, chat, "video.start", wideHz)
+	console := wideConsole(t, ctx, chat, 2500, 7000)
 	for _, b := range []*wideBrowser{customer, console} {
 		if sdp := b.wideRemoteSDP(); !strings.Contains(sdp, "opus/48000") || strings.Contains(sdp, wideNarrowHint) {
 			t.Errorf("%s: the gateway's answer asks for narrowband Opus:\n%s", b.name, sdp)
@@ -358,17 +356,18 @@ func TestWidebandVideoFromChat(t *testing.T) {
 func wideCallGateway(t *testing.T) (*deskPhone, *httptest.Server) {
 	t.Helper()
 	phone := startDeskPhone(t, 440)
-	gwSIP := startSIP(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:" + phone.srv.Addr("udp").String(), AllowInboundFrom: []string{"127.0.0.1/32"}}})
-	ts := startInProcess(t, fmt.Sprintf(`
-http: {public_url: "http://gateway.test"}
-trunks:
-  - {name: pbx, uri: "sip:%s"}
-queues:
-  - {name: support, trunk: pbx, dial: "sip:600@%s"}
-agents:
-  - {id: alice, name: Alice, password_hash: "%s", queues: [support], phone: "sip:1001@%s"}
-`, phone.srv.Addr("udp"), phone.srv.Addr("udp"), pionTestHash, phone.srv.Addr("udp")), gwSIP)
+	ts := deskPhoneGateway(t, phone, fmt.Sprintf(`, phone: "sip:1001@%s"`, phone.srv.Addr("udp")))
 	return phone, ts
+}
+
+// wideCallChat opens a chat on a wideCallGateway. Its context ends when
+// the test does, or after 120 s.
+func wideCallChat(t *testing.T) (*deskPhone, context.Context, videoChat) {
+	t.Helper()
+	phone, ts := wideCallGateway(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	t.Cleanup(cancel)
+	return phone, ctx, openVideoChat(t, ctx, ts, "Ann", "alice")
 }
 
 // widePhoneHears checks the desk phone's last second: a peak at hz.
@@ -400,15 +399,9 @@ func widePacketsReceived(f map[string]json.RawMessage) uint64 {
 // alive; moved back, the desk phone and the customer hear each other
 // again. The customer's browser sees one stream throughout.
 func TestWidebandCallMovesToTheConsoleAndBack(t *testing.T) {
-	phone, ts := wideCallGateway(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	chat := openVideoChat(t, ctx, ts, "Ann", "alice")
+	phone, ctx, chat := wideCallChat(t)
 
-	customer := newWideBrowser(t, "customer", 1000, wideHz)
-	customer.run(ctx, chat.cws, chat.cframes, chat.convID)
-	chat.cws.send(map[string]any{"type": "voice.start", "sdp": customer.offer()})
-	customer.waitFrame("the call's answer", 0, wideIsType("rtc.answer"))
+	customer := wideCustomer(t, ctx, chat, "voice.start", 1000, wideHz)
 	if sdp := customer.wideRemoteSDP(); !strings.Contains(sdp, wideNarrowHint) {
 		t.Errorf("the answer for a call does not ask for narrowband Opus:\n%s", sdp)
 	}
@@ -416,10 +409,7 @@ func TestWidebandCallMovesToTheConsoleAndBack(t *testing.T) {
 	widePhoneHears(t, phone, "the call", 1000)
 	customer.hears("the desk phone", time.Second, 440)
 
-	console := newWideBrowser(t, "console", 2500)
-	console.run(ctx, chat.aws, chat.aframes, chat.convID)
-	chat.aws.send(map[string]any{"type": "media.join", "conversation_id": chat.convID, "sdp": console.offer()})
-	console.waitFrame("the answer to media.join", 0, wideIsType("rtc.answer"))
+	console := wideConsole(t, ctx, chat, 2500)
 	if sdp := console.wideRemoteSDP(); strings.Contains(sdp, wideNarrowHint) {
 		t.Errorf("the console's answer asks for narrowband Opus:\n%s", sdp)
 	}
@@ -452,19 +442,10 @@ func TestWidebandCallMovesToTheConsoleAndBack(t *testing.T) {
 // and once it ends the gateway offers wideband again and the console
 // hears the customer's full band once more.
 func TestWidebandCallOnTheVideoConnection(t *testing.T) {
-	phone, ts := wideCallGateway(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	chat := openVideoChat(t, ctx, ts, "Ann", "alice")
+	phone, ctx, chat := wideCallChat(t)
 
-	customer := newWideBrowser(t, "customer", 1000, wideHz)
-	customer.run(ctx, chat.cws, chat.cframes, chat.convID)
-	chat.cws.send(map[string]any{"type": "video.start", "sdp": customer.offer()})
-	customer.waitFrame("the answer to video.start", 0, wideIsType("rtc.answer"))
-	console := newWideBrowser(t, "console", 2500)
-	console.run(ctx, chat.aws, chat.aframes, chat.convID)
-	chat.aws.send(map[string]any{"type": "media.join", "conversation_id": chat.convID, "sdp": console.offer()})
-	console.waitFrame("the answer to media.join", 0, wideIsType("rtc.answer"))
+	customer := wideCustomer(t, ctx, chat, "video.start", 1000, wideHz)
+	console := wideConsole(t, ctx, chat, 2500)
 	console.hears("the customer's video call", time.Second, wideHz)
 
 	// The call, on the same connection: its answer has the hints.
