@@ -140,20 +140,19 @@ func shape(t *testing.T, dir string, ports []int, kbit int) (unshape func()) {
 	return unshape
 }
 
-// The page-side measures: the UDP port of the connected peer's selected
-// candidate pair, and the video bitrate sent or received over a window.
+// The page-side measures: the UDP ports of every local candidate of the
+// page's connected peer connections (all of them: the browser may move to
+// another candidate pair at any time), and the video bitrate sent or
+// received over a window.
 const (
-	jsLocalPorts = `const ports = [];
+	jsLocalPorts = `const ports = new Set();
 for (const pc of window.__pcs) {
   if (pc.connectionState !== 'connected') continue;
-  const r = await pc.getStats();
-  for (const s of r.values()) {
-    if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
-    const l = r.get(r.get(s.selectedCandidatePairId).localCandidateId);
-    ports.push(l.port);
-  }
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'local-candidate' && s.protocol === 'udp' && s.port) ports.add(s.port);
+  });
 }
-return ports;`
+return [...ports];`
 	jsVideoKbps = `const sum = async () => {
   let b = 0, frames = 0;
   for (const pc of window.__pcs) {
