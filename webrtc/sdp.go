@@ -39,12 +39,7 @@ func (p *Peer) localSDP(sdp string) string {
 // §7: the parameters are declarative, each side states what it prefers
 // to receive and what it sends). pion's own description is unchanged.
 func withOpusHints(sdp string) string {
-	eol := "\r\n"
-	if !strings.Contains(sdp, eol) {
-		eol = "\n"
-	}
-	lines := strings.Split(sdp, eol)
-	opus := opusPayloadTypes(lines)
+	lines, eol, opus := opusLines(sdp)
 	if len(opus) == 0 {
 		return sdp
 	}
@@ -102,12 +97,7 @@ func addParams(params string, add []string) string {
 // that the browser may send and expect the full band. An fmtp line left
 // empty is dropped.
 func withoutOpusHints(sdp string) string {
-	eol := "\r\n"
-	if !strings.Contains(sdp, eol) {
-		eol = "\n"
-	}
-	lines := strings.Split(sdp, eol)
-	opus := opusPayloadTypes(lines)
+	lines, eol, opus := opusLines(sdp)
 	if len(opus) == 0 {
 		return sdp
 	}
@@ -138,10 +128,15 @@ func withoutOpusHints(sdp string) string {
 	return strings.Join(out, eol)
 }
 
-// opusPayloadTypes returns the payload types that the rtpmap lines of an
-// SDP give to Opus.
-func opusPayloadTypes(lines []string) map[string]bool {
-	opus := map[string]bool{}
+// opusLines splits sdp into lines (at CRLF, or LF when the SDP has no
+// CRLF) and finds the payload types its rtpmap lines give to Opus.
+func opusLines(sdp string) (lines []string, eol string, opus map[string]bool) {
+	eol = "\r\n"
+	if !strings.Contains(sdp, eol) {
+		eol = "\n"
+	}
+	lines = strings.Split(sdp, eol)
+	opus = map[string]bool{}
 	for _, l := range lines {
 		if rest, ok := strings.CutPrefix(l, "a=rtpmap:"); ok {
 			pt, codec, _ := strings.Cut(rest, " ")
@@ -150,5 +145,5 @@ func opusPayloadTypes(lines []string) map[string]bool {
 			}
 		}
 	}
-	return opus
+	return lines, eol, opus
 }
