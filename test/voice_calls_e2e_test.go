@@ -44,6 +44,13 @@ func toDeskPhone(phone *peers.Baresip) voiceConfig {
 	}
 }
 
+// withQueueNumber is toDeskPhone's set-up with the support queue's number
+// (600) behind the same trunk, for calls with no agent assigned.
+func withQueueNumber(vc voiceConfig) voiceConfig {
+	vc.queues[0].dial = "sip:600@" + vc.trunks[0].addr
+	return vc
+}
+
 // TestVoiceWidgetToDeskPhone: Chromium's widget calls Alice's desk phone
 // (baresip) from an open chat. Both directions carry the right tone at a
 // sane level, the chat goes on during the call, keypad digits reach the
@@ -52,12 +59,7 @@ func toDeskPhone(phone *peers.Baresip) voiceConfig {
 func TestVoiceWidgetToDeskPhone(t *testing.T) {
 	phone := startBaresipPhone(t)
 	hs := newHostSite(t)
-	tr := baresipTrunk(phone)
-	g := hs.startGateway(t, voiceConfig{
-		trunks:     []voiceTrunk{tr},
-		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + tr.addr}},
-		alicePhone: phone.URI(),
-	})
+	g := hs.startGateway(t, withQueueNumber(toDeskPhone(phone)))
 
 	customer, agent, _ := shopChat(t, hs, g, "", "My heat pump is making a noise")
 

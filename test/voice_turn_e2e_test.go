@@ -82,13 +82,9 @@ func TestVoiceThroughTURN(t *testing.T) {
 	turn := startTURN(t)
 	phone := startBaresipPhone(t)
 	hs := newHostSite(t)
-	tr := baresipTrunk(phone)
-	g := hs.startGateway(t, voiceConfig{
-		trunks:     []voiceTrunk{tr},
-		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + tr.addr}},
-		alicePhone: phone.URI(),
-		iceServers: fmt.Sprintf("    - urls: [\"turn:127.0.0.1:%d?transport=udp\"]\n      username: %q\n      credential: %q\n", turn.port, turn.user, turn.password),
-	})
+	vc := withQueueNumber(toDeskPhone(phone))
+	vc.iceServers = fmt.Sprintf("    - urls: [\"turn:127.0.0.1:%d?transport=udp\"]\n      username: %q\n      credential: %q\n", turn.port, turn.user, turn.password)
+	g := hs.startGateway(t, vc)
 
 	customer, _, _ := shopChat(t, hs, g, "relay", "Calling from a locked-down network")
 	customer.click("voice-start")
