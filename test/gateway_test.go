@@ -67,6 +67,8 @@ type gateway struct {
 	config string
 	addr   string // 127.0.0.1:port
 	URL    string // http://127.0.0.1:port
+	// SIPAddr is the gateway's UDP SIP listener, 127.0.0.1:port.
+	SIPAddr string
 
 	log peers.SyncBuffer // output of every run, in order
 
@@ -90,6 +92,20 @@ type gatewayOptions struct {
 	// voice gives the gateway SIP trunks, queues routed through them and
 	// Alice's desk phone. Without queues there is one, support, and no trunk.
 	voice voiceConfig
+	// Extra YAML lines, already indented for where they go: under sip:,
+	// in every trunk entry, in every queue entry, and under limits:.
+	sipYAML, trunkYAML, queueYAML, limitsYAML string
+}
+
+// withYAML adds raw config lines (see gatewayOptions) for keys the other
+// options do not cover.
+func withYAML(sipYAML, trunkYAML, queueYAML, limitsYAML string) func(*gatewayOptions) {
+	return func(o *gatewayOptions) {
+		o.sipYAML += sipYAML
+		o.trunkYAML += trunkYAML
+		o.queueYAML += queueYAML
+		o.limitsYAML += limitsYAML
+	}
 }
 
 // voiceTrunk is a desk phone or PBX the gateway may call.
@@ -123,9 +139,9 @@ func withVoice(vc voiceConfig) func(*gatewayOptions) {
 }
 
 // startVoiceGateway starts a gateway with vc's trunks and queues.
-func startVoiceGateway(t *testing.T, vc voiceConfig) *gateway {
+func startVoiceGateway(t *testing.T, vc voiceConfig, opts ...func(*gatewayOptions)) *gateway {
 	t.Helper()
-	return startGateway(t, withVoice(vc))
+	return startGateway(t, append([]func(*gatewayOptions){withVoice(vc)}, opts...)...)
 }
 
 // startGateway writes a config and starts segue serve; it stops the process
@@ -173,6 +189,7 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	if sipPort == 0 {
 		sipPort = peers.FreeUDPPort(t, "127.0.0.1")
 	}
+	g.SIPAddr = fmt.Sprintf("127.0.0.1:%d", sipPort)
 	// ICE and RTP ports from ranges of their own, away from other gateways.
 	udpLo := 20000 + 100*rand.IntN(150)
 	rtpLo := 36000 + 2*rand.IntN(6000)
@@ -197,11 +214,13 @@ webrtc:
   listen: ["udp:127.0.0.1:%d"]
   rtp_port_range: [%d, %d]
 `, sipPort, rtpLo, rtpLo+199)
+	b.WriteString(o.sipYAML)
 	if len(o.voice.trunks) > 0 {
 		b.WriteString("trunks:\n")
 	}
 	for _, tr := range o.voice.trunks {
 		fmt.Fprintf(&b, "  - name: %s\n    uri: \"sip:%s\"\n    codecs: [PCMU, PCMA]\n    allow_inbound_from: [\"127.0.0.1/32\"]\n", tr.name, tr.addr)
+		b.WriteString(o.trunkYAML)
 	}
 	queues := o.voice.queues
 	if len(queues) == 0 {
@@ -217,6 +236,7 @@ webrtc:
 		if q.dial != "" {
 			fmt.Fprintf(&b, "    dial: %q\n", q.dial)
 		}
+		b.WriteString(o.queueYAML)
 		names[i] = q.name
 	}
 	phone := ""
@@ -239,6 +259,7 @@ limits:
   new_chats_per_ip_per_minute: %d
   max_frame_bytes: %d
 `, h["alice"], phone, queueList, o.maxChats, h["bob"], queueList, o.maxChats, o.newChatsPerMin, o.maxFrameBytes)
+	b.WriteString(o.limitsYAML)
 	if o.maxVideoSessions > 0 {
 		fmt.Fprintf(&b, "  max_video_sessions: %d\n", o.maxVideoSessions)
 	}

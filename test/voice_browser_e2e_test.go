@@ -75,10 +75,10 @@ func newHostSite(t *testing.T) *hostSite {
 
 // startGateway starts a gateway with vc's trunks and queues that allows
 // the site's origin, and points the site's widget at it.
-func (hs *hostSite) startGateway(t *testing.T, vc voiceConfig) *gateway {
+func (hs *hostSite) startGateway(t *testing.T, vc voiceConfig, opts ...func(*gatewayOptions)) *gateway {
 	t.Helper()
 	vc.origins = append(vc.origins, hs.srv.URL)
-	g := startVoiceGateway(t, vc)
+	g := startVoiceGateway(t, vc, opts...)
 	hs.gw = g.URL
 	return g
 }
