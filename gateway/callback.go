@@ -47,7 +47,9 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 		h.mu.Unlock()
 		return &sip.StatusError{Code: 404, Reason: "Not Found"}
 	}
-	if len(cv.customers) == 0 {
+	// A queue with voice: off takes no call, and a customer who is not
+	// connected cannot answer one.
+	if len(cv.customers) == 0 || h.voiceOffLocked(cv) {
 		h.mu.Unlock()
 		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
 	}
@@ -106,6 +108,10 @@ func (s *Server) callCustomer(ctx context.Context, agentID string, cv *conv) err
 	if cv.c.AgentID != agentID {
 		h.mu.Unlock()
 		return ErrForbidden
+	}
+	if h.voiceOffLocked(cv) {
+		h.mu.Unlock()
+		return errVoiceQueueOff
 	}
 	a := h.agents[agentID]
 	if a.cfg.Phone == "" {

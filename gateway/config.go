@@ -58,7 +58,19 @@ type QueueConfig struct {
 	// OfferTimeout is how long, in seconds, a conversation is offered to one
 	// agent before it moves to the next.
 	OfferTimeout int `yaml:"offer_timeout"`
+	// Voice says when the customer's widget may start a call in this
+	// queue's conversations: VoiceAlways (the default), VoiceAfterAccept
+	// (once an agent holds the conversation) or VoiceOff (never; no call
+	// toward the customer either).
+	Voice string `yaml:"voice"`
 }
+
+// Values of queues[].voice.
+const (
+	VoiceAlways      = "always"
+	VoiceAfterAccept = "after_accept"
+	VoiceOff         = "off"
+)
 
 // AgentConfig is one entry of "agents".
 type AgentConfig struct {
@@ -81,6 +93,37 @@ type LimitsConfig struct {
 	MaxChatsPerAgent          int   `yaml:"max_chats_per_agent"`
 	MaxConversations          int   `yaml:"max_conversations"`
 	MaxVideoSessions          int   `yaml:"max_video_sessions"`
+	// CallsPerIPPerHour caps the calls customers start from one client
+	// address (an IPv6 /64) in any hour; 0 is unlimited. Calls the agent or
+	// the PBX places toward the customer do not count.
+	CallsPerIPPerHour *int `yaml:"calls_per_ip_per_hour"`
+	// CallsPerConversationPerHour caps the calls the customer starts in one
+	// conversation in any hour; 0 is unlimited.
+	CallsPerConversationPerHour *int `yaml:"calls_per_conversation_per_hour"`
+}
+
+// Defaults of the call-start limits.
+const (
+	defaultCallsPerIPPerHour           = 20
+	defaultCallsPerConversationPerHour = 6
+)
+
+// callsPerIP is limits.calls_per_ip_per_hour, its default when unset.
+func (l LimitsConfig) callsPerIP() int {
+	return valueOr(l.CallsPerIPPerHour, defaultCallsPerIPPerHour)
+}
+
+// callsPerConversation is limits.calls_per_conversation_per_hour, its
+// default when unset.
+func (l LimitsConfig) callsPerConversation() int {
+	return valueOr(l.CallsPerConversationPerHour, defaultCallsPerConversationPerHour)
+}
+
+func valueOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // IdentityConfig is the "identity" section: the secret that signs customer
@@ -120,6 +163,9 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].OfferTimeout == 0 {
 			c.Queues[i].OfferTimeout = 30
 		}
+		if c.Queues[i].Voice == "" {
+			c.Queues[i].Voice = VoiceAlways
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -145,6 +191,16 @@ func (c *Config) ApplyDefaults() {
 	}
 	if l.MaxVideoSessions == 0 {
 		l.MaxVideoSessions = 50
+	}
+	// 0 means unlimited for the call-start limits, so only an absent key
+	// takes the default.
+	if l.CallsPerIPPerHour == nil {
+		n := defaultCallsPerIPPerHour
+		l.CallsPerIPPerHour = &n
+	}
+	if l.CallsPerConversationPerHour == nil {
+		n := defaultCallsPerConversationPerHour
+		l.CallsPerConversationPerHour = &n
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -227,6 +283,11 @@ func (c *Config) Validate() error {
 		if q.OfferTimeout < 0 {
 			addf("%s.offer_timeout: must not be negative", p)
 		}
+		switch q.Voice {
+		case "", VoiceAlways, VoiceAfterAccept, VoiceOff:
+		default:
+			addf("%s.voice: %q is not one of always, after_accept, off", p, q.Voice)
+		}
 	}
 	agents := map[string]bool{}
 	for i, a := range c.Agents {
@@ -279,6 +340,12 @@ func (c *Config) Validate() error {
 		if f.v < 1 {
 			addf("limits.%s: must be positive", f.key)
 		}
+	}
+	if l.callsPerIP() < 0 {
+		addf("limits.calls_per_ip_per_hour: must not be negative (0 is unlimited)")
+	}
+	if l.callsPerConversation() < 0 {
+		addf("limits.calls_per_conversation_per_hour: must not be negative (0 is unlimited)")
 	}
 	if l.MaxFrameBytes > 0 && int64(l.MaxMessageBytes)+1024 > l.MaxFrameBytes {
 		addf("limits.max_frame_bytes: must exceed max_message_bytes by at least 1024")

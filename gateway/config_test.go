@@ -55,6 +55,40 @@ func TestParseConfigValid(t *testing.T) {
 	}
 }
 
+// TestCallLimitDefaults: the call-start limits default to 20 per address
+// and 6 per conversation an hour; an explicit 0 is unlimited, not the
+// default; queues[].voice defaults to always.
+func TestCallLimitDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		extra          string
+		perIP, perConv int
+	}{
+		{"defaults", "", 20, 6},
+		{"explicit", "limits:\n  calls_per_ip_per_hour: 3\n  calls_per_conversation_per_hour: 1\n", 3, 1},
+		{"unlimited", "limits:\n  calls_per_ip_per_hour: 0\n  calls_per_conversation_per_hour: 0\n", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(validYAML+tc.extra), testEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Limits.callsPerIP(); got != tc.perIP {
+				t.Errorf("calls_per_ip_per_hour = %d, want %d", got, tc.perIP)
+			}
+			if got := cfg.Limits.callsPerConversation(); got != tc.perConv {
+				t.Errorf("calls_per_conversation_per_hour = %d, want %d", got, tc.perConv)
+			}
+			if cfg.Queues[0].Voice != VoiceAlways {
+				t.Errorf("queues[0].voice = %q, want %q", cfg.Queues[0].Voice, VoiceAlways)
+			}
+		})
+	}
+	if (LimitsConfig{}).callsPerIP() != 20 || (LimitsConfig{}).callsPerConversation() != 6 {
+		t.Error("an unset limit in a config built in Go is not the default")
+	}
+}
+
 func TestParseConfigErrorsNameTheKey(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -86,6 +120,10 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"store driver", [2]string{}, "store:\n  driver: mysql\n", `store.driver: "mysql" is not one of`},
 		{"negative limit", [2]string{}, "limits:\n  max_calls: -1\n", "limits.max_calls: must be positive"},
 		{"log level", [2]string{}, "log:\n  level: loud\n", `log.level: "loud"`},
+		{"queue voice", [2]string{`dial: "sip:600@pbx.example.com"`, "dial: \"sip:600@pbx.example.com\"\n    voice: sometimes"}, "", `queues[0].voice: "sometimes" is not one of always, after_accept, off`},
+		{"negative calls per ip", [2]string{}, "limits:\n  calls_per_ip_per_hour: -1\n", "limits.calls_per_ip_per_hour: must not be negative"},
+		{"negative calls per conversation", [2]string{}, "limits:\n  calls_per_conversation_per_hour: -2\n", "limits.calls_per_conversation_per_hour: must not be negative"},
+		{"calls per ip type", [2]string{}, "limits:\n  calls_per_ip_per_hour: many\n", "limits.calls_per_ip_per_hour: cannot unmarshal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

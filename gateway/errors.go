@@ -12,6 +12,9 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter, when above zero, is how many seconds the client should
+	// wait before trying again (rate limits).
+	RetryAfter int
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("gateway: %s: %s", e.Code, e.Message) }

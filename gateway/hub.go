@@ -33,6 +33,9 @@ type hub struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// voice: the gateway can place calls (a SIP stack and WebRTC). Set
+	// once before serving.
+	voice bool
 
 	mu      sync.Mutex
 	convs   map[string]*conv // waiting and active conversations
@@ -123,7 +126,8 @@ func (h *hub) wireConvLocked(cv *conv) wireConversation {
 	c := &cv.c
 	w := wireConversation{ID: c.ID, State: c.State, Queue: c.Queue, CreatedAt: c.CreatedAt, LastSeq: c.LastSeq,
 		Customer: wireCustomer{Name: c.Customer.Name, Email: c.Customer.Email, ExternalID: c.Customer.ExternalID, Verified: c.Customer.Verified},
-		Read:     wireRead{Customer: c.ReadByCust, Agent: c.ReadByAgt}, Preview: cv.preview, OfferedTo: cv.offeredTo}
+		Read:     wireRead{Customer: c.ReadByCust, Agent: c.ReadByAgt}, Preview: cv.preview, OfferedTo: cv.offeredTo,
+		Voice: h.voice && c.State != store.StateEnded && h.voicePolicyLocked(cv) == nil}
 	if a, ok := h.agents[c.AgentID]; ok && c.AgentID != "" {
 		w.Agent = &wireAgentRef{ID: a.cfg.ID, Name: a.cfg.Name}
 	}

@@ -26,6 +26,7 @@ type metrics struct {
 	callSetup        prometheus.Histogram
 	callLoss         prometheus.Histogram
 	callJitter       prometheus.Histogram
+	callsRefused     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -79,8 +80,11 @@ func newMetrics() *metrics {
 			Name: "segue_call_jitter_ms", Help: "RTP interarrival jitter from the phone side per finished call.",
 			Buckets: []float64{1, 2, 5, 10, 20, 40, 80},
 		}),
+		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_calls_refused_total", Help: "Calls customers asked for and were refused, by reason (ip_limit, conversation_limit, queue_policy).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
+	m.reg.MustRegister(m.callsRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -37,6 +37,10 @@ type Server struct {
 	trunks  func() []sip.TrunkState
 	wg      sync.WaitGroup // voice calls in progress
 
+	// callsByAddr and callsByConv count the calls customers start
+	// (limits.calls_per_ip_per_hour, limits.calls_per_conversation_per_hour).
+	callsByAddr, callsByConv *slidingLimiter
+
 	mu    sync.Mutex
 	addr  net.Addr
 	ready chan struct{}
@@ -55,9 +59,12 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s := &Server{cfg: cfg, store: st, log: log, metrics: m, hub: newHub(cfg, st, log, m),
 		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute),
 		logins:  newIPLimiter(maxFailedLogins, 5*time.Minute), ready: make(chan struct{})}
+	s.callsByAddr = newSlidingLimiter(cfg.Limits.callsPerIP(), time.Hour)
+	s.callsByConv = newSlidingLimiter(cfg.Limits.callsPerConversation(), time.Hour)
 	for _, o := range opts {
 		o(s)
 	}
+	s.hub.voice = s.phones != nil && s.peers != nil
 	s.handler = s.routes()
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -155,7 +156,61 @@ var (
 	errNoCall   = errf(http.StatusConflict, "no_call", "there is no call in progress")
 	errNoPhone  = errf(http.StatusConflict, "no_destination", "no phone can be rung for this conversation yet")
 	errAllBusy  = errf(http.StatusServiceUnavailable, "busy", "all lines are busy; please try again shortly")
+	// errVoiceBeforeAccept: the queue has voice: after_accept and no agent
+	// holds the conversation yet.
+	errVoiceBeforeAccept = errf(http.StatusConflict, "voice_not_available", "calls open once an agent has joined the chat")
+	// errVoiceQueueOff: the queue has voice: off.
+	errVoiceQueueOff = errf(http.StatusForbidden, "voice_not_available", "calls are not offered in this chat")
 )
+
+// voicePolicyLocked applies the queues[].voice policy of cv's queue to a
+// call the customer starts; hub.mu held. Nil means allowed.
+func (h *hub) voicePolicyLocked(cv *conv) error {
+	switch h.queues[cv.c.Queue].Voice {
+	case VoiceOff:
+		return errVoiceQueueOff
+	case VoiceAfterAccept:
+		if cv.c.State != store.StateActive || cv.c.AgentID == "" {
+			return errVoiceBeforeAccept
+		}
+	}
+	return nil
+}
+
+// voiceOffLocked reports whether cv's queue has no voice at all, not even
+// calls toward the customer; hub.mu held.
+func (h *hub) voiceOffLocked(cv *conv) bool { return h.queues[cv.c.Queue].Voice == VoiceOff }
+
+// checkCallStart applies the call-start limits to a call the customer of
+// cv asks for from address ip; it counts nothing. The error says how long
+// to wait.
+func (s *Server) checkCallStart(ip string, cv *conv, now time.Time) error {
+	okAddr, waitAddr := s.callsByAddr.check(addrKey(ip), now)
+	okConv, waitConv := s.callsByConv.check(cv.c.ID, now)
+	if okAddr && okConv {
+		return nil
+	}
+	reason, wait, what := "ip_limit", waitAddr, "from this address"
+	if !okConv && (okAddr || waitConv > waitAddr) {
+		reason, wait, what = "conversation_limit", waitConv, "in this conversation"
+	}
+	s.metrics.callsRefused.WithLabelValues(reason).Inc()
+	secs := int(math.Ceil(wait.Seconds()))
+	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: max(secs, 1),
+		Message: fmt.Sprintf("too many calls %s; try again in %d minutes", what, (max(secs, 1)+59)/60)}
+}
+
+// countCallStart counts a call the customer started; the returned func
+// takes it back (the call went no further than our side).
+func (s *Server) countCallStart(ip string, cv *conv, now time.Time) (undo func()) {
+	addr, id := addrKey(ip), cv.c.ID
+	s.callsByAddr.add(addr, now)
+	s.callsByConv.add(id, now)
+	return func() {
+		s.callsByAddr.remove(addr, now)
+		s.callsByConv.remove(id, now)
+	}
+}
 
 // lockedWriter serialises writers that share one destination (ringback
 // and the phone's early media toward the browser).
@@ -262,17 +317,39 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 		v.markAccepted()
 		return nil
 	}
+	// A call the customer starts: the queue's policy, then whom to ring,
+	// then the call-start limits. It counts once it is going to ring.
+	if cv.c.State == store.StateEnded {
+		h.mu.Unlock()
+		return ErrEnded
+	}
+	if err := h.voicePolicyLocked(cv); err != nil {
+		h.mu.Unlock()
+		s.metrics.callsRefused.WithLabelValues("queue_policy").Inc()
+		return err
+	}
 	trunk, target, label, err := h.destinationLocked(cv)
 	if err != nil {
 		h.mu.Unlock()
 		return err
 	}
+	now := h.now()
+	if err := s.checkCallStart(cl.ip, cv, now); err != nil {
+		h.mu.Unlock()
+		s.log.Debug("voice: call start refused", "conv", cv.c.ID, "remote", cl.ip, "err", err)
+		return err
+	}
 	v, err := s.newVoiceLocked(ctx, cv, "outbound", trunk, target)
+	var uncount func()
+	if err == nil {
+		uncount = s.countCallStart(cl.ip, cv, now)
+	}
 	h.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	if err := s.setupPeer(v, cl, offer); err != nil {
+		uncount()
 		s.dropVoice(v, err)
 		s.log.Error("voice: browser leg", "conv", cv.c.ID, "err", err)
 		return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")

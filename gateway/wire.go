@@ -38,6 +38,9 @@ type wireConversation struct {
 	// Preview is the customer's latest text, for the agents' queue list.
 	Preview   string `json:"preview,omitempty"`
 	OfferedTo string `json:"offered_to,omitempty"`
+	// Voice says whether the customer may start a call now: the gateway
+	// has voice and the queue's voice policy allows it (docs/api.md).
+	Voice bool `json:"voice"`
 }
 
 type wireSender struct {
@@ -127,4 +130,6 @@ type errorFrame struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Ref     string `json:"ref,omitempty"`
+	// RetryAfter is in seconds, for rate_limited.
+	RetryAfter int `json:"retry_after,omitempty"`
 }

@@ -34,6 +34,9 @@ type client struct {
 	// page names the browser page (hello "page"): its sockets, one after
 	// the other, hold the peer connections the page made.
 	page string
+	// ip is the client's address as clientIP sees it, for per-address
+	// limits.
+	ip string
 	// ready: the welcome has been sent, so signalling may follow it.
 	// Guarded by hub.mu.
 	ready bool
@@ -117,7 +120,7 @@ func (c *client) writeLoop(ctx context.Context) {
 func (c *client) sendError(err error, ref string, m *metrics) {
 	ae := asAPIError(err)
 	m.wsErrors.WithLabelValues(ae.Code).Inc()
-	c.send(errorFrame{Type: "error", Code: ae.Code, Message: ae.Message, Ref: ref})
+	c.send(errorFrame{Type: "error", Code: ae.Code, Message: ae.Message, Ref: ref, RetryAfter: ae.RetryAfter})
 }
 
 // handleWS upgrades, authenticates with the hello frame, then runs the
@@ -145,7 +148,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(s.cfg.Limits.MaxFrameBytes)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	cl := newClient(conn, s.log.With("remote", s.clientIP(r)))
+	ip := s.clientIP(r)
+	cl := newClient(conn, s.log.With("remote", ip))
+	cl.ip = ip
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); cl.writeLoop(ctx) }()

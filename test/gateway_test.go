@@ -438,6 +438,8 @@ type conversation struct {
 		Name string `json:"name"`
 	} `json:"agent"`
 	LastSeq int64 `json:"last_seq"`
+	// Voice: the customer may start a call now.
+	Voice bool `json:"voice"`
 }
 
 type message struct {

@@ -17,6 +17,7 @@ const ERROR_TEXT = {
   bad_offer: 'Your browser could not start the call',
   no_call: 'There is no call in progress',
   not_connected: 'The call is not connected yet',
+  voice_not_available: 'Calls are not available in this chat right now',
 };
 
 /** End causes of a call (the `cause` of `call` frames), in the customer's words. */
@@ -42,6 +43,17 @@ const DTMF = {
 
 /** How long the last call's outcome stays in the status line. */
 const OUTCOME_MS = 10_000;
+
+/**
+ * retryText words a refused call start (error rate_limited) with how long
+ * to wait: retry_after, in seconds.
+ */
+export function retryText(seconds) {
+  const s = Number(seconds);
+  if (!(s > 0)) return 'Too many calls from here — please try again later';
+  const min = Math.ceil(s / 60);
+  return `Too many calls from here — please try again in ${min} ${min === 1 ? 'minute' : 'minutes'}`;
+}
 
 /** formatDuration renders seconds as "01:23" (or "1:02:03"). */
 export function formatDuration(s) {
@@ -80,6 +92,7 @@ export class Voice {
     this.restoreStatus = restoreStatus;
     this.features = { voice: false, ice_servers: [] };
     this.enabled = false;
+    this.available = false; // the conversation's voice flag: the customer may start a call
     this.call = null; // the server's Call object, last seen
     this.elsewhere = null; // a call this page does not hold (another tab's, or before a reload)
     this.phase = 'idle'; // idle | starting | incoming | active | ending
@@ -136,6 +149,16 @@ export class Voice {
   /** setFeatures takes features from the welcome frame. */
   setFeatures(features) {
     this.features = { voice: Boolean(features?.voice), ice_servers: features?.ice_servers ?? [] };
+    this.render();
+  }
+
+  /**
+   * setAvailable takes the conversation's voice flag: whether the gateway
+   * lets the customer start a call now (the queue may open calls only once
+   * an agent has joined). Calls toward the customer do not need it.
+   */
+  setAvailable(on) {
+    this.available = on;
     this.render();
   }
 
@@ -425,9 +448,12 @@ export class Voice {
   }
 
   voiceError(f) {
-    const text = ERROR_TEXT[f.code] || f.message || f.code;
+    const limited = f.code === 'rate_limited';
+    const text = limited ? retryText(f.retry_after) : (ERROR_TEXT[f.code] || f.message || f.code);
     if (this.phase === 'starting' || (this.phase === 'active' && !this.call)) {
-      this.fail(text);
+      // A refused start is no call that ended: the limit's words stand alone.
+      if (limited) this.fail(text, text);
+      else this.fail(text);
       return;
     }
     if (this.restarting) this.restarting = false;
@@ -441,9 +467,9 @@ export class Voice {
     this.showOutcome(declined ? 'Call declined' : `Call ended: ${reason}`, call.state, call.ended_by);
   }
 
-  fail(text) {
+  fail(text, outcome = `Call ended: ${text}`) {
     this.teardown();
-    this.showOutcome(`Call ended: ${text}`, 'failed', 'customer');
+    this.showOutcome(outcome, 'failed', 'customer');
   }
 
   hangup() {
@@ -598,7 +624,7 @@ export class Voice {
 
   render() {
     const inCall = this.phase !== 'idle';
-    const ready = this.features.voice && this.enabled;
+    const ready = this.features.voice && this.enabled && this.available;
     this.startButton.hidden = !ready && !inCall;
     this.startButton.disabled = inCall || !ready || Boolean(this.elsewhere);
     this.startButton.setAttribute('aria-pressed', String(inCall));

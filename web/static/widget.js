@@ -242,6 +242,7 @@ class SegueWidget extends HTMLElement {
       delete this.agentLine.dataset.agent;
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
+    this.voice?.setAvailable(Boolean(c?.voice));
     this.voice?.setEnabled(Boolean(c) && !ended);
     this.video?.setEnabled(Boolean(c) && !ended); // video (Step 3)
   }
