@@ -284,7 +284,8 @@ func (c *Call) start() {
 		}
 		c.log.Info("call ended", "cause", cause, "codec", st.Codec,
 			"packets_sent", st.PacketsSent, "packets_received", st.PacketsReceived,
-			"packets_lost", st.PacketsLost, "jitter_ms", st.JitterMs, "events_dropped", dropped)
+			"packets_lost", st.PacketsLost, "jitter_ms", st.JitterMs, "events_dropped", dropped,
+			"packets_foreign", st.PacketsForeign, "rtcp_foreign", st.RTCPForeign)
 		c.emit(Event{Kind: EventHangup, Cause: cause})
 	}()
 }

@@ -37,7 +37,7 @@ const (
 // MediaStats counts what an RTP session sent and received.
 type MediaStats struct {
 	Codec           string
-	Remote          string // where RTP is sent (the learned source once latched)
+	Remote          string // where RTP is sent: the SDP address, or the source latched onto (symmetric_rtp)
 	PacketsSent     uint64
 	BytesSent       uint64
 	PacketsReceived uint64
