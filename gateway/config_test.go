@@ -107,6 +107,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"trunk transport", [2]string{"    register: true", "    register: true\n    transport: sctp"}, "", `trunks[0].transport: "sctp" is not one of`},
 		{"trunk codec", [2]string{"    register: true", "    register: true\n    codecs: [G729]"}, "", `trunks[0].codecs[0]: unknown codec "G729"`},
 		{"trunk cidr", [2]string{"    register: true", "    register: true\n    allow_inbound_from: [\"10.0.0.0/33\"]"}, "", "trunks[0].allow_inbound_from[0]:"},
+		{"symmetric rtp open to all", [2]string{"    register: true", "    register: true\n    symmetric_rtp: true\n    allow_inbound_from: [\"0.0.0.0/0\"]"}, "", "trunks[0].symmetric_rtp: allow_inbound_from[0] \"0.0.0.0/0\" admits every address"},
 		{"register without user", [2]string{"    username: segue\n", ""}, "", "trunks[0].username: required when register is true"},
 		{"missing env", [2]string{"${SEGUE_TEST_PW}", "${SEGUE_MISSING}"}, "", "trunks[0].password: environment variable SEGUE_MISSING is not set"},
 		{"queue unknown trunk", [2]string{"    trunk: pbx", "    trunk: nope"}, "", `queues[0].trunk: unknown trunk "nope"`},

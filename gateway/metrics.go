@@ -127,3 +127,19 @@ func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(trunkCallsDesc, prometheus.GaugeValue, float64(t.ActiveCalls), t.Name)
 	}
 }
+
+// foreignMediaCollector exports the RTP and RTCP packets the SIP side
+// dropped because they came from another address than the far end's.
+type foreignMediaCollector struct{ counts func() (rtp, rtcp uint64) }
+
+var foreignMediaDesc = prometheus.NewDesc("segue_sip_rtp_foreign_packets_total",
+	"RTP and RTCP packets dropped for their source: not the far end's SDP address (RTP bleed attempts, or a PBX behind NAT on a trunk without symmetric_rtp).",
+	[]string{"protocol"}, nil)
+
+func (c foreignMediaCollector) Describe(ch chan<- *prometheus.Desc) { ch <- foreignMediaDesc }
+
+func (c foreignMediaCollector) Collect(ch chan<- prometheus.Metric) {
+	rtp, rtcp := c.counts()
+	ch <- prometheus.MustNewConstMetric(foreignMediaDesc, prometheus.CounterValue, float64(rtp), "rtp")
+	ch <- prometheus.MustNewConstMetric(foreignMediaDesc, prometheus.CounterValue, float64(rtcp), "rtcp")
+}

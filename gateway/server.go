@@ -79,6 +79,7 @@ func WithSIP(srv *sip.Server) Option {
 		srv.OnInvite(func(ctx context.Context, in *sip.InboundCall) error { return s.handleInvite(ctx, sipInbound{in}) })
 		s.trunks = srv.TrunkStatus
 		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
+		s.metrics.reg.MustRegister(foreignMediaCollector{srv.ForeignPackets})
 	}
 }
 

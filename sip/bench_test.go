@@ -17,15 +17,18 @@ func (discard) SampleRate() int                   { return 8000 }
 func (discard) String() string                    { return "discard" }
 func (discard) Close() error                      { return nil }
 
+// benchRemote is the far end's address in the benchmarks' SDP.
+var benchRemote = netip.MustParseAddrPort("127.0.0.1:4000")
+
 func benchSession(b *testing.B) *rtpSession {
 	b.Helper()
 	r := rtpRange()
-	s, err := newRTPSession(testLoggerB(), newPortPool(r[0], r[1], 0), netip.MustParseAddr("127.0.0.1"))
+	s, err := newRTPSession(testLoggerB(), newPortPool(r[0], r[1], 0), netip.MustParseAddr("127.0.0.1"), sourcePolicy{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.close() })
-	s.configure(staticCodecs["PCMU"], netip.MustParseAddrPort("127.0.0.1:9"), 101, SendRecv)
+	s.configure(staticCodecs["PCMU"], benchRemote, netip.AddrPort{}, 101, SendRecv)
 	s.swapOut(discard{})
 	return s
 }
@@ -35,7 +38,7 @@ func benchSession(b *testing.B) *rtpSession {
 // buffer push and playout, G.711 decode into the output writer.
 func BenchmarkRTPToPCM(b *testing.B) {
 	s := benchSession(b)
-	from := netip.MustParseAddrPort("127.0.0.1:4000")
+	from := benchRemote
 	h := rtp.Header{Version: 2, PayloadType: 0, SSRC: 1}
 	buf := make([]byte, 12+frameSamples)
 	var pkt rtp.Packet

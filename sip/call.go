@@ -238,6 +238,7 @@ func newCall(srv *Server, tr *trunk, callID string, inbound bool, dlg dialogSess
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.dlgChanged = make(chan struct{})
 	media.onDTMF = func(d rune) { c.emit(Event{Kind: EventDTMF, Digit: d}) }
+	media.setLog(c.log)
 	return c
 }
 
@@ -283,7 +284,8 @@ func (c *Call) start() {
 		}
 		c.log.Info("call ended", "cause", cause, "codec", st.Codec,
 			"packets_sent", st.PacketsSent, "packets_received", st.PacketsReceived,
-			"packets_lost", st.PacketsLost, "jitter_ms", st.JitterMs, "events_dropped", dropped)
+			"packets_lost", st.PacketsLost, "jitter_ms", st.JitterMs, "events_dropped", dropped,
+			"packets_foreign", st.PacketsForeign, "rtcp_foreign", st.RTCPForeign)
 		c.emit(Event{Kind: EventHangup, Cause: cause})
 	}()
 }
@@ -332,14 +334,14 @@ func (c *Call) applyRemote(md *mediaDesc, isOffer bool) ([]byte, error) {
 	c.held = !md.Direction.receives() || md.Addr.IsUnspecified()
 	held := c.held
 	c.mu.Unlock()
-	remote := md.remote()
+	remote, rtcp := md.remote(), md.rtcpRemote()
 	if md.Addr.IsUnspecified() {
-		remote = netip.AddrPort{}
+		remote, rtcp = netip.AddrPort{}, netip.AddrPort{}
 		if prev != nil {
-			remote = prev.remote()
+			remote, rtcp = prev.remote(), prev.rtcpRemote()
 		}
 	}
-	c.media.configure(codec, remote, dtmf, dir)
+	c.media.configure(codec, remote, rtcp, dtmf, dir)
 	if dtmf >= 0 {
 		c.media.mu.Lock()
 		c.media.recvDTMF = dtmf

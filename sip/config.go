@@ -62,6 +62,13 @@ type TrunkConfig struct {
 	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Normalize rewrites dialled numbers before sending, in order.
 	Normalize []NormalizeRule `yaml:"normalize"`
+	// SymmetricRTP is for a PBX or phones behind NAT, whose RTP comes from
+	// another address or port than their SDP gives. Media may then move
+	// to such a source, but only one whose IP is in AllowInboundFrom (or
+	// is the SDP's IP) and only after several consecutive in-sequence
+	// packets of one SSRC from it. Without it, media is taken only from
+	// the SDP's address and port.
+	SymmetricRTP bool `yaml:"symmetric_rtp"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -157,8 +164,11 @@ func (t *TrunkConfig) Validate() error {
 		}
 	}
 	for i, cidr := range t.AllowInboundFrom {
-		if _, err := ParsePrefix(cidr); err != nil {
+		p, err := ParsePrefix(cidr)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("allow_inbound_from[%d]: %w", i, err))
+		} else if t.SymmetricRTP && p.Bits() == 0 {
+			errs = append(errs, fmt.Errorf("symmetric_rtp: allow_inbound_from[%d] %q admits every address, so anyone could take the call's media; list the PBX's networks", i, cidr))
 		}
 	}
 	if t.MaxCalls < 0 {

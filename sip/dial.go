@@ -106,7 +106,7 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 		defer stop()
 	}
 	log := s.log.With("leg", "sip", "trunk", tr.cfg.Name)
-	media, err := s.newMedia(log)
+	media, err := s.newMedia(log, tr)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipi
 								}
 							}
 						}
-						media.configure(codec, md.remote(), md.dtmfPT(), md.Direction.mirror())
+						media.configure(codec, md.remote(), md.rtcpRemote(), md.dtmfPT(), md.Direction.mirror())
 						if !early {
 							early = true
 							media.start()

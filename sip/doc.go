@@ -37,9 +37,30 @@
 // timers are kept; a REFER to a target on the same trunk moves the call to
 // a new dialog on the same RTP session. Close hangs up and waits.
 //
-// RTP learns the far end's source from its first packets and then drops
-// others (strict source); ports come from rtp_port_range and rest a few
-// seconds after use. A trunk with srtp: true uses SDES-SRTP (RTP/SAVP).
+// RTP ports are picked at random within rtp_port_range (even for RTP, the
+// next odd one for RTCP) and rest a few seconds after use. A trunk with
+// srtp: true uses SDES-SRTP (RTP/SAVP).
+//
+// # Media sources
+//
+// A call takes RTP only from the address and port the far end's SDP gave
+// (c= and m=) and sends only there; RTCP only from the IP of its RTCP
+// address (RFC 3605 a=rtcp, else RTP's port + 1). Nothing is learned from
+// whoever sends first, so an outsider who aims packets at the call's port
+// neither hears the call nor replaces the far end (RTP bleed,
+// AST-2017-005). A re-INVITE or UPDATE that moves the far end's address
+// makes the new SDP address the only source, by the same rule.
+//
+// A trunk with symmetric_rtp: true, for a PBX or phones behind NAT, may
+// move a call's media to another source, but only one whose IP is in the
+// trunk's allow_inbound_from (or is the SDP's IP), and only after five
+// consecutive in-sequence packets of one SSRC from it; until then media
+// goes to the SDP address. RTCP is then also taken from the latched IP.
+//
+// Dropped packets are counted per call (MediaStats.PacketsForeign and
+// RTCPForeign) and for the server (ForeignPackets, for metrics), and
+// logged at Warn with their source: the first at once, then at most once
+// per ten seconds per call with the number dropped since.
 //
 // # Trunk doctor
 //

@@ -103,7 +103,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	if closing {
 		return nil, ErrClosed
 	}
-	media, err := s.newMedia(s.log)
+	media, err := s.newMedia(s.log, in.trunk)
 	if err != nil {
 		return nil, err
 	}

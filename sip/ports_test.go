@@ -3,6 +3,8 @@ package sip
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -43,6 +45,72 @@ func TestPortPoolRestsReleasedPorts(t *testing.T) {
 	}
 	for _, c := range []interface{ Close() error }{a2, b2, a3, b3} {
 		c.Close()
+	}
+}
+
+// TestPortPoolPicksAtRandom: ports come from the whole range in no
+// guessable order (an attacker who learns one call's port cannot tell the
+// next call's), every one even with its RTCP pair, none twice.
+func TestPortPoolPicksAtRandom(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		r := rtpRange() // 50 pairs
+		p := newPortPool(r[0], r[1], time.Second)
+		p.intn = rand.New(rand.NewPCG(seed, seed)).IntN
+		ip := netip.MustParseAddr("127.0.0.1")
+		seen := map[int]bool{}
+		var ports []int
+		for i := 0; i < 10; i++ {
+			a, b, port, err := p.listen(ip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Close(); b.Close() })
+			if port%2 != 0 || port < r[0] || port+1 > r[1] || seen[port] {
+				t.Fatalf("seed %d: port %d (range %v, seen %v)", seed, port, r, seen)
+			}
+			if got := b.LocalAddr().(*net.UDPAddr).Port; got != port+1 {
+				t.Fatalf("seed %d: rtcp on %d, want %d", seed, got, port+1)
+			}
+			seen[port] = true
+			ports = append(ports, port)
+		}
+		steps := 0
+		for i := 1; i < len(ports); i++ {
+			if ports[i] == ports[i-1]+2 {
+				steps++
+			}
+		}
+		// Ten random picks of 50 rarely follow each other; handed out in
+		// order, all nine steps would.
+		if steps > 2 {
+			t.Errorf("seed %d: ports mostly in order: %v", seed, ports)
+		}
+	}
+}
+
+// TestPortPoolPassesOverTakenPorts: a pair another process holds is
+// skipped, and the pool runs out only when every pair is taken.
+func TestPortPoolPassesOverTakenPorts(t *testing.T) {
+	r := rtpRange()
+	ip := netip.MustParseAddr("127.0.0.1")
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: r[0] + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	p := newPortPool(r[0], r[0]+3, time.Second) // two pairs, the first one's RTCP port taken
+	for i := 0; i < 3; i++ {
+		a, b, port, err := p.listen(ip)
+		if err != nil || port != r[0]+2 {
+			t.Fatalf("listen: port %d %v, want %d", port, err, r[0]+2)
+		}
+		a.Close()
+		b.Close()
+		if _, _, _, err := p.listen(ip); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("with every pair taken: %v", err)
+		}
+		p.release(port)
+		p.now = func() time.Time { return time.Now().Add(time.Duration(i+1) * time.Hour) }
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -25,12 +26,18 @@ const (
 	rtcpEvery        = 250 // default send loop ticks between RTCP reports (5 s)
 	dtmfToneTicks    = 5   // 100 ms of tone per digit
 	dtmfGapTicks     = 3   // 60 ms pause between digits
+	// latchPackets is how many consecutive in-sequence packets of one SSRC
+	// a new source must send before a symmetric_rtp session latches onto it.
+	latchPackets = 5
+	// foreignLogEvery is how often, at most, a session logs the packets it
+	// dropped for their source (the first one is logged at once).
+	foreignLogEvery = 10 * time.Second
 )
 
 // MediaStats counts what an RTP session sent and received.
 type MediaStats struct {
 	Codec           string
-	Remote          string // where RTP is sent (the learned source once latched)
+	Remote          string // where RTP is sent: the SDP address, or the source latched onto (symmetric_rtp)
 	PacketsSent     uint64
 	BytesSent       uint64
 	PacketsReceived uint64
@@ -42,9 +49,13 @@ type MediaStats struct {
 	PacketsLate uint64
 	// Concealed counts 20 ms frames filled in by loss concealment.
 	Concealed uint64
-	// PacketsForeign counts packets dropped because they came from another
-	// source than the learned one (strict source).
+	// PacketsForeign counts RTP packets dropped because they came from
+	// another source than the far end's SDP address (or, with
+	// symmetric_rtp, the source latched onto).
 	PacketsForeign uint64
+	// RTCPForeign counts RTCP packets dropped because they came from
+	// another IP address than the far end's.
+	RTCPForeign uint64
 	// JitterMs is the RFC 3550 §6.4.1 interarrival jitter in milliseconds.
 	JitterMs     float64
 	RTCPReceived uint64
@@ -60,18 +71,66 @@ type dtmfReq struct {
 	done   chan struct{}
 }
 
+// sourcePolicy says which far-end addresses an RTP session takes media
+// from. By default (strict source) RTP is accepted only from the address
+// and port the far end's SDP gave, and RTCP only from its RTCP address's
+// IP. With symmetric set (trunks[].symmetric_rtp, for a PBX or phones
+// behind NAT) the session may latch onto another source, but only one
+// whose IP is allowed (or is the SDP's IP) and only after latchPackets
+// consecutive in-sequence packets of one SSRC from it.
+type sourcePolicy struct {
+	symmetric bool
+	// allowed reports whether ip may become the latched source in
+	// symmetric mode: the trunk's allow_inbound_from. nil allows none
+	// but the SDP's IP.
+	allowed func(ip netip.Addr) bool
+}
+
+// foreignCounter counts media packets dropped for their source across
+// every session of a Server, for metrics.
+type foreignCounter struct{ rtp, rtcp atomic.Uint64 }
+
+// latchCandidate is a source a symmetric session is watching: it becomes
+// the latched source once n reaches latchPackets.
+type latchCandidate struct {
+	from netip.AddrPort
+	ssrc uint32
+	seq  uint16
+	n    int
+}
+
+// foreignLog rate-limits the log line for dropped packets of one kind:
+// the first drop is logged, then at most one line per foreignLogEvery
+// with the number dropped since the last line.
+type foreignLog struct {
+	next    time.Time
+	dropped uint64
+}
+
+// note records one drop at now and reports whether to log it, with the
+// number of drops the line stands for.
+func (f *foreignLog) note(now time.Time) (bool, uint64) {
+	f.dropped++
+	if now.Before(f.next) {
+		return false, 0
+	}
+	n := f.dropped
+	f.dropped, f.next = 0, now.Add(foreignLogEvery)
+	return true, n
+}
+
 // rtpSession is one RTP/RTCP port pair carrying G.711 and telephone-event.
 // Its send loop runs on a steady 20 ms clock; its read loop pushes decoded
 // PCM into the current output writer.
 type rtpSession struct {
-	log       *slog.Logger
 	conn      *net.UDPConn
 	rtcpC     *net.UDPConn
 	port      int
 	pool      *portPool
 	onDTMF    func(digit rune)
 	rtcpEvery int
-	onFrst    func() // first packet from a new source
+	policy    sourcePolicy
+	foreign   *foreignCounter // server-wide; nil in some tests
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,14 +138,22 @@ type rtpSession struct {
 	once   sync.Once
 	begin  sync.Once
 
-	mu        sync.Mutex
-	codec     Codec
-	sendDTMF  int // payload type for sending telephone-event, -1 none
-	recvDTMF  int // payload type we announced for receiving
-	dir       Direction
+	mu       sync.Mutex
+	log      *slog.Logger
+	codec    Codec
+	sendDTMF int // payload type for sending telephone-event, -1 none
+	recvDTMF int // payload type we announced for receiving
+	dir      Direction
+	// sdpRemote and sdpRTCP are where the far end's SDP says it receives
+	// RTP and RTCP. latched is the source RTP is taken from and sent to:
+	// sdpRemote, or with symmetric_rtp a source latched onto since.
 	sdpRemote netip.AddrPort
+	sdpRTCP   netip.AddrPort
 	latched   netip.AddrPort
 	rtcpDst   netip.AddrPort
+	cand      latchCandidate
+	rtpWarn   foreignLog
+	rtcpWarn  foreignLog
 	ssrc      uint32
 	seq       uint16
 	ts        uint32
@@ -147,14 +214,14 @@ func (o outFwd) String() string {
 }
 func (o outFwd) Close() error { return nil }
 
-func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr) (*rtpSession, error) {
+func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr, policy sourcePolicy, foreign *foreignCounter) (*rtpSession, error) {
 	c, rc, port, err := pool.listen(ip)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &rtpSession{
-		log: log, conn: c, rtcpC: rc, port: port, pool: pool,
+		log: log, conn: c, rtcpC: rc, port: port, pool: pool, policy: policy, foreign: foreign,
 		ctx: ctx, cancel: cancel,
 		sendDTMF: -1, recvDTMF: defaultDTMFPT, dir: SendRecv, rtcpEvery: rtcpEvery,
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
@@ -190,20 +257,42 @@ func (s *rtpSession) start() {
 	})
 }
 
-// configure applies a negotiated description: codec, remote address,
-// telephone-event type and our direction. Sequence number, timestamp and
-// SSRC carry on unchanged (no gap after a re-INVITE). A new remote address
-// drops the learned source so that the new one is learned.
-func (s *rtpSession) configure(c Codec, remote netip.AddrPort, sendDTMF int, dir Direction) {
+// configure applies a negotiated description: codec, the far end's RTP
+// and RTCP addresses, telephone-event type and our direction. Sequence
+// number, timestamp and SSRC carry on unchanged (no gap after a
+// re-INVITE). A new RTP address becomes the only source media is taken
+// from and sent to, as at the start of the call: a source latched onto
+// before (symmetric_rtp) is dropped, and nothing is learned from whoever
+// sends first. An invalid rtcp defaults to the next port up from remote.
+func (s *rtpSession) configure(c Codec, remote, rtcp netip.AddrPort, sendDTMF int, dir Direction) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if remote != s.sdpRemote {
-		s.latched = netip.AddrPort{}
-		s.rtcpDst = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
-		s.jb.Reset() // a new source starts a new stream
+	if !rtcp.IsValid() && remote.IsValid() && remote.Port() < 65535 {
+		rtcp = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
 	}
-	s.codec, s.sdpRemote, s.sendDTMF, s.dir = c, remote, sendDTMF, dir
+	if remote != s.sdpRemote {
+		s.latched = remote
+		s.cand = latchCandidate{}
+		s.rtcpDst = rtcp
+		s.jb.Reset() // a new source starts a new stream
+	} else if rtcp != s.sdpRTCP {
+		s.rtcpDst = rtcp
+	}
+	s.codec, s.sdpRemote, s.sdpRTCP, s.sendDTMF, s.dir = c, remote, rtcp, sendDTMF, dir
 	s.st.Codec = c.Name
+}
+
+// setLog replaces the session's logger (the call's, once it has one).
+func (s *rtpSession) setLog(l *slog.Logger) {
+	s.mu.Lock()
+	s.log = l
+	s.mu.Unlock()
+}
+
+func (s *rtpSession) logger() *slog.Logger {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log
 }
 
 func (s *rtpSession) direction() Direction {
@@ -233,12 +322,9 @@ func (s *rtpSession) stats() MediaStats {
 	return st
 }
 
-func (s *rtpSession) dst() netip.AddrPort {
-	if s.latched.IsValid() {
-		return s.latched
-	}
-	return s.sdpRemote
-}
+// dst is where RTP goes: the SDP address, or the source latched onto.
+// s.mu must be held.
+func (s *rtpSession) dst() netip.AddrPort { return s.latched }
 
 // swapOut replaces the writer decoded audio goes to and returns the old one.
 func (s *rtpSession) swapOut(w transcode.PCMWriter) transcode.PCMWriter {
@@ -406,7 +492,7 @@ func (s *rtpSession) readLoop() {
 				return
 			}
 			if errs++; errs > 50 {
-				s.log.Warn("rtp read failing, stopping", "error", err)
+				s.logger().Warn("rtp read failing, stopping", "error", err)
 				return
 			}
 			continue
@@ -428,18 +514,20 @@ func (s *rtpSession) readLoop() {
 	}
 }
 
-// receive handles one RTP packet: strict-source check, sequence and
-// jitter accounting, then DTMF or decode into the output writer.
+// receive handles one RTP packet: source check, sequence and jitter
+// accounting, then DTMF or decode into the output writer.
 func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time) {
 	s.mu.Lock()
-	if !s.latched.IsValid() {
-		s.latched = from
-		s.rtcpDst = netip.AddrPortFrom(from.Addr(), from.Port()+1)
-		s.log.Debug("rtp source learned", "remote", from.String())
-	} else if s.latched != from {
-		s.st.PacketsForeign++
-		s.mu.Unlock()
-		return
+	var moved bool
+	var prev netip.AddrPort
+	if from != s.latched || !from.IsValid() {
+		prev = s.latched
+		latched, candidate := s.relatch(pkt, from)
+		if !latched {
+			s.dropForeign(from, now, candidate)
+			return
+		}
+		moved = true
 	}
 	if !s.rStarted || pkt.SSRC != s.rSSRC {
 		s.rStarted, s.rSSRC = true, pkt.SSRC
@@ -476,7 +564,11 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 	s.rTransit = transit
 	receives := s.dir.receives()
 	recvDTMF := s.recvDTMF
+	log, sdp := s.log, s.sdpRemote
 	s.mu.Unlock()
+	if moved {
+		log.Info("rtp source latched", "source", from.String(), "previous", prev.String(), "sdp", sdp.String())
+	}
 
 	pt := int(pkt.PayloadType)
 	switch {
@@ -505,6 +597,60 @@ func (s *rtpSession) receive(pkt *rtp.Packet, from netip.AddrPort, now time.Time
 		s.jb.Push(p)
 	default:
 		// Comfort noise (RFC 3389, pt 13) and unknown types are ignored.
+	}
+}
+
+// relatch decides, in symmetric mode, whether a packet from a source
+// other than the latched one moves the session onto that source: its IP
+// must be allowed (or be the SDP's IP), and it must have sent
+// latchPackets consecutive in-sequence packets of one SSRC. It reports
+// whether the session is now latched onto from, and whether from is a
+// candidate that may still get there. s.mu must be held.
+func (s *rtpSession) relatch(pkt *rtp.Packet, from netip.AddrPort) (latched, candidate bool) {
+	if !s.policy.symmetric || !s.sdpRemote.IsValid() || !from.IsValid() {
+		return false, false
+	}
+	ip := from.Addr()
+	if ip != s.sdpRemote.Addr() && (s.policy.allowed == nil || !s.policy.allowed(ip)) {
+		return false, false
+	}
+	c := &s.cand
+	if c.n > 0 && c.from == from && c.ssrc == pkt.SSRC && pkt.SequenceNumber == c.seq+1 {
+		c.n++
+	} else {
+		*c = latchCandidate{from: from, ssrc: pkt.SSRC, n: 1}
+	}
+	c.seq = pkt.SequenceNumber
+	if c.n < latchPackets {
+		return false, true
+	}
+	s.latched, s.cand = from, latchCandidate{}
+	if from.Port() < 65535 {
+		s.rtcpDst = netip.AddrPortFrom(ip, from.Port()+1)
+	}
+	s.jb.Reset() // a new source starts a new stream
+	return true, false
+}
+
+// dropForeign counts an RTP packet dropped for its source and logs it,
+// rate-limited. A symmetric session's candidate is counted but not
+// logged: it is an allowed source on its way to being latched onto.
+// s.mu must be held; dropForeign releases it.
+func (s *rtpSession) dropForeign(from netip.AddrPort, now time.Time, candidate bool) {
+	s.st.PacketsForeign++
+	var logIt bool
+	var n uint64
+	if !candidate {
+		logIt, n = s.rtpWarn.note(now)
+	}
+	log, expected := s.log, s.latched
+	s.mu.Unlock()
+	if s.foreign != nil {
+		s.foreign.rtp.Add(1)
+	}
+	if logIt {
+		log.Warn("rtp from a foreign source dropped", "protocol", "rtp", "source", from.String(),
+			"expected", expected.String(), "dropped", n)
 	}
 }
 
@@ -556,31 +702,62 @@ func (s *rtpSession) rtcpLoop() {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
 	for {
-		n, _, err := s.rtcpC.ReadFromUDPAddrPort(buf)
+		n, from, err := s.rtcpC.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		data := buf[:n]
-		if sp := s.srtpCtx(); sp != nil {
-			if data, err = sp.rx.DecryptRTCP(nil, data, nil); err != nil {
-				continue
-			}
-		}
-		pkts, err := rtcp.Unmarshal(data)
-		if err != nil {
-			continue
-		}
-		s.mu.Lock()
-		s.st.RTCPReceived++
-		for _, p := range pkts {
-			if sr, ok := p.(*rtcp.SenderReport); ok {
-				s.rLastSR = uint32(sr.NTPTime >> 16)
-			}
-		}
+		s.receiveRTCP(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
+	}
+}
+
+// receiveRTCP handles one RTCP datagram. It is taken only from the IP
+// address of the far end's RTCP (RFC 3605 a=rtcp, or RTP's address), or
+// with symmetric_rtp from the IP of the latched RTP source, whose port
+// then becomes where our reports go; anything else is dropped and counted
+// like foreign RTP.
+func (s *rtpSession) receiveRTCP(data []byte, from netip.AddrPort, now time.Time) {
+	s.mu.Lock()
+	ip := from.Addr()
+	fromLatched := s.policy.symmetric && s.latched.IsValid() && ip == s.latched.Addr()
+	if !from.IsValid() || (ip != s.sdpRTCP.Addr() && !fromLatched) {
+		s.st.RTCPForeign++
+		logIt, n := s.rtcpWarn.note(now)
+		log, expected := s.log, s.sdpRTCP
 		s.mu.Unlock()
+		if s.foreign != nil {
+			s.foreign.rtcp.Add(1)
+		}
+		if logIt {
+			log.Warn("rtcp from a foreign source dropped", "protocol", "rtcp", "source", from.String(),
+				"expected", expected.String(), "dropped", n)
+		}
+		return
+	}
+	sp := s.srtp
+	s.mu.Unlock()
+	if sp != nil {
+		var err error
+		if data, err = sp.rx.DecryptRTCP(nil, data, nil); err != nil {
+			return
+		}
+	}
+	pkts, err := rtcp.Unmarshal(data)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.RTCPReceived++
+	if fromLatched && s.latched != s.sdpRemote {
+		s.rtcpDst = from // symmetric RTCP from behind the same NAT
+	}
+	for _, p := range pkts {
+		if sr, ok := p.(*rtcp.SenderReport); ok {
+			s.rLastSR = uint32(sr.NTPTime >> 16)
+		}
 	}
 }
 

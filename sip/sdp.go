@@ -64,6 +64,11 @@ type mediaDesc struct {
 	Direction Direction
 	Ptime     int
 	Crypto    []string // a=crypto values (RFC 4568)
+	// RTCPPort and RTCPAddr are the a=rtcp attribute (RFC 3605): where the
+	// far end receives RTCP when it is not Port+1 on Addr. Zero and
+	// invalid when absent.
+	RTCPPort  int
+	RTCPAddr  netip.Addr
 	SessionID uint64
 	Version   uint64
 }
@@ -157,6 +162,20 @@ func parseSDP(body []byte) (*mediaDesc, error) {
 				md.Ptime, _ = strconv.Atoi(strings.TrimSpace(v))
 			case "crypto":
 				md.Crypto = append(md.Crypto, strings.TrimSpace(v))
+			case "rtcp":
+				// RFC 3605 §2.1: a=rtcp:<port> [IN IP4|IP6 <address>]
+				f := strings.Fields(v)
+				if len(f) == 0 {
+					continue
+				}
+				if port, err := strconv.Atoi(f[0]); err == nil && port > 0 && port <= 65535 {
+					md.RTCPPort = port
+				}
+				if len(f) >= 4 && f[1] == "IN" {
+					if a, err := netip.ParseAddr(f[3]); err == nil {
+						md.RTCPAddr = a.Unmap()
+					}
+				}
 			}
 		}
 	}
@@ -190,6 +209,25 @@ func parseSDP(body []byte) (*mediaDesc, error) {
 // remote returns the address RTP should go to.
 func (m *mediaDesc) remote() netip.AddrPort {
 	return netip.AddrPortFrom(m.Addr.Unmap(), uint16(m.Port))
+}
+
+// rtcpRemote returns the address RTCP should go to: the a=rtcp attribute
+// when present (RFC 3605), else the next port up from RTP on the same
+// address (RFC 3550 §11). It is invalid when there is none (port 0 or
+// 65535).
+func (m *mediaDesc) rtcpRemote() netip.AddrPort {
+	addr := m.Addr.Unmap()
+	if m.RTCPAddr.IsValid() {
+		addr = m.RTCPAddr
+	}
+	port := m.RTCPPort
+	if port == 0 {
+		if m.Port == 0 || m.Port >= 65535 {
+			return netip.AddrPort{}
+		}
+		port = m.Port + 1
+	}
+	return netip.AddrPortFrom(addr, uint16(port))
 }
 
 // codecOf returns the codec named for payload type pt, using rtpmap when

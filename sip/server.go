@@ -114,6 +114,7 @@ type Server struct {
 	bg       sync.WaitGroup
 	dropped  uint64
 	nonces   nonceKey
+	foreign  foreignCounter // media packets dropped for their source
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -183,6 +184,13 @@ func (s *Server) Refused() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dropped
+}
+
+// ForeignPackets returns how many RTP and RTCP packets the server's calls
+// have dropped so far because they came from another address than the
+// far end's (see doc.go, "Media sources"), for metrics.
+func (s *Server) ForeignPackets() (rtp, rtcp uint64) {
+	return s.foreign.rtp.Load(), s.foreign.rtcp.Load()
 }
 
 // ActiveCalls returns the number of calls in progress, ringing included.
@@ -523,9 +531,12 @@ func (s *Server) goBackground(f func()) {
 	go func() { defer s.bg.Done(); f() }()
 }
 
-// newMedia opens an RTP session on the server's port range.
-func (s *Server) newMedia(log *slog.Logger) (*rtpSession, error) {
-	m, err := newRTPSession(log, s.pool, s.rtpBindIP())
+// newMedia opens an RTP session on the server's port range for a call on
+// tr, which decides where media may come from (symmetric_rtp,
+// allow_inbound_from).
+func (s *Server) newMedia(log *slog.Logger, tr *trunk) (*rtpSession, error) {
+	policy := sourcePolicy{symmetric: tr.cfg.SymmetricRTP, allowed: tr.allows}
+	m, err := newRTPSession(log, s.pool, s.rtpBindIP(), policy, &s.foreign)
 	if err != nil {
 		return nil, err
 	}

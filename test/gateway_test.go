@@ -69,6 +69,8 @@ type gateway struct {
 	URL    string // http://127.0.0.1:port
 	// SIPAddr is the gateway's UDP SIP listener, 127.0.0.1:port.
 	SIPAddr string
+	// RTPRange is the gateway's sip.rtp_port_range, both ends included.
+	RTPRange [2]int
 
 	log peers.SyncBuffer // output of every run, in order
 
@@ -193,6 +195,7 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	// ICE and RTP ports from ranges of their own, away from other gateways.
 	udpLo := 20000 + 100*rand.IntN(150)
 	rtpLo := 36000 + 2*rand.IntN(6000)
+	g.RTPRange = [2]int{rtpLo, rtpLo + 199}
 	fmt.Fprintf(&b, `http:
   listen: %q
   public_url: %q

@@ -261,7 +261,11 @@ func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
 	}
 	port := FreeUDPPort(t, ip)
 	rtp := FreeEvenUDPPort(t, ip)
+	// net_interface puts ip in SDP too: without it baresip advertises the
+	// machine's default address (say eth0's) while its RTP comes from ip,
+	// which a gateway that takes media only from the SDP address drops.
 	cfg := fmt.Sprintf(`sip_listen		%s:%d
+net_interface		%s
 audio_source		aufile,%s
 audio_player		aufile,/dev/null
 audio_alert		aufile,/dev/null
@@ -274,7 +278,7 @@ snd_path		%s
 module_app		account.so
 module_app		menu.so
 answermode		auto
-`, ip, port, abs, rtp, rtp+9, rec)
+`, ip, port, ip, abs, rtp, rtp+9, rec)
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,35 @@
+package gateway
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestForeignMediaMetric: the SIP side's dropped foreign packets show as
+// the counter segue_sip_rtp_foreign_packets_total, one series per protocol.
+func TestForeignMediaMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(foreignMediaCollector{func() (uint64, uint64) { return 1234, 56 }})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "segue_sip_rtp_foreign_packets_total" || mf.GetType().String() != "COUNTER" {
+			t.Errorf("family %s of type %s", mf.GetName(), mf.GetType())
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "protocol" {
+					got[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if got["rtp"] != 1234 || got["rtcp"] != 56 || len(got) != 2 {
+		t.Errorf("series %v, want rtp 1234 and rtcp 56", got)
+	}
+}
