@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -320,6 +322,29 @@ func (s *SQLite) Messages(ctx context.Context, conversationID string, after int6
 		}
 		out = append(out, m)
 	}
+	return out, rows.Err()
+}
+
+// MessagesBefore implements Store.
+func (s *SQLite) MessagesBefore(ctx context.Context, conversationID string, before int64, limit int) ([]*Message, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
+		WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?`, conversationID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
+	}
+	defer rows.Close()
+	var out []*Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
+		}
+		out = append(out, m)
+	}
+	slices.Reverse(out)
 	return out, rows.Err()
 }
 

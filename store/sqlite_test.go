@@ -233,3 +233,45 @@ func TestMarkReadOnlyRaises(t *testing.T) {
 		t.Fatalf("after read marks: %+v %v", c, err)
 	}
 }
+
+func TestMessagesBeforePagesBackwards(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	newConv(t, s, "c2")
+	for i := range 7 {
+		if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqs := func(ms []*Message) []int64 {
+		out := []int64{}
+		for _, m := range ms {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		before int64
+		limit  int
+		want   []int64
+	}{
+		{0, 3, []int64{5, 6, 7}},
+		{5, 3, []int64{2, 3, 4}},
+		{2, 3, []int64{1}},
+		{1, 3, []int64{}},
+		{100, 10, []int64{1, 2, 3, 4, 5, 6, 7}},
+	} {
+		ms, err := s.MessagesBefore(ctx, "c1", tc.before, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := seqs(ms); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("MessagesBefore(%d, %d) = %v, want %v", tc.before, tc.limit, got, tc.want)
+		}
+	}
+	if ms, err := s.MessagesBefore(ctx, "c2", 0, 10); err != nil || len(ms) != 0 {
+		t.Errorf("another conversation's page: %v %v", ms, err)
+	}
+}

@@ -131,6 +131,10 @@ type Store interface {
 	AppendMessage(ctx context.Context, m *Message) (stored *Message, dup bool, err error)
 	// Messages returns up to limit messages with seq > after, in seq order.
 	Messages(ctx context.Context, conversationID string, after int64, limit int) ([]*Message, error)
+	// MessagesBefore returns the latest limit messages with seq < before
+	// (before <= 0: the latest of all), in seq order: one page of history
+	// read backwards from the end.
+	MessagesBefore(ctx context.Context, conversationID string, before int64, limit int) ([]*Message, error)
 	// SaveFile streams r to disk, keyed by content, and records f; it fails
 	// with ErrTooLarge past max bytes. f.ID and f.ConversationID must be set.
 	SaveFile(ctx context.Context, f *File, r io.Reader, max int64) error
