@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -219,20 +220,46 @@ func (s *SQLite) MarkRead(ctx context.Context, id, role string, seq int64) error
 
 // OpenConversations implements Store.
 func (s *SQLite) OpenConversations(ctx context.Context) ([]*Conversation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE state != ? ORDER BY created_at, id`, StateEnded)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE state IN (?, ?) ORDER BY created_at, id`,
+		StateWaiting, StateActive)
 	if err != nil {
 		return nil, fmt.Errorf("store: open conversations: %w", err)
 	}
+	return scanConversations(rows, "open conversations")
+}
+
+// LeftConversations implements Store.
+func (s *SQLite) LeftConversations(ctx context.Context, queues []string, limit int) ([]*Conversation, error) {
+	if len(queues) == 0 {
+		return nil, nil
+	}
+	args := []any{StateLeft}
+	for _, q := range queues {
+		args = append(args, q)
+	}
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+convColumns+` FROM conversations WHERE state = ? AND queue IN (?`+
+		strings.Repeat(",?", len(queues)-1)+`) ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: left conversations: %w", err)
+	}
+	return scanConversations(rows, "left conversations")
+}
+
+func scanConversations(rows *sql.Rows, what string) ([]*Conversation, error) {
 	defer rows.Close()
 	var out []*Conversation
 	for rows.Next() {
 		c, err := scanConversation(rows)
 		if err != nil {
-			return nil, fmt.Errorf("store: open conversations: %w", err)
+			return nil, fmt.Errorf("store: %s: %w", what, err)
 		}
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	return out, nil
 }
 
 // AppendMessage implements Store. The seq is taken and the message written

@@ -275,3 +275,36 @@ func TestMessagesBeforePagesBackwards(t *testing.T) {
 		t.Errorf("another conversation's page: %v %v", ms, err)
 	}
 }
+
+func TestLeftConversationsByQueueNewestFirst(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	base := time.Now()
+	for i, q := range []string{"support", "billing", "support", "sales"} {
+		c := &Conversation{ID: fmt.Sprint("l", i), State: StateLeft, Queue: q, TokenHash: []byte("h"),
+			Customer: Customer{Email: "ann@example.com"}, CreatedAt: base.Add(time.Duration(i) * time.Second), UpdatedAt: base}
+		if err := s.CreateConversation(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newConv(t, s, "waiting")
+	got, err := s.LeftConversations(ctx, []string{"support", "billing"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range got {
+		ids = append(ids, c.ID)
+	}
+	if fmt.Sprint(ids) != "[l2 l1 l0]" {
+		t.Errorf("left conversations = %v, want [l2 l1 l0]", ids)
+	}
+	if got, _ := s.LeftConversations(ctx, []string{"support"}, 1); len(got) != 1 || got[0].ID != "l2" {
+		t.Errorf("limit 1: %v", got)
+	}
+	open, err := s.OpenConversations(ctx)
+	if err != nil || len(open) != 1 || open[0].ID != "waiting" {
+		t.Errorf("open conversations include left ones: %v %v", open, err)
+	}
+}

@@ -12,6 +12,9 @@ const (
 	StateWaiting = "waiting"
 	StateActive  = "active"
 	StateEnded   = "ended"
+	// StateLeft is a message the customer left while the queue was full
+	// (queues[].max_waiting): never routed, read by the queue's agents.
+	StateLeft = "left"
 )
 
 // Message kinds.
@@ -123,8 +126,12 @@ type Store interface {
 	// MarkRead raises a conversation's read mark for role (RoleCustomer or
 	// RoleAgent) to seq; it never lowers it and touches no other field.
 	MarkRead(ctx context.Context, id, role string, seq int64) error
-	// OpenConversations returns every conversation not ended, oldest first.
+	// OpenConversations returns every waiting or active conversation,
+	// oldest first.
 	OpenConversations(ctx context.Context) ([]*Conversation, error)
+	// LeftConversations returns the latest limit conversations in state
+	// StateLeft of the given queues, newest first.
+	LeftConversations(ctx context.Context, queues []string, limit int) ([]*Conversation, error)
 	// AppendMessage stores m with the conversation's next seq and returns
 	// the stored message. When a message with the same id already exists in
 	// the conversation, it returns that one and dup=true, storing nothing.
