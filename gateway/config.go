@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -63,6 +64,10 @@ type QueueConfig struct {
 	// (once an agent holds the conversation) or VoiceOff (never; no call
 	// toward the customer either).
 	Voice string `yaml:"voice"`
+	// MaxWaiting caps the conversations waiting in this queue; past it a
+	// new chat is refused with queue_full and the widget offers to leave
+	// an e-mail and a message instead (default 200).
+	MaxWaiting int `yaml:"max_waiting"`
 }
 
 // Values of queues[].voice.
@@ -100,6 +105,30 @@ type LimitsConfig struct {
 	// CallsPerConversationPerHour caps the calls the customer starts in one
 	// conversation in any hour; 0 is unlimited.
 	CallsPerConversationPerHour *int `yaml:"calls_per_conversation_per_hour"`
+
+	// AbandonedAfter ends a waiting conversation by itself once it has had
+	// no customer socket, no agent and no message for this long.
+	AbandonedAfter time.Duration `yaml:"abandoned_after"`
+	// MessagesPerSocketPerSecond and BytesPerSocketPerSecond refill each
+	// socket's token buckets; a frame past either is refused with
+	// rate_limited. Each bucket holds two seconds' worth (the byte bucket at
+	// least one max_frame_bytes frame).
+	MessagesPerSocketPerSecond int `yaml:"messages_per_socket_per_second"`
+	BytesPerSocketPerSecond    int `yaml:"bytes_per_socket_per_second"`
+	// MaxMessagesPerConversation caps the messages and files of one
+	// conversation (the gateway's own events do not count against it).
+	MaxMessagesPerConversation int `yaml:"max_messages_per_conversation"`
+	// MaxSocketsPerConversation caps a conversation's customer sockets,
+	// MaxSocketsPerIP the sockets from one client address (an IPv6 /64)
+	// other than agents' consoles, and MaxSocketsPerAgent one agent's
+	// console sockets.
+	MaxSocketsPerConversation int `yaml:"max_sockets_per_conversation"`
+	MaxSocketsPerIP           int `yaml:"max_sockets_per_ip"`
+	MaxSocketsPerAgent        int `yaml:"max_sockets_per_agent"`
+	// HistoryPageMessages is how many messages of a transcript a welcome,
+	// an accept or a history request sends at most: the latest ones, older
+	// pages on request.
+	HistoryPageMessages int `yaml:"history_page_messages"`
 }
 
 // Defaults of the call-start limits.
@@ -166,6 +195,9 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].Voice == "" {
 			c.Queues[i].Voice = VoiceAlways
 		}
+		if c.Queues[i].MaxWaiting == 0 {
+			c.Queues[i].MaxWaiting = defaultMaxWaiting
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -202,6 +234,7 @@ func (c *Config) ApplyDefaults() {
 		n := defaultCallsPerConversationPerHour
 		l.CallsPerConversationPerHour = &n
 	}
+	l.applyFlowDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -288,6 +321,9 @@ func (c *Config) Validate() error {
 		default:
 			addf("%s.voice: %q is not one of always, after_accept, off", p, q.Voice)
 		}
+		if q.MaxWaiting < 1 {
+			addf("%s.max_waiting: must be positive", p)
+		}
 	}
 	agents := map[string]bool{}
 	for i, a := range c.Agents {
@@ -350,6 +386,7 @@ func (c *Config) Validate() error {
 	if l.MaxFrameBytes > 0 && int64(l.MaxMessageBytes)+1024 > l.MaxFrameBytes {
 		addf("limits.max_frame_bytes: must exceed max_message_bytes by at least 1024")
 	}
+	errs = append(errs, l.validateFlow()...)
 	if c.Identity.Secret != "" && len(c.Identity.Secret) < 16 {
 		addf("identity.secret: too short (at least 16 characters)")
 	}

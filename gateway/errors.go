@@ -48,3 +48,14 @@ func asAPIError(err error) *apiError {
 	}
 	return errf(http.StatusInternalServerError, "internal", "internal error")
 }
+
+// Flow-control errors (docs/api.md, "Limits").
+var (
+	// errQueueFull: the queue holds queues[].max_waiting conversations; the
+	// widget offers to leave an e-mail and a message instead.
+	errQueueFull = errf(http.StatusServiceUnavailable, "queue_full",
+		"we are very busy right now: leave your e-mail and a message, and we will answer by e-mail")
+	// errTooManySockets: a socket cap (per conversation, address or agent)
+	// is reached; the socket is closed with 1013 (try again later).
+	errTooManySockets = errf(http.StatusTooManyRequests, "too_many_sockets", "too many open connections")
+)

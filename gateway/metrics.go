@@ -27,6 +27,7 @@ type metrics struct {
 	callLoss         prometheus.Histogram
 	callJitter       prometheus.Histogram
 	callsRefused     *prometheus.CounterVec
+	flow             flowMetrics
 }
 
 func newMetrics() *metrics {
@@ -88,6 +89,7 @@ func newMetrics() *metrics {
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.flow = newFlowMetrics(m.reg)
 	return m
 }
 
