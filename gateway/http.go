@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle(pattern, s.apiHandler(h))
 	}
 	api("POST /api/v1/conversations", s.createConversation)
+	api("POST /api/v1/left-messages", s.leaveMessage)
 	api("GET /api/v1/conversations/{id}", s.getConversation)
 	api("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	api("POST /api/v1/conversations/{id}/files", s.uploadFile)
@@ -437,7 +438,7 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) erro
 	if err := decodeJSON(r, 16<<10, &body); err != nil {
 		return err
 	}
-	if ok, wait := s.limiter.allow(s.clientIP(r), time.Now()); !ok {
+	if ok, wait := s.limiter.allow(addrKey(s.clientIP(r)), time.Now()); !ok {
 		s.metrics.rateLimitedChats.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		return errf(http.StatusTooManyRequests, "rate_limited", "too many new conversations from this address; try again later")
@@ -488,8 +489,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
-	ms, err := s.store.Messages(r.Context(), c.ID, after, maxHistory)
+	ms, err := s.messagePage(r.Context(), c.ID, r.URL.Query())
 	if err != nil {
 		return err
 	}

@@ -37,11 +37,20 @@ type hub struct {
 	// once before serving.
 	voice bool
 
-	mu      sync.Mutex
-	convs   map[string]*conv // waiting and active conversations
-	agents  map[string]*agent
-	queues  map[string]QueueConfig
-	closing bool
+	mu     sync.Mutex
+	convs  map[string]*conv // waiting and active conversations
+	agents map[string]*agent
+	queues map[string]QueueConfig
+	// waiting holds each queue's waiting conversations, oldest first
+	// (convBefore order): the agents' queue lists, their pages and the
+	// per-queue cap read it without scanning every conversation.
+	waiting map[string][]*conv
+	// reserved counts conversations being created (stored, not yet in
+	// convs), per queue and in all, so that concurrent starts cannot
+	// overshoot limits.max_conversations or queues[].max_waiting.
+	reserved      map[string]int
+	reservedTotal int
+	closing       bool
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -62,6 +71,9 @@ type conv struct {
 	video     *videoSession
 	mediaOnce sync.Once
 	mstate    *mediaState
+	// lastActive is when the conversation last had a message, a customer
+	// socket leaving or its start (limits.abandoned_after).
+	lastActive time.Time
 }
 
 type agent struct {
@@ -71,17 +83,20 @@ type agent struct {
 	idleSince time.Time
 	clients   map[*client]struct{}
 	convs     map[string]*conv
+	// offered are the waiting conversations offered to this agent now.
+	offered map[string]*conv
 }
 
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
-		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{}}
+		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{},
+		waiting: map[string][]*conv{}, reserved: map[string]int{}}
 	for _, q := range cfg.Queues {
 		h.queues[q.Name] = q
 	}
 	for _, a := range cfg.Agents {
 		h.agents[a.ID] = &agent{cfg: a, maxChats: cfg.MaxChats(a), presence: presenceAvailable,
-			clients: map[*client]struct{}{}, convs: map[string]*conv{}}
+			clients: map[*client]struct{}{}, convs: map[string]*conv{}, offered: map[string]*conv{}}
 	}
 	return h
 }
@@ -99,13 +114,17 @@ func (h *hub) load(ctx context.Context) error {
 			// The queue was removed from the config: send it to the first one.
 			c.Queue = h.cfg.Queues[0].Name
 		}
-		cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}}
+		// A restart gives every customer a full abandoned_after to come back.
+		cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, lastActive: h.now()}
 		if a, ok := h.agents[c.AgentID]; ok && c.State == store.StateActive {
 			a.convs[c.ID] = cv
 		} else if c.State == store.StateActive {
 			cv.c.State, cv.c.AgentID = store.StateWaiting, ""
 		}
 		h.convs[c.ID] = cv
+		if cv.c.State == store.StateWaiting {
+			h.enqueueLocked(cv)
+		}
 	}
 	h.updateGaugesLocked()
 	h.routeLocked()
@@ -127,7 +146,7 @@ func (h *hub) wireConvLocked(cv *conv) wireConversation {
 	w := wireConversation{ID: c.ID, State: c.State, Queue: c.Queue, CreatedAt: c.CreatedAt, LastSeq: c.LastSeq,
 		Customer: wireCustomer{Name: c.Customer.Name, Email: c.Customer.Email, ExternalID: c.Customer.ExternalID, Verified: c.Customer.Verified},
 		Read:     wireRead{Customer: c.ReadByCust, Agent: c.ReadByAgt}, Preview: cv.preview, OfferedTo: cv.offeredTo,
-		Voice: h.voice && c.State != store.StateEnded && h.voicePolicyLocked(cv) == nil}
+		Voice: h.voice && c.State != store.StateEnded && c.State != store.StateLeft && h.voicePolicyLocked(cv) == nil}
 	if a, ok := h.agents[c.AgentID]; ok && c.AgentID != "" {
 		w.Agent = &wireAgentRef{ID: a.cfg.ID, Name: a.cfg.Name}
 	}
@@ -155,34 +174,142 @@ func (h *hub) presenceLocked(a *agent) string {
 	return a.presence
 }
 
-// queueForLocked lists the waiting conversations of a's queues, oldest first.
-func (h *hub) queueForLocked(a *agent) []wireConversation {
-	var out []wireConversation
-	for _, cv := range h.convs {
-		if cv.c.State == store.StateWaiting && slices.Contains(a.cfg.Queues, cv.c.Queue) {
-			out = append(out, h.wireConvLocked(cv))
+// convBefore orders waiting conversations: oldest first, then by id.
+func convBefore(a, b *conv) int {
+	if c := a.c.CreatedAt.Compare(b.c.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.c.ID, b.c.ID)
+}
+
+// queueCursor is a position in an agent's queue list: the created_at and
+// id of the last conversation a console has (queue.page "after").
+type queueCursor struct {
+	CreatedAt time.Time `json:"created_at"`
+	ID        string    `json:"id"`
+}
+
+// after reports whether cv sorts after the cursor.
+func (q *queueCursor) after(cv *conv) bool {
+	if q == nil {
+		return true
+	}
+	if c := cv.c.CreatedAt.Compare(q.CreatedAt); c != 0 {
+		return c > 0
+	}
+	return cv.c.ID > q.ID
+}
+
+// queuePageLocked returns up to limit waiting conversations of a's
+// queues that sort after cur (nil: from the start), oldest first, with
+// the number waiting in all of a's queues and whether more follow.
+func (h *hub) queuePageLocked(a *agent, cur *queueCursor, limit int) (page []wireConversation, total int, more bool) {
+	var picked []*conv
+	for _, q := range a.cfg.Queues {
+		list := h.waiting[q]
+		total += len(list)
+		i := sort.Search(len(list), func(i int) bool { return cur.after(list[i]) })
+		picked = append(picked, list[i:min(len(list), i+limit+1)]...)
+	}
+	slices.SortFunc(picked, convBefore)
+	more = len(picked) > limit
+	picked = picked[:min(len(picked), limit)]
+	page = make([]wireConversation, 0, len(picked))
+	for _, cv := range picked {
+		page = append(page, h.wireConvLocked(cv))
+	}
+	return page, total, more
+}
+
+// waitingForLocked is how many conversations wait in a's queues.
+func (h *hub) waitingForLocked(a *agent) int {
+	n := 0
+	for _, q := range a.cfg.Queues {
+		n += len(h.waiting[q])
+	}
+	return n
+}
+
+// enqueueLocked puts a waiting conversation in its queue's list and tells
+// the queue's agents (queue.added).
+func (h *hub) enqueueLocked(cv *conv) {
+	list := h.waiting[cv.c.Queue]
+	i, found := slices.BinarySearchFunc(list, cv, convBefore)
+	if found {
+		return
+	}
+	h.waiting[cv.c.Queue] = slices.Insert(list, i, cv)
+	h.queueFrameLocked(cv, "queue.added", "")
+}
+
+// dequeueLocked takes cv out of its queue's list (it was accepted, ended
+// or moved) and tells the queue's agents (queue.removed).
+func (h *hub) dequeueLocked(cv *conv) {
+	list := h.waiting[cv.c.Queue]
+	i, found := slices.BinarySearchFunc(list, cv, convBefore)
+	if !found || list[i] != cv {
+		return
+	}
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(h.waiting, cv.c.Queue)
+	} else {
+		h.waiting[cv.c.Queue] = list
+	}
+	h.queueFrameLocked(cv, "queue.removed", "")
+}
+
+// queueChangedLocked tells the queue's agents that a waiting conversation
+// changed (its preview, its offer). A newer change replaces one still
+// queued for a socket, so a chatty customer costs each console at most
+// one pending frame.
+func (h *hub) queueChangedLocked(cv *conv) {
+	h.queueFrameLocked(cv, "queue.updated", "queue.updated")
+}
+
+// queueFrameLocked sends one queue diff about cv to the online agents of
+// its queue, each with the number waiting in all of their queues. Agents
+// with the same count share one encoded frame.
+func (h *hub) queueFrameLocked(cv *conv, typ, key string) {
+	frames := map[int][]byte{}
+	var w *wireConversation
+	for _, a := range h.agents {
+		if len(a.clients) == 0 || !slices.Contains(a.cfg.Queues, cv.c.Queue) {
+			continue
+		}
+		total := h.waitingForLocked(a)
+		b, ok := frames[total]
+		if !ok {
+			frame := map[string]any{"type": typ, "total": total}
+			if typ == "queue.removed" {
+				frame["conversation_id"] = cv.c.ID
+			} else {
+				if w == nil {
+					v := h.wireConvLocked(cv)
+					w = &v
+				}
+				frame["conversation"] = w
+			}
+			var err error
+			if b, err = json.Marshal(frame); err != nil {
+				h.log.Error("frame not encoded", "err", err)
+				return
+			}
+			frames[total] = b
+		}
+		for cl := range a.clients {
+			cl.enqueue(outFrame{data: b, conv: cv.c.ID, key: key})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].ID < out[j].ID
-		}
-		return out[i].CreatedAt.Before(out[j].CreatedAt)
-	})
-	return out
 }
 
 func (h *hub) updateGaugesLocked() {
-	waiting, active := 0, 0
-	for _, cv := range h.convs {
-		if cv.c.State == store.StateWaiting {
-			waiting++
-		} else {
-			active++
-		}
+	waiting := 0
+	for _, list := range h.waiting {
+		waiting += len(list)
 	}
 	h.metrics.convActive.WithLabelValues(store.StateWaiting).Set(float64(waiting))
-	h.metrics.convActive.WithLabelValues(store.StateActive).Set(float64(active))
+	h.metrics.convActive.WithLabelValues(store.StateActive).Set(float64(len(h.convs) - waiting))
 	counts := map[string]int{presenceAvailable: 0, presenceAway: 0, presenceOffline: 0}
 	for _, a := range h.agents {
 		counts[h.presenceLocked(a)]++
@@ -196,29 +323,35 @@ func (h *hub) updateGaugesLocked() {
 
 // sendToConvLocked delivers v to everyone in the conversation: its
 // customers and the assigned agent's consoles.
+// The frame is encoded once.
 func (h *hub) sendToConvLocked(cv *conv, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		h.log.Error("frame not encoded", "err", err)
+		return
+	}
+	f := outFrame{data: b, conv: cv.c.ID}
 	for cl := range cv.customers {
-		cl.send(v)
+		cl.enqueue(f)
 	}
 	if a, ok := h.agents[cv.c.AgentID]; ok {
 		for cl := range a.clients {
-			cl.send(v)
+			cl.enqueue(f)
 		}
 	}
 }
 
 func (h *hub) sendToAgentLocked(a *agent, v any) {
-	for cl := range a.clients {
-		cl.send(v)
+	if len(a.clients) == 0 {
+		return
 	}
-}
-
-// broadcastQueueLocked sends the waiting list to the agents of queue.
-func (h *hub) broadcastQueueLocked(queue string) {
-	for _, a := range h.agents {
-		if len(a.clients) > 0 && slices.Contains(a.cfg.Queues, queue) {
-			h.sendToAgentLocked(a, map[string]any{"type": "queue", "queue": h.queueForLocked(a)})
-		}
+	b, err := json.Marshal(v)
+	if err != nil {
+		h.log.Error("frame not encoded", "err", err)
+		return
+	}
+	for cl := range a.clients {
+		cl.enqueue(outFrame{data: b})
 	}
 }
 
@@ -235,25 +368,39 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 		h.mu.Unlock()
 		return ErrShuttingDown
 	}
-	if len(h.convs) >= h.cfg.Limits.MaxConversations {
+	if len(h.convs)+h.reservedTotal >= h.cfg.Limits.MaxConversations {
 		h.mu.Unlock()
 		return errf(http.StatusServiceUnavailable, "busy", "too many open conversations; try again later")
 	}
-	if _, ok := h.queues[c.Queue]; !ok {
+	q, ok := h.queues[c.Queue]
+	if !ok {
 		h.mu.Unlock()
 		return errf(http.StatusBadRequest, "bad_request", "unknown queue %q", c.Queue)
 	}
+	if len(h.waiting[c.Queue])+h.reserved[c.Queue] >= q.MaxWaiting {
+		h.mu.Unlock()
+		h.metrics.flow.queueFull.Inc()
+		return errQueueFull
+	}
+	h.reserved[c.Queue]++
+	h.reservedTotal++
 	h.mu.Unlock()
-	if err := h.store.CreateConversation(ctx, c); err != nil {
+	err := h.store.CreateConversation(ctx, c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reserved[c.Queue]--
+	if h.reserved[c.Queue] == 0 {
+		delete(h.reserved, c.Queue)
+	}
+	h.reservedTotal--
+	if err != nil {
 		return err
 	}
 	h.metrics.convTotal.Inc()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, preferred: preferred}
+	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, preferred: preferred, lastActive: h.now()}
 	h.convs[c.ID] = cv
+	h.enqueueLocked(cv)
 	h.updateGaugesLocked()
-	h.broadcastQueueLocked(c.Queue)
 	h.routeLocked()
 	return nil
 }
@@ -290,19 +437,27 @@ func (h *hub) canAgentRead(agentID string, c *store.Conversation) bool {
 	if c.AgentID == agentID || (c.State == store.StateEnded && c.LastAgentID == agentID) {
 		return true
 	}
-	return c.State == store.StateWaiting && slices.Contains(a.cfg.Queues, c.Queue)
+	// Waiting conversations and messages left are for the queue's agents.
+	return (c.State == store.StateWaiting || c.State == store.StateLeft) && slices.Contains(a.cfg.Queues, c.Queue)
 }
 
 // post stores m in its conversation and delivers it. It returns the stored
 // message and whether it was a duplicate (already stored, not re-sent).
+// Past limits.max_messages_per_conversation only the gateway's own events
+// are stored.
 func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Message, bool, error) {
 	cv.mu.Lock()
 	defer cv.mu.Unlock()
 	h.mu.Lock()
 	ended := cv.c.State == store.StateEnded
+	full := m.Role != store.RoleSystem && cv.c.LastSeq >= int64(h.cfg.Limits.MaxMessagesPerConversation)
 	h.mu.Unlock()
 	if ended {
 		return nil, false, ErrEnded
+	}
+	if full {
+		return nil, false, errf(http.StatusConflict, "conversation_full",
+			"this conversation has reached its limit of %d messages; please start a new one", h.cfg.Limits.MaxMessagesPerConversation)
 	}
 	stored, dup, err := h.store.AppendMessage(ctx, m)
 	if err != nil {
@@ -315,6 +470,9 @@ func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Mess
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cv.c.LastSeq = stored.Seq
+	if stored.Role != store.RoleSystem {
+		cv.lastActive = h.now()
+	}
 	h.sendToConvLocked(cv, map[string]any{"type": "message", "message": toWireMessage(stored)})
 	if stored.Role == store.RoleCustomer && cv.c.State == store.StateWaiting {
 		switch stored.Kind {
@@ -323,7 +481,7 @@ func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Mess
 		case store.KindFile:
 			cv.preview = "📎 " + stored.File.Name
 		}
-		h.broadcastQueueLocked(cv.c.Queue)
+		h.queueChangedLocked(cv)
 	}
 	return stored, false, nil
 }
@@ -389,25 +547,45 @@ func (h *hub) accept(ctx context.Context, agentID, convID string) error {
 // assignLocked gives cv to a and tells everyone concerned.
 func (h *hub) assignLocked(cv *conv, a *agent) {
 	h.clearOfferLocked(cv)
+	if cv.c.State == store.StateWaiting {
+		h.dequeueLocked(cv)
+	}
 	cv.c.State, cv.c.AgentID, cv.c.LastAgentID = store.StateActive, a.cfg.ID, a.cfg.ID
 	cv.preview = ""
 	a.convs[cv.c.ID] = cv
 	a.idleSince = h.now()
 	h.updateGaugesLocked()
 	h.broadcastConvLocked(cv)
-	h.broadcastQueueLocked(cv.c.Queue)
+	// The agent may no longer take offers: its others move on.
+	h.routeLocked()
 }
 
-// pushHistory sends an agent who just got a conversation its transcript.
+// pushHistory sends an agent who just got a conversation the latest page
+// of its transcript; the console asks for older pages with history.
 func (h *hub) pushHistory(ctx context.Context, a *agent, cv *conv) {
-	ms, err := h.store.Messages(ctx, cv.c.ID, 0, 10000)
+	ms, older, err := h.historyPage(ctx, cv.c.ID, 0, 0)
 	if err != nil {
 		h.log.Error("history not loaded", "conv", cv.c.ID, "err", err)
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.sendToAgentLocked(a, map[string]any{"type": "history", "conversation_id": cv.c.ID, "messages": toWireMessages(ms)})
+	h.sendToAgentLocked(a, map[string]any{"type": "history", "conversation_id": cv.c.ID, "messages": toWireMessages(ms), "older": older})
+}
+
+// historyPage reads the latest limits.history_page_messages messages with
+// after < seq < before (before <= 0: no upper bound). older says that
+// messages after `after` come before the first one returned.
+func (h *hub) historyPage(ctx context.Context, convID string, after, before int64) ([]*store.Message, bool, error) {
+	ms, err := h.store.MessagesBefore(ctx, convID, before, h.cfg.Limits.HistoryPageMessages)
+	if err != nil {
+		return nil, false, err
+	}
+	i := sort.Search(len(ms), func(i int) bool { return ms[i].Seq > after })
+	ms = ms[i:]
+	// Seqs are consecutive from 1, so a gap before the first is older messages.
+	older := len(ms) > 0 && ms[0].Seq > after+1
+	return ms, older, nil
 }
 
 // release takes cv away from its agent (end or transfer); hub.mu held.
@@ -437,12 +615,24 @@ func (h *hub) end(ctx context.Context, cv *conv, byAgent string) error {
 	if a := h.agentName(byAgent); a != "" {
 		who = a
 	}
-	h.event(ctx, cv, "conversation.ended", "Conversation ended by "+who, map[string]string{"by": byAgent})
+	return h.finish(ctx, cv, "Conversation ended by "+who, map[string]string{"by": byAgent})
+}
+
+// finish writes the conversation.ended event with text and data, then
+// closes the conversation and tells everyone in it.
+func (h *hub) finish(ctx context.Context, cv *conv, text string, data map[string]string) error {
+	h.event(ctx, cv, "conversation.ended", text, data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if cv.c.State == store.StateEnded {
+		return nil
+	}
 	h.clearOfferLocked(cv)
 	if cv.voice != nil {
 		cv.voice.cancel(errConversationEnd)
+	}
+	if cv.c.State == store.StateWaiting {
+		h.dequeueLocked(cv)
 	}
 	a := h.releaseLocked(cv)
 	cv.c.State, cv.c.AgentID, cv.c.EndedAt = store.StateEnded, "", h.now().UTC()
@@ -457,9 +647,67 @@ func (h *hub) end(ctx context.Context, cv *conv, byAgent string) error {
 	}
 	delete(h.convs, cv.c.ID)
 	h.updateGaugesLocked()
-	h.broadcastQueueLocked(cv.c.Queue)
 	h.routeLocked()
 	return err
+}
+
+// abandonedLocked reports whether cv has waited with nobody in it, no
+// customer socket, no media and no message, for limits.abandoned_after.
+func (h *hub) abandonedLocked(cv *conv, now time.Time) bool {
+	return cv.c.State == store.StateWaiting && len(cv.customers) == 0 && cv.voice == nil && cv.rtc == nil &&
+		cv.video == nil && now.Sub(cv.lastActive) >= h.cfg.Limits.AbandonedAfter
+}
+
+// expireAbandoned ends every abandoned conversation (abandonedLocked) with
+// a conversation.ended event whose data has reason "abandoned", and
+// returns how many it ended.
+func (h *hub) expireAbandoned(ctx context.Context) int {
+	h.mu.Lock()
+	now := h.now()
+	var old []*conv
+	for _, list := range h.waiting {
+		for _, cv := range list {
+			if h.abandonedLocked(cv, now) {
+				old = append(old, cv)
+			}
+		}
+	}
+	h.mu.Unlock()
+	n := 0
+	after := h.cfg.Limits.AbandonedAfter.String()
+	for _, cv := range old {
+		h.mu.Lock()
+		still := h.abandonedLocked(cv, h.now())
+		h.mu.Unlock()
+		if !still {
+			continue // the customer came back
+		}
+		if err := h.finish(ctx, cv, "Conversation closed: the customer left before an agent answered",
+			map[string]string{"by": "", "reason": "abandoned", "after": after}); err != nil {
+			h.log.Error("abandoned conversation not closed", "conv", cv.c.ID, "err", err)
+			continue
+		}
+		h.metrics.flow.abandoned.Inc()
+		h.log.Info("abandoned conversation closed", "conv", cv.c.ID, "queue", cv.c.Queue, "after", after)
+		n++
+	}
+	return n
+}
+
+// runExpiry ends abandoned conversations until ctx ends, checking a few
+// times per limits.abandoned_after.
+func (h *hub) runExpiry(ctx context.Context) {
+	every := min(max(h.cfg.Limits.AbandonedAfter/4, 250*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.expireAbandoned(ctx)
+		}
+	}
 }
 
 func (h *hub) agentName(id string) string {
@@ -513,12 +761,13 @@ func (h *hub) transfer(ctx context.Context, byAgent string, cv *conv, toAgent, t
 		old := h.releaseLocked(cv)
 		cv.c.State, cv.c.AgentID, cv.c.Queue = store.StateWaiting, "", toQueue
 		cv.declined = map[string]bool{byAgent: true}
+		cv.lastActive = h.now()
+		h.enqueueLocked(cv)
 		h.updateGaugesLocked()
 		h.broadcastConvLocked(cv)
 		if old != nil {
 			h.sendToAgentLocked(old, map[string]any{"type": "conversation", "conversation": h.wireConvLocked(cv)})
 		}
-		h.broadcastQueueLocked(toQueue)
 		h.routeLocked()
 		text, data["queue"] = "Transferred to the "+toQueue+" queue", toQueue
 	default:
@@ -537,40 +786,46 @@ func (h *hub) transfer(ctx context.Context, byAgent string, cv *conv, toAgent, t
 // ---- routing ----
 
 func (h *hub) eligibleLocked(a *agent, queue string) bool {
-	return h.presenceLocked(a) == presenceAvailable && len(a.convs) < a.maxChats && slices.Contains(a.cfg.Queues, queue)
+	return h.availableLocked(a) && slices.Contains(a.cfg.Queues, queue)
 }
 
-func (h *hub) pendingOffersLocked(agentID string) int {
-	n := 0
-	for _, cv := range h.convs {
-		if cv.offeredTo == agentID {
-			n++
-		}
-	}
-	return n
+// availableLocked: a may take offers (of its queues).
+func (h *hub) availableLocked(a *agent) bool {
+	return h.presenceLocked(a) == presenceAvailable && len(a.convs) < a.maxChats
 }
 
 // routeLocked offers every waiting conversation without a live offer to
 // the best agent: the customer's previous agent when available, otherwise
 // the agent of its queue idle the longest (fewest pending offers first).
+// Offers to agents who can no longer take them are withdrawn first. The
+// cost is one pass over the agents and over the waiting lists of queues
+// that have an available agent.
 func (h *hub) routeLocked() {
 	if h.closing {
 		return
 	}
-	waiting := make([]*conv, 0)
-	for _, cv := range h.convs {
-		if cv.c.State == store.StateWaiting {
-			waiting = append(waiting, cv)
+	staffed := map[string]bool{}
+	for _, a := range h.agents {
+		if !h.availableLocked(a) {
+			for _, cv := range a.offered {
+				h.clearOfferLocked(cv)
+			}
+			continue
+		}
+		for _, q := range a.cfg.Queues {
+			staffed[q] = true
 		}
 	}
-	sort.Slice(waiting, func(i, j int) bool { return waiting[i].c.CreatedAt.Before(waiting[j].c.CreatedAt) })
-	for _, cv := range waiting {
-		if cv.offeredTo != "" {
-			if a, ok := h.agents[cv.offeredTo]; ok && h.eligibleLocked(a, cv.c.Queue) {
-				continue
+	var todo []*conv
+	for q := range staffed {
+		for _, cv := range h.waiting[q] {
+			if cv.offeredTo == "" {
+				todo = append(todo, cv)
 			}
-			h.clearOfferLocked(cv)
 		}
+	}
+	slices.SortFunc(todo, convBefore)
+	for _, cv := range todo {
 		if a := h.pickLocked(cv); a != nil {
 			h.offerLocked(cv, a)
 		}
@@ -601,26 +856,25 @@ func (h *hub) pickLocked(cv *conv) *agent {
 		cv.declined = map[string]bool{}
 		fresh = cands
 	}
-	sort.Slice(fresh, func(i, j int) bool {
-		pi, pj := h.pendingOffersLocked(fresh[i].cfg.ID), h.pendingOffersLocked(fresh[j].cfg.ID)
-		if pi != pj {
-			return pi < pj
+	return slices.MinFunc(fresh, func(x, y *agent) int {
+		if c := len(x.offered) - len(y.offered); c != 0 {
+			return c
 		}
-		if !fresh[i].idleSince.Equal(fresh[j].idleSince) {
-			return fresh[i].idleSince.Before(fresh[j].idleSince)
+		if c := x.idleSince.Compare(y.idleSince); c != 0 {
+			return c
 		}
-		return fresh[i].cfg.ID < fresh[j].cfg.ID
+		return strings.Compare(x.cfg.ID, y.cfg.ID)
 	})
-	return fresh[0]
 }
 
 func (h *hub) offerLocked(cv *conv, a *agent) {
 	cv.offeredTo = a.cfg.ID
+	a.offered[cv.c.ID] = cv
 	timeout := time.Duration(h.queues[cv.c.Queue].OfferTimeout) * time.Second
 	id, agentID := cv.c.ID, a.cfg.ID
 	cv.offer = time.AfterFunc(timeout, func() { h.offerExpired(id, agentID) })
 	h.sendToAgentLocked(a, map[string]any{"type": "offer", "conversation": h.wireConvLocked(cv)})
-	h.broadcastQueueLocked(cv.c.Queue)
+	h.queueChangedLocked(cv)
 	h.log.Debug("conversation offered", "conv", id, "agent", agentID)
 }
 
@@ -628,6 +882,9 @@ func (h *hub) clearOfferLocked(cv *conv) {
 	if cv.offer != nil {
 		cv.offer.Stop()
 		cv.offer = nil
+	}
+	if a, ok := h.agents[cv.offeredTo]; ok {
+		delete(a.offered, cv.c.ID)
 	}
 	cv.offeredTo = ""
 }
@@ -699,18 +956,26 @@ func (h *hub) isClosing() bool {
 
 // ---- small relays ----
 
-// relay sends v to the other side of the conversation from role.
-func (h *hub) relay(cv *conv, fromRole string, v any) {
+// relayTyping sends a typing indicator to the other side of the
+// conversation from role. Indicators coalesce and are dropped first when
+// a socket falls behind (client.sendTyping).
+func (h *hub) relayTyping(cv *conv, fromRole string, typing bool) {
+	b, err := json.Marshal(map[string]any{"type": "typing", "conversation_id": cv.c.ID, "role": fromRole, "typing": typing})
+	if err != nil {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if fromRole == store.RoleAgent {
 		for cl := range cv.customers {
-			cl.send(v)
+			cl.sendTyping(cv.c.ID, b)
 		}
 		return
 	}
 	if a, ok := h.agents[cv.c.AgentID]; ok {
-		h.sendToAgentLocked(a, v)
+		for cl := range a.clients {
+			cl.sendTyping(cv.c.ID, b)
+		}
 	}
 }
 

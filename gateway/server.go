@@ -40,6 +40,9 @@ type Server struct {
 	// callsByAddr and callsByConv count the calls customers start
 	// (limits.calls_per_ip_per_hour, limits.calls_per_conversation_per_hour).
 	callsByAddr, callsByConv *slidingLimiter
+	// sockets counts open WebSockets per client address and per agent
+	// (limits.max_sockets_per_ip, limits.max_sockets_per_agent).
+	sockets *socketSlots
 
 	mu    sync.Mutex
 	addr  net.Addr
@@ -61,6 +64,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 		logins:  newIPLimiter(maxFailedLogins, 5*time.Minute), ready: make(chan struct{})}
 	s.callsByAddr = newSlidingLimiter(cfg.Limits.callsPerIP(), time.Hour)
 	s.callsByConv = newSlidingLimiter(cfg.Limits.callsPerConversation(), time.Hour)
+	s.sockets = newSocketSlots()
 	for _, o := range opts {
 		o(s)
 	}
@@ -135,6 +139,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	s.log.Info("http listening", "addr", ln.Addr().String(), "public_url", s.cfg.HTTP.PublicURL)
 	close(s.ready)
+	expiryCtx, stopExpiry := context.WithCancel(ctx)
+	expiryDone := make(chan struct{})
+	go func() { defer close(expiryDone); s.hub.runExpiry(expiryCtx) }()
+	defer func() { stopExpiry(); <-expiryDone }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gateway: serve: %w", err)

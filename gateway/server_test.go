@@ -225,12 +225,14 @@ func TestChatBetweenCustomerAndAgent(t *testing.T) {
 	if ack := cws.expect("ack"); decode[int64](t, ack["seq"]) != 1 {
 		t.Fatalf("ack: %s", ack["seq"])
 	}
+	// The queue changes reach the console as diffs.
 	for {
-		q := decode[[]wireConversation](t, aws.expect("queue")["queue"])
-		if len(q) != 1 {
-			t.Fatalf("queue after message: %+v", q)
+		f := aws.expect("queue.updated")
+		q := decode[wireConversation](t, f["conversation"])
+		if q.ID != id || decode[int](t, f["total"]) != 1 {
+			t.Fatalf("queue update after message: %s", f["conversation"])
 		}
-		if q[0].Preview == "my meter is broken" {
+		if q.Preview == "my meter is broken" {
 			break
 		}
 	}

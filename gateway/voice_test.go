@@ -411,7 +411,7 @@ func TestVoiceRefusedWithoutDestinationOrPastLimit(t *testing.T) {
 		t.Fatalf("no destination: %v", f)
 	}
 	e.srv.hub.mu.Lock()
-	e.srv.hub.queues["support"] = QueueConfig{Name: "support", Trunk: "pbx", Dial: "sip:600@pbx.test"}
+	e.srv.hub.queues["support"] = QueueConfig{Name: "support", Trunk: "pbx", Dial: "sip:600@pbx.test", MaxWaiting: 10}
 	e.srv.hub.mu.Unlock()
 	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
 	waitCall(t, cws, callConnected)

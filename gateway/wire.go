@@ -123,6 +123,8 @@ type inFrame struct {
 	Digits         string          `json:"digits"`
 	Stream         string          `json:"stream"`
 	Page           string          `json:"page"`
+	// Before asks history for the page of messages before this seq.
+	Before int64 `json:"before"`
 }
 
 type errorFrame struct {

@@ -19,15 +19,38 @@ const (
 	statusGoingAway = websocket.StatusGoingAway
 	pingInterval    = 20 * time.Second
 	helloTimeout    = 15 * time.Second
+	// sendBuffer and sendBufferBytes bound what waits to be written to one
+	// socket. Past half of either, typing indicators are dropped; past
+	// either, the socket is closed as too slow (it catches up from the
+	// store when it reconnects).
 	sendBuffer      = 512
+	sendBufferBytes = 4 << 20
+	// flushTimeout bounds the writing of the last frames of a closing
+	// socket.
+	flushTimeout = time.Second
 )
+
+// outFrame is one encoded frame waiting for a socket's writer.
+type outFrame struct {
+	data []byte
+	// conv and key let a newer frame replace a queued one (coalescing): a
+	// frame with the same key replaces the last queued frame of its
+	// conversation if that one has the key too. "" never coalesces.
+	conv, key string
+	// droppable frames (typing indicators) may be left out when the
+	// socket falls behind; every other frame is delivered or the socket
+	// is closed.
+	droppable bool
+}
 
 // client is one WebSocket connection: a customer's widget or an agent's
 // console. Frames are queued by send and written by the connection's own
-// writer goroutine, so callers holding hub.mu never block on the network.
+// writer goroutine, so callers holding hub.mu never block on the network,
+// and one slow socket never holds up the others.
 type client struct {
 	conn    *websocket.Conn
 	log     *slog.Logger
+	metrics *metrics
 	role    string
 	agentID string
 	cv      *conv
@@ -41,30 +64,142 @@ type client struct {
 	// Guarded by hub.mu.
 	ready bool
 
-	out       chan []byte
+	qmu    sync.Mutex
+	queue  []outFrame
+	queued int // bytes in queue
+	wake   chan struct{}
+
 	quit      chan struct{}
 	closeOnce sync.Once
 	code      websocket.StatusCode
 	reason    string
 }
 
-func newClient(conn *websocket.Conn, log *slog.Logger) *client {
-	return &client{conn: conn, log: log, out: make(chan []byte, sendBuffer), quit: make(chan struct{})}
+func newClient(conn *websocket.Conn, log *slog.Logger, m *metrics) *client {
+	return &client{conn: conn, log: log, metrics: m, wake: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
-// send queues v for the client. It never blocks: a client too slow to keep
-// up is disconnected and catches up from the store when it reconnects.
+// send queues v for the client. It never blocks.
 func (c *client) send(v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		c.log.Error("frame not encoded", "err", err)
 		return
 	}
+	c.enqueue(outFrame{data: b})
+}
+
+// sendTyping queues a typing indicator of conversation convID: it
+// replaces one still queued and is the first thing dropped when the
+// socket falls behind.
+func (c *client) sendTyping(convID string, b []byte) {
+	c.enqueue(outFrame{data: b, conv: convID, key: "typing", droppable: true})
+}
+
+// enqueue adds f to the send queue (see outFrame). A client too slow to
+// keep up, even without its droppable frames, is disconnected and catches
+// up from the store when it reconnects.
+func (c *client) enqueue(f outFrame) {
 	select {
-	case c.out <- b:
+	case <-c.quit:
+		return
 	default:
-		c.closeWith(websocket.StatusTryAgainLater, "too slow; reconnect")
 	}
+	c.qmu.Lock()
+	if f.key != "" && c.coalesceLocked(f) {
+		c.qmu.Unlock()
+		return
+	}
+	if f.droppable && (len(c.queue) >= sendBuffer/2 || c.queued+len(f.data) > sendBufferBytes/2) {
+		c.qmu.Unlock()
+		c.dropped("typing", 1)
+		return
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		if n := c.shedLocked(); n > 0 {
+			c.dropped("typing", n)
+		}
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		n := len(c.queue) + 1
+		c.qmu.Unlock()
+		c.dropped("slow", n)
+		c.closeWith(websocket.StatusTryAgainLater, "too slow; reconnect")
+		return
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(f.data)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// coalesceLocked replaces the last queued frame of f's conversation with
+// f when that frame has f's key; it reports whether it did.
+func (c *client) coalesceLocked(f outFrame) bool {
+	for i := len(c.queue) - 1; i >= 0; i-- {
+		q := &c.queue[i]
+		if q.conv != f.conv {
+			continue
+		}
+		if q.key != f.key {
+			return false
+		}
+		c.queued += len(f.data) - len(q.data)
+		*q = f
+		return true
+	}
+	return false
+}
+
+// shedLocked removes the droppable frames from the queue and returns how
+// many it removed.
+func (c *client) shedLocked() int {
+	kept := c.queue[:0]
+	n := 0
+	for _, q := range c.queue {
+		if q.droppable {
+			c.queued -= len(q.data)
+			n++
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	return n
+}
+
+func (c *client) dropped(reason string, n int) {
+	if c.metrics != nil {
+		c.metrics.flow.dropped.WithLabelValues(reason).Add(float64(n))
+	}
+}
+
+// next takes the oldest queued frame.
+func (c *client) next() ([]byte, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.queue) == 0 {
+		return nil, false
+	}
+	f := c.queue[0]
+	c.queue[0] = outFrame{}
+	c.queue = c.queue[1:]
+	c.queued -= len(f.data)
+	if len(c.queue) == 0 {
+		c.queue = nil // let the backing array go
+	}
+	return f.data, true
+}
+
+// pending is how many frames wait to be written.
+func (c *client) pending() int {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue)
 }
 
 // closeWith asks the writer to close the socket with code and reason.
@@ -81,12 +216,25 @@ func (c *client) writeLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		select {
-		case b := <-c.out:
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := c.conn.Write(wctx, websocket.MessageText, b)
-			cancel()
-			if err != nil {
-				c.closeWith(websocket.StatusInternalError, "write failed")
+		case <-c.wake:
+			for {
+				b, ok := c.next()
+				if !ok {
+					break
+				}
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := c.conn.Write(wctx, websocket.MessageText, b)
+				cancel()
+				if err != nil {
+					c.closeWith(websocket.StatusInternalError, "write failed")
+					break
+				}
+				select {
+				case <-c.quit:
+				default:
+					continue
+				}
+				break
 			}
 		case <-t.C:
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -96,18 +244,16 @@ func (c *client) writeLoop(ctx context.Context) {
 				c.closeWith(websocket.StatusPolicyViolation, "ping timeout")
 			}
 		case <-c.quit:
-			// Flush what is queued (the last frames often explain the close).
+			// Flush what is queued (the last frames often explain the
+			// close), within flushTimeout in all.
+			fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 			for {
-				select {
-				case b := <-c.out:
-					wctx, cancel := context.WithTimeout(ctx, time.Second)
-					_ = c.conn.Write(wctx, websocket.MessageText, b)
-					cancel()
-					continue
-				default:
+				b, ok := c.next()
+				if !ok || c.conn.Write(fctx, websocket.MessageText, b) != nil {
+					break
 				}
-				break
 			}
+			cancel()
 			_ = c.conn.Close(c.code, c.reason)
 			return
 		case <-ctx.Done():
@@ -125,6 +271,9 @@ func (c *client) sendError(err error, ref string, m *metrics) {
 
 // handleWS upgrades, authenticates with the hello frame, then runs the
 // read loop. Malformed frames get an error frame; the socket stays open.
+// Each socket has a token bucket (frames and bytes); sockets are capped
+// per client address (agents' consoles apart), per agent and, at hello,
+// per conversation.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.hub.isClosing() {
 		writeError(w, ErrShuttingDown)
@@ -149,17 +298,33 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ip := s.clientIP(r)
-	cl := newClient(conn, s.log.With("remote", ip))
+	cl := newClient(conn, s.log.With("remote", ip), s.metrics)
 	cl.ip = ip
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); cl.writeLoop(ctx) }()
 	defer wg.Wait()
 
+	// A call center's consoles share one address: an agent's sockets count
+	// against the agent, everyone else's against the address.
+	slot, max, capName := "ip:"+addrKey(ip), s.cfg.Limits.MaxSocketsPerIP, "ip"
+	if agentID != "" {
+		slot, max, capName = "agent:"+agentID, s.cfg.Limits.MaxSocketsPerAgent, "agent"
+	}
+	if !s.sockets.acquire(slot, max) {
+		s.refuseSocket(cl, capName)
+		return
+	}
+	defer s.sockets.release(slot)
+
 	if err := s.hello(ctx, cl, agentID); err != nil {
 		ae := asAPIError(err)
 		if ae.Status == http.StatusInternalServerError {
 			cl.log.Error("websocket hello", "err", err)
+		}
+		if errors.Is(err, errTooManySockets) {
+			s.refuseSocket(cl, "conversation")
+			return
 		}
 		cl.sendError(err, "", s.metrics)
 		cl.closeWith(websocket.StatusPolicyViolation, ae.Message)
@@ -172,6 +337,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	goingAway := false
 	defer func() { s.unregister(cl, goingAway) }()
 
+	lim := newSocketLimiter(s.cfg.Limits)
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
@@ -188,21 +354,55 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			return
 		default:
 		}
-		if typ != websocket.MessageText {
-			cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frames must be JSON text"), "", s.metrics)
-			continue
-		}
-		var f inFrame
-		if err := json.Unmarshal(data, &f); err != nil {
-			cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frame is not valid JSON"), "", s.metrics)
-			continue
-		}
-		if err := s.dispatch(ctx, cl, &f); err != nil {
-			if ae := asAPIError(err); ae.Status == http.StatusInternalServerError {
-				cl.log.Error("websocket frame", "type", f.Type, "err", err)
+		if ok, wait := lim.allow(len(data), time.Now()); !ok {
+			if lim.floods() {
+				cl.log.Warn("websocket closed for flooding", "role", cl.role)
+				cl.closeWith(websocket.StatusPolicyViolation, "rate limit exceeded")
+				return
 			}
-			cl.sendError(err, f.ID, s.metrics)
+			s.metrics.flow.rateLimited.Inc()
+			var ref struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal(data, &ref)
+			cl.sendError(&apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+				Message: "too many frames; slow down", RetryAfter: retrySeconds(wait)}, truncate(ref.ID, 64), s.metrics)
+			continue
 		}
+		s.handleFrame(ctx, cl, typ, data)
+	}
+}
+
+// refuseSocket tells a socket which cap it hit and closes it with 1013
+// (try again later): clients retry with back-off.
+func (s *Server) refuseSocket(cl *client, capName string) {
+	s.metrics.flow.refusedSockets.WithLabelValues(capName).Inc()
+	reason := map[string]string{
+		"ip":           "too many connections from this address",
+		"agent":        "too many console connections for this agent",
+		"conversation": "too many connections to this conversation",
+	}[capName]
+	cl.sendError(errf(http.StatusTooManyRequests, errTooManySockets.Code, "%s", reason), "", s.metrics)
+	cl.closeWith(websocket.StatusTryAgainLater, reason)
+}
+
+// handleFrame runs one frame read from an authenticated client: a frame
+// that is not JSON text, or that dispatch refuses, gets an error frame.
+func (s *Server) handleFrame(ctx context.Context, cl *client, typ websocket.MessageType, data []byte) {
+	if typ != websocket.MessageText {
+		cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frames must be JSON text"), "", s.metrics)
+		return
+	}
+	var f inFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frame is not valid JSON"), "", s.metrics)
+		return
+	}
+	if err := s.dispatch(ctx, cl, &f); err != nil {
+		if ae := asAPIError(err); ae.Status == http.StatusInternalServerError {
+			cl.log.Error("websocket frame", "type", f.Type, "err", err)
+		}
+		cl.sendError(err, truncate(f.ID, 64), s.metrics)
 	}
 }
 
@@ -249,6 +449,11 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	var media map[string]bool
 	if cv != nil {
 		s.hub.mu.Lock()
+		if len(cv.customers) >= s.cfg.Limits.MaxSocketsPerConversation {
+			s.hub.mu.Unlock()
+			cl.cv = nil
+			return errTooManySockets
+		}
 		cv.customers[cl] = struct{}{}
 		if rtc := cv.rtc; rtc != nil && rtc.ownedBy(cl) {
 			rtc.grace.stop()
@@ -256,12 +461,12 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 		}
 		s.hub.mu.Unlock()
 	}
-	ms, err := s.store.Messages(ctx, c.ID, after, maxHistory)
+	ms, older, err := s.hub.historyPage(ctx, c.ID, after, 0)
 	if err != nil {
 		return err
 	}
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
-		"features": s.features()}
+		"older": older, "features": s.features()}
 	if cv != nil {
 		s.hub.mu.Lock()
 		v := cv.voice
@@ -327,21 +532,33 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 		mine = append(mine, h.wireConvLocked(cv))
 		ids = append(ids, id)
 	}
+	queue, total, more := h.queuePageLocked(a, nil, queuePageSize)
+	agentQueues := a.cfg.Queues
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "agent": h.wireAgentLocked(a),
-		"conversations": mine, "queue": h.queueForLocked(a), "agents": h.agentListLocked(), "queues": h.queueNamesLocked(),
-		"features": s.features(), "media": media}
+		"conversations": mine, "queue": queue, "queue_total": total, "queue_more": more,
+		"agents": h.agentListLocked(), "queues": h.queueNamesLocked(), "features": s.features(), "media": media}
 	h.updateGaugesLocked()
 	h.mu.Unlock()
 
-	var msgs []wireMessage
+	msgs := []wireMessage{}
+	older := map[string]bool{}
 	for _, id := range ids {
-		ms, err := s.store.Messages(ctx, id, after[id], maxHistory)
+		ms, old, err := h.historyPage(ctx, id, after[id], 0)
 		if err != nil {
 			return err
 		}
 		msgs = append(msgs, toWireMessages(ms)...)
+		if old {
+			older[id] = true
+		}
 	}
 	welcome["messages"] = msgs
+	welcome["older"] = older
+	left, err := h.leftFor(ctx, agentQueues)
+	if err != nil {
+		return err
+	}
+	welcome["left"] = left
 	cl.send(welcome)
 	s.agentWelcomed(cl, held)
 	h.mu.Lock()
@@ -351,7 +568,8 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	return nil
 }
 
-const maxHistory = 10000
+// maxHistory caps the messages of one GET .../messages answer.
+const maxHistory = 1000
 
 // unregister forgets a closed socket. goingAway says the browser left
 // the page (close code 1001): the page's media ends with it.
@@ -359,7 +577,10 @@ func (s *Server) unregister(cl *client, goingAway bool) {
 	h := s.hub
 	h.mu.Lock()
 	if cl.cv != nil {
-		delete(cl.cv.customers, cl)
+		if _, ok := cl.cv.customers[cl]; ok {
+			delete(cl.cv.customers, cl)
+			cl.cv.lastActive = h.now() // limits.abandoned_after counts from here
+		}
 	}
 	if a, ok := h.agents[cl.agentID]; ok {
 		delete(a.clients, cl)
@@ -383,9 +604,13 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		return nil
 	case "hello":
 		return errf(http.StatusBadRequest, "bad_frame", "already said hello")
+	case "history":
+		return s.sendHistory(ctx, cl, f)
 	}
 	if cl.role == store.RoleAgent {
 		switch f.Type {
+		case "queue.page":
+			return s.sendQueuePage(cl, f.After)
 		case "presence":
 			return s.hub.setPresence(cl.agentID, f.State)
 		case "accept":
@@ -508,7 +733,7 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 		if f.Typing == nil {
 			return errf(http.StatusBadRequest, "bad_frame", "typing needs a boolean typing field")
 		}
-		s.hub.relay(cv, cl.role, map[string]any{"type": "typing", "conversation_id": cv.c.ID, "role": cl.role, "typing": *f.Typing})
+		s.hub.relayTyping(cv, cl.role, *f.Typing)
 		return nil
 	default: // read
 		return s.hub.markRead(ctx, cv, cl.role, f.Seq)
@@ -572,4 +797,60 @@ func (s *Server) senderOf(cl *client, cv *conv, m *store.Message) {
 		return
 	}
 	m.SenderName = cv.c.Customer.Name
+}
+
+// sendHistory answers a history request: one page of the transcript
+// before f.Before (0: the latest page), for the customer's conversation or
+// one the agent may read.
+func (s *Server) sendHistory(ctx context.Context, cl *client, f *inFrame) error {
+	if f.Before < 0 {
+		return errf(http.StatusBadRequest, "bad_frame", "before must not be negative")
+	}
+	var c *store.Conversation
+	if cl.role == store.RoleAgent {
+		if f.ConversationID == "" {
+			return errf(http.StatusBadRequest, "bad_frame", "conversation_id is required")
+		}
+		_, sc, err := s.hub.lookup(ctx, f.ConversationID)
+		if err != nil {
+			return err
+		}
+		if !s.hub.canAgentRead(cl.agentID, sc) {
+			return ErrForbidden
+		}
+		c = sc
+	} else {
+		if cl.cv == nil {
+			return ErrEnded
+		}
+		s.hub.mu.Lock()
+		id := cl.cv.c.ID
+		s.hub.mu.Unlock()
+		c = &store.Conversation{ID: id}
+	}
+	ms, older, err := s.hub.historyPage(ctx, c.ID, 0, f.Before)
+	if err != nil {
+		return err
+	}
+	cl.send(map[string]any{"type": "history", "conversation_id": c.ID, "messages": toWireMessages(ms), "older": older, "before": f.Before})
+	return nil
+}
+
+// sendQueuePage answers queue.page: the next page of the agent's queue
+// list after the conversation the raw cursor names.
+func (s *Server) sendQueuePage(cl *client, raw json.RawMessage) error {
+	var cur queueCursor
+	if len(raw) == 0 || json.Unmarshal(raw, &cur) != nil || cur.ID == "" {
+		return errf(http.StatusBadRequest, "bad_frame", `queue.page needs "after": {"created_at", "id"} of the last conversation shown`)
+	}
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a, ok := h.agents[cl.agentID]
+	if !ok {
+		return ErrUnauthorized
+	}
+	page, total, more := h.queuePageLocked(a, &cur, queuePageSize)
+	cl.send(map[string]any{"type": "queue.page", "queue": page, "total": total, "more": more})
+	return nil
 }
