@@ -346,6 +346,15 @@ export class ChatLog {
     return this.items.has(id);
   }
 
+  /** minSeq is the lowest seq shown (0 when none is). */
+  minSeq() {
+    let seq = 0;
+    for (const { msg } of this.items.values()) {
+      if (msg.seq && (!seq || msg.seq < seq)) seq = msg.seq;
+    }
+    return seq;
+  }
+
   /** lastOtherSeq is the highest seq of a message not written by this side. */
   lastOtherSeq() {
     let seq = 0;
@@ -539,5 +548,62 @@ export class Typing {
     clearTimeout(this.timer);
     if (this.active) this.send(false);
     this.active = false;
+  }
+}
+
+/**
+ * HistoryPager fetches older pages of a transcript: the gateway sends the
+ * latest page only (welcome, history) and says whether older messages
+ * exist. When the reader scrolls to the top of scroller, or clicks button,
+ * it asks for the page before the oldest message shown, through
+ * request(before), which sends a history frame and reports whether it
+ * could. received() takes the answer and keeps the reader's place.
+ */
+export class HistoryPager {
+  constructor({ log, scroller, button, request }) {
+    this.log = log;
+    this.scroller = scroller;
+    this.button = button;
+    this.request = request;
+    this.older = false;
+    this.loading = false;
+    scroller.addEventListener('scroll', () => { if (scroller.scrollTop < 40) this.load(); });
+    button.addEventListener('click', () => this.load());
+  }
+
+  /** setOlder records whether messages older than the first shown exist. */
+  setOlder(older) {
+    this.older = Boolean(older);
+    this.render();
+  }
+
+  load() {
+    if (!this.older || this.loading) return;
+    const before = this.log.minSeq();
+    if (!before || !this.request(before)) return;
+    this.loading = true;
+    this.render();
+  }
+
+  /** received shows a page of older messages without moving the reader. */
+  received(messages, older) {
+    const el = this.scroller;
+    const fromBottom = el.scrollHeight - el.scrollTop;
+    for (const m of messages) this.log.upsert(m);
+    el.scrollTop = el.scrollHeight - fromBottom;
+    this.loading = false;
+    this.setOlder(older);
+  }
+
+  /** reset forgets a request in flight (the socket was replaced). */
+  reset() {
+    this.loading = false;
+    this.render();
+  }
+
+  render() {
+    this.button.hidden = !this.older;
+    this.button.disabled = this.loading;
+    this.button.textContent = this.loading ? 'Loading earlier messages…' : 'Load earlier messages';
   }
 }

@@ -11,6 +11,16 @@ const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
 
 const $ = (id) => document.getElementById(id);
 
+/** closed: a conversation that takes no more messages (ended, or a message left). */
+const closed = (c) => c?.state === 'ended' || c?.state === 'left';
+
+/** byAge orders queue entries as the gateway does: oldest first, then by id. */
+function byAge(a, b) {
+  const d = Date.parse(a.created_at) - Date.parse(b.created_at);
+  if (d) return d;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
 /** Conv is the console's view of one conversation: its data, log and counters. */
 class Conv {
   constructor(data) {
@@ -25,6 +35,9 @@ class Conv {
     });
     this.readSent = 0;
     this.loaded = false;
+    // older: the gateway has messages before the first one shown.
+    this.older = false;
+    this.loadingOlder = false;
   }
 
   get id() {
@@ -48,7 +61,11 @@ async function api(path, options = {}) {
 const app = {
   agent: null,
   convs: new Map(), // my conversations, by id
-  queue: [],
+  queue: [], // the waiting conversations loaded so far, oldest first
+  queueTotal: 0, // how many wait in my queues
+  queueMore: false, // more pages of the queue to load
+  queueLoading: false,
+  left: [], // messages left while the queue was full, newest first
   agents: [], // everyone, with presence, for transfers
   queues: [], // queue names, for transfers
   offered: new Set(),
@@ -129,7 +146,7 @@ const app = {
       onRejected: () => this.showLogin('Your session has ended. Please sign in again.'),
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
-    this.typing = new Typing((on) => this.selected?.data.state !== 'ended' && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
+    this.typing = new Typing((on) => !closed(this.selected?.data) && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
     this.calls ??= new ConsoleCalls({ bar: $('callbar'), send: (f) => this.socket.send(f), note: (t) => this.note(t) });
     // video (Step 3)
     this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
@@ -159,6 +176,8 @@ const app = {
     $('end').addEventListener('click', () => this.end());
     $('dismiss').addEventListener('click', () => this.dismiss());
     $('transfer-form').addEventListener('submit', (e) => { e.preventDefault(); this.transfer(); });
+    $('queue-more').addEventListener('click', () => this.loadQueuePage());
+    $('history-more').addEventListener('click', () => this.loadOlder(this.selected));
     document.addEventListener('visibilitychange', () => this.sendRead());
     addEventListener('popstate', () => {
       const m = location.pathname.match(/^\/console\/c\/([^/]+)/);
@@ -202,10 +221,32 @@ const app = {
       case 'ack': this.acked(f); break;
       case 'message': this.message(f.message); break;
       case 'conversation': this.conversation(f.conversation); break;
-      case 'queue': this.setQueue(f.queue ?? []); break;
+      case 'queue.added':
+      case 'queue.updated':
+        this.queueTotal = f.total ?? this.queueTotal;
+        this.queuePut(f.conversation, f.type === 'queue.added');
+        this.renderQueue();
+        break;
+      case 'queue.removed':
+        this.queueTotal = f.total ?? this.queueTotal;
+        this.queue = this.queue.filter((c) => c.id !== f.conversation_id);
+        this.offered.delete(f.conversation_id);
+        this.renderQueue();
+        break;
+      case 'queue.page':
+        this.queueLoading = false;
+        this.queueTotal = f.total ?? this.queueTotal;
+        this.queueMore = Boolean(f.more);
+        for (const c of f.queue ?? []) this.queuePut(c, true);
+        this.renderQueue();
+        break;
+      case 'left.added':
+        this.left = [f.conversation, ...this.left.filter((c) => c.id !== f.conversation.id)];
+        this.renderLeft();
+        break;
       case 'offer':
         this.offered.add(f.conversation.id);
-        if (!this.queue.some((c) => c.id === f.conversation.id)) this.queue.push(f.conversation);
+        this.queuePut(f.conversation, true);
         this.renderQueue();
         break;
       case 'typing': this.typingFrame(f); break;
@@ -213,7 +254,7 @@ const app = {
         if (f.role !== 'agent') this.convs.get(f.conversation_id)?.log.setRead(f.seq);
         break;
       case 'presence': $('presence').value = f.state; break;
-      case 'history': this.history(f.conversation_id, f.messages ?? []); break;
+      case 'history': this.history(f.conversation_id, f.messages ?? [], f.older); break;
       case 'agents':
         this.agents = f.agents ?? [];
         this.fillTransferTargets();
@@ -234,12 +275,25 @@ const app = {
       open.add(c.id);
       this.upsertConv(c);
     }
+    const older = f.older ?? {};
+    for (const conv of this.convs.values()) {
+      if (!open.has(conv.id)) continue;
+      // Too much was missed to show it all: start again from the latest page.
+      if (older[conv.id] && conv.log.maxSeq > 0) conv.log.clear();
+      conv.older = Boolean(older[conv.id]);
+      conv.loadingOlder = false;
+    }
     for (const m of f.messages ?? []) this.message(m);
     for (const conv of this.convs.values()) {
       conv.loaded = true;
-      if (!open.has(conv.id) && conv.data.state !== 'ended') this.convs.delete(conv.id);
+      if (!open.has(conv.id) && !closed(conv.data)) this.convs.delete(conv.id);
     }
+    this.queueTotal = f.queue_total ?? (f.queue ?? []).length;
+    this.queueMore = Boolean(f.queue_more);
+    this.queueLoading = false;
     this.setQueue(f.queue ?? []);
+    this.left = f.left ?? [];
+    this.renderLeft();
     this.renderMine();
     if (this.wanted) {
       this.openLinked(this.wanted);
@@ -292,7 +346,8 @@ const app = {
       this.convs.set(data.id, conv);
       const early = this.early.get(data.id);
       this.early.delete(data.id);
-      for (const m of early ?? []) conv.log.upsert(m);
+      for (const m of early?.messages ?? []) conv.log.upsert(m);
+      if (early) conv.older = Boolean(early.older);
     } else {
       conv.data = data;
     }
@@ -300,19 +355,35 @@ const app = {
     return conv;
   },
 
-  /** history shows a transcript pushed after accept or transfer. */
-  history(convID, messages) {
+  /**
+   * history shows a page of a transcript: the latest one, pushed after
+   * accept or transfer or asked for by loadHistory, or an older one asked
+   * for by loadOlder. older says whether messages before it exist.
+   */
+  history(convID, messages, older) {
     const conv = this.convs.get(convID);
     if (!conv) {
-      this.early.set(convID, messages);
+      this.early.set(convID, { messages, older });
       return;
     }
+    const el = conv.container;
+    const fromBottom = el.scrollHeight - el.scrollTop;
+    const first = conv.log.minSeq();
     for (const m of messages) conv.log.upsert(m);
+    // A page before what is shown keeps the reader's place; the latest
+    // page sets how far back the log goes.
+    if (conv.loadingOlder) el.scrollTop = el.scrollHeight - fromBottom;
+    if (conv.loadingOlder || !first || (messages.length && messages[0].seq <= first)) conv.older = Boolean(older);
+    conv.loadingOlder = false;
     conv.loaded = true;
+    if (conv === this.selected) this.renderOlder();
   },
 
-  /** loadHistory fetches messages we may have missed, e.g. after accept. */
+  /** loadHistory fetches the latest page of a transcript the log lacks. */
   async loadHistory(conv) {
+    if (conv.log.maxSeq === 0) {
+      if (this.socket.send({ type: 'history', conversation_id: conv.id })) return;
+    }
     try {
       const { messages } = await api(`/conversations/${encodeURIComponent(conv.id)}/messages?after=${conv.log.maxSeq}`);
       for (const m of messages ?? []) conv.log.upsert(m);
@@ -320,6 +391,23 @@ const app = {
     } catch (err) {
       if (conv === this.selected) this.note(`Could not load the history: ${err.message}`);
     }
+  },
+
+  /** loadOlder asks for the page before the oldest message shown. */
+  loadOlder(conv) {
+    if (!conv?.older || conv.loadingOlder) return;
+    const before = conv.log.minSeq();
+    if (!before || !this.socket.send({ type: 'history', conversation_id: conv.id, before })) return;
+    conv.loadingOlder = true;
+    this.renderOlder();
+  },
+
+  renderOlder() {
+    const conv = this.selected;
+    const b = $('history-more');
+    b.hidden = !conv?.older;
+    b.disabled = Boolean(conv?.loadingOlder);
+    b.textContent = conv?.loadingOlder ? 'Loading earlier messages…' : 'Load earlier messages';
   },
 
   conversation(data) {
@@ -343,7 +431,7 @@ const app = {
       // video went with it.
       known.data = data;
       this.video?.handedOver(data.id);
-      if (data.state !== 'ended') {
+      if (!closed(data)) {
         this.convs.delete(data.id);
         if (this.selected === known) this.select(null);
       }
@@ -354,17 +442,69 @@ const app = {
   },
 
   setQueue(list) {
-    this.queue = list;
+    this.queue = [...list].sort(byAge);
     for (const id of this.offered) if (!list.some((c) => c.id === id)) this.offered.delete(id);
     this.renderQueue();
+  },
+
+  /**
+   * queuePut adds or updates a waiting conversation in the loaded part of
+   * the queue: a new one past the last loaded page waits for that page.
+   */
+  queuePut(c, add) {
+    if (!c || c.state !== 'waiting') return;
+    const i = this.queue.findIndex((x) => x.id === c.id);
+    if (i >= 0) {
+      this.queue[i] = c;
+      return;
+    }
+    const last = this.queue[this.queue.length - 1];
+    if (!add || (this.queueMore && last && byAge(c, last) > 0)) return;
+    this.queue.push(c);
+    this.queue.sort(byAge);
+  },
+
+  /** loadQueuePage asks for the waiting conversations after the last loaded. */
+  loadQueuePage() {
+    const last = this.queue[this.queue.length - 1];
+    if (!this.queueMore || this.queueLoading || !last) return;
+    if (this.socket.send({ type: 'queue.page', after: { created_at: last.created_at, id: last.id } })) {
+      this.queueLoading = true;
+      this.renderQueue();
+    }
   },
 
   renderQueue() {
     const ul = $('queue');
     ul.replaceChildren(...this.queue.map((c) => this.queueItem(c)));
-    $('queue-count').textContent = String(this.queue.length);
-    $('queue-empty').hidden = this.queue.length > 0;
+    const total = Math.max(this.queueTotal, this.queue.length);
+    $('queue-count').textContent = String(total);
+    $('queue-empty').hidden = total > 0;
+    const more = $('queue-more');
+    more.hidden = !this.queueMore;
+    more.disabled = this.queueLoading;
+    more.textContent = this.queueLoading ? 'Loading…' : `Show more (${total - this.queue.length} more waiting)`;
     this.renderTitle();
+  },
+
+  /** renderLeft lists the messages left while the queue was full. */
+  renderLeft() {
+    const ul = $('left');
+    ul.replaceChildren(...this.left.map((c) => {
+      const b = h('button', { type: 'button', class: 'item-button' },
+        h('span', { class: 'name', text: c.customer?.name || c.customer?.email || 'Visitor' }),
+        h('span', { class: 'sub', text: `${c.customer?.email || ''} · ${formatTime(c.created_at)}` }));
+      b.addEventListener('click', () => this.openLeft(c));
+      return h('li', { class: 'item conv', 'data-testid': 'left-item', 'data-conversation': c.id }, b);
+    }));
+    $('left-section').hidden = this.left.length === 0;
+  },
+
+  /** openLeft shows a message left, read-only. */
+  openLeft(c) {
+    const conv = this.upsertConv(c);
+    this.renderMine();
+    this.select(conv);
   },
 
   queueItem(c) {
@@ -401,14 +541,14 @@ const app = {
   convItem(conv) {
     const c = conv.data;
     const li = h('li', {
-      class: `item conv${conv === this.selected ? ' selected' : ''}${c.state === 'ended' ? ' ended' : ''}`,
+      class: `item conv${conv === this.selected ? ' selected' : ''}${closed(c) ? ' ended' : ''}`,
       'data-testid': 'conversation-item',
       'data-conversation': c.id,
       'data-state': c.state,
     });
     const button = h('button', { type: 'button', class: 'item-button', 'aria-current': conv === this.selected ? 'true' : null },
       h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
-      h('span', { class: 'sub', text: c.state === 'ended' ? 'Ended' : c.queue || '' }),
+      h('span', { class: 'sub', text: c.state === 'left' ? 'Message left' : c.state === 'ended' ? 'Ended' : c.queue || '' }),
       conv.unread ? h('span', { class: 'unread', 'data-testid': 'unread', text: String(conv.unread) }) : null);
     button.addEventListener('click', () => this.select(conv));
     li.append(button);
@@ -424,6 +564,7 @@ const app = {
     this.video?.show(conv?.data); // video (Step 3)
     if (!conv) {
       $('conversation').hidden = true;
+      $('history-more').hidden = true;
       $('placeholder').hidden = false;
       $('log-slot').replaceChildren();
       this.renderMine();
@@ -433,6 +574,11 @@ const app = {
     $('placeholder').hidden = true;
     $('conversation').hidden = false;
     $('log-slot').replaceChildren(conv.container);
+    if (!conv.scrollBound) {
+      conv.scrollBound = true;
+      conv.container.addEventListener('scroll', () => { if (conv.container.scrollTop < 40) this.loadOlder(conv); });
+    }
+    this.renderOlder();
     if (!conv.loaded) this.loadHistory(conv);
     if (push) {
       const path = `/console/c/${encodeURIComponent(conv.id)}`;
@@ -455,7 +601,7 @@ const app = {
     $('customer-external').textContent = cust.external_id || '—';
     $('conv-queue').textContent = c.queue || '—';
     $('conv-state').textContent = c.state;
-    const ended = c.state === 'ended';
+    const ended = closed(c);
     $('composer').hidden = ended;
     $('end').hidden = ended;
     $('dismiss').hidden = !ended;
@@ -533,7 +679,7 @@ const app = {
 
   sendRead() {
     const conv = this.selected;
-    if (!conv || conv.data.state === 'ended' || document.visibilityState !== 'visible') return;
+    if (!conv || closed(conv.data) || document.visibilityState !== 'visible') return;
     const seq = conv.log.lastOtherSeq();
     if (seq > conv.readSent && this.socket.send({ type: 'read', seq, conversation_id: conv.id })) conv.readSent = seq;
   },
@@ -556,7 +702,7 @@ const app = {
     const conv = this.selected;
     const input = $('chat-input');
     const text = input.value.trim();
-    if (!conv || !text || conv.data.state === 'ended') return;
+    if (!conv || !text || closed(conv.data)) return;
     input.value = '';
     this.typing.stop();
     this.queueText(conv, text);
@@ -564,7 +710,7 @@ const app = {
 
   /** queueText puts a message in the outbox and sends it when it can. */
   queueText(conv, text) {
-    if (conv.data.state === 'ended') return;
+    if (closed(conv.data)) return;
     const item = { id: newId(), conversation_id: conv.id, text, created_at: new Date().toISOString() };
     this.outbox.add(item);
     this.showPending(item);
@@ -626,7 +772,7 @@ const app = {
   /** dismiss takes an ended conversation off the list. */
   dismiss() {
     const conv = this.selected;
-    if (!conv || conv.data.state !== 'ended') return;
+    if (!conv || !closed(conv.data)) return;
     this.convs.delete(conv.id);
     this.select(null);
     if (location.pathname !== '/console') history.pushState(null, '', '/console');

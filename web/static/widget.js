@@ -8,7 +8,7 @@
 // data-identity (a token signed by the site's backend). The widget talks to
 // the gateway it was loaded from, so it works on any allowed site.
 
-import { h, apiError, enterSends, newId, ChatLog, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
+import { h, apiError, enterSends, newId, ChatLog, HistoryPager, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
 import { Voice } from './call.js';
 import { WidgetVideo } from './widget-video.js'; // video (Step 3)
 
@@ -133,6 +133,12 @@ class SegueWidget extends HTMLElement {
       onRetry: (msg) => this.queueText(msg.text),
     });
     this.empty = $('p', { class: 'empty', text: 'Hi! Ask us anything — a person will answer.' });
+    // Older pages of the transcript, fetched on scroll up.
+    this.moreButton = $('button', { type: 'button', class: 'history-more', 'data-testid': 'history-more', hidden: true });
+    this.pager = new HistoryPager({
+      log: this.log, scroller: this.logEl, button: this.moreButton,
+      request: (before) => this.socket.send({ type: 'history', before }),
+    });
     this.typingEl = $('p', { class: 'typing', 'data-testid': 'typing', 'aria-live': 'polite', hidden: true });
     this.notice = $('p', { class: 'notice', 'data-testid': 'notice', role: 'alert', hidden: true });
 
@@ -140,6 +146,7 @@ class SegueWidget extends HTMLElement {
     this.restart.addEventListener('click', () => this.forget(''));
     this.endedEl = $('div', { class: 'ended', 'data-testid': 'ended', hidden: true },
       $('p', { text: 'This conversation has ended.' }), this.restart);
+    this.buildBusy();
 
     this.nameInput = $('input', {
       type: 'text', class: 'name', 'data-testid': 'customer-name', autocomplete: 'name',
@@ -166,7 +173,7 @@ class SegueWidget extends HTMLElement {
 
     this.panel = $('section', {
       class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true,
-    }, header, this.callBar, $('div', { class: 'body' }, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.form);
+    }, header, this.callBar, $('div', { class: 'body' }, this.moreButton, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.busyEl, this.form);
     this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
     this.video = new WidgetVideo(this); // video (Step 3): its bar goes under the call bar
 
@@ -180,6 +187,76 @@ class SegueWidget extends HTMLElement {
     css.addEventListener('load', show);
     css.addEventListener('error', show);
     this.shadowRoot.append(css, this.launcher, this.panel);
+  }
+
+  /**
+   * buildBusy makes the panel shown when the queue is full (queue_full):
+   * the customer leaves an e-mail and a message, which the gateway keeps
+   * for the agents, instead of waiting in a chat.
+   */
+  buildBusy() {
+    const $ = (tag, props, ...kids) => h(tag, props, ...kids);
+    this.busyEmail = $('input', {
+      type: 'email', class: 'name', 'data-testid': 'busy-email', autocomplete: 'email', required: true,
+      maxlength: '254', placeholder: 'Your e-mail', 'aria-label': 'Your e-mail',
+    });
+    this.busyText = $('textarea', {
+      class: 'input', 'data-testid': 'busy-message', rows: '3', maxlength: '4000', required: true,
+      placeholder: 'Your message', 'aria-label': 'Your message',
+    });
+    this.busySend = $('button', { type: 'submit', class: 'secondary', 'data-testid': 'busy-send', text: 'Send' });
+    this.busyForm = $('form', { class: 'busy-form', 'aria-label': 'Leave a message' }, this.busyEmail, this.busyText, this.busySend);
+    this.busyForm.addEventListener('submit', (e) => { e.preventDefault(); this.leaveMessage(); });
+    this.busyDone = $('p', { class: 'busy-sent', 'data-testid': 'busy-sent', role: 'status', hidden: true });
+    const back = $('button', { type: 'button', class: 'link', 'data-testid': 'busy-retry', text: 'Try the chat again' });
+    back.addEventListener('click', () => this.hideBusy());
+    this.busyEl = $('div', { class: 'busy', 'data-testid': 'busy', role: 'region', 'aria-label': 'We are very busy', hidden: true },
+      $('p', { class: 'busy-title', text: 'We are very busy right now.' }),
+      $('p', { text: 'Leave your e-mail and a message, and we will answer by e-mail.' }),
+      this.busyForm, this.busyDone, back);
+  }
+
+  /** showBusy offers to leave a message, prefilled with what was typed. */
+  showBusy(text) {
+    this.busyText.value = text ?? '';
+    this.busyForm.hidden = false;
+    this.busyDone.hidden = true;
+    this.busyEl.hidden = false;
+    this.form.hidden = true;
+    this.note('');
+    this.showState('idle');
+    this.busyEmail.focus({ preventScroll: true });
+  }
+
+  hideBusy() {
+    this.busyEl.hidden = true;
+    this.refresh();
+  }
+
+  async leaveMessage() {
+    const cfg = this.config;
+    const body = {
+      queue: cfg.queue || undefined, name: this.nameInput.value.trim() || cfg.name || undefined,
+      identity: cfg.identity || undefined, email: this.busyEmail.value.trim(), text: this.busyText.value.trim(),
+    };
+    if (!body.email || !body.text) return;
+    this.busySend.disabled = true;
+    try {
+      const res = await fetch(`${API}/left-messages`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+      });
+      if (!res.ok) throw await apiError(res);
+      this.busyForm.hidden = true;
+      this.busyDone.textContent = `Thank you: we will answer at ${body.email}.`;
+      this.busyDone.hidden = false;
+      this.busyText.value = '';
+      this.note('');
+    } catch (err) {
+      const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : '';
+      this.note(`Could not send your message: ${err.message}.${wait}`);
+    } finally {
+      this.busySend.disabled = false;
+    }
   }
 
   open() {
@@ -220,7 +297,7 @@ class SegueWidget extends HTMLElement {
     this.nameInput.hidden = started;
     this.empty.hidden = this.log.items.size > 0;
     this.endedEl.hidden = !ended;
-    this.form.hidden = ended;
+    this.form.hidden = ended || !this.busyEl.hidden;
     this.badge.hidden = this.unread === 0;
     this.badge.textContent = String(this.unread);
     this.launcher.setAttribute('aria-label', this.unread ? `Open chat, ${this.unread} new` : 'Open chat');
@@ -334,6 +411,15 @@ class SegueWidget extends HTMLElement {
   }
 
   failed(id, err) {
+    if (err.code === 'queue_full') {
+      // Every agent is busy and the queue is full: leave a message instead.
+      const item = this.outbox.items.find((m) => m.id === id);
+      this.outbox.remove(id);
+      this.log.remove(id);
+      this.refresh();
+      this.showBusy(item?.text);
+      return;
+    }
     this.outbox.remove(id);
     const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : '';
     this.log.fail(id, 'Not sent');
@@ -405,7 +491,14 @@ class SegueWidget extends HTMLElement {
         this.voice.setFeatures(f.features);
         this.conversation = f.conversation;
         this.readSent = Math.max(this.readSent, f.conversation?.read?.customer ?? 0);
+        // Too much was missed to show it all: start again from the latest page.
+        if (f.older && this.log.maxSeq > 0) {
+          this.log.clear();
+          for (const item of this.outbox.items) this.showPending(item);
+        }
         for (const m of f.messages ?? []) this.log.upsert(m);
+        this.pager.reset();
+        this.pager.setOlder(f.older);
         this.log.setRead(f.conversation?.read?.agent ?? 0);
         this.refresh();
         // After a reconnect: the call and the video go on where the
@@ -418,6 +511,9 @@ class SegueWidget extends HTMLElement {
       case 'ack':
         this.outbox.remove(f.id);
         this.log.ack(f.id, f.seq);
+        break;
+      case 'history':
+        this.pager.received(f.messages ?? [], f.older);
         break;
       case 'message':
         // The ended event can come before the conversation frame.
@@ -440,10 +536,18 @@ class SegueWidget extends HTMLElement {
         if (f.role !== 'customer') this.log.setRead(f.seq);
         break;
       case 'error':
-        if (f.ref && this.outbox.items.some((m) => m.id === f.ref)) {
+        if (f.ref && f.code === 'rate_limited' && this.outbox.items.some((m) => m.id === f.ref)) {
+          // Sent too fast: it stays in the outbox and goes again shortly.
+          const id = f.ref;
+          setTimeout(() => {
+            const item = this.outbox.items.find((m) => m.id === id);
+            if (item) this.socket.send({ type: 'message', id: item.id, text: item.text });
+          }, Math.max(1, f.retry_after || 1) * 1000);
+        } else if (f.ref && this.outbox.items.some((m) => m.id === f.ref)) {
           this.outbox.remove(f.ref);
           this.log.fail(f.ref, `Not sent: ${f.message || f.code}`);
         }
+        if (f.code === 'conversation_full') this.note(f.message);
         break;
       default:
         break;
