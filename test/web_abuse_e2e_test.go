@@ -128,26 +128,13 @@ func TestAbuseQueueFullShowsBusyForm(t *testing.T) {
 	tb.click("busy-send")
 	tb.waitText("busy-sent", "ann@example.com")
 
-	alice := g.login(t, "alice")
-	w, _, err := dialGateway(t, g, g.Origin(), http.Header{"Cookie": {alice.cookieHeader()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.send(map[string]any{"type": "hello"})
-	welcome := w.expect("welcome")
-	left, _ := welcome["left"].([]any)
-	if len(left) != 1 {
-		t.Fatalf("welcome lists %d messages left, want 1", len(left))
-	}
-	c := left[0].(map[string]any)
-	if c["state"] != "left" || c["customer"].(map[string]any)["email"] != "ann@example.com" {
-		t.Fatalf("message left: %v", c)
-	}
-	w.send(map[string]any{"type": "history", "conversation_id": c["id"]})
-	h := w.expect("history")
-	ms, _ := json.Marshal(h["messages"])
-	if !strings.Contains(string(ms), "Can someone call me back?") {
-		t.Fatalf("the message left is not in its transcript: %s", ms)
+	// The agent finds it in the console's list of messages left.
+	console := openConsole(t, g, "alice", "/console")
+	waitJS[bool](console, "the message left in the console", fn("", `const i = q('left-item');
+if (!i || !i.textContent.includes('ann@example.com')) return false; i.querySelector('button').click(); return true;`))
+	console.waitMessage("Can someone call me back?")
+	if hidden := call[bool](console, fn("", `return q('chat-input').closest('form').hidden;`)); !hidden {
+		t.Errorf("the console offers to reply in a message left")
 	}
 }
 
