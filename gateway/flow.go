@@ -157,11 +157,11 @@ type socketSlots struct {
 
 func newSocketSlots() *socketSlots { return &socketSlots{n: map[string]int{}} }
 
-// acquire takes a slot for key unless max are taken.
-func (s *socketSlots) acquire(key string, max int) bool {
+// acquire takes a slot for key unless limit are taken.
+func (s *socketSlots) acquire(key string, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.n[key] >= max {
+	if s.n[key] >= limit {
 		return false
 	}
 	s.n[key]++

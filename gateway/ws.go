@@ -307,11 +307,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 	// A call center's consoles share one address: an agent's sockets count
 	// against the agent, everyone else's against the address.
-	slot, max, capName := "ip:"+addrKey(ip), s.cfg.Limits.MaxSocketsPerIP, "ip"
+	slot, limit, capName := "ip:"+addrKey(ip), s.cfg.Limits.MaxSocketsPerIP, "ip"
 	if agentID != "" {
-		slot, max, capName = "agent:"+agentID, s.cfg.Limits.MaxSocketsPerAgent, "agent"
+		slot, limit, capName = "agent:"+agentID, s.cfg.Limits.MaxSocketsPerAgent, "agent"
 	}
-	if !s.sockets.acquire(slot, max) {
+	if !s.sockets.acquire(slot, limit) {
 		s.refuseSocket(cl, capName)
 		return
 	}
