@@ -62,6 +62,18 @@ type TrunkConfig struct {
 	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Normalize rewrites dialled numbers before sending, in order.
 	Normalize []NormalizeRule `yaml:"normalize"`
+	// TransferTargets lists the patterns a REFER's target must match; a
+	// non-empty list replaces the default rule. A number pattern ("1xxx",
+	// "+4420794601.", "600") matches the dialled number: digits, *, # and a
+	// leading + match themselves, X any digit, Z 1-9, N 2-9, and a final
+	// "." one or more further characters. A URI pattern
+	// ("sip:*@pbx.example.com", "sip:2xxx@pbx.example.com:5060") matches
+	// sip: targets on that host (any port unless one is given) whose user
+	// is "*" (anyone), a number pattern, or exactly the name given.
+	// Empty: only extensions on the trunk's own host that do not look like
+	// public telephone numbers (no tel:, +, 00, 011, premium prefixes, or
+	// more than six digits).
+	TransferTargets []string `yaml:"transfer_targets"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -175,6 +187,11 @@ func (t *TrunkConfig) Validate() error {
 	for i, r := range t.Normalize {
 		if r.Strip < 0 {
 			errs = append(errs, fmt.Errorf("normalize[%d].strip: must not be negative", i))
+		}
+	}
+	for i, p := range t.TransferTargets {
+		if _, err := parseTransferPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("transfer_targets[%d]: %w", i, err))
 		}
 	}
 	return errors.Join(errs...)

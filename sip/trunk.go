@@ -51,6 +51,7 @@ type trunk struct {
 	port      int
 	transport string
 	allow     []netip.Prefix
+	transfer  []transferPattern
 
 	active int // guarded by Server.mu
 
@@ -80,6 +81,13 @@ func newTrunk(tc TrunkConfig) (*trunk, error) {
 			return nil, err
 		}
 		t.allow = append(t.allow, p)
+	}
+	for _, s := range tc.TransferTargets {
+		p, err := parseTransferPattern(s)
+		if err != nil {
+			return nil, err
+		}
+		t.transfer = append(t.transfer, p)
 	}
 	t.state = TrunkState{Name: tc.Name, Register: tc.Register, Options: tc.OptionsInterval > 0}
 	return t, nil
