@@ -21,8 +21,12 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// UserAgent is sent in User-Agent and Server headers.
 	UserAgent string `yaml:"user_agent"`
-	// ScannerSilence drops requests from unknown sources instead of 403.
-	ScannerSilence bool `yaml:"scanner_silence"`
+	// ScannerSilence, on unless set to false, drops requests from sources
+	// outside every trunk's allow_inbound_from before they are parsed;
+	// false answers each of them one stateless 403 (rate-limited per
+	// source). Either way in-dialog requests and CANCELs from such
+	// sources get nothing.
+	ScannerSilence *bool `yaml:"scanner_silence"`
 	// InboundPrefix is the user part prefix that routes an inbound INVITE
 	// to a conversation ("conv-" in sip:conv-<id>@gateway).
 	InboundPrefix string `yaml:"inbound_prefix"`
@@ -100,7 +104,15 @@ func (c *Config) ApplyDefaults() {
 	if c.InboundPrefix == "" {
 		c.InboundPrefix = "conv-"
 	}
+	if c.ScannerSilence == nil {
+		on := true
+		c.ScannerSilence = &on
+	}
 }
+
+// Silent reports whether requests from unknown sources are dropped
+// unanswered (scanner_silence, on unless explicitly false).
+func (c *Config) Silent() bool { return c.ScannerSilence == nil || *c.ScannerSilence }
 
 // ApplyDefaults fills unset trunk fields with their defaults.
 func (t *TrunkConfig) ApplyDefaults() {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -112,8 +113,12 @@ type Server struct {
 	pool     *portPool
 	ready    chan struct{}
 	bg       sync.WaitGroup
-	dropped  uint64
 	nonces   nonceKey
+
+	dropped   atomic.Uint64 // requests from outsiders refused or dropped
+	outsiders *sourceLimiter
+	pinMu     sync.Mutex
+	pins      map[netip.Addr]int // sources of inbound_auth calls in progress
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -127,7 +132,8 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
 		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
-		nonces: newNonceKey(),
+		nonces: newNonceKey(), outsiders: newSourceLimiter(outsiderRate, outsiderBurst, outsiderSources),
+		pins: map[netip.Addr]int{},
 	}
 	for i, tc := range trunks {
 		if err := tc.Validate(); err != nil {
@@ -179,11 +185,7 @@ func (s *Server) Addr(transport string) netip.AddrPort {
 
 // Refused returns how many requests from unknown sources were refused
 // (403 or dropped), for metrics.
-func (s *Server) Refused() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
+func (s *Server) Refused() uint64 { return s.dropped.Load() }
 
 // ActiveCalls returns the number of calls in progress, ringing included.
 func (s *Server) ActiveCalls() int {
@@ -204,9 +206,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 
+	// Before any listener: the read filter needs the trunks' addresses.
+	s.resolveTrunkHosts(ctx)
+	transportLog := s.log.With("layer", "sip_transport")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(s.cfg.UserAgent),
-		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(s.log.With("layer", "sip_transport"))),
+		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(transportLog), sipmsg.WithTransportLayerReadFilter(s.readFilter)),
 		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
 	}
 	if s.clientTLS != nil {

@@ -107,6 +107,7 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 	old := c.dlg
 	c.oldDlg, c.oldCallID = old, c.callID
 	c.dlg, c.callID = dc, newID
+	c.oldGuard, c.guard = c.guard, clientGuard(dc)
 	close(c.dlgChanged)
 	c.dlgChanged = make(chan struct{})
 	c.mu.Unlock()

@@ -52,6 +52,9 @@ type trunk struct {
 	transport string
 	allow     []netip.Prefix
 	transfer  []transferPattern
+	// hostIPs are the addresses the trunk's host resolved to when Run
+	// started; requests from them belong to the trunk.
+	hostIPs []netip.Addr
 
 	active int // guarded by Server.mu
 
@@ -116,6 +119,17 @@ func (t *trunk) allows(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range t.allow {
 		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHost reports whether ip is one of the trunk host's addresses.
+func (t *trunk) isHost(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, a := range t.hostIPs {
+		if a == ip {
 			return true
 		}
 	}
