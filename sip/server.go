@@ -208,7 +208,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Before any listener: the read filter needs the trunks' addresses.
 	s.resolveTrunkHosts(ctx)
-	transportLog := s.log.With("layer", "sip_transport")
+	transportLog := slog.New(newQuietTransportLog(s.log.Handler())).With("layer", "sip_transport")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(s.cfg.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(transportLog), sipmsg.WithTransportLayerReadFilter(s.readFilter)),
