@@ -232,6 +232,26 @@ func looksPSTN(number string) bool {
 	return digits > 6
 }
 
+// namedLooksPSTN applies looksPSTN to a user part that is not a plain
+// dial string ("19005551234x", "+1900-abc"), since a PBX may strip what
+// is not a digit: its leading dial characters, and its digits in all.
+func namedLooksPSTN(user string) bool {
+	lead := strings.IndexFunc(user, func(r rune) bool { return !strings.ContainsRune("0123456789*#+-.() ", r) })
+	if lead < 0 {
+		lead = len(user)
+	}
+	if n, _ := dialString(user[:lead]); n != "" && looksPSTN(n) {
+		return true
+	}
+	digits := 0
+	for _, r := range user {
+		if r >= '0' && r <= '9' {
+			digits++
+		}
+	}
+	return digits > 6 || strings.Contains(user, "+")
+}
+
 // allowsTransfer applies the trunk's transfer rules to a REFER target:
 // its transfer_targets when set, else the default (extensions on its own
 // host that do not look like public numbers).
@@ -254,7 +274,7 @@ func (t *trunk) allowsTransfer(target string) error {
 		return fmt.Errorf("%w: %s is not on trunk %s", ErrTransferRefused, target, t.cfg.Name)
 	case tt.tel && strings.HasPrefix(strings.ToLower(strings.TrimSpace(target)), "tel:"):
 		return fmt.Errorf("%w: %s is a tel: URI (list it in transfer_targets to allow it)", ErrTransferRefused, target)
-	case tt.number != "" && looksPSTN(tt.number):
+	case tt.number != "" && looksPSTN(tt.number), tt.number == "" && namedLooksPSTN(tt.user):
 		return fmt.Errorf("%w: %s looks like a public telephone number (list it in transfer_targets to allow it)", ErrTransferRefused, target)
 	case tt.number == "" && tt.user == "":
 		return fmt.Errorf("%w: %s names no extension", ErrTransferRefused, target)

@@ -86,6 +86,10 @@ func TestTransferTargets(t *testing.T) {
 		{def, "sip:*7219005551234@pbx.example.com", false},
 		{def, "+19005551234", false},
 		{def, "sip:pbx.example.com", false},
+		{def, "sip:19005551234x@pbx.example.com", false},
+		{def, "sip:tel%3A+1900@pbx.example.com", false},
+		{def, "sip:0900-help@pbx.example.com", false},
+		{def, "sip:sales2@pbx.example.com", true},
 		// A list replaces the default.
 		{listed, "sip:1234@pbx.example.com", true},
 		{listed, "1234", true},
@@ -107,4 +111,39 @@ func TestTransferTargets(t *testing.T) {
 			t.Errorf("%s: %v does not match ErrTransferRefused", tc.target, err)
 		}
 	}
+}
+
+// FuzzTransferTargets feeds a pattern (as an admin might write it) and a
+// Refer-To target (as a PBX or an attacker might send it) to the transfer
+// rules: no panic, and the default rule never lets a tel: URI or a
+// public-looking number through.
+func FuzzTransferTargets(f *testing.F) {
+	for _, s := range [][2]string{
+		{"1xxx", "sip:1234@pbx.example.com"},
+		{"sip:*@pbx.example.com", "tel:+19005551234"},
+		{"+44.", "sip:%2B4420@pbx.example.com;user=phone"},
+		{"N.", "sip:+1-900-555@pbx.example.com:5060"},
+		{"sip:2xxx@[::1]:5061", "sips:2001@[::1]:5061"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	def, err := newTrunk(TrunkConfig{Name: "t", URI: "sip:pbx.example.com"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, pattern, target string) {
+		if tr, err := newTrunk(TrunkConfig{Name: "t", URI: "sip:pbx.example.com", TransferTargets: []string{pattern}}); err == nil {
+			_, _ = tr.referTarget(target)
+		}
+		if def.allowsTransfer(target) != nil {
+			return
+		}
+		tt, err := splitTransferTarget(target)
+		if err != nil {
+			t.Fatalf("%q allowed but does not split: %v", target, err)
+		}
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(target)), "tel:") || tt.number != "" && looksPSTN(tt.number) || tt.number == "" && namedLooksPSTN(tt.user) {
+			t.Fatalf("the default rule let %q (number %q) through", target, tt.number)
+		}
+	})
 }
