@@ -450,7 +450,11 @@ func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		return
 	default:
 		c.log.Debug("in-dialog request refused", "method", req.Method.String(), "code", verdict, "source", req.Source())
-		respond(tx, req, verdict, map[int]string{481: "Call/Transaction Does Not Exist", 500: "Server Internal Error"}[verdict])
+		reason := "Call/Transaction Does Not Exist"
+		if verdict == 500 {
+			reason = "Server Internal Error" // RFC 3261 §12.2.2: out of order
+		}
+		respond(tx, req, verdict, reason)
 		return
 	}
 	if isOld {
