@@ -183,8 +183,9 @@ func (s *Server) Addr(transport string) netip.AddrPort {
 	return s.addrs[transport]
 }
 
-// Refused returns how many requests from unknown sources were refused
-// (403 or dropped), for metrics.
+// Refused returns how many requests (and stray responses) from unknown
+// sources were dropped, refused with 403 or challenged with 401, for
+// metrics.
 func (s *Server) Refused() uint64 { return s.dropped.Load() }
 
 // ActiveCalls returns the number of calls in progress, ringing included.
