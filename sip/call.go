@@ -108,6 +108,13 @@ type Call struct {
 	seTimer    *time.Timer
 	seExpires  int
 	droppedEv  int
+	guard      dialogGuard // the current dialog's tags and remote CSeq
+	oldGuard   dialogGuard // oldDlg's, while it lasts
+
+	// authSrc is set for a call that came in with digest credentials
+	// (inbound_auth): the source of its INVITE, which may speak in the dialog.
+	authSrc netip.Addr
+	unpin   func() // ends authSrc's pass through the read filter, or nil
 }
 
 // ID returns the SIP Call-ID of the call's current dialog (it changes
@@ -282,6 +289,9 @@ func (c *Call) start() {
 		if c.release != nil {
 			c.release()
 		}
+		if c.unpin != nil {
+			c.unpin()
+		}
 		c.log.Info("call ended", "cause", cause, "codec", st.Codec,
 			"packets_sent", st.PacketsSent, "packets_received", st.PacketsReceived,
 			"packets_lost", st.PacketsLost, "jitter_ms", st.JitterMs, "events_dropped", dropped,
@@ -422,14 +432,33 @@ func (c *Call) codecNames() []string {
 	return names
 }
 
-// handleInDialog answers a request that matched this call's Call-ID. It
-// runs on sipgo's request goroutine and only does local work before
-// responding.
+// handleInDialog answers a request that matched this call's Call-ID and
+// came from one of its sources. It first checks the request against the
+// dialog (tags and CSeq, RFC 3261 §12.2.2), then runs on sipgo's request
+// goroutine and only does local work before responding.
 func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	c.mu.Lock()
 	old := c.oldDlg
 	isOld := old != nil && req.CallID().Value() == c.oldCallID
+	g := &c.guard
+	if isOld {
+		g = &c.oldGuard
+	}
+	verdict := g.admit(req)
 	c.mu.Unlock()
+	switch verdict {
+	case admitOK:
+	case admitDrop:
+		return
+	default:
+		c.log.Debug("in-dialog request refused", "method", req.Method.String(), "code", verdict, "source", req.Source())
+		reason := "Call/Transaction Does Not Exist"
+		if verdict == 500 {
+			reason = "Server Internal Error" // RFC 3261 §12.2.2: out of order
+		}
+		respond(tx, req, verdict, reason)
+		return
+	}
 	if isOld {
 		// The transferor's leg after a REFER: let it hang up quietly.
 		switch req.Method {
@@ -496,9 +525,14 @@ func (c *Call) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 // An INVITE without SDP (late offer) is answered with a full offer, and the
 // answer arrives in the ACK.
 func (c *Call) handleReoffer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if err := c.dialog().ReadRequest(req, tx); err != nil {
-		respond(tx, req, 500, "Server Internal Error", sipmsg.NewHeader("Retry-After", "1"))
-		return
+	// The CSeq was checked by the dialog guard; sipgo's own count matters
+	// only for a dialog we answered (it matches the re-INVITE's ACK), and
+	// for one we placed it would wrongly start from our INVITE's CSeq.
+	if ds, ok := c.dialog().(*sipgo.DialogServerSession); ok {
+		if err := ds.ReadRequest(req, tx); err != nil {
+			respond(tx, req, 500, "Server Internal Error", sipmsg.NewHeader("Retry-After", "1"))
+			return
+		}
 	}
 	var answer []byte
 	if len(req.Body()) == 0 {

@@ -21,8 +21,12 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// UserAgent is sent in User-Agent and Server headers.
 	UserAgent string `yaml:"user_agent"`
-	// ScannerSilence drops requests from unknown sources instead of 403.
-	ScannerSilence bool `yaml:"scanner_silence"`
+	// ScannerSilence, on unless set to false, drops requests from sources
+	// outside every trunk's allow_inbound_from before they are parsed;
+	// false answers each of them one stateless 403 (rate-limited per
+	// source). Either way in-dialog requests and CANCELs from such
+	// sources get nothing.
+	ScannerSilence *bool `yaml:"scanner_silence"`
 	// InboundPrefix is the user part prefix that routes an inbound INVITE
 	// to a conversation ("conv-" in sip:conv-<id>@gateway).
 	InboundPrefix string `yaml:"inbound_prefix"`
@@ -69,6 +73,18 @@ type TrunkConfig struct {
 	// packets of one SSRC from it. Without it, media is taken only from
 	// the SDP's address and port.
 	SymmetricRTP bool `yaml:"symmetric_rtp"`
+	// TransferTargets lists the patterns a REFER's target must match; a
+	// non-empty list replaces the default rule. A number pattern ("1xxx",
+	// "+4420794601.", "600") matches the dialled number: digits, *, # and a
+	// leading + match themselves, X any digit, Z 1-9, N 2-9, and a final
+	// "." one or more further characters. A URI pattern
+	// ("sip:*@pbx.example.com", "sip:2xxx@pbx.example.com:5060") matches
+	// sip: targets on that host (any port unless one is given) whose user
+	// is "*" (anyone), a number pattern, or exactly the name given.
+	// Empty: only extensions on the trunk's own host that do not look like
+	// public telephone numbers (no tel:, +, 00, 011, premium prefixes, or
+	// more than six digits).
+	TransferTargets []string `yaml:"transfer_targets"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -95,7 +111,15 @@ func (c *Config) ApplyDefaults() {
 	if c.InboundPrefix == "" {
 		c.InboundPrefix = "conv-"
 	}
+	if c.ScannerSilence == nil {
+		on := true
+		c.ScannerSilence = &on
+	}
 }
+
+// Silent reports whether requests from unknown sources are dropped
+// unanswered (scanner_silence, on unless explicitly false).
+func (c *Config) Silent() bool { return c.ScannerSilence == nil || *c.ScannerSilence }
 
 // ApplyDefaults fills unset trunk fields with their defaults.
 func (t *TrunkConfig) ApplyDefaults() {
@@ -185,6 +209,11 @@ func (t *TrunkConfig) Validate() error {
 	for i, r := range t.Normalize {
 		if r.Strip < 0 {
 			errs = append(errs, fmt.Errorf("normalize[%d].strip: must not be negative", i))
+		}
+	}
+	for i, p := range t.TransferTargets {
+		if _, err := parseTransferPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("transfer_targets[%d]: %w", i, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -13,10 +13,17 @@
 // TrunkStatus reports registration and keepalive state for metrics and
 // readiness.
 //
-// Requests are accepted only from a trunk's allow_inbound_from, or with
-// digest credentials on an inbound_auth trunk; anything else is answered
-// 403 (or nothing with scanner_silence) and leaves no state. Past
-// WithMaxCalls or a trunk's max_calls an INVITE gets 503 with Retry-After.
+// Every request, in a dialog or not, is admitted by its source first: a
+// trunk's allow_inbound_from or the addresses its host resolved to when
+// Run started, or digest credentials on an inbound_auth trunk. Inside a
+// dialog it must come from the call's own trunk (or, for an inbound_auth
+// call, from where its INVITE came) and match the dialog's tags and CSeq
+// (RFC 3261 §12.2.2). Outsiders are dropped before parsing by a read
+// filter (scanner_silence, the default) or, with scanner_silence false
+// or an inbound_auth trunk, answered once statelessly (403 or 401) within
+// a per-address budget; their in-dialog requests and CANCELs get nothing,
+// and no state is kept. Past WithMaxCalls or a trunk's max_calls an
+// INVITE gets 503 with Retry-After.
 //
 // # Calls
 //
@@ -34,8 +41,10 @@
 // cause; Stats returns RTP counters. Re-INVITE and UPDATE from the far end
 // are answered (hold with the mirrored direction, codec and address
 // changes, late offers) without a gap in sequence numbers; RFC 4028 session
-// timers are kept; a REFER to a target on the same trunk moves the call to
-// a new dialog on the same RTP session. Close hangs up and waits.
+// timers are kept; a REFER to a target the trunk's transfer rules allow
+// (transfer_targets, or by default extensions on its host that do not
+// look like public numbers) moves the call to a new dialog on the same
+// RTP session. Close hangs up and waits.
 //
 // RTP ports are picked at random within rtp_port_range (even for RTP, the
 // next odd one for RTCP) and rest a few seconds after use. A trunk with

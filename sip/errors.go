@@ -37,7 +37,8 @@ var (
 	ErrNoPorts = errors.New("sip: no free rtp port")
 	// ErrRedirectLoop is returned when 3xx responses lead outside the trunk or loop.
 	ErrRedirectLoop = errors.New("sip: redirect not followed")
-	// ErrTransferRefused is returned for a REFER whose target is not on the trunk.
+	// ErrTransferRefused is returned for a REFER whose target the trunk's
+	// transfer rules (transfer_targets, or the default) do not allow.
 	ErrTransferRefused = errors.New("sip: transfer refused")
 )
 

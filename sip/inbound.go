@@ -24,10 +24,26 @@ type InboundCall struct {
 	offer *mediaDesc
 	codec Codec
 
+	// authSrc is the source of a digest-authenticated INVITE (inbound_auth),
+	// the only address besides the trunk's that may speak in its dialog.
+	authSrc netip.Addr
+
 	mu       sync.Mutex
 	answered bool
 	rejected bool
 	release  func()
+	unpin    func() // ends authSrc's pass through the read filter; the Call takes it on answer
+}
+
+// releasePin lets authSrc's pin go unless Answer handed it to the Call.
+func (in *InboundCall) releasePin() {
+	in.mu.Lock()
+	unpin := in.unpin
+	in.unpin = nil
+	in.mu.Unlock()
+	if unpin != nil {
+		unpin()
+	}
 }
 
 // User returns the user part of the Request-URI, e.g. "conv-42" for
@@ -110,6 +126,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	media.swapOut(audioOut)
 	c := newCall(s, in.trunk, in.CallID(), true, in.ds, media, in.release)
 	c.codecs, c.sessID, c.localAddr = codecList(in.trunk.cfg.Codecs), s.newSessionID(), s.mediaIP
+	c.guard, c.authSrc = serverGuard(in.ds), in.authSrc
 	var answer []byte
 	if in.offer != nil {
 		answer, err = c.applyRemote(in.offer, true)
@@ -139,6 +156,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 		return nil, err
 	}
 	in.answered = true
+	c.unpin, in.unpin = in.unpin, nil
 	c.start()
 	remote := "(in the ACK)"
 	if in.offer != nil {
@@ -152,22 +170,25 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 // rejected with 480.
 const inboundRingLimit = 3 * time.Minute
 
-// handleInvite serves a new INVITE, or routes a re-INVITE to its call.
-func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if to := req.To(); to != nil && to.Params.Has("tag") {
-		s.handleInDialog(req, tx)
-		return
-	}
-	tr := s.trunkForSource(req)
+// handleInvite serves a new INVITE (one without a To tag) from src: from
+// a trunk's allow_inbound_from, or with digest credentials of an
+// inbound_auth trunk. Others are challenged (inbound_auth) or refused,
+// statelessly either way.
+func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.Addr) {
+	tr := s.trunkFor(src)
+	var authSrc netip.Addr
 	if tr == nil {
-		tr = s.authTrunk(req)
+		if tr = s.authTrunk(req); tr != nil {
+			authSrc = src
+		}
 	}
 	if tr == nil {
 		if s.wantsAuth() {
-			s.challenge(req, tx)
+			s.dropped.Add(1)
+			s.challenge(req, statelessTx{ServerTransaction: tx, s: s})
 			return
 		}
-		s.refuse(req, tx)
+		s.refuse(req)
 		return
 	}
 	s.mu.Lock()
@@ -210,7 +231,12 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 		respond(tx, req, 400, "Bad Request")
 		return
 	}
-	in := &InboundCall{srv: s, trunk: tr, req: req, ds: ds, offer: offer, codec: codec, release: release}
+	in := &InboundCall{srv: s, trunk: tr, req: req, ds: ds, offer: offer, codec: codec, release: release, authSrc: authSrc}
+	if authSrc.IsValid() {
+		// The caller's CANCEL, ACK and in-dialog requests come from here.
+		in.unpin = s.pin(authSrc)
+	}
+	defer in.releasePin()
 	_ = ds.Respond(100, "Trying", nil)
 	if h == nil {
 		_ = in.Reject(480, "Temporarily Unavailable")
@@ -257,67 +283,136 @@ func (s *Server) runContext() context.Context {
 	return s.ctx
 }
 
-// trunkForSource returns the trunk whose allow_inbound_from holds the
-// request's source address, or nil.
-func (s *Server) trunkForSource(req *sipmsg.Request) *trunk {
-	ap, err := netip.ParseAddrPort(req.Source())
-	if err != nil {
-		host, _, err2 := sipmsg.ParseAddr(req.Source())
-		if err2 != nil {
-			return nil
-		}
-		a, err3 := netip.ParseAddr(host)
-		if err3 != nil {
-			return nil
-		}
-		ap = netip.AddrPortFrom(a, 0)
+// trunkFor returns the trunk whose allow_inbound_from holds src, or nil.
+func (s *Server) trunkFor(src netip.Addr) *trunk {
+	if !src.IsValid() {
+		return nil
 	}
 	for _, tr := range s.order {
-		if tr.allows(ap.Addr()) {
+		if tr.allows(src) {
 			return tr
 		}
 	}
 	return nil
 }
 
-// refuse answers a request from an unknown source with 403, or not at
-// all when scanner_silence is set. No state is kept either way.
-func (s *Server) refuse(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	s.mu.Lock()
-	s.dropped++
-	s.mu.Unlock()
+// refuse answers a request from an outsider with one stateless 403, or
+// not at all with scanner_silence. No state is kept either way, so the
+// answer is never retransmitted.
+func (s *Server) refuse(req *sipmsg.Request) {
+	s.dropped.Add(1)
 	s.log.Debug("request from unknown source refused", "method", req.Method.String(), "source", req.Source())
-	if s.cfg.ScannerSilence {
+	if s.cfg.Silent() || req.IsAck() {
 		return
 	}
-	respond(tx, req, 403, "Forbidden")
+	s.respondStateless(req, 403, "Forbidden")
 }
 
-// handleInDialog routes a request inside a dialog to its call by Call-ID.
-func (s *Server) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	cid := req.CallID()
-	var c *Call
-	if cid != nil {
-		c = s.lookup(cid.Value())
+// ignore drops a request from an outsider without an answer, whatever
+// scanner_silence says: requests inside a dialog and CANCELs, whose
+// answer would tell whether the dialog exists.
+func (s *Server) ignore(req *sipmsg.Request) {
+	s.dropped.Add(1)
+	s.log.Debug("in-dialog request from unknown source dropped", "method", req.Method.String(), "source", req.Source())
+}
+
+// respondStateless sends one response through the transport alone (RFC
+// 3261 §8.2.7): no transaction keeps it, so it is never retransmitted.
+func (s *Server) respondStateless(req *sipmsg.Request, code int, reason string, hdrs ...sipmsg.Header) {
+	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
 	}
-	if c == nil {
-		if req.IsAck() {
+	_ = s.writeStateless(res)
+}
+
+func (s *Server) writeStateless(res *sipmsg.Response) error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return ErrClosed
+	}
+	return srv.WriteResponse(res)
+}
+
+// statelessTx answers through the transport alone (see respondStateless);
+// the server transaction underneath ends without a final response, so
+// sipgo terminates it at once instead of retransmitting.
+type statelessTx struct {
+	sipmsg.ServerTransaction
+	s *Server
+}
+
+func (t statelessTx) Respond(res *sipmsg.Response) error { return t.s.writeStateless(res) }
+
+// dialogMethods are the methods that only make sense inside a dialog:
+// without a To tag they still go through the dialog checks (and get 481).
+var dialogMethods = map[sipmsg.RequestMethod]bool{
+	sipmsg.ACK: true, sipmsg.BYE: true, sipmsg.UPDATE: true, sipmsg.INFO: true,
+	sipmsg.REFER: true, sipmsg.NOTIFY: true, sipmsg.PRACK: true,
+}
+
+// route is the entry point of every request. The source is checked
+// before anything else, in a dialog or not: outsiders never learn
+// whether a Call-ID, a dialog or an extension exists, since every
+// request of theirs inside a dialog (and every CANCEL) goes unanswered
+// and every other one gets the same refusal, or nothing.
+func (s *Server) route(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	src := sourceOf(req)
+	to := req.To()
+	switch {
+	case req.IsCancel():
+		// A CANCEL reaching a handler matched no ringing INVITE: the
+		// transaction layer answers those (RFC 3261 §9.2).
+		if !s.known(src) {
+			s.ignore(req)
 			return
 		}
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+	case dialogMethods[req.Method] || to != nil && to.Params.Has("tag"):
+		s.handleInDialog(req, tx, src)
+	case req.IsInvite():
+		s.handleInvite(req, tx, src)
+	case req.Method == sipmsg.OPTIONS:
+		s.handleOptions(req, tx, src)
+	default:
+		if !s.known(src) {
+			s.refuse(req)
+			return
+		}
+		respond(tx, req, 405, "Method Not Allowed", allowHeader())
+	}
+}
+
+// handleInDialog routes a request inside a dialog to its call by Call-ID,
+// if it comes from a source of that call's trunk (or, for an
+// inbound_auth call, from where the call came from). A known peer asking
+// for a dialog that is not its own gets 481, as for one that does not
+// exist; an outsider gets nothing.
+func (s *Server) handleInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.Addr) {
+	c := s.lookup(req.CallID().Value())
+	if c == nil || !c.acceptsFrom(src) {
+		if !s.known(src) {
+			s.ignore(req)
+			return
+		}
+		if c != nil {
+			s.log.Debug("in-dialog request from another trunk's source", "method", req.Method.String(), "source", req.Source(), "trunk", c.Trunk())
+		}
+		if !req.IsAck() {
+			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		}
 		return
 	}
 	c.handleInDialog(req, tx)
 }
 
-// handleOptions answers OPTIONS from allowed peers (RFC 3261 §11.2).
-func (s *Server) handleOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if to := req.To(); to != nil && to.Params.Has("tag") {
-		s.handleInDialog(req, tx)
-		return
-	}
-	if s.trunkForSource(req) == nil && !s.fromTrunkHost(req) {
-		s.refuse(req, tx)
+// handleOptions answers OPTIONS from known peers (RFC 3261 §11.2): a
+// trunk's allow_inbound_from or its host, keepalives included.
+func (s *Server) handleOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.Addr) {
+	if !s.known(src) {
+		s.refuse(req)
 		return
 	}
 	respond(tx, req, 200, "OK", allowHeader(),
@@ -325,46 +420,21 @@ func (s *Server) handleOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction)
 		sipmsg.NewHeader("Supported", "timer"))
 }
 
-// fromTrunkHost accepts keepalives from a trunk's own address even
-// without an inbound allow list.
-func (s *Server) fromTrunkHost(req *sipmsg.Request) bool {
-	host, _, err := sipmsg.ParseAddr(req.Source())
-	if err != nil {
-		return false
-	}
-	for _, tr := range s.order {
-		if strings.EqualFold(tr.host, host) {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *Server) registerHandlers(srv *sipgo.Server) {
-	srv.OnInvite(s.guard(s.handleInvite))
-	srv.OnOptions(s.guard(s.handleOptions))
-	for _, m := range []sipmsg.RequestMethod{sipmsg.BYE, sipmsg.ACK, sipmsg.UPDATE, sipmsg.INFO, sipmsg.REFER, sipmsg.NOTIFY, sipmsg.PRACK} {
-		srv.OnRequest(m, s.guard(s.handleInDialog))
+	h := s.guard(s.route)
+	for _, m := range []sipmsg.RequestMethod{
+		sipmsg.INVITE, sipmsg.ACK, sipmsg.CANCEL, sipmsg.BYE, sipmsg.OPTIONS, sipmsg.UPDATE, sipmsg.INFO,
+		sipmsg.REFER, sipmsg.NOTIFY, sipmsg.PRACK, sipmsg.REGISTER, sipmsg.SUBSCRIBE, sipmsg.MESSAGE, sipmsg.PUBLISH,
+	} {
+		srv.OnRequest(m, h)
 	}
-	srv.OnCancel(s.guard(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-	}))
-	notHere := s.guard(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-		if s.trunkForSource(req) == nil {
-			s.refuse(req, tx)
-			return
-		}
-		respond(tx, req, 405, "Method Not Allowed", allowHeader())
-	})
-	for _, m := range []sipmsg.RequestMethod{sipmsg.REGISTER, sipmsg.SUBSCRIBE, sipmsg.MESSAGE, sipmsg.PUBLISH} {
-		srv.OnRequest(m, notHere)
-	}
-	srv.OnNoRoute(notHere)
+	srv.OnNoRoute(h)
 }
 
 // guard keeps a malformed request from taking the server down: requests
-// without the headers every handler relies on get 400, and a panic in a
-// handler is logged instead of crashing the process.
+// without the headers every handler relies on get 400 (known peers) or
+// nothing (outsiders), and a panic in a handler is logged instead of
+// crashing the process.
 func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		defer func() {
@@ -373,6 +443,10 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 			}
 		}()
 		if req.CallID() == nil || req.CSeq() == nil || req.From() == nil || req.To() == nil || req.Via() == nil {
+			if !s.known(sourceOf(req)) {
+				s.ignore(req)
+				return
+			}
 			if !req.IsAck() {
 				respond(tx, req, 400, "Bad Request")
 			}

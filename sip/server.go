@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -112,9 +113,13 @@ type Server struct {
 	pool     *portPool
 	ready    chan struct{}
 	bg       sync.WaitGroup
-	dropped  uint64
 	nonces   nonceKey
 	foreign  foreignCounter // media packets dropped for their source
+
+	dropped   atomic.Uint64 // requests from outsiders refused or dropped
+	outsiders *sourceLimiter
+	pinMu     sync.Mutex
+	pins      map[netip.Addr]int // sources of inbound_auth calls in progress
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -128,7 +133,8 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
 		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
-		nonces: newNonceKey(),
+		nonces: newNonceKey(), outsiders: newSourceLimiter(outsiderRate, outsiderBurst, outsiderSources),
+		pins: map[netip.Addr]int{},
 	}
 	for i, tc := range trunks {
 		if err := tc.Validate(); err != nil {
@@ -178,13 +184,10 @@ func (s *Server) Addr(transport string) netip.AddrPort {
 	return s.addrs[transport]
 }
 
-// Refused returns how many requests from unknown sources were refused
-// (403 or dropped), for metrics.
-func (s *Server) Refused() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
+// Refused returns how many requests (and stray responses) from unknown
+// sources were dropped, refused with 403 or challenged with 401, for
+// metrics.
+func (s *Server) Refused() uint64 { return s.dropped.Load() }
 
 // ForeignPackets returns how many RTP and RTCP packets the server's calls
 // have dropped so far because they came from another address than the
@@ -212,9 +215,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 
+	// Before any listener: the read filter needs the trunks' addresses.
+	s.resolveTrunkHosts(ctx)
+	transportLog := slog.New(newQuietTransportLog(s.log.Handler())).With("layer", "sip_transport")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(s.cfg.UserAgent),
-		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(s.log.With("layer", "sip_transport"))),
+		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(transportLog), sipmsg.WithTransportLayerReadFilter(s.readFilter)),
 		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
 	}
 	if s.clientTLS != nil {

@@ -36,7 +36,9 @@ func TestInboundAllowList(t *testing.T) {
 		handled.Add(1)
 		return &StatusError{Code: 486, Reason: "Busy Here"}
 	}
-	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}}, WithInviteHandler(h))
+	// scanner_silence off: outsiders get one 403 each.
+	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}, ScannerSilence: new(false)},
+		[]TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}}, WithInviteHandler(h))
 
 	allowed := newFakePeer(t, nil)
 	res, err := allowed.request(t, s, sipmsg.INVITE, "conv-1", allowed.sdp(SendRecv, "PCMU"), 5*time.Second)
@@ -74,7 +76,8 @@ func newFakePeerOn(t *testing.T, ip string) *fakePeer {
 }
 
 func TestScannerSilence(t *testing.T) {
-	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}, ScannerSilence: true},
+	// scanner_silence is on by default.
+	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}},
 		[]TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}})
 	stranger := newFakePeerOn(t, "127.0.0.2")
 	res, err := stranger.request(t, s, sipmsg.OPTIONS, "", nil, 700*time.Millisecond)

@@ -10,12 +10,12 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 )
 
-// handleRefer accepts a blind transfer (RFC 3515) to a target on the
-// call's own trunk: 202, then NOTIFYs with a message/sipfrag of the new
-// INVITE's progress. The new dialog reuses the call's RTP session, so the
-// gateway keeps the same Call, with sequence numbers and timestamps
-// running on. Targets elsewhere are refused with 403 (toll-fraud rule:
-// destinations come only from configuration).
+// handleRefer accepts a blind transfer (RFC 3515) to a target the
+// trunk's transfer rules allow: 202, then NOTIFYs with a message/sipfrag
+// of the new INVITE's progress. The new dialog reuses the call's RTP
+// session, so the gateway keeps the same Call, with sequence numbers and
+// timestamps running on. Other targets are refused with 403 (toll-fraud
+// rule: destinations come only from configuration).
 func (c *Call) handleRefer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	h := req.GetHeader("Refer-To")
 	if h == nil {
@@ -69,16 +69,14 @@ func parseReferTo(v string) (string, error) {
 	return v, nil
 }
 
-// referTarget accepts sip: URIs on this trunk's host and tel: numbers.
+// referTarget checks a REFER's target against the trunk's transfer rules
+// (allowsTransfer) and returns the Request-URI of the new INVITE, which
+// goes to the trunk like every call.
 func (t *trunk) referTarget(target string) (sipmsg.Uri, error) {
-	u, err := t.targetURI(target)
-	if err != nil {
-		return u, err
+	if err := t.allowsTransfer(target); err != nil {
+		return sipmsg.Uri{}, err
 	}
-	if !t.sameHost(u) {
-		return u, fmt.Errorf("%w: %s is not on trunk %s", ErrTransferRefused, u.Host, t.cfg.Name)
-	}
-	return u, nil
+	return t.targetURI(target)
 }
 
 func (c *Call) transfer(recipient sipmsg.Uri) {
@@ -109,6 +107,7 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 	old := c.dlg
 	c.oldDlg, c.oldCallID = old, c.callID
 	c.dlg, c.callID = dc, newID
+	c.oldGuard, c.guard = c.guard, clientGuard(dc)
 	close(c.dlgChanged)
 	c.dlgChanged = make(chan struct{})
 	c.mu.Unlock()

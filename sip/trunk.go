@@ -51,6 +51,10 @@ type trunk struct {
 	port      int
 	transport string
 	allow     []netip.Prefix
+	transfer  []transferPattern
+	// hostIPs are the addresses the trunk's host resolved to when Run
+	// started; requests from them belong to the trunk.
+	hostIPs []netip.Addr
 
 	active int // guarded by Server.mu
 
@@ -81,6 +85,13 @@ func newTrunk(tc TrunkConfig) (*trunk, error) {
 		}
 		t.allow = append(t.allow, p)
 	}
+	for _, s := range tc.TransferTargets {
+		p, err := parseTransferPattern(s)
+		if err != nil {
+			return nil, err
+		}
+		t.transfer = append(t.transfer, p)
+	}
 	t.state = TrunkState{Name: tc.Name, Register: tc.Register, Options: tc.OptionsInterval > 0}
 	return t, nil
 }
@@ -108,6 +119,17 @@ func (t *trunk) allows(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range t.allow {
 		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHost reports whether ip is one of the trunk host's addresses.
+func (t *trunk) isHost(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, a := range t.hostIPs {
+		if a == ip {
 			return true
 		}
 	}

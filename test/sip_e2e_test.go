@@ -19,8 +19,15 @@ import (
 // sipServer runs a sip.Server on 127.0.0.1 with the given trunks.
 func sipServer(t *testing.T, trunks []sip.TrunkConfig, opts ...sip.Option) (*sip.Server, func()) {
 	t.Helper()
+	return sipServerCfg(t, sip.Config{}, trunks, opts...)
+}
+
+// sipServerCfg is sipServer with settings of the "sip" section (its
+// listener and RTP ports are set here).
+func sipServerCfg(t *testing.T, cfg sip.Config, trunks []sip.TrunkConfig, opts ...sip.Option) (*sip.Server, func()) {
+	t.Helper()
 	lo := 40000 + 2*rand.IntN(5000)
-	cfg := sip.Config{Listen: []string{"udp:127.0.0.1:0"}, RTPPortRange: [2]int{lo, lo + 199}}
+	cfg.Listen, cfg.RTPPortRange = []string{"udp:127.0.0.1:0"}, [2]int{lo, lo + 199}
 	cfg.ApplyDefaults()
 	for i := range trunks {
 		trunks[i].ApplyDefaults()
@@ -227,7 +234,9 @@ func TestSIPpRefer(t *testing.T) {
 
 func TestSIPpInboundAllowedAndForbidden(t *testing.T) {
 	got := make(chan string, 2)
-	s, _ := sipServer(t, []sip.TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+	// scanner_silence off: the stranger gets its one 403 (by default it
+	// would get nothing).
+	s, _ := sipServerCfg(t, sip.Config{ScannerSilence: new(false)}, []sip.TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
 		sip.WithInviteHandler(func(ctx context.Context, in *sip.InboundCall) error {
 			got <- in.User() + "|" + in.FromDisplay()
 			c, err := in.Answer(ctx, nil)
