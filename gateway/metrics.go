@@ -145,3 +145,12 @@ func (c foreignMediaCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(foreignMediaDesc, prometheus.CounterValue, float64(rtp), "rtp")
 	ch <- prometheus.MustNewConstMetric(foreignMediaDesc, prometheus.CounterValue, float64(rtcp), "rtcp")
 }
+
+// sipRefusedCounter exports the SIP requests from outside the trunks'
+// allowed sources that the gateway dropped, refused or challenged.
+func sipRefusedCounter(refused func() uint64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "segue_sip_requests_refused_total",
+		Help: "SIP requests (and stray responses) from sources outside every trunk's allow_inbound_from that were dropped, refused with 403 or challenged with 401.",
+	}, func() float64 { return float64(refused()) })
+}

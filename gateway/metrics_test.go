@@ -33,3 +33,16 @@ func TestForeignMediaMetric(t *testing.T) {
 		t.Errorf("series %v, want rtp 1234 and rtcp 56", got)
 	}
 }
+
+func TestSIPRefusedMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sipRefusedCounter(func() uint64 { return 789 }))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "segue_sip_requests_refused_total" || mfs[0].GetType().String() != "COUNTER" ||
+		mfs[0].GetMetric()[0].GetCounter().GetValue() != 789 {
+		t.Fatalf("families %v, want segue_sip_requests_refused_total 789", mfs)
+	}
+}

@@ -84,6 +84,7 @@ func WithSIP(srv *sip.Server) Option {
 		s.trunks = srv.TrunkStatus
 		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
 		s.metrics.reg.MustRegister(foreignMediaCollector{srv.ForeignPackets})
+		s.metrics.reg.MustRegister(sipRefusedCounter(srv.Refused))
 	}
 }
 
