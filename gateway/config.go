@@ -63,6 +63,12 @@ type QueueConfig struct {
 	// (once an agent holds the conversation) or VoiceOff (never; no call
 	// toward the customer either).
 	Voice string `yaml:"voice"`
+	// Video says when the customer's widget may start video (camera or
+	// screen) in this queue's conversations, with the same values as
+	// Voice: VideoAlways (the default), VideoAfterAccept (once an agent
+	// holds the conversation) or VideoOff (never; the agent's console
+	// cannot join the conversation's media either).
+	Video string `yaml:"video"`
 }
 
 // Values of queues[].voice.
@@ -70,6 +76,13 @@ const (
 	VoiceAlways      = "always"
 	VoiceAfterAccept = "after_accept"
 	VoiceOff         = "off"
+)
+
+// Values of queues[].video.
+const (
+	VideoAlways      = "always"
+	VideoAfterAccept = "after_accept"
+	VideoOff         = "off"
 )
 
 // AgentConfig is one entry of "agents".
@@ -93,6 +106,10 @@ type LimitsConfig struct {
 	MaxChatsPerAgent          int   `yaml:"max_chats_per_agent"`
 	MaxConversations          int   `yaml:"max_conversations"`
 	MaxVideoSessions          int   `yaml:"max_video_sessions"`
+	// MaxPeersPerIP caps the customer peer connections (calls and video)
+	// open at once from one client address (an IPv6 /64), so that one
+	// visitor cannot take every video session or port.
+	MaxPeersPerIP int `yaml:"max_peers_per_ip"`
 	// CallsPerIPPerHour caps the calls customers start from one client
 	// address (an IPv6 /64) in any hour; 0 is unlimited. Calls the agent or
 	// the PBX places toward the customer do not count.
@@ -166,6 +183,9 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].Voice == "" {
 			c.Queues[i].Voice = VoiceAlways
 		}
+		if c.Queues[i].Video == "" {
+			c.Queues[i].Video = VideoAlways
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -191,6 +211,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if l.MaxVideoSessions == 0 {
 		l.MaxVideoSessions = 50
+	}
+	if l.MaxPeersPerIP == 0 {
+		l.MaxPeersPerIP = 4
 	}
 	// 0 means unlimited for the call-start limits, so only an absent key
 	// takes the default.
@@ -288,6 +311,11 @@ func (c *Config) Validate() error {
 		default:
 			addf("%s.voice: %q is not one of always, after_accept, off", p, q.Voice)
 		}
+		switch q.Video {
+		case "", VideoAlways, VideoAfterAccept, VideoOff:
+		default:
+			addf("%s.video: %q is not one of always, after_accept, off", p, q.Video)
+		}
 	}
 	agents := map[string]bool{}
 	for i, a := range c.Agents {
@@ -336,6 +364,7 @@ func (c *Config) Validate() error {
 		{"max_chats_per_agent", int64(l.MaxChatsPerAgent)},
 		{"max_conversations", int64(l.MaxConversations)},
 		{"max_video_sessions", int64(l.MaxVideoSessions)},
+		{"max_peers_per_ip", int64(l.MaxPeersPerIP)},
 	} {
 		if f.v < 1 {
 			addf("limits.%s: must be positive", f.key)

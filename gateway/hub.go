@@ -36,12 +36,17 @@ type hub struct {
 	// voice: the gateway can place calls (a SIP stack and WebRTC). Set
 	// once before serving.
 	voice bool
+	// video: the gateway has WebRTC. Set once before serving.
+	video bool
 
 	mu      sync.Mutex
 	convs   map[string]*conv // waiting and active conversations
 	agents  map[string]*agent
 	queues  map[string]QueueConfig
 	closing bool
+	// peersByAddr counts the customer peer connections open or being set
+	// up, by addrKey of the client address (limits.max_peers_per_ip).
+	peersByAddr map[string]int
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -62,6 +67,11 @@ type conv struct {
 	video     *videoSession
 	mediaOnce sync.Once
 	mstate    *mediaState
+
+	// videoStarting counts the video starts being set up, which hold a
+	// video session slot meanwhile (reserveVideoLocked). Guarded by
+	// hub.mu.
+	videoStarting int
 }
 
 type agent struct {
@@ -75,7 +85,7 @@ type agent struct {
 
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
-		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{}}
+		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{}, peersByAddr: map[string]int{}}
 	for _, q := range cfg.Queues {
 		h.queues[q.Name] = q
 	}
@@ -127,7 +137,8 @@ func (h *hub) wireConvLocked(cv *conv) wireConversation {
 	w := wireConversation{ID: c.ID, State: c.State, Queue: c.Queue, CreatedAt: c.CreatedAt, LastSeq: c.LastSeq,
 		Customer: wireCustomer{Name: c.Customer.Name, Email: c.Customer.Email, ExternalID: c.Customer.ExternalID, Verified: c.Customer.Verified},
 		Read:     wireRead{Customer: c.ReadByCust, Agent: c.ReadByAgt}, Preview: cv.preview, OfferedTo: cv.offeredTo,
-		Voice: h.voice && c.State != store.StateEnded && h.voicePolicyLocked(cv) == nil}
+		Voice: h.voice && c.State != store.StateEnded && h.voicePolicyLocked(cv) == nil,
+		Video: h.video && c.State != store.StateEnded && h.videoPolicyLocked(cv) == nil}
 	if a, ok := h.agents[c.AgentID]; ok && c.AgentID != "" {
 		w.Agent = &wireAgentRef{ID: a.cfg.ID, Name: a.cfg.Name}
 	}

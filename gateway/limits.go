@@ -1,11 +1,40 @@
 package gateway
 
 import (
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 )
+
+// errPeersPerIP refuses a customer peer connection past
+// limits.max_peers_per_ip.
+var errPeersPerIP = errf(http.StatusTooManyRequests, "busy", "too many calls and video sessions from your network right now; end one and try again")
+
+// reservePeer takes one of limits.max_peers_per_ip slots of the client
+// address ip (by addrKey) for a customer peer connection about to be set
+// up. release gives it back; it may be called more than once.
+func (h *hub) reservePeer(ip string) (release func(), err error) {
+	key := addrKey(ip)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.peersByAddr[key] >= h.cfg.Limits.MaxPeersPerIP {
+		h.metrics.mediaRefused.WithLabelValues("peers_per_ip").Inc()
+		return nil, errPeersPerIP
+	}
+	h.peersByAddr[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.peersByAddr[key]--; h.peersByAddr[key] <= 0 {
+				delete(h.peersByAddr, key)
+			}
+		})
+	}, nil
+}
 
 // slidingLimiter allows n events per key in any window of the given
 // length: it keeps, per key, the times of the events still inside the
