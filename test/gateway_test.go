@@ -446,6 +446,8 @@ type conversation struct {
 	LastSeq int64 `json:"last_seq"`
 	// Voice: the customer may start a call now.
 	Voice bool `json:"voice"`
+	// Video: the customer may start video now.
+	Video bool `json:"video"`
 }
 
 type message struct {
