@@ -110,6 +110,11 @@ type LimitsConfig struct {
 	// open at once from one client address (an IPv6 /64), so that one
 	// visitor cannot take every video session or port.
 	MaxPeersPerIP int `yaml:"max_peers_per_ip"`
+	// PeerStartsPerIPPerMinute caps how many customer peer connections one
+	// client address (an IPv6 /64) may set up in any minute, so that
+	// starting and stopping video in a loop cannot keep the gateway busy
+	// building peers.
+	PeerStartsPerIPPerMinute int `yaml:"peer_starts_per_ip_per_minute"`
 	// CallsPerIPPerHour caps the calls customers start from one client
 	// address (an IPv6 /64) in any hour; 0 is unlimited. Calls the agent or
 	// the PBX places toward the customer do not count.
@@ -214,6 +219,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if l.MaxPeersPerIP == 0 {
 		l.MaxPeersPerIP = 4
+	}
+	if l.PeerStartsPerIPPerMinute == 0 {
+		l.PeerStartsPerIPPerMinute = 30
 	}
 	// 0 means unlimited for the call-start limits, so only an absent key
 	// takes the default.
@@ -365,6 +373,7 @@ func (c *Config) Validate() error {
 		{"max_conversations", int64(l.MaxConversations)},
 		{"max_video_sessions", int64(l.MaxVideoSessions)},
 		{"max_peers_per_ip", int64(l.MaxPeersPerIP)},
+		{"peer_starts_per_ip_per_minute", int64(l.PeerStartsPerIPPerMinute)},
 	} {
 		if f.v < 1 {
 			addf("limits.%s: must be positive", f.key)

@@ -47,6 +47,9 @@ type hub struct {
 	// peersByAddr counts the customer peer connections open or being set
 	// up, by addrKey of the client address (limits.max_peers_per_ip).
 	peersByAddr map[string]int
+	// peerStarts counts the set-ups of customer peer connections by
+	// addrKey (limits.peer_starts_per_ip_per_minute); it locks itself.
+	peerStarts *slidingLimiter
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -85,7 +88,8 @@ type agent struct {
 
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
-		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{}, peersByAddr: map[string]int{}}
+		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{}, peersByAddr: map[string]int{},
+		peerStarts: newSlidingLimiter(cfg.Limits.PeerStartsPerIPPerMinute, time.Minute)}
 	for _, q := range cfg.Queues {
 		h.queues[q.Name] = q
 	}

@@ -86,7 +86,7 @@ func newMetrics() *metrics {
 			Name: "segue_calls_refused_total", Help: "Calls customers asked for and were refused, by reason (ip_limit, conversation_limit, queue_policy).",
 		}, []string{"reason"}),
 		mediaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "segue_media_refused_total", Help: "Video starts, console joins and customer peer connections refused, by reason (video_limit, peers_per_ip, queue_policy).",
+			Name: "segue_media_refused_total", Help: "Video starts, console joins and customer peer connections refused, by reason (video_limit, peers_per_ip, peer_starts_per_ip, queue_policy).",
 		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -220,5 +221,42 @@ func TestVideoPolicy(t *testing.T) {
 				t.Fatalf("console join: %q, want %q", got, tc.join)
 			}
 		})
+	}
+}
+
+// TestPeerStartsPerAddress: limits.peer_starts_per_ip_per_minute refuses
+// the set-up of a peer past it, even when the earlier ones ended, with
+// rate_limited and a retry_after; other addresses are not held back, and
+// a minute later the address may start again.
+func TestPeerStartsPerAddress(t *testing.T) {
+	e := videoServer(t, &fakePeers{}, func(c *Config) {
+		c.HTTP.TrustProxy = true
+		c.Limits.PeerStartsPerIPPerMinute = 3
+	})
+	now := time.Now()
+	e.srv.hub.mu.Lock()
+	e.srv.hub.now = func() time.Time { return now }
+	e.srv.hub.mu.Unlock()
+	w := e.customerFrom("192.0.2.9")
+	for i := range 3 {
+		if got := videoStart(t, w); got != "" {
+			t.Fatalf("start %d: %q", i+1, got)
+		}
+		w.send(map[string]any{"type": "video.stop"})
+		waitUntil(t, "the peer to end", e.hubHolds(func(h *hub) bool { return h.peersByAddr[addrKey("192.0.2.9")] == 0 }))
+	}
+	w.send(map[string]any{"type": "video.start", "id": "s4", "sdp": "v=0 camera"})
+	f := w.expect("error")
+	if ra := decode[int](t, f["retry_after"]); decode[string](t, f["code"]) != "rate_limited" || ra < 1 || ra > 60 {
+		t.Fatalf("fourth start: %v, want rate_limited with retry_after up to 60", f)
+	}
+	if got := videoStart(t, e.customerFrom("192.0.2.10")); got != "" {
+		t.Fatalf("another address: %q", got)
+	}
+	e.srv.hub.mu.Lock()
+	e.srv.hub.now = func() time.Time { return now.Add(time.Minute) }
+	e.srv.hub.mu.Unlock()
+	if got := videoStart(t, w); got != "" {
+		t.Fatalf("a minute later: %q", got)
 	}
 }
