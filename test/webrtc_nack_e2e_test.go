@@ -31,7 +31,8 @@ func nackStorm(t *testing.T, p *rtcPeer, ssrc uint32, stop <-chan struct{}) (nac
 		pkts := []rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(lost)}}
 		raw, err := rtcp.Marshal(pkts)
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("NACK: %v", err)
+			return nacks, bytes
 		}
 		if err := p.pc.WriteRTCP(pkts); err != nil {
 			return nacks, bytes
