@@ -68,6 +68,12 @@ type QueueConfig struct {
 	// new chat is refused with queue_full and the widget offers to leave
 	// an e-mail and a message instead (default 200).
 	MaxWaiting int `yaml:"max_waiting"`
+	// Video says when the customer's widget may start video (camera or
+	// screen) in this queue's conversations, with the same values as
+	// Voice: VideoAlways (the default), VideoAfterAccept (once an agent
+	// holds the conversation) or VideoOff (never; the agent's console
+	// cannot join the conversation's media either).
+	Video string `yaml:"video"`
 }
 
 // Values of queues[].voice.
@@ -75,6 +81,13 @@ const (
 	VoiceAlways      = "always"
 	VoiceAfterAccept = "after_accept"
 	VoiceOff         = "off"
+)
+
+// Values of queues[].video.
+const (
+	VideoAlways      = "always"
+	VideoAfterAccept = "after_accept"
+	VideoOff         = "off"
 )
 
 // AgentConfig is one entry of "agents".
@@ -98,6 +111,15 @@ type LimitsConfig struct {
 	MaxChatsPerAgent          int   `yaml:"max_chats_per_agent"`
 	MaxConversations          int   `yaml:"max_conversations"`
 	MaxVideoSessions          int   `yaml:"max_video_sessions"`
+	// MaxPeersPerIP caps the customer peer connections (calls and video)
+	// open at once from one client address (an IPv6 /64), so that one
+	// visitor cannot take every video session or port.
+	MaxPeersPerIP int `yaml:"max_peers_per_ip"`
+	// PeerStartsPerIPPerMinute caps how many customer peer connections one
+	// client address (an IPv6 /64) may set up in any minute, so that
+	// starting and stopping video in a loop cannot keep the gateway busy
+	// building peers.
+	PeerStartsPerIPPerMinute int `yaml:"peer_starts_per_ip_per_minute"`
 	// CallsPerIPPerHour caps the calls customers start from one client
 	// address (an IPv6 /64) in any hour; 0 is unlimited. Calls the agent or
 	// the PBX places toward the customer do not count.
@@ -198,6 +220,9 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].MaxWaiting == 0 {
 			c.Queues[i].MaxWaiting = defaultMaxWaiting
 		}
+		if c.Queues[i].Video == "" {
+			c.Queues[i].Video = VideoAlways
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -223,6 +248,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if l.MaxVideoSessions == 0 {
 		l.MaxVideoSessions = 50
+	}
+	if l.MaxPeersPerIP == 0 {
+		l.MaxPeersPerIP = 4
+	}
+	if l.PeerStartsPerIPPerMinute == 0 {
+		l.PeerStartsPerIPPerMinute = 30
 	}
 	// 0 means unlimited for the call-start limits, so only an absent key
 	// takes the default.
@@ -324,6 +355,11 @@ func (c *Config) Validate() error {
 		if q.MaxWaiting < 1 {
 			addf("%s.max_waiting: must be positive", p)
 		}
+		switch q.Video {
+		case "", VideoAlways, VideoAfterAccept, VideoOff:
+		default:
+			addf("%s.video: %q is not one of always, after_accept, off", p, q.Video)
+		}
 	}
 	agents := map[string]bool{}
 	for i, a := range c.Agents {
@@ -372,6 +408,8 @@ func (c *Config) Validate() error {
 		{"max_chats_per_agent", int64(l.MaxChatsPerAgent)},
 		{"max_conversations", int64(l.MaxConversations)},
 		{"max_video_sessions", int64(l.MaxVideoSessions)},
+		{"max_peers_per_ip", int64(l.MaxPeersPerIP)},
+		{"peer_starts_per_ip_per_minute", int64(l.PeerStartsPerIPPerMinute)},
 	} {
 		if f.v < 1 {
 			addf("limits.%s: must be positive", f.key)

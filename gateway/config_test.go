@@ -57,7 +57,8 @@ func TestParseConfigValid(t *testing.T) {
 
 // TestCallLimitDefaults: the call-start limits default to 20 per address
 // and 6 per conversation an hour; an explicit 0 is unlimited, not the
-// default; queues[].voice defaults to always.
+// default; queues[].voice and queues[].video default to always, and
+// limits.max_peers_per_ip to 4 and peer_starts_per_ip_per_minute to 30.
 func TestCallLimitDefaults(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
@@ -81,6 +82,10 @@ func TestCallLimitDefaults(t *testing.T) {
 			}
 			if cfg.Queues[0].Voice != VoiceAlways {
 				t.Errorf("queues[0].voice = %q, want %q", cfg.Queues[0].Voice, VoiceAlways)
+			}
+			if l := cfg.Limits; cfg.Queues[0].Video != VideoAlways || l.MaxPeersPerIP != 4 || l.PeerStartsPerIPPerMinute != 30 {
+				t.Errorf("queues[0].video = %q, limits.max_peers_per_ip = %d, limits.peer_starts_per_ip_per_minute = %d, want %q, 4 and 30",
+					cfg.Queues[0].Video, l.MaxPeersPerIP, l.PeerStartsPerIPPerMinute, VideoAlways)
 			}
 		})
 	}
@@ -125,6 +130,9 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"negative calls per ip", [2]string{}, "limits:\n  calls_per_ip_per_hour: -1\n", "limits.calls_per_ip_per_hour: must not be negative"},
 		{"negative calls per conversation", [2]string{}, "limits:\n  calls_per_conversation_per_hour: -2\n", "limits.calls_per_conversation_per_hour: must not be negative"},
 		{"calls per ip type", [2]string{}, "limits:\n  calls_per_ip_per_hour: many\n", "limits.calls_per_ip_per_hour: cannot unmarshal"},
+		{"queue video", [2]string{`dial: "sip:600@pbx.example.com"`, "dial: \"sip:600@pbx.example.com\"\n    video: later"}, "", `queues[0].video: "later" is not one of always, after_accept, off`},
+		{"negative peers per ip", [2]string{}, "limits:\n  max_peers_per_ip: -1\n", "limits.max_peers_per_ip: must be positive"},
+		{"negative peer starts", [2]string{}, "limits:\n  peer_starts_per_ip_per_minute: -5\n", "limits.peer_starts_per_ip_per_minute: must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,8 @@ type hub struct {
 	// voice: the gateway can place calls (a SIP stack and WebRTC). Set
 	// once before serving.
 	voice bool
+	// video: the gateway has WebRTC. Set once before serving.
+	video bool
 
 	mu     sync.Mutex
 	convs  map[string]*conv // waiting and active conversations
@@ -51,6 +53,12 @@ type hub struct {
 	reserved      map[string]int
 	reservedTotal int
 	closing       bool
+	// peersByAddr counts the customer peer connections open or being set
+	// up, by addrKey of the client address (limits.max_peers_per_ip).
+	peersByAddr map[string]int
+	// peerStarts counts the set-ups of customer peer connections by
+	// addrKey (limits.peer_starts_per_ip_per_minute); it locks itself.
+	peerStarts *slidingLimiter
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -74,6 +82,11 @@ type conv struct {
 	// lastActive is when the conversation last had a message, a customer
 	// socket leaving or its start (limits.abandoned_after).
 	lastActive time.Time
+
+	// videoStarting counts the video starts being set up, which hold a
+	// video session slot meanwhile (reserveVideoLocked). Guarded by
+	// hub.mu.
+	videoStarting int
 }
 
 type agent struct {
@@ -90,7 +103,8 @@ type agent struct {
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
 		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{},
-		waiting: map[string][]*conv{}, reserved: map[string]int{}}
+		waiting: map[string][]*conv{}, reserved: map[string]int{}, peersByAddr: map[string]int{},
+		peerStarts: newSlidingLimiter(cfg.Limits.PeerStartsPerIPPerMinute, time.Minute)}
 	for _, q := range cfg.Queues {
 		h.queues[q.Name] = q
 	}
@@ -146,7 +160,8 @@ func (h *hub) wireConvLocked(cv *conv) wireConversation {
 	w := wireConversation{ID: c.ID, State: c.State, Queue: c.Queue, CreatedAt: c.CreatedAt, LastSeq: c.LastSeq,
 		Customer: wireCustomer{Name: c.Customer.Name, Email: c.Customer.Email, ExternalID: c.Customer.ExternalID, Verified: c.Customer.Verified},
 		Read:     wireRead{Customer: c.ReadByCust, Agent: c.ReadByAgt}, Preview: cv.preview, OfferedTo: cv.offeredTo,
-		Voice: h.voice && c.State != store.StateEnded && c.State != store.StateLeft && h.voicePolicyLocked(cv) == nil}
+		Voice: h.voice && c.State != store.StateEnded && c.State != store.StateLeft && h.voicePolicyLocked(cv) == nil,
+		Video: h.video && c.State != store.StateEnded && c.State != store.StateLeft && h.videoPolicyLocked(cv) == nil}
 	if a, ok := h.agents[c.AgentID]; ok && c.AgentID != "" {
 		w.Agent = &wireAgentRef{ID: a.cfg.ID, Name: a.cfg.Name}
 	}

@@ -1,11 +1,60 @@
 package gateway
 
 import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 )
+
+// errPeersPerIP refuses a customer peer connection past
+// limits.max_peers_per_ip.
+var errPeersPerIP = errf(http.StatusTooManyRequests, "busy", "too many calls and video sessions from your network right now; end one and try again")
+
+// isPeerLimit reports whether err is a refusal by reservePeer, which a
+// call start passes on as it is.
+func isPeerLimit(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && (ae == errPeersPerIP || ae.Code == "rate_limited")
+}
+
+// reservePeer takes one of limits.max_peers_per_ip slots of the client
+// address ip (by addrKey) for a customer peer connection about to be set
+// up, and counts the set-up against limits.peer_starts_per_ip_per_minute
+// (whatever its outcome: a set-up that fails costs as much). release
+// gives the slot back; it may be called more than once.
+func (h *hub) reservePeer(ip string) (release func(), err error) {
+	key := addrKey(ip)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.peersByAddr[key] >= h.cfg.Limits.MaxPeersPerIP {
+		h.metrics.mediaRefused.WithLabelValues("peers_per_ip").Inc()
+		return nil, errPeersPerIP
+	}
+	now := h.now()
+	if ok, wait := h.peerStarts.check(key, now); !ok {
+		h.metrics.mediaRefused.WithLabelValues("peer_starts_per_ip").Inc()
+		secs := max(int(math.Ceil(wait.Seconds())), 1)
+		return nil, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: secs,
+			Message: fmt.Sprintf("too many calls and video sessions started from your network; try again in %d seconds", secs)}
+	}
+	h.peerStarts.add(key, now)
+	h.peersByAddr[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.peersByAddr[key]--; h.peersByAddr[key] <= 0 {
+				delete(h.peersByAddr, key)
+			}
+		})
+	}, nil
+}
 
 // slidingLimiter allows n events per key in any window of the given
 // length: it keeps, per key, the times of the events still inside the

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 // metrics are the gateway's Prometheus series, on a registry of its own so
@@ -28,6 +29,7 @@ type metrics struct {
 	callJitter       prometheus.Histogram
 	callsRefused     *prometheus.CounterVec
 	flow             flowMetrics
+	mediaRefused     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -84,8 +86,11 @@ func newMetrics() *metrics {
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_calls_refused_total", Help: "Calls customers asked for and were refused, by reason (ip_limit, conversation_limit, queue_policy).",
 		}, []string{"reason"}),
+		mediaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_media_refused_total", Help: "Video starts, console joins and customer peer connections refused, by reason (video_limit, peers_per_ip, peer_starts_per_ip, queue_policy).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.callsRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
+	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -153,4 +158,32 @@ func sipRefusedCounter(refused func() uint64) prometheus.Collector {
 		Name: "segue_sip_requests_refused_total",
 		Help: "SIP requests (and stray responses) from sources outside every trunk's allow_inbound_from that were dropped, refused with 403 or challenged with 401.",
 	}, func() float64 { return float64(refused()) })
+}
+
+// nackCollector exports what browsers asked the gateway to resend of the
+// video it sends them (RTCP NACK) and what it resent, when scraped.
+type nackCollector struct{ stats func() webrtc.NACKStats }
+
+var (
+	nackRequestedDesc  = prometheus.NewDesc("segue_webrtc_nack_requested_total", "Lost video packets browsers asked the gateway to resend (RTCP NACK).", nil, nil)
+	nackRefusedDesc    = prometheus.NewDesc("segue_webrtc_nack_refused_total", "Lost packets browsers asked for that were not resent, by reason (rate, budget, repeat, unavailable, no_stream).", []string{"reason"}, nil)
+	retransmitPktDesc  = prometheus.NewDesc("segue_webrtc_retransmit_packets_total", "Video packets resent to browsers on their NACKs.", nil, nil)
+	retransmitByteDesc = prometheus.NewDesc("segue_webrtc_retransmit_bytes_total", "Bytes of video packets resent to browsers on their NACKs.", nil, nil)
+)
+
+func (c nackCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- nackRequestedDesc
+	ch <- nackRefusedDesc
+	ch <- retransmitPktDesc
+	ch <- retransmitByteDesc
+}
+
+func (c nackCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(nackRequestedDesc, prometheus.CounterValue, float64(s.Requested))
+	ch <- prometheus.MustNewConstMetric(retransmitPktDesc, prometheus.CounterValue, float64(s.Resent))
+	ch <- prometheus.MustNewConstMetric(retransmitByteDesc, prometheus.CounterValue, float64(s.ResentBytes))
+	for reason, n := range s.Refused {
+		ch <- prometheus.MustNewConstMetric(nackRefusedDesc, prometheus.CounterValue, float64(n), reason)
+	}
 }

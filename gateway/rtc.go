@@ -33,6 +33,8 @@ type customerRTC struct {
 	page  string
 	neg   negotiator
 	grace graceTimer // armed while no socket of the page is connected
+	// release gives back the peer's limits.max_peers_per_ip slot.
+	release func()
 }
 
 // customerOffer answers the customer's offer: on the existing peer
@@ -95,21 +97,30 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		// Narrowband for a call; wideband for video from the chat.
 		wideband: use&useVoice == 0,
 	}
+	// A new peer takes one of its address's slots first, given back when
+	// it ends (watchCustomerRTC) or fails to start.
+	release, err := h.reservePeer(cl.ip)
+	if err != nil {
+		return nil, err
+	}
 	// The peer outlives the request and the call that made it.
 	peer, err := s.peers.NewPeer(context.WithoutCancel(ctx), convID+"/customer", hooks)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	answer, err := peer.Answer(ctx, offer)
 	if err != nil {
 		peer.Close()
+		release()
 		return nil, err
 	}
-	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use, page: cl.page}
+	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use, page: cl.page, release: release}
 	h.mu.Lock()
 	if cv.rtc != nil { // another offer won the race
 		h.mu.Unlock()
 		peer.Close()
+		release()
 		return nil, errf(http.StatusConflict, "glare", "another negotiation is in progress; retry")
 	}
 	cv.rtc = rtc
@@ -145,6 +156,9 @@ func (s *Server) watchCustomerRTC(cv *conv, rtc *customerRTC) {
 		v.cancel(errBrowserGone)
 	}
 	_ = rtc.peer.Close()
+	if rtc.release != nil {
+		rtc.release()
+	}
 	s.dropRelaysTo(cv, rtc.peer)
 	s.routeAudio(cv)
 }

@@ -69,6 +69,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 		o(s)
 	}
 	s.hub.voice = s.phones != nil && s.peers != nil
+	s.hub.video = s.peers != nil
 	s.handler = s.routes()
 	return s, nil
 }

@@ -73,16 +73,61 @@ var (
 	errNoVideo        = errf(http.StatusConflict, "no_video", "there is no video session in this conversation")
 	errVideoLimit     = errf(http.StatusServiceUnavailable, "busy", "too many video sessions right now; try again shortly")
 	errNotForwardable = errf(http.StatusServiceUnavailable, "video_unavailable", "video is not available on this gateway")
+	// errVideoBeforeAccept: the queue has video: after_accept and no
+	// agent holds the conversation yet.
+	errVideoBeforeAccept = errf(http.StatusConflict, "video_not_available", "video opens once an agent has joined the chat")
+	// errVideoQueueOff: the queue has video: off.
+	errVideoQueueOff = errf(http.StatusForbidden, "video_not_available", "video is not offered in this chat")
 )
+
+// videoCountedLocked reports whether cv holds one of the
+// limits.max_video_sessions slots: the console joined, the customer's
+// peer is used for video, or a video start is being set up; hub.mu held.
+func videoCountedLocked(cv *conv) bool {
+	return cv.video != nil || (cv.rtc != nil && cv.rtc.uses&useVideo != 0) || cv.videoStarting > 0
+}
 
 func (h *hub) videoSessionsLocked() int {
 	n := 0
 	for _, cv := range h.convs {
-		if cv.video != nil || (cv.rtc != nil && cv.rtc.uses&useVideo != 0) {
+		if videoCountedLocked(cv) {
 			n++
 		}
 	}
 	return n
+}
+
+// videoPolicyLocked applies the queues[].video policy of cv's queue to
+// video the customer starts; hub.mu held. Nil means allowed.
+func (h *hub) videoPolicyLocked(cv *conv) error {
+	switch h.queues[cv.c.Queue].Video {
+	case VideoOff:
+		return errVideoQueueOff
+	case VideoAfterAccept:
+		if cv.c.State != store.StateActive || cv.c.AgentID == "" {
+			return errVideoBeforeAccept
+		}
+	}
+	return nil
+}
+
+// reserveVideoLocked takes a video session slot for cv, unless cv holds
+// one already, while its peer connection is set up: a start counts from
+// the moment it is allowed, so that concurrent starts cannot all pass the
+// check before any of them counts. The caller calls the returned func,
+// without hub.mu, once the set-up is over, whatever its outcome: by then
+// the session counts by its peer, or not at all. hub.mu held.
+func (h *hub) reserveVideoLocked(cv *conv) (done func(), err error) {
+	if !videoCountedLocked(cv) && h.videoSessionsLocked() >= h.cfg.Limits.MaxVideoSessions {
+		h.metrics.mediaRefused.WithLabelValues("video_limit").Inc()
+		return nil, errVideoLimit
+	}
+	cv.videoStarting++
+	return func() {
+		h.mu.Lock()
+		cv.videoStarting--
+		h.mu.Unlock()
+	}, nil
 }
 
 // startVideo takes the customer's offer with a camera (or screen) track:
@@ -101,13 +146,19 @@ func (s *Server) startVideo(ctx context.Context, cl *client, cv *conv, offer str
 		h.mu.Unlock()
 		return ErrEnded
 	}
-	counted := cv.video != nil || (cv.rtc != nil && cv.rtc.uses&useVideo != 0)
-	if !counted && h.videoSessionsLocked() >= s.cfg.Limits.MaxVideoSessions {
+	if err := h.videoPolicyLocked(cv); err != nil {
 		h.mu.Unlock()
-		return errVideoLimit
+		s.metrics.mediaRefused.WithLabelValues("queue_policy").Inc()
+		return err
 	}
+	started, err := h.reserveVideoLocked(cv)
 	h.mu.Unlock()
-	if _, err := s.customerOffer(ctx, cv, cl, offer, useVideo); err != nil {
+	if err != nil {
+		return err
+	}
+	_, err = s.customerOffer(ctx, cv, cl, offer, useVideo)
+	started()
+	if err != nil {
 		if ae, ok := err.(*apiError); ok {
 			return ae
 		}
@@ -115,7 +166,26 @@ func (s *Server) startVideo(ctx context.Context, cl *client, cv *conv, offer str
 		return errf(http.StatusBadRequest, "bad_offer", "the browser's video offer could not be used")
 	}
 	s.routeAudio(cv)
+	s.forwardCustomerVideos(cv)
 	return nil
+}
+
+// forwardCustomerVideos relays the customer's video tracks that arrived
+// before the peer counted as video (a renegotiation that added a camera
+// before video.start) to the console, if it has joined.
+func (s *Server) forwardCustomerVideos(cv *conv) {
+	h := s.hub
+	h.mu.Lock()
+	var vids []remoteVideo
+	if cv.video != nil && cv.rtc != nil && cv.rtc.uses&useVideo != 0 {
+		for _, rv := range cv.media().custVideos {
+			vids = append(vids, rv)
+		}
+	}
+	h.mu.Unlock()
+	for _, rv := range vids {
+		s.forward(cv, rv, "agent")
+	}
 }
 
 // stopVideo ends the customer's video use of the peer connection (the
@@ -142,11 +212,15 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 	first := len(m.custVideos) == 0
 	m.custVideos[rv.ID()] = rv
 	vs := cv.video
+	// Only a peer that counts as video (video.start) relays: video added
+	// by a plain renegotiation of a call's peer would bypass the queue's
+	// policy and limits.max_video_sessions.
+	relay := vs != nil && cv.rtc != nil && cv.rtc.uses&useVideo != 0
 	h.mu.Unlock()
 	if first {
 		h.event(context.Background(), cv, "video.started", "Video started", map[string]string{"codec": rv.MimeType()})
 	}
-	if vs != nil {
+	if relay {
 		s.forward(cv, rv, "agent")
 	}
 	s.wg.Add(1)
@@ -326,12 +400,17 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
 		return nil
 	}
-	counted := cv.rtc != nil && cv.rtc.uses&useVideo != 0
-	if !counted && h.videoSessionsLocked() >= s.cfg.Limits.MaxVideoSessions {
+	if h.queues[cv.c.Queue].Video == VideoOff {
 		h.mu.Unlock()
-		return errVideoLimit
+		s.metrics.mediaRefused.WithLabelValues("queue_policy").Inc()
+		return errVideoQueueOff
 	}
+	started, err := h.reserveVideoLocked(cv)
 	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer started()
 	vs := &videoSession{agentID: cl.agentID, page: cl.page, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
 	convID := cv.c.ID
 	gate := &candidateGate{send: func(cand json.RawMessage) {

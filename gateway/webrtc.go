@@ -9,7 +9,10 @@ import (
 
 // WithWebRTC lets the server open browser peer connections through eng.
 func WithWebRTC(eng *webrtc.Engine) Option {
-	return func(s *Server) { s.peers = pionPeers{eng: eng} }
+	return func(s *Server) {
+		s.peers = pionPeers{eng: eng}
+		s.metrics.reg.MustRegister(nackCollector{eng.NACKStats})
+	}
 }
 
 // iceServer is one entry of RTCConfiguration.iceServers, as browsers take it.

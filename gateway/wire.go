@@ -41,6 +41,9 @@ type wireConversation struct {
 	// Voice says whether the customer may start a call now: the gateway
 	// has voice and the queue's voice policy allows it (docs/api.md).
 	Voice bool `json:"voice"`
+	// Video says whether the customer may start video now: the gateway
+	// has WebRTC and the queue's video policy allows it (docs/api.md).
+	Video bool `json:"video"`
 }
 
 type wireSender struct {

@@ -91,6 +91,9 @@ type gatewayOptions struct {
 	// maxVideoSessions caps the conversations with video at once; 0 keeps
 	// the gateway's default.
 	maxVideoSessions int
+	// maxPeersPerIP caps the customer peer connections from one address
+	// (every test customer is 127.0.0.1); 0 keeps the gateway's default.
+	maxPeersPerIP int
 	// voice gives the gateway SIP trunks, queues routed through them and
 	// Alice's desk phone. Without queues there is one, support, and no trunk.
 	voice voiceConfig
@@ -265,6 +268,9 @@ limits:
 	b.WriteString(o.limitsYAML)
 	if o.maxVideoSessions > 0 {
 		fmt.Fprintf(&b, "  max_video_sessions: %d\n", o.maxVideoSessions)
+	}
+	if o.maxPeersPerIP > 0 {
+		fmt.Fprintf(&b, "  max_peers_per_ip: %d\n", o.maxPeersPerIP)
 	}
 	b.WriteString("log:\n  level: debug\n")
 	if o.identitySecret != "" {
@@ -443,6 +449,8 @@ type conversation struct {
 	LastSeq int64 `json:"last_seq"`
 	// Voice: the customer may start a call now.
 	Voice bool `json:"voice"`
+	// Video: the customer may start video now.
+	Video bool `json:"video"`
 }
 
 type message struct {

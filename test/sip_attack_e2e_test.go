@@ -417,26 +417,6 @@ func TestSIPSweepFindsNothing(t *testing.T) {
 	}
 }
 
-// rssOf returns a process's resident set size in bytes.
-func rssOf(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb * 1024
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
-}
-
 // TestSIPFloodKeepsCallsWorking: 10,000 OPTIONS/s for 30 s from
 // 127.0.0.2 (bench/sipflood's engine). The gateway answers none of
 // them, its memory stays bounded, and a call set up in the middle of the

@@ -171,6 +171,7 @@ func relayRun(b *testing.B, n int, measure time.Duration) {
 	g := startGateway(b, func(o *gatewayOptions) {
 		o.maxChats = max(o.maxChats, n) // Alice takes every conversation
 		o.maxVideoSessions = n
+		o.maxPeersPerIP = n // every customer comes from 127.0.0.1
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

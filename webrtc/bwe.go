@@ -49,15 +49,22 @@ const (
 	rembInterval = 500 * time.Millisecond
 )
 
-// bweFactory builds one GCC estimator per peer connection. Pion builds
-// a peer connection's interceptors inside NewPeerConnection, so the
-// Engine takes the estimator out right after, under mu.
+// bweFactory builds, for each peer connection, a GCC estimator and the
+// NACK guard (nack.go) that budgets resends by it. Pion builds a peer
+// connection's interceptors inside NewPeerConnection, so the Engine takes
+// them out right after, under mu.
 type bweFactory struct {
-	mu   sync.Mutex
-	last *gcc.SendSideBWE
+	// nacks counts for the whole Engine.
+	nacks nackCounters
+
+	mu    sync.Mutex
+	last  *gcc.SendSideBWE
+	guard *nackGuard
 }
 
-// NewInterceptor implements interceptor.Factory.
+// NewInterceptor implements interceptor.Factory. The guard comes first in
+// the chain, nearest the network: it sees every packet that goes out,
+// resends included, and cuts NACKs down before anything reads them.
 func (f *bweFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 	est, err := gcc.NewSendSideBWE(
 		gcc.SendSideBWEInitialBitrate(bweStart),
@@ -70,16 +77,18 @@ func (f *bweFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.last = est
-	return &bweInterceptor{est: est}, nil
+	guard := newNACKGuard(est.GetTargetBitrate, &f.nacks)
+	f.last, f.guard = est, guard
+	return interceptor.NewChain([]interceptor.Interceptor{guard, &bweInterceptor{est: est}}), nil
 }
 
-// take returns the estimator built by the last NewInterceptor call. The
-// caller holds mu around the peer connection's creation.
-func (f *bweFactory) take() *gcc.SendSideBWE {
-	est := f.last
-	f.last = nil
-	return est
+// take returns the estimator and the guard built by the last
+// NewInterceptor call. The caller holds mu around the peer connection's
+// creation.
+func (f *bweFactory) take() (*gcc.SendSideBWE, *nackGuard) {
+	est, guard := f.last, f.guard
+	f.last, f.guard = nil, nil
+	return est, guard
 }
 
 // bweInterceptor feeds one peer connection's outgoing RTP and incoming

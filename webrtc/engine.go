@@ -289,9 +289,10 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 // receiver reports, transport-wide congestion control feedback on what
 // the browser sends, and, on what the gateway sends, transport-wide
 // sequence numbers and the bandwidth estimator that reads the browser's
-// feedback on them. Interceptors added first sit nearest the network, so
-// the estimator sees every packet sent, resent ones included, after the
-// sequence number is set.
+// feedback on them, with the NACK guard that budgets resends by it
+// (nack.go). Interceptors added first sit nearest the network, so the
+// estimator sees every packet sent, resent ones included, after the
+// sequence number is set, and the guard reads NACKs before the responder.
 func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
 	reg.Add(bwe)
 	if err := pwebrtc.ConfigureNack(me, reg); err != nil {
@@ -363,14 +364,15 @@ func (e *Engine) Close() error {
 }
 
 // newPeerConnection creates a pion peer connection with the engine's
-// settings, and returns the bandwidth estimator built for it.
-func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, *gcc.SendSideBWE, error) {
+// settings, and returns the bandwidth estimator and NACK guard built for
+// it.
+func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, *gcc.SendSideBWE, *nackGuard, error) {
 	if e.closed.Load() {
-		return nil, nil, ErrClosed
+		return nil, nil, nil, ErrClosed
 	}
 	api, err := e.start()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	e.bwe.mu.Lock()
 	defer e.bwe.mu.Unlock()
@@ -380,5 +382,6 @@ func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, 
 		RTCPMuxPolicy: pwebrtc.RTCPMuxPolicyRequire,
 		SDPSemantics:  pwebrtc.SDPSemanticsUnifiedPlan,
 	})
-	return pc, e.bwe.take(), err
+	est, guard := e.bwe.take()
+	return pc, est, guard, err
 }

@@ -162,6 +162,8 @@ type Peer struct {
 	// the video tracks forwarded to it, which share that estimate.
 	bwe       *gcc.SendSideBWE
 	forwarded atomic.Int32
+	// nack budgets what the browser's NACKs make the gateway resend.
+	nack *nackGuard
 
 	// relayTo is the peer the browser's audio is relayed to untouched
 	// (audio_relay.go); wideband leaves the narrowband Opus hints out of
@@ -178,7 +180,7 @@ type Peer struct {
 // lives until it ends or is closed, and must connect within the connect
 // timeout counted from here.
 func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
-	pc, bwe, err := e.newPeerConnection(ctx)
+	pc, bwe, nack, err := e.newPeerConnection(ctx)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil, err
@@ -196,6 +198,7 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		log:    log,
 		pc:     pc,
 		bwe:    bwe,
+		nack:   nack,
 		ctx:    pctx,
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),

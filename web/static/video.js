@@ -12,6 +12,7 @@ import { h } from './chat.js';
 /** Error codes of video frames, in the user's words. */
 export const VIDEO_ERROR_TEXT = {
   video_unavailable: 'Video is not available right now',
+  video_not_available: 'Video is not available in this chat right now',
   busy: 'Too many video calls right now; please try again shortly',
   bad_offer: 'The browser could not start the video',
   no_video: 'There is no video in this conversation',

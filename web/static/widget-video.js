@@ -22,6 +22,7 @@ export class WidgetVideo {
     this.host = host;
     this.features = { ice_servers: [] };
     this.enabled = false;
+    this.available = false; // the conversation's video flag: the customer may start video
     this.pc = null;
     this.own = false; // whether we opened this.pc (else it is the call's)
     this.neg = null;
@@ -75,6 +76,17 @@ export class WidgetVideo {
 
   send(frame) {
     return this.host.socket.send(frame);
+  }
+
+  /**
+   * setAvailable takes the conversation's video flag: whether the gateway
+   * lets the customer start the camera or a screen share now (the queue
+   * may open video only once an agent has joined, or never). Photos and
+   * snapshots do not need it.
+   */
+  setAvailable(on) {
+    this.available = on;
+    this.render();
   }
 
   /** setEnabled allows video (an open, connected conversation) or not. */
@@ -224,7 +236,7 @@ export class WidgetVideo {
   }
 
   async startCamera() {
-    if (this.cam || !this.enabled) return;
+    if (this.cam || !this.enabled || !this.available) return;
     this.busy = true;
     this.render();
     this.say('Starting the camera…');
@@ -288,7 +300,7 @@ export class WidgetVideo {
   }
 
   async startScreen() {
-    if (this.screen || !this.enabled) return;
+    if (this.screen || !this.enabled || !this.available) return;
     if (!navigator.mediaDevices?.getDisplayMedia) {
       this.say('Screen sharing is not available in this browser');
       return;
@@ -454,12 +466,15 @@ export class WidgetVideo {
   render() {
     const live = Boolean(this.pc);
     this.bar.hidden = !this.enabled && !live;
+    // Camera and screen show while the conversation says video (or while
+    // on, so that they can be turned off).
+    this.cameraButton.hidden = !this.available && !this.cam;
     this.cameraButton.disabled = this.busy || (!this.enabled && !this.cam);
     this.cameraButton.setAttribute('aria-pressed', String(Boolean(this.cam)));
     this.cameraButton.textContent = this.cam ? 'Camera off' : 'Camera';
     this.cameraButton.setAttribute('aria-label', this.cam ? 'Turn the camera off' : 'Turn the camera on');
     if (!this.cam) this.switchButton.hidden = true;
-    this.screenButton.hidden = !navigator.mediaDevices?.getDisplayMedia;
+    this.screenButton.hidden = !navigator.mediaDevices?.getDisplayMedia || (!this.available && !this.screen);
     this.screenButton.disabled = this.busy || (!this.enabled && !this.screen);
     this.screenButton.setAttribute('aria-pressed', String(Boolean(this.screen)));
     this.screenButton.textContent = this.screen ? 'Stop sharing' : 'Share screen';

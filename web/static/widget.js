@@ -320,6 +320,7 @@ class SegueWidget extends HTMLElement {
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
     this.voice?.setAvailable(Boolean(c?.voice));
+    this.video?.setAvailable(Boolean(c?.video)); // video (Step 3)
     this.voice?.setEnabled(Boolean(c) && !ended);
     this.video?.setEnabled(Boolean(c) && !ended); // video (Step 3)
   }
