@@ -62,6 +62,10 @@ type TrunkConfig struct {
 	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Normalize rewrites dialled numbers before sending, in order.
 	Normalize []NormalizeRule `yaml:"normalize"`
+	// SRTPAllowInsecureTransport accepts srtp with transport udp or tcp,
+	// where the SDES keys (RFC 4568) travel in clear in the SDP; a warning
+	// is logged at start. Without it that combination is refused.
+	SRTPAllowInsecureTransport bool `yaml:"srtp_allow_insecure_transport"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -177,8 +181,24 @@ func (t *TrunkConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("normalize[%d].strip: must not be negative", i))
 		}
 	}
+	if t.SRTP && t.insecureSDES() && !t.SRTPAllowInsecureTransport {
+		errs = append(errs, fmt.Errorf("srtp: SDES keys would travel in clear over %s; use transport: tls (or set srtp_allow_insecure_transport: true)", t.transportName()))
+	}
 	return errors.Join(errs...)
 }
+
+// transportName is the trunk's transport as configured, udp when unset.
+func (t *TrunkConfig) transportName() string {
+	if t.Transport == "" {
+		return "udp"
+	}
+	return strings.ToLower(t.Transport)
+}
+
+// insecureSDES reports whether SDES keys (RFC 4568 §8.1: the a=crypto
+// line holds the master key) would cross the network in clear: anything
+// but TLS signalling.
+func (t *TrunkConfig) insecureSDES() bool { return t.transportName() != "tls" }
 
 // ParseListen splits "udp:0.0.0.0:5060" into transport and host:port.
 func ParseListen(s string) (transport, addr string, err error) {

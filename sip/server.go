@@ -301,6 +301,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	close(s.ready)
 	s.log.Info("sip server started", "listen", s.cfg.Listen, "contact_host", s.host, "trunks", len(s.order))
+	s.warnWeakTrunks()
 
 	var loops sync.WaitGroup
 	for _, tr := range s.order {
