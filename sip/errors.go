@@ -39,6 +39,9 @@ var (
 	ErrRedirectLoop = errors.New("sip: redirect not followed")
 	// ErrTransferRefused is returned for a REFER whose target is not on the trunk.
 	ErrTransferRefused = errors.New("sip: transfer refused")
+	// ErrHeader is returned by Dial for a caller header that is not
+	// allowed or could inject other headers (DialOptions.Headers).
+	ErrHeader = errors.New("sip: invalid header")
 )
 
 // StatusError is a final non-2xx response to a request we sent.
