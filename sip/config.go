@@ -44,7 +44,9 @@ type TrunkConfig struct {
 	// AllowInboundFrom lists CIDRs whose requests this trunk accepts.
 	AllowInboundFrom []string `yaml:"allow_inbound_from"`
 	// InboundAuth accepts INVITEs from other addresses too when they
-	// answer a digest challenge with this trunk's username and password.
+	// answer a digest challenge with this trunk's inbound credentials
+	// (inbound_username and inbound_password, else username and
+	// password). Five failures from one address silence it for 15 minutes.
 	InboundAuth bool `yaml:"inbound_auth"`
 	MaxCalls    int  `yaml:"max_calls"`
 	// OptionsInterval is the OPTIONS keepalive period in seconds (0: off).
@@ -66,6 +68,12 @@ type TrunkConfig struct {
 	// where the SDES keys (RFC 4568) travel in clear in the SDP; a warning
 	// is logged at start. Without it that combination is refused.
 	SRTPAllowInsecureTransport bool `yaml:"srtp_allow_insecure_transport"`
+	// InboundUsername and InboundPassword are the digest credentials an
+	// inbound_auth caller must prove, kept apart from the outbound ones
+	// (username/auth_user and password). When unset the outbound ones are
+	// used, with a warning at start. InboundPassword may be ${ENV}.
+	InboundUsername string `yaml:"inbound_username"`
+	InboundPassword string `yaml:"inbound_password"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -149,8 +157,14 @@ func (t *TrunkConfig) Validate() error {
 	if t.Register && t.Username == "" {
 		errs = append(errs, errors.New("username: required when register is true"))
 	}
-	if t.InboundAuth && (t.Username == "" || t.Password == "") {
-		errs = append(errs, errors.New("inbound_auth: needs username and password"))
+	if t.InboundAuth && (t.InboundUsername == "" && t.AuthUser == "" && t.Username == "" || t.InboundPassword == "" && t.Password == "") {
+		errs = append(errs, errors.New("inbound_auth: needs inbound_username and inbound_password (or username and password)"))
+	}
+	if !t.InboundAuth && t.InboundUsername != "" {
+		errs = append(errs, errors.New("inbound_username: only used with inbound_auth: true"))
+	}
+	if !t.InboundAuth && t.InboundPassword != "" {
+		errs = append(errs, errors.New("inbound_password: only used with inbound_auth: true"))
 	}
 	if t.RegisterExpiry < 0 {
 		errs = append(errs, errors.New("register_expiry: must not be negative"))

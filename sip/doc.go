@@ -15,7 +15,11 @@
 //
 // Requests are accepted only from a trunk's allow_inbound_from, or with
 // digest credentials on an inbound_auth trunk; anything else is answered
-// 403 (or nothing with scanner_silence) and leaves no state. Past
+// 403 (or nothing with scanner_silence) and leaves no state. Inbound
+// digest authentication checks the digest-uri against the Request-URI,
+// refuses a nonce used again without a higher nonce-count, and silences
+// an address after five failures; its credentials may differ from the
+// outbound ones (inbound_username, inbound_password). Past
 // WithMaxCalls or a trunk's max_calls an INVITE gets 503 with Retry-After.
 //
 // # Calls

@@ -113,7 +113,7 @@ type Server struct {
 	ready    chan struct{}
 	bg       sync.WaitGroup
 	dropped  uint64
-	nonces   nonceKey
+	auth     *inboundAuth
 }
 
 // New checks the configuration and builds a Server. It does no I/O.
@@ -127,7 +127,7 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
 		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
-		nonces: newNonceKey(),
+		auth: newInboundAuth(),
 	}
 	for i, tc := range trunks {
 		if err := tc.Validate(); err != nil {
