@@ -198,6 +198,7 @@ func (c *Config) Validate() error {
 		}
 		trunks[t.Name] = true
 	}
+	add("", sip.CheckTrunkTLS(c.Trunks))
 	queues := map[string]bool{}
 	if len(c.Queues) == 0 {
 		addf("queues: at least one queue is required")

@@ -64,3 +64,33 @@ func TestParseConfigInboundCredentials(t *testing.T) {
 		t.Errorf("inbound_auth without credentials: %v", err)
 	}
 }
+
+// TestParseConfigTrunkTLS: tls_server_name goes with transport tls, and a
+// trunk given by IP address may skip certificate checks only when every
+// tls trunk does.
+func TestParseConfigTrunkTLS(t *testing.T) {
+	second := func(lines string) string {
+		return strings.Replace(validYAML, "queues:\n", "  - name: lab\n    uri: \"sip:192.0.2.7\"\n"+lines+"queues:\n", 1)
+	}
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"server name over tls", strings.Replace(validYAML, "    register: true\n", "    register: true\n    transport: tls\n    tls_server_name: pbx.example.com\n", 1), ""},
+		{"server name over udp", strings.Replace(validYAML, "    register: true\n", "    register: true\n    tls_server_name: pbx.example.com\n", 1), "trunks[0].tls_server_name: only used with transport: tls"},
+		{"server name with port", strings.Replace(validYAML, "    register: true\n", "    register: true\n    transport: tls\n    tls_server_name: \"pbx.example.com:5061\"\n", 1), `trunks[0].tls_server_name: "pbx.example.com:5061" is not a host name`},
+		{"insecure ip trunk beside a verified one", strings.Replace(second("    transport: tls\n    tls_insecure_skip_verify: true\n"), "    register: true\n", "    register: true\n    transport: tls\n", 1),
+			"trunks[1].tls_insecure_skip_verify: a tls trunk whose host is an IP address may skip verification only when every tls trunk does"},
+		{"insecure ip trunk beside a udp one", second("    transport: tls\n    tls_insecure_skip_verify: true\n"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.doc), testEnv)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

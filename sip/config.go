@@ -60,7 +60,9 @@ type TrunkConfig struct {
 	Privacy string `yaml:"privacy"`
 	// SRTP enables SDES-SRTP (RTP/SAVP) toward this trunk.
 	SRTP bool `yaml:"srtp"`
-	// TLSInsecureSkipVerify disables certificate checks for tls trunks.
+	// TLSInsecureSkipVerify disables certificate checks for this tls
+	// trunk only, with a warning at start (see CheckTrunkTLS for hosts
+	// given as IP addresses).
 	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Normalize rewrites dialled numbers before sending, in order.
 	Normalize []NormalizeRule `yaml:"normalize"`
@@ -74,6 +76,10 @@ type TrunkConfig struct {
 	// used, with a warning at start. InboundPassword may be ${ENV}.
 	InboundUsername string `yaml:"inbound_username"`
 	InboundPassword string `yaml:"inbound_password"`
+	// TLSServerName is the name the certificate of a tls trunk must be
+	// valid for, when it is not the host of uri (e.g. a PBX reached by
+	// IP address whose certificate names pbx.example.com).
+	TLSServerName string `yaml:"tls_server_name"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -193,6 +199,13 @@ func (t *TrunkConfig) Validate() error {
 	for i, r := range t.Normalize {
 		if r.Strip < 0 {
 			errs = append(errs, fmt.Errorf("normalize[%d].strip: must not be negative", i))
+		}
+	}
+	if t.TLSServerName != "" {
+		if t.transportName() != "tls" {
+			errs = append(errs, errors.New("tls_server_name: only used with transport: tls"))
+		} else if strings.ContainsAny(t.TLSServerName, ":/@ \t") && net.ParseIP(t.TLSServerName) == nil {
+			errs = append(errs, fmt.Errorf("tls_server_name: %q is not a host name", t.TLSServerName))
 		}
 	}
 	if t.SRTP && t.insecureSDES() && !t.SRTPAllowInsecureTransport {

@@ -76,9 +76,11 @@ func WithRTCPInterval(d time.Duration) Option {
 	}
 }
 
-// WithTLSConfig sets the client TLS configuration used toward tls trunks
-// (for example a private RootCAs pool). Server certificates for tls
-// listeners come from Config.TLSCert and TLSKey.
+// WithTLSConfig sets the base of the client TLS configuration used
+// toward tls trunks (for example a private RootCAs pool, or client
+// certificates). Certificates are still checked per trunk (tls_server_name,
+// tls_insecure_skip_verify), against its RootCAs. Server certificates for
+// tls listeners come from Config.TLSCert and TLSKey.
 func WithTLSConfig(c *tls.Config) Option {
 	return func(s *Server) error { s.clientTLS = c; return nil }
 }
@@ -146,6 +148,9 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		s.trunks[tc.Name] = tr
 		s.order = append(s.order, tr)
 	}
+	if err := CheckTrunkTLS(trunks); err != nil {
+		errs = append(errs, err)
+	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			errs = append(errs, err)
@@ -209,11 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(s.log.With("layer", "sip_transport"))),
 		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
 	}
-	if s.clientTLS != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLS))
-	} else if tc := s.trunkTLSConfig(); tc != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tc))
-	}
+	uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLSConfig()))
 	ua, err := sipgo.NewUA(uaOpts...)
 	if err != nil {
 		return fmt.Errorf("sip: user agent: %w", err)
@@ -389,15 +390,6 @@ func outboundIP(trunks []*trunk) netip.Addr {
 		}
 	}
 	return netip.MustParseAddr("127.0.0.1")
-}
-
-func (s *Server) trunkTLSConfig() *tls.Config {
-	for _, tr := range s.order {
-		if tr.transport == "tls" {
-			return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: tr.cfg.TLSInsecureSkipVerify, ServerName: tr.host} //nolint:gosec // opt-in per trunk config
-		}
-	}
-	return nil
 }
 
 // rtpBindIP is where RTP sockets bind: the listener IP when specific, else all.
