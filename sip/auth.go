@@ -418,10 +418,13 @@ func (s *Server) wantsAuth() bool {
 	return false
 }
 
-// challenge answers 401 with a fresh nonce (SHA-256 and MD5 offered, in
-// that order of preference, RFC 8760 §2.4; qop=auth), marked stale when
-// the request's nonce only aged (RFC 7616 §3.3). A silenced source gets
-// no answer at all.
+// challenge answers 401 with a fresh nonce and qop=auth, marked stale
+// when the request's nonce only aged (RFC 7616 §3.3). A silenced source
+// gets no answer at all. MD5 is offered first and SHA-256 second (RFC
+// 7616 §3.7 leaves the order to the server): many deployed UAs, SIPp 3.6
+// among them, answer only the first challenge and know only MD5. Either
+// is accepted. Both are fast unsalted hashes, so what protects the
+// password is its length, the failure limit and TLS, not the algorithm.
 func (s *Server) challenge(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	a := s.auth
 	now := a.now()
@@ -438,7 +441,7 @@ func (s *Server) challenge(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	n := a.key.nonce(now)
 	hdrs := []sipmsg.Header{}
-	for _, algo := range []string{"SHA-256", "MD5"} {
+	for _, algo := range []string{"MD5", "SHA-256"} {
 		c := &digest.Challenge{Realm: authRealm, Nonce: n, Algorithm: algo, QOP: []string{"auth"}, Stale: stale}
 		hdrs = append(hdrs, sipmsg.NewHeader("WWW-Authenticate", c.String()))
 	}
