@@ -342,7 +342,7 @@ func (s *Server) authTrunk(req *sipmsg.Request) *trunk {
 	case tr != nil:
 		a.fails.succeed(src)
 		return tr
-	case why == "stale nonce":
+	case why == reasonStale:
 		s.log.Debug("inbound digest auth: stale nonce", "source", src)
 		return nil
 	}
@@ -354,6 +354,10 @@ func (s *Server) authTrunk(req *sipmsg.Request) *trunk {
 	}
 	return nil
 }
+
+// reasonStale is checkDigest's reason for a nonce that is ours but aged:
+// the one failure that is not counted against the source.
+const reasonStale = "stale nonce"
 
 // checkDigest verifies an Authorization header value against the
 // inbound_auth trunks; on failure it says why.
@@ -370,7 +374,7 @@ func (s *Server) checkDigest(req *sipmsg.Request, value string, now time.Time) (
 	case !ours:
 		return nil, "unknown nonce"
 	case !a.fresh(creds.Nonce, now):
-		return nil, "stale nonce"
+		return nil, reasonStale
 	case !sameURI(creds.URI, req.Recipient):
 		return nil, "digest uri is not the request uri"
 	}
