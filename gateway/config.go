@@ -318,6 +318,7 @@ func (c *Config) Validate() error {
 		}
 		trunks[t.Name] = true
 	}
+	add("", sip.CheckTrunkTLS(c.Trunks))
 	queues := map[string]bool{}
 	if len(c.Queues) == 0 {
 		addf("queues: at least one queue is required")
@@ -589,6 +590,7 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 	}
 	for i := range c.Trunks {
 		expand(fmt.Sprintf("trunks[%d].password", i), &c.Trunks[i].Password)
+		expand(fmt.Sprintf("trunks[%d].inbound_password", i), &c.Trunks[i].InboundPassword)
 	}
 	for i := range c.WebRTC.ICEServers {
 		expand(fmt.Sprintf("webrtc.ice_servers[%d].credential", i), &c.WebRTC.ICEServers[i].Credential)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
@@ -816,11 +817,13 @@ func contextHeaders(cfg *Config, c *store.Conversation) map[string]string {
 }
 
 // headerSafe keeps a customer-typed value from breaking a SIP header: no
-// control characters; non-ASCII is kept as UTF-8 (RFC 3261 allows it in
-// header values) but bounded.
+// control characters (C0, DEL and C1, which the sip package refuses in
+// header values), invalid UTF-8 replaced; non-ASCII is kept as UTF-8
+// (RFC 3261 allows it in header values) but bounded. Quotes and
+// backslashes stay: the sip package quotes the From display name itself.
 func headerSafe(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return -1
 		}
 		return r

@@ -48,7 +48,9 @@ type TrunkConfig struct {
 	// AllowInboundFrom lists CIDRs whose requests this trunk accepts.
 	AllowInboundFrom []string `yaml:"allow_inbound_from"`
 	// InboundAuth accepts INVITEs from other addresses too when they
-	// answer a digest challenge with this trunk's username and password.
+	// answer a digest challenge with this trunk's inbound credentials
+	// (inbound_username and inbound_password, else username and
+	// password). Five failures from one address silence it for 15 minutes.
 	InboundAuth bool `yaml:"inbound_auth"`
 	MaxCalls    int  `yaml:"max_calls"`
 	// OptionsInterval is the OPTIONS keepalive period in seconds (0: off).
@@ -62,7 +64,9 @@ type TrunkConfig struct {
 	Privacy string `yaml:"privacy"`
 	// SRTP enables SDES-SRTP (RTP/SAVP) toward this trunk.
 	SRTP bool `yaml:"srtp"`
-	// TLSInsecureSkipVerify disables certificate checks for tls trunks.
+	// TLSInsecureSkipVerify disables certificate checks for this tls
+	// trunk only, with a warning at start (see CheckTrunkTLS for hosts
+	// given as IP addresses).
 	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Normalize rewrites dialled numbers before sending, in order.
 	Normalize []NormalizeRule `yaml:"normalize"`
@@ -85,6 +89,20 @@ type TrunkConfig struct {
 	// public telephone numbers (no tel:, +, 00, 011, premium prefixes, or
 	// more than six digits).
 	TransferTargets []string `yaml:"transfer_targets"`
+	// SRTPAllowInsecureTransport accepts srtp with transport udp or tcp,
+	// where the SDES keys (RFC 4568) travel in clear in the SDP; a warning
+	// is logged at start. Without it that combination is refused.
+	SRTPAllowInsecureTransport bool `yaml:"srtp_allow_insecure_transport"`
+	// InboundUsername and InboundPassword are the digest credentials an
+	// inbound_auth caller must prove, kept apart from the outbound ones
+	// (username/auth_user and password). When unset the outbound ones are
+	// used, with a warning at start. InboundPassword may be ${ENV}.
+	InboundUsername string `yaml:"inbound_username"`
+	InboundPassword string `yaml:"inbound_password"`
+	// TLSServerName is the name the certificate of a tls trunk must be
+	// valid for, when it is not the host of uri (e.g. a PBX reached by
+	// IP address whose certificate names pbx.example.com).
+	TLSServerName string `yaml:"tls_server_name"`
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -176,8 +194,14 @@ func (t *TrunkConfig) Validate() error {
 	if t.Register && t.Username == "" {
 		errs = append(errs, errors.New("username: required when register is true"))
 	}
-	if t.InboundAuth && (t.Username == "" || t.Password == "") {
-		errs = append(errs, errors.New("inbound_auth: needs username and password"))
+	if t.InboundAuth && (t.InboundUsername == "" && t.AuthUser == "" && t.Username == "" || t.InboundPassword == "" && t.Password == "") {
+		errs = append(errs, errors.New("inbound_auth: needs inbound_username and inbound_password (or username and password)"))
+	}
+	if !t.InboundAuth && t.InboundUsername != "" {
+		errs = append(errs, errors.New("inbound_username: only used with inbound_auth: true"))
+	}
+	if !t.InboundAuth && t.InboundPassword != "" {
+		errs = append(errs, errors.New("inbound_password: only used with inbound_auth: true"))
 	}
 	if t.RegisterExpiry < 0 {
 		errs = append(errs, errors.New("register_expiry: must not be negative"))
@@ -216,8 +240,31 @@ func (t *TrunkConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("transfer_targets[%d]: %w", i, err))
 		}
 	}
+	if t.TLSServerName != "" {
+		if t.transportName() != "tls" {
+			errs = append(errs, errors.New("tls_server_name: only used with transport: tls"))
+		} else if strings.ContainsAny(t.TLSServerName, ":/@ \t") && net.ParseIP(t.TLSServerName) == nil {
+			errs = append(errs, fmt.Errorf("tls_server_name: %q is not a host name", t.TLSServerName))
+		}
+	}
+	if t.SRTP && t.insecureSDES() && !t.SRTPAllowInsecureTransport {
+		errs = append(errs, fmt.Errorf("srtp: SDES keys would travel in clear over %s; use transport: tls (or set srtp_allow_insecure_transport: true)", t.transportName()))
+	}
 	return errors.Join(errs...)
 }
+
+// transportName is the trunk's transport as configured, udp when unset.
+func (t *TrunkConfig) transportName() string {
+	if t.Transport == "" {
+		return "udp"
+	}
+	return strings.ToLower(t.Transport)
+}
+
+// insecureSDES reports whether SDES keys (RFC 4568 §8.1: the a=crypto
+// line holds the master key) would cross the network in clear: anything
+// but TLS signalling.
+func (t *TrunkConfig) insecureSDES() bool { return t.transportName() != "tls" }
 
 // ParseListen splits "udp:0.0.0.0:5060" into transport and host:port.
 func ParseListen(s string) (transport, addr string, err error) {

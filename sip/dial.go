@@ -27,12 +27,16 @@ type Progress struct {
 // DialOptions are per-call settings for Dial.
 type DialOptions struct {
 	// DisplayName is the From display name (e.g. the customer's name);
-	// the trunk's from_display is used when empty.
+	// the trunk's from_display is used when empty. Any text is safe: it
+	// is quoted per RFC 3261 §25.1 (control characters dropped, '"' and
+	// '\' escaped, at most 64 characters).
 	DisplayName string
 	// Headers are added to the INVITE. Allowed: User-to-User (RFC 7433),
 	// Call-Info, P-Asserted-Identity, Privacy, Subject, Alert-Info and X-*.
-	// Others are refused with an error, so that callers cannot break the
-	// dialog or spoof routing.
+	// Others, names that are not tokens and values with control
+	// characters (CR, LF, NUL...), invalid UTF-8 or over 1024 bytes are
+	// refused with an error matching ErrHeader, so that callers cannot
+	// break the dialog, add headers or spoof routing.
 	Headers map[string]string
 	// AudioOut receives the far end's 8 kHz PCM from the first packet on,
 	// early media included. It can be replaced later with SwapAudioOut.
@@ -49,14 +53,21 @@ var allowedDialHeaders = map[string]bool{
 	"privacy": true, "subject": true, "alert-info": true,
 }
 
+// checkDialHeaders refuses caller headers that are not allowed, whose
+// name is not a token (RFC 3261 §25.1), or whose value could end the
+// header line or hide from parsers (see checkHeaderValue): a caller
+// cannot add a header of its own choosing through a name or a value.
 func checkDialHeaders(h map[string]string) error {
 	for k, v := range h {
+		if !isToken(k) {
+			return fmt.Errorf("%w: name %q is not a token", ErrHeader, k)
+		}
 		lk := strings.ToLower(k)
 		if !allowedDialHeaders[lk] && !strings.HasPrefix(lk, "x-") {
-			return fmt.Errorf("sip: header %q may not be set by the caller", k)
+			return fmt.Errorf("%w: %q may not be set by the caller", ErrHeader, k)
 		}
-		if strings.ContainsAny(k+v, "\r\n") || strings.ContainsAny(k, ": \t") {
-			return fmt.Errorf("sip: header %q has invalid characters", k)
+		if err := checkHeaderValue(v); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrHeader, k, err)
 		}
 	}
 	return nil
@@ -253,9 +264,9 @@ func (s *Server) newInvite(tr *trunk, recipient sipmsg.Uri, offer []byte, opts D
 	req := sipmsg.NewRequest(sipmsg.INVITE, recipient)
 	req.SetTransport(strings.ToUpper(tr.transport))
 	req.SetDestination(tr.hostport())
-	display := opts.DisplayName
+	display := quoteDisplayName(opts.DisplayName)
 	if display == "" {
-		display = tr.cfg.FromDisplay
+		display = quoteDisplayName(tr.cfg.FromDisplay)
 	}
 	from := &sipmsg.FromHeader{DisplayName: display, Address: sipmsg.Uri{Scheme: "sip", User: tr.fromUser(), Host: uriHost(tr.host)}}
 	from.Params = sipmsg.NewParams()

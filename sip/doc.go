@@ -25,6 +25,11 @@
 // and no state is kept. Past WithMaxCalls or a trunk's max_calls an
 // INVITE gets 503 with Retry-After.
 //
+// Inbound digest authentication checks the digest-uri against the
+// Request-URI, refuses a nonce used again without a higher nonce-count,
+// and silences an address after five failures; its credentials may
+// differ from the outbound ones (inbound_username, inbound_password).
+//
 // # Calls
 //
 // Dial places a call through a trunk and returns once it is answered;

@@ -127,7 +127,7 @@ func CheckTrunk(ctx context.Context, cfg Config, tc TrunkConfig, log *slog.Logge
 			c.Close()
 			return "tcp " + target + " connected", nil
 		default:
-			c, err := tls.DialWithDialer(&d, "tcp", target, &tls.Config{ServerName: tr.host, InsecureSkipVerify: tc.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12}) //nolint:gosec // opt-in per trunk
+			c, err := tls.DialWithDialer(&d, "tcp", target, &tls.Config{ServerName: tr.tlsName(), InsecureSkipVerify: tc.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12}) //nolint:gosec // opt-in per trunk
 			if err != nil {
 				return "tls " + target, err
 			}

@@ -40,6 +40,9 @@ var (
 	// ErrTransferRefused is returned for a REFER whose target the trunk's
 	// transfer rules (transfer_targets, or the default) do not allow.
 	ErrTransferRefused = errors.New("sip: transfer refused")
+	// ErrHeader is returned by Dial for a caller header that is not
+	// allowed or could inject other headers (DialOptions.Headers).
+	ErrHeader = errors.New("sip: invalid header")
 )
 
 // StatusError is a final non-2xx response to a request we sent.

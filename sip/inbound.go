@@ -61,10 +61,11 @@ func (in *InboundCall) From() string {
 	return ""
 }
 
-// FromDisplay returns the caller's display name.
+// FromDisplay returns the caller's display name, its quoted-pairs
+// (RFC 3261 §25.1) undone.
 func (in *InboundCall) FromDisplay() string {
 	if f := in.req.From(); f != nil {
-		return f.DisplayName
+		return unquoteDisplayName(f.DisplayName)
 	}
 	return ""
 }

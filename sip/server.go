@@ -77,9 +77,11 @@ func WithRTCPInterval(d time.Duration) Option {
 	}
 }
 
-// WithTLSConfig sets the client TLS configuration used toward tls trunks
-// (for example a private RootCAs pool). Server certificates for tls
-// listeners come from Config.TLSCert and TLSKey.
+// WithTLSConfig sets the base of the client TLS configuration used
+// toward tls trunks (for example a private RootCAs pool, or client
+// certificates). Certificates are still checked per trunk (tls_server_name,
+// tls_insecure_skip_verify), against its RootCAs. Server certificates for
+// tls listeners come from Config.TLSCert and TLSKey.
 func WithTLSConfig(c *tls.Config) Option {
 	return func(s *Server) error { s.clientTLS = c; return nil }
 }
@@ -113,8 +115,8 @@ type Server struct {
 	pool     *portPool
 	ready    chan struct{}
 	bg       sync.WaitGroup
-	nonces   nonceKey
 	foreign  foreignCounter // media packets dropped for their source
+	auth     *inboundAuth
 
 	dropped   atomic.Uint64 // requests from outsiders refused or dropped
 	outsiders *sourceLimiter
@@ -133,7 +135,7 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
 		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
-		nonces: newNonceKey(), outsiders: newSourceLimiter(outsiderRate, outsiderBurst, outsiderSources),
+		auth: newInboundAuth(), outsiders: newSourceLimiter(outsiderRate, outsiderBurst, outsiderSources),
 		pins: map[netip.Addr]int{},
 	}
 	for i, tc := range trunks {
@@ -152,6 +154,9 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		}
 		s.trunks[tc.Name] = tr
 		s.order = append(s.order, tr)
+	}
+	if err := CheckTrunkTLS(trunks); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -223,11 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(transportLog), sipmsg.WithTransportLayerReadFilter(s.readFilter)),
 		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(s.log.With("layer", "sip_transaction"))),
 	}
-	if s.clientTLS != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLS))
-	} else if tc := s.trunkTLSConfig(); tc != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tc))
-	}
+	uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(s.clientTLSConfig()))
 	ua, err := sipgo.NewUA(uaOpts...)
 	if err != nil {
 		return fmt.Errorf("sip: user agent: %w", err)
@@ -315,6 +316,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	close(s.ready)
 	s.log.Info("sip server started", "listen", s.cfg.Listen, "contact_host", s.host, "trunks", len(s.order))
+	s.warnWeakTrunks()
 
 	var loops sync.WaitGroup
 	for _, tr := range s.order {
@@ -402,15 +404,6 @@ func outboundIP(trunks []*trunk) netip.Addr {
 		}
 	}
 	return netip.MustParseAddr("127.0.0.1")
-}
-
-func (s *Server) trunkTLSConfig() *tls.Config {
-	for _, tr := range s.order {
-		if tr.transport == "tls" {
-			return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: tr.cfg.TLSInsecureSkipVerify, ServerName: tr.host} //nolint:gosec // opt-in per trunk config
-		}
-	}
-	return nil
 }
 
 // rtpBindIP is where RTP sockets bind: the listener IP when specific, else all.

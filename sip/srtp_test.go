@@ -10,7 +10,7 @@ import (
 func TestSRTPCall(t *testing.T) {
 	heardB, heardA := newRecorder(), newRecorder()
 	calls := make(chan *Call, 1)
-	b := startServer(t, []TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}, SRTP: true}},
+	b := startServer(t, []TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}, SRTP: true, SRTPAllowInsecureTransport: true}},
 		WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
 			c, err := in.Answer(ctx, heardB)
 			if err == nil {
@@ -18,7 +18,7 @@ func TestSRTPCall(t *testing.T) {
 			}
 			return err
 		}))
-	a := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:" + b.Addr("udp").String(), SRTP: true}})
+	a := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:" + b.Addr("udp").String(), SRTP: true, SRTPAllowInsecureTransport: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	call, err := a.Dial(ctx, "pbx", "sip:conv-1@127.0.0.1", DialOptions{AudioOut: heardA})

@@ -115,6 +115,22 @@ func (t *trunk) authUser() string {
 	return t.cfg.Username
 }
 
+// inboundUser is the digest username an inbound_auth caller must give.
+func (t *trunk) inboundUser() string {
+	if t.cfg.InboundUsername != "" {
+		return t.cfg.InboundUsername
+	}
+	return t.authUser()
+}
+
+// inboundPassword is the password an inbound_auth caller must prove.
+func (t *trunk) inboundPassword() string {
+	if t.cfg.InboundPassword != "" {
+		return t.cfg.InboundPassword
+	}
+	return t.cfg.Password
+}
+
 func (t *trunk) allows(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range t.allow {
