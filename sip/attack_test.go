@@ -113,7 +113,7 @@ func (r *rawSock) response() *sipmsg.Response {
 // inboundCall has the PBX peer p call conv-1 on s and returns the call
 // and the PBX's dialog. s must answer with a handler that sends calls on
 // the channel.
-func inboundCall(t *testing.T, s *Server, p *fakePeer, calls <-chan *Call) (*Call, *sipgo.DialogClientSession) {
+func inboundCall(t testing.TB, s *Server, p *fakePeer, calls <-chan *Call) (*Call, *sipgo.DialogClientSession) {
 	t.Helper()
 	dcc := sipgo.NewDialogClientCache(p.cli, sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: p.addr.Addr().String(), Port: int(p.addr.Port())}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

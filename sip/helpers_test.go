@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("SIP_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -46,7 +46,7 @@ func rtpRange() [2]int {
 }
 
 // startServer runs a Server on 127.0.0.1:0 (UDP) and stops it at cleanup.
-func startServer(t *testing.T, trunks []TrunkConfig, opts ...Option) *Server {
+func startServer(t testing.TB, trunks []TrunkConfig, opts ...Option) *Server {
 	t.Helper()
 	s, _ := startServerCfg(t, Config{Listen: []string{"udp:127.0.0.1:0"}}, trunks, opts...)
 	return s
@@ -54,7 +54,7 @@ func startServer(t *testing.T, trunks []TrunkConfig, opts ...Option) *Server {
 
 // startServerCfg runs a Server with cfg and returns it with a function
 // that stops it and waits for Run to return.
-func startServerCfg(t *testing.T, cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, func()) {
+func startServerCfg(t testing.TB, cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, func()) {
 	t.Helper()
 	cfg.RTPPortRange = rtpRange()
 	cfg.ApplyDefaults()
@@ -160,7 +160,7 @@ func waitEvent(t *testing.T, c *Call, kind EventKind) Event {
 // fakePeer is a bare sipgo UA on 127.0.0.1:0 playing a PBX or phone,
 // with handlers set per test.
 type fakePeer struct {
-	t        *testing.T
+	t        testing.TB
 	ua       *sipgo.UserAgent
 	srv      *sipgo.Server
 	cli      *sipgo.Client
@@ -172,7 +172,7 @@ type fakePeer struct {
 	done     chan struct{}
 }
 
-func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) *fakePeer {
+func newFakePeer(t testing.TB, handlers map[sipmsg.RequestMethod]sipgo.RequestHandler) *fakePeer {
 	t.Helper()
 	p := newIdlePeer(t)
 	p.serve(handlers)
@@ -180,12 +180,12 @@ func newFakePeer(t *testing.T, handlers map[sipmsg.RequestMethod]sipgo.RequestHa
 }
 
 // newIdlePeer binds the peer's sockets; serve starts answering.
-func newIdlePeer(t *testing.T) *fakePeer {
+func newIdlePeer(t testing.TB) *fakePeer {
 	t.Helper()
 	return newIdlePeerOn(t, "127.0.0.1")
 }
 
-func newIdlePeerOn(t *testing.T, ip string) *fakePeer {
+func newIdlePeerOn(t testing.TB, ip string) *fakePeer {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("fake-pbx"),
 		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(testLogger(t).With("peer", ip))),

@@ -498,20 +498,28 @@ func (s *rtpSession) readLoop() {
 			continue
 		}
 		errs = 0
-		data := buf[:n]
-		if sp := s.srtpCtx(); sp != nil {
-			if data, err = sp.rx.DecryptRTP(dec[:0], data, nil); err != nil {
-				s.mu.Lock()
-				s.st.SRTPFailures++
-				s.mu.Unlock()
-				continue
-			}
-		}
-		if err := pkt.Unmarshal(data); err != nil || pkt.Version != 2 {
-			continue
-		}
-		s.receive(&pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
+		s.receiveDatagram(buf[:n], dec, &pkt, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
 	}
+}
+
+// receiveDatagram handles one datagram from the RTP socket: SRTP
+// decryption when keyed, RTP parsing, then receive. dec is scratch space
+// for the decrypted packet and pkt is reused between calls; neither is
+// kept. Whatever an outsider sends ends here, so it must never panic.
+func (s *rtpSession) receiveDatagram(data, dec []byte, pkt *rtp.Packet, from netip.AddrPort, now time.Time) {
+	if sp := s.srtpCtx(); sp != nil {
+		var err error
+		if data, err = sp.rx.DecryptRTP(dec[:0], data, nil); err != nil {
+			s.mu.Lock()
+			s.st.SRTPFailures++
+			s.mu.Unlock()
+			return
+		}
+	}
+	if err := pkt.Unmarshal(data); err != nil || pkt.Version != 2 {
+		return
+	}
+	s.receive(pkt, from, now)
 }
 
 // receive handles one RTP packet: source check, sequence and jitter
