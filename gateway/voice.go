@@ -312,6 +312,9 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 		h.mu.Unlock()
 		if err := s.setupPeer(v, cl, offer); err != nil {
 			v.cancel(errBadOffer)
+			if errors.As(err, new(*apiError)) {
+				return err
+			}
 			return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
 		}
 		v.markAccepted()
@@ -352,6 +355,9 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 		uncount()
 		s.dropVoice(v, err)
 		s.log.Error("voice: browser leg", "conv", cv.c.ID, "err", err)
+		if errors.As(err, new(*apiError)) {
+			return err
+		}
 		return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
 	}
 	s.log.Info("voice: dialing", "conv", cv.c.ID, "call", v.id, "trunk", trunk, "target", target)

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 const (
@@ -40,6 +41,10 @@ type client struct {
 	// ready: the welcome has been sent, so signalling may follow it.
 	// Guarded by hub.mu.
 	ready bool
+
+	// rtc is the socket's budget of signalling frames; only the read
+	// loop uses it.
+	rtc signalBudget
 
 	out       chan []byte
 	quit      chan struct{}
@@ -196,6 +201,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		if err := json.Unmarshal(data, &f); err != nil {
 			cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frame is not valid JSON"), "", s.metrics)
 			continue
+		}
+		if signallingFrame(f.Type) {
+			if ok, tell := cl.rtc.take(time.Now()); !ok {
+				if tell {
+					cl.sendError(errSignalRate, f.ID, s.metrics)
+				}
+				continue
+			}
 		}
 		if err := s.dispatch(ctx, cl, &f); err != nil {
 			if ae := asAPIError(err); ae.Status == http.StatusInternalServerError {
@@ -457,6 +470,9 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	case "media.event":
 		return s.mediaEvent(ctx, cl, cv, f.State, f.Stream)
 	case "rtc.offer", "rtc.answer", "rtc.candidate":
+		if f.Type != "rtc.candidate" && len(f.SDP) > webrtc.MaxSDPBytes {
+			return errf(http.StatusRequestEntityTooLarge, "too_large", "sdp over %d bytes", webrtc.MaxSDPBytes)
+		}
 		switch {
 		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:
 			return s.candidate(cl, cv, "agent", f.Candidate)
@@ -572,4 +588,55 @@ func (s *Server) senderOf(cl *client, cv *conv, m *store.Message) {
 		return
 	}
 	m.SenderName = cv.c.Customer.Name
+}
+
+// Signalling frames a socket may send: a burst of signalBurst, then
+// signalRate a second. A browser trickles a handful of candidates per
+// ICE gathering and offers a few times a minute; a flood of candidates or
+// offers is dropped before it costs a parse.
+const (
+	signalBurst = 40
+	signalRate  = 10
+)
+
+var errSignalRate = &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+	Message: "too many signalling frames; frames are dropped", RetryAfter: 1}
+
+// signallingFrame reports the frame types that signalBudget meters: the
+// rtc.* frames and those carrying an SDP offer to the video paths.
+func signallingFrame(typ string) bool {
+	switch typ {
+	case "rtc.offer", "rtc.answer", "rtc.candidate", "video.start", "media.join":
+		return true
+	}
+	return false
+}
+
+// signalBudget is a token bucket of signalling frames.
+type signalBudget struct {
+	tokens float64
+	last   time.Time
+	// told is when the client was last told that frames are dropped: at
+	// most once a second, so that a flood gets no flood of errors back.
+	told time.Time
+}
+
+// take spends a token at now. ok says whether the frame may go on; tell,
+// for a dropped one, whether to send the client an error frame.
+func (b *signalBudget) take(now time.Time) (ok, tell bool) {
+	if b.last.IsZero() {
+		b.tokens = signalBurst
+	} else {
+		b.tokens = min(signalBurst, b.tokens+now.Sub(b.last).Seconds()*signalRate)
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, false
+	}
+	if now.Sub(b.told) >= time.Second {
+		b.told = now
+		return false, true
+	}
+	return false, false
 }
