@@ -9,8 +9,10 @@ import (
 
 // Config is the "webrtc" section of the YAML file.
 type Config struct {
-	// ICEServers are the STUN and TURN servers given to browsers and used
-	// by the gateway's own peer connections.
+	// ICEServers are the STUN and TURN servers given to browsers. The
+	// gateway's own peer connections use only the STUN ones: a TURN
+	// relay of the gateway's would send its connectivity checks, toward
+	// addresses a visitor chose, from inside the TURN server's network.
 	ICEServers []ICEServer `yaml:"ice_servers"`
 	// UDPPortRange is the inclusive range of local UDP ports for ICE. Each
 	// peer connection takes one port per local address it gathers on (one
