@@ -128,7 +128,9 @@ func WithConnectTimeout(d time.Duration) Option {
 
 // WithLoopbackCandidates includes 127.0.0.1 and ::1 among the gathered
 // host candidates, for local demos where browser and gateway share a
-// machine. Browsers need the matching switch to offer loopback too.
+// machine. Browsers need the matching switch to offer loopback too, and
+// Config.AllowedRemoteNetworks must list loopback for the gateway to
+// check the browser's loopback candidates.
 func WithLoopbackCandidates() Option {
 	return func(o *options) error {
 		o.includeLoopback = true
@@ -136,9 +138,10 @@ func WithLoopbackCandidates() Option {
 	}
 }
 
-// WithLoopbackOnly gathers loopback candidates only, and ignores remote
-// candidates that are not loopback, so that two peers on one machine pair
-// over 127.0.0.1 whatever other interfaces exist. It is meant for tests.
+// WithLoopbackOnly gathers loopback candidates only, allows loopback
+// remote candidates and ignores all others, so that two peers on one
+// machine pair over 127.0.0.1 whatever other interfaces exist. It is
+// meant for tests.
 func WithLoopbackOnly() Option {
 	return func(o *options) error {
 		o.includeLoopback = true
