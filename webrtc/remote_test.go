@@ -234,3 +234,39 @@ func TestGatewayICEServers(t *testing.T) {
 		t.Errorf("second: %+v", got[1])
 	}
 }
+
+// TestLocalFilters: webrtc.interfaces and webrtc.ips choose where host
+// candidates are gathered; loopback passes only when asked for.
+func TestLocalFilters(t *testing.T) {
+	iface, ip := localFilters(Config{}, options{})
+	if iface != nil || ip != nil {
+		t.Fatal("filters without interfaces or ips")
+	}
+	cfg := Config{Interfaces: []string{"eth0"}, IPs: []string{"203.0.113.0/24", "2001:db8::1"}}
+	iface, ip = localFilters(cfg, options{})
+	lo := "lo"
+	for _, tt := range []struct {
+		name string
+		want bool
+	}{{"eth0", true}, {"docker0", false}, {lo, false}} {
+		if got := iface(tt.name); got != tt.want {
+			t.Errorf("interface %s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{{"203.0.113.5", true}, {"10.0.0.1", false}, {"2001:db8::1", true}, {"2001:db8::2", false}, {"127.0.0.1", false}} {
+		if got := ip(net.ParseIP(tt.addr)); got != tt.want {
+			t.Errorf("address %s: %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+	_, ip = localFilters(cfg, options{includeLoopback: true})
+	if !ip(net.ParseIP("127.0.0.1")) || ip(net.ParseIP("10.0.0.1")) {
+		t.Error("with loopback candidates: 127.0.0.1 must pass and 10.0.0.1 not")
+	}
+	_, ip = localFilters(Config{}, options{includeLoopback: true, loopbackOnly: true})
+	if ip == nil || !ip(net.ParseIP("::1")) || ip(net.ParseIP("203.0.113.5")) {
+		t.Error("loopback only: only loopback passes")
+	}
+}
