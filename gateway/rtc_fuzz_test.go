@@ -50,20 +50,42 @@ func FuzzRTCCandidateFrame(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	p, err := pionPeers{eng: eng}.NewPeer(ctx, "fuzz", peerHooks{candidate: func(json.RawMessage) {}, dtmf: func(rune) {}})
-	if err != nil {
-		f.Fatal(err)
+	// One answered peer serves many inputs; it ends when ICE gives up
+	// (nothing answers its checks), and is then made again.
+	var p browserPeer
+	live := func(t testing.TB) browserPeer {
+		if p != nil {
+			select {
+			case <-p.Done():
+				p.Close()
+			default:
+				return p
+			}
+		}
+		var err error
+		if p, err = (pionPeers{eng: eng}).NewPeer(ctx, "fuzz", peerHooks{candidate: func(json.RawMessage) {}, dtmf: func(rune) {}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Answer(ctx, offer); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
+	live(f)
 	f.Cleanup(func() { p.Close() })
-	if _, err := p.Answer(ctx, offer); err != nil {
-		f.Fatal(err)
-	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fr inFrame
 		if json.Unmarshal(data, &fr) != nil {
 			return
 		}
-		if err := p.AddICECandidate(fr.Candidate); err != nil && !errors.As(err, new(*apiError)) {
+		p := live(t)
+		err := p.AddICECandidate(fr.Candidate)
+		select {
+		case <-p.Done():
+			return // ended meanwhile: the next input gets a new peer
+		default:
+		}
+		if err != nil && !errors.As(err, new(*apiError)) {
 			t.Errorf("candidate %s: %v is not an API error", fr.Candidate, err)
 		}
 	})

@@ -164,21 +164,36 @@ func FuzzAddICECandidate(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	p, err := e.NewPeer(context.Background(), PeerOptions{})
-	if err != nil {
-		f.Fatal(err)
+	offer := browserOffer(f, 1)
+	// One answered peer serves many inputs; it ends when ICE gives up
+	// (no browser answers its checks), and is then made again.
+	var p *Peer
+	live := func(t testing.TB) *Peer {
+		if p != nil && p.Err() == nil {
+			return p
+		}
+		if p != nil {
+			p.Close()
+		}
+		var err error
+		if p, err = e.NewPeer(context.Background(), PeerOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Answer(context.Background(), offer); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
+	live(f)
 	f.Cleanup(func() { p.Close() })
-	if _, err := p.Answer(context.Background(), browserOffer(f, 1)); err != nil {
-		f.Fatal(err)
-	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var c ICECandidateInit
 		if json.Unmarshal(raw, &c) != nil {
 			return
 		}
+		p := live(t)
 		err := p.AddICECandidate(c)
-		if err != nil && !errors.Is(err, ErrBadCandidate) && !errors.Is(err, ErrTooManyCandidates) {
+		if err != nil && !errors.Is(err, ErrBadCandidate) && !errors.Is(err, ErrTooManyCandidates) && (!errors.Is(err, ErrClosed) || p.Err() == nil) {
 			t.Errorf("AddICECandidate(%s): %v", raw, err)
 		}
 		p.sigMu.Lock()
