@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -246,6 +247,9 @@ func (s *Server) answered(ctx context.Context, cl *client, cv *conv, dst, sdp st
 	neg.mu.Lock()
 	defer neg.mu.Unlock()
 	if err := peer.SetAnswer(ctx, sdp); err != nil {
+		if errors.As(err, new(*apiError)) {
+			return err
+		}
 		return errf(http.StatusBadRequest, "bad_answer", "the answer could not be used")
 	}
 	neg.out, neg.sentTo = false, nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/webrtc"
 )
 
@@ -117,6 +118,11 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	}
 	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use, page: cl.page, release: release}
 	h.mu.Lock()
+	if h.convEndedLocked(cv) { // ended while the peer was being built: closeConvMedia has run
+		h.mu.Unlock()
+		peer.Close()
+		return nil, ErrEnded
+	}
 	if cv.rtc != nil { // another offer won the race
 		h.mu.Unlock()
 		peer.Close()
@@ -230,9 +236,19 @@ func (s *Server) candidate(cl *client, cv *conv, dst string, cand json.RawMessag
 		return errNoCall
 	}
 	if err := p.AddICECandidate(cand); err != nil {
+		if errors.As(err, new(*apiError)) {
+			return err
+		}
 		return errf(http.StatusBadRequest, "bad_frame", "ICE candidate refused")
 	}
 	return nil
+}
+
+// convEndedLocked reports whether cv has ended, or is no longer the live
+// conversation of its id; hub.mu held. A peer built for cv meanwhile must
+// not be kept: the conversation's media were closed at its end.
+func (h *hub) convEndedLocked(cv *conv) bool {
+	return cv.c.State == store.StateEnded || h.convs[cv.c.ID] != cv
 }
 
 // renegotiate answers a new offer from the customer's browser (ICE

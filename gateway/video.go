@@ -33,7 +33,8 @@ type videoSession struct {
 	grace graceTimer // armed while no socket of the page is connected
 	peer  browserPeer
 	toWeb *lockedWriter
-	// videos the console sends (its camera, its screen), by track id.
+	// videos the console sends (its camera, its screen), by the track id
+	// the gateway gave them.
 	videos map[string]remoteVideo
 	// route is where the customer's audio goes while a phone call is up:
 	// "phone" (the desk phone, the default) or "console".
@@ -58,7 +59,8 @@ type mediaState struct {
 	relays
 	// routeMu makes each routeAudio apply the state it read whole.
 	routeMu sync.Mutex
-	// custVideos are the customer's video tracks, by track id.
+	// custVideos are the customer's video tracks, by the track id the
+	// gateway gave them (RemoteVideo.ForwardedID).
 	custVideos map[string]remoteVideo
 }
 
@@ -210,7 +212,7 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 	h := s.hub
 	h.mu.Lock()
 	first := len(m.custVideos) == 0
-	m.custVideos[rv.ID()] = rv
+	m.custVideos[rv.ForwardedID()] = rv
 	vs := cv.video
 	// Only a peer that counts as video (video.start) relays: video added
 	// by a plain renegotiation of a call's peer would bypass the queue's
@@ -228,8 +230,8 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 		defer s.wg.Done()
 		<-rv.Done()
 		h.mu.Lock()
-		if m.custVideos[rv.ID()] == rv {
-			delete(m.custVideos, rv.ID())
+		if m.custVideos[rv.ForwardedID()] == rv {
+			delete(m.custVideos, rv.ForwardedID())
 		}
 		last := len(m.custVideos) == 0
 		h.mu.Unlock()
@@ -244,7 +246,7 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 func (s *Server) agentVideo(cv *conv, vs *videoSession, rv remoteVideo) {
 	h := s.hub
 	h.mu.Lock()
-	vs.videos[rv.ID()] = rv
+	vs.videos[rv.ForwardedID()] = rv
 	hasCustomer := cv.rtc != nil
 	h.mu.Unlock()
 	if hasCustomer {
@@ -255,7 +257,9 @@ func (s *Server) agentVideo(cv *conv, vs *videoSession, rv remoteVideo) {
 		defer s.wg.Done()
 		<-rv.Done()
 		h.mu.Lock()
-		delete(vs.videos, rv.ID())
+		if vs.videos[rv.ForwardedID()] == rv {
+			delete(vs.videos, rv.ForwardedID())
+		}
 		h.mu.Unlock()
 		s.unforwardSource(cv, rv)
 	}()
@@ -395,7 +399,7 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 			return errGlare
 		}
 		if err != nil {
-			return errf(http.StatusBadRequest, "bad_offer", "the console's offer could not be used")
+			return offerRefused(err, "the console's offer could not be used")
 		}
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": cv.c.ID, "sdp": answer})
 		return nil
@@ -434,10 +438,15 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 	answer, err := peer.Answer(ctx, offer)
 	if err != nil {
 		peer.Close()
-		return errf(http.StatusBadRequest, "bad_offer", "the console's offer could not be used")
+		return offerRefused(err, "the console's offer could not be used")
 	}
 	vs.peer, vs.toWeb = peer, &lockedWriter{dst: peer.AudioIn()}
 	h.mu.Lock()
+	if h.convEndedLocked(cv) {
+		h.mu.Unlock()
+		peer.Close()
+		return ErrEnded
+	}
 	if cv.video != nil || cv.c.AgentID != cl.agentID {
 		h.mu.Unlock()
 		peer.Close()
@@ -590,8 +599,11 @@ var mediaEvents = map[string]string{
 }
 
 // mediaEvent records a browser-declared media event in the transcript.
-// stream is the MediaStream id of the track concerned: relayed tracks keep
-// it, so the other browser can tell the screen from the camera.
+// stream is the MediaStream id of the track concerned, as the sending
+// browser knows it; the transcript gets the id the gateway forwards that
+// stream under (webrtc.Peer.ForwardedStreamID), so that the other browser
+// can tell the screen from the camera without the sender's own ids ever
+// reaching it.
 func (s *Server) mediaEvent(ctx context.Context, cl *client, cv *conv, name, stream string) error {
 	text, ok := mediaEvents[name]
 	if !ok {
@@ -601,9 +613,35 @@ func (s *Server) mediaEvent(ctx context.Context, cl *client, cv *conv, name, str
 		return errf(http.StatusBadRequest, "bad_frame", "stream id over 128 characters")
 	}
 	who := "The customer: "
+	dst := "customer"
 	if cl.role == store.RoleAgent {
 		who = s.hub.agentName(cl.agentID) + ": "
+		dst = "agent"
 	}
+	stream = s.forwardedStream(cv, dst, stream)
 	s.hub.event(ctx, cv, name, who+text, map[string]string{"by": cl.role, "stream": stream})
 	return nil
+}
+
+// forwardedStream returns the id under which the peer toward dst
+// forwards its browser's stream, or "" when there is no such peer.
+func (s *Server) forwardedStream(cv *conv, dst, stream string) string {
+	s.hub.mu.Lock()
+	p, _ := s.hub.peerLocked(cv, dst)
+	s.hub.mu.Unlock()
+	fp, ok := p.(forwardingPeer)
+	if !ok || stream == "" {
+		return ""
+	}
+	return fp.rtcPeer().ForwardedStreamID(stream)
+}
+
+// offerRefused is the error frame for a browser offer that a peer could
+// not use: the peer's own refusal when it gave one, else bad_offer with
+// msg.
+func offerRefused(err error, msg string) error {
+	if errors.As(err, new(*apiError)) {
+		return err
+	}
+	return errf(http.StatusBadRequest, "bad_offer", "%s", msg)
 }

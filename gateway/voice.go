@@ -313,7 +313,7 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 		h.mu.Unlock()
 		if err := s.setupPeer(v, cl, offer); err != nil {
 			v.cancel(errBadOffer)
-			if isPeerLimit(err) {
+			if errors.As(err, new(*apiError)) {
 				return err
 			}
 			return errf(http.StatusBadRequest, "bad_offer", "the browser's call offer could not be used")
@@ -355,7 +355,7 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 	if err := s.setupPeer(v, cl, offer); err != nil {
 		uncount()
 		s.dropVoice(v, err)
-		if isPeerLimit(err) {
+		if errors.As(err, new(*apiError)) {
 			return err
 		}
 		s.log.Error("voice: browser leg", "conv", cv.c.ID, "err", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 const (
@@ -68,6 +69,10 @@ type client struct {
 	queue  []outFrame
 	queued int // bytes in queue
 	wake   chan struct{}
+
+	// rtc is the socket's budget of signalling frames; only the read
+	// loop uses it.
+	rtc signalBudget
 
 	quit      chan struct{}
 	closeOnce sync.Once
@@ -398,6 +403,14 @@ func (s *Server) handleFrame(ctx context.Context, cl *client, typ websocket.Mess
 		cl.sendError(errf(http.StatusBadRequest, "bad_frame", "frame is not valid JSON"), "", s.metrics)
 		return
 	}
+	if signallingFrame(f.Type) {
+		if ok, tell := cl.rtc.take(time.Now()); !ok {
+			if tell {
+				cl.sendError(errSignalRate, truncate(f.ID, 64), s.metrics)
+			}
+			return
+		}
+	}
 	if err := s.dispatch(ctx, cl, &f); err != nil {
 		if ae := asAPIError(err); ae.Status == http.StatusInternalServerError {
 			cl.log.Error("websocket frame", "type", f.Type, "err", err)
@@ -682,6 +695,9 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	case "media.event":
 		return s.mediaEvent(ctx, cl, cv, f.State, f.Stream)
 	case "rtc.offer", "rtc.answer", "rtc.candidate":
+		if f.Type != "rtc.candidate" && len(f.SDP) > webrtc.MaxSDPBytes {
+			return errf(http.StatusRequestEntityTooLarge, "too_large", "sdp over %d bytes", webrtc.MaxSDPBytes)
+		}
 		switch {
 		case f.Type == "rtc.candidate" && cl.role == store.RoleAgent:
 			return s.candidate(cl, cv, "agent", f.Candidate)
@@ -853,4 +869,55 @@ func (s *Server) sendQueuePage(cl *client, raw json.RawMessage) error {
 	page, total, more := h.queuePageLocked(a, &cur, queuePageSize)
 	cl.send(map[string]any{"type": "queue.page", "queue": page, "total": total, "more": more})
 	return nil
+}
+
+// Signalling frames a socket may send: a burst of signalBurst, then
+// signalRate a second. A browser trickles a handful of candidates per
+// ICE gathering and offers a few times a minute; a flood of candidates or
+// offers is dropped before it costs a parse.
+const (
+	signalBurst = 40
+	signalRate  = 10
+)
+
+var errSignalRate = &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+	Message: "too many signalling frames; frames are dropped", RetryAfter: 1}
+
+// signallingFrame reports the frame types that signalBudget meters: the
+// rtc.* frames and those carrying an SDP offer to the video paths.
+func signallingFrame(typ string) bool {
+	switch typ {
+	case "rtc.offer", "rtc.answer", "rtc.candidate", "video.start", "media.join":
+		return true
+	}
+	return false
+}
+
+// signalBudget is a token bucket of signalling frames.
+type signalBudget struct {
+	tokens float64
+	last   time.Time
+	// told is when the client was last told that frames are dropped: at
+	// most once a second, so that a flood gets no flood of errors back.
+	told time.Time
+}
+
+// take spends a token at now. ok says whether the frame may go on; tell,
+// for a dropped one, whether to send the client an error frame.
+func (b *signalBudget) take(now time.Time) (ok, tell bool) {
+	if b.last.IsZero() {
+		b.tokens = signalBurst
+	} else {
+		b.tokens = min(signalBurst, b.tokens+now.Sub(b.last).Seconds()*signalRate)
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, false
+	}
+	if now.Sub(b.told) >= time.Second {
+		b.told = now
+		return false, true
+	}
+	return false, false
 }

@@ -100,6 +100,17 @@ type gatewayOptions struct {
 	// Extra YAML lines, already indented for where they go: under sip:,
 	// in every trunk entry, in every queue entry, and under limits:.
 	sipYAML, trunkYAML, queueYAML, limitsYAML string
+	// remoteNetworks is webrtc.allowed_remote_networks; nil gives the
+	// loopback test mode's 127.0.0.0/8.
+	remoteNetworks []string
+	// webrtcYAML is extra lines under webrtc:, already indented.
+	webrtcYAML string
+}
+
+// withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
+// test mode allows 127.0.0.0/8 otherwise).
+func withRemoteNetworks(networks ...string) func(*gatewayOptions) {
+	return func(o *gatewayOptions) { o.remoteNetworks = networks }
 }
 
 // withYAML adds raw config lines (see gatewayOptions) for keys the other
@@ -213,6 +224,18 @@ webrtc:
   udp_port_range: [%d, %d]
 `, g.addr, g.URL, strings.Join(quoted, ", "),
 		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+99)
+	// Browsers and pion customers on this machine offer 127.0.0.1: the
+	// loopback test mode allows loopback candidates explicitly.
+	remote := o.remoteNetworks
+	if remote == nil {
+		remote = []string{"127.0.0.0/8"}
+	}
+	nets := make([]string, len(remote))
+	for i, n := range remote {
+		nets[i] = fmt.Sprintf("%q", n)
+	}
+	fmt.Fprintf(&b, "  allowed_remote_networks: [%s]\n", strings.Join(nets, ", "))
+	b.WriteString(o.webrtcYAML)
 	if o.voice.iceServers != "" {
 		fmt.Fprintf(&b, "  ice_servers:\n%s", o.voice.iceServers)
 	}

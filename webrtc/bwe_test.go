@@ -56,7 +56,7 @@ func TestVideoCapFollowsViewer(t *testing.T) {
 			se.SetRemoteIPFilter(func(net.IP) bool { return true })
 		}
 	}
-	e := newTestEngine(t, Config{}, withSettingEngine(onNet(gwNet)))
+	e := newTestEngine(t, Config{AllowedRemoteNetworks: []string{"10.0.0.0/24"}}, withSettingEngine(onNet(gwNet)))
 
 	customer := newBrowser(t, browserOptions{settings: onNet(custNet)})
 	var remb atomic.Int64 // the last REMB bitrate the customer got

@@ -9,8 +9,10 @@ import (
 
 // Config is the "webrtc" section of the YAML file.
 type Config struct {
-	// ICEServers are the STUN and TURN servers given to browsers and used
-	// by the gateway's own peer connections.
+	// ICEServers are the STUN and TURN servers given to browsers. The
+	// gateway's own peer connections use only the STUN ones: a TURN
+	// relay of the gateway's would send its connectivity checks, toward
+	// addresses a visitor chose, from inside the TURN server's network.
 	ICEServers []ICEServer `yaml:"ice_servers"`
 	// UDPPortRange is the inclusive range of local UDP ports for ICE. Each
 	// peer connection takes one port per local address it gathers on (one
@@ -32,6 +34,23 @@ type Config struct {
 	// for demos and tests where browser and gateway share a machine that
 	// may have no other interface.
 	LoopbackCandidates bool `yaml:"loopback_candidates"`
+	// AllowedRemoteNetworks are networks (CIDR prefixes, or single
+	// addresses) of loopback or private addresses (10/8, 172.16/12,
+	// 192.168/16, 100.64/10, fc00::/7) that browsers' ICE candidates may
+	// point at. By default the gateway sends connectivity checks to
+	// public addresses only, so that a visitor cannot aim them at hosts
+	// inside the gateway's network. Link-local, multicast, unspecified,
+	// IPv4-mapped and cloud metadata addresses are refused whatever this
+	// says. Loopback may be listed only with LoopbackCandidates.
+	AllowedRemoteNetworks []string `yaml:"allowed_remote_networks"`
+	// Interfaces, when set, are the only network interfaces (by name,
+	// e.g. "eth0") whose addresses the gateway gathers host candidates
+	// on, and so shows to browsers.
+	Interfaces []string `yaml:"interfaces"`
+	// IPs, when set, are the only local addresses (CIDR prefixes, or
+	// single addresses) the gateway gathers host candidates on. Behind a
+	// 1:1 NAT, NAT1To1IPs shows the public address instead.
+	IPs []string `yaml:"ips"`
 }
 
 // ICEServer is one STUN or TURN server.
@@ -81,6 +100,27 @@ func (c *Config) Validate() error {
 	for i, ip := range c.NAT1To1IPs {
 		if net.ParseIP(ip) == nil {
 			errs = append(errs, fmt.Errorf("nat_1to1_ips[%d]: %q is not an IP address", i, ip))
+		}
+	}
+	for i, n := range c.AllowedRemoteNetworks {
+		p, err := parseNetwork(n)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("allowed_remote_networks[%d]: %q is not a CIDR prefix or an IP address", i, n))
+		case p.Addr().Is4In6():
+			errs = append(errs, fmt.Errorf("allowed_remote_networks[%d]: %q is IPv4-mapped; write the IPv4 prefix", i, n))
+		case isLoopbackNetwork(p) && !c.LoopbackCandidates:
+			errs = append(errs, fmt.Errorf("allowed_remote_networks[%d]: %q reaches loopback, which is allowed only with loopback_candidates: true (tests and demos)", i, n))
+		}
+	}
+	for i, name := range c.Interfaces {
+		if strings.TrimSpace(name) == "" {
+			errs = append(errs, fmt.Errorf("interfaces[%d]: empty interface name", i))
+		}
+	}
+	for i, n := range c.IPs {
+		if _, err := parseNetwork(n); err != nil {
+			errs = append(errs, fmt.Errorf("ips[%d]: %q is not a CIDR prefix or an IP address", i, n))
 		}
 	}
 	switch c.Transcode {

@@ -29,6 +29,12 @@
 //     arrive through PeerOptions.OnICECandidate, only after the answer or
 //     offer they belong to was returned, and end with an empty candidate.
 //     Clients that cannot trickle set PeerOptions.WaitForCandidates.
+//   - what a browser sends is screened before pion applies it
+//     (limits.go): descriptions within structural limits, candidates
+//     (trickled, in descriptions, peer-reflexive) only toward public
+//     addresses or Config.AllowedRemoteNetworks, de-duplicated and capped
+//     per ICE generation. Engine.CandidateRefusals and
+//     Engine.DescriptionRefusals count what was refused.
 //
 // # Audio
 //

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +52,16 @@ type Engine struct {
 	reg        *interceptor.Registry
 	se         pwebrtc.SettingEngine
 	bwe        *bweFactory
+
+	// policy decides which remote addresses may be sent to; candRefused
+	// and sdpRefused count what browsers sent that was refused.
+	policy      remotePolicy
+	candRefused refusals
+	sdpRefused  refusals
+	// ifaceFilter and ipFilter choose the local addresses gathered on,
+	// or are nil.
+	ifaceFilter func(string) bool
+	ipFilter    func(net.IP) bool
 
 	// The API is built with the first peer, after the shared UDP port (if
 	// any) is opened: New does no I/O.
@@ -116,7 +128,9 @@ func WithConnectTimeout(d time.Duration) Option {
 
 // WithLoopbackCandidates includes 127.0.0.1 and ::1 among the gathered
 // host candidates, for local demos where browser and gateway share a
-// machine. Browsers need the matching switch to offer loopback too.
+// machine. Browsers need the matching switch to offer loopback too, and
+// Config.AllowedRemoteNetworks must list loopback for the gateway to
+// check the browser's loopback candidates.
 func WithLoopbackCandidates() Option {
 	return func(o *options) error {
 		o.includeLoopback = true
@@ -124,9 +138,10 @@ func WithLoopbackCandidates() Option {
 	}
 }
 
-// WithLoopbackOnly gathers loopback candidates only, and ignores remote
-// candidates that are not loopback, so that two peers on one machine pair
-// over 127.0.0.1 whatever other interfaces exist. It is meant for tests.
+// WithLoopbackOnly gathers loopback candidates only, allows loopback
+// remote candidates and ignores all others, so that two peers on one
+// machine pair over 127.0.0.1 whatever other interfaces exist. It is
+// meant for tests.
 func WithLoopbackOnly() Option {
 	return func(o *options) error {
 		o.includeLoopback = true
@@ -221,24 +236,111 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 	if o.includeLoopback {
 		se.SetIncludeLoopbackCandidate(true)
 	}
+	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, bwe: bwe, policy: newRemotePolicy(cfg.AllowedRemoteNetworks)}
 	if o.loopbackOnly {
-		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-		se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+		e.policy.allowed = append(e.policy.allowed, loopbackV4, loopbackV6)
 	}
+	e.ifaceFilter, e.ipFilter = localFilters(cfg, o)
+	if e.ifaceFilter != nil {
+		se.SetInterfaceFilter(e.ifaceFilter)
+	}
+	if e.ipFilter != nil {
+		se.SetIPFilter(e.ipFilter)
+	}
+	// Every remote address pion would send to passes here: candidates
+	// from descriptions and trickle (screened before already) and
+	// peer-reflexive ones, learnt from a STUN request's source address
+	// (RFC 8445 §7.3.1.3), which only this hook sees.
+	se.SetRemoteIPFilter(func(ip net.IP) bool {
+		if reason := e.policy.checkIP(ip); reason != "" {
+			e.candRefused.add(reason)
+			return false
+		}
+		return !o.loopbackOnly || ip.IsLoopback()
+	})
 	if o.settings != nil {
 		o.settings(&se)
 	}
-
-	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se, bwe: bwe}
-	for _, s := range cfg.ICEServers {
-		e.iceServers = append(e.iceServers, pwebrtc.ICEServer{
-			URLs:       append([]string(nil), s.URLs...),
-			Username:   s.Username,
-			Credential: s.Credential,
-		})
-	}
+	e.se = se
+	e.iceServers = gatewayICEServers(cfg.ICEServers)
 	return e, nil
 }
+
+// gatewayICEServers returns the STUN servers of the configuration for the
+// gateway's own peer connections. TURN servers are for browsers only: a
+// relay of the gateway's would send its connectivity checks, toward
+// addresses a visitor chose, from inside the TURN server's network.
+func gatewayICEServers(servers []ICEServer) []pwebrtc.ICEServer {
+	var out []pwebrtc.ICEServer
+	for _, s := range servers {
+		var urls []string
+		for _, u := range s.URLs {
+			scheme, _, _ := strings.Cut(u, ":")
+			if scheme == "stun" || scheme == "stuns" {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			out = append(out, pwebrtc.ICEServer{URLs: urls})
+		}
+	}
+	return out
+}
+
+// localFilters returns the filters of the interfaces and addresses the
+// gateway gathers host candidates on (webrtc.interfaces, webrtc.ips; the
+// loopback-only test mode), or nil for none. Loopback passes them when
+// loopback candidates are asked for.
+func localFilters(cfg Config, o options) (iface func(string) bool, ip func(net.IP) bool) {
+	if len(cfg.Interfaces) > 0 {
+		names := map[string]bool{}
+		for _, n := range cfg.Interfaces {
+			names[n] = true
+		}
+		iface = func(name string) bool { return names[name] || (o.includeLoopback && isLoopbackInterface(name)) }
+	}
+	var nets []netip.Prefix
+	for _, n := range cfg.IPs {
+		if p, err := parseNetwork(n); err == nil {
+			nets = append(nets, p)
+		}
+	}
+	if len(nets) > 0 || o.loopbackOnly {
+		ip = func(ip net.IP) bool {
+			if o.loopbackOnly || (o.includeLoopback && ip.IsLoopback()) {
+				return ip.IsLoopback()
+			}
+			a, ok := netip.AddrFromSlice(ip)
+			if !ok {
+				return false
+			}
+			a = a.Unmap()
+			for _, p := range nets {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return iface, ip
+}
+
+// isLoopbackInterface reports whether the named interface is a loopback
+// one.
+func isLoopbackInterface(name string) bool {
+	ifi, err := net.InterfaceByName(name)
+	return err == nil && ifi.Flags&net.FlagLoopback != 0
+}
+
+// CandidateRefusals returns how many remote ICE candidates were refused,
+// by reason (the Reason* constants), since the Engine was made.
+func (e *Engine) CandidateRefusals() []Refusal { return e.candRefused.snapshot() }
+
+// DescriptionRefusals returns how many session descriptions from
+// browsers were refused, by reason (the SDP* constants), since the
+// Engine was made.
+func (e *Engine) DescriptionRefusals() []Refusal { return e.sdpRefused.snapshot() }
 
 // registerCodecs puts in me the codecs the gateway negotiates: Opus (and,
 // with g711, PCMU and PCMA that the gateway can take straight from the
@@ -329,8 +431,11 @@ func (e *Engine) start() (*pwebrtc.API, error) {
 			if e.opts.includeLoopback {
 				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithLoopback())
 			}
-			if e.opts.loopbackOnly {
-				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() }))
+			if e.ifaceFilter != nil {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithInterfaceFilter(e.ifaceFilter))
+			}
+			if e.ipFilter != nil {
+				muxOpts = append(muxOpts, ice.UDPMuxFromPortWithIPFilter(e.ipFilter))
 			}
 			mux, err := ice.NewMultiUDPMuxFromPort(e.cfg.UDPMuxPort, muxOpts...)
 			if err != nil {

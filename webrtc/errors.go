@@ -65,3 +65,31 @@ var ErrConnectTimeout = errors.New("webrtc: not connected in time")
 // ErrRelayToSelf is returned by RelayAudioTo when a peer is asked to
 // relay its browser's audio back to the same browser.
 var ErrRelayToSelf = errors.New("webrtc: audio relayed to its own peer")
+
+// ErrSDPRefused is matched (errors.Is) by the LimitError that Answer and
+// SetAnswer return for a description past the limits of a browser peer.
+var ErrSDPRefused = errors.New("webrtc: session description refused")
+
+// ErrRenegotiationRate is returned by Answer for a browser offer past
+// MaxOffers within OfferWindow on one peer. Nothing is changed; the
+// browser may offer again later.
+var ErrRenegotiationRate = errors.New("webrtc: too many offers; wait before renegotiating")
+
+// ErrTooManyCandidates is returned by AddICECandidate for a candidate
+// past MaxRemoteCandidates distinct addresses in one ICE generation.
+var ErrTooManyCandidates = errors.New("webrtc: too many ice candidates")
+
+// LimitError is a browser's session description refused before it was
+// applied: too large, malformed, or past a structural limit (see
+// limits.go). Reason is one of the SDP* constants; Detail says what was
+// found and what is allowed, in words a developer can act on.
+type LimitError struct {
+	Reason string
+	Detail string
+}
+
+func (e *LimitError) Error() string { return "webrtc: session description refused: " + e.Detail }
+
+// Is makes a LimitError match ErrSDPRefused, and ErrBadSDP like every
+// description that cannot be used.
+func (e *LimitError) Is(target error) bool { return target == ErrSDPRefused || target == ErrBadSDP }

@@ -2,9 +2,11 @@ package webrtc
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,9 +119,14 @@ type Peer struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	// sigMu serialises offer/answer exchanges and candidate handling.
+	// sigMu serialises offer/answer exchanges and candidate handling,
+	// and guards pending, gen and offers.
 	sigMu   sync.Mutex
-	pending []pwebrtc.ICECandidateInit
+	pending []pendingCandidate
+	// gen is the browser's current ICE generation and the addresses
+	// taken in it; offers counts the browser's recent offers.
+	gen    remoteGen
+	offers offerGate
 
 	// goMu guards wg.Add against Close.
 	goMu    sync.Mutex
@@ -155,6 +162,8 @@ type Peer struct {
 
 	videoMu sync.Mutex
 	videos  []*RemoteVideo
+	// streamKey keys ForwardedStreamID.
+	streamKey [32]byte
 	// rembOnce starts rembLoop with the first video forwarded from here.
 	rembOnce sync.Once
 
@@ -205,6 +214,7 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		in:     newAudioIn(),
 		out:    transcode.NewSwitch[transcode.PCM16](8000, "webrtc-out"),
 	}
+	_, _ = rand.Read(p.streamKey[:])
 	if !opts.NoAudio {
 		p.track = &audioTrack{p: p, id: "audio", streamID: "segue"}
 		sender, err := pc.AddTrack(p.track)
@@ -223,6 +233,12 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		p.post(func() { p.handleState(stateFromPion(s)) })
 	})
 	pc.OnTrack(p.handleTrack)
+	// The gateway uses no data channel. The descriptions it takes have no
+	// m=application, so none can open; one that did is closed at once.
+	pc.OnDataChannel(func(dc *pwebrtc.DataChannel) {
+		p.log.Debug("webrtc data channel refused", "label", dc.Label())
+		_ = dc.Close()
+	})
 
 	p.spawn(p.eventLoop)
 	p.spawn(p.mediaLoop)
@@ -420,6 +436,10 @@ func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 	if p.ctx.Err() != nil {
 		return "", ErrClosed
 	}
+	if wait, ok := p.offers.allow(time.Now()); !ok {
+		p.e.sdpRefused.add(SDPRate)
+		return "", fmt.Errorf("%w (retry in %v)", ErrRenegotiationRate, wait.Round(time.Second))
+	}
 	p.holdCandidates()
 	defer p.post(p.releaseCandidates)
 	if p.pc.SignalingState() == pwebrtc.SignalingStateHaveLocalOffer {
@@ -427,9 +447,14 @@ func (p *Peer) Answer(ctx context.Context, offerSDP string) (string, error) {
 		// peer, since pion cannot roll back a local offer.
 		return "", ErrGlare
 	}
-	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: offerSDP}); err != nil {
+	sc, err := p.screen(offerSDP)
+	if err != nil {
+		return "", err
+	}
+	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: sc.sdp}); err != nil {
 		return "", fmt.Errorf("%w: apply offer: %w", ErrBadSDP, err)
 	}
+	p.gen = sc.gen
 	p.applyPending()
 	answer, err := p.pc.CreateAnswer(nil)
 	if err != nil {
@@ -482,11 +507,40 @@ func (p *Peer) SetAnswer(_ context.Context, answerSDP string) error {
 	if p.ctx.Err() != nil {
 		return ErrClosed
 	}
-	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
+	if p.pc.SignalingState() != pwebrtc.SignalingStateHaveLocalOffer {
+		return fmt.Errorf("%w: no offer of ours waits for an answer", ErrBadSDP)
+	}
+	sc, err := p.screen(answerSDP)
+	if err != nil {
+		return err
+	}
+	if err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: sc.sdp}); err != nil {
 		return fmt.Errorf("%w: apply answer: %w", ErrBadSDP, err)
 	}
+	p.gen = sc.gen
 	p.applyPending()
 	return nil
+}
+
+// screen checks a description from the browser and filters its
+// candidates (limits.go), counting what it refuses. sigMu is held.
+func (p *Peer) screen(desc string) (screened, error) {
+	sc, err := screenDescription(desc, p.e.policy, p.gen)
+	if err != nil {
+		var le *LimitError
+		if errors.As(err, &le) {
+			p.e.sdpRefused.add(le.Reason)
+			p.log.Info("webrtc description refused", "reason", le.Reason, "detail", le.Detail)
+		}
+		return screened{}, err
+	}
+	for _, r := range sc.refused {
+		p.e.candRefused.add(r)
+	}
+	if len(sc.refused) > 0 {
+		p.log.Debug("webrtc remote candidates left out of a description", "count", len(sc.refused))
+	}
+	return sc, nil
 }
 
 // setLocal applies a local description and returns it, after gathering
@@ -514,28 +568,88 @@ func (p *Peer) setLocal(ctx context.Context, desc pwebrtc.SessionDescription) (s
 // AddICECandidate adds a candidate the browser trickled. A candidate that
 // arrives before the description it belongs to is kept and applied with
 // it. An empty Candidate is the browser's end-of-candidates.
+//
+// A candidate is screened first: one the address policy refuses
+// (loopback, private, link-local and other special addresses; see
+// Config.AllowedRemoteNetworks), one that is not UDP, an mDNS name, a
+// second candidate for an address (ip:port) of the same ICE generation,
+// or one of an older generation is dropped without an error, and
+// counted. Past MaxRemoteCandidates addresses in a generation it returns
+// ErrTooManyCandidates; a malformed one, ErrBadCandidate.
 func (p *Peer) AddICECandidate(c ICECandidateInit) error {
 	p.sigMu.Lock()
 	defer p.sigMu.Unlock()
 	if p.ctx.Err() != nil {
 		return ErrClosed
 	}
-	pc := c.toPion()
+	if c.UsernameFragment != nil && *c.UsernameFragment != "" && !ValidUfrag(*c.UsernameFragment) {
+		p.e.candRefused.add(ReasonMalformed)
+		return fmt.Errorf("%w: usernameFragment must be 4 to 256 characters of A-Z, a-z, 0-9, + and /", ErrBadCandidate)
+	}
+	pend := pendingCandidate{init: c.toPion()}
+	if c.Candidate != "" {
+		ap, reason := p.e.policy.parseRemoteCandidate(c.Candidate)
+		switch reason {
+		case "":
+		case ReasonMalformed:
+			p.e.candRefused.add(reason)
+			return fmt.Errorf("%w: %.64q", ErrBadCandidate, c.Candidate)
+		default:
+			p.e.candRefused.add(reason)
+			return nil
+		}
+		pend.addr = ap
+	}
 	if p.pc.RemoteDescription() == nil {
-		p.pending = append(p.pending, pc)
+		if len(p.pending) >= MaxRemoteCandidates {
+			p.e.candRefused.add(ReasonLimit)
+			return ErrTooManyCandidates
+		}
+		p.pending = append(p.pending, pend)
 		return nil
 	}
-	if err := p.pc.AddICECandidate(pc); err != nil {
-		return fmt.Errorf("%w: %q: %w", ErrBadCandidate, c.Candidate, err)
+	if err := p.addCandidate(pend); err != nil {
+		if errors.Is(err, ErrTooManyCandidates) {
+			return err
+		}
+		return fmt.Errorf("%w: %.64q: %w", ErrBadCandidate, c.Candidate, err)
 	}
 	return nil
+}
+
+// pendingCandidate is a screened trickled candidate, with its transport
+// address (invalid for an end-of-candidates).
+type pendingCandidate struct {
+	init pwebrtc.ICECandidateInit
+	addr netip.AddrPort
+}
+
+// addCandidate takes a screened candidate into the current generation
+// and gives it to pion. sigMu is held and a remote description is set.
+func (p *Peer) addCandidate(c pendingCandidate) error {
+	if u := c.init.UsernameFragment; u != nil && *u != "" && *u != p.gen.ufrag {
+		p.e.candRefused.add(ReasonStale)
+		return nil
+	}
+	if c.addr.IsValid() {
+		switch reason := p.gen.admit(c.addr, c.init.Candidate); reason {
+		case "":
+		case ReasonLimit:
+			p.e.candRefused.add(reason)
+			return ErrTooManyCandidates
+		default:
+			p.e.candRefused.add(reason)
+			return nil
+		}
+	}
+	return p.pc.AddICECandidate(c.init)
 }
 
 // applyPending adds the candidates that arrived early. sigMu is held.
 func (p *Peer) applyPending() {
 	for _, c := range p.pending {
-		if err := p.pc.AddICECandidate(c); err != nil {
-			p.log.Debug("webrtc early candidate rejected", "candidate", c.Candidate, "err", err.Error())
+		if err := p.addCandidate(c); err != nil {
+			p.log.Debug("webrtc early candidate rejected", "candidate", c.init.Candidate, "err", err.Error())
 		}
 	}
 	p.pending = nil

@@ -1,6 +1,10 @@
 package webrtc
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -24,6 +28,10 @@ type RemoteVideo struct {
 	recv  *pwebrtc.RTPReceiver
 	done  chan struct{}
 
+	// fwdID is the track id forwarded copies carry: made by the
+	// gateway, unique, never the browser's own.
+	fwdID string
+
 	mu    sync.Mutex
 	sinks []*Forwarder
 
@@ -38,6 +46,33 @@ func (v *RemoteVideo) ID() string { return v.track.ID() }
 // StreamID returns the browser's media stream id, which tells a camera
 // from a screen share when the page uses one stream for each.
 func (v *RemoteVideo) StreamID() string { return v.track.StreamID() }
+
+// ForwardedID returns the track id that Forwarders give the track toward
+// other browsers: made by the gateway and unique among the tracks it
+// receives, so it also names this track and no other.
+func (v *RemoteVideo) ForwardedID() string { return v.fwdID }
+
+// ForwardedStreamID returns the stream id that Forwarders give the
+// track: Peer.ForwardedStreamID of its browser's stream id.
+func (v *RemoteVideo) ForwardedStreamID() string { return v.p.ForwardedStreamID(v.StreamID()) }
+
+// ForwardedStreamID returns the stream id under which this peer's
+// browser's stream browserStreamID is forwarded to other browsers: a
+// keyed hash, so that the ids a browser chose (msid, RFC 8830) never
+// reach another browser's SDP verbatim, while each stream keeps one id
+// the two pages can name it by (a screen share's media.event).
+func (p *Peer) ForwardedStreamID(browserStreamID string) string {
+	m := hmac.New(sha256.New, p.streamKey[:])
+	m.Write([]byte(browserStreamID))
+	return "s" + hex.EncodeToString(m.Sum(nil)[:12])
+}
+
+// newTrackID returns a random track id for a forwarded track.
+func newTrackID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "v" + hex.EncodeToString(b[:])
+}
 
 // MimeType returns the codec, e.g. "video/VP8".
 func (v *RemoteVideo) MimeType() string { return v.track.Codec().MimeType }
@@ -85,7 +120,7 @@ func (p *Peer) Videos() []*RemoteVideo {
 }
 
 func (p *Peer) startVideoReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
-	v := &RemoteVideo{p: p, track: track, recv: recv, done: make(chan struct{})}
+	v := &RemoteVideo{p: p, track: track, recv: recv, done: make(chan struct{}), fwdID: newTrackID()}
 	if !p.spawn(func() { v.readLoop() }) {
 		return
 	}
@@ -157,7 +192,7 @@ func NewForwarder(src *RemoteVideo, dst *Peer) (*Forwarder, error) {
 		return nil, ErrClosed
 	}
 	codec := src.track.Codec().RTPCodecCapability
-	local, err := pwebrtc.NewTrackLocalStaticRTP(codec, src.ID(), src.StreamID())
+	local, err := pwebrtc.NewTrackLocalStaticRTP(codec, src.ForwardedID(), src.ForwardedStreamID())
 	if err != nil {
 		return nil, fmt.Errorf("webrtc: forward track: %w", err)
 	}
