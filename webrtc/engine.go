@@ -42,14 +42,13 @@ const (
 // API with the codecs, interceptors and network settings, and the ICE
 // servers. It is safe for concurrent use.
 type Engine struct {
-	cfg        Config
-	iceServers []pwebrtc.ICEServer
-	log        *slog.Logger
-	opts       options
-	me         *pwebrtc.MediaEngine
-	reg        *interceptor.Registry
-	se         pwebrtc.SettingEngine
-	bwe        *bweFactory
+	cfg  Config
+	log  *slog.Logger
+	opts options
+	me   *pwebrtc.MediaEngine
+	reg  *interceptor.Registry
+	se   pwebrtc.SettingEngine
+	bwe  *bweFactory
 
 	// The API is built with the first peer, after the shared UDP port (if
 	// any) is opened: New does no I/O.
@@ -230,14 +229,19 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 	}
 
 	e := &Engine{cfg: cfg, log: log, opts: o, me: me, reg: reg, se: se, bwe: bwe}
-	for _, s := range cfg.ICEServers {
-		e.iceServers = append(e.iceServers, pwebrtc.ICEServer{
-			URLs:       append([]string(nil), s.URLs...),
-			Username:   s.Username,
-			Credential: s.Credential,
-		})
-	}
 	return e, nil
+}
+
+// iceServers is the ICE configuration of a new peer connection of the
+// gateway's own: servers with a secret get a fresh credential each time.
+func (e *Engine) iceServers() []pwebrtc.ICEServer {
+	var out []pwebrtc.ICEServer
+	now := time.Now()
+	for _, s := range e.cfg.ICEServers {
+		user, cred, _ := s.Ephemeral("segue-gateway", now)
+		out = append(out, pwebrtc.ICEServer{URLs: append([]string(nil), s.URLs...), Username: user, Credential: cred})
+	}
+	return out
 }
 
 // registerCodecs puts in me the codecs the gateway negotiates: Opus (and,
@@ -375,7 +379,7 @@ func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, 
 	e.bwe.mu.Lock()
 	defer e.bwe.mu.Unlock()
 	pc, err := api.NewPeerConnection(pwebrtc.Configuration{
-		ICEServers:    e.iceServers,
+		ICEServers:    e.iceServers(),
 		BundlePolicy:  pwebrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pwebrtc.RTCPMuxPolicyRequire,
 		SDPSemantics:  pwebrtc.SDPSemanticsUnifiedPlan,
