@@ -3,6 +3,8 @@ package gateway
 import (
 	"strings"
 	"testing"
+
+	"github.com/segue-rtc/segue/configs"
 )
 
 const validYAML = `
@@ -117,7 +119,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"agent phone", [2]string{`phone: "sip:1001@pbx.example.com"`, `phone: "1001"`}, "", `agents[0].phone: missing scheme "sip:"`},
 		{"sip listen", [2]string{}, "sip:\n  listen: [\"udp:nowhere\"]\n", "sip.listen[0]:"},
 		{"rtp range", [2]string{}, "sip:\n  rtp_port_range: [3000, 2000]\n", "sip.rtp_port_range:"},
-		{"webrtc turn", [2]string{}, "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n", "webrtc.ice_servers[0].urls[0]: TURN server needs username and credential"},
+		{"webrtc turn", [2]string{}, "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n", "webrtc.ice_servers[0].urls[0]: TURN server needs a secret (coturn use-auth-secret) or a username and credential"},
 		{"store driver", [2]string{}, "store:\n  driver: mysql\n", `store.driver: "mysql" is not one of`},
 		{"negative limit", [2]string{}, "limits:\n  max_calls: -1\n", "limits.max_calls: must be positive"},
 		{"log level", [2]string{}, "log:\n  level: loud\n", `log.level: "loud"`},
@@ -188,8 +190,12 @@ func TestParseConfigEmptyAndBroken(t *testing.T) {
 	}
 }
 
+// FuzzParseConfig runs the config loader (LoadConfig is ParseConfig on
+// the file's bytes) on arbitrary YAML: it never panics, and what it
+// accepts stays valid.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(validYAML))
+	f.Add(configs.Example)
 	f.Add([]byte("http:\n  listen: [1, 2]\n"))
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -197,5 +203,15 @@ func FuzzParseConfig(f *testing.F) {
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}
+		if err != nil {
+			return
+		}
+		// What the loader accepts, New accepts too (it validates again),
+		// and the start-up checks run on it.
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted, then invalid: %v", err)
+		}
+		_ = cfg.Warnings()
+		_ = cfg.HoldsSecrets()
 	})
 }
