@@ -27,6 +27,8 @@ type metrics struct {
 	callLoss         prometheus.Histogram
 	callJitter       prometheus.Histogram
 	callsRefused     *prometheus.CounterVec
+	loginsRefused    *prometheus.CounterVec
+	connsRefused     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -83,7 +85,14 @@ func newMetrics() *metrics {
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_calls_refused_total", Help: "Calls customers asked for and were refused, by reason (ip_limit, conversation_limit, queue_policy).",
 		}, []string{"reason"}),
+		loginsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_logins_refused_total", Help: "Agent sign-ins refused, by reason (bad_credentials, address_locked, agent_locked, demo_password).",
+		}, []string{"reason"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_http_connections_refused_total", Help: "TCP connections closed at once for http.max_connections_per_ip.",
+		}),
 	}
+	m.reg.MustRegister(m.loginsRefused, m.connsRefused)
 	m.reg.MustRegister(m.callsRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
