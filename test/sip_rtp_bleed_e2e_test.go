@@ -362,10 +362,10 @@ func (p *pionVoiceCall) hangup(t *testing.T) {
 }
 
 // scrapeForeign reads segue_sip_rtp_foreign_packets_total from the
-// gateway's /metrics, by protocol label.
+// gateway's /metrics (on its admin listener), by protocol label.
 func scrapeForeign(t *testing.T, g *gateway) map[string]float64 {
 	t.Helper()
-	res, err := http.Get(g.URL + "/metrics")
+	res, err := http.Get(g.AdminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
