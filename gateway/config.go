@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -85,18 +86,17 @@ type LimitsConfig struct {
 	// CallsPerConversationPerHour caps the calls the customer starts in one
 	// conversation in any hour; 0 is unlimited.
 	CallsPerConversationPerHour *int `yaml:"calls_per_conversation_per_hour"`
-	// TokenRetention is how long, in seconds, a customer's token still
-	// opens a conversation after it ended (the transcript, and routing
-	// back to the same agent); later the widget starts afresh. Default
-	// 604800 (7 days).
-	TokenRetention int `yaml:"token_retention"`
+	// TokenRetention is how long a customer's token still opens a
+	// conversation after it ended (the transcript, and routing back to the
+	// same agent); later the widget starts afresh. Default 168h (7 days).
+	TokenRetention time.Duration `yaml:"token_retention"`
 }
 
 // Defaults of the call-start limits and of the token retention.
 const (
 	defaultCallsPerIPPerHour           = 20
 	defaultCallsPerConversationPerHour = 6
-	defaultTokenRetention              = 7 * 24 * 60 * 60
+	defaultTokenRetention              = 7 * 24 * time.Hour
 )
 
 // callsPerIP is limits.calls_per_ip_per_hour, its default when unset.
@@ -318,7 +318,7 @@ func (c *Config) Validate() error {
 		addf("limits.calls_per_conversation_per_hour: must not be negative (0 is unlimited)")
 	}
 	if l.TokenRetention < 0 {
-		addf("limits.token_retention: must not be negative")
+		addf("limits.token_retention: %v is negative; write a duration such as 168h", l.TokenRetention)
 	}
 	if l.MaxFrameBytes > 0 && int64(l.MaxMessageBytes)+1024 > l.MaxFrameBytes {
 		addf("limits.max_frame_bytes: must exceed max_message_bytes by at least 1024")

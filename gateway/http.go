@@ -369,7 +369,7 @@ func (s *Server) customerConversation(ctx context.Context, token string) (*conv,
 	// A customer token lasts as long as its conversation, plus
 	// limits.token_retention once it has ended.
 	if c.State == store.StateEnded && !c.EndedAt.IsZero() &&
-		time.Now().After(c.EndedAt.Add(time.Duration(s.cfg.Limits.TokenRetention)*time.Second)) {
+		time.Now().After(c.EndedAt.Add(s.cfg.Limits.TokenRetention)) {
 		return nil, nil, ErrUnauthorized
 	}
 	return cv, c, nil

@@ -32,9 +32,9 @@ type HTTPConfig struct {
 	// /debug/pprof are served, apart from the public listener; "off"
 	// serves them nowhere. Default 127.0.0.1:9090.
 	AdminListen string `yaml:"admin_listen"`
-	// SessionTTL is how long, in seconds, an agent's sign-in lasts; the
-	// console's socket closes when it ends. Default 43200 (12 hours).
-	SessionTTL int `yaml:"session_ttl"`
+	// SessionTTL is how long an agent's sign-in lasts (a duration such as
+	// 12h); the console's socket closes when it ends. Default 12h.
+	SessionTTL time.Duration `yaml:"session_ttl"`
 	// MaxConnectionsPerIP caps the TCP connections open at once from one
 	// client address (an IPv6 /64); trusted proxies are exempt. Default
 	// 256; 0 is unlimited.
@@ -44,7 +44,7 @@ type HTTPConfig struct {
 // Defaults of the http section.
 const (
 	defaultAdminListen         = "127.0.0.1:9090"
-	defaultSessionTTL          = 12 * 60 * 60
+	defaultSessionTTL          = 12 * time.Hour
 	defaultMaxConnectionsPerIP = 256
 	// adminOff is the value of http.admin_listen that turns it off.
 	adminOff = "off"
@@ -79,12 +79,12 @@ func (h *HTTPConfig) applyDefaults() {
 	}
 }
 
-// sessionTTL is http.session_ttl as a duration, its default when unset.
+// sessionTTL is http.session_ttl, its default when unset.
 func (h *HTTPConfig) sessionTTL() time.Duration {
 	if h.SessionTTL <= 0 {
-		return defaultSessionTTL * time.Second
+		return defaultSessionTTL
 	}
-	return time.Duration(h.SessionTTL) * time.Second
+	return h.SessionTTL
 }
 
 // maxConnsPerIP is http.max_connections_per_ip, its default when unset.
@@ -165,8 +165,8 @@ func (h *HTTPConfig) validate() error {
 			addf("admin_listen: %q is also http.listen; the admin endpoints need a listener of their own", h.AdminListen)
 		}
 	}
-	if h.SessionTTL < 0 || (h.SessionTTL > 0 && h.SessionTTL < 60) {
-		addf("session_ttl: %d: want at least 60 seconds", h.SessionTTL)
+	if h.SessionTTL < 0 || (h.SessionTTL > 0 && h.SessionTTL < time.Minute) {
+		addf("session_ttl: %v is too short; write a duration of at least 1m, such as 12h", h.SessionTTL)
 	}
 	if h.maxConnsPerIP() < 0 {
 		addf("max_connections_per_ip: must not be negative (0 is unlimited)")

@@ -83,16 +83,16 @@ func TestSecurityConfigErrors(t *testing.T) {
 		{"trust_proxy with trusted_proxies", "HTTP  trust_proxy: true\n  trusted_proxies: [\"10.0.0.1\"]\n", "http.trust_proxy: replaced by trusted_proxies"},
 		{"admin listen", "HTTP  admin_listen: \"nowhere\"\n", `http.admin_listen: "nowhere": want host:port`},
 		{"admin listen is listen", "HTTP  admin_listen: \"127.0.0.1:0\"\n", `http.admin_listen: "127.0.0.1:0" is also http.listen`},
-		{"session ttl", "HTTP  session_ttl: 5\n", "http.session_ttl: 5: want at least 60 seconds"},
+		{"session ttl", "HTTP  session_ttl: 5s\n", "http.session_ttl: 5s is too short; write a duration of at least 1m"},
 		{"connections per ip", "HTTP  max_connections_per_ip: -1\n", "http.max_connections_per_ip: must not be negative"},
-		{"token retention", "limits:\n  token_retention: -1\n", "limits.token_retention: must not be negative"},
+		{"token retention", "limits:\n  token_retention: -1h\n", "limits.token_retention: -1h0m0s is negative"},
 		{"turn secret short", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      secret: short\n", "webrtc.ice_servers[0].secret: too short"},
 		{"turn secret and static", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      secret: 0123456789abcdef\n      username: u\n      credential: c\n",
 			"webrtc.ice_servers[0].secret: give either a secret or a username and credential"},
-		{"turn ttl without secret", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      username: u\n      credential: c\n      ttl: 600\n",
+		{"turn ttl without secret", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      username: u\n      credential: c\n      ttl: 10m\n",
 			"webrtc.ice_servers[0].ttl: only credentials made from a secret expire"},
-		{"turn ttl short", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      secret: 0123456789abcdef\n      ttl: 10\n",
-			"webrtc.ice_servers[0].ttl: 10: want at least 60 seconds"},
+		{"turn ttl short", "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n      secret: 0123456789abcdef\n      ttl: 10s\n",
+			"webrtc.ice_servers[0].ttl: 10s is too short"},
 		{"port range under the limits", "webrtc:\n  udp_port_range: [40000, 40099]\n",
 			"webrtc.udp_port_range: [40000, 40099] holds 100 ports, fewer than the 300 peer connections the limits allow (limits.max_calls 200 with trunks + 2 × limits.max_video_sessions 50"},
 	} {
@@ -131,7 +131,7 @@ func TestSecurityDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := cfg.HTTP
-	if h.AdminListen != "127.0.0.1:9090" || h.sessionTTL() != 12*time.Hour || h.maxConnsPerIP() != 256 || cfg.Limits.TokenRetention != 7*24*3600 {
+	if h.AdminListen != "127.0.0.1:9090" || h.sessionTTL() != 12*time.Hour || h.maxConnsPerIP() != 256 || cfg.Limits.TokenRetention != 7*24*time.Hour {
 		t.Errorf("defaults: admin %q ttl %v conns %d retention %d", h.AdminListen, h.sessionTTL(), h.maxConnsPerIP(), cfg.Limits.TokenRetention)
 	}
 	if got := cfg.WebRTC.ICEServers[0].Secret; got != "0123456789abcdef-secret" {
@@ -398,7 +398,7 @@ func TestSessionExpiryClosesTheConsole(t *testing.T) {
 
 // TestSessionTTL: the cookie and the stored session last http.session_ttl.
 func TestSessionTTL(t *testing.T) {
-	e := newTestServer(t, func(c *Config) { c.HTTP.SessionTTL = 3600 })
+	e := newTestServer(t, func(c *Config) { c.HTTP.SessionTTL = time.Hour })
 	resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"password1"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -559,7 +559,7 @@ func TestTURNCredentials(t *testing.T) {
 	e := newTestServer(t, func(c *Config) {
 		c.WebRTC.ICEServers = []webrtc.ICEServer{
 			{URLs: []string{"stun:stun.example.com"}},
-			{URLs: []string{"turn:turn.example.com:3478"}, Secret: secret, TTL: 600},
+			{URLs: []string{"turn:turn.example.com:3478"}, Secret: secret, TTL: 10 * time.Minute},
 			{URLs: []string{"turn:static.example.com"}, Username: "segue", Credential: "static-pw"},
 		}
 	})

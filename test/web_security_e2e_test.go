@@ -129,7 +129,7 @@ func loginStatus(t *testing.T, c *client, id, password string) (int, string, htt
 // and "sign out everywhere" ends every session of the agent and closes
 // its consoles' sockets, and no one else's.
 func TestSignInLockoutAndSessions(t *testing.T) {
-	g := startGateway(t, withSectionYAML("  session_ttl: 120\n", ""))
+	g := startGateway(t, withSectionYAML("  session_ttl: 2m\n", ""))
 	guesser := g.client(t)
 	for i := range 10 {
 		if code, b, _ := loginStatus(t, guesser, "alice", fmt.Sprintf("guess-%d", i)); code != http.StatusUnauthorized {
@@ -503,7 +503,7 @@ func TestTransferShowsTheNumberOnly(t *testing.T) {
 // TestCustomerTokenExpires: after its conversation ended and
 // limits.token_retention passed, a customer token opens nothing.
 func TestCustomerTokenExpires(t *testing.T) {
-	g := startGateway(t, withYAML("", "", "", "  token_retention: 1\n"))
+	g := startGateway(t, withYAML("", "", "", "  token_retention: 1s\n"))
 	customer, conv := g.newConversation(t, "Ann")
 	alice := g.login(t, "alice")
 	aws := agentWS(t, g, alice)

@@ -52,11 +52,11 @@ type ICEServer struct {
 	// static-auth-secret). With it, each user gets its own credential that
 	// expires after TTL; see Ephemeral.
 	Secret string `yaml:"secret"`
-	// TTL is how long, in seconds, a credential made from Secret is valid.
-	// coturn also ends an allocation when its credential expires, so it
-	// bounds the length of a call relayed through the server. Default
-	// 14400 (4 hours).
-	TTL int `yaml:"ttl"`
+	// TTL is how long a credential made from Secret is valid (a duration
+	// such as 4h). coturn also ends an allocation when its credential
+	// expires, so it bounds the length of a call relayed through the
+	// server. Default 4h.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // DefaultTURNTTL is the default of ice_servers[].ttl.
@@ -72,7 +72,7 @@ func (s ICEServer) Ephemeral(user string, now time.Time) (username, credential s
 	if s.Secret == "" {
 		return s.Username, s.Credential, time.Time{}
 	}
-	ttl := time.Duration(s.TTL) * time.Second
+	ttl := s.TTL
 	if ttl <= 0 {
 		ttl = DefaultTURNTTL
 	}
@@ -136,8 +136,8 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("ice_servers[%d].secret: give either a secret or a username and credential, not both", i))
 			}
 		}
-		if s.TTL < 0 || (s.TTL > 0 && s.TTL < 60) {
-			errs = append(errs, fmt.Errorf("ice_servers[%d].ttl: %d: want at least 60 seconds", i, s.TTL))
+		if s.TTL < 0 || (s.TTL > 0 && s.TTL < time.Minute) {
+			errs = append(errs, fmt.Errorf("ice_servers[%d].ttl: %v is too short; write a duration of at least 1m, such as 4h", i, s.TTL))
 		} else if s.TTL > 0 && s.Secret == "" {
 			errs = append(errs, fmt.Errorf("ice_servers[%d].ttl: only credentials made from a secret expire; set secret", i))
 		}

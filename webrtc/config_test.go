@@ -12,7 +12,7 @@ import (
 // credential.
 func TestEphemeralTURNCredential(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	s := ICEServer{URLs: []string{"turn:t.example.com"}, Secret: "0123456789abcdef-turn", TTL: 3600}
+	s := ICEServer{URLs: []string{"turn:t.example.com"}, Secret: "0123456789abcdef-turn", TTL: time.Hour}
 	user, cred, exp := s.Ephemeral("c_abc", now)
 	// The expected credential was computed apart from this code:
 	// base64(HMAC-SHA1("0123456789abcdef-turn", "1700003600:c_abc")).
@@ -43,7 +43,7 @@ func TestTURNServerConfig(t *testing.T) {
 		{"neither", ICEServer{URLs: []string{"turn:t"}}, "ice_servers[0].urls[0]: TURN server needs a secret"},
 		{"both", ICEServer{URLs: []string{"turn:t"}, Secret: "0123456789abcdef", Username: "u", Credential: "c"}, "ice_servers[0].secret: give either"},
 		{"short secret", ICEServer{URLs: []string{"turn:t"}, Secret: "short"}, "ice_servers[0].secret: too short"},
-		{"short ttl", ICEServer{URLs: []string{"turn:t"}, Secret: "0123456789abcdef", TTL: 5}, "ice_servers[0].ttl: 5"},
+		{"short ttl", ICEServer{URLs: []string{"turn:t"}, Secret: "0123456789abcdef", TTL: 5 * time.Second}, "ice_servers[0].ttl: 5s is too short"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{ICEServers: []ICEServer{tc.s}}
