@@ -225,10 +225,10 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 		}
 		key, ok := ll.l.acquire(c.RemoteAddr())
 		if !ok {
-			_ = c.Close()
 			if ll.l.refused != nil {
 				ll.l.refused()
 			}
+			_ = c.Close()
 			continue
 		}
 		return &limitedConn{Conn: c, release: func() { ll.l.release(key) }}, nil

@@ -708,6 +708,7 @@ func TestConnectionCap(t *testing.T) {
 	if _, err := third.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
 		t.Fatalf("third connection: %v, want it closed", err)
 	}
+	// The listener counts before it closes.
 	if n := refused.Load(); n != 1 {
 		t.Fatalf("refused %d", n)
 	}
