@@ -143,9 +143,7 @@ func TestSignInLockoutAndSessions(t *testing.T) {
 	if ra, _ := strconv.Atoi(h.Get("Retry-After")); ra < 800 || ra > 900 {
 		t.Fatalf("Retry-After %q", h.Get("Retry-After"))
 	}
-	if !strings.Contains(g.Log(), "agent login refused: locked") {
-		t.Error("the lockout is not in the log")
-	}
+	g.waitLog(t, "agent login refused: locked")
 
 	// Bob signs in on two browsers; each session lasts session_ttl.
 	bob1, bob2 := g.client(t), g.client(t)
@@ -177,6 +175,18 @@ func TestSignInLockoutAndSessions(t *testing.T) {
 			t.Fatalf("bob's browser %d after signing out everywhere: %d", i+1, code)
 		}
 	}
+}
+
+// waitLog waits until the gateway has logged text (its output reaches
+// the test through a pipe, a little after the fact).
+func (g *gateway) waitLog(t *testing.T, text string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%q in the log", text), func() error {
+		if !strings.Contains(g.Log(), text) {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
 }
 
 // rawConn opens a TCP connection to the gateway from ip.
@@ -495,7 +505,8 @@ func TestTransferShowsTheNumberOnly(t *testing.T) {
 			t.Errorf("the customer was shown the trunk: %s", s)
 		}
 	}
-	if !strings.Contains(g.Log(), "voice: call transferred") || !strings.Contains(g.Log(), "sip:2002@") {
+	g.waitLog(t, "voice: call transferred")
+	if !strings.Contains(g.Log(), "target=sip:2002@") {
 		t.Error("the full transfer target is not in the log")
 	}
 }
@@ -780,7 +791,5 @@ func TestSecretsNeverInLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Start()
-	if !strings.Contains(g.Log(), "is readable by every user of this machine") {
-		t.Error("no warning for a world-readable config file")
-	}
+	g.waitLog(t, "is readable by every user of this machine")
 }
