@@ -8,3 +8,8 @@ import _ "embed"
 //
 //go:embed segue.yaml
 var Example []byte
+
+// DemoHash is the bcrypt hash of the demo agent's password, "segue-demo",
+// in Example. The gateway refuses it unless it listens on loopback only;
+// `segue config init` replaces it with a generated password's.
+const DemoHash = "$2a$10$FW6Xm42.N5crZPw5Yauv9ukiwPMg4MmZTQDfd97b812ZoqVRoTmYq"

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -35,19 +33,6 @@ type Config struct {
 	Limits   LimitsConfig      `yaml:"limits"`
 	Identity IdentityConfig    `yaml:"identity"`
 	Log      LogConfig         `yaml:"log"`
-}
-
-// HTTPConfig is the "http" section.
-type HTTPConfig struct {
-	Listen    string `yaml:"listen"`
-	PublicURL string `yaml:"public_url"`
-	// AllowedOrigins are the sites allowed to embed the widget.
-	AllowedOrigins []string `yaml:"allowed_origins"`
-	TLSCert        string   `yaml:"tls_cert"`
-	TLSKey         string   `yaml:"tls_key"`
-	// TrustProxy takes the client address from X-Forwarded-For when the
-	// request comes from a loopback or private address.
-	TrustProxy bool `yaml:"trust_proxy"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -151,12 +136,17 @@ type LimitsConfig struct {
 	// an accept or a history request sends at most: the latest ones, older
 	// pages on request.
 	HistoryPageMessages int `yaml:"history_page_messages"`
+	// TokenRetention is how long a customer's token still opens a
+	// conversation after it ended (the transcript, and routing back to the
+	// same agent); later the widget starts afresh. Default 168h (7 days).
+	TokenRetention time.Duration `yaml:"token_retention"`
 }
 
-// Defaults of the call-start limits.
+// Defaults of the call-start limits and of the token retention.
 const (
 	defaultCallsPerIPPerHour           = 20
 	defaultCallsPerConversationPerHour = 6
+	defaultTokenRetention              = 7 * 24 * time.Hour
 )
 
 // callsPerIP is limits.calls_per_ip_per_hour, its default when unset.
@@ -192,18 +182,7 @@ type LogConfig struct {
 // ApplyDefaults fills every unset field with its default. It has no side
 // effects beyond c.
 func (c *Config) ApplyDefaults() {
-	if c.HTTP.Listen == "" {
-		c.HTTP.Listen = ":8080"
-	}
-	if c.HTTP.PublicURL == "" {
-		c.HTTP.PublicURL = "http://localhost:8080"
-	}
-	c.HTTP.PublicURL = strings.TrimRight(c.HTTP.PublicURL, "/")
-	if len(c.HTTP.AllowedOrigins) == 0 {
-		if u, err := url.Parse(c.HTTP.PublicURL); err == nil && u.Host != "" {
-			c.HTTP.AllowedOrigins = []string{u.Scheme + "://" + u.Host}
-		}
-	}
+	c.HTTP.applyDefaults()
 	c.Store.ApplyDefaults()
 	c.WebRTC.ApplyDefaults()
 	c.SIP.ApplyDefaults()
@@ -266,6 +245,9 @@ func (c *Config) ApplyDefaults() {
 		l.CallsPerConversationPerHour = &n
 	}
 	l.applyFlowDefaults()
+	if l.TokenRetention == 0 {
+		l.TokenRetention = defaultTokenRetention
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -291,20 +273,7 @@ func (c *Config) Validate() error {
 	add := func(prefix string, err error) { errs = append(errs, prefixErrors(prefix, err)...) }
 	addf := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
-	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-		addf("http.listen: %q: want host:port, e.g. \":8080\"", c.HTTP.Listen)
-	}
-	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		addf("http.public_url: %q is not an http:// or https:// URL", c.HTTP.PublicURL)
-	}
-	for i, o := range c.HTTP.AllowedOrigins {
-		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			addf("http.allowed_origins[%d]: %q is not an origin like https://www.example.com", i, o)
-		}
-	}
-	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
-		addf("http.tls_cert: tls_cert and tls_key go together")
-	}
+	add("http.", c.HTTP.validate())
 	add("store.", c.Store.Validate())
 	add("webrtc.", c.WebRTC.Validate())
 	add("sip.", c.SIP.Validate())
@@ -422,6 +391,9 @@ func (c *Config) Validate() error {
 	if l.callsPerConversation() < 0 {
 		addf("limits.calls_per_conversation_per_hour: must not be negative (0 is unlimited)")
 	}
+	if l.TokenRetention < 0 {
+		addf("limits.token_retention: %v is negative; write a duration such as 168h", l.TokenRetention)
+	}
 	if l.MaxFrameBytes > 0 && int64(l.MaxMessageBytes)+1024 > l.MaxFrameBytes {
 		addf("limits.max_frame_bytes: must exceed max_message_bytes by at least 1024")
 	}
@@ -429,6 +401,7 @@ func (c *Config) Validate() error {
 	if c.Identity.Secret != "" && len(c.Identity.Secret) < 16 {
 		addf("identity.secret: too short (at least 16 characters)")
 	}
+	errs = append(errs, c.checkExposure()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -594,6 +567,7 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 	}
 	for i := range c.WebRTC.ICEServers {
 		expand(fmt.Sprintf("webrtc.ice_servers[%d].credential", i), &c.WebRTC.ICEServers[i].Credential)
+		expand(fmt.Sprintf("webrtc.ice_servers[%d].secret", i), &c.WebRTC.ICEServers[i].Secret)
 	}
 	expand("identity.secret", &c.Identity.Secret)
 	return errs

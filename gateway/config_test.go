@@ -3,6 +3,8 @@ package gateway
 import (
 	"strings"
 	"testing"
+
+	"github.com/segue-rtc/segue/configs"
 )
 
 const validYAML = `
@@ -122,7 +124,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"agent phone", [2]string{`phone: "sip:1001@pbx.example.com"`, `phone: "1001"`}, "", `agents[0].phone: missing scheme "sip:"`},
 		{"sip listen", [2]string{}, "sip:\n  listen: [\"udp:nowhere\"]\n", "sip.listen[0]:"},
 		{"rtp range", [2]string{}, "sip:\n  rtp_port_range: [3000, 2000]\n", "sip.rtp_port_range:"},
-		{"webrtc turn", [2]string{}, "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n", "webrtc.ice_servers[0].urls[0]: TURN server needs username and credential"},
+		{"webrtc turn", [2]string{}, "webrtc:\n  ice_servers:\n    - urls: [\"turn:t.example.com\"]\n", "webrtc.ice_servers[0].urls[0]: TURN server needs a secret (coturn use-auth-secret) or a username and credential"},
 		{"remote networks", [2]string{}, "webrtc:\n  allowed_remote_networks: [\"10.0.0.0/8\", \"nope\"]\n", `webrtc.allowed_remote_networks[1]: "nope" is not a CIDR prefix`},
 		{"remote loopback", [2]string{}, "webrtc:\n  allowed_remote_networks: [\"127.0.0.0/8\"]\n", `webrtc.allowed_remote_networks[0]: "127.0.0.0/8" reaches loopback, which is allowed only with loopback_candidates: true`},
 		{"local ips", [2]string{}, "webrtc:\n  ips: [\"eth0\"]\n", `webrtc.ips[0]: "eth0" is not a CIDR prefix or an IP address`},
@@ -199,8 +201,12 @@ func TestParseConfigEmptyAndBroken(t *testing.T) {
 	}
 }
 
+// FuzzParseConfig runs the config loader (LoadConfig is ParseConfig on
+// the file's bytes) on arbitrary YAML: it never panics, and what it
+// accepts stays valid.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(validYAML))
+	f.Add(configs.Example)
 	f.Add([]byte("http:\n  listen: [1, 2]\n"))
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -208,5 +214,15 @@ func FuzzParseConfig(f *testing.F) {
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}
+		if err != nil {
+			return
+		}
+		// What the loader accepts, New accepts too (it validates again),
+		// and the start-up checks run on it.
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted, then invalid: %v", err)
+		}
+		_ = cfg.Warnings()
+		_ = cfg.HoldsSecrets()
 	})
 }

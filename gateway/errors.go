@@ -37,6 +37,11 @@ var (
 	ErrOrigin = errf(http.StatusForbidden, "origin", "origin not allowed")
 	// ErrShuttingDown: the gateway is stopping and takes nothing new.
 	ErrShuttingDown = errf(http.StatusServiceUnavailable, "shutting_down", "the gateway is restarting")
+	// errNotHolder: an agent may read a waiting conversation of its
+	// queues, but write only into one it holds.
+	errNotHolder = errf(http.StatusForbidden, "not_holder", "only the agent holding this conversation may post in it")
+	// errTooSlow: an upload's body arrived slower than minTransferRate.
+	errTooSlow = errf(http.StatusRequestTimeout, "too_slow", "the upload was too slow; try again on a better connection")
 )
 
 // asAPIError maps any error to the apiError sent to clients; unknown

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/segue-rtc/segue/store"
@@ -114,8 +115,16 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	if cv == nil || c.State == store.StateEnded {
 		return ErrEnded
 	}
+	// Reading a conversation is not enough to write into it: an agent
+	// must hold it (a waiting one in the agent's queue is readable).
+	if who.role == store.RoleAgent && c.AgentID != who.agentID {
+		return errNotHolder
+	}
 	max := s.cfg.Store.MaxUploadBytes
-	r.Body = http.MaxBytesReader(w, r.Body, max+64<<10)
+	// The body must keep arriving at minTransferRate (httpguard.go); the
+	// reply gets as long as the whole body may take, and then some.
+	setDeadlines(w, time.Now().Add(transferGrace), time.Now().Add(transferWindow(max)+requestWriteTimeout))
+	r.Body = http.MaxBytesReader(w, newRateReader(w, r.Body), max+64<<10)
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return errf(http.StatusBadRequest, "bad_request", "want multipart/form-data with a file part")
@@ -127,6 +136,9 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				return errTooLarge(max)
+			}
+			if isTimeout(err) {
+				return errTooSlow
 			}
 			return errf(http.StatusBadRequest, "bad_request", "no file part")
 		}
@@ -174,6 +186,9 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 		if errors.As(err, &mbe) {
 			return errTooLarge(s.cfg.Store.MaxUploadBytes)
 		}
+		if isTimeout(err) {
+			return errTooSlow
+		}
 		return errf(http.StatusBadRequest, "bad_request", "upload interrupted")
 	}
 	if hn == 0 {
@@ -192,6 +207,9 @@ func (s *Server) storeUpload(w http.ResponseWriter, r *http.Request, cv *conv, w
 	var mbe *http.MaxBytesError
 	if errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe) {
 		return errTooLarge(s.cfg.Store.MaxUploadBytes)
+	}
+	if isTimeout(err) {
+		return errTooSlow
 	}
 	if err != nil {
 		return err
@@ -249,6 +267,8 @@ func cleanFileName(name string) string {
 }
 
 func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request) error {
+	now := time.Now()
+	setDeadlines(w, now.Add(requestReadTimeout), now.Add(requestWriteTimeout))
 	f, err := s.store.File(r.Context(), r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotFound
@@ -264,6 +284,8 @@ func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer rc.Close()
+	// A reader that stops reading is cut off once the file is overdue.
+	setDeadlines(w, now.Add(requestReadTimeout), now.Add(transferWindow(f.Size)+requestWriteTimeout))
 	h := w.Header()
 	disp := "attachment"
 	if r.URL.Query().Get("inline") == "1" && isImage(f.Type) {

@@ -12,18 +12,15 @@ import (
 	"io"
 	"io/fs"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
+	"net/http/pprof"
 	"net/url"
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
@@ -32,8 +29,9 @@ import (
 
 const (
 	sessionCookie = "segue_session"
-	sessionTTL    = 12 * time.Hour
-	// pageCSP is sent with the demo page and the console.
+	// pageCSP is sent with the demo page and the console: scripts and
+	// styles from the gateway's own files only, no inline code of any
+	// kind, no plugins, no framing.
 	pageCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " +
 		"media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; " +
 		"object-src 'none'; form-action 'self'"
@@ -44,36 +42,61 @@ const (
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, s.apiHandler(h))
+		mux.Handle(pattern, withDeadlines(s.apiHandler(h)))
 	}
 	api("POST /api/v1/conversations", s.createConversation)
 	api("POST /api/v1/left-messages", s.leaveMessage)
 	api("GET /api/v1/conversations/{id}", s.getConversation)
 	api("GET /api/v1/conversations/{id}/messages", s.getMessages)
-	api("POST /api/v1/conversations/{id}/files", s.uploadFile)
 	api("GET /api/v1/conversations/{id}/calls", s.getCalls)
-	api("GET /api/v1/files/{id}", s.downloadFile)
+	api("GET /api/v1/ice-servers", s.getICEServers)
 	api("POST /api/v1/agent/login", s.login)
 	api("POST /api/v1/agent/logout", s.logout)
+	api("POST /api/v1/agent/logout-all", s.logoutAll)
 	api("GET /api/v1/agent/me", s.me)
-	mux.HandleFunc("OPTIONS /api/v1/", s.preflight)
-	mux.HandleFunc("GET /api/v1/ws", s.handleWS)
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) { writeError(w, ErrNotFound) })
+	// Uploads and downloads set deadlines from their size; the WebSocket
+	// has its own pings and write timeouts.
+	mux.Handle("POST /api/v1/conversations/{id}/files", s.apiHandler(s.uploadFile))
+	mux.Handle("GET /api/v1/files/{id}", s.apiHandler(s.downloadFile))
+	mux.Handle("OPTIONS /api/v1/", withDeadlines(http.HandlerFunc(s.preflight)))
+	mux.HandleFunc("GET /api/v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		setDeadlines(w, time.Time{}, time.Time{})
+		s.handleWS(w, r)
+	})
+	mux.Handle("/api/", withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, ErrNotFound) })))
 
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	// The public listener tells a load balancer only whether to send
+	// traffic; the details, /metrics and pprof are on http.admin_listen.
+	mux.Handle("GET /healthz", withDeadlines(http.HandlerFunc(healthz)))
+	mux.Handle("GET /readyz", withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.readyz(w, r, false) })))
 
 	files := web.Files()
-	page := func(name string) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { s.servePage(w, r, files, name) }
+	page := func(name string) http.Handler {
+		return withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.servePage(w, r, files, name) }))
 	}
-	mux.HandleFunc("GET /{$}", page("index.html"))
-	mux.HandleFunc("GET /console", page("console.html"))
-	mux.HandleFunc("GET /console/c/{id}", page("console.html"))
-	mux.HandleFunc("GET /{file}", func(w http.ResponseWriter, r *http.Request) { s.serveAsset(w, r, files) })
+	mux.Handle("GET /{$}", page("index.html"))
+	mux.Handle("GET /console", page("console.html"))
+	mux.Handle("GET /console/c/{id}", page("console.html"))
+	mux.Handle("GET /{file}", withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveAsset(w, r, files) })))
 	return s.instrument(mux)
 }
+
+// adminRoutes are the operational endpoints of http.admin_listen: the
+// detailed readiness (trunk states), Prometheus metrics and pprof.
+func (s *Server) adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.readyz(w, r, true) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 
 // statusRecorder keeps the status code for metrics.
 type statusRecorder struct {
@@ -215,26 +238,6 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// clientIP is the peer address, or the first X-Forwarded-For hop when
-// http.trust_proxy is set and the peer is a local proxy.
-func (s *Server) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if s.cfg.HTTP.TrustProxy {
-		if a, err := netip.ParseAddr(host); err == nil && (a.IsLoopback() || a.IsPrivate()) {
-			if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-				first, _, _ := strings.Cut(xff, ",")
-				if fa, err := netip.ParseAddr(strings.TrimSpace(first)); err == nil {
-					return fa.String()
-				}
-			}
-		}
-	}
-	return host
-}
-
 // ---- pages ----
 
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request, files fs.FS, name string) {
@@ -277,16 +280,36 @@ func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request, files fs.FS)
 	http.ServeContent(w, r, name, time.Time{}, strings.NewReader(string(b)))
 }
 
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.hub.isClosing() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
+// readyz answers 200 when the gateway takes work and 503 when not. With
+// details (the admin listener) it says why, trunk by trunk; the public
+// listener says only "ready" or "not ready", since trunk errors name
+// hosts and accounts.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, details bool) {
+	ok, lines := s.readiness(r.Context())
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready")
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	if details {
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+// readiness checks the store and the trunks.
+func (s *Server) readiness(ctx context.Context) (bool, []string) {
+	if s.hub.isClosing() {
+		return false, []string{"shutting down"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
-		return
+		return false, []string{"store: " + err.Error()}
 	}
 	// Chat works without any trunk; the gateway is not ready for calls when
 	// trunks are configured and none of them can carry one.
@@ -310,14 +333,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		lines = append(lines, "trunk "+t.Name+": "+st)
 	}
-	if len(states) > 0 && readyTrunks == 0 {
-		http.Error(w, strings.Join(lines, "\n"), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
-	for _, l := range lines {
-		fmt.Fprintln(w, l)
-	}
+	return len(states) == 0 || readyTrunks > 0, lines
 }
 
 // ---- credentials ----
@@ -351,6 +367,12 @@ func (s *Server) customerConversation(ctx context.Context, token string) (*conv,
 	if subtle.ConstantTimeCompare(hashToken(token), c.TokenHash) != 1 {
 		return nil, nil, ErrUnauthorized
 	}
+	// A customer token lasts as long as its conversation, plus
+	// limits.token_retention once it has ended.
+	if c.State == store.StateEnded && !c.EndedAt.IsZero() &&
+		time.Now().After(c.EndedAt.Add(s.cfg.Limits.TokenRetention)) {
+		return nil, nil, ErrUnauthorized
+	}
 	return cv, c, nil
 }
 
@@ -360,24 +382,6 @@ func bearer(r *http.Request) string {
 		return strings.TrimSpace(a[7:])
 	}
 	return ""
-}
-
-func (s *Server) agentFromCookie(r *http.Request) string {
-	ck, err := r.Cookie(sessionCookie)
-	if err != nil || ck.Value == "" || len(ck.Value) > 256 {
-		return ""
-	}
-	ss, err := s.store.Session(r.Context(), hashToken(ck.Value))
-	if err != nil {
-		return ""
-	}
-	s.hub.mu.Lock()
-	_, ok := s.hub.agents[ss.AgentID]
-	s.hub.mu.Unlock()
-	if !ok {
-		return "" // removed from the config since
-	}
-	return ss.AgentID
 }
 
 // participant is who is asking about a conversation.
@@ -494,81 +498,4 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"messages": toWireMessages(ms)})
-}
-
-func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
-	if origin := r.Header.Get("Origin"); origin != "" && !s.sameOrigin(r, origin) {
-		return ErrOrigin
-	}
-	var body struct {
-		ID       string `json:"id"`
-		Password string `json:"password"`
-	}
-	if err := decodeJSON(r, 4<<10, &body); err != nil {
-		return err
-	}
-	ip := s.clientIP(r)
-	if blocked, wait := s.logins.blocked(ip, time.Now()); blocked {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		return errf(http.StatusTooManyRequests, "rate_limited", "too many failed logins; try again later")
-	}
-	var cfg *AgentConfig
-	for i := range s.cfg.Agents {
-		if s.cfg.Agents[i].ID == body.ID {
-			cfg = &s.cfg.Agents[i]
-		}
-	}
-	hash := dummyHash()
-	if cfg != nil {
-		hash = []byte(cfg.PasswordHash)
-	}
-	// Compare even for unknown ids, so timing does not tell which exist.
-	if bcrypt.CompareHashAndPassword(hash, []byte(body.Password)) != nil || cfg == nil {
-		s.logins.allow(ip, time.Now())
-		s.log.Warn("agent login refused", "agent", truncate(body.ID, 64), "remote", ip)
-		return errf(http.StatusUnauthorized, "bad_credentials", "wrong id or password")
-	}
-	token := randomToken()
-	if err := s.store.CreateSession(r.Context(), &store.Session{TokenHash: hashToken(token), AgentID: cfg.ID, ExpiresAt: time.Now().Add(sessionTTL)}); err != nil {
-		return err
-	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: strings.HasPrefix(s.cfg.HTTP.PublicURL, "https:"), MaxAge: int(sessionTTL.Seconds())})
-	s.log.Info("agent logged in", "agent", cfg.ID)
-	return s.writeMe(w, cfg.ID)
-}
-
-// dummyHash is a bcrypt hash of a random string, compared for unknown ids.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, err := bcrypt.GenerateFromPassword([]byte(randomToken()), bcrypt.DefaultCost)
-	if err != nil {
-		panic(err) // only for a password over 72 bytes
-	}
-	return h
-})
-
-func (s *Server) writeMe(w http.ResponseWriter, agentID string) error {
-	s.hub.mu.Lock()
-	a := s.hub.wireAgentLocked(s.hub.agents[agentID])
-	s.hub.mu.Unlock()
-	return writeJSON(w, http.StatusOK, map[string]any{"agent": a})
-}
-
-func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
-	if ck, err := r.Cookie(sessionCookie); err == nil {
-		if err := s.store.DeleteSession(r.Context(), hashToken(ck.Value)); err != nil {
-			return err
-		}
-	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
-	id := s.agentFromCookie(r)
-	if id == "" {
-		return ErrUnauthorized
-	}
-	return s.writeMe(w, id)
 }

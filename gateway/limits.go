@@ -161,3 +161,10 @@ func addrKey(ip string) string {
 	}
 	return netip.PrefixFrom(a, 64).Masked().String()
 }
+
+// reset forgets every event of key (a success that clears past failures).
+func (l *slidingLimiter) reset(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.events, key)
+}

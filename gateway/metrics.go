@@ -30,6 +30,8 @@ type metrics struct {
 	callsRefused     *prometheus.CounterVec
 	flow             flowMetrics
 	mediaRefused     *prometheus.CounterVec
+	loginsRefused    *prometheus.CounterVec
+	connsRefused     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -89,7 +91,14 @@ func newMetrics() *metrics {
 		mediaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_media_refused_total", Help: "Video starts, console joins and customer peer connections refused, by reason (video_limit, peers_per_ip, peer_starts_per_ip, queue_policy).",
 		}, []string{"reason"}),
+		loginsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_logins_refused_total", Help: "Agent sign-ins refused, by reason (bad_credentials, address_locked, agent_locked, demo_password).",
+		}, []string{"reason"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segue_http_connections_refused_total", Help: "TCP connections closed at once for http.max_connections_per_ip.",
+		}),
 	}
+	m.reg.MustRegister(m.loginsRefused, m.connsRefused)
 	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,

@@ -7,16 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
-
-// maxFailedLogins is how many wrong passwords one address may try in five
-// minutes before logins from it are refused for the rest of the window.
-const maxFailedLogins = 10
 
 // shutdownGrace bounds the whole graceful stop.
 const shutdownGrace = 10 * time.Second
@@ -30,8 +27,12 @@ type Server struct {
 	metrics *metrics
 	hub     *hub
 	limiter *ipLimiter
-	logins  *ipLimiter // failed agent logins per client address
+	// loginsByAddr and loginsByAgent count failed sign-ins (auth.go).
+	loginsByAddr, loginsByAgent *slidingLimiter
+	// trusted are http.trusted_proxies, parsed.
+	trusted []netip.Prefix
 	handler http.Handler
+	admin   http.Handler
 	phones  phoneSystem
 	peers   peerFactory
 	trunks  func() []sip.TrunkState
@@ -44,9 +45,10 @@ type Server struct {
 	// (limits.max_sockets_per_ip, limits.max_sockets_per_agent).
 	sockets *socketSlots
 
-	mu    sync.Mutex
-	addr  net.Addr
-	ready chan struct{}
+	mu        sync.Mutex
+	addr      net.Addr
+	adminAddr net.Addr
+	ready     chan struct{}
 }
 
 // New checks its input and builds the server; it does no I/O. st is owned
@@ -60,8 +62,9 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	}
 	m := newMetrics()
 	s := &Server{cfg: cfg, store: st, log: log, metrics: m, hub: newHub(cfg, st, log, m),
-		limiter: newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute),
-		logins:  newIPLimiter(maxFailedLogins, 5*time.Minute), ready: make(chan struct{})}
+		limiter:      newIPLimiter(cfg.Limits.NewChatsPerIPPerMinute, time.Minute),
+		loginsByAddr: newSlidingLimiter(maxFailedLoginsPerAddr, loginWindow), loginsByAgent: newSlidingLimiter(maxFailedLoginsPerAgent, loginWindow),
+		trusted: cfg.HTTP.trustedPrefixes(), ready: make(chan struct{})}
 	s.callsByAddr = newSlidingLimiter(cfg.Limits.callsPerIP(), time.Hour)
 	s.callsByConv = newSlidingLimiter(cfg.Limits.callsPerConversation(), time.Hour)
 	s.sockets = newSocketSlots()
@@ -71,6 +74,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.handler = s.routes()
+	s.admin = s.adminRoutes()
 	return s, nil
 }
 
@@ -96,6 +100,10 @@ func withPeers(p peerFactory) Option  { return func(s *Server) { s.peers = p } }
 // Handler is the server's HTTP handler, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// AdminHandler serves the operational endpoints of http.admin_listen:
+// /metrics, the detailed /readyz and /debug/pprof.
+func (s *Server) AdminHandler() http.Handler { return s.admin }
+
 // Load restores the live state from the store. Run calls it; tests that
 // use Handler directly call it themselves.
 func (s *Server) Load(ctx context.Context) error { return s.hub.load(ctx) }
@@ -105,6 +113,14 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
+}
+
+// AdminAddr is the address of the admin listener once Ready is closed,
+// or nil when http.admin_listen is "off".
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
 }
 
 // Ready is closed once the server accepts connections.
@@ -121,24 +137,52 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen %s: %w", s.cfg.HTTP.Listen, err)
 	}
+	var adminLn net.Listener
+	if s.cfg.HTTP.adminEnabled() {
+		if adminLn, err = net.Listen("tcp", s.cfg.HTTP.AdminListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway: listen %s (http.admin_listen): %w", s.cfg.HTTP.AdminListen, err)
+		}
+	}
 	s.mu.Lock()
 	s.addr = ln.Addr()
+	if adminLn != nil {
+		s.adminAddr = adminLn.Addr()
+	}
 	s.mu.Unlock()
+	// No server-wide ReadTimeout or WriteTimeout: each route sets its own
+	// deadlines (httpguard.go), since a 10 MiB upload, a WebSocket and a
+	// page need different ones.
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	errc := make(chan error, 1)
+	limits := &connLimiter{max: s.cfg.HTTP.maxConnsPerIP(), trusted: s.trustedProxy, refused: s.metrics.connsRefused.Inc, open: map[string]int{}}
+	public := limits.limitListener(ln)
+	errc := make(chan error, 2)
 	go func() {
 		if s.cfg.HTTP.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, s.cfg.HTTP.TLSCert, s.cfg.HTTP.TLSKey)
+			errc <- srv.ServeTLS(public, s.cfg.HTTP.TLSCert, s.cfg.HTTP.TLSKey)
 		} else {
-			errc <- srv.Serve(ln)
+			errc <- srv.Serve(public)
 		}
 	}()
+	var adminSrv *http.Server
+	if adminLn != nil {
+		adminSrv = &http.Server{
+			Handler:           s.admin,
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		go func() { errc <- adminSrv.Serve(adminLn) }()
+		s.log.Info("admin listening", "addr", adminLn.Addr().String())
+	}
 	s.log.Info("http listening", "addr", ln.Addr().String(), "public_url", s.cfg.HTTP.PublicURL)
 	close(s.ready)
 	expiryCtx, stopExpiry := context.WithCancel(ctx)
@@ -147,6 +191,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer func() { stopExpiry(); <-expiryDone }()
 	select {
 	case err := <-errc:
+		_ = srv.Close()
+		if adminSrv != nil {
+			_ = adminSrv.Close()
+		}
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -157,6 +205,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.hangupAll(errShutdown)
 	s.closeMedia()
 	err = srv.Shutdown(sctx)
+	if adminSrv != nil {
+		err = errors.Join(err, adminSrv.Shutdown(sctx))
+		<-errc
+	}
 	s.wg.Wait()
 	<-errc
 	if err != nil {

@@ -735,7 +735,7 @@ func TestShutdownClosesSocketsWithReason(t *testing.T) {
 
 func TestFailedLoginsAreLimited(t *testing.T) {
 	e := newTestServer(t, nil)
-	for i := 0; i < maxFailedLogins; i++ {
+	for i := 0; i < maxFailedLoginsPerAgent; i++ {
 		resp, err := http.Post(e.ts.URL+"/api/v1/agent/login", "application/json", strings.NewReader(`{"id":"alice","password":"guess"}`))
 		if err != nil {
 			t.Fatal(err)
@@ -752,7 +752,7 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("after %d failures: %d", maxFailedLogins, resp.StatusCode)
+		t.Fatalf("after %d failures: %d", maxFailedLoginsPerAgent, resp.StatusCode)
 	}
 }
 

@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
-	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -46,17 +46,12 @@ func (e *env2) customerFrom(addr string) *wsc {
 	return w
 }
 
-// metricsText scrapes /metrics.
+// metricsText scrapes /metrics from the admin handler.
 func (e *env2) metricsText() string {
 	e.t.Helper()
-	resp, err := http.Get(e.ts.URL + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	_, _ = io.Copy(&b, resp.Body)
-	return b.String()
+	rec := httptest.NewRecorder()
+	e.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 // videoStart sends video.start and returns the error code, or "" for an

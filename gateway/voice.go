@@ -604,7 +604,10 @@ func (v *voiceCall) phoneEvent(ev sip.Event) {
 	case sip.EventMediaChanged:
 		v.publish()
 	case sip.EventTransfer:
-		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred", map[string]string{"call": v.id, "to": ev.Target})
+		// The customer reads the transcript too: it shows the number the
+		// call went to, never the trunk's URI (host, port, parameters).
+		v.s.log.Info("voice: call transferred", "conv", v.cv.c.ID, "call", v.id, "target", ev.Target)
+		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred", map[string]string{"call": v.id, "to": displayTarget(ev.Target)})
 	}
 }
 
@@ -749,13 +752,6 @@ func (v *voiceCall) publish() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.sendToConvLocked(v.cv, map[string]any{"type": "call", "conversation_id": v.cv.c.ID, "call": w})
-}
-
-// displayTarget hides the host of a SIP URI: the customer sees the number.
-func displayTarget(uri string) string {
-	s := strings.TrimPrefix(strings.TrimPrefix(uri, "sip:"), "tel:")
-	user, _, _ := strings.Cut(s, "@")
-	return user
 }
 
 // qualityOf estimates call quality from RTP counters, with an E-model
@@ -973,4 +969,27 @@ func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
 			Cause: rec.Cause, Codec: rec.Codec, Quality: rec.Stats})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"calls": out})
+}
+
+// displayTarget is what a transcript shows of a transfer target: the
+// user part of a SIP URI ("sip:2002@pbx.example.com:5060;transport=udp"
+// shows "2002") or a tel: number, and nothing of the host behind it.
+func displayTarget(target string) string {
+	scheme, rest, ok := strings.Cut(target, ":")
+	if !ok {
+		return "another line"
+	}
+	switch strings.ToLower(scheme) {
+	case "tel":
+		num, _, _ := strings.Cut(rest, ";")
+		return num
+	case "sip", "sips":
+		user, _, hasUser := strings.Cut(rest, "@")
+		user, _, _ = strings.Cut(user, ";")
+		user, _, _ = strings.Cut(user, ":") // user:password
+		if hasUser && user != "" {
+			return user
+		}
+	}
+	return "another line"
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,13 +128,11 @@ func TestCallStartLimitRefusal(t *testing.T) {
 	if decode[string](t, f["ref"]) != "v2" || ra < 3500 || ra > 3600 || !strings.Contains(decode[string](t, f["message"]), "60 minutes") {
 		t.Fatalf("refusal: %v", f)
 	}
-	resp, err := http.Get(e.ts.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Metrics are served by the admin listener.
+	rec := httptest.NewRecorder()
+	e.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	var b strings.Builder
-	_, _ = io.Copy(&b, resp.Body)
-	resp.Body.Close()
+	_, _ = io.Copy(&b, rec.Body)
 	if !strings.Contains(b.String(), `segue_calls_refused_total{reason="conversation_limit"} 1`) {
 		t.Fatalf("metrics lack the refusal:\n%s", grepLines(b.String(), "segue_calls_refused"))
 	}

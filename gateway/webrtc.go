@@ -28,13 +28,52 @@ type iceServer struct {
 	Credential string   `json:"credential,omitempty"`
 }
 
-// features tells the widget what it may offer and how to reach us.
-func (s *Server) features() map[string]any {
+// iceUser is who ICE servers are made for: a customer gets TURN
+// credentials named after the conversation, an agent after the agent.
+type iceUser struct {
+	agent bool
+	name  string
+}
+
+func iceForCustomer(convID string) iceUser { return iceUser{name: convID} }
+func iceForAgent(agentID string) iceUser   { return iceUser{agent: true, name: "agent." + agentID} }
+
+// iceFeatures lists the ICE servers for u: STUN servers as they are; TURN
+// servers with a secret get a credential of u's own that expires after
+// the server's ttl (ice_expires_at, Unix seconds, says when the first one
+// does); TURN servers with a static credential go to agents only, since
+// anything given to customers is given to every visitor of the site.
+func (s *Server) iceFeatures(u iceUser, now time.Time) map[string]any {
 	servers := make([]iceServer, 0, len(s.cfg.WebRTC.ICEServers))
+	var expires time.Time
 	for _, is := range s.cfg.WebRTC.ICEServers {
-		servers = append(servers, iceServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+		switch {
+		case is.Secret != "":
+			user, cred, exp := is.Ephemeral(u.name, now)
+			servers = append(servers, iceServer{URLs: is.URLs, Username: user, Credential: cred})
+			if expires.IsZero() || exp.Before(expires) {
+				expires = exp
+			}
+		case !is.IsTURN():
+			servers = append(servers, iceServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+		case u.agent:
+			servers = append(servers, iceServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+		}
 	}
-	return map[string]any{"voice": s.phones != nil && s.peers != nil, "video": s.peers != nil, "ice_servers": servers}
+	out := map[string]any{"ice_servers": servers}
+	if !expires.IsZero() {
+		out["ice_expires_at"] = expires.Unix()
+	}
+	return out
+}
+
+// features tells the widget or the console what it may offer and how to
+// reach us.
+func (s *Server) features(u iceUser) map[string]any {
+	f := s.iceFeatures(u, time.Now())
+	f["voice"] = s.phones != nil && s.peers != nil
+	f["video"] = s.peers != nil
+	return f
 }
 
 // pionPeers adapts *webrtc.Engine to peerFactory.

@@ -61,6 +61,9 @@ type client struct {
 	// ip is the client's address as clientIP sees it, for per-address
 	// limits.
 	ip string
+	// session is the hash of an agent's session token, so that signing
+	// out closes the sockets the session opened.
+	session []byte
 	// ready: the welcome has been sent, so signalling may follow it.
 	// Guarded by hub.mu.
 	ready bool
@@ -292,8 +295,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	// The agent's cookie counts only for the gateway's own pages.
 	agentID := ""
+	var session *store.Session
 	if origin == "" || s.sameOrigin(r, origin) {
-		agentID = s.agentFromCookie(r)
+		if session = s.agentSession(r); session != nil {
+			agentID = session.AgentID
+		}
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
@@ -305,6 +311,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ip := s.clientIP(r)
 	cl := newClient(conn, s.log.With("remote", ip), s.metrics)
 	cl.ip = ip
+	if session != nil {
+		// The console's socket ends with its session (expiry or sign-out).
+		cl.session = session.TokenHash
+		defer expireSocket(cl, session.ExpiresAt)()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); cl.writeLoop(ctx) }()
@@ -479,7 +490,7 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 		return err
 	}
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "conversation": s.hub.wireStored(c), "messages": toWireMessages(ms),
-		"older": older, "features": s.features()}
+		"older": older, "features": s.features(iceForCustomer(c.ID))}
 	if cv != nil {
 		s.hub.mu.Lock()
 		v := cv.voice
@@ -549,7 +560,7 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	agentQueues := a.cfg.Queues
 	welcome := map[string]any{"type": "welcome", "role": cl.role, "agent": h.wireAgentLocked(a),
 		"conversations": mine, "queue": queue, "queue_total": total, "queue_more": more,
-		"agents": h.agentListLocked(), "queues": h.queueNamesLocked(), "features": s.features(), "media": media}
+		"agents": h.agentListLocked(), "queues": h.queueNamesLocked(), "features": s.features(iceForAgent(agentID)), "media": media}
 	h.updateGaugesLocked()
 	h.mu.Unlock()
 

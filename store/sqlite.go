@@ -24,6 +24,9 @@ import (
 type SQLite struct {
 	db       *sql.DB
 	filesDir string
+	// syncDir makes a rename in filesDir durable (syncDir below; tests
+	// watch it).
+	syncDir func(dir string) error
 }
 
 var _ Store = (*SQLite)(nil)
@@ -128,7 +131,7 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}
-	return &SQLite{db: db, filesDir: dir}, nil
+	return &SQLite{db: db, filesDir: dir, syncDir: syncDir}, nil
 }
 
 func unix(t time.Time) int64 {
@@ -406,11 +409,27 @@ func (s *SQLite) SaveFile(ctx context.Context, f *File, r io.Reader, max int64) 
 	if err := os.Rename(tmp.Name(), s.contentPath(f.ContentID)); err != nil {
 		return fmt.Errorf("store: save file: %w", err)
 	}
+	// The rename lives in the directory: sync it too, or a crash may lose
+	// the name of an upload that was acknowledged.
+	if err := s.syncDir(s.filesDir); err != nil {
+		return fmt.Errorf("store: save file: %w", err)
+	}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO files (id, conversation_id, name, type, size, content_id, created_at)
 		VALUES (?,?,?,?,?,?,?)`, f.ID, f.ConversationID, f.Name, f.Type, f.Size, f.ContentID, unix(f.CreatedAt)); err != nil {
 		return fmt.Errorf("store: save file: %w", err)
 	}
 	return nil
+}
+
+// syncDir flushes a directory's entries to disk (fsync(2) on the
+// directory, as POSIX asks for a rename to be durable).
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	return errors.Join(err, d.Close())
 }
 
 func (s *SQLite) contentPath(contentID string) string {
@@ -505,6 +524,16 @@ func (s *SQLite) DeleteSession(ctx context.Context, tokenHash []byte) error {
 		return fmt.Errorf("store: delete session: %w", err)
 	}
 	return nil
+}
+
+// DeleteAgentSessions implements Store.
+func (s *SQLite) DeleteAgentSessions(ctx context.Context, agentID string) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE agent_id = ?`, agentID)
+	if err != nil {
+		return 0, fmt.Errorf("store: delete sessions of %s: %w", agentID, err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
 }
 
 // SaveCall implements Store.

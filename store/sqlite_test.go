@@ -3,10 +3,13 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,5 +309,67 @@ func TestLeftConversationsByQueueNewestFirst(t *testing.T) {
 	open, err := s.OpenConversations(ctx)
 	if err != nil || len(open) != 1 || open[0].ID != "waiting" {
 		t.Errorf("open conversations include left ones: %v %v", open, err)
+	}
+}
+
+// TestDeleteAgentSessions: signing an agent out everywhere ends each of
+// its sessions and no other agent's.
+func TestDeleteAgentSessions(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	for _, ss := range []*Session{
+		{TokenHash: []byte("a1"), AgentID: "alice", ExpiresAt: time.Now().Add(time.Hour)},
+		{TokenHash: []byte("a2"), AgentID: "alice", ExpiresAt: time.Now().Add(time.Hour)},
+		{TokenHash: []byte("b1"), AgentID: "bob", ExpiresAt: time.Now().Add(time.Hour)},
+	} {
+		if err := s.CreateSession(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.DeleteAgentSessions(ctx, "alice"); err != nil || n != 2 {
+		t.Fatalf("deleted %d, %v; want 2", n, err)
+	}
+	for _, h := range []string{"a1", "a2"} {
+		if _, err := s.Session(ctx, []byte(h)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("session %s: %v", h, err)
+		}
+	}
+	if ss, err := s.Session(ctx, []byte("b1")); err != nil || ss.AgentID != "bob" {
+		t.Fatalf("bob's session: %+v %v", ss, err)
+	}
+}
+
+// TestSaveFileSyncsTheDirectory: after renaming an upload to its content
+// id, SaveFile syncs the files directory (where the new name lives)
+// before it records the file, and fails if that sync fails.
+func TestSaveFileSyncsTheDirectory(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	defer s.Close()
+	newConv(t, s, "c1")
+	var synced []string
+	s.syncDir = func(d string) error {
+		synced = append(synced, d)
+		if _, err := os.Stat(filepath.Join(d, fmt.Sprintf("%x", sha256.Sum256([]byte("hello"))))); err != nil {
+			t.Errorf("directory synced before the rename: %v", err)
+		}
+		return syncDir(d)
+	}
+	f := &File{ID: "f1", ConversationID: "c1", Name: "a.txt", Type: "text/plain"}
+	if err := s.SaveFile(ctx, f, bytes.NewReader([]byte("hello")), 100); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 || synced[0] != s.filesDir {
+		t.Fatalf("synced %v, want [%s]", synced, s.filesDir)
+	}
+	s.syncDir = func(string) error { return errors.New("disk gone") }
+	err := s.SaveFile(ctx, &File{ID: "f2", ConversationID: "c1", Name: "b.txt"}, bytes.NewReader([]byte("other")), 100)
+	if err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("a failed sync: %v", err)
+	}
+	if _, err := s.File(ctx, "f2"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a file whose name may be lost was recorded: %v", err)
 	}
 }

@@ -158,6 +158,9 @@ type Store interface {
 	CreateSession(ctx context.Context, s *Session) error
 	Session(ctx context.Context, tokenHash []byte) (*Session, error)
 	DeleteSession(ctx context.Context, tokenHash []byte) error
+	// DeleteAgentSessions ends every session of an agent ("sign out
+	// everywhere") and returns how many there were.
+	DeleteAgentSessions(ctx context.Context, agentID string) (int, error)
 	// SaveCall inserts or updates a call record.
 	SaveCall(ctx context.Context, r *CallRecord) error
 	// Calls lists a conversation's call records, oldest first.

@@ -67,6 +67,9 @@ type gateway struct {
 	config string
 	addr   string // 127.0.0.1:port
 	URL    string // http://127.0.0.1:port
+	// AdminURL is the admin listener (http.admin_listen): /metrics, the
+	// detailed /readyz and /debug/pprof.
+	AdminURL string
 	// SIPAddr is the gateway's UDP SIP listener, 127.0.0.1:port.
 	SIPAddr string
 	// RTPRange is the gateway's sip.rtp_port_range, both ends included.
@@ -103,14 +106,23 @@ type gatewayOptions struct {
 	// remoteNetworks is webrtc.allowed_remote_networks; nil gives the
 	// loopback test mode's 127.0.0.0/8.
 	remoteNetworks []string
-	// webrtcYAML is extra lines under webrtc:, already indented.
-	webrtcYAML string
+	// httpYAML and webrtcYAML go under http: and webrtc:.
+	httpYAML, webrtcYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
 // test mode allows 127.0.0.0/8 otherwise).
 func withRemoteNetworks(networks ...string) func(*gatewayOptions) {
 	return func(o *gatewayOptions) { o.remoteNetworks = networks }
+}
+
+// withSectionYAML adds raw config lines under http: and webrtc:,
+// indented for where they go.
+func withSectionYAML(httpYAML, webrtcYAML string) func(*gatewayOptions) {
+	return func(o *gatewayOptions) {
+		o.httpYAML += httpYAML
+		o.webrtcYAML += webrtcYAML
+	}
 }
 
 // withYAML adds raw config lines (see gatewayOptions) for keys the other
@@ -179,6 +191,7 @@ func startGateway(t testing.TB, opts ...func(*gatewayOptions)) *gateway {
 		addr:   fmt.Sprintf("127.0.0.1:%d", port),
 	}
 	g.URL = "http://" + g.addr
+	g.AdminURL = fmt.Sprintf("http://127.0.0.1:%d", peers.FreeTCPPort(t, "127.0.0.1"))
 	cfg := g.configYAML(t, o)
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -206,15 +219,18 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 		sipPort = peers.FreeUDPPort(t, "127.0.0.1")
 	}
 	g.SIPAddr = fmt.Sprintf("127.0.0.1:%d", sipPort)
-	// ICE and RTP ports from ranges of their own, away from other gateways.
-	udpLo := 20000 + 100*rand.IntN(150)
+	// ICE and RTP ports from ranges of their own, away from other gateways;
+	// 400 ICE ports cover the default limits (200 calls, 50 video
+	// sessions at two peer connections each), as validation checks.
+	udpLo := 20000 + 400*rand.IntN(37)
 	rtpLo := 36000 + 2*rand.IntN(6000)
 	g.RTPRange = [2]int{rtpLo, rtpLo + 199}
 	fmt.Fprintf(&b, `http:
   listen: %q
   public_url: %q
   allowed_origins: [%s]
-store:
+  admin_listen: %q
+%sstore:
   driver: sqlite
   dsn: %q
   files_dir: %q
@@ -222,8 +238,8 @@ store:
 webrtc:
   loopback_candidates: true
   udp_port_range: [%d, %d]
-`, g.addr, g.URL, strings.Join(quoted, ", "),
-		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+99)
+`, g.addr, g.URL, strings.Join(quoted, ", "), strings.TrimPrefix(g.AdminURL, "http://"), o.httpYAML,
+		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+399)
 	// Browsers and pion customers on this machine offer 127.0.0.1: the
 	// loopback test mode allows loopback candidates explicitly.
 	remote := o.remoteNetworks

@@ -471,10 +471,11 @@ func (p *rtcPeer) close() {
 	p.wg.Wait()
 }
 
-// metricsOf scrapes the gateway's /metrics into name{labels} -> value.
+// metricsOf scrapes /metrics from the gateway's admin listener into
+// name{labels} -> value.
 func metricsOf(t testing.TB, g *gateway) map[string]float64 {
 	t.Helper()
-	res, err := http.Get(g.URL + "/metrics")
+	res, err := http.Get(g.AdminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,15 +3,12 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -365,36 +362,22 @@ func (p *pionVoiceCall) hangup(t *testing.T) {
 // gateway's /metrics, by protocol label.
 func scrapeForeign(t *testing.T, g *gateway) map[string]float64 {
 	t.Helper()
-	res, err := http.Get(g.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
+	return metricByLabel(t, g, "segue_sip_rtp_foreign_packets_total", "protocol")
+}
+
+// metricByLabel reads the series of one metric from the gateway's
+// /metrics by the value of one label; it fails the test if there is none.
+func metricByLabel(t *testing.T, g *gateway, name, label string) map[string]float64 {
+	t.Helper()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(io.LimitReader(res.Body, 4<<20))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	const name = "segue_sip_rtp_foreign_packets_total{"
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
+	prefix := name + "{" + label + `="`
+	for k, v := range metricsOf(t, g) {
+		if rest, ok := strings.CutPrefix(k, prefix); ok {
+			out[rest[:strings.IndexByte(rest, '"')]] = v
 		}
-		labels, value, ok := strings.Cut(strings.TrimPrefix(line, name), "} ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		proto := strings.TrimSuffix(strings.TrimPrefix(labels, `protocol="`), `"`)
-		out[proto] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if len(out) == 0 {
-		t.Fatalf("no %s...} series in /metrics", strings.TrimSuffix(name, "{"))
+		t.Fatalf("no %s series in /metrics", name)
 	}
 	return out
 }

@@ -3,12 +3,9 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,17 +217,11 @@ func (v *iceVisitor) errorsSeen() []string {
 // refusedCounts reads segue_webrtc_candidates_refused_total by reason.
 func refusedCounts(t *testing.T, g *gateway) map[string]int {
 	t.Helper()
-	res, err := http.Get(g.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	re := regexp.MustCompile(`^segue_webrtc_candidates_refused_total\{reason="([a-z_]+)"\} (\d+)`)
 	out := map[string]int{}
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			out[m[1]], _ = strconv.Atoi(m[2])
+	prefix := `segue_webrtc_candidates_refused_total{reason="`
+	for k, v := range metricsOf(t, g) {
+		if rest, ok := strings.CutPrefix(k, prefix); ok {
+			out[rest[:strings.IndexByte(rest, '"')]] = int(v)
 		}
 	}
 	return out

@@ -1,10 +1,15 @@
 package webrtc
 
 import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST API specifies
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is the "webrtc" section of the YAML file.
@@ -17,7 +22,8 @@ type Config struct {
 	// UDPPortRange is the inclusive range of local UDP ports for ICE. Each
 	// peer connection takes one port per local address it gathers on (one
 	// per interface and IP family), so the range bounds how many peers can
-	// run at once: widen it for more than a couple of hundred.
+	// run at once: widen it for more than a few hundred. Default
+	// [50000, 50999]; config validation checks it covers the limits.
 	UDPPortRange [2]int `yaml:"udp_port_range"`
 	// UDPMuxPort, when set, makes every peer connection share this one UDP
 	// port (on each local address) instead of taking its own ports from
@@ -53,17 +59,69 @@ type Config struct {
 	IPs []string `yaml:"ips"`
 }
 
-// ICEServer is one STUN or TURN server.
+// ICEServer is one STUN or TURN server. A TURN server takes either a
+// shared secret, from which short-lived credentials are made for each
+// user (the TURN REST API of coturn's use-auth-secret), or a static
+// username and credential.
 type ICEServer struct {
 	URLs       []string `yaml:"urls"`
 	Username   string   `yaml:"username"`
 	Credential string   `yaml:"credential"`
+	// Secret is the TURN server's shared secret (coturn's
+	// static-auth-secret). With it, each user gets its own credential that
+	// expires after TTL; see Ephemeral.
+	Secret string `yaml:"secret"`
+	// TTL is how long a credential made from Secret is valid (a duration
+	// such as 4h). coturn also ends an allocation when its credential
+	// expires, so it bounds the length of a call relayed through the
+	// server. Default 4h.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// DefaultTURNTTL is the default of ice_servers[].ttl.
+const DefaultTURNTTL = 4 * time.Hour
+
+// Ephemeral returns the TURN REST API credential of user, valid until
+// now plus the server's TTL: the username is "<expiry>:<user>" (expiry in
+// Unix seconds) and the credential base64(HMAC-SHA1(secret, username)),
+// as coturn checks it with use-auth-secret (draft-uberti-behave-turn-rest-00
+// §2.2). A server without a secret returns its static username and
+// credential.
+func (s ICEServer) Ephemeral(user string, now time.Time) (username, credential string, expires time.Time) {
+	if s.Secret == "" {
+		return s.Username, s.Credential, time.Time{}
+	}
+	ttl := s.TTL
+	if ttl <= 0 {
+		ttl = DefaultTURNTTL
+	}
+	expires = now.Add(ttl).Truncate(time.Second)
+	username = strconv.FormatInt(expires.Unix(), 10) + ":" + user
+	return username, TURNCredential(s.Secret, username), expires
+}
+
+// TURNCredential is base64(HMAC-SHA1(secret, username)), the password of
+// a TURN REST API username.
+func TURNCredential(secret, username string) string {
+	m := hmac.New(sha1.New, []byte(secret))
+	m.Write([]byte(username))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// IsTURN reports whether any of the server's URLs is a TURN one.
+func (s ICEServer) IsTURN() bool {
+	for _, u := range s.URLs {
+		if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
+			return true
+		}
+	}
+	return false
 }
 
 // ApplyDefaults fills unset fields with their defaults.
 func (c *Config) ApplyDefaults() {
 	if c.UDPPortRange == [2]int{} {
-		c.UDPPortRange = [2]int{50000, 50199}
+		c.UDPPortRange = [2]int{50000, 50999}
 	}
 	if c.Transcode == "" {
 		c.Transcode = "auto"
@@ -82,12 +140,25 @@ func (c *Config) Validate() error {
 			switch scheme {
 			case "stun", "stuns":
 			case "turn", "turns":
-				if s.Username == "" || s.Credential == "" {
-					errs = append(errs, fmt.Errorf("ice_servers[%d].urls[%d]: TURN server needs username and credential", i, j))
+				if s.Secret == "" && (s.Username == "" || s.Credential == "") {
+					errs = append(errs, fmt.Errorf("ice_servers[%d].urls[%d]: TURN server needs a secret (coturn use-auth-secret) or a username and credential", i, j))
 				}
 			default:
 				errs = append(errs, fmt.Errorf("ice_servers[%d].urls[%d]: %q is not a stun:, stuns:, turn: or turns: URL", i, j, u))
 			}
+		}
+		if s.Secret != "" {
+			if len(s.Secret) < 16 {
+				errs = append(errs, fmt.Errorf("ice_servers[%d].secret: too short (at least 16 characters)", i))
+			}
+			if s.Username != "" || s.Credential != "" {
+				errs = append(errs, fmt.Errorf("ice_servers[%d].secret: give either a secret or a username and credential, not both", i))
+			}
+		}
+		if s.TTL < 0 || (s.TTL > 0 && s.TTL < time.Minute) {
+			errs = append(errs, fmt.Errorf("ice_servers[%d].ttl: %v is too short; write a duration of at least 1m, such as 4h", i, s.TTL))
+		} else if s.TTL > 0 && s.Secret == "" {
+			errs = append(errs, fmt.Errorf("ice_servers[%d].ttl: only credentials made from a secret expire; set secret", i))
 		}
 	}
 	r := c.UDPPortRange

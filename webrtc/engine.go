@@ -44,7 +44,9 @@ const (
 // API with the codecs, interceptors and network settings, and the ICE
 // servers. It is safe for concurrent use.
 type Engine struct {
-	cfg        Config
+	cfg Config
+	// iceServers are the STUN servers of the gateway's own peers
+	// (gatewayICEServers): never a TURN relay.
 	iceServers []pwebrtc.ICEServer
 	log        *slog.Logger
 	opts       options

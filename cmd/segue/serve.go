@@ -37,6 +37,9 @@ flushes the store, within 10 seconds.`,
 				return fmt.Errorf("%s:\n%w", path, err)
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			for _, w := range configWarnings(path, cfg) {
+				log.Warn(w)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return serve(ctx, cfg, log)
@@ -103,4 +106,16 @@ func newLogger(w io.Writer, cfg gateway.LogConfig) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// configWarnings lists what the admin should fix in the configuration at
+// path: settings that work but are risky, and a file that every user of
+// the machine may read although it holds secrets.
+func configWarnings(path string, cfg *gateway.Config) []string {
+	w := cfg.Warnings()
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && cfg.HoldsSecrets() {
+		w = append(w, fmt.Sprintf("%s is readable by every user of this machine (mode %04o) and may hold secrets "+
+			"(password hashes, trunk passwords, TURN and identity secrets); run: chmod o-rwx %s", path, fi.Mode().Perm(), path))
+	}
+	return w
 }

@@ -74,10 +74,13 @@ export function formatDuration(s) {
  *   restoreStatus()         redraws the connection state in the status line
  *   handOff(pc, stream)     video takes the connection over when the call ends
  *   negotiates(pc) -> bool  video runs the connection's offers and answers
+ *   iceServers() -> Promise  the ICE servers for a new connection (fresh TURN
+ *                           credentials); the welcome's by default
  */
 export class Voice {
-  constructor({ send, status, bar, config, agentName, restoreStatus, handOff, negotiates }) {
+  constructor({ send, status, bar, config, agentName, restoreStatus, handOff, negotiates, iceServers }) {
     this.send = send;
+    this.iceServers = iceServers ?? (async () => this.features.ice_servers ?? []);
     // handOff(pc, stream) may take over the connection when the call ends
     // while video still uses it; it returns whether it did.
     this.handOff = handOff ?? (() => false);
@@ -296,12 +299,13 @@ export class Voice {
   /** connectPeer opens the microphone and the peer connection and sends the offer. */
   async connectPeer() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: this.audioConstraints(), video: false });
+    const iceServers = await this.iceServers();
     if (this.phase !== 'starting') { // hung up while the permission prompt was open
       for (const t of stream.getTracks()) t.stop();
       return;
     }
     this.stream = stream;
-    const cfg = { iceServers: this.features.ice_servers ?? [] };
+    const cfg = { iceServers };
     const policy = this.config().iceTransportPolicy;
     if (policy === 'relay' || policy === 'all') cfg.iceTransportPolicy = policy;
     const pc = new RTCPeerConnection(cfg);

@@ -104,11 +104,28 @@ export class ConsoleVideo {
     if (this.conv?.id === id) this.render();
   }
 
+  /**
+   * freshIceServers renews TURN credentials made from a secret when those
+   * of the welcome have less than ten minutes left (a console stays open
+   * for a whole shift).
+   */
+  async freshIceServers() {
+    if (!this.iceExpires || this.iceExpires * 1000 - Date.now() > 10 * 60_000) return;
+    try {
+      const res = await fetch('/api/v1/ice-servers', { credentials: 'same-origin' });
+      if (!res.ok) return;
+      const f = await res.json();
+      this.iceServers = f.ice_servers ?? this.iceServers;
+      this.iceExpires = f.ice_expires_at ?? 0;
+    } catch { /* unreachable: join with what we have */ }
+  }
+
   /** onFrame takes video frames; it returns true for those it handled. */
   onFrame(f) {
     switch (f.type) {
       case 'welcome':
         this.iceServers = f.features?.ice_servers ?? this.iceServers;
+        this.iceExpires = f.features?.ice_expires_at ?? 0;
         for (const m of f.messages ?? []) this.seen(m, false);
         return false;
       case 'history':
@@ -173,6 +190,7 @@ export class ConsoleVideo {
     } catch (err) {
       this.note(`${mediaErrorText(err, 'microphone')}: joining without it`);
     }
+    await this.freshIceServers();
     if (this.s !== s) {
       for (const t of s.mic?.getTracks() ?? []) t.stop();
       return;

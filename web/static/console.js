@@ -109,7 +109,10 @@ const app = {
       $('login-password').value = '';
       this.enter(agent);
     } catch (err) {
-      this.showLogin(err.status === 401 ? 'Wrong agent id or password.' : `Sign-in failed: ${err.message}`);
+      let text = `Sign-in failed: ${err.message}`;
+      if (err.status === 401) text = 'Wrong agent id or password.';
+      else if (err.code === 'login_locked' || err.code === 'demo_password') text = `Sign-in refused: ${err.message}.`;
+      this.showLogin(text);
     } finally {
       button.disabled = false;
     }
@@ -118,6 +121,13 @@ const app = {
   async logout() {
     this.socket?.stop();
     try { await api('/agent/logout', { method: 'POST' }); } catch { /* the session is gone anyway */ }
+    location.assign('/console');
+  },
+
+  /** logoutAll ends this agent's sessions on every browser. */
+  async logoutAll() {
+    this.socket?.stop();
+    try { await api('/agent/logout-all', { method: 'POST' }); } catch { /* the session is gone anyway */ }
     location.assign('/console');
   },
 
@@ -169,6 +179,7 @@ const app = {
     this.bound = true;
     $('presence').addEventListener('change', (e) => this.socket.send({ type: 'presence', state: e.target.value }));
     $('logout').addEventListener('click', () => this.logout());
+    $('logout-all').addEventListener('click', () => this.logoutAll());
     $('composer').addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
     enterSends($('chat-input'), () => this.sendText());
     $('chat-input').addEventListener('input', () => this.typing.input());

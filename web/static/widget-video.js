@@ -175,7 +175,8 @@ export class WidgetVideo {
     // Video straight from the chat: the microphone goes along, so that
     // the agent's console hears the customer.
     const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
-    const pc = this.attach(new RTCPeerConnection({ iceServers: this.features.ice_servers }), true);
+    const iceServers = (await this.host.iceServers?.()) ?? this.features.ice_servers;
+    const pc = this.attach(new RTCPeerConnection({ iceServers }), true);
     this.mic = mic;
     for (const t of mic.getAudioTracks()) pc.addTrack(t, mic);
     return pc;

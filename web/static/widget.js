@@ -122,6 +122,7 @@ class SegueWidget extends HTMLElement {
       restoreStatus: () => this.showState(this.socket.state, this.socket.reason),
       handOff: (pc, stream) => this.video?.adopt(pc, stream) ?? false, // video (Step 3)
       negotiates: (pc) => this.video?.negotiates(pc) ?? false,
+      iceServers: () => this.iceServers(),
     });
     close.before(this.voice.startButton);
 
@@ -476,6 +477,24 @@ class SegueWidget extends HTMLElement {
     } catch { /* still unreachable: keep trying */ }
   }
 
+  /**
+   * iceServers returns the ICE servers for a new peer connection. TURN
+   * credentials made for this conversation expire: when those of the
+   * welcome have less than ten minutes left, it asks for fresh ones.
+   */
+  async iceServers() {
+    const ice = this.ice ?? { servers: [], expires: 0 };
+    if (!ice.expires || ice.expires * 1000 - Date.now() > 10 * 60_000 || !this.session) return ice.servers;
+    try {
+      const res = await fetch(`${API}/ice-servers`, { headers: { Authorization: `Bearer ${this.session.token}` } });
+      if (res.ok) {
+        const f = await res.json();
+        this.ice = { servers: f.ice_servers ?? [], expires: f.ice_expires_at ?? 0 };
+      }
+    } catch { /* unreachable: try with what we have */ }
+    return this.ice.servers;
+  }
+
   /** fetchFile downloads a file with the customer token (never in the URL). */
   async fetchFile(fileId, inline) {
     const url = `${API}/files/${encodeURIComponent(fileId)}${inline ? '?inline=1' : ''}`;
@@ -490,6 +509,7 @@ class SegueWidget extends HTMLElement {
     switch (f.type) {
       case 'welcome':
         this.voice.setFeatures(f.features);
+        this.ice = { servers: f.features?.ice_servers ?? [], expires: f.features?.ice_expires_at ?? 0 };
         this.conversation = f.conversation;
         this.readSent = Math.max(this.readSent, f.conversation?.read?.customer ?? 0);
         // Too much was missed to show it all: start again from the latest page.
