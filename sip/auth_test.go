@@ -184,7 +184,12 @@ func authServer(t *testing.T, tc TrunkConfig, opts ...Option) (*Server, chan str
 	t.Helper()
 	reached := make(chan string, 16)
 	tc.Name, tc.URI, tc.InboundAuth, tc.AllowInboundFrom = "pbx", "sip:192.0.2.10", true, []string{"192.0.2.10/32"}
-	s := startServer(t, []TrunkConfig{tc}, append(opts, WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+	// The per-address budget of answers to outsiders (10, then 2 a
+	// second; TestOutsiderRefusedStatelessly) would silence these tests'
+	// callers on its own: lift it, so that what they see is the digest
+	// checks alone.
+	lift := func(s *Server) error { s.outsiders = newSourceLimiter(1000, 1000, outsiderSources); return nil }
+	s := startServer(t, []TrunkConfig{tc}, append(append(opts, lift), WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
 		reached <- in.User()
 		return &StatusError{Code: 486, Reason: "Busy Here"}
 	}))...)
