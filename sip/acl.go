@@ -138,9 +138,11 @@ func (s *Server) answersOutsiders() bool { return !s.cfg.Silent() || s.wantsAuth
 // with the sender's address. It passes what trunks and pinned callers
 // send, drops the rest when scanner_silence is on and no trunk takes
 // digest-authenticated calls, and otherwise passes outsiders' requests
-// within their budget. Responses and CANCELs from outsiders are always
-// dropped: no transaction of ours waits for them, and a CANCEL is matched
-// to a ringing INVITE before any handler could check its source.
+// within their budget. Responses, ACKs and CANCELs from outsiders are
+// always dropped, without spending that budget: no transaction of ours
+// waits for a response or an ACK (outsiders' answers are stateless), and
+// a CANCEL is matched to a ringing INVITE before any handler could check
+// its source.
 func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
 	ip := netAddrIP(p.RemoteAddr)
 	if ip.IsValid() && (s.staticAllowed(ip) || s.pinned(ip)) {
@@ -157,7 +159,7 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 	if !ip.IsValid() || !s.answersOutsiders() {
 		return refuse()
 	}
-	if !stream && (bytes.HasPrefix(data, []byte("SIP/")) || bytes.HasPrefix(data, []byte("CANCEL "))) {
+	if !stream && (bytes.HasPrefix(data, []byte("SIP/")) || bytes.HasPrefix(data, []byte("CANCEL ")) || bytes.HasPrefix(data, []byte("ACK "))) {
 		return refuse()
 	}
 	if !s.outsiders.allow(ip, time.Now()) {

@@ -83,6 +83,7 @@ func TestReadFilter(t *testing.T) {
 	options := []byte("OPTIONS sip:x@192.0.2.20 SIP/2.0\r\n\r\n")
 	cancel := []byte("CANCEL sip:x@192.0.2.20 SIP/2.0\r\n\r\n")
 	response := []byte("SIP/2.0 200 OK\r\n\r\n")
+	ack := []byte("ACK sip:x@192.0.2.20 SIP/2.0\r\n\r\n")
 	pbx := TrunkConfig{Name: "pbx", URI: "sip:192.0.2.10:5060", AllowInboundFrom: []string{"198.51.100.0/24"}}
 	type check struct {
 		props   sipmsg.TransportReadProps
@@ -114,6 +115,8 @@ func TestReadFilter(t *testing.T) {
 		{"inbound_auth", Config{}, []TrunkConfig{pbx, {Name: "auth", URI: "sip:192.0.2.11", Username: "u", Password: "p", InboundAuth: true}}, []check{
 			{udpFrom("203.0.113.5"), options, true, false}, // parsed, to be challenged
 			{udpFrom("203.0.113.5"), cancel, false, false},
+			{udpFrom("203.0.113.5"), ack, false, false}, // answers to outsiders are stateless: nothing waits for an ACK
+			{udpFrom("198.51.100.7"), ack, true, false},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

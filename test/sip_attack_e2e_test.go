@@ -389,6 +389,10 @@ func TestSIPSweepFindsNothing(t *testing.T) {
 			t.Errorf("%s %s: answered %q with scanner_silence on", probes[i][0], probes[i][1], a)
 		}
 	}
+	// What was dropped is counted for the admin to see.
+	if n := metricsOf(t, g)["segue_sip_requests_refused_total"]; n < float64(len(probes)) {
+		t.Errorf("segue_sip_requests_refused_total = %v after the sweep, want at least %d", n, len(probes))
+	}
 
 	// scanner_silence off: one stateless 403 for everyone alike.
 	loud := startVoiceGateway(t, voiceConfig{

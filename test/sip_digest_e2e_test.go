@@ -161,13 +161,19 @@ func TestSIPInboundDigestAuth(t *testing.T) {
 	// The replay was the first failure from 127.0.0.2 since SIPp's good
 	// call: four more wrong passwords get 401 (five in all), the sixth
 	// gets nothing.
+	// Each guess costs two answers (the challenge and the 401); the
+	// guesses are paced within the gateway's budget of answers to an
+	// outsider (2 a second once its burst is spent, which SIPp's calls
+	// used), so that what stops them below is the failure limit alone.
 	for i := 2; i <= 5; i++ {
+		time.Sleep(1100 * time.Millisecond)
 		chal := o.invite(g.SIPAddr, ruri, "", 2*time.Second)
 		res := o.invite(g.SIPAddr, ruri, digestFor(t, chal, ruri, "pbx-in", fmt.Sprintf("guess-%d", i)), 2*time.Second)
 		if res == nil || res.StatusCode != 401 {
 			t.Fatalf("wrong password %d got %s, want 401", i, status(res))
 		}
 	}
+	time.Sleep(1100 * time.Millisecond)
 	chal := o.invite(g.SIPAddr, ruri, "", 2*time.Second)
 	if res := o.invite(g.SIPAddr, ruri, digestFor(t, chal, ruri, "pbx-in", "guess-6"), 2*time.Second); res != nil {
 		t.Errorf("the sixth failure got %s, want silence", status(res))

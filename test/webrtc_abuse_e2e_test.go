@@ -314,7 +314,7 @@ func hearsPhone(t *testing.T, b *pionBrowser, when string) {
 // audio meanwhile.
 func TestICEAbuseNoSTUNToForbiddenTargets(t *testing.T) {
 	phone := startBaresipPhone(t)
-	g := startVoiceGateway(t, toDeskPhone(phone), withRemoteNetworks("127.0.0.1/32"))
+	g := startVoiceGateway(t, toDeskPhone(phone), withRemoteNetworks("127.0.0.1/32"), withoutSocketFlowLimits)
 	call := legitCall(t, g)
 
 	trap := startTrap(t, 8)
@@ -368,7 +368,7 @@ func TestICEAbuseNoSTUNToForbiddenTargets(t *testing.T) {
 // binding requests each. A peer-reflexive address in the allowed network
 // is answered.
 func TestICEAbuseCapped(t *testing.T) {
-	g := startGateway(t)
+	g := startGateway(t, withoutSocketFlowLimits)
 	trap := startTrap(t, 40)
 	ports := trap.ports()
 	var inOffer []string
@@ -475,4 +475,13 @@ func containsPrefix(list []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// withoutSocketFlowLimits lifts the per-socket frame and byte budgets
+// (limits.messages_per_socket_per_second and bytes_per_socket_per_second,
+// proven in web_abuse_e2e_test.go), which would close a flooding visitor's
+// socket long before its thousand candidates arrive: these tests prove
+// the ICE defences on their own.
+func withoutSocketFlowLimits(o *gatewayOptions) {
+	o.limitsYAML += "  messages_per_socket_per_second: 1000000\n  bytes_per_socket_per_second: 1000000000\n"
 }
