@@ -338,21 +338,7 @@ func scanMessage(row interface{ Scan(...any) error }) (*Message, error) {
 
 // Messages implements Store.
 func (s *SQLite) Messages(ctx context.Context, conversationID string, after int64, limit int) ([]*Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
-		WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?`, conversationID, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
-	}
-	defer rows.Close()
-	var out []*Message
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return s.queryMessages(ctx, conversationID, `m.seq > ? ORDER BY m.seq`, after, limit)
 }
 
 // MessagesBefore implements Store.
@@ -360,8 +346,16 @@ func (s *SQLite) MessagesBefore(ctx context.Context, conversationID string, befo
 	if before <= 0 {
 		before = math.MaxInt64
 	}
+	out, err := s.queryMessages(ctx, conversationID, `m.seq < ? ORDER BY m.seq DESC`, before, limit)
+	slices.Reverse(out)
+	return out, err
+}
+
+// queryMessages reads up to limit messages of a conversation with their
+// files, selected and ordered by where (one ? for seq).
+func (s *SQLite) queryMessages(ctx context.Context, conversationID, where string, seq int64, limit int) ([]*Message, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
-		WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?`, conversationID, before, limit)
+		WHERE m.conversation_id = ? AND `+where+` LIMIT ?`, conversationID, seq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: messages of %s: %w", conversationID, err)
 	}
@@ -374,7 +368,6 @@ func (s *SQLite) MessagesBefore(ctx context.Context, conversationID string, befo
 		}
 		out = append(out, m)
 	}
-	slices.Reverse(out)
 	return out, rows.Err()
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -44,7 +45,16 @@ func startInProcess(t *testing.T, doc string, sipSrv *sip.Server) *httptest.Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	// Not t.TempDir: the gateway is never Run here, so nothing waits for
+	// its WebSocket handlers (hijacked connections outlive ts.Close), and
+	// one still ending a call or a video may touch the store's directory
+	// while the test's cleanup removes it. The directory goes a moment
+	// later instead.
+	dir, err := os.MkdirTemp("", "segue-inprocess-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeSoon(t, dir) })
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +79,19 @@ func startInProcess(t *testing.T, doc string, sipSrv *sip.Server) *httptest.Serv
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts
+}
+
+// removeSoon removes dir, trying again for a second while something
+// still writes into it; after that a failure fails the test.
+func removeSoon(t *testing.T, dir string) {
+	var err error
+	for range 20 {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("remove %s: %v", dir, err)
 }
 
 // lastOf returns the last d of what rec recorded.
