@@ -179,23 +179,7 @@ func (w *wsc) send(v any) {
 // expect reads frames until one of type typ arrives (others are skipped).
 func (w *wsc) expect(typ string) map[string]json.RawMessage {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for {
-		_, b, err := w.conn.Read(ctx)
-		if err != nil {
-			w.t.Fatalf("waiting for %q: %v", typ, err)
-		}
-		var f map[string]json.RawMessage
-		if err := json.Unmarshal(b, &f); err != nil {
-			w.t.Fatal(err)
-		}
-		var got string
-		_ = json.Unmarshal(f["type"], &got)
-		if got == typ {
-			return f
-		}
-	}
+	return w.expectAny(typ)
 }
 
 func decode[T any](t *testing.T, raw json.RawMessage) T {

@@ -63,6 +63,25 @@ type frame map[string]any
 
 func (f frame) typ() string { s, _ := f["type"].(string); return s }
 
+// signalled applies an rtc.answer or rtc.candidate frame to the pion
+// browser b, and reports whether f was one.
+func (b *pionBrowser) signalled(t testing.TB, f frame) bool {
+	t.Helper()
+	switch f.typ() {
+	case "rtc.answer":
+		sdp, _ := f["sdp"].(string)
+		if err := b.answered(sdp); err != nil {
+			t.Fatalf("the gateway's answer: %v", err)
+		}
+	case "rtc.candidate":
+		raw, _ := json.Marshal(f["candidate"])
+		b.candidate(raw)
+	default:
+		return false
+	}
+	return true
+}
+
 // read returns the next frame, or the error that ended the socket.
 func (w *wsConn) read() (frame, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

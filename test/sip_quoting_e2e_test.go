@@ -93,15 +93,10 @@ func startPionVoice(t *testing.T, w *wsConn, f *frames, b *pionBrowser) {
 	w.send(map[string]any{"type": "voice.start", "sdp": b.offer(t)})
 	for {
 		fr := f.next("the call to connect")
+		if b.signalled(t, fr) {
+			continue
+		}
 		switch fr.typ() {
-		case "rtc.answer":
-			sdp, _ := fr["sdp"].(string)
-			if err := b.answered(sdp); err != nil {
-				t.Fatalf("the gateway's answer: %v", err)
-			}
-		case "rtc.candidate":
-			raw, _ := json.Marshal(fr["candidate"])
-			b.candidate(raw)
 		case "call":
 			c, _ := fr["call"].(map[string]any)
 			switch c["state"] {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/pion/ice/v4"
 	pwebrtc "github.com/pion/webrtc/v4"
 
 	"github.com/segue-rtc/segue/test/peers"
@@ -286,16 +285,7 @@ func TestWebRTCAbuseSoak(t *testing.T) {
 // peers the gateway builds for it never connect.
 func throwawayOffer(t *testing.T) string {
 	t.Helper()
-	var se pwebrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	me := &pwebrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me)).NewPeerConnection(pwebrtc.Configuration{})
+	pc, err := loopbackAPI(t).NewPeerConnection(pwebrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
