@@ -648,3 +648,38 @@ func TestSlowConsoleDoesNotHoldUpOthers(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestLeftMessagesAttacked: the anonymous "leave a message" form cannot
+// be used to fill the store: it shares the address's budget of new chats,
+// refuses oversized and hostile input, and an unknown queue.
+func TestLeftMessagesAttacked(t *testing.T) {
+	e := newTestServer(t, func(c *Config) { c.Limits.NewChatsPerIPPerMinute = 3 })
+	leave := func(body string) int {
+		resp, err := http.Post(e.ts.URL+"/api/v1/left-messages", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name, body string
+		want       int
+	}{
+		{"unknown queue", `{"queue":"nope","email":"a@example.com","text":"hi"}`, http.StatusBadRequest},
+		{"header injection in the e-mail", `{"email":"a@example.com\r\nBcc: x@example.com","text":"hi"}`, http.StatusBadRequest},
+		{"too long", `{"email":"a@example.com","text":"` + strings.Repeat("x", 8<<10) + `"}`, http.StatusRequestEntityTooLarge},
+		{"not JSON", `{"email":`, http.StatusBadRequest},
+	} {
+		if code := leave(tc.body); code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+		}
+	}
+	// The three well-formed refusals above spent the address's budget of
+	// 3 (unparsable bodies cost nothing): the next one, however well
+	// formed, is refused.
+	if code := leave(`{"email":"a@example.com","text":"hi"}`); code != http.StatusTooManyRequests {
+		t.Fatalf("past the per-address budget: %d, want 429", code)
+	}
+	e.checkHub()
+}
