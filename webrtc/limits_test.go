@@ -213,6 +213,17 @@ func TestPeerScreensTrickledCandidates(t *testing.T) {
 	p.sigMu.Lock()
 	ufrag, known := p.gen.ufrag, len(p.gen.seen)
 	p.sigMu.Unlock()
+	// What the browser's own offer brought may already count (its
+	// gathering can list one address twice): only what follows is
+	// checked below.
+	refused := func() map[string]uint64 {
+		m := map[string]uint64{}
+		for _, r := range e.CandidateRefusals() {
+			m[r.Reason] = r.Count
+		}
+		return m
+	}
+	before := refused()
 	if known < 1 {
 		t.Fatalf("the early candidate was not taken: %d addresses", known)
 	}
@@ -263,9 +274,9 @@ func TestPeerScreensTrickledCandidates(t *testing.T) {
 		t.Errorf("%d addresses taken, want %d", n, MaxRemoteCandidates)
 	}
 	p.sigMu.Unlock()
-	got := map[string]uint64{}
-	for _, r := range e.CandidateRefusals() {
-		got[r.Reason] = r.Count
+	got := refused()
+	for r, n := range before {
+		got[r] -= n
 	}
 	want := map[string]uint64{ReasonPrivate: 2, ReasonMetadata: 1, ReasonMapped: 1, ReasonUnspecified: 1,
 		ReasonMulticast: 1, ReasonLimit: 1, ReasonStale: 1, ReasonMalformed: 2, ReasonDuplicate: uint64(MaxRemoteCandidates - known)}
