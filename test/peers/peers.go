@@ -8,13 +8,13 @@ package peers
 import (
 	"bytes"
 	"context"
-
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,16 +250,34 @@ func (b *Baresip) Recordings() (heard, sent []string) {
 // directions.
 func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
 	t.Helper()
+	abs, err := filepath.Abs(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// baresip binds its SIP port on UDP and TCP, and the machine runs
+	// other tests: a port probed free can be taken before baresip binds
+	// it. baresip then exits at once, and we try again on other ports.
+	var b *Baresip
+	for attempt := 0; attempt < 5; attempt++ {
+		b = startBaresipOnce(t, ip, user, abs)
+		if b != nil {
+			return b
+		}
+	}
+	t.Fatal("baresip could not bind a SIP port in 5 attempts")
+	return nil
+}
+
+// startBaresipOnce starts baresip on fresh ports; nil when it exited at
+// start because a port was taken meanwhile.
+func startBaresipOnce(t testing.TB, ip, user, source string) *Baresip {
+	t.Helper()
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "rec")
 	if err := os.Mkdir(rec, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	abs, err := filepath.Abs(source)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := FreeUDPPort(t, ip)
+	port := freeUDPAndTCPPort(t, ip)
 	rtp := FreeEvenUDPPort(t, ip)
 	// net_interface puts ip in SDP too: without it baresip advertises the
 	// machine's default address (say eth0's) while its RTP comes from ip,
@@ -278,7 +296,7 @@ snd_path		%s
 module_app		account.so
 module_app		menu.so
 answermode		auto
-`, ip, port, ip, abs, rtp, rtp+9, rec)
+`, ip, port, ip, source, rtp, rtp+9, rec)
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -291,13 +309,39 @@ answermode		auto
 	for time.Now().Before(deadline) && !b.Exited() {
 		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
-			return b
+			time.Sleep(50 * time.Millisecond) // a failed TCP bind exits right after
+			if !b.Exited() {
+				return b
+			}
+			break
 		}
 		c.Close()
 		time.Sleep(20 * time.Millisecond)
 	}
-	if b.Exited() {
-		t.Fatalf("baresip exited: %s", b.Output())
+	if !b.Exited() {
+		t.Fatalf("baresip did not bind %s:%d within 10 s: %s", ip, port, b.Output())
 	}
-	return b
+	if strings.Contains(b.Output(), "Address already in use") {
+		t.Logf("baresip exited at start (port %d taken?), trying other ports", port)
+		return nil
+	}
+	t.Fatalf("baresip exited: %s", b.Output())
+	return nil
+}
+
+// freeUDPAndTCPPort returns a port on ip that was free a moment ago for
+// both UDP and TCP (a SIP phone listens on both).
+func freeUDPAndTCPPort(t testing.TB, ip string) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p := FreeUDPPort(t, ip)
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return 0
 }
