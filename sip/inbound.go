@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +92,11 @@ func (in *InboundCall) Ringing() error {
 
 // Reject answers the INVITE with a final failure (e.g. 486, 603).
 func (in *InboundCall) Reject(code int, reason string) error {
+	return in.reject(code, reason)
+}
+
+// reject is Reject with extra headers on the response.
+func (in *InboundCall) reject(code int, reason string, hdrs ...sipmsg.Header) error {
 	in.mu.Lock()
 	if in.answered || in.rejected {
 		in.mu.Unlock()
@@ -98,7 +104,7 @@ func (in *InboundCall) Reject(code int, reason string) error {
 	}
 	in.rejected = true
 	in.mu.Unlock()
-	return in.ds.Respond(code, reason, nil)
+	return in.ds.Respond(code, reason, nil, hdrs...)
 }
 
 // Answer accepts the call with 200 OK and our SDP answer and returns the
@@ -171,6 +177,17 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 // rejected with 480.
 const inboundRingLimit = 3 * time.Minute
 
+// LimitRetryAfter is the Retry-After, in seconds, of the 503 that answers
+// an INVITE past a call limit: RFC 3261 §21.5.4 lets a server that is
+// temporarily overloaded say when to try again (§20.33), and a minute lets
+// the calls in progress end.
+const LimitRetryAfter = 60
+
+// retryAfter is a Retry-After header of secs seconds (RFC 3261 §20.33).
+func retryAfter(secs int) sipmsg.Header {
+	return sipmsg.NewHeader("Retry-After", strconv.Itoa(secs))
+}
+
 // handleInvite serves a new INVITE (one without a To tag) from src: from
 // a trunk's allow_inbound_from, or with digest credentials of an
 // inbound_auth trunk. Others are challenged (inbound_auth) or refused,
@@ -201,7 +218,7 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, 
 	}
 	release, err := s.acquire(tr)
 	if err != nil {
-		respond(tx, req, 503, "Service Unavailable", sipmsg.NewHeader("Retry-After", "5"))
+		respond(tx, req, 503, "Service Unavailable", retryAfter(LimitRetryAfter))
 		return
 	}
 	// An INVITE without a body is a delayed offer (RFC 3261 §13.2.1): we
@@ -260,19 +277,24 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, 
 	}
 	release()
 	code, reason := 480, "Temporarily Unavailable"
+	var hdrs []sipmsg.Header
 	var se *StatusError
 	switch {
 	case errors.As(herr, &se):
 		code, reason = se.Code, se.Reason
+		if se.RetryAfter > 0 {
+			hdrs = append(hdrs, retryAfter(se.RetryAfter))
+		}
 	case errors.Is(herr, ErrBusy):
 		code, reason = 486, "Busy Here"
 	case errors.Is(herr, ErrLimit):
 		code, reason = 503, "Service Unavailable"
+		hdrs = append(hdrs, retryAfter(LimitRetryAfter))
 	}
 	if ds.Context().Err() != nil {
 		return // cancelled: the transaction layer answered 487
 	}
-	_ = in.Reject(code, reason)
+	_ = in.reject(code, reason, hdrs...)
 }
 
 func (s *Server) runContext() context.Context {

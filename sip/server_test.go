@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -402,4 +403,30 @@ func TestInboundDelayedOffer(t *testing.T) {
 	}
 	waitEvent(t, c, EventHangup)
 	c.Close()
+}
+
+// TestInviteRefusedByHandlerCarriesRetryAfter: an invite handler that
+// refuses for capacity (ErrLimit, or a 503 StatusError with RetryAfter)
+// makes the caller see 503 with Retry-After (RFC 3261 §21.5.4, §20.33).
+func TestInviteRefusedByHandlerCarriesRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		herr error
+		want int
+	}{
+		{"limit", fmt.Errorf("gateway full: %w", ErrLimit), LimitRetryAfter},
+		{"status", &StatusError{Code: 503, Reason: "Service Unavailable", RetryAfter: 42}, 42},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refuse := func(context.Context, *InboundCall) error { return tc.herr }
+			b := startServer(t, []TrunkConfig{{Name: "gw", URI: "sip:127.0.0.1:5999", AllowInboundFrom: []string{"127.0.0.1/32"}}},
+				WithInviteHandler(refuse))
+			a := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:" + b.Addr("udp").String()}})
+			_, err := a.Dial(context.Background(), "pbx", "sip:conv-1@127.0.0.1", DialOptions{})
+			var se *StatusError
+			if !errors.As(err, &se) || se.Code != 503 || se.RetryAfter != tc.want {
+				t.Fatalf("refused call: %v (%+v), want 503 with Retry-After %d", err, se, tc.want)
+			}
+		})
+	}
 }
