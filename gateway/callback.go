@@ -58,6 +58,10 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 	if errors.Is(err, errInCall) {
 		return &sip.StatusError{Code: 486, Reason: "Busy Here"}
 	}
+	if errors.Is(err, errAllBusy) {
+		// RFC 3261 §21.5.4: overloaded for now, try again later.
+		return &sip.StatusError{Code: 503, Reason: "Service Unavailable", RetryAfter: busyRetryAfter}
+	}
 	if err != nil {
 		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
 	}

@@ -140,6 +140,27 @@ type LimitsConfig struct {
 	// conversation after it ended (the transcript, and routing back to the
 	// same agent); later the widget starts afresh. Default 168h (7 days).
 	TokenRetention time.Duration `yaml:"token_retention"`
+	// MaxSchedulerLag refuses new calls while the gateway's goroutines
+	// wake this much later than asked, on a moving average of the last
+	// ~400 ms (the process has more work than CPU); calls in progress go
+	// on. Default 20ms, one audio frame; 0s turns the check off.
+	MaxSchedulerLag *time.Duration `yaml:"max_scheduler_lag"`
+	// MaxCPUPercent refuses new calls while the process used more than
+	// this share of the cores it may use (GOMAXPROCS) over the last
+	// second; 0 (the default) turns the check off.
+	MaxCPUPercent int `yaml:"max_cpu_percent"`
+}
+
+// defaultMaxSchedulerLag is limits.max_scheduler_lag when unset: one
+// 20 ms audio frame late on average means every call is already late.
+const defaultMaxSchedulerLag = 20 * time.Millisecond
+
+// maxSchedulerLag is limits.max_scheduler_lag, its default when unset.
+func (l LimitsConfig) maxSchedulerLag() time.Duration {
+	if l.MaxSchedulerLag == nil {
+		return defaultMaxSchedulerLag
+	}
+	return *l.MaxSchedulerLag
 }
 
 // Defaults of the call-start limits and of the token retention.
@@ -390,6 +411,12 @@ func (c *Config) Validate() error {
 	}
 	if l.callsPerConversation() < 0 {
 		addf("limits.calls_per_conversation_per_hour: must not be negative (0 is unlimited)")
+	}
+	if l.MaxSchedulerLag != nil && *l.MaxSchedulerLag < 0 {
+		addf("limits.max_scheduler_lag: %v is negative; write a duration such as 20ms (0s turns the check off)", *l.MaxSchedulerLag)
+	}
+	if l.MaxCPUPercent < 0 || l.MaxCPUPercent > 100 {
+		addf("limits.max_cpu_percent: %d is not between 0 (off) and 100", l.MaxCPUPercent)
 	}
 	if l.TokenRetention < 0 {
 		addf("limits.token_retention: %v is negative; write a duration such as 168h", l.TokenRetention)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segue-rtc/segue/configs"
 )
@@ -138,6 +139,9 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"queue video", [2]string{`dial: "sip:600@pbx.example.com"`, "dial: \"sip:600@pbx.example.com\"\n    video: later"}, "", `queues[0].video: "later" is not one of always, after_accept, off`},
 		{"negative peers per ip", [2]string{}, "limits:\n  max_peers_per_ip: -1\n", "limits.max_peers_per_ip: must be positive"},
 		{"negative peer starts", [2]string{}, "limits:\n  peer_starts_per_ip_per_minute: -5\n", "limits.peer_starts_per_ip_per_minute: must be positive"},
+		{"negative scheduler lag", [2]string{}, "limits:\n  max_scheduler_lag: -5ms\n", "limits.max_scheduler_lag: -5ms is negative"},
+		{"scheduler lag type", [2]string{}, "limits:\n  max_scheduler_lag: soon\n", "limits.max_scheduler_lag: cannot unmarshal"},
+		{"cpu percent over 100", [2]string{}, "limits:\n  max_cpu_percent: 120\n", "limits.max_cpu_percent: 120 is not between 0 (off) and 100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,4 +229,26 @@ func FuzzParseConfig(f *testing.F) {
 		_ = cfg.Warnings()
 		_ = cfg.HoldsSecrets()
 	})
+}
+
+// TestLoadAdmissionDefaults: limits.max_scheduler_lag is 20ms when absent
+// and off when 0; limits.max_cpu_percent is off unless set.
+func TestLoadAdmissionDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		lag  time.Duration
+		cpu  int
+	}{
+		{"", 20 * time.Millisecond, 0},
+		{"limits:\n  max_scheduler_lag: 0s\n", 0, 0},
+		{"limits:\n  max_scheduler_lag: 50ms\n  max_cpu_percent: 85\n", 50 * time.Millisecond, 85},
+	} {
+		cfg, err := ParseConfig([]byte(validYAML+tc.yaml), testEnv)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := cfg.Limits.maxSchedulerLag(); got != tc.lag || cfg.Limits.MaxCPUPercent != tc.cpu {
+			t.Errorf("%q: max_scheduler_lag %v, max_cpu_percent %d, want %v and %d", tc.yaml, got, cfg.Limits.MaxCPUPercent, tc.lag, tc.cpu)
+		}
+	}
 }

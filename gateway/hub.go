@@ -87,6 +87,9 @@ type conv struct {
 	// video session slot meanwhile (reserveVideoLocked). Guarded by
 	// hub.mu.
 	videoStarting int
+	// busyNoted is when a call the customer asked for was last refused
+	// for capacity with a voice.refused event; guarded by hub.mu.
+	busyNoted time.Time
 }
 
 type agent struct {

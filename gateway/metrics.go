@@ -86,7 +86,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{1, 2, 5, 10, 20, 40, 80},
 		}),
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "segue_calls_refused_total", Help: "Calls customers asked for and were refused, by reason (ip_limit, conversation_limit, queue_policy).",
+			Name: "segue_calls_refused_total", Help: "Calls refused, by reason (ip_limit, conversation_limit, queue_policy; for capacity: max_calls, scheduler_lag, cpu).",
 		}, []string{"reason"}),
 		mediaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_media_refused_total", Help: "Video starts, console joins and customer peer connections refused, by reason (video_limit, peers_per_ip, peer_starts_per_ip, queue_policy).",

@@ -44,6 +44,8 @@ type Server struct {
 	// sockets counts open WebSockets per client address and per agent
 	// (limits.max_sockets_per_ip, limits.max_sockets_per_agent).
 	sockets *socketSlots
+	// load measures the process's load for call admission (load.go).
+	load loadSource
 
 	mu        sync.Mutex
 	addr      net.Addr
@@ -68,9 +70,11 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.callsByAddr = newSlidingLimiter(cfg.Limits.callsPerIP(), time.Hour)
 	s.callsByConv = newSlidingLimiter(cfg.Limits.callsPerConversation(), time.Hour)
 	s.sockets = newSocketSlots()
+	s.load = newLoadMonitor()
 	for _, o := range opts {
 		o(s)
 	}
+	s.metrics.registerLoad(s.load)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.handler = s.routes()
@@ -189,6 +193,11 @@ func (s *Server) Run(ctx context.Context) error {
 	expiryDone := make(chan struct{})
 	go func() { defer close(expiryDone); s.hub.runExpiry(expiryCtx) }()
 	defer func() { stopExpiry(); <-expiryDone }()
+	if m, ok := s.load.(*loadMonitor); ok {
+		loadDone := make(chan struct{})
+		go func() { defer close(loadDone); m.Run(expiryCtx) }()
+		defer func() { stopExpiry(); <-loadDone }()
+	}
 	select {
 	case err := <-errc:
 		_ = srv.Close()

@@ -156,7 +156,10 @@ var (
 	errInCall   = errf(http.StatusConflict, "in_call", "a call is already in progress")
 	errNoCall   = errf(http.StatusConflict, "no_call", "there is no call in progress")
 	errNoPhone  = errf(http.StatusConflict, "no_destination", "no phone can be rung for this conversation yet")
-	errAllBusy  = errf(http.StatusServiceUnavailable, "busy", "all lines are busy; please try again shortly")
+	// errAllBusy: past limits.max_calls or while the gateway is
+	// overloaded (admitCallLocked); the widget words it as all lines busy.
+	errAllBusy = &apiError{Status: http.StatusServiceUnavailable, Code: "busy", RetryAfter: busyRetryAfter,
+		Message: "all lines are busy; please try again in a minute"}
 	// errVoiceBeforeAccept: the queue has voice: after_accept and no agent
 	// holds the conversation yet.
 	errVoiceBeforeAccept = errf(http.StatusConflict, "voice_not_available", "calls open once an agent has joined the chat")
@@ -273,8 +276,8 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	if cv.voice != nil {
 		return nil, errInCall
 	}
-	if s.hub.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
-		return nil, errAllBusy
+	if err := s.admitCallLocked(); err != nil {
+		return nil, err
 	}
 	vctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	v := &voiceCall{s: s, id: newID("k_"), cv: cv, ctx: vctx, cancel: cancel, target: target, trunk: trunk,
@@ -348,7 +351,16 @@ func (s *Server) startVoice(ctx context.Context, cl *client, cv *conv, offer str
 	if err == nil {
 		uncount = s.countCallStart(cl.ip, cv, now)
 	}
+	noteBusy := errors.Is(err, errAllBusy) && now.Sub(cv.busyNoted) >= busyNoteEvery
+	if noteBusy {
+		cv.busyNoted = now
+	}
 	h.mu.Unlock()
+	if noteBusy {
+		// The agent's console shows it too; the customer's retries within
+		// busyNoteEvery add nothing to the transcript.
+		h.event(ctx, cv, "voice.refused", "A call could not start: all lines are busy", map[string]string{"reason": "busy"})
+	}
 	if err != nil {
 		return err
 	}

@@ -207,7 +207,7 @@ func (p *fakePeers) last() *fakeLeg {
 	return p.legs[len(p.legs)-1]
 }
 
-func voiceServer(t *testing.T, phones *fakePhones, peers *fakePeers, mutate func(*Config)) *env2 {
+func voiceServer(t *testing.T, phones *fakePhones, peers *fakePeers, mutate func(*Config), opts ...Option) *env2 {
 	return newTestServerOpts(t, func(c *Config) {
 		c.Trunks = []sip.TrunkConfig{{Name: "pbx", URI: "sip:pbx.test", Transport: "udp", Codecs: []string{"PCMU"}, RegisterExpiry: 60}}
 		c.Queues[0].Trunk = "pbx"
@@ -216,7 +216,7 @@ func voiceServer(t *testing.T, phones *fakePhones, peers *fakePeers, mutate func
 		if mutate != nil {
 			mutate(c)
 		}
-	}, withPhones(phones), withPeers(peers))
+	}, append([]Option{withPhones(phones), withPeers(peers)}, opts...)...)
 }
 
 func waitCall(t *testing.T, w *wsc, state string) wireCall {

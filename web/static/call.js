@@ -13,7 +13,7 @@ const ERROR_TEXT = {
   voice_unavailable: 'Calls are not available right now',
   no_destination: 'Nobody can take a call yet',
   in_call: 'A call is already in progress',
-  busy: 'All lines are busy; please try again shortly',
+  busy: 'All lines are busy, please try again in a minute.',
   bad_offer: 'Your browser could not start the call',
   no_call: 'There is no call in progress',
   not_connected: 'The call is not connected yet',
@@ -452,10 +452,11 @@ export class Voice {
   }
 
   voiceError(f) {
-    const limited = f.code === 'rate_limited';
-    const text = limited ? retryText(f.retry_after) : (ERROR_TEXT[f.code] || f.message || f.code);
+    // A refused start (a limit, or every line busy) is no call that ended:
+    // its words stand alone.
+    const limited = f.code === 'rate_limited' || f.code === 'busy';
+    const text = f.code === 'rate_limited' ? retryText(f.retry_after) : (ERROR_TEXT[f.code] || f.message || f.code);
     if (this.phase === 'starting' || (this.phase === 'active' && !this.call)) {
-      // A refused start is no call that ended: the limit's words stand alone.
       if (limited) this.fail(text, text);
       else this.fail(text);
       return;
