@@ -10,3 +10,6 @@ var ErrTooLarge = errors.New("store: file too large")
 
 // ErrDriver is returned by Open for a driver this build does not include.
 var ErrDriver = errors.New("store: unsupported driver")
+
+// ErrClosed is returned by AppendMessage once the store is closing.
+var ErrClosed = errors.New("store: closed")

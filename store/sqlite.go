@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -27,6 +28,14 @@ type SQLite struct {
 	// syncDir makes a rename in filesDir durable (syncDir below; tests
 	// watch it).
 	syncDir func(dir string) error
+
+	// appends feeds the group-commit writer (groupcommit.go); it is
+	// unbuffered, so an append is either taken by the writer or refused
+	// once stop is closed. closeOnce guards stop.
+	appends    chan *appendReq
+	stop       chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
 }
 
 var _ Store = (*SQLite)(nil)
@@ -131,7 +140,10 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}
-	return &SQLite{db: db, filesDir: dir, syncDir: syncDir}, nil
+	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
+		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{})}
+	go s.runWriter()
+	return s, nil
 }
 
 func unix(t time.Time) int64 {
@@ -265,51 +277,23 @@ func scanConversations(rows *sql.Rows, what string) ([]*Conversation, error) {
 	return out, nil
 }
 
-// AppendMessage implements Store. The seq is taken and the message written
-// in one immediate transaction, so concurrent writers never share a seq.
+// AppendMessage implements Store. The writer goroutine takes the seq and
+// writes the message in a transaction shared with the appends that arrived
+// meanwhile (group commit, groupcommit.go); AppendMessage returns once that
+// transaction is on disk. Appends are stored in the order they arrive.
 func (s *SQLite) AppendMessage(ctx context.Context, m *Message) (*Message, bool, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, false, fmt.Errorf("store: append message: %w", err)
+	r := &appendReq{m: m, done: make(chan appendResult, 1)}
+	select {
+	case s.appends <- r:
+	case <-s.stop:
+		return nil, false, ErrClosed
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("store: append message: %w", ctx.Err())
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-
-	if old, err := scanMessage(tx.QueryRowContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
-		WHERE m.conversation_id = ? AND m.id = ?`, m.ConversationID, m.ID)); err == nil {
-		return old, true, nil
-	} else if !errors.Is(err, sql.ErrNoRows) {
-		return nil, false, fmt.Errorf("store: append message: %w", err)
-	}
-	var last int64
-	if err := tx.QueryRowContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`, m.ConversationID).Scan(&last); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, false, ErrNotFound
-		}
-		return nil, false, fmt.Errorf("store: append message: %w", err)
-	}
-	out := *m
-	out.Seq = last + 1
-	if out.CreatedAt.IsZero() {
-		out.CreatedAt = time.Now().UTC()
-	}
-	fileID := ""
-	if out.File != nil {
-		fileID = out.File.ID
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
-		kind, text, file_id, event, event_data, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
-		out.ConversationID, out.Seq, out.ID, out.Role, out.SenderID, out.SenderName, out.Kind, out.Text,
-		fileID, out.Event, string(out.EventData), unix(out.CreatedAt)); err != nil {
-		return nil, false, fmt.Errorf("store: append message: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`,
-		out.Seq, unix(out.CreatedAt), out.ConversationID); err != nil {
-		return nil, false, fmt.Errorf("store: append message: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, false, fmt.Errorf("store: append message: %w", err)
-	}
-	return &out, false, nil
+	// Handed over: the outcome is waited for even if ctx ends, since the
+	// message may be stored already.
+	res := <-r.done
+	return res.msg, res.dup, res.err
 }
 
 const msgColumns = `m.conversation_id, m.seq, m.id, m.role, m.sender_id, m.sender_name, m.kind, m.text,
@@ -572,8 +556,12 @@ func (s *SQLite) Calls(ctx context.Context, conversationID string) ([]*CallRecor
 // Ping implements Store.
 func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-// Close implements Store: it checkpoints the WAL into the main file.
+// Close implements Store: it stops the writer once its batch in progress
+// is committed (later appends get ErrClosed) and checkpoints the WAL into
+// the main file.
 func (s *SQLite) Close() error {
+	s.closeOnce.Do(func() { close(s.stop) })
+	<-s.writerDone
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	return errors.Join(cerr, s.db.Close())
 }

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestGroupCommitKeepsEveryAppendInOrder: many conversations append at
+// once, each in its own order (as the hub does, one append at a time per
+// conversation), with retried ids among them. Every message lands once,
+// in its conversation's order with seqs 1..n, and is there after the
+// store is closed and opened again.
+func TestGroupCommitKeepsEveryAppendInOrder(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	const convs, perConv = 24, 40
+	for c := range convs {
+		newConv(t, s, fmt.Sprint("c", c))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, convs)
+	for c := range convs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conv := fmt.Sprint("c", c)
+			for i := range perConv {
+				m, dup, err := s.AppendMessage(ctx, &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: fmt.Sprint(conv, " says ", i)})
+				if err != nil || dup || m.Seq != int64(i+1) {
+					errs <- fmt.Errorf("%s message %d: seq %v dup %v err %v", conv, i, m, dup, err)
+					return
+				}
+				if i%10 == 9 { // a client that did not see the ack sends again
+					again, dup, err := s.AppendMessage(ctx, &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "again"})
+					if err != nil || !dup || again.Seq != int64(i+1) || again.Text != m.Text {
+						errs <- fmt.Errorf("%s retried message %d: %+v dup %v err %v", conv, i, again, dup, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	for c := range convs {
+		conv := fmt.Sprint("c", c)
+		ms, err := s.Messages(ctx, conv, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != perConv {
+			t.Fatalf("%s has %d messages after reopening, want %d", conv, len(ms), perConv)
+		}
+		for i, m := range ms {
+			if m.Seq != int64(i+1) || m.ID != fmt.Sprint("m", i) || m.Text != fmt.Sprint(conv, " says ", i) {
+				t.Fatalf("%s message %d after reopening: seq %d id %s text %q", conv, i, m.Seq, m.ID, m.Text)
+			}
+		}
+		cv, err := s.Conversation(ctx, conv)
+		if err != nil || cv.LastSeq != perConv {
+			t.Fatalf("%s last_seq %v (%v), want %d", conv, cv, err, perConv)
+		}
+	}
+}
+
+func TestAppendAfterCloseIsRefused(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	newConv(t, s, "c1")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AppendMessage(context.Background(), &Message{ConversationID: "c1", ID: "late", Kind: KindText}); err != ErrClosed {
+		t.Fatalf("append after close: %v, want ErrClosed", err)
+	}
+}
+
+// crashDirEnv names the store directory of the child process in
+// TestAcknowledgedMessagesSurviveAKill.
+const crashDirEnv = "SEGUE_STORE_CRASH_DIR"
+
+// TestAcknowledgedMessagesSurviveAKill: a child process appends messages
+// from many goroutines, prints each id once AppendMessage returned (the
+// acknowledgement), and exits at once after the last one without closing
+// the store. Every acknowledged message is in the store when it is
+// opened again.
+func TestAcknowledgedMessagesSurviveAKill(t *testing.T) {
+	if dir := os.Getenv(crashDirEnv); dir != "" {
+		crashChild(t, dir)
+		return
+	}
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	for c := range 8 {
+		newConv(t, s, fmt.Sprint("c", c))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestAcknowledgedMessagesSurviveAKill$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Fatalf("child: %v, want exit status 3 right after the last ack\n%s%s", err, out, stderr.String())
+	}
+	acked := map[string][]string{}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if conv, id, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "acked "), "/"); ok && strings.HasPrefix(sc.Text(), "acked ") {
+			acked[conv] = append(acked[conv], id)
+			n++
+		}
+	}
+	if n != 8*50 {
+		t.Fatalf("the child acknowledged %d messages, want %d:\n%s", n, 8*50, out)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	for conv, ids := range acked {
+		ms, err := s.Messages(context.Background(), conv, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != len(ids) {
+			t.Fatalf("%s: %d messages after the kill, %d were acknowledged", conv, len(ms), len(ids))
+		}
+		for i, m := range ms {
+			if m.ID != ids[i] {
+				t.Fatalf("%s message %d is %s after the kill, want %s (acknowledged in that order)", conv, i, m.ID, ids[i])
+			}
+		}
+	}
+}
+
+// crashChild is the child process of TestAcknowledgedMessagesSurviveAKill.
+func crashChild(t *testing.T, dir string) {
+	s := openTest(t, dir)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conv := fmt.Sprint("c", c)
+			for i := range 50 {
+				if _, _, err := s.AppendMessage(context.Background(), &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "x"}); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(1)
+				}
+				mu.Lock()
+				fmt.Printf("acked %s/m%d\n", conv, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	os.Exit(3) // no Close: as if killed right after the last acknowledgement
+}
