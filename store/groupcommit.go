@@ -20,6 +20,10 @@ import (
 // not hold the write lock (and the first callers) for long.
 const maxBatch = 512
 
+// maxCachedConversations bounds the writer's cache of last seqs; past it
+// the cache starts afresh (each conversation's next append reads its seq).
+const maxCachedConversations = 50000
+
 // appendReq is one AppendMessage waiting for the writer.
 type appendReq struct {
 	m    *Message
@@ -33,8 +37,10 @@ type appendResult struct {
 }
 
 // runWriter commits appends in batches until stop is closed. It is the
-// only goroutine that writes messages, so seqs come out in the order the
-// appends arrived.
+// only goroutine that writes messages or last_seq, so seqs come out in the
+// order the appends arrived, and it may remember each conversation's last
+// seq (lastSeq) instead of reading it again; a batch that fails leaves
+// lastSeq as it was.
 func (s *SQLite) runWriter() {
 	defer close(s.writerDone)
 	batch := make([]*appendReq, 0, maxBatch)
@@ -86,6 +92,11 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return nil, err
 	}
 	defer insert.Close()
+	selectLast, err := tx.PrepareContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`)
+	if err != nil {
+		return nil, err
+	}
+	defer selectLast.Close()
 	type convState struct {
 		last    int64
 		updated time.Time
@@ -98,14 +109,16 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		m := r.m
 		cs, ok := convs[m.ConversationID]
 		if !ok {
-			var last int64
-			err := tx.QueryRowContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`, m.ConversationID).Scan(&last)
-			if errors.Is(err, sql.ErrNoRows) {
-				results[i] = appendResult{err: ErrNotFound}
-				continue
-			}
-			if err != nil {
-				return nil, err
+			last, known := s.lastSeq[m.ConversationID]
+			if !known {
+				err := selectLast.QueryRowContext(ctx, m.ConversationID).Scan(&last)
+				if errors.Is(err, sql.ErrNoRows) {
+					results[i] = appendResult{err: ErrNotFound}
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
 			}
 			cs = &convState{last: last}
 			convs[m.ConversationID] = cs
@@ -139,18 +152,28 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		cs.last, cs.updated, cs.changed = out.Seq, out.CreatedAt, true
 		results[i] = appendResult{msg: &out}
 	}
+	update, err := tx.PrepareContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`)
+	if err != nil {
+		return nil, err
+	}
+	defer update.Close()
 	for _, id := range order {
 		cs := convs[id]
 		if !cs.changed {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`,
-			cs.last, unix(cs.updated), id); err != nil {
+		if _, err := update.ExecContext(ctx, cs.last, unix(cs.updated), id); err != nil {
 			return nil, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, err
+	}
+	if len(s.lastSeq) > maxCachedConversations {
+		clear(s.lastSeq)
+	}
+	for _, id := range order {
+		s.lastSeq[id] = convs[id].last
 	}
 	return results, nil
 }

@@ -36,6 +36,8 @@ type SQLite struct {
 	stop       chan struct{}
 	writerDone chan struct{}
 	closeOnce  sync.Once
+	// lastSeq caches conversations' last_seq; owned by the writer.
+	lastSeq map[string]int64
 }
 
 var _ Store = (*SQLite)(nil)
@@ -141,7 +143,8 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}
 	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
-		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{})}
+		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{}),
+		lastSeq: map[string]int64{}}
 	go s.runWriter()
 	return s, nil
 }
