@@ -86,10 +86,12 @@ bench-video:
 	$(GO) test -tags e2e -run '^$$' -bench Relay720p -benchtime 1x ./test/
 
 # Chat load on loopback: a gateway on the bench config in a temp dir, then
-# bench/chatload against it. Figures go to BENCHMARKS.md by hand.
+# bench/chatload against it: AGENTS agents (at most 10 in the bench
+# config) share CUSTOMERS conversations whose customers all send MSGS
+# messages at once. Figures go to BENCHMARKS.md by hand.
 bench-chat: build
 	@dir=$$(mktemp -d); cp bench/chatload/segue-bench.yaml $$dir/; \
 	( cd $$dir && exec $(CURDIR)/$(BIN) serve --config segue-bench.yaml ) & pid=$$!; \
 	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
-	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -conversations $${CONVS:-50} -messages $${MSGS:-100}; rc=$$?; \
+	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40}; rc=$$?; \
 	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc

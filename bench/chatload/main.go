@@ -1,9 +1,12 @@
-// Command chatload measures the gateway's chat path on loopback: it opens
-// conversations as customers, accepts them as one agent, sends messages and
-// reports the store-and-acknowledge latency and the customer-to-agent
-// delivery latency, with throughput. Counts and run time are bounded.
+// Command chatload measures the gateway's chat path on loopback: it signs
+// in agents, opens one conversation per customer, lets the agents accept
+// them (each agent holds its share), then every customer sends its
+// messages at once with the others, each waiting for its ack before the
+// next. It reports the store-and-acknowledge latency, the
+// customer-to-agent delivery latency and the throughput. Counts and run
+// time are bounded.
 //
-//	go run ./bench/chatload -url http://127.0.0.1:8090 -agent bench -password bench-password
+//	go run ./bench/chatload -url http://127.0.0.1:8090 -agents 10 -customers 500 -messages 40
 package main
 
 import (
@@ -26,98 +29,93 @@ import (
 
 func main() {
 	base := flag.String("url", "http://127.0.0.1:8090", "gateway base URL (loopback only)")
-	agentID := flag.String("agent", "bench", "agent id")
-	password := flag.String("password", "bench-password", "agent password")
-	convs := flag.Int("conversations", 50, "concurrent conversations (1-1000)")
-	msgs := flag.Int("messages", 100, "messages per conversation (1-10000)")
+	agentID := flag.String("agent", "bench", "the first agent's id; the others are <id>-2, <id>-3, ...")
+	password := flag.String("password", "bench-password", "agents' password")
+	agents := flag.Int("agents", 1, "agents signed in, sharing the conversations (1-100; the config must list them)")
+	convs := flag.Int("customers", 50, "customers, one conversation each, sending at the same time (1-5000)")
+	flag.IntVar(convs, "conversations", 50, "same as -customers")
+	msgs := flag.Int("messages", 100, "messages per customer (1-10000)")
 	limit := flag.Duration("timeout", 2*time.Minute, "stop after this long")
 	flag.Parse()
-	if err := run(*base, *agentID, *password, *convs, *msgs, *limit); err != nil {
+	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(base, agentID, password string, nconv, nmsg int, limit time.Duration) error {
+func run(base, agentID, password string, nagents, nconv, nmsg int, limit time.Duration) error {
 	u, err := url.Parse(base)
 	if err != nil || !isLoopback(u.Hostname()) {
 		return errors.New("-url must point at a loopback address")
 	}
-	if nconv < 1 || nconv > 1000 || nmsg < 1 || nmsg > 10000 {
-		return errors.New("-conversations 1-1000, -messages 1-10000")
+	if nagents < 1 || nagents > 100 || nconv < 1 || nconv > 5000 || nmsg < 1 || nmsg > 10000 {
+		return errors.New("-agents 1-100, -customers 1-5000, -messages 1-10000")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws"
-
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	resp, err := hc.Post(base+"/api/v1/agent/login", "application/json",
-		strings.NewReader(fmt.Sprintf(`{"id":%q,"password":%q}`, agentID, password)))
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent login: %s", resp.Status)
-	}
-	agent, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		return err
-	}
-	defer agent.CloseNow()
-	agent.SetReadLimit(1 << 24)
 	send := func(c *websocket.Conn, v any) error {
 		b, _ := json.Marshal(v)
 		return c.Write(ctx, websocket.MessageText, b)
 	}
-	if err := send(agent, map[string]any{"type": "hello"}); err != nil {
-		return err
-	}
 
-	// The agent side: accept offers, time stamp deliveries.
+	// The agents' side: accept offers, time stamp deliveries.
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var delivery []time.Duration
 	accepted := make(chan string, nconv)
-	go func() {
-		for {
-			_, b, err := agent.Read(ctx)
-			if err != nil {
-				return
-			}
-			var f struct {
-				Type         string `json:"type"`
-				Conversation struct {
-					ID string `json:"id"`
-				} `json:"conversation"`
-				Message struct {
-					ID string `json:"id"`
-				} `json:"message"`
-			}
-			if json.Unmarshal(b, &f) != nil {
-				continue
-			}
-			switch f.Type {
-			case "offer":
-				_ = send(agent, map[string]any{"type": "accept", "conversation_id": f.Conversation.ID})
-			case "history":
-				var h struct {
-					ID string `json:"conversation_id"`
-				}
-				_ = json.Unmarshal(b, &h)
-				accepted <- h.ID
-			case "message":
-				now := time.Now()
-				mu.Lock()
-				if t, ok := sent[f.Message.ID]; ok {
-					delivery = append(delivery, now.Sub(t))
-					delete(sent, f.Message.ID)
-				}
-				mu.Unlock()
-			}
+	for i := range nagents {
+		id := agentID
+		if i > 0 {
+			id = fmt.Sprintf("%s-%d", agentID, i+1)
 		}
-	}()
+		agent, err := signIn(ctx, base, wsURL, id, password)
+		if err != nil {
+			return err
+		}
+		defer agent.CloseNow()
+		if err := send(agent, map[string]any{"type": "hello"}); err != nil {
+			return err
+		}
+		go func() {
+			for {
+				_, b, err := agent.Read(ctx)
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				var f struct {
+					Type         string `json:"type"`
+					Conversation struct {
+						ID string `json:"id"`
+					} `json:"conversation"`
+					Message struct {
+						ID string `json:"id"`
+					} `json:"message"`
+				}
+				if json.Unmarshal(b, &f) != nil {
+					continue
+				}
+				switch f.Type {
+				case "offer":
+					_ = send(agent, map[string]any{"type": "accept", "conversation_id": f.Conversation.ID})
+				case "history":
+					var h struct {
+						ID string `json:"conversation_id"`
+					}
+					_ = json.Unmarshal(b, &h)
+					accepted <- h.ID
+				case "message":
+					mu.Lock()
+					if t, ok := sent[f.Message.ID]; ok {
+						delivery = append(delivery, now.Sub(t))
+						delete(sent, f.Message.ID)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
 
 	type customer struct {
 		conn *websocket.Conn
@@ -205,10 +203,31 @@ func run(base, agentID, password string, nconv, nmsg int, limit time.Duration) e
 	d := slices.Clone(delivery)
 	mu.Unlock()
 	total := nconv * nmsg
-	fmt.Printf("conversations %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
+	fmt.Printf("agents %d, customers %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nagents, nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
 	fmt.Printf("ack (stored, acknowledged): %s\n", percentiles(all))
 	fmt.Printf("delivery to the agent:      %s (%d of %d seen)\n", percentiles(d), len(d), total)
 	return nil
+}
+
+// signIn logs agent id in and opens its console socket.
+func signIn(ctx context.Context, base, wsURL, id, password string) (*websocket.Conn, error) {
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := hc.Post(base+"/api/v1/agent/login", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"id":%q,"password":%q}`, id, password)))
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("agent %s login: %s (is it in the config?)", id, resp.Status)
+	}
+	c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(1 << 24)
+	return c, nil
 }
 
 func percentiles(ds []time.Duration) string {
