@@ -60,7 +60,9 @@ var benchLine = regexp.MustCompile(`BenchmarkStages/gopus/call(?:-\d+)?\s+\d+\s+
 // disturbed run as a share of one core per call.
 func codecFloor(ctx context.Context, cpu int, benchtime string) (float64, error) {
 	argv := pinned(cpu, "go", "test", "-run", "^$", "-bench", "^BenchmarkStages$/^gopus$/^call$", "-benchtime", benchtime, "-count", "3", "./transcode/")
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = moduleRoot()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out)
 	}

@@ -292,10 +292,21 @@ func buildSegue(ctx context.Context, out, tags string) error {
 		args = append(args, "-tags", tags)
 	}
 	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/segue")...)
+	cmd.Dir = moduleRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", out, err, b)
 	}
 	return nil
+}
+
+// moduleRoot returns the directory of the module's go.mod (the current
+// directory if go cannot tell), where go build and go test run.
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return filepath.Dir(gomod)
+	}
+	return "."
 }
 
 var pinOnce sync.Once
