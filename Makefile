@@ -12,7 +12,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Opus build, and sipvicious for the extension sweep of the attack tests.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean
+.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
 
 all: build
 
@@ -95,3 +95,21 @@ bench-chat: build
 	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
 	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40}; rc=$$?; \
 	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# Concurrent calls on loopback, side by side (bench/callload -compare):
+# Segue with gopus, with libopus, with G.711 from the browser, and
+# rtpengine doing the same Opus <-> PCMU work, each pinned to CPU 1 with the
+# generator and the SIPp echo phone on CPU 0, then the codec floor. A short
+# run (CALLS=20 calls held HOLD=20s each, about 3 minutes); not part of
+# make test. Figures go to BENCHMARKS.md by hand.
+BENCH_CALL_PKGS := sip-tester rtpengine-daemon libopus-dev pkg-config
+bench-calls:
+	@missing=""; for p in $(BENCH_CALL_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) run ./bench/callload -compare -build -calls $${CALLS:-20} -hold $${HOLD:-20s} -ramp 10

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/logging"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	pwebrtc "github.com/pion/webrtc/v4"
+
+	"github.com/segue-rtc/segue/transcode"
+)
+
+// generator plays every customer's browser. It is built to cost less than
+// what it measures: one UDP socket shared by all peer connections (ICE
+// UDP mux), one pion API (settings and media engine) for all of them, no
+// interceptors (no reports, NACK or congestion control: the gateway's
+// cost does not depend on them for audio), one goroutine that sends every
+// call's next packet each 20 ms, and per call only pion's own goroutines
+// plus one reader of the returned audio and one of RTCP.
+type generator struct {
+	api      *pwebrtc.API
+	conn     net.PacketConn
+	mux      ice.UDPMux
+	pcmu     bool
+	codec    pwebrtc.RTPCodecCapability
+	payloads [][]byte
+	// step is the RTP timestamp increment of one packet.
+	step uint32
+
+	mu     sync.Mutex
+	active []*call
+}
+
+// newGenerator opens the shared UDP socket on 127.0.0.1 and pre-encodes
+// the microphone: Opus, or PCMU when pcmu is set (the customer then
+// offers PCMU only, and the gateway needs no transcoding).
+func newGenerator(pcmu bool) (*generator, error) {
+	g := &generator{pcmu: pcmu}
+	var err error
+	me := &pwebrtc.MediaEngine{}
+	if pcmu {
+		g.codec = pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypePCMU, ClockRate: 8000}
+		g.step = 160
+		g.payloads, err = micPCMU()
+		if err == nil {
+			err = me.RegisterCodec(pwebrtc.RTPCodecParameters{RTPCodecCapability: g.codec, PayloadType: 0}, pwebrtc.RTPCodecTypeAudio)
+		}
+	} else {
+		g.codec = pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
+		g.step = 960
+		g.payloads, err = micOpus()
+		if err == nil {
+			err = me.RegisterCodec(pwebrtc.RTPCodecParameters{RTPCodecCapability: g.codec, PayloadType: 111}, pwebrtc.RTPCodecTypeAudio)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	g.conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	var se pwebrtc.SettingEngine
+	se.LoggerFactory = lf
+	g.mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), g.conn)
+	se.SetICEUDPMux(g.mux)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	// rtpengine may send media as soon as ICE and DTLS are up, before
+	// pion has finished applying its answer.
+	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
+	g.api = pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
+	return g, nil
+}
+
+// close closes the shared socket.
+func (g *generator) close() {
+	_ = g.mux.Close()
+	_ = g.conn.Close()
+}
+
+// call is one customer's call and what the generator measured of it.
+type call struct {
+	idx   int
+	gen   *generator
+	pc    *pwebrtc.PeerConnection
+	track *pwebrtc.TrackLocalStaticRTP
+	wg    sync.WaitGroup
+
+	// Set by the sender goroutine only.
+	pkt rtp.Packet
+	pos int
+
+	sending    atomic.Bool
+	sent       atomic.Uint64
+	goodFrames atomic.Uint64
+	firstAudio atomic.Int64 // unix ns of the first returned frame with the marker
+	mediaUp    atomic.Int64 // unix ns when ICE and DTLS connected
+	rrLost     atomic.Int64 // cumulative loss the far end reported by RTCP (RFC 3550 §6.4.1)
+	rrSeen     atomic.Bool
+
+	// Owned by the receiver goroutine until wg.Wait.
+	frames frameLog
+	rx     seqCounter
+
+	// Owned by the call's own goroutine in run.
+	started   time.Time // voice.start sent (or the ng offer)
+	connected time.Time // the gateway said connected (or media up, for rtpengine)
+	stopped   time.Time // the generator stopped sending
+	fail      string
+	// decodeErr is set by the receiver goroutine (read after wg.Wait).
+	decodeErr error
+	record    *callRecord
+	convID    string
+	token     string
+}
+
+// newCall builds a customer's peer connection with its microphone track.
+func (g *generator) newCall(idx int) (*call, error) {
+	pc, err := g.api.NewPeerConnection(pwebrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	c := &call{idx: idx, gen: g, pc: pc}
+	c.track, err = pwebrtc.NewTrackLocalStaticRTP(g.codec, "audio", fmt.Sprintf("customer-%d", idx))
+	if err == nil {
+		var sender *pwebrtc.RTPSender
+		sender, err = pc.AddTrack(c.track)
+		if err == nil {
+			c.wg.Add(1)
+			go c.readRTCP(sender)
+		}
+	}
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	c.pkt = rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: uint16(idx * 7919), Timestamp: uint32(idx) * 104729}}
+	pc.OnConnectionStateChange(func(s pwebrtc.PeerConnectionState) {
+		if s == pwebrtc.PeerConnectionStateConnected && c.mediaUp.CompareAndSwap(0, time.Now().UnixNano()) {
+			c.sending.Store(true)
+			g.mu.Lock()
+			g.active = append(g.active, c)
+			g.mu.Unlock()
+		}
+	})
+	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) {
+		if tr.Kind() != pwebrtc.RTPCodecTypeAudio {
+			return
+		}
+		c.wg.Add(1)
+		go c.readAudio(tr)
+	})
+	return c, nil
+}
+
+// offer creates the customer's offer with every candidate gathered (one
+// host candidate on the shared socket).
+func (c *call) offer() (string, error) {
+	o, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		return "", err
+	}
+	done := pwebrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(o); err != nil {
+		return "", err
+	}
+	<-done
+	return c.pc.LocalDescription().SDP, nil
+}
+
+// readRTCP keeps the cumulative loss of the far end's receiver reports
+// about our stream.
+func (c *call) readRTCP(s *pwebrtc.RTPSender) {
+	defer c.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			var reports []rtcp.ReceptionReport
+			switch r := p.(type) {
+			case *rtcp.ReceiverReport:
+				reports = r.Reports
+			case *rtcp.SenderReport:
+				reports = r.Reports
+			}
+			for _, rr := range reports {
+				c.rrLost.Store(int64(rr.TotalLost))
+				c.rrSeen.Store(true)
+			}
+		}
+	}
+}
+
+// readAudio decodes the returned audio, frame by frame, and logs the
+// frames that carry the marker.
+func (c *call) readAudio(tr *pwebrtc.TrackRemote) {
+	defer c.wg.Done()
+	judge, err := c.gen.frameJudge()
+	if err != nil {
+		c.decodeErr = err
+		return
+	}
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		c.rx.add(pkt.SequenceNumber)
+		if judge(pkt.Payload) {
+			now := time.Now()
+			c.frames.add(now)
+			c.goodFrames.Add(1)
+			c.firstAudio.CompareAndSwap(0, now.UnixNano())
+		}
+	}
+}
+
+// frameJudge returns a function that decodes one returned payload to
+// 8 kHz and says whether it carries the marker.
+func (g *generator) frameJudge() (func([]byte) bool, error) {
+	if g.pcmu {
+		sink := &lastFrame{}
+		dec, err := transcode.NewULawDecoder(sink)
+		if err != nil {
+			return nil, err
+		}
+		return func(p []byte) bool {
+			sink.pcm = sink.pcm[:0]
+			return dec.WriteSample(p) == nil && hasMarker(sink.pcm, 8000)
+		}, nil
+	}
+	dec, err := transcode.GoOpus().NewDecoder(8000)
+	if err != nil {
+		return nil, err
+	}
+	pcm := make([]int16, 960)
+	return func(p []byte) bool {
+		n, err := dec.Decode(p, pcm)
+		return err == nil && hasMarker(pcm[:n], 8000)
+	}, nil
+}
+
+// lastFrame keeps the last frame written to it.
+type lastFrame struct{ pcm transcode.PCM16 }
+
+func (l *lastFrame) WriteSample(s transcode.PCM16) error {
+	l.pcm = append(l.pcm[:0], s...)
+	return nil
+}
+func (l *lastFrame) SampleRate() int { return 8000 }
+func (l *lastFrame) String() string  { return "last frame" }
+func (l *lastFrame) Close() error    { return nil }
+
+// maxCatchUp bounds how many packets per call the sender sends at once
+// after it was held up, as a browser's would.
+const maxCatchUp = 5
+
+// send runs the one sender of every call until stop is closed: each 20 ms
+// of media time, the next packet of each call whose media is up. When the
+// generator falls behind it catches up (at most maxCatchUp frames), so
+// that what the gateway gets keeps media time.
+func (g *generator) send(stop <-chan struct{}) {
+	start := time.Now()
+	tk := time.NewTicker(frameDur)
+	defer tk.Stop()
+	var ticks int64
+	var batch []*call
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tk.C:
+			due := int64(now.Sub(start) / frameDur)
+			n := min(due-ticks, maxCatchUp)
+			ticks = due
+			g.mu.Lock()
+			batch = append(batch[:0], g.active...)
+			g.mu.Unlock()
+			for range n {
+				for _, c := range batch {
+					if c.sending.Load() {
+						c.sendNext()
+					}
+				}
+			}
+		}
+	}
+}
+
+func (c *call) sendNext() {
+	g := c.gen
+	c.pkt.Payload = g.payloads[c.pos%len(g.payloads)]
+	c.pos++
+	if err := c.track.WriteRTP(&c.pkt); err != nil && !errors.Is(err, net.ErrClosed) {
+		return
+	}
+	c.sent.Add(1)
+	c.pkt.Marker = false
+	c.pkt.SequenceNumber++
+	c.pkt.Timestamp += g.step
+}
+
+// stop stops the call's microphone and removes it from the sender's list.
+func (c *call) stop() {
+	if c.sending.Swap(false) {
+		c.stopped = time.Now()
+	}
+	g := c.gen
+	g.mu.Lock()
+	for i, a := range g.active {
+		if a == c {
+			g.active = append(g.active[:i], g.active[i+1:]...)
+			break
+		}
+	}
+	g.mu.Unlock()
+}
+
+// close closes the peer connection and waits for the call's readers.
+func (c *call) close() {
+	c.stop()
+	_ = c.pc.Close()
+	c.wg.Wait()
+}

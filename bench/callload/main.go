@@ -1,0 +1,256 @@
+// Command callload measures how many concurrent escalated calls a Segue
+// gateway carries, and how well. Each simulated customer is a pion peer
+// that opens a chat through the documented API, has it accepted by an
+// agent, escalates to voice and sends pre-encoded Opus (speech-like audio
+// over a marker tone) for the hold time; the far end is SIPp answering at
+// once and echoing the audio (-rtp_echo). What comes back is decoded and
+// judged frame by frame: a 20 ms frame is good when it carries the marker.
+//
+// It reports calls attempted, established and failed (with reasons),
+// set-up times, frames without the marker and the longest gap, packet loss
+// each way, the target's CPU and memory per call, goroutines, the
+// generator's own CPU, and the gateway's own call records beside them.
+//
+// Modes:
+//
+//	callload -gateway http://127.0.0.1:8080 -admin http://127.0.0.1:9090 -pid 1234 -agent alice -password ...
+//	    attach to a running gateway (its trunk must lead to an answering echo phone)
+//	callload -start
+//	    build bin/segue, start SIPp and the gateway pinned to CPU 1 (the
+//	    generator and SIPp on CPU 0), then measure
+//	callload -compare
+//	    side by side: Segue with gopus, with libopus, with G.711 from the
+//	    browser (no transcoding), rtpengine doing the same Opus ↔ PCMU work,
+//	    and the codec floor from BenchmarkStages
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command line.
+type options struct {
+	calls        int
+	ramp         float64
+	hold         time.Duration
+	setupTimeout time.Duration
+	gateway      string
+	admin        string
+	pid          int
+	agents       string
+	password     string
+	pcmu         bool
+	start        bool
+	compare      bool
+	segueBin     string
+	build        bool
+	pin          bool
+	agentCount   int
+	floorTime    string
+	keep         bool
+	progress     io.Writer
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.calls, "calls", 20, "concurrent calls (1-2000)")
+	flag.Float64Var(&o.ramp, "ramp", 10, "call starts per second")
+	flag.DurationVar(&o.hold, "hold", 20*time.Second, "how long the calls are held together once all are up (the measuring window)")
+	flag.DurationVar(&o.setupTimeout, "setup-timeout", 30*time.Second, "longest set-up of one call (chat, accept, voice.start → connected)")
+	flag.StringVar(&o.gateway, "gateway", "http://127.0.0.1:8080", "attach: the gateway's public URL (loopback only)")
+	flag.StringVar(&o.admin, "admin", "", "attach: the gateway's admin listener URL (http.admin_listen), for go_goroutines")
+	flag.IntVar(&o.pid, "pid", 0, "attach: the gateway's process id, for CPU and memory")
+	flag.StringVar(&o.agents, "agent", "", "attach: agent ids (comma-separated) that accept the conversations")
+	flag.StringVar(&o.password, "password", "", "attach: the agents' password")
+	flag.BoolVar(&o.pcmu, "pcmu", false, "customers offer PCMU only (G.711 passthrough, no transcoding)")
+	flag.BoolVar(&o.start, "start", false, "start SIPp and the gateway (bin/segue) in a temp dir instead of attaching")
+	flag.BoolVar(&o.compare, "compare", false, "run Segue (gopus, libopus, G.711 passthrough) and rtpengine side by side, with the codec floor")
+	flag.StringVar(&o.segueBin, "segue-bin", "bin/segue", "-start: the gateway binary (built from ./cmd/segue when missing or with -build)")
+	flag.BoolVar(&o.build, "build", false, "-start/-compare: build the gateway binaries even if present")
+	flag.BoolVar(&o.pin, "pin", true, "-start/-compare: pin the target to CPU 1, the generator and SIPp to CPU 0 (needs 2 CPUs)")
+	flag.IntVar(&o.agentCount, "agents", 1, "-start/-compare: agents accepting the conversations")
+	flag.StringVar(&o.floorTime, "floor-benchtime", "500ms", "-compare: benchtime of the codec floor benchmark")
+	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir (configs and logs)")
+	flag.Parse()
+	o.progress = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "callload:", err)
+		os.Exit(1)
+	}
+}
+
+func (o options) check() error {
+	var errs []error
+	if o.calls < 1 || o.calls > 2000 {
+		errs = append(errs, errors.New("-calls: 1-2000"))
+	}
+	if o.ramp <= 0 {
+		errs = append(errs, errors.New("-ramp: must be > 0"))
+	}
+	if o.hold < time.Second {
+		errs = append(errs, errors.New("-hold: at least 1s"))
+	}
+	if o.agentCount < 1 {
+		errs = append(errs, errors.New("-agents: at least 1"))
+	}
+	if !o.start && !o.compare {
+		u, err := url.Parse(o.gateway)
+		if err != nil || !isLoopback(u.Hostname()) {
+			errs = append(errs, errors.New("-gateway: must be a loopback URL"))
+		}
+		if o.agents == "" || o.password == "" {
+			errs = append(errs, errors.New("-agent and -password: needed to accept the conversations"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
+}
+
+// run runs the mode o asks for and prints the reports to w; it returns
+// them too.
+func run(ctx context.Context, o options, w io.Writer) error {
+	_, err := runReports(ctx, o, w)
+	return err
+}
+
+func runReports(ctx context.Context, o options, w io.Writer) ([]*report, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	if !o.start && !o.compare {
+		r, err := runScenario(ctx, o.scenario("segue", &gatewayTarget{api: newChatAPI(o.gateway), agents: strings.Split(o.agents, ","), password: o.password}, o.pid, metricsURL(o.admin)))
+		if err != nil {
+			return nil, err
+		}
+		r.print(w)
+		return []*report{r}, nil
+	}
+	genCPU, targetCPU := -1, -1
+	if o.pin {
+		if runtime.NumCPU() < 2 {
+			return nil, errors.New("-pin needs 2 CPUs (use -pin=false)")
+		}
+		genCPU, targetCPU = 0, 1
+		if err := pinSelf(genCPU); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "callload-")
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		fmt.Fprintln(o.progress, "run directory:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	phone, err := startSIPp(dir, genCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer phone.stop()
+	env := &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}
+	if !o.compare {
+		if err := env.ensureBin(ctx, o.segueBin, "", o.build); err != nil {
+			return nil, err
+		}
+		label := "segue"
+		if o.pcmu {
+			label = "segue, G.711 from the browser"
+		}
+		r, err := env.segue(ctx, label, o.segueBin, o.pcmu)
+		if err != nil {
+			return nil, err
+		}
+		r.print(w)
+		return []*report{r}, nil
+	}
+	return env.compare(ctx, w)
+}
+
+func metricsURL(admin string) string {
+	if admin == "" {
+		return ""
+	}
+	return strings.TrimRight(admin, "/") + "/metrics"
+}
+
+func (o options) scenario(label string, t target, pid int, metrics string) scenario {
+	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, setupTimeout: o.setupTimeout,
+		target: t, pid: pid, metricsURL: metrics, progress: o.progress}
+}
+
+// runEnv is what -start and -compare share: the run's directory and the
+// echo phone.
+type runEnv struct {
+	o         options
+	dir       string
+	phone     *sipp
+	targetCPU int
+	runs      int
+}
+
+// ensureBin builds bin with tags unless it exists (and build is unset).
+func (e *runEnv) ensureBin(ctx context.Context, bin, tags string, build bool) error {
+	if _, err := os.Stat(bin); err == nil && !build {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.o.progress, "building %s %s\n", bin, tags)
+	return buildSegue(ctx, bin, tags)
+}
+
+// segue starts a fresh gateway from bin and runs the scenario on it.
+func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*report, error) {
+	e.runs++
+	dir := filepath.Join(e.dir, fmt.Sprintf("segue-%d", e.runs))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := startSegue(dir, abs, config, url, admin, e.targetCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	agents := make([]string, e.o.agentCount)
+	for i := range agents {
+		agents[i] = fmt.Sprintf("%s%d", benchAgentPrefix, i+1)
+	}
+	o := e.o
+	o.pcmu = pcmu
+	r, err := runScenario(ctx, o.scenario(label, &gatewayTarget{api: newChatAPI(url), agents: agents, password: benchAgentPassword}, gw.pid(), metricsURL(admin)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w\n%s", label, err, gw.tail())
+	}
+	if gw.exited() {
+		return r, fmt.Errorf("%s: the gateway exited during the run: %s", label, gw.tail())
+	}
+	return r, nil
+}

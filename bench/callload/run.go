@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// scenario is one measured run: N customers against one target.
+type scenario struct {
+	label string
+	calls int
+	ramp  float64       // call starts per second
+	hold  time.Duration // how long every call is held once all are up
+	pcmu  bool          // customers offer PCMU only
+	// setupTimeout bounds one call's set-up (chat, voice.start → connected).
+	setupTimeout time.Duration
+	target       target
+	// pid is the process whose CPU and memory are measured (0: none);
+	// metricsURL its Prometheus page for goroutines (empty: none).
+	pid        int
+	metricsURL string
+	progress   io.Writer
+}
+
+// target is what the customers call: the gateway through its API, or
+// rtpengine through its ng protocol.
+type target interface {
+	// prepare runs once before the first call (agents sign in).
+	prepare(ctx context.Context) error
+	// setup places call c and returns once it is connected, with c's
+	// times set, or an error whose text is the failure's reason.
+	setup(ctx context.Context, c *call) (leg, error)
+}
+
+// leg is a placed call on the target's side.
+type leg interface {
+	// hangup ends the call.
+	hangup(ctx context.Context)
+	// record returns the target's own record of the call, if it keeps one.
+	record(ctx context.Context) *callRecord
+}
+
+// placed is a call with its leg, or the reason it failed.
+type placed struct {
+	c   *call
+	leg leg
+	err error
+}
+
+// runScenario runs s and returns its report.
+func runScenario(ctx context.Context, s scenario) (*report, error) {
+	gen, err := newGenerator(s.pcmu)
+	if err != nil {
+		return nil, err
+	}
+	defer gen.close()
+	stopSend := make(chan struct{})
+	var sendWG sync.WaitGroup
+	sendWG.Add(1)
+	go func() { defer sendWG.Done(); gen.send(stopSend) }()
+	defer func() { close(stopSend); sendWG.Wait() }()
+
+	r := &report{label: s.label, attempted: s.calls, failures: map[string]int{}}
+	if s.pid > 0 {
+		time.Sleep(500 * time.Millisecond)
+		idle, err := sampleProc(s.pid)
+		if err != nil {
+			return nil, fmt.Errorf("gateway process: %w", err)
+		}
+		r.rssIdle = idle.rss
+	}
+	r.goroutinesIdle = goroutines(ctx, s.metricsURL)
+	if err := s.target.prepare(ctx); err != nil {
+		return nil, err
+	}
+
+	var established, failed atomic.Int64
+	results := make([]placed, s.calls)
+	var wg sync.WaitGroup
+	start := time.Now()
+	progressDone := make(chan struct{})
+	var progWG sync.WaitGroup
+	progWG.Add(1)
+	go func() {
+		defer progWG.Done()
+		s.printProgress(start, gen, &established, &failed, progressDone)
+	}()
+	for i := range s.calls {
+		slot := start.Add(time.Duration(float64(i) / s.ramp * float64(time.Second)))
+		select {
+		case <-time.After(time.Until(slot)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := gen.newCall(i)
+			if err != nil {
+				results[i] = placed{err: err}
+				failed.Add(1)
+				return
+			}
+			sctx, cancel := context.WithTimeout(ctx, s.setupTimeout)
+			defer cancel()
+			l, err := s.target.setup(sctx, c)
+			results[i] = placed{c: c, leg: l, err: err}
+			if err != nil {
+				failed.Add(1)
+			} else {
+				established.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	allUp := time.Now()
+	r.rampTime = allUp.Sub(start)
+
+	// Steady state: every call that could be set up is up.
+	time.Sleep(time.Second)
+	var a, b, selfA, selfB procSample
+	if s.pid > 0 {
+		a, _ = sampleProc(s.pid)
+	}
+	selfA, _ = sampleProc(os.Getpid())
+	select {
+	case <-time.After(s.hold):
+	case <-ctx.Done():
+	}
+	if s.pid > 0 {
+		b, _ = sampleProc(s.pid)
+		r.gwCPU = cpuShare(a, b)
+		r.rssLoaded = b.rss
+	}
+	selfB, _ = sampleProc(os.Getpid())
+	r.genCPU = cpuShare(selfA, selfB)
+	r.steady = b.at.Sub(a.at)
+	if s.pid == 0 {
+		r.steady = selfB.at.Sub(selfA.at)
+	}
+	r.goroutinesLoaded = goroutines(ctx, s.metricsURL)
+	close(progressDone)
+	progWG.Wait()
+
+	// Stop the microphones, let the last returned audio arrive, hang up.
+	for _, p := range results {
+		if p.c != nil {
+			p.c.stop()
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	for _, p := range results {
+		if p.leg == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); p.leg.hangup(hctx) }()
+	}
+	wg.Wait()
+	for _, p := range results {
+		if p.c != nil {
+			p.c.close()
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the gateway writes its call records
+	for _, p := range results {
+		if p.leg == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); p.c.record = p.leg.record(hctx) }()
+	}
+	wg.Wait()
+	r.add(results)
+	return r, nil
+}
+
+func (s scenario) printProgress(start time.Time, gen *generator, up, failed *atomic.Int64, done <-chan struct{}) {
+	if s.progress == nil {
+		return
+	}
+	tk := time.NewTicker(2 * time.Second)
+	defer tk.Stop()
+	var last procSample
+	if s.pid > 0 {
+		last, _ = sampleProc(s.pid)
+	}
+	for {
+		select {
+		case <-done:
+			return
+		case <-tk.C:
+		}
+		gen.mu.Lock()
+		media := len(gen.active)
+		var good uint64
+		for _, c := range gen.active {
+			good += c.goodFrames.Load()
+		}
+		gen.mu.Unlock()
+		cpu := ""
+		if s.pid > 0 {
+			now, err := sampleProc(s.pid)
+			if err == nil {
+				cpu = fmt.Sprintf("  target cpu %.0f%% rss %d MB", 100*cpuShare(last, now), now.rss>>20)
+				last = now
+			}
+		}
+		fmt.Fprintf(s.progress, "[%s] %5.1fs  connected %d/%d  failed %d  sending %d  marker frames back %d%s\n",
+			s.label, time.Since(start).Seconds(), up.Load(), s.calls, failed.Load(), media, good, cpu)
+	}
+}
+
+func goroutines(ctx context.Context, url string) int {
+	if url == "" {
+		return 0
+	}
+	m, err := scrapeMetrics(ctx, url)
+	if err != nil {
+		return 0
+	}
+	return int(m["go_goroutines"])
+}
+
+// report is what one scenario measured.
+type report struct {
+	label       string
+	attempted   int
+	established int
+	failures    map[string]int
+	rampTime    time.Duration
+	steady      time.Duration
+
+	setupConnected []time.Duration // voice.start → connected
+	setupAudio     []time.Duration // voice.start → first returned frame with the marker
+	bad            []float64       // per call, share of frames without the marker
+	gaps           []time.Duration // per call, longest gap
+	sentUp         uint64          // packets the customers sent
+	lostUp         int64           // of them, lost as the far end's reports say
+	reportsUp      int             // calls with a receiver report
+	recvDown       uint64          // packets returned to customers
+	lostDown       uint64          // of them, missing by sequence number
+
+	gwCPU            float64 // share of one core over the steady window
+	genCPU           float64
+	rssIdle          int64
+	rssLoaded        int64
+	goroutinesIdle   int
+	goroutinesLoaded int
+
+	records    int     // gateway call records read
+	recLoss    float64 // mean loss_percent
+	recMOS     float64 // mean MOS
+	recSentPct float64 // packets sent toward the phone, % of 50/s while answered
+}
+
+func (r *report) add(results []placed) {
+	var recs []*callRecord
+	for _, p := range results {
+		if p.err != nil {
+			r.failures[reason(p.err)]++
+			continue
+		}
+		c := p.c
+		r.established++
+		r.setupConnected = append(r.setupConnected, c.connected.Sub(c.started))
+		from := time.Unix(0, c.firstAudio.Load())
+		if c.firstAudio.Load() == 0 {
+			r.bad = append(r.bad, 1)
+			r.gaps = append(r.gaps, c.stopped.Sub(c.connected))
+		} else {
+			r.setupAudio = append(r.setupAudio, from.Sub(c.started))
+			_, _, bad, gap := c.frames.judge(from, c.stopped)
+			r.bad = append(r.bad, bad)
+			r.gaps = append(r.gaps, gap)
+		}
+		r.sentUp += c.sent.Load()
+		if c.rrSeen.Load() {
+			r.reportsUp++
+			r.lostUp += c.rrLost.Load()
+		}
+		lost, expected := c.rx.lost()
+		r.recvDown += expected - lost
+		r.lostDown += lost
+		if c.record != nil {
+			recs = append(recs, c.record)
+		}
+	}
+	for _, rec := range recs {
+		r.records++
+		r.recLoss += rec.Quality.LossPercent
+		r.recMOS += rec.Quality.MOS
+		if rec.AnsweredAt != nil && rec.EndedAt != nil {
+			if d := rec.EndedAt.Sub(*rec.AnsweredAt); d > 0 {
+				r.recSentPct += 100 * float64(rec.Quality.PacketsSent) / (d.Seconds() * 50)
+			}
+		}
+	}
+	if r.records > 0 {
+		r.recLoss /= float64(r.records)
+		r.recMOS /= float64(r.records)
+		r.recSentPct /= float64(r.records)
+	}
+}
+
+// reason shortens an error to a failure class: the text before any
+// per-call detail in parentheses.
+func reason(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, " ("); i > 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// heldUnder returns how many calls had fewer than limit of their frames bad.
+func (r *report) heldUnder(limit float64) int {
+	n := 0
+	for _, b := range r.bad {
+		if b < limit {
+			n++
+		}
+	}
+	return n
+}
+
+// cpuPerCall is the share of one core per established call.
+func (r *report) cpuPerCall() float64 {
+	if r.established == 0 {
+		return 0
+	}
+	return r.gwCPU / float64(r.established)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	return s[(len(s)-1)/2]
+}
+
+// print writes the report.
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "== %s\n", r.label)
+	fmt.Fprintf(w, "calls: attempted %d, established %d, failed %d (all up after %.1fs, steady window %.1fs)\n",
+		r.attempted, r.established, r.attempted-r.established, r.rampTime.Seconds(), r.steady.Seconds())
+	reasons := make([]string, 0, len(r.failures))
+	for k := range r.failures {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "  failed %d× %s\n", r.failures[k], k)
+	}
+	fmt.Fprintf(w, "set-up p50/p95/p99: voice.start → connected %s; → first returned audio %s\n", quantiles(r.setupConnected), quantiles(r.setupAudio))
+	worst := 0.0
+	for _, b := range r.bad {
+		worst = max(worst, b)
+	}
+	var gaps []time.Duration
+	gaps = append(gaps, r.gaps...)
+	fmt.Fprintf(w, "audio by content: frames without the marker, median call %.2f%%, worst call %.2f%%; calls under 1%%: %d of %d; longest gap p50 %s, max %s\n",
+		100*median(r.bad), 100*worst, r.heldUnder(0.01), r.established, ms(percentile(gaps, 0.5)), ms(percentile(gaps, 1)))
+	up := "no receiver reports"
+	if r.reportsUp > 0 && r.sentUp > 0 {
+		up = fmt.Sprintf("%.2f%% (%d of %d, from the far end's RTCP reports of %d calls)", 100*float64(r.lostUp)/float64(r.sentUp), r.lostUp, r.sentUp, r.reportsUp)
+	}
+	down := "none received"
+	if r.recvDown+r.lostDown > 0 {
+		down = fmt.Sprintf("%.2f%% (%d of %d, by sequence number)", 100*float64(r.lostDown)/float64(r.recvDown+r.lostDown), r.lostDown, r.recvDown+r.lostDown)
+	}
+	fmt.Fprintf(w, "packet loss: toward the target %s; toward the customers %s\n", up, down)
+	if r.rssLoaded > 0 {
+		perCall := 0.0
+		if r.established > 0 {
+			perCall = float64(r.rssLoaded-r.rssIdle) / float64(r.established) / (1 << 20)
+		}
+		fmt.Fprintf(w, "target process: CPU %.1f%% of a core, %.2f%% per call; RSS %.1f MB idle, %.1f MB loaded, %.2f MB per call\n",
+			100*r.gwCPU, 100*r.cpuPerCall(), float64(r.rssIdle)/(1<<20), float64(r.rssLoaded)/(1<<20), perCall)
+	}
+	if r.goroutinesLoaded > 0 {
+		fmt.Fprintf(w, "goroutines: %d idle, %d loaded (%.1f per call)\n", r.goroutinesIdle, r.goroutinesLoaded, float64(r.goroutinesLoaded-r.goroutinesIdle)/float64(max(1, r.established)))
+	}
+	genPer := 0.0
+	if r.established > 0 {
+		genPer = r.genCPU / float64(r.established)
+	}
+	fmt.Fprintf(w, "generator: CPU %.1f%% of a core, %.2f%% per call\n", 100*r.genCPU, 100*genPer)
+	if r.records > 0 {
+		fmt.Fprintf(w, "the gateway's own call records (%d): loss %.2f%% (phone side), MOS %.2f, packets sent toward the phone %.1f%% of 50/s; the generator measured %.2f%% of frames bad (mean)\n",
+			r.records, r.recLoss, r.recMOS, r.recSentPct, 100*mean(r.bad))
+	}
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
