@@ -85,6 +85,7 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 	go func() {
 		defer s.wg.Done()
 		defer close(v.done)
+		defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 		v.bridgeAndWait(phone)
 	}()
 	return nil
@@ -145,6 +146,7 @@ func (s *Server) callCustomer(ctx context.Context, agentID string, cv *conv) err
 func (v *voiceCall) runAgentCall(agentName string) {
 	defer close(v.done)
 	s := v.s
+	defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 	opts := v.dialOptions("Call to " + headerSafe(v.customerName()))
 	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
 	if err != nil {
@@ -155,7 +157,11 @@ func (v *voiceCall) runAgentCall(agentName string) {
 	ringCtx, stopRing := context.WithCancel(v.ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); v.ringback(ringCtx, phone.AudioIn(), false) }()
+	go func() {
+		defer wg.Done()
+		defer s.recoverPanic("voice_ringback", v.id, v.cancel)
+		v.ringback(ringCtx, phone.AudioIn(), false)
+	}()
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- v.ringCustomer(agentName) }()
 	var rerr error

@@ -133,6 +133,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.Load(ctx); err != nil {
 		return fmt.Errorf("gateway: restore state: %w", err)
 	}
+	if err := s.recoverCalls(ctx); err != nil {
+		return fmt.Errorf("gateway: calls left up by the last run: %w", err)
+	}
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("gateway: listen %s: %w", s.cfg.HTTP.Listen, err)

@@ -387,6 +387,7 @@ func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
 func (v *voiceCall) runOutbound() {
 	defer close(v.done)
 	s := v.s
+	defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 	opts := v.dialOptions(headerSafe(v.customerName()))
 	opts.AudioOut = noClose{v.toWeb}
 	opts.OnProgress = func(p sip.Progress) {
@@ -403,7 +404,11 @@ func (v *voiceCall) runOutbound() {
 	ringCtx, stopRing := context.WithCancel(v.ctx)
 	var ringWG sync.WaitGroup
 	ringWG.Add(1)
-	go func() { defer ringWG.Done(); v.ringback(ringCtx, v.toWeb, true) }()
+	go func() {
+		defer ringWG.Done()
+		defer s.recoverPanic("voice_ringback", v.id, v.cancel)
+		v.ringback(ringCtx, v.toWeb, true)
+	}()
 	setupStart := time.Now()
 	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
 	stopRing()
@@ -466,11 +471,19 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	s.routeAudio(v.cv)
 	var keys sync.WaitGroup
 	keys.Add(1)
-	go func() { defer keys.Done(); v.keypad(phone) }()
+	go func() {
+		defer keys.Done()
+		defer s.recoverPanic("voice_keypad", v.id, v.cancel)
+		v.keypad(phone)
+	}()
 	defer keys.Wait()
+	// Runs before keys.Wait: the call must end for the keypad to stop.
+	defer s.recoverPanic("voice_bridge", v.id, v.endAfterPanic)
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	s.saveCallRecord(v)
+	s.saveDialog(v, phone)
+	faultPoint("voice_bridge")
 
 	stats := time.NewTicker(statsInterval)
 	defer stats.Stop()
@@ -558,6 +571,9 @@ var (
 	errAgentHangup      = errors.New("gateway: the agent hung up from the console")
 	errConversationEnd  = errors.New("gateway: the conversation ended")
 	errShutdown         = errors.New("gateway: shutting down")
+	// errInternal is the cause of a call ended by a panic in its own
+	// goroutines (recoverPanic).
+	errInternal = errors.New("gateway: internal error")
 )
 
 func closeQuietly(w transcode.PCMWriter) {
@@ -638,6 +654,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return ended("system", "conversation_ended", "The conversation ended")
 	case errors.Is(cause, errShutdown):
 		return ended("system", "shutdown", "The service is restarting")
+	case errors.Is(cause, errInternal):
+		return ended("system", "internal_error", "The call was cut off by a fault in the gateway")
 	case answered:
 		return ended("system", "ended", "The call ended")
 	case errors.Is(cause, sip.ErrBusy):
@@ -680,6 +698,7 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		outcome = "ended_by_" + by
 	}
 	s.metrics.callsTotal.WithLabelValues(outcome).Inc()
+	s.metrics.faults.ended.WithLabelValues(code).Inc()
 	s.metrics.callsActive.Dec()
 	if phone != nil {
 		st := phone.Stats()
