@@ -142,10 +142,10 @@ func (s *Server) closeRecoveredCall(ctx context.Context, r *store.CallRecord) {
 	if cv == nil {
 		return // the conversation ended meanwhile: only the record changes
 	}
-	name, text := "voice.ended", "Call ended: the gateway restarted"
+	name, text := "voice.ended", "Call ended: The gateway restarted"
 	data := map[string]any{"call": r.ID, "by": "system", "cause": causeGatewayRestart}
 	if r.AnsweredAt.IsZero() {
-		name, text = "voice.failed", "Call failed: the gateway restarted"
+		name, text = "voice.failed", "Call failed: The gateway restarted"
 	} else {
 		d := now.Sub(r.AnsweredAt).Round(time.Second)
 		text += fmt.Sprintf(" (%d:%02d)", int(d.Minutes()), int(d.Seconds())%60)

@@ -115,8 +115,8 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 		}
 	}
 	want := []string{
-		"voice.ended k_up gateway_restart Call ended: the gateway restarted (1:05)",
-		"voice.failed k_ringing gateway_restart Call failed: the gateway restarted",
+		"voice.ended k_up gateway_restart Call ended: The gateway restarted (1:05)",
+		"voice.failed k_ringing gateway_restart Call failed: The gateway restarted",
 	}
 	if strings.Join(events, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("transcript events:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
@@ -127,7 +127,7 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.send(map[string]any{"type": "hello", "token": token})
-	if welcome := w.expect("welcome"); !strings.Contains(string(welcome["messages"]), "the gateway restarted") {
+	if welcome := w.expect("welcome"); !strings.Contains(string(welcome["messages"]), "The gateway restarted") {
 		t.Fatalf("welcome without the restart: %s", welcome["messages"])
 	}
 	if l := metricLine(t, e, `segue_calls_recovered_total{result="bye"}`); !strings.HasSuffix(l, " 1") {
