@@ -58,6 +58,9 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 	if errors.Is(err, errInCall) {
 		return &sip.StatusError{Code: 486, Reason: "Busy Here"}
 	}
+	if errors.Is(err, ErrShuttingDown) {
+		return &sip.StatusError{Code: 503, Reason: "Service Unavailable"}
+	}
 	if err != nil {
 		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
 	}

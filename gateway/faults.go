@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/transcode"
 )
 
 // causeGatewayRestart is the end cause of a call that was up when the
@@ -212,3 +214,90 @@ func (v *voiceCall) endAfterPanic(cause error) {
 // faultPoint is called where a call's goroutines can be made to fail in
 // tests (faultinject_test.go sets it); in the product it does nothing.
 var faultPoint = func(where string) {}
+
+// Notice played to both sides of a call the gateway hangs up because it
+// is stopping: three short 880 Hz beeps, 150 ms on and 100 ms off.
+const (
+	noticeHz    = 880
+	noticeBeeps = 3
+	noticeOn    = 150 * time.Millisecond
+	noticeOff   = 100 * time.Millisecond
+)
+
+// playStopNotice unbridges a connected call and plays the stop notice to
+// the desk phone and the customer's browser in real time (20 ms frames),
+// so both hear why the line is about to go dead. It returns early when
+// ctx ends.
+func (v *voiceCall) playStopNotice(ctx context.Context, phone phoneCall) {
+	v.mu.Lock()
+	peer, toWeb := v.peer, v.toWeb
+	v.mu.Unlock()
+	closeQuietly(phone.SwapAudioOut(nil))
+	var outs []transcode.PCMWriter
+	outs = append(outs, phone.AudioIn())
+	if peer != nil && toWeb != nil {
+		closeQuietly(peer.SwapAudioOut(nil))
+		outs = append(outs, toWeb)
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	period := noticeOn + noticeOff
+	for at := time.Duration(0); at < noticeBeeps*period; at += 20 * time.Millisecond {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		on := at%period < noticeOn
+		for _, w := range outs {
+			_ = w.WriteSample(noticeFrame(w.SampleRate(), at, on))
+		}
+	}
+}
+
+// noticeFrame is 20 ms of the notice at rate, starting at offset at: the
+// tone when on, silence otherwise.
+func noticeFrame(rate int, at time.Duration, on bool) transcode.PCM16 {
+	n := rate / 50
+	f := make(transcode.PCM16, n)
+	if !on {
+		return f
+	}
+	start := int(at.Seconds() * float64(rate))
+	for i := range f {
+		f[i] = int16(0.3 * 32767 * math.Sin(2*math.Pi*noticeHz*float64(start+i)/float64(rate)))
+	}
+	return f
+}
+
+// startDrain refuses new chats, sockets and calls from now on, the first
+// step of a graceful stop; the sockets already open stay until shutdown.
+func (h *hub) startDrain() {
+	h.mu.Lock()
+	h.closing = true
+	h.mu.Unlock()
+}
+
+// drainCalls hangs up every call for a stop: connected calls play the
+// stop notice first. It waits for the calls to end, or until ctx ends.
+func (s *Server) drainCalls(ctx context.Context) {
+	s.hub.mu.Lock()
+	var calls []*voiceCall
+	for _, cv := range s.hub.convs {
+		if cv.voice != nil {
+			calls = append(calls, cv.voice)
+		}
+	}
+	s.hub.mu.Unlock()
+	for _, v := range calls {
+		v.cancel(errShutdown)
+	}
+	for _, v := range calls {
+		select {
+		case <-v.done:
+		case <-ctx.Done():
+			s.log.Warn("drain: calls still up at the drain deadline", "calls", len(calls))
+			return
+		}
+	}
+}

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"math"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
+	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // restartPhones is a phone system that can end recorded dialogs.
@@ -194,4 +198,77 @@ func TestPanicInACallEndsThatCallOnly(t *testing.T) {
 	waitCall(t, cws, callConnected)
 	cws.send(map[string]any{"type": "voice.hangup"})
 	waitCall(t, cws, callEnded)
+}
+
+// TestDrainRefusesNewAndEndsCallsWithANotice: once a stop begins, a new
+// chat gets 503 with Retry-After, a new call the shutting_down error and
+// a PBX's INVITE 503; the call in progress plays the stop notice (880 Hz
+// beeps) to the desk phone and to the browser, then ends with BYE and
+// the shutdown cause, which both sides are told.
+func TestDrainRefusesNewAndEndsCallsWithANotice(t *testing.T) {
+	phone := newFakeLeg()
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	peers := &fakePeers{}
+	e := voiceServer(t, phones, peers, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	otherID, otherToken := e.startChat("Bo")
+	ows := e.customerWS(otherToken)
+
+	e.srv.hub.startDrain()
+	resp, err := e.ts.Client().Post(e.ts.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"Cy"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("new chat while draining: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	ows.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	if code := decode[string](t, ows.expect("error")["code"]); code != "shutting_down" {
+		t.Fatalf("new call while draining: %q", code)
+	}
+	err = e.srv.handleInvite(context.Background(), &fakeInvite{user: "conv-" + otherID, ringing: make(chan struct{}), phone: newFakeLeg()})
+	var se *sip.StatusError
+	if !errors.As(err, &se) || se.Code != 503 {
+		t.Fatalf("INVITE while draining: %v", err)
+	}
+
+	browser := peers.last()
+	before := browser.in.len()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.srv.drainCalls(ctx)
+	if c := waitCall(t, cws, callEnded); c.Cause != "shutdown" || c.EndedBy != "system" {
+		t.Fatalf("drained call: %+v", c)
+	}
+	select {
+	case <-phone.done:
+	default:
+		t.Fatal("the phone leg was not hung up")
+	}
+	for who, got := range map[string]transcode.PCM16{"desk phone": phone.in.samples(), "browser": browser.in.samples()[before:]} {
+		if len(got) < 8000*6/10 {
+			t.Fatalf("%s heard %d samples of notice, want ~0.75 s", who, len(got))
+		}
+		if f := audiotest.PeakFrequency(got, 8000); math.Abs(f-noticeHz) > 15 {
+			t.Errorf("%s heard %.0f Hz, want the %d Hz notice", who, f, noticeHz)
+		}
+		if db := audiotest.Level(got); db < -20 {
+			t.Errorf("%s heard the notice at %.1f dBFS", who, db)
+		}
+	}
+}
+
+// samples returns a copy of what the recorder got.
+func (r *recorder) samples() transcode.PCM16 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append(transcode.PCM16(nil), r.pcm...)
 }

@@ -273,6 +273,9 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	if cv.voice != nil {
 		return nil, errInCall
 	}
+	if s.hub.closing {
+		return nil, ErrShuttingDown
+	}
 	if s.hub.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
 		return nil, errAllBusy
 	}
@@ -466,6 +469,10 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	v.answered = time.Now().UTC()
 	peer := v.peer
 	v.mu.Unlock()
+	// Stored before anyone is told the call is up: a gateway killed from
+	// then on finds the call and its dialog at its next start.
+	s.saveCallRecord(v)
+	s.saveDialog(v, phone)
 	v.setState(callConnected, "")
 	// Both legs speak 8 kHz PCM, so no resampler is needed.
 	s.routeAudio(v.cv)
@@ -481,8 +488,6 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	defer s.recoverPanic("voice_bridge", v.id, v.endAfterPanic)
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
-	s.saveCallRecord(v)
-	s.saveDialog(v, phone)
 	faultPoint("voice_bridge")
 
 	stats := time.NewTicker(statsInterval)
@@ -499,6 +504,11 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 			v.finish(phone, errBrowserGone)
 			return
 		case <-v.ctx.Done():
+			if cause := context.Cause(v.ctx); errors.Is(cause, errShutdown) {
+				nctx, stop := context.WithTimeout(context.WithoutCancel(v.ctx), 2*time.Second)
+				v.playStopNotice(nctx, phone)
+				stop()
+			}
 			v.finish(phone, context.Cause(v.ctx))
 			return
 		case now := <-stats.C:
