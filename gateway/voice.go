@@ -270,11 +270,11 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	if cv.c.State == store.StateEnded {
 		return nil, ErrEnded
 	}
-	if cv.voice != nil {
-		return nil, errInCall
-	}
 	if s.hub.closing {
 		return nil, ErrShuttingDown
+	}
+	if cv.voice != nil {
+		return nil, errInCall
 	}
 	if s.hub.activeCallsLocked() >= s.cfg.Limits.MaxCalls {
 		return nil, errAllBusy

@@ -3,9 +3,15 @@
 package test
 
 import (
+	"context"
+	"errors"
+	"net/http"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/test/peers"
 )
 
@@ -30,6 +36,9 @@ func TestGatewayKilledDuringCall(t *testing.T) {
 	g.Start()
 
 	waitSIPp(t, pbx)
+	if st := customer.waitCall("ended"); st.Text != "Call ended: The service restarted" {
+		t.Errorf("after the restart the widget says %q", st.Text)
+	}
 	customer.waitMessageContaining("Call ended: The gateway restarted")
 	agent.waitMessageContaining("Call ended: The gateway restarted")
 	customer.waitText("call-status", "Connected")
@@ -67,4 +76,69 @@ func TestGatewayKilledDuringCall(t *testing.T) {
 	if n := metricsOf(t, g)[`segue_calls_recovered_total{result="bye"}`]; n != 1 {
 		t.Errorf("segue_calls_recovered_total{result=\"bye\"} = %v, want 1", n)
 	}
+}
+
+// TestGatewayDrainsOnSIGTERM: SIGTERM with a call up. At once new chats
+// get 503 with Retry-After and the PBX's INVITE into a conversation 503;
+// the desk phone gets its BYE (after the stop notice), the widget says
+// the service is restarting, and the process exits within the drain
+// timeout (http.drain_timeout, default 10s).
+func TestGatewayDrainsOnSIGTERM(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_wait_bye.xml", "127.0.0.1", "-m", "1")
+	hs := newHostSite(t)
+	g := sippGateway(t, pbx, hs)
+	customer, _, convID := shopChat(t, hs, g, "", "before the stop")
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	caller := startSIP(t, []sip.TrunkConfig{{Name: "gw", URI: "sip:" + g.SIPAddr, AllowInboundFrom: []string{"127.0.0.1/32"}}})
+
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.cmd = nil
+	g.mu.Unlock()
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New chats: 503 with Retry-After while the calls drain.
+	var retryAfter string
+	for retryAfter == "" && time.Since(start) < 5*time.Second {
+		res, err := http.Post(g.URL+"/api/v1/conversations", "application/json", strings.NewReader(`{"name":"late"}`))
+		if err != nil {
+			break
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusServiceUnavailable {
+			retryAfter = res.Header.Get("Retry-After")
+		}
+	}
+	if retryAfter == "" {
+		t.Errorf("no 503 with Retry-After for a new chat while draining")
+	}
+	// A call into a conversation: 503 from the SIP side.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := caller.Dial(ctx, "gw", "sip:conv-"+convID+"@"+g.SIPAddr, sip.DialOptions{})
+	var se *sip.StatusError
+	if err == nil {
+		c.Close()
+		t.Errorf("the gateway answered a call while draining")
+	} else if !errors.As(err, &se) || se.Code != 503 {
+		t.Errorf("INVITE while draining: %v, want 503", err)
+	}
+	waitSIPp(t, pbx)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("segue did not exit within 15 s of SIGTERM")
+	}
+	took := time.Since(start)
+	t.Logf("segue drained a call and exited %v after SIGTERM", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("exit took %v, past the 10s drain timeout", took)
+	}
+	if st := customer.callStatus(); st.State != "ended" || !strings.Contains(st.Text, "The service is restarting") {
+		t.Errorf("the widget's call: %+v", st)
+	}
+	customer.waitText("call-status", "Server restarting")
 }
