@@ -142,3 +142,27 @@ func TestGatewayDrainsOnSIGTERM(t *testing.T) {
 	}
 	customer.waitText("call-status", "Server restarting")
 }
+
+// TestVoiceHangupToAPBXThatForgotTheCall: the PBX restarted mid-call and
+// answers the customer's hang-up (BYE) with 481. The call still ends
+// cleanly on both sides, in the customer's words, the chat goes on and
+// the next call can start.
+func TestVoiceHangupToAPBXThatForgotTheCall(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_bye_481.xml", "127.0.0.1", "-m", "1")
+	hs := newHostSite(t)
+	g := sippGateway(t, pbx, hs)
+	customer, _ := openShopWidget(t, hs, "customer", "support", "", "Call me")
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	customer.click("hangup")
+	if st := customer.waitCall("ended"); st.Text != "Call ended: You hung up" {
+		t.Errorf("after the hang-up the widget says %q", st.Text)
+	}
+	waitSIPp(t, pbx)
+	customer.send("still chatting")
+	customer.waitMessage("still chatting")
+	waitJS[bool](customer, "the mic button again", fn("", `const b = q('voice-start'); return !b.hidden && !b.disabled;`))
+	if n := metricsOf(t, g)[`segue_calls_ended_total{cause="customer_hangup"}`]; n != 1 {
+		t.Errorf(`segue_calls_ended_total{cause="customer_hangup"} = %v, want 1`, n)
+	}
+}
