@@ -272,3 +272,22 @@ func (r *recorder) samples() transcode.PCM16 {
 	defer r.mu.Unlock()
 	return append(transcode.PCM16(nil), r.pcm...)
 }
+
+// TestDrainTimeoutConfig: http.drain_timeout defaults to 10s and is
+// checked, the error naming the key.
+func TestDrainTimeoutConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte(validYAML), testEnv)
+	if err != nil || cfg.HTTP.DrainTimeout != 10*time.Second {
+		t.Fatalf("default drain timeout: %v %v", cfg, err)
+	}
+	for _, v := range []string{"1s", "6m", "-3s"} {
+		_, err := ParseConfig([]byte(withHTTP("HTTP  drain_timeout: "+v+"\n")), testEnv)
+		if err == nil || !strings.Contains(err.Error(), "http.drain_timeout: ") || !strings.Contains(err.Error(), "from 2s to 5m") {
+			t.Errorf("drain_timeout %s: %v", v, err)
+		}
+	}
+	cfg, err = ParseConfig([]byte(withHTTP("HTTP  drain_timeout: 30s\n")), testEnv)
+	if err != nil || cfg.HTTP.DrainTimeout != 30*time.Second {
+		t.Fatalf("drain_timeout 30s: %v", err)
+	}
+}
