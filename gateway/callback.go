@@ -62,6 +62,9 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 		// RFC 3261 §21.5.4: overloaded for now, try again later.
 		return &sip.StatusError{Code: 503, Reason: "Service Unavailable", RetryAfter: busyRetryAfter}
 	}
+	if errors.Is(err, ErrShuttingDown) {
+		return &sip.StatusError{Code: 503, Reason: "Service Unavailable", RetryAfter: ErrShuttingDown.RetryAfter}
+	}
 	if err != nil {
 		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
 	}
@@ -89,6 +92,7 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 	go func() {
 		defer s.wg.Done()
 		defer close(v.done)
+		defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 		v.bridgeAndWait(phone)
 	}()
 	return nil
@@ -149,6 +153,7 @@ func (s *Server) callCustomer(ctx context.Context, agentID string, cv *conv) err
 func (v *voiceCall) runAgentCall(agentName string) {
 	defer close(v.done)
 	s := v.s
+	defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 	opts := v.dialOptions("Call to " + headerSafe(v.customerName()))
 	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
 	if err != nil {
@@ -159,7 +164,11 @@ func (v *voiceCall) runAgentCall(agentName string) {
 	ringCtx, stopRing := context.WithCancel(v.ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); v.ringback(ringCtx, phone.AudioIn(), false) }()
+	go func() {
+		defer wg.Done()
+		defer s.recoverPanic("voice_ringback", v.id, v.cancel)
+		v.ringback(ringCtx, phone.AudioIn(), false)
+	}()
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- v.ringCustomer(agentName) }()
 	var rerr error

@@ -35,8 +35,10 @@ var (
 	ErrEnded = errf(http.StatusConflict, "ended", "the conversation has ended")
 	// ErrOrigin: the request's Origin is not in http.allowed_origins.
 	ErrOrigin = errf(http.StatusForbidden, "origin", "origin not allowed")
-	// ErrShuttingDown: the gateway is stopping and takes nothing new.
-	ErrShuttingDown = errf(http.StatusServiceUnavailable, "shutting_down", "the gateway is restarting")
+	// ErrShuttingDown: the gateway is stopping and takes nothing new;
+	// clients may try again after a few seconds (Retry-After).
+	ErrShuttingDown = &apiError{Status: http.StatusServiceUnavailable, Code: "shutting_down", RetryAfter: 5,
+		Message: "the gateway is restarting; please try again in a few seconds"}
 	// errNotHolder: an agent may read a waiting conversation of its
 	// queues, but write only into one it holds.
 	errNotHolder = errf(http.StatusForbidden, "not_holder", "only the agent holding this conversation may post in it")

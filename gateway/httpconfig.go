@@ -39,6 +39,11 @@ type HTTPConfig struct {
 	// client address (an IPv6 /64); trusted proxies are exempt. Default
 	// 256; 0 is unlimited.
 	MaxConnectionsPerIP *int `yaml:"max_connections_per_ip"`
+	// DrainTimeout bounds a graceful stop (SIGTERM or SIGINT): new chats
+	// and calls are refused at once, calls in progress hear a short
+	// notice and are hung up, sockets are told the server is restarting,
+	// and the process exits within this time. Default 10s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // Defaults of the http section.
@@ -46,6 +51,7 @@ const (
 	defaultAdminListen         = "127.0.0.1:9090"
 	defaultSessionTTL          = 12 * time.Hour
 	defaultMaxConnectionsPerIP = 256
+	defaultDrainTimeout        = 10 * time.Second
 	// adminOff is the value of http.admin_listen that turns it off.
 	adminOff = "off"
 )
@@ -76,6 +82,9 @@ func (h *HTTPConfig) applyDefaults() {
 	if h.MaxConnectionsPerIP == nil {
 		n := defaultMaxConnectionsPerIP
 		h.MaxConnectionsPerIP = &n
+	}
+	if h.DrainTimeout == 0 {
+		h.DrainTimeout = defaultDrainTimeout
 	}
 }
 
@@ -170,6 +179,9 @@ func (h *HTTPConfig) validate() error {
 	}
 	if h.maxConnsPerIP() < 0 {
 		addf("max_connections_per_ip: must not be negative (0 is unlimited)")
+	}
+	if h.DrainTimeout < 0 || (h.DrainTimeout > 0 && h.DrainTimeout < 2*time.Second) || h.DrainTimeout > 5*time.Minute {
+		addf("drain_timeout: %v is out of range; write a duration from 2s to 5m, such as 10s", h.DrainTimeout)
 	}
 	return errors.Join(errs...)
 }

@@ -29,6 +29,7 @@ type metrics struct {
 	callJitter       prometheus.Histogram
 	callsRefused     *prometheus.CounterVec
 	flow             flowMetrics
+	faults           faultMetrics
 	mediaRefused     *prometheus.CounterVec
 	loginsRefused    *prometheus.CounterVec
 	connsRefused     prometheus.Counter
@@ -104,6 +105,7 @@ func newMetrics() *metrics {
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.flow = newFlowMetrics(m.reg)
+	m.faults = newFaultMetrics(m.reg)
 	return m
 }
 

@@ -15,9 +15,6 @@ import (
 	"github.com/segue-rtc/segue/store"
 )
 
-// shutdownGrace bounds the whole graceful stop.
-const shutdownGrace = 10 * time.Second
-
 // Server is the gateway: the HTTP and WebSocket API, the widget and
 // console assets, and the live conversation state.
 type Server struct {
@@ -130,12 +127,17 @@ func (s *Server) AdminAddr() net.Addr {
 // Ready is closed once the server accepts connections.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-// Run restores the live state, listens on http.listen and serves until ctx
-// ends; then it stops accepting, closes every WebSocket with a reason the
-// clients show, and waits for requests in flight, within 10 s.
+// Run restores the live state, ends the calls the last run left up,
+// listens on http.listen and serves until ctx ends; then it drains
+// within http.drain_timeout: new chats and calls are refused, calls in
+// progress hear a notice and are hung up, every WebSocket is closed with
+// a reason the clients show, and requests in flight finish.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Load(ctx); err != nil {
 		return fmt.Errorf("gateway: restore state: %w", err)
+	}
+	if err := s.recoverCalls(ctx); err != nil {
+		return fmt.Errorf("gateway: calls left up by the last run: %w", err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {
@@ -207,9 +209,17 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	// Drain: refuse what is new at once (503), end the calls with a
+	// notice and BYE, then tell the sockets and close, all within
+	// http.drain_timeout; the calls get all but a second of it.
+	drain := s.cfg.HTTP.DrainTimeout
+	s.log.Info("shutting down", "drain_timeout", drain)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
 	defer cancel()
+	s.hub.startDrain()
+	cctx, stopCalls := context.WithTimeout(sctx, drain-time.Second)
+	s.drainCalls(cctx)
+	stopCalls()
 	s.hub.shutdown("server restarting")
 	s.hangupAll(errShutdown)
 	s.closeMedia()

@@ -273,6 +273,9 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 	if cv.c.State == store.StateEnded {
 		return nil, ErrEnded
 	}
+	if s.hub.closing {
+		return nil, ErrShuttingDown
+	}
 	if cv.voice != nil {
 		return nil, errInCall
 	}
@@ -399,6 +402,7 @@ func (s *Server) setupPeer(v *voiceCall, cl *client, offer string) error {
 func (v *voiceCall) runOutbound() {
 	defer close(v.done)
 	s := v.s
+	defer s.recoverPanic("voice_call", v.id, v.endAfterPanic)
 	opts := v.dialOptions(headerSafe(v.customerName()))
 	opts.AudioOut = noClose{v.toWeb}
 	opts.OnProgress = func(p sip.Progress) {
@@ -415,7 +419,11 @@ func (v *voiceCall) runOutbound() {
 	ringCtx, stopRing := context.WithCancel(v.ctx)
 	var ringWG sync.WaitGroup
 	ringWG.Add(1)
-	go func() { defer ringWG.Done(); v.ringback(ringCtx, v.toWeb, true) }()
+	go func() {
+		defer ringWG.Done()
+		defer s.recoverPanic("voice_ringback", v.id, v.cancel)
+		v.ringback(ringCtx, v.toWeb, true)
+	}()
 	setupStart := time.Now()
 	phone, err := s.phones.Dial(v.ctx, v.trunk, v.target, opts)
 	stopRing()
@@ -473,16 +481,26 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	v.answered = time.Now().UTC()
 	peer := v.peer
 	v.mu.Unlock()
+	// Stored before anyone is told the call is up: a gateway killed from
+	// then on finds the call and its dialog at its next start.
+	s.saveCallRecord(v)
+	s.saveDialog(v, phone)
 	v.setState(callConnected, "")
 	// Both legs speak 8 kHz PCM, so no resampler is needed.
 	s.routeAudio(v.cv)
 	var keys sync.WaitGroup
 	keys.Add(1)
-	go func() { defer keys.Done(); v.keypad(phone) }()
+	go func() {
+		defer keys.Done()
+		defer s.recoverPanic("voice_keypad", v.id, v.cancel)
+		v.keypad(phone)
+	}()
 	defer keys.Wait()
+	// Runs before keys.Wait: the call must end for the keypad to stop.
+	defer s.recoverPanic("voice_bridge", v.id, v.endAfterPanic)
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
-	s.saveCallRecord(v)
+	faultPoint("voice_bridge")
 
 	stats := time.NewTicker(statsInterval)
 	defer stats.Stop()
@@ -498,6 +516,11 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 			v.finish(phone, errBrowserGone)
 			return
 		case <-v.ctx.Done():
+			if cause := context.Cause(v.ctx); errors.Is(cause, errShutdown) {
+				nctx, stop := context.WithTimeout(context.WithoutCancel(v.ctx), 2*time.Second)
+				v.playStopNotice(nctx, phone)
+				stop()
+			}
 			v.finish(phone, context.Cause(v.ctx))
 			return
 		case now := <-stats.C:
@@ -570,6 +593,9 @@ var (
 	errAgentHangup      = errors.New("gateway: the agent hung up from the console")
 	errConversationEnd  = errors.New("gateway: the conversation ended")
 	errShutdown         = errors.New("gateway: shutting down")
+	// errInternal is the cause of a call ended by a panic in its own
+	// goroutines (recoverPanic).
+	errInternal = errors.New("gateway: internal error")
 )
 
 func closeQuietly(w transcode.PCMWriter) {
@@ -650,6 +676,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return ended("system", "conversation_ended", "The conversation ended")
 	case errors.Is(cause, errShutdown):
 		return ended("system", "shutdown", "The service is restarting")
+	case errors.Is(cause, errInternal):
+		return ended("system", "internal_error", "The call was cut off by a fault in the gateway")
 	case answered:
 		return ended("system", "ended", "The call ended")
 	case errors.Is(cause, sip.ErrBusy):
@@ -692,6 +720,7 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		outcome = "ended_by_" + by
 	}
 	s.metrics.callsTotal.WithLabelValues(outcome).Inc()
+	s.metrics.faults.ended.WithLabelValues(code).Inc()
 	s.metrics.callsActive.Dec()
 	if phone != nil {
 		st := phone.Stats()

@@ -105,3 +105,7 @@ var ErrNoTelephoneEvent = errors.New("sip: far end has no telephone-event")
 // ErrSRTP is returned when SRTP is required but the far end offers or
 // answers no usable SDES key, or offers SRTP where we do not use it.
 var ErrSRTP = errors.New("sip: srtp negotiation failed")
+
+// ErrBadDialog is returned by EndDialog for a Dialog that lacks its id
+// (Call-ID and both tags) or holds an unparsable URI.
+var ErrBadDialog = errors.New("sip: incomplete dialog")

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -108,6 +109,11 @@ CREATE TABLE IF NOT EXISTS calls (
 	stats TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS calls_conversation ON calls(conversation_id);
+CREATE INDEX IF NOT EXISTS calls_unfinished ON calls(ended_at) WHERE ended_at = 0;
+CREATE TABLE IF NOT EXISTS call_dialogs (
+	call_id TEXT PRIMARY KEY REFERENCES calls(id),
+	dialog TEXT NOT NULL
+);
 `
 
 // Open opens the store cfg describes, creating the database file, the
@@ -527,7 +533,53 @@ func (s *SQLite) SaveCall(ctx context.Context, r *CallRecord) error {
 	if err != nil {
 		return fmt.Errorf("store: save call %s: %w", r.ID, err)
 	}
+	if !r.EndedAt.IsZero() {
+		// An ended call's dialog has nothing left to clean up.
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM call_dialogs WHERE call_id = ?`, r.ID); err != nil {
+			return fmt.Errorf("store: save call %s: %w", r.ID, err)
+		}
+	}
 	return nil
+}
+
+// SaveCallDialog implements Store.
+func (s *SQLite) SaveCallDialog(ctx context.Context, callID string, dialog json.RawMessage) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO call_dialogs (call_id, dialog) VALUES (?, ?)
+		ON CONFLICT(call_id) DO UPDATE SET dialog=excluded.dialog`, callID, string(dialog))
+	if err != nil {
+		return fmt.Errorf("store: save dialog of call %s: %w", callID, err)
+	}
+	return nil
+}
+
+// UnfinishedCalls implements Store.
+func (s *SQLite) UnfinishedCalls(ctx context.Context) ([]*CallRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT c.id, c.conversation_id, c.kind, c.direction, c.target, c.started_at,
+		c.answered_at, c.ended_at, c.cause, c.codec, c.stats, COALESCE(d.dialog, '') FROM calls c
+		LEFT JOIN call_dialogs d ON d.call_id = c.id WHERE c.ended_at = 0 ORDER BY c.started_at, c.id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: unfinished calls: %w", err)
+	}
+	defer rows.Close()
+	var out []*CallRecord
+	for rows.Next() {
+		var r CallRecord
+		var st, an, en int64
+		var stats, dialog string
+		if err := rows.Scan(&r.ID, &r.ConversationID, &r.Kind, &r.Direction, &r.Target, &st, &an, &en,
+			&r.Cause, &r.Codec, &stats, &dialog); err != nil {
+			return nil, fmt.Errorf("store: unfinished calls: %w", err)
+		}
+		r.StartedAt, r.AnsweredAt, r.EndedAt = fromUnix(st), fromUnix(an), fromUnix(en)
+		if stats != "" {
+			r.Stats = []byte(stats)
+		}
+		if dialog != "" {
+			r.Dialog = []byte(dialog)
+		}
+		out = append(out, &r)
+	}
+	return out, rows.Err()
 }
 
 // Calls implements Store.

@@ -373,3 +373,48 @@ func TestSaveFileSyncsTheDirectory(t *testing.T) {
 		t.Fatalf("a file whose name may be lost was recorded: %v", err)
 	}
 }
+
+func TestUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	newConv(t, s, "c1")
+	up := &CallRecord{ID: "k1", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1001@pbx",
+		StartedAt: time.Now(), AnsweredAt: time.Now()}
+	dialing := &CallRecord{ID: "k2", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1002@pbx",
+		StartedAt: time.Now().Add(time.Second)}
+	over := &CallRecord{ID: "k3", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1003@pbx",
+		StartedAt: time.Now(), AnsweredAt: time.Now()}
+	for _, r := range []*CallRecord{up, dialing, over} {
+		if err := s.SaveCall(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"k1", "k3"} {
+		if err := s.SaveCallDialog(ctx, id, []byte(`{"call_id":"`+id+`@segue"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	over.EndedAt = time.Now()
+	if err := s.SaveCall(ctx, over); err != nil {
+		t.Fatal(err)
+	}
+	// A crash: the process goes without Close.
+	s2 := openTest(t, dir)
+	defer s2.Close()
+	defer s.Close()
+	got, err := s2.UnfinishedCalls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != "k1" || got[1].ID != "k2" {
+		t.Fatalf("unfinished calls: %+v", got)
+	}
+	if string(got[0].Dialog) != `{"call_id":"k1@segue"}` || got[1].Dialog != nil {
+		t.Fatalf("dialogs: %q %q", got[0].Dialog, got[1].Dialog)
+	}
+	var n int
+	if err := s2.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM call_dialogs WHERE call_id = 'k3'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("ended call's dialog kept: %d %v", n, err)
+	}
+}

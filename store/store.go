@@ -112,6 +112,10 @@ type CallRecord struct {
 	Cause          string
 	Codec          string
 	Stats          json.RawMessage
+	// Dialog is what it takes to end the call's SIP dialog from outside
+	// the call (opaque to the store): set by UnfinishedCalls only, for
+	// calls whose dialog SaveCallDialog recorded.
+	Dialog json.RawMessage
 }
 
 // Store persists everything that must survive a restart. Implementations
@@ -165,6 +169,14 @@ type Store interface {
 	SaveCall(ctx context.Context, r *CallRecord) error
 	// Calls lists a conversation's call records, oldest first.
 	Calls(ctx context.Context, conversationID string) ([]*CallRecord, error)
+	// SaveCallDialog records the SIP dialog of an answered call, so that
+	// a gateway restarted after a crash can end it; saving the call with
+	// an end time forgets it.
+	SaveCallDialog(ctx context.Context, callID string, dialog json.RawMessage) error
+	// UnfinishedCalls lists the call records without an end time, oldest
+	// first, each with its dialog when one was saved: after a crash, the
+	// calls that were up.
+	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
 	// Close flushes and releases the store.

@@ -377,6 +377,20 @@ func (g *gateway) Stop() {
 	}
 }
 
+// Kill ends the process with SIGKILL, as a crash would: nothing is
+// hung up, flushed or closed.
+func (g *gateway) Kill() {
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.cmd = nil
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
 // Restart stops the gateway and starts it again on the same port and data.
 func (g *gateway) Restart() {
 	g.t.Helper()

@@ -26,9 +26,10 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the gateway",
 		Long: `Run the gateway: the web server with the widget, the agent console and the
-API, and the SIP side. It stops gracefully on SIGINT or SIGTERM: it stops
-accepting, closes client connections with a reason the widget shows, and
-flushes the store, within 10 seconds.`,
+API, and the SIP side. It stops gracefully on SIGINT or SIGTERM: it refuses
+new chats and calls (503), plays a short notice to the calls in progress
+and hangs them up, closes client connections with a reason the widget
+shows, and flushes the store, within http.drain_timeout (default 10s).`,
 		Example: "  segue serve --config configs/segue.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -80,9 +81,13 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Run(gctx) })
+	// The SIP side outlives the gateway's drain, so that calls hear the
+	// stop notice and get their BYE, and INVITEs meanwhile get 503.
+	sipCtx, stopSIP := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopSIP()
+	g.Go(func() error { defer stopSIP(); return srv.Run(gctx) })
 	if sipSrv != nil {
-		g.Go(func() error { return sipSrv.Run(gctx) })
+		g.Go(func() error { return sipSrv.Run(sipCtx) })
 	}
 	runErr := g.Wait()
 	if err := eng.Close(); err != nil {

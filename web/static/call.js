@@ -18,6 +18,7 @@ const ERROR_TEXT = {
   no_call: 'There is no call in progress',
   not_connected: 'The call is not connected yet',
   voice_not_available: 'Calls are not available in this chat right now',
+  shutting_down: 'The service is restarting; please try again in a few seconds',
 };
 
 /** End causes of a call (the `cause` of `call` frames), in the customer's words. */
@@ -26,6 +27,9 @@ const CAUSE_TEXT = {
   browser_lost: 'The connection was lost',
   not_answered: 'You did not answer',
   bad_offer: 'Your browser could not join the call',
+  shutdown: 'The service is restarting',
+  gateway_restart: 'The service restarted',
+  internal_error: 'The call was cut off by a fault in the service',
 };
 
 const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];

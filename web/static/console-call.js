@@ -96,6 +96,9 @@ export class ConsoleCalls {
       browser_lost: "The customer's connection was lost",
       not_answered: 'The customer did not answer',
       declined: 'The customer declined the call',
+      shutdown: 'The gateway is restarting',
+      gateway_restart: 'The gateway restarted',
+      internal_error: 'A fault in the gateway cut the call off',
     };
     return words[c.cause] || c.reason || (c.state === 'failed' ? 'unknown reason' : 'hung up');
   }
