@@ -1,0 +1,123 @@
+//go:build e2e
+
+package test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// jsRefuseMicrophone makes every page of a tab refuse the microphone as
+// a customer who said no at the prompt does (NotAllowedError), and keeps
+// what each getUserMedia call asked for in window.__gum. Chromium's fake
+// media UI, which the tests need for getDisplayMedia in headless mode,
+// grants every device and overrides Browser.setPermission, so the refusal
+// is made in the page.
+const jsRefuseMicrophone = `(() => {
+window.__gum = [];
+const md = navigator.mediaDevices;
+if (!md) return;
+const gum = md.getUserMedia.bind(md);
+md.getUserMedia = async (c) => {
+  window.__gum.push({audio: !!c?.audio, video: !!c?.video});
+  if (c?.audio) throw new DOMException('Permission denied', 'NotAllowedError');
+  return gum(c);
+};
+})();`
+
+// refuseMicrophone installs jsRefuseMicrophone for the pages this tab
+// loads from now on.
+func (tb *tab) refuseMicrophone() {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: jsRefuseMicrophone})
+	}); err != nil {
+		tb.t.Fatalf("%s: refuse the microphone: %v", tb.name, err)
+	}
+}
+
+// sentAudio is what a page's peer connections send of audio: the tracks
+// on their senders, the m=audio sections of their local descriptions that
+// may send, and the audio bytes their outbound-rtp stats count.
+type sentAudio struct {
+	Tracks   int      `json:"tracks"`
+	Sections []string `json:"sections"` // the direction of each sending m=audio
+	Bytes    int      `json:"bytes"`
+	PCs      int      `json:"pcs"`
+}
+
+// jsSentAudio reads a sentAudio over window.__pcs (chrome.Probe).
+const jsSentAudio = `const out = {tracks: 0, sections: [], bytes: 0, pcs: 0};
+for (const pc of window.__pcs ?? []) {
+  if (pc.connectionState === 'closed') continue;
+  out.pcs++;
+  out.tracks += pc.getSenders().filter((s) => s.track?.kind === 'audio').length;
+  for (const m of (pc.localDescription?.sdp ?? '').split(/\r\nm=/).slice(1)) {
+    if (!m.startsWith('audio')) continue;
+    const dir = (m.match(/a=(sendrecv|sendonly|recvonly|inactive)/) ?? [])[1] ?? 'sendrecv';
+    if ((dir === 'sendrecv' || dir === 'sendonly') && !/^audio 0 /.test(m)) out.sections.push(dir);
+  }
+  const stats = await pc.getStats();
+  stats.forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'audio') out.bytes += r.bytesSent ?? 0; });
+}
+return out;`
+
+// TestScreenShareFromChatWithoutMicrophone: a customer who refused the
+// microphone shares the screen straight from the chat. Sharing needs only
+// the screen: the console plays the screen, and the customer's page sends
+// no audio at all (no track, no sending m=audio, no audio bytes).
+func TestScreenShareFromChatWithoutMicrophone(t *testing.T) {
+	g := startGateway(t)
+	customer := ownTab(t, "customer")
+	agent := ownTab(t, "console")
+	t.Cleanup(g.Stop)
+	customer.refuseMicrophone()
+	chatBetween(t, g, customer, agent, "Let me show you the error on my screen")
+
+	// The denial holds in this page: a microphone request is refused.
+	if got := call[string](customer, asyncFn("", `try { const s = await navigator.mediaDevices.getUserMedia({audio: true}); s.getTracks().forEach((t) => t.stop()); return 'granted'; } catch (e) { return e.name; }`)); got != "NotAllowedError" {
+		t.Fatalf("the customer's page got %q for the microphone, want NotAllowedError", got)
+	}
+	call[bool](customer, fn("", `window.__gum = []; return true;`))
+
+	customer.click("screen-start")
+	agent.waitMessageContaining("Screen sharing started")
+	sc := agent.waitPlaying("remote-screen", 0, 0)
+	t.Logf("console remote-screen: %dx%d", sc.Width, sc.Height)
+	if st := call[string](customer, fn("", `return q('video-status')?.textContent ?? '';`)); st != "" {
+		t.Errorf("the widget says %q while sharing", st)
+	}
+	// The widget asked for no device: the screen came from getDisplayMedia.
+	if asked := call[[]map[string]bool](customer, fn("", `return window.__gum;`)); len(asked) != 0 {
+		t.Errorf("sharing the screen asked getUserMedia for %v", asked)
+	}
+
+	// Let the connection run a while: nothing audio goes out.
+	agent.waitAdvanced("remote-screen", sc)
+	sent := call[sentAudio](customer, asyncFn("", jsSentAudio))
+	t.Logf("customer's audio: %+v", sent)
+	if sent.PCs != 1 {
+		t.Errorf("the customer's page has %d open peer connections, want 1", sent.PCs)
+	}
+	if sent.Tracks != 0 || len(sent.Sections) != 0 || sent.Bytes != 0 {
+		t.Errorf("a screen share from the chat sends audio: %d tracks, sending sections %v, %d bytes", sent.Tracks, sent.Sections, sent.Bytes)
+	}
+	if sdp := call[string](customer, fn("", `return window.__pcs.find((pc) => pc.connectionState !== 'closed')?.localDescription?.sdp ?? '';`)); !strings.Contains(sdp, "m=video") {
+		t.Errorf("the customer's description has no video:\n%s", sdp)
+	}
+
+	// The chat goes on beside the shared screen, and sharing stops.
+	customer.send("Do you see it?")
+	agent.waitMessage("Do you see it?")
+	customer.click("screen-start")
+	agent.waitMessageContaining("Screen sharing ended")
+	agent.waitHidden("remote-screen")
+}
