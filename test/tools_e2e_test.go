@@ -4,6 +4,9 @@ package test
 
 import (
 	"context"
+	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/segue-rtc/segue/test/peers"
 )
 
 // jsRefuseMicrophone makes every page of a tab refuse the microphone as
@@ -120,4 +125,84 @@ func TestScreenShareFromChatWithoutMicrophone(t *testing.T) {
 	customer.click("screen-start")
 	agent.waitMessageContaining("Screen sharing ended")
 	agent.waitHidden("remote-screen")
+}
+
+// TestPBXTransferKeepsTheContext: Alice's desk phone (1001, a SIPp PBX)
+// puts the call on hold and resumes it, then transfers it (REFER) to
+// 1002. Both phones insist on the context in their INVITE (the SIPp
+// scenario fails the call otherwise): the transfer's INVITE carries the
+// same User-to-User, Call-Info, X-Segue-* and the customer's name as the
+// first. The console says where the call went, the call goes on, and the
+// chat stays with Alice.
+func TestPBXTransferKeepsTheContext(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_hold_refer_context.xml", "127.0.0.1", "-m", "2")
+	hs := newHostSite(t)
+	g := sippGateway(t, pbx, hs)
+	customer, agent, convID := shopChat(t, hs, g, "", "My invoice is wrong")
+
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	// Hold and resume keep the dialog: the transfer below goes through it.
+	customer.waitMessage("Call on hold")
+	customer.waitMessage("Call resumed")
+
+	agent.waitMessage("Call transferred to 1002")
+	customer.waitMessage("Call transferred to 1002")
+	// The transferor hangs up its leg; the call goes on with 1002.
+	time.Sleep(time.Second)
+	if st := customer.waitCall("connected"); !strings.HasPrefix(st.Text, "Connected") {
+		t.Errorf("after the transfer the widget says %q", st.Text)
+	}
+
+	// The chat stays with Alice.
+	customer.send("Am I still with you?")
+	agent.waitMessage("Am I still with you?")
+	agent.send("Yes, the billing desk has the call")
+	customer.waitMessage("Yes, the billing desk has the call")
+	customer.waitText("agent-name", "helping")
+	waitJS[bool](customer, "Alice as the agent still", fn("", `return root().querySelector('.title')?.textContent === 'Alice';`))
+
+	customer.click("hangup")
+	customer.waitCall("ended")
+	waitSIPp(t, pbx)
+
+	// The exact values, from SIPp's trace: both INVITEs carry them.
+	logs, _ := filepath.Glob(filepath.Join(pbx.Dir, "*_messages.log"))
+	if len(logs) == 0 {
+		t.Fatal("no SIPp message trace")
+	}
+	b, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invites []string
+	for _, m := range strings.Split(string(b), "\n\n") {
+		if i := strings.Index(m, "INVITE sip:100"); i >= 0 && strings.Contains(m, "User-Agent:") {
+			invites = append(invites, m[i:])
+		}
+	}
+	for _, ext := range []string{"1001", "1002"} {
+		var inv string
+		for _, m := range invites {
+			if strings.HasPrefix(m, "INVITE sip:"+ext+"@") {
+				inv = m
+			}
+		}
+		if inv == "" {
+			t.Errorf("the PBX never got an INVITE for %s", ext)
+			continue
+		}
+		for _, want := range []string{
+			`From: "Ann Lee" <sip:`,
+			"User-to-User: " + hex.EncodeToString([]byte(convID)) + ";encoding=hex",
+			"Call-Info: <" + g.URL + "/console/c/" + convID + ">;purpose=info",
+			"X-Segue-Conversation: " + convID,
+			"X-Segue-Queue: support",
+			"X-Segue-Customer: Ann Lee",
+		} {
+			if !strings.Contains(inv, want) {
+				t.Errorf("the INVITE for %s lacks %q", ext, want)
+			}
+		}
+	}
 }
