@@ -4,6 +4,7 @@ package test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/segue-rtc/segue/test/peers"
+	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // jsRefuseMicrophone makes every page of a tab refuse the microphone as
@@ -205,4 +208,144 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 			}
 		}
 	}
+}
+
+// earlyMediaHz is the tone the PBX plays as early media: apart from the
+// gateway's own ringback (425 Hz) and the pion customer's 1 kHz.
+const earlyMediaHz = 1400.0
+
+// writeTonePcap writes an Ethernet pcap of n 20 ms RTP packets (PCMU) of a
+// tone at hz, for SIPp's play_pcap_audio, which sends the UDP payloads on
+// the call's media at the capture's pace.
+func writeTonePcap(t *testing.T, path string, hz float64, n int) {
+	t.Helper()
+	rec := audiotest.NewPayloadRecorder(8000)
+	enc, err := transcode.NewULawEncoder(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tone := audiotest.Tone(8000, hz, 0.5, time.Duration(n)*20*time.Millisecond)
+	for off := 0; off+160 <= len(tone); off += 160 {
+		if err := enc.WriteSample(tone[off : off+160]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []byte
+	le := binary.LittleEndian
+	out = le.AppendUint32(out, 0xa1b2c3d4)
+	out = le.AppendUint16(out, 2)
+	out = le.AppendUint16(out, 4)
+	out = le.AppendUint32(out, 0)     // thiszone
+	out = le.AppendUint32(out, 0)     // sigfigs
+	out = le.AppendUint32(out, 65535) // snaplen
+	out = le.AppendUint32(out, 1)     // LINKTYPE_ETHERNET
+	be := binary.BigEndian
+	for i, payload := range rec.Payloads() {
+		rtp := []byte{0x80, 0}
+		rtp = be.AppendUint16(rtp, uint16(i))
+		rtp = be.AppendUint32(rtp, uint32(i*160))
+		rtp = be.AppendUint32(rtp, 0x5e9e0001)
+		rtp = append(rtp, payload...)
+		udp := be.AppendUint16(nil, 6000)
+		udp = be.AppendUint16(udp, 6002)
+		udp = be.AppendUint16(udp, uint16(8+len(rtp)))
+		udp = be.AppendUint16(udp, 0) // no checksum (IPv4)
+		udp = append(udp, rtp...)
+		ip := []byte{0x45, 0}
+		ip = be.AppendUint16(ip, uint16(20+len(udp)))
+		ip = append(ip, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2)
+		var sum uint32
+		for j := 0; j < 20; j += 2 {
+			sum += uint32(be.Uint16(ip[j:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		be.PutUint16(ip[10:], ^uint16(sum))
+		frame := append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00}, ip...)
+		frame = append(frame, udp...)
+		us := i * 20000
+		out = le.AppendUint32(out, uint32(us/1e6))
+		out = le.AppendUint32(out, uint32(us%1e6))
+		out = le.AppendUint32(out, uint32(len(frame)))
+		out = le.AppendUint32(out, uint32(len(frame)))
+		out = append(out, frame...)
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEarlyMediaReachesTheCustomer: the PBX answers the INVITE with 183
+// and SDP, plays its own tone for three seconds, then 200. While the call
+// rings, the customer hears the PBX's tone, not the gateway's ringback.
+func TestEarlyMediaReachesTheCustomer(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTonePcap(t, filepath.Join(dir, "pcap", "tone.pcap"), earlyMediaHz, 150)
+	scenario := filepath.Join(dir, "uas_early_media.xml")
+	b, err := os.ReadFile("sipp/uas_early_media.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(scenario, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pbx := peers.StartSIPp(t, scenario, "127.0.0.1", "-m", "1")
+	g := startVoiceGateway(t, voiceConfig{
+		trunks: []voiceTrunk{{name: "pbx", addr: pbx.Addr()}},
+		queues: []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + pbx.Addr()}},
+	})
+	customer, _ := g.newConversation(t, "Ann Lee")
+	ws := customerWS(t, g, customer.token)
+	browser := newBrowser(t, 1000)
+	ws.send(map[string]any{"type": "voice.start", "sdp": browser.offer(t)})
+
+	// The samples heard when the call started ringing and when it connected.
+	ringAt, connectedAt := -1, -1
+	for connectedAt < 0 {
+		f, err := ws.read()
+		if err != nil {
+			t.Fatalf("waiting for the call: %v", err)
+		}
+		if browser.signalled(t, f) || f.typ() != "call" {
+			continue
+		}
+		c, _ := f["call"].(map[string]any)
+		switch c["state"] {
+		case "ringing":
+			if ringAt < 0 {
+				ringAt = len(browser.heard.Samples())
+			}
+		case "connected":
+			connectedAt = len(browser.heard.Samples())
+		case "failed", "ended":
+			t.Fatalf("call %v: %v", c["state"], c["reason"])
+		}
+	}
+	if ringAt < 0 {
+		t.Fatal("the call connected without ringing")
+	}
+	// Half a second in, past the path's delay, up to the answer.
+	heard := browser.heard.Samples()
+	from := ringAt + 4000
+	if connectedAt-from < 8000 {
+		t.Fatalf("%d samples heard between ringing and the answer, want a few seconds", connectedAt-ringAt)
+	}
+	early := heard[from:connectedAt]
+	peak := audiotest.PeakFrequency(early, 8000)
+	pbxDB := audiotest.GoertzelLevel(early, 8000, earlyMediaHz)
+	ringDB := audiotest.GoertzelLevel(early, 8000, 425)
+	t.Logf("while ringing the customer heard a peak at %.0f Hz; %.0f Hz at %.1f dBFS, 425 Hz at %.1f dBFS", peak, earlyMediaHz, pbxDB, ringDB)
+	if peak < earlyMediaHz-20 || peak > earlyMediaHz+20 {
+		t.Errorf("while ringing the customer heard %.0f Hz, want the PBX's %.0f Hz", peak, earlyMediaHz)
+	}
+	if pbxDB < -20 || ringDB > pbxDB-20 {
+		t.Errorf("the PBX's tone at %.1f dBFS, the local ringback at %.1f dBFS: want the PBX's alone", pbxDB, ringDB)
+	}
+
+	ws.send(map[string]any{"type": "voice.hangup"})
+	waitSIPp(t, pbx)
 }
