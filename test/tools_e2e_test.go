@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -348,4 +349,114 @@ func TestEarlyMediaReachesTheCustomer(t *testing.T) {
 
 	ws.send(map[string]any{"type": "voice.hangup"})
 	waitSIPp(t, pbx)
+}
+
+// filesBothWays sends a document from the customer to the agent and one
+// back, and checks that each side downloads the very bytes sent.
+func filesBothWays(t *testing.T, customer, agent *tab, step string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []struct {
+		from, to *tab
+		name     string
+	}{{customer, agent, "customer-" + step + ".txt"}, {agent, customer, "agent-" + step + ".txt"}} {
+		body := []byte(fmt.Sprintf("%s, sent by %s during %s\n", d.name, d.from.name, step))
+		path := filepath.Join(dir, d.name)
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.from.setFiles(path)
+		got := d.to.waitMessage(d.name)
+		if got.Kind != "file" || got.File == "" {
+			t.Fatalf("%s sees %+v, want a file message", d.to.name, got)
+		}
+		if h := fetchSHA(d.to, got.File); h != sha(body) {
+			t.Errorf("during %s %s downloaded sha256 %s of %s, want %s", step, d.to.name, h, d.name, sha(body))
+		}
+	}
+}
+
+// TestToolsDuringACall: Alice's desk phone (baresip, playing 440 Hz) is
+// on the line. During the call, files go both ways; the customer shares
+// the screen on the call's connection, the console plays it and Alice
+// takes a snapshot of it into the chat; then the customer turns the
+// camera on and files go both ways again while video runs. Afterwards
+// the call is unharmed: the customer still hears the desk phone, and the
+// desk phone heard the customer's 1 kHz microphone to the end.
+func TestToolsDuringACall(t *testing.T) {
+	phone := startBaresipPhone(t)
+	g := startGateway(t, withVoice(toDeskPhone(phone)))
+	customer, agent, s := startVideoChat(t, g, "Can you call me about my meter?")
+	tone := func(f float64) bool { return f >= deskToneHz-20 && f <= deskToneHz+20 }
+
+	customer.click("voice-start")
+	waitJS[bool](customer, "the call to connect", fn("", `return (() => {`+callStateKeepingAudio+`})() === 'connected' && !!window.__heard;`))
+	if f := customer.heardHz(); !tone(f) {
+		t.Fatalf("during the call the customer hears %.0f Hz, want the desk phone's %.0f Hz", f, deskToneHz)
+	}
+
+	filesBothWays(t, customer, agent, "the call")
+
+	// The screen joins the call's connection; the console plays it, and
+	// Alice's snapshot of it goes into the chat at its resolution.
+	customer.click("screen-start")
+	agent.waitMessageContaining("Screen sharing started")
+	sc := agent.waitPlaying("remote-screen", 0, 0)
+	if same := call[bool](customer, fn("", `const w = document.querySelector('segue-widget'); return w.video.pc === w.voice.pc && !w.video.own;`)); !same {
+		t.Error("the screen share opened a connection of its own beside the call's")
+	}
+	shot := agent.takeSnapshot(sc.Width, sc.Height)
+	for _, tb := range []*tab{customer, agent} {
+		m := tb.waitSnapshot(shot)
+		if _, w, h := imageSize(t, g, s.Token, m.File); w != sc.Width || h != sc.Height {
+			t.Errorf("%s sees the screen's snapshot as %dx%d, want %dx%d", tb.name, w, h, sc.Width, sc.Height)
+		}
+	}
+	agent.waitMessageContaining("took a snapshot")
+
+	// Video runs beside the screen: files go both ways again.
+	customer.click("video-start")
+	agent.waitPlaying("remote-video", 640, 480)
+	filesBothWays(t, customer, agent, "video")
+	agent.waitAdvanced("remote-video", agent.video("remote-video"))
+	customer.click("video-start")
+	customer.click("screen-start")
+	agent.waitMessageContaining("Video ended")
+
+	// The call is unharmed.
+	if st := call[string](customer, fn("", callStateKeepingAudio)); st != "connected" {
+		t.Fatalf("the call is %q after the tools", st)
+	}
+	if f := customer.heardHz(); !tone(f) {
+		t.Errorf("after the tools the customer hears %.0f Hz, want the desk phone's %.0f Hz", f, deskToneHz)
+	}
+	customer.click("hangup")
+	waitJS[bool](customer, "the call to end", fn("", `return q('call-status')?.dataset.callState === 'ended';`))
+	pcm, rate := baresipHeardAll(t, phone)
+	last := pcm[max(0, len(pcm)-2*rate):]
+	if f := audiotest.PeakFrequency(last, rate); f < videoMicHz-20 || f > videoMicHz+20 {
+		t.Errorf("in the call's last two seconds the desk phone heard %.0f Hz, want the customer's %.0f Hz", f, videoMicHz)
+	} else {
+		t.Logf("in the call's last two seconds the desk phone heard %.0f Hz at %.1f dBFS", f, audiotest.Level(last))
+	}
+}
+
+// baresipHeardAll waits for the recording of what the desk phone heard
+// in its call, once the call is over, and returns all of it.
+func baresipHeardAll(t *testing.T, phone *peers.Baresip) ([]int16, int) {
+	t.Helper()
+	// baresipHeard waits until sndfile has written and closed the file.
+	_, rate := baresipHeard(t, phone.Recordings, 0, time.Second)
+	h, _ := phone.Recordings()
+	if len(h) != 1 {
+		t.Fatalf("baresip recorded %d calls, want 1", len(h))
+	}
+	all, r, err := audiotest.ReadWAVFile(h[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r != rate {
+		t.Fatalf("the recording's rate changed from %d to %d", rate, r)
+	}
+	return all, r
 }
