@@ -44,12 +44,27 @@ md.getUserMedia = async (c) => {
 // loads from now on.
 func (tb *tab) refuseMicrophone() {
 	tb.t.Helper()
+	tb.initScript(jsRefuseMicrophone)
+}
+
+// countOscillators keeps, in window.__osc, the frequency of every
+// oscillator the pages of this tab start (the console's ring sound).
+func (tb *tab) countOscillators() {
+	tb.t.Helper()
+	tb.initScript(`window.__osc = [];
+const start = OscillatorNode.prototype.start;
+OscillatorNode.prototype.start = function (...args) { window.__osc.push(this.frequency.value); return start.apply(this, args); };`)
+}
+
+// initScript runs js in every page this tab loads from now on, first.
+func (tb *tab) initScript(js string) {
+	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
 	defer cancel()
 	if _, err := chromedp.Run(ctx, func(ctx context.Context, tgt *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
-		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: jsRefuseMicrophone})
+		return cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: js})
 	}); err != nil {
-		tb.t.Fatalf("%s: refuse the microphone: %v", tb.name, err)
+		tb.t.Fatalf("%s: add a script: %v", tb.name, err)
 	}
 }
 
@@ -132,8 +147,8 @@ func TestScreenShareFromChatWithoutMicrophone(t *testing.T) {
 }
 
 // TestPBXTransferKeepsTheContext: Alice's desk phone (1001, a SIPp PBX)
-// puts the call on hold and resumes it, then transfers it (REFER) to
-// 1002. Both phones insist on the context in their INVITE (the SIPp
+// rings, which the console shows (list, title, ring sound), answers, puts
+// the call on hold and resumes it, then transfers it (REFER) to 1002. Both phones insist on the context in their INVITE (the SIPp
 // scenario fails the call otherwise): the transfer's INVITE carries the
 // same User-to-User, Call-Info, X-Segue-* and the customer's name as the
 // first. The console says where the call went, the call goes on, and the
@@ -142,10 +157,31 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 	pbx := peers.StartSIPp(t, "sipp/uas_hold_refer_context.xml", "127.0.0.1", "-m", "2")
 	hs := newHostSite(t)
 	g := sippGateway(t, pbx, hs)
-	customer, agent, convID := shopChat(t, hs, g, "", "My invoice is wrong")
+	customer, convID := openShopWidget(t, hs, "customer", "support", "", "My invoice is wrong")
+	agent := newVoiceTab(t, "console alice")
+	agent.countOscillators()
+	agent.logIn(g, "alice", "/console")
+	agent.acceptConversation(convID)
+	customer.waitText("agent-name", "helping")
 
+	// The ring sound is off until the agent turns it on.
+	if on := call[bool](agent, fn("", `return q('ring-sound').checked;`)); on {
+		t.Error("the console's ring sound is on by default")
+	}
+	agent.click("ring-sound")
+
+	// While the desk phone rings, the conversation list and the tab's title
+	// say so, and the console rings; once answered, the list says so.
 	customer.click("voice-start")
+	waitJS[bool](agent, "the ringing indicator", fn("id", `const i = document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="call-indicator"]');
+return i?.dataset.callState === 'ringing';`), convID)
+	if title := call[string](agent, fn("", `return document.title;`)); !strings.HasPrefix(title, "☎ Call ringing: Ann Lee") {
+		t.Errorf("while the call rings the console's title is %q", title)
+	}
+	waitJS[bool](agent, "the ring sound", fn("", `return window.__osc.includes(440) && window.__osc.includes(480);`))
 	customer.waitCall("connected")
+	waitJS[bool](agent, "the connected indicator", fn("id", `const i = document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="call-indicator"]');
+return i?.dataset.callState === 'connected' && !document.title.includes('ringing');`), convID)
 	// Hold and resume keep the dialog: the transfer below goes through it.
 	customer.waitMessage("Call on hold")
 	customer.waitMessage("Call resumed")
@@ -168,6 +204,7 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 
 	customer.click("hangup")
 	customer.waitCall("ended")
+	waitJS[bool](agent, "the indicator to go", fn("", `return !document.querySelector('[data-testid="call-indicator"]');`))
 	waitSIPp(t, pbx)
 
 	// The exact values, from SIPp's trace: both INVITEs carry them.
@@ -379,8 +416,9 @@ func filesBothWays(t *testing.T, customer, agent *tab, step string) {
 // TestToolsDuringACall: Alice's desk phone (baresip, playing 440 Hz) is
 // on the line. During the call, files go both ways; the customer shares
 // the screen on the call's connection, the console plays it and Alice
-// takes a snapshot of it into the chat; then the customer turns the
-// camera on and files go both ways again while video runs. Afterwards
+// takes a snapshot of it into the chat; Alice moves the audio to the
+// console and back; then the customer turns the camera on and files go
+// both ways again while video runs. The console's list shows the call. Afterwards
 // the call is unharmed: the customer still hears the desk phone, and the
 // desk phone heard the customer's 1 kHz microphone to the end.
 func TestToolsDuringACall(t *testing.T) {
@@ -395,6 +433,7 @@ func TestToolsDuringACall(t *testing.T) {
 		t.Fatalf("during the call the customer hears %.0f Hz, want the desk phone's %.0f Hz", f, deskToneHz)
 	}
 
+	waitJS[bool](agent, "the call in the conversation list", fn("", `return q('call-indicator')?.dataset.callState === 'connected';`))
 	filesBothWays(t, customer, agent, "the call")
 
 	// The screen joins the call's connection; the console plays it, and
@@ -413,6 +452,19 @@ func TestToolsDuringACall(t *testing.T) {
 		}
 	}
 	agent.waitMessageContaining("took a snapshot")
+
+	// Alice moves the call's audio to the console: she hears the customer
+	// there; moved back, the customer hears the desk phone again.
+	agent.click("audio-route")
+	agent.waitMessageContaining("Audio moved to the console")
+	if f := agent.elementPeakHz("video-audio"); f < videoMicHz-50 || f > videoMicHz+50 {
+		t.Errorf("with the audio on the console Alice hears %.0f Hz, want the customer's %.0f Hz", f, videoMicHz)
+	}
+	agent.click("audio-route")
+	agent.waitMessageContaining("Audio moved to the desk phone")
+	if f := customer.heardHz(); !tone(f) {
+		t.Errorf("with the audio back on the desk phone the customer hears %.0f Hz, want %.0f Hz", f, deskToneHz)
+	}
 
 	// Video runs beside the screen: files go both ways again.
 	customer.click("video-start")
