@@ -645,7 +645,8 @@ func (v *voiceCall) phoneEvent(ev sip.Event) {
 		// The customer reads the transcript too: it shows the number the
 		// call went to, never the trunk's URI (host, port, parameters).
 		v.s.log.Info("voice: call transferred", "conv", v.cv.c.ID, "call", v.id, "target", ev.Target)
-		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred", map[string]string{"call": v.id, "to": displayTarget(ev.Target)})
+		to := displayTarget(ev.Target)
+		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred to "+to, map[string]string{"call": v.id, "to": to})
 	}
 }
 

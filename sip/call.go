@@ -111,6 +111,13 @@ type Call struct {
 	guard      dialogGuard // the current dialog's tags and remote CSeq
 	oldGuard   dialogGuard // oldDlg's, while it lasts
 
+	// dialCtx is the caller ID and context headers of the first INVITE
+	// of an outbound call (DialOptions.DisplayName and Headers), set before
+	// the call starts and never changed: a transfer's INVITE carries them
+	// again, so that the phone the call goes to learns who calls and about
+	// what as the first one did.
+	dialCtx DialOptions
+
 	// authSrc is set for a call that came in with digest credentials
 	// (inbound_auth): the source of its INVITE, which may speak in the dialog.
 	authSrc netip.Addr

@@ -144,6 +144,7 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 	c.codecs, c.sessID, c.sessVer, c.localAddr = codecs, sessID, 1, s.mediaIP
 	c.srtpKey, c.cryptoTag = key, "1"
 	c.guard = clientGuard(dc)
+	c.dialCtx = DialOptions{DisplayName: opts.DisplayName, Headers: opts.Headers}
 	if _, err := c.applyRemote(md, false); err != nil {
 		bctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = dc.Bye(bctx)

@@ -265,7 +265,12 @@ func TestReferBlindTransfer(t *testing.T) {
 	})
 	port.Store(int32(p.addr.Port()))
 	s := startServer(t, []TrunkConfig{p.trunk("pbx")})
-	call, err := s.Dial(context.Background(), "pbx", "1001", DialOptions{})
+	opts := DialOptions{DisplayName: "Ann Lee", Headers: map[string]string{
+		"User-to-User":         "0123abcd;encoding=hex",
+		"Call-Info":            "<http://console.example/c/c_1>;purpose=info",
+		"X-Segue-Conversation": "c_1",
+	}}
+	call, err := s.Dial(context.Background(), "pbx", "1001", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +300,17 @@ func TestReferBlindTransfer(t *testing.T) {
 	second := <-dialogs
 	if second.InviteRequest.Recipient.User != "2002" {
 		t.Errorf("new INVITE to %q", second.InviteRequest.Recipient.User)
+	}
+	// The transfer's INVITE carries the first one's context and caller ID.
+	for _, inv := range []*sipmsg.Request{first.InviteRequest, second.InviteRequest} {
+		if got := inv.From().DisplayName; got != "Ann Lee" {
+			t.Errorf("INVITE to %s: From display name %q, want Ann Lee", inv.Recipient.User, got)
+		}
+		for k, v := range opts.Headers {
+			if h := inv.GetHeader(k); h == nil || h.Value() != v {
+				t.Errorf("INVITE to %s: %s is %v, want %q", inv.Recipient.User, k, h, v)
+			}
+		}
 	}
 	waitFor(t, "final NOTIFY", func() bool {
 		mu.Lock()

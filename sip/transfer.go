@@ -12,7 +12,8 @@ import (
 
 // handleRefer accepts a blind transfer (RFC 3515) to a target the
 // trunk's transfer rules allow: 202, then NOTIFYs with a message/sipfrag
-// of the new INVITE's progress. The new dialog reuses the call's RTP
+// of the new INVITE's progress. The new INVITE carries the caller ID and
+// context headers of the call's first one. The new dialog reuses the call's RTP
 // session, so the gateway keeps the same Call, with sequence numbers and
 // timestamps running on. Other targets are refused with 403 (toll-fraud
 // rule: destinations come only from configuration).
@@ -91,7 +92,10 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 	c.mu.Lock()
 	key := c.srtpKey
 	c.mu.Unlock()
-	dc, md, err := s.invite(ctx, c.log, c.trunk, recipient, offer, DialOptions{}, c.media, key)
+	// The new INVITE carries the first one's caller ID and context
+	// (User-to-User, Call-Info, X-*): the phone the call goes to learns
+	// who calls and about what, as the first one did.
+	dc, md, err := s.invite(ctx, c.log, c.trunk, recipient, offer, c.dialCtx, c.media, key)
 	if err != nil {
 		var se *StatusError
 		code, reason := 503, "Service Unavailable"

@@ -308,7 +308,7 @@ const EVENT_TEXT = {
   'voice.resumed': () => 'Call resumed',
   'voice.ended': () => 'Call ended',
   'voice.failed': () => 'Call failed',
-  'voice.transferred': () => 'Call transferred',
+  'voice.transferred': (m) => (m.event?.data?.to ? `Call transferred to ${m.event.data.to}` : 'Call transferred'),
 };
 
 /**

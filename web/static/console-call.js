@@ -8,17 +8,22 @@ import { formatDuration } from './call.js';
 
 const ACTIVE = new Set(['dialing', 'ringing', 'connected', 'held']);
 
+/** RINGING are the states of a call that rings (the desk phone, or the customer). */
+const RINGING = new Set(['dialing', 'ringing']);
+
 /**
  * ConsoleCalls draws the call bar. Options:
- *   bar             the #callbar element
- *   send(frame)     sends a frame on the agent's socket, reports success
- *   note(text)      shows a notice
+ *   bar                 the #callbar element
+ *   send(frame)         sends a frame on the agent's socket, reports success
+ *   note(text)          shows a notice
+ *   onChange(id, prev)  a conversation's call changed (prev: its last state, or '')
  */
 export class ConsoleCalls {
-  constructor({ bar, send, note }) {
+  constructor({ bar, send, note, onChange }) {
     this.bar = bar;
     this.send = send;
     this.note = note;
+    this.onChange = onChange ?? (() => {});
     this.calls = new Map(); // conversation id -> {call, since, digits}
     this.conv = null; // the selected conversation's data
     this.ticker = 0;
@@ -55,6 +60,7 @@ export class ConsoleCalls {
         if (c.state === 'connected' && !(same && (prev.call.state === 'connected' || prev.call.state === 'held'))) entry.since = Date.now();
         this.calls.set(f.conversation_id, entry);
         if (this.conv?.id === f.conversation_id) this.render();
+        if (!same || prev.call.state !== c.state) this.onChange(f.conversation_id, same ? prev.call.state : '');
         return true;
       }
       case 'call.dtmf': {
@@ -68,6 +74,20 @@ export class ConsoleCalls {
       default:
         return false;
     }
+  }
+
+  /**
+   * stateOf is the state of a conversation's call while one is up
+   * (dialing, ringing, connected or held), else ''.
+   */
+  stateOf(convId) {
+    const st = this.calls.get(convId)?.call.state ?? '';
+    return ACTIVE.has(st) ? st : '';
+  }
+
+  /** ringing says whether a conversation's call rings now. */
+  ringing(convId) {
+    return RINGING.has(this.stateOf(convId));
   }
 
   /** show draws the bar for the selected conversation (data), or hides it. */

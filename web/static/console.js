@@ -14,6 +14,50 @@ const $ = (id) => document.getElementById(id);
 /** closed: a conversation that takes no more messages (ended, or a message left). */
 const closed = (c) => c?.state === 'ended' || c?.state === 'left';
 
+// The ring sound is a setting of this browser: off unless the agent
+// turns it on.
+const RING_SOUND_KEY = 'segue:console:ring-sound';
+
+function ringSoundOn() {
+  try { return localStorage.getItem(RING_SOUND_KEY) === 'on'; } catch { return false; }
+}
+
+function setRingSound(on) {
+  try {
+    if (on) localStorage.setItem(RING_SOUND_KEY, 'on');
+    else localStorage.removeItem(RING_SOUND_KEY);
+  } catch { /* storage refused: the setting lasts for this page */ }
+  if (on) ringContext()?.resume().catch(() => {}); // the click allows audio
+}
+
+let ringCtx = null;
+function ringContext() {
+  if (!ringCtx && window.AudioContext) ringCtx = new AudioContext();
+  return ringCtx;
+}
+
+/** playRing plays two short rings (440 + 480 Hz, the North American ring). */
+function playRing() {
+  const ctx = ringContext();
+  if (!ctx) return;
+  ctx.resume().catch(() => {});
+  const gain = ctx.createGain();
+  gain.gain.value = 0;
+  gain.connect(ctx.destination);
+  const t0 = ctx.currentTime + 0.05;
+  for (const start of [0, 0.6]) {
+    gain.gain.setValueAtTime(0.15, t0 + start);
+    gain.gain.setValueAtTime(0, t0 + start + 0.4);
+  }
+  for (const hz of [440, 480]) {
+    const osc = ctx.createOscillator();
+    osc.frequency.value = hz;
+    osc.connect(gain);
+    osc.start(t0);
+    osc.stop(t0 + 1.1);
+  }
+}
+
 /** byAge orders queue entries as the gateway does: oldest first, then by id. */
 function byAge(a, b) {
   const d = Date.parse(a.created_at) - Date.parse(b.created_at);
@@ -157,7 +201,10 @@ const app = {
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => !closed(this.selected?.data) && this.selected && this.socket.send({ type: 'typing', typing: on, conversation_id: this.selected.id }));
-    this.calls ??= new ConsoleCalls({ bar: $('callbar'), send: (f) => this.socket.send(f), note: (t) => this.note(t) });
+    this.calls ??= new ConsoleCalls({
+      bar: $('callbar'), send: (f) => this.socket.send(f), note: (t) => this.note(t),
+      onChange: (id, prev) => this.callChanged(id, prev),
+    });
     // video (Step 3)
     this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
     this.socket.start();
@@ -178,6 +225,8 @@ const app = {
     if (this.bound) return;
     this.bound = true;
     $('presence').addEventListener('change', (e) => this.socket.send({ type: 'presence', state: e.target.value }));
+    $('ring-sound').checked = ringSoundOn();
+    $('ring-sound').addEventListener('change', (e) => setRingSound(e.target.checked));
     $('logout').addEventListener('click', () => this.logout());
     $('logout-all').addEventListener('click', () => this.logoutAll());
     $('composer').addEventListener('submit', (e) => { e.preventDefault(); this.sendText(); });
@@ -542,11 +591,28 @@ const app = {
     this.renderTitle();
   },
 
-  /** renderTitle puts unread messages and offers in the tab's title. */
+  /**
+   * renderTitle puts unread messages and offers in the tab's title, and
+   * first, while a call for one of the agent's conversations rings, who
+   * is calling: the title is what an agent sees of a tab in the background.
+   */
   renderTitle() {
     let n = this.offered.size;
     for (const conv of this.convs.values()) n += conv.unread;
-    document.title = n ? `(${n}) Segue — agent console` : 'Segue — agent console';
+    const base = n ? `(${n}) Segue — agent console` : 'Segue — agent console';
+    const ringing = [...this.convs.values()].find((conv) => this.calls?.ringing(conv.data.id));
+    document.title = ringing ? `☎ Call ringing: ${ringing.data.customer?.name || 'Visitor'} — ${base}` : base;
+  },
+
+  /**
+   * callChanged follows the calls of the agent's conversations: the
+   * indicator in the list, the title, and a ring sound (a console setting,
+   * off by default) when one starts ringing.
+   */
+  callChanged(id, prev) {
+    if (!this.convs.has(id)) return;
+    this.renderMine();
+    if (this.calls.ringing(id) && !['dialing', 'ringing'].includes(prev) && ringSoundOn()) playRing();
   },
 
   convItem(conv) {
@@ -560,10 +626,19 @@ const app = {
     const button = h('button', { type: 'button', class: 'item-button', 'aria-current': conv === this.selected ? 'true' : null },
       h('span', { class: 'name', text: c.customer?.name || 'Visitor' }),
       h('span', { class: 'sub', text: c.state === 'left' ? 'Message left' : c.state === 'ended' ? 'Ended' : c.queue || '' }),
+      this.callIndicator(c.id),
       conv.unread ? h('span', { class: 'unread', 'data-testid': 'unread', text: String(conv.unread) }) : null);
     button.addEventListener('click', () => this.select(conv));
     li.append(button);
     return li;
+  },
+
+  /** callIndicator shows a conversation's call in the list while one is up. */
+  callIndicator(id) {
+    const st = this.calls?.stateOf(id);
+    if (!st) return null;
+    const text = { dialing: 'Ringing', ringing: 'Ringing', connected: 'On a call', held: 'On hold' }[st];
+    return h('span', { class: `call-pill ${st}`, 'data-testid': 'call-indicator', 'data-call-state': st, title: text, text: `☎ ${text}` });
   },
 
   select(conv, push = true) {
@@ -797,3 +872,4 @@ const app = {
 };
 
 app.start();
+

@@ -5,8 +5,10 @@
 // The widget hands over itself (host); WidgetVideo uses its socket, its
 // session, its chat log and its notice line, and draws into its shadow root.
 // When the widget already has a call's peer connection (host.voice.pc), the
-// video tracks join that connection; otherwise WidgetVideo opens one, with
-// the microphone, so that the agent's console hears the customer.
+// video tracks join that connection; otherwise WidgetVideo opens one. The
+// camera brings the microphone along, so that the agent's console hears
+// the customer; a screen share alone asks for the screen only and sends no
+// audio (the microphone joins if the camera is turned on later).
 
 import { h, apiError, newId } from './chat.js';
 import {
@@ -31,6 +33,7 @@ export class WidgetVideo {
     this.screen = null; // {track, sender, stream}
     this.photo = null; // MediaStream of the camera opened only for a photo
     this.facing = 'user';
+    this.pendingEvents = []; // media events that wait for our first answer
     this.build();
   }
 
@@ -139,12 +142,19 @@ export class WidgetVideo {
   /**
    * adopt takes over the call's connection when the call ends while video
    * still sends on it: the connection, and the microphone on it, become
-   * video's own, so the console keeps hearing the customer.
+   * video's own, so the console keeps hearing the customer. With no
+   * camera on (a screen share alone) the microphone stops instead.
    */
   adopt(pc, stream) {
     if (this.pc !== pc || !(this.cam || this.screen) || pc.connectionState === 'closed') return false;
     this.own = true;
     this.mic = stream;
+    if (!this.cam) {
+      // A screen share alone sends no audio once the call is over.
+      for (const s of pc.getSenders()) if (s.track?.kind === 'audio') s.replaceTrack(null).catch(() => {});
+      for (const t of stream?.getTracks() ?? []) t.stop();
+      this.mic = null;
+    }
     this.stopIce = restartIceWhenLost(pc); // the call bar no longer watches it
     // The call bar played the gateway's audio; from now on it is ours.
     const heard = pc.getReceivers().map((r) => r.track).filter((t) => t && t.kind === 'audio');
@@ -166,20 +176,57 @@ export class WidgetVideo {
     return pc && pc.connectionState !== 'closed' ? pc : null;
   }
 
-  /** ensurePeer returns the connection video uses, opening one if needed. */
-  async ensurePeer() {
-    if (this.pc && this.pc.connectionState !== 'closed') return this.pc;
+  /**
+   * ensurePeer returns the connection video uses, opening one if needed.
+   * withMic says whether the microphone goes along on a connection of our
+   * own (the camera), or not (a screen share alone, which needs only the
+   * screen permission). A call's connection already carries the call's
+   * microphone.
+   */
+  async ensurePeer(withMic) {
+    if (this.pc && this.pc.connectionState !== 'closed') {
+      if (withMic && this.own && !this.mic) await this.addMic(this.pc);
+      return this.pc;
+    }
     this.detach(); // a call's connection that has closed
     const call = this.callPeer();
     if (call) return this.attach(call, false);
-    // Video straight from the chat: the microphone goes along, so that
-    // the agent's console hears the customer.
-    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    // Video straight from the chat: the camera takes the microphone along,
+    // so that the agent's console hears the customer.
+    const mic = withMic ? await navigator.mediaDevices.getUserMedia({ audio: true }) : null;
     const iceServers = (await this.host.iceServers?.()) ?? this.features.ice_servers;
     const pc = this.attach(new RTCPeerConnection({ iceServers }), true);
-    this.mic = mic;
-    for (const t of mic.getAudioTracks()) pc.addTrack(t, mic);
+    if (mic) this.useMic(pc, mic);
     return pc;
+  }
+
+  /** addMic opens the microphone and sends it on our own connection. */
+  async addMic(pc) {
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    if (this.pc !== pc || this.mic) {
+      for (const t of mic.getTracks()) t.stop();
+      return;
+    }
+    this.useMic(pc, mic);
+  }
+
+  /**
+   * useMic sends mic on pc: on an audio transceiver that sends nothing (a
+   * call's that adopt emptied, or one the gateway offered for the console's
+   * voice), else on a new one.
+   */
+  useMic(pc, mic) {
+    this.mic = mic;
+    const track = mic.getAudioTracks()[0];
+    if (!track) return;
+    const idle = pc.getTransceivers().find((t) => !t.stopped && t.receiver.track?.kind === 'audio' && !t.sender.track);
+    if (!idle) {
+      pc.addTrack(track, mic);
+      return;
+    }
+    idle.direction = 'sendrecv';
+    idle.sender.setStreams?.(mic);
+    idle.sender.replaceTrack(track).catch(() => {});
   }
 
   /**
@@ -213,7 +260,10 @@ export class WidgetVideo {
     this.neg = new Negotiator(pc, {
       send: (f) => this.send(f),
       offerType: () => (!this.started && (this.own || this.cam || this.screen) ? 'video.start' : 'rtc.offer'),
-      onAnswer: () => { if (this.own || this.cam || this.screen) this.started = true; },
+      onAnswer: () => {
+        if (this.own || this.cam || this.screen) this.started = true;
+        this.flushEvents();
+      },
       ownIce: own,
       onError: (text, code) => this.failed(text, code),
       onReady: () => this.render(),
@@ -229,6 +279,7 @@ export class WidgetVideo {
     this.neg?.close();
     this.neg = null;
     this.pc = null;
+    this.pendingEvents = [];
     pc.removeEventListener('track', this.onTrack);
     pc.removeEventListener('connectionstatechange', this.onState);
     this.stopIce?.();
@@ -249,7 +300,7 @@ export class WidgetVideo {
         track.stop();
         return;
       }
-      const pc = await this.ensurePeer();
+      const pc = await this.ensurePeer(true);
       this.cam = { track, sender: null };
       const sender = pc.addTrack(track, stream);
       this.cam.sender = sender;
@@ -316,13 +367,13 @@ export class WidgetVideo {
         return;
       }
       track.contentHint = 'detail';
-      const pc = await this.ensurePeer();
+      const pc = await this.ensurePeer(false);
       this.screen = { track, sender: null, stream };
       const sender = pc.addTrack(track, stream);
       this.screen.sender = sender;
       keepResolution(sender);
       track.addEventListener('ended', () => { if (this.screen?.track === track) this.stopScreen(); });
-      this.send({ type: 'media.event', state: 'screen.started', stream: stream.id });
+      this.mediaEvent({ type: 'media.event', state: 'screen.started', stream: stream.id });
       this.say('');
     } catch (err) {
       this.say(mediaErrorText(err, 'screen sharing'));
@@ -333,6 +384,30 @@ export class WidgetVideo {
     }
   }
 
+  /**
+   * mediaEvent declares a media event to the gateway. The gateway names
+   * the stream by the id it forwards it under, which it knows once it has
+   * our offer: on a connection that waits for its first answer the event
+   * goes out after that answer (a screen share straight from the chat).
+   */
+  mediaEvent(frame) {
+    if (this.started || !this.own) {
+      this.send(frame);
+      return;
+    }
+    if (frame.state === 'screen.ended' && this.pendingEvents.some((f) => f.state === 'screen.started')) {
+      this.pendingEvents = this.pendingEvents.filter((f) => f.state !== 'screen.started');
+      return;
+    }
+    this.pendingEvents.push(frame);
+  }
+
+  flushEvents() {
+    const pending = this.pendingEvents;
+    this.pendingEvents = [];
+    for (const f of pending) this.send(f);
+  }
+
   stopScreen() {
     const sc = this.screen;
     if (!sc) return;
@@ -341,7 +416,7 @@ export class WidgetVideo {
     if (this.pc && this.pc.connectionState !== 'closed') {
       try { this.pc.removeTrack(sc.sender); } catch { /* closed meanwhile */ }
     }
-    this.send({ type: 'media.event', state: 'screen.ended' });
+    this.mediaEvent({ type: 'media.event', state: 'screen.ended' });
     if (!this.cam) this.endVideo();
     this.render();
   }
