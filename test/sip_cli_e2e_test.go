@@ -17,7 +17,8 @@ import (
 )
 
 // trunkConfig writes the example configuration with the given trunks
-// section and returns its path.
+// put first in its trunks list (before the demo phone's) and returns its
+// path.
 func trunkConfig(t *testing.T, trunks string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -31,10 +32,10 @@ func trunkConfig(t *testing.T, trunks string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "\ntrunks: []\n") {
-		t.Fatalf("example configuration has no empty trunks list to replace:\n%s", b)
+	if !strings.Contains(string(b), "\ntrunks:\n") {
+		t.Fatalf("example configuration has no trunks list to add to:\n%s", b)
 	}
-	b = []byte(strings.Replace(string(b), "\ntrunks: []\n", "\ntrunks:\n"+trunks, 1))
+	b = []byte(strings.Replace(string(b), "\ntrunks:\n", "\ntrunks:\n"+trunks, 1))
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
