@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/sip/demophone"
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/webrtc"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	Limits   LimitsConfig      `yaml:"limits"`
 	Identity IdentityConfig    `yaml:"identity"`
 	Log      LogConfig         `yaml:"log"`
+	// DemoPhone is the embedded demo desk phone (demo_phone), which
+	// answers calls on loopback with a greeting and an echo.
+	DemoPhone demophone.Config `yaml:"demo_phone"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -275,6 +279,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	c.DemoPhone.ApplyDefaults()
 }
 
 // MaxChats is the number of conversations agent a may hold at once.
@@ -439,6 +444,7 @@ func (c *Config) Validate() error {
 	default:
 		addf("log.format: %q is not one of text, json", c.Log.Format)
 	}
+	errs = append(errs, c.validateDemoPhone()...)
 	return errors.Join(errs...)
 }
 

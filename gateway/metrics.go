@@ -33,6 +33,7 @@ type metrics struct {
 	mediaRefused     *prometheus.CounterVec
 	loginsRefused    *prometheus.CounterVec
 	connsRefused     prometheus.Counter
+	videoSessions    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -106,6 +107,10 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.flow = newFlowMetrics(m.reg)
 	m.faults = newFaultMetrics(m.reg)
+	m.videoSessions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "segue_video_sessions_total", Help: "Video sessions started: a conversation's customer video or console join set up while it had no video.",
+	})
+	m.reg.MustRegister(m.videoSessions)
 	return m
 }
 
@@ -197,4 +202,39 @@ func (c nackCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range s.Refused {
 		ch <- prometheus.MustNewConstMetric(nackRefusedDesc, prometheus.CounterValue, float64(n), reason)
 	}
+}
+
+// videoSessionsGauge exports the conversations holding a video session
+// slot (limits.max_video_sessions) when scraped.
+func videoSessionsGauge(h *hub) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "segue_video_sessions_active", Help: "Conversations with video now (each holds one of limits.max_video_sessions).",
+	}, func() float64 {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return float64(h.videoSessionsLocked())
+	})
+}
+
+// videoRelayCollector exports what the gateway relayed of browsers'
+// video, and the key frame requests it sent their senders.
+type videoRelayCollector struct{ stats func() webrtc.VideoRelayStats }
+
+var (
+	videoRelayedPacketsDesc = prometheus.NewDesc("segue_video_relayed_packets_total", "Video RTP packets relayed to browsers (one per viewer).", nil, nil)
+	videoRelayedBytesDesc   = prometheus.NewDesc("segue_video_relayed_bytes_total", "Bytes of video RTP relayed to browsers, headers included; the relayed bitrate is 8 × its rate.", nil, nil)
+	videoPLIDesc            = prometheus.NewDesc("segue_video_pli_total", "Key frame requests (RTCP PLI) sent to browsers that send video: viewers' PLI/FIR passed on, and the gateway's own for new viewers.", nil, nil)
+)
+
+func (c videoRelayCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- videoRelayedPacketsDesc
+	ch <- videoRelayedBytesDesc
+	ch <- videoPLIDesc
+}
+
+func (c videoRelayCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(videoRelayedPacketsDesc, prometheus.CounterValue, float64(s.Packets))
+	ch <- prometheus.MustNewConstMetric(videoRelayedBytesDesc, prometheus.CounterValue, float64(s.Bytes))
+	ch <- prometheus.MustNewConstMetric(videoPLIDesc, prometheus.CounterValue, float64(s.KeyFrameRequests))
 }

@@ -124,10 +124,14 @@ func (h *hub) reserveVideoLocked(cv *conv) (done func(), err error) {
 		h.metrics.mediaRefused.WithLabelValues("video_limit").Inc()
 		return nil, errVideoLimit
 	}
+	counted := videoCountedLocked(cv)
 	cv.videoStarting++
 	return func() {
 		h.mu.Lock()
 		cv.videoStarting--
+		if !counted && videoCountedLocked(cv) {
+			h.metrics.videoSessions.Inc()
+		}
 		h.mu.Unlock()
 	}, nil
 }

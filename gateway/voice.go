@@ -140,6 +140,9 @@ type wireCall struct {
 	StartedAt  time.Time  `json:"started_at"`
 	AnsweredAt *time.Time `json:"answered_at,omitempty"`
 	Quality    *quality   `json:"quality,omitempty"`
+	// Demo is true when the call goes to the embedded demo phone
+	// (demo_phone), not a real desk phone: the console says so.
+	Demo bool `json:"demo,omitempty"`
 }
 
 type quality struct {
@@ -775,6 +778,7 @@ func (v *voiceCall) wire() wireCall {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, Cause: v.cause, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
+	w.Demo = v.trunk != "" && v.trunk == v.s.cfg.DemoTrunk()
 	if !v.answered.IsZero() {
 		a := v.answered
 		w.AnsweredAt = &a

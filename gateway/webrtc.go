@@ -18,6 +18,7 @@ func WithWebRTC(eng *webrtc.Engine) Option {
 		s.peers = pionPeers{eng: eng}
 		s.metrics.reg.MustRegister(nackCollector{eng.NACKStats})
 		s.metrics.reg.MustRegister(refusalCollector{eng})
+		s.metrics.reg.MustRegister(videoRelayCollector{eng.VideoRelayStats}, videoSessionsGauge(s.hub))
 	}
 }
 

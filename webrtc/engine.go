@@ -54,6 +54,8 @@ type Engine struct {
 	reg        *interceptor.Registry
 	se         pwebrtc.SettingEngine
 	bwe        *bweFactory
+	// relay counts what forwarders relayed (VideoRelayStats).
+	relay relayCounters
 
 	// policy decides which remote addresses may be sent to; candRefused
 	// and sdpRefused count what browsers sent that was refused.

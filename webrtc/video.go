@@ -98,6 +98,7 @@ func (v *RemoteVideo) RequestKeyFrame() error {
 	if err != nil {
 		return fmt.Errorf("webrtc: request key frame: %w", err)
 	}
+	v.p.e.relay.keyFrames.Add(1)
 	return nil
 }
 
@@ -221,6 +222,8 @@ func (f *Forwarder) write(pkt *rtp.Packet) {
 		return
 	}
 	f.packets.Add(1)
+	f.dst.e.relay.packets.Add(1)
+	f.dst.e.relay.bytes.Add(uint64(pkt.MarshalSize()))
 }
 
 // readRTCP passes the destination browser's key frame requests to the

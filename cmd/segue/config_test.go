@@ -15,17 +15,17 @@ import (
 	"github.com/segue-rtc/segue/gateway"
 )
 
-// writeConfig writes the example configuration, with its empty trunks
-// list replaced by trunks unless that is empty, and returns the file's
-// path.
+// writeConfig writes the example configuration, with trunks put first
+// in its trunks list (before the demo phone's) unless that is empty, and
+// returns the file's path.
 func writeConfig(t *testing.T, trunks string) string {
 	t.Helper()
 	doc := string(configs.Example)
-	if !strings.Contains(doc, "\ntrunks: []\n") {
-		t.Fatal("the example configuration has no empty trunks list to replace")
+	if !strings.Contains(doc, "\ntrunks:\n") {
+		t.Fatal("the example configuration has no trunks list to add to")
 	}
 	if trunks != "" {
-		doc = strings.Replace(doc, "\ntrunks: []\n", "\ntrunks:\n"+trunks, 1)
+		doc = strings.Replace(doc, "\ntrunks:\n", "\ntrunks:\n"+trunks, 1)
 	}
 	path := filepath.Join(t.TempDir(), "segue.yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/segue-rtc/segue/gateway"
 	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/sip/demophone"
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/webrtc"
 )
@@ -80,6 +81,13 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 		st.Close()
 		return err
 	}
+	var phone *demophone.Phone
+	if cfg.DemoPhone.Enabled {
+		if phone, err = demophone.New(cfg.DemoPhone, log.With("component", "demo-phone")); err != nil {
+			st.Close()
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	// The SIP side outlives the gateway's drain, so that calls hear the
 	// stop notice and get their BYE, and INVITEs meanwhile get 503.
@@ -88,6 +96,9 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 	g.Go(func() error { defer stopSIP(); return srv.Run(gctx) })
 	if sipSrv != nil {
 		g.Go(func() error { return sipSrv.Run(sipCtx) })
+	}
+	if phone != nil {
+		g.Go(func() error { return phone.Run(gctx) })
 	}
 	runErr := g.Wait()
 	if err := eng.Close(); err != nil {

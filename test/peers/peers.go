@@ -229,7 +229,34 @@ type Baresip struct {
 	IP   string
 	Port int
 	User string
-	rec  string
+	// TLSPort is the SIP over TLS port (Port+1, as baresip binds it) when
+	// started WithTLSSRTP, else 0.
+	TLSPort int
+	rec     string
+}
+
+// TLSURI is the phone's SIP URI over TLS (transport=tls), for a phone
+// started WithTLSSRTP.
+func (b *Baresip) TLSURI() string {
+	return "sip:" + b.User + "@" + net.JoinHostPort(b.IP, strconv.Itoa(b.TLSPort)) + ";transport=tls"
+}
+
+// BaresipOption changes how StartBaresip sets the phone up.
+type BaresipOption func(*baresipOptions)
+
+type baresipOptions struct {
+	certKey, caFile string // TLS: certificate and key in one PEM file; CAs to trust
+	srtp            bool
+}
+
+// WithTLSSRTP makes the phone listen for SIP over TLS too, on Port+1,
+// with the certificate and private key in certKeyPEM (one PEM file) and
+// caFile's certificates trusted, and insist on SDES-SRTP (RTP/SAVP) in
+// every call (baresip's srtp module, mediaenc=srtp-mand).
+func WithTLSSRTP(certKeyPEM, caFile string) BaresipOption {
+	return func(o *baresipOptions) {
+		o.certKey, o.caFile, o.srtp = certKeyPEM, caFile, true
+	}
 }
 
 // URI is the phone's SIP URI.
@@ -248,8 +275,12 @@ func (b *Baresip) Recordings() (heard, sent []string) {
 // StartBaresip runs baresip as an auto-answering phone for user on ip,
 // playing source (an 8 kHz mono WAV) into every call and recording both
 // directions.
-func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
+func StartBaresip(t testing.TB, ip, user, source string, opts ...BaresipOption) *Baresip {
 	t.Helper()
+	var o baresipOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	abs, err := filepath.Abs(source)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +290,7 @@ func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
 	// it. baresip then exits at once, and we try again on other ports.
 	var b *Baresip
 	for attempt := 0; attempt < 5; attempt++ {
-		b = startBaresipOnce(t, ip, user, abs)
+		b = startBaresipOnce(t, ip, user, abs, o)
 		if b != nil {
 			return b
 		}
@@ -270,7 +301,7 @@ func StartBaresip(t testing.TB, ip, user, source string) *Baresip {
 
 // startBaresipOnce starts baresip on fresh ports; nil when it exited at
 // start because a port was taken meanwhile.
-func startBaresipOnce(t testing.TB, ip, user, source string) *Baresip {
+func startBaresipOnce(t testing.TB, ip, user, source string, o baresipOptions) *Baresip {
 	t.Helper()
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "rec")
@@ -278,6 +309,14 @@ func startBaresipOnce(t testing.TB, ip, user, source string) *Baresip {
 		t.Fatal(err)
 	}
 	port := freeUDPAndTCPPort(t, ip)
+	tlsPort := 0
+	if o.certKey != "" {
+		// baresip binds TLS on the SIP port + 1.
+		for i := 0; i < 100 && !tcpFree(ip, port+1); i++ {
+			port = freeUDPAndTCPPort(t, ip)
+		}
+		tlsPort = port + 1
+	}
 	rtp := FreeEvenUDPPort(t, ip)
 	// net_interface puts ip in SDP too: without it baresip advertises the
 	// machine's default address (say eth0's) while its RTP comes from ip,
@@ -297,14 +336,18 @@ module_app		account.so
 module_app		menu.so
 answermode		auto
 `, ip, port, ip, source, rtp, rtp+9, rec)
+	acct := fmt.Sprintf("<sip:%s@%s:%d>;regint=0;answermode=auto\n", user, ip, port)
+	if o.certKey != "" {
+		cfg += fmt.Sprintf("sip_certificate\t%s\nsip_cafile\t\t%s\nmodule\t\t\tsrtp.so\n", o.certKey, o.caFile)
+		acct = fmt.Sprintf("<sip:%s@%s:%d;transport=tls>;regint=0;answermode=auto;mediaenc=srtp-mand\n", user, ip, tlsPort)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	acct := fmt.Sprintf("<sip:%s@%s:%d>;regint=0;answermode=auto\n", user, ip, port)
 	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte(acct), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := &Baresip{Process: start(t, "baresip", dir, "-f", dir), IP: ip, Port: port, User: user, rec: rec}
+	b := &Baresip{Process: start(t, "baresip", dir, "-f", dir), IP: ip, Port: port, User: user, TLSPort: tlsPort, rec: rec}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && !b.Exited() {
 		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
@@ -327,6 +370,16 @@ answermode		auto
 	}
 	t.Fatalf("baresip exited: %s", b.Output())
 	return nil
+}
+
+// tcpFree reports whether a TCP port on ip can be bound now.
+func tcpFree(ip string, port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // freeUDPAndTCPPort returns a port on ip that was free a moment ago for

@@ -34,13 +34,14 @@ export class ConsoleCalls {
     this.statusEl = h('span', { class: 'call-state', 'data-testid': 'call-status', 'data-call-state': 'none', role: 'status', text: 'No call' });
     this.qualityEl = h('span', { class: 'call-quality', 'data-testid': 'call-quality' });
     this.dtmfEl = h('span', { class: 'call-dtmf', 'data-testid': 'call-dtmf', 'aria-live': 'polite' });
+    this.demoEl = h('span', { class: 'call-demo', 'data-testid': 'demo-phone', title: 'The built-in demo phone answers this call: a greeting, then your customer hears themselves (echo). Configure a PBX under trunks for real calls.', text: 'demo phone', hidden: true });
     this.callButton = h('button', { type: 'button', class: 'secondary', 'data-testid': 'call-customer', text: 'Call customer' });
     this.callButton.addEventListener('click', () => this.callCustomer());
     this.hangupButton = h('button', { type: 'button', class: 'danger', 'data-testid': 'hangup', text: 'Hang up' });
     this.hangupButton.addEventListener('click', () => this.hangup());
     this.bar.replaceChildren(
       h('span', { class: 'call-icon', 'aria-hidden': 'true', text: '☎' }),
-      this.statusEl, this.qualityEl, this.dtmfEl,
+      this.statusEl, this.demoEl, this.qualityEl, this.dtmfEl,
       h('span', { class: 'call-actions' }, this.callButton, this.hangupButton));
   }
 
@@ -174,6 +175,7 @@ export class ConsoleCalls {
       this.statusEl.dataset.mos = String(q.mos ?? 0);
     }
     this.qualityEl.textContent = this.qualityText(c);
+    this.demoEl.hidden = !c?.demo;
     this.dtmfEl.textContent = entry?.digits && live ? `Keypad: ${entry.digits}` : '';
     this.callButton.hidden = Boolean(live) || !open;
     this.hangupButton.hidden = !live;
