@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -289,5 +293,37 @@ func TestDrainTimeoutConfig(t *testing.T) {
 	cfg, err = ParseConfig([]byte(withHTTP("HTTP  drain_timeout: 30s\n")), testEnv)
 	if err != nil || cfg.HTTP.DrainTimeout != 30*time.Second {
 		t.Fatalf("drain_timeout 30s: %v", err)
+	}
+}
+
+// TestAPIRefusalsLogByMeaning: the drain's refusal of a new chat is
+// expected and logs at info level, a capacity refusal at warning level,
+// and only a fault at error level as "api request failed".
+func TestAPIRefusalsLogByMeaning(t *testing.T) {
+	cases := []struct {
+		err   error
+		level string
+		msg   string
+	}{
+		{fmt.Errorf("new chat: %w", ErrShuttingDown), "level=INFO", "api request refused while draining"},
+		{errAllBusy, "level=WARN", "api request refused"},
+		{errQueueFull, "level=WARN", "api request refused"},
+		{errors.New("disk on fire"), "level=ERROR", "api request failed"},
+		{ErrNotFound, "", ""},
+	}
+	for _, c := range cases {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		logAPIError(log, httptest.NewRequest(http.MethodPost, "/api/v1/conversations", nil), c.err)
+		out := buf.String()
+		if c.level == "" {
+			if out != "" {
+				t.Errorf("%v logged %q, want nothing", c.err, out)
+			}
+			continue
+		}
+		if !strings.Contains(out, c.level) || !strings.Contains(out, `msg="`+c.msg+`"`) {
+			t.Errorf("%v logged %q, want %s %q", c.err, out, c.level, c.msg)
+		}
 	}
 }
