@@ -327,3 +327,37 @@ func TestAPIRefusalsLogByMeaning(t *testing.T) {
 		}
 	}
 }
+
+// TestRTPTimeoutConfig: sip.rtp_timeout is checked with an error naming
+// the key, and a call whose phone side goes silent ends after it (here
+// the 2 s minimum) rather than after the 30 s default, with
+// the silent-line reason.
+func TestRTPTimeoutConfig(t *testing.T) {
+	for _, v := range []string{"1s", "2h", "-3s"} {
+		_, err := ParseConfig([]byte(withHTTP("sip:\n  rtp_timeout: "+v+"\n")), testEnv)
+		if err == nil || !strings.Contains(err.Error(), "sip.rtp_timeout: ") || !strings.Contains(err.Error(), "from 2s to 1h") {
+			t.Errorf("rtp_timeout %s: %v", v, err)
+		}
+	}
+	cfg, err := ParseConfig([]byte(withHTTP("sip:\n  rtp_timeout: 3s\n")), testEnv)
+	if err != nil || cfg.SIP.RTPTimeout != 3*time.Second {
+		t.Fatalf("rtp_timeout 3s: %v", err)
+	}
+
+	phone := newFakeLeg()
+	phone.frozenStats = true
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, func(c *Config) { c.SIP.RTPTimeout = 2 * time.Second })
+	_, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	if c := waitCall(t, cws, callEnded); c.Cause != "media_timeout" || !strings.Contains(c.Reason, "silent") {
+		t.Fatalf("ended: %+v", c)
+	}
+	select {
+	case <-phone.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("silent phone leg not hung up")
+	}
+}

@@ -458,9 +458,9 @@ func (v *voiceCall) dialOptions(display string) sip.DialOptions {
 	return sip.DialOptions{DisplayName: display, Headers: contextHeaders(v.s.cfg, &c), RingTimeout: ringTimeout}
 }
 
-// statsInterval is how often a connected call's quality is published and
-// its media checked; rtpTimeout ends a call whose phone side sent no RTP
-// for that long while not on hold.
+// statsInterval is how often a connected call's quality is published;
+// rtpTimeout, when sip.rtp_timeout is unset, ends a call whose phone side
+// sent no RTP for that long while not on hold.
 var (
 	statsInterval = 5 * time.Second
 	rtpTimeout    = 30 * time.Second
@@ -505,9 +505,16 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	faultPoint("voice_bridge")
 
-	stats := time.NewTicker(statsInterval)
+	timeout := s.cfg.SIP.RTPTimeout
+	if timeout == 0 {
+		timeout = rtpTimeout
+	}
+	// The media is checked at least four times per timeout, so a short
+	// sip.rtp_timeout ends a silent call close to when it says.
+	stats := time.NewTicker(min(statsInterval, timeout/4))
 	defer stats.Stop()
 	lastRx, lastRxAt := phone.Stats().PacketsReceived, time.Now()
+	lastPublish := lastRxAt
 	for {
 		select {
 		case ev := <-phone.Events():
@@ -531,11 +538,15 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 			// the PBX lost the call or the network did.
 			if rx := phone.Stats().PacketsReceived; rx != lastRx || v.held() {
 				lastRx, lastRxAt = rx, now
-			} else if now.Sub(lastRxAt) >= rtpTimeout {
+			} else if now.Sub(lastRxAt) >= timeout {
+				s.log.Warn("voice: no RTP from the phone side", "conv", v.cv.c.ID, "call", v.id, "rtp_timeout", timeout)
 				v.finish(phone, errRTPTimeout)
 				return
 			}
-			v.publish()
+			if now.Sub(lastPublish) >= statsInterval {
+				lastPublish = now
+				v.publish()
+			}
 		}
 	}
 }
