@@ -15,6 +15,7 @@ import (
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 // audioLeg is one side of a voice bridge: PCM in and out at 8 kHz.
@@ -151,6 +152,36 @@ type quality struct {
 	LossPercent     float64 `json:"loss_percent"`
 	JitterMs        float64 `json:"jitter_ms"`
 	MOS             float64 `json:"mos"`
+	// Concealed counts the phone side's 20 ms frames that loss
+	// concealment filled in.
+	Concealed uint64 `json:"concealed"`
+	// BrowserLossPercent is the share of the browser's audio packets lost
+	// on their way to the gateway (RFC 3550 §6.4.1 expected minus
+	// received), in percent; BrowserJitterMs their interarrival jitter and
+	// BrowserConcealed the frames the gateway rebuilt for them (Opus
+	// in-band FEC or loss concealment).
+	BrowserLossPercent float64 `json:"browser_loss_percent"`
+	BrowserJitterMs    float64 `json:"browser_jitter_ms"`
+	BrowserConcealed   uint64  `json:"browser_concealed"`
+}
+
+// statsPeer is a browser peer that counts its audio (webrtc.Peer does).
+type statsPeer interface {
+	Stats() webrtc.Stats
+}
+
+// withBrowser adds the browser leg's counters of peer, when it keeps
+// them, to q.
+func (q quality) withBrowser(peer browserPeer) quality {
+	sp, ok := peer.(statsPeer)
+	if !ok {
+		return q
+	}
+	in := sp.Stats().Inbound
+	q.BrowserLossPercent = 100 * in.FractionLost
+	q.BrowserJitterMs = float64(in.Jitter) / float64(time.Millisecond)
+	q.BrowserConcealed = in.Concealed
+	return q
 }
 
 // Sentinel voice errors, as API errors.
@@ -796,7 +827,7 @@ func (v *voiceCall) wire() wireCall {
 	}
 	if v.phone != nil {
 		w.Codec = v.phone.Codec()
-		q := qualityOf(v.phone.Stats())
+		q := qualityOf(v.phone.Stats()).withBrowser(v.peer)
 		w.Quality = &q
 	}
 	return w
@@ -814,7 +845,7 @@ func (v *voiceCall) publish() {
 // qualityOf estimates call quality from RTP counters, with an E-model
 // style MOS (ITU-T G.107, simplified for G.711 with loss and jitter).
 func qualityOf(st sip.MediaStats) quality {
-	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs}
+	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs, Concealed: st.Concealed}
 	if exp := st.PacketsReceived + st.PacketsLost; exp > 0 {
 		q.LossPercent = 100 * float64(st.PacketsLost) / float64(exp)
 	}
@@ -953,7 +984,7 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
-		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()))
+		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()).withBrowser(v.peer))
 	}
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
