@@ -10,7 +10,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Debian packages the end-to-end tests drive: a browser, SIP peers, audio
 # tools, a TURN server, tc to shape links, libopus for the optional cgo
 # Opus build, and sipvicious for the extension sweep of the attack tests.
-TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious
+TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables
 
 .PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
 
@@ -113,3 +113,11 @@ bench-calls:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(GO) run ./bench/callload -compare -build -calls $${CALLS:-20} -hold $${HOLD:-20s} -ramp 10
+
+# Voice over lossy links: no loss, 5 % and 10 % random loss of the audio
+# toward the gateway, on the browser leg (with and without the customer's
+# Opus FEC) and on the SIP leg, in a network namespace of the test's own
+# (root, iptables). make e2e runs two of these cases. Figures go to
+# docs/operations.md by hand.
+test-badnet:
+	SEGUE_BADNET_MATRIX=1 $(GO) test -tags e2e -count=1 -v -run '^TestVoiceOnBadNetworks$$' ./test/

@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -289,5 +293,71 @@ func TestDrainTimeoutConfig(t *testing.T) {
 	cfg, err = ParseConfig([]byte(withHTTP("HTTP  drain_timeout: 30s\n")), testEnv)
 	if err != nil || cfg.HTTP.DrainTimeout != 30*time.Second {
 		t.Fatalf("drain_timeout 30s: %v", err)
+	}
+}
+
+// TestAPIRefusalsLogByMeaning: the drain's refusal of a new chat is
+// expected and logs at info level, a capacity refusal at warning level,
+// and only a fault at error level as "api request failed".
+func TestAPIRefusalsLogByMeaning(t *testing.T) {
+	cases := []struct {
+		err   error
+		level string
+		msg   string
+	}{
+		{fmt.Errorf("new chat: %w", ErrShuttingDown), "level=INFO", "api request refused while draining"},
+		{errAllBusy, "level=WARN", "api request refused"},
+		{errQueueFull, "level=WARN", "api request refused"},
+		{errors.New("disk on fire"), "level=ERROR", "api request failed"},
+		{ErrNotFound, "", ""},
+	}
+	for _, c := range cases {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		logAPIError(log, httptest.NewRequest(http.MethodPost, "/api/v1/conversations", nil), c.err)
+		out := buf.String()
+		if c.level == "" {
+			if out != "" {
+				t.Errorf("%v logged %q, want nothing", c.err, out)
+			}
+			continue
+		}
+		if !strings.Contains(out, c.level) || !strings.Contains(out, `msg="`+c.msg+`"`) {
+			t.Errorf("%v logged %q, want %s %q", c.err, out, c.level, c.msg)
+		}
+	}
+}
+
+// TestRTPTimeoutConfig: sip.rtp_timeout is checked with an error naming
+// the key, and a call whose phone side goes silent ends after it (here
+// the 2 s minimum) rather than after the 30 s default, with
+// the silent-line reason.
+func TestRTPTimeoutConfig(t *testing.T) {
+	for _, v := range []string{"1s", "2h", "-3s"} {
+		_, err := ParseConfig([]byte(withHTTP("sip:\n  rtp_timeout: "+v+"\n")), testEnv)
+		if err == nil || !strings.Contains(err.Error(), "sip.rtp_timeout: ") || !strings.Contains(err.Error(), "from 2s to 1h") {
+			t.Errorf("rtp_timeout %s: %v", v, err)
+		}
+	}
+	cfg, err := ParseConfig([]byte(withHTTP("sip:\n  rtp_timeout: 3s\n")), testEnv)
+	if err != nil || cfg.SIP.RTPTimeout != 3*time.Second {
+		t.Fatalf("rtp_timeout 3s: %v", err)
+	}
+
+	phone := newFakeLeg()
+	phone.frozenStats = true
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, func(c *Config) { c.SIP.RTPTimeout = 2 * time.Second })
+	_, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	if c := waitCall(t, cws, callEnded); c.Cause != "media_timeout" || !strings.Contains(c.Reason, "silent") {
+		t.Fatalf("ended: %+v", c)
+	}
+	select {
+	case <-phone.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("silent phone leg not hung up")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/http/pprof"
@@ -149,13 +150,28 @@ func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) ht
 			return
 		}
 		if err := h(w, r); err != nil {
-			ae := asAPIError(err)
-			if ae.Status >= 500 {
-				s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			}
+			logAPIError(s.log, r, err)
 			writeError(w, err)
 		}
 	})
+}
+
+// logAPIError logs a failed API request by what it means to the admin:
+// a fault (500) at error level; a refusal the gateway chose (503: busy,
+// queue full, voice or video off) at warning level, since it shows that a
+// limit was reached; the refusals of a drain (shutting_down), which a
+// restart always brings, at info level. Client errors (4xx) are not logged.
+func logAPIError(log *slog.Logger, r *http.Request, err error) {
+	ae := asAPIError(err)
+	switch {
+	case ae.Status < 500:
+	case ae.Code == ErrShuttingDown.Code:
+		log.Info("api request refused while draining", "method", r.Method, "path", r.URL.Path, "code", ae.Code)
+	case ae.Status == http.StatusServiceUnavailable:
+		log.Warn("api request refused", "method", r.Method, "path", r.URL.Path, "code", ae.Code, "err", err)
+	default:
+		log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
 }
 
 func writeError(w http.ResponseWriter, err error) {

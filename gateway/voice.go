@@ -15,6 +15,7 @@ import (
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 // audioLeg is one side of a voice bridge: PCM in and out at 8 kHz.
@@ -151,6 +152,36 @@ type quality struct {
 	LossPercent     float64 `json:"loss_percent"`
 	JitterMs        float64 `json:"jitter_ms"`
 	MOS             float64 `json:"mos"`
+	// Concealed counts the phone side's 20 ms frames that loss
+	// concealment filled in.
+	Concealed uint64 `json:"concealed"`
+	// BrowserLossPercent is the share of the browser's audio packets lost
+	// on their way to the gateway (RFC 3550 §6.4.1 expected minus
+	// received), in percent; BrowserJitterMs their interarrival jitter and
+	// BrowserConcealed the frames the gateway rebuilt for them (Opus
+	// in-band FEC or loss concealment).
+	BrowserLossPercent float64 `json:"browser_loss_percent"`
+	BrowserJitterMs    float64 `json:"browser_jitter_ms"`
+	BrowserConcealed   uint64  `json:"browser_concealed"`
+}
+
+// statsPeer is a browser peer that counts its audio (webrtc.Peer does).
+type statsPeer interface {
+	Stats() webrtc.Stats
+}
+
+// withBrowser adds the browser leg's counters of peer, when it keeps
+// them, to q.
+func (q quality) withBrowser(peer browserPeer) quality {
+	sp, ok := peer.(statsPeer)
+	if !ok {
+		return q
+	}
+	in := sp.Stats().Inbound
+	q.BrowserLossPercent = 100 * in.FractionLost
+	q.BrowserJitterMs = float64(in.Jitter) / float64(time.Millisecond)
+	q.BrowserConcealed = in.Concealed
+	return q
 }
 
 // Sentinel voice errors, as API errors.
@@ -458,9 +489,9 @@ func (v *voiceCall) dialOptions(display string) sip.DialOptions {
 	return sip.DialOptions{DisplayName: display, Headers: contextHeaders(v.s.cfg, &c), RingTimeout: ringTimeout}
 }
 
-// statsInterval is how often a connected call's quality is published and
-// its media checked; rtpTimeout ends a call whose phone side sent no RTP
-// for that long while not on hold.
+// statsInterval is how often a connected call's quality is published;
+// rtpTimeout, when sip.rtp_timeout is unset, ends a call whose phone side
+// sent no RTP for that long while not on hold.
 var (
 	statsInterval = 5 * time.Second
 	rtpTimeout    = 30 * time.Second
@@ -505,9 +536,16 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
 	faultPoint("voice_bridge")
 
-	stats := time.NewTicker(statsInterval)
+	timeout := s.cfg.SIP.RTPTimeout
+	if timeout == 0 {
+		timeout = rtpTimeout
+	}
+	// The media is checked at least four times per timeout, so a short
+	// sip.rtp_timeout ends a silent call close to when it says.
+	stats := time.NewTicker(min(statsInterval, timeout/4))
 	defer stats.Stop()
 	lastRx, lastRxAt := phone.Stats().PacketsReceived, time.Now()
+	lastPublish := lastRxAt
 	for {
 		select {
 		case ev := <-phone.Events():
@@ -531,11 +569,15 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 			// the PBX lost the call or the network did.
 			if rx := phone.Stats().PacketsReceived; rx != lastRx || v.held() {
 				lastRx, lastRxAt = rx, now
-			} else if now.Sub(lastRxAt) >= rtpTimeout {
+			} else if now.Sub(lastRxAt) >= timeout {
+				s.log.Warn("voice: no RTP from the phone side", "conv", v.cv.c.ID, "call", v.id, "rtp_timeout", timeout)
 				v.finish(phone, errRTPTimeout)
 				return
 			}
-			v.publish()
+			if now.Sub(lastPublish) >= statsInterval {
+				lastPublish = now
+				v.publish()
+			}
 		}
 	}
 }
@@ -785,7 +827,7 @@ func (v *voiceCall) wire() wireCall {
 	}
 	if v.phone != nil {
 		w.Codec = v.phone.Codec()
-		q := qualityOf(v.phone.Stats())
+		q := qualityOf(v.phone.Stats()).withBrowser(v.peer)
 		w.Quality = &q
 	}
 	return w
@@ -803,7 +845,7 @@ func (v *voiceCall) publish() {
 // qualityOf estimates call quality from RTP counters, with an E-model
 // style MOS (ITU-T G.107, simplified for G.711 with loss and jitter).
 func qualityOf(st sip.MediaStats) quality {
-	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs}
+	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs, Concealed: st.Concealed}
 	if exp := st.PacketsReceived + st.PacketsLost; exp > 0 {
 		q.LossPercent = 100 * float64(st.PacketsLost) / float64(exp)
 	}
@@ -942,7 +984,7 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
-		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()))
+		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()).withBrowser(v.peer))
 	}
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Config is the gateway-wide SIP section of the YAML file (key "sip").
@@ -30,6 +31,10 @@ type Config struct {
 	// InboundPrefix is the user part prefix that routes an inbound INVITE
 	// to a conversation ("conv-" in sip:conv-<id>@gateway).
 	InboundPrefix string `yaml:"inbound_prefix"`
+	// RTPTimeout ends an answered call whose far end has sent no RTP for
+	// this long while not on hold (a PBX that lost the call, or a dead
+	// network path); 0 means 30s. From 2s to 1h.
+	RTPTimeout time.Duration `yaml:"rtp_timeout"`
 }
 
 // TrunkConfig is one entry of the top-level "trunks" list: a SIP trunk or PBX.
@@ -168,6 +173,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validPortRange(c.RTPPortRange); err != nil {
 		errs = append(errs, fmt.Errorf("rtp_port_range: %w", err))
+	}
+	if c.RTPTimeout != 0 && (c.RTPTimeout < 2*time.Second || c.RTPTimeout > time.Hour) {
+		errs = append(errs, fmt.Errorf("rtp_timeout: %v is out of range; write a duration from 2s to 1h, such as 30s", c.RTPTimeout))
 	}
 	for i, l := range c.Listen {
 		if tr, _, err := ParseListen(l); err == nil && tr == "tls" && (c.TLSCert == "" || c.TLSKey == "") {

@@ -166,3 +166,35 @@ func TestVoiceHangupToAPBXThatForgotTheCall(t *testing.T) {
 		t.Errorf(`segue_calls_ended_total{cause="customer_hangup"} = %v, want 1`, n)
 	}
 }
+
+// TestVoicePBXAnswersAndSendsNoAudio: the PBX answers 200 and then sends
+// no RTP at all. With sip.rtp_timeout at 3s the gateway ends the call a
+// few seconds later: BYE to the PBX in its dialog, the customer and the
+// console told that the phone line went silent, a warning in the log and
+// the media_timeout cause counted.
+func TestVoicePBXAnswersAndSendsNoAudio(t *testing.T) {
+	pbx := peers.StartSIPp(t, "sipp/uas_wait_bye.xml", "127.0.0.1", "-m", "1")
+	hs := newHostSite(t)
+	g := hs.startGateway(t, voiceConfig{
+		trunks:     []voiceTrunk{{name: "pbx", addr: pbx.Addr()}},
+		queues:     []voiceQueue{{name: "support", trunk: "pbx", dial: "sip:600@" + pbx.Addr()}},
+		alicePhone: "sip:1001@" + pbx.Addr(),
+	}, withYAML("  rtp_timeout: 3s\n", "", "", ""))
+	customer, agent, _ := shopChat(t, hs, g, "", "Hello?")
+	customer.click("voice-start")
+	customer.waitCall("connected")
+	connected := time.Now()
+	st := customer.waitCall("ended")
+	t.Logf("a call with no RTP from the PBX ended %v after it connected (sip.rtp_timeout 3s)", time.Since(connected).Round(100*time.Millisecond))
+	if st.Text != "Call ended: The phone line went silent" {
+		t.Errorf("the widget says %q", st.Text)
+	}
+	agent.waitMessageContaining("Call ended: The phone line went silent")
+	waitSIPp(t, pbx)
+	if !strings.Contains(g.Log(), "voice: no RTP from the phone side") {
+		t.Errorf("no warning about the silent phone side in the log")
+	}
+	if n := metricsOf(t, g)[`segue_calls_ended_total{cause="media_timeout"}`]; n != 1 {
+		t.Errorf(`segue_calls_ended_total{cause="media_timeout"} = %v, want 1`, n)
+	}
+}

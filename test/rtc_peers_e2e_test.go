@@ -129,6 +129,12 @@ type rtcOptions struct {
 	noReplayWindow bool
 	// toneHz, when set, is the microphone: a tone of that frequency.
 	toneHz float64
+	// fec turns on the microphone's Opus in-band FEC, tuned for 10 % loss,
+	// as browsers do when their receiver reports loss.
+	fec bool
+	// udpPort, when set, is the one local UDP port of the peer's ICE
+	// candidate, so that a test can shape its traffic.
+	udpPort int
 }
 
 // newRTCPeer makes a peer connection over loopback whose signalling runs
@@ -142,6 +148,11 @@ func newRTCPeer(t testing.TB, w *wsConn, conv string, o rtcOptions) *rtcPeer {
 	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.DisableSRTPReplayProtection(o.noReplayWindow)
+	if o.udpPort != 0 {
+		if err := se.SetEphemeralUDPPortRange(uint16(o.udpPort), uint16(o.udpPort)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	me := &pwebrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -153,7 +164,7 @@ func newRTCPeer(t testing.TB, w *wsConn, conv string, o rtcOptions) *rtcPeer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &rtcPeer{t: t, w: w, conv: conv, pc: pc, heard: audiotest.NewRecorder(8000), cancel: cancel, videos: map[uint32]*videoIn{}}
 	if o.toneHz > 0 {
-		p.microphone(ctx, o.toneHz)
+		p.microphone(ctx, o.toneHz, o.fec)
 	}
 	pc.OnTrack(func(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) {
 		p.wg.Add(1)
@@ -187,7 +198,7 @@ func newRTCPeer(t testing.TB, w *wsConn, conv string, o rtcOptions) *rtcPeer {
 
 // microphone sends a continuous tone, in 20 ms Opus frames, until the
 // peer closes.
-func (p *rtcPeer) microphone(ctx context.Context, hz float64) {
+func (p *rtcPeer) microphone(ctx context.Context, hz float64, fec bool) {
 	track, err := pwebrtc.NewTrackLocalStaticSample(pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "mic")
 	if err != nil {
 		p.t.Fatal(err)
@@ -195,7 +206,11 @@ func (p *rtcPeer) microphone(ctx context.Context, hz float64) {
 	if _, err := p.pc.AddTrack(track); err != nil {
 		p.t.Fatal(err)
 	}
-	enc, err := transcode.NewOpusEncoder(trackWriter{track}, 8000, transcode.OpusConfig{})
+	cfg := transcode.OpusConfig{}
+	if fec {
+		cfg.FEC, cfg.PacketLoss = true, 10
+	}
+	enc, err := transcode.NewOpusEncoder(trackWriter{track}, 8000, cfg)
 	if err != nil {
 		p.t.Fatal(err)
 	}

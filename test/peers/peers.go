@@ -232,7 +232,10 @@ type Baresip struct {
 	// TLSPort is the SIP over TLS port (Port+1, as baresip binds it) when
 	// started WithTLSSRTP, else 0.
 	TLSPort int
-	rec     string
+	// RTPPorts is the range baresip takes its RTP ports from (an even
+	// port each call, RTCP on the next one), both ends included.
+	RTPPorts [2]int
+	rec      string
 }
 
 // TLSURI is the phone's SIP URI over TLS (transport=tls), for a phone
@@ -347,7 +350,7 @@ answermode		auto
 	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte(acct), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := &Baresip{Process: start(t, "baresip", dir, "-f", dir), IP: ip, Port: port, User: user, TLSPort: tlsPort, rec: rec}
+	b := &Baresip{Process: start(t, "baresip", dir, "-f", dir), IP: ip, Port: port, User: user, TLSPort: tlsPort, RTPPorts: [2]int{rtp, rtp + 9}, rec: rec}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && !b.Exited() {
 		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
