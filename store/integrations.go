@@ -15,6 +15,10 @@ import (
 // SQLite FTS5 over the transcript), listing a conversation's files, and
 // the webhook outbox from which events are delivered at least once.
 
+// RoleBot is the sender role of a message an integration posts as a
+// named bot; it shows as a participant's message.
+const RoleBot = "bot"
+
 // Webhook delivery states.
 const (
 	WebhookPending   = "pending"
