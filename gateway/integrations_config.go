@@ -190,6 +190,13 @@ func (c *IntegrationsConfig) validate() error {
 	return errors.Join(errs...)
 }
 
+// ValidateIntegrations checks an integrations section alone, with the
+// defaults applied; errors name keys under "integrations.".
+func ValidateIntegrations(c IntegrationsConfig) error {
+	c.applyDefaults()
+	return errors.Join(prefixErrors("integrations.", c.validate())...)
+}
+
 // wants reports whether the webhook receives events of type typ.
 func (h *WebhookConfig) wants(typ string) bool {
 	return slices.Contains(h.Events, "*") || slices.Contains(h.Events, typ)

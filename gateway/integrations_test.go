@@ -240,3 +240,43 @@ func TestIntegrationPostEndTransfer(t *testing.T) {
 		t.Errorf("unknown conversation: %d", status)
 	}
 }
+
+func TestIntegrationsConfigErrorsNameTheKey(t *testing.T) {
+	doc := `
+queues: [{name: support}]
+integrations:
+  api_keys:
+    - {name: crm, key_hash: "md5:abc", scopes: [admin]}
+    - {name: crm, scopes: []}
+  webhooks:
+    - {name: hook, url: "ftp://crm.example.com", events: [call.answered], secret: short}
+    - {name: hook2, url: "https://user:pw@crm.example.com", events: ["*"], secret: "${HOOK_SECRET}"}
+  webhook_max_attempts: -1
+  webhook_retry_min: 2m
+  webhook_retry_max: 1m
+`
+	_, err := ParseConfig([]byte(doc), func(string) (string, bool) { return "0123456789abcdef", true })
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"integrations.api_keys[0].key_hash: not \"sha256:\"",
+		"integrations.api_keys[0].scopes[0]: \"admin\" is not one of",
+		"integrations.api_keys[1].name: duplicate key name \"crm\"",
+		"integrations.api_keys[1].key_hash: required",
+		"integrations.api_keys[1].scopes: at least one of",
+		"integrations.webhooks[0].url: \"ftp://crm.example.com\" is not an http:// or https:// URL",
+		"integrations.webhooks[0].events[0]: unknown event \"call.answered\"",
+		"integrations.webhooks[0].secret: required, at least 16 characters",
+		"integrations.webhooks[1].url: must not carry a user or password",
+		"integrations.webhook_max_attempts: must be positive",
+		"integrations.webhook_retry_max: must be at least webhook_retry_min",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "webhooks[1].secret") {
+		t.Errorf("the secret from the environment was not expanded: %v", err)
+	}
+}
