@@ -37,6 +37,8 @@ type Config struct {
 	// DemoPhone is the embedded demo desk phone (demo_phone), which
 	// answers calls on loopback with a greeting and an echo.
 	DemoPhone demophone.Config `yaml:"demo_phone"`
+	// Integrations are the API keys and webhooks of other systems.
+	Integrations IntegrationsConfig `yaml:"integrations"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -280,6 +282,7 @@ func (c *Config) ApplyDefaults() {
 		c.Log.Format = "text"
 	}
 	c.DemoPhone.ApplyDefaults()
+	c.Integrations.applyDefaults()
 }
 
 // MaxChats is the number of conversations agent a may hold at once.
@@ -445,6 +448,7 @@ func (c *Config) Validate() error {
 		addf("log.format: %q is not one of text, json", c.Log.Format)
 	}
 	errs = append(errs, c.validateDemoPhone()...)
+	add("integrations.", c.Integrations.validate())
 	return errors.Join(errs...)
 }
 
@@ -603,5 +607,8 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 		expand(fmt.Sprintf("webrtc.ice_servers[%d].secret", i), &c.WebRTC.ICEServers[i].Secret)
 	}
 	expand("identity.secret", &c.Identity.Secret)
+	for i := range c.Integrations.Webhooks {
+		expand(fmt.Sprintf("integrations.webhooks[%d].secret", i), &c.Integrations.Webhooks[i].Secret)
+	}
 	return errs
 }

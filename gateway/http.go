@@ -64,6 +64,7 @@ func (s *Server) routes() http.Handler {
 		setDeadlines(w, time.Time{}, time.Time{})
 		s.handleWS(w, r)
 	})
+	s.integrationRoutes(mux)
 	mux.Handle("/api/", withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, ErrNotFound) })))
 
 	// The public listener tells a load balancer only whether to send

@@ -59,6 +59,8 @@ type hub struct {
 	// peerStarts counts the set-ups of customer peer connections by
 	// addrKey (limits.peer_starts_per_ip_per_minute); it locks itself.
 	peerStarts *slidingLimiter
+	// webhooks queues the events integrations receive; set once in New.
+	webhooks *webhooks
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -414,6 +416,8 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 	if err != nil {
 		return err
 	}
+	// Queued before the conversation is live, so before any event of it.
+	h.webhooks.emit(ctx, c, "conversation.created", nil)
 	h.metrics.convTotal.Inc()
 	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, preferred: preferred, lastActive: h.now()}
 	h.convs[c.ID] = cv
@@ -484,6 +488,12 @@ func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Mess
 	if dup {
 		return stored, true, nil
 	}
+	// Still under cv.mu: the conversation's webhook events are queued in
+	// the order of its messages.
+	h.mu.Lock()
+	snap := cv.c
+	h.mu.Unlock()
+	h.webhooks.emitMessage(ctx, snap, stored)
 	h.metrics.messages.WithLabelValues(stored.Role, stored.Kind).Inc()
 	h.mu.Lock()
 	defer h.mu.Unlock()

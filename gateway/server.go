@@ -43,6 +43,10 @@ type Server struct {
 	sockets *socketSlots
 	// load measures the process's load for call admission (load.go).
 	load loadSource
+	// integ is the integrations API's keys and limits, webhooks the
+	// webhook outbox and its delivery (integrations.go, webhooks.go).
+	integ    *integrations
+	webhooks *webhooks
 
 	mu        sync.Mutex
 	addr      net.Addr
@@ -68,6 +72,9 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.callsByConv = newSlidingLimiter(cfg.Limits.callsPerConversation(), time.Hour)
 	s.sockets = newSocketSlots()
 	s.load = newLoadMonitor()
+	s.integ = newIntegrations(cfg, m)
+	s.webhooks = newWebhooks(cfg, st, log, m)
+	s.hub.webhooks = s.webhooks
 	for _, o := range opts {
 		o(s)
 	}
@@ -195,6 +202,9 @@ func (s *Server) Run(ctx context.Context) error {
 	expiryDone := make(chan struct{})
 	go func() { defer close(expiryDone); s.hub.runExpiry(expiryCtx) }()
 	defer func() { stopExpiry(); <-expiryDone }()
+	hooksDone := make(chan struct{})
+	go func() { defer close(hooksDone); s.webhooks.run(expiryCtx) }()
+	defer func() { stopExpiry(); <-hooksDone }()
 	if m, ok := s.load.(*loadMonitor); ok {
 		loadDone := make(chan struct{})
 		go func() { defer close(loadDone); m.Run(expiryCtx) }()

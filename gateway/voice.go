@@ -814,6 +814,13 @@ func (v *voiceCall) setState(state, reason string) {
 	if changed {
 		v.publish()
 	}
+	if changed && state == callRinging {
+		h := v.s.hub
+		h.mu.Lock()
+		c := v.cv.c
+		h.mu.Unlock()
+		h.webhooks.emit(v.ctx, &c, "call.ringing", map[string]string{"call": v.id, "direction": v.direction, "target": displayTarget(v.target)})
+	}
 }
 
 func (v *voiceCall) wire() wireCall {

@@ -13,3 +13,7 @@ var ErrDriver = errors.New("store: unsupported driver")
 
 // ErrClosed is returned by AppendMessage once the store is closing.
 var ErrClosed = errors.New("store: closed")
+
+// ErrBadQuery is returned by SearchConversations for a full-text query
+// that SQLite's FTS5 cannot parse; the message says why.
+var ErrBadQuery = errors.New("store: bad search query")

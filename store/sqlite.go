@@ -148,6 +148,10 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}
+	if err := migrateIntegrations(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: search index and outbox in %s: %w", path, err)
+	}
 	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
 		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastSeq: map[string]int64{}}

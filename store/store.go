@@ -177,6 +177,8 @@ type Store interface {
 	// first, each with its dialog when one was saved: after a crash, the
 	// calls that were up.
 	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
+	// Integrations searches conversations and keeps the webhook outbox.
+	Integrations
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
 	// Close flushes and releases the store.

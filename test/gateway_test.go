@@ -108,6 +108,8 @@ type gatewayOptions struct {
 	remoteNetworks []string
 	// httpYAML and webrtcYAML go under http: and webrtc:.
 	httpYAML, webrtcYAML string
+	// integrationsYAML is the integrations: section, indented under it.
+	integrationsYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -123,6 +125,11 @@ func withSectionYAML(httpYAML, webrtcYAML string) func(*gatewayOptions) {
 		o.httpYAML += httpYAML
 		o.webrtcYAML += webrtcYAML
 	}
+}
+
+// withIntegrationsYAML adds lines under integrations:, indented for it.
+func withIntegrationsYAML(y string) func(*gatewayOptions) {
+	return func(o *gatewayOptions) { o.integrationsYAML += y }
 }
 
 // withYAML adds raw config lines (see gatewayOptions) for keys the other
@@ -320,6 +327,9 @@ limits:
 	b.WriteString("log:\n  level: debug\n")
 	if o.identitySecret != "" {
 		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
+	}
+	if o.integrationsYAML != "" {
+		b.WriteString("integrations:\n" + o.integrationsYAML)
 	}
 	return b.String()
 }

@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const hookSecret = "whsec-test-0123456789"
+
+// receiver is a webhook endpoint that checks signatures and keeps the
+// events it accepted; fail decides, per request, to answer 500 instead.
+type receiver struct {
+	t    *testing.T
+	srv  *httptest.Server
+	mu   sync.Mutex
+	got  []webhookEvent
+	fail func(n int) bool
+	n    int
+}
+
+func newReceiver(t *testing.T, fail func(n int) bool) *receiver {
+	rc := &receiver{t: t, fail: fail}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !validSignature(r.Header.Get(headerSignature), body, time.Now()) {
+			t.Errorf("bad signature %q", r.Header.Get(headerSignature))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		rc.n++
+		if rc.fail != nil && rc.fail(rc.n) {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		var ev webhookEvent
+		if err := json.Unmarshal(body, &ev); err != nil || ev.Type != r.Header.Get(headerEvent) || ev.ID != r.Header.Get(headerEventID) {
+			t.Errorf("event %s (%v) with headers %v", body, err, r.Header)
+		}
+		rc.got = append(rc.got, ev)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// validSignature checks Segue-Signature the way docs/integrations.md
+// tells receivers to: HMAC-SHA256 of "t.body", a fresh t.
+func validSignature(header string, body []byte, now time.Time) bool {
+	var ts, sig string
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			sig = v
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || now.Sub(time.Unix(sec, 0)).Abs() > 5*time.Minute {
+		return false
+	}
+	mac := hmac.New(sha256.New, []byte(hookSecret))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	want := hex.EncodeToString(mac.Sum(nil))
+	return hmac.Equal([]byte(want), []byte(sig))
+}
+
+func (rc *receiver) events() []webhookEvent {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]webhookEvent(nil), rc.got...)
+}
+
+// runWebhooks runs e's delivery loop until the test ends.
+func (e *env2) runWebhooks() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.srv.webhooks.run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
+func withHook(url string, attempts int, events ...string) func(*Config) {
+	return func(c *Config) {
+		c.Integrations.Webhooks = append(c.Integrations.Webhooks, WebhookConfig{Name: "crm", URL: url, Events: events, Secret: hookSecret})
+		c.Integrations.WebhookMaxAttempts = attempts
+		c.Integrations.WebhookRetryMin, c.Integrations.WebhookRetryMax = 10*time.Millisecond, 40*time.Millisecond
+	}
+}
+
+// A receiver that fails at first gets every event, signed, in order, once
+// it recovers; the failures are counted.
+func TestWebhooksRetryInOrder(t *testing.T) {
+	rc := newReceiver(t, func(n int) bool { return n <= 3 })
+	e := newTestServer(t, withHook(rc.srv.URL, 100, "*"))
+	e.runWebhooks()
+	c := e.acceptedChat("Ann")
+	for _, text := range []string{"one", "two", "three"} {
+		c.cws.send(map[string]any{"type": "message", "id": text, "text": text})
+		c.cws.expect("ack")
+	}
+	waitUntil(t, "five events", func() bool { return len(rc.events()) >= 5 })
+	var got []string
+	for _, ev := range rc.events() {
+		s := ev.Type
+		if ev.Type == "message.created" {
+			b, _ := json.Marshal(ev.Data)
+			var d struct {
+				Message wireMessage `json:"message"`
+			}
+			_ = json.Unmarshal(b, &d)
+			s += ":" + d.Message.Text
+		}
+		if ev.Conversation.ID != c.id {
+			t.Errorf("event of %s", ev.Conversation.ID)
+		}
+		got = append(got, s)
+	}
+	want := "conversation.created conversation.assigned message.created:one message.created:two message.created:three"
+	if strings.Join(got, " ") != want {
+		t.Errorf("events:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+	m := e.metricsText()
+	if !strings.Contains(m, `segue_webhook_deliveries_total{result="failed",webhook="crm"} 3`) ||
+		!strings.Contains(m, `segue_webhook_deliveries_total{result="delivered",webhook="crm"} 5`) {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
+
+// An event that never gets through is set aside as dead after the last
+// attempt, and the conversation's next events go on.
+func TestWebhooksDeadLetter(t *testing.T) {
+	rc := newReceiver(t, func(n int) bool { return n <= 2 })
+	e := newTestServer(t, withHook(rc.srv.URL, 2, "conversation.created", "message.created"))
+	e.runWebhooks()
+	_, token := e.startChat("Ann")
+	w := e.customerWS(token)
+	w.send(map[string]any{"type": "message", "id": "m1", "text": "after the dead one"})
+	w.expect("ack")
+	waitUntil(t, "the message event", func() bool { return len(rc.events()) == 1 })
+	if ev := rc.events()[0]; ev.Type != "message.created" {
+		t.Errorf("delivered %s", ev.Type)
+	}
+	waitUntil(t, "the dead-letter gauge", func() bool {
+		e.srv.webhooks.refreshGauges(context.Background())
+		m := e.metricsText()
+		return strings.Contains(m, "segue_webhook_dead_letters 1") && strings.Contains(m, "segue_webhook_outbox_pending 0")
+	})
+}
+
+// A receiver's redirect is not followed: the attempt fails and the
+// redirect's target hears nothing.
+func TestWebhooksRefuseRedirects(t *testing.T) {
+	var hits int
+	var mu sync.Mutex
+	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { mu.Lock(); hits++; mu.Unlock() }))
+	defer target.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	e := newTestServer(t, withHook(redirect.URL, 1, "conversation.created"))
+	e.runWebhooks()
+	e.startChat("Ann")
+	waitUntil(t, "the event dead", func() bool {
+		return strings.Contains(e.metricsText(), `segue_webhook_deliveries_total{result="dead",webhook="crm"} 1`)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if hits != 0 {
+		t.Errorf("the redirect was followed %d times", hits)
+	}
+}
+
+func TestWebhookBackoffDoublesUpToTheMax(t *testing.T) {
+	w := &webhooks{cfg: IntegrationsConfig{WebhookRetryMin: time.Second, WebhookRetryMax: 10 * time.Second}}
+	var got []time.Duration
+	for n := 1; n <= 6; n++ {
+		got = append(got, w.backoff(n))
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("backoff: %v, want %v", got, want)
+		}
+	}
+}
+
+func TestSignatureMatchesTheDocumentedCheck(t *testing.T) {
+	body := []byte(`{"id":"ev_1"}`)
+	now := time.Now()
+	if !validSignature(signature(hookSecret, now, body), body, now) {
+		t.Fatal("own signature refused")
+	}
+	if validSignature(signature(hookSecret, now, body), []byte(`{"id":"ev_2"}`), now) {
+		t.Fatal("signature of another body accepted")
+	}
+	if validSignature(signature(hookSecret, now.Add(-time.Hour), body), body, now) {
+		t.Fatal("an old delivery accepted")
+	}
+}

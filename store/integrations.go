@@ -1,0 +1,359 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+)
+
+// What integrations need from the store: searching conversations (with
+// SQLite FTS5 over the transcript), listing a conversation's files, and
+// the webhook outbox from which events are delivered at least once.
+
+// RoleBot is the sender role of a message an integration posts as a
+// named bot; it shows as a participant's message.
+const RoleBot = "bot"
+
+// Webhook delivery states.
+const (
+	WebhookPending   = "pending"
+	WebhookDelivered = "delivered"
+	WebhookDead      = "dead"
+)
+
+// ConversationQuery selects conversations for SearchConversations. Zero
+// fields select everything.
+type ConversationQuery struct {
+	// From and To bound created_at: From <= created_at < To.
+	From, To time.Time
+	Queue    string
+	// AgentID matches the agent holding the conversation or the last one
+	// who held it.
+	AgentID    string
+	ExternalID string
+	// Email matches the customer's e-mail without regard to case.
+	Email string
+	State string
+	// Text is an FTS5 query over the text of the transcript's messages
+	// (https://sqlite.org/fts5.html#full_text_query_syntax); an invalid
+	// one gives ErrBadQuery.
+	Text string
+	// After continues a listing: only conversations that come after this
+	// one in the order (newest first) are returned.
+	After *ConversationCursor
+	Limit int
+}
+
+// ConversationCursor is a position in the newest-first order of
+// SearchConversations: a conversation's creation time and id.
+type ConversationCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// WebhookEvent is one event for one webhook in the outbox.
+type WebhookEvent struct {
+	// Seq orders the outbox: events of a conversation to a webhook are
+	// delivered in Seq order.
+	Seq            int64
+	Webhook        string
+	ConversationID string
+	Type           string
+	Body           []byte
+	CreatedAt      time.Time
+	Attempts       int
+	NextAt         time.Time
+	State          string
+	LastError      string
+}
+
+// WebhookCounts is how many outbox events are in each state.
+type WebhookCounts struct {
+	Pending, Dead int
+}
+
+// Integrations is the part of Store that integrations use.
+type Integrations interface {
+	// SearchConversations returns up to q.Limit conversations that match
+	// q, newest first.
+	SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error)
+	// Files lists a conversation's files, oldest first.
+	Files(ctx context.Context, conversationID string) ([]*File, error)
+	// AppendWebhookEvents adds events to the outbox, in order, as one
+	// transaction; Seq, State and NextAt are set by the store.
+	AppendWebhookEvents(ctx context.Context, events []*WebhookEvent) error
+	// DueWebhookEvents returns up to limit pending events, each the first
+	// pending one of its webhook and conversation, whose next attempt is
+	// due at now, in Seq order. An event not yet delivered thus holds back
+	// the later events of its conversation to its webhook, and no others.
+	DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error)
+	// NextWebhookAttempt is when the earliest pending event of webhooks is
+	// due, or the zero time when none is pending.
+	NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error)
+	// UpdateWebhookEvent records the outcome of an attempt: state,
+	// attempts, next attempt and last error. A delivered event leaves the
+	// outbox.
+	UpdateWebhookEvent(ctx context.Context, e *WebhookEvent) error
+	// CountWebhookEvents counts the pending and dead events.
+	CountWebhookEvents(ctx context.Context) (WebhookCounts, error)
+}
+
+const integrationsSchema = `
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	webhook TEXT NOT NULL,
+	conversation_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	body BLOB NOT NULL,
+	created_at INTEGER NOT NULL,
+	attempts INTEGER NOT NULL DEFAULT 0,
+	next_at INTEGER NOT NULL,
+	state TEXT NOT NULL,
+	last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox(webhook, conversation_id, seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_outbox_state ON webhook_outbox(state);
+CREATE INDEX IF NOT EXISTS conversations_created ON conversations(created_at, id);
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+	INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+	INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+`
+
+// migrateIntegrations adds the search index and the outbox to a database,
+// and indexes the messages a database made before the index holds.
+func migrateIntegrations(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_fts'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		// An external-content table: the text stays in messages only, and
+		// the triggers keep the index in step with it.
+		if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='rowid')`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')`); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, integrationsSchema); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// SearchConversations implements Integrations.
+func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
+	var where []string
+	var args []any
+	add := func(cond string, a ...any) {
+		where = append(where, cond)
+		args = append(args, a...)
+	}
+	if !q.From.IsZero() {
+		add(`created_at >= ?`, unix(q.From))
+	}
+	if !q.To.IsZero() {
+		add(`created_at < ?`, unix(q.To))
+	}
+	if q.Queue != "" {
+		add(`queue = ?`, q.Queue)
+	}
+	if q.AgentID != "" {
+		add(`(agent_id = ? OR last_agent_id = ?)`, q.AgentID, q.AgentID)
+	}
+	if q.ExternalID != "" {
+		add(`customer_external_id = ?`, q.ExternalID)
+	}
+	if q.Email != "" {
+		add(`customer_email = ? COLLATE NOCASE`, q.Email)
+	}
+	if q.State != "" {
+		add(`state = ?`, q.State)
+	}
+	if q.Text != "" {
+		add(`id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+			WHERE messages_fts MATCH ?)`, q.Text)
+	}
+	if q.After != nil {
+		ms := unix(q.After.CreatedAt)
+		add(`(created_at < ? OR (created_at = ? AND id < ?))`, ms, ms, q.After.ID)
+	}
+	sqlText := `SELECT ` + convColumns + ` FROM conversations`
+	if len(where) > 0 {
+		sqlText += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	sqlText += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	args = append(args, q.Limit)
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, searchError(q, err)
+	}
+	out, err := scanConversations(rows, "search conversations")
+	if err != nil {
+		return nil, searchError(q, err)
+	}
+	return out, nil
+}
+
+// searchError tells a text query SQLite could not parse (ErrBadQuery)
+// from a failure of the store. SQLite reports FTS5 syntax errors, as any
+// error in the SQL, with the generic SQLITE_ERROR code; the rest of the
+// statement is the store's own, so with a text query that code means the
+// query.
+func searchError(q ConversationQuery, err error) error {
+	var se *sqlite.Error
+	if q.Text != "" && errors.As(err, &se) && se.Code() == 1 {
+		return fmt.Errorf("%w: %s", ErrBadQuery, strings.TrimPrefix(se.Error(), "SQL logic error: "))
+	}
+	return fmt.Errorf("store: search conversations: %w", err)
+}
+
+// Files implements Integrations.
+func (s *SQLite) Files(ctx context.Context, conversationID string) ([]*File, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, conversation_id, name, type, size, content_id, created_at
+		FROM files WHERE conversation_id = ? ORDER BY created_at, id`, conversationID)
+	if err != nil {
+		return nil, fmt.Errorf("store: files of %s: %w", conversationID, err)
+	}
+	defer rows.Close()
+	var out []*File
+	for rows.Next() {
+		var f File
+		var created int64
+		if err := rows.Scan(&f.ID, &f.ConversationID, &f.Name, &f.Type, &f.Size, &f.ContentID, &created); err != nil {
+			return nil, fmt.Errorf("store: files of %s: %w", conversationID, err)
+		}
+		f.CreatedAt = fromUnix(created)
+		out = append(out, &f)
+	}
+	return out, rows.Err()
+}
+
+// AppendWebhookEvents implements Integrations.
+func (s *SQLite) AppendWebhookEvents(ctx context.Context, events []*WebhookEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: append webhook events: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	for _, e := range events {
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = time.Now().UTC()
+		}
+		e.State, e.NextAt = WebhookPending, e.CreatedAt
+		res, err := tx.ExecContext(ctx, `INSERT INTO webhook_outbox (webhook, conversation_id, type, body, created_at, next_at, state)
+			VALUES (?,?,?,?,?,?,?)`, e.Webhook, e.ConversationID, e.Type, e.Body, unix(e.CreatedAt), unix(e.NextAt), e.State)
+		if err != nil {
+			return fmt.Errorf("store: append webhook events: %w", err)
+		}
+		if e.Seq, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("store: append webhook events: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: append webhook events: %w", err)
+	}
+	return nil
+}
+
+const webhookColumns = `seq, webhook, conversation_id, type, body, created_at, attempts, next_at, state, last_error`
+
+// DueWebhookEvents implements Integrations.
+func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
+	if len(webhooks) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(webhooks)+2)
+	for _, w := range webhooks {
+		args = append(args, w)
+	}
+	args = append(args, unix(now), limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhook_outbox o
+		WHERE o.state = 'pending' AND o.webhook IN (?`+strings.Repeat(",?", len(webhooks)-1)+`)
+		AND o.seq = (SELECT MIN(seq) FROM webhook_outbox h WHERE h.state = 'pending'
+			AND h.webhook = o.webhook AND h.conversation_id = o.conversation_id)
+		AND o.next_at <= ? ORDER BY o.seq LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: due webhook events: %w", err)
+	}
+	defer rows.Close()
+	var out []*WebhookEvent
+	for rows.Next() {
+		var e WebhookEvent
+		var created, next int64
+		if err := rows.Scan(&e.Seq, &e.Webhook, &e.ConversationID, &e.Type, &e.Body, &created, &e.Attempts, &next,
+			&e.State, &e.LastError); err != nil {
+			return nil, fmt.Errorf("store: due webhook events: %w", err)
+		}
+		e.CreatedAt, e.NextAt = fromUnix(created), fromUnix(next)
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// NextWebhookAttempt implements Integrations.
+func (s *SQLite) NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error) {
+	if len(webhooks) == 0 {
+		return time.Time{}, nil
+	}
+	args := make([]any, 0, len(webhooks))
+	for _, w := range webhooks {
+		args = append(args, w)
+	}
+	var next sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(next_at) FROM webhook_outbox WHERE state = 'pending'
+		AND webhook IN (?`+strings.Repeat(",?", len(webhooks)-1)+`)`, args...).Scan(&next)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: next webhook attempt: %w", err)
+	}
+	if !next.Valid {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(next.Int64).UTC(), nil
+}
+
+// UpdateWebhookEvent implements Integrations.
+func (s *SQLite) UpdateWebhookEvent(ctx context.Context, e *WebhookEvent) error {
+	if e.State == WebhookDelivered {
+		// Delivered events are done with: the outbox keeps what is owed.
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM webhook_outbox WHERE seq = ?`, e.Seq); err != nil {
+			return fmt.Errorf("store: update webhook event %d: %w", e.Seq, err)
+		}
+		return nil
+	}
+	_, err := s.db.ExecContext(ctx, `UPDATE webhook_outbox SET state = ?, attempts = ?, next_at = ?, last_error = ? WHERE seq = ?`,
+		e.State, e.Attempts, unix(e.NextAt), e.LastError, e.Seq)
+	if err != nil {
+		return fmt.Errorf("store: update webhook event %d: %w", e.Seq, err)
+	}
+	return nil
+}
+
+// CountWebhookEvents implements Integrations.
+func (s *SQLite) CountWebhookEvents(ctx context.Context) (WebhookCounts, error) {
+	var c WebhookCounts
+	err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'),
+		(SELECT COUNT(*) FROM webhook_outbox WHERE state = 'dead')`).Scan(&c.Pending, &c.Dead)
+	if err != nil {
+		return c, fmt.Errorf("store: count webhook events: %w", err)
+	}
+	return c, nil
+}

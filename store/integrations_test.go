@@ -1,0 +1,200 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSearchConversationsFiltersAndPages(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i := range 5 {
+		c := &Conversation{ID: fmt.Sprintf("c%d", i), State: StateActive, Queue: "support", AgentID: "alice",
+			Customer: Customer{Email: "Ann@Example.com", ExternalID: "crm-1"}, TokenHash: []byte{1},
+			CreatedAt: base.Add(time.Duration(i) * time.Minute), UpdatedAt: base}
+		if i%2 == 1 {
+			c.Queue, c.AgentID, c.LastAgentID, c.Customer.ExternalID = "sales", "", "bob", "crm-2"
+		}
+		if err := s.CreateConversation(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, text := range []string{"my invoice is wrong", "refund please", "invoice number 42"} {
+		if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: fmt.Sprintf("c%d", i*2), ID: "m", Role: RoleCustomer,
+			Kind: KindText, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(q ConversationQuery) []string {
+		t.Helper()
+		if q.Limit == 0 {
+			q.Limit = 100
+		}
+		cs, err := s.SearchConversations(ctx, q)
+		if err != nil {
+			t.Fatalf("%+v: %v", q, err)
+		}
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	for name, tc := range map[string]struct {
+		q    ConversationQuery
+		want string
+	}{
+		"all newest first": {ConversationQuery{}, "[c4 c3 c2 c1 c0]"},
+		"queue":            {ConversationQuery{Queue: "sales"}, "[c3 c1]"},
+		"agent or last":    {ConversationQuery{AgentID: "bob"}, "[c3 c1]"},
+		"external id":      {ConversationQuery{ExternalID: "crm-1"}, "[c4 c2 c0]"},
+		"email any case":   {ConversationQuery{Email: "ann@example.COM", Queue: "support"}, "[c4 c2 c0]"},
+		"time range":       {ConversationQuery{From: base.Add(time.Minute), To: base.Add(3 * time.Minute)}, "[c2 c1]"},
+		"full text":        {ConversationQuery{Text: "invoice"}, "[c4 c0]"},
+		"full text prefix": {ConversationQuery{Text: "ref*"}, "[c2]"},
+		"state":            {ConversationQuery{State: StateEnded}, "[]"},
+	} {
+		if got := fmt.Sprint(ids(tc.q)); got != tc.want {
+			t.Errorf("%s: got %s, want %s", name, got, tc.want)
+		}
+	}
+	// Paging: two at a time from a cursor gives everything once.
+	var all []string
+	var after *ConversationCursor
+	for {
+		page, err := s.SearchConversations(ctx, ConversationQuery{Limit: 2, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range page {
+			all = append(all, c.ID)
+		}
+		if len(page) < 2 {
+			break
+		}
+		last := page[len(page)-1]
+		after = &ConversationCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	if fmt.Sprint(all) != "[c4 c3 c2 c1 c0]" {
+		t.Errorf("pages: %v", all)
+	}
+}
+
+func TestSearchBadFullTextQueryIsErrBadQuery(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	newConv(t, s, "c1")
+	for _, q := range []string{`"unterminated`, `foo:bar`, `AND`, `NEAR(`, `a OR`, `x') OR 1=1 --`} {
+		_, err := s.SearchConversations(ctx, ConversationQuery{Text: q, Limit: 10})
+		if !errors.Is(err, ErrBadQuery) {
+			t.Errorf("%q: %v, want ErrBadQuery", q, err)
+		}
+	}
+	// Quotes bound as a parameter are just text.
+	cs, err := s.SearchConversations(ctx, ConversationQuery{Queue: "x' OR '1'='1", Limit: 10})
+	if err != nil || len(cs) != 0 {
+		t.Errorf("injection in a filter: %v %v", cs, err)
+	}
+}
+
+// A database made before the search index gets its messages indexed
+// when it is opened again.
+func TestSearchIndexesMessagesOfAnOlderDatabase(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	newConv(t, s, "c1")
+	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "m", Role: RoleCustomer, Kind: KindText, Text: "parcel lost"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "db", "segue.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TRIGGER messages_fts_insert`, `DROP TRIGGER messages_fts_delete`, `DROP TABLE messages_fts`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s = openTest(t, dir)
+	defer s.Close()
+	cs, err := s.SearchConversations(ctx, ConversationQuery{Text: "parcel", Limit: 10})
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("after migration: %v %v", cs, err)
+	}
+}
+
+func TestWebhookOutboxHeadsPerConversation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	t0 := time.Now().UTC()
+	var evs []*WebhookEvent
+	for i, conv := range []string{"a", "a", "b", "a", "b"} {
+		evs = append(evs, &WebhookEvent{Webhook: "crm", ConversationID: conv, Type: "message.created",
+			Body: []byte(fmt.Sprintf(`{"n":%d}`, i)), CreatedAt: t0})
+	}
+	evs = append(evs, &WebhookEvent{Webhook: "other", ConversationID: "a", Type: "x", Body: []byte(`{}`), CreatedAt: t0})
+	if err := s.AppendWebhookEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	heads := func(now time.Time) string {
+		t.Helper()
+		due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, e := range due {
+			out += fmt.Sprintf("%s%s ", e.ConversationID, e.Body)
+		}
+		return out
+	}
+	if got := heads(t0); got != `a{"n":0} b{"n":2} ` {
+		t.Fatalf("heads: %s", got)
+	}
+	// A failed head holds back its conversation only, until it is due.
+	first, _ := s.DueWebhookEvents(ctx, []string{"crm"}, t0, 1)
+	first[0].Attempts, first[0].NextAt, first[0].LastError = 1, t0.Add(time.Minute), "500"
+	if err := s.UpdateWebhookEvent(ctx, first[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := heads(t0); got != `b{"n":2} ` {
+		t.Fatalf("heads with a failing a: %s", got)
+	}
+	next, err := s.NextWebhookAttempt(ctx, []string{"crm"})
+	if err != nil || !next.Equal(t0.Truncate(time.Millisecond)) {
+		t.Fatalf("next attempt: %v %v", next, err)
+	}
+	// Dead: the next of the conversation comes up; delivered: it leaves.
+	first[0].State = WebhookDead
+	if err := s.UpdateWebhookEvent(ctx, first[0]); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.DueWebhookEvents(ctx, []string{"crm"}, t0, 10)
+	b[1].State = WebhookDelivered
+	if err := s.UpdateWebhookEvent(ctx, b[1]); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// The outbox survives a restart.
+	s = openTest(t, dir)
+	defer s.Close()
+	if got := heads(t0); got != `a{"n":1} b{"n":4} ` {
+		t.Fatalf("heads after dead, delivered and a restart: %s", got)
+	}
+	c, err := s.CountWebhookEvents(ctx)
+	if err != nil || c.Pending != 4 || c.Dead != 1 {
+		t.Fatalf("counts: %+v %v", c, err)
+	}
+}

@@ -1,0 +1,397 @@
+//go:build e2e
+
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	legacyrouter "github.com/getkin/kin-openapi/routers/legacy"
+
+	segue "github.com/segue-rtc/segue/gateway"
+)
+
+// Integration keys of the test gateways: crm reads and writes, reader
+// only reads, old has expired.
+const (
+	e2eKeyCRM    = "sgk_e2e-crm-0123456789abcdefghijklmnopqrstuvwxyzAB"
+	e2eKeyReader = "sgk_e2e-reader-0123456789abcdefghijklmnopqrstuvwxy"
+	e2eKeyOld    = "sgk_e2e-old-0123456789abcdefghijklmnopqrstuvwxyzAB"
+	e2eHookKey   = "e2e-webhook-secret-0123456789"
+)
+
+func apiKeysYAML() string {
+	return fmt.Sprintf(`  api_keys:
+    - {name: crm, key_hash: %q, scopes: [conversations:read, conversations:write]}
+    - {name: reader, key_hash: %q, scopes: [conversations:read]}
+    - {name: old, key_hash: %q, scopes: [conversations:read], expires: 2020-01-01T00:00:00Z}
+`, segue.HashAPIKey(e2eKeyCRM), segue.HashAPIKey(e2eKeyReader), segue.HashAPIKey(e2eKeyOld))
+}
+
+// apiReq is an integrations API request and what came back.
+type apiReq struct {
+	req    *http.Request
+	status int
+	header http.Header
+	body   []byte
+}
+
+func integrationCall(t *testing.T, g *gateway, method, path, key, body string) *apiReq {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, g.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if body != "" {
+		req.Body = io.NopCloser(strings.NewReader(body))
+	}
+	return &apiReq{req: req, status: res.StatusCode, header: res.Header, body: b}
+}
+
+// Every route of docs/openapi.yaml answers the real gateway's requests as
+// documented: statuses and bodies validated against the spec, for the
+// success and the refusals of each route, attacks included.
+func TestIntegrationsAnswerAsDocumented(t *testing.T) {
+	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()))
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile("../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	if !doc.IsOpenAPI31OrLater() {
+		t.Fatal("docs/openapi.yaml is not OpenAPI 3.1")
+	}
+	doc.Servers = openapi3.Servers{{URL: g.URL}}
+	router, err := legacyrouter.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// seen records, per documented operation, the statuses checked.
+	seen := map[string][]int{}
+	check := func(r *apiReq, want int) map[string]any {
+		t.Helper()
+		if r.status != want {
+			t.Errorf("%s %s: %d, want %d: %s", r.req.Method, r.req.URL.RequestURI(), r.status, want, r.body)
+		}
+		route, params, err := router.FindRoute(r.req)
+		if err != nil {
+			t.Fatalf("%s %s: not a documented route: %v", r.req.Method, r.req.URL.Path, err)
+		}
+		opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true}
+		in := &openapi3filter.ResponseValidationInput{
+			RequestValidationInput: &openapi3filter.RequestValidationInput{Request: r.req, PathParams: params, Route: route, Options: opts},
+			Status:                 r.status, Header: r.header, Options: opts,
+		}
+		in.SetBodyBytes(r.body)
+		if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+			t.Errorf("%s %s %d: not as documented: %v\n%s", r.req.Method, r.req.URL.RequestURI(), r.status, err, r.body)
+		}
+		key := r.req.Method + " " + route.Path
+		seen[key] = append(seen[key], r.status)
+		var out map[string]any
+		_ = json.Unmarshal(r.body, &out)
+		return out
+	}
+	call := func(method, path, key, body string) *apiReq {
+		t.Helper()
+		return integrationCall(t, g, method, path, key, body)
+	}
+
+	customer, conv := g.newConversation(t, "Ann")
+	if status, b := customer.uploadFile(conv.ID, "note.txt", []byte("the parcel number is 42\n")); status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", status, b)
+	}
+	alice := g.login(t, "alice")
+	aws, _, err := dialGateway(t, g, g.Origin(), http.Header{"Cookie": {alice.cookieHeader()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aws.send(map[string]any{"type": "hello"})
+	aws.expect("welcome")
+	aws.send(map[string]any{"type": "accept", "conversation_id": conv.ID})
+	aws.expect("history")
+
+	base := "/api/v1/integrations/conversations"
+	one := base + "/" + conv.ID
+	post := `{"id":"crm-1","text":"Your parcel ships today","sender":{"role":"bot","name":"Parcel bot"}}`
+
+	check(call("GET", base, e2eKeyReader, ""), 200)
+	check(call("GET", base+"?q=parcel&limit=1000000", e2eKeyReader, ""), 200)
+	check(call("GET", base+"?q="+url.QueryEscape(`"unclosed`), e2eKeyReader, ""), 400)
+	check(call("GET", base+"?q="+url.QueryEscape(`parcel) OR 1=1; --`), e2eKeyReader, ""), 400)
+	check(call("GET", base+"?cursor=bm90LWEtY3Vyc29y", e2eKeyReader, ""), 400)
+	check(call("GET", base, "", ""), 401)
+	check(call("GET", base, "sgk_not-a-key", ""), 401)
+	check(call("GET", base, e2eKeyOld, ""), 401)
+	created := check(call("POST", one+"/messages", e2eKeyCRM, post), 201)
+	check(call("POST", one+"/messages", e2eKeyCRM, post), 200)
+	check(call("POST", one+"/messages", e2eKeyCRM, `{"text":"x","sender":{"role":"agent","name":"Alice"}}`), 400)
+	check(call("POST", one+"/messages", e2eKeyReader, post), 403)
+	check(call("POST", base+"/c_nope/messages", e2eKeyCRM, post), 404)
+	check(call("GET", one+"/messages?after=0&limit=1", e2eKeyReader, ""), 200)
+	check(call("GET", one+"/messages?after=-5", e2eKeyReader, ""), 400)
+	check(call("GET", one+"/messages", e2eKeyOld, ""), 401)
+	check(call("GET", base+"/c_nope/messages", e2eKeyReader, ""), 404)
+	check(call("POST", one+"/transfer", e2eKeyCRM, `{"agent":"bob","queue":"support"}`), 400)
+	check(call("POST", one+"/transfer", e2eKeyReader, `{"queue":"support"}`), 403)
+	check(call("POST", base+"/c_nope/transfer", e2eKeyCRM, `{"queue":"support"}`), 404)
+	check(call("POST", one+"/transfer", e2eKeyCRM, `{"queue":"support"}`), 200)
+	check(call("POST", one+"/transfer", e2eKeyCRM, `{"queue":"support"}`), 409)
+	full := check(call("GET", one, e2eKeyReader, ""), 200)
+	check(call("GET", base+"/c_nope", e2eKeyReader, ""), 404)
+	check(call("GET", one, "", ""), 401)
+	check(call("POST", one+"/end", e2eKeyReader, `{}`), 403)
+	check(call("POST", one+"/end", e2eKeyCRM, `{"by":"me"}`), 400)
+	check(call("POST", base+"/c_nope/end", e2eKeyCRM, `{}`), 404)
+	check(call("POST", one+"/end", e2eKeyCRM, `{}`), 200)
+	check(call("POST", one+"/end", e2eKeyCRM, `{}`), 409)
+	check(call("POST", one+"/messages", e2eKeyCRM, `{"text":"late","sender":{"role":"system"}}`), 409)
+
+	files, _ := full["files"].([]any)
+	if len(files) != 1 {
+		t.Fatalf("files: %v", full)
+	}
+	fileID := files[0].(map[string]any)["id"].(string)
+	dl := call("GET", "/api/v1/integrations/files/"+fileID, e2eKeyReader, "")
+	check(dl, 200)
+	if string(dl.body) != "the parcel number is 42\n" {
+		t.Errorf("file bytes: %q", dl.body)
+	}
+	check(call("GET", "/api/v1/integrations/files/f_nope", e2eKeyReader, ""), 404)
+	check(call("GET", "/api/v1/integrations/files/"+fileID, "", ""), 401)
+
+	// What was posted is stored, and the customer sees it as the bot's.
+	msg := created["message"].(map[string]any)
+	if msg["text"] != "Your parcel ships today" {
+		t.Errorf("posted: %v", msg)
+	}
+	var sawBot bool
+	for _, m := range customer.messages(conv.ID) {
+		sawBot = sawBot || (m.From.Role == "bot" && m.From.Name == "Parcel bot" && m.Text == "Your parcel ships today")
+	}
+	if !sawBot {
+		t.Error("the customer's transcript has no bot message")
+	}
+	if msgs, _ := full["messages"].([]any); len(msgs) < 3 {
+		t.Errorf("transcript: %v", full["messages"])
+	}
+
+	// Every documented operation was checked with its success and a
+	// refused key.
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			got := seen[method+" "+path]
+			success := slices.ContainsFunc(got, func(s int) bool { return s >= 200 && s < 300 })
+			refused := slices.Contains(got, 401) || slices.Contains(got, 403)
+			if !success || !refused {
+				t.Errorf("%s %s: checked with %v; want a success and a refusal", method, path, got)
+			}
+		}
+	}
+	// The refused keys are counted, and no key reached the log.
+	m := metricsOf(t, g)
+	if m[`segue_api_key_refusals_total{reason="bad_key"}`] < 1 || m[`segue_api_key_refusals_total{reason="scope"}`] < 1 ||
+		m[`segue_api_key_refusals_total{reason="expired"}`] < 1 {
+		t.Errorf("refusal metrics: %v", m)
+	}
+	for _, k := range []string{e2eKeyCRM, e2eKeyReader, e2eKeyOld, "sgk_not-a-key"} {
+		if strings.Contains(g.Log(), k) {
+			t.Errorf("the log holds the key %s", k)
+		}
+	}
+}
+
+// hookReceiver is a CRM's webhook endpoint: it checks signatures, fails
+// while failing is set, and keeps what it accepted, in arrival order.
+type hookReceiver struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	failing bool
+	tries   int
+	got     []hookEvent
+}
+
+type hookEvent struct {
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Conversation struct {
+		ID string `json:"id"`
+	} `json:"conversation"`
+	Data struct {
+		Message struct {
+			Text string `json:"text"`
+		} `json:"message"`
+	} `json:"data"`
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	h := &hookReceiver{failing: true}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		// The check docs/integrations.md gives receivers.
+		var ts, sig string
+		for _, part := range strings.Split(r.Header.Get("Segue-Signature"), ",") {
+			k, v, _ := strings.Cut(part, "=")
+			if k == "t" {
+				ts = v
+			} else if k == "v1" {
+				sig = v
+			}
+		}
+		mac := hmac.New(sha256.New, []byte(e2eHookKey))
+		mac.Write([]byte(ts + "."))
+		mac.Write(body)
+		sec, _ := strconv.ParseInt(ts, 10, 64)
+		if !hmac.Equal([]byte(hex.EncodeToString(mac.Sum(nil))), []byte(sig)) || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
+			t.Errorf("bad signature %q on %s", r.Header.Get("Segue-Signature"), body)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.tries++
+		if h.failing {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		var ev hookEvent
+		if err := json.NewDecoder(bytes.NewReader(body)).Decode(&ev); err != nil {
+			t.Errorf("event %s: %v", body, err)
+		}
+		h.got = append(h.got, ev)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// Webhooks reach a receiver that fails, then recovers, with the gateway
+// restarted in between: nothing lost, nothing out of order within a
+// conversation.
+func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
+	rc := newHookReceiver(t)
+	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()+fmt.Sprintf(`  webhooks:
+    - {name: crm, url: %q, events: [conversation.created, message.created, conversation.ended], secret: %q}
+  webhook_retry_min: 50ms
+  webhook_retry_max: 300ms
+  webhook_max_attempts: 1000
+`, rc.srv.URL, e2eHookKey)))
+	want := map[string][]string{}
+	say := func(id, text string) {
+		t.Helper()
+		r := integrationCall(t, g, "POST", "/api/v1/integrations/conversations/"+id+"/messages", e2eKeyCRM,
+			fmt.Sprintf(`{"text":%q,"sender":{"role":"bot","name":"Bot"}}`, text))
+		if r.status != http.StatusCreated {
+			t.Fatalf("post: %d %s", r.status, r.body)
+		}
+		want[id] = append(want[id], "message.created:"+text)
+	}
+	var ids []string
+	for _, name := range []string{"Ann", "Ben"} {
+		_, conv := g.newConversation(t, name)
+		ids = append(ids, conv.ID)
+		want[conv.ID] = []string{"conversation.created"}
+	}
+	for i := range 3 {
+		for _, id := range ids {
+			say(id, fmt.Sprintf("before restart %d", i))
+		}
+	}
+	waitFor(t, "failed attempts", func() error {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if rc.tries < 4 {
+			return fmt.Errorf("%d tries", rc.tries)
+		}
+		return nil
+	})
+	if m := metricsOf(t, g); m["segue_webhook_outbox_pending"] < 1 || m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`] < 1 {
+		t.Errorf("metrics while failing: pending %v, failed %v", m["segue_webhook_outbox_pending"],
+			m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`])
+	}
+	g.Restart()
+	for i := range 2 {
+		for _, id := range ids {
+			say(id, fmt.Sprintf("after restart %d", i))
+		}
+	}
+	if r := integrationCall(t, g, "POST", "/api/v1/integrations/conversations/"+ids[0]+"/end", e2eKeyCRM, `{}`); r.status != 200 {
+		t.Fatalf("end: %d %s", r.status, r.body)
+	}
+	want[ids[0]] = append(want[ids[0]], "conversation.ended")
+	rc.mu.Lock()
+	rc.failing = false
+	rc.mu.Unlock()
+
+	total := len(want[ids[0]]) + len(want[ids[1]])
+	got := map[string][]string{}
+	waitFor(t, "every event delivered", func() error {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		clear(got)
+		seen := map[string]bool{}
+		n := 0
+		for _, ev := range rc.got {
+			if seen[ev.ID] {
+				continue // at least once: a repeat is allowed, and ignored
+			}
+			seen[ev.ID] = true
+			s := ev.Type
+			if ev.Type == "message.created" {
+				s += ":" + ev.Data.Message.Text
+			}
+			got[ev.Conversation.ID] = append(got[ev.Conversation.ID], s)
+			n++
+		}
+		if n < total {
+			return fmt.Errorf("%d of %d events", n, total)
+		}
+		return nil
+	})
+	for _, id := range ids {
+		if strings.Join(got[id], "|") != strings.Join(want[id], "|") {
+			t.Errorf("conversation %s:\n got %v\nwant %v", id, got[id], want[id])
+		}
+	}
+	waitFor(t, "an empty outbox", func() error {
+		if p := metricsOf(t, g)["segue_webhook_outbox_pending"]; p != 0 {
+			return fmt.Errorf("%v pending", p)
+		}
+		return nil
+	})
+}
