@@ -13,3 +13,7 @@ var ErrDriver = errors.New("store: unsupported driver")
 
 // ErrClosed is returned by AppendMessage once the store is closing.
 var ErrClosed = errors.New("store: closed")
+
+// ErrRated is returned by RateConversation when the conversation already
+// has a rating.
+var ErrRated = errors.New("store: already rated")
