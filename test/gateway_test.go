@@ -108,6 +108,8 @@ type gatewayOptions struct {
 	remoteNetworks []string
 	// httpYAML and webrtcYAML go under http: and webrtc:.
 	httpYAML, webrtcYAML string
+	// topYAML holds whole top-level sections (such as clock:), added last.
+	topYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -321,6 +323,7 @@ limits:
 	if o.identitySecret != "" {
 		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
 	}
+	b.WriteString(o.topYAML)
 	return b.String()
 }
 
