@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -17,8 +18,11 @@ import (
 // leftPageSize is how many messages left a console lists.
 const leftPageSize = 20
 
-// leaveMessage stores a message a customer leaves while the queue is full
-// (queues[].max_waiting): a conversation in state left, never routed,
+// leaveMessage stores a message a customer leaves. Outside the queue's
+// opening hours, or when none of its agents is logged in, it becomes a
+// waiting conversation for the next agent (leaveForNextAgent). While the
+// queue is full (queues[].max_waiting) it is a conversation in state
+// left, never routed,
 // with the customer's e-mail, their text and a conversation.message_left
 // event. The queue's agents see it in their consoles and answer by
 // e-mail. It counts as a new chat for limits.new_chats_per_ip_per_minute.
@@ -70,6 +74,20 @@ func (s *Server) leaveMessage(w http.ResponseWriter, r *http.Request) error {
 	now := time.Now().UTC()
 	c := &store.Conversation{ID: newID("c_"), State: store.StateLeft, Queue: queue, Customer: cust,
 		CreatedAt: now, UpdatedAt: now, EndedAt: now, ClientIP: s.clientIP(r), TokenHash: hashToken(randomToken())}
+	// Outside opening hours, or with nobody logged in, the message waits
+	// for the next agent as a conversation of the queue; a full queue
+	// keeps it aside for the agents to answer by e-mail.
+	if st, err := s.hub.status(queue); err == nil && !st.Open {
+		err := s.leaveForNextAgent(r.Context(), c, body.Text)
+		if err == nil {
+			s.log.Info("message left for the next agent", "conv", c.ID, "queue", queue, "reason", st.Reason)
+			return writeJSON(w, http.StatusCreated, map[string]any{"conversation": s.hub.wireStored(c)})
+		}
+		if !errors.Is(err, errQueueFull) {
+			return err
+		}
+		c.State, c.EndedAt, c.Origin = store.StateLeft, now, ""
+	}
 	if err := s.store.CreateConversation(r.Context(), c); err != nil {
 		return err
 	}

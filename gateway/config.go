@@ -39,6 +39,9 @@ type Config struct {
 	DemoPhone demophone.Config `yaml:"demo_phone"`
 	// Integrations are the API keys and webhooks of other systems.
 	Integrations IntegrationsConfig `yaml:"integrations"`
+	// Clock fixes the time opening hours are judged by, for tests and
+	// demos (clock.now).
+	Clock ClockConfig `yaml:"clock"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -65,6 +68,10 @@ type QueueConfig struct {
 	// holds the conversation) or VideoOff (never; the agent's console
 	// cannot join the conversation's media either).
 	Video string `yaml:"video"`
+	// Hours are the queue's opening hours; outside them the widget says
+	// when the queue opens again and offers to leave a message. Nil: always
+	// open.
+	Hours *HoursConfig `yaml:"hours"`
 }
 
 // Values of queues[].voice.
@@ -358,6 +365,15 @@ func (c *Config) Validate() error {
 		case "", VideoAlways, VideoAfterAccept, VideoOff:
 		default:
 			addf("%s.video: %q is not one of always, after_accept, off", p, q.Video)
+		}
+		if q.Hours != nil {
+			_, err := q.Hours.compile()
+			add(p+".hours.", err)
+		}
+	}
+	if c.Clock.Now != "" {
+		if _, err := time.Parse(time.RFC3339, c.Clock.Now); err != nil {
+			addf("clock.now: %q is not an RFC 3339 time such as 2026-01-05T19:30:00Z", c.Clock.Now)
 		}
 	}
 	agents := map[string]bool{}

@@ -47,6 +47,8 @@ func (s *Server) routes() http.Handler {
 	}
 	api("POST /api/v1/conversations", s.createConversation)
 	api("POST /api/v1/left-messages", s.leaveMessage)
+	api("GET /api/v1/queue-status", s.getQueueStatus)
+	api("POST /api/v1/conversations/{id}/rating", s.rateConversation)
 	api("GET /api/v1/conversations/{id}", s.getConversation)
 	api("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	api("GET /api/v1/conversations/{id}/calls", s.getCalls)

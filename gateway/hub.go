@@ -61,6 +61,8 @@ type hub struct {
 	peerStarts *slidingLimiter
 	// webhooks queues the events integrations receive; set once in New.
 	webhooks *webhooks
+	// care holds opening hours and wait estimates (customers.go).
+	care *customerCare
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -92,6 +94,9 @@ type conv struct {
 	// busyNoted is when a call the customer asked for was last refused
 	// for capacity with a voice.refused event; guarded by hub.mu.
 	busyNoted time.Time
+	// position is the queue place last sent to the customer; guarded by
+	// hub.mu.
+	position int
 }
 
 type agent struct {
@@ -109,7 +114,7 @@ func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
 		convs: map[string]*conv{}, agents: map[string]*agent{}, queues: map[string]QueueConfig{},
 		waiting: map[string][]*conv{}, reserved: map[string]int{}, peersByAddr: map[string]int{},
-		peerStarts: newSlidingLimiter(cfg.Limits.PeerStartsPerIPPerMinute, time.Minute)}
+		peerStarts: newSlidingLimiter(cfg.Limits.PeerStartsPerIPPerMinute, time.Minute), care: newCustomerCare(cfg)}
 	for _, q := range cfg.Queues {
 		h.queues[q.Name] = q
 	}
@@ -127,7 +132,6 @@ func (h *hub) load(ctx context.Context) error {
 		return err
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, c := range open {
 		if _, ok := h.queues[c.Queue]; !ok {
 			// The queue was removed from the config: send it to the first one.
@@ -147,6 +151,10 @@ func (h *hub) load(ctx context.Context) error {
 	}
 	h.updateGaugesLocked()
 	h.routeLocked()
+	h.mu.Unlock()
+	for _, q := range h.cfg.Queues {
+		h.refreshEstimate(ctx, q.Name)
+	}
 	return nil
 }
 
@@ -170,6 +178,10 @@ func (h *hub) wireConvLocked(cv *conv) wireConversation {
 	if a, ok := h.agents[c.AgentID]; ok && c.AgentID != "" {
 		w.Agent = &wireAgentRef{ID: a.cfg.ID, Name: a.cfg.Name}
 	}
+	if c.Rating.Score > 0 {
+		w.Rating = &wireRating{Score: c.Rating.Score, Comment: c.Rating.Comment, At: c.Rating.At}
+	}
+	w.Origin = c.Origin
 	return w
 }
 
@@ -260,6 +272,7 @@ func (h *hub) enqueueLocked(cv *conv) {
 	}
 	h.waiting[cv.c.Queue] = slices.Insert(list, i, cv)
 	h.queueFrameLocked(cv, "queue.added", "")
+	h.positionsChangedLocked(cv.c.Queue, false)
 }
 
 // dequeueLocked takes cv out of its queue's list (it was accepted, ended
@@ -277,6 +290,8 @@ func (h *hub) dequeueLocked(cv *conv) {
 		h.waiting[cv.c.Queue] = list
 	}
 	h.queueFrameLocked(cv, "queue.removed", "")
+	cv.position = 0
+	h.positionsChangedLocked(cv.c.Queue, false)
 }
 
 // queueChangedLocked tells the queue's agents that a waiting conversation
@@ -563,10 +578,12 @@ func (h *hub) accept(ctx context.Context, agentID, convID string) error {
 	}
 	h.assignLocked(cv, a)
 	err := h.saveLocked(ctx, cv)
+	queue := cv.c.Queue
 	h.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	h.refreshEstimate(ctx, queue)
 	h.event(ctx, cv, "conversation.accepted", a.cfg.Name+" joined the conversation", map[string]string{"agent": a.cfg.ID})
 	h.pushHistory(ctx, a, cv)
 	return nil
@@ -579,6 +596,9 @@ func (h *hub) assignLocked(cv *conv, a *agent) {
 		h.dequeueLocked(cv)
 	}
 	cv.c.State, cv.c.AgentID, cv.c.LastAgentID = store.StateActive, a.cfg.ID, a.cfg.ID
+	if cv.c.AnsweredAt.IsZero() {
+		cv.c.AnsweredAt = h.now().UTC()
+	}
 	cv.preview = ""
 	a.convs[cv.c.ID] = cv
 	a.idleSince = h.now()
@@ -682,7 +702,8 @@ func (h *hub) finish(ctx context.Context, cv *conv, text string, data map[string
 // abandonedLocked reports whether cv has waited with nobody in it, no
 // customer socket, no media and no message, for limits.abandoned_after.
 func (h *hub) abandonedLocked(cv *conv, now time.Time) bool {
-	return cv.c.State == store.StateWaiting && len(cv.customers) == 0 && cv.voice == nil && cv.rtc == nil &&
+	// A message left for the next agent has no customer to come back.
+	return cv.c.State == store.StateWaiting && cv.c.Origin != store.OriginMessage && len(cv.customers) == 0 && cv.voice == nil && cv.rtc == nil &&
 		cv.video == nil && now.Sub(cv.lastActive) >= h.cfg.Limits.AbandonedAfter
 }
 

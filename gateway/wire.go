@@ -44,6 +44,10 @@ type wireConversation struct {
 	// Video says whether the customer may start video now: the gateway
 	// has WebRTC and the queue's video policy allows it (docs/api.md).
 	Video bool `json:"video"`
+	// Rating is the customer's satisfaction rating, once given.
+	Rating *wireRating `json:"rating,omitempty"`
+	// Origin is "message" for a message left while nobody could answer.
+	Origin string `json:"origin,omitempty"`
 }
 
 type wireSender struct {

@@ -502,6 +502,9 @@ func (s *Server) helloCustomer(ctx context.Context, cl *client, f *inFrame) erro
 	if media != nil {
 		welcome["media"] = media
 	}
+	if p := s.hub.positionOf(cv); p != nil {
+		welcome["queue_position"] = p
+	}
 	cl.send(welcome)
 	if cv != nil {
 		s.customerWelcomed(cv, cl)

@@ -152,6 +152,10 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: search index and outbox in %s: %w", path, err)
 	}
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
+	}
 	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
 		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastSeq: map[string]int64{}}
@@ -177,11 +181,12 @@ func fromUnix(ms int64) time.Time {
 func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
 		customer_name, customer_email, customer_external_id, customer_verified, token_hash, client_ip,
-		created_at, updated_at, ended_at, last_seq, read_customer, read_agent)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		created_at, updated_at, ended_at, last_seq, read_customer, read_agent, answered_at, origin)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.ID, c.State, c.Queue, c.AgentID, c.LastAgentID, c.Customer.Name, c.Customer.Email,
 		c.Customer.ExternalID, c.Customer.Verified, c.TokenHash, c.ClientIP,
-		unix(c.CreatedAt), unix(c.UpdatedAt), unix(c.EndedAt), c.LastSeq, c.ReadByCust, c.ReadByAgt)
+		unix(c.CreatedAt), unix(c.UpdatedAt), unix(c.EndedAt), c.LastSeq, c.ReadByCust, c.ReadByAgt,
+		unix(c.AnsweredAt), c.Origin)
 	if err != nil {
 		return fmt.Errorf("store: create conversation %s: %w", c.ID, err)
 	}
@@ -190,18 +195,20 @@ func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error 
 
 const convColumns = `id, state, queue, agent_id, last_agent_id, customer_name, customer_email,
 	customer_external_id, customer_verified, token_hash, client_ip, created_at, updated_at, ended_at,
-	last_seq, read_customer, read_agent`
+	last_seq, read_customer, read_agent, answered_at, origin, rating, rating_comment, rated_at`
 
 func scanConversation(row interface{ Scan(...any) error }) (*Conversation, error) {
 	var c Conversation
-	var created, updated, ended int64
+	var created, updated, ended, answered, rated int64
 	err := row.Scan(&c.ID, &c.State, &c.Queue, &c.AgentID, &c.LastAgentID, &c.Customer.Name,
 		&c.Customer.Email, &c.Customer.ExternalID, &c.Customer.Verified, &c.TokenHash, &c.ClientIP,
-		&created, &updated, &ended, &c.LastSeq, &c.ReadByCust, &c.ReadByAgt)
+		&created, &updated, &ended, &c.LastSeq, &c.ReadByCust, &c.ReadByAgt,
+		&answered, &c.Origin, &c.Rating.Score, &c.Rating.Comment, &rated)
 	if err != nil {
 		return nil, err
 	}
 	c.CreatedAt, c.UpdatedAt, c.EndedAt = fromUnix(created), fromUnix(updated), fromUnix(ended)
+	c.AnsweredAt, c.Rating.At = fromUnix(answered), fromUnix(rated)
 	return &c, nil
 }
 
@@ -222,9 +229,10 @@ func (s *SQLite) Conversation(ctx context.Context, id string) (*Conversation, er
 func (s *SQLite) UpdateConversation(ctx context.Context, c *Conversation) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE conversations SET state=?, queue=?, agent_id=?, last_agent_id=?,
 		customer_name=?, customer_email=?, customer_external_id=?, customer_verified=?, updated_at=?, ended_at=?,
-		read_customer=MAX(read_customer, ?), read_agent=MAX(read_agent, ?) WHERE id=?`,
+		read_customer=MAX(read_customer, ?), read_agent=MAX(read_agent, ?),
+		answered_at=CASE WHEN answered_at = 0 THEN ? ELSE answered_at END WHERE id=?`,
 		c.State, c.Queue, c.AgentID, c.LastAgentID, c.Customer.Name, c.Customer.Email, c.Customer.ExternalID,
-		c.Customer.Verified, unix(c.UpdatedAt), unix(c.EndedAt), c.ReadByCust, c.ReadByAgt, c.ID)
+		c.Customer.Verified, unix(c.UpdatedAt), unix(c.EndedAt), c.ReadByCust, c.ReadByAgt, unix(c.AnsweredAt), c.ID)
 	if err != nil {
 		return fmt.Errorf("store: update conversation %s: %w", c.ID, err)
 	}

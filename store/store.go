@@ -52,6 +52,26 @@ type Conversation struct {
 	ReadByAgt  int64
 	// ClientIP is where the conversation was opened from.
 	ClientIP string
+	// AnsweredAt is when an agent first took the conversation (zero until
+	// then): AnsweredAt-CreatedAt is its wait (RecentWaits).
+	AnsweredAt time.Time
+	// Origin is how the conversation began: "" for a chat, OriginMessage
+	// for a message left while the queue was closed or unstaffed.
+	Origin string
+	// Rating is the customer's satisfaction rating, once given.
+	Rating Rating
+}
+
+// OriginMessage marks a conversation that began as a message left while
+// nobody could answer (Conversation.Origin).
+const OriginMessage = "message"
+
+// Rating is a customer's satisfaction rating of a conversation: a score
+// from 1 to 5 and an optional comment. Score 0 means not rated.
+type Rating struct {
+	Score   int
+	Comment string
+	At      time.Time
 }
 
 // Customer is who the agent talks to; Verified is set when a signed
@@ -130,6 +150,13 @@ type Store interface {
 	// MarkRead raises a conversation's read mark for role (RoleCustomer or
 	// RoleAgent) to seq; it never lowers it and touches no other field.
 	MarkRead(ctx context.Context, id, role string, seq int64) error
+	// RateConversation records a conversation's rating once; a second
+	// rating fails with ErrRated and changes nothing.
+	RateConversation(ctx context.Context, id string, r Rating) error
+	// RecentWaits returns how long the conversations of queue answered at
+	// or after since waited (AnsweredAt-CreatedAt), at most limit of the
+	// latest.
+	RecentWaits(ctx context.Context, queue string, since time.Time, limit int) ([]time.Duration, error)
 	// OpenConversations returns every waiting or active conversation,
 	// oldest first.
 	OpenConversations(ctx context.Context) ([]*Conversation, error)

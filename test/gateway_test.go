@@ -110,6 +110,8 @@ type gatewayOptions struct {
 	httpYAML, webrtcYAML string
 	// integrationsYAML is the integrations: section, indented under it.
 	integrationsYAML string
+	// topYAML holds whole top-level sections (such as clock:), added last.
+	topYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -331,6 +333,7 @@ limits:
 	if o.integrationsYAML != "" {
 		b.WriteString("integrations:\n" + o.integrationsYAML)
 	}
+	b.WriteString(o.topYAML)
 	return b.String()
 }
 

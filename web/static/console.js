@@ -687,6 +687,10 @@ const app = {
     $('customer-external').textContent = cust.external_id || '—';
     $('conv-queue').textContent = c.queue || '—';
     $('conv-state').textContent = c.state;
+    // The customer's satisfaction rating, once given after the end.
+    $('conv-rating-row').hidden = !c.rating;
+    $('conv-rating').textContent = c.rating ? `${'★'.repeat(c.rating.score)}${'☆'.repeat(5 - c.rating.score)} ${c.rating.score}/5${c.rating.comment ? ` — “${c.rating.comment}”` : ''}` : '';
+    $('conv-rating').dataset.score = String(c.rating?.score ?? '');
     const ended = closed(c);
     $('composer').hidden = ended;
     $('end').hidden = ended;

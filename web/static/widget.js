@@ -5,12 +5,14 @@
 //
 // Optional attributes on that tag (or on a <segue-widget> element placed in
 // the page): data-queue, data-name (a prefilled customer name) and
-// data-identity (a token signed by the site's backend). The widget talks to
+// data-identity (a token signed by the site's backend), data-lang (en, es,
+// fr, de or ar; the browser's languages otherwise). The widget talks to
 // the gateway it was loaded from, so it works on any allowed site.
 
 import { h, apiError, enterSends, newId, ChatLog, HistoryPager, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
 import { Voice } from './call.js';
 import { WidgetVideo } from './widget-video.js'; // video (Step 3)
+import { direction, pickLanguage, translator } from './i18n.js';
 
 const ORIGIN = new URL(import.meta.url).origin;
 const API = `${ORIGIN}/api/v1`;
@@ -57,10 +59,13 @@ class SegueWidget extends HTMLElement {
       hello: () => ({ type: 'hello', token: this.session?.token, after: this.log.maxSeq, page: PAGE }),
       onFrame: (f) => this.onFrame(f),
       onState: (s, reason) => this.showState(s, reason),
-      onRejected: () => this.forget('This conversation is no longer available.'),
+      onRejected: () => this.forget(this.t('gone')),
       onRetry: (n) => { if (n % 3 === 0) this.checkSession(); },
     });
     this.typing = new Typing((on) => this.socket.send({ type: 'typing', typing: on }));
+    // Not this.lang: that would set the host element's lang attribute.
+    this.language = pickLanguage(this.config.lang);
+    this.t = translator(this.language);
     this.build();
   }
 
@@ -91,24 +96,28 @@ class SegueWidget extends HTMLElement {
 
   build() {
     const $ = (tag, props, ...kids) => h(tag, props, ...kids);
+    const t = this.t;
+    const lang = { lang: this.language, dir: direction(this.language) };
     this.launcher = $('button', {
       type: 'button', class: 'launcher', 'data-testid': 'widget-open',
-      'aria-label': 'Open chat', 'aria-expanded': 'false',
+      'aria-label': t('launcher.open'), 'aria-expanded': 'false', ...lang,
     },
     $('span', { class: 'launcher-icon', 'aria-hidden': 'true' }),
-    $('span', { class: 'launcher-text', text: 'Chat with us' }));
+    $('span', { class: 'launcher-text', text: t('launcher.text') }));
     this.badge = $('span', { class: 'badge', 'data-testid': 'unread', hidden: true });
     this.launcher.append(this.badge);
     this.launcher.addEventListener('click', () => this.open());
 
-    this.titleEl = $('h2', { class: 'title', id: 'segue-title', text: 'Chat with us' });
-    this.agentLine = $('p', { class: 'agent', 'data-testid': 'agent-name', text: 'We usually reply in a few minutes' });
-    this.status = $('p', { class: 'status-line', 'data-testid': 'call-status', 'data-state': 'idle', role: 'status', text: STATE_TEXT.idle });
-    const close = $('button', { type: 'button', class: 'icon-button close', 'data-testid': 'widget-close', 'aria-label': 'Close chat', text: '×' });
+    this.titleEl = $('h2', { class: 'title', id: 'segue-title', text: t('head.title') });
+    this.agentLine = $('p', { class: 'agent', 'data-testid': 'agent-name', text: t('head.tagline') });
+    this.status = $('p', { class: 'status-line', 'data-testid': 'call-status', 'data-state': 'idle', role: 'status', text: t('state.idle') });
+    // The customer's place in the queue while waiting (queue.position).
+    this.positionEl = $('p', { class: 'position', 'data-testid': 'queue-position', 'aria-live': 'polite', hidden: true });
+    const close = $('button', { type: 'button', class: 'icon-button close', 'data-testid': 'widget-close', 'aria-label': t('close'), text: '×' });
     close.addEventListener('click', () => this.close());
     const header = $('header', { class: 'head' },
       $('div', { class: 'avatar', 'aria-hidden': 'true' }),
-      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.status),
+      $('div', { class: 'head-text' }, this.titleEl, this.agentLine, this.positionEl, this.status),
       close);
 
     // Voice and video controls of later steps go into this bar.
@@ -126,14 +135,14 @@ class SegueWidget extends HTMLElement {
     });
     close.before(this.voice.startButton);
 
-    this.logEl = $('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages', tabindex: '0' });
+    this.logEl = $('div', { class: 'log', 'data-testid': 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': t('messages'), tabindex: '0' });
     this.log = new ChatLog(this.logEl, {
       role: 'customer',
       loadFile: (id, inline) => this.fetchFile(id, inline),
       onChange: (msg, isNew) => this.changed(msg, isNew),
       onRetry: (msg) => this.queueText(msg.text),
     });
-    this.empty = $('p', { class: 'empty', text: 'Hi! Ask us anything — a person will answer.' });
+    this.empty = $('p', { class: 'empty', text: t('empty') });
     // Older pages of the transcript, fetched on scroll up.
     this.moreButton = $('button', { type: 'button', class: 'history-more', 'data-testid': 'history-more', hidden: true });
     this.pager = new HistoryPager({
@@ -143,25 +152,31 @@ class SegueWidget extends HTMLElement {
     this.typingEl = $('p', { class: 'typing', 'data-testid': 'typing', 'aria-live': 'polite', hidden: true });
     this.notice = $('p', { class: 'notice', 'data-testid': 'notice', role: 'alert', hidden: true });
 
-    this.restart = $('button', { type: 'button', class: 'secondary', 'data-testid': 'new-conversation', text: 'Start a new conversation' });
+    this.restart = $('button', { type: 'button', class: 'secondary', 'data-testid': 'new-conversation', text: t('new') });
     this.restart.addEventListener('click', () => this.forget(''));
+    this.buildRating();
     this.endedEl = $('div', { class: 'ended', 'data-testid': 'ended', hidden: true },
-      $('p', { text: 'This conversation has ended.' }), this.restart);
+      $('p', { text: t('ended') }), this.ratingEl, this.restart);
     this.buildBusy();
+    // No agent logged in: say so, and offer to leave a message.
+    const leave = $('button', { type: 'button', class: 'link', 'data-testid': 'leave-message', text: t('away.leave') });
+    leave.addEventListener('click', () => this.showBusy(this.input.value, 'away'));
+    this.awayEl = $('div', { class: 'away', 'data-testid': 'away', role: 'status', hidden: true },
+      $('p', { text: t('away.title') }), leave);
 
     this.nameInput = $('input', {
       type: 'text', class: 'name', 'data-testid': 'customer-name', autocomplete: 'name',
-      maxlength: '80', placeholder: 'Your name (optional)', 'aria-label': 'Your name',
+      maxlength: '80', placeholder: t('name.placeholder'), 'aria-label': t('name.label'),
     });
     if (this.config.name) this.nameInput.value = this.config.name;
     this.input = $('textarea', {
       class: 'input', 'data-testid': 'chat-input', rows: '1', maxlength: '4000',
-      placeholder: 'Write a message…', 'aria-label': 'Message',
+      placeholder: t('input.placeholder'), 'aria-label': t('input.label'),
     });
-    this.sendButton = $('button', { type: 'submit', class: 'send', 'data-testid': 'chat-send', 'aria-label': 'Send message' },
+    this.sendButton = $('button', { type: 'submit', class: 'send', 'data-testid': 'chat-send', 'aria-label': t('send') },
       $('span', { class: 'send-icon', 'aria-hidden': 'true' }));
-    this.fileInput = $('input', { type: 'file', class: 'file-input', 'data-testid': 'file-input', 'aria-label': 'Attach a file' });
-    const attach = $('label', { class: 'icon-button attach', title: 'Attach a file' },
+    this.fileInput = $('input', { type: 'file', class: 'file-input', 'data-testid': 'file-input', 'aria-label': t('attach') });
+    const attach = $('label', { class: 'icon-button attach', title: t('attach') },
       $('span', { class: 'attach-icon', 'aria-hidden': 'true' }), this.fileInput);
     this.form = $('form', { class: 'composer', 'aria-label': 'Send a message' },
       this.nameInput,
@@ -173,8 +188,8 @@ class SegueWidget extends HTMLElement {
     this.fileInput.addEventListener('change', () => this.sendFiles());
 
     this.panel = $('section', {
-      class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true,
-    }, header, this.callBar, $('div', { class: 'body' }, this.moreButton, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.busyEl, this.form);
+      class: 'panel', role: 'dialog', 'aria-labelledby': 'segue-title', 'data-testid': 'chat-panel', hidden: true, ...lang,
+    }, header, this.callBar, $('div', { class: 'body' }, this.moreButton, this.empty, this.logEl), this.typingEl, this.notice, this.endedEl, this.awayEl, this.busyEl, this.form);
     this.panel.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
     this.video = new WidgetVideo(this); // video (Step 3): its bar goes under the call bar
 
@@ -191,42 +206,73 @@ class SegueWidget extends HTMLElement {
   }
 
   /**
-   * buildBusy makes the panel shown when the queue is full (queue_full):
-   * the customer leaves an e-mail and a message, which the gateway keeps
-   * for the agents, instead of waiting in a chat.
+   * buildBusy makes the panel for leaving a message instead of chatting:
+   * when the queue is full (mode "full": answered by e-mail), closed
+   * ("closed": outside opening hours) or has nobody logged in ("away").
+   * Outside hours and with nobody in, the message waits for the next agent.
    */
   buildBusy() {
     const $ = (tag, props, ...kids) => h(tag, props, ...kids);
+    const t = this.t;
+    this.busyName = $('input', {
+      type: 'text', class: 'name', 'data-testid': 'busy-name', autocomplete: 'name',
+      maxlength: '80', placeholder: t('form.name'), 'aria-label': t('form.name'),
+    });
     this.busyEmail = $('input', {
       type: 'email', class: 'name', 'data-testid': 'busy-email', autocomplete: 'email', required: true,
-      maxlength: '254', placeholder: 'Your e-mail', 'aria-label': 'Your e-mail',
+      maxlength: '254', placeholder: t('form.email'), 'aria-label': t('form.email'),
     });
     this.busyText = $('textarea', {
       class: 'input', 'data-testid': 'busy-message', rows: '3', maxlength: '4000', required: true,
-      placeholder: 'Your message', 'aria-label': 'Your message',
+      placeholder: t('form.message'), 'aria-label': t('form.message'),
     });
-    this.busySend = $('button', { type: 'submit', class: 'secondary', 'data-testid': 'busy-send', text: 'Send' });
-    this.busyForm = $('form', { class: 'busy-form', 'aria-label': 'Leave a message' }, this.busyEmail, this.busyText, this.busySend);
+    this.busySend = $('button', { type: 'submit', class: 'secondary', 'data-testid': 'busy-send', text: t('form.send') });
+    this.busyForm = $('form', { class: 'busy-form', 'aria-label': t('away.leave') }, this.busyName, this.busyEmail, this.busyText, this.busySend);
     this.busyForm.addEventListener('submit', (e) => { e.preventDefault(); this.leaveMessage(); });
     this.busyDone = $('p', { class: 'busy-sent', 'data-testid': 'busy-sent', role: 'status', hidden: true });
-    const back = $('button', { type: 'button', class: 'link', 'data-testid': 'busy-retry', text: 'Try the chat again' });
-    back.addEventListener('click', () => this.hideBusy());
-    this.busyEl = $('div', { class: 'busy', 'data-testid': 'busy', role: 'region', 'aria-label': 'We are very busy', hidden: true },
-      $('p', { class: 'busy-title', text: 'We are very busy right now.' }),
-      $('p', { text: 'Leave your e-mail and a message, and we will answer by e-mail.' }),
-      this.busyForm, this.busyDone, back);
+    this.busyBack = $('button', { type: 'button', class: 'link', 'data-testid': 'busy-retry', text: t('form.retry') });
+    this.busyBack.addEventListener('click', () => this.hideBusy());
+    this.busyTitle = $('p', { class: 'busy-title', 'data-testid': 'busy-title', text: t('busy.title') });
+    this.busyNext = $('p', { class: 'busy-next', 'data-testid': 'opening-hours', hidden: true });
+    this.busyHint = $('p', { text: t('busy.hint') });
+    this.busyEl = $('div', { class: 'busy', 'data-testid': 'busy', role: 'region', 'aria-label': t('away.leave'), hidden: true },
+      this.busyTitle, this.busyNext, this.busyHint, this.busyForm, this.busyDone, this.busyBack);
   }
 
-  /** showBusy offers to leave a message, prefilled with what was typed. */
-  showBusy(text) {
+  /**
+   * showBusy offers to leave a message, prefilled with what was typed;
+   * mode is full, closed or away, and status the gateway's queue status.
+   */
+  showBusy(text, mode = 'full', status = null) {
+    const t = this.t;
+    this.busyEl.dataset.mode = mode;
+    this.busyTitle.textContent = t({ full: 'busy.title', closed: 'closed.title', away: 'away.title' }[mode]);
+    this.busyHint.textContent = t(mode === 'full' ? 'busy.hint' : 'closed.hint');
+    this.busyNext.hidden = !status?.next_open;
+    this.busyNext.textContent = status?.next_open ? t('closed.next', { when: this.formatWhen(status.next_open) }) : '';
+    this.busyName.hidden = mode === 'full';
+    if (!this.busyName.value) this.busyName.value = this.nameInput.value.trim() || this.config.name || '';
+    // Outside opening hours there is no chat to go back to.
+    this.busyBack.hidden = mode === 'closed';
     this.busyText.value = text ?? '';
     this.busyForm.hidden = false;
     this.busyDone.hidden = true;
     this.busyEl.hidden = false;
+    this.awayEl.hidden = true;
     this.form.hidden = true;
     this.note('');
     this.showState('idle');
-    this.busyEmail.focus({ preventScroll: true });
+    (mode === 'full' ? this.busyEmail : this.busyName).focus({ preventScroll: true });
+  }
+
+  /** formatWhen says when the queue opens, in the customer's language and time zone. */
+  formatWhen(iso) {
+    try {
+      return new Intl.DateTimeFormat(this.language, { weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })
+        .format(new Date(iso));
+    } catch {
+      return new Date(iso).toLocaleString();
+    }
   }
 
   hideBusy() {
@@ -234,10 +280,32 @@ class SegueWidget extends HTMLElement {
     this.refresh();
   }
 
+  /**
+   * checkOpen asks the gateway, before a conversation exists, whether the
+   * queue takes chats now: outside opening hours the widget offers only to
+   * leave a message; with nobody logged in it says so and offers it too.
+   */
+  async checkOpen() {
+    if (this.session || this.checkingOpen) return;
+    this.checkingOpen = true;
+    try {
+      const q = this.config.queue ? `?queue=${encodeURIComponent(this.config.queue)}` : '';
+      const res = await fetch(`${API}/queue-status${q}`);
+      if (!res.ok) return;
+      const st = await res.json();
+      this.queueStatus = st;
+      if (this.session) return;
+      if (st.reason === 'closed' || st.reason === 'holiday') this.showBusy(this.input.value, 'closed', st);
+      else this.refresh();
+    } catch { /* unreachable: the chat says so when it starts */ } finally {
+      this.checkingOpen = false;
+    }
+  }
+
   async leaveMessage() {
     const cfg = this.config;
     const body = {
-      queue: cfg.queue || undefined, name: this.nameInput.value.trim() || cfg.name || undefined,
+      queue: cfg.queue || undefined, name: this.busyName.value.trim() || this.nameInput.value.trim() || cfg.name || undefined,
       identity: cfg.identity || undefined, email: this.busyEmail.value.trim(), text: this.busyText.value.trim(),
     };
     if (!body.email || !body.text) return;
@@ -248,16 +316,97 @@ class SegueWidget extends HTMLElement {
       });
       if (!res.ok) throw await apiError(res);
       this.busyForm.hidden = true;
-      this.busyDone.textContent = `Thank you: we will answer at ${body.email}.`;
+      this.busyDone.textContent = this.t('form.thanks', { email: body.email });
       this.busyDone.hidden = false;
       this.busyText.value = '';
       this.note('');
     } catch (err) {
-      const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : '';
-      this.note(`Could not send your message: ${err.message}.${wait}`);
+      const wait = err.retryAfter ? ` ${this.t('retry.after', { n: err.retryAfter })}` : '';
+      this.note(`${this.t('form.failed', { error: err.message })}${wait}`);
     } finally {
       this.busySend.disabled = false;
     }
+  }
+
+  /** buildRating makes the satisfaction rating offered once the conversation ends. */
+  buildRating() {
+    const $ = (tag, props, ...kids) => h(tag, props, ...kids);
+    const t = this.t;
+    this.ratingScore = 0;
+    this.stars = [1, 2, 3, 4, 5].map((n) => {
+      const b = $('button', {
+        type: 'button', class: 'star', 'data-testid': 'rating-star', 'data-score': String(n),
+        'aria-label': t('rating.star', { n }), 'aria-pressed': 'false', text: '☆',
+      });
+      b.addEventListener('click', () => this.pickScore(n));
+      return b;
+    });
+    this.ratingComment = $('textarea', {
+      class: 'input', 'data-testid': 'rating-comment', rows: '2', maxlength: '1000',
+      placeholder: t('rating.comment'), 'aria-label': t('rating.comment'),
+    });
+    this.ratingSend = $('button', { type: 'submit', class: 'secondary', 'data-testid': 'rating-send', text: t('rating.send'), disabled: true });
+    this.ratingForm = $('form', { class: 'rating-form', 'aria-label': t('rating.title') },
+      $('p', { class: 'rating-title', text: t('rating.title') }),
+      $('div', { class: 'stars', role: 'group', 'aria-label': t('rating.title') }, ...this.stars),
+      this.ratingComment, this.ratingSend);
+    this.ratingForm.addEventListener('submit', (e) => { e.preventDefault(); this.sendRating(); });
+    this.ratingThanks = $('p', { class: 'rating-thanks', 'data-testid': 'rating-thanks', role: 'status', text: t('rating.thanks'), hidden: true });
+    this.ratingEl = $('div', { class: 'rating', 'data-testid': 'rating', hidden: true }, this.ratingForm, this.ratingThanks);
+  }
+
+  pickScore(n) {
+    this.ratingScore = n;
+    this.stars.forEach((b, i) => {
+      b.textContent = i < n ? '★' : '☆';
+      b.setAttribute('aria-pressed', String(i + 1 === n));
+    });
+    this.ratingSend.disabled = false;
+  }
+
+  async sendRating() {
+    const session = this.session;
+    if (!session || !this.ratingScore) return;
+    this.ratingSend.disabled = true;
+    try {
+      const res = await fetch(`${API}/conversations/${encodeURIComponent(session.id)}/rating`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${session.token}` },
+        body: JSON.stringify({ score: this.ratingScore, comment: this.ratingComment.value.trim() }),
+      });
+      if (!res.ok) {
+        const err = await apiError(res);
+        if (err.code !== 'already_rated') throw err;
+      } else {
+        const data = await res.json();
+        this.conversation = data.conversation;
+      }
+      this.rated = true;
+      this.note('');
+      this.refresh();
+    } catch (err) {
+      this.ratingSend.disabled = false;
+      this.note(this.t('rating.failed', { error: err.message }));
+    }
+  }
+
+  /** showPosition shows the customer's place in the queue and the estimated wait. */
+  showPosition(p) {
+    this.position = p && this.conversation?.state !== 'ended' && !this.conversation?.agent ? p : null;
+    const el = this.positionEl;
+    if (!this.position) {
+      el.hidden = true;
+      delete el.dataset.position;
+      return;
+    }
+    const t = this.t;
+    const secs = p.estimated_wait_seconds ?? 0;
+    let text = t('position', { n: p.position });
+    if (secs > 0) text += ` · ${secs < 60 ? t('position.soon') : t('position.wait', { m: Math.round(secs / 60) })}`;
+    el.textContent = text;
+    el.dataset.position = String(p.position);
+    el.dataset.estimate = String(secs);
+    el.hidden = false;
   }
 
   open() {
@@ -268,6 +417,7 @@ class SegueWidget extends HTMLElement {
     sessionStorage.setItem(`${KEY}:open`, '1');
     this.unread = 0;
     this.refresh();
+    this.checkOpen();
     this.scrollDown();
     this.sendRead();
     (this.nameInput.hidden ? this.input : this.nameInput).focus({ preventScroll: true });
@@ -299,24 +449,32 @@ class SegueWidget extends HTMLElement {
     this.empty.hidden = this.log.items.size > 0;
     this.endedEl.hidden = !ended;
     this.form.hidden = ended || !this.busyEl.hidden;
+    // Rated once, after the end: the form, then the thanks.
+    const rated = this.rated || Boolean(c?.rating);
+    this.ratingEl.hidden = !ended || !this.session;
+    this.ratingForm.hidden = rated;
+    this.ratingThanks.hidden = !rated;
+    this.awayEl.hidden = started || !this.busyEl.hidden || this.queueStatus?.reason !== 'no_agents';
+    if (c?.state !== 'waiting') this.showPosition(null);
     this.badge.hidden = this.unread === 0;
     this.badge.textContent = String(this.unread);
-    this.launcher.setAttribute('aria-label', this.unread ? `Open chat, ${this.unread} new` : 'Open chat');
+    this.launcher.setAttribute('aria-label', this.unread ? this.t('launcher.unread', { n: this.unread }) : this.t('launcher.open'));
     if (c?.agent?.name) this.lastAgent = c.agent;
     // After a reload of an ended chat, the last agent who wrote is known.
     if (ended && !this.lastAgent) {
       for (const { msg } of this.log.items.values()) if (msg.from?.role === 'agent' && msg.from.name) this.lastAgent = msg.from;
     }
+    const t = this.t;
     if (ended) {
-      this.titleEl.textContent = this.lastAgent?.name || 'Chat with us';
-      this.agentLine.textContent = 'Conversation ended';
+      this.titleEl.textContent = this.lastAgent?.name || t('head.title');
+      this.agentLine.textContent = t('head.ended');
     } else if (c?.agent?.name) {
       this.titleEl.textContent = c.agent.name;
-      this.agentLine.textContent = 'is helping you';
+      this.agentLine.textContent = t('head.helping');
       this.agentLine.dataset.agent = c.agent.id ?? '';
     } else {
-      this.titleEl.textContent = 'Chat with us';
-      this.agentLine.textContent = started && !ended ? 'Waiting for an agent…' : 'We usually reply in a few minutes';
+      this.titleEl.textContent = t('head.title');
+      this.agentLine.textContent = started && !ended ? t('head.waiting') : t('head.tagline');
       delete this.agentLine.dataset.agent;
     }
     this.dataset.state = c?.state ?? (started ? 'starting' : 'new');
@@ -328,9 +486,9 @@ class SegueWidget extends HTMLElement {
 
   showState(state, reason) {
     this.status.dataset.state = state;
-    let text = STATE_TEXT[state] ?? state;
+    let text = STATE_TEXT[state] ? this.t(`state.${state}`) : state;
     if (state === 'restarting' && reason && reason !== 'server restarting') text = `${text}: ${reason}`;
-    else if (state === 'restarting') text = 'Server restarting — reconnecting…';
+    else if (state === 'restarting') text = `${text} — ${this.t('state.reconnecting')}`;
     else if (reason && state !== 'connected') text = `${text} (${reason})`;
     this.status.textContent = text;
     this.status.dataset.reason = reason ?? '';
@@ -423,9 +581,9 @@ class SegueWidget extends HTMLElement {
       return;
     }
     this.outbox.remove(id);
-    const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : '';
+    const wait = err.retryAfter ? ` ${this.t('retry.after', { n: err.retryAfter })}` : '';
     this.log.fail(id, 'Not sent');
-    this.note(`Could not start the chat: ${err.message}.${wait}`);
+    this.note(`${this.t('start.failed', { error: err.message })}${wait}`);
     this.showState(this.session ? this.socket.state : 'idle');
   }
 
@@ -473,7 +631,7 @@ class SegueWidget extends HTMLElement {
     if (!session) return;
     try {
       const res = await fetch(`${API}/conversations/${encodeURIComponent(session.id)}`, { headers: { Authorization: `Bearer ${session.token}` } });
-      if ([401, 403, 404].includes(res.status) && this.session === session) this.forget('This conversation is no longer available.');
+      if ([401, 403, 404].includes(res.status) && this.session === session) this.forget(this.t('gone'));
     } catch { /* still unreachable: keep trying */ }
   }
 
@@ -522,6 +680,7 @@ class SegueWidget extends HTMLElement {
         this.pager.setOlder(f.older);
         this.log.setRead(f.conversation?.read?.agent ?? 0);
         this.refresh();
+        this.showPosition(f.queue_position);
         // After a reconnect: the call and the video go on where the
         // gateway says they are.
         this.voice.resume(f);
@@ -552,6 +711,9 @@ class SegueWidget extends HTMLElement {
         break;
       case 'typing':
         if (f.role !== 'customer') this.showTyping(f.typing);
+        break;
+      case 'queue.position':
+        if (f.conversation_id === this.session?.id) this.showPosition(f);
         break;
       case 'read':
         if (f.role !== 'customer') this.log.setRead(f.seq);
@@ -585,8 +747,8 @@ class SegueWidget extends HTMLElement {
 
   showTyping(on) {
     clearTimeout(this.typingHide);
-    const name = this.conversation?.agent?.name || 'The agent';
-    this.typingEl.textContent = on ? `${name} is typing…` : '';
+    const name = this.conversation?.agent?.name || this.t('typing.agent');
+    this.typingEl.textContent = on ? this.t('typing', { name }) : '';
     this.typingEl.hidden = !on;
     if (on) this.typingHide = setTimeout(() => this.showTyping(false), 8000);
   }
@@ -608,6 +770,12 @@ class SegueWidget extends HTMLElement {
     this.conversation = null;
     this.lastAgent = null;
     this.readSent = 0;
+    this.rated = false;
+    this.ratingScore = 0;
+    this.ratingComment.value = '';
+    this.stars.forEach((b) => { b.textContent = '☆'; b.setAttribute('aria-pressed', 'false'); });
+    this.ratingSend.disabled = true;
+    this.showPosition(null);
     saveJSON(`${KEY}:conversation`, null);
     this.outbox.clear();
     this.log.clear();
@@ -615,7 +783,10 @@ class SegueWidget extends HTMLElement {
     this.note(reason);
     this.refresh();
     this.showState('idle');
-    if (this.isOpen) this.nameInput.focus();
+    if (this.isOpen) {
+      this.nameInput.focus();
+      this.checkOpen();
+    }
   }
 }
 
