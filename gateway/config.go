@@ -37,6 +37,9 @@ type Config struct {
 	// DemoPhone is the embedded demo desk phone (demo_phone), which
 	// answers calls on loopback with a greeting and an echo.
 	DemoPhone demophone.Config `yaml:"demo_phone"`
+	// Recording is how call recordings are written (recording.format);
+	// queues[].recording says which calls are recorded.
+	Recording RecordingConfig `yaml:"recording"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -63,6 +66,16 @@ type QueueConfig struct {
 	// holds the conversation) or VideoOff (never; the agent's console
 	// cannot join the conversation's media either).
 	Video string `yaml:"video"`
+	// Recording says which of this queue's voice calls the gateway
+	// records: RecordingOff (the default), RecordingAlways (every call,
+	// from the answer) or RecordingOnDemand (when the agent holding the
+	// conversation starts it from the console). The customer's widget
+	// shows when a call is recorded.
+	Recording string `yaml:"recording"`
+	// RecordingAnnouncement is AnnouncementTone to play a short tone to
+	// both sides when a recording starts, or AnnouncementOff (the
+	// default).
+	RecordingAnnouncement string `yaml:"recording_announcement"`
 }
 
 // Values of queues[].voice.
@@ -227,6 +240,12 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].Video == "" {
 			c.Queues[i].Video = VideoAlways
 		}
+		if c.Queues[i].Recording == "" {
+			c.Queues[i].Recording = RecordingOff
+		}
+		if c.Queues[i].RecordingAnnouncement == "" {
+			c.Queues[i].RecordingAnnouncement = AnnouncementOff
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -280,6 +299,7 @@ func (c *Config) ApplyDefaults() {
 		c.Log.Format = "text"
 	}
 	c.DemoPhone.ApplyDefaults()
+	c.Recording.applyDefaults()
 }
 
 // MaxChats is the number of conversations agent a may hold at once.
@@ -356,6 +376,7 @@ func (c *Config) Validate() error {
 		default:
 			addf("%s.video: %q is not one of always, after_accept, off", p, q.Video)
 		}
+		errs = append(errs, validateRecordingQueue(p, q)...)
 	}
 	agents := map[string]bool{}
 	for i, a := range c.Agents {
@@ -445,6 +466,7 @@ func (c *Config) Validate() error {
 		addf("log.format: %q is not one of text, json", c.Log.Format)
 	}
 	errs = append(errs, c.validateDemoPhone()...)
+	errs = append(errs, c.Recording.validate()...)
 	return errors.Join(errs...)
 }
 

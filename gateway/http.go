@@ -58,6 +58,7 @@ func (s *Server) routes() http.Handler {
 	// has its own pings and write timeouts.
 	mux.Handle("POST /api/v1/conversations/{id}/files", s.apiHandler(s.uploadFile))
 	mux.Handle("GET /api/v1/files/{id}", s.apiHandler(s.downloadFile))
+	mux.Handle("GET /api/v1/recordings/{id}", s.apiHandler(s.getRecording))
 	mux.Handle("OPTIONS /api/v1/", withDeadlines(http.HandlerFunc(s.preflight)))
 	mux.HandleFunc("GET /api/v1/ws", func(w http.ResponseWriter, r *http.Request) {
 		setDeadlines(w, time.Time{}, time.Time{})

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
@@ -44,6 +46,11 @@ type Server struct {
 	// load measures the process's load for call admission (load.go).
 	load loadSource
 
+	// recordingReady is called when a call recording is complete
+	// (WithRecordingReady); recordingsStarted counts recordings.
+	recordingReady    RecordingReady
+	recordingsStarted prometheus.Counter
+
 	mu        sync.Mutex
 	addr      net.Addr
 	adminAddr net.Addr
@@ -72,6 +79,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 		o(s)
 	}
 	s.metrics.registerLoad(s.load)
+	s.recordingsStarted = newRecordingsCounter(s.metrics.reg)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.handler = s.routes()
