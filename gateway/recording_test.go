@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/segue-rtc/segue/recording"
+	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/transcode"
 	"github.com/segue-rtc/segue/transcode/audiotest"
 )
@@ -72,4 +74,89 @@ func TestRecordTapAnnounces(t *testing.T) {
 	if !strings.HasPrefix(tap.String(), "RecordTap(phone) -> ") {
 		t.Errorf("String() = %q", tap.String())
 	}
+}
+
+// TestRecordingOnDemand: in an on_demand queue only the agent holding the
+// conversation starts and stops a recording; both sides see it in the call
+// frames, the file is stored and listed, and the ready hook hears of it.
+func TestRecordingOnDemand(t *testing.T) {
+	phone := newFakeLeg()
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	peers := &fakePeers{}
+	ready := make(chan store.Recording, 1)
+	e := voiceServer(t, phones, peers, func(c *Config) { c.Queues[0].Recording = RecordingOnDemand },
+		WithRecordingReady(func(r store.Recording) { ready <- r }))
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	bws, _ := e.agentWS(e.login("bob"))
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+
+	// No call yet.
+	aws.send(map[string]any{"type": "recording.start", "conversation_id": id})
+	if f := aws.expect("error"); decode[string](t, f["code"]) != "no_call" {
+		t.Fatalf("recording without a call: %v", f)
+	}
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	cws.expect("rtc.answer")
+	if c := waitCall(t, cws, callConnected); c.Recording || c.RecordingMode != RecordingOnDemand {
+		t.Fatalf("connected call: %+v", c)
+	}
+	waitCall(t, aws, callConnected)
+
+	// Neither the customer nor another agent may start it.
+	cws.send(map[string]any{"type": "recording.start", "conversation_id": id})
+	if f := cws.expect("error"); decode[string](t, f["code"]) != "bad_frame" {
+		t.Errorf("the customer's recording.start: %v", f)
+	}
+	bws.send(map[string]any{"type": "recording.start", "conversation_id": id})
+	if f := bws.expect("error"); decode[string](t, f["code"]) != "forbidden" {
+		t.Errorf("bob's recording.start: %v", f)
+	}
+	aws.send(map[string]any{"type": "recording.start", "conversation_id": id})
+	if c := waitCall(t, cws, callConnected); !c.Recording {
+		t.Fatalf("the customer was not told: %+v", c)
+	}
+	aws.send(map[string]any{"type": "recording.start", "conversation_id": id})
+	if f := aws.expect("error"); decode[string](t, f["code"]) != "recording_running" {
+		t.Errorf("a second start: %v", f)
+	}
+	peers.last().play(audiotest.Tone(8000, 1000, 0.5, 200*time.Millisecond))
+	phone.play(audiotest.Tone(8000, 440, 0.5, 200*time.Millisecond))
+	bws.send(map[string]any{"type": "recording.stop", "conversation_id": id})
+	if f := bws.expect("error"); decode[string](t, f["code"]) != "forbidden" {
+		t.Errorf("bob's recording.stop: %v", f)
+	}
+	aws.send(map[string]any{"type": "recording.stop", "conversation_id": id})
+	var r store.Recording
+	select {
+	case r = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ready hook was not called")
+	}
+	if r.ConversationID != id || r.StartedBy != "alice" || r.EndedAt.IsZero() || r.Type != "audio/ogg" || r.Size == 0 {
+		t.Errorf("ready: %+v", r)
+	}
+	stored, f, err := e.srv.OpenRecording(context.Background(), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := recording.Read(f); err != nil {
+		t.Errorf("the stored file: %v", err)
+	}
+	f.Close()
+	if stored.ID != r.ID {
+		t.Errorf("OpenRecording: %+v", stored)
+	}
+	if list, err := e.srv.Recordings(context.Background(), id); err != nil || len(list) != 1 {
+		t.Errorf("Recordings: %v %v", list, err)
+	}
+	aws.send(map[string]any{"type": "recording.stop", "conversation_id": id})
+	if f := aws.expect("error"); decode[string](t, f["code"]) != "not_recording" {
+		t.Errorf("a second stop: %v", f)
+	}
+	cws.send(map[string]any{"type": "voice.hangup"})
+	waitCall(t, cws, callEnded)
 }
