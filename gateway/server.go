@@ -50,6 +50,8 @@ type Server struct {
 	// (WithRecordingReady); recordingsStarted counts recordings.
 	recordingReady    RecordingReady
 	recordingsStarted prometheus.Counter
+	// retentionDeleted counts what store.retention deleted (retention.go).
+	retentionDeleted *prometheus.CounterVec
 
 	mu        sync.Mutex
 	addr      net.Addr
@@ -80,6 +82,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	}
 	s.metrics.registerLoad(s.load)
 	s.recordingsStarted = newRecordingsCounter(s.metrics.reg)
+	s.retentionDeleted = newRetentionCounter(s.metrics.reg)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.handler = s.routes()
@@ -203,6 +206,9 @@ func (s *Server) Run(ctx context.Context) error {
 	expiryDone := make(chan struct{})
 	go func() { defer close(expiryDone); s.hub.runExpiry(expiryCtx) }()
 	defer func() { stopExpiry(); <-expiryDone }()
+	retentionDone := make(chan struct{})
+	go func() { defer close(retentionDone); s.retentionLoop(expiryCtx) }()
+	defer func() { stopExpiry(); <-retentionDone }()
 	if m, ok := s.load.(*loadMonitor); ok {
 		loadDone := make(chan struct{})
 		go func() { defer close(loadDone); m.Run(expiryCtx) }()
