@@ -89,6 +89,7 @@ func (s *Server) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.readyz(w, r, true) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /admin/reload", s.postReload)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -456,10 +457,7 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) erro
 		}
 		cust = id
 	}
-	queue := body.Queue
-	if queue == "" {
-		queue = s.cfg.Queues[0].Name
-	}
+	queue, _ := s.hub.queueFor(body.Queue)
 	preferred := ""
 	if body.Previous != "" {
 		if _, prev, err := s.customerConversation(r.Context(), body.Previous); err == nil {

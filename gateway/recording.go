@@ -164,12 +164,14 @@ func (s *Server) startRecording(v *voiceCall, by string) error {
 	if !connected {
 		return errRecordingNoCall
 	}
+	s.hub.mu.Lock()
+	format := s.cfg.Recording.Format // a reload may change it
+	s.hub.mu.Unlock()
 	v.recMu.Lock()
 	if v.rec != nil {
 		v.recMu.Unlock()
 		return errRecordingRunning
 	}
-	format := s.cfg.Recording.Format
 	meta := store.Recording{ID: newID("r_"), ConversationID: v.cv.c.ID, CallID: v.id, Format: format,
 		Type: recording.ContentType(format), StartedBy: by, StartedAt: time.Now().UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)

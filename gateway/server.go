@@ -52,6 +52,8 @@ type Server struct {
 	recordingsStarted prometheus.Counter
 	// retentionDeleted counts what store.retention deleted (retention.go).
 	retentionDeleted *prometheus.CounterVec
+	// configFile is what a reload reads (WithConfigFile, reload.go).
+	configFile string
 
 	mu        sync.Mutex
 	addr      net.Addr
