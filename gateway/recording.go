@@ -97,8 +97,7 @@ type callRecording struct {
 
 // announceTone is what queues[].recording_announcement: tone plays to
 // both sides when a recording starts: half a second at 1400 Hz, the
-// frequency of the recorder warning tone telephone networks have long
-// used (ITU-T E.180 lists it among the special tones).
+// frequency of the recorder warning tone many telephone networks use.
 const (
 	announceHz       = 1400
 	announceDuration = 500 * time.Millisecond

@@ -3,16 +3,11 @@ package recording
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/segue-rtc/segue/transcode"
 )
-
-// ErrCorrupt is returned by Read for a file that is not a recording this
-// package wrote, or is damaged.
-var ErrCorrupt = errors.New("recording: corrupt file")
 
 // Read decodes a recording (Ogg Opus or WAV, told apart by their first
 // bytes) into its left and right channels at Rate. A file cut short by a
