@@ -103,10 +103,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		return loginRefused(w, wait, "too many failed sign-ins for this agent id; it is locked for a while")
 	}
 	var cfg *AgentConfig
-	for i := range s.cfg.Agents {
-		if s.cfg.Agents[i].ID == body.ID {
-			cfg = &s.cfg.Agents[i]
-		}
+	if ac, ok := s.hub.agentConfig(body.ID); ok {
+		cfg = &ac
 	}
 	hash := dummyHash()
 	if cfg != nil {

@@ -53,11 +53,8 @@ func (s *Server) leaveMessage(w http.ResponseWriter, r *http.Request) error {
 	if len(body.Text) > s.cfg.Limits.MaxMessageBytes {
 		return errf(http.StatusRequestEntityTooLarge, "too_large", "message over %d bytes", s.cfg.Limits.MaxMessageBytes)
 	}
-	queue := body.Queue
-	if queue == "" {
-		queue = s.cfg.Queues[0].Name
-	}
-	if _, ok := s.cfg.queue(queue); !ok {
+	queue, ok := s.hub.queueFor(body.Queue)
+	if !ok {
 		return errf(http.StatusBadRequest, "bad_request", "unknown queue %q", queue)
 	}
 	cust := store.Customer{Name: truncate(strings.TrimSpace(body.Name), 80), Email: email}

@@ -42,6 +42,9 @@ type Config struct {
 	// Clock fixes the time opening hours are judged by, for tests and
 	// demos (clock.now).
 	Clock ClockConfig `yaml:"clock"`
+	// Recording is how call recordings are written (recording.format);
+	// queues[].recording says which calls are recorded.
+	Recording RecordingConfig `yaml:"recording"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -72,6 +75,16 @@ type QueueConfig struct {
 	// when the queue opens again and offers to leave a message. Nil: always
 	// open.
 	Hours *HoursConfig `yaml:"hours"`
+	// Recording says which of this queue's voice calls the gateway
+	// records: RecordingOff (the default), RecordingAlways (every call,
+	// from the answer) or RecordingOnDemand (when the agent holding the
+	// conversation starts it from the console). The customer's widget
+	// shows when a call is recorded.
+	Recording string `yaml:"recording"`
+	// RecordingAnnouncement is AnnouncementTone to play a short tone to
+	// both sides when a recording starts, or AnnouncementOff (the
+	// default).
+	RecordingAnnouncement string `yaml:"recording_announcement"`
 }
 
 // Values of queues[].voice.
@@ -236,6 +249,12 @@ func (c *Config) ApplyDefaults() {
 		if c.Queues[i].Video == "" {
 			c.Queues[i].Video = VideoAlways
 		}
+		if c.Queues[i].Recording == "" {
+			c.Queues[i].Recording = RecordingOff
+		}
+		if c.Queues[i].RecordingAnnouncement == "" {
+			c.Queues[i].RecordingAnnouncement = AnnouncementOff
+		}
 	}
 	l := &c.Limits
 	if l.MaxCalls == 0 {
@@ -290,6 +309,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.DemoPhone.ApplyDefaults()
 	c.Integrations.applyDefaults()
+	c.Recording.applyDefaults()
 }
 
 // MaxChats is the number of conversations agent a may hold at once.
@@ -370,6 +390,7 @@ func (c *Config) Validate() error {
 			_, err := q.Hours.compile()
 			add(p+".hours.", err)
 		}
+		errs = append(errs, validateRecordingQueue(p, q)...)
 	}
 	if c.Clock.Now != "" {
 		if _, err := time.Parse(time.RFC3339, c.Clock.Now); err != nil {
@@ -465,6 +486,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateDemoPhone()...)
 	add("integrations.", c.Integrations.validate())
+	errs = append(errs, c.Recording.validate()...)
 	return errors.Join(errs...)
 }
 

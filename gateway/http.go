@@ -61,6 +61,7 @@ func (s *Server) routes() http.Handler {
 	// has its own pings and write timeouts.
 	mux.Handle("POST /api/v1/conversations/{id}/files", s.apiHandler(s.uploadFile))
 	mux.Handle("GET /api/v1/files/{id}", s.apiHandler(s.downloadFile))
+	mux.Handle("GET /api/v1/recordings/{id}", s.apiHandler(s.getRecording))
 	mux.Handle("OPTIONS /api/v1/", withDeadlines(http.HandlerFunc(s.preflight)))
 	mux.HandleFunc("GET /api/v1/ws", func(w http.ResponseWriter, r *http.Request) {
 		setDeadlines(w, time.Time{}, time.Time{})
@@ -92,6 +93,7 @@ func (s *Server) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.readyz(w, r, true) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /admin/reload", s.postReload)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -474,10 +476,7 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) erro
 		}
 		cust = id
 	}
-	queue := body.Queue
-	if queue == "" {
-		queue = s.cfg.Queues[0].Name
-	}
+	queue, _ := s.hub.queueFor(body.Queue)
 	preferred := ""
 	if body.Previous != "" {
 		if _, prev, err := s.customerConversation(r.Context(), body.Previous); err == nil {

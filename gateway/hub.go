@@ -108,6 +108,9 @@ type agent struct {
 	convs     map[string]*conv
 	// offered are the waiting conversations offered to this agent now.
 	offered map[string]*conv
+	// removed is set when a reload dropped the agent from the config: it
+	// gets no new conversations and is signed out once its last one ends.
+	removed bool
 }
 
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
@@ -644,6 +647,9 @@ func (h *hub) releaseLocked(cv *conv) *agent {
 	}
 	delete(a.convs, cv.c.ID)
 	a.idleSince = h.now()
+	if a.removed && len(a.convs) == 0 {
+		h.retireLocked(a)
+	}
 	return a
 }
 
@@ -840,7 +846,7 @@ func (h *hub) eligibleLocked(a *agent, queue string) bool {
 
 // availableLocked: a may take offers (of its queues).
 func (h *hub) availableLocked(a *agent) bool {
-	return h.presenceLocked(a) == presenceAvailable && len(a.convs) < a.maxChats
+	return !a.removed && h.presenceLocked(a) == presenceAvailable && len(a.convs) < a.maxChats
 }
 
 // routeLocked offers every waiting conversation without a live offer to

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
@@ -48,6 +50,15 @@ type Server struct {
 	integ    *integrations
 	webhooks *webhooks
 
+	// recordingReady is called when a call recording is complete
+	// (WithRecordingReady); recordingsStarted counts recordings.
+	recordingReady    RecordingReady
+	recordingsStarted prometheus.Counter
+	// retentionDeleted counts what store.retention deleted (retention.go).
+	retentionDeleted *prometheus.CounterVec
+	// configFile is what a reload reads (WithConfigFile, reload.go).
+	configFile string
+
 	mu        sync.Mutex
 	addr      net.Addr
 	adminAddr net.Addr
@@ -79,6 +90,8 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 		o(s)
 	}
 	s.metrics.registerLoad(s.load)
+	s.recordingsStarted = newRecordingsCounter(s.metrics.reg)
+	s.retentionDeleted = newRetentionCounter(s.metrics.reg)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.handler = s.routes()
@@ -205,6 +218,9 @@ func (s *Server) Run(ctx context.Context) error {
 	hooksDone := make(chan struct{})
 	go func() { defer close(hooksDone); s.webhooks.run(expiryCtx) }()
 	defer func() { stopExpiry(); <-hooksDone }()
+	retentionDone := make(chan struct{})
+	go func() { defer close(retentionDone); s.retentionLoop(expiryCtx) }()
+	defer func() { stopExpiry(); <-retentionDone }()
 	if m, ok := s.load.(*loadMonitor); ok {
 		loadDone := make(chan struct{})
 		go func() { defer close(loadDone); m.Run(expiryCtx) }()

@@ -548,7 +548,8 @@ func (s *Server) routeAudio(cv *conv) {
 	h.mu.Lock()
 	rtc, vs := cv.rtc, cv.video
 	var phone phoneCall
-	if v := cv.voice; v != nil {
+	v := cv.voice
+	if v != nil {
 		v.mu.Lock()
 		if v.state == callConnected || v.state == callHeld {
 			phone = v.phone
@@ -569,8 +570,10 @@ func (s *Server) routeAudio(cv *conv) {
 		}
 	case phone != nil && (route == "phone" || vs == nil):
 		s.relayAudio(cv, rtc.peer, nil)
-		closeQuietly(phone.SwapAudioOut(noClose{rtc.toWeb}))
-		closeQuietly(rtc.peer.SwapAudioOut(noClose{phone.AudioIn()}))
+		// Both directions pass the call's recording taps, which copy
+		// the audio to a recording while one runs (recording.go).
+		closeQuietly(phone.SwapAudioOut(recTap{PCMWriter: noClose{rtc.toWeb}, v: v, right: true}))
+		closeQuietly(rtc.peer.SwapAudioOut(recTap{PCMWriter: noClose{phone.AudioIn()}, v: v}))
 		if vs != nil {
 			s.relayAudio(cv, vs.peer, nil)
 			closeQuietly(vs.peer.SwapAudioOut(nil))

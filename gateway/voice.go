@@ -127,6 +127,16 @@ type voiceCall struct {
 	started    time.Time
 	answered   time.Time
 	ended      time.Time
+
+	// recMode and recAnnounce are the queue's recording settings when
+	// the call started (queues[].recording, recording_announcement).
+	recMode, recAnnounce string
+	// recMu guards rec, the recording in progress, and announceLeft, the
+	// samples of the recording announcement still to mix into the audio
+	// toward the phone [0] and toward the customer [1].
+	recMu        sync.Mutex
+	rec          *callRecording
+	announceLeft [2]int
 }
 
 type wireCall struct {
@@ -144,6 +154,10 @@ type wireCall struct {
 	// Demo is true when the call goes to the embedded demo phone
 	// (demo_phone), not a real desk phone: the console says so.
 	Demo bool `json:"demo,omitempty"`
+	// Recording is true while the call is being recorded; RecordingMode
+	// is the queue's recording setting (off, always, on_demand).
+	Recording     bool   `json:"recording,omitempty"`
+	RecordingMode string `json:"recording_mode,omitempty"`
 }
 
 type quality struct {
@@ -321,6 +335,8 @@ func (s *Server) newVoiceLocked(ctx context.Context, cv *conv, direction, trunk,
 		direction: direction, accepted: make(chan struct{}), done: make(chan struct{}), state: callDialing,
 		keys:    make(chan string, 16),
 		started: time.Now().UTC()}
+	q := s.hub.queues[cv.c.Queue]
+	v.recMode, v.recAnnounce = q.Recording, q.RecordingAnnouncement
 	cv.voice = v
 	s.metrics.callsActive.Inc()
 	return v, nil
@@ -534,6 +550,11 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 	defer s.recoverPanic("voice_bridge", v.id, v.endAfterPanic)
 	s.log.Info("voice: connected", "conv", v.cv.c.ID, "call", v.id, "direction", v.direction, "codec", phone.Codec())
 	h.event(v.ctx, v.cv, "voice.connected", "Call connected", map[string]string{"call": v.id, "codec": phone.Codec()})
+	if v.recMode == RecordingAlways {
+		if err := s.startRecording(v, ""); err != nil {
+			s.log.Error("recording: not started", "conv", v.cv.c.ID, "call", v.id, "err", err)
+		}
+	}
 	faultPoint("voice_bridge")
 
 	timeout := s.cfg.SIP.RTPTimeout
@@ -757,6 +778,9 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	if peer != nil {
 		errs = append(errs, s.releaseCustomerRTC(v.cv, peer, useVoice))
 	}
+	if v.recording() {
+		_ = s.stopRecording(v)
+	}
 	v.cancel(cause)
 	v.mu.Lock()
 	v.state, v.reason, v.cause, v.endedBy, v.ended = state, reason, code, by, time.Now().UTC()
@@ -824,10 +848,13 @@ func (v *voiceCall) setState(state, reason string) {
 }
 
 func (v *voiceCall) wire() wireCall {
+	recording := v.recording()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, Cause: v.cause, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started}
+	w := wireCall{ID: v.id, Direction: v.direction, State: v.state, Reason: v.reason, Cause: v.cause, EndedBy: v.endedBy, Target: displayTarget(v.target), StartedAt: v.started,
+		Recording: recording}
 	w.Demo = v.trunk != "" && v.trunk == v.s.cfg.DemoTrunk()
+	w.RecordingMode = v.recMode
 	if !v.answered.IsZero() {
 		a := v.answered
 		w.AnsweredAt = &a
@@ -1038,6 +1065,8 @@ type wireCallRecord struct {
 	Cause      string          `json:"cause,omitempty"`
 	Codec      string          `json:"codec,omitempty"`
 	Quality    json.RawMessage `json:"quality,omitempty"`
+	// Recordings are the call's recordings, for agents only.
+	Recordings []wireRecording `json:"recordings,omitempty"`
 }
 
 func optTime(t time.Time) *time.Time {
@@ -1049,7 +1078,7 @@ func optTime(t time.Time) *time.Time {
 
 // getCalls lists a conversation's call records for its participants.
 func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
-	_, c, _, err := s.authorize(r, r.PathValue("id"))
+	_, c, who, err := s.authorize(r, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -1057,11 +1086,21 @@ func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	byCall := map[string][]wireRecording{}
+	if who.role == store.RoleAgent {
+		rs, err := s.store.Recordings(r.Context(), c.ID)
+		if err != nil {
+			return err
+		}
+		for _, rr := range rs {
+			byCall[rr.CallID] = append(byCall[rr.CallID], toWireRecording(rr))
+		}
+	}
 	out := make([]wireCallRecord, 0, len(recs))
 	for _, rec := range recs {
 		out = append(out, wireCallRecord{ID: rec.ID, Kind: rec.Kind, Direction: rec.Direction, Target: displayTarget(rec.Target),
 			StartedAt: rec.StartedAt, AnsweredAt: optTime(rec.AnsweredAt), EndedAt: optTime(rec.EndedAt),
-			Cause: rec.Cause, Codec: rec.Codec, Quality: rec.Stats})
+			Cause: rec.Cause, Codec: rec.Codec, Quality: rec.Stats, Recordings: byCall[rec.ID]})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"calls": out})
 }

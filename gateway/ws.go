@@ -648,6 +648,13 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 				return err
 			}
 			return s.callCustomer(ctx, cl.agentID, cv)
+		case "recording.start", "recording.stop":
+			// Only the agent holding the conversation (agentConv).
+			cv, err := s.agentConv(cl.agentID, f.ConversationID)
+			if err != nil {
+				return err
+			}
+			return s.recordFrame(cv, f.Type == "recording.start", cl.agentID)
 		case "transfer", "end":
 			cv, err := s.agentConv(cl.agentID, f.ConversationID)
 			if err != nil {

@@ -15,6 +15,10 @@ type Config struct {
 	FilesDir string `yaml:"files_dir"`
 	// MaxUploadBytes is the largest accepted upload.
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// Retention is how many days a closed conversation is kept after its
+	// last change, with its messages, files, call records and recordings;
+	// 0 (the default) keeps everything.
+	Retention int `yaml:"retention"`
 }
 
 // ApplyDefaults fills unset fields with their defaults.
@@ -51,6 +55,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxUploadBytes < 1 {
 		errs = append(errs, errors.New("max_upload_bytes: must be positive"))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention: %d is negative; write a number of days (0 keeps everything)", c.Retention))
 	}
 	return errors.Join(errs...)
 }

@@ -144,7 +144,7 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if _, err := db.ExecContext(ctx, schema+recordingSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}

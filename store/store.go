@@ -206,6 +206,25 @@ type Store interface {
 	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
 	// Integrations searches conversations and keeps the webhook outbox.
 	Integrations
+	// CreateRecording records r (ID, ConversationID, CallID, Format and
+	// Type set) and creates its file, which the caller writes and closes.
+	CreateRecording(ctx context.Context, r *Recording) (RecordingFile, error)
+	// FinishRecording records r's duration and end (now when unset) and
+	// its file's size, once the file is complete.
+	FinishRecording(ctx context.Context, r *Recording) error
+	// Recording returns a recording's metadata, or ErrNotFound.
+	Recording(ctx context.Context, id string) (*Recording, error)
+	// Recordings lists a conversation's recordings, oldest first.
+	Recordings(ctx context.Context, conversationID string) ([]*Recording, error)
+	// OpenRecording opens a recording's file.
+	OpenRecording(r *Recording) (io.ReadSeekCloser, error)
+	// DeleteBefore removes the closed conversations last changed before
+	// cutoff with everything they hold: messages, files, call records
+	// and recordings, rows and bytes (store.retention).
+	DeleteBefore(ctx context.Context, cutoff time.Time) (Deleted, error)
+	// EraseCustomer removes the closed conversations of the customer with
+	// externalID or email ("" matches nothing) the same way.
+	EraseCustomer(ctx context.Context, externalID, email string) (Deleted, error)
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
 	// Close flushes and releases the store.

@@ -256,6 +256,9 @@ type pionVoiceCall struct {
 	b      *pionBrowser
 	conn   *websocket.Conn
 	frames chan map[string]json.RawMessage
+	// cust holds the customer's token; conv is the conversation.
+	cust *client
+	conv conversation
 }
 
 // startPionVoiceCall opens a conversation, presses the mic button with a
@@ -263,14 +266,14 @@ type pionVoiceCall struct {
 // connected.
 func startPionVoiceCall(t *testing.T, g *gateway) *pionVoiceCall {
 	t.Helper()
-	c, _ := g.newConversation(t, "Ann Lee")
+	c, cv := g.newConversation(t, "Ann Lee")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, _, err := websocket.Dial(ctx, g.WSURL(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pionVoiceCall{conn: conn, frames: make(chan map[string]json.RawMessage, 64)}
+	p := &pionVoiceCall{conn: conn, frames: make(chan map[string]json.RawMessage, 64), cust: c, conv: cv}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // the socket is read all along, so pings are answered

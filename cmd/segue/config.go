@@ -22,7 +22,7 @@ func newConfigCmd() *cobra.Command {
 		Use:   "config",
 		Short: "Check or create the configuration file",
 	}
-	cmd.AddCommand(newConfigValidateCmd(), newConfigInitCmd())
+	cmd.AddCommand(newConfigValidateCmd(), newConfigInitCmd(), newConfigReloadCmd())
 	return cmd
 }
 

@@ -45,6 +45,7 @@ Everything is configured in one YAML file (see "segue config init").`,
 	root.AddCommand(newServeCmd(), newConfigCmd(), newAgentCmd(), newTrunkCmd(), newCallCmd(), newVersionCmd())
 	root.AddCommand(newDemoPhoneCmd())
 	root.AddCommand(newAPIKeyCmd())
+	root.AddCommand(newDataCmd())
 	return root
 }
 

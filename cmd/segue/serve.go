@@ -30,7 +30,9 @@ func newServeCmd() *cobra.Command {
 API, and the SIP side. It stops gracefully on SIGINT or SIGTERM: it refuses
 new chats and calls (503), plays a short notice to the calls in progress
 and hangs them up, closes client connections with a reason the widget
-shows, and flushes the store, within http.drain_timeout (default 10s).`,
+shows, and flushes the store, within http.drain_timeout (default 10s).
+SIGHUP reloads the configuration file without dropping chats or calls
+(see "segue config reload").`,
 		Example: "  segue serve --config configs/segue.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -44,14 +46,14 @@ shows, and flushes the store, within http.drain_timeout (default 10s).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, log)
+			return serve(ctx, cfg, log, gateway.WithConfigFile(path))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", defaultConfig, "configuration file")
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, extra ...gateway.Option) error {
 	st, err := store.Open(ctx, cfg.Store)
 	if err != nil {
 		return err
@@ -76,7 +78,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 		}
 		opts = append(opts, gateway.WithSIP(sipSrv))
 	}
-	srv, err := gateway.New(cfg, st, log, opts...)
+	srv, err := gateway.New(cfg, st, log, append(opts, extra...)...)
 	if err != nil {
 		st.Close()
 		return err
@@ -100,6 +102,22 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 	if phone != nil {
 		g.Go(func() error { return phone.Run(gctx) })
 	}
+	// SIGHUP reloads the configuration file (agents, queues, recording);
+	// an invalid file is logged and the running configuration stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration")
+				_, _ = srv.ReloadFile(gctx)
+			}
+		}
+	})
 	runErr := g.Wait()
 	if err := eng.Close(); err != nil {
 		log.Error("webrtc engine not closed cleanly", "err", err)

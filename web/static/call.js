@@ -149,8 +149,9 @@ export class Voice {
       })));
 
     this.audio = h('audio', { class: 'remote-audio', 'data-testid': 'remote-audio', autoplay: true });
+    this.recordingEl = h('p', { class: 'recording-notice', 'data-testid': 'recording-status', role: 'status', text: 'This call is being recorded', hidden: true });
     this.controls = h('div', { class: 'call-controls' }, this.acceptButton, this.declineButton, this.muteButton, this.keypadButton, this.hangupButton);
-    this.bar.append(h('div', { class: 'call-row' }, this.barText, this.controls), this.pad, this.audio);
+    this.bar.append(h('div', { class: 'call-row' }, this.barText, this.controls), this.recordingEl, this.pad, this.audio);
   }
 
   /** setFeatures takes features from the welcome frame. */
@@ -435,6 +436,8 @@ export class Voice {
     const was = this.call?.id === call.id ? this.call.state : '';
     const involved = this.phase !== 'idle';
     this.call = call;
+    // The customer is told while the call is recorded.
+    this.recordingEl.hidden = !(call.recording && !terminal);
     if (call.state === 'connected' && was !== 'connected' && was !== 'held') this.connectedAt = Date.now();
     if (terminal) {
       // An agent's callback that never reached the widget is not news here.

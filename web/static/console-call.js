@@ -39,10 +39,17 @@ export class ConsoleCalls {
     this.callButton.addEventListener('click', () => this.callCustomer());
     this.hangupButton = h('button', { type: 'button', class: 'danger', 'data-testid': 'hangup', text: 'Hang up' });
     this.hangupButton.addEventListener('click', () => this.hangup());
+    // Recording: a toggle for queues that record on demand, a mark while
+    // the call is recorded, and the conversation's recordings to play.
+    this.recordButton = h('button', { type: 'button', class: 'secondary', 'data-testid': 'recording-toggle', 'aria-pressed': 'false', text: 'Record', hidden: true });
+    this.recordButton.addEventListener('click', () => this.toggleRecording());
+    this.recordingEl = h('span', { class: 'call-recording', 'data-testid': 'recording-indicator', role: 'status', text: '● Recording', hidden: true });
+    this.recordingsEl = h('span', { class: 'call-recordings', 'data-testid': 'recordings' });
+    this.recordingsFor = '';
     this.bar.replaceChildren(
       h('span', { class: 'call-icon', 'aria-hidden': 'true', text: '☎' }),
-      this.statusEl, this.demoEl, this.qualityEl, this.dtmfEl,
-      h('span', { class: 'call-actions' }, this.callButton, this.hangupButton));
+      this.statusEl, this.demoEl, this.recordingEl, this.qualityEl, this.dtmfEl, this.recordingsEl,
+      h('span', { class: 'call-actions' }, this.recordButton, this.callButton, this.hangupButton));
   }
 
   /** onFrame takes call frames; it returns true for those it handled. */
@@ -60,6 +67,7 @@ export class ConsoleCalls {
         };
         if (c.state === 'connected' && !(same && (prev.call.state === 'connected' || prev.call.state === 'held'))) entry.since = Date.now();
         this.calls.set(f.conversation_id, entry);
+        if (same && prev.call.recording && !c.recording && this.conv?.id === f.conversation_id) this.recordingsFor = '';
         if (this.conv?.id === f.conversation_id) this.render();
         if (!same || prev.call.state !== c.state) this.onChange(f.conversation_id, same ? prev.call.state : '');
         return true;
@@ -101,6 +109,35 @@ export class ConsoleCalls {
     const c = this.conv;
     if (!c) return;
     if (!this.send({ type: 'voice.call', conversation_id: c.id })) this.note('Not connected: try again in a moment.');
+  }
+
+  toggleRecording() {
+    const c = this.conv;
+    const call = c && this.calls.get(c.id)?.call;
+    if (!call) return;
+    const type = call.recording ? 'recording.stop' : 'recording.start';
+    if (!this.send({ type, conversation_id: c.id })) this.note('Not connected: try again in a moment.');
+  }
+
+  /** loadRecordings lists the conversation's call recordings as players. */
+  async loadRecordings(convId) {
+    this.recordingsFor = convId;
+    let calls = [];
+    try {
+      const res = await fetch(`/api/v1/conversations/${encodeURIComponent(convId)}/calls`, { credentials: 'same-origin' });
+      if (res.ok) calls = (await res.json()).calls ?? [];
+    } catch {
+      return;
+    }
+    if (this.conv?.id !== convId) return;
+    const players = [];
+    for (const call of calls) {
+      for (const r of call.recordings ?? []) {
+        if (!r.ended_at) continue;
+        players.push(h('audio', { controls: true, preload: 'none', 'data-testid': 'recording-player', 'data-recording-id': r.id, src: r.url, title: `Recording of ${new Date(r.started_at).toLocaleString()}` }));
+      }
+    }
+    this.recordingsEl.replaceChildren(...players);
   }
 
   hangup() {
@@ -179,6 +216,15 @@ export class ConsoleCalls {
     this.dtmfEl.textContent = entry?.digits && live ? `Keypad: ${entry.digits}` : '';
     this.callButton.hidden = Boolean(live) || !open;
     this.hangupButton.hidden = !live;
+    const up = c?.state === 'connected' || c?.state === 'held';
+    this.recordingEl.hidden = !(up && c?.recording);
+    this.recordButton.hidden = !(up && c?.recording_mode === 'on_demand');
+    this.recordButton.textContent = c?.recording ? 'Stop recording' : 'Record';
+    this.recordButton.setAttribute('aria-pressed', String(Boolean(c?.recording)));
+    if (this.recordingsFor !== conv.id) {
+      this.recordingsEl.replaceChildren();
+      this.loadRecordings(conv.id);
+    }
     if (c?.state === 'connected') {
       this.ticker = setInterval(() => { this.statusEl.textContent = this.statusText(this.calls.get(conv.id)); }, 1000);
     }
