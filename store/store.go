@@ -177,6 +177,10 @@ type Store interface {
 	// first, each with its dialog when one was saved: after a crash, the
 	// calls that were up.
 	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
+	// DayStats counts the conversations of queues opened at or after
+	// since, and their voice calls started at or after since (the
+	// supervisor board's "today").
+	DayStats(ctx context.Context, since time.Time, queues []string) (*DayStats, error)
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
 	// Close flushes and releases the store.
