@@ -43,6 +43,9 @@ type Server struct {
 	sockets *socketSlots
 	// load measures the process's load for call admission (load.go).
 	load loadSource
+	// super holds the supervisors' boards and monitored calls
+	// (supervisor.go, monitor.go).
+	super supervision
 
 	mu        sync.Mutex
 	addr      net.Addr
@@ -74,6 +77,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.metrics.registerLoad(s.load)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
+	s.hub.onBoard = s.boardChanged
 	s.handler = s.routes()
 	s.admin = s.adminRoutes()
 	return s, nil

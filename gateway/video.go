@@ -569,8 +569,10 @@ func (s *Server) routeAudio(cv *conv) {
 		}
 	case phone != nil && (route == "phone" || vs == nil):
 		s.relayAudio(cv, rtc.peer, nil)
-		closeQuietly(phone.SwapAudioOut(noClose{rtc.toWeb}))
-		closeQuietly(rtc.peer.SwapAudioOut(noClose{phone.AudioIn()}))
+		// A supervisor monitoring the call taps both directions.
+		toWeb, toPhone := s.monitorTap(cv, noClose{rtc.toWeb}, noClose{phone.AudioIn()})
+		closeQuietly(phone.SwapAudioOut(toWeb))
+		closeQuietly(rtc.peer.SwapAudioOut(toPhone))
 		if vs != nil {
 			s.relayAudio(cv, vs.peer, nil)
 			closeQuietly(vs.peer.SwapAudioOut(nil))
@@ -589,6 +591,7 @@ func (s *Server) routeAudio(cv *conv) {
 	}
 	reoffer := rtc != nil && setWideband(rtc.peer, !call)
 	m.routeMu.Unlock()
+	s.boardChanged()
 	if reoffer {
 		s.log.Info("audio: customer's band changed", "conv", cv.c.ID, "wideband", !call)
 		s.offerTo(cv, "customer")
