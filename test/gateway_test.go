@@ -31,6 +31,7 @@ import (
 var agentPasswords = map[string]string{
 	"alice": "alice-secret-pw",
 	"bob":   "bob-secret-pw",
+	"sam":   "sam-secret-pw",
 }
 
 var (
@@ -108,6 +109,14 @@ type gatewayOptions struct {
 	remoteNetworks []string
 	// httpYAML and webrtcYAML go under http: and webrtc:.
 	httpYAML, webrtcYAML string
+	// supervisor adds Sam, a supervisor of every queue (agents[].role).
+	supervisor bool
+}
+
+// withSupervisor adds Sam (password agentPasswords["sam"]), a supervisor
+// of every queue, to the agents.
+func withSupervisor() func(*gatewayOptions) {
+	return func(o *gatewayOptions) { o.supervisor = true }
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -304,6 +313,14 @@ limits:
   new_chats_per_ip_per_minute: %d
   max_frame_bytes: %d
 `, h["alice"], phone, queueList, o.maxChats, h["bob"], queueList, o.maxChats, o.newChatsPerMin, o.maxFrameBytes)
+	if o.supervisor {
+		// Appended as a list entry of agents, which limits: closed.
+		cfg := b.String()
+		i := strings.LastIndex(cfg, "limits:\n")
+		b.Reset()
+		fmt.Fprintf(&b, "%s  - id: sam\n    name: \"Sam\"\n    password_hash: %q\n    queues: [%s]\n    role: supervisor\n%s",
+			cfg[:i], h["sam"], queueList, cfg[i:])
+	}
 	b.WriteString(o.limitsYAML)
 	if !strings.Contains(o.limitsYAML, "max_scheduler_lag:") {
 		// The test machines are shared: admission by scheduler lag at its
