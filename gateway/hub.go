@@ -185,7 +185,11 @@ func (h *hub) wireStored(c *store.Conversation) wireConversation {
 }
 
 func (h *hub) wireAgentLocked(a *agent) wireAgent {
-	return wireAgent{ID: a.cfg.ID, Name: a.cfg.Name, Queues: a.cfg.Queues, Presence: h.presenceLocked(a), MaxChats: a.maxChats}
+	w := wireAgent{ID: a.cfg.ID, Name: a.cfg.Name, Queues: a.cfg.Queues, Presence: h.presenceLocked(a), MaxChats: a.maxChats}
+	if a.cfg.Supervisor() {
+		w.Role = RoleSupervisor
+	}
+	return w
 }
 
 func (h *hub) presenceLocked(a *agent) string {
