@@ -140,6 +140,16 @@ func TestSupervisorReadsAndReassigns(t *testing.T) {
 		t.Errorf("after the reassignment the holder is %q (Alice still has it: %v)", holder, alice)
 	}
 
+	// A waiting conversation goes straight to an agent.
+	bea, _ := e.startChat("Bea")
+	sws.send(map[string]any{"type": "reassign", "conversation_id": bea, "agent": "alice"})
+	for {
+		f := aws.expect("history")
+		if decode[string](t, f["conversation_id"]) == bea {
+			break
+		}
+	}
+
 	// A billing conversation is outside Sam's queues.
 	bill, _ := e.startChat("Cem")
 	e.srv.hub.mu.Lock()
