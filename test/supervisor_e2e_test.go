@@ -101,7 +101,7 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 		if err := sendFrame(ctx, sam.w, map[string]any{"type": "monitor.mode", "conversation_id": conv, "state": mode}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second) // a second of the new mode, past the buffers
+		time.Sleep(1500 * time.Millisecond) // a second of the new mode, past the buffers
 	}
 	const present, absent = -30.0, -45.0
 	hearsSam := func(mode, who string, pcm transcode.PCM16, want bool) {
@@ -139,7 +139,7 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 		// phase is the second before now.
 		phases = append(phases, phase{mode, time.Now(), phoneHearsSam})
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	check("listen", false, false)
 	setMode("whisper")
 	check("whisper", true, false)

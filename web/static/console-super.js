@@ -47,8 +47,10 @@ export class SupervisorBoard {
     this.agentsEl = h('div', { class: 'board-agents' });
     this.todayEl = h('dl', { class: 'board-today', 'data-testid': 'board-today' });
     this.monitorEl = h('span', { class: 'monitor-status', 'data-testid': 'monitor-status', 'data-state': 'none', role: 'status', text: '' });
+    // The call's mix plays here while monitoring.
+    this.audio = h('audio', { 'data-testid': 'monitor-audio', autoplay: true, hidden: true });
     this.panel = h('section', { class: 'board', 'data-testid': 'board', 'aria-label': 'Supervisor board' },
-      h('h2', { text: 'Board' }), this.monitorEl, this.queuesEl, this.agentsEl, h('h3', { text: 'Today' }), this.todayEl);
+      h('h2', { text: 'Board' }), this.monitorEl, this.audio, this.queuesEl, this.agentsEl, h('h3', { text: 'Today' }), this.todayEl);
     this.root.replaceChildren(this.panel);
     this.root.hidden = false;
   }
@@ -177,8 +179,7 @@ export class SupervisorBoard {
       return;
     }
     const pc = new RTCPeerConnection({ iceServers: this.iceServers() });
-    const audio = new Audio();
-    audio.autoplay = true;
+    const audio = this.audio;
     pc.ontrack = (e) => { audio.srcObject = e.streams[0] ?? new MediaStream([e.track]); audio.play().catch(() => {}); };
     for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
     this.monitor = { convId, pc, stream, audio, mode: 'starting', wanted: mode };
