@@ -55,8 +55,13 @@ export class SupervisorBoard {
     this.root.hidden = false;
   }
 
-  /** start subscribes to the board; call it after every welcome. */
+  /**
+   * start subscribes to the board; call it after every welcome. A
+   * monitoring ends with the socket it started on, so one still shown
+   * from before a reconnect is closed here.
+   */
   start() {
+    if (this.monitor) this.closeMonitor();
     this.send({ type: 'board.subscribe' });
     clearInterval(this.ticker);
     // Waits count up on screen between boards; the gateway sends a board
