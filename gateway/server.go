@@ -33,7 +33,10 @@ type Server struct {
 	phones  phoneSystem
 	peers   peerFactory
 	trunks  func() []sip.TrunkState
-	wg      sync.WaitGroup // voice calls in progress
+	// super holds the supervisors' boards and monitored calls
+	// (supervisor.go, monitor.go).
+	super supervision
+	wg    sync.WaitGroup // voice calls in progress
 
 	// callsByAddr and callsByConv count the calls customers start
 	// (limits.calls_per_ip_per_hour, limits.calls_per_conversation_per_hour).
@@ -43,9 +46,6 @@ type Server struct {
 	sockets *socketSlots
 	// load measures the process's load for call admission (load.go).
 	load loadSource
-	// super holds the supervisors' boards and monitored calls
-	// (supervisor.go, monitor.go).
-	super supervision
 
 	mu        sync.Mutex
 	addr      net.Addr

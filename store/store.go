@@ -169,6 +169,10 @@ type Store interface {
 	SaveCall(ctx context.Context, r *CallRecord) error
 	// Calls lists a conversation's call records, oldest first.
 	Calls(ctx context.Context, conversationID string) ([]*CallRecord, error)
+	// DayStats counts the conversations of queues opened at or after
+	// since, and their voice calls started at or after since (the
+	// supervisor board's "today").
+	DayStats(ctx context.Context, since time.Time, queues []string) (*DayStats, error)
 	// SaveCallDialog records the SIP dialog of an answered call, so that
 	// a gateway restarted after a crash can end it; saving the call with
 	// an end time forgets it.
@@ -177,10 +181,6 @@ type Store interface {
 	// first, each with its dialog when one was saved: after a crash, the
 	// calls that were up.
 	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
-	// DayStats counts the conversations of queues opened at or after
-	// since, and their voice calls started at or after since (the
-	// supervisor board's "today").
-	DayStats(ctx context.Context, since time.Time, queues []string) (*DayStats, error)
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
 	// Close flushes and releases the store.

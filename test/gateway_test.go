@@ -98,6 +98,8 @@ type gatewayOptions struct {
 	// maxPeersPerIP caps the customer peer connections from one address
 	// (every test customer is 127.0.0.1); 0 keeps the gateway's default.
 	maxPeersPerIP int
+	// supervisor adds Sam, a supervisor of every queue (agents[].role).
+	supervisor bool
 	// voice gives the gateway SIP trunks, queues routed through them and
 	// Alice's desk phone. Without queues there is one, support, and no trunk.
 	voice voiceConfig
@@ -109,8 +111,6 @@ type gatewayOptions struct {
 	remoteNetworks []string
 	// httpYAML and webrtcYAML go under http: and webrtc:.
 	httpYAML, webrtcYAML string
-	// supervisor adds Sam, a supervisor of every queue (agents[].role).
-	supervisor bool
 }
 
 // withSupervisor adds Sam (password agentPasswords["sam"]), a supervisor
