@@ -101,9 +101,12 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 		if err := sendFrame(ctx, sam.w, map[string]any{"type": "monitor.mode", "conversation_id": conv, "state": mode}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1500 * time.Millisecond) // a second of the new mode, past the buffers
+		time.Sleep(2 * time.Second) // the new mode, well past the buffers of a loaded machine
 	}
 	const present, absent = -30.0, -45.0
+	// Each mode is measured over the last 800 ms of its 2 s, so that
+	// audio of the mode before, still in the buffers, stays out.
+	const window = 800 * time.Millisecond
 	hearsSam := func(mode, who string, pcm transcode.PCM16, want bool) {
 		t.Helper()
 		l := toneLevel(pcm, supervisorToneHz)
@@ -123,14 +126,14 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 	var phases []phase
 	check := func(mode string, phoneHearsSam, annHearsSam bool) {
 		t.Helper()
-		samHeard := lastOf(sam.heard, time.Second)
+		samHeard := lastOf(sam.heard, window)
 		if l := toneLevel(samHeard, customerToneHz); l < present {
 			t.Errorf("%s: Sam hears Ann's %.0f Hz at %.1f dBFS", mode, customerToneHz, l)
 		}
 		if l := toneLevel(samHeard, deskToneHz); l < present {
 			t.Errorf("%s: Sam hears the desk phone's %.0f Hz at %.1f dBFS", mode, deskToneHz, l)
 		}
-		annHeard := lastOf(ann.heard, time.Second)
+		annHeard := lastOf(ann.heard, window)
 		if l := toneLevel(annHeard, deskToneHz); l < present {
 			t.Errorf("%s: Ann hears the desk phone at %.1f dBFS", mode, l)
 		}
@@ -139,7 +142,7 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 		// phase is the second before now.
 		phases = append(phases, phase{mode, time.Now(), phoneHearsSam})
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2 * time.Second)
 	check("listen", false, false)
 	setMode("whisper")
 	check("whisper", true, false)
@@ -163,13 +166,14 @@ func TestSupervisorMonitorsCall(t *testing.T) {
 	hungUp := time.Now()
 	rec := phoneRecording(t, phone)
 	for _, p := range phases {
-		// The recording ends with the hang-up: the phase's second is
+		// The recording ends with the hang-up: the phase's window is
 		// counted back from there, with 200 ms more for the path's delay.
 		end := len(rec) - audiotest.Samples(8000, hungUp.Sub(p.at)+200*time.Millisecond)
-		if end < 8000 {
+		n := audiotest.Samples(8000, window)
+		if end < n {
 			t.Fatalf("%s: the desk phone's recording (%d samples) does not reach back to it", p.mode, len(rec))
 		}
-		win := rec[end-8000 : end]
+		win := rec[end-n : end]
 		if l := toneLevel(win, customerToneHz); l < present {
 			t.Errorf("%s: the desk phone hears Ann at %.1f dBFS", p.mode, l)
 		}
