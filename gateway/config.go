@@ -110,7 +110,21 @@ type AgentConfig struct {
 	Queues       []string `yaml:"queues"`
 	// MaxChats overrides limits.max_chats_per_agent for this agent.
 	MaxChats int `yaml:"max_chats"`
+	// Role is RoleAgent (the default) or RoleSupervisor: a supervisor
+	// also sees the live board of its queues, reads and reassigns their
+	// conversations and listens to, whispers into or joins their calls
+	// (docs/supervisors.md).
+	Role string `yaml:"role"`
 }
+
+// Values of agents[].role.
+const (
+	RoleAgent      = "agent"
+	RoleSupervisor = "supervisor"
+)
+
+// Supervisor reports whether the agent has the supervisor role.
+func (a AgentConfig) Supervisor() bool { return a.Role == RoleSupervisor }
 
 // LimitsConfig is the "limits" section; every limit is enforced.
 type LimitsConfig struct {
@@ -429,6 +443,11 @@ func (c *Config) Validate() error {
 		}
 		if a.MaxChats < 0 {
 			addf("%s.max_chats: must not be negative", p)
+		}
+		switch a.Role {
+		case "", RoleAgent, RoleSupervisor:
+		default:
+			addf("%s.role: %q is not one of agent, supervisor", p, a.Role)
 		}
 	}
 	l := c.Limits

@@ -38,6 +38,9 @@ type hub struct {
 	voice bool
 	// video: the gateway has WebRTC. Set once before serving.
 	video bool
+	// onBoard is told that what supervisors' boards show may have
+	// changed (supervisor.go); it must not block. Set once before serving.
+	onBoard func()
 
 	mu     sync.Mutex
 	convs  map[string]*conv // waiting and active conversations
@@ -199,7 +202,11 @@ func (h *hub) wireStored(c *store.Conversation) wireConversation {
 }
 
 func (h *hub) wireAgentLocked(a *agent) wireAgent {
-	return wireAgent{ID: a.cfg.ID, Name: a.cfg.Name, Queues: a.cfg.Queues, Presence: h.presenceLocked(a), MaxChats: a.maxChats}
+	w := wireAgent{ID: a.cfg.ID, Name: a.cfg.Name, Queues: a.cfg.Queues, Presence: h.presenceLocked(a), MaxChats: a.maxChats}
+	if a.cfg.Supervisor() {
+		w.Role = RoleSupervisor
+	}
+	return w
 }
 
 func (h *hub) presenceLocked(a *agent) string {
@@ -355,6 +362,7 @@ func (h *hub) updateGaugesLocked() {
 	for k, v := range counts {
 		h.metrics.agents.WithLabelValues(k).Set(float64(v))
 	}
+	h.boardChanged()
 }
 
 // ---- delivery ----
@@ -475,6 +483,9 @@ func (h *hub) canAgentRead(agentID string, c *store.Conversation) bool {
 		return false
 	}
 	if c.AgentID == agentID || (c.State == store.StateEnded && c.LastAgentID == agentID) {
+		return true
+	}
+	if supervises(a, c.Queue) {
 		return true
 	}
 	// Waiting conversations and messages left are for the queue's agents.
@@ -775,18 +786,21 @@ func (h *hub) agentName(id string) string {
 }
 
 // transfer hands cv from its agent to another agent or back to a queue.
+// byAgent is the agent holding it, or a supervisor of its queue
+// (mayTransferLocked).
 func (h *hub) transfer(ctx context.Context, byAgent string, cv *conv, toAgent, toQueue string) error {
 	h.mu.Lock()
-	if cv.c.State != store.StateActive || cv.c.AgentID != byAgent {
+	if !h.mayTransferLocked(cv, byAgent) {
 		h.mu.Unlock()
 		return ErrForbidden
 	}
 	var text string
-	data := map[string]string{"from": byAgent}
+	from := cv.c.AgentID
+	data := map[string]string{"from": from}
 	switch {
 	case toAgent != "":
 		b, ok := h.agents[toAgent]
-		if !ok || toAgent == byAgent {
+		if !ok || toAgent == from {
 			h.mu.Unlock()
 			return errf(http.StatusBadRequest, "bad_request", "unknown agent %q", toAgent)
 		}
@@ -814,8 +828,11 @@ func (h *hub) transfer(ctx context.Context, byAgent string, cv *conv, toAgent, t
 			return errf(http.StatusBadRequest, "bad_request", "unknown queue %q", toQueue)
 		}
 		old := h.releaseLocked(cv)
+		if cv.c.State == store.StateWaiting {
+			h.dequeueLocked(cv) // a supervisor moves a waiting conversation
+		}
 		cv.c.State, cv.c.AgentID, cv.c.Queue = store.StateWaiting, "", toQueue
-		cv.declined = map[string]bool{byAgent: true}
+		cv.declined = map[string]bool{from: true}
 		cv.lastActive = h.now()
 		h.enqueueLocked(cv)
 		h.updateGaugesLocked()

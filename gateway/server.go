@@ -35,7 +35,10 @@ type Server struct {
 	phones  phoneSystem
 	peers   peerFactory
 	trunks  func() []sip.TrunkState
-	wg      sync.WaitGroup // voice calls in progress
+	// super holds the supervisors' boards and monitored calls
+	// (supervisor.go, monitor.go).
+	super supervision
+	wg    sync.WaitGroup // voice calls in progress
 
 	// callsByAddr and callsByConv count the calls customers start
 	// (limits.calls_per_ip_per_hour, limits.calls_per_conversation_per_hour).
@@ -94,6 +97,7 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.retentionDeleted = newRetentionCounter(s.metrics.reg)
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
+	s.hub.onBoard = s.boardChanged
 	s.handler = s.routes()
 	s.admin = s.adminRoutes()
 	return s, nil

@@ -571,9 +571,13 @@ func (s *Server) routeAudio(cv *conv) {
 	case phone != nil && (route == "phone" || vs == nil):
 		s.relayAudio(cv, rtc.peer, nil)
 		// Both directions pass the call's recording taps, which copy
-		// the audio to a recording while one runs (recording.go).
-		closeQuietly(phone.SwapAudioOut(recTap{PCMWriter: noClose{rtc.toWeb}, v: v, right: true}))
-		closeQuietly(rtc.peer.SwapAudioOut(recTap{PCMWriter: noClose{phone.AudioIn()}, v: v}))
+		// the audio to a recording while one runs (recording.go), and a
+		// supervisor monitoring the call taps both (monitor.go).
+		toWeb, toPhone := s.monitorTap(cv,
+			recTap{PCMWriter: noClose{rtc.toWeb}, v: v, right: true},
+			recTap{PCMWriter: noClose{phone.AudioIn()}, v: v})
+		closeQuietly(phone.SwapAudioOut(toWeb))
+		closeQuietly(rtc.peer.SwapAudioOut(toPhone))
 		if vs != nil {
 			s.relayAudio(cv, vs.peer, nil)
 			closeQuietly(vs.peer.SwapAudioOut(nil))
@@ -592,6 +596,7 @@ func (s *Server) routeAudio(cv *conv) {
 	}
 	reoffer := rtc != nil && setWideband(rtc.peer, !call)
 	m.routeMu.Unlock()
+	s.boardChanged()
 	if reoffer {
 		s.log.Info("audio: customer's band changed", "conv", cv.c.ID, "wideband", !call)
 		s.offerTo(cv, "customer")

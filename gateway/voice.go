@@ -874,6 +874,7 @@ func (v *voiceCall) publish() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.sendToConvLocked(v.cv, map[string]any{"type": "call", "conversation_id": v.cv.c.ID, "call": w})
+	v.s.boardChanged()
 }
 
 // qualityOf estimates call quality from RTP counters, with an E-model

@@ -87,6 +87,9 @@ type wireAgent struct {
 	Queues   []string `json:"queues"`
 	Presence string   `json:"presence"`
 	MaxChats int      `json:"max_chats"`
+	// Role is "supervisor" for a supervisor (the console shows the
+	// board), left out for an agent.
+	Role string `json:"role,omitempty"`
 }
 
 func toWireMessage(m *store.Message) wireMessage {

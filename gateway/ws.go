@@ -634,6 +634,9 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	case "history":
 		return s.sendHistory(ctx, cl, f)
 	}
+	if cl.role == store.RoleAgent && supervisorFrame(f.Type) {
+		return s.dispatchSupervisor(ctx, cl, f)
+	}
 	if cl.role == store.RoleAgent {
 		switch f.Type {
 		case "queue.page":
@@ -908,7 +911,7 @@ var errSignalRate = &apiError{Status: http.StatusTooManyRequests, Code: "rate_li
 // rtc.* frames and those carrying an SDP offer to the video paths.
 func signallingFrame(typ string) bool {
 	switch typ {
-	case "rtc.offer", "rtc.answer", "rtc.candidate", "video.start", "media.join":
+	case "rtc.offer", "rtc.answer", "rtc.candidate", "video.start", "media.join", "monitor.start", "monitor.candidate":
 		return true
 	}
 	return false

@@ -196,6 +196,10 @@ type Store interface {
 	SaveCall(ctx context.Context, r *CallRecord) error
 	// Calls lists a conversation's call records, oldest first.
 	Calls(ctx context.Context, conversationID string) ([]*CallRecord, error)
+	// DayStats counts the conversations of queues opened at or after
+	// since, and their voice calls started at or after since (the
+	// supervisor board's "today").
+	DayStats(ctx context.Context, since time.Time, queues []string) (*DayStats, error)
 	// SaveCallDialog records the SIP dialog of an answered call, so that
 	// a gateway restarted after a crash can end it; saving the call with
 	// an end time forgets it.

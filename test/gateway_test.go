@@ -31,6 +31,7 @@ import (
 var agentPasswords = map[string]string{
 	"alice": "alice-secret-pw",
 	"bob":   "bob-secret-pw",
+	"sam":   "sam-secret-pw",
 }
 
 var (
@@ -97,6 +98,8 @@ type gatewayOptions struct {
 	// maxPeersPerIP caps the customer peer connections from one address
 	// (every test customer is 127.0.0.1); 0 keeps the gateway's default.
 	maxPeersPerIP int
+	// supervisor adds Sam, a supervisor of every queue (agents[].role).
+	supervisor bool
 	// voice gives the gateway SIP trunks, queues routed through them and
 	// Alice's desk phone. Without queues there is one, support, and no trunk.
 	voice voiceConfig
@@ -112,6 +115,12 @@ type gatewayOptions struct {
 	integrationsYAML string
 	// topYAML holds whole top-level sections (such as clock:), added last.
 	topYAML string
+}
+
+// withSupervisor adds Sam (password agentPasswords["sam"]), a supervisor
+// of every queue, to the agents.
+func withSupervisor() func(*gatewayOptions) {
+	return func(o *gatewayOptions) { o.supervisor = true }
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -313,6 +322,14 @@ limits:
   new_chats_per_ip_per_minute: %d
   max_frame_bytes: %d
 `, h["alice"], phone, queueList, o.maxChats, h["bob"], queueList, o.maxChats, o.newChatsPerMin, o.maxFrameBytes)
+	if o.supervisor {
+		// Appended as a list entry of agents, which limits: closed.
+		cfg := b.String()
+		i := strings.LastIndex(cfg, "limits:\n")
+		b.Reset()
+		fmt.Fprintf(&b, "%s  - id: sam\n    name: \"Sam\"\n    password_hash: %q\n    queues: [%s]\n    role: supervisor\n%s",
+			cfg[:i], h["sam"], queueList, cfg[i:])
+	}
 	b.WriteString(o.limitsYAML)
 	if !strings.Contains(o.limitsYAML, "max_scheduler_lag:") {
 		// The test machines are shared: admission by scheduler lag at its

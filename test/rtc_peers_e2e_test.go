@@ -347,7 +347,7 @@ func (p *rtcPeer) readFrames(ctx context.Context) {
 			continue
 		}
 		switch f.Type {
-		case "rtc.answer":
+		case "rtc.answer", "monitor.answer": // a supervisor's monitoring peer too
 			p.pcMu.Lock()
 			err := p.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: f.SDP})
 			p.pcMu.Unlock()
@@ -360,7 +360,7 @@ func (p *rtcPeer) readFrames(ctx context.Context) {
 			}
 		case "rtc.offer":
 			p.answerOffer(ctx, f.SDP)
-		case "rtc.candidate":
+		case "rtc.candidate", "monitor.candidate":
 			if f.Candidate != nil && f.Candidate.Candidate != "" {
 				_ = p.pc.AddICECandidate(*f.Candidate)
 			}

@@ -5,6 +5,7 @@
 import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, PAGE, Socket, STATE_TEXT, Typing } from './chat.js';
 import { ConsoleCalls } from './console-call.js';
 import { ConsoleVideo } from './console-video.js'; // video (Step 3)
+import { SupervisorBoard } from './console-super.js'; // supervisors
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -276,6 +277,7 @@ const app = {
   onFrame(f) {
     if (this.video?.onFrame(f)) return; // video (Step 3)
     if (this.calls?.onFrame(f)) return;
+    if (this.board?.onFrame(f)) return;
     switch (f.type) {
       case 'welcome': this.welcome(f); break;
       case 'ack': this.acked(f); break;
@@ -330,6 +332,13 @@ const app = {
     if (Array.isArray(f.agents)) this.agents = f.agents;
     if (Array.isArray(f.queues)) this.queues = f.queues;
     this.fillTransferTargets();
+    if (this.agent.role === 'supervisor') {
+      this.board ??= new SupervisorBoard({
+        root: $('board-slot'), send: (fr) => this.socket.send(fr), note: (t) => this.note(t),
+        open: (id) => this.openLinked(id), iceServers: () => this.video?.iceServers ?? [],
+      });
+      this.board.start();
+    }
     const open = new Set();
     for (const c of f.conversations ?? []) {
       open.add(c.id);
@@ -741,6 +750,7 @@ const app = {
 
   errorFrame(f) {
     console.warn('segue: server error', f.code, f.message, f.ref ?? '');
+    if (this.board?.errorFrame(f)) return;
     const item = f.ref && this.outbox.items.find((m) => m.id === f.ref);
     if (item) {
       this.outbox.remove(f.ref);
