@@ -20,3 +20,7 @@ var ErrBadQuery = errors.New("store: bad search query")
 // ErrRated is returned by RateConversation when the conversation already
 // has a rating.
 var ErrRated = errors.New("store: already rated")
+
+// ErrDuplicate is returned by AddNote and SaveCannedReply when a unique
+// key (a note's id, an agent's shortcut) is taken.
+var ErrDuplicate = errors.New("store: duplicate")
