@@ -85,6 +85,16 @@ type QueueConfig struct {
 	// both sides when a recording starts, or AnnouncementOff (the
 	// default).
 	RecordingAnnouncement string `yaml:"recording_announcement"`
+	// CannedReplies are the queue's canned replies, offered to its agents
+	// in the console's reply box after "/".
+	CannedReplies []CannedReplyConfig `yaml:"canned_replies"`
+	// WrapUpCodes are the codes an agent may choose when ending one of
+	// the queue's conversations; the code is stored with the
+	// conversation, exported and counted (segue_wrap_ups_total).
+	WrapUpCodes []string `yaml:"wrap_up_codes"`
+	// WrapUpRequired makes choosing one of WrapUpCodes a condition of
+	// ending a conversation from the console.
+	WrapUpRequired bool `yaml:"wrap_up_required"`
 }
 
 // Values of queues[].voice.
@@ -405,6 +415,7 @@ func (c *Config) Validate() error {
 			add(p+".hours.", err)
 		}
 		errs = append(errs, validateRecordingQueue(p, q)...)
+		errs = append(errs, validateDeskQueue(p, q)...)
 	}
 	if c.Clock.Now != "" {
 		if _, err := time.Parse(time.RFC3339, c.Clock.Now); err != nil {

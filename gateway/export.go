@@ -29,7 +29,17 @@ type exportDoc struct {
 	Messages     []exportMessage    `json:"messages"`
 	Calls        []exportCall       `json:"calls"`
 	Recordings   []exportRecording  `json:"recordings"`
-	ExportedAt   time.Time          `json:"exported_at"`
+	// Notes are the agents' internal notes: the export is for the
+	// contact center, never the customer's copy.
+	Notes      []exportNote `json:"notes"`
+	ExportedAt time.Time    `json:"exported_at"`
+}
+
+type exportNote struct {
+	AgentID   string    `json:"agent_id"`
+	AgentName string    `json:"agent_name,omitempty"`
+	Text      string    `json:"text"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 type exportConversation struct {
@@ -40,6 +50,7 @@ type exportConversation struct {
 	Customer  wireCust   `json:"customer"`
 	CreatedAt time.Time  `json:"created_at"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	WrapUp    string     `json:"wrap_up,omitempty"`
 }
 
 type wireCust struct {
@@ -116,7 +127,7 @@ func ExportConversation(ctx context.Context, st store.Store, id, dir string) (Ex
 		return Export{}, fmt.Errorf("gateway: export: %w", err)
 	}
 	doc := exportDoc{ExportedAt: time.Now().UTC(), Conversation: exportConversation{ID: c.ID, State: c.State, Queue: c.Queue,
-		AgentID: c.LastAgentID, CreatedAt: c.CreatedAt, EndedAt: optTime(c.EndedAt),
+		AgentID: c.LastAgentID, CreatedAt: c.CreatedAt, EndedAt: optTime(c.EndedAt), WrapUp: c.WrapUp,
 		Customer: wireCust{Name: c.Customer.Name, Email: c.Customer.Email, ExternalID: c.Customer.ExternalID, Verified: c.Customer.Verified}}}
 	ex := Export{Dir: out}
 	for after := int64(0); ; {
@@ -150,6 +161,13 @@ func ExportConversation(ctx context.Context, st store.Store, id, dir string) (Ex
 	for _, r := range calls {
 		doc.Calls = append(doc.Calls, exportCall{wireCallRecord{ID: r.ID, Kind: r.Kind, Direction: r.Direction, Target: displayTarget(r.Target),
 			StartedAt: r.StartedAt, AnsweredAt: optTime(r.AnsweredAt), EndedAt: optTime(r.EndedAt), Cause: r.Cause, Codec: r.Codec, Quality: r.Stats}})
+	}
+	notes, err := st.Notes(ctx, c.ID)
+	if err != nil {
+		return ex, fmt.Errorf("gateway: export: %w", err)
+	}
+	for _, n := range notes {
+		doc.Notes = append(doc.Notes, exportNote{AgentID: n.AgentID, AgentName: n.AgentName, Text: n.Text, CreatedAt: n.CreatedAt})
 	}
 	recs, err := st.Recordings(ctx, c.ID)
 	if err != nil {
@@ -220,11 +238,13 @@ var transcriptHTML = template.Must(template.New("transcript").Funcs(template.Fun
 .m{margin:.4rem 0}.who{font-weight:600}.t{color:#667;font-size:12px}.event{color:#556;font-style:italic}</style></head>
 <body><h1>Conversation {{.Conversation.ID}}</h1>
 <p>Customer: {{.Conversation.Customer.Name}}{{with .Conversation.Customer.Email}} &lt;{{.}}&gt;{{end}}{{with .Conversation.Customer.ExternalID}} (id {{.}}){{end}}<br>
-Queue: {{.Conversation.Queue}} · started {{when .Conversation.CreatedAt}}{{with .Conversation.EndedAt}} · ended {{when .}}{{end}}</p>
+Queue: {{.Conversation.Queue}} · started {{when .Conversation.CreatedAt}}{{with .Conversation.EndedAt}} · ended {{when .}}{{end}}{{with .Conversation.WrapUp}} · wrap-up: {{.}}{{end}}</p>
 {{range .Messages}}<div class="m{{if eq .Kind "event"}} event{{end}}"><span class="t">{{when .CreatedAt}}</span>
 {{if ne .Kind "event"}}<span class="who">{{if .SenderName}}{{.SenderName}}{{else}}{{.Role}}{{end}}:</span>{{end}}
 {{if .File}}<a href="{{.File.Path}}">{{.File.Name}}</a> ({{.File.Size}} bytes){{else}}{{.Text}}{{end}}</div>
-{{end}}{{if .Recordings}}<h2>Recordings</h2>
+{{end}}{{if .Notes}}<h2>Internal notes</h2>
+{{range .Notes}}<div class="m"><span class="t">{{when .CreatedAt}}</span> <span class="who">{{if .AgentName}}{{.AgentName}}{{else}}{{.AgentID}}{{end}}:</span> {{.Text}}</div>
+{{end}}{{end}}{{if .Recordings}}<h2>Recordings</h2>
 {{range .Recordings}}<p>{{when .StartedAt}} · {{printf "%.0f" .DurationS}} s · <a href="{{.Path}}">{{.Path}}</a></p>
 {{end}}{{end}}<p class="t">Exported {{when .ExportedAt}}</p></body></html>
 `))

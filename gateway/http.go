@@ -68,6 +68,7 @@ func (s *Server) routes() http.Handler {
 		s.handleWS(w, r)
 	})
 	s.integrationRoutes(mux)
+	s.deskRoutes(api)
 	mux.Handle("/api/", withDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, ErrNotFound) })))
 
 	// The public listener tells a load balancer only whether to send

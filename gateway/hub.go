@@ -474,7 +474,9 @@ func (h *hub) lookup(ctx context.Context, id string) (*conv, *store.Conversation
 }
 
 // canAgentRead reports whether agent id may see conversation c: it holds
-// or held it, or it waits in one of the agent's queues.
+// it, held it last, or it is in one of the agent's queues and no agent
+// holds it now (waiting, a message left, or ended). The same scope as
+// store.AgentScope, which the agent's search uses.
 func (h *hub) canAgentRead(agentID string, c *store.Conversation) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -482,14 +484,14 @@ func (h *hub) canAgentRead(agentID string, c *store.Conversation) bool {
 	if !ok {
 		return false
 	}
-	if c.AgentID == agentID || (c.State == store.StateEnded && c.LastAgentID == agentID) {
+	if c.AgentID == agentID || (c.State != store.StateActive && c.LastAgentID == agentID) {
 		return true
 	}
 	if supervises(a, c.Queue) {
 		return true
 	}
-	// Waiting conversations and messages left are for the queue's agents.
-	return (c.State == store.StateWaiting || c.State == store.StateLeft) && slices.Contains(a.cfg.Queues, c.Queue)
+	// A live conversation is its holder's alone.
+	return c.State != store.StateActive && slices.Contains(a.cfg.Queues, c.Queue)
 }
 
 // post stores m in its conversation and delivers it. It returns the stored

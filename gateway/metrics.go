@@ -34,6 +34,7 @@ type metrics struct {
 	loginsRefused    *prometheus.CounterVec
 	connsRefused     prometheus.Counter
 	videoSessions    prometheus.Counter
+	wrapUps          *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -111,6 +112,7 @@ func newMetrics() *metrics {
 		Name: "segue_video_sessions_total", Help: "Video sessions started: a conversation's customer video or console join set up while it had no video.",
 	})
 	m.reg.MustRegister(m.videoSessions)
+	m.wrapUps = newWrapUpMetric(m.reg)
 	return m
 }
 

@@ -135,6 +135,8 @@ type inFrame struct {
 	Page           string          `json:"page"`
 	// Before asks history for the page of messages before this seq.
 	Before int64 `json:"before"`
+	// WrapUp is the wrap-up code an agent's end frame gives.
+	WrapUp string `json:"wrap_up"`
 }
 
 type errorFrame struct {

@@ -658,18 +658,26 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 				return err
 			}
 			return s.recordFrame(cv, f.Type == "recording.start", cl.agentID)
+		case "note":
+			return s.addNote(ctx, cl, f)
 		case "transfer", "end":
 			cv, err := s.agentConv(cl.agentID, f.ConversationID)
 			if err != nil {
 				return err
 			}
 			if f.Type == "end" {
+				// The wrap-up is stored before the end, so whoever learns
+				// of the end finds it.
+				if err := s.saveWrapUp(ctx, cv, f.WrapUp); err != nil {
+					return err
+				}
 				err := s.hub.end(ctx, cv, cl.agentID)
 				s.hub.mu.Lock()
 				ended := cv.c.State == store.StateEnded
 				s.hub.mu.Unlock()
 				if ended { // the media of an ended conversation goes with it
 					s.closeConvMedia(cv)
+					s.countWrapUp(cv, f.WrapUp)
 				}
 				return err
 			}

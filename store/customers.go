@@ -17,6 +17,7 @@ var conversationColumns = []struct{ name, def string }{
 	{"rating", "INTEGER NOT NULL DEFAULT 0"},
 	{"rating_comment", "TEXT NOT NULL DEFAULT ''"},
 	{"rated_at", "INTEGER NOT NULL DEFAULT 0"},
+	{"wrap_up", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // migrate brings an existing database up to the current schema: the

@@ -47,6 +47,13 @@ type ConversationQuery struct {
 	// one in the order (newest first) are returned.
 	After *ConversationCursor
 	Limit int
+	// Keywords are plain words (not FTS5 syntax): a conversation matches
+	// when its customer's name or e-mail contains every word, without
+	// regard to case, or when its transcript holds every word (as the
+	// start of a word).
+	Keywords []string
+	// Scope keeps to what one agent may read (AgentScope).
+	Scope *AgentScope
 }
 
 // ConversationCursor is a position in the newest-first order of
@@ -188,6 +195,14 @@ func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) (
 		add(`id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
 			WHERE messages_fts MATCH ?)`, q.Text)
 	}
+	if len(q.Keywords) > 0 {
+		cond, a := keywordCondition(q.Keywords)
+		add(cond, a...)
+	}
+	if q.Scope != nil {
+		cond, a := scopeCondition(q.Scope)
+		add(cond, a...)
+	}
 	if q.After != nil {
 		ms := unix(q.After.CreatedAt)
 		add(`(created_at < ? OR (created_at = ? AND id < ?))`, ms, ms, q.After.ID)
@@ -216,7 +231,7 @@ func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) (
 // query.
 func searchError(q ConversationQuery, err error) error {
 	var se *sqlite.Error
-	if q.Text != "" && errors.As(err, &se) && se.Code() == 1 {
+	if (q.Text != "" || len(q.Keywords) > 0) && errors.As(err, &se) && se.Code() == 1 {
 		return fmt.Errorf("%w: %s", ErrBadQuery, strings.TrimPrefix(se.Error(), "SQL logic error: "))
 	}
 	return fmt.Errorf("store: search conversations: %w", err)

@@ -133,6 +133,7 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (De
 			{&d.Calls, `DELETE FROM calls WHERE conversation_id = ?`},
 			{&d.Recordings, `DELETE FROM recordings WHERE conversation_id = ?`},
 			{&d.Messages, `DELETE FROM messages WHERE conversation_id = ?`},
+			{nil, `DELETE FROM notes WHERE conversation_id = ?`},
 			{&d.Files, `DELETE FROM files WHERE conversation_id = ?`},
 			{&d.Conversations, `DELETE FROM conversations WHERE id = ?`},
 		} {

@@ -156,6 +156,10 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
 	}
+	if err := migrateDesk(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
+	}
 	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
 		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastSeq: map[string]int64{}}
@@ -195,7 +199,7 @@ func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error 
 
 const convColumns = `id, state, queue, agent_id, last_agent_id, customer_name, customer_email,
 	customer_external_id, customer_verified, token_hash, client_ip, created_at, updated_at, ended_at,
-	last_seq, read_customer, read_agent, answered_at, origin, rating, rating_comment, rated_at`
+	last_seq, read_customer, read_agent, answered_at, origin, rating, rating_comment, rated_at, wrap_up`
 
 func scanConversation(row interface{ Scan(...any) error }) (*Conversation, error) {
 	var c Conversation
@@ -203,7 +207,7 @@ func scanConversation(row interface{ Scan(...any) error }) (*Conversation, error
 	err := row.Scan(&c.ID, &c.State, &c.Queue, &c.AgentID, &c.LastAgentID, &c.Customer.Name,
 		&c.Customer.Email, &c.Customer.ExternalID, &c.Customer.Verified, &c.TokenHash, &c.ClientIP,
 		&created, &updated, &ended, &c.LastSeq, &c.ReadByCust, &c.ReadByAgt,
-		&answered, &c.Origin, &c.Rating.Score, &c.Rating.Comment, &rated)
+		&answered, &c.Origin, &c.Rating.Score, &c.Rating.Comment, &rated, &c.WrapUp)
 	if err != nil {
 		return nil, err
 	}

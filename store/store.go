@@ -60,6 +60,9 @@ type Conversation struct {
 	Origin string
 	// Rating is the customer's satisfaction rating, once given.
 	Rating Rating
+	// WrapUp is the wrap-up code the agent chose when ending it
+	// (queues[].wrap_up_codes); "" when none was.
+	WrapUp string
 }
 
 // OriginMessage marks a conversation that began as a message left while
@@ -210,6 +213,8 @@ type Store interface {
 	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
 	// Integrations searches conversations and keeps the webhook outbox.
 	Integrations
+	// Desk keeps internal notes, canned replies and wrap-up codes.
+	Desk
 	// CreateRecording records r (ID, ConversationID, CallID, Format and
 	// Type set) and creates its file, which the caller writes and closes.
 	CreateRecording(ctx context.Context, r *Recording) (RecordingFile, error)

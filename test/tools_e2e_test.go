@@ -160,6 +160,7 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 	customer, convID := openShopWidget(t, hs, "customer", "support", "", "My invoice is wrong")
 	agent := newVoiceTab(t, "console alice")
 	agent.countOscillators()
+	agent.initScript(jsFakeNotifications)
 	agent.logIn(g, "alice", "/console")
 	agent.acceptConversation(convID)
 	customer.waitText("agent-name", "helping")
@@ -169,6 +170,7 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 		t.Error("the console's ring sound is on by default")
 	}
 	agent.click("ring-sound")
+	agent.click("desktop-notify")
 
 	// While the desk phone rings, the conversation list and the tab's title
 	// say so, and the console rings; once answered, the list says so.
@@ -179,6 +181,7 @@ return i?.dataset.callState === 'ringing';`), convID)
 		t.Errorf("while the call rings the console's title is %q", title)
 	}
 	waitJS[bool](agent, "the ring sound", fn("", `return window.__osc.includes(440) && window.__osc.includes(480);`))
+	waitJS[bool](agent, "the ringing call's desktop notification", fn("", `return window.__notes.includes('Call ringing: Ann Lee');`))
 	customer.waitCall("connected")
 	waitJS[bool](agent, "the connected indicator", fn("id", `const i = document.querySelector('[data-testid="conversation-item"][data-conversation="' + id + '"] [data-testid="call-indicator"]');
 return i?.dataset.callState === 'connected' && !document.title.includes('ringing');`), convID)

@@ -6,6 +6,7 @@ import { h, apiError, enterSends, formatTime, newId, ChatLog, Outbox, PAGE, Sock
 import { ConsoleCalls } from './console-call.js';
 import { ConsoleVideo } from './console-video.js'; // video (Step 3)
 import { SupervisorBoard } from './console-super.js'; // supervisors
+import { Desk } from './console-desk.js';
 
 const API = '/api/v1';
 const WS_URL = `${location.origin.replace(/^http/, 'ws')}/api/v1/ws`;
@@ -208,6 +209,10 @@ const app = {
     });
     // video (Step 3)
     this.video ??= new ConsoleVideo({ send: (f) => this.socket.send(f), note: (t) => this.note(t), log: (id) => this.convs.get(id)?.log });
+    if (!this.desk) {
+      this.desk = new Desk({ api, open: (id) => this.openLinked(id), send: (f) => this.socket.send(f), note: (t) => this.note(t) });
+      this.desk.start();
+    }
     this.socket.start();
   },
 
@@ -278,6 +283,7 @@ const app = {
     if (this.video?.onFrame(f)) return; // video (Step 3)
     if (this.calls?.onFrame(f)) return;
     if (this.board?.onFrame(f)) return;
+    if (this.desk?.onFrame(f)) return;
     switch (f.type) {
       case 'welcome': this.welcome(f); break;
       case 'ack': this.acked(f); break;
@@ -622,6 +628,7 @@ const app = {
     if (!this.convs.has(id)) return;
     this.renderMine();
     if (this.calls.ringing(id) && !['dialing', 'ringing'].includes(prev) && ringSoundOn()) playRing();
+    if (this.calls.ringing(id) && !['dialing', 'ringing'].includes(prev)) this.desk?.ringing(this.convs.get(id).data);
   },
 
   convItem(conv) {
@@ -657,6 +664,7 @@ const app = {
     this.note('');
     this.calls?.show(conv?.data);
     this.video?.show(conv?.data); // video (Step 3)
+    this.desk?.show(conv?.data);
     if (!conv) {
       $('conversation').hidden = true;
       $('history-more').hidden = true;
@@ -708,6 +716,7 @@ const app = {
     $('transfer-target').disabled = ended;
     this.calls?.show(c);
     this.video?.show(c); // video (Step 3)
+    this.desk?.show(c);
   },
 
   messageShown(conv, msg, isNew) {
@@ -881,7 +890,8 @@ const app = {
   end() {
     const conv = this.selected;
     if (!conv) return;
-    if (!this.socket.send({ type: 'end', conversation_id: conv.id })) this.note('Not connected: try again in a moment.');
+    const frame = this.desk ? this.desk.endFrame({ type: 'end', conversation_id: conv.id }) : { type: 'end', conversation_id: conv.id };
+    if (frame && !this.socket.send(frame)) this.note('Not connected: try again in a moment.');
   },
 };
 
