@@ -267,38 +267,41 @@ func popTo(j *transcode.Jitter, dec transcode.BytesWriter) (st transcode.JitterS
 	return j.PopTo(dec)
 }
 
-// mediaLoop is the peer's 20 ms clock: each tick plays a frame of the
-// browser's audio to the output writer and sends a frame to the browser.
-func (p *Peer) mediaLoop() {
-	t := time.NewTicker(frameDur)
-	defer t.Stop()
-	buf := make(transcode.PCM16, frameSamples)
-	silence := make(transcode.PCM16, frameSamples)
-	next := time.Now()
-	for {
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-t.C:
-		}
-		// A ticker drops ticks when the machine is busy: catch up with
-		// the frames that are due, so that the playout keeps the sender's
-		// pace, but give up after a long stall rather than burst.
-		now := time.Now()
-		if now.Sub(next) > maxCatchUp {
-			next = now
-		}
-		for !next.After(now) {
-			p.recvTick()
-			p.sendTick(buf, silence)
-			next = next.Add(frameDur)
-		}
+// mediaTick is the peer's share of a tick of the shared media clock:
+// frames skipped during a stall first, then run frames played from the
+// browser's audio to the output writer and sent to the browser.
+func (p *Peer) mediaTick(run, skipped int) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	if skipped > 0 {
+		p.recvSkip(skipped)
+		p.sendSkip(skipped)
+	}
+	for range run {
+		p.recvTick()
+		p.sendTick(p.tickBuf, p.silence)
 	}
 }
 
-// maxCatchUp is the longest stall of the media clock that is made up for
-// with a burst of frames.
-const maxCatchUp = 100 * time.Millisecond
+// recvSkip passes over n frames of the browser's audio that fell due
+// while the clock stalled: the jitter buffer moves past them unplayed,
+// and those that held audio are counted.
+func (p *Peer) recvSkip(n int) {
+	rx := p.rx.Load()
+	if rx == nil {
+		return
+	}
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	var missed uint64
+	for range n {
+		if _, st := rx.jitter.Pop(); st != transcode.JitterEmpty {
+			missed++
+		}
+	}
+	p.rxStats.skipped.Add(missed)
+}
 
 // seqCounter counts lost packets from RTP sequence numbers (RFC 3550
 // §6.4.1 and Appendix A.3): expected minus received, over the extended

@@ -249,6 +249,31 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 	}
 }
 
+// sendSkip passes over n frames toward the browser that fell due while
+// the clock stalled: their audio leaves the queue (or the prompt), and
+// their time the RTP timestamp, so the browser hears a gap rather than
+// squeezed time. While the peer was sending, they are counted.
+func (p *Peer) sendSkip(n int) {
+	tx := p.tx.Load()
+	if tx == nil {
+		p.in.drain()
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	for range n {
+		_, done := p.prompt.pop()
+		if done != nil {
+			close(done)
+		}
+		p.in.skip()
+	}
+	tx.ts += tx.step * uint32(n)
+	if tx.running {
+		p.txStats.skipped.Add(uint64(n))
+	}
+}
+
 // AudioIn returns the writer of the audio to play to the browser: 8 kHz
 // PCM in frames of any length, from one goroutine at a time. Writes only
 // queue the audio; the peer encodes and sends it on its own steady 20 ms
@@ -317,6 +342,20 @@ func (a *audioIn) pop(dst transcode.PCM16, minFill int) bool {
 		a.free = append(a.free, f)
 	}
 	return true
+}
+
+// skip drops the oldest queued frame, if any.
+func (a *audioIn) skip() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) == 0 {
+		return
+	}
+	f := a.queue[0]
+	a.queue = a.queue[1:]
+	if len(a.free) < maxQueuedFrames {
+		a.free = append(a.free, f)
+	}
 }
 
 func (a *audioIn) drain() {

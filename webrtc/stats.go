@@ -42,6 +42,11 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
+	// Skipped counts frames the gateway did not play out (Inbound) or
+	// send (Outbound) because its media clock stalled for longer than it
+	// catches up on (mediaclock.MaxBurst frames). Outbound RTP timestamps
+	// still advance over them, so the browser hears a gap.
+	Skipped uint64
 	// Relayed counts the packets among Packets relayed untouched between
 	// two browsers (RelayAudioTo): for Inbound, the browser's packets
 	// relayed to another peer instead of decoded; for Outbound, the
@@ -56,6 +61,7 @@ type rxCounters struct {
 	malformed atomic.Uint64
 	outErrors atomic.Uint64
 	relayed   atomic.Uint64
+	skipped   atomic.Uint64
 	last      atomic.Int64 // unix nanoseconds of the last packet
 }
 
@@ -68,6 +74,7 @@ type txCounters struct {
 	jitter       atomic.Int64  // nanoseconds
 	rtt          atomic.Int64  // nanoseconds
 	relayed      atomic.Uint64
+	skipped      atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -83,6 +90,7 @@ func (p *Peer) Stats() Stats {
 			Lost:      p.rxStats.lost.Load(),
 			Malformed: p.rxStats.malformed.Load(),
 			Relayed:   p.rxStats.relayed.Load(),
+			Skipped:   p.rxStats.skipped.Load(),
 		},
 		Outbound: StreamStats{
 			Packets:      p.txStats.packets.Load(),
@@ -93,6 +101,7 @@ func (p *Peer) Stats() Stats {
 			Malformed:    p.txStats.errors.Load(),
 			Dropped:      p.in.dropped.Load(),
 			Relayed:      p.txStats.relayed.Load(),
+			Skipped:      p.txStats.skipped.Load(),
 		},
 	}
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
