@@ -56,6 +56,8 @@ type fakeLeg struct {
 	// otherwise it grows on every read, like a live call.
 	frozenStats bool
 	rx          uint64
+	// drops are frames the leg failed to carry, added to its stats.
+	drops sip.MediaStats
 }
 
 func newFakeLeg() *fakeLeg {
@@ -111,7 +113,9 @@ func (f *fakeLeg) Stats() sip.MediaStats {
 	if !f.frozenStats {
 		f.rx += 50
 	}
-	return sip.MediaStats{PacketsReceived: 98 + f.rx, PacketsLost: 2, JitterMs: 3}
+	st := f.drops
+	st.PacketsReceived, st.PacketsLost, st.JitterMs = 98+f.rx, 2, 3
+	return st
 }
 func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	if !strings.HasPrefix(offer, "v=0") {
