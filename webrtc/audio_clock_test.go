@@ -1,8 +1,14 @@
 package webrtc
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"strings"
 	"testing"
+
+	"github.com/pion/rtp"
 
 	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/transcode"
@@ -77,3 +83,58 @@ func (s pcmSink) WriteSample(p transcode.PCM16) error { *s.pcm = append(*s.pcm, 
 func (s pcmSink) SampleRate() int                     { return pcmRate }
 func (s pcmSink) String() string                      { return "sink" }
 func (s pcmSink) Close() error                        { return nil }
+
+// closedTrack is a track writer whose peer connection has closed.
+type closedTrack struct{}
+
+func (closedTrack) WriteRTP(*rtp.Header, []byte) (int, error) { return 0, io.ErrClosedPipe }
+func (closedTrack) Write([]byte) (int, error)                 { return 0, io.ErrClosedPipe }
+
+// closedWriter is an output whose call has ended.
+type closedWriter struct{}
+
+func (closedWriter) WriteSample(transcode.PCM16) error { return transcode.ErrClosed }
+func (closedWriter) SampleRate() int                   { return pcmRate }
+func (closedWriter) String() string                    { return "closed" }
+func (closedWriter) Close() error                      { return nil }
+
+// TestOrdinaryCloseIsQuiet checks that the errors of a call that is
+// ending, a closed track toward the browser and a closed output, are
+// counted without a warning in the log; another error still warns.
+func TestOrdinaryCloseIsQuiet(t *testing.T) {
+	var logs bytes.Buffer
+	p, _ := benchPeer(t)
+	p.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p.ctx, p.cancel = context.WithCancelCause(context.Background())
+	defer p.cancel(nil)
+	p.tickBuf, p.silence = make(transcode.PCM16, frameSamples), make(transcode.PCM16, frameSamples)
+	tx, err := p.newTx(benchCodecs[1].params, 77, closedTrack{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tx.Store(tx)
+	rx, err := p.newRx(benchCodecs[1].params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.rx.Store(rx)
+	p.SwapAudioOut(closedWriter{})
+	for i := range 10 {
+		_ = p.in.WriteSample(make(transcode.PCM16, frameSamples))
+		rx.jitter.Push(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * frameSamples), SSRC: 1},
+			Payload: make([]byte, frameSamples)})
+	}
+	for range 10 {
+		p.mediaTick(1, 0)
+	}
+	st := p.Stats()
+	if st.Outbound.Malformed == 0 {
+		t.Errorf("no send failure counted: %+v", st.Outbound)
+	}
+	if p.rxStats.outErrors.Load() == 0 {
+		t.Error("no output failure counted")
+	}
+	if strings.Contains(logs.String(), "WARN") {
+		t.Errorf("an ordinary close logged a warning:\n%s", logs.String())
+	}
+}

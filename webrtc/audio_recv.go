@@ -244,6 +244,9 @@ func (p *Peer) recvTick() {
 		rx.failed = true
 		p.log.Error("webrtc audio decoder failed", "chain", rx.dec.String(), "err", err.Error())
 		p.fail(fmt.Errorf("%w: %w", ErrMediaFailed, err))
+	case errors.Is(err, transcode.ErrClosed):
+		// The output was closed under us: the call it fed is ending.
+		p.rxStats.outErrors.Add(1)
 	default:
 		// The output writer failed: count it and go on.
 		p.rxStats.outErrors.Add(1)

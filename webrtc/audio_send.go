@@ -2,7 +2,9 @@ package webrtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -237,7 +239,9 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 		}
 		tx.endRelay()
 		if err := tx.enc.WriteSample(frame); err != nil {
-			if tx.errs++; tx.errs == 1 {
+			// A track closed under us (io.ErrClosedPipe) is the peer
+			// connection ending, not a fault: counted, not logged.
+			if tx.errs++; tx.errs == 1 && !errors.Is(err, io.ErrClosedPipe) {
 				p.log.Warn("webrtc audio send failed", "chain", tx.enc.String(), "err", err.Error())
 			}
 			p.txStats.errors.Add(1)
