@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/webrtc"
@@ -109,4 +110,41 @@ func TestGatewayDropsRecorded(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// TestVoiceEndedAfterIgnoredBye checks that a phone leg whose hang-up
+// outlasts the teardown's time (a PBX that ignores BYE) does not cost the
+// transcript the call's voice.ended.
+func TestVoiceEndedAfterIgnoredBye(t *testing.T) {
+	old := eventTimeout
+	eventTimeout = time.Second
+	t.Cleanup(func() { eventTimeout = old })
+	phone := newFakeLeg()
+	phone.closeDelay = eventTimeout + 500*time.Millisecond
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	cws.send(map[string]any{"type": "voice.hangup"})
+	waitCall(t, cws, callEnded)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ms, err := e.st.Messages(context.Background(), id, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Event == "voice.ended" {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("voice.ended not stored")
 }

@@ -668,19 +668,32 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 	}
 }
 
-// finish tears the call down once and records how it ended.
+// eventTimeout bounds the store write of a call's last transcript event.
+var eventTimeout = 5 * time.Second
+
+// finish tears the call down once and records how it ended. The legs are
+// unplugged from each other before either closes, so that neither writes
+// into the other's closed audio path (an ordinary hang-up logs no
+// warning). Closing the phone leg may wait for its BYE (sip's own
+// timeout); the transcript's event is written afterwards, under a
+// timeout of its own, so a phone that ignores BYE cannot cost the
+// transcript its voice.ended.
 func (v *voiceCall) finish(phone phoneCall, cause error) {
 	s, h := v.s, v.s.hub
 	state, by, code, reason := endOf(phone != nil, cause)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)
-	defer cancel()
+	v.mu.Lock()
+	peer := v.peer
+	v.mu.Unlock()
+	if phone != nil {
+		closeQuietly(phone.SwapAudioOut(nil))
+		if peer != nil {
+			closeQuietly(peer.SwapAudioOut(nil))
+		}
+	}
 	var errs []error
 	if phone != nil {
 		errs = append(errs, phone.Close())
 	}
-	v.mu.Lock()
-	peer := v.peer
-	v.mu.Unlock()
 	if peer != nil {
 		errs = append(errs, s.releaseCustomerRTC(v.cv, peer, useVoice))
 	}
@@ -731,6 +744,8 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 		data["codec"], data["mos"], data["loss_percent"], data["jitter_ms"] = phone.Codec(), q.MOS, q.LossPercent, q.JitterMs
 		data["gateway_loss_percent"] = q.GatewayLossPercent
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), eventTimeout)
+	defer cancel()
 	h.event(ctx, v.cv, name, text, data)
 }
 

@@ -58,6 +58,8 @@ type fakeLeg struct {
 	rx          uint64
 	// drops are frames the leg failed to carry, added to its stats.
 	drops sip.MediaStats
+	// closeDelay is how long Close takes: a phone that ignores BYE.
+	closeDelay time.Duration
 }
 
 func newFakeLeg() *fakeLeg {
@@ -93,7 +95,9 @@ func (f *fakeLeg) hangup(err error) {
 func (f *fakeLeg) Close() error {
 	f.mu.Lock()
 	f.closes++
+	delay := f.closeDelay
 	f.mu.Unlock()
+	time.Sleep(delay)
 	f.hangup(sip.ErrClosed)
 	return nil
 }
