@@ -11,9 +11,11 @@ const (
 	// Frame is the clock's period: one audio frame.
 	Frame = 20 * time.Millisecond
 	// MaxBurst is the most frames a leg produces in one tick after a
-	// stall. Older frames that fell due are skipped: sending more at once
-	// would only overflow the far end's jitter buffer.
-	MaxBurst = 3
+	// stall: 100 ms, which a receiver's jitter buffer absorbs as jitter.
+	// Older frames that fell due are skipped: sending more at once would
+	// only overflow the far end's jitter buffer, and playing them late
+	// would add their delay to the rest of the call.
+	MaxBurst = 5
 )
 
 // TickFunc produces a leg's media for one tick of the clock: run frames

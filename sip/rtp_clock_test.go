@@ -8,15 +8,14 @@ import (
 
 	"github.com/pion/rtp"
 
-	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/transcode"
 )
 
-// TestSendClockStall checks what a session sends after the media clock
-// stalled for 100 ms (five frames due at once): three frames,
-// back to back and in order, with RTP timestamps that jump over the two
-// skipped frames (the far end hears a 40 ms gap, not squeezed time), and
-// the two skipped frames counted.
+// TestSendClockStall checks what a session sends on a tick after a stall
+// that asks it to skip two frames and send three: three frames, back to
+// back and in order, with RTP timestamps that jump over the two skipped
+// frames (the far end hears a 40 ms gap, not squeezed time), and the two
+// skipped frames counted.
 func TestSendClockStall(t *testing.T) {
 	s, _, _ := sourceSession(t, false)
 	far, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -36,7 +35,7 @@ func TestSendClockStall(t *testing.T) {
 		s.push(f)
 	}
 	s.tick(1, 0) // on time: frame 0
-	s.tick(mediaclock.MaxBurst, 2)
+	s.tick(3, 2)
 
 	var got []rtp.Packet
 	buf := make([]byte, 1500)
@@ -94,14 +93,14 @@ func TestPlayoutClockStall(t *testing.T) {
 	s.configure(staticCodecs["PCMU"], srcSDP, netip.AddrPort{}, 101, SendRecv)
 	played := 0
 	s.swapOut(countingWriter{&played})
-	// Packets arrive while the clock plays two frames, then stalls for
-	// 140 ms (seven frames due: four skipped, three played). The jitter
-	// buffer holds at most 120 ms, so the packets come in two runs.
+	// Packets arrive while the clock plays two frames, then a tick after
+	// a stall skips four frames and plays three. The jitter buffer holds
+	// at most 120 ms, so the packets come in two runs.
 	now := play(s, []srcStep{packets(srcSDP, 7, 100, 6)}, time.Now().Add(-time.Second))
 	s.tick(1, 0)
 	s.tick(1, 0)
 	play(s, []srcStep{packets(srcSDP, 7, 106, 3)}, now)
-	s.tick(mediaclock.MaxBurst, 4)
+	s.tick(3, 4)
 	st := s.stats()
 	if st.FramesSkippedReceive != 4 || st.GatewayDropsReceive() != 4 {
 		t.Errorf("FramesSkippedReceive = %d, GatewayDropsReceive = %d; want 4", st.FramesSkippedReceive, st.GatewayDropsReceive())

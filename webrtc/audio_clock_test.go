@@ -10,14 +10,14 @@ import (
 
 	"github.com/pion/rtp"
 
-	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/transcode"
 )
 
-// TestSendClockStall checks what a peer sends toward the browser after the
-// media clock stalled for 100 ms (five frames due at once): three frames
-// back to back, with RTP timestamps that jump over the two skipped ones
-// (the browser hears a gap, not squeezed time), and the two counted.
+// TestSendClockStall checks what a peer sends toward the browser on a
+// tick after a stall that asks it to skip two frames and send three:
+// three frames back to back, with RTP timestamps that jump over the two
+// skipped ones (the browser hears a gap, not squeezed time), and the two
+// counted.
 func TestSendClockStall(t *testing.T) {
 	p, _ := benchPeer(t)
 	p.ctx, p.cancel = context.WithCancelCause(context.Background())
@@ -38,7 +38,7 @@ func TestSendClockStall(t *testing.T) {
 		_ = p.in.WriteSample(f)
 	}
 	p.mediaTick(1, 0)
-	p.mediaTick(mediaclock.MaxBurst, 2)
+	p.mediaTick(3, 2)
 
 	// Frame 0 on time; frames 1 and 2 skipped; frames 3 and 4, then
 	// silence to pad the empty queue.
