@@ -31,10 +31,10 @@ func TestQualityCountsGatewayDrops(t *testing.T) {
 			toPhone: 160, gwLoss: 16, mosBelow: 3},
 		{name: "send queue overflow", sip: with(clean, func(s *sip.MediaStats) { s.FramesDroppedSend = 50 }),
 			toPhone: 50, gwLoss: 5, mosBelow: 3.9},
-		{name: "playout stalls toward the customer", sip: with(clean, func(s *sip.MediaStats) { s.FramesSkippedReceive, s.FramesDroppedReceive = 100, 60 }),
+		{name: "jitter buffer sheds toward the customer", sip: with(clean, func(s *sip.MediaStats) { s.FramesDroppedReceive = 160 }),
 			toCustomer: 160, gwLoss: 16, mosBelow: 3},
 		{name: "browser leg drops", sip: clean, web: &webrtc.Stats{
-			Inbound:  webrtc.StreamStats{Packets: 1000, Skipped: 30, Dropped: 10},
+			Inbound:  webrtc.StreamStats{Packets: 1000, Dropped: 40},
 			Outbound: webrtc.StreamStats{Packets: 970, Skipped: 30, Dropped: 20}},
 			toPhone: 40, toCustomer: 50, gwLoss: 5, mosBelow: 3.9},
 		{name: "network loss from the browser", sip: clean, web: &webrtc.Stats{
@@ -69,7 +69,7 @@ func with(s sip.MediaStats, f func(*sip.MediaStats)) sip.MediaStats {
 // reach the call record, the transcript's voice.ended and the metrics.
 func TestGatewayDropsRecorded(t *testing.T) {
 	phone := newFakeLeg()
-	phone.drops = sip.MediaStats{PacketsSent: 900, FramesSkippedSend: 70, FramesDroppedSend: 30, FramesSkippedReceive: 12}
+	phone.drops = sip.MediaStats{PacketsSent: 900, FramesSkippedSend: 70, FramesDroppedSend: 30, FramesDroppedReceive: 12}
 	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
 	e := voiceServer(t, phones, &fakePeers{}, nil)
 	alice := e.login("alice")
@@ -102,8 +102,8 @@ func TestGatewayDropsRecorded(t *testing.T) {
 	for _, want := range []string{
 		`segue_media_frames_dropped_total{direction="send",leg="sip",reason="clock_stall"} 70`,
 		`segue_media_frames_dropped_total{direction="send",leg="sip",reason="queue_overflow"} 30`,
-		`segue_media_frames_dropped_total{direction="receive",leg="sip",reason="clock_stall"} 12`,
-		`segue_media_frames_dropped_total{direction="receive",leg="webrtc",reason="clock_stall"} 0`,
+		`segue_media_frames_dropped_total{direction="receive",leg="sip",reason="jitter_drop"} 12`,
+		`segue_media_frames_dropped_total{direction="send",leg="webrtc",reason="clock_stall"} 0`,
 		`segue_call_gateway_loss_percent_count 1`,
 	} {
 		if !strings.Contains(metrics, want) {

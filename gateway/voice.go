@@ -791,33 +791,32 @@ type browserStats interface{ Stats() webrtc.Stats }
 // frameDrops are the frames the gateway failed to carry on one call, by
 // leg, direction and reason, as segue_media_frames_dropped_total counts
 // them.
-type frameDrops [8]uint64
+type frameDrops [6]uint64
 
 // frameDropLabels are the labels of each entry of frameDrops: leg,
 // direction (the leg's own: send is toward its peer) and reason.
-var frameDropLabels = [8][3]string{
+// A stalled clock skips frames on the way out of a leg only: what a leg
+// receives waits in its jitter buffer, which counts what it must shed.
+var frameDropLabels = [6][3]string{
 	{"sip", "send", "clock_stall"},
 	{"sip", "send", "queue_overflow"},
-	{"sip", "receive", "clock_stall"},
 	{"sip", "receive", "jitter_drop"},
 	{"webrtc", "send", "clock_stall"},
 	{"webrtc", "send", "queue_overflow"},
-	{"webrtc", "receive", "clock_stall"},
 	{"webrtc", "receive", "jitter_drop"},
 }
 
 func frameDropsOf(st sip.MediaStats, web *webrtc.Stats) frameDrops {
-	d := frameDrops{st.FramesSkippedSend, st.FramesDroppedSend, st.FramesSkippedReceive, st.FramesDroppedReceive}
+	d := frameDrops{st.FramesSkippedSend, st.FramesDroppedSend, st.FramesDroppedReceive}
 	if web != nil {
-		d[4], d[5] = web.Outbound.Skipped, web.Outbound.Dropped
-		d[6], d[7] = web.Inbound.Skipped, web.Inbound.Dropped
+		d[3], d[4], d[5] = web.Outbound.Skipped, web.Outbound.Dropped, web.Inbound.Dropped
 	}
 	return d
 }
 
 // toPhone and toCustomer sum the drops on the way to each side.
-func (d frameDrops) toPhone() uint64    { return d[0] + d[1] + d[6] + d[7] }
-func (d frameDrops) toCustomer() uint64 { return d[2] + d[3] + d[4] + d[5] }
+func (d frameDrops) toPhone() uint64    { return d[0] + d[1] + d[5] }
+func (d frameDrops) toCustomer() uint64 { return d[2] + d[3] + d[4] }
 
 // qualityOf estimates call quality from RTP counters of the phone leg and,
 // when known, the browser leg, with an E-model style MOS (ITU-T G.107,

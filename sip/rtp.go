@@ -69,21 +69,19 @@ type MediaStats struct {
 	// The counters below are frames the gateway itself failed to carry,
 	// each 20 ms of audio, apart from what the network lost.
 
-	// FramesSkippedSend counts frames toward the far end that were never
-	// sent because the media clock stalled for longer than it catches up
-	// on (mediaclock.MaxBurst frames); the RTP timestamp still advances
-	// over them, so the far end hears a gap rather than squeezed time.
+	// FramesSkippedSend counts 20 ms frames toward the far end that were
+	// never sent because the media clock stalled for longer than it
+	// catches up on (mediaclock.MaxBurst frames); the RTP timestamp still
+	// advances over them, so the far end hears a gap rather than
+	// squeezed time.
 	FramesSkippedSend uint64
-	// FramesDroppedSend counts frames of audio dropped from the send
-	// queue because more than 400 ms waited in it.
+	// FramesDroppedSend counts 20 ms frames of audio dropped from the
+	// send queue because more than 400 ms waited in it.
 	FramesDroppedSend uint64
-	// FramesSkippedReceive counts frames of the far end's audio that
-	// were not played out because the media clock stalled for longer
-	// than it catches up on.
-	FramesSkippedReceive uint64
 	// FramesDroppedReceive counts the far end's packets the jitter
 	// buffer discarded to keep its delay bounded (it held more than its
-	// maximum delay, as after a stall of the playout).
+	// maximum delay, as after a stall of the playout). A stalled playout
+	// skips nothing itself: the packets wait in the buffer.
 	FramesDroppedReceive uint64
 }
 
@@ -92,10 +90,8 @@ type MediaStats struct {
 func (m MediaStats) GatewayDropsSend() uint64 { return m.FramesSkippedSend + m.FramesDroppedSend }
 
 // GatewayDropsReceive returns the far end's frames that the gateway
-// received or was due to play but did not (skipped or dropped).
-func (m MediaStats) GatewayDropsReceive() uint64 {
-	return m.FramesSkippedReceive + m.FramesDroppedReceive
-}
+// received but did not play.
+func (m MediaStats) GatewayDropsReceive() uint64 { return m.FramesDroppedReceive }
 
 type dtmfReq struct {
 	digits []byte
@@ -310,36 +306,20 @@ func (s *rtpSession) tick(run, skipped int) {
 	}
 }
 
-// skip passes over n frames that fell due while the clock stalled: their
-// audio leaves the send queue and their time the RTP timestamp, so that
-// what follows stays in step with media time (the far end hears a gap);
-// the jitter buffer moves past their packets likewise. Each is counted.
+// skip passes over n frames that fell due while the clock stalled and
+// were not sent: the RTP timestamp advances over them, so that what
+// follows stays in step with media time (the far end hears a gap, not
+// squeezed time), and they are counted. The audio queued meanwhile stays
+// (the queue bounds its delay), and so do the packets in the jitter
+// buffer, which sheds a surplus itself.
 func (s *rtpSession) skip(n int) {
 	s.mu.Lock()
-	drop := min(s.rLen, n*frameSamples)
-	s.rHead = (s.rHead + drop) % len(s.ring)
-	s.rLen -= drop
+	defer s.mu.Unlock()
 	s.ts += uint32(n * frameSamples)
 	if s.dir.sends() && s.dst().IsValid() && s.codec.Name != "" {
 		s.st.FramesSkippedSend += uint64(n)
 	}
 	s.ticks += n
-	s.mu.Unlock()
-	var missed uint64
-	for range n {
-		p, st := s.jb.Pop()
-		if st != transcode.JitterEmpty {
-			missed++
-		}
-		if p != nil {
-			s.pkts.Put(p)
-		}
-	}
-	if missed > 0 {
-		s.mu.Lock()
-		s.st.FramesSkippedReceive += missed
-		s.mu.Unlock()
-	}
 }
 
 // configure applies a negotiated description: codec, the far end's RTP

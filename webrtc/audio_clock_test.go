@@ -16,8 +16,8 @@ import (
 // TestSendClockStall checks what a peer sends toward the browser on a
 // tick after a stall that asks it to skip two frames and send three:
 // three frames back to back, with RTP timestamps that jump over the two
-// skipped ones (the browser hears a gap, not squeezed time), and the two
-// counted.
+// skipped ones (the browser hears a gap, not squeezed time), the two
+// counted, and the audio that waited meanwhile sent rather than lost.
 func TestSendClockStall(t *testing.T) {
 	p, _ := benchPeer(t)
 	p.ctx, p.cancel = context.WithCancelCause(context.Background())
@@ -40,10 +40,10 @@ func TestSendClockStall(t *testing.T) {
 	p.mediaTick(1, 0)
 	p.mediaTick(3, 2)
 
-	// Frame 0 on time; frames 1 and 2 skipped; frames 3 and 4, then
-	// silence to pad the empty queue.
+	// Frame 0 on time; after the stall the next three frames of audio,
+	// stamped after the two skipped frames' time.
 	wantTS := []uint32{0, 3, 4, 5}
-	wantLevel := []int16{1000, 8000, 16000, 0}
+	wantLevel := []int16{1000, 2000, 4000, 8000}
 	if len(out.hdrs) != len(wantTS) {
 		t.Fatalf("%d packets sent, want %d", len(out.hdrs), len(wantTS))
 	}

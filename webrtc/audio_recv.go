@@ -271,39 +271,21 @@ func popTo(j *transcode.Jitter, dec transcode.BytesWriter) (st transcode.JitterS
 }
 
 // mediaTick is the peer's share of a tick of the shared media clock:
-// frames skipped during a stall first, then run frames played from the
-// browser's audio to the output writer and sent to the browser.
+// frames skipped during a stall first (toward the browser only: the
+// browser's packets wait in the jitter buffer, which sheds a surplus
+// itself), then run frames played from the browser's audio to the output
+// writer and sent to the browser.
 func (p *Peer) mediaTick(run, skipped int) {
 	if p.ctx.Err() != nil {
 		return
 	}
 	if skipped > 0 {
-		p.recvSkip(skipped)
 		p.sendSkip(skipped)
 	}
 	for range run {
 		p.recvTick()
 		p.sendTick(p.tickBuf, p.silence)
 	}
-}
-
-// recvSkip passes over n frames of the browser's audio that fell due
-// while the clock stalled: the jitter buffer moves past them unplayed,
-// and those that held audio are counted.
-func (p *Peer) recvSkip(n int) {
-	rx := p.rx.Load()
-	if rx == nil {
-		return
-	}
-	rx.mu.Lock()
-	defer rx.mu.Unlock()
-	var missed uint64
-	for range n {
-		if _, st := rx.jitter.Pop(); st != transcode.JitterEmpty {
-			missed++
-		}
-	}
-	p.rxStats.skipped.Add(missed)
 }
 
 // seqCounter counts lost packets from RTP sequence numbers (RFC 3550

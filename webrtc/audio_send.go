@@ -254,24 +254,17 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 }
 
 // sendSkip passes over n frames toward the browser that fell due while
-// the clock stalled: their audio leaves the queue (or the prompt), and
-// their time the RTP timestamp, so the browser hears a gap rather than
-// squeezed time. While the peer was sending, they are counted.
+// the clock stalled and were not sent: the RTP timestamp advances over
+// them, so the browser hears a gap rather than squeezed time, and while
+// the peer was sending they are counted. The audio queued meanwhile stays
+// (AudioIn bounds its delay).
 func (p *Peer) sendSkip(n int) {
 	tx := p.tx.Load()
 	if tx == nil {
-		p.in.drain()
 		return
 	}
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	for range n {
-		_, done := p.prompt.pop()
-		if done != nil {
-			close(done)
-		}
-		p.in.skip()
-	}
 	tx.ts += tx.step * uint32(n)
 	if tx.running {
 		p.txStats.skipped.Add(uint64(n))
@@ -346,20 +339,6 @@ func (a *audioIn) pop(dst transcode.PCM16, minFill int) bool {
 		a.free = append(a.free, f)
 	}
 	return true
-}
-
-// skip drops the oldest queued frame, if any.
-func (a *audioIn) skip() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.queue) == 0 {
-		return
-	}
-	f := a.queue[0]
-	a.queue = a.queue[1:]
-	if len(a.free) < maxQueuedFrames {
-		a.free = append(a.free, f)
-	}
 }
 
 func (a *audioIn) drain() {

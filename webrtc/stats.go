@@ -42,10 +42,10 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
-	// Skipped counts frames the gateway did not play out (Inbound) or
-	// send (Outbound) because its media clock stalled for longer than it
-	// catches up on (mediaclock.MaxBurst frames). Outbound RTP timestamps
-	// still advance over them, so the browser hears a gap.
+	// Skipped counts frames the gateway did not send (Outbound only)
+	// because its media clock stalled for longer than it catches up on
+	// (mediaclock.MaxBurst frames). The RTP timestamp still advances over
+	// them, so the browser hears a gap rather than squeezed time.
 	Skipped uint64
 	// Relayed counts the packets among Packets relayed untouched between
 	// two browsers (RelayAudioTo): for Inbound, the browser's packets
@@ -61,7 +61,6 @@ type rxCounters struct {
 	malformed atomic.Uint64
 	outErrors atomic.Uint64
 	relayed   atomic.Uint64
-	skipped   atomic.Uint64
 	last      atomic.Int64 // unix nanoseconds of the last packet
 }
 
@@ -90,7 +89,6 @@ func (p *Peer) Stats() Stats {
 			Lost:      p.rxStats.lost.Load(),
 			Malformed: p.rxStats.malformed.Load(),
 			Relayed:   p.rxStats.relayed.Load(),
-			Skipped:   p.rxStats.skipped.Load(),
 		},
 		Outbound: StreamStats{
 			Packets:      p.txStats.packets.Load(),
