@@ -63,8 +63,8 @@ func newClock(shards int, period time.Duration, newTicker func(time.Duration) ti
 		shards = runtime.GOMAXPROCS(0)
 	}
 	c := &Clock{period: period, newTicker: newTicker, now: now}
-	for range shards {
-		c.shards = append(c.shards, &shard{c: c})
+	for i := range shards {
+		c.shards = append(c.shards, &shard{c: c, phase: period * time.Duration(i) / time.Duration(shards)})
 	}
 	return c
 }
@@ -141,6 +141,12 @@ func (l *Leg) run(n, skipped int) {
 // shard is one goroutine's share of the legs, ticked together.
 type shard struct {
 	c *Clock
+	// phase staggers the shards' ticks over the period, so that they do
+	// not all wake at once, and so that a leg that feeds a leg of another
+	// shard (the two legs of a call) does so half a period (with two
+	// shards) before or after it reads, never in a race at the same
+	// instant.
+	phase time.Duration
 
 	mu   sync.Mutex
 	legs []*Leg // copied on write; the goroutine reads a snapshot
@@ -196,6 +202,15 @@ func (s *shard) remove(l *Leg) {
 func (s *shard) loop(quit, done chan struct{}) {
 	defer close(done)
 	c := s.c
+	if s.phase > 0 {
+		wait := time.NewTimer(s.phase)
+		select {
+		case <-quit:
+			wait.Stop()
+			return
+		case <-wait.C:
+		}
+	}
 	// next is read before the ticker starts, so that no wake-up comes
 	// before the frame it is for (tickers fire late, never early).
 	next := c.now().Add(c.period)
