@@ -187,7 +187,8 @@ func (c *Call) AudioIn() transcode.PCMWriter { return audioIn{c.media} }
 
 // SwapAudioOut sets where the far end's decoded 8 kHz PCM goes and returns
 // the previous writer, which the caller closes. w may be nil to discard
-// audio. Writes happen on the call's RTP read goroutine and must not block.
+// audio. Writes happen on the shared media clock's goroutine (mediaclock),
+// in turn with other calls' media, and must not block.
 func (c *Call) SwapAudioOut(w transcode.PCMWriter) transcode.PCMWriter {
 	return c.media.swapOut(w)
 }

@@ -19,7 +19,7 @@ const flowingWindow = time.Second
 
 // rxState is the receive chain of the browser's audio: jitter buffer, then
 // decoder into the peer's output switch. The reader goroutine pushes
-// packets; the media goroutine pops one frame per tick.
+// packets; the media clock's tick pops one frame per frame due.
 type rxState struct {
 	mu     sync.Mutex
 	codec  string
@@ -67,9 +67,10 @@ func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
 // SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM in 20 ms
 // frames, and returns the previous writer, which the caller closes. A nil
 // w disconnects the output. Wrap a writer of another rate with
-// transcode.Resample. Writes to w happen on the peer's media goroutine,
-// which also paces the audio toward the browser, so w must not block;
-// its errors are counted and do not stop the peer. Nothing is written
+// transcode.Resample. Writes to w happen on the shared media clock's
+// goroutine, which also paces the audio toward the browser and other
+// calls' media, so w must not block; its errors are counted and do not
+// stop the peer. Nothing is written
 // while the browser sends nothing (before it starts, or in DTX silence),
 // nor while its packets are relayed to another peer (RelayAudioTo); a lost
 // packet is concealed with a frame of its own.

@@ -87,7 +87,7 @@ func (t *audioTrack) StreamID() string { return t.streamID }
 func (t *audioTrack) Kind() pwebrtc.RTPCodecType { return pwebrtc.RTPCodecTypeAudio }
 
 // txState is the send side once bound. Two goroutines send on the track:
-// the media goroutine (sendTick, which owns the encoder) and, while
+// the media clock's tick (sendTick, which owns the encoder) and, while
 // another peer relays its browser's audio here, that peer's reader
 // (relayIn). mu serialises them and guards the fields after it.
 type txState struct {
