@@ -27,6 +27,8 @@ type metrics struct {
 	callSetup        prometheus.Histogram
 	callLoss         prometheus.Histogram
 	callJitter       prometheus.Histogram
+	callGatewayLoss  prometheus.Histogram
+	framesDropped    *prometheus.CounterVec
 	callsRefused     *prometheus.CounterVec
 	flow             flowMetrics
 	faults           faultMetrics
@@ -88,6 +90,13 @@ func newMetrics() *metrics {
 			Name: "segue_call_jitter_ms", Help: "RTP interarrival jitter from the phone side per finished call.",
 			Buckets: []float64{1, 2, 5, 10, 20, 40, 80},
 		}),
+		callGatewayLoss: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segue_call_gateway_loss_percent", Help: "Share of 20 ms frames the gateway itself dropped per finished call (stalled media clock, overflowing queues), in the worse direction.",
+			Buckets: []float64{0, 0.5, 1, 2, 5, 10, 20},
+		}),
+		framesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segue_media_frames_dropped_total", Help: "20 ms audio frames the gateway failed to carry on voice calls, by leg (sip, webrtc), the leg's direction (send, receive) and reason (clock_stall, queue_overflow, jitter_drop).",
+		}, []string{"leg", "direction", "reason"}),
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segue_calls_refused_total", Help: "Calls refused, by reason (ip_limit, conversation_limit, queue_policy; for capacity: max_calls, scheduler_lag, cpu).",
 		}, []string{"reason"}),
@@ -102,10 +111,13 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.loginsRefused, m.connsRefused)
-	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter,
+	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter, m.callGatewayLoss, m.framesDropped,
 		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, l := range frameDropLabels {
+		m.framesDropped.WithLabelValues(l[0], l[1], l[2]) // every series from the start, at 0
+	}
 	m.flow = newFlowMetrics(m.reg)
 	m.faults = newFaultMetrics(m.reg)
 	m.videoSessions = prometheus.NewCounter(prometheus.CounterOpts{

@@ -137,6 +137,8 @@ type voiceCall struct {
 	recMu        sync.Mutex
 	rec          *callRecording
 	announceLeft [2]int
+	// drops are the frame drops already added to the metrics.
+	drops frameDrops
 }
 
 type wireCall struct {
@@ -177,25 +179,15 @@ type quality struct {
 	BrowserLossPercent float64 `json:"browser_loss_percent"`
 	BrowserJitterMs    float64 `json:"browser_jitter_ms"`
 	BrowserConcealed   uint64  `json:"browser_concealed"`
-}
-
-// statsPeer is a browser peer that counts its audio (webrtc.Peer does).
-type statsPeer interface {
-	Stats() webrtc.Stats
-}
-
-// withBrowser adds the browser leg's counters of peer, when it keeps
-// them, to q.
-func (q quality) withBrowser(peer browserPeer) quality {
-	sp, ok := peer.(statsPeer)
-	if !ok {
-		return q
-	}
-	in := sp.Stats().Inbound
-	q.BrowserLossPercent = 100 * in.FractionLost
-	q.BrowserJitterMs = float64(in.Jitter) / float64(time.Millisecond)
-	q.BrowserConcealed = in.Concealed
-	return q
+	// FramesDroppedToPhone and FramesDroppedToCustomer count the 20 ms
+	// frames the gateway itself failed to carry toward each side (its
+	// media clock stalled, a queue overflowed), apart from what the
+	// network lost.
+	FramesDroppedToPhone    uint64 `json:"frames_dropped_to_phone"`
+	FramesDroppedToCustomer uint64 `json:"frames_dropped_to_customer"`
+	// GatewayLossPercent is the share of frames the gateway dropped in
+	// the worse direction. MOS counts it as loss, with the network's.
+	GatewayLossPercent float64 `json:"gateway_loss_percent"`
 }
 
 // Sentinel voice errors, as API errors.
@@ -597,6 +589,7 @@ func (v *voiceCall) bridgeAndWait(phone phoneCall) {
 			}
 			if now.Sub(lastPublish) >= statsInterval {
 				lastPublish = now
+				v.reportDrops(phone)
 				v.publish()
 			}
 		}
@@ -762,19 +755,32 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 	}
 }
 
-// finish tears the call down once and records how it ended.
+// eventTimeout bounds the store write of a call's last transcript event.
+var eventTimeout = 5 * time.Second
+
+// finish tears the call down once and records how it ended. The legs are
+// unplugged from each other before either closes, so that neither writes
+// into the other's closed audio path (an ordinary hang-up logs no
+// warning). Closing the phone leg may wait for its BYE (sip's own
+// timeout); the transcript's event is written afterwards, under a
+// timeout of its own, so a phone that ignores BYE cannot cost the
+// transcript its voice.ended.
 func (v *voiceCall) finish(phone phoneCall, cause error) {
 	s, h := v.s, v.s.hub
 	state, by, code, reason := endOf(phone != nil, cause)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)
-	defer cancel()
+	v.mu.Lock()
+	peer := v.peer
+	v.mu.Unlock()
+	if phone != nil {
+		closeQuietly(phone.SwapAudioOut(nil))
+		if peer != nil {
+			closeQuietly(peer.SwapAudioOut(nil))
+		}
+	}
 	var errs []error
 	if phone != nil {
 		errs = append(errs, phone.Close())
 	}
-	v.mu.Lock()
-	peer := v.peer
-	v.mu.Unlock()
 	if peer != nil {
 		errs = append(errs, s.releaseCustomerRTC(v.cv, peer, useVoice))
 	}
@@ -793,10 +799,11 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	s.metrics.faults.ended.WithLabelValues(code).Inc()
 	s.metrics.callsActive.Dec()
 	if phone != nil {
-		st := phone.Stats()
-		q := qualityOf(st)
+		v.reportDrops(phone)
+		q := v.quality(phone)
 		s.metrics.callLoss.Observe(q.LossPercent)
 		s.metrics.callJitter.Observe(q.JitterMs)
+		s.metrics.callGatewayLoss.Observe(q.GatewayLossPercent)
 	}
 	s.log.Info("voice: ended", "conv", v.cv.c.ID, "call", v.id, "state", state, "by", by, "cause", cause, "close_err", errors.Join(errs...))
 	// The conversation is free for another call before anyone hears of
@@ -824,9 +831,12 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	}
 	v.mu.Unlock()
 	if phone != nil {
-		q := qualityOf(phone.Stats())
+		q := v.quality(phone)
 		data["codec"], data["mos"], data["loss_percent"], data["jitter_ms"] = phone.Codec(), q.MOS, q.LossPercent, q.JitterMs
+		data["gateway_loss_percent"] = q.GatewayLossPercent
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), eventTimeout)
+	defer cancel()
 	h.event(ctx, v.cv, name, text, data)
 }
 
@@ -861,7 +871,7 @@ func (v *voiceCall) wire() wireCall {
 	}
 	if v.phone != nil {
 		w.Codec = v.phone.Codec()
-		q := qualityOf(v.phone.Stats()).withBrowser(v.peer)
+		q := qualityOf(v.phone.Stats(), webStatsOf(v.peer))
 		w.Quality = &q
 	}
 	return w
@@ -877,15 +887,120 @@ func (v *voiceCall) publish() {
 	v.s.boardChanged()
 }
 
-// qualityOf estimates call quality from RTP counters, with an E-model
-// style MOS (ITU-T G.107, simplified for G.711 with loss and jitter).
-func qualityOf(st sip.MediaStats) quality {
-	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs, Concealed: st.Concealed}
-	if exp := st.PacketsReceived + st.PacketsLost; exp > 0 {
-		q.LossPercent = 100 * float64(st.PacketsLost) / float64(exp)
+// browserStats is what the browser leg tells of its audio (webrtc.Peer
+// through pionPeer); test fakes may leave it out.
+type browserStats interface{ Stats() webrtc.Stats }
+
+// frameDrops are the frames the gateway failed to carry on one call, by
+// leg, direction and reason, as segue_media_frames_dropped_total counts
+// them.
+type frameDrops [6]uint64
+
+// frameDropLabels are the labels of each entry of frameDrops: leg,
+// direction (the leg's own: send is toward its peer) and reason.
+// A stalled clock skips frames on the way out of a leg only: what a leg
+// receives waits in its jitter buffer, which counts what it must shed.
+var frameDropLabels = [6][3]string{
+	{"sip", "send", "clock_stall"},
+	{"sip", "send", "queue_overflow"},
+	{"sip", "receive", "jitter_drop"},
+	{"webrtc", "send", "clock_stall"},
+	{"webrtc", "send", "queue_overflow"},
+	{"webrtc", "receive", "jitter_drop"},
+}
+
+func frameDropsOf(st sip.MediaStats, web *webrtc.Stats) frameDrops {
+	d := frameDrops{st.FramesSkippedSend, st.FramesDroppedSend, st.FramesDroppedReceive}
+	if web != nil {
+		d[3], d[4], d[5] = web.Outbound.Skipped, web.Outbound.Dropped, web.Inbound.Dropped
 	}
-	q.MOS = estimateMOS(q.LossPercent, q.JitterMs)
+	return d
+}
+
+// toPhone and toCustomer sum the drops on the way to each side.
+func (d frameDrops) toPhone() uint64    { return d[0] + d[1] + d[5] }
+func (d frameDrops) toCustomer() uint64 { return d[2] + d[3] + d[4] }
+
+// qualityOf estimates call quality from RTP counters of the phone leg and,
+// when known, the browser leg, with an E-model style MOS (ITU-T G.107,
+// simplified for G.711 with loss and jitter). The loss it counts in each
+// direction is the network's plus the frames the gateway dropped (clock
+// stalls, overflowing queues), and MOS is that of the worse direction:
+// a gateway short of CPU must not report a clean call.
+func qualityOf(st sip.MediaStats, web *webrtc.Stats) quality {
+	q := quality{PacketsSent: st.PacketsSent, PacketsReceived: st.PacketsReceived, JitterMs: st.JitterMs, Concealed: st.Concealed}
+	expFromPhone := st.PacketsReceived + st.PacketsLost
+	if expFromPhone > 0 {
+		q.LossPercent = 100 * float64(st.PacketsLost) / float64(expFromPhone)
+	}
+	d := frameDropsOf(st, web)
+	q.FramesDroppedToPhone, q.FramesDroppedToCustomer = d.toPhone(), d.toCustomer()
+	// Frames due toward the phone: one per clock tick, sent or skipped.
+	// Toward the customer: what the phone sent us, or what the browser
+	// leg sent and skipped, whichever is more.
+	toPhone := st.PacketsSent + st.FramesSkippedSend
+	toCustomer := expFromPhone
+	var webLoss float64
+	if web != nil {
+		toCustomer = max(toCustomer, web.Outbound.Packets+web.Outbound.Skipped)
+		webLoss = 100 * web.Inbound.FractionLost
+		q.BrowserLossPercent = webLoss
+		q.BrowserJitterMs = float64(web.Inbound.Jitter) / float64(time.Millisecond)
+		q.BrowserConcealed = web.Inbound.Concealed
+	}
+	share := func(n, of uint64) float64 {
+		if n == 0 {
+			return 0
+		}
+		return min(100, 100*float64(n)/float64(max(of, n)))
+	}
+	gwPhone, gwCustomer := share(q.FramesDroppedToPhone, toPhone), share(q.FramesDroppedToCustomer, toCustomer)
+	q.GatewayLossPercent = roundTo(max(gwPhone, gwCustomer), 100)
+	worst := max(q.LossPercent+gwCustomer, webLoss+gwPhone)
+	q.MOS = estimateMOS(min(worst, 100), q.JitterMs)
 	return q
+}
+
+// roundTo rounds v to 1/per.
+func roundTo(v, per float64) float64 { return math.Round(v*per) / per }
+
+// quality returns the call's quality now, from both legs.
+func (v *voiceCall) quality(phone phoneCall) quality {
+	st := phone.Stats()
+	return qualityOf(st, v.webStats())
+}
+
+// webStats returns the browser leg's stats, or nil without one.
+func (v *voiceCall) webStats() *webrtc.Stats {
+	v.mu.Lock()
+	peer := v.peer
+	v.mu.Unlock()
+	return webStatsOf(peer)
+}
+
+// webStatsOf returns a browser leg's stats, or nil if it has none.
+func webStatsOf(peer browserPeer) *webrtc.Stats {
+	if bs, ok := peer.(browserStats); ok {
+		st := bs.Stats()
+		return &st
+	}
+	return nil
+}
+
+// reportDrops adds the frames dropped since the last report to
+// segue_media_frames_dropped_total.
+func (v *voiceCall) reportDrops(phone phoneCall) {
+	d := frameDropsOf(phone.Stats(), v.webStats())
+	v.mu.Lock()
+	prev := v.drops
+	v.drops = d
+	v.mu.Unlock()
+	for i, n := range d {
+		if n > prev[i] {
+			l := frameDropLabels[i]
+			v.s.metrics.framesDropped.WithLabelValues(l[0], l[1], l[2]).Add(float64(n - prev[i]))
+		}
+	}
 }
 
 func estimateMOS(lossPct, jitterMs float64) float64 {
@@ -1019,7 +1134,7 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
-		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()).withBrowser(v.peer))
+		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats(), webStatsOf(v.peer)))
 	}
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

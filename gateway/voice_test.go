@@ -56,6 +56,10 @@ type fakeLeg struct {
 	// otherwise it grows on every read, like a live call.
 	frozenStats bool
 	rx          uint64
+	// drops are frames the leg failed to carry, added to its stats.
+	drops sip.MediaStats
+	// closeDelay is how long Close takes: a phone that ignores BYE.
+	closeDelay time.Duration
 }
 
 func newFakeLeg() *fakeLeg {
@@ -91,7 +95,9 @@ func (f *fakeLeg) hangup(err error) {
 func (f *fakeLeg) Close() error {
 	f.mu.Lock()
 	f.closes++
+	delay := f.closeDelay
 	f.mu.Unlock()
+	time.Sleep(delay)
 	f.hangup(sip.ErrClosed)
 	return nil
 }
@@ -111,7 +117,9 @@ func (f *fakeLeg) Stats() sip.MediaStats {
 	if !f.frozenStats {
 		f.rx += 50
 	}
-	return sip.MediaStats{PacketsReceived: 98 + f.rx, PacketsLost: 2, JitterMs: 3}
+	st := f.drops
+	st.PacketsReceived, st.PacketsLost, st.JitterMs = 98+f.rx, 2, 3
+	return st
 }
 func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	if !strings.HasPrefix(offer, "v=0") {

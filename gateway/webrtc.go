@@ -105,6 +105,9 @@ func (p pionPeers) NewPeer(ctx context.Context, name string, hooks peerHooks) (b
 // pionPeer adapts *webrtc.Peer to browserPeer.
 type pionPeer struct{ *webrtc.Peer }
 
+// A call's quality counts the frames the browser leg dropped too.
+var _ browserStats = pionPeer{}
+
 func (p pionPeer) rtcPeer() *webrtc.Peer { return p.Peer }
 
 // Answer answers the browser's offer; what the peer's limits refuse comes

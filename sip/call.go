@@ -35,6 +35,13 @@ const (
 	EventTransfer
 )
 
+// byeTimeout bounds how long hanging up waits for the far end to answer
+// its BYE. Over UDP the transaction retransmits the BYE within it (RFC
+// 3261 §17.1.2.2, Timer E: after 500 ms, then 1 s), and gives up before
+// Timer F's 32 s: a peer that ignores BYE must not hold up the end of the
+// call, whose dialog is over on our side either way (§15.1.1).
+var byeTimeout = 2 * time.Second
+
 func (k EventKind) String() string {
 	switch k {
 	case EventDTMF:
@@ -187,7 +194,8 @@ func (c *Call) AudioIn() transcode.PCMWriter { return audioIn{c.media} }
 
 // SwapAudioOut sets where the far end's decoded 8 kHz PCM goes and returns
 // the previous writer, which the caller closes. w may be nil to discard
-// audio. Writes happen on the call's RTP read goroutine and must not block.
+// audio. Writes happen on the shared media clock's goroutine (mediaclock),
+// in turn with other calls' media, and must not block.
 func (c *Call) SwapAudioOut(w transcode.PCMWriter) transcode.PCMWriter {
 	return c.media.swapOut(w)
 }
@@ -219,8 +227,10 @@ func (c *Call) SendDTMF(ctx context.Context, digits string) error {
 }
 
 // Close hangs up (BYE) unless the far end already did, stops media and
-// waits for the call's goroutines. The BYE is sent under a 5 s timeout
-// even when the call's context is already cancelled. Close is idempotent.
+// waits for the call's goroutines. The BYE has a timeout of its own
+// (byeTimeout, 2 s), even when the call's context is already cancelled,
+// so a far end that ignores it delays Close by no more. Close is
+// idempotent.
 func (c *Call) Close() error {
 	c.once.Do(func() {
 		c.mu.Lock()
@@ -230,7 +240,7 @@ func (c *Call) Close() error {
 		c.cancel(ErrClosed)
 		dlg := c.dialog()
 		if !hungUp && dlg.Context().Err() == nil {
-			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), byeTimeout)
 			byeErr = dlg.Bye(ctx)
 			stop()
 			if byeErr != nil {
@@ -652,7 +662,7 @@ func (c *Call) armSessionTimer(secs int) {
 			c.hungUp = true
 			c.mu.Unlock()
 			c.cancel(ErrSessionExpired)
-			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+			ctx, stop := context.WithTimeout(context.WithoutCancel(c.ctx), byeTimeout)
 			defer stop()
 			_ = c.dialog().Bye(ctx)
 		})

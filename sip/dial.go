@@ -146,7 +146,7 @@ func (s *Server) dial(ctx context.Context, tr *trunk, recipient sipmsg.Uri, opts
 	c.guard = clientGuard(dc)
 	c.dialCtx = DialOptions{DisplayName: opts.DisplayName, Headers: opts.Headers}
 	if _, err := c.applyRemote(md, false); err != nil {
-		bctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		bctx, stop := context.WithTimeout(context.WithoutCancel(ctx), byeTimeout)
 		_ = dc.Bye(bctx)
 		stop()
 		media.close()

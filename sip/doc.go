@@ -38,9 +38,12 @@
 // for inbound calls, which sees the Request-URI user (sip:conv-<id>@…) and
 // the INVITE's headers and answers with InboundCall.Answer.
 //
-// A Call sends what is written to AudioIn on a steady 20 ms clock and
-// delivers the far end's audio, through a jitter buffer and G.711 decoding
-// with loss concealment, to the writer set with SwapAudioOut. SendDTMF
+// A Call sends what is written to AudioIn on the process's shared 20 ms
+// media clock (mediaclock: after a stall it catches up on at most 100 ms,
+// skipping and counting older frames, with RTP timestamps kept in step
+// with media time) and delivers the far end's audio, through a jitter
+// buffer and G.711 decoding with loss concealment, to the writer set with
+// SwapAudioOut. SendDTMF
 // sends RFC 4733 events; Events reports received digits (RFC 4733 or SIP
 // INFO), hold and resume, media changes, transfers and the hangup with its
 // cause; Stats returns RTP counters. Re-INVITE and UPDATE from the far end

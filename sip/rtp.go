@@ -15,6 +15,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/zaf/g711"
 
+	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/transcode"
 )
 
@@ -64,7 +65,33 @@ type MediaStats struct {
 	SRTP bool
 	// SRTPFailures counts packets that failed SRTP authentication.
 	SRTPFailures uint64
+
+	// The counters below are frames the gateway itself failed to carry,
+	// each 20 ms of audio, apart from what the network lost.
+
+	// FramesSkippedSend counts 20 ms frames toward the far end that were
+	// never sent because the media clock stalled for longer than it
+	// catches up on (mediaclock.MaxBurst frames); the RTP timestamp still
+	// advances over them, so the far end hears a gap rather than
+	// squeezed time.
+	FramesSkippedSend uint64
+	// FramesDroppedSend counts 20 ms frames of audio dropped from the
+	// send queue because more than 400 ms waited in it.
+	FramesDroppedSend uint64
+	// FramesDroppedReceive counts the far end's packets the jitter
+	// buffer discarded to keep its delay bounded (it held more than its
+	// maximum delay, as after a stall of the playout). A stalled playout
+	// skips nothing itself: the packets wait in the buffer.
+	FramesDroppedReceive uint64
 }
+
+// GatewayDropsSend returns the frames toward the far end that the gateway
+// failed to send (skipped or dropped).
+func (m MediaStats) GatewayDropsSend() uint64 { return m.FramesSkippedSend + m.FramesDroppedSend }
+
+// GatewayDropsReceive returns the far end's frames that the gateway
+// received but did not play.
+func (m MediaStats) GatewayDropsReceive() uint64 { return m.FramesDroppedReceive }
 
 type dtmfReq struct {
 	digits []byte
@@ -120,8 +147,9 @@ func (f *foreignLog) note(now time.Time) (bool, uint64) {
 }
 
 // rtpSession is one RTP/RTCP port pair carrying G.711 and telephone-event.
-// Its send loop runs on a steady 20 ms clock; its read loop pushes decoded
-// PCM into the current output writer.
+// Its read loop puts received packets in the jitter buffer; on each tick
+// of the shared media clock it sends one frame and plays one out into the
+// current output writer.
 type rtpSession struct {
 	conn      *net.UDPConn
 	rtcpC     *net.UDPConn
@@ -137,6 +165,14 @@ type rtpSession struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	begin  sync.Once
+	// leg is the session's place on the media clock, from start to close.
+	leg *mediaclock.Leg
+	// Owned by the clock's tick: the send buffers and the tick count.
+	sendBuf []byte
+	encBuf  []byte
+	frame   [frameSamples]int16
+	ticks   int
+	dropped int // samples dropped from the send queue, guarded by mu
 
 	mu       sync.Mutex
 	log      *slog.Logger
@@ -227,6 +263,8 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr, policy sourc
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
 	}
 	s.pkts.New = func() any { return &rtp.Packet{Payload: make([]byte, 0, 320)} }
+	s.sendBuf = make([]byte, 12+frameSamples)
+	s.encBuf = make([]byte, 0, 12+frameSamples+16)
 	s.jb, err = transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, Frame: frameDuration})
 	if err == nil {
 		s.dtmf, err = transcode.NewDTMFSender(8000, frameDuration, 10)
@@ -245,16 +283,43 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr, policy sourc
 	return s, nil
 }
 
-// start runs the send, read and RTCP loops.
-// It is idempotent: early media starts it before the answer.
+// start runs the read and RTCP loops and puts the session on the media
+// clock. It is idempotent: early media starts it before the answer.
 func (s *rtpSession) start() {
 	s.begin.Do(func() {
-		s.wg.Add(4)
-		go s.sendLoop()
+		s.wg.Add(2)
 		go s.readLoop()
 		go s.rtcpLoop()
-		go s.playoutLoop()
+		s.leg = mediaclock.Shared().Register(s.tick)
 	})
+}
+
+// tick is the session's share of a media clock tick: frames skipped
+// during a stall first, then run frames sent and played out.
+func (s *rtpSession) tick(run, skipped int) {
+	if skipped > 0 {
+		s.skip(skipped)
+	}
+	for range run {
+		s.sendTick()
+		s.playoutTick()
+	}
+}
+
+// skip passes over n frames that fell due while the clock stalled and
+// were not sent: the RTP timestamp advances over them, so that what
+// follows stays in step with media time (the far end hears a gap, not
+// squeezed time), and they are counted. The audio queued meanwhile stays
+// (the queue bounds its delay), and so do the packets in the jitter
+// buffer, which sheds a surplus itself.
+func (s *rtpSession) skip(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ts += uint32(n * frameSamples)
+	if s.dir.sends() && s.dst().IsValid() && s.codec.Name != "" {
+		s.st.FramesSkippedSend += uint64(n)
+	}
+	s.ticks += n
 }
 
 // configure applies a negotiated description: codec, the far end's RTP
@@ -319,6 +384,7 @@ func (s *rtpSession) stats() MediaStats {
 	js := s.jb.Stats()
 	st.PacketsLate = js.Late + js.Duplicates
 	st.Concealed = js.Concealed
+	st.FramesDroppedReceive = js.Dropped
 	return st
 }
 
@@ -335,7 +401,8 @@ func (s *rtpSession) swapOut(w transcode.PCMWriter) transcode.PCMWriter {
 	return old
 }
 
-// push queues PCM for the send clock; past 400 ms the oldest is dropped.
+// push queues PCM for the send clock; past 400 ms the oldest is dropped
+// and counted (FramesDroppedSend).
 func (s *rtpSession) push(p transcode.PCM16) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -343,6 +410,10 @@ func (s *rtpSession) push(p transcode.PCM16) {
 		if s.rLen == len(s.ring) {
 			s.rHead = (s.rHead + 1) % len(s.ring)
 			s.rLen--
+			if s.dropped++; s.dropped == frameSamples {
+				s.dropped = 0
+				s.st.FramesDroppedSend++
+			}
 		}
 		s.ring[(s.rHead+s.rLen)%len(s.ring)] = v
 		s.rLen++
@@ -361,40 +432,29 @@ func (s *rtpSession) queueDTMF(digits []byte) (<-chan struct{}, error) {
 	return r.done, nil
 }
 
-func (s *rtpSession) sendLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(frameDuration)
-	defer t.Stop()
-	buf := make([]byte, 12+frameSamples)
-	enc := make([]byte, 0, 12+frameSamples+16)
-	var frame [frameSamples]int16
-	ticks := 0
-	for {
-		select {
-		case <-s.ctx.Done():
+// sendTick sends one frame (or telephone-event packet), and every
+// rtcpEvery frames a sender report.
+func (s *rtpSession) sendTick() {
+	s.ticks++
+	if s.ticks%s.rtcpEvery == 0 {
+		defer s.sendRTCP()
+	}
+	n, dst := s.buildPacket(s.sendBuf, s.frame[:])
+	if n == 0 || !dst.IsValid() {
+		return
+	}
+	out := s.sendBuf[:n]
+	if sp := s.srtpCtx(); sp != nil {
+		var err error
+		if out, err = sp.tx.EncryptRTP(s.encBuf[:0], out, nil); err != nil {
 			return
-		case <-t.C:
 		}
-		ticks++
-		n, dst := s.buildPacket(buf, frame[:])
-		if n > 0 && dst.IsValid() {
-			out := buf[:n]
-			if sp := s.srtpCtx(); sp != nil {
-				var err error
-				if out, err = sp.tx.EncryptRTP(enc[:0], out, nil); err != nil {
-					continue
-				}
-			}
-			if _, err := s.conn.WriteToUDPAddrPort(out, dst); err == nil {
-				s.mu.Lock()
-				s.st.PacketsSent++
-				s.st.BytesSent += uint64(n - 12)
-				s.mu.Unlock()
-			}
-		}
-		if ticks%s.rtcpEvery == 0 {
-			s.sendRTCP()
-		}
+	}
+	if _, err := s.conn.WriteToUDPAddrPort(out, dst); err == nil {
+		s.mu.Lock()
+		s.st.PacketsSent++
+		s.st.BytesSent += uint64(n - 12)
+		s.mu.Unlock()
 	}
 }
 
@@ -662,24 +722,9 @@ func (s *rtpSession) dropForeign(from netip.AddrPort, now time.Time, candidate b
 	}
 }
 
-// playoutLoop takes one packet from the jitter buffer every 20 ms and
-// decodes it by its payload type, or conceals a lost one (G.711
+// playoutTick plays one 20 ms frame from the jitter buffer: it decodes
+// the packet due by its payload type, or conceals a lost one (G.711
 // concealment from transcode).
-func (s *rtpSession) playoutLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(frameDuration)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.playoutTick()
-	}
-}
-
-// playoutTick plays one 20 ms frame from the jitter buffer.
 func (s *rtpSession) playoutTick() {
 	p, st := s.jb.Pop()
 	switch st {
@@ -823,6 +868,9 @@ func (s *rtpSession) close() error {
 	s.once.Do(func() {
 		s.begin.Do(func() {}) // never start after close
 		s.cancel()
+		if s.leg != nil {
+			s.leg.Stop()
+		}
 		s.conn.Close()
 		s.rtcpC.Close()
 		s.wg.Wait()

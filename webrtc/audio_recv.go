@@ -19,7 +19,7 @@ const flowingWindow = time.Second
 
 // rxState is the receive chain of the browser's audio: jitter buffer, then
 // decoder into the peer's output switch. The reader goroutine pushes
-// packets; the media goroutine pops one frame per tick.
+// packets; the media clock's tick pops one frame per frame due.
 type rxState struct {
 	mu     sync.Mutex
 	codec  string
@@ -67,9 +67,10 @@ func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
 // SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM in 20 ms
 // frames, and returns the previous writer, which the caller closes. A nil
 // w disconnects the output. Wrap a writer of another rate with
-// transcode.Resample. Writes to w happen on the peer's media goroutine,
-// which also paces the audio toward the browser, so w must not block;
-// its errors are counted and do not stop the peer. Nothing is written
+// transcode.Resample. Writes to w happen on the shared media clock's
+// goroutine, which also paces the audio toward the browser and other
+// calls' media, so w must not block; its errors are counted and do not
+// stop the peer. Nothing is written
 // while the browser sends nothing (before it starts, or in DTX silence),
 // nor while its packets are relayed to another peer (RelayAudioTo); a lost
 // packet is concealed with a frame of its own.
@@ -244,6 +245,9 @@ func (p *Peer) recvTick() {
 		rx.failed = true
 		p.log.Error("webrtc audio decoder failed", "chain", rx.dec.String(), "err", err.Error())
 		p.fail(fmt.Errorf("%w: %w", ErrMediaFailed, err))
+	case errors.Is(err, transcode.ErrClosed):
+		// The output was closed under us: the call it fed is ending.
+		p.rxStats.outErrors.Add(1)
 	default:
 		// The output writer failed: count it and go on.
 		p.rxStats.outErrors.Add(1)
@@ -267,38 +271,23 @@ func popTo(j *transcode.Jitter, dec transcode.BytesWriter) (st transcode.JitterS
 	return j.PopTo(dec)
 }
 
-// mediaLoop is the peer's 20 ms clock: each tick plays a frame of the
-// browser's audio to the output writer and sends a frame to the browser.
-func (p *Peer) mediaLoop() {
-	t := time.NewTicker(frameDur)
-	defer t.Stop()
-	buf := make(transcode.PCM16, frameSamples)
-	silence := make(transcode.PCM16, frameSamples)
-	next := time.Now()
-	for {
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-t.C:
-		}
-		// A ticker drops ticks when the machine is busy: catch up with
-		// the frames that are due, so that the playout keeps the sender's
-		// pace, but give up after a long stall rather than burst.
-		now := time.Now()
-		if now.Sub(next) > maxCatchUp {
-			next = now
-		}
-		for !next.After(now) {
-			p.recvTick()
-			p.sendTick(buf, silence)
-			next = next.Add(frameDur)
-		}
+// mediaTick is the peer's share of a tick of the shared media clock:
+// frames skipped during a stall first (toward the browser only: the
+// browser's packets wait in the jitter buffer, which sheds a surplus
+// itself), then run frames played from the browser's audio to the output
+// writer and sent to the browser.
+func (p *Peer) mediaTick(run, skipped int) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	if skipped > 0 {
+		p.sendSkip(skipped)
+	}
+	for range run {
+		p.recvTick()
+		p.sendTick(p.tickBuf, p.silence)
 	}
 }
-
-// maxCatchUp is the longest stall of the media clock that is made up for
-// with a burst of frames.
-const maxCatchUp = 100 * time.Millisecond
 
 // seqCounter counts lost packets from RTP sequence numbers (RFC 3550
 // §6.4.1 and Appendix A.3): expected minus received, over the extended

@@ -2,7 +2,9 @@ package webrtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -85,7 +87,7 @@ func (t *audioTrack) StreamID() string { return t.streamID }
 func (t *audioTrack) Kind() pwebrtc.RTPCodecType { return pwebrtc.RTPCodecTypeAudio }
 
 // txState is the send side once bound. Two goroutines send on the track:
-// the media goroutine (sendTick, which owns the encoder) and, while
+// the media clock's tick (sendTick, which owns the encoder) and, while
 // another peer relays its browser's audio here, that peer's reader
 // (relayIn). mu serialises them and guards the fields after it.
 type txState struct {
@@ -237,7 +239,9 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 		}
 		tx.endRelay()
 		if err := tx.enc.WriteSample(frame); err != nil {
-			if tx.errs++; tx.errs == 1 {
+			// A track closed under us (io.ErrClosedPipe) is the peer
+			// connection ending, not a fault: counted, not logged.
+			if tx.errs++; tx.errs == 1 && !errors.Is(err, io.ErrClosedPipe) {
 				p.log.Warn("webrtc audio send failed", "chain", tx.enc.String(), "err", err.Error())
 			}
 			p.txStats.errors.Add(1)
@@ -246,6 +250,24 @@ func (p *Peer) sendTick(buf, silence transcode.PCM16) {
 	tx.ts += tx.step
 	if done != nil {
 		close(done)
+	}
+}
+
+// sendSkip passes over n frames toward the browser that fell due while
+// the clock stalled and were not sent: the RTP timestamp advances over
+// them, so the browser hears a gap rather than squeezed time, and while
+// the peer was sending they are counted. The audio queued meanwhile stays
+// (AudioIn bounds its delay).
+func (p *Peer) sendSkip(n int) {
+	tx := p.tx.Load()
+	if tx == nil {
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	tx.ts += tx.step * uint32(n)
+	if tx.running {
+		p.txStats.skipped.Add(uint64(n))
 	}
 }
 

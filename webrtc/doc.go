@@ -39,10 +39,10 @@
 // # Audio
 //
 // A Peer is an audio leg: AudioIn takes 8 kHz PCM to play to the browser,
-// sent on the peer's steady 20 ms clock whatever the pace of the writes;
-// SwapAudioOut sets where the browser's audio goes, as 8 kHz PCM after the
-// jitter buffer and the decoder (Opus with loss concealment and in-band
-// FEC, or G.711 when negotiated). Browser key presses (RFC 4733) arrive
+// sent on the process's shared 20 ms media clock (mediaclock) whatever the
+// pace of the writes; SwapAudioOut sets where the browser's audio goes, as
+// 8 kHz PCM after the jitter buffer and the decoder (Opus with loss
+// concealment and in-band FEC, or G.711 when negotiated). Browser key presses (RFC 4733) arrive
 // through PeerOptions.OnDTMF; SendDTMF plays feedback tones to the
 // browser. Stats and AudioFlowing feed call records and the console.
 //

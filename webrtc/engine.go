@@ -15,6 +15,8 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
 
 	"github.com/segue-rtc/segue/transcode"
@@ -392,13 +394,23 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 
 // registerInterceptors sets up NACK (asking the browser to resend lost
 // video, and answering its NACKs from a packet cache), RTCP sender and
-// receiver reports, transport-wide congestion control feedback on what
-// the browser sends, and, on what the gateway sends, transport-wide
-// sequence numbers and the bandwidth estimator that reads the browser's
-// feedback on them, with the NACK guard that budgets resends by it
-// (nack.go). Interceptors added first sit nearest the network, so the
-// estimator sees every packet sent, resent ones included, after the
-// sequence number is set, and the guard reads NACKs before the responder.
+// receiver reports, transport-wide congestion control feedback on the
+// video the browser sends, and, on the video the gateway sends,
+// transport-wide sequence numbers and the bandwidth estimator that reads
+// the browser's feedback on them, with the NACK guard that budgets
+// resends by it (nack.go). Interceptors added first sit nearest the
+// network, so the estimator sees every packet sent, resent ones included,
+// after the sequence number is set, and the guard reads NACKs before the
+// responder.
+//
+// Audio gets the RTCP reports only (RFC 3550 §6.4: loss, jitter and
+// round trip for the call's quality). It needs no NACK (a resent audio
+// frame comes too late to play; Opus in-band FEC covers loss), and
+// neither transport-wide sequence numbers nor feedback: its rate is
+// fixed, so there is no bandwidth to estimate for it, and leaving it out
+// spares every audio packet the header extension on the way out and the
+// arrival record on the way in (pion's ConfigureTWCCSender and
+// ConfigureTWCCHeaderExtensionSender register both kinds of media).
 func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
 	reg.Add(bwe)
 	if err := pwebrtc.ConfigureNack(me, reg); err != nil {
@@ -407,10 +419,21 @@ func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bw
 	if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
 		return err
 	}
-	if err := pwebrtc.ConfigureTWCCSender(me, reg); err != nil {
+	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBTransportCC}, pwebrtc.RTPCodecTypeVideo)
+	if err := me.RegisterHeaderExtension(pwebrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, pwebrtc.RTPCodecTypeVideo); err != nil {
 		return err
 	}
-	return pwebrtc.ConfigureTWCCHeaderExtensionSender(me, reg)
+	feedback, err := twcc.NewSenderInterceptor()
+	if err != nil {
+		return err
+	}
+	reg.Add(feedback)
+	seqs, err := twcc.NewHeaderExtensionInterceptor()
+	if err != nil {
+		return err
+	}
+	reg.Add(seqs)
+	return nil
 }
 
 // Transcode reports the configured transcode mode, "auto" or "always".

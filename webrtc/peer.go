@@ -14,6 +14,7 @@ import (
 	"github.com/pion/interceptor/pkg/gcc"
 	pwebrtc "github.com/pion/webrtc/v4"
 
+	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/transcode"
 )
 
@@ -153,6 +154,11 @@ type Peer struct {
 	in     *audioIn
 	tx     atomic.Pointer[txState]
 	prompt promptQueue
+	// leg is the peer's place on the shared media clock; tickBuf and
+	// silence belong to its tick.
+	leg     *mediaclock.Leg
+	tickBuf transcode.PCM16
+	silence transcode.PCM16
 
 	// Audio from the browser.
 	out     *transcode.PCMSwitch
@@ -241,7 +247,9 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 	})
 
 	p.spawn(p.eventLoop)
-	p.spawn(p.mediaLoop)
+	p.tickBuf = make(transcode.PCM16, frameSamples)
+	p.silence = make(transcode.PCM16, frameSamples)
+	p.leg = mediaclock.Shared().Register(p.mediaTick)
 	if p.sender != nil {
 		p.spawn(func() { p.readSenderRTCP(p.sender) })
 	}
@@ -401,6 +409,9 @@ func (p *Peer) Err() error {
 func (p *Peer) Close() error {
 	p.once.Do(func() {
 		p.fail(ErrClosed)
+		if p.leg != nil {
+			p.leg.Stop()
+		}
 		p.goMu.Lock()
 		p.closing = true
 		p.goMu.Unlock()

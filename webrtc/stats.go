@@ -42,6 +42,11 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
+	// Skipped counts frames the gateway did not send (Outbound only)
+	// because its media clock stalled for longer than it catches up on
+	// (mediaclock.MaxBurst frames). The RTP timestamp still advances over
+	// them, so the browser hears a gap rather than squeezed time.
+	Skipped uint64
 	// Relayed counts the packets among Packets relayed untouched between
 	// two browsers (RelayAudioTo): for Inbound, the browser's packets
 	// relayed to another peer instead of decoded; for Outbound, the
@@ -68,6 +73,7 @@ type txCounters struct {
 	jitter       atomic.Int64  // nanoseconds
 	rtt          atomic.Int64  // nanoseconds
 	relayed      atomic.Uint64
+	skipped      atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -93,6 +99,7 @@ func (p *Peer) Stats() Stats {
 			Malformed:    p.txStats.errors.Load(),
 			Dropped:      p.in.dropped.Load(),
 			Relayed:      p.txStats.relayed.Load(),
+			Skipped:      p.txStats.skipped.Load(),
 		},
 	}
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segue-rtc/segue/sip"
+	"github.com/segue-rtc/segue/webrtc"
+)
+
+// TestQualityCountsGatewayDrops checks that frames the gateway failed to
+// carry weigh on the call's loss and MOS like network loss, per direction.
+func TestQualityCountsGatewayDrops(t *testing.T) {
+	clean := sip.MediaStats{PacketsSent: 1000, PacketsReceived: 1000, JitterMs: 2}
+	tests := []struct {
+		name        string
+		sip         sip.MediaStats
+		web         *webrtc.Stats
+		toPhone     uint64
+		toCustomer  uint64
+		gwLoss      float64
+		mosBelow    float64 // 0: a clean call
+		mosAtLeast  float64
+		networkLoss float64
+	}{
+		{name: "clean", sip: clean, mosAtLeast: 4.2},
+		{name: "clock stalls toward the phone", sip: with(clean, func(s *sip.MediaStats) { s.PacketsSent, s.FramesSkippedSend = 840, 160 }),
+			toPhone: 160, gwLoss: 16, mosBelow: 3},
+		{name: "send queue overflow", sip: with(clean, func(s *sip.MediaStats) { s.FramesDroppedSend = 50 }),
+			toPhone: 50, gwLoss: 5, mosBelow: 3.9},
+		{name: "jitter buffer sheds toward the customer", sip: with(clean, func(s *sip.MediaStats) { s.FramesDroppedReceive = 160 }),
+			toCustomer: 160, gwLoss: 16, mosBelow: 3},
+		{name: "browser leg drops", sip: clean, web: &webrtc.Stats{
+			Inbound:  webrtc.StreamStats{Packets: 1000, Dropped: 40},
+			Outbound: webrtc.StreamStats{Packets: 970, Skipped: 30, Dropped: 20}},
+			toPhone: 40, toCustomer: 50, gwLoss: 5, mosBelow: 3.9},
+		{name: "network loss from the browser", sip: clean, web: &webrtc.Stats{
+			Inbound: webrtc.StreamStats{Packets: 900, Lost: 100, FractionLost: 0.1}, Outbound: webrtc.StreamStats{Packets: 1000}},
+			mosBelow: 3.5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := qualityOf(tc.sip, tc.web)
+			if q.FramesDroppedToPhone != tc.toPhone || q.FramesDroppedToCustomer != tc.toCustomer {
+				t.Errorf("dropped to phone %d, to customer %d; want %d and %d", q.FramesDroppedToPhone, q.FramesDroppedToCustomer, tc.toPhone, tc.toCustomer)
+			}
+			if d := q.GatewayLossPercent - tc.gwLoss; d > 0.01 || d < -0.01 {
+				t.Errorf("gateway loss %.2f %%, want %.2f %%", q.GatewayLossPercent, tc.gwLoss)
+			}
+			if tc.mosBelow > 0 && q.MOS >= tc.mosBelow {
+				t.Errorf("MOS %.2f, want below %.2f", q.MOS, tc.mosBelow)
+			}
+			if tc.mosAtLeast > 0 && q.MOS < tc.mosAtLeast {
+				t.Errorf("MOS %.2f, want at least %.2f", q.MOS, tc.mosAtLeast)
+			}
+		})
+	}
+}
+
+func with(s sip.MediaStats, f func(*sip.MediaStats)) sip.MediaStats {
+	f(&s)
+	return s
+}
+
+// TestGatewayDropsRecorded checks that frames the phone leg failed to send
+// reach the call record, the transcript's voice.ended and the metrics.
+func TestGatewayDropsRecorded(t *testing.T) {
+	phone := newFakeLeg()
+	phone.drops = sip.MediaStats{PacketsSent: 900, FramesSkippedSend: 70, FramesDroppedSend: 30, FramesDroppedReceive: 12}
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	cws.send(map[string]any{"type": "voice.hangup"})
+	c := waitCall(t, cws, callEnded)
+	if c.Quality == nil || c.Quality.FramesDroppedToPhone != 100 || c.Quality.FramesDroppedToCustomer != 12 || c.Quality.GatewayLossPercent < 9 {
+		t.Fatalf("ended call's quality: %+v", c.Quality)
+	}
+
+	calls, err := e.st.Calls(context.Background(), id)
+	if err != nil || len(calls) != 1 {
+		t.Fatalf("call records: %+v %v", calls, err)
+	}
+	var rec quality
+	if err := json.Unmarshal(calls[0].Stats, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.FramesDroppedToPhone != 100 || rec.FramesDroppedToCustomer != 12 || rec.GatewayLossPercent != c.Quality.GatewayLossPercent || rec.MOS >= 3.9 {
+		t.Errorf("call record quality: %+v", rec)
+	}
+
+	metrics := e.metricsText()
+	for _, want := range []string{
+		`segue_media_frames_dropped_total{direction="send",leg="sip",reason="clock_stall"} 70`,
+		`segue_media_frames_dropped_total{direction="send",leg="sip",reason="queue_overflow"} 30`,
+		`segue_media_frames_dropped_total{direction="receive",leg="sip",reason="jitter_drop"} 12`,
+		`segue_media_frames_dropped_total{direction="send",leg="webrtc",reason="clock_stall"} 0`,
+		`segue_call_gateway_loss_percent_count 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestVoiceEndedAfterIgnoredBye checks that a phone leg whose hang-up
+// outlasts the teardown's time (a PBX that ignores BYE) does not cost the
+// transcript the call's voice.ended.
+func TestVoiceEndedAfterIgnoredBye(t *testing.T) {
+	old := eventTimeout
+	eventTimeout = time.Second
+	t.Cleanup(func() { eventTimeout = old })
+	phone := newFakeLeg()
+	phone.closeDelay = eventTimeout + 500*time.Millisecond
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	cws.send(map[string]any{"type": "voice.hangup"})
+	waitCall(t, cws, callEnded)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ms, err := e.st.Messages(context.Background(), id, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Event == "voice.ended" {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("voice.ended not stored")
+}
