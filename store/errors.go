@@ -17,6 +17,7 @@ var ErrClosed = errors.New("store: closed")
 // ErrBadQuery is returned by SearchConversations for a full-text query
 // that SQLite's FTS5 cannot parse; the message says why.
 var ErrBadQuery = errors.New("store: bad search query")
+
 // ErrRated is returned by RateConversation when the conversation already
 // has a rating.
 var ErrRated = errors.New("store: already rated")
