@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/segue-rtc/segue/sip"
 )
 
 // ReloadResult says what a reload changed, and which changed sections
@@ -48,8 +50,9 @@ type ReloadResult struct {
 // sign in, changed ones take their new name, phone, queues and limits,
 // removed ones get no new conversations and are signed out once their
 // current ones end), queues (waiting conversations of a removed queue move
-// to the first queue), recording settings and integrations (API keys
-// from the next request on, webhooks: see webhooks.update). Calls keep the settings
+// to the first queue), recording settings, integrations (API keys
+// from the next request on, webhooks: see webhooks.update) and, with a
+// SIP server, trunks (sip.Server.UpdateTrunks). Calls keep the settings
 // they started with. Other sections that changed are listed in
 // Restart and left as they run. An invalid next is refused and nothing
 // changes.
@@ -61,9 +64,27 @@ func (s *Server) Reload(ctx context.Context, next *Config) (ReloadResult, error)
 	if err := next.Validate(); err != nil {
 		return res, fmt.Errorf("gateway: reload: invalid config: %w", err)
 	}
+	// Trunks first, outside the hub's lock (an un-REGISTER takes a
+	// moment): a list the SIP server refuses changes nothing at all.
+	var trunks sip.TrunkChange
+	if s.updateTrunks != nil {
+		s.hub.mu.Lock()
+		same := reflect.DeepEqual(s.cfg.Trunks, next.Trunks)
+		s.hub.mu.Unlock()
+		if !same {
+			var err error
+			if trunks, err = s.updateTrunks(ctx, next.Trunks); err != nil {
+				return res, fmt.Errorf("gateway: reload: invalid config: %w", err)
+			}
+		}
+	}
+	res.TrunksAdded, res.TrunksChanged, res.TrunksRemoved = trunks.Added, trunks.Changed, trunks.Removed
 	h := s.hub
 	h.mu.Lock()
 	cur := s.cfg
+	if s.updateTrunks != nil {
+		cur.Trunks = next.Trunks
+	}
 	for _, sec := range []struct {
 		name string
 		a, b any
