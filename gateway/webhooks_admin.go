@@ -9,8 +9,7 @@ import (
 // Dead webhook events on the admin listener: GET /admin/webhooks/dead
 // lists them, POST /admin/webhooks/replay sends them again. Both take
 // ?webhook=NAME (all webhooks when absent); replay also takes ?seq=N (all
-// dead events when absent). `segue webhooks dead` and `segue webhooks
-// replay` call them.
+// dead events when absent).
 
 // maxDeadListed bounds one listing of dead events.
 const maxDeadListed = 1000
