@@ -84,9 +84,10 @@ func (s *Server) authenticateKey(w http.ResponseWriter, r *http.Request, scope s
 	var found *apiKey
 	if len(tok) <= maxAPIKeyBytes {
 		h := hashToken(tok)
-		for i := range s.integ.keys {
-			if subtle.ConstantTimeCompare(h, s.integ.keys[i].hash) == 1 {
-				found = &s.integ.keys[i]
+		keys := *s.integ.keys.Load()
+		for i := range keys {
+			if subtle.ConstantTimeCompare(h, keys[i].hash) == 1 {
+				found = &keys[i]
 			}
 		}
 	}

@@ -95,6 +95,8 @@ func (s *Server) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.readyz(w, r, true) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /admin/reload", s.postReload)
+	mux.HandleFunc("GET /admin/webhooks/dead", s.getDeadWebhooks)
+	mux.HandleFunc("POST /admin/webhooks/replay", s.postReplayWebhooks)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

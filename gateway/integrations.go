@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,15 +33,24 @@ const (
 
 // integrations is the state of the integrations API.
 type integrations struct {
-	keys []apiKey
+	// keys are integrations.api_keys, swapped whole by a reload.
+	keys atomic.Pointer[[]apiKey]
 	// failures counts refused API keys per client address.
 	failures *slidingLimiter
 	refusals *prometheus.CounterVec
 }
 
 func newIntegrations(cfg *Config, m *metrics) *integrations {
-	return &integrations{keys: apiKeys(cfg.Integrations.APIKeys),
-		failures: newSlidingLimiter(maxFailedAPIKeysPerAddr, apiKeyWindow), refusals: newAPIKeyRefusals(m.reg)}
+	in := &integrations{failures: newSlidingLimiter(maxFailedAPIKeysPerAddr, apiKeyWindow), refusals: newAPIKeyRefusals(m.reg)}
+	in.setKeys(cfg.Integrations.APIKeys)
+	return in
+}
+
+// setKeys puts keys in force for the next request; requests under way
+// finish with the keys they were checked against.
+func (in *integrations) setKeys(keys []APIKeyConfig) {
+	k := apiKeys(keys)
+	in.keys.Store(&k)
 }
 
 // keyHandler is an integrations API handler: it runs with a key that has
@@ -72,6 +82,9 @@ func (s *Server) integrationRoutes(mux *http.ServeMux) {
 	route("POST "+p+"/conversations/{id}/messages", ScopeConversationsWrite, s.integrationPost)
 	route("POST "+p+"/conversations/{id}/end", ScopeConversationsWrite, s.integrationEnd)
 	route("POST "+p+"/conversations/{id}/transfer", ScopeConversationsWrite, s.integrationTransfer)
+	route("GET "+p+"/conversations/{id}/recordings", ScopeRecordingsRead, s.integrationRecordings)
+	route("GET "+p+"/recordings/{id}", ScopeRecordingsRead, s.integrationRecordingFile)
+	route("POST "+p+"/customers/erase", ScopeDataErase, s.integrationErase)
 }
 
 // integrationConv is a conversation as the integrations API and webhooks

@@ -42,7 +42,7 @@ type APIKeyConfig struct {
 	// is shown once by `segue apikey new` and stored nowhere.
 	KeyHash string `yaml:"key_hash"`
 	// Scopes are what the key may do: ScopeConversationsRead,
-	// ScopeConversationsWrite, ScopeRecordingsRead.
+	// ScopeConversationsWrite, ScopeRecordingsRead, ScopeDataErase.
 	Scopes []string `yaml:"scopes"`
 	// Expires, when set, is when the key stops working (RFC 3339).
 	Expires time.Time `yaml:"expires"`
@@ -67,10 +67,13 @@ const (
 	ScopeConversationsRead  = "conversations:read"
 	ScopeConversationsWrite = "conversations:write"
 	ScopeRecordingsRead     = "recordings:read"
+	// ScopeDataErase allows erasing a customer's data. It is a scope of
+	// its own, given to no key by the others: erasure cannot be undone.
+	ScopeDataErase = "data:erase"
 )
 
 // Scopes lists every API key scope.
-var Scopes = []string{ScopeConversationsRead, ScopeConversationsWrite, ScopeRecordingsRead}
+var Scopes = []string{ScopeConversationsRead, ScopeConversationsWrite, ScopeRecordingsRead, ScopeDataErase}
 
 // WebhookEvents lists every webhook event type.
 var WebhookEvents = []string{

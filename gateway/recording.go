@@ -237,6 +237,10 @@ func (s *Server) stopRecording(v *voiceCall) error {
 	s.hub.event(ctx, v.cv, "recording.stopped", "Recording stopped", map[string]any{"call": v.id, "recording": meta.ID,
 		"duration_s": int(meta.Duration.Seconds())})
 	v.publish()
+	s.hub.mu.Lock()
+	snap := v.cv.c
+	s.hub.mu.Unlock()
+	s.webhooks.emit(ctx, &snap, "recording.ready", map[string]any{"recording": s.toIntegrationRecording(&meta)})
 	if s.recordingReady != nil {
 		s.recordingReady(meta)
 	}

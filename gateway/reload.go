@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/segue-rtc/segue/sip"
 )
 
 // ReloadResult says what a reload changed, and which changed sections
@@ -24,6 +26,23 @@ type ReloadResult struct {
 	QueuesRemoved []string `json:"queues_removed"`
 	// Restart lists the changed sections that a reload does not apply.
 	Restart []string `json:"restart,omitempty"`
+	// APIKeysAdded, APIKeysChanged and APIKeysRemoved are the names of
+	// integrations.api_keys entries: a removed key is refused from the
+	// next request on.
+	APIKeysAdded   []string `json:"api_keys_added,omitempty"`
+	APIKeysChanged []string `json:"api_keys_changed,omitempty"`
+	APIKeysRemoved []string `json:"api_keys_removed,omitempty"`
+	// WebhooksAdded, WebhooksChanged and WebhooksRemoved are the names of
+	// integrations.webhooks entries.
+	WebhooksAdded   []string `json:"webhooks_added,omitempty"`
+	WebhooksChanged []string `json:"webhooks_changed,omitempty"`
+	WebhooksRemoved []string `json:"webhooks_removed,omitempty"`
+	// TrunksAdded, TrunksChanged and TrunksRemoved are the names of
+	// trunks entries: a changed trunk registers again with its new
+	// settings while its calls go on, a removed one takes no new call.
+	TrunksAdded   []string `json:"trunks_added,omitempty"`
+	TrunksChanged []string `json:"trunks_changed,omitempty"`
+	TrunksRemoved []string `json:"trunks_removed,omitempty"`
 }
 
 // Reload applies next, a configuration LoadConfig accepted, to the
@@ -31,7 +50,9 @@ type ReloadResult struct {
 // sign in, changed ones take their new name, phone, queues and limits,
 // removed ones get no new conversations and are signed out once their
 // current ones end), queues (waiting conversations of a removed queue move
-// to the first queue) and recording settings. Calls keep the settings
+// to the first queue), recording settings, integrations (API keys
+// from the next request on, webhooks: see webhooks.update) and, with a
+// SIP server, trunks (sip.Server.UpdateTrunks). Calls keep the settings
 // they started with. Other sections that changed are listed in
 // Restart and left as they run. An invalid next is refused and nothing
 // changes.
@@ -43,9 +64,27 @@ func (s *Server) Reload(ctx context.Context, next *Config) (ReloadResult, error)
 	if err := next.Validate(); err != nil {
 		return res, fmt.Errorf("gateway: reload: invalid config: %w", err)
 	}
+	// Trunks first, outside the hub's lock (an un-REGISTER takes a
+	// moment): a list the SIP server refuses changes nothing at all.
+	var trunks sip.TrunkChange
+	if s.updateTrunks != nil {
+		s.hub.mu.Lock()
+		same := reflect.DeepEqual(s.cfg.Trunks, next.Trunks)
+		s.hub.mu.Unlock()
+		if !same {
+			var err error
+			if trunks, err = s.updateTrunks(ctx, next.Trunks); err != nil {
+				return res, fmt.Errorf("gateway: reload: invalid config: %w", err)
+			}
+		}
+	}
+	res.TrunksAdded, res.TrunksChanged, res.TrunksRemoved = trunks.Added, trunks.Changed, trunks.Removed
 	h := s.hub
 	h.mu.Lock()
 	cur := s.cfg
+	if s.updateTrunks != nil {
+		cur.Trunks = next.Trunks
+	}
 	for _, sec := range []struct {
 		name string
 		a, b any
@@ -86,6 +125,12 @@ func (s *Server) Reload(ctx context.Context, next *Config) (ReloadResult, error)
 		h.enqueueLocked(cv)
 	}
 	cur.Recording = next.Recording
+	// Integrations: keys and webhooks take effect at once.
+	res.APIKeysAdded, res.APIKeysChanged, res.APIKeysRemoved = diffAPIKeys(cur.Integrations.APIKeys, next.Integrations.APIKeys)
+	s.integ.setKeys(next.Integrations.APIKeys)
+	hooks := s.webhooks.update(next.Integrations)
+	res.WebhooksAdded, res.WebhooksChanged, res.WebhooksRemoved = hooks.Added, hooks.Changed, hooks.Removed
+	cur.Integrations = next.Integrations
 	// Agents.
 	var retire []*agent
 	seen := map[string]bool{}
@@ -124,12 +169,17 @@ func (s *Server) Reload(ctx context.Context, next *Config) (ReloadResult, error)
 	h.broadcastAgentsLocked()
 	h.routeLocked()
 	h.mu.Unlock()
-	for _, l := range [][]string{res.AgentsAdded, res.AgentsChanged, res.AgentsRemoved, res.QueuesAdded, res.QueuesChanged, res.QueuesRemoved, res.Restart} {
+	for _, l := range [][]string{res.AgentsAdded, res.AgentsChanged, res.AgentsRemoved, res.QueuesAdded, res.QueuesChanged,
+		res.QueuesRemoved, res.Restart, res.APIKeysAdded, res.APIKeysChanged, res.APIKeysRemoved, res.WebhooksAdded,
+		res.WebhooksChanged, res.WebhooksRemoved, res.TrunksAdded, res.TrunksChanged, res.TrunksRemoved} {
 		slices.Sort(l)
 	}
 	s.log.Info("config reloaded", "agents_added", res.AgentsAdded, "agents_changed", res.AgentsChanged,
 		"agents_removed", res.AgentsRemoved, "queues_added", res.QueuesAdded, "queues_changed", res.QueuesChanged,
-		"queues_removed", res.QueuesRemoved, "waiting_moved", len(moved))
+		"queues_removed", res.QueuesRemoved, "waiting_moved", len(moved), "api_keys_added", res.APIKeysAdded,
+		"api_keys_changed", res.APIKeysChanged, "api_keys_removed", res.APIKeysRemoved, "webhooks_added", res.WebhooksAdded,
+		"webhooks_changed", res.WebhooksChanged, "webhooks_removed", res.WebhooksRemoved, "trunks_added", res.TrunksAdded,
+		"trunks_changed", res.TrunksChanged, "trunks_removed", res.TrunksRemoved)
 	if len(res.Restart) > 0 {
 		s.log.Warn("config reload: these sections changed and apply at the next restart", "sections", res.Restart)
 	}
@@ -214,4 +264,27 @@ func (s *Server) ReloadFile(ctx context.Context) (ReloadResult, error) {
 	}
 	s.log.Error("config reload refused: the running configuration stays", "file", s.configFile, "err", err)
 	return ReloadResult{}, fmt.Errorf("%s: invalid configuration, not reloaded:\n%w", s.configFile, err)
+}
+
+// diffAPIKeys names the keys of next that cur lacks, those whose hash,
+// scopes or expiry changed, and those of cur that next lacks.
+func diffAPIKeys(cur, next []APIKeyConfig) (added, changed, removed []string) {
+	old := map[string]APIKeyConfig{}
+	for _, k := range cur {
+		old[k.Name] = k
+	}
+	for _, k := range next {
+		o, ok := old[k.Name]
+		switch {
+		case !ok:
+			added = append(added, k.Name)
+		case !reflect.DeepEqual(o, k):
+			changed = append(changed, k.Name)
+		}
+		delete(old, k.Name)
+	}
+	for name := range old {
+		removed = append(removed, name)
+	}
+	return added, changed, removed
 }

@@ -38,7 +38,9 @@ type Server struct {
 	// super holds the supervisors' boards and monitored calls
 	// (supervisor.go, monitor.go).
 	super supervision
-	wg    sync.WaitGroup // voice calls in progress
+	// updateTrunks puts a reloaded trunk list in force (WithSIP).
+	updateTrunks func(context.Context, []sip.TrunkConfig) (sip.TrunkChange, error)
+	wg           sync.WaitGroup // voice calls in progress
 
 	// callsByAddr and callsByConv count the calls customers start
 	// (limits.calls_per_ip_per_hour, limits.calls_per_conversation_per_hour).
@@ -112,6 +114,7 @@ func WithSIP(srv *sip.Server) Option {
 		s.phones = sipPhones{srv: srv}
 		srv.OnInvite(func(ctx context.Context, in *sip.InboundCall) error { return s.handleInvite(ctx, sipInbound{in}) })
 		s.trunks = srv.TrunkStatus
+		s.updateTrunks = srv.UpdateTrunks
 		s.metrics.reg.MustRegister(trunkCollector{srv.TrunkStatus})
 		s.metrics.reg.MustRegister(foreignMediaCollector{srv.ForeignPackets})
 		s.metrics.reg.MustRegister(sipRefusedCounter(srv.Refused))

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -50,34 +51,48 @@ const (
 	headerEventID   = "Segue-Event-Id"
 )
 
-// webhooks queues events in the outbox and delivers them.
+// webhooks queues events in the outbox and delivers them: one delivery
+// loop per webhook, so that a receiver that hangs or fails delays only
+// the events owed to it.
 type webhooks struct {
-	cfg    IntegrationsConfig
-	hooks  map[string]*WebhookConfig
-	names  []string
 	st     store.Store
 	log    *slog.Logger
 	client *http.Client
 	now    func() time.Time
-	// wake is signalled when an event is queued.
-	wake chan struct{}
+
+	// mu guards cfg, hooks, names and runCtx, which a reload swaps.
+	mu    sync.Mutex
+	cfg   IntegrationsConfig
+	hooks map[string]*hookLoop
+	names []string
+	// runCtx is run's context while it runs: loops of webhooks a reload
+	// adds start under it.
+	runCtx context.Context
+	loops  sync.WaitGroup
 
 	deliveries *prometheus.CounterVec
 	pending    prometheus.Gauge
 	dead       prometheus.Gauge
 }
 
+// hookLoop is one webhook and its delivery loop.
+type hookLoop struct {
+	// cfg is the webhook's configuration (webhooks.mu).
+	cfg WebhookConfig
+	// wake is signalled when an event for this webhook is queued.
+	wake chan struct{}
+	// stop ends the loop; nil while it is not running (webhooks.mu).
+	stop context.CancelFunc
+}
+
 func newWebhooks(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *webhooks {
-	w := &webhooks{cfg: cfg.Integrations, hooks: map[string]*WebhookConfig{}, st: st, log: log, now: time.Now,
-		wake: make(chan struct{}, 1)}
-	for i := range cfg.Integrations.Webhooks {
-		h := &cfg.Integrations.Webhooks[i]
-		w.hooks[h.Name] = h
-		w.names = append(w.names, h.Name)
-	}
+	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}}
+	w.update(cfg.Integrations)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxResponseHeaderBytes = webhookMaxReply
-	w.client = &http.Client{Transport: tr, Timeout: cfg.Integrations.WebhookTimeout,
+	// Each attempt is bounded by integrations.webhook_timeout through its
+	// context, which a reload may change.
+	w.client = &http.Client{Transport: tr,
 		// A receiver that redirects is misconfigured, or sends the signed
 		// event somewhere the admin did not choose: the attempt fails.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -93,6 +108,83 @@ func newWebhooks(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *web
 	})
 	m.reg.MustRegister(w.deliveries, w.pending, w.dead)
 	return w
+}
+
+// WebhooksChange says what a reload changed in integrations.webhooks.
+type WebhooksChange struct {
+	Added, Changed, Removed []string
+}
+
+// update applies an integrations section (validated already): the
+// retry settings, and the webhooks. A new webhook's loop starts, a
+// removed one's stops (its undelivered events stay in the outbox under
+// its name, and go on if a webhook of that name comes back), a changed
+// one's next attempt uses its new URL, secret and events.
+func (w *webhooks) update(c IntegrationsConfig) WebhooksChange {
+	var ch WebhooksChange
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cfg = c
+	w.names = w.names[:0]
+	seen := map[string]bool{}
+	for _, h := range c.Webhooks {
+		seen[h.Name] = true
+		w.names = append(w.names, h.Name)
+		if l, ok := w.hooks[h.Name]; ok {
+			if !reflect.DeepEqual(l.cfg, h) {
+				l.cfg = h
+				ch.Changed = append(ch.Changed, h.Name)
+			}
+			continue
+		}
+		l := &hookLoop{cfg: h, wake: make(chan struct{}, 1)}
+		w.hooks[h.Name] = l
+		w.startLocked(h.Name, l)
+		ch.Added = append(ch.Added, h.Name)
+	}
+	for name, l := range w.hooks {
+		if seen[name] {
+			continue
+		}
+		if l.stop != nil {
+			l.stop()
+		}
+		delete(w.hooks, name)
+		ch.Removed = append(ch.Removed, name)
+	}
+	return ch
+}
+
+// startLocked starts l's delivery loop if run is running; w.mu held.
+func (w *webhooks) startLocked(name string, l *hookLoop) {
+	if w.runCtx == nil || w.runCtx.Err() != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(w.runCtx)
+	l.stop = stop
+	w.loops.Add(1)
+	go func() {
+		defer w.loops.Done()
+		w.loop(ctx, name, l)
+	}()
+}
+
+// settings returns the retry settings in force.
+func (w *webhooks) settings() IntegrationsConfig {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cfg
+}
+
+// hook returns the configuration of webhook name, if it is configured.
+func (w *webhooks) hook(name string) (WebhookConfig, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, ok := w.hooks[name]
+	if !ok {
+		return WebhookConfig{}, false
+	}
+	return l.cfg, true
 }
 
 // webhookEvent is the body of a delivery.
@@ -111,9 +203,12 @@ type webhookEvent struct {
 // webhook for typ it does nothing.
 func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, data any) error {
 	var rows []*store.WebhookEvent
+	var wake []chan struct{}
 	var body []byte
+	w.mu.Lock()
 	for _, name := range w.names {
-		if !w.hooks[name].wants(typ) {
+		l := w.hooks[name]
+		if !l.cfg.wants(typ) {
 			continue
 		}
 		if body == nil {
@@ -124,11 +219,14 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 			body, err = json.Marshal(webhookEvent{ID: newID("ev_"), Type: typ, CreatedAt: w.now().UTC(),
 				Conversation: toIntegrationConv(c), Data: data})
 			if err != nil {
+				w.mu.Unlock()
 				return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 			}
 		}
 		rows = append(rows, &store.WebhookEvent{Webhook: name, ConversationID: c.ID, Type: typ, Body: body})
+		wake = append(wake, l.wake)
 	}
+	w.mu.Unlock()
 	if len(rows) == 0 {
 		return nil
 	}
@@ -138,9 +236,11 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
 		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	for _, c := range wake {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
@@ -169,7 +269,10 @@ var transcriptWebhooks = map[string]string{
 // for words and files, file.uploaded for files, and the event's own type
 // for the transcript's events that have one.
 func (w *webhooks) emitMessage(ctx context.Context, c store.Conversation, m *store.Message) {
-	if len(w.names) == 0 {
+	w.mu.Lock()
+	none := len(w.names) == 0
+	w.mu.Unlock()
+	if none {
 		return
 	}
 	c.LastSeq = m.Seq
@@ -197,20 +300,33 @@ func (w *webhooks) emitMessage(ctx context.Context, c store.Conversation, m *sto
 	}
 }
 
-// run delivers due events until ctx ends. What is left pending stays in
-// the outbox for the next run.
+// run runs a delivery loop per webhook until ctx ends, and those of
+// webhooks a reload adds meanwhile. What is left pending stays in the
+// outbox for the next run.
 func (w *webhooks) run(ctx context.Context) {
-	if len(w.names) == 0 {
-		return
+	w.mu.Lock()
+	w.runCtx = ctx
+	for _, name := range w.names {
+		w.startLocked(name, w.hooks[name])
 	}
+	w.mu.Unlock()
+	<-ctx.Done()
+	w.loops.Wait()
+	w.client.CloseIdleConnections()
+}
+
+// loop delivers the due events of webhook name until ctx ends (the
+// gateway stops, or a reload removed the webhook).
+func (w *webhooks) loop(ctx context.Context, name string, l *hookLoop) {
+	names := []string{name}
 	for ctx.Err() == nil {
 		w.refreshGauges(ctx)
-		due, err := w.st.DueWebhookEvents(ctx, w.names, w.now(), webhookBatch)
+		due, err := w.st.DueWebhookEvents(ctx, names, w.now(), webhookBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Error("webhook outbox not read", "err", err)
+				w.log.Error("webhook outbox not read", "webhook", name, "err", err)
 			}
-			w.sleep(ctx, time.Second)
+			sleepOrWake(ctx, l.wake, time.Second)
 			continue
 		}
 		if len(due) > 0 {
@@ -218,20 +334,33 @@ func (w *webhooks) run(ctx context.Context) {
 			continue
 		}
 		wait := webhookIdle
-		if next, err := w.st.NextWebhookAttempt(ctx, w.names); err == nil && !next.IsZero() {
+		if next, err := w.st.NextWebhookAttempt(ctx, names); err == nil && !next.IsZero() {
 			wait = min(wait, max(next.Sub(w.now()), 10*time.Millisecond))
 		}
-		w.sleep(ctx, wait)
+		sleepOrWake(ctx, l.wake, wait)
 	}
 }
 
-func (w *webhooks) sleep(ctx context.Context, d time.Duration) {
+// sleepOrWake waits d, or less if ctx ends or wake is signalled.
+func sleepOrWake(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 	case <-t.C:
-	case <-w.wake:
+	case <-wake:
+	}
+}
+
+// wakeAll makes every loop look at the outbox again at once.
+func (w *webhooks) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, l := range w.hooks {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -262,8 +391,14 @@ func (w *webhooks) deliverAll(ctx context.Context, due []*store.WebhookEvent) {
 
 // deliverOne makes one attempt and records its outcome.
 func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
-	hook := w.hooks[e.Webhook]
-	err := w.send(ctx, hook, e)
+	hook, ok := w.hook(e.Webhook)
+	if !ok {
+		return // removed by a reload: the event waits in the outbox
+	}
+	set := w.settings()
+	actx, cancel := context.WithTimeout(ctx, set.WebhookTimeout)
+	err := w.send(actx, &hook, e)
+	cancel()
 	if err != nil && ctx.Err() != nil {
 		return // stopping: the attempt does not count, the event stays due
 	}
@@ -275,7 +410,7 @@ func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 	} else {
 		e.Attempts++
 		e.LastError = truncate(err.Error(), 500)
-		if e.Attempts >= w.cfg.WebhookMaxAttempts {
+		if e.Attempts >= set.WebhookMaxAttempts {
 			e.State = store.WebhookDead
 			w.deliveries.WithLabelValues(e.Webhook, "dead").Inc()
 			w.log.Error("webhook event dead after its last attempt", "webhook", e.Webhook, "event", e.Type,
@@ -295,11 +430,12 @@ func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 // backoff is the wait after the n-th failed attempt: webhook_retry_min,
 // doubling, at most webhook_retry_max.
 func (w *webhooks) backoff(n int) time.Duration {
-	d := w.cfg.WebhookRetryMin
-	for i := 1; i < n && d < w.cfg.WebhookRetryMax; i++ {
+	set := w.settings()
+	d := set.WebhookRetryMin
+	for i := 1; i < n && d < set.WebhookRetryMax; i++ {
 		d *= 2
 	}
-	return min(d, w.cfg.WebhookRetryMax)
+	return min(d, set.WebhookRetryMax)
 }
 
 // signature is the Segue-Signature header of body sent at t:

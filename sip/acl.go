@@ -72,26 +72,31 @@ func netAddrIP(a net.Addr) netip.Addr {
 func (s *Server) resolveTrunkHosts(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	for _, tr := range s.order {
-		if a, err := netip.ParseAddr(tr.host); err == nil {
-			tr.hostIPs = []netip.Addr{a.Unmap()}
-			continue
-		}
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", tr.host)
-		if err != nil {
-			s.log.Warn("trunk host did not resolve; only its allow_inbound_from may send requests", "trunk", tr.cfg.Name, "host", tr.host, "error", err)
-			continue
-		}
-		for _, a := range ips {
-			tr.hostIPs = append(tr.hostIPs, a.Unmap())
-		}
+	for _, tr := range s.trunkTable().order {
+		s.resolveTrunkHost(ctx, tr)
+	}
+}
+
+// resolveTrunkHost sets tr.hostIPs; tr must not be shared yet.
+func (s *Server) resolveTrunkHost(ctx context.Context, tr *trunk) {
+	if a, err := netip.ParseAddr(tr.host); err == nil {
+		tr.hostIPs = []netip.Addr{a.Unmap()}
+		return
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", tr.host)
+	if err != nil {
+		s.log.Warn("trunk host did not resolve; only its allow_inbound_from may send requests", "trunk", tr.cfg.Name, "host", tr.host, "error", err)
+		return
+	}
+	for _, a := range ips {
+		tr.hostIPs = append(tr.hostIPs, a.Unmap())
 	}
 }
 
 // staticAllowed reports whether ip is in a trunk's allow_inbound_from or
 // is a trunk host's address.
 func (s *Server) staticAllowed(ip netip.Addr) bool {
-	for _, tr := range s.order {
+	for _, tr := range s.trunkTable().order {
 		if tr.allows(ip) || tr.isHost(ip) {
 			return true
 		}

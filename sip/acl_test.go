@@ -171,7 +171,7 @@ func TestReadFilter(t *testing.T) {
 func TestResolveTrunkHostsByName(t *testing.T) {
 	s := filterServer(t, Config{}, TrunkConfig{Name: "pbx", URI: "sip:localhost:5999"})
 	if !s.staticAllowed(netip.MustParseAddr("127.0.0.1")) {
-		t.Fatalf("localhost did not resolve to 127.0.0.1: %v", s.order[0].hostIPs)
+		t.Fatalf("localhost did not resolve to 127.0.0.1: %v", s.trunkTable().order[0].hostIPs)
 	}
 	if s.staticAllowed(netip.MustParseAddr("127.0.0.2")) {
 		t.Fatal("127.0.0.2 taken for the trunk's host")

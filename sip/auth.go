@@ -394,7 +394,7 @@ func (s *Server) checkDigest(req *sipmsg.Request, value string, now time.Time) (
 	default:
 		return nil, "qop not offered"
 	}
-	for _, tr := range s.order {
+	for _, tr := range s.trunkTable().order {
 		if !tr.cfg.InboundAuth || tr.inboundUser() != creds.Username {
 			continue
 		}
@@ -414,7 +414,7 @@ func (s *Server) checkDigest(req *sipmsg.Request, value string, now time.Time) (
 // wantsAuth reports whether any trunk accepts digest-authenticated
 // requests from outside its allow list.
 func (s *Server) wantsAuth() bool {
-	for _, tr := range s.order {
+	for _, tr := range s.trunkTable().order {
 		if tr.cfg.InboundAuth {
 			return true
 		}

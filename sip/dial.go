@@ -82,7 +82,7 @@ func checkDialHeaders(h map[string]string) error {
 // *StatusError (errors.Is with ErrBusy, ErrNoAnswer, ErrUnavailable,
 // ErrRejected); past a call limit the error matches ErrLimit.
 func (s *Server) Dial(ctx context.Context, trunkName, target string, opts DialOptions) (*Call, error) {
-	tr, ok := s.trunks[trunkName]
+	tr, ok := s.trunkTable().byName[trunkName]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownTrunk, trunkName)
 	}

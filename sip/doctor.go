@@ -151,7 +151,7 @@ func CheckTrunk(ctx context.Context, cfg Config, tc TrunkConfig, log *slog.Logge
 		return nil, err
 	}
 	defer stop()
-	t := s.trunks[tc.Name]
+	t := s.trunkTable().byName[tc.Name]
 	step("options", func() (string, error) {
 		rtt, err := s.ping(ctx, t)
 		return fmt.Sprintf("round trip %s", rtt.Round(time.Millisecond)), err

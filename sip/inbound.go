@@ -311,7 +311,7 @@ func (s *Server) trunkFor(src netip.Addr) *trunk {
 	if !src.IsValid() {
 		return nil
 	}
-	for _, tr := range s.order {
+	for _, tr := range s.trunkTable().order {
 		if tr.allows(src) {
 			return tr
 		}

@@ -38,7 +38,7 @@ var hostileNames = []struct {
 // less what may not be in a quoted-string.
 func TestDisplayNameQuoting(t *testing.T) {
 	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:pbx.example.com", FromUser: "segue", FromDisplay: `Shop "Main" \ Desk`}})
-	tr := s.trunks["pbx"]
+	tr := s.trunkTable().byName["pbx"]
 	recipient := sipmsg.Uri{Scheme: "sip", User: "1001", Host: "pbx.example.com"}
 	cases := append(hostileNames[:len(hostileNames):len(hostileNames)],
 		struct{ name, typed, want string }{"nothing left", "\r\n\x00\u202e", `Shop "Main" \ Desk`},

@@ -89,7 +89,7 @@ func (s *Server) EndDialog(ctx context.Context, d Dialog) error {
 	default:
 		return fmt.Errorf("sip: end dialog before Run: %w", ErrClosed)
 	}
-	if _, ok := s.trunks[d.Trunk]; !ok {
+	if _, ok := s.trunkTable().byName[d.Trunk]; !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownTrunk, d.Trunk)
 	}
 	req, err := byeFor(d)

@@ -90,10 +90,12 @@ func WithTLSConfig(c *tls.Config) Option {
 // keepalive, outbound Dial and inbound calls. Create it with New and run
 // it with Run; Dial works while Run is running.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	trunks    map[string]*trunk
-	order     []*trunk
+	cfg Config
+	log *slog.Logger
+	// table is the trunk list in force: read it with trunkTable, swap
+	// it whole with UpdateTrunks (trunks.go); never changed in place.
+	table     atomic.Pointer[trunkTable]
+	updateMu  sync.Mutex // one UpdateTrunks at a time
 	maxCalls  int
 	portRest  time.Duration
 	rtcpEvery int // send loop ticks between RTCP reports
@@ -115,8 +117,10 @@ type Server struct {
 	pool     *portPool
 	ready    chan struct{}
 	bg       sync.WaitGroup
-	foreign  foreignCounter // media packets dropped for their source
-	auth     *inboundAuth
+	// trunkLoops are the trunks' register and OPTIONS loops.
+	trunkLoops sync.WaitGroup
+	foreign    foreignCounter // media packets dropped for their source
+	auth       *inboundAuth
 
 	dropped   atomic.Uint64 // requests from outsiders refused or dropped
 	outsiders *sourceLimiter
@@ -132,32 +136,17 @@ func New(cfg Config, trunks []TrunkConfig, opts ...Option) (*Server, error) {
 		errs = append(errs, err)
 	}
 	s := &Server{
-		cfg: cfg, log: slog.New(slog.DiscardHandler), trunks: map[string]*trunk{},
+		cfg: cfg, log: slog.New(slog.DiscardHandler),
 		portRest: 5 * time.Second, rtcpEvery: rtcpEvery, calls: map[string]*Call{}, ready: make(chan struct{}),
 		addrs: map[string]netip.AddrPort{}, clients: map[string]*sipgo.Client{},
 		auth: newInboundAuth(), outsiders: newSourceLimiter(outsiderRate, outsiderBurst, outsiderSources),
 		pins: map[netip.Addr]int{},
 	}
-	for i, tc := range trunks {
-		if err := tc.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("trunks[%d]: %w", i, err))
-			continue
-		}
-		if _, dup := s.trunks[tc.Name]; dup {
-			errs = append(errs, fmt.Errorf("trunks[%d].name: duplicate %q", i, tc.Name))
-			continue
-		}
-		tr, err := newTrunk(tc)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("trunks[%d]: %w", i, err))
-			continue
-		}
-		s.trunks[tc.Name] = tr
-		s.order = append(s.order, tr)
-	}
-	if err := CheckTrunkTLS(trunks); err != nil {
+	table, err := buildTrunkTable(trunks, nil)
+	if err != nil {
 		errs = append(errs, err)
 	}
+	s.table.Store(table)
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			errs = append(errs, err)
@@ -315,20 +304,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	close(s.ready)
-	s.log.Info("sip server started", "listen", s.cfg.Listen, "contact_host", s.host, "trunks", len(s.order))
+	s.log.Info("sip server started", "listen", s.cfg.Listen, "contact_host", s.host, "trunks", len(s.trunkTable().order))
 	s.warnWeakTrunks()
 
-	var loops sync.WaitGroup
-	for _, tr := range s.order {
-		if tr.cfg.Register {
-			loops.Add(1)
-			go func() { defer loops.Done(); s.registerLoop(runCtx, tr) }()
-		}
-		if tr.cfg.OptionsInterval > 0 {
-			loops.Add(1)
-			go func() { defer loops.Done(); s.optionsLoop(runCtx, tr) }()
-		}
+	s.mu.Lock()
+	for _, tr := range s.trunkTable().order {
+		s.startTrunkLoopsLocked(tr)
 	}
+	s.mu.Unlock()
 
 	<-ctx.Done()
 	s.log.Info("sip server stopping")
@@ -346,7 +329,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	hang.Wait()
 	stop()
-	loops.Wait()
+	s.updateMu.Lock() // no update starts loops from here on
+	s.trunkLoops.Wait()
+	s.updateMu.Unlock()
 	s.bg.Wait()
 	closeAll()
 	ua.Close()
@@ -380,7 +365,7 @@ func (s *Server) pickAddresses() (string, netip.Addr) {
 	}
 	mediaIP := listenIP
 	if !mediaIP.IsValid() {
-		mediaIP = outboundIP(s.order)
+		mediaIP = outboundIP(s.trunkTable().order)
 	}
 	if s.cfg.PublicAddress != "" {
 		if ip, err := netip.ParseAddr(s.cfg.PublicAddress); err == nil {

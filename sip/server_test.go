@@ -176,7 +176,7 @@ func TestCallLimits(t *testing.T) {
 		t.Fatalf("second call: %v, want 503 with Retry-After", err)
 	}
 	s := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:9", MaxCalls: 1}}, WithMaxCalls(5))
-	rel, err := s.acquire(s.trunks["pbx"])
+	rel, err := s.acquire(s.trunkTable().byName["pbx"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestCallLimits(t *testing.T) {
 	}
 	rel()
 	g := startServer(t, []TrunkConfig{{Name: "pbx", URI: "sip:127.0.0.1:9"}}, WithMaxCalls(1))
-	rel, _ = g.acquire(g.trunks["pbx"])
+	rel, _ = g.acquire(g.trunkTable().byName["pbx"])
 	if _, err := g.Dial(ctx, "pbx", "1001", DialOptions{}); !errors.Is(err, ErrLimit) {
 		t.Errorf("over global limit: %v", err)
 	}

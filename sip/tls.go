@@ -91,7 +91,7 @@ func (s *Server) verifyPeer(cs tls.ConnectionState, roots *x509.CertPool) error 
 	var names []string
 	if name == "" {
 		tlsTrunks, verified := 0, 0
-		for _, tr := range s.order {
+		for _, tr := range s.trunkTable().order {
 			if tr.transport == "tls" {
 				tlsTrunks++
 			}
@@ -109,7 +109,7 @@ func (s *Server) verifyPeer(cs tls.ConnectionState, roots *x509.CertPool) error 
 		}
 	} else {
 		matched := false
-		for _, tr := range s.order {
+		for _, tr := range s.trunkTable().order {
 			if tr.transport != "tls" || isIPHost(tr.host) || strings.ToLower(tr.host) != name {
 				continue
 			}

@@ -57,6 +57,9 @@ type trunk struct {
 	hostIPs []netip.Addr
 
 	active int // guarded by Server.mu
+	// stopLoops ends the trunk's register and OPTIONS loops and waits
+	// for them (guarded by Server.mu; nil when none run).
+	stopLoops func()
 
 	mu    sync.Mutex
 	state TrunkState
@@ -240,8 +243,8 @@ func (t *trunk) update(f func(*TrunkState)) {
 
 // TrunkStatus returns the state of every trunk, in config order.
 func (s *Server) TrunkStatus() []TrunkState {
-	out := make([]TrunkState, 0, len(s.order))
-	for _, tr := range s.order {
+	out := make([]TrunkState, 0, len(s.trunkTable().order))
+	for _, tr := range s.trunkTable().order {
 		st := tr.snapshot()
 		s.mu.Lock()
 		st.ActiveCalls = tr.active

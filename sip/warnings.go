@@ -4,7 +4,7 @@ package sip
 // opted into although it weakens the trunk's security, so that the
 // choice stays visible in the log.
 func (s *Server) warnWeakTrunks() {
-	for _, tr := range s.order {
+	for _, tr := range s.trunkTable().order {
 		log := s.log.With("trunk", tr.cfg.Name)
 		logAuthSharing(log, tr)
 		if tr.transport == "tls" && tr.cfg.TLSInsecureSkipVerify {

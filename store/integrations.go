@@ -108,6 +108,13 @@ type Integrations interface {
 	UpdateWebhookEvent(ctx context.Context, e *WebhookEvent) error
 	// CountWebhookEvents counts the pending and dead events.
 	CountWebhookEvents(ctx context.Context) (WebhookCounts, error)
+	// DeadWebhookEvents returns up to limit dead events of webhook (""
+	// for every webhook), oldest first.
+	DeadWebhookEvents(ctx context.Context, webhook string, limit int) ([]*WebhookEvent, error)
+	// ReplayWebhookEvents makes dead events pending again, due at now
+	// with no attempts counted: the one with seq (0 for every one) of
+	// webhook ("" for every webhook). It returns how many it revived.
+	ReplayWebhookEvents(ctx context.Context, webhook string, seq int64, now time.Time) (int, error)
 }
 
 const integrationsSchema = `
@@ -371,4 +378,40 @@ func (s *SQLite) CountWebhookEvents(ctx context.Context) (WebhookCounts, error) 
 		return c, fmt.Errorf("store: count webhook events: %w", err)
 	}
 	return c, nil
+}
+
+// DeadWebhookEvents implements Integrations.
+func (s *SQLite) DeadWebhookEvents(ctx context.Context, webhook string, limit int) ([]*WebhookEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhook_outbox
+		WHERE state = 'dead' AND (? = '' OR webhook = ?) ORDER BY seq LIMIT ?`, webhook, webhook, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: dead webhook events: %w", err)
+	}
+	defer rows.Close()
+	var out []*WebhookEvent
+	for rows.Next() {
+		var e WebhookEvent
+		var created, next int64
+		if err := rows.Scan(&e.Seq, &e.Webhook, &e.ConversationID, &e.Type, &e.Body, &created, &e.Attempts, &next,
+			&e.State, &e.LastError); err != nil {
+			return nil, fmt.Errorf("store: dead webhook events: %w", err)
+		}
+		e.CreatedAt, e.NextAt = fromUnix(created), fromUnix(next)
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// ReplayWebhookEvents implements Integrations.
+func (s *SQLite) ReplayWebhookEvents(ctx context.Context, webhook string, seq int64, now time.Time) (int, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_at = ?, last_error = ''
+		WHERE state = 'dead' AND (? = '' OR webhook = ?) AND (? = 0 OR seq = ?)`, unix(now), webhook, webhook, seq, seq)
+	if err != nil {
+		return 0, fmt.Errorf("store: replay webhook events: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("store: replay webhook events: %w", err)
+	}
+	return int(n), nil
 }

@@ -136,6 +136,8 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (De
 			{nil, `DELETE FROM notes WHERE conversation_id = ?`},
 			{&d.Files, `DELETE FROM files WHERE conversation_id = ?`},
 			{&d.Conversations, `DELETE FROM conversations WHERE id = ?`},
+			// Events still owed to webhooks carry the conversation too.
+			{nil, `DELETE FROM webhook_outbox WHERE conversation_id = ?`},
 		} {
 			res, err := tx.ExecContext(ctx, st.q, id)
 			if err != nil {

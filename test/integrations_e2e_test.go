@@ -35,6 +35,8 @@ const (
 	e2eKeyReader = "sgk_e2e-reader-0123456789abcdefghijklmnopqrstuvwxy"
 	e2eKeyOld    = "sgk_e2e-old-0123456789abcdefghijklmnopqrstuvwxyzAB"
 	e2eHookKey   = "e2e-webhook-secret-0123456789"
+	e2eKeyRec    = "sgk_e2e-rec-0123456789abcdefghijklmnopqrstuvwxyzAB"
+	e2eKeyEraser = "sgk_e2e-eraser-0123456789abcdefghijklmnopqrstuvwx"
 )
 
 func apiKeysYAML() string {
@@ -85,7 +87,45 @@ func integrationCall(t *testing.T, g *gateway, method, path, key, body string) *
 // documented: statuses and bodies validated against the spec, for the
 // success and the refusals of each route, attacks included.
 func TestIntegrationsAnswerAsDocumented(t *testing.T) {
-	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()))
+	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()+dataKeysYAML()))
+	doc, check, seen := openAPIChecker(t, g)
+	call := func(method, path, key, body string) *apiReq {
+		t.Helper()
+		return integrationCall(t, g, method, path, key, body)
+	}
+	integrationsChecks(t, g, check, call)
+	// Every documented operation was checked with its success and a
+	// refused key; a recording's file is fetched in TestRecordingAlways,
+	// which needs a call.
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			if method+" "+path == "GET /api/v1/integrations/recordings/{id}" {
+				continue
+			}
+			got := seen[method+" "+path]
+			success := slices.ContainsFunc(got, func(s int) bool { return s >= 200 && s < 300 })
+			refused := slices.Contains(got, 401) || slices.Contains(got, 403)
+			if !success || !refused {
+				t.Errorf("%s %s: checked with %v; want a success and a refusal", method, path, got)
+			}
+		}
+	}
+}
+
+// dataKeysYAML adds a key that reads recordings and one that erases.
+func dataKeysYAML() string {
+	return fmt.Sprintf(`    - {name: rec, key_hash: %q, scopes: [recordings:read]}
+    - {name: eraser, key_hash: %q, scopes: [data:erase]}
+`, segue.HashAPIKey(e2eKeyRec), segue.HashAPIKey(e2eKeyEraser))
+}
+
+// openAPIChecker loads docs/openapi.yaml and returns a check that a
+// reply has the wanted status and is as documented, with the statuses
+// checked per documented operation.
+func openAPIChecker(t *testing.T, g *gateway) (*openapi3.T, func(r *apiReq, want int) map[string]any, map[string][]int) {
+	// Recordings are bytes, checked as such.
+	openapi3filter.RegisterBodyDecoder("audio/ogg", openapi3filter.FileBodyDecoder)
+	openapi3filter.RegisterBodyDecoder("audio/wav", openapi3filter.FileBodyDecoder)
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromFile("../docs/openapi.yaml")
 	if err != nil {
@@ -128,11 +168,12 @@ func TestIntegrationsAnswerAsDocumented(t *testing.T) {
 		_ = json.Unmarshal(r.body, &out)
 		return out
 	}
-	call := func(method, path, key, body string) *apiReq {
-		t.Helper()
-		return integrationCall(t, g, method, path, key, body)
-	}
+	return doc, check, seen
+}
 
+// integrationsChecks drives every route but a recording's file through
+// its successes and refusals.
+func integrationsChecks(t *testing.T, g *gateway, check func(r *apiReq, want int) map[string]any, call func(method, path, key, body string) *apiReq) {
 	customer, conv := g.newConversation(t, "Ann")
 	if status, b := customer.uploadFile(conv.ID, "note.txt", []byte("the parcel number is 42\n")); status != http.StatusCreated {
 		t.Fatalf("upload: %d %s", status, b)
@@ -212,17 +253,18 @@ func TestIntegrationsAnswerAsDocumented(t *testing.T) {
 		t.Errorf("transcript: %v", full["messages"])
 	}
 
-	// Every documented operation was checked with its success and a
-	// refused key.
-	for path, item := range doc.Paths.Map() {
-		for method := range item.Operations() {
-			got := seen[method+" "+path]
-			success := slices.ContainsFunc(got, func(s int) bool { return s >= 200 && s < 300 })
-			refused := slices.Contains(got, 401) || slices.Contains(got, 403)
-			if !success || !refused {
-				t.Errorf("%s %s: checked with %v; want a success and a refusal", method, path, got)
-			}
-		}
+	// Recordings (none without a call) and erasure.
+	check(call("GET", one+"/recordings", e2eKeyRec, ""), 200)
+	check(call("GET", one+"/recordings", e2eKeyReader, ""), 403)
+	check(call("GET", base+"/c_nope/recordings", e2eKeyRec, ""), 404)
+	check(call("GET", "/api/v1/integrations/recordings/r_nope", e2eKeyRec, ""), 404)
+	check(call("GET", "/api/v1/integrations/recordings/r_nope", e2eKeyReader, ""), 403)
+	const erase = "/api/v1/integrations/customers/erase"
+	check(call("POST", erase, e2eKeyCRM, `{"email":"ann@example.com"}`), 403)
+	check(call("POST", erase, e2eKeyEraser, `{}`), 400)
+	erased := check(call("POST", erase, e2eKeyEraser, `{"email":"nobody@example.com"}`), 200)
+	if e, _ := erased["erased"].(map[string]any); e["conversations"] != 0.0 {
+		t.Errorf("erased: %v", erased)
 	}
 	// The refused keys are counted, and no key reached the log.
 	m := metricsOf(t, g)
@@ -258,6 +300,8 @@ type hookEvent struct {
 			Text string `json:"text"`
 		} `json:"message"`
 	} `json:"data"`
+	// Raw is the whole body.
+	Raw json.RawMessage `json:"-"`
 }
 
 func newHookReceiver(t *testing.T) *hookReceiver {
@@ -294,6 +338,7 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 		if err := json.NewDecoder(bytes.NewReader(body)).Decode(&ev); err != nil {
 			t.Errorf("event %s: %v", body, err)
 		}
+		ev.Raw = body
 		h.got = append(h.got, ev)
 	}))
 	t.Cleanup(h.srv.Close)

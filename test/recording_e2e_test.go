@@ -7,10 +7,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,10 +37,16 @@ func TestRecordingAlways(t *testing.T) {
 		t.Fatal(err)
 	}
 	phone := peers.StartBaresip(t, "127.0.0.1", "600", src)
+	hooks := newHookReceiver(t)
+	hooks.mu.Lock()
+	hooks.failing = false
+	hooks.mu.Unlock()
 	g := startVoiceGateway(t, voiceConfig{
 		trunks: []voiceTrunk{{name: "pbx", addr: net.JoinHostPort(phone.IP, strconv.Itoa(phone.Port))}},
 		queues: []voiceQueue{{name: "support", trunk: "pbx", dial: phone.URI()}},
-	}, withYAML("", "", "    recording: always\n", ""))
+	}, withYAML("", "", "    recording: always\n", ""), withIntegrationsYAML(apiKeysYAML()+dataKeysYAML()+fmt.Sprintf(`  webhooks:
+    - {name: crm, url: %q, events: [call.ringing, call.connected, call.ended, recording.ready], secret: %q}
+`, hooks.srv.URL, e2eHookKey)))
 
 	customer := startPionVoiceCall(t, g)
 	connected := time.Now()
@@ -160,5 +168,129 @@ func TestRecordingAlways(t *testing.T) {
 	}
 	if m := metricsOf(t, g); m["segue_recordings_total"] != 1 {
 		t.Errorf("segue_recordings_total = %v", m["segue_recordings_total"])
+	}
+	recordingWebhooksAndAPI(t, g, hooks, customer.conv.ID, rec.ID, size)
+}
+
+// recordingWebhooksAndAPI checks what a CRM hears of the recorded call
+// and gets with its keys: the call events with the call's quality, then
+// recording.ready, whose URL gives the file to a recordings:read key,
+// whole and by ranges, as docs/openapi.yaml says, and to no other key.
+func recordingWebhooksAndAPI(t *testing.T, g *gateway, hooks *hookReceiver, convID, recID string, size int) {
+	t.Helper()
+	type event struct {
+		Type string `json:"type"`
+		Data struct {
+			Call        string   `json:"call"`
+			Direction   string   `json:"direction"`
+			Target      string   `json:"target"`
+			Codec       string   `json:"codec"`
+			Cause       string   `json:"cause"`
+			By          string   `json:"by"`
+			DurationS   *float64 `json:"duration_s"`
+			MOS         *float64 `json:"mos"`
+			LossPercent *float64 `json:"loss_percent"`
+			JitterMS    *float64 `json:"jitter_ms"`
+			Recording   struct {
+				ID           string  `json:"id"`
+				Conversation string  `json:"conversation"`
+				Call         string  `json:"call"`
+				Format       string  `json:"format"`
+				DurationS    float64 `json:"duration_s"`
+				Size         int     `json:"size"`
+				URL          string  `json:"url"`
+			} `json:"recording"`
+		} `json:"data"`
+	}
+	got := map[string]event{}
+	var order []string
+	waitFor(t, "the call's webhook events", func() error {
+		hooks.mu.Lock()
+		defer hooks.mu.Unlock()
+		clear(got)
+		order = order[:0]
+		for _, h := range hooks.got {
+			var ev event
+			if err := json.Unmarshal(h.Raw, &ev); err != nil {
+				return err
+			}
+			if h.Conversation.ID != convID {
+				return fmt.Errorf("an event of %s", h.Conversation.ID)
+			}
+			if _, dup := got[ev.Type]; !dup {
+				order = append(order, ev.Type)
+			}
+			got[ev.Type] = ev
+		}
+		if len(got) < 4 {
+			return fmt.Errorf("events %v", order)
+		}
+		return nil
+	})
+	t.Logf("webhook events: %v; call.ended %+v", order, got["call.ended"].Data)
+	if i := slices.Index(order, "call.ringing"); i != 0 || order[1] != "call.connected" {
+		t.Errorf("event order %v", order)
+	}
+	ring, conn, end, ready := got["call.ringing"].Data, got["call.connected"].Data, got["call.ended"].Data, got["recording.ready"].Data
+	if ring.Call == "" || ring.Direction != "outbound" || ring.Target != "600" || conn.Call != ring.Call || end.Call != ring.Call {
+		t.Errorf("call.ringing %+v, call.connected %+v", ring, conn)
+	}
+	if conn.Codec != "PCMU" && conn.Codec != "PCMA" {
+		t.Errorf("call.connected codec %q", conn.Codec)
+	}
+	if end.Cause == "" || end.By != "customer" || end.Codec != conn.Codec || end.DurationS == nil || *end.DurationS < 3 ||
+		end.MOS == nil || *end.MOS < 3.5 || end.LossPercent == nil || *end.LossPercent > 5 || end.JitterMS == nil {
+		t.Errorf("call.ended %+v", end)
+	}
+	r := ready.Recording
+	if r.ID != recID || r.Conversation != convID || r.Call != ring.Call || r.Format != "ogg" || r.Size != size || r.DurationS < 3 ||
+		r.URL != g.URL+"/api/v1/integrations/recordings/"+recID {
+		t.Errorf("recording.ready %+v", r)
+	}
+	// The calls as the API lists them carry the quality.
+	one := integrationCall(t, g, "GET", "/api/v1/integrations/conversations/"+convID, e2eKeyReader, "")
+	var full struct {
+		Calls []struct {
+			ID      string `json:"id"`
+			Quality struct {
+				MOS         *float64 `json:"mos"`
+				LossPercent *float64 `json:"loss_percent"`
+				JitterMS    *float64 `json:"jitter_ms"`
+			} `json:"quality"`
+		} `json:"calls"`
+	}
+	if err := json.Unmarshal(one.body, &full); err != nil || len(full.Calls) != 1 || full.Calls[0].ID != ring.Call ||
+		full.Calls[0].Quality.MOS == nil || full.Calls[0].Quality.LossPercent == nil || full.Calls[0].Quality.JitterMS == nil {
+		t.Errorf("the API's calls: %s", one.body)
+	}
+
+	// The file, with the documented answers.
+	_, check, _ := openAPIChecker(t, g)
+	path := strings.TrimPrefix(r.URL, g.URL)
+	dl := integrationCall(t, g, "GET", path, e2eKeyRec, "")
+	check(dl, 200)
+	if len(dl.body) != size || dl.header.Get("Content-Type") != "audio/ogg" {
+		t.Errorf("fetched %d bytes of %s, want %d of audio/ogg", len(dl.body), dl.header.Get("Content-Type"), size)
+	}
+	if left, right, err := recording.Read(bytes.NewReader(dl.body)); err != nil || len(left) == 0 || len(left) != len(right) {
+		t.Errorf("the fetched recording: %v", err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, r.URL, nil)
+	req.Header.Set("Authorization", "Bearer "+e2eKeyRec)
+	req.Header.Set("Range", "bytes=0-99")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusPartialContent || !bytes.Equal(part, dl.body[:100]) {
+		t.Errorf("range: %d, %d bytes", res.StatusCode, len(part))
+	}
+	check(integrationCall(t, g, "GET", path, e2eKeyReader, ""), 403)
+	check(integrationCall(t, g, "GET", path, "", ""), 401)
+	list := check(integrationCall(t, g, "GET", "/api/v1/integrations/conversations/"+convID+"/recordings", e2eKeyRec, ""), 200)
+	if recs, _ := list["recordings"].([]any); len(recs) != 1 {
+		t.Errorf("recordings: %v", list)
 	}
 }

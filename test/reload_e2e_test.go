@@ -21,7 +21,8 @@ import (
 // its RTP) and a chat. An invalid edit is refused, by SIGHUP (logged) and
 // by POST /admin/reload (422 with the errors config validate gives), and
 // changes nothing. A valid one (agent bob replaced by carol), sent with
-// SIGHUP, lets carol sign in and bob not; the call goes on (the customer
+// SIGHUP, lets carol sign in and bob not, and changes the trunk that
+// carries the call; the call goes on (the customer
 // still hears its echo) and so does the chat, and the PBX gets its BYE
 // only when the customer hangs up.
 func TestReloadDuringCallAndChat(t *testing.T) {
@@ -91,7 +92,9 @@ func TestReloadDuringCallAndChat(t *testing.T) {
 	}
 
 	// Valid: bob's entry becomes carol's (with bob's password).
+	// The trunk carrying the call changes too (its codec preference).
 	good := strings.Replace(string(orig), bobEntry, "  - id: carol\n    name: \"Carol\"\n", 1)
+	good = strings.Replace(good, "codecs: [PCMU, PCMA]", "codecs: [PCMA, PCMU]", 1)
 	if err := os.WriteFile(g.config, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +110,9 @@ func TestReloadDuringCallAndChat(t *testing.T) {
 	login := func(id string) int {
 		code, _ := g.client(t).do(http.MethodPost, "/api/v1/agent/login", strings.NewReader(`{"id":"`+id+`","password":"`+agentPasswords["bob"]+`"}`), "application/json")
 		return code
+	}
+	if !strings.Contains(g.Log(), "trunks_changed=[pbx]") {
+		t.Error("the reload did not change the trunk")
 	}
 	if code := login("carol"); code != http.StatusOK {
 		t.Errorf("carol after the reload: %d", code)
