@@ -12,17 +12,20 @@ import (
 )
 
 // inboundInvite is an INVITE from a configured PBX peer for a
-// conversation; sipInbound adapts *sip.InboundCall.
+// conversation; sipInbound adapts *sip.InboundCall. Accept's transfer
+// options are the caller ID and context headers that the INVITE of a
+// later transfer (REFER from the desk phone) carries.
 type inboundInvite interface {
 	User() string
 	Trunk() string
 	Ringing() error
-	Accept(ctx context.Context, audioOut transcode.PCMWriter) (phoneCall, error)
+	Accept(ctx context.Context, audioOut transcode.PCMWriter, transfer sip.DialOptions) (phoneCall, error)
 }
 
 type sipInbound struct{ *sip.InboundCall }
 
-func (in sipInbound) Accept(ctx context.Context, w transcode.PCMWriter) (phoneCall, error) {
+func (in sipInbound) Accept(ctx context.Context, w transcode.PCMWriter, transfer sip.DialOptions) (phoneCall, error) {
+	in.SetTransferContext(transfer)
 	c, err := in.Answer(ctx, w)
 	if err != nil {
 		return nil, err
@@ -82,7 +85,9 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 		}
 		return &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable"}
 	}
-	phone, err := in.Accept(v.ctx, noClose{v.toWeb})
+	// A transfer of this call by the desk phone carries the same context
+	// as a call the gateway dials: the phone it goes to learns who calls.
+	phone, err := in.Accept(v.ctx, noClose{v.toWeb}, v.dialOptions(headerSafe(v.customerName())))
 	if err != nil {
 		v.finishUnanswered(err)
 		return err

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -351,6 +353,55 @@ func TestRatingAttacked(t *testing.T) {
 	resp.Body.Close()
 	if out.Conversation.Rating == nil || out.Conversation.Rating.Score != 4 {
 		t.Fatalf("GET conversation: %+v", out.Conversation)
+	}
+	e.checkHub()
+}
+
+// TestQueueStatusAttacked: anyone may ask whether a queue takes chats,
+// so the answer says only that (open, why not, when it opens): never who
+// is logged in nor how many. A made-up queue name is 404 without the name
+// echoed back, whatever it holds, and the route takes no writes.
+func TestQueueStatusAttacked(t *testing.T) {
+	e := newTestServer(t, nil)
+	alice := e.login("alice")
+	e.agentWS(alice)
+	var st map[string]any
+	if code := getJSON(t, nil, e.ts.URL+"/api/v1/queue-status?queue=support", &st); code != http.StatusOK || st["open"] != true {
+		t.Fatalf("staffed queue: %d %v", code, st)
+	}
+	for k := range st {
+		if !slices.Contains([]string{"queue", "open", "reason", "next_open", "time_zone"}, k) {
+			t.Errorf("queue-status tells outsiders %q: %v", k, st)
+		}
+	}
+	if raw, _ := json.Marshal(st); strings.Contains(string(raw), "alice") || strings.Contains(string(raw), "Alice") {
+		t.Errorf("queue-status names an agent: %s", raw)
+	}
+	for _, q := range []string{"../../segue.db", "<script>alert(1)</script>", "support\x00", "support' OR '1'='1", "SUPPORT", strings.Repeat("q", 4096)} {
+		resp, err := http.Get(e.ts.URL + "/api/v1/queue-status?queue=" + url.QueryEscape(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("queue %.40q: %d, want 404", q, resp.StatusCode)
+		}
+		if strings.Contains(string(b), q) || strings.Contains(string(b), "<script>") {
+			t.Errorf("queue %.40q is echoed back: %s", q, b)
+		}
+	}
+	resp, err := http.Post(e.ts.URL+"/api/v1/queue-status?queue=support", "application/json", strings.NewReader(`{"open":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Errorf("POST to queue-status: %d, want a refusal", resp.StatusCode)
+	}
+	st = nil
+	if getJSON(t, nil, e.ts.URL+"/api/v1/queue-status?queue=support", &st); st["open"] != true {
+		t.Errorf("after the POST the queue reads %v", st)
 	}
 	e.checkHub()
 }

@@ -701,11 +701,22 @@ func (v *voiceCall) phoneEvent(ev sip.Event) {
 	case sip.EventMediaChanged:
 		v.publish()
 	case sip.EventTransfer:
+		// Accepted (202) only: the transcript waits for the new party's
+		// answer, which may never come.
+		v.s.log.Info("voice: transfer requested", "conv", v.cv.c.ID, "call", v.id, "target", ev.Target)
+	case sip.EventTransferred:
 		// The customer reads the transcript too: it shows the number the
 		// call went to, never the trunk's URI (host, port, parameters).
 		v.s.log.Info("voice: call transferred", "conv", v.cv.c.ID, "call", v.id, "target", ev.Target)
 		to := displayTarget(ev.Target)
 		h.event(v.ctx, v.cv, "voice.transferred", "Call transferred to "+to, map[string]string{"call": v.id, "to": to})
+	case sip.EventTransferFailed:
+		// The call stays with the desk phone that tried to transfer it.
+		v.s.log.Info("voice: transfer failed", "conv", v.cv.c.ID, "call", v.id, "target", ev.Target, "error", ev.Cause)
+		to := displayTarget(ev.Target)
+		_, _, code, reason := endOf(false, ev.Cause)
+		h.event(v.ctx, v.cv, "voice.transfer_failed", "Transfer to "+to+" failed: "+reason,
+			map[string]string{"call": v.id, "to": to, "code": code, "reason": reason})
 	}
 }
 

@@ -455,15 +455,17 @@ func TestEstimateMOS(t *testing.T) {
 }
 
 type fakeInvite struct {
-	user    string
-	ringing chan struct{}
-	phone   *fakeLeg
+	user     string
+	ringing  chan struct{}
+	phone    *fakeLeg
+	transfer sip.DialOptions // what Accept was given for a later transfer
 }
 
 func (f *fakeInvite) User() string   { return f.user }
 func (f *fakeInvite) Trunk() string  { return "pbx" }
 func (f *fakeInvite) Ringing() error { close(f.ringing); return nil }
-func (f *fakeInvite) Accept(_ context.Context, w transcode.PCMWriter) (phoneCall, error) {
+func (f *fakeInvite) Accept(_ context.Context, w transcode.PCMWriter, transfer sip.DialOptions) (phoneCall, error) {
+	f.transfer = transfer
 	f.phone.SwapAudioOut(w)
 	return f.phone, nil
 }
@@ -496,6 +498,11 @@ func TestPBXCallsIntoAConversation(t *testing.T) {
 		t.Fatalf("invite handler: %v", err)
 	}
 	waitCall(t, cws, callConnected)
+	// A transfer by the desk phone carries the context a dialled call does.
+	if in.transfer.DisplayName != "Ann" || in.transfer.Headers["X-Segue-Conversation"] != id ||
+		in.transfer.Headers["User-to-User"] == "" || !strings.Contains(in.transfer.Headers["Call-Info"], "/console/c/"+id) {
+		t.Errorf("transfer context %+v", in.transfer)
+	}
 	in.phone.play(make(transcode.PCM16, 160))
 	in.phone.hangup(sip.ErrRemoteHangup)
 	waitCall(t, cws, callEnded)
@@ -508,6 +515,50 @@ func TestPBXCallsIntoAConversation(t *testing.T) {
 	if err := <-errc; !errors.As(err, &se) || se.Code != 603 {
 		t.Fatalf("declined: %v", err)
 	}
+}
+
+// transcriptEvent reads frames until a transcript event arrives and
+// returns its name and text.
+func transcriptEvent(t *testing.T, w *wsc) (name, text string) {
+	t.Helper()
+	for {
+		m := decode[struct {
+			Text  string
+			Event *struct{ Name string }
+		}](t, w.expect("message")["message"])
+		if m.Event != nil {
+			return m.Event.Name, m.Text
+		}
+	}
+}
+
+// TestTranscriptSaysWhereATransferWent: the desk phone's REFER accepted
+// (202) writes nothing yet; a failed transfer says so with the reason,
+// and only an answered one says where the call went.
+func TestTranscriptSaysWhereATransferWent(t *testing.T) {
+	phone := newFakeLeg()
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	e := voiceServer(t, phones, &fakePeers{}, nil)
+	_, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	for name, _ := transcriptEvent(t, cws); name != "voice.connected"; name, _ = transcriptEvent(t, cws) {
+	}
+
+	target := "sip:1002@pbx.test:5060;transport=udp"
+	phone.events <- sip.Event{Kind: sip.EventTransfer, Target: target}
+	phone.events <- sip.Event{Kind: sip.EventTransferFailed, Target: target, Cause: &sip.StatusError{Code: 486, Reason: "Busy Here"}}
+	if name, text := transcriptEvent(t, cws); name != "voice.transfer_failed" || text != "Transfer to 1002 failed: The line is busy" {
+		t.Errorf("after a refused transfer: %s %q", name, text)
+	}
+	phone.events <- sip.Event{Kind: sip.EventTransfer, Target: target}
+	phone.events <- sip.Event{Kind: sip.EventTransferred, Target: target}
+	if name, text := transcriptEvent(t, cws); name != "voice.transferred" || text != "Call transferred to 1002" {
+		t.Errorf("after an answered transfer: %s %q", name, text)
+	}
+	phone.hangup(sip.ErrRemoteHangup)
+	waitCall(t, cws, callEnded)
 }
 
 func TestAgentCallsTheCustomer(t *testing.T) {

@@ -31,8 +31,17 @@ const (
 	EventMediaChanged
 	// EventHangup: the call ended; Event.Cause says why. It is the last event.
 	EventHangup
-	// EventTransfer: the far end transferred the call (REFER); Event.Target is the new party.
+	// EventTransfer: the far end asked to transfer the call (REFER) and
+	// the gateway accepted (202); Event.Target is the new party, whose
+	// INVITE is on its way. EventTransferred or EventTransferFailed follows.
 	EventTransfer
+	// EventTransferred: the new party answered the transfer's INVITE; the
+	// call goes on with it. Event.Target is the new party.
+	EventTransferred
+	// EventTransferFailed: the transfer's INVITE failed; the call stays
+	// with the transferor. Event.Target is the party that was tried and
+	// Event.Cause why (a *StatusError for a final response).
+	EventTransferFailed
 )
 
 // byeTimeout bounds how long hanging up waits for the far end to answer
@@ -56,6 +65,10 @@ func (k EventKind) String() string {
 		return "hangup"
 	case EventTransfer:
 		return "transfer"
+	case EventTransferred:
+		return "transferred"
+	case EventTransferFailed:
+		return "transfer_failed"
 	}
 	return "unknown"
 }
@@ -64,9 +77,9 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind   EventKind
 	Digit  rune   // EventDTMF
-	Cause  error  // EventHangup: ErrClosed, a *HangupError, ErrSessionExpired, ...
+	Cause  error  // EventHangup: ErrClosed, a *HangupError, ErrSessionExpired, ...; EventTransferFailed: a *StatusError, ...
 	Codec  string // EventMediaChanged
-	Target string // EventTransfer
+	Target string // EventTransfer, EventTransferred, EventTransferFailed
 }
 
 // dialogSession is what a Call needs from sipgo's client and server dialogs.
@@ -119,9 +132,10 @@ type Call struct {
 	oldGuard   dialogGuard // oldDlg's, while it lasts
 
 	// dialCtx is the caller ID and context headers of the first INVITE
-	// of an outbound call (DialOptions.DisplayName and Headers), set before
-	// the call starts and never changed: a transfer's INVITE carries them
-	// again, so that the phone the call goes to learns who calls and about
+	// of an outbound call (DialOptions.DisplayName and Headers), or those
+	// an inbound call was given with InboundCall.SetTransferContext, set
+	// before the call starts and never changed: a transfer's INVITE carries
+	// them, so that the phone the call goes to learns who calls and about
 	// what as the first one did.
 	dialCtx DialOptions
 

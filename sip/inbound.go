@@ -34,6 +34,21 @@ type InboundCall struct {
 	rejected bool
 	release  func()
 	unpin    func() // ends authSrc's pass through the read filter; the Call takes it on answer
+	// transferCtx is what SetTransferContext set: the caller ID and
+	// context headers of a transfer's INVITE.
+	transferCtx DialOptions
+}
+
+// SetTransferContext sets the caller ID and context headers
+// (DialOptions.DisplayName and Headers; other fields are ignored) that the
+// INVITE of a transfer of this call carries, when the PBX transfers it
+// (REFER) after it was answered. The PBX's own INVITE carries no context
+// of the gateway's; without this, the phone the call is transferred to
+// would learn nothing of who calls. Call it before Answer.
+func (in *InboundCall) SetTransferContext(opts DialOptions) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.transferCtx = DialOptions{DisplayName: opts.DisplayName, Headers: opts.Headers}
 }
 
 // releasePin lets authSrc's pin go unless Answer handed it to the Call.
@@ -134,6 +149,7 @@ func (in *InboundCall) Answer(ctx context.Context, audioOut transcode.PCMWriter)
 	c := newCall(s, in.trunk, in.CallID(), true, in.ds, media, in.release)
 	c.codecs, c.sessID, c.localAddr = codecList(in.trunk.cfg.Codecs), s.newSessionID(), s.mediaIP
 	c.guard, c.authSrc = serverGuard(in.ds), in.authSrc
+	c.dialCtx = in.transferCtx
 	var answer []byte
 	if in.offer != nil {
 		answer, err = c.applyRemote(in.offer, true)

@@ -312,6 +312,9 @@ func TestReferBlindTransfer(t *testing.T) {
 			}
 		}
 	}
+	if e := waitEvent(t, call, EventTransferred); !strings.Contains(e.Target, "2002") {
+		t.Errorf("transferred to %q", e.Target)
+	}
 	waitFor(t, "final NOTIFY", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -336,4 +339,138 @@ func TestReferBlindTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "BYE on the new leg", func() bool { return second.LoadState() == sipmsg.DialogStateEnded })
+}
+
+// TestReferOfAnInboundCall: a call the PBX placed into the gateway and
+// then transfers (REFER) goes on with an INVITE that carries the context
+// given with SetTransferContext, since the PBX's own INVITE carried none
+// of the gateway's. A transfer the new party refuses is reported with its
+// status (EventTransferFailed) and the call stays; an answered one is
+// reported once answered (EventTransferred).
+func TestReferOfAnInboundCall(t *testing.T) {
+	opts := DialOptions{DisplayName: "Ann Lee", Headers: map[string]string{
+		"User-to-User":         "0123abcd;encoding=hex",
+		"Call-Info":            "<http://console.example/c/c_1>;purpose=info",
+		"X-Segue-Conversation": "c_1",
+	}}
+	p := newIdlePeer(t)
+	contact := sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: int(p.addr.Port())}}
+	dcc := sipgo.NewDialogClientCache(p.cli, contact)
+	dsc := sipgo.NewDialogServerCache(p.cli, contact)
+	invites := make(chan *sipmsg.Request, 4)
+	var mu sync.Mutex
+	var frags []string
+	p.serve(map[sipmsg.RequestMethod]sipgo.RequestHandler{
+		sipmsg.INVITE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			invites <- req
+			if req.Recipient.User == "2002" {
+				finalResponse(486, "Busy Here")(req, tx)
+				return
+			}
+			ds, err := dsc.ReadInvite(req, tx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := ds.Respond(200, "OK", p.sdp(SendRecv, "PCMU"), sipmsg.NewHeader("Content-Type", "application/sdp")); err != nil {
+				t.Error(err)
+				return
+			}
+			<-ds.Context().Done()
+		},
+		sipmsg.ACK: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) { _ = dsc.ReadAck(req, tx) },
+		sipmsg.BYE: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			if dcc.ReadBye(req, tx) != nil {
+				_ = dsc.ReadBye(req, tx)
+			}
+		},
+		sipmsg.NOTIFY: func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+			mu.Lock()
+			frags = append(frags, strings.TrimSpace(string(req.Body())))
+			mu.Unlock()
+			finalResponse(200, "OK")(req, tx)
+		},
+	})
+	calls := make(chan *Call, 1)
+	s := startServer(t, []TrunkConfig{p.trunk("pbx")}, WithInviteHandler(func(ctx context.Context, in *InboundCall) error {
+		in.SetTransferContext(opts)
+		c, err := in.Answer(ctx, nil)
+		if err != nil {
+			return err
+		}
+		calls <- c
+		return nil
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target := sipmsg.Uri{Scheme: "sip", User: "conv-c_1", Host: "127.0.0.1", Port: int(s.Addr("udp").Port())}
+	dc, err := dcc.Invite(ctx, target, p.sdp(SendRecv, "PCMU"), sipmsg.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	call := <-calls
+	defer call.Close()
+	refer := func(user string) {
+		t.Helper()
+		req := sipmsg.NewRequest(sipmsg.REFER, dc.InviteResponse.Contact().Address)
+		req.AppendHeader(sipmsg.NewHeader("Refer-To", "<sip:"+user+"@"+p.addr.String()+">"))
+		res, err := dc.Do(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 202 {
+			t.Fatalf("REFER to %s: %d", user, res.StatusCode)
+		}
+		if e := waitEvent(t, call, EventTransfer); !strings.Contains(e.Target, user) {
+			t.Errorf("transfer target %q", e.Target)
+		}
+		inv := <-invites
+		if inv.Recipient.User != user {
+			t.Errorf("transfer INVITE to %q, want %s", inv.Recipient.User, user)
+		}
+		if got := inv.From().DisplayName; got != "Ann Lee" {
+			t.Errorf("transfer INVITE to %s: From display name %q, want Ann Lee", user, got)
+		}
+		for k, v := range opts.Headers {
+			if h := inv.GetHeader(k); h == nil || h.Value() != v {
+				t.Errorf("transfer INVITE to %s: %s is %v, want %q", user, k, h, v)
+			}
+		}
+	}
+
+	// The first target is busy: the call stays with the transferor.
+	refer("2002")
+	e := waitEvent(t, call, EventTransferFailed)
+	var se *StatusError
+	if !errors.As(e.Cause, &se) || se.Code != 486 || !strings.Contains(e.Target, "2002") {
+		t.Errorf("failed transfer: target %q cause %v", e.Target, e.Cause)
+	}
+	waitFor(t, "the failure's NOTIFY", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(frags) > 0 && frags[len(frags)-1] == "SIP/2.0 486 Busy Here"
+	})
+	select {
+	case <-call.Done():
+		t.Fatalf("call ended with the failed transfer: %v", call.Err())
+	default:
+	}
+
+	// The second answers.
+	refer("2003")
+	if e := waitEvent(t, call, EventTransferred); !strings.Contains(e.Target, "2003") {
+		t.Errorf("transferred to %q", e.Target)
+	}
+	if err := dc.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -13,7 +13,10 @@ import (
 // handleRefer accepts a blind transfer (RFC 3515) to a target the
 // trunk's transfer rules allow: 202, then NOTIFYs with a message/sipfrag
 // of the new INVITE's progress. The new INVITE carries the caller ID and
-// context headers of the call's first one. The new dialog reuses the call's RTP
+// context headers of the call's first one (for an inbound call, those set
+// with InboundCall.SetTransferContext). EventTransfer reports the 202,
+// then EventTransferred or EventTransferFailed the new INVITE's outcome.
+// The new dialog reuses the call's RTP
 // session, so the gateway keeps the same Call, with sequence numbers and
 // timestamps running on. Other targets are refused with 403 (toll-fraud
 // rule: destinations come only from configuration).
@@ -104,6 +107,9 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 		}
 		c.log.Info("transfer failed", "target", recipient.String(), "error", err)
 		c.notifyFrag(code, reason, true)
+		if c.ctx.Err() == nil { // after EventHangup, nothing more is reported
+			c.emit(Event{Kind: EventTransferFailed, Target: recipient.String(), Cause: err})
+		}
 		return
 	}
 	newID := dc.InviteRequest.CallID().Value()
@@ -121,6 +127,7 @@ func (c *Call) transfer(recipient sipmsg.Uri) {
 	}
 	c.log.Info("transfer completed", "target", recipient.String(), "call_id", newID)
 	c.notifyFrag(200, "OK", true)
+	c.emit(Event{Kind: EventTransferred, Target: recipient.String()})
 	// RFC 5589 §6.1: the transferor normally hangs up its leg; make sure.
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()

@@ -309,6 +309,7 @@ const EVENT_TEXT = {
   'voice.ended': () => 'Call ended',
   'voice.failed': () => 'Call failed',
   'voice.transferred': (m) => (m.event?.data?.to ? `Call transferred to ${m.event.data.to}` : 'Call transferred'),
+  'voice.transfer_failed': (m) => (m.event?.data?.to ? `Transfer to ${m.event.data.to} failed` : 'Transfer failed') + (m.event?.data?.reason ? `: ${m.event.data.reason}` : ''),
 };
 
 /**
