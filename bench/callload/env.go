@@ -253,9 +253,12 @@ agents:
   calls_per_ip_per_hour: 0
   calls_per_conversation_per_hour: 0
   max_sockets_per_ip: %d
+  max_video_sessions: %d
+  messages_per_socket_per_second: 1000
+  bytes_per_socket_per_second: 1048576
 log:
   level: warn
-`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20)
+`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10)
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }
