@@ -24,6 +24,7 @@ type churnOptions struct {
 	settle               time.Duration // longest wait for the figures to come back
 	perKind              bool          // measure what one session of each kind costs first
 	videoKbps            int
+	maxLag               time.Duration // the gateway's limits.max_scheduler_lag
 	margins              margins
 }
 
@@ -102,6 +103,7 @@ func (ch *churn) one(ctx context.Context, k kind, idx int, hold time.Duration, r
 		return
 	}
 	st.failures[reason(err)]++
+	fmt.Fprintf(ch.o.progress, "%s %s session %d failed: %v\n", time.Now().Format("15:04:05.000"), k.name, idx, err)
 }
 
 // churnReport is what a churn run found.
@@ -118,6 +120,10 @@ type churnReport struct {
 	diffErr  error
 	elapsed  time.Duration
 	failures int
+	// Copies of the sessions' counts, taken at the end.
+	kinds      map[string]kindStats
+	videoSent  int64
+	videoRecvd int64
 }
 
 // runChurn starts the echo phone and a gateway and churns sessions
@@ -161,7 +167,11 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 		return nil, err
 	}
 	total := co.calls + co.chats + co.videos
-	config, url, admin, err := segueConfig(gwDir, phone.addr, o.agentCount, total)
+	// A soak looks for leaks, not for the load at which the gateway turns
+	// calls away: on a shared machine its scheduler lag passes the default
+	// 20 ms often, so calls are admitted up to -max-scheduler-lag.
+	config, url, admin, err := segueConfig(gwDir, phone.addr, o.agentCount, total,
+		fmt.Sprintf("  max_scheduler_lag: %s\n", co.maxLag))
 	if err != nil {
 		return nil, err
 	}
@@ -262,8 +272,15 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 			}
 		}
 		up.Wait()
-		// Long enough for every call's audio to come back.
-		holdFor(ctx, 3*time.Second, nil)
+		// Long enough for every call's audio to come back; a kind measured
+		// alone is held as its sessions are (up to 20 s), so that what
+		// fills up while a session lasts (jitter buffers, the video packet
+		// caches that answer NACKs) counts in its cost.
+		warm := 2 * time.Second
+		if co.perKind {
+			warm = max(warm, min(co.session, 20*time.Second))
+		}
+		holdFor(ctx, warm, nil)
 		if co.perKind && round[0].lanes > 0 {
 			loaded, err := ch.sample(ctx, pid, admin, "")
 			if err != nil {
@@ -302,7 +319,11 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 				holdFor(ctx, time.Duration(i)*co.session/time.Duration(k.lanes), nil)
 				for time.Now().Before(until) && ctx.Err() == nil {
 					hold := time.Duration(float64(co.session) * (0.8 + 0.4*rand.Float64()))
+					t0 := time.Now()
 					ch.one(ctx, k, next(), hold, func() {}, nil)
+					// A session that failed early leaves its lane idle for
+					// the rest of its time: the rate stays steady.
+					holdFor(ctx, time.Until(t0.Add(hold)), nil)
 				}
 			}()
 		}
@@ -310,7 +331,7 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 	churnDone := make(chan struct{})
 	go func() { lanes.Wait(); close(churnDone) }()
 	r.peak = r.base
-	tk := time.NewTicker(10 * time.Second)
+	tk := time.NewTicker(min(10*time.Second, max(2*time.Second, co.duration/5)))
 	for waiting := true; waiting; {
 		select {
 		case <-churnDone:
@@ -347,9 +368,12 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 	}
 	r.diff, r.diffErr = profileDiff(ctx, basePath, endPath, 18)
 	ch.mu.Lock()
-	for _, st := range ch.kinds {
+	r.kinds = map[string]kindStats{}
+	for name, st := range ch.kinds {
 		r.failures += st.started - st.ok
+		r.kinds[name] = *st
 	}
+	r.videoSent, r.videoRecvd = ch.videoSent, ch.videoRecvd
 	ch.mu.Unlock()
 	return r, nil
 }

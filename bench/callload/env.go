@@ -188,8 +188,9 @@ const (
 
 // segueConfig writes the gateway's config for a run: loopback only, a
 // trunk to the echo phone, agents for the load, limits raised so that
-// one address may place every call.
-func segueConfig(dir, sippAddr string, agents, calls int) (string, string, string, error) {
+// one address may place every call. extraLimits, if not empty, is more
+// lines of the limits section (indented by two spaces).
+func segueConfig(dir, sippAddr string, agents, calls int, extraLimits string) (string, string, string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(benchAgentPassword), bcrypt.MinCost)
 	if err != nil {
 		return "", "", "", err
@@ -256,9 +257,9 @@ agents:
   max_video_sessions: %d
   messages_per_socket_per_second: 1000
   bytes_per_socket_per_second: 1048576
-log:
+%slog:
   level: warn
-`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10)
+`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10, extraLimits)
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }

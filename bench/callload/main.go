@@ -100,6 +100,7 @@ func main() {
 	flag.DurationVar(&o.churn.settle, "settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
 	flag.BoolVar(&o.churn.perKind, "per-kind", true, "-churn: first measure one round of each kind alone (heap, RSS, goroutines per session)")
 	flag.IntVar(&o.churn.videoKbps, "video-kbps", 500, "-churn: bitrate of each customer's camera")
+	flag.DurationVar(&o.churn.maxLag, "max-scheduler-lag", 250*time.Millisecond, "-churn: the gateway's limits.max_scheduler_lag (calls are refused as busy past it)")
 	flag.IntVar(&o.churn.margins.goroutines, "margin-goroutines", 10, "-churn: goroutines the gateway may end with above its baseline")
 	flag.IntVar(&o.churn.margins.fds, "margin-fds", 4, "-churn: file descriptors above the baseline")
 	flag.IntVar(&o.churn.margins.udp, "margin-udp", 0, "-churn: UDP sockets (SIP, RTP, ICE ports) above the baseline")
@@ -265,7 +266,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls)
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, "")
 	if err != nil {
 		return nil, err
 	}
