@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -133,28 +132,12 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	if co.calls+co.chats+co.videos == 0 {
 		return nil, errors.New("-churn: no sessions (-churn-calls, -churn-chats, -churn-videos all 0)")
 	}
-	genCPU, targetCPU := -1, -1
-	if o.pin {
-		genCPU, targetCPU = 0, 1
-		if err := pinSelf(genCPU); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp("", "callload-churn-")
+	env, err := newRunEnv(o, "callload-churn-")
 	if err != nil {
 		return nil, err
 	}
-	if o.keep {
-		fmt.Fprintln(o.progress, "run directory:", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	phone, err := startSIPp(dir, genCPU)
-	if err != nil {
-		return nil, err
-	}
-	defer phone.stop()
-	env := &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}
+	defer env.close()
+	dir := env.dir
 	if err := env.ensureBin(ctx, o.segueBin, "", o.build); err != nil {
 		return nil, err
 	}
@@ -170,12 +153,12 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	// A soak looks for leaks, not for the load at which the gateway turns
 	// calls away: on a shared machine its scheduler lag passes the default
 	// 20 ms often, so calls are admitted up to -max-scheduler-lag.
-	config, url, admin, err := segueConfig(gwDir, phone.addr, o.agentCount, total,
+	config, url, admin, err := segueConfig(gwDir, env.phone.addr, o.agentCount, total,
 		fmt.Sprintf("  max_scheduler_lag: %s\n", co.maxLag))
 	if err != nil {
 		return nil, err
 	}
-	gw, err := startSegue(gwDir, abs, config, url, admin, targetCPU)
+	gw, err := startSegue(gwDir, abs, config, url, admin, env.targetCPU)
 	if err != nil {
 		return nil, err
 	}
@@ -443,14 +426,7 @@ func (r *churnReport) print(w io.Writer, ch *churn) {
 	for _, k := range ch.kindList() {
 		st := ch.kinds[k.name]
 		fmt.Fprintf(w, "%s sessions: started %d, completed %d, failed %d\n", k.name, st.started, st.ok, failed(st))
-		reasons := make([]string, 0, len(st.failures))
-		for k := range st.failures {
-			reasons = append(reasons, k)
-		}
-		sort.Strings(reasons)
-		for _, why := range reasons {
-			fmt.Fprintf(w, "  failed %d× %s\n", st.failures[why], why)
-		}
+		printFailures(w, st.failures)
 	}
 	if len(ch.bad) > 0 {
 		worst := 0.0

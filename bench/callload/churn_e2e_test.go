@@ -21,16 +21,7 @@ import (
 // the gateway's goroutines, descriptors and UDP sockets are back to their
 // baseline within a few, its heap and RSS within a few MiB.
 func TestChurnSmoke(t *testing.T) {
-	bin := os.Getenv("SEGUE_E2E_BIN")
-	if bin == "" {
-		// Built as test/ builds it, so that the build cache serves both.
-		bin = filepath.Join(t.TempDir(), "segue")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/segue")
-		build.Dir = moduleRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build segue: %v\n%s", err, out)
-		}
-	}
+	bin := e2eSegueBin(t)
 	var out strings.Builder
 	o := options{segueBin: bin, agentCount: 2, setupTimeout: 15 * time.Second, progress: io.Discard, churnMode: true,
 		churn: churnOptions{calls: 2, chats: 3, videos: 2, duration: 8 * time.Second, session: 2500 * time.Millisecond,
@@ -66,4 +57,20 @@ func TestChurnSmoke(t *testing.T) {
 	if r.diffErr != nil {
 		t.Errorf("heap profile diff: %v", r.diffErr)
 	}
+}
+
+// e2eSegueBin returns the gateway binary under test: $SEGUE_E2E_BIN, or
+// one built for the test as test/ builds it, so that the build cache
+// serves both.
+func e2eSegueBin(t *testing.T) string {
+	if bin := os.Getenv("SEGUE_E2E_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "segue")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/segue")
+	build.Dir = moduleRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build segue: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -178,31 +178,11 @@ func runReports(ctx context.Context, o options, w io.Writer) ([]*report, error) 
 		r.print(w)
 		return []*report{r}, nil
 	}
-	genCPU, targetCPU := -1, -1
-	if o.pin {
-		if runtime.NumCPU() < 2 {
-			return nil, errors.New("-pin needs 2 CPUs (use -pin=false)")
-		}
-		genCPU, targetCPU = 0, 1
-		if err := pinSelf(genCPU); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp("", "callload-")
+	env, err := newRunEnv(o, "callload-")
 	if err != nil {
 		return nil, err
 	}
-	if o.keep {
-		fmt.Fprintln(o.progress, "run directory:", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	phone, err := startSIPp(dir, genCPU)
-	if err != nil {
-		return nil, err
-	}
-	defer phone.stop()
-	env := &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}
+	defer env.close()
 	if !o.compare {
 		if err := env.ensureBin(ctx, o.segueBin, "", o.build); err != nil {
 			return nil, err
@@ -241,6 +221,45 @@ type runEnv struct {
 	phone     *sipp
 	targetCPU int
 	runs      int
+}
+
+// newRunEnv pins the tool (with -pin), makes the run's directory and
+// starts the echo phone; close undoes it.
+func newRunEnv(o options, prefix string) (*runEnv, error) {
+	genCPU, targetCPU := -1, -1
+	if o.pin {
+		if runtime.NumCPU() < 2 {
+			return nil, errors.New("-pin needs 2 CPUs (use -pin=false)")
+		}
+		genCPU, targetCPU = 0, 1
+		if err := pinSelf(genCPU); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		fmt.Fprintln(o.progress, "run directory:", dir)
+	}
+	phone, err := startSIPp(dir, genCPU)
+	if err != nil {
+		if !o.keep {
+			os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	return &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}, nil
+}
+
+// close stops the echo phone and removes the run's directory (unless
+// -keep).
+func (e *runEnv) close() {
+	e.phone.stop()
+	if !e.o.keep {
+		os.RemoveAll(e.dir)
+	}
 }
 
 // ensureBin builds bin with tags unless it exists (and build is unset).

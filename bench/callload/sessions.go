@@ -12,7 +12,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/pion/ice/v4"
-	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	pwebrtc "github.com/pion/webrtc/v4"
 )
@@ -116,18 +115,12 @@ func (a *chatAPI) endConversation(ctx context.Context, id string, frames <-chan 
 // acknowledged to its sender and delivered to the other side.
 func (ch *churn) chatSession(ctx context.Context, idx int, hold time.Duration, ready func(), release <-chan struct{}) (err error) {
 	api := ch.api
-	ws, convID, _, err := api.openConversation(ctx, fmt.Sprintf("Chat %d", idx))
+	c, err := ch.openConv(ctx, fmt.Sprintf("Chat %d", idx))
 	if err != nil {
 		return err
 	}
-	defer ws.CloseNow()
-	defer api.forget(convID)
-	defer ch.abandonOnError(ctx, convID, &err)
-	cust := readFrames(ws)
-	agent := api.subscribe(convID)
-	if err := waitAccepted(ctx, api, convID); err != nil {
-		return err
-	}
+	defer func() { ch.closeConv(ctx, c, err) }()
+	ws, convID, cust, agent := c.ws, c.id, c.cust, c.agent
 	say := func(n int) error {
 		id := fmt.Sprintf("m-%d-%d", idx, n)
 		if err := writeJSON(ctx, ws, map[string]any{"type": "message", "id": id, "text": fmt.Sprintf("customer line %d of chat %d", n, idx)}); err != nil {
@@ -169,6 +162,39 @@ func (ch *churn) abandonOnError(ctx context.Context, id string, err *error) {
 		return
 	}
 	_ = ch.api.asAgent(context.WithoutCancel(ctx), id, map[string]any{"type": "end", "conversation_id": id})
+}
+
+// conv is a conversation a session opened as its customer and an agent
+// accepted.
+type conv struct {
+	id    string
+	ws    *websocket.Conn // the customer's socket
+	cust  <-chan wsFrame  // its frames
+	agent <-chan wsFrame  // the frames agents get about it
+}
+
+// openConv opens a conversation as a customer and waits until an agent
+// holds it; the caller closes it with closeConv.
+func (ch *churn) openConv(ctx context.Context, name string) (*conv, error) {
+	ws, id, _, err := ch.api.openConversation(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	c := &conv{id: id, ws: ws, cust: readFrames(ws), agent: ch.api.subscribe(id)}
+	if err := waitAccepted(ctx, ch.api, id); err != nil {
+		ch.closeConv(ctx, c, err)
+		return nil, err
+	}
+	return c, nil
+}
+
+// closeConv ends what the session kept of c: after a failure (err set)
+// the agent ends the conversation, then the API forgets it and the
+// customer's socket closes.
+func (ch *churn) closeConv(ctx context.Context, c *conv, err error) {
+	ch.abandonOnError(ctx, c.id, &err)
+	ch.api.forget(c.id)
+	c.ws.CloseNow()
 }
 
 func waitAccepted(ctx context.Context, api *chatAPI, convID string) error {
@@ -237,20 +263,11 @@ func newVideoPeers() (*videoPeers, error) {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, mux, se, err := loopbackSettings()
 	if err != nil {
 		return nil, err
 	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	var se pwebrtc.SettingEngine
-	se.LoggerFactory = lf
-	v := &videoPeers{conn: conn, mux: pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)}
-	se.SetICEUDPMux(v.mux)
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	v := &videoPeers{conn: conn, mux: mux}
 	v.api = pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
 	return v, nil
 }
@@ -354,18 +371,12 @@ const (
 // either way the agent then closes the conversation.
 func (ch *churn) videoSession(ctx context.Context, idx int, hold time.Duration, ready func(), release <-chan struct{}) (err error) {
 	api := ch.api
-	ws, convID, _, err := api.openConversation(ctx, fmt.Sprintf("Video %d", idx))
+	c, err := ch.openConv(ctx, fmt.Sprintf("Video %d", idx))
 	if err != nil {
 		return err
 	}
-	defer ws.CloseNow()
-	defer api.forget(convID)
-	defer ch.abandonOnError(ctx, convID, &err)
-	cust := readFrames(ws)
-	agent := api.subscribe(convID)
-	if err := waitAccepted(ctx, api, convID); err != nil {
-		return err
-	}
+	defer func() { ch.closeConv(ctx, c, err) }()
+	ws, convID, cust, agent := c.ws, c.id, c.cust, c.agent
 	cpc, err := ch.video.api.NewPeerConnection(pwebrtc.Configuration{})
 	if err != nil {
 		return err
