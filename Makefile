@@ -122,7 +122,7 @@ bench-calls:
 # "-churn-calls 20 -session 20s"); afterwards its goroutines, descriptors,
 # UDP sockets, heap and RSS must be back to their baseline and no session
 # may have failed, else the exit status is 1. Not part of make test (its
-# 15-second smoke, TestChurnSmoke, is). Figures go to BENCHMARKS.md by hand.
+# 20-second smoke, TestChurnSmoke, is). Figures go to BENCHMARKS.md by hand.
 SOAK ?= 30m
 soak: build
 	$(GO) run ./bench/callload -churn -pin=false -segue-bin $(BIN) -churn-for $(SOAK) $(CHURN_FLAGS)
