@@ -389,6 +389,7 @@ func peakOf(a, b resources) resources {
 	a.fds = max(a.fds, b.fds)
 	a.udp = max(a.udp, b.udp)
 	a.heapInuse = max(a.heapInuse, b.heapInuse)
+	a.heapAlloc = max(a.heapAlloc, b.heapAlloc)
 	a.rss = max(a.rss, b.rss)
 	return a
 }

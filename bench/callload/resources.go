@@ -22,7 +22,10 @@ type resources struct {
 	fds        int   // entries of /proc/<pid>/fd
 	udp        int   // of them, UDP sockets (SIP, RTP and ICE ports)
 	heapInuse  int64 // go_memstats_heap_inuse_bytes, read right after a GC
-	rss        int64 // VmRSS
+	// heapAlloc is go_memstats_heap_alloc_bytes at the same moment: the
+	// live objects, without the free space of the spans they sit in.
+	heapAlloc int64
+	rss       int64 // VmRSS
 }
 
 // sampleResources reads pid's resources. It first asks the admin
@@ -44,6 +47,7 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 	}
 	r.goroutines = int(m["go_goroutines"])
 	r.heapInuse = int64(m["go_memstats_heap_inuse_bytes"])
+	r.heapAlloc = int64(m["go_memstats_heap_alloc_bytes"])
 	if r.fds, r.udp, err = procSockets(pid); err != nil {
 		return r, err
 	}
@@ -173,7 +177,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // String prints the figures on one line.
 func (r resources) String() string {
-	return fmt.Sprintf("goroutines %d, fds %d (UDP %d), heap in use %s, RSS %s", r.goroutines, r.fds, r.udp, mib(r.heapInuse), mib(r.rss))
+	return fmt.Sprintf("goroutines %d, fds %d (UDP %d), heap in use %s (live objects %s), RSS %s", r.goroutines, r.fds, r.udp, mib(r.heapInuse), mib(r.heapAlloc), mib(r.rss))
 }
 
 // profileDiff returns the top entries of what is in use in end and not
