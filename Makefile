@@ -12,7 +12,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Opus build, and sipvicious for the extension sweep of the attack tests.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
+.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls soak test-badnet
 
 all: build
 
@@ -55,8 +55,9 @@ opus-cgo:
 	$(GO) test -tags "libopus nolibopusfile" -count=1 ./transcode/...
 
 e2e:
-	$(GO) test -tags e2e -count=1 -timeout 15m ./test/...
+	$(GO) test -tags e2e -count=1 -timeout 20m ./test/...
 	$(GO) test -tags e2e -count=1 -timeout 5m -run '^TestChrome' ./webrtc/
+	$(GO) test -tags e2e -count=1 -timeout 5m -run '^TestChurnSmoke$$' ./bench/callload/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -121,3 +122,15 @@ bench-calls:
 # docs/operations.md by hand.
 test-badnet:
 	SEGUE_BADNET_MATRIX=1 $(GO) test -tags e2e -count=1 -v -run '^TestVoiceOnBadNetworks$$' ./test/
+
+# The soak: bench/callload -churn for SOAK (default 30m; e.g. make soak
+# SOAK=2m). A gateway on loopback with SIPp echoing behind its trunk;
+# chats, calls and video sessions open and close at a steady rate at half
+# the capacity BENCHMARKS.md measured (CHURN_FLAGS passes more flags, e.g.
+# "-churn-calls 20 -session 20s"); afterwards its goroutines, descriptors,
+# UDP sockets, heap and RSS must be back to their baseline and no session
+# may have failed, else the exit status is 1. Not part of make test (its
+# 20-second smoke, TestChurnSmoke, is). Figures go to BENCHMARKS.md by hand.
+SOAK ?= 30m
+soak: build
+	$(GO) run ./bench/callload -churn -pin=false -segue-bin $(BIN) -churn-for $(SOAK) $(CHURN_FLAGS)

@@ -5,8 +5,6 @@ package main
 import (
 	"context"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +15,7 @@ import (
 // for six seconds. Every call is established, and at least 95 % of the
 // 20 ms frames that were due came back carrying the customers' marker tone.
 func TestCallLoadAgainstSegue(t *testing.T) {
-	bin := os.Getenv("SEGUE_E2E_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "segue")
-		if err := buildSegue(context.Background(), bin, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := e2eSegueBin(t)
 	var out strings.Builder
 	o := options{calls: 3, ramp: 10, hold: 6 * time.Second, setupTimeout: 15 * time.Second, start: true,
 		segueBin: bin, agentCount: 2, progress: io.Discard}

@@ -22,6 +22,24 @@ type chatAPI struct {
 
 	mu       sync.Mutex
 	accepted map[string]chan struct{} // conversation id → closed once an agent holds it
+	// holders and subs serve the churn's chats and video sessions: the
+	// socket of the agent holding each conversation, and where the frames
+	// that agent gets about it go.
+	holders map[string]*websocket.Conn
+	subs    map[string]chan wsFrame
+}
+
+// wsFrame is one frame from the gateway, to a customer's or an agent's
+// socket, with the fields the churn looks at.
+type wsFrame struct {
+	ID             string                     `json:"id"`
+	Type           string                     `json:"type"`
+	ConversationID string                     `json:"conversation_id"`
+	SDP            string                     `json:"sdp"`
+	Candidate      json.RawMessage            `json:"candidate"`
+	Code           string                     `json:"code"`
+	Message        json.RawMessage            `json:"message"`
+	Conversation   struct{ ID, State string } `json:"conversation"`
 }
 
 func newChatAPI(base string) *chatAPI {
@@ -31,6 +49,8 @@ func newChatAPI(base string) *chatAPI {
 		base:     strings.TrimRight(base, "/"),
 		hc:       &http.Client{Transport: tr, Timeout: 15 * time.Second},
 		accepted: map[string]chan struct{}{},
+		holders:  map[string]*websocket.Conn{},
+		subs:     map[string]chan wsFrame{},
 	}
 }
 
@@ -89,13 +109,7 @@ func (a *chatAPI) runAgent(ctx context.Context, id, password string) error {
 			if err != nil {
 				return
 			}
-			var f struct {
-				Type         string `json:"type"`
-				ConvID       string `json:"conversation_id"`
-				Conversation struct {
-					ID string `json:"id"`
-				} `json:"conversation"`
-			}
+			var f wsFrame
 			if json.Unmarshal(b, &f) != nil {
 				continue
 			}
@@ -103,11 +117,81 @@ func (a *chatAPI) runAgent(ctx context.Context, id, password string) error {
 			case "offer":
 				_ = writeJSON(ctx, c, map[string]any{"type": "accept", "conversation_id": f.Conversation.ID})
 			case "history":
-				a.markAccepted(f.ConvID)
+				a.hold(f.ConversationID, c)
+				a.markAccepted(f.ConversationID)
 			}
+			a.route(f)
 		}
 	}()
 	return nil
+}
+
+// hold records that the agent on socket c holds conversation id.
+func (a *chatAPI) hold(id string, c *websocket.Conn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.holders[id] = c
+}
+
+// subscribe returns the channel that gets the frames agents receive
+// about conversation id, from now until forget.
+func (a *chatAPI) subscribe(id string) <-chan wsFrame {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch, ok := a.subs[id]
+	if !ok {
+		ch = make(chan wsFrame, 256)
+		a.subs[id] = ch
+	}
+	return ch
+}
+
+// route hands f to the subscriber of its conversation, if any: by
+// conversation_id, by the message's or by the conversation's id. It never
+// blocks the agent's reader: a subscriber that fell 256 frames behind
+// loses the frame.
+func (a *chatAPI) route(f wsFrame) {
+	id := f.ConversationID
+	if id == "" {
+		id = f.Conversation.ID
+	}
+	if id == "" && f.Type == "message" {
+		var m struct {
+			ConversationID string `json:"conversation_id"`
+		}
+		_ = json.Unmarshal(f.Message, &m)
+		id = m.ConversationID
+	}
+	a.mu.Lock()
+	ch := a.subs[id]
+	a.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- f:
+	default:
+	}
+}
+
+// forget drops what the API keeps about conversation id.
+func (a *chatAPI) forget(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.accepted, id)
+	delete(a.holders, id)
+	delete(a.subs, id)
+}
+
+// asAgent sends frame v on the socket of the agent holding conversation id.
+func (a *chatAPI) asAgent(ctx context.Context, id string, v any) error {
+	a.mu.Lock()
+	c := a.holders[id]
+	a.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("no agent holds %s", id)
+	}
+	return writeJSON(ctx, c, v)
 }
 
 // openConversation starts a conversation as a customer and opens its

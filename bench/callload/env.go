@@ -188,8 +188,9 @@ const (
 
 // segueConfig writes the gateway's config for a run: loopback only, a
 // trunk to the echo phone, agents for the load, limits raised so that
-// one address may place every call.
-func segueConfig(dir, sippAddr string, agents, calls int) (string, string, string, error) {
+// one address may place every call. extraLimits, if not empty, is more
+// lines of the limits section (indented by two spaces).
+func segueConfig(dir, sippAddr string, agents, calls int, extraLimits string) (string, string, string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(benchAgentPassword), bcrypt.MinCost)
 	if err != nil {
 		return "", "", "", err
@@ -253,9 +254,12 @@ agents:
   calls_per_ip_per_hour: 0
   calls_per_conversation_per_hour: 0
   max_sockets_per_ip: %d
-log:
+  max_video_sessions: %d
+  messages_per_socket_per_second: 1000
+  bytes_per_socket_per_second: 1048576
+%slog:
   level: warn
-`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20)
+`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10, extraLimits)
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }

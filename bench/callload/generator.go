@@ -63,25 +63,36 @@ func newGenerator(pcmu bool) (*generator, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
+	var se pwebrtc.SettingEngine
+	if g.conn, g.mux, se, err = loopbackSettings(); err != nil {
 		return nil, err
 	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	var se pwebrtc.SettingEngine
-	se.LoggerFactory = lf
-	g.mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), g.conn)
-	se.SetICEUDPMux(g.mux)
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	// rtpengine may send media as soon as ICE and DTLS are up, before
 	// pion has finished applying its answer.
 	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
 	g.api = pwebrtc.NewAPI(pwebrtc.WithSettingEngine(se), pwebrtc.WithMediaEngine(me))
 	return g, nil
+}
+
+// loopbackSettings opens one UDP socket on 127.0.0.1 and returns pion
+// settings that run every peer connection's ICE on it (an ICE UDP mux),
+// on loopback only, without mDNS, logging errors only.
+func loopbackSettings() (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, error) {
+	var se pwebrtc.SettingEngine
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, nil, se, err
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	se.LoggerFactory = lf
+	mux := pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)
+	se.SetICEUDPMux(mux)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	return conn, mux, se, nil
 }
 
 // close closes the shared socket.

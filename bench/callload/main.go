@@ -22,6 +22,12 @@
 //	    side by side: Segue with gopus, with libopus, with G.711 from the
 //	    browser (no transcoding), rtpengine doing the same Opus ↔ PCMU work,
 //	    and the codec floor from BenchmarkStages
+//	callload -churn -churn-for 30m
+//	    the soak: start SIPp and the gateway, then open and close chats,
+//	    calls and video sessions at a steady rate; afterwards the gateway's
+//	    goroutines, descriptors, UDP sockets, heap and RSS must be back to
+//	    their baseline within the -margin-* flags and no session may have
+//	    failed (exit status 1 otherwise), with the heap profile's diff
 package main
 
 import (
@@ -61,6 +67,8 @@ type options struct {
 	floorTime    string
 	keep         bool
 	progress     io.Writer
+	churnMode    bool
+	churn        churnOptions
 }
 
 func main() {
@@ -83,10 +91,38 @@ func main() {
 	flag.IntVar(&o.agentCount, "agents", 1, "-start/-compare: agents accepting the conversations")
 	flag.StringVar(&o.floorTime, "floor-benchtime", "500ms", "-compare: benchtime of the codec floor benchmark")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir (configs and logs)")
+	flag.BoolVar(&o.churnMode, "churn", false, "soak: start SIPp and the gateway, churn chats, calls and video sessions, then check that the gateway's resources came back")
+	flag.IntVar(&o.churn.calls, "churn-calls", 10, "-churn: calls up at once (half the 20 of BENCHMARKS.md's call table)")
+	flag.IntVar(&o.churn.chats, "churn-chats", 20, "-churn: chat-only conversations open at once")
+	flag.IntVar(&o.churn.videos, "churn-videos", 8, "-churn: video sessions up at once (half the 16 streams of BENCHMARKS.md's video table)")
+	flag.DurationVar(&o.churn.duration, "churn-for", 30*time.Minute, "-churn: how long new sessions start")
+	flag.DurationVar(&o.churn.session, "session", 30*time.Second, "-churn: how long one session is held (±20 %)")
+	flag.DurationVar(&o.churn.settle, "settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
+	flag.BoolVar(&o.churn.perKind, "per-kind", true, "-churn: first measure one round of each kind alone (heap, RSS, goroutines per session)")
+	flag.IntVar(&o.churn.videoKbps, "video-kbps", 500, "-churn: bitrate of each customer's camera")
+	flag.DurationVar(&o.churn.maxLag, "max-scheduler-lag", 250*time.Millisecond, "-churn: the gateway's limits.max_scheduler_lag (calls are refused as busy past it)")
+	flag.IntVar(&o.churn.margins.goroutines, "margin-goroutines", 10, "-churn: goroutines the gateway may end with above its baseline")
+	flag.IntVar(&o.churn.margins.fds, "margin-fds", 4, "-churn: file descriptors above the baseline")
+	flag.IntVar(&o.churn.margins.udp, "margin-udp", 0, "-churn: UDP sockets (SIP, RTP, ICE ports) above the baseline")
+	var heapMB, rssMB float64
+	flag.Float64Var(&heapMB, "margin-heap-mb", 8, "-churn: heap in use (after a GC) above the baseline, MiB")
+	flag.Float64Var(&rssMB, "margin-rss-mb", 48, "-churn: RSS above the baseline, MiB")
 	flag.Parse()
+	o.churn.margins.heap, o.churn.margins.rss = int64(heapMB*(1<<20)), int64(rssMB*(1<<20))
 	o.progress = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.churnMode {
+		r, err := runChurn(ctx, o, os.Stdout)
+		if err == nil && !r.ok() {
+			err = fmt.Errorf("%d sessions failed; %d figures not back to baseline", r.failures, len(r.excess))
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "callload:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "callload:", err)
 		os.Exit(1)
@@ -142,31 +178,11 @@ func runReports(ctx context.Context, o options, w io.Writer) ([]*report, error) 
 		r.print(w)
 		return []*report{r}, nil
 	}
-	genCPU, targetCPU := -1, -1
-	if o.pin {
-		if runtime.NumCPU() < 2 {
-			return nil, errors.New("-pin needs 2 CPUs (use -pin=false)")
-		}
-		genCPU, targetCPU = 0, 1
-		if err := pinSelf(genCPU); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp("", "callload-")
+	env, err := newRunEnv(o, "callload-")
 	if err != nil {
 		return nil, err
 	}
-	if o.keep {
-		fmt.Fprintln(o.progress, "run directory:", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	phone, err := startSIPp(dir, genCPU)
-	if err != nil {
-		return nil, err
-	}
-	defer phone.stop()
-	env := &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}
+	defer env.close()
 	if !o.compare {
 		if err := env.ensureBin(ctx, o.segueBin, "", o.build); err != nil {
 			return nil, err
@@ -207,6 +223,45 @@ type runEnv struct {
 	runs      int
 }
 
+// newRunEnv pins the tool (with -pin), makes the run's directory and
+// starts the echo phone; close undoes it.
+func newRunEnv(o options, prefix string) (*runEnv, error) {
+	genCPU, targetCPU := -1, -1
+	if o.pin {
+		if runtime.NumCPU() < 2 {
+			return nil, errors.New("-pin needs 2 CPUs (use -pin=false)")
+		}
+		genCPU, targetCPU = 0, 1
+		if err := pinSelf(genCPU); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		fmt.Fprintln(o.progress, "run directory:", dir)
+	}
+	phone, err := startSIPp(dir, genCPU)
+	if err != nil {
+		if !o.keep {
+			os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	return &runEnv{o: o, dir: dir, phone: phone, targetCPU: targetCPU}, nil
+}
+
+// close stops the echo phone and removes the run's directory (unless
+// -keep).
+func (e *runEnv) close() {
+	e.phone.stop()
+	if !e.o.keep {
+		os.RemoveAll(e.dir)
+	}
+}
+
 // ensureBin builds bin with tags unless it exists (and build is unset).
 func (e *runEnv) ensureBin(ctx context.Context, bin, tags string, build bool) error {
 	if _, err := os.Stat(bin); err == nil && !build {
@@ -230,7 +285,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls)
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, "")
 	if err != nil {
 		return nil, err
 	}

@@ -356,14 +356,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "== %s\n", r.label)
 	fmt.Fprintf(w, "calls: attempted %d, established %d, failed %d (all up after %.1fs, steady window %.1fs)\n",
 		r.attempted, r.established, r.attempted-r.established, r.rampTime.Seconds(), r.steady.Seconds())
-	reasons := make([]string, 0, len(r.failures))
-	for k := range r.failures {
-		reasons = append(reasons, k)
-	}
-	sort.Strings(reasons)
-	for _, k := range reasons {
-		fmt.Fprintf(w, "  failed %d× %s\n", r.failures[k], k)
-	}
+	printFailures(w, r.failures)
 	fmt.Fprintf(w, "set-up p50/p95/p99: voice.start → connected %s; → first returned audio %s\n", quantiles(r.setupConnected), quantiles(r.setupAudio))
 	worst := 0.0
 	for _, b := range r.bad {
@@ -401,6 +394,19 @@ func (r *report) print(w io.Writer) {
 	if r.records > 0 {
 		fmt.Fprintf(w, "the gateway's own call records (%d): loss %.2f%% (phone side), MOS %.2f, packets sent toward the phone %.1f%% of 50/s; the generator measured %.2f%% of frames bad (mean)\n",
 			r.records, r.recLoss, r.recMOS, r.recSentPct, 100*mean(r.bad))
+	}
+}
+
+// printFailures writes one line per failure class, in order, with its
+// count.
+func printFailures(w io.Writer, failures map[string]int) {
+	reasons := make([]string, 0, len(failures))
+	for k := range failures {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "  failed %d× %s\n", failures[k], k)
 	}
 }
 

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// resources is what a process holds at one moment: the figures a soak
+// compares before and after its churn.
+type resources struct {
+	at         time.Time
+	goroutines int   // go_goroutines from the admin listener's /metrics
+	fds        int   // entries of /proc/<pid>/fd
+	udp        int   // of them, UDP sockets (SIP, RTP and ICE ports)
+	heapInuse  int64 // go_memstats_heap_inuse_bytes, read right after a GC
+	// heapAlloc is go_memstats_heap_alloc_bytes at the same moment: the
+	// live objects, without the free space of the spans they sit in.
+	heapAlloc int64
+	rss       int64 // VmRSS
+}
+
+// sampleResources reads pid's resources. It first asks the admin
+// listener twice for a heap profile with gc=1, each of which runs a
+// garbage collection, so that heapInuse counts live memory rather than
+// the garbage the last cycle left or what sync.Pools keep for one cycle
+// more; the second profile is written to profile unless that is empty.
+func sampleResources(ctx context.Context, pid int, admin, profile string) (resources, error) {
+	r := resources{at: time.Now()}
+	if err := heapProfile(ctx, admin, ""); err != nil {
+		return r, err
+	}
+	if err := heapProfile(ctx, admin, profile); err != nil {
+		return r, err
+	}
+	m, err := scrapeMetrics(ctx, metricsURL(admin))
+	if err != nil {
+		return r, err
+	}
+	r.goroutines = int(m["go_goroutines"])
+	r.heapInuse = int64(m["go_memstats_heap_inuse_bytes"])
+	r.heapAlloc = int64(m["go_memstats_heap_alloc_bytes"])
+	if r.fds, r.udp, err = procSockets(pid); err != nil {
+		return r, err
+	}
+	r.rss, err = procRSS(pid)
+	return r, err
+}
+
+// heapProfile fetches /debug/pprof/heap?gc=1 from the admin listener into
+// path (or discards it when path is empty).
+func heapProfile(ctx context.Context, admin, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+"/debug/pprof/heap?gc=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	w := io.Discard
+	if path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// procSockets counts the open file descriptors of pid and, among them,
+// the UDP sockets: a descriptor links to socket:[inode], and the UDP
+// sockets' inodes are listed in the process's /proc/<pid>/net/udp and
+// udp6 (the tables of its network namespace), so no lsof is needed.
+func procSockets(pid int) (fds, udp int, err error) {
+	dir := fmt.Sprintf("/proc/%d", pid)
+	inodes := map[string]bool{}
+	for _, t := range []string{"udp", "udp6"} {
+		f, err := os.Open(filepath.Join(dir, "net", t))
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			return 0, 0, err
+		}
+		err = udpInodes(f, inodes)
+		f.Close()
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "fd"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(filepath.Join(dir, "fd", e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		fds++
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok && inodes[strings.TrimSuffix(ino, "]")] {
+			udp++
+		}
+	}
+	return fds, udp, nil
+}
+
+// udpInodes adds the inode of each socket in a /proc/net/udp table to
+// set. The table has a header line, then one socket per line with the
+// inode in the tenth column (proc(5)).
+func udpInodes(r io.Reader, set map[string]bool) error {
+	sc := bufio.NewScanner(r)
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			continue
+		}
+		if _, err := strconv.ParseUint(f[9], 10, 64); err == nil && f[9] != "0" {
+			set[f[9]] = true
+		}
+	}
+	return sc.Err()
+}
+
+// margins are how far above the baseline each figure may end.
+type margins struct {
+	goroutines int
+	fds        int
+	udp        int
+	heap       int64 // bytes
+	rss        int64 // bytes
+}
+
+// excess lists the figures of end that are above base by more than m,
+// each as a sentence; none means end is back to its baseline.
+func (m margins) excess(base, end resources) []string {
+	var out []string
+	if d := end.goroutines - base.goroutines; d > m.goroutines {
+		out = append(out, fmt.Sprintf("goroutines %d → %d (+%d, margin %d)", base.goroutines, end.goroutines, d, m.goroutines))
+	}
+	if d := end.fds - base.fds; d > m.fds {
+		out = append(out, fmt.Sprintf("file descriptors %d → %d (+%d, margin %d)", base.fds, end.fds, d, m.fds))
+	}
+	if d := end.udp - base.udp; d > m.udp {
+		out = append(out, fmt.Sprintf("UDP sockets %d → %d (+%d, margin %d)", base.udp, end.udp, d, m.udp))
+	}
+	if d := end.heapInuse - base.heapInuse; d > m.heap {
+		out = append(out, fmt.Sprintf("heap in use %s → %s (+%s, margin %s)", mib(base.heapInuse), mib(end.heapInuse), mib(d), mib(m.heap)))
+	}
+	if d := end.rss - base.rss; d > m.rss {
+		out = append(out, fmt.Sprintf("RSS %s → %s (+%s, margin %s)", mib(base.rss), mib(end.rss), mib(d), mib(m.rss)))
+	}
+	return out
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// String prints the figures on one line.
+func (r resources) String() string {
+	return fmt.Sprintf("goroutines %d, fds %d (UDP %d), heap in use %s (live objects %s), RSS %s", r.goroutines, r.fds, r.udp, mib(r.heapInuse), mib(r.heapAlloc), mib(r.rss))
+}
+
+// profileDiff returns the top entries of what is in use in end and not
+// in base, by go tool pprof.
+func profileDiff(ctx context.Context, base, end string, lines int) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-diff_base", base, end)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %v: %s", err, out)
+	}
+	ls := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[:lines]
+	}
+	return strings.Join(ls, "\n"), nil
+}
