@@ -163,6 +163,12 @@ type quality struct {
 	BrowserLossPercent float64 `json:"browser_loss_percent"`
 	BrowserJitterMs    float64 `json:"browser_jitter_ms"`
 	BrowserConcealed   uint64  `json:"browser_concealed"`
+	// BrowserMediaGaps counts the silences of a quarter second or more in
+	// the browser's audio toward the gateway that ended with the audio
+	// coming back (a network change and its ICE restart, a path that
+	// healed), and BrowserLongestGapMs is the longest, in milliseconds.
+	BrowserMediaGaps    uint64  `json:"browser_media_gaps"`
+	BrowserLongestGapMs float64 `json:"browser_longest_gap_ms"`
 }
 
 // statsPeer is a browser peer that counts its audio (webrtc.Peer does).
@@ -181,6 +187,8 @@ func (q quality) withBrowser(peer browserPeer) quality {
 	q.BrowserLossPercent = 100 * in.FractionLost
 	q.BrowserJitterMs = float64(in.Jitter) / float64(time.Millisecond)
 	q.BrowserConcealed = in.Concealed
+	q.BrowserMediaGaps = in.Gaps
+	q.BrowserLongestGapMs = float64(in.LongestGap.Milliseconds())
 	return q
 }
 

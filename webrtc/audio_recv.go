@@ -167,7 +167,7 @@ func (r *audioReader) packet(b []byte) {
 	}
 	p.rxStats.packets.Add(1)
 	p.rxStats.bytes.Add(uint64(len(b)))
-	p.rxStats.last.Store(time.Now().UnixNano())
+	p.rxStats.arrived(time.Now())
 	p.rxStats.lost.Store(r.seq.update(pkt.SSRC, pkt.SequenceNumber))
 	if rx := r.rx; rx != nil && pkt.PayloadType == rx.pt {
 		if !p.relay(rx, pkt) {

@@ -42,6 +42,13 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
+	// Gaps counts the silences of at least MinMediaGap between two
+	// packets in a row (Inbound only): a network change, a path that
+	// broke until ICE restarted, a stalled sender. LongestGap is the
+	// longest such silence. A silence after the last packet is not one:
+	// only a stream that resumes has a gap.
+	Gaps       uint64
+	LongestGap time.Duration
 	// Relayed counts the packets among Packets relayed untouched between
 	// two browsers (RelayAudioTo): for Inbound, the browser's packets
 	// relayed to another peer instead of decoded; for Outbound, the
@@ -57,6 +64,33 @@ type rxCounters struct {
 	outErrors atomic.Uint64
 	relayed   atomic.Uint64
 	last      atomic.Int64 // unix nanoseconds of the last packet
+	gaps      atomic.Uint64
+	longest   atomic.Int64 // nanoseconds: the longest gap
+}
+
+// MinMediaGap is the shortest silence between two packets of the
+// browser's audio that counts as a gap in Stats: a dozen 20 ms packets
+// missing in a row, more than any jitter the buffer absorbs, and
+// noticeable to a listener.
+const MinMediaGap = 250 * time.Millisecond
+
+// arrived records that a packet arrived at now: it moves the last arrival
+// on and counts the silence before it as a gap when it lasted at least
+// MinMediaGap.
+func (c *rxCounters) arrived(now time.Time) {
+	n := now.UnixNano()
+	prev := c.last.Swap(n)
+	d := n - prev
+	if prev == 0 || d < int64(MinMediaGap) {
+		return
+	}
+	c.gaps.Add(1)
+	for {
+		old := c.longest.Load()
+		if d <= old || c.longest.CompareAndSwap(old, d) {
+			return
+		}
+	}
 }
 
 type txCounters struct {
@@ -78,11 +112,13 @@ func (p *Peer) Stats() Stats {
 		State:   p.State(),
 		RTT:     time.Duration(p.txStats.rtt.Load()),
 		Inbound: StreamStats{
-			Packets:   p.rxStats.packets.Load(),
-			Bytes:     p.rxStats.bytes.Load(),
-			Lost:      p.rxStats.lost.Load(),
-			Malformed: p.rxStats.malformed.Load(),
-			Relayed:   p.rxStats.relayed.Load(),
+			Packets:    p.rxStats.packets.Load(),
+			Bytes:      p.rxStats.bytes.Load(),
+			Lost:       p.rxStats.lost.Load(),
+			Malformed:  p.rxStats.malformed.Load(),
+			Relayed:    p.rxStats.relayed.Load(),
+			Gaps:       p.rxStats.gaps.Load(),
+			LongestGap: time.Duration(p.rxStats.longest.Load()),
 		},
 		Outbound: StreamStats{
 			Packets:      p.txStats.packets.Load(),
