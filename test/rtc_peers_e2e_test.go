@@ -101,6 +101,9 @@ type rtcPeer struct {
 	pcMu    sync.Mutex // guards pc's signalling state
 	pending atomic.Pointer[pendingOffer]
 	nextID  atomic.Int64
+	// restartICE makes the next offer of ours an ICE restart (new
+	// ufrag and password, candidates gathered again).
+	restartICE atomic.Bool
 
 	mu        sync.Mutex
 	videos    map[uint32]*videoIn
@@ -135,6 +138,9 @@ type rtcOptions struct {
 	// udpPort, when set, is the one local UDP port of the peer's ICE
 	// candidate, so that a test can shape its traffic.
 	udpPort int
+	// net, when set, is where the peer's ICE gathers and sends (a
+	// customerNet: networks to move between, jitter).
+	net ice.UDPMux
 }
 
 // newRTCPeer makes a peer connection over loopback whose signalling runs
@@ -148,6 +154,9 @@ func newRTCPeer(t testing.TB, w *wsConn, conv string, o rtcOptions) *rtcPeer {
 	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.DisableSRTPReplayProtection(o.noReplayWindow)
+	if o.net != nil {
+		se.SetICEUDPMux(o.net)
+	}
 	if o.udpPort != 0 {
 		if err := se.SetEphemeralUDPPortRange(uint16(o.udpPort), uint16(o.udpPort)); err != nil {
 			t.Fatal(err)
@@ -425,7 +434,7 @@ func (p *rtcPeer) offer(typ string) string {
 	case pwebrtc.SignalingStateHaveLocalOffer:
 		p.pcMu.Unlock()
 	case pwebrtc.SignalingStateStable:
-		o, err := p.pc.CreateOffer(nil)
+		o, err := p.pc.CreateOffer(&pwebrtc.OfferOptions{ICERestart: p.restartICE.Swap(false)})
 		if err != nil {
 			p.pcMu.Unlock()
 			return "create offer: " + err.Error()
