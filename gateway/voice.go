@@ -1078,6 +1078,9 @@ func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
 // user part of a SIP URI ("sip:2002@pbx.example.com:5060;transport=udp"
 // shows "2002") or a tel: number, and nothing of the host behind it.
 func displayTarget(target string) string {
+	if target == "" {
+		return "" // a video record: the customer's camera has no line
+	}
 	scheme, rest, ok := strings.Cut(target, ":")
 	if !ok {
 		return "another line"
