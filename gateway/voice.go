@@ -732,6 +732,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return ended("system", "shutdown", "The service is restarting")
 	case errors.Is(cause, errInternal):
 		return ended("system", "internal_error", "The call was cut off by a fault in the gateway")
+	case errors.Is(cause, sip.ErrDialogLost):
+		return ended("system", "dialog_lost", "The phone system lost the call")
 	case answered:
 		return ended("system", "ended", "The call ended")
 	case errors.Is(cause, sip.ErrBusy):
@@ -740,6 +742,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return failed("", "no_answer", "Nobody answered")
 	case errors.Is(cause, sip.ErrUnavailable):
 		return failed("", "unavailable", "The phone is unavailable right now")
+	case errors.Is(cause, sip.ErrUnreachable):
+		return failed("", "unreachable", "The phone line did not answer")
 	case errors.Is(cause, sip.ErrLimit):
 		return failed("", "lines_busy", "All lines are busy; please try again shortly")
 	case errors.Is(cause, sip.ErrRejected):

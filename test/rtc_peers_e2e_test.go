@@ -108,7 +108,10 @@ type rtcPeer struct {
 	mu        sync.Mutex
 	videos    map[uint32]*videoIn
 	callState string
-	errs      []string
+	// callCause and callReason are the cause code and words of the
+	// call's last state.
+	callCause, callReason string
+	errs                  []string
 }
 
 type pendingOffer struct {
@@ -387,11 +390,12 @@ func (p *rtcPeer) readFrames(ctx context.Context) {
 			p.mu.Unlock()
 		case "call":
 			var c struct {
-				Call struct{ State string } `json:"call"`
+				Call struct{ State, Cause, Reason string } `json:"call"`
 			}
 			_ = json.Unmarshal(raw, &c)
 			p.mu.Lock()
 			p.callState = c.Call.State
+			p.callCause, p.callReason = c.Call.Cause, c.Call.Reason
 			p.mu.Unlock()
 		}
 	}
@@ -484,6 +488,13 @@ func (p *rtcPeer) state() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.callState
+}
+
+// cause returns the cause code and the words of the call's last state.
+func (p *rtcPeer) cause() (code, words string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.callCause, p.callReason
 }
 
 // close ends the peer connection and the socket, as a page that goes
