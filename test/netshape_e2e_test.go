@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/zaf/g711"
+
+	"github.com/segue-rtc/segue/transcode/audiotest"
 )
 
 // shapedConn is a pion customer's UDP socket on one network, shaped the
@@ -26,6 +29,8 @@ type shapedConn struct {
 	sent, reordered atomic.Int64
 	seq             atomic.Int64
 	newest          atomic.Int64 // the highest seq written so far
+	// rtp measures the jitter of the RTP sent (48 kHz clock: Opus).
+	rtp rtpJitter
 
 	mu     sync.Mutex // guards closed and wg.Add
 	closed bool
@@ -73,6 +78,9 @@ func (c *shapedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 				break
 			}
 		}
+		if ts, ok := isRTP(buf); ok {
+			c.rtp.sent(time.Now(), ts)
+		}
 		_, _ = c.PacketConn.WriteTo(buf, addr)
 	})
 	return len(b), nil
@@ -116,7 +124,7 @@ func (n *customerNet) join(t testing.TB, ip string, port int, jitter time.Durati
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &shapedConn{PacketConn: pc, jitter: jitter}
+	c := &shapedConn{PacketConn: pc, jitter: jitter, rtp: rtpJitter{rate: 48000}}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.conns = append(n.conns, c)
@@ -183,3 +191,150 @@ func (n *customerNet) Close() error {
 	}
 	return nil
 }
+
+// rtpJitter is the RFC 3550 §6.4.1 interarrival jitter of a stream as its
+// packets leave a shaping sender, from their send times and RTP
+// timestamps: what a receiver a loopback hop away should report.
+type rtpJitter struct {
+	mu      sync.Mutex
+	rate    float64
+	have    bool
+	transit float64 // seconds
+	j       float64 // seconds
+}
+
+// sent records that the RTP packet of timestamp ts left at t.
+func (r *rtpJitter) sent(t time.Time, ts uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	transit := float64(t.UnixNano())/1e9 - float64(ts)/r.rate
+	if r.have {
+		d := transit - r.transit
+		if d < 0 {
+			d = -d
+		}
+		r.j += (d - r.j) / 16
+	}
+	r.transit, r.have = transit, true
+}
+
+// ms is the jitter so far, in milliseconds.
+func (r *rtpJitter) ms() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.j * 1000
+}
+
+// isRTP reports whether b is an RTP packet (not RTCP, STUN or DTLS) and
+// returns its timestamp.
+func isRTP(b []byte) (uint32, bool) {
+	if len(b) < 12 || b[0]>>6 != 2 || (b[1] >= 192 && b[1] <= 223) {
+		return 0, false
+	}
+	return uint32(b[4])<<24 | uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7]), true
+}
+
+// jitterPhone is the media end of a desk phone whose audio reaches the
+// gateway with jitter: SIPp answers the call (uas_media_at.xml) with an
+// SDP that points here, and this socket sends a PCMU tone on a 20 ms
+// clock toward where the gateway's RTP comes from, each packet held back
+// a random time up to jitter first (so that packets overtake each other).
+type jitterPhone struct {
+	conn   *net.UDPConn
+	jitter time.Duration
+	rtp    rtpJitter
+	// sent and reordered count the packets sent and those a later
+	// packet overtook.
+	sent, reordered atomic.Int64
+	stop            chan struct{}
+	wg              sync.WaitGroup
+}
+
+// startJitterPhone listens on an even port of 127.0.0.1 and starts
+// sending a tone of hz once the gateway's RTP arrives, until the test
+// ends.
+func startJitterPhone(t *testing.T, hz float64, jitter time.Duration) *jitterPhone {
+	t.Helper()
+	var conn *net.UDPConn
+	for conn == nil {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.LocalAddr().(*net.UDPAddr).Port%2 == 0 {
+			conn = c
+		} else {
+			c.Close()
+		}
+	}
+	p := &jitterPhone{conn: conn, jitter: jitter, rtp: rtpJitter{rate: 8000}, stop: make(chan struct{})}
+	gw := make(chan *net.UDPAddr, 1)
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		buf := make([]byte, 1500)
+		for first := true; ; first = false {
+			_, from, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if first {
+				gw <- from
+			}
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		var to *net.UDPAddr
+		select {
+		case to = <-gw:
+		case <-p.stop:
+			return
+		}
+		tone := audiotest.Tone(8000, hz, 0.5, 10*time.Second)
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		var newest atomic.Int64
+		var pending sync.WaitGroup
+		defer pending.Wait()
+		for seq, off := 1, 0; ; seq, off = seq+1, (off+160)%len(tone) {
+			select {
+			case <-p.stop:
+				return
+			case <-tk.C:
+			}
+			ts := uint32(seq * 160)
+			pkt := []byte{0x80, 0, byte(seq >> 8), byte(seq), byte(ts >> 24), byte(ts >> 16), byte(ts >> 8), byte(ts), 0x5e, 0x9a, 0x11, 0x07}
+			for _, s := range tone[off : off+160] {
+				pkt = append(pkt, g711.EncodeUlawFrame(s))
+			}
+			n := int64(seq)
+			pending.Add(1)
+			time.AfterFunc(time.Duration(rand.Int64N(int64(jitter)+1)), func() {
+				defer pending.Done()
+				for {
+					cur := newest.Load()
+					if n < cur {
+						p.reordered.Add(1)
+						break
+					}
+					if newest.CompareAndSwap(cur, n) {
+						break
+					}
+				}
+				p.rtp.sent(time.Now(), ts)
+				p.sent.Add(1)
+				_, _ = conn.WriteToUDP(pkt, to)
+			})
+		}
+	}()
+	t.Cleanup(func() {
+		close(p.stop)
+		conn.Close()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// port is the phone's RTP port, for its SDP.
+func (p *jitterPhone) port() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
