@@ -127,10 +127,6 @@ type voiceCall struct {
 	started    time.Time
 	answered   time.Time
 	ended      time.Time
-	// browserIn is the browser's audio counters read just before its
-	// peer was released at the call's end: the peer's receive chain
-	// (jitter buffer, decoder) is gone after, and its counters with it.
-	browserIn *webrtc.StreamStats
 }
 
 type wireCall struct {
@@ -180,26 +176,14 @@ type statsPeer interface {
 	Stats() webrtc.Stats
 }
 
-// inboundOf is the browser leg's counters of peer's audio, when peer
-// keeps them.
-func inboundOf(peer browserPeer) (webrtc.StreamStats, bool) {
+// withBrowser adds the browser leg's counters of peer, when it keeps
+// them, to q.
+func (q quality) withBrowser(peer browserPeer) quality {
 	sp, ok := peer.(statsPeer)
-	if !ok {
-		return webrtc.StreamStats{}, false
-	}
-	return sp.Stats().Inbound, true
-}
-
-// withBrowser adds the browser leg's counters to q: those kept at the
-// call's end once it ended, else peer's own; v.mu held.
-func (q quality) withBrowser(v *voiceCall) quality {
-	in, ok := inboundOf(v.peer)
-	if v.browserIn != nil {
-		in, ok = *v.browserIn, true
-	}
 	if !ok {
 		return q
 	}
+	in := sp.Stats().Inbound
 	q.BrowserLossPercent = 100 * in.FractionLost
 	q.BrowserJitterMs = float64(in.Jitter) / float64(time.Millisecond)
 	q.BrowserConcealed = in.Concealed
@@ -782,11 +766,6 @@ func (v *voiceCall) finish(phone phoneCall, cause error) {
 	v.mu.Lock()
 	peer := v.peer
 	v.mu.Unlock()
-	if in, ok := inboundOf(peer); ok {
-		v.mu.Lock()
-		v.browserIn = &in
-		v.mu.Unlock()
-	}
 	if peer != nil {
 		errs = append(errs, s.releaseCustomerRTC(v.cv, peer, useVoice))
 	}
@@ -867,7 +846,7 @@ func (v *voiceCall) wire() wireCall {
 	}
 	if v.phone != nil {
 		w.Codec = v.phone.Codec()
-		q := qualityOf(v.phone.Stats()).withBrowser(v)
+		q := qualityOf(v.phone.Stats()).withBrowser(v.peer)
 		w.Quality = &q
 	}
 	return w
@@ -1024,7 +1003,7 @@ func (s *Server) saveCallRecord(v *voiceCall) {
 		StartedAt: v.started, AnsweredAt: v.answered, EndedAt: v.ended, Cause: v.reason}
 	if v.phone != nil {
 		r.Codec = v.phone.Codec()
-		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()).withBrowser(v))
+		r.Stats, _ = json.Marshal(qualityOf(v.phone.Stats()).withBrowser(v.peer))
 	}
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
