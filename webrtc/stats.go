@@ -3,6 +3,8 @@ package webrtc
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/segue-rtc/segue/transcode"
 )
 
 // Stats describes a peer's audio in both directions, for call records and
@@ -42,6 +44,11 @@ type StreamStats struct {
 	Malformed uint64
 	// Dropped counts frames discarded to keep the delay bounded.
 	Dropped uint64
+	// Relayed counts the packets among Packets relayed untouched between
+	// two browsers (RelayAudioTo): for Inbound, the browser's packets
+	// relayed to another peer instead of decoded; for Outbound, the
+	// packets relayed to this browser from another peer.
+	Relayed uint64
 	// Gaps counts the silences of at least MinMediaGap between two
 	// packets in a row (Inbound only): a network change, a path that
 	// broke until ICE restarted, a stalled sender. LongestGap is the
@@ -49,11 +56,6 @@ type StreamStats struct {
 	// only a stream that resumes has a gap.
 	Gaps       uint64
 	LongestGap time.Duration
-	// Relayed counts the packets among Packets relayed untouched between
-	// two browsers (RelayAudioTo): for Inbound, the browser's packets
-	// relayed to another peer instead of decoded; for Outbound, the
-	// packets relayed to this browser from another peer.
-	Relayed uint64
 }
 
 type rxCounters struct {
@@ -66,6 +68,10 @@ type rxCounters struct {
 	last      atomic.Int64 // unix nanoseconds of the last packet
 	gaps      atomic.Uint64
 	longest   atomic.Int64 // nanoseconds: the longest gap
+	// final is the jitter buffer's counters of the last receive chain,
+	// kept when its read loop ends (the peer closed): a call record
+	// written after the peer is released still reads them.
+	final atomic.Pointer[transcode.JitterStats]
 }
 
 // MinMediaGap is the shortest silence between two packets of the
@@ -112,13 +118,11 @@ func (p *Peer) Stats() Stats {
 		State:   p.State(),
 		RTT:     time.Duration(p.txStats.rtt.Load()),
 		Inbound: StreamStats{
-			Packets:    p.rxStats.packets.Load(),
-			Bytes:      p.rxStats.bytes.Load(),
-			Lost:       p.rxStats.lost.Load(),
-			Malformed:  p.rxStats.malformed.Load(),
-			Relayed:    p.rxStats.relayed.Load(),
-			Gaps:       p.rxStats.gaps.Load(),
-			LongestGap: time.Duration(p.rxStats.longest.Load()),
+			Packets:   p.rxStats.packets.Load(),
+			Bytes:     p.rxStats.bytes.Load(),
+			Lost:      p.rxStats.lost.Load(),
+			Malformed: p.rxStats.malformed.Load(),
+			Relayed:   p.rxStats.relayed.Load(),
 		},
 		Outbound: StreamStats{
 			Packets:      p.txStats.packets.Load(),
@@ -134,11 +138,16 @@ func (p *Peer) Stats() Stats {
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
 		s.Inbound.FractionLost = float64(s.Inbound.Lost) / float64(expected)
 	}
+	js := p.rxStats.final.Load()
 	if rx := p.rx.Load(); rx != nil {
-		js := rx.jitter.Stats()
+		now := rx.jitter.Stats()
+		js = &now
+	}
+	if js != nil {
 		s.Inbound.Jitter = js.Jitter
 		s.Inbound.Concealed = js.Concealed
 		s.Inbound.Dropped = js.Dropped + js.Late
 	}
+	s.Inbound.Gaps, s.Inbound.LongestGap = p.rxStats.gaps.Load(), time.Duration(p.rxStats.longest.Load())
 	return s
 }
