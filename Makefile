@@ -118,8 +118,8 @@ bench-calls:
 # Voice over lossy links: no loss, 5 % and 10 % random loss of the audio
 # toward the gateway, on the browser leg (with and without the customer's
 # Opus FEC) and on the SIP leg, in a network namespace of the test's own
-# (root, iptables). make e2e runs two of these cases. Figures go to
-# docs/operations.md by hand.
+# (root, iptables); then 50 and 100 ms of jitter on each leg. make e2e
+# runs three of these cases. Figures go to docs/operations.md by hand.
 test-badnet:
 	SEGUE_BADNET_MATRIX=1 $(GO) test -tags e2e -count=1 -v -run '^TestVoiceOnBadNetworks$$' ./test/
 

@@ -80,7 +80,8 @@ func (s *Server) saveDialog(v *voiceCall, phone phoneCall) {
 // recoverCalls cleans up after a gateway that stopped without ending its
 // calls (a crash, kill -9, power loss): every call record without an end
 // is closed with the cause gateway_restart and said so in the
-// conversation's transcript; an answered voice call's dialog gets a BYE,
+// conversation's transcript (voice.ended or voice.failed for a call,
+// video.ended for the customer's video); an answered voice call's dialog gets a BYE,
 // so the desk phone hangs up instead of waiting for its session timer.
 // The BYEs go out once the SIP side is up; Run waits for them on its way
 // out. Calls the store shows still ringing have nothing to send: the PBX
@@ -133,10 +134,9 @@ func (s *Server) closeRecoveredCall(ctx context.Context, r *store.CallRecord) {
 	}
 	s.log.Info("voice: call left up by the last run closed", "conv", r.ConversationID, "call", r.ID, "kind", r.Kind,
 		"answered", !r.AnsweredAt.IsZero(), "cause", causeGatewayRestart)
-	if r.Kind != "voice" {
-		return
+	if r.Kind == "voice" {
+		s.metrics.faults.ended.WithLabelValues(causeGatewayRestart).Inc()
 	}
-	s.metrics.faults.ended.WithLabelValues(causeGatewayRestart).Inc()
 	h := s.hub
 	h.mu.Lock()
 	cv := h.convs[r.ConversationID]
@@ -146,9 +146,15 @@ func (s *Server) closeRecoveredCall(ctx context.Context, r *store.CallRecord) {
 	}
 	name, text := "voice.ended", "Call ended: The gateway restarted"
 	data := map[string]any{"call": r.ID, "by": "system", "cause": causeGatewayRestart}
-	if r.AnsweredAt.IsZero() {
+	switch {
+	case r.Kind == "video":
+		name, text = "video.ended", "Video ended: The gateway restarted"
+		d := now.Sub(r.StartedAt).Round(time.Second)
+		text += fmt.Sprintf(" (%d:%02d)", int(d.Minutes()), int(d.Seconds())%60)
+		data["duration_s"] = int(d.Seconds())
+	case r.AnsweredAt.IsZero():
 		name, text = "voice.failed", "Call failed: The gateway restarted"
-	} else {
+	default:
 		d := now.Sub(r.AnsweredAt).Round(time.Second)
 		text += fmt.Sprintf(" (%d:%02d)", int(d.Minutes()), int(d.Seconds())%60)
 		data["duration_s"] = int(d.Seconds())

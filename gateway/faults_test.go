@@ -54,10 +54,11 @@ func metricLine(t *testing.T, e *env2, prefix string) string {
 }
 
 // TestRestartEndsCallsLeftUp plays a gateway started again after a
-// crash: the store holds an answered call with its dialog and a call
-// that was still ringing. The answered call's dialog gets its BYE once
-// the SIP side is ready, both records are closed, and the transcript
-// says the calls ended because the gateway restarted.
+// crash: the store holds an answered call with its dialog, a call that
+// was still ringing and the customer's video. The answered call's dialog
+// gets its BYE once the SIP side is ready, the three records are closed,
+// and the transcript says the calls and the video ended because the
+// gateway restarted.
 func TestRestartEndsCallsLeftUp(t *testing.T) {
 	phones := &restartPhones{fakePhones: &fakePhones{result: func() (*fakeLeg, error) { return newFakeLeg(), nil }},
 		ready: make(chan struct{}), got: make(chan struct{}, 4)}
@@ -76,7 +77,9 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 	dlg := sip.Dialog{Trunk: "pbx", Transport: "udp", CallID: "abc@segue", LocalURI: "sip:segue@pbx.test", LocalTag: "l1",
 		RemoteURI: "sip:1001@pbx.test", RemoteTag: "r1", RemoteTarget: "sip:1001@192.0.2.10:5060", CSeq: 2}
 	raw, _ := json.Marshal(dlg)
-	for _, r := range []*store.CallRecord{up, ringing} {
+	video := &store.CallRecord{ID: "k_video", ConversationID: id, Kind: "video", Direction: "inbound",
+		StartedAt: time.Now().Add(-42 * time.Second), AnsweredAt: time.Now().Add(-42 * time.Second), Codec: "video/VP8"}
+	for _, r := range []*store.CallRecord{up, ringing, video} {
 		if err := e.st.SaveCall(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -90,8 +93,13 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 	}
 	// Records and transcript are settled at once; the BYE waits for SIP.
 	calls, err := e.st.Calls(ctx, id)
-	if err != nil || len(calls) != 2 || calls[0].EndedAt.IsZero() || calls[1].EndedAt.IsZero() || calls[0].Cause != "The gateway restarted" {
+	if err != nil || len(calls) != 3 || calls[0].Cause != "The gateway restarted" {
 		t.Fatalf("call records: %+v %v", calls, err)
+	}
+	for _, c := range calls {
+		if c.EndedAt.IsZero() {
+			t.Errorf("call record %s left open", c.ID)
+		}
 	}
 	select {
 	case <-phones.got:
@@ -116,7 +124,7 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 	}
 	var events []string
 	for _, m := range msgs {
-		if m.Kind == store.KindEvent && strings.HasPrefix(m.Event, "voice.") {
+		if m.Kind == store.KindEvent && (strings.HasPrefix(m.Event, "voice.") || strings.HasPrefix(m.Event, "video.")) {
 			var d map[string]any
 			_ = json.Unmarshal(m.EventData, &d)
 			events = append(events, m.Event+" "+d["call"].(string)+" "+d["cause"].(string)+" "+m.Text)
@@ -124,6 +132,7 @@ func TestRestartEndsCallsLeftUp(t *testing.T) {
 	}
 	want := []string{
 		"voice.ended k_up gateway_restart Call ended: The gateway restarted (1:05)",
+		"video.ended k_video gateway_restart Video ended: The gateway restarted (0:42)",
 		"voice.failed k_ringing gateway_restart Call failed: The gateway restarted",
 	}
 	if strings.Join(events, "\n") != strings.Join(want, "\n") {

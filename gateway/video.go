@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/segue-rtc/segue/store"
 	"github.com/segue-rtc/segue/webrtc"
@@ -62,6 +63,10 @@ type mediaState struct {
 	// custVideos are the customer's video tracks, by the track id the
 	// gateway gave them (RemoteVideo.ForwardedID).
 	custVideos map[string]remoteVideo
+	// videoRec is the call record of the customer's video while it
+	// runs (from its first track to the end of its last), so that a
+	// restart after a crash finds it unfinished; hub.mu guards it.
+	videoRec *store.CallRecord
 }
 
 func (cv *conv) media() *mediaState {
@@ -222,8 +227,16 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 	// by a plain renegotiation of a call's peer would bypass the queue's
 	// policy and limits.max_video_sessions.
 	relay := vs != nil && cv.rtc != nil && cv.rtc.uses&useVideo != 0
+	var rec *store.CallRecord
+	if first {
+		now := time.Now().UTC()
+		rec = &store.CallRecord{ID: newID("k_"), ConversationID: cv.c.ID, Kind: "video", Direction: "inbound",
+			StartedAt: now, AnsweredAt: now, Codec: rv.MimeType()}
+		m.videoRec = rec
+	}
 	h.mu.Unlock()
 	if first {
+		s.saveVideoRecord(rec)
 		h.event(context.Background(), cv, "video.started", "Video started", map[string]string{"codec": rv.MimeType()})
 	}
 	if relay {
@@ -238,8 +251,16 @@ func (s *Server) customerVideo(cv *conv, rv remoteVideo) {
 			delete(m.custVideos, rv.ForwardedID())
 		}
 		last := len(m.custVideos) == 0
+		var rec *store.CallRecord
+		if last && m.videoRec != nil {
+			rec, m.videoRec = m.videoRec, nil
+			rec.EndedAt, rec.Cause = time.Now().UTC(), "Video ended"
+		}
 		h.mu.Unlock()
 		s.unforwardSource(cv, rv)
+		if rec != nil {
+			s.saveVideoRecord(rec)
+		}
 		if last {
 			h.event(context.Background(), cv, "video.ended", "Video ended", nil)
 		}
@@ -656,4 +677,14 @@ func offerRefused(err error, msg string) error {
 		return err
 	}
 	return errf(http.StatusBadRequest, "bad_offer", "%s", msg)
+}
+
+// saveVideoRecord writes the call record of a customer's video: open at
+// its start, closed at its end.
+func (s *Server) saveVideoRecord(r *store.CallRecord) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.SaveCall(ctx, r); err != nil {
+		s.log.Error("video: call record not saved", "conv", r.ConversationID, "call", r.ID, "err", err)
+	}
 }

@@ -188,6 +188,12 @@ type quality struct {
 	// GatewayLossPercent is the share of frames the gateway dropped in
 	// the worse direction. MOS counts it as loss, with the network's.
 	GatewayLossPercent float64 `json:"gateway_loss_percent"`
+	// BrowserMediaGaps counts the silences of a quarter second or more in
+	// the browser's audio toward the gateway that ended with the audio
+	// coming back (a network change and its ICE restart, a path that
+	// healed), and BrowserLongestGapMs is the longest, in milliseconds.
+	BrowserMediaGaps    uint64  `json:"browser_media_gaps"`
+	BrowserLongestGapMs float64 `json:"browser_longest_gap_ms"`
 }
 
 // Sentinel voice errors, as API errors.
@@ -749,6 +755,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return ended("system", "shutdown", "The service is restarting")
 	case errors.Is(cause, errInternal):
 		return ended("system", "internal_error", "The call was cut off by a fault in the gateway")
+	case errors.Is(cause, sip.ErrDialogLost):
+		return ended("system", "dialog_lost", "The phone system lost the call")
 	case answered:
 		return ended("system", "ended", "The call ended")
 	case errors.Is(cause, sip.ErrBusy):
@@ -757,6 +765,8 @@ func endOf(answered bool, cause error) (state, by, code, reason string) {
 		return failed("", "no_answer", "Nobody answered")
 	case errors.Is(cause, sip.ErrUnavailable):
 		return failed("", "unavailable", "The phone is unavailable right now")
+	case errors.Is(cause, sip.ErrUnreachable):
+		return failed("", "unreachable", "The phone line did not answer")
 	case errors.Is(cause, sip.ErrLimit):
 		return failed("", "lines_busy", "All lines are busy; please try again shortly")
 	case errors.Is(cause, sip.ErrRejected):
@@ -958,6 +968,8 @@ func qualityOf(st sip.MediaStats, web *webrtc.Stats) quality {
 		q.BrowserLossPercent = webLoss
 		q.BrowserJitterMs = float64(web.Inbound.Jitter) / float64(time.Millisecond)
 		q.BrowserConcealed = web.Inbound.Concealed
+		q.BrowserMediaGaps = web.Inbound.Gaps
+		q.BrowserLongestGapMs = float64(web.Inbound.LongestGap.Milliseconds())
 	}
 	share := func(n, of uint64) float64 {
 		if n == 0 {
@@ -1236,6 +1248,9 @@ func (s *Server) getCalls(w http.ResponseWriter, r *http.Request) error {
 // user part of a SIP URI ("sip:2002@pbx.example.com:5060;transport=udp"
 // shows "2002") or a tel: number, and nothing of the host behind it.
 func displayTarget(target string) string {
+	if target == "" {
+		return "" // a video record: the customer's camera has no line
+	}
 	scheme, rest, ok := strings.Cut(target, ":")
 	if !ok {
 		return "another line"

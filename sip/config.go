@@ -108,6 +108,25 @@ type TrunkConfig struct {
 	// valid for, when it is not the host of uri (e.g. a PBX reached by
 	// IP address whose certificate names pbx.example.com).
 	TLSServerName string `yaml:"tls_server_name"`
+	// InviteTimeout gives up on an INVITE that got no response at all,
+	// not even 100 Trying, for this long: the PBX is unreachable (down,
+	// or a host that drops the packets). RFC 3261 §17.1.1.2 would wait
+	// for Timer B (64×T1, 32 s); a PBX that is up answers 100 Trying
+	// within a fraction of a second (§17.2.1). 0 means 10s; from 1s to
+	// 32s. It does not bound ringing: once any response came, the call
+	// rings until answered or the gateway's ring timeout.
+	InviteTimeout time.Duration `yaml:"invite_timeout"`
+}
+
+// DefaultInviteTimeout is the invite_timeout of a trunk that sets none.
+const DefaultInviteTimeout = 10 * time.Second
+
+// inviteTimeout is the trunk's invite_timeout, or the default.
+func (t *TrunkConfig) inviteTimeout() time.Duration {
+	if t.InviteTimeout > 0 {
+		return t.InviteTimeout
+	}
+	return DefaultInviteTimeout
 }
 
 // NormalizeRule rewrites a dialled user part: a leading Strip prefix is
@@ -232,6 +251,9 @@ func (t *TrunkConfig) Validate() error {
 	}
 	if t.OptionsInterval < 0 {
 		errs = append(errs, errors.New("options_interval: must not be negative"))
+	}
+	if t.InviteTimeout != 0 && (t.InviteTimeout < time.Second || t.InviteTimeout > 32*time.Second) {
+		errs = append(errs, fmt.Errorf("invite_timeout: %v is not from 1s to 32s", t.InviteTimeout))
 	}
 	if t.AssertedIdentity != "" {
 		if err := ValidateURI(t.AssertedIdentity); err != nil {

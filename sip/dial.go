@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -171,13 +172,26 @@ func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipi
 	for hop := 0; ; hop++ {
 		req := s.newInvite(tr, recipient, offer, opts)
 		log.Info("dialling", "target", recipient.String(), "call_id", req.CallID().Value())
-		dc, err = s.dialogUA(tr).WriteInvite(ctx, req)
+		// The INVITE gives up early when nothing at all answers it
+		// (invite_timeout); any response, 100 Trying included, stops
+		// that clock. With no provisional response there is nothing to
+		// CANCEL (RFC 3261 §9.1): the transaction is dropped at once.
+		ictx, giveUp := context.WithCancelCause(ctx)
+		var gaveUp atomic.Bool
+		silent := time.AfterFunc(tr.cfg.inviteTimeout(), func() {
+			gaveUp.Store(true)
+			giveUp(sipgo.WaitAnswerForceCancelErr)
+		})
+		stop := func() { silent.Stop(); giveUp(nil) }
+		dc, err = s.dialogUA(tr).WriteInvite(ictx, req)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sip: invite %s: %w", recipient.String(), err)
+			stop()
+			return nil, nil, fmt.Errorf("sip: invite %s: %w: %w", recipient.String(), ErrUnreachable, err)
 		}
-		err = dc.WaitAnswer(ctx, sipgo.AnswerOptions{
+		err = dc.WaitAnswer(ictx, sipgo.AnswerOptions{
 			Username: tr.authUser(), Password: tr.cfg.Password,
 			OnResponse: func(res *sipmsg.Response) error {
+				silent.Stop()
 				if !res.IsProvisional() || res.StatusCode == 100 {
 					return nil
 				}
@@ -205,8 +219,15 @@ func (s *Server) invite(ctx context.Context, log *slog.Logger, tr *trunk, recipi
 				return nil
 			},
 		})
+		unreachable := gaveUp.Load()
+		stop()
 		if err == nil {
 			break
+		}
+		if unreachable && ctx.Err() == nil {
+			dc.Close()
+			log.Warn("no response to the INVITE", "target", recipient.String(), "invite_timeout", tr.cfg.inviteTimeout())
+			return nil, nil, fmt.Errorf("invite %s: %w after %v", recipient.String(), ErrUnreachable, tr.cfg.inviteTimeout())
 		}
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) && de.Res.StatusCode >= 300 && de.Res.StatusCode < 400 && hop < 3 {
@@ -336,11 +357,15 @@ func (s *Server) startRefresher(c *Call, res *sipmsg.Response) {
 			res, err := c.dialog().Do(ctx, req)
 			stop()
 			if err == nil && res.StatusCode == 481 || err == nil && res.StatusCode == 408 {
-				c.log.Info("session refresh refused, ending call", "code", res.StatusCode)
+				c.log.Warn("session refresh refused, ending call", "code", res.StatusCode)
 				c.mu.Lock()
 				c.hungUp = true
 				c.mu.Unlock()
-				c.cancel(ErrSessionExpired)
+				cause := ErrSessionExpired
+				if res.StatusCode == 481 {
+					cause = ErrDialogLost
+				}
+				c.cancel(cause)
 				return
 			}
 		}

@@ -31,6 +31,15 @@ var (
 	ErrRemoteHangup = errors.New("sip: remote hangup")
 	// ErrSessionExpired is the cause of a call whose RFC 4028 session timer ran out.
 	ErrSessionExpired = errors.New("sip: session expired")
+	// ErrUnreachable is returned by Dial when the INVITE got no response
+	// at all within the trunk's invite_timeout, or could not be sent: the
+	// PBX is down or unreachable.
+	ErrUnreachable = errors.New("sip: no response from the far end")
+	// ErrDialogLost is the cause of a call whose far end answered an
+	// in-dialog request of ours (a session refresh) with 481: it no
+	// longer knows the dialog (RFC 3261 §12.2.1.2), typically after a
+	// restart.
+	ErrDialogLost = errors.New("sip: the far end lost the dialog")
 	// ErrBadDTMF is returned by SendDTMF for a digit outside 0-9, *, #, A-D.
 	ErrBadDTMF = errors.New("sip: invalid dtmf digit")
 	// ErrNoPorts is returned when the RTP port range is exhausted.

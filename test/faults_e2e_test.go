@@ -4,7 +4,9 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"syscall"
@@ -197,4 +199,90 @@ func TestVoicePBXAnswersAndSendsNoAudio(t *testing.T) {
 	if n := metricsOf(t, g)[`segue_calls_ended_total{cause="media_timeout"}`]; n != 1 {
 		t.Errorf(`segue_calls_ended_total{cause="media_timeout"} = %v, want 1`, n)
 	}
+}
+
+// TestGatewayKilledDuringVideo: the gateway is killed (SIGKILL) while the
+// customer's camera (a pion customer) reaches the agent's console (a pion
+// console). After it starts again, the video's call record is closed
+// with the restart as its cause, the transcript says the video ended
+// because the gateway restarted, and the chat goes on both ways.
+func TestGatewayKilledDuringVideo(t *testing.T) {
+	g := startGateway(t)
+	alice := g.login(t, "alice")
+	v := g.visitor(t, "127.0.0.1")
+	conv, token := v.newConversation("Ann")
+	agentWS(t, g, alice).accept(conv, "alice")
+	ann := newRTCPeer(t, v.socket(token), "", rtcOptions{})
+	ann.camera("ann-camera", 30, 1000)
+	if code := ann.offer("video.start"); code != "" {
+		t.Fatalf("video.start: %s", code)
+	}
+	console := newRTCPeer(t, agentWS(t, g, alice), conv, rtcOptions{})
+	console.camera("alice-camera", 10, 100)
+	if code := console.offer("media.join"); code != "" {
+		t.Fatalf("media.join: %s", code)
+	}
+	waitFor(t, "the camera at the console", func() error {
+		if n := console.videoPackets(); n < 30 {
+			return fmt.Errorf("%d packets", n)
+		}
+		return nil
+	})
+
+	g.Kill()
+	g.Start()
+
+	alice = g.login(t, "alice")
+	var ended []string
+	waitFor(t, "the video's end in the transcript", func() error {
+		ended = ended[:0]
+		for _, m := range alice.messages(conv) {
+			if strings.HasPrefix(m.Text, "Video ended") {
+				ended = append(ended, m.Text)
+			}
+		}
+		if len(ended) == 0 {
+			return errors.New("no video end")
+		}
+		return nil
+	})
+	if len(ended) != 1 || !strings.HasPrefix(ended[0], "Video ended: The gateway restarted (0:0") {
+		t.Errorf("transcript's video endings: %q, want one for the restart", ended)
+	}
+	var out struct {
+		Calls []struct {
+			Kind    string  `json:"kind"`
+			Cause   string  `json:"cause"`
+			Codec   string  `json:"codec"`
+			EndedAt *string `json:"ended_at"`
+		} `json:"calls"`
+	}
+	alice.json(http.MethodGet, "/api/v1/conversations/"+conv+"/calls", nil, http.StatusOK, &out)
+	if len(out.Calls) != 1 || out.Calls[0].Kind != "video" || out.Calls[0].Cause != "The gateway restarted" ||
+		out.Calls[0].EndedAt == nil || !strings.Contains(strings.ToLower(out.Calls[0].Codec), "vp8") {
+		t.Errorf("call records after the restart: %+v", out.Calls)
+	}
+
+	// The chat goes on, both ways, on new sockets.
+	annWS := v.socket(token)
+	aliceWS := agentWS(t, g, alice)
+	annWS.send(map[string]any{"type": "message", "id": "ann-after", "text": "still there?"})
+	expectMessageText(t, aliceWS, "still there?")
+	aliceWS.send(map[string]any{"type": "message", "id": "alice-after", "conversation_id": conv, "text": "yes, after the restart"})
+	expectMessageText(t, annWS, "yes, after the restart")
+}
+
+// expectMessageText reads message frames on w until one carries text.
+func expectMessageText(t *testing.T, w *wsConn, text string) {
+	t.Helper()
+	for range 10 {
+		var m struct {
+			Message struct{ Text string } `json:"message"`
+		}
+		raw, _ := json.Marshal(w.expect("message"))
+		if json.Unmarshal(raw, &m) == nil && m.Message.Text == text {
+			return
+		}
+	}
+	t.Errorf("no message %q", text)
 }

@@ -101,11 +101,17 @@ type rtcPeer struct {
 	pcMu    sync.Mutex // guards pc's signalling state
 	pending atomic.Pointer[pendingOffer]
 	nextID  atomic.Int64
+	// restartICE makes the next offer of ours an ICE restart (new
+	// ufrag and password, candidates gathered again).
+	restartICE atomic.Bool
 
 	mu        sync.Mutex
 	videos    map[uint32]*videoIn
 	callState string
-	errs      []string
+	// callCause and callReason are the cause code and words of the
+	// call's last state.
+	callCause, callReason string
+	errs                  []string
 }
 
 type pendingOffer struct {
@@ -135,6 +141,9 @@ type rtcOptions struct {
 	// udpPort, when set, is the one local UDP port of the peer's ICE
 	// candidate, so that a test can shape its traffic.
 	udpPort int
+	// net, when set, is where the peer's ICE gathers and sends (a
+	// customerNet: networks to move between, jitter).
+	net ice.UDPMux
 }
 
 // newRTCPeer makes a peer connection over loopback whose signalling runs
@@ -148,6 +157,9 @@ func newRTCPeer(t testing.TB, w *wsConn, conv string, o rtcOptions) *rtcPeer {
 	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.DisableSRTPReplayProtection(o.noReplayWindow)
+	if o.net != nil {
+		se.SetICEUDPMux(o.net)
+	}
 	if o.udpPort != 0 {
 		if err := se.SetEphemeralUDPPortRange(uint16(o.udpPort), uint16(o.udpPort)); err != nil {
 			t.Fatal(err)
@@ -378,11 +390,12 @@ func (p *rtcPeer) readFrames(ctx context.Context) {
 			p.mu.Unlock()
 		case "call":
 			var c struct {
-				Call struct{ State string } `json:"call"`
+				Call struct{ State, Cause, Reason string } `json:"call"`
 			}
 			_ = json.Unmarshal(raw, &c)
 			p.mu.Lock()
 			p.callState = c.Call.State
+			p.callCause, p.callReason = c.Call.Cause, c.Call.Reason
 			p.mu.Unlock()
 		}
 	}
@@ -425,7 +438,7 @@ func (p *rtcPeer) offer(typ string) string {
 	case pwebrtc.SignalingStateHaveLocalOffer:
 		p.pcMu.Unlock()
 	case pwebrtc.SignalingStateStable:
-		o, err := p.pc.CreateOffer(nil)
+		o, err := p.pc.CreateOffer(&pwebrtc.OfferOptions{ICERestart: p.restartICE.Swap(false)})
 		if err != nil {
 			p.pcMu.Unlock()
 			return "create offer: " + err.Error()
@@ -475,6 +488,13 @@ func (p *rtcPeer) state() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.callState
+}
+
+// cause returns the cause code and the words of the call's last state.
+func (p *rtcPeer) cause() (code, words string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.callCause, p.callReason
 }
 
 // close ends the peer connection and the socket, as a page that goes

@@ -101,6 +101,22 @@ return c.local !== b.local && c.remote !== '' && c.remote !== b.remote && (c.ice
 	time.Sleep(300 * time.Millisecond)
 	expectHeard(t, "the customer's page after an ICE restart", customer.measureHeard(1200), deskToneHz, -16, -1)
 
+	// A connection that fails restarts ICE too, without any online
+	// event. Loopback cannot be made to fail cheaply, so the page's
+	// peer connection reports "failed" for the one state change the
+	// widget reads, and is itself again for the restart.
+	before = call[iceCreds](customer, ufrags)
+	call[bool](customer, `() => { const pc = document.querySelector('segue-widget').voice.pc;
+Object.defineProperty(pc, 'iceConnectionState', {get: () => 'failed', configurable: true});
+pc.dispatchEvent(new Event('iceconnectionstatechange'));
+delete pc.iceConnectionState;
+return true; }`)
+	waitJS[bool](customer, "the ICE restart after a failure", fmt.Sprintf(`() => { const c = (%s)(); const b = %s;
+return c.local !== b.local && c.remote !== '' && c.remote !== b.remote && (c.ice === 'connected' || c.ice === 'completed'); }`, ufrags, mustJSON(before)))
+	if st := customer.callStatus(); st.State != "connected" {
+		t.Errorf("after the ICE restart on failure the call is %q (%q)", st.State, st.Text)
+	}
+
 	// The chat goes on during the call, both ways.
 	customer.send("Can you hear me?")
 	agent.waitMessage("Can you hear me?")

@@ -121,6 +121,8 @@ func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiv
 	r := &audioReader{p: p, params: func() []pwebrtc.RTPCodecParameters { return recv.GetParameters().Codecs }}
 	defer func() {
 		if r.rx != nil {
+			js := r.rx.jitter.Stats()
+			p.rxStats.final.Store(&js)
 			p.rx.CompareAndSwap(r.rx, nil)
 		}
 	}()
@@ -168,7 +170,7 @@ func (r *audioReader) packet(b []byte) {
 	}
 	p.rxStats.packets.Add(1)
 	p.rxStats.bytes.Add(uint64(len(b)))
-	p.rxStats.last.Store(time.Now().UnixNano())
+	p.rxStats.arrived(time.Now())
 	p.rxStats.lost.Store(r.seq.update(pkt.SSRC, pkt.SequenceNumber))
 	if rx := r.rx; rx != nil && pkt.PayloadType == rx.pt {
 		if !p.relay(rx, pkt) {

@@ -3,6 +3,8 @@ package webrtc
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/segue-rtc/segue/transcode"
 )
 
 // Stats describes a peer's audio in both directions, for call records and
@@ -52,6 +54,13 @@ type StreamStats struct {
 	// relayed to another peer instead of decoded; for Outbound, the
 	// packets relayed to this browser from another peer.
 	Relayed uint64
+	// Gaps counts the silences of at least MinMediaGap between two
+	// packets in a row (Inbound only): a network change, a path that
+	// broke until ICE restarted, a stalled sender. LongestGap is the
+	// longest such silence. A silence after the last packet is not one:
+	// only a stream that resumes has a gap.
+	Gaps       uint64
+	LongestGap time.Duration
 }
 
 type rxCounters struct {
@@ -62,6 +71,37 @@ type rxCounters struct {
 	outErrors atomic.Uint64
 	relayed   atomic.Uint64
 	last      atomic.Int64 // unix nanoseconds of the last packet
+	gaps      atomic.Uint64
+	longest   atomic.Int64 // nanoseconds: the longest gap
+	// final is the jitter buffer's counters of the last receive chain,
+	// kept when its read loop ends (the peer closed): a call record
+	// written after the peer is released still reads them.
+	final atomic.Pointer[transcode.JitterStats]
+}
+
+// MinMediaGap is the shortest silence between two packets of the
+// browser's audio that counts as a gap in Stats: a dozen 20 ms packets
+// missing in a row, more than any jitter the buffer absorbs, and
+// noticeable to a listener.
+const MinMediaGap = 250 * time.Millisecond
+
+// arrived records that a packet arrived at now: it moves the last arrival
+// on and counts the silence before it as a gap when it lasted at least
+// MinMediaGap.
+func (c *rxCounters) arrived(now time.Time) {
+	n := now.UnixNano()
+	prev := c.last.Swap(n)
+	d := n - prev
+	if prev == 0 || d < int64(MinMediaGap) {
+		return
+	}
+	c.gaps.Add(1)
+	for {
+		old := c.longest.Load()
+		if d <= old || c.longest.CompareAndSwap(old, d) {
+			return
+		}
+	}
 }
 
 type txCounters struct {
@@ -105,11 +145,16 @@ func (p *Peer) Stats() Stats {
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
 		s.Inbound.FractionLost = float64(s.Inbound.Lost) / float64(expected)
 	}
+	js := p.rxStats.final.Load()
 	if rx := p.rx.Load(); rx != nil {
-		js := rx.jitter.Stats()
+		now := rx.jitter.Stats()
+		js = &now
+	}
+	if js != nil {
 		s.Inbound.Jitter = js.Jitter
 		s.Inbound.Concealed = js.Concealed
 		s.Inbound.Dropped = js.Dropped + js.Late
 	}
+	s.Inbound.Gaps, s.Inbound.LongestGap = p.rxStats.gaps.Load(), time.Duration(p.rxStats.longest.Load())
 	return s
 }
