@@ -104,13 +104,17 @@ CREATE TABLE IF NOT EXISTS call_dialogs (
 );
 `
 
-// Open opens the store cfg describes, creating the database file, the
-// schema and the files directory as needed.
+// Open opens the store cfg describes, creating the database file (sqlite)
+// or migrating the database's schema (postgres), and the files directory,
+// as needed.
 func Open(ctx context.Context, cfg Config) (Store, error) {
-	if cfg.Driver != "sqlite" {
-		return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
+	switch cfg.Driver {
+	case "sqlite":
+		return OpenSQLite(ctx, cfg.DSN, cfg.FilesDir)
+	case "postgres":
+		return OpenPostgres(ctx, cfg.DSN, cfg.FilesDir)
 	}
-	return OpenSQLite(ctx, cfg.DSN, cfg.FilesDir)
+	return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
 }
 
 // OpenSQLite opens (or creates) the database at path and the files
