@@ -78,3 +78,18 @@ func validatePostgresDSN(dsn string) []error {
 	}
 	return nil
 }
+
+// Where describes the database for logs and summaries without secrets:
+// the file path for sqlite; user, host, port and database for postgres,
+// never the password.
+func (c *Config) Where() string {
+	if c.Driver != "postgres" {
+		return c.DSN
+	}
+	pc, err := pgxpool.ParseConfig(c.DSN)
+	if err != nil {
+		return "(unparsable dsn)"
+	}
+	cc := pc.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", cc.User, cc.Host, cc.Port, cc.Database)
+}

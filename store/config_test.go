@@ -34,3 +34,20 @@ func TestConfigValidatesPostgres(t *testing.T) {
 		t.Errorf("driver mysql: %v", err)
 	}
 }
+
+// TestWhereHidesThePassword: the store's description in summaries names
+// the server and database, never the password.
+func TestWhereHidesThePassword(t *testing.T) {
+	c := Config{Driver: "postgres", DSN: "postgres://segue:hunter2@db.example.com:5433/chat"}
+	if got := c.Where(); got != "segue@db.example.com:5433/chat" {
+		t.Errorf("postgres: %q", got)
+	}
+	c = Config{Driver: "postgres", DSN: "host=db.example.com user=segue password=hunter2 dbname=chat"}
+	if got := c.Where(); strings.Contains(got, "hunter2") || !strings.Contains(got, "db.example.com") {
+		t.Errorf("postgres key=value: %q", got)
+	}
+	c = Config{Driver: "sqlite", DSN: "data/segue.db"}
+	if got := c.Where(); got != "data/segue.db" {
+		t.Errorf("sqlite: %q", got)
+	}
+}
