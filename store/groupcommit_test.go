@@ -205,3 +205,43 @@ func crashChild(t *testing.T, loc location) {
 	wg.Wait()
 	os.Exit(3) // no Close: as if killed right after the last acknowledgement
 }
+
+// BenchmarkAppendConcurrent: 256 conversations append at once, one
+// message at a time each as the hub does, through each driver's group
+// commit; it reports acknowledged messages per second.
+func BenchmarkAppendConcurrent(b *testing.B) {
+	for _, drv := range drivers {
+		b.Run(drv, func(b *testing.B) {
+			loc := newLocation(b, drv)
+			s, err := Open(context.Background(), Config{Driver: loc.Driver, DSN: loc.DSN, FilesDir: loc.Files})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			const convs = 256
+			for c := range convs {
+				if err := s.CreateConversation(context.Background(), &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
+					Queue: "support", TokenHash: []byte("h")}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for c := range convs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := c; i < b.N; i += convs {
+						if _, _, err := s.AppendMessage(context.Background(), &Message{ConversationID: fmt.Sprint("c", c),
+							ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "a message of a typical length, some forty characters"}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

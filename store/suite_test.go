@@ -32,7 +32,7 @@ var (
 	pgStart sync.Once
 )
 
-func pgServer(t *testing.T) *pgtest.Server {
+func pgServer(t testing.TB) *pgtest.Server {
 	t.Helper()
 	pgStart.Do(func() { pg, pgErr = pgtest.Start(pgtest.Setting("synchronous_commit", "off")) })
 	if pgErr != nil {
@@ -59,7 +59,7 @@ type location struct {
 	Files  string `json:"files"`
 }
 
-func newLocation(t *testing.T, drv string) location {
+func newLocation(t testing.TB, drv string) location {
 	t.Helper()
 	dir := t.TempDir()
 	loc := location{Driver: drv, Files: filepath.Join(dir, "files")}
