@@ -4,7 +4,10 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -21,7 +24,10 @@ import (
 // customer's message is acknowledged; one holding a NUL character, which
 // PostgreSQL's text cannot keep, gets invalid_text and fails nothing
 // else; after kill -9 and a start, the acknowledged messages are served
-// and sit in PostgreSQL in order. The password shows in no output.
+// and sit in PostgreSQL in order. The integrations API finds them by
+// full text (words, a "phrase", a prefix*) and answers a query it cannot
+// parse, NUL included, with 400 bad_query; the customer's rating of the
+// ended conversation is kept once. The password shows in no output.
 func TestPostgresStoreSurvivesACrash(t *testing.T) {
 	ctx := context.Background()
 	pg, err := pgtest.Start()
@@ -37,7 +43,7 @@ func TestPostgresStoreSurvivesACrash(t *testing.T) {
 	// there to be looked for in what the gateway prints.
 	const password = "pg-pass-never-printed"
 	t.Setenv("SEGUE_TEST_PG_DSN", strings.Replace(dsn, "postgres@", "postgres:"+password+"@", 1))
-	g := startGateway(t, func(o *gatewayOptions) {
+	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()), func(o *gatewayOptions) {
 		o.storeYAML = "  driver: postgres\n  dsn: \"${SEGUE_TEST_PG_DSN}\"\n"
 	})
 
@@ -104,6 +110,60 @@ func TestPostgresStoreSurvivesACrash(t *testing.T) {
 	want := conv.ID + ":hello from postgres:1|" + conv.ID + ":still here:2|" + conv2.ID + ":unaffected:1"
 	if strings.Join(got, "|") != want {
 		t.Fatalf("rows in PostgreSQL:\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+
+	search := func(q string, want int) string {
+		t.Helper()
+		res := integrationCall(t, g, "GET", "/api/v1/integrations/conversations?q="+url.QueryEscape(q), e2eKeyReader, "")
+		if res.status != want {
+			t.Fatalf("search %q: %d %s, want %d", q, res.status, res.body, want)
+		}
+		var body struct {
+			Conversations []struct{ ID string } `json:"conversations"`
+			Error         struct{ Code string } `json:"error"`
+		}
+		if err := json.Unmarshal(res.body, &body); err != nil {
+			t.Fatalf("search %q: %v in %s", q, err, res.body)
+		}
+		if want != http.StatusOK {
+			return body.Error.Code
+		}
+		var ids []string
+		for _, c := range body.Conversations {
+			ids = append(ids, c.ID)
+		}
+		return strings.Join(ids, " ")
+	}
+	for q, want := range map[string]string{
+		"postgres":            conv.ID,
+		`"STILL here"`:        conv.ID,
+		"unaff*":              conv2.ID,
+		"hello OR unaffected": conv2.ID + " " + conv.ID,
+		"hello NOT postgres":  "",
+		"nowhere":             "",
+	} {
+		if got := search(q, http.StatusOK); got != want {
+			t.Errorf("search %q: %q, want %q", q, got, want)
+		}
+	}
+	for _, q := range []string{`"unterminated`, "(hello AND still) OR", "body:x", "x') OR 1=1 --", "nul \x00", "\xff\xfe"} {
+		if code := search(q, http.StatusBadRequest); code != "bad_query" {
+			t.Errorf("search %q: code %q, want bad_query", q, code)
+		}
+	}
+
+	if res := integrationCall(t, g, "POST", "/api/v1/integrations/conversations/"+conv.ID+"/end", e2eKeyCRM, `{}`); res.status != http.StatusOK {
+		t.Fatalf("end: %d %s", res.status, res.body)
+	}
+	cust.json("POST", "/api/v1/conversations/"+conv.ID+"/rating", map[string]any{"score": 5, "comment": "kept in postgres"}, http.StatusCreated, nil)
+	cust.json("POST", "/api/v1/conversations/"+conv.ID+"/rating", map[string]any{"score": 1}, http.StatusConflict, nil)
+	var score int
+	var comment string
+	if err := conn.QueryRow(ctx, `SELECT rating, rating_comment FROM conversations WHERE id = $1`, conv.ID).Scan(&score, &comment); err != nil {
+		t.Fatal(err)
+	}
+	if score != 5 || comment != "kept in postgres" {
+		t.Fatalf("rating in PostgreSQL: %d %q", score, comment)
 	}
 	if strings.Contains(g.Log(), password) {
 		t.Fatal("the gateway's log holds the DSN's password")
