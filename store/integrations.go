@@ -41,7 +41,9 @@ type ConversationQuery struct {
 	State string
 	// Text is an FTS5 query over the text of the transcript's messages
 	// (https://sqlite.org/fts5.html#full_text_query_syntax); an invalid
-	// one gives ErrBadQuery.
+	// one gives ErrBadQuery. A conversation matches when one of its
+	// messages does. With postgres, the words, "phrases", prefix*, AND,
+	// OR, NOT and parentheses of that syntax are understood (ftsquery.go).
 	Text string
 	// After continues a listing: only conversations that come after this
 	// one in the order (newest first) are returned.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -225,4 +226,93 @@ func testWebhookOutboxHeadsPerConversation(t *testing.T, drv string) {
 	if err != nil || c.Pending != 4 || c.Dead != 1 {
 		t.Fatalf("counts: %+v %v", c, err)
 	}
+}
+
+// TestFullTextQueriesMeanTheSame: the query language integrations are
+// told about (words, "phrases", prefix*, AND, OR, NOT, parentheses)
+// finds the same conversations with either driver.
+func TestFullTextQueriesMeanTheSame(t *testing.T) { forEachDriver(t, testFullTextQueriesMeanTheSame) }
+
+func testFullTextQueriesMeanTheSame(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i, texts := range [][]string{
+		{"My invoice is wrong", "please refund the invoice"},
+		{"the parcel never arrived", "Invoice 42 and parcel 7"},
+		{"Où est mon colis ?", "and or not near"},
+		{`she said "hello" twice`},
+	} {
+		id := fmt.Sprintf("c%d", i)
+		if err := s.CreateConversation(ctx, &Conversation{ID: id, State: StateActive, Queue: "support", TokenHash: []byte{1},
+			CreatedAt: base.Add(time.Duration(i) * time.Minute), UpdatedAt: base}); err != nil {
+			t.Fatal(err)
+		}
+		for j, text := range texts {
+			if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: id, ID: fmt.Sprint("m", j), Role: RoleCustomer,
+				Kind: KindText, Text: text}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for q, want := range map[string]string{
+		"invoice":                     "[c1 c0]",
+		"INVOICE":                     "[c1 c0]",
+		"inv*":                        "[c1 c0]",
+		`"refund the invoice"`:        "[c0]",
+		`"the invoice refund"`:        "[]",
+		`"refund the inv"*`:           "[c0]",
+		"invoice wrong":               "[c0]",
+		"invoice AND parcel":          "[c1]",
+		"invoice NOT parcel":          "[c0]",
+		"wrong OR arrived":            "[c1 c0]",
+		"(wrong OR parcel) AND 42":    "[c1]",
+		"(wrong OR arrived) AND 42":   "[]", // one message must match it all
+		"parcel OR colis NOT invoice": "[c2 c1]",
+		"colis":                       "[c2]",
+		"où":                          "[c2]",
+		"and":                         "[c2 c1]",
+		"near":                        "[c2]",
+		`"said ""hello"""`:            "[c3]",
+		"nothing":                     "[]",
+	} {
+		cs, err := s.SearchConversations(ctx, ConversationQuery{Text: q, Limit: 10})
+		if err != nil {
+			t.Errorf("%q: %v", q, err)
+			continue
+		}
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
+		if got := fmt.Sprint(ids); got != want {
+			t.Errorf("%q: %s, want %s", q, got, want)
+		}
+	}
+}
+
+// FuzzFTSQuery: any input is either refused with ErrBadQuery or gives a
+// tsquery expression whose placeholders are exactly its parameters.
+func FuzzFTSQuery(f *testing.F) {
+	for _, q := range []string{`invoice`, `"a ""b"" c"*`, `(a OR b) NOT c`, `NEAR(a b)`, `a:b`, `((((`, "\x00", `x') OR 1=1 --`, `ref*`} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		e, err := ftsQuery(q, 3)
+		if err != nil {
+			if !errors.Is(err, ErrBadQuery) {
+				t.Fatalf("%q: %v", q, err)
+			}
+			return
+		}
+		for i := range e.args {
+			if !strings.Contains(e.sql, fmt.Sprintf("$%d)", 3+i)) {
+				t.Fatalf("%q: $%d missing from %s", q, 3+i, e.sql)
+			}
+		}
+		if strings.Contains(e.sql, fmt.Sprintf("$%d)", 3+len(e.args))) || strings.ContainsAny(strings.ReplaceAll(e.sql, "'simple'", ""), "'\"\\") {
+			t.Fatalf("%q: text of the query in the SQL: %s", q, e.sql)
+		}
+	})
 }
