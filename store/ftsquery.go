@@ -150,62 +150,38 @@ func (p *ftsParser) errNear() error {
 	return fmt.Errorf("%w: syntax error near %q", ErrBadQuery, t.op)
 }
 
-func (p *ftsParser) or(depth int) (string, error) {
-	left, err := p.and(depth)
-	if err != nil {
-		return "", err
-	}
-	for {
-		t, ok := p.peek()
-		if !ok || t.op != "OR" {
-			return left, nil
-		}
-		p.pos++
-		right, err := p.and(depth)
-		if err != nil {
-			return "", err
-		}
-		left = "(" + left + " || " + right + ")"
-	}
-}
+func (p *ftsParser) or(depth int) (string, error) { return p.chain(depth, p.and, "OR", " || ", false) }
 
-func (p *ftsParser) and(depth int) (string, error) {
-	left, err := p.not(depth)
-	if err != nil {
-		return "", err
-	}
-	for {
-		t, ok := p.peek()
-		if !ok || t.op == "OR" || t.op == ")" {
-			return left, nil
-		}
-		if t.op == "AND" {
-			p.pos++
-		}
-		right, err := p.not(depth)
-		if err != nil {
-			return "", err
-		}
-		left = "(" + left + " && " + right + ")"
-	}
-}
+func (p *ftsParser) and(depth int) (string, error) { return p.chain(depth, p.not, "AND", " && ", true) }
 
+// not is FTS5's binary NOT: "a NOT b" matches a without b.
 func (p *ftsParser) not(depth int) (string, error) {
-	left, err := p.primary(depth)
+	return p.chain(depth, p.primary, "NOT", " && !!", false)
+}
+
+// chain parses operands joined by op, left to right, into tsquery
+// operator join; implied also takes operands side by side (FTS5's
+// implicit AND), up to an OR or a closing parenthesis.
+func (p *ftsParser) chain(depth int, operand func(int) (string, error), op, join string, implied bool) (string, error) {
+	left, err := operand(depth)
 	if err != nil {
 		return "", err
 	}
 	for {
 		t, ok := p.peek()
-		if !ok || t.op != "NOT" {
+		switch {
+		case !ok:
+			return left, nil
+		case t.op == op:
+			p.pos++
+		case !implied || t.op == "OR" || t.op == ")":
 			return left, nil
 		}
-		p.pos++
-		right, err := p.primary(depth)
+		right, err := operand(depth)
 		if err != nil {
 			return "", err
 		}
-		left = "(" + left + " && !!" + right + ")"
+		left = "(" + left + join + right + ")"
 	}
 }
 

@@ -157,19 +157,20 @@ func migrateIntegrations(ctx context.Context, db *sql.DB) error {
 	return tx.Commit()
 }
 
-// SearchConversations implements Integrations.
-func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
-	var where []string
-	var args []any
+// searchFilters are the conditions of q but its full text, with ?
+// placeholders and their arguments in order; at gives a time as the
+// driver stores it and email is the driver's condition on the e-mail
+// address, regardless of case.
+func searchFilters(q ConversationQuery, at func(time.Time) any, email string) (where []string, args []any) {
 	add := func(cond string, a ...any) {
 		where = append(where, cond)
 		args = append(args, a...)
 	}
 	if !q.From.IsZero() {
-		add(`created_at >= ?`, unix(q.From))
+		add(`created_at >= ?`, at(q.From))
 	}
 	if !q.To.IsZero() {
-		add(`created_at < ?`, unix(q.To))
+		add(`created_at < ?`, at(q.To))
 	}
 	if q.Queue != "" {
 		add(`queue = ?`, q.Queue)
@@ -181,18 +182,24 @@ func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) (
 		add(`customer_external_id = ?`, q.ExternalID)
 	}
 	if q.Email != "" {
-		add(`customer_email = ? COLLATE NOCASE`, q.Email)
+		add(email, q.Email)
 	}
 	if q.State != "" {
 		add(`state = ?`, q.State)
 	}
-	if q.Text != "" {
-		add(`id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-			WHERE messages_fts MATCH ?)`, q.Text)
-	}
 	if q.After != nil {
-		ms := unix(q.After.CreatedAt)
-		add(`(created_at < ? OR (created_at = ? AND id < ?))`, ms, ms, q.After.ID)
+		add(`(created_at < ? OR (created_at = ? AND id < ?))`, at(q.After.CreatedAt), at(q.After.CreatedAt), q.After.ID)
+	}
+	return where, args
+}
+
+// SearchConversations implements Integrations.
+func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
+	where, args := searchFilters(q, func(t time.Time) any { return unix(t) }, `customer_email = ? COLLATE NOCASE`)
+	if q.Text != "" {
+		where = append(where, `id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+			WHERE messages_fts MATCH ?)`)
+		args = append(args, q.Text)
 	}
 	sqlText := `SELECT ` + convColumns + ` FROM conversations`
 	if len(where) > 0 {

@@ -32,35 +32,12 @@ func (p *Postgres) SearchConversations(ctx context.Context, q ConversationQuery)
 		// PostgreSQL could not even take such text; no stored row holds it.
 		return nil, nil
 	}
-	var where []string
-	var args []any
-	add := func(cond string, a ...any) {
-		for _, v := range a {
-			args = append(args, v)
-			cond = strings.Replace(cond, "?", fmt.Sprintf("$%d", len(args)), 1)
+	where, args := searchFilters(q, func(t time.Time) any { return t }, `lower(customer_email) = lower(?)`)
+	for i, n := 0, 1; i < len(where); i++ {
+		for strings.Contains(where[i], "?") {
+			where[i] = strings.Replace(where[i], "?", fmt.Sprintf("$%d", n), 1)
+			n++
 		}
-		where = append(where, cond)
-	}
-	if !q.From.IsZero() {
-		add(`created_at >= ?`, q.From)
-	}
-	if !q.To.IsZero() {
-		add(`created_at < ?`, q.To)
-	}
-	if q.Queue != "" {
-		add(`queue = ?`, q.Queue)
-	}
-	if q.AgentID != "" {
-		add(`(agent_id = ? OR last_agent_id = ?)`, q.AgentID, q.AgentID)
-	}
-	if q.ExternalID != "" {
-		add(`customer_external_id = ?`, q.ExternalID)
-	}
-	if q.Email != "" {
-		add(`lower(customer_email) = lower(?)`, q.Email)
-	}
-	if q.State != "" {
-		add(`state = ?`, q.State)
 	}
 	if q.Text != "" {
 		tsq, err := ftsQuery(q.Text, len(args)+1)
@@ -69,9 +46,6 @@ func (p *Postgres) SearchConversations(ctx context.Context, q ConversationQuery)
 		}
 		where = append(where, `id IN (SELECT conversation_id FROM messages WHERE search @@ `+tsq.sql+`)`)
 		args = append(args, tsq.args...)
-	}
-	if q.After != nil {
-		add(`(created_at < ? OR (created_at = ? AND id < ?))`, q.After.CreatedAt, q.After.CreatedAt, q.After.ID)
 	}
 	sqlText := `SELECT ` + convColumns + ` FROM conversations`
 	if len(where) > 0 {
