@@ -44,7 +44,11 @@ func (p *Postgres) SearchConversations(ctx context.Context, q ConversationQuery)
 		if err != nil {
 			return nil, err
 		}
-		where = append(where, `id IN (SELECT conversation_id FROM messages WHERE search @@ `+tsq.sql+`)`)
+		// The matching messages first (the GIN index), then their
+		// conversations: as a plain IN, the planner tends to walk every
+		// conversation newest first and test its messages, which costs
+		// the whole table for a rare word.
+		where = append(where, `id = ANY (ARRAY(SELECT conversation_id FROM messages WHERE search @@ `+tsq.sql+`))`)
 		args = append(args, tsq.args...)
 	}
 	sqlText := `SELECT ` + convColumns + ` FROM conversations`
