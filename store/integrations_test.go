@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
 func TestSearchConversationsFiltersAndPages(t *testing.T) {
+	forEachDriver(t, testSearchConversationsFiltersAndPages)
+}
+
+func testSearchConversationsFiltersAndPages(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	for i := range 5 {
@@ -88,8 +93,12 @@ func TestSearchConversationsFiltersAndPages(t *testing.T) {
 }
 
 func TestSearchBadFullTextQueryIsErrBadQuery(t *testing.T) {
+	forEachDriver(t, testSearchBadFullTextQueryIsErrBadQuery)
+}
+
+func testSearchBadFullTextQueryIsErrBadQuery(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	for _, q := range []string{`"unterminated`, `foo:bar`, `AND`, `NEAR(`, `a OR`, `x') OR 1=1 --`} {
@@ -110,7 +119,7 @@ func TestSearchBadFullTextQueryIsErrBadQuery(t *testing.T) {
 func TestSearchIndexesMessagesOfAnOlderDatabase(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openTest(t, dir)
+	s := openSQLite(t, dir)
 	newConv(t, s, "c1")
 	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: "m", Role: RoleCustomer, Kind: KindText, Text: "parcel lost"}); err != nil {
 		t.Fatal(err)
@@ -126,7 +135,7 @@ func TestSearchIndexesMessagesOfAnOlderDatabase(t *testing.T) {
 		}
 	}
 	db.Close()
-	s = openTest(t, dir)
+	s = openSQLite(t, dir)
 	defer s.Close()
 	cs, err := s.SearchConversations(ctx, ConversationQuery{Text: "parcel", Limit: 10})
 	if err != nil || len(cs) != 1 {
@@ -135,10 +144,15 @@ func TestSearchIndexesMessagesOfAnOlderDatabase(t *testing.T) {
 }
 
 func TestWebhookOutboxHeadsPerConversation(t *testing.T) {
+	forEachDriver(t, testWebhookOutboxHeadsPerConversation)
+}
+
+func testWebhookOutboxHeadsPerConversation(t *testing.T, drv string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	t0 := time.Now().UTC()
+	loc := newLocation(t, drv)
+	s := loc.open(t)
+	// Both drivers keep times to the millisecond at least.
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
 	var evs []*WebhookEvent
 	for i, conv := range []string{"a", "a", "b", "a", "b"} {
 		evs = append(evs, &WebhookEvent{Webhook: "crm", ConversationID: conv, Type: "message.created",
@@ -148,14 +162,29 @@ func TestWebhookOutboxHeadsPerConversation(t *testing.T) {
 	if err := s.AppendWebhookEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	heads := func(now time.Time) string {
+	// take returns the events due at now as a gateway takes them (a
+	// claim, with postgres) and gives back all but keep, unchanged, as an
+	// attempt that changed nothing records.
+	take := func(now time.Time, keep int) []*WebhookEvent {
 		t.Helper()
 		due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
+		for i, e := range due {
+			if i == keep {
+				continue
+			}
+			if err := s.UpdateWebhookEvent(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return due
+	}
+	heads := func(now time.Time) string {
+		t.Helper()
 		out := ""
-		for _, e := range due {
+		for _, e := range take(now, -1) {
 			out += fmt.Sprintf("%s%s ", e.ConversationID, e.Body)
 		}
 		return out
@@ -164,31 +193,31 @@ func TestWebhookOutboxHeadsPerConversation(t *testing.T) {
 		t.Fatalf("heads: %s", got)
 	}
 	// A failed head holds back its conversation only, until it is due.
-	first, _ := s.DueWebhookEvents(ctx, []string{"crm"}, t0, 1)
-	first[0].Attempts, first[0].NextAt, first[0].LastError = 1, t0.Add(time.Minute), "500"
-	if err := s.UpdateWebhookEvent(ctx, first[0]); err != nil {
+	first := take(t0, 0)[0]
+	first.Attempts, first.NextAt, first.LastError = 1, t0.Add(time.Minute), "500"
+	if err := s.UpdateWebhookEvent(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	if got := heads(t0); got != `b{"n":2} ` {
 		t.Fatalf("heads with a failing a: %s", got)
 	}
 	next, err := s.NextWebhookAttempt(ctx, []string{"crm"})
-	if err != nil || !next.Equal(t0.Truncate(time.Millisecond)) {
-		t.Fatalf("next attempt: %v %v", next, err)
+	if err != nil || !next.Equal(t0) {
+		t.Fatalf("next attempt: %v %v, want %v", next, err, t0)
 	}
 	// Dead: the next of the conversation comes up; delivered: it leaves.
-	first[0].State = WebhookDead
-	if err := s.UpdateWebhookEvent(ctx, first[0]); err != nil {
+	first.State = WebhookDead
+	if err := s.UpdateWebhookEvent(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := s.DueWebhookEvents(ctx, []string{"crm"}, t0, 10)
+	b := take(t0, 1)
 	b[1].State = WebhookDelivered
 	if err := s.UpdateWebhookEvent(ctx, b[1]); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	// The outbox survives a restart.
-	s = openTest(t, dir)
+	s = loc.open(t)
 	defer s.Close()
 	if got := heads(t0); got != `a{"n":1} b{"n":4} ` {
 		t.Fatalf("heads after dead, delivered and a restart: %s", got)
@@ -197,4 +226,93 @@ func TestWebhookOutboxHeadsPerConversation(t *testing.T) {
 	if err != nil || c.Pending != 4 || c.Dead != 1 {
 		t.Fatalf("counts: %+v %v", c, err)
 	}
+}
+
+// TestFullTextQueriesMeanTheSame: the query language integrations are
+// told about (words, "phrases", prefix*, AND, OR, NOT, parentheses)
+// finds the same conversations with either driver.
+func TestFullTextQueriesMeanTheSame(t *testing.T) { forEachDriver(t, testFullTextQueriesMeanTheSame) }
+
+func testFullTextQueriesMeanTheSame(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i, texts := range [][]string{
+		{"My invoice is wrong", "please refund the invoice"},
+		{"the parcel never arrived", "Invoice 42 and parcel 7"},
+		{"Où est mon colis ?", "and or not near"},
+		{`she said "hello" twice`},
+	} {
+		id := fmt.Sprintf("c%d", i)
+		if err := s.CreateConversation(ctx, &Conversation{ID: id, State: StateActive, Queue: "support", TokenHash: []byte{1},
+			CreatedAt: base.Add(time.Duration(i) * time.Minute), UpdatedAt: base}); err != nil {
+			t.Fatal(err)
+		}
+		for j, text := range texts {
+			if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: id, ID: fmt.Sprint("m", j), Role: RoleCustomer,
+				Kind: KindText, Text: text}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for q, want := range map[string]string{
+		"invoice":                     "[c1 c0]",
+		"INVOICE":                     "[c1 c0]",
+		"inv*":                        "[c1 c0]",
+		`"refund the invoice"`:        "[c0]",
+		`"the invoice refund"`:        "[]",
+		`"refund the inv"*`:           "[c0]",
+		"invoice wrong":               "[c0]",
+		"invoice AND parcel":          "[c1]",
+		"invoice NOT parcel":          "[c0]",
+		"wrong OR arrived":            "[c1 c0]",
+		"(wrong OR parcel) AND 42":    "[c1]",
+		"(wrong OR arrived) AND 42":   "[]", // one message must match it all
+		"parcel OR colis NOT invoice": "[c2 c1]",
+		"colis":                       "[c2]",
+		"où":                          "[c2]",
+		"and":                         "[c2 c1]",
+		"near":                        "[c2]",
+		`"said ""hello"""`:            "[c3]",
+		"nothing":                     "[]",
+	} {
+		cs, err := s.SearchConversations(ctx, ConversationQuery{Text: q, Limit: 10})
+		if err != nil {
+			t.Errorf("%q: %v", q, err)
+			continue
+		}
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
+		if got := fmt.Sprint(ids); got != want {
+			t.Errorf("%q: %s, want %s", q, got, want)
+		}
+	}
+}
+
+// FuzzFTSQuery: any input is either refused with ErrBadQuery or gives a
+// tsquery expression whose placeholders are exactly its parameters.
+func FuzzFTSQuery(f *testing.F) {
+	for _, q := range []string{`invoice`, `"a ""b"" c"*`, `(a OR b) NOT c`, `NEAR(a b)`, `a:b`, `((((`, "\x00", `x') OR 1=1 --`, `ref*`} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		e, err := ftsQuery(q, 3)
+		if err != nil {
+			if !errors.Is(err, ErrBadQuery) {
+				t.Fatalf("%q: %v", q, err)
+			}
+			return
+		}
+		for i := range e.args {
+			if !strings.Contains(e.sql, fmt.Sprintf("$%d)", 3+i)) {
+				t.Fatalf("%q: $%d missing from %s", q, 3+i, e.sql)
+			}
+		}
+		if strings.Contains(e.sql, fmt.Sprintf("$%d)", 3+len(e.args))) || strings.ContainsAny(strings.ReplaceAll(e.sql, "'simple'", ""), "'\"\\") {
+			t.Fatalf("%q: text of the query in the SQL: %s", q, e.sql)
+		}
+	})
 }
