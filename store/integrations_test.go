@@ -228,6 +228,83 @@ func testWebhookOutboxHeadsPerConversation(t *testing.T, drv string) {
 	}
 }
 
+// TestDeadWebhookEventsAreListedAndReplayed: dead events are listed by
+// webhook, oldest first, with their last error; a replay makes the ones
+// it selects (a webhook's, or one by seq) pending and due again with no
+// attempts counted, and leaves the rest dead.
+func TestDeadWebhookEventsAreListedAndReplayed(t *testing.T) {
+	forEachDriver(t, testDeadWebhookEventsAreListedAndReplayed)
+}
+
+func testDeadWebhookEventsAreListedAndReplayed(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	evs := []*WebhookEvent{
+		{Webhook: "crm", ConversationID: "a", Type: "message.created", Body: []byte(`{"n":0}`), CreatedAt: t0},
+		{Webhook: "crm", ConversationID: "a", Type: "message.created", Body: []byte(`{"n":1}`), CreatedAt: t0},
+		{Webhook: "erp", ConversationID: "b", Type: "message.created", Body: []byte(`{"n":2}`), CreatedAt: t0},
+	}
+	if err := s.AppendWebhookEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*WebhookEvent{evs[0], evs[2]} {
+		due, err := s.DueWebhookEvents(ctx, []string{e.Webhook}, t0, 10)
+		if err != nil || len(due) != 1 || due[0].Seq != e.Seq {
+			t.Fatalf("due for %s: %+v, %v", e.Webhook, due, err)
+		}
+		due[0].State, due[0].Attempts, due[0].LastError = WebhookDead, 8, "HTTP 500"
+		if err := s.UpdateWebhookEvent(ctx, due[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := func(webhook string) string {
+		t.Helper()
+		list, err := s.DeadWebhookEvents(ctx, webhook, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, e := range list {
+			out += fmt.Sprintf("%s%s/%d/%s ", e.Webhook, e.Body, e.Attempts, e.LastError)
+		}
+		return out
+	}
+	if got := dead(""); got != `crm{"n":0}/8/HTTP 500 erp{"n":2}/8/HTTP 500 ` {
+		t.Fatalf("dead events: %s", got)
+	}
+	if got := dead("erp"); got != `erp{"n":2}/8/HTTP 500 ` {
+		t.Fatalf("dead events of erp: %s", got)
+	}
+	later := t0.Add(time.Hour)
+	if n, err := s.ReplayWebhookEvents(ctx, "crm", 0, later); err != nil || n != 1 {
+		t.Fatalf("replay of crm: %d, %v", n, err)
+	}
+	if n, err := s.ReplayWebhookEvents(ctx, "", evs[2].Seq+100, later); err != nil || n != 0 {
+		t.Fatalf("replay of an unknown seq: %d, %v", n, err)
+	}
+	if got := dead(""); got != `erp{"n":2}/8/HTTP 500 ` {
+		t.Fatalf("dead after the replay of crm: %s", got)
+	}
+	// The replayed event heads its conversation again, due at the time of
+	// the replay and not before.
+	if due, err := s.DueWebhookEvents(ctx, []string{"crm"}, later.Add(-time.Second), 10); err != nil || len(due) != 0 {
+		t.Fatalf("due before the replay's time: %+v, %v", due, err)
+	}
+	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, later, 10)
+	if err != nil || len(due) != 1 || due[0].Seq != evs[0].Seq || due[0].Attempts != 0 || due[0].LastError != "" ||
+		due[0].State != WebhookPending || !due[0].NextAt.Equal(later) {
+		t.Fatalf("due after the replay: %+v, %v", due, err)
+	}
+	if n, err := s.ReplayWebhookEvents(ctx, "", evs[2].Seq, later); err != nil || n != 1 {
+		t.Fatalf("replay by seq: %d, %v", n, err)
+	}
+	if c, err := s.CountWebhookEvents(ctx); err != nil || c.Dead != 0 || c.Pending != 3 {
+		t.Fatalf("counts after the replays: %+v, %v", c, err)
+	}
+}
+
 // TestFullTextQueriesMeanTheSame: the query language integrations are
 // told about (words, "phrases", prefix*, AND, OR, NOT, parentheses)
 // finds the same conversations with either driver.

@@ -173,6 +173,14 @@ func testEraseCustomer(t *testing.T, drv string) {
 			t.Fatal(err)
 		}
 		fill(t, s, id, "bytes of "+id)
+		// A note, and an event still owed to a webhook, go with it.
+		if err := s.AddNote(ctx, &Note{ID: "n-" + id, ConversationID: id, AgentID: "alice", Text: "about " + id}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendWebhookEvents(ctx, []*WebhookEvent{{Webhook: "crm", ConversationID: id, Type: "conversation.ended",
+			Body: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
 		if closed {
 			closeConv(t, s, c, time.Now())
 		}
@@ -191,6 +199,16 @@ func testEraseCustomer(t *testing.T, drv string) {
 	for id, want := range map[string]bool{"a1": false, "a2": false, "a3": true, "b1": true} {
 		if _, err := s.Conversation(ctx, id); (err == nil) != want {
 			t.Errorf("%s kept=%v, want %v", id, err == nil, want)
+		}
+		n := 0
+		if want {
+			n = 1
+		}
+		if notes, err := s.Notes(ctx, id); err != nil || len(notes) != n {
+			t.Errorf("%s: notes %+v (%v), want %d", id, notes, err, n)
+		}
+		if got := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox WHERE conversation_id = '`+id+`'`); got != n {
+			t.Errorf("%s: %d events owed to webhooks, want %d", id, got, n)
 		}
 	}
 	if _, err := s.EraseCustomer(ctx, "", ""); err == nil {
