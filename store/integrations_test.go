@@ -393,3 +393,27 @@ func FuzzFTSQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeywordQuery: keywords of any text give a tsquery expression whose
+// ? placeholders are exactly its parameters, with none of their text in
+// the SQL, or ErrBadQuery.
+func FuzzKeywordQuery(f *testing.F) {
+	for _, w := range []string{`invo`, `zed@example`, `%`, `"a" OR b*`, `x') OR 1=1 --`, `où?`, `'':*`, ``} {
+		f.Add(w, "ann")
+	}
+	f.Fuzz(func(t *testing.T, w1, w2 string) {
+		e, err := keywordQuery([]string{w1, w2})
+		if err != nil {
+			if !errors.Is(err, ErrBadQuery) {
+				t.Fatalf("%q %q: %v", w1, w2, err)
+			}
+			return
+		}
+		if n := strings.Count(e.sql, "?"); n != len(e.args) {
+			t.Fatalf("%q %q: %d placeholders for %d parameters in %s", w1, w2, n, len(e.args), e.sql)
+		}
+		if strings.ContainsAny(strings.ReplaceAll(e.sql, "'simple'", ""), "'\"\\$") {
+			t.Fatalf("%q %q: text of the keywords in the SQL: %s", w1, w2, e.sql)
+		}
+	})
+}
