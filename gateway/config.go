@@ -678,5 +678,6 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 	for i := range c.Integrations.Webhooks {
 		expand(fmt.Sprintf("integrations.webhooks[%d].secret", i), &c.Integrations.Webhooks[i].Secret)
 	}
+	expand("store.dsn", &c.Store.DSN)
 	return errs
 }

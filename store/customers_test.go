@@ -33,7 +33,7 @@ func TestMigrateAddsCustomerColumns(t *testing.T) {
 	}
 	old.Close()
 
-	s := openTest(t, dir)
+	s := openSQLite(t, dir)
 	defer s.Close()
 	c, err := s.Conversation(ctx, "c_old")
 	if err != nil || c.Rating.Score != 0 || !c.AnsweredAt.IsZero() || c.Origin != "" {
@@ -44,7 +44,7 @@ func TestMigrateAddsCustomerColumns(t *testing.T) {
 	}
 	// Opening again migrates nothing twice.
 	s.Close()
-	s = openTest(t, dir)
+	s = openSQLite(t, dir)
 	c, err = s.Conversation(ctx, "c_old")
 	if err != nil || c.Rating.Score != 5 || c.Rating.Comment != "fine" || c.Rating.At.UnixMilli() != 2000 {
 		t.Fatalf("rated conversation: %+v, %v", c, err)
@@ -52,9 +52,11 @@ func TestMigrateAddsCustomerColumns(t *testing.T) {
 }
 
 // TestRateConversationOnce keeps the first rating and refuses the second.
-func TestRateConversationOnce(t *testing.T) {
+func TestRateConversationOnce(t *testing.T) { forEachDriver(t, testRateConversationOnce) }
+
+func testRateConversationOnce(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	if err := s.RateConversation(ctx, "c1", Rating{Score: 4, Comment: "quick and kind", At: time.Now()}); err != nil {
@@ -74,9 +76,11 @@ func TestRateConversationOnce(t *testing.T) {
 
 // TestRecentWaits returns the waits of the queue's conversations answered
 // since the given time, and keeps the first answer time.
-func TestRecentWaits(t *testing.T) {
+func TestRecentWaits(t *testing.T) { forEachDriver(t, testRecentWaits) }
+
+func testRecentWaits(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	base := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	for i, w := range []time.Duration{time.Minute, 3 * time.Minute, 2 * time.Hour} {

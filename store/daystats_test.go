@@ -10,9 +10,11 @@ import (
 // answered (with the wait until the first accept), abandoned, calls by
 // outcome with the mean length of the answered ones; other queues and
 // earlier days stay out.
-func TestDayStats(t *testing.T) {
+func TestDayStats(t *testing.T) { forEachDriver(t, testDayStats) }
+
+func testDayStats(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	day := time.Date(2030, 5, 6, 0, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) time.Time { return day.Add(d) }

@@ -245,19 +245,20 @@ func ftsWords(words []string) string {
 	return strings.Join(terms, " ")
 }
 
-// keywordCondition is the SQL of ConversationQuery.Keywords: every word
-// in the customer's name or e-mail, or every word in the transcript.
-func keywordCondition(words []string) (string, []any) {
+// keywordCondition is the SQL of ConversationQuery.Keywords with ?
+// placeholders: every word in the customer's name or e-mail (like is the
+// driver's case-blind LIKE operator with its ? and escape), or transcript,
+// the driver's condition that the transcript holds every word, with its
+// arguments.
+func keywordCondition(words []string, like, transcript string, transcriptArgs []any) (string, []any) {
 	var parts []string
 	var args []any
 	for _, w := range words {
 		p := "%" + escapeLike(w) + "%"
-		parts = append(parts, `(customer_name LIKE ? ESCAPE '\' OR customer_email LIKE ? ESCAPE '\')`)
+		parts = append(parts, `(customer_name `+like+` OR customer_email `+like+`)`)
 		args = append(args, p, p)
 	}
-	args = append(args, ftsWords(words))
-	return `((` + strings.Join(parts, ` AND `) + `) OR id IN (SELECT m.conversation_id FROM messages_fts
-		JOIN messages m ON m.rowid = messages_fts.rowid WHERE messages_fts MATCH ?))`, args
+	return `((` + strings.Join(parts, ` AND `) + `) OR ` + transcript + `)`, append(args, transcriptArgs...)
 }
 
 // scopeCondition is the SQL of ConversationQuery.Scope.

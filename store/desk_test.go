@@ -9,8 +9,12 @@ import (
 )
 
 func TestNotesAreKeptApartFromTheTranscript(t *testing.T) {
+	forEachDriver(t, testNotesAreKeptApartFromTheTranscript)
+}
+
+func testNotesAreKeptApartFromTheTranscript(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	c := newConv(t, s, "c1")
 	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: c.ID, ID: "m1", Role: RoleCustomer, Kind: KindText, Text: "hello"}); err != nil {
@@ -44,9 +48,11 @@ func TestNotesAreKeptApartFromTheTranscript(t *testing.T) {
 	}
 }
 
-func TestWrapUpsAreStoredAndCounted(t *testing.T) {
+func TestWrapUpsAreStoredAndCounted(t *testing.T) { forEachDriver(t, testWrapUpsAreStoredAndCounted) }
+
+func testWrapUpsAreStoredAndCounted(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	day := time.Date(2025, 3, 4, 0, 0, 0, 0, time.UTC)
 	for i, code := range []string{"resolved", "resolved", "callback", ""} {
@@ -81,8 +87,12 @@ func TestWrapUpsAreStoredAndCounted(t *testing.T) {
 }
 
 func TestCannedRepliesBelongToTheirAgent(t *testing.T) {
+	forEachDriver(t, testCannedRepliesBelongToTheirAgent)
+}
+
+func testCannedRepliesBelongToTheirAgent(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	r := &CannedReply{ID: "r1", AgentID: "alice", Shortcut: "greet", Text: "Hello, how can I help?"}
 	if err := s.SaveCannedReply(ctx, r); err != nil {
@@ -118,8 +128,12 @@ func TestCannedRepliesBelongToTheirAgent(t *testing.T) {
 }
 
 func TestSearchByKeywordsWithinAnAgentsScope(t *testing.T) {
+	forEachDriver(t, testSearchByKeywordsWithinAnAgentsScope)
+}
+
+func testSearchByKeywordsWithinAnAgentsScope(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	mk := func(id, queue, state, agent, name, email, text string) {
 		c := &Conversation{ID: id, State: state, Queue: queue, AgentID: agent, LastAgentID: agent, TokenHash: []byte(id),

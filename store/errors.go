@@ -15,7 +15,8 @@ var ErrDriver = errors.New("store: unsupported driver")
 var ErrClosed = errors.New("store: closed")
 
 // ErrBadQuery is returned by SearchConversations for a full-text query
-// that SQLite's FTS5 cannot parse; the message says why.
+// that the store cannot parse (the syntax is FTS5's, with both drivers);
+// the message says why.
 var ErrBadQuery = errors.New("store: bad search query")
 
 // ErrRated is returned by RateConversation when the conversation already
@@ -25,3 +26,24 @@ var ErrRated = errors.New("store: already rated")
 // ErrDuplicate is returned by AddNote and SaveCannedReply when a unique
 // key (a note's id, an agent's shortcut) is taken.
 var ErrDuplicate = errors.New("store: duplicate")
+
+// ErrNoCustomer is returned by EraseCustomer when given neither a
+// customer id nor an e-mail address.
+var ErrNoCustomer = errors.New("store: erase: a customer id or an e-mail address is required")
+
+// ErrSchemaTooNew is returned when a database's schema is at a version
+// newer than this build knows: a newer release migrated it.
+var ErrSchemaTooNew = errors.New("store: schema newer than this build")
+
+// ErrInvalidText is returned by the PostgreSQL store for text that is not
+// valid UTF-8 or holds a NUL byte, which PostgreSQL's text type cannot
+// keep; the write is refused alone, never its batch.
+var ErrInvalidText = errors.New("store: text is not valid UTF-8 or holds a NUL byte")
+
+// errBadDSN is returned for a store.dsn PostgreSQL cannot parse. The DSN
+// itself is left out: it may hold a password.
+var errBadDSN = errors.New("store: dsn is not a PostgreSQL connection string")
+
+// ErrNotDurable is returned by OpenPostgres when the database would
+// acknowledge a commit before it is durable.
+var ErrNotDurable = errors.New("store: commits are not durable")

@@ -41,7 +41,9 @@ type ConversationQuery struct {
 	State string
 	// Text is an FTS5 query over the text of the transcript's messages
 	// (https://sqlite.org/fts5.html#full_text_query_syntax); an invalid
-	// one gives ErrBadQuery.
+	// one gives ErrBadQuery. A conversation matches when one of its
+	// messages does. With postgres, the words, "phrases", prefix*, AND,
+	// OR, NOT and parentheses of that syntax are understood (ftsquery.go).
 	Text string
 	// After continues a listing: only conversations that come after this
 	// one in the order (newest first) are returned.
@@ -169,19 +171,20 @@ func migrateIntegrations(ctx context.Context, db *sql.DB) error {
 	return tx.Commit()
 }
 
-// SearchConversations implements Integrations.
-func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
-	var where []string
-	var args []any
+// searchFilters are the conditions of q but its full text, with ?
+// placeholders and their arguments in order; at gives a time as the
+// driver stores it and email is the driver's condition on the e-mail
+// address, regardless of case.
+func searchFilters(q ConversationQuery, at func(time.Time) any, email string) (where []string, args []any) {
 	add := func(cond string, a ...any) {
 		where = append(where, cond)
 		args = append(args, a...)
 	}
 	if !q.From.IsZero() {
-		add(`created_at >= ?`, unix(q.From))
+		add(`created_at >= ?`, at(q.From))
 	}
 	if !q.To.IsZero() {
-		add(`created_at < ?`, unix(q.To))
+		add(`created_at < ?`, at(q.To))
 	}
 	if q.Queue != "" {
 		add(`queue = ?`, q.Queue)
@@ -193,26 +196,37 @@ func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) (
 		add(`customer_external_id = ?`, q.ExternalID)
 	}
 	if q.Email != "" {
-		add(`customer_email = ? COLLATE NOCASE`, q.Email)
+		add(email, q.Email)
 	}
 	if q.State != "" {
 		add(`state = ?`, q.State)
-	}
-	if q.Text != "" {
-		add(`id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-			WHERE messages_fts MATCH ?)`, q.Text)
-	}
-	if len(q.Keywords) > 0 {
-		cond, a := keywordCondition(q.Keywords)
-		add(cond, a...)
 	}
 	if q.Scope != nil {
 		cond, a := scopeCondition(q.Scope)
 		add(cond, a...)
 	}
 	if q.After != nil {
-		ms := unix(q.After.CreatedAt)
-		add(`(created_at < ? OR (created_at = ? AND id < ?))`, ms, ms, q.After.ID)
+		add(`(created_at < ? OR (created_at = ? AND id < ?))`, at(q.After.CreatedAt), at(q.After.CreatedAt), q.After.ID)
+	}
+	return where, args
+}
+
+// sqliteTextMatch is SQLite's condition that a conversation has a
+// message matching the FTS5 query given as its parameter.
+const sqliteTextMatch = `id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+	WHERE messages_fts MATCH ?)`
+
+// SearchConversations implements Integrations.
+func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
+	where, args := searchFilters(q, func(t time.Time) any { return unix(t) }, `customer_email = ? COLLATE NOCASE`)
+	if len(q.Keywords) > 0 {
+		cond, a := keywordCondition(q.Keywords, `LIKE ? ESCAPE '\'`, sqliteTextMatch, []any{ftsWords(q.Keywords)})
+		where = append(where, cond)
+		args = append(args, a...)
+	}
+	if q.Text != "" {
+		where = append(where, sqliteTextMatch)
+		args = append(args, q.Text)
 	}
 	sqlText := `SELECT ` + convColumns + ` FROM conversations`
 	if len(where) > 0 {
@@ -297,6 +311,27 @@ func (s *SQLite) AppendWebhookEvents(ctx context.Context, events []*WebhookEvent
 
 const webhookColumns = `seq, webhook, conversation_id, type, body, created_at, attempts, next_at, state, last_error`
 
+// scanWebhookEvents reads the webhookColumns of rows and closes them;
+// what names the listing in errors.
+func scanWebhookEvents(rows *sql.Rows, what string) ([]*WebhookEvent, error) {
+	defer rows.Close()
+	var out []*WebhookEvent
+	for rows.Next() {
+		var e WebhookEvent
+		var created, next int64
+		if err := rows.Scan(&e.Seq, &e.Webhook, &e.ConversationID, &e.Type, &e.Body, &created, &e.Attempts, &next,
+			&e.State, &e.LastError); err != nil {
+			return nil, fmt.Errorf("store: %s webhook events: %w", what, err)
+		}
+		e.CreatedAt, e.NextAt = fromUnix(created), fromUnix(next)
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %s webhook events: %w", what, err)
+	}
+	return out, nil
+}
+
 // DueWebhookEvents implements Integrations.
 func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
 	if len(webhooks) == 0 {
@@ -315,19 +350,7 @@ func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now ti
 	if err != nil {
 		return nil, fmt.Errorf("store: due webhook events: %w", err)
 	}
-	defer rows.Close()
-	var out []*WebhookEvent
-	for rows.Next() {
-		var e WebhookEvent
-		var created, next int64
-		if err := rows.Scan(&e.Seq, &e.Webhook, &e.ConversationID, &e.Type, &e.Body, &created, &e.Attempts, &next,
-			&e.State, &e.LastError); err != nil {
-			return nil, fmt.Errorf("store: due webhook events: %w", err)
-		}
-		e.CreatedAt, e.NextAt = fromUnix(created), fromUnix(next)
-		out = append(out, &e)
-	}
-	return out, rows.Err()
+	return scanWebhookEvents(rows, "due")
 }
 
 // NextWebhookAttempt implements Integrations.
@@ -387,19 +410,7 @@ func (s *SQLite) DeadWebhookEvents(ctx context.Context, webhook string, limit in
 	if err != nil {
 		return nil, fmt.Errorf("store: dead webhook events: %w", err)
 	}
-	defer rows.Close()
-	var out []*WebhookEvent
-	for rows.Next() {
-		var e WebhookEvent
-		var created, next int64
-		if err := rows.Scan(&e.Seq, &e.Webhook, &e.ConversationID, &e.Type, &e.Body, &created, &e.Attempts, &next,
-			&e.State, &e.LastError); err != nil {
-			return nil, fmt.Errorf("store: dead webhook events: %w", err)
-		}
-		e.CreatedAt, e.NextAt = fromUnix(created), fromUnix(next)
-		out = append(out, &e)
-	}
-	return out, rows.Err()
+	return scanWebhookEvents(rows, "dead")
 }
 
 // ReplayWebhookEvents implements Integrations.

@@ -61,24 +61,55 @@ type RecordingFile interface {
 var recordingIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 var formatRe = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
-func (s *SQLite) recordingPath(r *Recording) string {
-	return filepath.Join(s.filesDir, "recordings", r.ID+"."+r.Format)
+func (d fileDir) recordingPath(r *Recording) string {
+	return filepath.Join(d.filesDir, "recordings", r.ID+"."+r.Format)
 }
 
-// CreateRecording implements Store.
-func (s *SQLite) CreateRecording(ctx context.Context, r *Recording) (RecordingFile, error) {
+// createRecordingFile checks r's id and format, which name its file,
+// sets its start time when unset and creates the file; an existing
+// recording's file is never replaced.
+func (d fileDir) createRecordingFile(r *Recording) (*os.File, error) {
 	if !recordingIDRe.MatchString(r.ID) || !formatRe.MatchString(r.Format) {
 		return nil, fmt.Errorf("store: create recording: bad id %q or format %q", r.ID, r.Format)
 	}
-	if err := os.MkdirAll(filepath.Join(s.filesDir, "recordings"), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(d.filesDir, "recordings"), 0o750); err != nil {
 		return nil, fmt.Errorf("store: create recording: %w", err)
 	}
 	if r.StartedAt.IsZero() {
 		r.StartedAt = time.Now().UTC()
 	}
-	f, err := os.OpenFile(s.recordingPath(r), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(d.recordingPath(r), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("store: create recording: %w", err)
+	}
+	return f, nil
+}
+
+// finishRecordingFile sets r's end time (now when unset) and its file's
+// size.
+func (d fileDir) finishRecordingFile(r *Recording) {
+	if r.EndedAt.IsZero() {
+		r.EndedAt = time.Now().UTC()
+	}
+	if fi, err := os.Stat(d.recordingPath(r)); err == nil {
+		r.Size = fi.Size()
+	}
+}
+
+// OpenRecording implements Store.
+func (d fileDir) OpenRecording(r *Recording) (io.ReadSeekCloser, error) {
+	f, err := os.Open(d.recordingPath(r))
+	if err != nil {
+		return nil, fmt.Errorf("store: open recording %s: %w", r.ID, err)
+	}
+	return f, nil
+}
+
+// CreateRecording implements Store.
+func (s *SQLite) CreateRecording(ctx context.Context, r *Recording) (RecordingFile, error) {
+	f, err := s.createRecordingFile(r)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO recordings (id, conversation_id, call_id, format, type, started_by, started_at)
 		VALUES (?,?,?,?,?,?,?)`, r.ID, r.ConversationID, r.CallID, r.Format, r.Type, r.StartedBy, unix(r.StartedAt)); err != nil {
@@ -91,12 +122,7 @@ func (s *SQLite) CreateRecording(ctx context.Context, r *Recording) (RecordingFi
 
 // FinishRecording implements Store.
 func (s *SQLite) FinishRecording(ctx context.Context, r *Recording) error {
-	if r.EndedAt.IsZero() {
-		r.EndedAt = time.Now().UTC()
-	}
-	if fi, err := os.Stat(s.recordingPath(r)); err == nil {
-		r.Size = fi.Size()
-	}
+	s.finishRecordingFile(r)
 	res, err := s.db.ExecContext(ctx, `UPDATE recordings SET size=?, duration_ms=?, ended_at=? WHERE id=?`,
 		r.Size, r.Duration.Milliseconds(), unix(r.EndedAt), r.ID)
 	if err != nil {
@@ -149,13 +175,4 @@ func (s *SQLite) Recordings(ctx context.Context, conversationID string) ([]*Reco
 		out = append(out, r)
 	}
 	return out, rows.Err()
-}
-
-// OpenRecording implements Store.
-func (s *SQLite) OpenRecording(r *Recording) (io.ReadSeekCloser, error) {
-	f, err := os.Open(s.recordingPath(r))
-	if err != nil {
-		return nil, fmt.Errorf("store: open recording %s: %w", r.ID, err)
-	}
-	return f, nil
 }

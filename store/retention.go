@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -45,7 +44,7 @@ func (s *SQLite) DeleteBefore(ctx context.Context, cutoff time.Time) (Deleted, e
 // Deleted.Open and kept: the gateway holds them live.
 func (s *SQLite) EraseCustomer(ctx context.Context, externalID, email string) (Deleted, error) {
 	if externalID == "" && email == "" {
-		return Deleted{}, errors.New("store: erase: a customer id or an e-mail address is required")
+		return Deleted{}, ErrNoCustomer
 	}
 	var conds []string
 	var args []any
@@ -153,28 +152,38 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (De
 		return d, fmt.Errorf("store: delete: %w", err)
 	}
 	d.ConversationIDs = ids
-	// The rows are gone; now the bytes. A content id another file still
-	// uses stays (uploads are stored once by content).
+	err = s.removeLeftovers(contents, recs, func(c string) (bool, error) {
+		var n int
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE content_id = ?`, c).Scan(&n)
+		return n > 0, err
+	})
+	return d, err
+}
+
+// removeLeftovers deletes, once their rows are gone, the bytes of the
+// uploads in contents that no remaining file uses (inUse says; uploads
+// are stored once by content) and the files of recs.
+func (d fileDir) removeLeftovers(contents []string, recs []*Recording, inUse func(contentID string) (bool, error)) error {
 	var errs []error
 	for _, c := range contents {
-		var n int
-		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE content_id = ?`, c).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		used, err := inUse(c)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if n == 0 {
-			if err := os.Remove(s.contentPath(c)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if !used {
+			if err := os.Remove(d.contentPath(c)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
 	}
 	for _, r := range recs {
-		if err := os.Remove(s.recordingPath(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(d.recordingPath(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return d, fmt.Errorf("store: delete: files left on disk: %w", err)
+		return fmt.Errorf("store: delete: files left on disk: %w", err)
 	}
-	return d, nil
+	return nil
 }

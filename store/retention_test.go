@@ -13,7 +13,7 @@ import (
 
 // fill gives conversation id a message, a file with content body, a call
 // record with a dialog and a recording, and returns the recording.
-func fill(t *testing.T, s *SQLite, id, body string) *Recording {
+func fill(t *testing.T, s Store, id, body string) *Recording {
 	t.Helper()
 	ctx := context.Background()
 	if _, _, err := s.AppendMessage(ctx, &Message{ConversationID: id, ID: "m-" + id, Role: RoleCustomer, Kind: KindText, Text: "hi"}); err != nil {
@@ -44,7 +44,7 @@ func fill(t *testing.T, s *SQLite, id, body string) *Recording {
 	return r
 }
 
-func closeConv(t *testing.T, s *SQLite, c *Conversation, at time.Time) {
+func closeConv(t *testing.T, s Store, c *Conversation, at time.Time) {
 	t.Helper()
 	c.State, c.UpdatedAt, c.EndedAt = StateEnded, at, at
 	if err := s.UpdateConversation(context.Background(), c); err != nil {
@@ -54,9 +54,11 @@ func closeConv(t *testing.T, s *SQLite, c *Conversation, at time.Time) {
 
 func exists(path string) bool { _, err := os.Stat(path); return err == nil }
 
-func TestRecordingRows(t *testing.T) {
+func TestRecordingRows(t *testing.T) { forEachDriver(t, testRecordingRows) }
+
+func testRecordingRows(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	r := fill(t, s, "c1", "x")
@@ -89,10 +91,13 @@ func TestRecordingRows(t *testing.T) {
 // TestDeleteBefore: closed conversations past the cutoff go with their
 // rows and bytes; an open one and a recent one stay, and so do the bytes
 // of an upload another conversation shares.
-func TestDeleteBefore(t *testing.T) {
+func TestDeleteBefore(t *testing.T) { forEachDriver(t, testDeleteBefore) }
+
+func testDeleteBefore(t *testing.T, drv string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openTest(t, dir)
+	loc := newLocation(t, drv)
+	s := loc.open(t)
+	dir := filesOf(s)
 	defer s.Close()
 	old := time.Now().Add(-40 * 24 * time.Hour)
 	c1, c2, c3, c4 := newConv(t, s, "old"), newConv(t, s, "recent"), newConv(t, s, "open"), newConv(t, s, "shares")
@@ -130,34 +135,36 @@ func TestDeleteBefore(t *testing.T) {
 	if un, _ := s.UnfinishedCalls(ctx); slices.ContainsFunc(un, func(c *CallRecord) bool { return c.ID == "k-old" }) {
 		t.Error("old call's dialog left")
 	}
-	if exists(s.contentPath(oldFile.ContentID)) {
+	if exists(dir.contentPath(oldFile.ContentID)) {
 		t.Error("the old upload's bytes are still on disk")
 	}
-	if exists(s.recordingPath(r1)) {
+	if exists(dir.recordingPath(r1)) {
 		t.Error("the old recording is still on disk")
 	}
 	shared, _ := s.File(ctx, "f-shares")
-	if !exists(s.contentPath(shared.ContentID)) {
+	if !exists(dir.contentPath(shared.ContentID)) {
 		t.Error("bytes another conversation shares were deleted")
 	}
 	for _, id := range []string{"recent", "open", "shares"} {
 		if _, err := s.Conversation(ctx, id); err != nil {
 			t.Errorf("%s: %v", id, err)
 		}
-		if rs, _ := s.Recordings(ctx, id); len(rs) != 1 || !exists(s.recordingPath(rs[0])) {
+		if rs, _ := s.Recordings(ctx, id); len(rs) != 1 || !exists(dir.recordingPath(rs[0])) {
 			t.Errorf("%s lost its recording", id)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "files", "recordings", "r-old*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(loc.Files, "recordings", "r-old*")); len(left) != 0 {
 		t.Errorf("left on disk: %v", left)
 	}
 }
 
 // TestEraseCustomer: by customer id or e-mail (any case), the closed
 // conversations go and the open one is reported, not touched.
-func TestEraseCustomer(t *testing.T) {
+func TestEraseCustomer(t *testing.T) { forEachDriver(t, testEraseCustomer) }
+
+func testEraseCustomer(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	mk := func(id, ext, email string, closed bool) {
 		c := newConv(t, s, id)
@@ -166,6 +173,14 @@ func TestEraseCustomer(t *testing.T) {
 			t.Fatal(err)
 		}
 		fill(t, s, id, "bytes of "+id)
+		// A note, and an event still owed to a webhook, go with it.
+		if err := s.AddNote(ctx, &Note{ID: "n-" + id, ConversationID: id, AgentID: "alice", Text: "about " + id}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendWebhookEvents(ctx, []*WebhookEvent{{Webhook: "crm", ConversationID: id, Type: "conversation.ended",
+			Body: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
 		if closed {
 			closeConv(t, s, c, time.Now())
 		}
@@ -184,6 +199,16 @@ func TestEraseCustomer(t *testing.T) {
 	for id, want := range map[string]bool{"a1": false, "a2": false, "a3": true, "b1": true} {
 		if _, err := s.Conversation(ctx, id); (err == nil) != want {
 			t.Errorf("%s kept=%v, want %v", id, err == nil, want)
+		}
+		n := 0
+		if want {
+			n = 1
+		}
+		if notes, err := s.Notes(ctx, id); err != nil || len(notes) != n {
+			t.Errorf("%s: notes %+v (%v), want %d", id, notes, err, n)
+		}
+		if got := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox WHERE conversation_id = '`+id+`'`); got != n {
+			t.Errorf("%s: %d events owed to webhooks, want %d", id, got, n)
 		}
 	}
 	if _, err := s.EraseCustomer(ctx, "", ""); err == nil {

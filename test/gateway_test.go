@@ -115,6 +115,9 @@ type gatewayOptions struct {
 	integrationsYAML string
 	// topYAML holds whole top-level sections (such as clock:), added last.
 	topYAML string
+	// storeYAML replaces store.driver and store.dsn (the gateway's own
+	// SQLite file) when set.
+	storeYAML string
 }
 
 // withSupervisor adds Sam (password agentPasswords["sam"]), a supervisor
@@ -243,21 +246,23 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	udpLo := 20000 + 400*rand.IntN(37)
 	rtpLo := 36000 + 2*rand.IntN(6000)
 	g.RTPRange = [2]int{rtpLo, rtpLo + 199}
+	storeYAML := o.storeYAML
+	if storeYAML == "" {
+		storeYAML = fmt.Sprintf("  driver: sqlite\n  dsn: %q\n", filepath.Join(g.dir, "segue.db"))
+	}
 	fmt.Fprintf(&b, `http:
   listen: %q
   public_url: %q
   allowed_origins: [%s]
   admin_listen: %q
 %sstore:
-  driver: sqlite
-  dsn: %q
-  files_dir: %q
+%s  files_dir: %q
   max_upload_bytes: %d
 webrtc:
   loopback_candidates: true
   udp_port_range: [%d, %d]
 `, g.addr, g.URL, strings.Join(quoted, ", "), strings.TrimPrefix(g.AdminURL, "http://"), o.httpYAML,
-		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+399)
+		storeYAML, filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+399)
 	// Browsers and pion customers on this machine offer 127.0.0.1: the
 	// loopback test mode allows loopback candidates explicitly.
 	remote := o.remoteNetworks

@@ -58,6 +58,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, extra ...
 	if err != nil {
 		return err
 	}
+	log.Info("store open", "driver", cfg.Store.Driver, "database", cfg.Store.Where())
 	// WebRTC serves video from the chat on its own; voice needs trunks too.
 	var wopts []webrtc.Option
 	if cfg.WebRTC.LoopbackCandidates {
