@@ -186,10 +186,18 @@ const (
 	benchAgentPrefix   = "load"
 )
 
+// admission is the gateway's call admission for a run (docs/api.md,
+// "Capacity").
+type admission struct {
+	maxCalls int    // limits.max_calls
+	maxLag   string // limits.max_scheduler_lag, empty for the default
+	maxCPU   int    // limits.max_cpu_percent, 0 for unset
+}
+
 // segueConfig writes the gateway's config for a run: loopback only, a
 // trunk to the echo phone, agents for the load, limits raised so that
-// one address may place every call.
-func segueConfig(dir, sippAddr string, agents, calls int) (string, string, string, error) {
+// one address may place every call, admission as adm says.
+func segueConfig(dir, sippAddr string, agents, calls int, adm admission) (string, string, string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(benchAgentPassword), bcrypt.MinCost)
 	if err != nil {
 		return "", "", "", err
@@ -253,9 +261,14 @@ agents:
   calls_per_ip_per_hour: 0
   calls_per_conversation_per_hour: 0
   max_sockets_per_ip: %d
-log:
-  level: warn
-`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20)
+`, adm.maxCalls, 10*calls+100, calls+10, calls+10, 2*calls+20)
+	if adm.maxLag != "" {
+		fmt.Fprintf(&b, "  max_scheduler_lag: %s\n", adm.maxLag)
+	}
+	if adm.maxCPU > 0 {
+		fmt.Fprintf(&b, "  max_cpu_percent: %d\n", adm.maxCPU)
+	}
+	b.WriteString("log:\n  level: warn\n")
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }

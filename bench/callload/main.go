@@ -60,7 +60,16 @@ type options struct {
 	agentCount   int
 	floorTime    string
 	keep         bool
-	progress     io.Writer
+	settle       time.Duration
+	// Admission (-start/-compare): the gateway's limits.max_calls (0: the
+	// calls plus 10), limits.max_scheduler_lag ("": the gateway's
+	// default), limits.max_cpu_percent (0: unset), and how many busy
+	// loops share the gateway's core.
+	maxCalls int
+	maxLag   string
+	maxCPU   int
+	burn     int
+	progress io.Writer
 }
 
 func main() {
@@ -83,6 +92,11 @@ func main() {
 	flag.IntVar(&o.agentCount, "agents", 1, "-start/-compare: agents accepting the conversations")
 	flag.StringVar(&o.floorTime, "floor-benchtime", "500ms", "-compare: benchtime of the codec floor benchmark")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir (configs and logs)")
+	flag.DurationVar(&o.settle, "settle", 200*time.Millisecond, "the quality window of a call starts this long after its first returned audio")
+	flag.IntVar(&o.maxCalls, "max-calls", 0, "-start/-compare: the gateway's limits.max_calls (0: -calls plus 10); below -calls, the calls past it must be refused busy")
+	flag.StringVar(&o.maxLag, "max-scheduler-lag", "", "-start/-compare: the gateway's limits.max_scheduler_lag (empty: its default, 20ms; 0s: off)")
+	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
+	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
 	o.progress = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -103,6 +117,17 @@ func (o options) check() error {
 	}
 	if o.hold < time.Second {
 		errs = append(errs, errors.New("-hold: at least 1s"))
+	}
+	if o.settle < 0 {
+		errs = append(errs, errors.New("-settle: must not be negative"))
+	}
+	if o.maxCalls < 0 || o.maxCPU < 0 || o.burn < 0 {
+		errs = append(errs, errors.New("-max-calls, -max-cpu-percent, -burn: must not be negative"))
+	}
+	if o.maxLag != "" {
+		if d, err := time.ParseDuration(o.maxLag); err != nil || d < 0 {
+			errs = append(errs, errors.New("-max-scheduler-lag: a duration ≥ 0, e.g. 20ms"))
+		}
 	}
 	if o.agentCount < 1 {
 		errs = append(errs, errors.New("-agents: at least 1"))
@@ -180,6 +205,8 @@ func runReports(ctx context.Context, o options, w io.Writer) ([]*report, error) 
 			return nil, err
 		}
 		r.print(w)
+		fmt.Fprintln(w)
+		printTable(w, []*report{r}, 0, nil)
 		return []*report{r}, nil
 	}
 	return env.compare(ctx, w)
@@ -192,9 +219,18 @@ func metricsURL(admin string) string {
 	return strings.TrimRight(admin, "/") + "/metrics"
 }
 
+// limits returns the admission limits of the gateway's config.
+func (o options) limits() admission {
+	a := admission{maxCalls: o.maxCalls, maxLag: o.maxLag, maxCPU: o.maxCPU}
+	if a.maxCalls == 0 {
+		a.maxCalls = o.calls + 10
+	}
+	return a
+}
+
 func (o options) scenario(label string, t target, pid int, metrics string) scenario {
 	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, setupTimeout: o.setupTimeout,
-		target: t, pid: pid, metricsURL: metrics, progress: o.progress}
+		target: t, pid: pid, metricsURL: metrics, progress: o.progress, settle: o.settle}
 }
 
 // runEnv is what -start and -compare share: the run's directory and the
@@ -230,7 +266,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls)
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits())
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +275,13 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 		return nil, err
 	}
 	defer gw.stop()
+	for i := range e.o.burn {
+		b, err := startProc(dir, fmt.Sprintf("burn-%d", i), pinned(e.targetCPU, "sh", "-c", "while :; do :; done")...)
+		if err != nil {
+			return nil, err
+		}
+		defer b.stop()
+	}
 	agents := make([]string, e.o.agentCount)
 	for i := range agents {
 		agents[i] = fmt.Sprintf("%s%d", benchAgentPrefix, i+1)
