@@ -239,6 +239,11 @@ type callRecord struct {
 		LossPercent     float64 `json:"loss_percent"`
 		JitterMs        float64 `json:"jitter_ms"`
 		MOS             float64 `json:"mos"`
+		// The gateway's own drops (docs/api.md, "Call quality").
+		FramesDroppedToPhone    uint64  `json:"frames_dropped_to_phone"`
+		FramesDroppedToCustomer uint64  `json:"frames_dropped_to_customer"`
+		GatewayLossPercent      float64 `json:"gateway_loss_percent"`
+		BrowserLossPercent      float64 `json:"browser_loss_percent"`
 	} `json:"quality"`
 	AnsweredAt *time.Time `json:"answered_at"`
 	EndedAt    *time.Time `json:"ended_at"`

@@ -186,11 +186,18 @@ const (
 	benchAgentPrefix   = "load"
 )
 
+// admission is the gateway's call admission for a run (docs/api.md,
+// "Capacity").
+type admission struct {
+	maxCalls int    // limits.max_calls
+	maxLag   string // limits.max_scheduler_lag, empty for the default
+	maxCPU   int    // limits.max_cpu_percent, 0 for unset
+}
+
 // segueConfig writes the gateway's config for a run: loopback only, a
 // trunk to the echo phone, agents for the load, limits raised so that
-// one address may place every call. extraLimits, if not empty, is more
-// lines of the limits section (indented by two spaces).
-func segueConfig(dir, sippAddr string, agents, calls int, extraLimits string) (string, string, string, error) {
+// one address may place every call, admission as adm says.
+func segueConfig(dir, sippAddr string, agents, calls int, adm admission) (string, string, string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(benchAgentPassword), bcrypt.MinCost)
 	if err != nil {
 		return "", "", "", err
@@ -257,9 +264,14 @@ agents:
   max_video_sessions: %d
   messages_per_socket_per_second: 1000
   bytes_per_socket_per_second: 1048576
-%slog:
-  level: warn
-`, calls+10, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10, extraLimits)
+`, adm.maxCalls, 10*calls+100, calls+10, calls+10, 2*calls+20, calls+10)
+	if adm.maxLag != "" {
+		fmt.Fprintf(&b, "  max_scheduler_lag: %s\n", adm.maxLag)
+	}
+	if adm.maxCPU > 0 {
+		fmt.Fprintf(&b, "  max_cpu_percent: %d\n", adm.maxCPU)
+	}
+	b.WriteString("log:\n  level: warn\n")
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }

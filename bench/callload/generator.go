@@ -121,9 +121,16 @@ type call struct {
 	rrLost     atomic.Int64 // cumulative loss the far end reported by RTCP (RFC 3550 §6.4.1)
 	rrSeen     atomic.Bool
 
+	// pingSent holds when each ping's first packet was sent.
+	pingMu   sync.Mutex
+	pingSent []time.Time
+
 	// Owned by the receiver goroutine until wg.Wait.
 	frames frameLog
 	rx     seqCounter
+	// rtts are the round trips timed by the pings' onsets.
+	rtts   []time.Duration
+	pingOn bool
 
 	// Owned by the call's own goroutine in run.
 	started   time.Time // voice.start sent (or the ng offer)
@@ -241,27 +248,51 @@ func (c *call) readAudio(tr *pwebrtc.TrackRemote) {
 			continue
 		}
 		c.rx.add(pkt.SequenceNumber)
-		if judge(pkt.Payload) {
-			now := time.Now()
+		marker, ping := judge(pkt.Payload)
+		now := time.Now()
+		if marker {
 			c.frames.add(now)
 			c.goodFrames.Add(1)
 			c.firstAudio.CompareAndSwap(0, now.UnixNano())
+		}
+		if ping && !c.pingOn {
+			c.pingOnset(now)
+		}
+		c.pingOn = ping
+	}
+}
+
+// pingOnset times the round trip of the ping whose onset came back at
+// now: since the latest ping sent before now, if that was less than one
+// ping interval ago.
+func (c *call) pingOnset(now time.Time) {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	for i := len(c.pingSent) - 1; i >= 0; i-- {
+		if d := now.Sub(c.pingSent[i]); d >= 0 {
+			if d < pingEvery*frameDur {
+				c.rtts = append(c.rtts, d)
+			}
+			return
 		}
 	}
 }
 
 // frameJudge returns a function that decodes one returned payload to
-// 8 kHz and says whether it carries the marker.
-func (g *generator) frameJudge() (func([]byte) bool, error) {
+// 8 kHz and says whether it carries the marker and the ping.
+func (g *generator) frameJudge() (func([]byte) (marker, ping bool), error) {
 	if g.pcmu {
 		sink := &lastFrame{}
 		dec, err := transcode.NewULawDecoder(sink)
 		if err != nil {
 			return nil, err
 		}
-		return func(p []byte) bool {
+		return func(p []byte) (bool, bool) {
 			sink.pcm = sink.pcm[:0]
-			return dec.WriteSample(p) == nil && hasMarker(sink.pcm, 8000)
+			if dec.WriteSample(p) != nil {
+				return false, false
+			}
+			return hasMarker(sink.pcm, 8000), hasPing(sink.pcm, 8000)
 		}, nil
 	}
 	dec, err := transcode.GoOpus().NewDecoder(8000)
@@ -269,9 +300,12 @@ func (g *generator) frameJudge() (func([]byte) bool, error) {
 		return nil, err
 	}
 	pcm := make([]int16, 960)
-	return func(p []byte) bool {
+	return func(p []byte) (bool, bool) {
 		n, err := dec.Decode(p, pcm)
-		return err == nil && hasMarker(pcm[:n], 8000)
+		if err != nil {
+			return false, false
+		}
+		return hasMarker(pcm[:n], 8000), hasPing(pcm[:n], 8000)
 	}, nil
 }
 
@@ -324,8 +358,14 @@ func (g *generator) send(stop <-chan struct{}) {
 
 func (c *call) sendNext() {
 	g := c.gen
-	c.pkt.Payload = g.payloads[c.pos%len(g.payloads)]
+	i := c.pos % len(g.payloads)
+	c.pkt.Payload = g.payloads[i]
 	c.pos++
+	if isPingStart(i) {
+		c.pingMu.Lock()
+		c.pingSent = append(c.pingSent, time.Now())
+		c.pingMu.Unlock()
+	}
 	if err := c.track.WriteRTP(&c.pkt); err != nil && !errors.Is(err, net.ErrClosed) {
 		return
 	}

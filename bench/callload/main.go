@@ -66,9 +66,18 @@ type options struct {
 	agentCount   int
 	floorTime    string
 	keep         bool
-	progress     io.Writer
-	churnMode    bool
-	churn        churnOptions
+	settle       time.Duration
+	// Admission (-start/-compare): the gateway's limits.max_calls (0: the
+	// calls plus 10), limits.max_scheduler_lag ("": the gateway's
+	// default), limits.max_cpu_percent (0: unset), and how many busy
+	// loops share the gateway's core.
+	maxCalls  int
+	maxLag    string
+	maxCPU    int
+	burn      int
+	progress  io.Writer
+	churnMode bool
+	churn     churnOptions
 }
 
 func main() {
@@ -97,17 +106,27 @@ func main() {
 	flag.IntVar(&o.churn.videos, "churn-videos", 8, "-churn: video sessions up at once (half the 16 streams of BENCHMARKS.md's video table)")
 	flag.DurationVar(&o.churn.duration, "churn-for", 30*time.Minute, "-churn: how long new sessions start")
 	flag.DurationVar(&o.churn.session, "session", 30*time.Second, "-churn: how long one session is held (±20 %)")
-	flag.DurationVar(&o.churn.settle, "settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
+	flag.DurationVar(&o.churn.settle, "churn-settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
 	flag.BoolVar(&o.churn.perKind, "per-kind", true, "-churn: first measure one round of each kind alone (heap, RSS, goroutines per session)")
 	flag.IntVar(&o.churn.videoKbps, "video-kbps", 500, "-churn: bitrate of each customer's camera")
-	flag.DurationVar(&o.churn.maxLag, "max-scheduler-lag", 250*time.Millisecond, "-churn: the gateway's limits.max_scheduler_lag (calls are refused as busy past it)")
 	flag.IntVar(&o.churn.margins.goroutines, "margin-goroutines", 10, "-churn: goroutines the gateway may end with above its baseline")
 	flag.IntVar(&o.churn.margins.fds, "margin-fds", 4, "-churn: file descriptors above the baseline")
 	flag.IntVar(&o.churn.margins.udp, "margin-udp", 0, "-churn: UDP sockets (SIP, RTP, ICE ports) above the baseline")
 	var heapMB, rssMB float64
 	flag.Float64Var(&heapMB, "margin-heap-mb", 8, "-churn: heap in use (after a GC) above the baseline, MiB")
 	flag.Float64Var(&rssMB, "margin-rss-mb", 48, "-churn: RSS above the baseline, MiB")
+	flag.DurationVar(&o.settle, "settle", 200*time.Millisecond, "the quality window of a call starts this long after its first returned audio")
+	flag.IntVar(&o.maxCalls, "max-calls", 0, "-start/-compare: the gateway's limits.max_calls (0: -calls plus 10); below -calls, the calls past it must be refused busy")
+	flag.StringVar(&o.maxLag, "max-scheduler-lag", "", "-start/-compare: the gateway's limits.max_scheduler_lag (empty: its default, 20ms, or 250ms under -churn; 0s: off)")
+	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
+	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
+	// The soak's gateway admits calls up to 250 ms of scheduler lag unless
+	// told otherwise, as the e2e gateways do.
+	o.churn.maxLag = 250 * time.Millisecond
+	if d, err := time.ParseDuration(o.maxLag); err == nil {
+		o.churn.maxLag = d
+	}
 	o.churn.margins.heap, o.churn.margins.rss = int64(heapMB*(1<<20)), int64(rssMB*(1<<20))
 	o.progress = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -139,6 +158,17 @@ func (o options) check() error {
 	}
 	if o.hold < time.Second {
 		errs = append(errs, errors.New("-hold: at least 1s"))
+	}
+	if o.settle < 0 {
+		errs = append(errs, errors.New("-settle: must not be negative"))
+	}
+	if o.maxCalls < 0 || o.maxCPU < 0 || o.burn < 0 {
+		errs = append(errs, errors.New("-max-calls, -max-cpu-percent, -burn: must not be negative"))
+	}
+	if o.maxLag != "" {
+		if d, err := time.ParseDuration(o.maxLag); err != nil || d < 0 {
+			errs = append(errs, errors.New("-max-scheduler-lag: a duration ≥ 0, e.g. 20ms"))
+		}
 	}
 	if o.agentCount < 1 {
 		errs = append(errs, errors.New("-agents: at least 1"))
@@ -196,6 +226,8 @@ func runReports(ctx context.Context, o options, w io.Writer) ([]*report, error) 
 			return nil, err
 		}
 		r.print(w)
+		fmt.Fprintln(w)
+		printTable(w, []*report{r}, 0, nil)
 		return []*report{r}, nil
 	}
 	return env.compare(ctx, w)
@@ -208,9 +240,18 @@ func metricsURL(admin string) string {
 	return strings.TrimRight(admin, "/") + "/metrics"
 }
 
+// limits returns the admission limits of the gateway's config.
+func (o options) limits() admission {
+	a := admission{maxCalls: o.maxCalls, maxLag: o.maxLag, maxCPU: o.maxCPU}
+	if a.maxCalls == 0 {
+		a.maxCalls = o.calls + 10
+	}
+	return a
+}
+
 func (o options) scenario(label string, t target, pid int, metrics string) scenario {
 	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, setupTimeout: o.setupTimeout,
-		target: t, pid: pid, metricsURL: metrics, progress: o.progress}
+		target: t, pid: pid, metricsURL: metrics, progress: o.progress, settle: o.settle}
 }
 
 // runEnv is what -start and -compare share: the run's directory and the
@@ -285,7 +326,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, "")
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits())
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +335,13 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 		return nil, err
 	}
 	defer gw.stop()
+	for i := range e.o.burn {
+		b, err := startProc(dir, fmt.Sprintf("burn-%d", i), pinned(e.targetCPU, "sh", "-c", "while :; do :; done")...)
+		if err != nil {
+			return nil, err
+		}
+		defer b.stop()
+	}
 	agents := make([]string, e.o.agentCount)
 	for i := range agents {
 		agents[i] = fmt.Sprintf("%s%d", benchAgentPrefix, i+1)

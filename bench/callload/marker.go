@@ -29,20 +29,57 @@ const (
 	frameDur = 20 * time.Millisecond
 	// loopDur is the length of the pre-encoded microphone loop.
 	loopDur = 10 * time.Second
+
+	// pingHz is the latency ping's frequency: bursts of it at known
+	// frames of the loop time the round trip by their onset. 40 whole
+	// cycles in 20 ms, so that it and the marker do not leak into each
+	// other's Goertzel filter, inside both codecs' band.
+	pingHz = 2000
+	// pingAmp is the ping's amplitude (-12 dBFS).
+	pingAmp = 0.25
+	// pingEvery is the number of frames from one ping's onset to the
+	// next (2 s): a round trip longer than that cannot be told from the
+	// next ping and is not measured.
+	pingEvery = 100
+	// pingFrames is the length of one ping in frames (60 ms).
+	pingFrames = 3
 )
 
+// isPingStart reports whether frame i of the loop starts a ping.
+func isPingStart(i int) bool { return i%pingEvery == 0 }
+
 // micSignal returns the customers' microphone at rate: speech-like audio
-// (peak -10 dBFS) with the marker tone mixed in, lasting loopDur.
+// (peak -10 dBFS) with the marker tone mixed in and the latency ping's
+// bursts, lasting loopDur.
 func micSignal(rate int) transcode.PCM16 {
 	return audiotest.Mix(
 		audiotest.Scale(audiotest.Speech(rate, loopDur, 7), 0.6),
 		audiotest.Tone(rate, markerHz, markerAmp, loopDur),
+		pings(rate),
 	)
+}
+
+// pings returns the ping bursts of the loop at rate: pingFrames frames of
+// pingHz from every frame where isPingStart holds, silence between.
+func pings(rate int) transcode.PCM16 {
+	out := audiotest.Tone(rate, pingHz, pingAmp, loopDur)
+	n := audiotest.Samples(rate, frameDur)
+	for i := range len(out) / n {
+		if i%pingEvery >= pingFrames {
+			clear(out[i*n : (i+1)*n])
+		}
+	}
+	return out
 }
 
 // hasMarker reports whether pcm, one frame at rate, carries the marker.
 func hasMarker(pcm []int16, rate int) bool {
 	return len(pcm) > 0 && audiotest.GoertzelLevel(pcm, rate, markerHz) >= markerFloorDB
+}
+
+// hasPing reports whether pcm, one frame at rate, carries the ping.
+func hasPing(pcm []int16, rate int) bool {
+	return len(pcm) > 0 && audiotest.GoertzelLevel(pcm, rate, pingHz) >= markerFloorDB
 }
 
 // packets collects what an encoder stage writes, one payload per frame.

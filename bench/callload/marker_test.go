@@ -77,3 +77,48 @@ func TestMarkerSurvivesTheCodecs(t *testing.T) {
 		}
 	}
 }
+
+// TestPingOnsets decodes the pre-encoded Opus microphone: the latency
+// ping starts in the frame where it was put (or the next, by the codec's
+// delay) and nowhere else, and the marker is still in every frame.
+func TestPingOnsets(t *testing.T) {
+	opus, err := micOpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := transcode.GoOpus().NewDecoder(8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcm := make([]int16, 960)
+	var onsets []int
+	on := false
+	for i, p := range opus {
+		n, err := dec.Decode(p, pcm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ping := hasPing(pcm[:n], 8000)
+		if ping && !on {
+			onsets = append(onsets, i)
+		}
+		on = ping
+		if i >= 2 && !hasMarker(pcm[:n], 8000) {
+			t.Errorf("frame %d lost the marker", i)
+		}
+	}
+	if want := len(opus) / pingEvery; len(onsets) != want {
+		t.Fatalf("ping onsets at frames %v, want %d", onsets, want)
+	}
+	for _, i := range onsets {
+		if i%pingEvery > 1 {
+			t.Errorf("ping onset at frame %d, want one of every %d frames (or the next)", i, pingEvery)
+		}
+	}
+	speech := audiotest.Scale(audiotest.Speech(8000, loopDur, 7), 0.6)
+	for off := 0; off+160 <= len(speech); off += 160 {
+		if hasPing(speech[off:off+160], 8000) {
+			t.Fatalf("speech alone read as carrying the ping at frame %d", off/160)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +23,11 @@ type scenario struct {
 	pcmu  bool          // customers offer PCMU only
 	// setupTimeout bounds one call's set-up (chat, voice.start → connected).
 	setupTimeout time.Duration
-	target       target
+	// settle is how long after a call's first returned audio its quality
+	// window starts: frames still filling the target's buffers then are
+	// not the steady state being measured.
+	settle time.Duration
+	target target
 	// pid is the process whose CPU and memory are measured (0: none);
 	// metricsURL its Prometheus page for goroutines (empty: none).
 	pid        int
@@ -68,7 +73,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 	go func() { defer sendWG.Done(); gen.send(stopSend) }()
 	defer func() { close(stopSend); sendWG.Wait() }()
 
-	r := &report{label: s.label, attempted: s.calls, failures: map[string]int{}}
+	r := &report{label: s.label, attempted: s.calls, failures: map[string]int{}, settle: s.settle, refusedMetric: map[string]float64{}, droppedMetric: -1, droppedBy: map[string]float64{}}
 	if s.pid > 0 {
 		time.Sleep(500 * time.Millisecond)
 		idle, err := sampleProc(s.pid)
@@ -181,6 +186,11 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		go func() { defer wg.Done(); p.c.record = p.leg.record(hctx) }()
 	}
 	wg.Wait()
+	if s.metricsURL != "" {
+		if m, err := scrapeMetrics(hctx, s.metricsURL); err == nil {
+			r.readMetrics(m)
+		}
+	}
 	r.add(results)
 	return r, nil
 }
@@ -262,6 +272,64 @@ type report struct {
 	recLoss    float64 // mean loss_percent
 	recMOS     float64 // mean MOS
 	recSentPct float64 // packets sent toward the phone, % of 50/s while answered
+
+	settle time.Duration // the quality window starts this long after the first returned audio
+	rtts   []time.Duration
+
+	refused    int   // voice.start answered busy
+	retryAfter []int // their retry_after, seconds
+	// refusedMetric is segue_calls_refused_total by reason, droppedMetric
+	// the sum of segue_media_frames_dropped_total (-1: not read) and
+	// droppedBy its series by their labels.
+	refusedMetric map[string]float64
+	droppedMetric float64
+	droppedBy     map[string]float64
+	cross         []crossCheck
+}
+
+// crossCheck sets, for one call, the bad frames the generator measured
+// beside what the gateway's call record says of the same call.
+type crossCheck struct {
+	idx       int
+	generator float64 // share of frames bad, as measured
+	due       int     // frames the record's answered time asks for, each way
+	dropPhone uint64
+	dropCust  uint64
+	gwLoss    float64 // gateway_loss_percent
+	netPhone  float64 // loss_percent, the phone's RTP toward the gateway
+	netCust   float64 // browser_loss_percent, the customer's toward it
+}
+
+// gateway is the share of frames bad on the round trip as the record
+// tells it: a frame comes back when neither the gateway (either way) nor
+// either leg's network lost it, each counted over the frames due.
+func (x crossCheck) gateway() float64 {
+	kept := (1 - x.netPhone/100) * (1 - x.netCust/100)
+	if x.due > 0 {
+		kept *= max(0, 1-float64(x.dropPhone)/float64(x.due)) * max(0, 1-float64(x.dropCust)/float64(x.due))
+	}
+	return 1 - kept
+}
+
+// readMetrics keeps the admission and drop counters of the target's
+// Prometheus page.
+func (r *report) readMetrics(m map[string]float64) {
+	r.droppedMetric = 0
+	for k, v := range m {
+		switch {
+		case strings.HasPrefix(k, "segue_media_frames_dropped_total"):
+			r.droppedMetric += v
+			if v > 0 {
+				r.droppedBy[strings.TrimPrefix(k, "segue_media_frames_dropped_total")] += v
+			}
+		case strings.HasPrefix(k, "segue_calls_refused_total{"):
+			reason := k
+			if i := strings.Index(k, `reason="`); i >= 0 {
+				reason = strings.TrimSuffix(k[i+len(`reason="`):], `"}`)
+			}
+			r.refusedMetric[reason] += v
+		}
+	}
 }
 
 func (r *report) add(results []placed) {
@@ -269,21 +337,28 @@ func (r *report) add(results []placed) {
 	for _, p := range results {
 		if p.err != nil {
 			r.failures[reason(p.err)]++
+			var busy *busyError
+			if errors.As(p.err, &busy) {
+				r.refused++
+				r.retryAfter = append(r.retryAfter, busy.retryAfter)
+			}
 			continue
 		}
 		c := p.c
 		r.established++
 		r.setupConnected = append(r.setupConnected, c.connected.Sub(c.started))
 		from := time.Unix(0, c.firstAudio.Load())
+		bad := 1.0
 		if c.firstAudio.Load() == 0 {
-			r.bad = append(r.bad, 1)
 			r.gaps = append(r.gaps, c.stopped.Sub(c.connected))
 		} else {
 			r.setupAudio = append(r.setupAudio, from.Sub(c.started))
-			_, _, bad, gap := c.frames.judge(from, c.stopped)
-			r.bad = append(r.bad, bad)
+			var gap time.Duration
+			_, _, bad, gap = c.frames.judge(from.Add(r.settle), c.stopped)
 			r.gaps = append(r.gaps, gap)
 		}
+		r.bad = append(r.bad, bad)
+		r.rtts = append(r.rtts, c.rtts...)
 		r.sentUp += c.sent.Load()
 		if c.rrSeen.Load() {
 			r.reportsUp++
@@ -292,8 +367,14 @@ func (r *report) add(results []placed) {
 		lost, expected := c.rx.lost()
 		r.recvDown += expected - lost
 		r.lostDown += lost
-		if c.record != nil {
-			recs = append(recs, c.record)
+		if rec := c.record; rec != nil {
+			recs = append(recs, rec)
+			x := crossCheck{idx: c.idx, generator: bad, dropPhone: rec.Quality.FramesDroppedToPhone, dropCust: rec.Quality.FramesDroppedToCustomer,
+				gwLoss: rec.Quality.GatewayLossPercent, netPhone: rec.Quality.LossPercent, netCust: rec.Quality.BrowserLossPercent}
+			if rec.AnsweredAt != nil && rec.EndedAt != nil {
+				x.due = int(rec.EndedAt.Sub(*rec.AnsweredAt) / frameDur)
+			}
+			r.cross = append(r.cross, x)
 		}
 	}
 	for _, rec := range recs {
@@ -357,7 +438,14 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "calls: attempted %d, established %d, failed %d (all up after %.1fs, steady window %.1fs)\n",
 		r.attempted, r.established, r.attempted-r.established, r.rampTime.Seconds(), r.steady.Seconds())
 	printFailures(w, r.failures)
+	if r.refused > 0 || len(r.refusedMetric) > 0 {
+		fmt.Fprintf(w, "admission: %d of %d refused busy (retry_after %s s); the gateway counted refusals %s; admitted calls under 1%% bad frames: %d of %d\n",
+			r.refused, r.attempted, intRange(r.retryAfter), formatCounts(r.refusedMetric), r.heldUnder(0.01), r.established)
+	}
 	fmt.Fprintf(w, "set-up p50/p95/p99: voice.start → connected %s; → first returned audio %s\n", quantiles(r.setupConnected), quantiles(r.setupAudio))
+	fmt.Fprintf(w, "round trip through both transcodings and the echo (onset of a 2 kHz ping every 2 s, %d pings): p50 %s, p99 %s\n",
+		len(r.rtts), ms(percentile(r.rtts, 0.5)), ms(percentile(r.rtts, 0.99)))
+	fmt.Fprintf(w, "quality window: from %s after each call's first returned audio (frames still filling the buffers before that are not counted) until its microphone stopped\n", ms(r.settle))
 	worst := 0.0
 	for _, b := range r.bad {
 		worst = max(worst, b)
@@ -394,6 +482,7 @@ func (r *report) print(w io.Writer) {
 	if r.records > 0 {
 		fmt.Fprintf(w, "the gateway's own call records (%d): loss %.2f%% (phone side), MOS %.2f, packets sent toward the phone %.1f%% of 50/s; the generator measured %.2f%% of frames bad (mean)\n",
 			r.records, r.recLoss, r.recMOS, r.recSentPct, 100*mean(r.bad))
+		r.printCross(w)
 	}
 }
 
@@ -408,6 +497,64 @@ func printFailures(w io.Writer, failures map[string]int) {
 	for _, k := range reasons {
 		fmt.Fprintf(w, "  failed %d× %s\n", failures[k], k)
 	}
+}
+
+// crossLimit is how far, in shares of frames, the gateway's account of a
+// call's bad frames may be from the generator's before it is flagged.
+const crossLimit = 0.01
+
+// printCross writes the cross-check: per call, the generator's bad frames
+// beside the gateway's, and a flag line for each call where they differ
+// by more than a point.
+func (r *report) printCross(w io.Writer) {
+	var drops uint64
+	flagged := 0
+	fmt.Fprintf(w, "cross-check, per call: generator's bad frames | gateway: dropped toward the phone / the customer of frames due, gateway_loss_percent, network loss phone / browser side → its bad share\n")
+	for _, x := range r.cross {
+		drops += x.dropPhone + x.dropCust
+		fmt.Fprintf(w, "  call %3d: %6.2f%% | %d / %d of %d, %.2f%%, %.2f%% / %.2f%% → %6.2f%%\n",
+			x.idx, 100*x.generator, x.dropPhone, x.dropCust, x.due, x.gwLoss, x.netPhone, x.netCust, 100*x.gateway())
+		if d := x.generator - x.gateway(); d > crossLimit || d < -crossLimit {
+			flagged++
+			fmt.Fprintf(w, "  FLAG call %d: the generator measured %.2f%% bad frames, the gateway accounts for %.2f%%: %+.2f points\n",
+				x.idx, 100*x.generator, 100*x.gateway(), 100*d)
+		}
+	}
+	metric := "not read"
+	if r.droppedMetric >= 0 {
+		metric = fmt.Sprintf("%.0f (%s)", r.droppedMetric, formatCounts(r.droppedBy))
+	}
+	fmt.Fprintf(w, "cross-check: %d of %d calls differ by more than a point; frames dropped in the records %d, segue_media_frames_dropped_total %s\n",
+		flagged, len(r.cross), drops, metric)
+}
+
+// intRange formats the least and greatest of xs ("60" or "1-60").
+func intRange(xs []int) string {
+	if len(xs) == 0 {
+		return "none"
+	}
+	lo, hi := slices.Min(xs), slices.Max(xs)
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+// formatCounts formats counts by key, sorted ("max_calls 10, cpu 1").
+func formatCounts(m map[string]float64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.0f", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func mean(xs []float64) float64 {

@@ -74,3 +74,35 @@ func TestSeqCounter(t *testing.T) {
 		t.Errorf("empty counter: %d of %d", lost, expected)
 	}
 }
+
+// TestCrossCheck reads the gateway's side of the cross-check from its
+// call record and metrics: what survives the drops both ways over the
+// frames due and the network loss of both legs, refusals by reason, drops
+// by series.
+func TestCrossCheck(t *testing.T) {
+	x := crossCheck{due: 500, dropPhone: 5, dropCust: 10, netPhone: 1, netCust: 0.5}
+	// Kept: 0.99 × 0.995 × 0.99 × 0.98.
+	if got, want := x.gateway(), 1-0.99*0.995*0.99*0.98; got < want-1e-9 || got > want+1e-9 {
+		t.Errorf("gateway's bad share %.5f, want %.5f", got, want)
+	}
+	r := &report{refusedMetric: map[string]float64{}, droppedMetric: -1, droppedBy: map[string]float64{}}
+	r.readMetrics(map[string]float64{
+		`segue_calls_refused_total{reason="max_calls"}`:                                           10,
+		`segue_calls_refused_total{reason="scheduler_lag"}`:                                       2,
+		`segue_media_frames_dropped_total{direction="send",leg="sip",reason="clock_stall"}`:       3,
+		`segue_media_frames_dropped_total{direction="receive",leg="webrtc",reason="jitter_drop"}`: 4,
+		`go_goroutines`: 100,
+	})
+	if r.refusedMetric["max_calls"] != 10 || r.refusedMetric["scheduler_lag"] != 2 || len(r.refusedMetric) != 2 {
+		t.Errorf("refusals %v", r.refusedMetric)
+	}
+	if r.droppedMetric != 7 || len(r.droppedBy) != 2 {
+		t.Errorf("drops %v, by series %v", r.droppedMetric, r.droppedBy)
+	}
+	if got := formatCounts(r.refusedMetric); got != "max_calls 10, scheduler_lag 2" {
+		t.Errorf("formatCounts = %q", got)
+	}
+	if got := intRange([]int{60, 1, 60}); got != "1-60" {
+		t.Errorf("intRange = %q", got)
+	}
+}

@@ -43,6 +43,19 @@ type callFrame struct {
 	State  string `json:"state"`
 	Cause  string `json:"cause"`
 	Reason string `json:"reason"`
+	// RetryAfter is an error frame's retry_after, in seconds.
+	RetryAfter int `json:"-"`
+}
+
+// busyError is a voice.start the gateway refused with the error code
+// busy: past limits.max_calls or overloaded (docs/api.md, "Capacity").
+type busyError struct {
+	retryAfter int // seconds, from the error frame
+	message    string
+}
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("refused busy (retry_after %d s: %s)", e.retryAfter, e.message)
 }
 
 func (t *gatewayTarget) setup(ctx context.Context, c *call) (leg, error) {
@@ -82,6 +95,9 @@ func (t *gatewayTarget) setup(ctx context.Context, c *call) (leg, error) {
 				return nil, fmt.Errorf("call %s: %s (%s)", f.State, f.Cause, f.Reason)
 			case "error":
 				l.close()
+				if f.Cause == "busy" {
+					return nil, &busyError{retryAfter: f.RetryAfter, message: f.Reason}
+				}
 				return nil, fmt.Errorf("error frame: %s (%s)", f.Cause, f.Reason)
 			}
 			last = f.State
@@ -106,12 +122,13 @@ func (l *gatewayLeg) read() {
 			return
 		}
 		var f struct {
-			Type      string          `json:"type"`
-			SDP       string          `json:"sdp"`
-			Candidate json.RawMessage `json:"candidate"`
-			Call      callFrame       `json:"call"`
-			Code      string          `json:"code"`
-			Message   string          `json:"message"`
+			Type       string          `json:"type"`
+			SDP        string          `json:"sdp"`
+			Candidate  json.RawMessage `json:"candidate"`
+			Call       callFrame       `json:"call"`
+			Code       string          `json:"code"`
+			Message    string          `json:"message"`
+			RetryAfter int             `json:"retry_after"`
 		}
 		if json.Unmarshal(b, &f) != nil {
 			continue
@@ -129,7 +146,7 @@ func (l *gatewayLeg) read() {
 		case "call":
 			l.push(f.Call)
 		case "error":
-			l.push(callFrame{State: "error", Cause: f.Code, Reason: f.Message})
+			l.push(callFrame{State: "error", Cause: f.Code, Reason: f.Message, RetryAfter: f.RetryAfter})
 		}
 	}
 }
