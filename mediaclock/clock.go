@@ -38,6 +38,7 @@ type Clock struct {
 	mu     sync.Mutex
 	shards []*shard
 	ticks  atomic.Uint64
+	due    atomic.Uint64
 	stalls atomic.Uint64
 	skips  atomic.Uint64
 }
@@ -79,6 +80,12 @@ func Shared() *Clock { return shared() }
 type Stats struct {
 	// Ticks is the number of shard ticks run.
 	Ticks uint64
+	// Due is the number of frame times that fell due on the shards,
+	// summed over shards: one per Frame per shard with legs, whether its
+	// tick ran on time, late in a catch-up, or skipped it. Due minus
+	// Ticks is the frame times the clock did not serve on time (more
+	// than a frame late), the sign of a process short of CPU.
+	Due uint64
 	// Stalls counts ticks that ran more than one frame (a catch-up).
 	Stalls uint64
 	// Skipped counts frames skipped per leg, summed over legs.
@@ -87,7 +94,7 @@ type Stats struct {
 
 // Stats returns the clock's counters.
 func (c *Clock) Stats() Stats {
-	return Stats{Ticks: c.ticks.Load(), Stalls: c.stalls.Load(), Skipped: c.skips.Load()}
+	return Stats{Ticks: c.ticks.Load(), Due: c.due.Load(), Stalls: c.stalls.Load(), Skipped: c.skips.Load()}
 }
 
 // Leg is a registered tick function.
@@ -231,6 +238,7 @@ func (s *shard) loop(quit, done chan struct{}) {
 		skipped := max(due-MaxBurst, 0)
 		run := due - skipped
 		c.ticks.Add(1)
+		c.due.Add(uint64(due))
 		if due > 1 {
 			c.stalls.Add(1)
 		}

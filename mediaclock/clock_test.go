@@ -118,6 +118,11 @@ func TestSkippedFramesCounted(t *testing.T) {
 	if st.Skipped != 3*(10-MaxBurst) || st.Stalls != 1 || st.Ticks != 2 {
 		t.Errorf("stats = %+v, want %d skipped over 3 legs, 1 stall, 2 ticks", st, 3*(10-MaxBurst))
 	}
+	// Eleven frame times fell due on the one shard; two of them were
+	// served on time, the other nine late or not at all.
+	if st.Due != 11 || st.Due-st.Ticks != 9 {
+		t.Errorf("stats = %+v, want 11 frame times due, 9 of them not served on time", st)
+	}
 }
 
 // TestStop checks that a stopped leg never ticks again and that the
