@@ -199,6 +199,28 @@ type LimitsConfig struct {
 	// this share of the cores it may use (GOMAXPROCS) over the last
 	// second; 0 (the default) turns the check off.
 	MaxCPUPercent int `yaml:"max_cpu_percent"`
+	// MaxMediaLatePercent refuses new calls while more than this share
+	// of the media clock's 20 ms frame times over the last 2 s were
+	// served more than a frame late or skipped: the calls' audio falls
+	// behind, because the process gets less CPU than it needs (its own
+	// calls, or other work on its core); calls in progress go on.
+	// Default 10; 0 turns the check off.
+	MaxMediaLatePercent *int `yaml:"max_media_late_percent"`
+}
+
+// defaultMaxMediaLatePercent is limits.max_media_late_percent when unset:
+// one frame time in ten served late is an overload no jitter buffer hides
+// for long, while a garbage collection or a single slow tick stays under
+// it.
+const defaultMaxMediaLatePercent = 10
+
+// maxMediaLatePercent is limits.max_media_late_percent, its default when
+// unset.
+func (l LimitsConfig) maxMediaLatePercent() int {
+	if l.MaxMediaLatePercent == nil {
+		return defaultMaxMediaLatePercent
+	}
+	return *l.MaxMediaLatePercent
 }
 
 // defaultMaxSchedulerLag is limits.max_scheduler_lag when unset: one
@@ -492,6 +514,9 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxCPUPercent < 0 || l.MaxCPUPercent > 100 {
 		addf("limits.max_cpu_percent: %d is not between 0 (off) and 100", l.MaxCPUPercent)
+	}
+	if p := l.MaxMediaLatePercent; p != nil && (*p < 0 || *p > 100) {
+		addf("limits.max_media_late_percent: %d is not between 0 (off) and 100", *p)
 	}
 	if l.TokenRetention < 0 {
 		addf("limits.token_retention: %v is negative; write a duration such as 168h", l.TokenRetention)

@@ -142,6 +142,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"negative scheduler lag", [2]string{}, "limits:\n  max_scheduler_lag: -5ms\n", "limits.max_scheduler_lag: -5ms is negative"},
 		{"scheduler lag type", [2]string{}, "limits:\n  max_scheduler_lag: soon\n", "limits.max_scheduler_lag: cannot unmarshal"},
 		{"cpu percent over 100", [2]string{}, "limits:\n  max_cpu_percent: 120\n", "limits.max_cpu_percent: 120 is not between 0 (off) and 100"},
+		{"negative media lateness", [2]string{}, "limits:\n  max_media_late_percent: -1\n", "limits.max_media_late_percent: -1 is not between 0 (off) and 100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,16 +233,18 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 // TestLoadAdmissionDefaults: limits.max_scheduler_lag is 20ms when absent
-// and off when 0; limits.max_cpu_percent is off unless set.
+// and off when 0; limits.max_cpu_percent is off unless set;
+// limits.max_media_late_percent is 10 when absent and off when 0.
 func TestLoadAdmissionDefaults(t *testing.T) {
 	for _, tc := range []struct {
 		yaml string
 		lag  time.Duration
 		cpu  int
+		late int
 	}{
-		{"", 20 * time.Millisecond, 0},
-		{"limits:\n  max_scheduler_lag: 0s\n", 0, 0},
-		{"limits:\n  max_scheduler_lag: 50ms\n  max_cpu_percent: 85\n", 50 * time.Millisecond, 85},
+		{"", 20 * time.Millisecond, 0, 10},
+		{"limits:\n  max_scheduler_lag: 0s\n  max_media_late_percent: 0\n", 0, 0, 0},
+		{"limits:\n  max_scheduler_lag: 50ms\n  max_cpu_percent: 85\n  max_media_late_percent: 3\n", 50 * time.Millisecond, 85, 3},
 	} {
 		cfg, err := ParseConfig([]byte(validYAML+tc.yaml), testEnv)
 		if err != nil {
@@ -249,6 +252,9 @@ func TestLoadAdmissionDefaults(t *testing.T) {
 		}
 		if got := cfg.Limits.maxSchedulerLag(); got != tc.lag || cfg.Limits.MaxCPUPercent != tc.cpu {
 			t.Errorf("%q: max_scheduler_lag %v, max_cpu_percent %d, want %v and %d", tc.yaml, got, cfg.Limits.MaxCPUPercent, tc.lag, tc.cpu)
+		}
+		if got := cfg.Limits.maxMediaLatePercent(); got != tc.late {
+			t.Errorf("%q: max_media_late_percent %d, want %d", tc.yaml, got, tc.late)
 		}
 	}
 }

@@ -9,11 +9,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/sip"
 )
 
 // Load-based admission: past limits.max_calls, or while the process is
-// overloaded (limits.max_scheduler_lag, limits.max_cpu_percent), a new call
+// overloaded (limits.max_media_late_percent, limits.max_scheduler_lag,
+// limits.max_cpu_percent), a new call
 // is refused with errAllBusy (the widget says all lines are busy; a PBX's
 // INVITE gets 503 with Retry-After) and the calls in progress go on.
 
@@ -25,6 +27,11 @@ const (
 	lagSmoothing = 1.0 / 8
 	// cpuWindow is the span over which the process's CPU use is measured.
 	cpuWindow = time.Second
+	// lateWindow is the span over which the media clock's lateness is
+	// measured: long enough that one garbage collection or one slow tick
+	// does not refuse calls, short enough that admission reacts within
+	// two seconds of an overload and recovers as soon after it.
+	lateWindow = 2 * time.Second
 	// busyRetryAfter is the retry_after, in seconds, of a call refused
 	// for capacity: the same minute a PBX is told in its 503.
 	busyRetryAfter = sip.LimitRetryAfter
@@ -43,6 +50,12 @@ type loadSample struct {
 	// CPU is the process's CPU time over the last cpuWindow as a share of
 	// the cores it may use (GOMAXPROCS), 0 to 1; negative when unknown.
 	CPU float64
+	// MediaLate is the share, 0 to 1, of the media clock's frame times
+	// over the last lateWindow that it served more than a frame late (in
+	// a catch-up burst) or skipped: the calls' own audio falling behind,
+	// whatever keeps the process from the CPU it needs (its own calls,
+	// other processes on its core). 0 while no call carries audio.
+	MediaLate float64
 }
 
 // loadSource reports the gateway's current load; the call admission check
@@ -59,25 +72,38 @@ type loadMonitor struct {
 	// system); ok is false where the platform does not say.
 	cpuTime func() (d time.Duration, ok bool)
 	cores   int
+	// clock reads the counters of the media clock the calls run on.
+	clock func() mediaclock.Stats
 
-	lag atomic.Int64  // smoothed lag, ns
-	cpu atomic.Uint64 // math.Float64bits of loadSample.CPU
+	lag  atomic.Int64  // smoothed lag, ns
+	cpu  atomic.Uint64 // math.Float64bits of loadSample.CPU
+	late atomic.Uint64 // math.Float64bits of loadSample.MediaLate
 
 	// Owned by the Run goroutine.
 	smoothed  float64
 	cpuAt     time.Time
 	cpuBefore time.Duration
+	// clockSeen are the media clock's counters as sampled, oldest first,
+	// covering lateWindow (the oldest at or before its start).
+	clockSeen []clockSample
+}
+
+// clockSample is the media clock's counters at one instant.
+type clockSample struct {
+	at         time.Time
+	due, ticks uint64
 }
 
 func newLoadMonitor() *loadMonitor {
-	m := &loadMonitor{cpuTime: processCPUTime, cores: runtime.GOMAXPROCS(0)}
+	m := &loadMonitor{cpuTime: processCPUTime, cores: runtime.GOMAXPROCS(0), clock: mediaclock.Shared().Stats}
 	m.cpu.Store(math.Float64bits(-1))
 	return m
 }
 
 // Load implements loadSource.
 func (m *loadMonitor) Load() loadSample {
-	return loadSample{Lag: time.Duration(m.lag.Load()), CPU: math.Float64frombits(m.cpu.Load())}
+	return loadSample{Lag: time.Duration(m.lag.Load()), CPU: math.Float64frombits(m.cpu.Load()),
+		MediaLate: math.Float64frombits(m.late.Load())}
 }
 
 // Run measures until ctx ends.
@@ -86,6 +112,7 @@ func (m *loadMonitor) Run(ctx context.Context) {
 	defer t.Stop()
 	due := time.Now().Add(loadInterval)
 	m.observeCPU(time.Now())
+	m.observeClock(time.Now())
 	for {
 		select {
 		case <-ctx.Done():
@@ -95,6 +122,7 @@ func (m *loadMonitor) Run(ctx context.Context) {
 		now := time.Now()
 		m.observeLag(now.Sub(due))
 		m.observeCPU(now)
+		m.observeClock(now)
 		due = now.Add(loadInterval)
 		t.Reset(loadInterval)
 	}
@@ -127,9 +155,32 @@ func (m *loadMonitor) observeCPU(now time.Time) {
 	m.cpuAt, m.cpuBefore = now, used
 }
 
+// observeClock samples the media clock's counters and updates the share
+// of its frame times over the last lateWindow that were not served on
+// time. Frame times in which no leg was registered do not count: an idle
+// gateway is not late.
+func (m *loadMonitor) observeClock(now time.Time) {
+	st := m.clock()
+	m.clockSeen = append(m.clockSeen, clockSample{at: now, due: st.Due, ticks: st.Ticks})
+	// Keep the newest sample at or before the window's start as its base.
+	start := now.Add(-lateWindow)
+	drop := 0
+	for drop+1 < len(m.clockSeen) && !m.clockSeen[drop+1].at.After(start) {
+		drop++
+	}
+	m.clockSeen = m.clockSeen[drop:]
+	first, last := m.clockSeen[0], m.clockSeen[len(m.clockSeen)-1]
+	share := 0.0
+	if due := last.due - first.due; due > 0 {
+		share = float64(due-min(last.ticks-first.ticks, due)) / float64(due)
+	}
+	m.late.Store(math.Float64bits(share))
+}
+
 // admitCallLocked decides whether a new call may start now: it refuses
 // past limits.max_calls and while the load is over
-// limits.max_scheduler_lag or limits.max_cpu_percent, counting the refusal
+// limits.max_media_late_percent, limits.max_scheduler_lag or
+// limits.max_cpu_percent, counting the refusal
 // by reason; hub.mu held. Calls in progress are never touched.
 func (s *Server) admitCallLocked() error {
 	reason := ""
@@ -139,6 +190,8 @@ func (s *Server) admitCallLocked() error {
 	} else if s.load != nil {
 		load := s.load.Load()
 		switch {
+		case l.maxMediaLatePercent() > 0 && load.MediaLate*100 > float64(l.maxMediaLatePercent()):
+			reason = "media_late"
 		case l.maxSchedulerLag() > 0 && load.Lag > l.maxSchedulerLag():
 			reason = "scheduler_lag"
 		case l.MaxCPUPercent > 0 && load.CPU*100 > float64(l.MaxCPUPercent):
@@ -167,5 +220,9 @@ func (m *metrics) registerLoad(l loadSource) {
 			Name: "segue_cpu_share",
 			Help: "The process's CPU use over the last second as a share of the cores it may use, 0 to 1; -1 when unknown (limits.max_cpu_percent).",
 		}, func() float64 { return l.Load().CPU }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "segue_media_late_share",
+			Help: "Share of the media clock's 20 ms frame times over the last 2 s served more than a frame late or skipped, 0 to 1 (limits.max_media_late_percent).",
+		}, func() float64 { return l.Load().MediaLate }),
 	)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segue-rtc/segue/mediaclock"
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/transcode"
 )
@@ -80,6 +81,52 @@ func TestLoadMonitorCPUShare(t *testing.T) {
 	}
 }
 
+// TestLoadMonitorMediaLate checks the share of the media clock's frame
+// times served late over the last two seconds: it rises while the clock
+// catches up or skips, ignores time without calls, and falls once the
+// clock keeps time again for a whole window.
+func TestLoadMonitorMediaLate(t *testing.T) {
+	m := newLoadMonitor()
+	var st mediaclock.Stats
+	m.clock = func() mediaclock.Stats { return st }
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	m.observeClock(at(0))
+	if got := m.Load().MediaLate; got != 0 {
+		t.Fatalf("with no frames due the lateness is %v, want 0", got)
+	}
+	// One second on time: 50 frames, 50 ticks.
+	st = mediaclock.Stats{Due: 50, Ticks: 50}
+	m.observeClock(at(time.Second))
+	if got := m.Load().MediaLate; got != 0 {
+		t.Fatalf("on time the lateness is %v, want 0", got)
+	}
+	// The next second the process gets a third of the CPU it needs: the
+	// clock wakes for 20 of its 50 frames and serves the rest late.
+	st = mediaclock.Stats{Due: 100, Ticks: 70}
+	m.observeClock(at(2 * time.Second))
+	if got := m.Load().MediaLate; math.Abs(got-0.3) > 1e-9 {
+		t.Fatalf("after a second short of CPU the lateness is %v, want 0.3 (30 late of 100 due)", got)
+	}
+	// A second with no call: nothing falls due, the window still holds
+	// the late second.
+	m.observeClock(at(3 * time.Second))
+	if got := m.Load().MediaLate; math.Abs(got-0.6) > 1e-9 {
+		t.Fatalf("with the late second in the window the lateness is %v, want 0.6 (30 late of 50 due)", got)
+	}
+	// Two seconds on time again: the late second leaves the window.
+	st = mediaclock.Stats{Due: 150, Ticks: 120}
+	m.observeClock(at(4 * time.Second))
+	st = mediaclock.Stats{Due: 200, Ticks: 170}
+	m.observeClock(at(5 * time.Second))
+	if got := m.Load().MediaLate; got != 0 {
+		t.Fatalf("after two seconds on time the lateness is %v, want 0", got)
+	}
+	if n := len(m.clockSeen); n > 3 {
+		t.Errorf("the monitor keeps %d samples for a 2 s window sampled each second, want at most 3", n)
+	}
+}
+
 // TestCallsRefusedPastCapacity: past limits.max_calls or under load, a new
 // call the customer asks for gets busy with retry_after, a PBX's INVITE gets
 // 503 with Retry-After, the agent sees a voice.refused event, the chat goes
@@ -96,6 +143,9 @@ func TestCallsRefusedPastCapacity(t *testing.T) {
 		{"max_calls", func(c *Config) { c.Limits.MaxCalls = 1 }, loadSample{CPU: -1}, "max_calls"},
 		{"scheduler_lag", nil, loadSample{Lag: 30 * time.Millisecond, CPU: -1}, "scheduler_lag"},
 		{"cpu", func(c *Config) { c.Limits.MaxCPUPercent = 90 }, loadSample{CPU: 0.95}, "cpu"},
+		{"media_late", nil, loadSample{MediaLate: 0.25, CPU: -1}, "media_late"},
+		{"media_late_under_limit", nil, loadSample{MediaLate: 0.05, CPU: -1}, ""},
+		{"media_late_check_off", func(c *Config) { off := 0; c.Limits.MaxMediaLatePercent = &off }, loadSample{MediaLate: 1, CPU: -1}, ""},
 		{"lag_check_off", func(c *Config) { c.Limits.MaxSchedulerLag = &zero }, loadSample{Lag: time.Second, CPU: -1}, ""},
 		{"cpu_check_off", nil, loadSample{CPU: 1}, ""},
 	} {
