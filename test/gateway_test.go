@@ -342,6 +342,11 @@ limits:
 		// TestCallsRefusedPastCapacity covers the check itself.
 		b.WriteString("  max_scheduler_lag: 250ms\n")
 	}
+	if !strings.Contains(o.limitsYAML, "max_media_late_percent:") {
+		// Likewise for the media clock's lateness, which a loaded shared
+		// machine pushes past its default while the calls still carry.
+		b.WriteString("  max_media_late_percent: 0\n")
+	}
 	if o.maxVideoSessions > 0 {
 		fmt.Fprintf(&b, "  max_video_sessions: %d\n", o.maxVideoSessions)
 	}

@@ -24,6 +24,7 @@ type churnOptions struct {
 	perKind              bool          // measure what one session of each kind costs first
 	videoKbps            int
 	maxLag               time.Duration // the gateway's limits.max_scheduler_lag
+	maxLate              int           // the gateway's limits.max_media_late_percent (0: off)
 	margins              margins
 }
 
@@ -154,7 +155,7 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	// calls away: on a shared machine its scheduler lag passes the default
 	// 20 ms often, so calls are admitted up to -max-scheduler-lag.
 	config, url, admin, err := segueConfig(gwDir, env.phone.addr, o.agentCount, total,
-		admission{maxCalls: total + 10, maxLag: co.maxLag.String()})
+		admission{maxCalls: total + 10, maxLag: co.maxLag.String(), maxLate: co.maxLate})
 	if err != nil {
 		return nil, err
 	}

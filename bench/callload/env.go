@@ -192,6 +192,7 @@ type admission struct {
 	maxCalls int    // limits.max_calls
 	maxLag   string // limits.max_scheduler_lag, empty for the default
 	maxCPU   int    // limits.max_cpu_percent, 0 for unset
+	maxLate  int    // limits.max_media_late_percent, negative for the default
 }
 
 // segueConfig writes the gateway's config for a run: loopback only, a
@@ -270,6 +271,9 @@ agents:
 	}
 	if adm.maxCPU > 0 {
 		fmt.Fprintf(&b, "  max_cpu_percent: %d\n", adm.maxCPU)
+	}
+	if adm.maxLate >= 0 {
+		fmt.Fprintf(&b, "  max_media_late_percent: %d\n", adm.maxLate)
 	}
 	b.WriteString("log:\n  level: warn\n")
 	path := filepath.Join(dir, "segue.yaml")

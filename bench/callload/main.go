@@ -69,11 +69,13 @@ type options struct {
 	settle       time.Duration
 	// Admission (-start/-compare): the gateway's limits.max_calls (0: the
 	// calls plus 10), limits.max_scheduler_lag ("": the gateway's
-	// default), limits.max_cpu_percent (0: unset), and how many busy
-	// loops share the gateway's core.
+	// default), limits.max_cpu_percent (0: unset),
+	// limits.max_media_late_percent (negative: the gateway's default), and
+	// how many busy loops share the gateway's core.
 	maxCalls  int
 	maxLag    string
 	maxCPU    int
+	maxLate   int
 	burn      int
 	progress  io.Writer
 	churnMode bool
@@ -119,6 +121,7 @@ func main() {
 	flag.IntVar(&o.maxCalls, "max-calls", 0, "-start/-compare: the gateway's limits.max_calls (0: -calls plus 10); below -calls, the calls past it must be refused busy")
 	flag.StringVar(&o.maxLag, "max-scheduler-lag", "", "-start/-compare: the gateway's limits.max_scheduler_lag (empty: its default, 20ms, or 250ms under -churn; 0s: off)")
 	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
+	flag.IntVar(&o.maxLate, "max-media-late-percent", -1, "-start/-compare: the gateway's limits.max_media_late_percent (negative: its default, 10, or off under -churn; 0: off)")
 	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
 	// The soak's gateway admits calls up to 250 ms of scheduler lag unless
@@ -127,6 +130,7 @@ func main() {
 	if d, err := time.ParseDuration(o.maxLag); err == nil {
 		o.churn.maxLag = d
 	}
+	o.churn.maxLate = max(o.maxLate, 0)
 	o.churn.margins.heap, o.churn.margins.rss = int64(heapMB*(1<<20)), int64(rssMB*(1<<20))
 	o.progress = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -164,6 +168,9 @@ func (o options) check() error {
 	}
 	if o.maxCalls < 0 || o.maxCPU < 0 || o.burn < 0 {
 		errs = append(errs, errors.New("-max-calls, -max-cpu-percent, -burn: must not be negative"))
+	}
+	if o.maxLate > 100 {
+		errs = append(errs, errors.New("-max-media-late-percent: at most 100"))
 	}
 	if o.maxLag != "" {
 		if d, err := time.ParseDuration(o.maxLag); err != nil || d < 0 {
@@ -242,7 +249,7 @@ func metricsURL(admin string) string {
 
 // limits returns the admission limits of the gateway's config.
 func (o options) limits() admission {
-	a := admission{maxCalls: o.maxCalls, maxLag: o.maxLag, maxCPU: o.maxCPU}
+	a := admission{maxCalls: o.maxCalls, maxLag: o.maxLag, maxCPU: o.maxCPU, maxLate: o.maxLate}
 	if a.maxCalls == 0 {
 		a.maxCalls = o.calls + 10
 	}
