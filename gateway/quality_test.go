@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,70 @@ func TestGatewayDropsRecorded(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// TestBrowserDropsRecorded checks that the frames the browser leg's
+// receive jitter buffer shed (they never reach the phone) and those its
+// send clock skipped or its queue dropped (they never reach the customer)
+// are in the call record, so that the record's frames_dropped_to_* add up
+// to segue_media_frames_dropped_total, series by series.
+func TestBrowserDropsRecorded(t *testing.T) {
+	phone := newFakeLeg()
+	phone.drops = sip.MediaStats{PacketsSent: 900, FramesSkippedSend: 7, FramesDroppedSend: 3, FramesDroppedReceive: 5}
+	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
+	peers := &fakePeers{stats: &webrtc.Stats{
+		Inbound:  webrtc.StreamStats{Packets: 1000, Dropped: 165},
+		Outbound: webrtc.StreamStats{Packets: 950, Skipped: 40, Dropped: 11},
+	}}
+	e := voiceServer(t, phones, peers, nil)
+	id, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	cws.send(map[string]any{"type": "voice.start", "sdp": "v=0 offer"})
+	waitCall(t, cws, callConnected)
+	cws.send(map[string]any{"type": "voice.hangup"})
+	c := waitCall(t, cws, callEnded)
+	// Toward the phone: the SIP leg's 7 + 3 and the browser leg's 165
+	// jitter drops; toward the customer: the SIP leg's 5 jitter drops and
+	// the browser leg's 40 + 11.
+	const toPhone, toCustomer = 175, 56
+	if c.Quality == nil || c.Quality.FramesDroppedToPhone != toPhone || c.Quality.FramesDroppedToCustomer != toCustomer {
+		t.Fatalf("ended call's quality: %+v, want %d frames dropped toward the phone and %d toward the customer", c.Quality, toPhone, toCustomer)
+	}
+	calls, err := e.st.Calls(context.Background(), id)
+	if err != nil || len(calls) != 1 {
+		t.Fatalf("call records: %+v %v", calls, err)
+	}
+	var rec quality
+	if err := json.Unmarshal(calls[0].Stats, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.FramesDroppedToPhone != toPhone || rec.FramesDroppedToCustomer != toCustomer {
+		t.Errorf("call record: %d frames dropped toward the phone, %d toward the customer; want %d and %d",
+			rec.FramesDroppedToPhone, rec.FramesDroppedToCustomer, toPhone, toCustomer)
+	}
+	metrics := e.metricsText()
+	for _, want := range []string{
+		`segue_media_frames_dropped_total{direction="receive",leg="webrtc",reason="jitter_drop"} 165`,
+		`segue_media_frames_dropped_total{direction="send",leg="webrtc",reason="clock_stall"} 40`,
+		`segue_media_frames_dropped_total{direction="send",leg="webrtc",reason="queue_overflow"} 11`,
+		`segue_media_frames_dropped_total{direction="receive",leg="sip",reason="jitter_drop"} 5`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	sum := 0.0
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "segue_media_frames_dropped_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				sum += v
+			}
+		}
+	}
+	if sum != toPhone+toCustomer {
+		t.Errorf("segue_media_frames_dropped_total sums %v, the record's frames_dropped_to_* %d", sum, toPhone+toCustomer)
 	}
 }
 

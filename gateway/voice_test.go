@@ -12,6 +12,7 @@ import (
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/transcode"
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 // recorder is a PCM sink that keeps what it was given.
@@ -197,15 +198,30 @@ func (p *fakePhones) Dial(ctx context.Context, trunk, target string, opts sip.Di
 type fakePeers struct {
 	mu   sync.Mutex
 	legs []*fakeLeg
+	// stats, when set, are what the peers report of their audio
+	// (webrtc.Peer.Stats); without it a peer reports none.
+	stats *webrtc.Stats
 }
+
+// fakeStatsPeer is a fake browser leg that reports stats.
+type fakeStatsPeer struct {
+	*fakeLeg
+	stats webrtc.Stats
+}
+
+func (p *fakeStatsPeer) Stats() webrtc.Stats { return p.stats }
 
 func (p *fakePeers) NewPeer(ctx context.Context, conv string, hooks peerHooks) (browserPeer, error) {
 	signal := hooks.candidate
 	leg := newFakeLeg()
 	p.mu.Lock()
 	p.legs = append(p.legs, leg)
+	stats := p.stats
 	p.mu.Unlock()
 	signal(json.RawMessage(`{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0"}`))
+	if stats != nil {
+		return &fakeStatsPeer{leg, *stats}, nil
+	}
 	return leg, nil
 }
 
