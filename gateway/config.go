@@ -603,5 +603,6 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 		expand(fmt.Sprintf("webrtc.ice_servers[%d].secret", i), &c.WebRTC.ICEServers[i].Secret)
 	}
 	expand("identity.secret", &c.Identity.Secret)
+	expand("store.dsn", &c.Store.DSN)
 	return errs
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/segue-rtc/segue/store"
 )
 
 // apiError is an error with the HTTP status and the stable code that the
@@ -53,6 +55,9 @@ func asAPIError(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	if errors.Is(err, store.ErrInvalidText) {
+		return errInvalidText
+	}
 	return errf(http.StatusInternalServerError, "internal", "internal error")
 }
 
@@ -66,3 +71,7 @@ var (
 	// is reached; the socket is closed with 1013 (try again later).
 	errTooManySockets = errf(http.StatusTooManyRequests, "too_many_sockets", "too many open connections")
 )
+
+// errInvalidText: text the store cannot keep (a NUL character, or bytes
+// that are not UTF-8, which PostgreSQL's text type refuses).
+var errInvalidText = errf(http.StatusBadRequest, "invalid_text", "text must be UTF-8 without NUL characters")

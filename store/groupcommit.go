@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -36,19 +37,62 @@ type appendResult struct {
 	err error
 }
 
-// runWriter commits appends in batches until stop is closed. It is the
-// only goroutine that writes messages or last_seq, so seqs come out in the
-// order the appends arrived, and it may remember each conversation's last
-// seq (lastSeq) instead of reading it again; a batch that fails leaves
-// lastSeq as it was.
-func (s *SQLite) runWriter() {
-	defer close(s.writerDone)
+// groupWriter is the one goroutine that writes a store's messages. It
+// takes the appends that arrive while the previous commit runs and hands
+// them to commit as one batch.
+type groupWriter struct {
+	// appends is unbuffered, so an append is either taken by the writer
+	// or refused once stop is closed. closeOnce guards stop.
+	appends   chan *appendReq
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	// commit writes a batch in one transaction and returns one result per
+	// append, or an error that fails them all.
+	commit func(batch []*appendReq) ([]appendResult, error)
+}
+
+// startGroupWriter starts a writer that commits batches with commit.
+func startGroupWriter(commit func([]*appendReq) ([]appendResult, error)) *groupWriter {
+	w := &groupWriter{appends: make(chan *appendReq), stop: make(chan struct{}), done: make(chan struct{}), commit: commit}
+	go w.run()
+	return w
+}
+
+// append hands m to the writer and waits until its batch is committed.
+func (w *groupWriter) append(ctx context.Context, m *Message) (*Message, bool, error) {
+	r := &appendReq{m: m, done: make(chan appendResult, 1)}
+	select {
+	case w.appends <- r:
+	case <-w.stop:
+		return nil, false, ErrClosed
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("store: append message: %w", ctx.Err())
+	}
+	// Handed over: the outcome is waited for even if ctx ends, since the
+	// message may be stored already.
+	res := <-r.done
+	return res.msg, res.dup, res.err
+}
+
+// close stops the writer once its batch in progress is committed; later
+// appends get ErrClosed.
+func (w *groupWriter) close() {
+	w.closeOnce.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+// run commits appends in batches until stop is closed. Being the only
+// goroutine that writes messages, it stores them in the order the appends
+// arrived.
+func (w *groupWriter) run() {
+	defer close(w.done)
 	batch := make([]*appendReq, 0, maxBatch)
 	for {
 		select {
-		case r := <-s.appends:
+		case r := <-w.appends:
 			batch = append(batch[:0], r)
-		case <-s.stop:
+		case <-w.stop:
 			return
 		}
 		// The appends that arrived meanwhile are blocked in their send
@@ -56,13 +100,13 @@ func (s *SQLite) runWriter() {
 	more:
 		for len(batch) < maxBatch {
 			select {
-			case r := <-s.appends:
+			case r := <-w.appends:
 				batch = append(batch, r)
 			default:
 				break more
 			}
 		}
-		results, err := s.commitBatch(batch)
+		results, err := w.commit(batch)
 		for i, r := range batch {
 			if err != nil {
 				r.done <- appendResult{err: fmt.Errorf("store: append message: %w", err)}
@@ -74,7 +118,10 @@ func (s *SQLite) runWriter() {
 	}
 }
 
-// commitBatch writes batch in one immediate transaction. A message whose
+// commitBatch writes batch in one immediate transaction. The SQLite
+// writer is the only one writing messages or last_seq to its file, so it
+// may remember each conversation's last seq (lastSeq) instead of reading
+// it again; a batch that fails leaves lastSeq as it was. A message whose
 // conversation does not exist gets ErrNotFound and one whose id the
 // conversation already has gets the stored one (dup); any other failure
 // rolls the whole batch back and is returned for all.

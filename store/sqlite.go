@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -24,19 +21,10 @@ import (
 // SQLite is the embedded store: one database file in WAL mode plus a
 // directory of uploaded files named by their SHA-256.
 type SQLite struct {
-	db       *sql.DB
-	filesDir string
-	// syncDir makes a rename in filesDir durable (syncDir below; tests
-	// watch it).
-	syncDir func(dir string) error
-
-	// appends feeds the group-commit writer (groupcommit.go); it is
-	// unbuffered, so an append is either taken by the writer or refused
-	// once stop is closed. closeOnce guards stop.
-	appends    chan *appendReq
-	stop       chan struct{}
-	writerDone chan struct{}
-	closeOnce  sync.Once
+	db *sql.DB
+	fileDir
+	// writer commits appended messages in batches (groupcommit.go).
+	writer *groupWriter
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
 }
@@ -116,13 +104,17 @@ CREATE TABLE IF NOT EXISTS call_dialogs (
 );
 `
 
-// Open opens the store cfg describes, creating the database file, the
-// schema and the files directory as needed.
+// Open opens the store cfg describes, creating the database file (sqlite)
+// or migrating the database's schema (postgres), and the files directory,
+// as needed.
 func Open(ctx context.Context, cfg Config) (Store, error) {
-	if cfg.Driver != "sqlite" {
-		return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
+	switch cfg.Driver {
+	case "sqlite":
+		return OpenSQLite(ctx, cfg.DSN, cfg.FilesDir)
+	case "postgres":
+		return OpenPostgres(ctx, cfg.DSN, cfg.FilesDir)
 	}
-	return OpenSQLite(ctx, cfg.DSN, cfg.FilesDir)
+	return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
 }
 
 // OpenSQLite opens (or creates) the database at path and the files
@@ -131,8 +123,9 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+	files, err := newFileDir(dir)
+	if err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
@@ -148,10 +141,8 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: schema in %s: %w", path, err)
 	}
-	s := &SQLite{db: db, filesDir: dir, syncDir: syncDir,
-		appends: make(chan *appendReq), stop: make(chan struct{}), writerDone: make(chan struct{}),
-		lastSeq: map[string]int64{}}
-	go s.runWriter()
+	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}}
+	s.writer = startGroupWriter(s.commitBatch)
 	return s, nil
 }
 
@@ -291,18 +282,7 @@ func scanConversations(rows *sql.Rows, what string) ([]*Conversation, error) {
 // meanwhile (group commit, groupcommit.go); AppendMessage returns once that
 // transaction is on disk. Appends are stored in the order they arrive.
 func (s *SQLite) AppendMessage(ctx context.Context, m *Message) (*Message, bool, error) {
-	r := &appendReq{m: m, done: make(chan appendResult, 1)}
-	select {
-	case s.appends <- r:
-	case <-s.stop:
-		return nil, false, ErrClosed
-	case <-ctx.Done():
-		return nil, false, fmt.Errorf("store: append message: %w", ctx.Err())
-	}
-	// Handed over: the outcome is waited for even if ctx ends, since the
-	// message may be stored already.
-	res := <-r.done
-	return res.msg, res.dup, res.err
+	return s.writer.append(ctx, m)
 }
 
 const msgColumns = `m.conversation_id, m.seq, m.id, m.role, m.sender_id, m.sender_name, m.kind, m.text,
@@ -364,62 +344,17 @@ func (s *SQLite) queryMessages(ctx context.Context, conversationID, where string
 	return out, rows.Err()
 }
 
-// SaveFile implements Store. The bytes go to a temporary file first and
-// are renamed to their content id once complete, so a crash never leaves a
-// partial file under a real name.
+// SaveFile implements Store: the bytes are on disk under their content
+// id (fileDir.writeContent) before the record is written.
 func (s *SQLite) SaveFile(ctx context.Context, f *File, r io.Reader, max int64) error {
-	tmp, err := os.CreateTemp(s.filesDir, ".upload-*")
-	if err != nil {
-		return fmt.Errorf("store: save file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after rename
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, max+1))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("store: save file: %w", err)
-	}
-	if n > max {
-		return ErrTooLarge
-	}
-	f.Size = n
-	f.ContentID = hex.EncodeToString(h.Sum(nil))
-	if f.CreatedAt.IsZero() {
-		f.CreatedAt = time.Now().UTC()
-	}
-	if err := os.Rename(tmp.Name(), s.contentPath(f.ContentID)); err != nil {
-		return fmt.Errorf("store: save file: %w", err)
-	}
-	// The rename lives in the directory: sync it too, or a crash may lose
-	// the name of an upload that was acknowledged.
-	if err := s.syncDir(s.filesDir); err != nil {
-		return fmt.Errorf("store: save file: %w", err)
+	if err := s.writeContent(f, r, max); err != nil {
+		return err
 	}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO files (id, conversation_id, name, type, size, content_id, created_at)
 		VALUES (?,?,?,?,?,?,?)`, f.ID, f.ConversationID, f.Name, f.Type, f.Size, f.ContentID, unix(f.CreatedAt)); err != nil {
 		return fmt.Errorf("store: save file: %w", err)
 	}
 	return nil
-}
-
-// syncDir flushes a directory's entries to disk (fsync(2) on the
-// directory, as POSIX asks for a rename to be durable).
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	return errors.Join(err, d.Close())
-}
-
-func (s *SQLite) contentPath(contentID string) string {
-	return filepath.Join(s.filesDir, contentID)
 }
 
 // File implements Store.
@@ -439,13 +374,7 @@ func (s *SQLite) File(ctx context.Context, id string) (*File, error) {
 }
 
 // OpenFile implements Store.
-func (s *SQLite) OpenFile(f *File) (io.ReadSeekCloser, error) {
-	fh, err := os.Open(s.contentPath(f.ContentID))
-	if err != nil {
-		return nil, fmt.Errorf("store: open file %s: %w", f.ID, err)
-	}
-	return fh, nil
-}
+func (s *SQLite) OpenFile(f *File) (io.ReadSeekCloser, error) { return s.openContent(f) }
 
 // DeleteFile implements Store.
 func (s *SQLite) DeleteFile(ctx context.Context, f *File) error {
@@ -457,9 +386,7 @@ func (s *SQLite) DeleteFile(ctx context.Context, f *File) error {
 		return fmt.Errorf("store: delete file %s: %w", f.ID, err)
 	}
 	if n == 0 {
-		if err := os.Remove(s.contentPath(f.ContentID)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("store: delete file %s: %w", f.ID, err)
-		}
+		return s.removeContent(f)
 	}
 	return nil
 }
@@ -615,8 +542,7 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) 
 // is committed (later appends get ErrClosed) and checkpoints the WAL into
 // the main file.
 func (s *SQLite) Close() error {
-	s.closeOnce.Do(func() { close(s.stop) })
-	<-s.writerDone
+	s.writer.close()
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	return errors.Join(cerr, s.db.Close())
 }

@@ -108,6 +108,9 @@ type gatewayOptions struct {
 	remoteNetworks []string
 	// httpYAML and webrtcYAML go under http: and webrtc:.
 	httpYAML, webrtcYAML string
+	// storeYAML replaces store.driver and store.dsn (the gateway's own
+	// SQLite file) when set.
+	storeYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -225,21 +228,23 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	udpLo := 20000 + 400*rand.IntN(37)
 	rtpLo := 36000 + 2*rand.IntN(6000)
 	g.RTPRange = [2]int{rtpLo, rtpLo + 199}
+	storeYAML := o.storeYAML
+	if storeYAML == "" {
+		storeYAML = fmt.Sprintf("  driver: sqlite\n  dsn: %q\n", filepath.Join(g.dir, "segue.db"))
+	}
 	fmt.Fprintf(&b, `http:
   listen: %q
   public_url: %q
   allowed_origins: [%s]
   admin_listen: %q
 %sstore:
-  driver: sqlite
-  dsn: %q
-  files_dir: %q
+%s  files_dir: %q
   max_upload_bytes: %d
 webrtc:
   loopback_candidates: true
   udp_port_range: [%d, %d]
 `, g.addr, g.URL, strings.Join(quoted, ", "), strings.TrimPrefix(g.AdminURL, "http://"), o.httpYAML,
-		filepath.Join(g.dir, "segue.db"), filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+399)
+		storeYAML, filepath.Join(g.dir, "files"), o.maxUploadBytes, udpLo, udpLo+399)
 	// Browsers and pion customers on this machine offer 127.0.0.1: the
 	// loopback test mode allows loopback candidates explicitly.
 	remote := o.remoteNetworks

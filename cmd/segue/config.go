@@ -61,7 +61,7 @@ func printSummary(cmd *cobra.Command, path string, cfg *gateway.Config) {
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "%s: OK\n", path)
 	fmt.Fprintf(w, "  http:   %s (public %s)\n", cfg.HTTP.Listen, cfg.HTTP.PublicURL)
-	fmt.Fprintf(w, "  store:  %s %s, files in %s\n", cfg.Store.Driver, cfg.Store.DSN, cfg.Store.FilesDir)
+	fmt.Fprintf(w, "  store:  %s %s, files in %s\n", cfg.Store.Driver, cfg.Store.Where(), cfg.Store.FilesDir)
 	fmt.Fprintf(w, "  sip:    %s\n", strings.Join(cfg.SIP.Listen, ", "))
 	fmt.Fprintf(w, "  trunks: %d\n", len(cfg.Trunks))
 	for _, t := range cfg.Trunks {

@@ -43,7 +43,7 @@ Everything is configured in one YAML file (see "segue config init").`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newConfigCmd(), newAgentCmd(), newTrunkCmd(), newCallCmd(), newVersionCmd())
-	root.AddCommand(newDemoPhoneCmd())
+	root.AddCommand(newDemoPhoneCmd(), newStoreCmd())
 	return root
 }
 

@@ -15,15 +15,6 @@ import (
 	"time"
 )
 
-func openTest(t *testing.T, dir string) *SQLite {
-	t.Helper()
-	s, err := OpenSQLite(context.Background(), filepath.Join(dir, "db", "segue.db"), filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func newConv(t *testing.T, s Store, id string) *Conversation {
 	t.Helper()
 	c := &Conversation{ID: id, State: StateWaiting, Queue: "support", TokenHash: []byte("h-" + id),
@@ -35,8 +26,12 @@ func newConv(t *testing.T, s Store, id string) *Conversation {
 }
 
 func TestAppendMessageOrdersAndDeduplicates(t *testing.T) {
+	forEachDriver(t, testAppendMessageOrdersAndDeduplicates)
+}
+
+func testAppendMessageOrdersAndDeduplicates(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 
@@ -66,8 +61,12 @@ func TestAppendMessageOrdersAndDeduplicates(t *testing.T) {
 }
 
 func TestConcurrentAppendsGetDistinctSeqs(t *testing.T) {
+	forEachDriver(t, testConcurrentAppendsGetDistinctSeqs)
+}
+
+func testConcurrentAppendsGetDistinctSeqs(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	const n = 40
@@ -102,10 +101,12 @@ func TestConcurrentAppendsGetDistinctSeqs(t *testing.T) {
 	}
 }
 
-func TestReopenKeepsEverything(t *testing.T) {
+func TestReopenKeepsEverything(t *testing.T) { forEachDriver(t, testReopenKeepsEverything) }
+
+func testReopenKeepsEverything(t *testing.T, drv string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openTest(t, dir)
+	loc := newLocation(t, drv)
+	s := loc.open(t)
 	c := newConv(t, s, "c1")
 	c.State, c.AgentID, c.ReadByCust = StateActive, "alice", 1
 	if err := s.UpdateConversation(ctx, c); err != nil {
@@ -117,7 +118,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openTest(t, dir)
+	s = loc.open(t)
 	defer s.Close()
 	got, err := s.Conversation(ctx, "c1")
 	if err != nil || got.State != StateActive || got.AgentID != "alice" || got.LastSeq != 1 || got.ReadByCust != 1 {
@@ -133,9 +134,11 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 }
 
-func TestFiles(t *testing.T) {
+func TestFiles(t *testing.T) { forEachDriver(t, testFiles) }
+
+func testFiles(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	data := bytes.Repeat([]byte("segue"), 100)
@@ -175,9 +178,11 @@ func TestFiles(t *testing.T) {
 	}
 }
 
-func TestSessionsExpire(t *testing.T) {
+func TestSessionsExpire(t *testing.T) { forEachDriver(t, testSessionsExpire) }
+
+func testSessionsExpire(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	if err := s.CreateSession(ctx, &Session{TokenHash: []byte("live"), AgentID: "alice", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
@@ -199,9 +204,11 @@ func TestSessionsExpire(t *testing.T) {
 	}
 }
 
-func TestCallRecords(t *testing.T) {
+func TestCallRecords(t *testing.T) { forEachDriver(t, testCallRecords) }
+
+func testCallRecords(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	r := &CallRecord{ID: "k1", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1001@pbx", StartedAt: time.Now()}
@@ -218,9 +225,11 @@ func TestCallRecords(t *testing.T) {
 	}
 }
 
-func TestMarkReadOnlyRaises(t *testing.T) {
+func TestMarkReadOnlyRaises(t *testing.T) { forEachDriver(t, testMarkReadOnlyRaises) }
+
+func testMarkReadOnlyRaises(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	for _, step := range []struct {
@@ -238,8 +247,12 @@ func TestMarkReadOnlyRaises(t *testing.T) {
 }
 
 func TestMessagesBeforePagesBackwards(t *testing.T) {
+	forEachDriver(t, testMessagesBeforePagesBackwards)
+}
+
+func testMessagesBeforePagesBackwards(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
 	newConv(t, s, "c2")
@@ -280,8 +293,12 @@ func TestMessagesBeforePagesBackwards(t *testing.T) {
 }
 
 func TestLeftConversationsByQueueNewestFirst(t *testing.T) {
+	forEachDriver(t, testLeftConversationsByQueueNewestFirst)
+}
+
+func testLeftConversationsByQueueNewestFirst(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	base := time.Now()
 	for i, q := range []string{"support", "billing", "support", "sales"} {
@@ -314,9 +331,11 @@ func TestLeftConversationsByQueueNewestFirst(t *testing.T) {
 
 // TestDeleteAgentSessions: signing an agent out everywhere ends each of
 // its sessions and no other agent's.
-func TestDeleteAgentSessions(t *testing.T) {
+func TestDeleteAgentSessions(t *testing.T) { forEachDriver(t, testDeleteAgentSessions) }
+
+func testDeleteAgentSessions(t *testing.T, drv string) {
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s := newLocation(t, drv).open(t)
 	defer s.Close()
 	for _, ss := range []*Session{
 		{TokenHash: []byte("a1"), AgentID: "alice", ExpiresAt: time.Now().Add(time.Hour)},
@@ -343,14 +362,17 @@ func TestDeleteAgentSessions(t *testing.T) {
 // TestSaveFileSyncsTheDirectory: after renaming an upload to its content
 // id, SaveFile syncs the files directory (where the new name lives)
 // before it records the file, and fails if that sync fails.
-func TestSaveFileSyncsTheDirectory(t *testing.T) {
+func TestSaveFileSyncsTheDirectory(t *testing.T) { forEachDriver(t, testSaveFileSyncsTheDirectory) }
+
+func testSaveFileSyncsTheDirectory(t *testing.T, drv string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openTest(t, dir)
+	loc := newLocation(t, drv)
+	s := loc.open(t)
 	defer s.Close()
 	newConv(t, s, "c1")
+	files := filesOf(s)
 	var synced []string
-	s.syncDir = func(d string) error {
+	files.syncDir = func(d string) error {
 		synced = append(synced, d)
 		if _, err := os.Stat(filepath.Join(d, fmt.Sprintf("%x", sha256.Sum256([]byte("hello"))))); err != nil {
 			t.Errorf("directory synced before the rename: %v", err)
@@ -361,10 +383,10 @@ func TestSaveFileSyncsTheDirectory(t *testing.T) {
 	if err := s.SaveFile(ctx, f, bytes.NewReader([]byte("hello")), 100); err != nil {
 		t.Fatal(err)
 	}
-	if len(synced) != 1 || synced[0] != s.filesDir {
-		t.Fatalf("synced %v, want [%s]", synced, s.filesDir)
+	if len(synced) != 1 || synced[0] != files.filesDir {
+		t.Fatalf("synced %v, want [%s]", synced, files.filesDir)
 	}
-	s.syncDir = func(string) error { return errors.New("disk gone") }
+	files.syncDir = func(string) error { return errors.New("disk gone") }
 	err := s.SaveFile(ctx, &File{ID: "f2", ConversationID: "c1", Name: "b.txt"}, bytes.NewReader([]byte("other")), 100)
 	if err == nil || !strings.Contains(err.Error(), "disk gone") {
 		t.Fatalf("a failed sync: %v", err)
@@ -375,9 +397,13 @@ func TestSaveFileSyncsTheDirectory(t *testing.T) {
 }
 
 func TestUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T) {
+	forEachDriver(t, testUnfinishedCallsKeepTheirDialogAcrossReopen)
+}
+
+func testUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T, drv string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openTest(t, dir)
+	loc := newLocation(t, drv)
+	s := loc.open(t)
 	newConv(t, s, "c1")
 	up := &CallRecord{ID: "k1", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1001@pbx",
 		StartedAt: time.Now(), AnsweredAt: time.Now()}
@@ -400,7 +426,7 @@ func TestUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A crash: the process goes without Close.
-	s2 := openTest(t, dir)
+	s2 := loc.open(t)
 	defer s2.Close()
 	defer s.Close()
 	got, err := s2.UnfinishedCalls(ctx)
@@ -413,8 +439,76 @@ func TestUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T) {
 	if string(got[0].Dialog) != `{"call_id":"k1@segue"}` || got[1].Dialog != nil {
 		t.Fatalf("dialogs: %q %q", got[0].Dialog, got[1].Dialog)
 	}
-	var n int
-	if err := s2.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM call_dialogs WHERE call_id = 'k3'`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("ended call's dialog kept: %d %v", n, err)
+	if n := countRows(t, s2, `SELECT COUNT(*) FROM call_dialogs WHERE call_id = 'k3'`); n != 0 {
+		t.Fatalf("ended call's dialog kept: %d", n)
+	}
+}
+
+// TestTextADatabaseCannotKeepFailsAlone: a customer's message with a NUL
+// byte or bytes that are not UTF-8 (PostgreSQL's text cannot hold them)
+// is either stored as sent or refused with ErrInvalidText, and never
+// fails the messages committed in the same batch.
+func TestTextADatabaseCannotKeepFailsAlone(t *testing.T) {
+	forEachDriver(t, testTextADatabaseCannotKeepFailsAlone)
+}
+
+func testTextADatabaseCannotKeepFailsAlone(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	newConv(t, s, "c1")
+	newConv(t, s, "c2")
+	bad := []string{"nul \x00 byte", "latin-1 caf\xe9", "\xff\xfe"}
+	const good = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, good)
+	badErrs := make([]error, len(bad))
+	for i, text := range bad {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, badErrs[i] = s.AppendMessage(ctx, &Message{ConversationID: "c1", ID: fmt.Sprint("bad", i), Role: RoleCustomer, Kind: KindText, Text: text})
+		}()
+	}
+	for i := range good {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c2", ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "fine"})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a good message failed: %v", err)
+		}
+	}
+	if ms, err := s.Messages(ctx, "c2", 0, 100); err != nil || len(ms) != good {
+		t.Fatalf("%d good messages stored (%v), want %d", len(ms), err, good)
+	}
+	stored, err := s.Messages(ctx, "c1", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]string{}
+	for _, m := range stored {
+		kept[m.ID] = m.Text
+	}
+	for i, text := range bad {
+		id := fmt.Sprint("bad", i)
+		switch got, ok := kept[id]; {
+		case badErrs[i] == nil && (!ok || got != text):
+			t.Errorf("%s acknowledged but stored as %q (%v), sent %q", id, got, ok, text)
+		case badErrs[i] != nil && !errors.Is(badErrs[i], ErrInvalidText):
+			t.Errorf("%s: %v, want ErrInvalidText", id, badErrs[i])
+		case badErrs[i] != nil && ok:
+			t.Errorf("%s refused but stored", id)
+		}
+	}
+	bogus := &Conversation{ID: "c3", State: StateWaiting, Queue: "support", TokenHash: []byte("h"), Customer: Customer{Name: "A\x00nn"}}
+	if err := s.CreateConversation(ctx, bogus); err != nil && !errors.Is(err, ErrInvalidText) {
+		t.Errorf("a conversation with a NUL in its name: %v, want nil or ErrInvalidText", err)
 	}
 }
