@@ -37,6 +37,8 @@ type Config struct {
 	// DemoPhone is the embedded demo desk phone (demo_phone), which
 	// answers calls on loopback with a greeting and an echo.
 	DemoPhone demophone.Config `yaml:"demo_phone"`
+	// Cluster joins this gateway to others sharing its store (optional).
+	Cluster ClusterConfig `yaml:"cluster"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -445,6 +447,7 @@ func (c *Config) Validate() error {
 		addf("log.format: %q is not one of text, json", c.Log.Format)
 	}
 	errs = append(errs, c.validateDemoPhone()...)
+	add("cluster.", c.Cluster.validate(c.Store.Driver))
 	return errors.Join(errs...)
 }
 

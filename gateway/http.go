@@ -383,6 +383,13 @@ func (s *Server) customerConversation(ctx context.Context, token string) (*conv,
 	if subtle.ConstantTimeCompare(hashToken(token), c.TokenHash) != 1 {
 		return nil, nil, ErrUnauthorized
 	}
+	if cv == nil && s.node != nil && (c.State == store.StateWaiting || c.State == store.StateActive) {
+		// The customer came to this node of the cluster: it holds the
+		// conversation from now on.
+		if cv, c, err = s.adopt(ctx, id); err != nil {
+			return nil, nil, err
+		}
+	}
 	// A customer token lasts as long as its conversation, plus
 	// limits.token_retention once it has ended.
 	if c.State == store.StateEnded && !c.EndedAt.IsZero() &&

@@ -76,6 +76,16 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger) error {
 		}
 		opts = append(opts, gateway.WithSIP(sipSrv))
 	}
+	if cfg.Cluster.Enabled() {
+		cc, err := gateway.DialCluster(&cfg.Cluster)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		defer cc.Close()
+		opts = append(opts, gateway.WithCluster(cc))
+		log.Info("cluster node", "node_id", cfg.Cluster.NodeID)
+	}
 	srv, err := gateway.New(cfg, st, log, opts...)
 	if err != nil {
 		st.Close()
