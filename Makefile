@@ -10,8 +10,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Debian packages the end-to-end tests drive: a browser, SIP peers, audio
 # tools, a TURN server, tc to shape links, libopus for the optional cgo
 # Opus build, and sipvicious for the extension sweep of the attack tests;
-# postgresql for the store's second driver (its tests start a private server).
-TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql
+# postgresql for the store's second driver (its tests start a private server);
+# nats-server for the two-node cluster smoke test.
+TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql nats-server
 
 .PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
 

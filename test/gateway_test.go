@@ -111,6 +111,8 @@ type gatewayOptions struct {
 	// storeYAML replaces store.driver and store.dsn (the gateway's own
 	// SQLite file) when set.
 	storeYAML string
+	// clusterYAML is a whole cluster: section, appended last.
+	clusterYAML string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -326,6 +328,7 @@ limits:
 	if o.identitySecret != "" {
 		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
 	}
+	b.WriteString(o.clusterYAML)
 	return b.String()
 }
 

@@ -401,3 +401,30 @@ func freeUDPAndTCPPort(t testing.TB, ip string) int {
 	t.Fatal("no port free for both UDP and TCP")
 	return 0
 }
+
+// NATS is a nats-server with JetStream on, in a temp dir, on a free
+// loopback port.
+type NATS struct {
+	*Process
+	URL string
+}
+
+// StartNATS starts nats-server and waits until it accepts connections.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	dir := t.TempDir()
+	port := FreeTCPPort(t, "127.0.0.1")
+	p := start(t, "nats-server", dir, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return &NATS{Process: p, URL: "nats://" + addr}
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("nats-server did not start:\n%s", p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
