@@ -14,7 +14,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # nats-server for the two-node cluster smoke test.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql nats-server
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
+.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls test-cluster
 
 all: build
 
@@ -123,3 +123,19 @@ bench-calls:
 # docs/operations.md by hand.
 test-badnet:
 	SEGUE_BADNET_MATRIX=1 $(GO) test -tags e2e -count=1 -v -run '^TestVoiceOnBadNetworks$$' ./test/
+
+# The cluster: two gateways on one PostgreSQL and one nats-server
+# (JetStream on), each started by the tests on free loopback ports; chat
+# across nodes and a node killed with -9 while its customer chats. make
+# test runs only TestClusterChatAcrossNodes. See docs/scaling.md.
+CLUSTER_PKGS := postgresql nats-server
+test-cluster:
+	@missing=""; for p in $(CLUSTER_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) test -tags 'e2e cluster' -count=1 -timeout 10m -v -run '^TestCluster' ./test/
