@@ -14,7 +14,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # nats-server for the two-node cluster smoke test.
 TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql nats-server
 
-.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls test-cluster
+.PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls
 
 all: build
 
@@ -129,6 +129,7 @@ test-badnet:
 # across nodes and a node killed with -9 while its customer chats. make
 # test runs only TestClusterChatAcrossNodes. See docs/scaling.md.
 CLUSTER_PKGS := postgresql nats-server
+.PHONY: test-cluster
 test-cluster:
 	@missing=""; for p in $(CLUSTER_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
