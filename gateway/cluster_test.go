@@ -214,3 +214,37 @@ func TestSubjectMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterConfigErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cluster ClusterConfig
+		driver  string
+		want    []string
+	}{
+		{"absent", ClusterConfig{}, "sqlite", nil},
+		{"good", ClusterConfig{NodeID: "gw-1", NATSURL: "nats://127.0.0.1:4222", Advertise: AdvertiseConfig{HTTP: "http://10.0.0.1:8080", SIP: "sip:10.0.0.1:5060"}}, "postgres", nil},
+		{"bad", ClusterConfig{NodeID: "a.b", NATSURL: "http://x", Advertise: AdvertiseConfig{HTTP: "ftp://x", SIP: "10.0.0.1"}}, "postgres",
+			[]string{"node_id:", "nats_url:", "advertise.http:", "advertise.sip:"}},
+		{"no url", ClusterConfig{NodeID: "gw-1"}, "postgres", []string{"nats_url: required"}},
+		{"sqlite", ClusterConfig{NodeID: "gw-1", NATSURL: "nats://127.0.0.1:4222"}, "sqlite", []string{"store.driver postgres"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cluster.validate(tc.driver)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want %v", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}
