@@ -54,6 +54,20 @@ type node struct {
 	// owned are the command responders of the conversations held here.
 	owned map[string]func()
 
+	// leases say which node holds each conversation and trunk; inc is
+	// this start of the node there (clusterlease.go).
+	leases leases
+	inc    string
+	// ready is closed once this incarnation is alive in leases.
+	ready     chan struct{}
+	readyOnce sync.Once
+	// lastLife is when this node last renewed its life; revs are the
+	// revisions of the conversation leases it holds, trunks its trunk
+	// registrations. Guarded by mu.
+	lastLife time.Time
+	revs     map[string]uint64
+	trunks   map[string]*trunkHold
+
 	beats chan heartbeat
 	kick  chan struct{}
 }
@@ -102,14 +116,18 @@ type commandReply struct {
 	Message string `json:"message,omitempty"`
 }
 
-func newNode(id string, b bus, s *Server) *node {
+func newNode(id string, b bus, l leases, s *Server) *node {
 	return &node{id: id, bus: b, s: s, log: s.log.With("node", id), local: map[string]*client{},
 		remotes: map[string]*remoteNode{}, owned: map[string]func(){},
-		beats: make(chan heartbeat, 64), kick: make(chan struct{}, 1)}
+		leases: l, inc: newIncarnation(id), ready: make(chan struct{}), revs: map[string]uint64{},
+		trunks: map[string]*trunkHold{}, beats: make(chan heartbeat, 64), kick: make(chan struct{}, 1)}
 }
 
 // ClusterConn is a node's connection to the cluster's NATS server.
-type ClusterConn struct{ bus *natsBus }
+type ClusterConn struct {
+	bus    *natsBus
+	leases *natsLeases
+}
 
 // DialCluster connects to cluster.nats_url as cluster.node_id; the
 // caller closes the connection after the server's Run returns.
@@ -118,7 +136,14 @@ func DialCluster(cfg *ClusterConfig) (*ClusterConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: cluster.nats_url: %w", err)
 	}
-	return &ClusterConn{bus: b}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := openNATSLeases(ctx, b.nc)
+	if err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("gateway: cluster.nats_url: leases: %w", err)
+	}
+	return &ClusterConn{bus: b, leases: l}, nil
 }
 
 // Close flushes what is being sent and disconnects.
@@ -126,17 +151,26 @@ func (c *ClusterConn) Close() error { return c.bus.Close() }
 
 // WithCluster joins the server to a cluster over c (cluster section).
 func WithCluster(c *ClusterConn) Option {
-	return func(s *Server) { s.node = newNode(s.cfg.Cluster.NodeID, c.bus, s) }
+	return func(s *Server) { s.node = newNode(s.cfg.Cluster.NodeID, c.bus, c.leases, s) }
 }
 
-// withBus joins the server to a cluster on b as node id (tests).
-func withBus(id string, b bus) Option {
-	return func(s *Server) { s.node = newNode(id, b, s) }
+// withBus joins the server to a cluster on b and l as node id (tests).
+func withBus(id string, b bus, l leases) Option {
+	return func(s *Server) { s.node = newNode(id, b, l, s) }
 }
 
 // run keeps the node's view of the others until ctx ends: it sends this
-// node's heartbeat and applies the others'.
+// node's heartbeat and applies the others', and keeps its leases
+// (leaseLoop). It fails if the lease store cannot be reached before ctx
+// ends.
 func (n *node) run(ctx context.Context) error {
+	if err := n.live(ctx); err != nil {
+		return err
+	}
+	leaseCtx, stopLeases := context.WithCancel(ctx)
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); n.leaseLoop(leaseCtx) }()
+	defer func() { stopLeases(); <-leaseDone }()
 	unsub, err := n.bus.Subscribe(subjHeartbeat, func(_ string, data []byte) {
 		var hb heartbeat
 		if json.Unmarshal(data, &hb) != nil || hb.Node == n.id || !nodeIDRe.MatchString(hb.Node) {
@@ -396,15 +430,19 @@ func (n *node) own(id string) {
 
 // disown stops answering commands for conversation id; called with
 // hub.mu held. The unsubscribe runs on its own goroutine, since it
-// waits for a command in progress, which may need hub.mu.
-func (n *node) disown(id string) {
+// waits for a command in progress, which may need hub.mu. It returns
+// the revision of the conversation's lease, for the caller to free.
+func (n *node) disown(id string) (rev uint64) {
 	n.mu.Lock()
 	stop, ok := n.owned[id]
 	delete(n.owned, id)
+	rev = n.revs[id]
+	delete(n.revs, id)
 	n.mu.Unlock()
 	if ok {
 		go stop()
 	}
+	return rev
 }
 
 // command runs a request for conversation id held here.
@@ -471,16 +509,16 @@ func (n *node) forward(ctx context.Context, cl *client, f *inFrame) (ok bool, er
 	return true, &apiError{Status: r.Status, Code: r.Code, Message: r.Message}
 }
 
-// takeOver asks the node holding conversation id, if any, to let it go,
-// so that this node, where its customer now is, can hold it. It reports
-// whether the conversation is free to take.
-func (n *node) takeOver(ctx context.Context, id string) error {
+// askRelease asks the node holding conversation id to let it go, so
+// that this node, where its customer now is, can hold it. It fails with
+// errNoResponder when no node answers for the conversation.
+func (n *node) askRelease(ctx context.Context, id string) error {
 	req, _ := json.Marshal(command{Op: "release", Node: n.id})
 	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	b, err := n.bus.Request(rctx, subjConv+id+".cmd", req)
 	if errors.Is(err, errNoResponder) {
-		return nil // its node is gone: the store has the conversation
+		return err // its node is gone from the bus
 	}
 	if err != nil {
 		return fmt.Errorf("gateway: take over %s: %w", id, err)
@@ -527,7 +565,9 @@ func (s *Server) releaseConv(id string) error {
 	h.mu.Lock()
 	cv, ok := h.convs[id]
 	if !ok {
+		rev := h.node.disown(id)
 		h.mu.Unlock()
+		s.node.free(id, rev)
 		return nil
 	}
 	h.clearOfferLocked(cv)
@@ -538,7 +578,7 @@ func (s *Server) releaseConv(id string) error {
 		delete(a.convs, id)
 	}
 	delete(h.convs, id)
-	h.node.disown(id)
+	rev := h.node.disown(id)
 	var customers []*client
 	for cl := range cv.customers {
 		customers = append(customers, cl)
@@ -546,6 +586,8 @@ func (s *Server) releaseConv(id string) error {
 	h.updateGaugesLocked()
 	h.routeLocked()
 	h.mu.Unlock()
+	// The lease goes before the answer, so the asking node finds it free.
+	s.node.free(id, rev)
 	for _, cl := range customers {
 		cl.closeWith(statusGoingAway, "conversation moved to another server")
 	}

@@ -34,7 +34,7 @@ agents:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b0 := newMemBus()
+	b0, l0 := newMemBus(), newMemLeases()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var envs []*env2
@@ -43,7 +43,7 @@ agents:
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, b0))
+		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, b0, l0))
 		if err != nil {
 			t.Fatal(err)
 		}

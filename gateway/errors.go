@@ -83,4 +83,7 @@ var (
 	errNoResponder = errors.New("gateway: no node answers")
 	// errBusClosed is a publish or subscribe after the bus was closed.
 	errBusClosed = errors.New("gateway: bus closed")
+	// errLeaseTaken is a claim on a lease that another node took or
+	// changed since it was read.
+	errLeaseTaken = errors.New("gateway: lease taken by another node")
 )

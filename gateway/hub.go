@@ -424,7 +424,17 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 	h.reserved[c.Queue]++
 	h.reservedTotal++
 	h.mu.Unlock()
-	err := h.store.CreateConversation(ctx, c)
+	var err error
+	if h.node != nil {
+		// The lease first: from its creation on, no other node may take
+		// the conversation while this one holds it.
+		err = h.node.claimNew(ctx, c.ID)
+	}
+	if err == nil {
+		if err = h.store.CreateConversation(ctx, c); err != nil && h.node != nil {
+			h.node.free(c.ID, h.node.disown(c.ID))
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reserved[c.Queue]--
@@ -689,7 +699,7 @@ func (h *hub) finish(ctx context.Context, cv *conv, text string, data map[string
 	}
 	delete(h.convs, cv.c.ID)
 	if h.node != nil {
-		h.node.disown(cv.c.ID)
+		go h.node.free(cv.c.ID, h.node.disown(cv.c.ID))
 	}
 	h.updateGaugesLocked()
 	h.routeLocked()

@@ -156,6 +156,16 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Error("cluster", "err", err)
 			}
 		}()
+		// Nothing is served before this node is alive in the lease store,
+		// so it claims no conversation another node may take.
+		select {
+		case <-s.node.ready:
+		case err := <-nodeDone:
+			nodeDone <- err
+			return fmt.Errorf("gateway: cluster: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {

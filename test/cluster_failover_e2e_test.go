@@ -5,6 +5,7 @@ package test
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestClusterNodeDiesCustomerResumes: the customer's node is killed (kill
@@ -77,5 +78,37 @@ func TestClusterNodeDiesCustomerResumes(t *testing.T) {
 	want := strings.Join(append(acked, "after the crash", "still with you"), "|")
 	if got := strings.Join(texts, "|"); got != want {
 		t.Fatalf("transcript: %s, want %s", got, want)
+	}
+}
+
+// TestClusterDeadNodesWaitingConversationOffered: node 1 holds a waiting
+// conversation whose customer never comes back, and offers it to Alice,
+// whose console is on node 2; node 1 is killed (kill -9) mid-offer. Node
+// 2 takes the conversation's lease once node 1's life has expired and
+// offers it to Alice again within seconds, with no customer
+// reconnecting; she accepts it on node 2.
+func TestClusterDeadNodesWaitingConversationOffered(t *testing.T) {
+	c := startCluster(t, 2)
+	n1, n2 := c.nodes[0], c.nodes[1]
+	aw := agentWS(t, n2, n2.login(t, "alice"))
+	_, conv := n1.newConversation(t, "Ann")
+	expectOffer := func() {
+		t.Helper()
+		for {
+			f := aw.expect("offer")
+			if cv, _ := f["conversation"].(map[string]any); cv["id"] == conv.ID {
+				return
+			}
+		}
+	}
+	expectOffer() // from node 1
+
+	n1.Kill()
+	killed := time.Now()
+	expectOffer() // from node 2
+	t.Logf("offered again by the survivor %s after the kill", time.Since(killed).Round(100*time.Millisecond))
+	aw.accept(conv.ID, "alice")
+	if got := metricsOf(t, n2)[`segue_conversations_active{state="active"}`]; got != 1 {
+		t.Fatalf("active conversations on the survivor: %v", got)
 	}
 }

@@ -1,0 +1,123 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segue-rtc/segue/store"
+)
+
+// TestConcurrentClaimsYieldOneHolder: nodes racing to claim one key at
+// the revision they read get it once; the others are told it is taken.
+func TestConcurrentClaimsYieldOneHolder(t *testing.T) {
+	l := newMemLeases()
+	ctx := context.Background()
+	if _, err := l.Claim(ctx, "conv.x", "dead.1", 0); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, _ := l.Holder(ctx, "conv.x")
+	var won sync.WaitGroup
+	results := make(chan string, 16)
+	for i := range 16 {
+		won.Add(1)
+		go func() {
+			defer won.Done()
+			inc := fmt.Sprintf("n%d.x", i)
+			if _, err := l.Claim(ctx, "conv.x", inc, rev); err == nil {
+				results <- inc
+			} else if !errors.Is(err, errLeaseTaken) {
+				t.Errorf("claim: %v", err)
+			}
+		}()
+	}
+	won.Wait()
+	close(results)
+	var winners []string
+	for inc := range results {
+		winners = append(winners, inc)
+	}
+	holder, _, _ := l.Holder(ctx, "conv.x")
+	if len(winners) != 1 || holder != winners[0] {
+		t.Fatalf("winners %v, holder %q", winners, holder)
+	}
+	if err := l.Free(ctx, "conv.x", rev); !errors.Is(err, errLeaseTaken) {
+		t.Fatalf("free at a stale revision: %v", err)
+	}
+}
+
+// TestOrphansPickedUpOnceAndOffered: conversations whose holder died
+// are taken by the survivors scanning at the same time: each by exactly
+// one node, whose lease names it, and a waiting one is offered to the
+// agent at once, with no customer coming back.
+func TestOrphansPickedUpOnceAndOffered(t *testing.T) {
+	a, b := newClusterPair(t)
+	ctx := context.Background()
+	l := a.srv.node.leases.(*memLeases)
+	for _, e := range []*env2{a, b} {
+		if err := e.srv.node.waitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aws, _ := b.agentWS(b.login("alice"))
+	waitRemote(t, a, "alice", 1)
+	dead := "gone.x"
+	var ids []string
+	for i := range 12 {
+		c := &store.Conversation{ID: fmt.Sprintf("corphan%02d", i), State: store.StateWaiting, Queue: "support",
+			Customer: store.Customer{Name: "Ann"}, TokenHash: make([]byte, 32), CreatedAt: time.Now().UTC()}
+		if err := a.st.CreateConversation(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Claim(ctx, convKey(c.ID), dead, 0); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.ID)
+	}
+	alive, _ := l.Alive(ctx)
+	if alive[dead] || !alive[a.srv.node.inc] || !alive[b.srv.node.inc] {
+		t.Fatalf("alive: %v", alive)
+	}
+	var wg sync.WaitGroup
+	for _, e := range []*env2{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.srv.node.pickUpOrphans(ctx, alive) }()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		inA, inB := a.srv.hub.holds(id), b.srv.hub.holds(id)
+		holder, _, _ := l.Holder(ctx, convKey(id))
+		switch {
+		case inA && !inB && holder == a.srv.node.inc:
+		case inB && !inA && holder == b.srv.node.inc:
+		default:
+			t.Fatalf("%s: held by a %v, by b %v, lease names %q", id, inA, inB, holder)
+		}
+	}
+	// alice (max_chats 2) is offered the first of them.
+	offer := decode[wireConversation](t, aws.expect("offer")["conversation"])
+	if offer.State != store.StateWaiting || offer.Customer.Name != "Ann" {
+		t.Fatalf("offer: %+v", offer)
+	}
+}
+
+// TestCustomerTakesOverFromADeadNode: the customer comes back to node b
+// while node a's life has ended (kill -9): b takes the lease as it is,
+// without a word from a.
+func TestCustomerTakesOverFromADeadNode(t *testing.T) {
+	a, b := newClusterPair(t)
+	ctx := context.Background()
+	l := a.srv.node.leases.(*memLeases)
+	id, token := a.startChat("Ann")
+	if holder, _, _ := l.Holder(ctx, convKey(id)); holder != a.srv.node.inc {
+		t.Fatalf("lease of a new conversation names %q, want %q", holder, a.srv.node.inc)
+	}
+	l.kill(a.srv.node.inc)
+	b.customerWS(token)
+	if holder, _, _ := l.Holder(ctx, convKey(id)); holder != b.srv.node.inc || !b.srv.hub.holds(id) {
+		t.Fatalf("after the move the lease names %q; b holds it: %v", holder, b.srv.hub.holds(id))
+	}
+}
