@@ -346,6 +346,9 @@ func (s *Server) readiness(ctx context.Context) (bool, []string) {
 			}
 		} else {
 			readyTrunks++
+			if t.Register && !t.Registered && t.RegisteredElsewhere {
+				st += ", registered by another node"
+			}
 		}
 		lines = append(lines, "trunk "+t.Name+": "+st)
 	}

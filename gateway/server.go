@@ -79,6 +79,10 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.hub.node = s.node
 	s.handler = s.routes()
 	s.admin = s.adminRoutes()
+	if sp, ok := s.phones.(sipPhones); ok && s.node != nil {
+		// One node of the cluster at a time registers each trunk.
+		sp.srv.SetRegistrationHold(s.node.holdTrunk)
+	}
 	return s, nil
 }
 

@@ -101,6 +101,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	onInvite InviteHandler
+	regHold  RegistrationHold
 	calls    map[string]*Call
 	active   int
 	running  bool

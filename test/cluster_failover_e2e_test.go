@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segue-rtc/segue/test/peers"
 )
 
 // TestClusterNodeDiesCustomerResumes: the customer's node is killed (kill
@@ -111,4 +113,54 @@ func TestClusterDeadNodesWaitingConversationOffered(t *testing.T) {
 	if got := metricsOf(t, n2)[`segue_conversations_active{state="active"}`]; got != 1 {
 		t.Fatalf("active conversations on the survivor: %v", got)
 	}
+}
+
+// TestClusterTrunkRegistrationMoves: two nodes share a trunk that
+// registers with a SIPp registrar. Exactly one node holds the
+// registration; when it is killed (kill -9), the other registers within
+// seconds.
+func TestClusterTrunkRegistrationMoves(t *testing.T) {
+	registrar := peers.StartSIPp(t, "sipp/registrar_ok.xml", "127.0.0.1")
+	c := startCluster(t, 2, withVoice(voiceConfig{trunks: []voiceTrunk{{name: "pbx", addr: registrar.Addr()}}}),
+		withYAML("", "    register: true\n    username: segue\n    register_expiry: 20\n", "", ""))
+	const series = `segue_trunk_registered{trunk="pbx"}`
+	registered := func() []*gateway {
+		var out []*gateway
+		for _, g := range c.nodes {
+			if g.Pid() != 0 && metricsOf(t, g)[series] == 1 {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	waitOne := func(within time.Duration) *gateway {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			if r := registered(); len(r) == 1 {
+				return r[0]
+			} else if len(r) > 1 {
+				t.Fatalf("%d nodes hold the trunk's registration", len(r))
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no node registered the trunk within %s:\n%s", within, registrar.Output())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	holder := waitOne(15 * time.Second)
+	// The other node stays out while the holder lives.
+	for range 10 {
+		if r := registered(); len(r) != 1 || r[0] != holder {
+			t.Fatalf("registration holders changed while the holder lives: %d", len(r))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	holder.Kill()
+	killed := time.Now()
+	survivor := waitOne(15 * time.Second)
+	if survivor == holder {
+		t.Fatal("the killed node still counts as registered")
+	}
+	t.Logf("the trunk registration moved %s after the kill", time.Since(killed).Round(100*time.Millisecond))
 }
