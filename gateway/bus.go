@@ -212,12 +212,24 @@ type natsBus struct {
 	nc *nats.Conn
 }
 
-// dialNATS connects to url as node name. The client reconnects forever
+// dialNATS connects to url as node name, with a token or a credentials
+// file when the NATS server asks for one. The client reconnects forever
 // (nats.go keeps what is published meanwhile in a buffer), so a NATS
 // restart costs live events, never the gateway.
-func dialNATS(url, name string) (*natsBus, error) {
-	nc, err := nats.Connect(url, nats.Name("segue "+name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.Timeout(5*time.Second))
+//
+// Every node trusts what arrives on the bus as coming from another node
+// of the cluster: NATS must be private to the cluster, on its own
+// network and with authentication (docs/scaling.md).
+func dialNATS(url, name, token, creds string) (*natsBus, error) {
+	opts := []nats.Option{nats.Name("segue " + name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond), nats.Timeout(5 * time.Second)}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ type ClusterConn struct {
 // DialCluster connects to cluster.nats_url as cluster.node_id; the
 // caller closes the connection after the server's Run returns.
 func DialCluster(cfg *ClusterConfig) (*ClusterConn, error) {
-	b, err := dialNATS(cfg.NATSURL, cfg.NodeID)
+	b, err := dialNATS(cfg.NATSURL, cfg.NodeID, cfg.NATSToken, cfg.NATSCredentials)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: cluster.nats_url: %w", err)
 	}
@@ -301,7 +301,9 @@ func (n *node) apply(hb heartbeat) {
 	want := map[string]string{}
 	if !hb.Leaving {
 		for _, s := range hb.Sockets {
-			want[s.ID] = s.Agent
+			if sockIDRe.MatchString(s.ID) {
+				want[s.ID] = s.Agent
+			}
 		}
 	}
 	var added, gone []*client
@@ -445,7 +447,11 @@ func (n *node) disown(id string) (rev uint64) {
 	return rev
 }
 
-// command runs a request for conversation id held here.
+// command runs a request for conversation id held here. Only what a
+// node of the cluster would send is run: a release from another node, or
+// a frame for this conversation from a console socket of a node heard
+// from (its heartbeat), of an agent this gateway knows; anything else is
+// refused with bad_frame.
 func (n *node) command(id string, data []byte) []byte {
 	var c command
 	reply := func(err error) []byte {
@@ -456,24 +462,48 @@ func (n *node) command(id string, data []byte) []byte {
 		b, _ := json.Marshal(commandReply{Status: ae.Status, Code: ae.Code, Message: ae.Message})
 		return b
 	}
-	if err := json.Unmarshal(data, &c); err != nil {
+	bad := func(why string) []byte {
+		n.log.Warn("cluster command refused", "conv", id, "why", why, "from_node", c.Node)
 		return reply(errf(http.StatusBadRequest, "bad_frame", "bad command"))
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return bad("not JSON")
+	}
+	if !nodeIDRe.MatchString(c.Node) || c.Node == n.id {
+		return bad("bad node")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	if c.Op == "release" {
+	switch c.Op {
+	case "release":
 		return reply(n.s.releaseConv(id))
+	case "":
+	default:
+		return bad("unknown op")
 	}
 	var f inFrame
-	if json.Unmarshal(c.Frame, &f) != nil || f.ConversationID != id || !nodeIDRe.MatchString(c.Node) {
-		return reply(errf(http.StatusBadRequest, "bad_frame", "bad command"))
+	if json.Unmarshal(c.Frame, &f) != nil || f.ConversationID != id {
+		return bad("frame not for this conversation")
+	}
+	if !sockIDRe.MatchString(c.Socket) {
+		return bad("bad socket")
+	}
+	n.s.hub.mu.Lock()
+	_, known := n.s.hub.agents[c.Agent]
+	n.s.hub.mu.Unlock()
+	if !known {
+		return bad("unknown agent")
 	}
 	n.mu.Lock()
+	r := n.remotes[c.Node]
 	var cl *client
-	if r := n.remotes[c.Node]; r != nil {
+	if r != nil {
 		cl = r.socks[c.Socket]
 	}
 	n.mu.Unlock()
+	if r == nil {
+		return bad("node not heard from")
+	}
 	if cl == nil || cl.agentID != c.Agent {
 		// The command overtook the heartbeat that announces its socket.
 		cl = n.remoteClient(c.Node, c.Socket, c.Agent)

@@ -228,6 +228,8 @@ func TestClusterConfigErrorsNameTheKey(t *testing.T) {
 			[]string{"node_id:", "nats_url:", "advertise.http:", "advertise.sip:"}},
 		{"no url", ClusterConfig{NodeID: "gw-1"}, "postgres", []string{"nats_url: required"}},
 		{"sqlite", ClusterConfig{NodeID: "gw-1", NATSURL: "nats://127.0.0.1:4222"}, "sqlite", []string{"store.driver postgres"}},
+		{"token and creds", ClusterConfig{NodeID: "gw-1", NATSURL: "nats://127.0.0.1:4222", NATSToken: "t", NATSCredentials: "/nonexistent/x.creds"}, "postgres",
+			[]string{"nats_credentials: set nats_token or nats_credentials, not both", "nats_credentials: stat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cluster.validate(tc.driver)
@@ -246,5 +248,34 @@ func TestClusterConfigErrorsNameTheKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestClusterNATSTokenFromEnvironment: cluster.nats_token is a secret:
+// ${NAME} in it comes from the environment, and a name that is not set
+// is an error naming the key.
+func TestClusterNATSTokenFromEnvironment(t *testing.T) {
+	doc := fmt.Sprintf(`
+store:
+  driver: postgres
+  dsn: "postgres://segue@db/segue"
+queues: [{name: support}]
+agents:
+  - {id: alice, name: Alice, password_hash: %q, queues: [support]}
+cluster:
+  node_id: gw-1
+  nats_url: "nats://127.0.0.1:4222"
+  nats_token: "${SEGUE_TEST_SECRET}"
+`, testHash)
+	cfg, err := ParseConfig([]byte(doc), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.NATSToken != "0123456789abcdef-secret" {
+		t.Fatalf("nats_token: %q", cfg.Cluster.NATSToken)
+	}
+	_, err = ParseConfig([]byte(strings.Replace(doc, "SEGUE_TEST_SECRET", "SEGUE_UNSET", 1)), testEnv)
+	if err == nil || !strings.Contains(err.Error(), "cluster.nats_token") {
+		t.Fatalf("unset variable: %v", err)
 	}
 }

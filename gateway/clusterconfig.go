@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 )
 
@@ -20,6 +21,14 @@ type ClusterConfig struct {
 	// Advertise are this node's addresses as the other nodes and
 	// Kamailio reach them.
 	Advertise AdvertiseConfig `yaml:"advertise"`
+	// NATSToken is the token NATS asks of its clients (authorization
+	// token in nats-server's config); ${NAME} is expanded from the
+	// environment. Optional; at most one of nats_token and
+	// nats_credentials.
+	NATSToken string `yaml:"nats_token"`
+	// NATSCredentials is the path of a NATS credentials file (a user JWT
+	// and its NKey seed, as "nsc generate creds" writes it). Optional.
+	NATSCredentials string `yaml:"nats_credentials"`
 }
 
 // AdvertiseConfig is cluster.advertise.
@@ -36,6 +45,10 @@ type AdvertiseConfig struct {
 func (c *ClusterConfig) Enabled() bool { return *c != ClusterConfig{} }
 
 var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+
+// sockIDRe is a console socket id as another node names it: one NATS
+// subject token, with no wildcard.
+var sockIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // validate reports every problem in c, naming keys relative to "cluster".
 func (c *ClusterConfig) validate(storeDriver string) error {
@@ -59,6 +72,14 @@ func (c *ClusterConfig) validate(storeDriver string) error {
 	if c.Advertise.SIP != "" {
 		if u, err := url.Parse(c.Advertise.SIP); err != nil || (u.Scheme != "sip" && u.Scheme != "sips") || u.Opaque == "" {
 			errs = append(errs, fmt.Errorf("advertise.sip: %q is not a sip: URI", c.Advertise.SIP))
+		}
+	}
+	if c.NATSToken != "" && c.NATSCredentials != "" {
+		errs = append(errs, errors.New("nats_credentials: set nats_token or nats_credentials, not both"))
+	}
+	if c.NATSCredentials != "" {
+		if _, err := os.Stat(c.NATSCredentials); err != nil {
+			errs = append(errs, fmt.Errorf("nats_credentials: %w", err))
 		}
 	}
 	if storeDriver != "postgres" {

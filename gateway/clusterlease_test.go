@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -119,5 +121,58 @@ func TestCustomerTakesOverFromADeadNode(t *testing.T) {
 	b.customerWS(token)
 	if holder, _, _ := l.Holder(ctx, convKey(id)); holder != b.srv.node.inc || !b.srv.hub.holds(id) {
 		t.Fatalf("after the move the lease names %q; b holds it: %v", holder, b.srv.hub.holds(id))
+	}
+}
+
+// TestCommandHandlerRefusesForgedCommands: the owner of a conversation
+// runs only what a node of the cluster would send; malformed or forged
+// commands are refused with bad_frame and change nothing.
+func TestCommandHandlerRefusesForgedCommands(t *testing.T) {
+	a, b := newClusterPair(t)
+	b.agentWS(b.login("alice"))
+	waitRemote(t, a, "alice", 1)
+	id, _ := a.startChat("Ann")
+	var sock string
+	a.srv.node.mu.Lock()
+	for _, r := range a.srv.node.remotes {
+		for s := range r.socks {
+			sock = s
+		}
+	}
+	a.srv.node.mu.Unlock()
+	accept := fmt.Sprintf(`{"type":"accept","conversation_id":%q}`, id)
+	for _, tc := range []struct{ name, cmd string }{
+		{"not JSON", `{"op":`},
+		{"binary", "\x00\xff\xfe"},
+		{"unknown op", `{"op":"drop_table","node":"b"}`},
+		{"release from a bad node name", `{"op":"release","node":"b.*"}`},
+		{"release posing as the owner", `{"op":"release","node":"a"}`},
+		{"frame for another conversation", `{"node":"b","socket":"` + sock + `","agent":"alice","frame":{"type":"accept","conversation_id":"c_other"}}`},
+		{"frame not an object", `{"node":"b","socket":"` + sock + `","agent":"alice","frame":"accept"}`},
+		{"unknown agent", `{"node":"b","socket":"` + sock + `","agent":"mallory","frame":` + accept + `}`},
+		{"node never heard from", `{"node":"z","socket":"` + sock + `","agent":"alice","frame":` + accept + `}`},
+		{"socket with a wildcard", `{"node":"b","socket":"s.>","agent":"alice","frame":` + accept + `}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r commandReply
+			if err := json.Unmarshal(a.srv.node.command(id, []byte(tc.cmd)), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Code != "bad_frame" || r.Status != http.StatusBadRequest {
+				t.Fatalf("reply %+v, want bad_frame", r)
+			}
+			a.srv.hub.mu.Lock()
+			cv := a.srv.hub.convs[id]
+			a.srv.hub.mu.Unlock()
+			if cv == nil || cv.c.State != store.StateWaiting {
+				t.Fatalf("the conversation changed: %+v", cv)
+			}
+		})
+	}
+	// The genuine command goes through.
+	var r commandReply
+	_ = json.Unmarshal(a.srv.node.command(id, []byte(`{"node":"b","socket":"`+sock+`","agent":"alice","frame":`+accept+`}`)), &r)
+	if r.Code != "" {
+		t.Fatalf("genuine accept refused: %+v", r)
 	}
 }

@@ -607,5 +607,6 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 	}
 	expand("identity.secret", &c.Identity.Secret)
 	expand("store.dsn", &c.Store.DSN)
+	expand("cluster.nats_token", &c.Cluster.NATSToken)
 	return errs
 }

@@ -22,6 +22,14 @@ type cluster struct {
 // "n1".."nN", on loopback with ports of their own.
 func startCluster(t *testing.T, n int, opts ...func(*gatewayOptions)) *cluster {
 	t.Helper()
+	startClusterPG(t)
+	return startClusterOn(t, peers.StartNATS(t), "", n, opts...)
+}
+
+// startClusterPG starts PostgreSQL with a database for the test, in
+// SEGUE_TEST_PG_DSN.
+func startClusterPG(t *testing.T) {
+	t.Helper()
 	pg, err := pgtest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -32,12 +40,19 @@ func startCluster(t *testing.T, n int, opts ...func(*gatewayOptions)) *cluster {
 		t.Fatal(err)
 	}
 	t.Setenv("SEGUE_TEST_PG_DSN", dsn)
-	c := &cluster{nats: peers.StartNATS(t)}
+}
+
+// startClusterOn starts n gateways on a running nats-server, with
+// clusterYAML's extra lines in each cluster section; PostgreSQL is
+// already in SEGUE_TEST_PG_DSN.
+func startClusterOn(t *testing.T, nats *peers.NATS, clusterYAML string, n int, opts ...func(*gatewayOptions)) *cluster {
+	t.Helper()
+	c := &cluster{nats: nats}
 	for i := 1; i <= n; i++ {
 		node := fmt.Sprintf("n%d", i)
 		c.nodes = append(c.nodes, startGateway(t, append(opts, func(o *gatewayOptions) {
 			o.storeYAML = "  driver: postgres\n  dsn: \"${SEGUE_TEST_PG_DSN}\"\n"
-			o.clusterYAML = fmt.Sprintf("cluster:\n  node_id: %s\n  nats_url: %q\n", node, c.nats.URL)
+			o.clusterYAML = fmt.Sprintf("cluster:\n  node_id: %s\n  nats_url: %q\n%s", node, c.nats.URL, clusterYAML)
 		})...))
 	}
 	return c

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/segue-rtc/segue/test/peers"
 )
 
@@ -163,4 +165,35 @@ func TestClusterTrunkRegistrationMoves(t *testing.T) {
 		t.Fatal("the killed node still counts as registered")
 	}
 	t.Logf("the trunk registration moved %s after the kill", time.Since(killed).Round(100*time.Millisecond))
+}
+
+// TestClusterNATSRefusesOutsiders: with nats-server asking for a token,
+// a node given cluster.nats_token (from the environment) joins and
+// serves, while a client without the token, or with a guessed one,
+// cannot connect, so it can neither read the cluster's events nor send
+// commands to its nodes.
+func TestClusterNATSRefusesOutsiders(t *testing.T) {
+	const token = "cluster-token-7f3a9c"
+	t.Setenv("SEGUE_TEST_NATS_TOKEN", token)
+	startClusterPG(t)
+	ns := peers.StartNATS(t, "--auth", token)
+	c := startClusterOn(t, ns, "  nats_token: \"${SEGUE_TEST_NATS_TOKEN}\"\n", 1)
+	cust, _ := c.nodes[0].newConversation(t, "Ann")
+	customerWS(t, c.nodes[0], cust.token)
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"no token", nil},
+		{"guessed token", []nats.Option{nats.Token("guess")}},
+	} {
+		nc, err := nats.Connect(ns.URL, append(tc.opts, nats.Timeout(2*time.Second))...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("%s: an outsider connected to the cluster's NATS", tc.name)
+		}
+		if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+	}
 }

@@ -409,12 +409,14 @@ type NATS struct {
 	URL string
 }
 
-// StartNATS starts nats-server and waits until it accepts connections.
-func StartNATS(t testing.TB) *NATS {
+// StartNATS starts nats-server, with extra arguments (such as "--auth",
+// token), and waits until it accepts connections.
+func StartNATS(t testing.TB, extra ...string) *NATS {
 	t.Helper()
 	dir := t.TempDir()
 	port := FreeTCPPort(t, "127.0.0.1")
-	p := start(t, "nats-server", dir, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
+	args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js")}, extra...)
+	p := start(t, "nats-server", dir, args...)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
