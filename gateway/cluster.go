@@ -75,6 +75,7 @@ type node struct {
 type remoteNode struct {
 	seen  time.Time
 	socks map[string]*client
+	sip   string
 }
 
 // heartbeat lists a node's console sockets.
@@ -83,6 +84,9 @@ type heartbeat struct {
 	Sockets []beatSocket `json:"sockets"`
 	// Leaving says the node is stopping: its sockets go at once.
 	Leaving bool `json:"leaving,omitempty"`
+	// SIP is the node's cluster.advertise.sip, where a PBX's INVITE for a
+	// conversation it holds is redirected.
+	SIP string `json:"sip,omitempty"`
 }
 
 type beatSocket struct {
@@ -224,7 +228,7 @@ func (n *node) changed() {
 }
 
 func (n *node) beat(leaving bool) {
-	hb := heartbeat{Node: n.id, Leaving: leaving, Sockets: []beatSocket{}}
+	hb := heartbeat{Node: n.id, Leaving: leaving, Sockets: []beatSocket{}, SIP: n.s.cfg.Cluster.Advertise.SIP}
 	n.mu.Lock()
 	if !leaving {
 		for id, cl := range n.local {
@@ -298,6 +302,7 @@ func (n *node) apply(hb heartbeat) {
 		n.log.Info("cluster node joined", "peer", hb.Node)
 	}
 	r.seen = time.Now()
+	r.sip = hb.SIP
 	want := map[string]string{}
 	if !hb.Leaving {
 		for _, s := range hb.Sockets {

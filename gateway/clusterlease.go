@@ -402,3 +402,33 @@ func (n *node) checkTrunks(ctx context.Context) {
 		}
 	}
 }
+
+// redirectFor returns where to redirect a PBX's INVITE for user, the
+// conversation id's number, when another live node holds the
+// conversation: the holder's cluster.advertise.sip with user as its user
+// part. ok is false when no other node holds it or the holder advertises
+// no SIP address.
+func (n *node) redirectFor(ctx context.Context, id, user string) (uri string, ok bool) {
+	lctx, cancel := context.WithTimeout(ctx, leaseOpWait)
+	defer cancel()
+	holder, _, err := n.leases.Holder(lctx, convKey(id))
+	i := strings.LastIndexByte(holder, '.')
+	if err != nil || holder == "" || holder == n.inc || i <= 0 {
+		return "", false
+	}
+	n.mu.Lock()
+	r := n.remotes[holder[:i]]
+	adv := ""
+	if r != nil {
+		adv = r.sip
+	}
+	n.mu.Unlock()
+	scheme, rest, found := strings.Cut(adv, ":")
+	if !found || (scheme != "sip" && scheme != "sips") {
+		return "", false
+	}
+	if _, host, at := strings.Cut(rest, "@"); at {
+		rest = host
+	}
+	return scheme + ":" + user + "@" + rest, true
+}

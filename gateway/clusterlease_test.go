@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/store"
 )
 
@@ -174,5 +175,40 @@ func TestCommandHandlerRefusesForgedCommands(t *testing.T) {
 	_ = json.Unmarshal(a.srv.node.command(id, []byte(`{"node":"b","socket":"`+sock+`","agent":"alice","frame":`+accept+`}`)), &r)
 	if r.Code != "" {
 		t.Fatalf("genuine accept refused: %+v", r)
+	}
+}
+
+// TestPBXCallRedirectedToTheHoldingNode: a PBX's INVITE for a
+// conversation held by node a reaches node b, which answers 302 with
+// node a's advertised SIP address and the same user (RFC 3261 §21.3.3);
+// a conversation nobody holds is still 404.
+func TestPBXCallRedirectedToTheHoldingNode(t *testing.T) {
+	a, b := newClusterPair(t)
+	id, _ := a.startChat("Ann")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.srv.node.mu.Lock()
+		r := b.srv.node.remotes["a"]
+		if r != nil {
+			r.sip = "sip:10.0.0.1:5070" // as a's heartbeat would say
+		}
+		b.srv.node.mu.Unlock()
+		if r != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node b never heard from node a")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	prefix := b.srv.cfg.SIP.InboundPrefix
+	err := b.srv.handleInvite(context.Background(), &fakeInvite{user: prefix + id, ringing: make(chan struct{})})
+	var se *sip.StatusError
+	if !errors.As(err, &se) || se.Code != 302 || se.Contact != "sip:"+prefix+id+"@10.0.0.1:5070" {
+		t.Fatalf("invite on the other node: %v (%+v)", err, se)
+	}
+	err = b.srv.handleInvite(context.Background(), &fakeInvite{user: prefix + "c_nobody", ringing: make(chan struct{})})
+	if !errors.As(err, &se) || se.Code != 404 {
+		t.Fatalf("invite for no conversation: %v", err)
 	}
 }
