@@ -128,7 +128,7 @@ test-badnet:
 # (JetStream on), each started by the tests on free loopback ports; chat
 # across nodes and a node killed with -9 while its customer chats. make
 # test runs only TestClusterChatAcrossNodes. See docs/scaling.md.
-CLUSTER_PKGS := postgresql nats-server
+CLUSTER_PKGS := postgresql nats-server kamailio
 .PHONY: test-cluster
 test-cluster:
 	@missing=""; for p in $(CLUSTER_PKGS); do \
