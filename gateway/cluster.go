@@ -76,6 +76,7 @@ type remoteNode struct {
 	seen  time.Time
 	socks map[string]*client
 	sip   string
+	http  string
 }
 
 // heartbeat lists a node's console sockets.
@@ -87,6 +88,9 @@ type heartbeat struct {
 	// SIP is the node's cluster.advertise.sip, where a PBX's INVITE for a
 	// conversation it holds is redirected.
 	SIP string `json:"sip,omitempty"`
+	// HTTP is the node's cluster.advertise.http, where another node
+	// forwards a request for a conversation it holds.
+	HTTP string `json:"http,omitempty"`
 }
 
 type beatSocket struct {
@@ -228,7 +232,8 @@ func (n *node) changed() {
 }
 
 func (n *node) beat(leaving bool) {
-	hb := heartbeat{Node: n.id, Leaving: leaving, Sockets: []beatSocket{}, SIP: n.s.cfg.Cluster.Advertise.SIP}
+	hb := heartbeat{Node: n.id, Leaving: leaving, Sockets: []beatSocket{}, SIP: n.s.cfg.Cluster.Advertise.SIP,
+		HTTP: n.s.cfg.Cluster.Advertise.HTTP}
 	n.mu.Lock()
 	if !leaving {
 		for id, cl := range n.local {
@@ -302,7 +307,7 @@ func (n *node) apply(hb heartbeat) {
 		n.log.Info("cluster node joined", "peer", hb.Node)
 	}
 	r.seen = time.Now()
-	r.sip = hb.SIP
+	r.sip, r.http = hb.SIP, hb.HTTP
 	want := map[string]string{}
 	if !hb.Leaving {
 		for _, s := range hb.Sockets {

@@ -403,26 +403,36 @@ func (n *node) checkTrunks(ctx context.Context) {
 	}
 }
 
+// holderAddrs returns the advertised SIP and HTTP addresses of the other
+// live node that holds conversation id; ok is false when none does or
+// this node has not heard from it.
+func (n *node) holderAddrs(ctx context.Context, id string) (sipURI, httpURL string, ok bool) {
+	lctx, cancel := context.WithTimeout(ctx, leaseOpWait)
+	defer cancel()
+	holder, _, err := n.leases.Holder(lctx, convKey(id))
+	i := strings.LastIndexByte(holder, '.')
+	if err != nil || holder == "" || holder == n.inc || i <= 0 {
+		return "", "", false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.remotes[holder[:i]]
+	if r == nil {
+		return "", "", false
+	}
+	return r.sip, r.http, true
+}
+
 // redirectFor returns where to redirect a PBX's INVITE for user, the
 // conversation id's number, when another live node holds the
 // conversation: the holder's cluster.advertise.sip with user as its user
 // part. ok is false when no other node holds it or the holder advertises
 // no SIP address.
 func (n *node) redirectFor(ctx context.Context, id, user string) (uri string, ok bool) {
-	lctx, cancel := context.WithTimeout(ctx, leaseOpWait)
-	defer cancel()
-	holder, _, err := n.leases.Holder(lctx, convKey(id))
-	i := strings.LastIndexByte(holder, '.')
-	if err != nil || holder == "" || holder == n.inc || i <= 0 {
+	adv, _, ok := n.holderAddrs(ctx, id)
+	if !ok {
 		return "", false
 	}
-	n.mu.Lock()
-	r := n.remotes[holder[:i]]
-	adv := ""
-	if r != nil {
-		adv = r.sip
-	}
-	n.mu.Unlock()
 	scheme, rest, found := strings.Cut(adv, ":")
 	if !found || (scheme != "sip" && scheme != "sips") {
 		return "", false

@@ -212,3 +212,40 @@ func TestPBXCallRedirectedToTheHoldingNode(t *testing.T) {
 		t.Fatalf("invite for no conversation: %v", err)
 	}
 }
+
+// TestUploadForwardedToTheHoldingNode: the customer's widget is on node
+// a and its file upload reaches node b (a load balancer without
+// stickiness): b forwards it to a's advertised HTTP address, a stores
+// it and the widget gets the message, and the conversation stays on a.
+func TestUploadForwardedToTheHoldingNode(t *testing.T) {
+	a, b := newClusterPair(t)
+	id, token := a.startChat("Ann")
+	cws := a.customerWS(token)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.srv.node.mu.Lock()
+		r := b.srv.node.remotes["a"]
+		if r != nil {
+			r.http = a.ts.URL // as a's heartbeat would say
+		}
+		b.srv.node.mu.Unlock()
+		if r != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node b never heard from node a")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp := upload(t, b.ts.URL+"/api/v1/conversations/"+id+"/files", token, "notes.txt", []byte("hello"), "id", "f1")
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload through node b: %d", resp.StatusCode)
+	}
+	if m := expectMessage(t, cws, "f1"); m.File == nil || m.File.Name != "notes.txt" {
+		t.Fatalf("file message on node a: %+v", m)
+	}
+	if !a.srv.hub.holds(id) || b.srv.hub.holds(id) {
+		t.Fatalf("after the upload a holds it: %v, b holds it: %v", a.srv.hub.holds(id), b.srv.hub.holds(id))
+	}
+}
