@@ -140,3 +140,11 @@ test-cluster:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(GO) test -tags 'e2e cluster' -count=1 -timeout 10m -v -run '^TestCluster' ./test/
+
+# Chat load across two cluster nodes (bench/chatload pointed at both, on
+# one PostgreSQL and one nats-server): CUSTOMERS, MSGS; ONE_NODE=1 for
+# one node on the same store. Needs test-cluster's packages. Figures go
+# to docs/scaling.md by hand.
+.PHONY: bench-chat-cluster
+bench-chat-cluster:
+	CUSTOMERS=$${CUSTOMERS:-500} MSGS=$${MSGS:-40} $(GO) test -tags 'e2e cluster' -count=1 -v -run '^TestChatLoadAcrossNodes$$' ./test/

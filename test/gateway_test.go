@@ -113,6 +113,8 @@ type gatewayOptions struct {
 	storeYAML string
 	// clusterYAML is a whole cluster: section, appended last.
 	clusterYAML string
+	// logLevel is log.level; "" is debug.
+	logLevel string
 }
 
 // withRemoteNetworks sets webrtc.allowed_remote_networks (the loopback
@@ -324,7 +326,10 @@ limits:
 	if o.maxPeersPerIP > 0 {
 		fmt.Fprintf(&b, "  max_peers_per_ip: %d\n", o.maxPeersPerIP)
 	}
-	b.WriteString("log:\n  level: debug\n")
+	if o.logLevel == "" {
+		o.logLevel = "debug"
+	}
+	fmt.Fprintf(&b, "log:\n  level: %s\n", o.logLevel)
 	if o.identitySecret != "" {
 		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
 	}
