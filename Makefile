@@ -125,9 +125,11 @@ test-badnet:
 	SEGUE_BADNET_MATRIX=1 $(GO) test -tags e2e -count=1 -v -run '^TestVoiceOnBadNetworks$$' ./test/
 
 # The cluster: two gateways on one PostgreSQL and one nats-server
-# (JetStream on), each started by the tests on free loopback ports; chat
-# across nodes and a node killed with -9 while its customer chats. make
-# test runs only TestClusterChatAcrossNodes. See docs/scaling.md.
+# (JetStream on), each started by the tests on free loopback ports, with
+# kamailio in front (deploy/kamailio); chat and voice across nodes, nodes
+# killed with -9 (customers resume, waiting conversations and trunk
+# registrations move, call-backs go on). make test runs only
+# TestClusterChatAcrossNodes. See docs/scaling.md.
 CLUSTER_PKGS := postgresql nats-server kamailio
 .PHONY: test-cluster
 test-cluster:
