@@ -10,9 +10,10 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Debian packages the end-to-end tests drive: a browser, SIP peers, audio
 # tools, a TURN server, tc to shape links, libopus for the optional cgo
 # Opus build, sipvicious for the extension sweep of the attack tests,
-# iptables to drop packets on a leg, and postgresql for the store's second
-# driver (its tests start a private server).
-TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql
+# iptables to drop packets on a leg, postgresql for the store's second
+# driver (its tests start a private server), and nats-server for the
+# two-node cluster smoke test.
+TEST_PKGS := chromium chromium-driver sip-tester baresip sox coturn iproute2 libopus-dev pkg-config ca-certificates sipvicious iptables postgresql nats-server
 
 .PHONY: all build run test test-deps unit race e2e vet fmt-check fuzz bench bench-chat bench-video opus-cgo clean bench-calls soak test-badnet
 
@@ -136,3 +137,30 @@ test-badnet:
 SOAK ?= 30m
 soak: build
 	$(GO) run ./bench/callload -churn -pin=false -segue-bin $(BIN) -churn-for $(SOAK) $(CHURN_FLAGS)
+
+# The cluster: two gateways on one PostgreSQL and one nats-server
+# (JetStream on), each started by the tests on free loopback ports, with
+# kamailio in front (deploy/kamailio); chat and voice across nodes, nodes
+# killed with -9 (customers resume, waiting conversations and trunk
+# registrations move, call-backs go on). make test runs only
+# TestClusterChatAcrossNodes. See docs/scaling.md.
+CLUSTER_PKGS := postgresql nats-server kamailio
+.PHONY: test-cluster
+test-cluster:
+	@missing=""; for p in $(CLUSTER_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) test -tags 'e2e cluster' -count=1 -timeout 10m -v -run '^TestCluster' ./test/
+
+# Chat load across two cluster nodes (bench/chatload pointed at both, on
+# one PostgreSQL and one nats-server): CUSTOMERS, MSGS; ONE_NODE=1 for
+# one node on the same store. Needs test-cluster's packages. Figures go
+# to docs/scaling.md by hand.
+.PHONY: bench-chat-cluster
+bench-chat-cluster:
+	CUSTOMERS=$${CUSTOMERS:-500} MSGS=$${MSGS:-40} $(GO) test -tags 'e2e cluster' -count=1 -v -run '^TestChatLoadAcrossNodes$$' ./test/

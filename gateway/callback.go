@@ -45,9 +45,20 @@ func (s *Server) handleInvite(ctx context.Context, in inboundInvite) error {
 	}
 	h := s.hub
 	h.mu.Lock()
-	cv, ok := h.convs[strings.TrimPrefix(user, prefix)]
+	id := strings.TrimPrefix(user, prefix)
+	cv, ok := h.convs[id]
 	if !ok {
 		h.mu.Unlock()
+		if s.node != nil {
+			// Another node of the cluster holds the customer's
+			// connection: send the caller there (RFC 3261 §21.3.3), so
+			// that the call's media stays on the node of its peer
+			// connection.
+			if uri, ok := s.node.redirectFor(ctx, id, user); ok {
+				s.log.Info("voice: inbound call redirected to the conversation's node", "conv", id, "contact", uri)
+				return &sip.StatusError{Code: 302, Reason: "Moved Temporarily", Contact: uri}
+			}
+		}
 		return &sip.StatusError{Code: 404, Reason: "Not Found"}
 	}
 	// A queue with voice: off takes no call, and a customer who is not

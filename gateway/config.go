@@ -45,6 +45,8 @@ type Config struct {
 	// Recording is how call recordings are written (recording.format);
 	// queues[].recording says which calls are recorded.
 	Recording RecordingConfig `yaml:"recording"`
+	// Cluster joins this gateway to others sharing its store (optional).
+	Cluster ClusterConfig `yaml:"cluster"`
 }
 
 // QueueConfig is one entry of "queues".
@@ -542,6 +544,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateDemoPhone()...)
 	add("integrations.", c.Integrations.validate())
 	errs = append(errs, c.Recording.validate()...)
+	add("cluster.", c.Cluster.validate(c.Store.Driver))
 	return errors.Join(errs...)
 }
 
@@ -704,5 +707,6 @@ func (c *Config) expandSecrets(lookup func(string) (string, bool)) []error {
 		expand(fmt.Sprintf("integrations.webhooks[%d].secret", i), &c.Integrations.Webhooks[i].Secret)
 	}
 	expand("store.dsn", &c.Store.DSN)
+	expand("cluster.nats_token", &c.Cluster.NATSToken)
 	return errs
 }

@@ -75,3 +75,15 @@ var (
 // errInvalidText: text the store cannot keep (a NUL character, or bytes
 // that are not UTF-8, which PostgreSQL's text type refuses).
 var errInvalidText = errf(http.StatusBadRequest, "invalid_text", "text must be UTF-8 without NUL characters")
+
+// Cluster bus errors (bus.go).
+var (
+	// errNoResponder is a request to a subject nobody answers: the node
+	// that held a conversation is gone, or never had it.
+	errNoResponder = errors.New("gateway: no node answers")
+	// errBusClosed is a publish or subscribe after the bus was closed.
+	errBusClosed = errors.New("gateway: bus closed")
+	// errLeaseTaken is a claim on a lease that another node took or
+	// changed since it was read.
+	errLeaseTaken = errors.New("gateway: lease taken by another node")
+)

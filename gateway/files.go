@@ -108,6 +108,9 @@ func checkZip(r io.ReaderAt, size int64) error {
 }
 
 func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) error {
+	if s.forwardToHolder(w, r, r.PathValue("id")) {
+		return nil
+	}
 	cv, c, who, err := s.authorize(r, r.PathValue("id"))
 	if err != nil {
 		return err

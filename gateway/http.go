@@ -354,6 +354,9 @@ func (s *Server) readiness(ctx context.Context) (bool, []string) {
 			}
 		} else {
 			readyTrunks++
+			if t.Register && !t.Registered && t.RegisteredElsewhere {
+				st += ", registered by another node"
+			}
 		}
 		lines = append(lines, "trunk "+t.Name+": "+st)
 	}
@@ -390,6 +393,13 @@ func (s *Server) customerConversation(ctx context.Context, token string) (*conv,
 	}
 	if subtle.ConstantTimeCompare(hashToken(token), c.TokenHash) != 1 {
 		return nil, nil, ErrUnauthorized
+	}
+	if cv == nil && s.node != nil && (c.State == store.StateWaiting || c.State == store.StateActive) {
+		// The customer came to this node of the cluster: it holds the
+		// conversation from now on.
+		if cv, c, err = s.adopt(ctx, id); err != nil {
+			return nil, nil, err
+		}
 	}
 	// A customer token lasts as long as its conversation, plus
 	// limits.token_retention once it has ended.

@@ -66,6 +66,9 @@ type hub struct {
 	webhooks *webhooks
 	// care holds opening hours and wait estimates (customers.go).
 	care *customerCare
+	// node, in a cluster, announces the conversations held here. Set
+	// once before serving.
+	node *node
 }
 
 // conv is an open conversation. mu serializes appends and their delivery,
@@ -139,21 +142,7 @@ func (h *hub) load(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	for _, c := range open {
-		if _, ok := h.queues[c.Queue]; !ok {
-			// The queue was removed from the config: send it to the first one.
-			c.Queue = h.cfg.Queues[0].Name
-		}
-		// A restart gives every customer a full abandoned_after to come back.
-		cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, lastActive: h.now()}
-		if a, ok := h.agents[c.AgentID]; ok && c.State == store.StateActive {
-			a.convs[c.ID] = cv
-		} else if c.State == store.StateActive {
-			cv.c.State, cv.c.AgentID = store.StateWaiting, ""
-		}
-		h.convs[c.ID] = cv
-		if cv.c.State == store.StateWaiting {
-			h.enqueueLocked(cv)
-		}
+		h.restoreLocked(c)
 	}
 	h.updateGaugesLocked()
 	h.routeLocked()
@@ -162,6 +151,38 @@ func (h *hub) load(ctx context.Context) error {
 		h.refreshEstimate(ctx, q.Name)
 	}
 	return nil
+}
+
+// restoreLocked makes stored open conversation c live on this node: after
+// a start, or when its customer comes back to this node of a cluster.
+func (h *hub) restoreLocked(c *store.Conversation) *conv {
+	if _, ok := h.queues[c.Queue]; !ok {
+		// The queue was removed from the config: send it to the first one.
+		c.Queue = h.cfg.Queues[0].Name
+	}
+	// A restart gives every customer a full abandoned_after to come back.
+	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, lastActive: h.now()}
+	if a, ok := h.agents[c.AgentID]; ok && c.State == store.StateActive {
+		a.convs[c.ID] = cv
+	} else if c.State == store.StateActive {
+		cv.c.State, cv.c.AgentID = store.StateWaiting, ""
+	}
+	h.convs[c.ID] = cv
+	if h.node != nil {
+		h.node.own(c.ID)
+	}
+	if cv.c.State == store.StateWaiting {
+		h.enqueueLocked(cv)
+	}
+	return cv
+}
+
+// holds reports whether conversation id is live on this node.
+func (h *hub) holds(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.convs[id]
+	return ok
 }
 
 func newID(prefix string) string {
@@ -431,7 +452,17 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 	h.reserved[c.Queue]++
 	h.reservedTotal++
 	h.mu.Unlock()
-	err := h.store.CreateConversation(ctx, c)
+	var err error
+	if h.node != nil {
+		// The lease first: from its creation on, no other node may take
+		// the conversation while this one holds it.
+		err = h.node.claimNew(ctx, c.ID)
+	}
+	if err == nil {
+		if err = h.store.CreateConversation(ctx, c); err != nil && h.node != nil {
+			h.node.free(c.ID, h.node.disown(c.ID))
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reserved[c.Queue]--
@@ -447,6 +478,9 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 	h.metrics.convTotal.Inc()
 	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, preferred: preferred, lastActive: h.now()}
 	h.convs[c.ID] = cv
+	if h.node != nil {
+		h.node.own(c.ID)
+	}
 	h.enqueueLocked(cv)
 	h.updateGaugesLocked()
 	h.routeLocked()
@@ -713,6 +747,9 @@ func (h *hub) finish(ctx context.Context, cv *conv, text string, data map[string
 		h.sendToAgentLocked(a, frame)
 	}
 	delete(h.convs, cv.c.ID)
+	if h.node != nil {
+		go h.node.free(cv.c.ID, h.node.disown(cv.c.ID))
+	}
 	h.updateGaugesLocked()
 	h.routeLocked()
 	return err

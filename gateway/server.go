@@ -63,6 +63,8 @@ type Server struct {
 	retentionDeleted *prometheus.CounterVec
 	// configFile is what a reload reads (WithConfigFile, reload.go).
 	configFile string
+	// node is the gateway's part in a cluster, or nil (cluster.go).
+	node *node
 
 	mu        sync.Mutex
 	addr      net.Addr
@@ -100,8 +102,13 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.hub.voice = s.phones != nil && s.peers != nil
 	s.hub.video = s.peers != nil
 	s.hub.onBoard = s.boardChanged
+	s.hub.node = s.node
 	s.handler = s.routes()
 	s.admin = s.adminRoutes()
+	if sp, ok := s.phones.(sipPhones); ok && s.node != nil {
+		// One node of the cluster at a time registers each trunk.
+		sp.srv.SetRegistrationHold(s.node.holdTrunk)
+	}
 	return s, nil
 }
 
@@ -160,11 +167,36 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // progress hear a notice and are hung up, every WebSocket is closed with
 // a reason the clients show, and requests in flight finish.
 func (s *Server) Run(ctx context.Context) error {
-	if err := s.Load(ctx); err != nil {
-		return fmt.Errorf("gateway: restore state: %w", err)
-	}
-	if err := s.recoverCalls(ctx); err != nil {
-		return fmt.Errorf("gateway: calls left up by the last run: %w", err)
+	// A cluster node takes its conversations over one by one as their
+	// customers come back (adopt); the store's open conversations and
+	// unfinished calls belong to every node.
+	if s.node == nil {
+		if err := s.Load(ctx); err != nil {
+			return fmt.Errorf("gateway: restore state: %w", err)
+		}
+		if err := s.recoverCalls(ctx); err != nil {
+			return fmt.Errorf("gateway: calls left up by the last run: %w", err)
+		}
+	} else {
+		nctx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
+		nodeDone := make(chan error, 1)
+		go func() { nodeDone <- s.node.run(nctx) }()
+		defer func() {
+			stopNode()
+			if err := <-nodeDone; err != nil {
+				s.log.Error("cluster", "err", err)
+			}
+		}()
+		// Nothing is served before this node is alive in the lease store,
+		// so it claims no conversation another node may take.
+		select {
+		case <-s.node.ready:
+		case err := <-nodeDone:
+			nodeDone <- err
+			return fmt.Errorf("gateway: cluster: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {

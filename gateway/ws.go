@@ -64,6 +64,12 @@ type client struct {
 	// session is the hash of an agent's session token, so that signing
 	// out closes the sockets the session opened.
 	session []byte
+	// sockID names a console socket in the cluster (cluster.go); set for
+	// agents' sockets when the gateway is a cluster node.
+	sockID string
+	// forward, when set, takes every frame instead of the queue: the
+	// client is a console socket of another node (node.remoteClient).
+	forward func(outFrame)
 	// ready: the welcome has been sent, so signalling may follow it.
 	// Guarded by hub.mu.
 	ready bool
@@ -112,6 +118,10 @@ func (c *client) enqueue(f outFrame) {
 	case <-c.quit:
 		return
 	default:
+	}
+	if c.forward != nil {
+		c.forward(f)
+		return
 	}
 	c.qmu.Lock()
 	if f.key != "" && c.coalesceLocked(f) {
@@ -528,6 +538,10 @@ func (s *Server) helloAgent(ctx context.Context, cl *client, agentID string, f *
 	}
 	cl.role, cl.agentID = store.RoleAgent, agentID
 	cl.log = cl.log.With("agent", agentID, "role", cl.role)
+	if s.node != nil {
+		cl.sockID = newID("s_")
+		s.node.addLocal(cl)
+	}
 	wasOffline := len(a.clients) == 0
 	a.clients[cl] = struct{}{}
 	if wasOffline {
@@ -601,6 +615,9 @@ const maxHistory = 1000
 // unregister forgets a closed socket. goingAway says the browser left
 // the page (close code 1001): the page's media ends with it.
 func (s *Server) unregister(cl *client, goingAway bool) {
+	if s.node != nil && cl.sockID != "" {
+		s.node.removeLocal(cl)
+	}
 	h := s.hub
 	h.mu.Lock()
 	if cl.cv != nil {
@@ -636,6 +653,13 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	}
 	if cl.role == store.RoleAgent && supervisorFrame(f.Type) {
 		return s.dispatchSupervisor(ctx, cl, f)
+	}
+	if cl.role == store.RoleAgent && s.node != nil && cl.forward == nil && clusterCommand(f.Type) &&
+		f.ConversationID != "" && !s.hub.holds(f.ConversationID) {
+		// Another node may hold the conversation: the command goes there.
+		if ok, err := s.node.forward(ctx, cl, f); ok {
+			return err
+		}
 	}
 	if cl.role == store.RoleAgent {
 		switch f.Type {
@@ -786,6 +810,17 @@ func (s *Server) dispatch(ctx context.Context, cl *client, f *inFrame) error {
 	default: // read
 		return s.hub.markRead(ctx, cv, cl.role, f.Seq)
 	}
+}
+
+// clusterCommand reports the console frames about one conversation that
+// run on the node holding it.
+func clusterCommand(typ string) bool {
+	switch typ {
+	case "accept", "voice.call", "transfer", "end", "message", "typing", "read", "voice.hangup", "media.event",
+		"rtc.offer", "rtc.answer", "rtc.candidate", "media.join", "media.leave", "voice.route":
+		return true
+	}
+	return false
 }
 
 // lateSignal reports frames that may cross a conversation's end without

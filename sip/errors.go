@@ -62,6 +62,9 @@ type StatusError struct {
 	Reason string
 	// RetryAfter is the Retry-After header value in seconds, or 0.
 	RetryAfter int
+	// Contact is where a 3xx redirect sends the caller (RFC 3261
+	// §21.3.3, §8.1.3.4): a SIP URI, or "" for none.
+	Contact string
 }
 
 func (e *StatusError) Error() string {

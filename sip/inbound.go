@@ -301,6 +301,9 @@ func (s *Server) handleInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, 
 		if se.RetryAfter > 0 {
 			hdrs = append(hdrs, retryAfter(se.RetryAfter))
 		}
+		if se.Contact != "" && code >= 300 && code < 400 {
+			hdrs = append(hdrs, sipmsg.NewHeader("Contact", "<"+se.Contact+">"))
+		}
 	case errors.Is(herr, ErrBusy):
 		code, reason = 486, "Busy Here"
 	case errors.Is(herr, ErrLimit):

@@ -16,10 +16,47 @@ const (
 	registerMaxBackoff = time.Minute
 )
 
-// registerLoop keeps tr registered (RFC 3261 §10): it refreshes before
+// RegistrationHold decides which server of several registers a trunk:
+// it blocks until this server may register the trunk named trunk, or
+// ctx ends (an error then), and returns a context that ends when it may
+// no longer. It must return the error of a ctx that ended.
+type RegistrationHold func(ctx context.Context, trunk string) (held context.Context, err error)
+
+// SetRegistrationHold makes the server register each trunk only while
+// hold grants it, as the nodes of a cluster do, so that a trunk has one
+// binding at a time. Call it before Run.
+func (s *Server) SetRegistrationHold(hold RegistrationHold) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.regHold = hold
+}
+
+// registerLoop keeps tr registered while its hold, if any, lasts, and
+// waits for the hold again when it is lost.
+func (s *Server) registerLoop(ctx context.Context, tr *trunk) {
+	s.mu.Lock()
+	hold := s.regHold
+	s.mu.Unlock()
+	if hold == nil {
+		s.registerWhile(ctx, tr)
+		return
+	}
+	for ctx.Err() == nil {
+		tr.update(func(st *TrunkState) { st.RegisteredElsewhere = true })
+		held, err := hold(ctx, tr.cfg.Name)
+		tr.update(func(st *TrunkState) { st.RegisteredElsewhere = false })
+		if err != nil {
+			return
+		}
+		s.log.Info("trunk registration is ours", "trunk", tr.cfg.Name)
+		s.registerWhile(held, tr)
+	}
+}
+
+// registerWhile keeps tr registered (RFC 3261 §10): it refreshes before
 // expiry, retries with exponential backoff after a failure and removes
 // the binding when ctx ends.
-func (s *Server) registerLoop(ctx context.Context, tr *trunk) {
+func (s *Server) registerWhile(ctx context.Context, tr *trunk) {
 	log := s.log.With("trunk", tr.cfg.Name)
 	reg := &registration{callID: newCallID(), cseq: 1, fromTag: sipmsg.GenerateTagN(16)}
 	backoff := registerMinBackoff

@@ -103,6 +103,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	onInvite InviteHandler
+	regHold  RegistrationHold
 	calls    map[string]*Call
 	active   int
 	running  bool

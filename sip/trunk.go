@@ -22,6 +22,10 @@ type TrunkState struct {
 	RegisteredUntil time.Time
 	// RegisterError is the last registration failure, empty after success.
 	RegisterError string
+	// RegisteredElsewhere is true while another server holds the trunk's
+	// registration (SetRegistrationHold): this one can still place
+	// calls through the trunk.
+	RegisteredElsewhere bool
 	// Options tells whether OPTIONS keepalives run for this trunk.
 	Options bool
 	// Reachable is true when the last OPTIONS got a response.
@@ -35,7 +39,7 @@ type TrunkState struct {
 // Ready reports whether the trunk can carry calls as far as we know:
 // registered when it registers, reachable when keepalives run.
 func (t TrunkState) Ready() bool {
-	if t.Register && !t.Registered {
+	if t.Register && !t.Registered && !t.RegisteredElsewhere {
 		return false
 	}
 	if t.Options && !t.Reachable {

@@ -118,6 +118,10 @@ type gatewayOptions struct {
 	// storeYAML replaces store.driver and store.dsn (the gateway's own
 	// SQLite file) when set.
 	storeYAML string
+	// clusterYAML is a whole cluster: section, appended last.
+	clusterYAML string
+	// logLevel is log.level; "" is debug.
+	logLevel string
 }
 
 // withSupervisor adds Sam (password agentPasswords["sam"]), a supervisor
@@ -353,7 +357,10 @@ limits:
 	if o.maxPeersPerIP > 0 {
 		fmt.Fprintf(&b, "  max_peers_per_ip: %d\n", o.maxPeersPerIP)
 	}
-	b.WriteString("log:\n  level: debug\n")
+	if o.logLevel == "" {
+		o.logLevel = "debug"
+	}
+	fmt.Fprintf(&b, "log:\n  level: %s\n", o.logLevel)
 	if o.identitySecret != "" {
 		fmt.Fprintf(&b, "identity:\n  secret: %q\n", o.identitySecret)
 	}
@@ -361,6 +368,7 @@ limits:
 		b.WriteString("integrations:\n" + o.integrationsYAML)
 	}
 	b.WriteString(o.topYAML)
+	b.WriteString(o.clusterYAML)
 	return b.String()
 }
 

@@ -28,7 +28,7 @@ import (
 )
 
 func main() {
-	base := flag.String("url", "http://127.0.0.1:8090", "gateway base URL (loopback only)")
+	base := flag.String("url", "http://127.0.0.1:8090", "gateway base URL (loopback only); several comma-separated for the nodes of a cluster: agent i signs in on node i+1, customer i on node i (round robin)")
 	agentID := flag.String("agent", "bench", "the first agent's id; the others are <id>-2, <id>-3, ...")
 	password := flag.String("password", "bench-password", "agents' password")
 	agents := flag.Int("agents", 1, "agents signed in, sharing the conversations (1-100; the config must list them)")
@@ -43,17 +43,20 @@ func main() {
 	}
 }
 
-func run(base, agentID, password string, nagents, nconv, nmsg int, limit time.Duration) error {
-	u, err := url.Parse(base)
-	if err != nil || !isLoopback(u.Hostname()) {
-		return errors.New("-url must point at a loopback address")
+func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration) error {
+	bases := strings.Split(baseList, ",")
+	for _, base := range bases {
+		u, err := url.Parse(base)
+		if err != nil || !isLoopback(u.Hostname()) {
+			return errors.New("-url must point at loopback addresses")
+		}
 	}
 	if nagents < 1 || nagents > 100 || nconv < 1 || nconv > 5000 || nmsg < 1 || nmsg > 10000 {
 		return errors.New("-agents 1-100, -customers 1-5000, -messages 1-10000")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws"
+	wsOf := func(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws" }
 	send := func(c *websocket.Conn, v any) error {
 		b, _ := json.Marshal(v)
 		return c.Write(ctx, websocket.MessageText, b)
@@ -69,7 +72,8 @@ func run(base, agentID, password string, nagents, nconv, nmsg int, limit time.Du
 		if i > 0 {
 			id = fmt.Sprintf("%s-%d", agentID, i+1)
 		}
-		agent, err := signIn(ctx, base, wsURL, id, password)
+		base := bases[(i+1)%len(bases)]
+		agent, err := signIn(ctx, base, wsOf(base), id, password)
 		if err != nil {
 			return err
 		}
@@ -123,6 +127,7 @@ func run(base, agentID, password string, nagents, nconv, nmsg int, limit time.Du
 	}
 	customers := make([]customer, nconv)
 	for i := range customers {
+		base := bases[i%len(bases)]
 		resp, err := http.Post(base+"/api/v1/conversations", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"load %d"}`, i)))
 		if err != nil {
 			return err
@@ -138,7 +143,7 @@ func run(base, agentID, password string, nagents, nconv, nmsg int, limit time.Du
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			return fmt.Errorf("create conversation %d: %s %v (raise limits in the bench config)", i, resp.Status, err)
 		}
-		c, _, err := websocket.Dial(ctx, wsURL, nil)
+		c, _, err := websocket.Dial(ctx, wsOf(base), nil)
 		if err != nil {
 			return err
 		}

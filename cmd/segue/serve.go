@@ -79,6 +79,16 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, extra ...
 		}
 		opts = append(opts, gateway.WithSIP(sipSrv))
 	}
+	if cfg.Cluster.Enabled() {
+		cc, err := gateway.DialCluster(&cfg.Cluster)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		defer cc.Close()
+		opts = append(opts, gateway.WithCluster(cc))
+		log.Info("cluster node", "node_id", cfg.Cluster.NodeID)
+	}
 	srv, err := gateway.New(cfg, st, log, append(opts, extra...)...)
 	if err != nil {
 		st.Close()

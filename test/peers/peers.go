@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -400,4 +401,84 @@ func freeUDPAndTCPPort(t testing.TB, ip string) int {
 	}
 	t.Fatal("no port free for both UDP and TCP")
 	return 0
+}
+
+// NATS is a nats-server with JetStream on, in a temp dir, on a free
+// loopback port.
+type NATS struct {
+	*Process
+	URL string
+}
+
+// StartNATS starts nats-server, with extra arguments (such as "--auth",
+// token), and waits until it accepts connections.
+func StartNATS(t testing.TB, extra ...string) *NATS {
+	t.Helper()
+	dir := t.TempDir()
+	port := FreeTCPPort(t, "127.0.0.1")
+	args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js")}, extra...)
+	p := start(t, "nats-server", dir, args...)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return &NATS{Process: p, URL: "nats://" + addr}
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("nats-server did not start:\n%s", p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kamailio is a kamailio proxy in front of gateways, on a free loopback
+// UDP port.
+type Kamailio struct {
+	*Process
+	Addr string // host:port
+}
+
+// StartKamailio runs kamailio with the config file cfg and a dispatcher
+// list of gateways (SIP URIs, set 1), passed to it as DISPATCHER_LIST,
+// and waits until its port is taken. It is stopped with SIGTERM, which
+// ends its child processes too.
+func StartKamailio(t testing.TB, cfg string, gateways []string) *Kamailio {
+	t.Helper()
+	abs, err := filepath.Abs(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var list strings.Builder
+	for _, g := range gateways {
+		fmt.Fprintf(&list, "1 %s\n", g)
+	}
+	dsList := filepath.Join(dir, "dispatcher.list")
+	if err := os.WriteFile(dsList, []byte(list.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := FreeUDPPort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p := start(t, "kamailio", dir, "-f", abs, "-DD", "-E", "-n", "1", "-l", "udp:"+addr,
+		"-A", fmt.Sprintf("DISPATCHER_LIST=%q", dsList), "-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"), "-w", dir)
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return &Kamailio{Process: p, Addr: addr} // bound by kamailio
+		}
+		c.Close()
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("kamailio did not start:\n%s", p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
