@@ -187,6 +187,13 @@ func (b *memBus) Request(ctx context.Context, subject string, data []byte) ([]by
 	case a := <-answer:
 		return a, nil
 	case <-to.done:
+		// A responder that answered and then stopped (a node letting a
+		// conversation go answers, then unsubscribes) still answered.
+		select {
+		case a := <-answer:
+			return a, nil
+		default:
+		}
 		return nil, errNoResponder
 	case <-ctx.Done():
 		return nil, ctx.Err()

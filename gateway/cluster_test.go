@@ -69,7 +69,7 @@ agents:
 // other node.
 func waitRemote(t *testing.T, e *env2, id string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(frameWait)
 	for {
 		e.srv.node.mu.Lock()
 		got := 0

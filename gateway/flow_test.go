@@ -514,7 +514,7 @@ func TestFloodingSocketIsRateLimited(t *testing.T) {
 // expect2 reads frames until one of type a or b arrives.
 func (w *wsc) expect2(a, b string) map[string]json.RawMessage {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
 	defer cancel()
 	for {
 		_, raw, err := w.conn.Read(ctx)

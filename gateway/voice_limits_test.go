@@ -38,9 +38,13 @@ func callOnce(t *testing.T, cws *wsc) string {
 }
 
 // expectAny reads frames until one of the given types arrives.
+// frameWait bounds the wait for an expected frame: generous, since the
+// race detector on a busy machine slows everything several times over.
+const frameWait = 20 * time.Second
+
 func (w *wsc) expectAny(types ...string) map[string]json.RawMessage {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
 	defer cancel()
 	for {
 		_, b, err := w.conn.Read(ctx)
