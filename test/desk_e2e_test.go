@@ -3,21 +3,44 @@
 package test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 )
 
-// jsFakeNotifications stands in for the browser's Notification API with
-// permission granted, keeping the title of every notification shown in
-// window.__notes.
-const jsFakeNotifications = `window.__notes = [];
-class FakeNotification { constructor(title) { window.__notes.push(title); } close() {} }
-FakeNotification.permission = 'granted';
-FakeNotification.requestPermission = async () => 'granted';
-window.Notification = FakeNotification;`
+// jsNotificationSpy keeps, in window.__notes, the title of every
+// notification the page shows through the browser's own Notification API
+// (the permission is granted with grantNotifications): the real API runs,
+// the spy only watches it.
+const jsNotificationSpy = `window.__notes = [];
+if (window.Notification) {
+  const Real = window.Notification;
+  window.Notification = class extends Real {
+    constructor(title, opts) { super(title, opts); window.__notes.push(title); }
+  };
+}`
+
+// grantNotifications grants the tab's browser context the permission to
+// show notifications, as an agent's click on the browser's prompt does,
+// and installs the spy.
+func (tb *tab) grantNotifications() {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+		Permission:       &browser.PermissionDescriptor{Name: "notifications"},
+		Setting:          browser.PermissionSettingGranted,
+		BrowserContextID: chromedp.FromContext(tb.ctx).BrowserContextID,
+	}); err != nil {
+		tb.t.Fatalf("%s: grant notifications: %v", tb.name, err)
+	}
+	tb.initScript(jsNotificationSpy)
+}
 
 // TestAgentDesk follows Alice through a day's conversation: a desktop
 // notification and the offer sound for a new offer, a queue's canned
@@ -35,7 +58,7 @@ func TestAgentDesk(t *testing.T) {
     wrap_up_required: true
 `, ""))
 	agent := newTab(t, "console alice")
-	agent.initScript(jsFakeNotifications)
+	agent.grantNotifications()
 	agent.countOscillators()
 	agent.logIn(g, "alice", "/console")
 	if on := call[bool](agent, fn("", `return q('offer-sound').checked || q('desktop-notify').checked;`)); on {

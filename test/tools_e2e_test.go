@@ -160,7 +160,7 @@ func TestPBXTransferKeepsTheContext(t *testing.T) {
 	customer, convID := openShopWidget(t, hs, "customer", "support", "", "My invoice is wrong")
 	agent := newVoiceTab(t, "console alice")
 	agent.countOscillators()
-	agent.initScript(jsFakeNotifications)
+	agent.grantNotifications()
 	agent.logIn(g, "alice", "/console")
 	agent.acceptConversation(convID)
 	customer.waitText("agent-name", "helping")
