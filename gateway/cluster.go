@@ -210,7 +210,15 @@ func (n *node) run(ctx context.Context) error {
 				stop()
 				delete(n.owned, id)
 			}
+			revs := n.revs
+			n.revs = map[string]uint64{}
 			n.mu.Unlock()
+			// A clean stop gives the conversations up at once: the node
+			// their customers come back on takes them without waiting
+			// for this node's life to run out.
+			for id, rev := range revs {
+				n.free(id, rev)
+			}
 			return nil
 		case <-n.kick:
 			n.beat(false)

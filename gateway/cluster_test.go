@@ -19,6 +19,14 @@ import (
 // and one in-process bus, as two machines share PostgreSQL and NATS.
 func newClusterPair(t *testing.T) (a, b *env2) {
 	t.Helper()
+	envs, _, _ := newClusterNodes(t)
+	return envs[0], envs[1]
+}
+
+// newClusterNodes is newClusterPair that also returns the lease store and
+// a function per node that stops its cluster loop, as a clean stop does.
+func newClusterNodes(t *testing.T) ([]*env2, *memLeases, []context.CancelFunc) {
+	t.Helper()
 	doc := fmt.Sprintf(`
 http:
   public_url: "http://gateway.test"
@@ -38,6 +46,7 @@ agents:
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var envs []*env2
+	var stops []context.CancelFunc
 	for _, id := range []string{"a", "b"} {
 		cfg, err := ParseConfig([]byte(doc), testEnv)
 		if err != nil {
@@ -47,8 +56,10 @@ agents:
 		if err != nil {
 			t.Fatal(err)
 		}
+		nctx, stop := context.WithCancel(ctx)
+		stops = append(stops, stop)
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = srv.node.run(ctx) }()
+		go func() { defer wg.Done(); _ = srv.node.run(nctx) }()
 		envs = append(envs, &env2{t: t, srv: srv, ts: httptest.NewServer(srv.Handler()), st: st})
 	}
 	t.Cleanup(func() {
@@ -62,7 +73,7 @@ agents:
 		b0.Close()
 		st.Close()
 	})
-	return envs[0], envs[1]
+	return envs, l0, stops
 }
 
 // waitRemote waits until node e sees n console sockets of agent id on the
@@ -193,6 +204,37 @@ func TestAgentLeavingNodeWithdrawsOffers(t *testing.T) {
 	a.srv.hub.mu.Unlock()
 	if offered != "" {
 		t.Fatalf("still offered to %q after the console left", offered)
+	}
+}
+
+// TestCleanStopFreesConversations: a node that stops cleanly gives up
+// its conversations' leases, so that the node its customers come back on
+// takes them at once rather than after the lease's life.
+func TestCleanStopFreesConversations(t *testing.T) {
+	envs, leases, stops := newClusterNodes(t)
+	a, b := envs[0], envs[1]
+	id, token := a.startChat("Ann")
+	a.customerWS(token)
+	if holder, _, _ := leases.Holder(context.Background(), convKey(id)); holder != a.srv.node.inc {
+		t.Fatalf("conversation held by %q, want node a's %q", holder, a.srv.node.inc)
+	}
+	stops[0]()
+	deadline := time.Now().Add(frameWait)
+	for {
+		holder, _, _ := leases.Holder(context.Background(), convKey(id))
+		if holder == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a clean stop the conversation is still held by %q", holder)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// (Left to its life's end, the lease would have gone from node a to
+	// node b, which picks up orphans, and never been free.)
+	b.customerWS(token)
+	if !b.srv.hub.holds(id) {
+		t.Fatal("node b does not hold the conversation its customer came back to")
 	}
 }
 
