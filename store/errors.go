@@ -40,6 +40,11 @@ var ErrSchemaTooNew = errors.New("store: schema newer than this build")
 // keep; the write is refused alone, never its batch.
 var ErrInvalidText = errors.New("store: text is not valid UTF-8 or holds a NUL byte")
 
+// ErrBadOutboxEvent is returned by AppendMessageEvents when the events
+// of a message lack a webhook, a type or a body; the append is refused
+// alone, never its batch.
+var ErrBadOutboxEvent = errors.New("store: outbox event without webhook, type or body")
+
 // errBadDSN is returned for a store.dsn PostgreSQL cannot parse. The DSN
 // itself is left out: it may hold a password.
 var errBadDSN = errors.New("store: dsn is not a PostgreSQL connection string")
