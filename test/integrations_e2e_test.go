@@ -26,6 +26,7 @@ import (
 	legacyrouter "github.com/getkin/kin-openapi/routers/legacy"
 
 	segue "github.com/segue-rtc/segue/gateway"
+	"github.com/segue-rtc/segue/store/pgtest"
 )
 
 // Integration keys of the test gateways: crm reads and writes, reader
@@ -348,15 +349,34 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 // Webhooks reach a receiver that fails, then recovers, with the gateway
 // restarted in between, then killed (SIGKILL) three times while messages
 // keep coming: every acknowledged message's event arrives, nothing lost,
-// nothing out of order within a conversation.
+// nothing out of order within a conversation. With each store driver.
 func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
+	for _, drv := range []string{"sqlite", "postgres"} {
+		t.Run(drv, func(t *testing.T) { testWebhooksSurviveFailuresAndRestart(t, drv) })
+	}
+}
+
+func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 	rc := newHookReceiver(t)
-	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()+fmt.Sprintf(`  webhooks:
+	opts := []func(*gatewayOptions){withIntegrationsYAML(apiKeysYAML() + fmt.Sprintf(`  webhooks:
     - {name: crm, url: %q, events: [conversation.created, message.created, conversation.ended], secret: %q}
   webhook_retry_min: 50ms
   webhook_retry_max: 300ms
   webhook_max_attempts: 1000
-`, rc.srv.URL, e2eHookKey)))
+`, rc.srv.URL, e2eHookKey))}
+	if drv == "postgres" {
+		pg, err := pgtest.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Stop() })
+		dsn, err := pg.NewDatabase(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, func(o *gatewayOptions) { o.storeYAML = fmt.Sprintf("  driver: postgres\n  dsn: %q\n", dsn) })
+	}
+	g := startGateway(t, opts...)
 	want := map[string][]string{}
 	say := func(id, text string) {
 		t.Helper()
