@@ -114,8 +114,9 @@ type Integrations interface {
 	// event of the conversation appended before; their CreatedAt defaults
 	// to the message's. A duplicate adds no events. An error from events,
 	// or an event without webhook, type or body (ErrBadOutboxEvent),
-	// fails the append alone and stores nothing. events nil is
-	// AppendMessage.
+	// fails the append alone and stores nothing; a failure of the
+	// database fails the batch the message shared, as with
+	// AppendMessage. events nil is AppendMessage.
 	AppendMessageEvents(ctx context.Context, m *Message, events OutboxFunc) (stored *Message, dup bool, err error)
 	// DueWebhookEvents returns up to limit pending events, each the first
 	// pending one of its webhook and conversation, whose next attempt is
