@@ -211,3 +211,65 @@ func testOutboxFollowsMessagesPerConversation(t *testing.T, drv string) {
 		}
 	}
 }
+
+// BenchmarkAppendWithEvents: 256 conversations append at once, one
+// message at a time each as the hub does, every message causing one
+// webhook event: written with the message (AppendMessageEvents, one
+// group-commit batch) or, as before, by a transaction of its own after
+// the message's (AppendMessage, then AppendWebhookEvents).
+func BenchmarkAppendWithEvents(b *testing.B) {
+	for _, drv := range drivers {
+		for _, how := range []string{"with-message", "own-transaction"} {
+			b.Run(drv+"/"+how, func(b *testing.B) {
+				ctx := context.Background()
+				loc := newLocation(b, drv)
+				s, err := Open(ctx, Config{Driver: loc.Driver, DSN: loc.DSN, FilesDir: loc.Files})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				const convs = 256
+				for c := range convs {
+					if err := s.CreateConversation(ctx, &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
+						Queue: "support", TokenHash: []byte("h")}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				events := hookEvents("crm")
+				b.ResetTimer()
+				var wg sync.WaitGroup
+				for c := range convs {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := c; i < b.N; i += convs {
+							m := &Message{ConversationID: fmt.Sprint("c", c), ID: fmt.Sprint("m", i), Role: RoleCustomer,
+								Kind: KindText, Text: "a message of a typical length, some forty characters"}
+							if how == "with-message" {
+								if _, _, err := s.AppendMessageEvents(ctx, m, events); err != nil {
+									b.Error(err)
+									return
+								}
+								continue
+							}
+							stored, _, err := s.AppendMessage(ctx, m)
+							if err == nil {
+								var evs []*WebhookEvent
+								if evs, err = events(stored); err == nil {
+									evs[0].ConversationID = stored.ConversationID
+									err = s.AppendWebhookEvents(ctx, evs)
+								}
+							}
+							if err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
+	}
+}
