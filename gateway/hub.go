@@ -546,19 +546,23 @@ func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Mess
 		return nil, false, errf(http.StatusConflict, "conversation_full",
 			"this conversation has reached its limit of %d messages; please start a new one", h.cfg.Limits.MaxMessagesPerConversation)
 	}
-	stored, dup, err := h.store.AppendMessage(ctx, m)
+	// The message's webhook events are stored with it, in its
+	// transaction; cv.mu, held, keeps them in the order of the
+	// conversation's messages.
+	h.mu.Lock()
+	snap := cv.c
+	h.mu.Unlock()
+	events, wake := h.webhooks.messageEvents(snap)
+	stored, dup, err := h.store.AppendMessageEvents(ctx, m, events)
 	if err != nil {
 		return nil, false, err
 	}
 	if dup {
 		return stored, true, nil
 	}
-	// Still under cv.mu: the conversation's webhook events are queued in
-	// the order of its messages.
-	h.mu.Lock()
-	snap := cv.c
-	h.mu.Unlock()
-	h.webhooks.emitMessage(ctx, snap, stored)
+	if wake != nil {
+		wake()
+	}
 	h.metrics.messages.WithLabelValues(stored.Role, stored.Kind).Inc()
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -200,7 +200,9 @@ type webhookEvent struct {
 // every webhook that wants it. It returns once the event is in the
 // outbox: delivery follows, after a restart if need be. Events of a
 // conversation are delivered in the order Emit stored them. With no
-// webhook for typ it does nothing.
+// webhook for typ it does nothing. It is for events no stored message
+// causes: those of messages are written with the message
+// (messageEvents).
 func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, data any) error {
 	var rows []*store.WebhookEvent
 	var wake []chan struct{}
@@ -212,15 +214,10 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 			continue
 		}
 		if body == nil {
-			if data == nil {
-				data = struct{}{}
-			}
 			var err error
-			body, err = json.Marshal(webhookEvent{ID: newID("ev_"), Type: typ, CreatedAt: w.now().UTC(),
-				Conversation: toIntegrationConv(c), Data: data})
-			if err != nil {
+			if body, err = eventBody(c, typ, w.now(), data); err != nil {
 				w.mu.Unlock()
-				return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
+				return err
 			}
 		}
 		rows = append(rows, &store.WebhookEvent{Webhook: name, ConversationID: c.ID, Type: typ, Body: body})
@@ -236,13 +233,32 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
 		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
+	wakeLoops(wake)
+	return nil
+}
+
+// eventBody is the body of an event of type typ about conversation c,
+// created at at, with data; a new id.
+func eventBody(c *store.Conversation, typ string, at time.Time, data any) ([]byte, error) {
+	if data == nil {
+		data = struct{}{}
+	}
+	body, err := json.Marshal(webhookEvent{ID: newID("ev_"), Type: typ, CreatedAt: at.UTC(),
+		Conversation: toIntegrationConv(c), Data: data})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: webhook event %s: %w", typ, err)
+	}
+	return body, nil
+}
+
+// wakeLoops signals each delivery loop's wake channel, without waiting.
+func wakeLoops(wake []chan struct{}) {
 	for _, c := range wake {
 		select {
 		case c <- struct{}{}:
 		default:
 		}
 	}
-	return nil
 }
 
 // emit is Emit for the gateway's own events: a failure is logged.
@@ -264,29 +280,81 @@ var transcriptWebhooks = map[string]string{
 	"video.ended":              "video.ended",
 }
 
-// emitMessage queues the webhook events of a message just stored in
-// conversation c (as it was when the message was stored): message.created
+// messageEvents returns what store.AppendMessageEvents needs to write the
+// webhook events of a message about to be stored in conversation c (as
+// it is now) in the message's own transaction, so that a stored message
+// never lacks its events: events gives them from the stored message, and
+// wake, called once the append returned, tells the delivery loops. Both
+// are nil when no webhook is configured. The events are message.created
 // for words and files, file.uploaded for files, and the event's own type
 // for the transcript's events that have one.
-func (w *webhooks) emitMessage(ctx context.Context, c store.Conversation, m *store.Message) {
-	w.mu.Lock()
-	none := len(w.names) == 0
-	w.mu.Unlock()
-	if none {
-		return
+func (w *webhooks) messageEvents(c store.Conversation) (events store.OutboxFunc, wake func()) {
+	type hook struct {
+		name string
+		cfg  WebhookConfig
+		wake chan struct{}
 	}
+	w.mu.Lock()
+	hooks := make([]hook, 0, len(w.names))
+	for _, name := range w.names {
+		l := w.hooks[name]
+		hooks = append(hooks, hook{name: name, cfg: l.cfg, wake: l.wake})
+	}
+	w.mu.Unlock()
+	if len(hooks) == 0 {
+		return nil, nil
+	}
+	// woken is written by events, on the store's writer, and read by wake
+	// after the append returned.
+	var woken []chan struct{}
+	events = func(m *store.Message) ([]*store.WebhookEvent, error) {
+		woken = woken[:0]
+		var rows []*store.WebhookEvent
+		for _, ev := range messageWebhooks(c, m) {
+			var body []byte
+			for _, h := range hooks {
+				if !h.cfg.wants(ev.typ) {
+					continue
+				}
+				if body == nil {
+					var err error
+					if body, err = eventBody(&ev.conv, ev.typ, m.CreatedAt, ev.data); err != nil {
+						return nil, err
+					}
+				}
+				rows = append(rows, &store.WebhookEvent{Webhook: h.name, ConversationID: m.ConversationID, Type: ev.typ, Body: body})
+				woken = append(woken, h.wake)
+			}
+		}
+		return rows, nil
+	}
+	return events, func() { wakeLoops(woken) }
+}
+
+// messageWebhook is one webhook event a message causes: its type, the
+// conversation as the event shows it, and its data.
+type messageWebhook struct {
+	typ  string
+	conv store.Conversation
+	data any
+}
+
+// messageWebhooks lists the webhook events of message m, stored in
+// conversation c (as it was when the message was stored).
+func messageWebhooks(c store.Conversation, m *store.Message) []messageWebhook {
 	c.LastSeq = m.Seq
 	switch m.Kind {
 	case store.KindText, store.KindFile:
-		w.emit(ctx, &c, "message.created", map[string]any{"message": toWireMessage(m)})
+		out := []messageWebhook{{"message.created", c, map[string]any{"message": toWireMessage(m)}}}
 		if m.Kind == store.KindFile && m.File != nil {
-			w.emit(ctx, &c, "file.uploaded", map[string]any{"message_id": m.ID,
-				"file": integrationFileInfo{ID: m.File.ID, Name: m.File.Name, Type: m.File.Type, Size: m.File.Size, CreatedAt: m.File.CreatedAt}})
+			out = append(out, messageWebhook{"file.uploaded", c, map[string]any{"message_id": m.ID,
+				"file": integrationFileInfo{ID: m.File.ID, Name: m.File.Name, Type: m.File.Type, Size: m.File.Size, CreatedAt: m.File.CreatedAt}}})
 		}
+		return out
 	case store.KindEvent:
 		typ, ok := transcriptWebhooks[m.Event]
 		if !ok {
-			return
+			return nil
 		}
 		if typ == "conversation.ended" {
 			// The event is written just before the conversation closes.
@@ -296,8 +364,9 @@ func (w *webhooks) emitMessage(ctx context.Context, c store.Conversation, m *sto
 		if len(data) == 0 || string(data) == "null" {
 			data = json.RawMessage(`{}`)
 		}
-		w.emit(ctx, &c, typ, data)
+		return []messageWebhook{{typ, c, data}}
 	}
+	return nil
 }
 
 // run runs a delivery loop per webhook until ctx ends, and those of

@@ -210,3 +210,35 @@ func TestSignatureMatchesTheDocumentedCheck(t *testing.T) {
 		t.Fatal("an old delivery accepted")
 	}
 }
+
+// A message's webhook event is in the outbox by the time the message is
+// acknowledged, with no delivery loop running, and shows the message as
+// stored: its seq (the conversation's last) and its time.
+func TestMessageEventsAreQueuedWithTheMessage(t *testing.T) {
+	e := newTestServer(t, withHook("http://127.0.0.1:9/never", 10, "message.created"))
+	_, token := e.startChat("Ann")
+	w := e.customerWS(token)
+	w.send(map[string]any{"type": "message", "id": "m1", "text": "hello"})
+	ack := w.expect("ack")
+	seq := decode[int64](t, ack["seq"])
+	due, err := e.st.DueWebhookEvents(context.Background(), []string{"crm"}, time.Now().Add(time.Hour), 10)
+	if err != nil || len(due) != 1 || due[0].Type != "message.created" {
+		t.Fatalf("outbox at the ack: %v %v", due, err)
+	}
+	var ev struct {
+		CreatedAt    time.Time `json:"created_at"`
+		Conversation struct {
+			LastSeq int64 `json:"last_seq"`
+		} `json:"conversation"`
+		Data struct {
+			Message wireMessage `json:"message"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(due[0].Body, &ev); err != nil {
+		t.Fatal(err)
+	}
+	m := ev.Data.Message
+	if m.ID != "m1" || m.Text != "hello" || m.Seq != seq || ev.Conversation.LastSeq != seq || !ev.CreatedAt.Equal(m.CreatedAt) {
+		t.Errorf("event at seq %d: %s", seq, due[0].Body)
+	}
+}

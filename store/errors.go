@@ -40,6 +40,12 @@ var ErrSchemaTooNew = errors.New("store: schema newer than this build")
 // keep; the write is refused alone, never its batch.
 var ErrInvalidText = errors.New("store: text is not valid UTF-8 or holds a NUL byte")
 
+// ErrBadOutboxEvent is returned by AppendMessageEvents when an event of
+// the message lacks a webhook, a type or a body, or names its webhook or
+// type with text a store cannot keep; the append is refused alone, never
+// its batch.
+var ErrBadOutboxEvent = errors.New("store: outbox event without a webhook, type or body, or with text a store cannot keep")
+
 // errBadDSN is returned for a store.dsn PostgreSQL cannot parse. The DSN
 // itself is left out: it may hold a password.
 var errBadDSN = errors.New("store: dsn is not a PostgreSQL connection string")

@@ -27,8 +27,11 @@ const maxCachedConversations = 50000
 
 // appendReq is one AppendMessage waiting for the writer.
 type appendReq struct {
-	m    *Message
-	done chan appendResult // buffered: the writer never waits on a caller
+	m *Message
+	// outbox, when set, gives the webhook events the message causes,
+	// written in the message's transaction (AppendMessageEvents).
+	outbox OutboxFunc
+	done   chan appendResult // buffered: the writer never waits on a caller
 }
 
 type appendResult struct {
@@ -59,9 +62,10 @@ func startGroupWriter(commit func([]*appendReq) ([]appendResult, error)) *groupW
 	return w
 }
 
-// append hands m to the writer and waits until its batch is committed.
-func (w *groupWriter) append(ctx context.Context, m *Message) (*Message, bool, error) {
-	r := &appendReq{m: m, done: make(chan appendResult, 1)}
+// append hands m, and the outbox events it causes, to the writer and
+// waits until its batch is committed.
+func (w *groupWriter) append(ctx context.Context, m *Message, outbox OutboxFunc) (*Message, bool, error) {
+	r := &appendReq{m: m, outbox: outbox, done: make(chan appendResult, 1)}
 	select {
 	case w.appends <- r:
 	case <-w.stop:
@@ -124,7 +128,10 @@ func (w *groupWriter) run() {
 // it again; a batch that fails leaves lastSeq as it was. A message whose
 // conversation does not exist gets ErrNotFound and one whose id the
 // conversation already has gets the stored one (dup); any other failure
-// rolls the whole batch back and is returned for all.
+// rolls the whole batch back and is returned for all. The webhook events
+// of each message (AppendMessageEvents) are inserted right after it, in
+// the same transaction; the outbox's seqs follow the commits, since this
+// connection is the only writer while the transaction is open.
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -149,6 +156,9 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		updated time.Time
 		changed bool
 	}
+	// outbox inserts the messages' webhook events, prepared once a
+	// message has some.
+	var outbox *sql.Stmt
 	convs := map[string]*convState{}
 	var order []string // conversations in first-seen order, for the updates
 	results := make([]appendResult, len(batch))
@@ -176,6 +186,11 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		if out.CreatedAt.IsZero() {
 			out.CreatedAt = time.Now().UTC()
 		}
+		events, err := outboxEvents(r, &out)
+		if err != nil {
+			results[i] = appendResult{err: err}
+			continue
+		}
 		fileID := ""
 		if out.File != nil {
 			fileID = out.File.ID
@@ -195,6 +210,23 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 			}
 			results[i] = appendResult{msg: old, dup: true}
 			continue
+		}
+		if len(events) > 0 {
+			if outbox == nil {
+				if outbox, err = tx.PrepareContext(ctx, sqliteOutboxInsert); err != nil {
+					return nil, err
+				}
+				defer outbox.Close()
+			}
+			for _, e := range events {
+				res, err := outbox.ExecContext(ctx, e.Webhook, e.ConversationID, e.Type, e.Body, unix(e.CreatedAt), unix(e.NextAt), e.State)
+				if err != nil {
+					return nil, err
+				}
+				if e.Seq, err = res.LastInsertId(); err != nil {
+					return nil, err
+				}
+			}
 		}
 		cs.last, cs.updated, cs.changed = out.Seq, out.CreatedAt, true
 		results[i] = appendResult{msg: &out}

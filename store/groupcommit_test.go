@@ -108,7 +108,8 @@ const crashEnv = "SEGUE_STORE_CRASH"
 // from many goroutines, prints each id once AppendMessage returned (the
 // acknowledgement), and exits at once after the last one without closing
 // the store. Every acknowledged message is in the store when it is
-// opened again.
+// opened again, and so is the webhook event appended with it, in the
+// conversation's order.
 func TestAcknowledgedMessagesSurviveAKill(t *testing.T) {
 	forEachDriver(t, testAcknowledgedMessagesSurviveAKill)
 }
@@ -179,6 +180,16 @@ func testAcknowledgedMessagesSurviveAKill(t *testing.T, drv string) {
 			}
 		}
 	}
+	events := drainOutbox(t, s, "crm")
+	for conv, ids := range acked {
+		want := make([]string, len(ids))
+		for i, id := range ids {
+			want[i] = fmt.Sprintf("%s/%d/%s", conv, i+1, id)
+		}
+		if fmt.Sprint(events[conv]) != fmt.Sprint(want) {
+			t.Fatalf("%s: webhook events after the kill\n got %v\nwant %v", conv, events[conv], want)
+		}
+	}
 }
 
 // crashChild is the child process of TestAcknowledgedMessagesSurviveAKill.
@@ -192,7 +203,7 @@ func crashChild(t *testing.T, loc location) {
 			defer wg.Done()
 			conv := fmt.Sprint("c", c)
 			for i := range 50 {
-				if _, _, err := s.AppendMessage(context.Background(), &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "x"}); err != nil {
+				if _, _, err := s.AppendMessageEvents(context.Background(), &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "x"}, hookEvents("crm")); err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}

@@ -81,6 +81,13 @@ type WebhookEvent struct {
 	LastError      string
 }
 
+// OutboxFunc gives the webhook events that a message causes, from the
+// message as it is being stored (its seq and time set), for
+// AppendMessageEvents. It runs on the store's writer, inside the
+// message's transaction: it must be quick, must not keep stored, and must
+// not call the store.
+type OutboxFunc func(stored *Message) ([]*WebhookEvent, error)
+
 // WebhookCounts is how many outbox events are in each state.
 type WebhookCounts struct {
 	Pending, Dead int
@@ -94,8 +101,23 @@ type Integrations interface {
 	// Files lists a conversation's files, oldest first.
 	Files(ctx context.Context, conversationID string) ([]*File, error)
 	// AppendWebhookEvents adds events to the outbox, in order, as one
-	// transaction; Seq, State and NextAt are set by the store.
+	// transaction; Seq, State and NextAt are set by the store. It is for
+	// events no message causes; those a message causes go with it
+	// (AppendMessageEvents).
 	AppendWebhookEvents(ctx context.Context, events []*WebhookEvent) error
+	// AppendMessageEvents is AppendMessage that also adds to the outbox,
+	// in the message's own transaction, the events that events gives for
+	// the stored message: the message and its events are stored together
+	// or not at all, so a crash never leaves a stored message whose
+	// events are lost. The events belong to the message's conversation
+	// (ConversationID is set to it) and follow, in the outbox, every
+	// event of the conversation appended before; their CreatedAt defaults
+	// to the message's. A duplicate adds no events. An error from events,
+	// or an event without webhook, type or body (ErrBadOutboxEvent),
+	// fails the append alone and stores nothing; a failure of the
+	// database fails the batch the message shared, as with
+	// AppendMessage. events nil is AppendMessage.
+	AppendMessageEvents(ctx context.Context, m *Message, events OutboxFunc) (stored *Message, dup bool, err error)
 	// DueWebhookEvents returns up to limit pending events, each the first
 	// pending one of its webhook and conversation, whose next attempt is
 	// due at now, in Seq order. An event not yet delivered thus holds back
@@ -279,6 +301,10 @@ func (s *SQLite) Files(ctx context.Context, conversationID string) ([]*File, err
 	return out, rows.Err()
 }
 
+// sqliteOutboxInsert adds one event to SQLite's outbox.
+const sqliteOutboxInsert = `INSERT INTO webhook_outbox (webhook, conversation_id, type, body, created_at, next_at, state)
+	VALUES (?,?,?,?,?,?,?)`
+
 // AppendWebhookEvents implements Integrations.
 func (s *SQLite) AppendWebhookEvents(ctx context.Context, events []*WebhookEvent) error {
 	if len(events) == 0 {
@@ -294,8 +320,7 @@ func (s *SQLite) AppendWebhookEvents(ctx context.Context, events []*WebhookEvent
 			e.CreatedAt = time.Now().UTC()
 		}
 		e.State, e.NextAt = WebhookPending, e.CreatedAt
-		res, err := tx.ExecContext(ctx, `INSERT INTO webhook_outbox (webhook, conversation_id, type, body, created_at, next_at, state)
-			VALUES (?,?,?,?,?,?,?)`, e.Webhook, e.ConversationID, e.Type, e.Body, unix(e.CreatedAt), unix(e.NextAt), e.State)
+		res, err := tx.ExecContext(ctx, sqliteOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, unix(e.CreatedAt), unix(e.NextAt), e.State)
 		if err != nil {
 			return fmt.Errorf("store: append webhook events: %w", err)
 		}
@@ -307,6 +332,31 @@ func (s *SQLite) AppendWebhookEvents(ctx context.Context, events []*WebhookEvent
 		return fmt.Errorf("store: append webhook events: %w", err)
 	}
 	return nil
+}
+
+// outboxEvents gives the outbox events of r's message as it is being
+// stored (stored), ready to insert: ConversationID, CreatedAt, State and
+// NextAt set. An error fails r alone.
+func outboxEvents(r *appendReq, stored *Message) ([]*WebhookEvent, error) {
+	if r.outbox == nil {
+		return nil, nil
+	}
+	m := *stored // the caller's function cannot change what is stored
+	evs, err := r.outbox(&m)
+	if err != nil {
+		return nil, fmt.Errorf("store: outbox events of message %s: %w", stored.ID, err)
+	}
+	for _, e := range evs {
+		if e == nil || e.Webhook == "" || e.Type == "" || e.Body == nil || !validText(e.Webhook, e.Type) {
+			return nil, ErrBadOutboxEvent
+		}
+		e.ConversationID = stored.ConversationID
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = stored.CreatedAt
+		}
+		e.State, e.NextAt, e.Attempts, e.LastError = WebhookPending, e.CreatedAt, 0, ""
+	}
+	return evs, nil
 }
 
 const webhookColumns = `seq, webhook, conversation_id, type, body, created_at, attempts, next_at, state, last_error`

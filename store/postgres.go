@@ -227,10 +227,19 @@ func messageText(m *Message) bool {
 // committed. Text PostgreSQL cannot keep is refused before it reaches a
 // batch, so it never fails the messages it would have shared one with.
 func (p *Postgres) AppendMessage(ctx context.Context, m *Message) (*Message, bool, error) {
+	return p.AppendMessageEvents(ctx, m, nil)
+}
+
+// AppendMessageEvents implements Integrations: the events are written by
+// the writer in the message's transaction, after the advisory lock of
+// their conversation that AppendWebhookEvents takes too, so that a
+// conversation's outbox seqs are in commit order whichever way its
+// events come.
+func (p *Postgres) AppendMessageEvents(ctx context.Context, m *Message, events OutboxFunc) (*Message, bool, error) {
 	if !messageText(m) {
 		return nil, false, ErrInvalidText
 	}
-	return p.writer.append(ctx, m)
+	return p.writer.append(ctx, m, events)
 }
 
 func scanPgMessage(row pgx.Row) (*Message, error) {
@@ -261,7 +270,9 @@ func scanPgMessage(row pgx.Row) (*Message, error) {
 // and reads their last seqs and the ids already stored. A message whose
 // conversation does not exist gets ErrNotFound and one whose id the
 // conversation already has gets the stored one (dup); any other failure
-// rolls the whole batch back and is returned for all.
+// rolls the whole batch back and is returned for all. The messages'
+// webhook events (AppendMessageEvents) are inserted in the same
+// transaction, in the order of their messages.
 func (p *Postgres) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
 	var convIDs, pairConv, pairID []string
@@ -312,6 +323,7 @@ func (p *Postgres) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return nil, err
 	}
 	results := make([]appendResult, len(batch))
+	var outbox []*WebhookEvent // the messages' webhook events, in order
 	updated := map[string]time.Time{}
 	var order []string // conversations in first-appended order, for the updates
 	var b pgx.Batch
@@ -334,6 +346,12 @@ func (p *Postgres) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		}
 		// What is returned is what a later read gives back.
 		out.CreatedAt = out.CreatedAt.Truncate(time.Microsecond)
+		events, err := outboxEvents(r, &out)
+		if err != nil {
+			results[i] = appendResult{err: err}
+			continue
+		}
+		outbox = append(outbox, events...)
 		fileID := ""
 		if out.File != nil {
 			fileID = out.File.ID
@@ -352,6 +370,22 @@ func (p *Postgres) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	}
 	for _, id := range order {
 		b.Queue(`UPDATE conversations SET last_seq = $1, updated_at = $2 WHERE id = $3`, last[id], updated[id], id)
+	}
+	if len(outbox) > 0 {
+		// The lock AppendWebhookEvents takes, in the same order, before
+		// the events get their seqs.
+		var locks []string
+		for _, e := range outbox {
+			locks = append(locks, e.ConversationID)
+		}
+		slices.Sort(locks)
+		for _, c := range slices.Compact(locks) {
+			b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, outboxLockClass, c)
+		}
+		for _, e := range outbox {
+			b.Queue(pgOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, e.CreatedAt, e.NextAt, e.State).
+				QueryRow(func(row pgx.Row) error { return row.Scan(&e.Seq) })
+		}
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {

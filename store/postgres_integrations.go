@@ -92,6 +92,10 @@ func (p *Postgres) Files(ctx context.Context, conversationID string) ([]*File, e
 	return out, nil
 }
 
+// pgOutboxInsert adds one event to PostgreSQL's outbox and returns its seq.
+const pgOutboxInsert = `INSERT INTO webhook_outbox (webhook, conversation_id, type, body, created_at, next_at, state)
+	VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING seq`
+
 // AppendWebhookEvents implements Integrations. Appends to one
 // conversation take turns (an advisory lock held to the commit), so that
 // its events' seqs are in commit order: a gateway never sees a later
@@ -121,8 +125,7 @@ func (p *Postgres) AppendWebhookEvents(ctx context.Context, events []*WebhookEve
 				e.CreatedAt = time.Now().UTC()
 			}
 			e.State, e.NextAt = WebhookPending, e.CreatedAt
-			if err := tx.QueryRow(ctx, `INSERT INTO webhook_outbox (webhook, conversation_id, type, body, created_at, next_at, state)
-				VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING seq`, e.Webhook, e.ConversationID, e.Type, e.Body, e.CreatedAt, e.NextAt, e.State).
+			if err := tx.QueryRow(ctx, pgOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, e.CreatedAt, e.NextAt, e.State).
 				Scan(&e.Seq); err != nil {
 				return err
 			}

@@ -298,7 +298,13 @@ func scanConversations(rows *sql.Rows, what string) ([]*Conversation, error) {
 // meanwhile (group commit, groupcommit.go); AppendMessage returns once that
 // transaction is on disk. Appends are stored in the order they arrive.
 func (s *SQLite) AppendMessage(ctx context.Context, m *Message) (*Message, bool, error) {
-	return s.writer.append(ctx, m)
+	return s.writer.append(ctx, m, nil)
+}
+
+// AppendMessageEvents implements Integrations: the events are written by
+// the writer in the message's transaction.
+func (s *SQLite) AppendMessageEvents(ctx context.Context, m *Message, events OutboxFunc) (*Message, bool, error) {
+	return s.writer.append(ctx, m, events)
 }
 
 const msgColumns = `m.conversation_id, m.seq, m.id, m.role, m.sender_id, m.sender_name, m.kind, m.text,

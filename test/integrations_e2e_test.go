@@ -26,6 +26,7 @@ import (
 	legacyrouter "github.com/getkin/kin-openapi/routers/legacy"
 
 	segue "github.com/segue-rtc/segue/gateway"
+	"github.com/segue-rtc/segue/store/pgtest"
 )
 
 // Integration keys of the test gateways: crm reads and writes, reader
@@ -346,16 +347,36 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 }
 
 // Webhooks reach a receiver that fails, then recovers, with the gateway
-// restarted in between: nothing lost, nothing out of order within a
-// conversation.
+// restarted in between, then killed (SIGKILL) three times while messages
+// keep coming: every acknowledged message's event arrives, nothing lost,
+// nothing out of order within a conversation. With each store driver.
 func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
+	for _, drv := range []string{"sqlite", "postgres"} {
+		t.Run(drv, func(t *testing.T) { testWebhooksSurviveFailuresAndRestart(t, drv) })
+	}
+}
+
+func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 	rc := newHookReceiver(t)
-	g := startGateway(t, withIntegrationsYAML(apiKeysYAML()+fmt.Sprintf(`  webhooks:
+	opts := []func(*gatewayOptions){withIntegrationsYAML(apiKeysYAML() + fmt.Sprintf(`  webhooks:
     - {name: crm, url: %q, events: [conversation.created, message.created, conversation.ended], secret: %q}
   webhook_retry_min: 50ms
   webhook_retry_max: 300ms
   webhook_max_attempts: 1000
-`, rc.srv.URL, e2eHookKey)))
+`, rc.srv.URL, e2eHookKey))}
+	if drv == "postgres" {
+		pg, err := pgtest.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Stop() })
+		dsn, err := pg.NewDatabase(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, func(o *gatewayOptions) { o.storeYAML = fmt.Sprintf("  driver: postgres\n  dsn: %q\n", dsn) })
+	}
+	g := startGateway(t, opts...)
 	want := map[string][]string{}
 	say := func(id, text string) {
 		t.Helper()
@@ -395,6 +416,11 @@ func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
 			say(id, fmt.Sprintf("after restart %d", i))
 		}
 	}
+	for id, texts := range crashWhilePosting(t, g, ids) {
+		for _, text := range texts {
+			want[id] = append(want[id], "message.created:"+text)
+		}
+	}
 	if r := integrationCall(t, g, "POST", "/api/v1/integrations/conversations/"+ids[0]+"/end", e2eKeyCRM, `{}`); r.status != 200 {
 		t.Fatalf("end: %d %s", r.status, r.body)
 	}
@@ -424,7 +450,15 @@ func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
 			n++
 		}
 		if n < total {
-			return fmt.Errorf("%d of %d events", n, total)
+			var missing []string
+			for _, id := range ids {
+				for _, w := range want[id] {
+					if !slices.Contains(got[id], w) {
+						missing = append(missing, id+" "+w)
+					}
+				}
+			}
+			return fmt.Errorf("%d of %d events; missing %v", n, total, missing)
 		}
 		return nil
 	})
@@ -439,4 +473,100 @@ func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// crashWhilePosting posts messages to each conversation of ids, one at a
+// time per conversation as an integration does, and kills the gateway
+// (SIGKILL) three times meanwhile, each time some messages after the
+// last start, starting it again at once. A post that gets no answer is
+// sent again, with the same id, until the gateway acknowledges it (201,
+// or 200 for one it had stored before it died): what a client that
+// never gives up does. It returns the acknowledged texts per
+// conversation, in order.
+func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]string {
+	t.Helper()
+	const perConv, kills = 30, 3
+	hc := &http.Client{Timeout: 10 * time.Second}
+	post := func(conv, id, text string) error {
+		body := fmt.Sprintf(`{"id":%q,"text":%q,"sender":{"role":"bot","name":"Bot"}}`, id, text)
+		req, err := http.NewRequest("POST", g.URL+"/api/v1/integrations/conversations/"+conv+"/messages", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e2eKeyCRM)
+		res, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d %s", res.StatusCode, b)
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	acked := map[string][]string{}
+	total := 0
+	ackedN := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return total
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, conv := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perConv {
+				text := fmt.Sprintf("crash %d", i)
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					err := post(conv, fmt.Sprintf("crash-%s-%d", conv, i), text)
+					if err == nil {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Errorf("%s %q never acknowledged: %v", conv, text, err)
+						return
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
+				mu.Lock()
+				acked[conv] = append(acked[conv], text)
+				total++
+				mu.Unlock()
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for k := range kills {
+		at := (k + 1) * len(ids) * perConv / (kills + 1)
+		waitFor(t, fmt.Sprintf("%d messages acknowledged", at), func() error {
+			if n := ackedN(); n < at {
+				return fmt.Errorf("%d acknowledged", n)
+			}
+			return nil
+		})
+		g.Kill()
+		g.Start()
+	}
+	waitFor(t, "every message acknowledged", func() error {
+		if n := ackedN(); n < len(ids)*perConv {
+			return fmt.Errorf("%d of %d acknowledged", n, len(ids)*perConv)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	return acked
 }

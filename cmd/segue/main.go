@@ -46,6 +46,7 @@ Everything is configured in one YAML file (see "segue config init").`,
 	root.AddCommand(newDemoPhoneCmd(), newStoreCmd())
 	root.AddCommand(newAPIKeyCmd())
 	root.AddCommand(newDataCmd())
+	root.AddCommand(newWebhooksCmd())
 	return root
 }
 

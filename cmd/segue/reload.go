@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,42 +25,19 @@ configuration. Changed sections that need a restart are named.`,
 		Example: "  segue config reload --config /etc/segue/segue.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := gateway.LoadConfig(path)
-			if err != nil {
-				w := cmd.ErrOrStderr()
-				fmt.Fprintf(w, "%s: invalid configuration, not reloaded:\n", path)
-				for _, line := range strings.Split(err.Error(), "\n") {
-					fmt.Fprintf(w, "  - %s\n", line)
-				}
-				return exitError{code: 1}
-			}
-			addr := cfg.HTTP.AdminListen
-			if addr == "" || addr == "off" {
-				return fmt.Errorf("config reload: http.admin_listen is off; send SIGHUP to the gateway instead")
-			}
-			host, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return fmt.Errorf("config reload: http.admin_listen %q: %w", addr, err)
-			}
-			switch host {
-			case "", "0.0.0.0":
-				host = "127.0.0.1"
-			case "::":
-				host = "::1"
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+net.JoinHostPort(host, port)+"/admin/reload", nil)
+			cfg, err := loadConfigFor(cmd, path, "not reloaded")
 			if err != nil {
 				return err
 			}
-			res, err := http.DefaultClient.Do(req)
+			base, err := adminBase(cfg, "config reload")
 			if err != nil {
-				return fmt.Errorf("config reload: is the gateway running? %w", err)
+				return fmt.Errorf("%w; send SIGHUP to the gateway instead", err)
 			}
-			defer res.Body.Close()
-			body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-			if res.StatusCode != http.StatusOK {
+			status, body, err := adminCall(cmd.Context(), base, http.MethodPost, "/admin/reload", "config reload")
+			if err != nil {
+				return err
+			}
+			if status != http.StatusOK {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s", body)
 				return exitError{code: 1}
 			}

@@ -1,0 +1,275 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hookEvents is an OutboxFunc giving one event per webhook named, with
+// the stored message's conversation, seq and id as the body.
+func hookEvents(webhooks ...string) OutboxFunc {
+	return func(m *Message) ([]*WebhookEvent, error) {
+		var out []*WebhookEvent
+		for _, w := range webhooks {
+			out = append(out, &WebhookEvent{Webhook: w, Type: "message.created",
+				Body: fmt.Appendf(nil, "%s/%d/%s", m.ConversationID, m.Seq, m.ID)})
+		}
+		return out, nil
+	}
+}
+
+// drainOutbox delivers every pending event of webhook as a gateway would
+// (heads first, one round at a time) and returns the bodies delivered,
+// per conversation, in delivery order.
+func drainOutbox(t *testing.T, s Store, webhook string) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string][]string{}
+	for {
+		due, err := s.DueWebhookEvents(ctx, []string{webhook}, time.Now().Add(time.Hour), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(due) == 0 {
+			return out
+		}
+		for _, e := range due {
+			out[e.ConversationID] = append(out[e.ConversationID], string(e.Body))
+			e.State = WebhookDelivered
+			if err := s.UpdateWebhookEvent(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// execSQL runs a statement written for each database.
+func execSQL(t *testing.T, s Store, sqlite, postgres string) {
+	t.Helper()
+	var err error
+	switch s := s.(type) {
+	case *SQLite:
+		_, err = s.db.ExecContext(context.Background(), sqlite)
+	case *Postgres:
+		_, err = s.pool.Exec(context.Background(), postgres)
+	default:
+		t.Fatalf("store %T", s)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMessageEventsCommitWithTheirMessage: a message and the webhook
+// events it causes are stored together or not at all. Events come out
+// with the message's seq, conversation and time; a duplicate adds none;
+// an events function that fails, an event without a body and a database
+// that refuses an event's row each leave neither the message nor any
+// event, and the conversation's next message takes the seq the failed
+// one would have had.
+func TestMessageEventsCommitWithTheirMessage(t *testing.T) {
+	forEachDriver(t, testMessageEventsCommitWithTheirMessage)
+}
+
+func testMessageEventsCommitWithTheirMessage(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	newConv(t, s, "c1")
+	text := func(id string) *Message {
+		return &Message{ConversationID: "c1", ID: id, Role: RoleCustomer, Kind: KindText, Text: "hello " + id}
+	}
+	m, dup, err := s.AppendMessageEvents(ctx, text("m1"), hookEvents("crm", "bi"))
+	if err != nil || dup || m.Seq != 1 {
+		t.Fatalf("append with events: %+v %v %v", m, dup, err)
+	}
+	if _, dup, err := s.AppendMessageEvents(ctx, text("m1"), hookEvents("crm")); err != nil || !dup {
+		t.Fatalf("append again: dup %v %v", dup, err)
+	}
+	due, err := s.DueWebhookEvents(ctx, []string{"crm", "bi"}, time.Now().Add(time.Hour), 10)
+	if err != nil || len(due) != 2 {
+		t.Fatalf("due after one message and its duplicate: %d events, %v", len(due), err)
+	}
+	for _, e := range due {
+		if e.ConversationID != "c1" || string(e.Body) != "c1/1/m1" || e.Type != "message.created" || e.State != WebhookPending ||
+			!e.CreatedAt.Equal(m.CreatedAt.Truncate(time.Millisecond)) && !e.CreatedAt.Equal(m.CreatedAt) {
+			t.Errorf("event of m1: %+v (message at %v)", e, m.CreatedAt)
+		}
+		// Given back unchanged, as an attempt that changed nothing.
+		if err := s.UpdateWebhookEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	failing := func(*Message) ([]*WebhookEvent, error) { return nil, errors.New("no body today") }
+	if _, _, err := s.AppendMessageEvents(ctx, text("m2"), failing); err == nil {
+		t.Fatal("an events function that fails: the append succeeded")
+	}
+	noBody := func(*Message) ([]*WebhookEvent, error) {
+		return []*WebhookEvent{{Webhook: "crm", Type: "message.created"}}, nil
+	}
+	if _, _, err := s.AppendMessageEvents(ctx, text("m3"), noBody); !errors.Is(err, ErrBadOutboxEvent) {
+		t.Fatalf("an event without a body: %v, want ErrBadOutboxEvent", err)
+	}
+	// The database itself refuses the event's row, after the message's
+	// row was written in the same transaction.
+	execSQL(t, s, `CREATE TRIGGER refuse_outbox BEFORE INSERT ON webhook_outbox WHEN new.type = 'refused'
+		BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`,
+		`CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.type = 'refused' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_outbox BEFORE INSERT ON webhook_outbox FOR EACH ROW EXECUTE FUNCTION refuse_outbox()`)
+	refused := func(*Message) ([]*WebhookEvent, error) {
+		return []*WebhookEvent{{Webhook: "crm", Type: "refused", Body: []byte("{}")}}, nil
+	}
+	if _, _, err := s.AppendMessageEvents(ctx, text("m4"), refused); err == nil {
+		t.Fatal("an event the database refuses: the append succeeded")
+	}
+	for _, id := range []string{"m2", "m3", "m4"} {
+		if n := countRows(t, s, `SELECT COUNT(*) FROM messages WHERE id = '`+id+`'`); n != 0 {
+			t.Errorf("message %s was stored although its events were not", id)
+		}
+	}
+	if n := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox`); n != 2 {
+		t.Errorf("outbox: %d events, want m1's 2", n)
+	}
+	m, _, err = s.AppendMessageEvents(ctx, text("m5"), hookEvents("crm"))
+	if err != nil || m.Seq != 2 {
+		t.Fatalf("the next message: %+v %v, want seq 2", m, err)
+	}
+	c, err := s.Conversation(ctx, "c1")
+	if err != nil || c.LastSeq != 2 {
+		t.Fatalf("last seq %v %v, want 2", c, err)
+	}
+	got := drainOutbox(t, s, "crm")["c1"]
+	if fmt.Sprint(got) != "[c1/1/m1 c1/2/m5]" {
+		t.Errorf("crm's events: %v", got)
+	}
+	if _, _, err := s.AppendMessageEvents(ctx, &Message{ConversationID: "nope", ID: "x", Kind: KindText}, hookEvents("crm")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("append with events to no conversation: %v", err)
+	}
+	if n := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox WHERE conversation_id = 'nope'`); n != 0 {
+		t.Errorf("%d events for a conversation that does not exist", n)
+	}
+}
+
+// TestOutboxFollowsMessagesPerConversation: conversations append at once
+// (one append at a time each, as the hub does), through the group
+// commit's batches, messages with events mixed with events of their own
+// transaction. Each conversation's events are delivered in the order they
+// were appended.
+func TestOutboxFollowsMessagesPerConversation(t *testing.T) {
+	forEachDriver(t, testOutboxFollowsMessagesPerConversation)
+}
+
+func testOutboxFollowsMessagesPerConversation(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	const convs, perConv = 12, 30
+	want := make([][]string, convs)
+	var wg sync.WaitGroup
+	errs := make(chan error, convs)
+	for c := range convs {
+		conv := fmt.Sprint("c", c)
+		newConv(t, s, conv)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perConv {
+				if i%4 == 3 {
+					body := fmt.Sprintf("%s/own/%d", conv, i)
+					if err := s.AppendWebhookEvents(ctx, []*WebhookEvent{{Webhook: "crm", ConversationID: conv, Type: "call.ringing", Body: []byte(body)}}); err != nil {
+						errs <- err
+						return
+					}
+					want[c] = append(want[c], body)
+					continue
+				}
+				m, _, err := s.AppendMessageEvents(ctx, &Message{ConversationID: conv, ID: fmt.Sprint("m", i), Role: RoleCustomer, Kind: KindText, Text: "x"}, hookEvents("crm"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				want[c] = append(want[c], fmt.Sprintf("%s/%d/m%d", conv, m.Seq, i))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := drainOutbox(t, s, "crm")
+	for c := range convs {
+		conv := fmt.Sprint("c", c)
+		if fmt.Sprint(got[conv]) != fmt.Sprint(want[c]) {
+			t.Errorf("%s:\n got %v\nwant %v", conv, got[conv], want[c])
+		}
+	}
+}
+
+// BenchmarkAppendWithEvents: 256 conversations append at once, one
+// message at a time each as the hub does, every message causing one
+// webhook event: written with the message (AppendMessageEvents, one
+// group-commit batch) or, as before, by a transaction of its own after
+// the message's (AppendMessage, then AppendWebhookEvents).
+func BenchmarkAppendWithEvents(b *testing.B) {
+	for _, drv := range drivers {
+		for _, how := range []string{"with-message", "own-transaction"} {
+			b.Run(drv+"/"+how, func(b *testing.B) {
+				ctx := context.Background()
+				loc := newLocation(b, drv)
+				s, err := Open(ctx, Config{Driver: loc.Driver, DSN: loc.DSN, FilesDir: loc.Files})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				const convs = 256
+				for c := range convs {
+					if err := s.CreateConversation(ctx, &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
+						Queue: "support", TokenHash: []byte("h")}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				events := hookEvents("crm")
+				b.ResetTimer()
+				var wg sync.WaitGroup
+				for c := range convs {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := c; i < b.N; i += convs {
+							m := &Message{ConversationID: fmt.Sprint("c", c), ID: fmt.Sprint("m", i), Role: RoleCustomer,
+								Kind: KindText, Text: "a message of a typical length, some forty characters"}
+							if how == "with-message" {
+								if _, _, err := s.AppendMessageEvents(ctx, m, events); err != nil {
+									b.Error(err)
+									return
+								}
+								continue
+							}
+							stored, _, err := s.AppendMessage(ctx, m)
+							if err == nil {
+								var evs []*WebhookEvent
+								if evs, err = events(stored); err == nil {
+									evs[0].ConversationID = stored.ConversationID
+									err = s.AppendWebhookEvents(ctx, evs)
+								}
+							}
+							if err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
+	}
+}
