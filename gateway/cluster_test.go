@@ -19,7 +19,16 @@ import (
 // and one in-process bus, as two machines share PostgreSQL and NATS.
 func newClusterPair(t *testing.T) (a, b *env2) {
 	t.Helper()
-	doc := fmt.Sprintf(`
+	return newClusterPairWith(t, fmt.Sprintf("  - {id: alice, name: Alice, password_hash: %q, queues: [support], max_chats: 2}\n", testHash), true)
+}
+
+// newClusterPairWith starts nodes "a" and "b" on one store with agents,
+// the agents: section's entries. With shareBus false each node has a
+// bus and a lease store of its own: they share the database only, as two
+// nodes that cannot hear each other.
+func newClusterPairWith(t *testing.T, agents string, shareBus bool) (a, b *env2) {
+	t.Helper()
+	doc := `
 http:
   public_url: "http://gateway.test"
   allowed_origins: ["https://shop.example.com"]
@@ -27,14 +36,14 @@ queues:
   - name: support
     offer_timeout: 5
 agents:
-  - {id: alice, name: Alice, password_hash: %q, queues: [support], max_chats: 2}
-`, testHash)
+` + agents
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b0, l0 := newMemBus(), newMemLeases()
+	buses := []*memBus{b0}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var envs []*env2
@@ -43,7 +52,12 @@ agents:
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, b0, l0))
+		bus, l := b0, l0
+		if !shareBus && id != "a" {
+			bus, l = newMemBus(), newMemLeases()
+			buses = append(buses, bus)
+		}
+		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, bus, l))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +73,9 @@ agents:
 		}
 		cancel()
 		wg.Wait()
-		b0.Close()
+		for _, b := range buses {
+			b.Close()
+		}
 		st.Close()
 	})
 	return envs[0], envs[1]
