@@ -482,18 +482,24 @@ func (n *node) foldAgents() {
 			a.idleSince, changed = s.IdleSince, true
 		}
 		if s.Presence != "" && presenceNewer(s.PresenceVer, s.PresenceBy, a.presenceVer, a.presenceBy) {
-			if a.presence != s.Presence {
-				presence = true
-				n.log.Debug("agent presence from another node", "agent", id, "presence", s.Presence, "by", s.PresenceBy)
-			}
 			a.presence, a.presenceVer, a.presenceBy = s.Presence, s.PresenceVer, s.PresenceBy
+			presence = true
+			n.log.Debug("agent presence from another node", "agent", id, "presence", s.Presence, "by", s.PresenceBy)
+			// The node where it was chosen told every console it knows
+			// of; this node tells its own too, which that node may not
+			// have heard of yet (a frame twice changes nothing).
+			for cl := range a.clients {
+				if cl.forward == nil {
+					cl.send(map[string]any{"type": "presence", "state": a.presence})
+				}
+			}
 		}
 	}
 	if presence {
-		h.updateGaugesLocked()
 		h.broadcastAgentsLocked()
 	}
 	if changed || presence {
+		h.updateGaugesLocked()
 		h.routeLocked()
 	}
 }

@@ -401,9 +401,14 @@ func (h *hub) updateGaugesLocked() {
 	h.metrics.convActive.WithLabelValues(store.StateWaiting).Set(float64(waiting))
 	h.metrics.convActive.WithLabelValues(store.StateActive).Set(float64(len(h.convs) - waiting))
 	counts := map[string]int{presenceAvailable: 0, presenceAway: 0, presenceOffline: 0}
+	full := 0
 	for _, a := range h.agents {
 		counts[h.presenceLocked(a)]++
+		if a.held() >= a.maxChats {
+			full++
+		}
 	}
+	h.metrics.agentsFull.Set(float64(full))
 	for k, v := range counts {
 		h.metrics.agents.WithLabelValues(k).Set(float64(v))
 	}
