@@ -353,6 +353,11 @@ func (n *node) apply(hb heartbeat) {
 			if ba.Presence != presenceAvailable && ba.Presence != presenceAway {
 				ba.Presence, ba.PresenceVer, ba.PresenceBy = "", 0, ""
 			}
+			if ba.IdleSince.After(r.seen) {
+				// A node whose clock runs ahead cannot push an agent's
+				// idle time past now here.
+				ba.IdleSince = r.seen
+			}
 			r.agents[ba.ID] = ba
 		}
 	}

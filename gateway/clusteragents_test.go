@@ -183,16 +183,18 @@ func TestLongestIdleAcrossNodes(t *testing.T) {
 
 // TestHeartbeatAgentsChecked: what a heartbeat says of an agent is taken
 // only when it makes sense: negative or huge counts and unknown presence
-// states are dropped, and an agent this gateway does not know changes
-// nothing.
+// states are dropped, an agent this gateway does not know changes
+// nothing, and an idle time ahead of this node's clock is taken as now.
 func TestHeartbeatAgentsChecked(t *testing.T) {
-	a, _ := newClusterPairWith(t, agentsYAML(2), false)
+	carol := fmt.Sprintf("  - {id: carol, name: Carol, password_hash: %q, queues: [support]}\n", testHash)
+	a, _ := newClusterPairWith(t, agentsYAML(2)+carol, false)
 	n := a.srv.node
 	n.apply(heartbeat{Node: "x", Sockets: []beatSocket{}, Agents: []beatAgent{
 		{ID: "alice", Convs: -3, Offered: 1},
 		{ID: "bob", Convs: maxBeatCount + 1},
 		{ID: "bob", Presence: "gone", PresenceVer: 9, Offered: 2},
 		{ID: "mallory", Convs: 5, Presence: presenceAway, PresenceVer: 1},
+		{ID: "carol", IdleSince: time.Now().Add(time.Hour)},
 	}})
 	h := a.srv.hub
 	h.mu.Lock()
@@ -202,6 +204,9 @@ func TestHeartbeatAgentsChecked(t *testing.T) {
 	}
 	if bo := h.agents["bob"]; bo.elsewhere != (agentLoad{offered: 2}) || bo.presence != presenceAvailable || bo.presenceVer != 0 {
 		t.Errorf("bob after a bad presence: %+v %s %d", bo.elsewhere, bo.presence, bo.presenceVer)
+	}
+	if c := h.agents["carol"]; !c.idleSince.Before(time.Now().Add(time.Minute)) {
+		t.Errorf("carol idle since %v, from a clock an hour ahead", c.idleSince)
 	}
 	if _, ok := h.agents["mallory"]; ok {
 		t.Error("an unknown agent was added")
