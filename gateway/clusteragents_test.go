@@ -92,7 +92,7 @@ func TestMaxChatsAcrossNodes(t *testing.T) {
 // database but not the bus, so neither knows what the other holds; both
 // accept a conversation for Alice (max_chats 1) at once. The store
 // counts her conversations as it assigns: exactly one accept goes
-// through.
+// through, and a transfer to her on the other node is refused too.
 func TestNodesThatCannotHearEachOtherStillKeepMaxChats(t *testing.T) {
 	a, b := newClusterPairWith(t, agentsYAML(1), false)
 	id1, _ := a.startChat("Ann")
@@ -118,6 +118,47 @@ func TestNodesThatCannotHearEachOtherStillKeepMaxChats(t *testing.T) {
 	}
 	if won != 1 {
 		t.Fatalf("%d accepts went through, want 1: %v", won, errs)
+	}
+	// Bob takes the other one, on the node that lost, and cannot
+	// transfer it to Alice either.
+	lost, id := b, id2
+	if errs[0] != nil {
+		lost, id = a, id1
+	}
+	if err := lost.srv.hub.accept(context.Background(), "bob", id); err != nil {
+		t.Fatal(err)
+	}
+	cv, _, err := lost.srv.hub.lookup(context.Background(), id)
+	if err != nil || cv == nil {
+		t.Fatalf("lookup %s: %v", id, err)
+	}
+	// Alice is online for the transfer: a console of hers on that node.
+	aws, _ := lost.agentWS(lost.login("alice"))
+	defer aws.conn.CloseNow()
+	var ae *apiError
+	if err := lost.srv.hub.transfer(context.Background(), "bob", cv, "alice", ""); !errors.As(err, &ae) || ae.Code != "at_capacity" {
+		t.Fatalf("transfer to Alice, full on the other node: %v", err)
+	}
+}
+
+func TestPresenceNewer(t *testing.T) {
+	for _, tc := range []struct {
+		ver     uint64
+		by      string
+		thanVer uint64
+		thanBy  string
+		want    bool
+	}{
+		{2, "a", 1, "b", true},
+		{1, "b", 2, "a", false},
+		{3, "b", 3, "a", true}, // made at once on two nodes: the id decides, the same everywhere
+		{3, "a", 3, "b", false},
+		{3, "a", 3, "a", false},
+		{1, "a", 0, "", true},
+	} {
+		if got := presenceNewer(tc.ver, tc.by, tc.thanVer, tc.thanBy); got != tc.want {
+			t.Errorf("presenceNewer(%d, %q, %d, %q) = %v", tc.ver, tc.by, tc.thanVer, tc.thanBy, got)
+		}
 	}
 }
 
