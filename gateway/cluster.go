@@ -77,6 +77,8 @@ type remoteNode struct {
 	socks map[string]*client
 	sip   string
 	http  string
+	// agents is what the node holds of each agent, by agent id.
+	agents map[string]beatAgent
 }
 
 // heartbeat lists a node's console sockets.
@@ -91,7 +93,32 @@ type heartbeat struct {
 	// HTTP is the node's cluster.advertise.http, where another node
 	// forwards a request for a conversation it holds.
 	HTTP string `json:"http,omitempty"`
+	// Agents is the node's part of each agent's state, for the agents
+	// it has anything of (agentsBeat).
+	Agents []beatAgent `json:"agents,omitempty"`
 }
+
+// beatAgent is one node's part of an agent's state: what routing on
+// every node needs to keep max_chats, presence and "longest idle" for
+// the whole cluster (hub.go, foldAgents).
+type beatAgent struct {
+	ID string `json:"id"`
+	// Convs and Offered are the conversations the node holds for the
+	// agent and the offers it has pending to the agent.
+	Convs   int `json:"convs,omitempty"`
+	Offered int `json:"offered,omitempty"`
+	// IdleSince is the latest start of the agent's idle time the node
+	// knows of.
+	IdleSince time.Time `json:"idle_since,omitzero"`
+	// Presence is the agent's latest choice the node knows of, with its
+	// version and the node that made it (agent.presenceVer).
+	Presence    string `json:"presence,omitempty"`
+	PresenceVer uint64 `json:"presence_ver,omitempty"`
+	PresenceBy  string `json:"presence_by,omitempty"`
+}
+
+// maxBeatCount bounds the counts a heartbeat may claim for one agent.
+const maxBeatCount = 1 << 16
 
 type beatSocket struct {
 	ID    string `json:"id"`
@@ -231,8 +258,14 @@ func (n *node) run(ctx context.Context) error {
 	}
 }
 
-// changed asks for a heartbeat now (a console socket came or went).
+// changed asks for a heartbeat now: a console socket came or went, or
+// an agent's conversations, offers, idle time or presence changed. It
+// never blocks, so it may be called with hub.mu held; a nil node (no
+// cluster) does nothing.
 func (n *node) changed() {
+	if n == nil {
+		return
+	}
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -242,6 +275,9 @@ func (n *node) changed() {
 func (n *node) beat(leaving bool) {
 	hb := heartbeat{Node: n.id, Leaving: leaving, Sockets: []beatSocket{}, SIP: n.s.cfg.Cluster.Advertise.SIP,
 		HTTP: n.s.cfg.Cluster.Advertise.HTTP}
+	if !leaving {
+		hb.Agents = n.agentsBeat()
+	}
 	n.mu.Lock()
 	if !leaving {
 		for id, cl := range n.local {
@@ -316,6 +352,23 @@ func (n *node) apply(hb heartbeat) {
 	}
 	r.seen = time.Now()
 	r.sip, r.http = hb.SIP, hb.HTTP
+	r.agents = map[string]beatAgent{}
+	if !hb.Leaving {
+		for _, ba := range hb.Agents {
+			if ba.ID == "" || ba.Convs < 0 || ba.Offered < 0 || ba.Convs > maxBeatCount || ba.Offered > maxBeatCount {
+				continue
+			}
+			if ba.Presence != presenceAvailable && ba.Presence != presenceAway {
+				ba.Presence, ba.PresenceVer, ba.PresenceBy = "", 0, ""
+			}
+			if ba.IdleSince.After(r.seen) {
+				// A node whose clock runs ahead cannot push an agent's
+				// idle time past now here.
+				ba.IdleSince = r.seen
+			}
+			r.agents[ba.ID] = ba
+		}
+	}
 	want := map[string]string{}
 	if !hb.Leaving {
 		for _, s := range hb.Sockets {
@@ -345,11 +398,13 @@ func (n *node) apply(hb heartbeat) {
 	n.mu.Unlock()
 	n.attach(added)
 	n.detach(gone)
+	n.foldAgents()
 }
 
 // expire drops the nodes not heard from for nodeExpiry.
 func (n *node) expire(now time.Time) {
 	var gone []*client
+	lost := false
 	n.mu.Lock()
 	for id, r := range n.remotes {
 		if now.Sub(r.seen) < nodeExpiry {
@@ -359,10 +414,107 @@ func (n *node) expire(now time.Time) {
 			gone = append(gone, cl)
 		}
 		delete(n.remotes, id)
+		lost = true
 		n.log.Warn("cluster node lost", "peer", id, "silent_for", now.Sub(r.seen).Round(time.Millisecond))
 	}
 	n.mu.Unlock()
 	n.detach(gone)
+	if lost {
+		n.foldAgents()
+	}
+}
+
+// agentsBeat is this node's part of every agent's state for its
+// heartbeat: the agents it holds conversations or offers for, or knows
+// an idle time or a presence choice of.
+func (n *node) agentsBeat() []beatAgent {
+	h := n.s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []beatAgent
+	for id, a := range h.agents {
+		if len(a.convs) == 0 && len(a.offered) == 0 && a.idleSince.IsZero() && a.presenceVer == 0 {
+			continue
+		}
+		ba := beatAgent{ID: id, Convs: len(a.convs), Offered: len(a.offered), IdleSince: a.idleSince}
+		if a.presenceVer > 0 {
+			ba.Presence, ba.PresenceVer, ba.PresenceBy = a.presence, a.presenceVer, a.presenceBy
+		}
+		out = append(out, ba)
+	}
+	return out
+}
+
+// presenceNewer reports whether presence choice (ver, by) outranks
+// (thanVer, thanBy): a higher version, or the same from a node whose id
+// sorts higher.
+func presenceNewer(ver uint64, by string, thanVer uint64, thanBy string) bool {
+	return ver > thanVer || (ver == thanVer && by > thanBy)
+}
+
+// foldAgents brings every agent in the hub in line with what the other
+// nodes hold of it: their conversations and offers count toward its
+// max_chats and its "fewest offers first", the latest idle time any
+// node saw is its idle time, and the latest presence choice made on any
+// node is its presence here too. Then routing runs again: an agent who
+// is away or at capacity elsewhere loses the offers made here.
+func (n *node) foldAgents() {
+	sum := map[string]*beatAgent{}
+	n.mu.Lock()
+	for _, r := range n.remotes {
+		for id, ba := range r.agents {
+			s := sum[id]
+			if s == nil {
+				s = &beatAgent{ID: id}
+				sum[id] = s
+			}
+			s.Convs += ba.Convs
+			s.Offered += ba.Offered
+			if ba.IdleSince.After(s.IdleSince) {
+				s.IdleSince = ba.IdleSince
+			}
+			if ba.Presence != "" && presenceNewer(ba.PresenceVer, ba.PresenceBy, s.PresenceVer, s.PresenceBy) {
+				s.Presence, s.PresenceVer, s.PresenceBy = ba.Presence, ba.PresenceVer, ba.PresenceBy
+			}
+		}
+	}
+	n.mu.Unlock()
+	h := n.s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed, presence := false, false
+	for id, a := range h.agents {
+		var s beatAgent
+		if p := sum[id]; p != nil {
+			s = *p
+		}
+		if load := (agentLoad{convs: s.Convs, offered: s.Offered}); load != a.elsewhere {
+			a.elsewhere, changed = load, true
+		}
+		if s.IdleSince.After(a.idleSince) {
+			a.idleSince, changed = s.IdleSince, true
+		}
+		if s.Presence != "" && presenceNewer(s.PresenceVer, s.PresenceBy, a.presenceVer, a.presenceBy) {
+			a.presence, a.presenceVer, a.presenceBy = s.Presence, s.PresenceVer, s.PresenceBy
+			presence = true
+			n.log.Debug("agent presence from another node", "agent", id, "presence", s.Presence, "by", s.PresenceBy)
+			// The node where it was chosen told every console it knows
+			// of; this node tells its own too, which that node may not
+			// have heard of yet (a frame twice changes nothing).
+			for cl := range a.clients {
+				if cl.forward == nil {
+					cl.send(map[string]any{"type": "presence", "state": a.presence})
+				}
+			}
+		}
+	}
+	if presence {
+		h.broadcastAgentsLocked()
+	}
+	if changed || presence {
+		h.updateGaugesLocked()
+		h.routeLocked()
+	}
 }
 
 // attach adds remote consoles to their agents, as a new socket would,
@@ -624,6 +776,7 @@ func (s *Server) releaseConv(id string) error {
 	}
 	if a, ok := h.agents[cv.c.AgentID]; ok {
 		delete(a.convs, id)
+		h.node.changed()
 	}
 	delete(h.convs, id)
 	rev := h.node.disown(id)

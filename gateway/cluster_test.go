@@ -23,11 +23,31 @@ func newClusterPair(t *testing.T) (a, b *env2) {
 	return envs[0], envs[1]
 }
 
+// aliceMax2 is the agents: section of newClusterPair.
+var aliceMax2 = fmt.Sprintf("  - {id: alice, name: Alice, password_hash: %q, queues: [support], max_chats: 2}\n", testHash)
+
 // newClusterNodes is newClusterPair that also returns the lease store and
 // a function per node that stops its cluster loop, as a clean stop does.
 func newClusterNodes(t *testing.T) ([]*env2, *memLeases, []context.CancelFunc) {
 	t.Helper()
-	doc := fmt.Sprintf(`
+	return newClusterNodesWith(t, aliceMax2, true)
+}
+
+// newClusterPairWith starts nodes "a" and "b" on one store with agents,
+// the agents: section's entries. With shareBus false each node has a
+// bus and a lease store of its own: they share the database only, as two
+// nodes that cannot hear each other.
+func newClusterPairWith(t *testing.T, agents string, shareBus bool) (a, b *env2) {
+	t.Helper()
+	envs, _, _ := newClusterNodesWith(t, agents, shareBus)
+	return envs[0], envs[1]
+}
+
+// newClusterNodesWith is newClusterPairWith that also returns node a's
+// lease store and the functions that stop each node's cluster loop.
+func newClusterNodesWith(t *testing.T, agents string, shareBus bool) ([]*env2, *memLeases, []context.CancelFunc) {
+	t.Helper()
+	doc := `
 http:
   public_url: "http://gateway.test"
   allowed_origins: ["https://shop.example.com"]
@@ -35,14 +55,14 @@ queues:
   - name: support
     offer_timeout: 5
 agents:
-  - {id: alice, name: Alice, password_hash: %q, queues: [support], max_chats: 2}
-`, testHash)
+` + agents
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b0, l0 := newMemBus(), newMemLeases()
+	buses := []*memBus{b0}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var envs []*env2
@@ -52,7 +72,12 @@ agents:
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, b0, l0))
+		bus, l := b0, l0
+		if !shareBus && id != "a" {
+			bus, l = newMemBus(), newMemLeases()
+			buses = append(buses, bus)
+		}
+		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, bus, l))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,7 +95,9 @@ agents:
 		}
 		cancel()
 		wg.Wait()
-		b0.Close()
+		for _, b := range buses {
+			b.Close()
+		}
 		st.Close()
 	})
 	return envs, l0, stops

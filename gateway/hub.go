@@ -106,10 +106,22 @@ type conv struct {
 }
 
 type agent struct {
-	cfg       AgentConfig
-	maxChats  int
-	presence  string // available or away: the agent's choice
+	cfg      AgentConfig
+	maxChats int
+	presence string // available or away: the agent's choice
+	// presenceVer orders the agent's presence choices across the nodes
+	// of a cluster: a choice gets a version above every one this node
+	// has seen, and the highest wins everywhere (ties: presenceBy, the
+	// node that made it). Zero until a choice is made.
+	presenceVer uint64
+	presenceBy  string
+	// idleSince is when the agent last got or finished a conversation,
+	// became available or came online, on any node of a cluster (the
+	// latest of what every node saw).
 	idleSince time.Time
+	// elsewhere is what the other nodes of a cluster hold of the agent
+	// (their heartbeats): conversations and pending offers.
+	elsewhere agentLoad
 	clients   map[*client]struct{}
 	convs     map[string]*conv
 	// offered are the waiting conversations offered to this agent now.
@@ -118,6 +130,17 @@ type agent struct {
 	// gets no new conversations and is signed out once its last one ends.
 	removed bool
 }
+
+// agentLoad counts an agent's conversations and pending offers.
+type agentLoad struct {
+	convs, offered int
+}
+
+// held is how many conversations a holds, on every node.
+func (a *agent) held() int { return len(a.convs) + a.elsewhere.convs }
+
+// offers is how many offers a has pending, from every node.
+func (a *agent) offers() int { return len(a.offered) + a.elsewhere.offered }
 
 func newHub(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *hub {
 	h := &hub{cfg: cfg, store: st, log: log, metrics: m, now: time.Now,
@@ -164,6 +187,7 @@ func (h *hub) restoreLocked(c *store.Conversation) *conv {
 	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, lastActive: h.now()}
 	if a, ok := h.agents[c.AgentID]; ok && c.State == store.StateActive {
 		a.convs[c.ID] = cv
+		h.node.changed()
 	} else if c.State == store.StateActive {
 		cv.c.State, cv.c.AgentID = store.StateWaiting, ""
 	}
@@ -377,9 +401,14 @@ func (h *hub) updateGaugesLocked() {
 	h.metrics.convActive.WithLabelValues(store.StateWaiting).Set(float64(waiting))
 	h.metrics.convActive.WithLabelValues(store.StateActive).Set(float64(len(h.convs) - waiting))
 	counts := map[string]int{presenceAvailable: 0, presenceAway: 0, presenceOffline: 0}
+	full := 0
 	for _, a := range h.agents {
 		counts[h.presenceLocked(a)]++
+		if a.held() >= a.maxChats {
+			full++
+		}
 	}
+	h.metrics.agentsFull.Set(float64(full))
 	for k, v := range counts {
 		h.metrics.agents.WithLabelValues(k).Set(float64(v))
 	}
@@ -626,20 +655,42 @@ func (h *hub) accept(ctx context.Context, agentID, convID string) error {
 	case !slices.Contains(a.cfg.Queues, cv.c.Queue):
 		h.mu.Unlock()
 		return ErrForbidden
-	case len(a.convs) >= a.maxChats:
+	case a.held() >= a.maxChats:
 		h.mu.Unlock()
 		return errf(http.StatusConflict, "at_capacity", "you already hold %d conversations (the limit)", a.maxChats)
 	}
-	h.assignLocked(cv, a)
-	err := h.saveLocked(ctx, cv)
-	queue := cv.c.Queue
-	h.mu.Unlock()
-	if err != nil {
+	if err := h.storeAssignLocked(ctx, cv, a, cv.c.Queue); err != nil {
+		h.mu.Unlock()
+		if errors.Is(err, store.ErrAtCapacity) {
+			return errf(http.StatusConflict, "at_capacity", "you already hold %d conversations (the limit)", a.maxChats)
+		}
 		return err
 	}
+	h.assignLocked(cv, a)
+	queue := cv.c.Queue
+	h.mu.Unlock()
 	h.refreshEstimate(ctx, queue)
 	h.event(ctx, cv, "conversation.accepted", a.cfg.Name+" joined the conversation", map[string]string{"agent": a.cfg.ID})
 	h.pushHistory(ctx, a, cv)
+	return nil
+}
+
+// storeAssignLocked writes the assignment of cv to a, in queue, to the
+// store, which refuses it with store.ErrAtCapacity when a already holds
+// a.maxChats conversations: the count every node of a cluster shares,
+// so that two nodes never both hand out an agent's last slot. cv changes
+// only once the write is done; assignLocked follows.
+func (h *hub) storeAssignLocked(ctx context.Context, cv *conv, a *agent, queue string) error {
+	next := cv.c
+	now := h.now().UTC()
+	next.State, next.AgentID, next.LastAgentID, next.Queue, next.UpdatedAt = store.StateActive, a.cfg.ID, a.cfg.ID, queue, now
+	if next.AnsweredAt.IsZero() {
+		next.AnsweredAt = now
+	}
+	if err := h.store.AssignConversation(ctx, &next, a.maxChats); err != nil {
+		return err
+	}
+	cv.c.AnsweredAt, cv.c.UpdatedAt = next.AnsweredAt, next.UpdatedAt
 	return nil
 }
 
@@ -656,6 +707,7 @@ func (h *hub) assignLocked(cv *conv, a *agent) {
 	cv.preview = ""
 	a.convs[cv.c.ID] = cv
 	a.idleSince = h.now()
+	h.node.changed()
 	h.updateGaugesLocked()
 	h.broadcastConvLocked(cv)
 	// The agent may no longer take offers: its others move on.
@@ -698,6 +750,7 @@ func (h *hub) releaseLocked(cv *conv) *agent {
 	}
 	delete(a.convs, cv.c.ID)
 	a.idleSince = h.now()
+	h.node.changed()
 	if a.removed && len(a.convs) == 0 {
 		h.retireLocked(a)
 	}
@@ -851,14 +904,24 @@ func (h *hub) transfer(ctx context.Context, byAgent string, cv *conv, toAgent, t
 			h.mu.Unlock()
 			return errf(http.StatusConflict, "unavailable", "%s is offline", b.cfg.Name)
 		}
-		if len(b.convs) >= b.maxChats {
+		queue := cv.c.Queue
+		if !slices.Contains(b.cfg.Queues, queue) {
+			queue = b.cfg.Queues[0]
+		}
+		err := store.ErrAtCapacity
+		if b.held() < b.maxChats {
+			err = h.storeAssignLocked(ctx, cv, b, queue)
+		}
+		if errors.Is(err, store.ErrAtCapacity) {
 			h.mu.Unlock()
 			return errf(http.StatusConflict, "at_capacity", "%s holds the most conversations allowed", b.cfg.Name)
 		}
-		old := h.releaseLocked(cv)
-		if !slices.Contains(b.cfg.Queues, cv.c.Queue) {
-			cv.c.Queue = b.cfg.Queues[0]
+		if err != nil {
+			h.mu.Unlock()
+			return err
 		}
+		old := h.releaseLocked(cv)
+		cv.c.Queue = queue
 		h.assignLocked(cv, b)
 		if old != nil {
 			h.sendToAgentLocked(old, map[string]any{"type": "conversation", "conversation": h.wireConvLocked(cv)})
@@ -906,7 +969,7 @@ func (h *hub) eligibleLocked(a *agent, queue string) bool {
 
 // availableLocked: a may take offers (of its queues).
 func (h *hub) availableLocked(a *agent) bool {
-	return !a.removed && h.presenceLocked(a) == presenceAvailable && len(a.convs) < a.maxChats
+	return !a.removed && h.presenceLocked(a) == presenceAvailable && a.held() < a.maxChats
 }
 
 // routeLocked offers every waiting conversation without a live offer to
@@ -972,7 +1035,7 @@ func (h *hub) pickLocked(cv *conv) *agent {
 		fresh = cands
 	}
 	return slices.MinFunc(fresh, func(x, y *agent) int {
-		if c := len(x.offered) - len(y.offered); c != 0 {
+		if c := x.offers() - y.offers(); c != 0 {
 			return c
 		}
 		if c := x.idleSince.Compare(y.idleSince); c != 0 {
@@ -985,6 +1048,7 @@ func (h *hub) pickLocked(cv *conv) *agent {
 func (h *hub) offerLocked(cv *conv, a *agent) {
 	cv.offeredTo = a.cfg.ID
 	a.offered[cv.c.ID] = cv
+	h.node.changed()
 	timeout := time.Duration(h.queues[cv.c.Queue].OfferTimeout) * time.Second
 	id, agentID := cv.c.ID, a.cfg.ID
 	cv.offer = time.AfterFunc(timeout, func() { h.offerExpired(id, agentID) })
@@ -1000,6 +1064,7 @@ func (h *hub) clearOfferLocked(cv *conv) {
 	}
 	if a, ok := h.agents[cv.offeredTo]; ok {
 		delete(a.offered, cv.c.ID)
+		h.node.changed()
 	}
 	cv.offeredTo = ""
 }
@@ -1032,6 +1097,12 @@ func (h *hub) setPresence(agentID, state string) error {
 		a.idleSince = h.now()
 	}
 	a.presence = state
+	a.presenceVer++
+	if h.node != nil {
+		// The choice outranks every one heard of, on any node.
+		a.presenceBy = h.node.id
+		h.node.changed()
+	}
 	h.sendToAgentLocked(a, map[string]any{"type": "presence", "state": state})
 	h.updateGaugesLocked()
 	h.broadcastAgentsLocked()

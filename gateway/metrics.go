@@ -16,6 +16,7 @@ type metrics struct {
 	convTotal        prometheus.Counter
 	messages         *prometheus.CounterVec
 	agents           *prometheus.GaugeVec
+	agentsFull       prometheus.Gauge
 	wsConns          *prometheus.GaugeVec
 	httpRequests     *prometheus.CounterVec
 	uploads          prometheus.Counter
@@ -54,6 +55,10 @@ func newMetrics() *metrics {
 		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "segue_agents", Help: "Configured agents by presence (available, away, offline).",
 		}, []string{"state"}),
+		agentsFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "segue_agents_at_capacity",
+			Help: "Agents holding max_chats conversations; with a cluster, those of every node (each node shows the same count).",
+		}),
 		wsConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "segue_websocket_connections", Help: "Open WebSocket connections by role.",
 		}, []string{"role"}),
@@ -112,7 +117,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.loginsRefused, m.connsRefused)
 	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter, m.callGatewayLoss, m.framesDropped,
-		m.convActive, m.convTotal, m.messages, m.agents, m.wsConns, m.httpRequests,
+		m.convActive, m.convTotal, m.messages, m.agents, m.agentsFull, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range frameDropLabels {

@@ -23,6 +23,10 @@ var ErrBadQuery = errors.New("store: bad search query")
 // has a rating.
 var ErrRated = errors.New("store: already rated")
 
+// ErrAtCapacity is returned by AssignConversation when the agent already
+// holds the most active conversations allowed.
+var ErrAtCapacity = errors.New("store: agent at capacity")
+
 // ErrDuplicate is returned by AddNote and SaveCannedReply when a unique
 // key (a note's id, an agent's shortcut) is taken.
 var ErrDuplicate = errors.New("store: duplicate")

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -152,7 +153,16 @@ func (p *Postgres) UpdateConversation(ctx context.Context, c *Conversation) erro
 	if !conversationText(c) {
 		return ErrInvalidText
 	}
-	tag, err := p.pool.Exec(ctx, `UPDATE conversations SET state=$1, queue=$2, agent_id=$3, last_agent_id=$4,
+	return pgUpdateConversation(ctx, p.pool, c)
+}
+
+// pgExec is what a pool and a transaction both run statements with.
+type pgExec interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func pgUpdateConversation(ctx context.Context, db pgExec, c *Conversation) error {
+	tag, err := db.Exec(ctx, `UPDATE conversations SET state=$1, queue=$2, agent_id=$3, last_agent_id=$4,
 		customer_name=$5, customer_email=$6, customer_external_id=$7, customer_verified=$8, updated_at=$9, ended_at=$10,
 		read_customer=GREATEST(read_customer, $11), read_agent=GREATEST(read_agent, $12),
 		answered_at=COALESCE(answered_at, $13) WHERE id=$14`,
@@ -165,6 +175,37 @@ func (p *Postgres) UpdateConversation(ctx context.Context, c *Conversation) erro
 		return ErrNotFound
 	}
 	return nil
+}
+
+// agentLockClass is the first key of the advisory locks that make one
+// agent's assignments take turns (the second is a hash of the agent's
+// id); see outboxLockClass.
+const agentLockClass = 0x53656741 // "SegA"
+
+// AssignConversation implements Store. Assignments to one agent take
+// turns on an advisory lock held to the commit, so each one counts the
+// agent's active conversations after the previous one committed: under
+// READ COMMITTED a plain conditional UPDATE would let two gateways both
+// count the agent's last free slot.
+func (p *Postgres) AssignConversation(ctx context.Context, c *Conversation, max int) error {
+	if !conversationText(c) || !validText(c.AgentID) {
+		return ErrInvalidText
+	}
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, agentLockClass, c.AgentID); err != nil {
+			return fmt.Errorf("store: assign %s: %w", c.ID, err)
+		}
+		var held int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM conversations WHERE state = $1 AND agent_id = $2 AND id <> $3`,
+			StateActive, c.AgentID, c.ID).Scan(&held); err != nil {
+			return fmt.Errorf("store: assign %s: %w", c.ID, err)
+		}
+		if held >= max {
+			return ErrAtCapacity
+		}
+		return pgUpdateConversation(ctx, tx, c)
+	})
+	return err
 }
 
 // MarkRead implements Store.

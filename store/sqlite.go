@@ -237,6 +237,35 @@ func (s *SQLite) UpdateConversation(ctx context.Context, c *Conversation) error 
 	return nil
 }
 
+// AssignConversation implements Store. One UPDATE counts and writes:
+// SQLite runs a writing statement under the database's write lock from
+// its start, so no other assignment can commit between the two.
+func (s *SQLite) AssignConversation(ctx context.Context, c *Conversation, max int) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE conversations SET state=?, queue=?, agent_id=?, last_agent_id=?,
+		customer_name=?, customer_email=?, customer_external_id=?, customer_verified=?, updated_at=?, ended_at=?,
+		read_customer=MAX(read_customer, ?), read_agent=MAX(read_agent, ?),
+		answered_at=CASE WHEN answered_at = 0 THEN ? ELSE answered_at END
+		WHERE id=? AND (SELECT count(*) FROM conversations WHERE state = ? AND agent_id = ? AND id <> ?) < ?`,
+		c.State, c.Queue, c.AgentID, c.LastAgentID, c.Customer.Name, c.Customer.Email, c.Customer.ExternalID,
+		c.Customer.Verified, unix(c.UpdatedAt), unix(c.EndedAt), c.ReadByCust, c.ReadByAgt, unix(c.AnsweredAt), c.ID,
+		StateActive, c.AgentID, c.ID, max)
+	if err != nil {
+		return fmt.Errorf("store: assign %s: %w", c.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	var one int
+	err = s.db.QueryRowContext(ctx, `SELECT 1 FROM conversations WHERE id = ?`, c.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("store: assign %s: %w", c.ID, err)
+	}
+	return ErrAtCapacity
+}
+
 // MarkRead implements Store.
 func (s *SQLite) MarkRead(ctx context.Context, id, role string, seq int64) error {
 	col := "read_customer"

@@ -150,6 +150,13 @@ type Store interface {
 	Conversation(ctx context.Context, id string) (*Conversation, error)
 	// UpdateConversation writes state, queue, agents, customer and read marks.
 	UpdateConversation(ctx context.Context, c *Conversation) error
+	// AssignConversation writes c as UpdateConversation does, c being
+	// active with agent c.AgentID, provided that the agent holds fewer
+	// than max other active conversations; otherwise it fails with
+	// ErrAtCapacity and writes nothing. The count and the write are one
+	// step for every handle on the database: gateways sharing it never
+	// give one agent more than max conversations between them.
+	AssignConversation(ctx context.Context, c *Conversation, max int) error
 	// MarkRead raises a conversation's read mark for role (RoleCustomer or
 	// RoleAgent) to seq; it never lowers it and touches no other field.
 	MarkRead(ctx context.Context, id, role string, seq int64) error

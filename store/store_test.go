@@ -512,3 +512,92 @@ func testTextADatabaseCannotKeepFailsAlone(t *testing.T, drv string) {
 		t.Errorf("a conversation with a NUL in its name: %v, want nil or ErrInvalidText", err)
 	}
 }
+
+// TestAssignConversationHoldsMax: assignments to one agent through two
+// handles on one database at once never give the agent more than max
+// active conversations; ending one frees a slot.
+func TestAssignConversationHoldsMax(t *testing.T) { forEachDriver(t, testAssignConversationHoldsMax) }
+
+func testAssignConversationHoldsMax(t *testing.T, drv string) {
+	ctx := context.Background()
+	loc := newLocation(t, drv)
+	a, b := loc.open(t), loc.open(t)
+	defer a.Close()
+	defer b.Close()
+	const max, tries = 2, 8
+	convs := make([]*Conversation, tries)
+	for i := range convs {
+		convs[i] = newConv(t, a, fmt.Sprintf("c%d", i))
+	}
+	assign := func(s Store, c *Conversation, agent string) error {
+		next := *c
+		next.State, next.AgentID, next.LastAgentID, next.AnsweredAt = StateActive, agent, agent, time.Now()
+		return s.AssignConversation(ctx, &next, max)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, tries)
+	for i, c := range convs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = assign([]Store{a, b}[i%2], c, "alice")
+		}()
+	}
+	wg.Wait()
+	var won []*Conversation
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won = append(won, convs[i])
+		case !errors.Is(err, ErrAtCapacity):
+			t.Fatalf("assign %s: %v", convs[i].ID, err)
+		}
+	}
+	if len(won) != max {
+		t.Fatalf("%d assignments went through, want %d", len(won), max)
+	}
+	open, err := b.OpenConversations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, c := range open {
+		if c.State == StateActive && c.AgentID == "alice" {
+			held++
+		}
+	}
+	if held != max {
+		t.Fatalf("alice holds %d conversations, want %d", held, max)
+	}
+	// Writing a conversation the agent holds again is no new slot.
+	if err := assign(b, won[0], "alice"); err != nil {
+		t.Fatalf("assign a held conversation again: %v", err)
+	}
+	// Another agent is not limited by alice's slots.
+	var free *Conversation
+	for _, c := range convs {
+		if c != won[0] && c != won[1] {
+			free = c
+			break
+		}
+	}
+	if err := assign(a, free, "bob"); err != nil {
+		t.Fatalf("assign to bob: %v", err)
+	}
+	ended := *won[0]
+	ended.State, ended.AgentID, ended.EndedAt = StateEnded, "", time.Now()
+	if err := a.UpdateConversation(ctx, &ended); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range convs {
+		if c != won[0] && c != won[1] && c != free {
+			if err := assign(b, c, "alice"); err != nil {
+				t.Fatalf("assign after one ended: %v", err)
+			}
+			break
+		}
+	}
+	if err := assign(a, &Conversation{ID: "nope"}, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("assign a missing conversation: %v", err)
+	}
+}
