@@ -1066,7 +1066,13 @@ func (h *hub) clearOfferLocked(cv *conv) {
 		delete(a.offered, cv.c.ID)
 		h.node.changed()
 	}
+	had := cv.offeredTo != ""
 	cv.offeredTo = ""
+	if had && cv.c.State == store.StateWaiting {
+		// The consoles learn that the offer is over (expired, withdrawn,
+		// or moving to another agent), as they learnt of it.
+		h.queueChangedLocked(cv)
+	}
 }
 
 func (h *hub) offerExpired(convID, agentID string) {

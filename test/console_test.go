@@ -130,9 +130,15 @@ func TestPresenceAwayGetsNoOffers(t *testing.T) {
 	if call[bool](alice, offered, convID) {
 		t.Errorf("alice is away but was offered the conversation")
 	}
-	bob.acceptConversation(convID)
-	bob.waitMessage("Anyone?")
-	waitJS[bool](alice, "the queue to empty", `(id) => !document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"]')`, convID)
+	// Bob steps away and Alice comes back: the offer moves to Alice, and
+	// Bob's console no longer shows it as his.
+	bob.selectOption("presence", "away")
+	alice.selectOption("presence", "available")
+	waitJS[bool](alice, "the offer to alice", offered, convID)
+	waitJS[bool](bob, "bob's offer withdrawn", `(id) => !document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"][data-offered="true"]')`, convID)
+	alice.acceptConversation(convID)
+	alice.waitMessage("Anyone?")
+	waitJS[bool](bob, "the queue to empty", `(id) => !document.querySelector('[data-testid="queue-item"][data-conversation="' + id + '"]')`, convID)
 }
 
 func TestConsoleLoginSession(t *testing.T) {

@@ -292,6 +292,9 @@ const app = {
       case 'queue.added':
       case 'queue.updated':
         this.queueTotal = f.total ?? this.queueTotal;
+        // The latest word on the conversation's offer: an offer that
+        // expired or went to another agent is no longer shown as ours.
+        if (f.conversation?.id && f.conversation.offered_to !== this.agent?.id) this.offered.delete(f.conversation.id);
         this.queuePut(f.conversation, f.type === 'queue.added');
         this.renderQueue();
         break;
