@@ -133,11 +133,13 @@ func TestWebhooksRetryInOrder(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Errorf("events:\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
-	m := e.metricsText()
-	if !strings.Contains(m, `segue_webhook_deliveries_total{result="failed",webhook="crm"} 3`) ||
-		!strings.Contains(m, `segue_webhook_deliveries_total{result="delivered",webhook="crm"} 5`) {
-		t.Errorf("metrics:\n%s", m)
-	}
+	// The counters move once the receiver's answer is read, a moment
+	// after the receiver saw the event.
+	waitUntil(t, "the delivery counters", func() bool {
+		m := e.metricsText()
+		return strings.Contains(m, `segue_webhook_deliveries_total{result="failed",webhook="crm"} 3`) &&
+			strings.Contains(m, `segue_webhook_deliveries_total{result="delivered",webhook="crm"} 5`)
+	})
 }
 
 // An event that never gets through is set aside as dead after the last
