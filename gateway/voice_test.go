@@ -292,16 +292,19 @@ func TestVoiceBridgesBrowserAndDeskPhone(t *testing.T) {
 	}
 
 	// Audio both ways through the bridge.
+	// (A frame may come before the bridge has wired that direction, and
+	// the bridge moves audio on the media clock's ticks: each side plays
+	// a frame until the other hears.)
 	peer := peers.last()
-	peer.play(make(transcode.PCM16, 160))
-	if phone.in.len() < 160 {
-		t.Fatalf("phone heard %d samples of the browser", phone.in.len())
-	}
+	waitUntil(t, "the phone to hear the browser", func() bool {
+		peer.play(make(transcode.PCM16, 160))
+		return phone.in.len() >= 160
+	})
 	before := peer.in.len()
-	phone.play(make(transcode.PCM16, 160))
-	if peer.in.len() < before+160 {
-		t.Fatal("browser did not hear the phone")
-	}
+	waitUntil(t, "the browser to hear the phone", func() bool {
+		phone.play(make(transcode.PCM16, 160))
+		return peer.in.len() >= before+160
+	})
 
 	// Keypad digits go to the phone; bad digits are refused.
 	cws.send(map[string]any{"type": "voice.dtmf", "digits": "12#"})
