@@ -173,7 +173,7 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	for _, k := range ch.kindList() {
 		ch.kinds[k.name] = &kindStats{failures: map[string]int{}}
 	}
-	if ch.gen, err = newGenerator(o.pcmu); err != nil {
+	if ch.gen, err = newGenerator(o.pcmu, o.wideOnly); err != nil {
 		return nil, err
 	}
 	defer ch.gen.close()
