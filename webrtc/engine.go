@@ -209,7 +209,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		failedTimeout:       defaultFailedTimeout,
 		keepAlive:           defaultKeepAlive,
 		connectTimeout:      defaultConnectTimeout,
-		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5},
+		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5, Complexity: cfg.OpusComplexity},
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
