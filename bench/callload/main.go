@@ -78,6 +78,8 @@ type options struct {
 	maxCPU   int
 	maxLate  int
 	burn     int
+	// tune is the gateway's media settings (-start/-compare/-churn).
+	tune tuning
 	// profileDir, when set, receives the target's CPU profile over the
 	// steady window and its heap profile at the end of it.
 	profileDir string
@@ -128,6 +130,8 @@ func main() {
 	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
 	flag.IntVar(&o.maxLate, "max-media-late-percent", -1, "-start/-compare: the gateway's limits.max_media_late_percent (negative: its default, 10, or off under -churn; 0: off)")
 	flag.StringVar(&o.profileDir, "profile", "", "write the gateway's CPU profile of the steady window (cpu.pprof) and its heap profile at the end of it (heap.pprof) to this directory, from the admin listener's /debug/pprof")
+	flag.IntVar(&o.tune.opusComplexity, "opus-complexity", 0, "-start/-compare/-churn: the gateway's webrtc.opus_complexity (1-10; 0: its default, 5)")
+	flag.BoolVar(&o.tune.udpMux, "udp-mux", false, "-start/-compare/-churn: the gateway's peers share one ICE port (webrtc.udp_mux_port) instead of taking ports of their own")
 	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
 	// The soak's gateway admits calls up to 250 ms of scheduler lag unless
@@ -182,6 +186,9 @@ func (o options) check() error {
 		if d, err := time.ParseDuration(o.maxLag); err != nil || d < 0 {
 			errs = append(errs, errors.New("-max-scheduler-lag: a duration ≥ 0, e.g. 20ms"))
 		}
+	}
+	if o.tune.opusComplexity < 0 || o.tune.opusComplexity > 10 {
+		errs = append(errs, errors.New("-opus-complexity: 1-10, or 0 for the gateway's default"))
 	}
 	if o.agentCount < 1 {
 		errs = append(errs, errors.New("-agents: at least 1"))
@@ -339,7 +346,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits())
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits(), e.o.tune)
 	if err != nil {
 		return nil, err
 	}
