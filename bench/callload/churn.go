@@ -173,7 +173,7 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	for _, k := range ch.kindList() {
 		ch.kinds[k.name] = &kindStats{failures: map[string]int{}}
 	}
-	if ch.gen, err = newGenerator(o.pcmu, o.wideOnly); err != nil {
+	if ch.gen, err = newGenerator(genOptions{pcmu: o.pcmu, wideOnly: o.wideOnly, ownSockets: o.tune.udpMux}); err != nil {
 		return nil, err
 	}
 	defer ch.gen.close()

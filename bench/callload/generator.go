@@ -44,12 +44,27 @@ type generator struct {
 	active []*call
 }
 
-// newGenerator opens the shared UDP socket on 127.0.0.1 and pre-encodes
-// the microphone: Opus, or PCMU when pcmu is set (the customer then
-// offers PCMU only, and the gateway needs no transcoding). With wideOnly
-// the customers send full-band Opus whatever the answer asks, as a
-// browser that ignores maxplaybackrate would.
-func newGenerator(pcmu, wideOnly bool) (*generator, error) {
+// genOptions are what the customers are like.
+type genOptions struct {
+	// pcmu: the customers offer PCMU only, and the gateway needs no
+	// transcoding.
+	pcmu bool
+	// wideOnly: the customers send full-band Opus whatever the answer
+	// asks, as a browser that ignores maxplaybackrate would.
+	wideOnly bool
+	// ownSockets: each customer gathers on a UDP socket of its own
+	// instead of all sharing one. Needed against a gateway whose peers
+	// share one port (webrtc.udp_mux_port): a mux tells its peers apart
+	// by their remote address, and customers sharing one socket would
+	// all have the same.
+	ownSockets bool
+}
+
+// newGenerator opens the shared UDP socket on 127.0.0.1 (unless
+// o.ownSockets) and pre-encodes the microphone: Opus, or PCMU when
+// o.pcmu is set.
+func newGenerator(o genOptions) (*generator, error) {
+	pcmu, wideOnly := o.pcmu, o.wideOnly
 	g := &generator{pcmu: pcmu}
 	var err error
 	me := &pwebrtc.MediaEngine{}
@@ -75,7 +90,7 @@ func newGenerator(pcmu, wideOnly bool) (*generator, error) {
 		return nil, err
 	}
 	var se pwebrtc.SettingEngine
-	if g.conn, g.mux, se, err = loopbackSettings(); err != nil {
+	if g.conn, g.mux, se, err = loopbackSettings(!o.ownSockets); err != nil {
 		return nil, err
 	}
 	// rtpengine may send media as soon as ICE and DTLS are up, before
@@ -85,20 +100,27 @@ func newGenerator(pcmu, wideOnly bool) (*generator, error) {
 	return g, nil
 }
 
-// loopbackSettings opens one UDP socket on 127.0.0.1 and returns pion
-// settings that run every peer connection's ICE on it (an ICE UDP mux),
-// on loopback only, without mDNS, logging errors only.
-func loopbackSettings() (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, error) {
+// loopbackSettings returns pion settings for ICE on loopback only,
+// without mDNS, logging errors only. With shared it also opens one UDP
+// socket on 127.0.0.1 and runs every peer connection's ICE on it (an ICE
+// UDP mux); without, each peer connection opens its own and conn and mux
+// are nil.
+func loopbackSettings(shared bool) (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, error) {
 	var se pwebrtc.SettingEngine
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, nil, se, err
-	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
 	se.LoggerFactory = lf
-	mux := pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)
-	se.SetICEUDPMux(mux)
+	var conn net.PacketConn
+	var mux ice.UDPMux
+	if shared {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, nil, se, err
+		}
+		conn = c
+		mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)
+		se.SetICEUDPMux(mux)
+	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
@@ -108,8 +130,17 @@ func loopbackSettings() (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, erro
 
 // close closes the shared socket.
 func (g *generator) close() {
-	_ = g.mux.Close()
-	_ = g.conn.Close()
+	closeShared(g.conn, g.mux)
+}
+
+// closeShared closes what loopbackSettings opened, if anything.
+func closeShared(conn net.PacketConn, mux ice.UDPMux) {
+	if mux != nil {
+		_ = mux.Close()
+	}
+	if conn != nil {
+		_ = conn.Close()
+	}
 }
 
 // call is one customer's call and what the generator measured of it.

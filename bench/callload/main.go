@@ -270,7 +270,7 @@ func (o options) limits() admission {
 }
 
 func (o options) scenario(label string, t target, pid int, metrics string) scenario {
-	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, wideOnly: o.wideOnly, setupTimeout: o.setupTimeout,
+	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, wideOnly: o.wideOnly, ownSockets: o.tune.udpMux, setupTimeout: o.setupTimeout,
 		target: t, pid: pid, metricsURL: metrics, progress: o.progress, settle: o.settle, profileDir: o.profileDir}
 }
 

@@ -24,6 +24,9 @@ type scenario struct {
 	// wideOnly has the customers send full-band Opus even when the answer
 	// asks for narrowband.
 	wideOnly bool
+	// ownSockets gives each customer a UDP socket of its own (against a
+	// gateway whose peers share one port).
+	ownSockets bool
 	// setupTimeout bounds one call's set-up (chat, voice.start → connected).
 	setupTimeout time.Duration
 	// settle is how long after a call's first returned audio its quality
@@ -68,7 +71,7 @@ type placed struct {
 
 // runScenario runs s and returns its report.
 func runScenario(ctx context.Context, s scenario) (*report, error) {
-	gen, err := newGenerator(s.pcmu, s.wideOnly)
+	gen, err := newGenerator(genOptions{pcmu: s.pcmu, wideOnly: s.wideOnly, ownSockets: s.ownSockets})
 	if err != nil {
 		return nil, err
 	}
