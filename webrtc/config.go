@@ -61,7 +61,9 @@ type Config struct {
 	// that codes the desk phone's audio toward the browser; 0 means 5.
 	// That encoder is most of a transcoded call's CPU: lower values
 	// carry more calls per core at some cost in quality (see
-	// BENCHMARKS.md, "Make it fast").
+	// BENCHMARKS.md, "Make it fast"). At 1 the encoder sends no in-band
+	// FEC, so the browser conceals every lost packet instead of
+	// recovering it; 2 is the least that keeps FEC.
 	OpusComplexity int `yaml:"opus_complexity"`
 }
 
