@@ -18,6 +18,14 @@ func (d discard[T]) SampleRate() int     { return d.rate }
 func (d discard[T]) String() string      { return "discard" }
 func (d discard[T]) Close() error        { return nil }
 
+// writerFunc is an 8 kHz byte writer that hands each payload to f.
+type writerFunc func([]byte)
+
+func (f writerFunc) WriteSample(p []byte) error { f(p); return nil }
+func (f writerFunc) SampleRate() int            { return 8000 }
+func (f writerFunc) String() string             { return "func" }
+func (f writerFunc) Close() error               { return nil }
+
 // stage is one media stage set up for a steady-state measurement: run does
 // the work of one 20 ms frame.
 type stage struct {
@@ -83,6 +91,14 @@ func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
 	must(err)
 	phoneDec, err := transcode.NewULawDecoder(toWeb)
 	must(err)
+	// The phone's side of call-speech: one second of speech coded as
+	// μ-law, a different frame each time, as a desk phone sends.
+	var ulawSpeech [][]byte
+	speechEnc, err := transcode.NewULawEncoder(writerFunc(func(p []byte) { ulawSpeech = append(ulawSpeech, append([]byte(nil), p...)) }))
+	must(err)
+	for off := 0; off+160 <= len(pcm8); off += 160 {
+		must(speechEnc.WriteSample(pcm8[off : off+160]))
+	}
 	webPkt := &rtp.Packet{Header: rtp.Header{SSRC: 1}}
 	phonePkt := &rtp.Packet{Header: rtp.Header{SSRC: 2}, Payload: ulawPkt}
 	n := 0
@@ -98,6 +114,17 @@ func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
 	phoneToWeb := func() {
 		phonePkt.SequenceNumber++
 		phonePkt.Timestamp += 160
+		phoneJitter.Push(phonePkt)
+		_, err := phoneJitter.PopTo(phoneDec)
+		must(err)
+	}
+
+	m := 0
+	phoneToWebSpeech := func() {
+		m++
+		phonePkt.SequenceNumber++
+		phonePkt.Timestamp += 160
+		phonePkt.Payload = ulawSpeech[m%len(ulawSpeech)]
 		phoneJitter.Push(phonePkt)
 		_, err := phoneJitter.PopTo(phoneDec)
 		must(err)
@@ -131,6 +158,10 @@ func stages(tb testing.TB, codec transcode.OpusCodec) []stage {
 		{"call-web-to-phone", webToPhone},
 		{"call-phone-to-web", phoneToWeb},
 		{"call", func() { webToPhone(); phoneToWeb() }},
+		// call-speech is call with the phone sending speech, a different
+		// frame each time, where call encodes the same frame over and
+		// over, which the Opus encoder's analysis does in less time.
+		{"call-speech", func() { webToPhone(); phoneToWebSpeech() }},
 	}
 }
 

@@ -35,3 +35,28 @@ func BenchmarkStages(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNewOpus measures what one call's Opus state costs in memory:
+// B/op is what building the encoder toward the browser (8 kHz, FEC) or
+// the decoder of the browser's audio (to 8 kHz) allocates, most of which
+// the call keeps for its whole life.
+//
+//	go test -run '^$' -bench NewOpus -benchmem ./transcode/
+func BenchmarkNewOpus(b *testing.B) {
+	for _, codec := range transcode.OpusCodecs() {
+		b.Run(codec.Name()+"/encoder", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := codec.NewEncoder(8000, transcode.OpusConfig{FEC: true, PacketLoss: 5}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(codec.Name()+"/decoder", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := codec.NewDecoder(8000); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

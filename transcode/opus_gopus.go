@@ -3,6 +3,7 @@ package transcode
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/thesyncim/gopus"
 )
@@ -51,7 +52,14 @@ func (goOpus) NewDecoder(rate int) (OpusFrameDecoder, error) {
 	if err := checkOpusRate(rate); err != nil {
 		return nil, err
 	}
-	dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(rate, 1))
+	// gopus sizes its scratch buffers for the largest packet at 48 kHz
+	// (120 ms, 5,760 samples) unless told otherwise; at 8 kHz the largest
+	// packet decodes to 960 samples, and the buffers sized for it save
+	// about 57 KiB per call. A packet that would decode to more is not
+	// Opus (RFC 6716 §3.2.5) and is refused as too large.
+	cfg := gopus.DefaultDecoderConfig(rate, 1)
+	cfg.MaxPacketSamples = rate * int(opusMaxDuration/time.Millisecond) / 1000
+	dec, err := gopus.NewDecoder(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("transcode: gopus decoder: %w", err)
 	}

@@ -3,6 +3,7 @@ package transcode_test
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +173,50 @@ func TestOpusFEC(t *testing.T) {
 				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
 				if fecSNR < plcSNR+3 {
 					t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
+				}
+			})
+		}
+	}
+}
+
+// TestOpusFECByComplexity runs the gateway's encoder toward browsers (8
+// kHz, 20 kbit/s, FEC for 5 % loss) at several complexities: from 2 up,
+// a lost frame is recovered from the next packet's FEC well above what
+// concealment gives; at 1 neither implementation codes any FEC, so the
+// recovered frame is the concealed one (webrtc.opus_complexity says so).
+func TestOpusFECByComplexity(t *testing.T) {
+	for _, codec := range transcode.OpusCodecs() {
+		for _, c := range []int{1, 2, 5, 10} {
+			t.Run(codec.Name()+"/"+itoa(c), func(t *testing.T) {
+				src := audiotest.Speech(8000, 3*time.Second, 4)
+				rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+				enc, err := transcode.NewOpusEncoder(rec, 8000, transcode.OpusConfig{Codec: codec, FEC: true, PacketLoss: 5, Complexity: c})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFrames(t, enc, src, 160)
+				packets := rec.Payloads()
+				clean := opusDecode(t, codec, packets, false)
+				lossy := slices.Clone(packets)
+				var lost []int
+				for i := 10; i < len(lossy)-1; i += 8 {
+					lossy[i] = nil
+					lost = append(lost, i)
+				}
+				withFEC := opusDecode(t, codec, lossy, true)
+				plc := opusDecode(t, codec, lossy, false)
+				var fecSNR, plcSNR float64
+				for _, i := range lost {
+					ref := clean[i*160 : (i+1)*160]
+					fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
+					plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
+				}
+				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
+				switch {
+				case c >= 2 && fecSNR < plcSNR+3:
+					t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
+				case c == 1 && math.Abs(fecSNR-plcSNR) > 0.5:
+					t.Errorf("at complexity 1 FEC gives %.2f dB and PLC %.2f dB: the encoder now codes FEC there; update webrtc.opus_complexity's documentation", fecSNR, plcSNR)
 				}
 			})
 		}

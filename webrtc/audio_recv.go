@@ -31,6 +31,23 @@ type rxState struct {
 	// relaying is set while the packets go to another peer instead of the
 	// jitter buffer (audio_relay.go). Only the reader goroutine uses it.
 	relaying bool
+	// pkts recycles the copies of packets the jitter buffer holds: the
+	// reader takes one per packet and the tick gives it back once
+	// decoded, so that receiving allocates nothing in steady state.
+	pkts sync.Pool
+}
+
+// hold returns a copy of pkt, parsed already, for the jitter buffer: its
+// header fields that the buffer and the decoder read, and its payload.
+func (rx *rxState) hold(pkt *rtp.Packet) *rtp.Packet {
+	c, _ := rx.pkts.Get().(*rtp.Packet)
+	if c == nil {
+		c = &rtp.Packet{}
+	}
+	c.Header = rtp.Header{Version: pkt.Version, Marker: pkt.Marker, PayloadType: pkt.PayloadType,
+		SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: pkt.SSRC}
+	c.Payload = append(c.Payload[:0], pkt.Payload...)
+	return c
 }
 
 func (p *Peer) newRx(c pwebrtc.RTPCodecParameters) (*rxState, error) {
@@ -174,7 +191,7 @@ func (r *audioReader) packet(b []byte) {
 	p.rxStats.lost.Store(r.seq.update(pkt.SSRC, pkt.SequenceNumber))
 	if rx := r.rx; rx != nil && pkt.PayloadType == rx.pt {
 		if !p.relay(rx, pkt) {
-			rx.jitter.Push(clonePacket(b))
+			rx.jitter.Push(rx.hold(pkt))
 		}
 		return
 	}
@@ -208,17 +225,9 @@ func (r *audioReader) packet(b []byte) {
 		p.rx.Store(rx)
 		r.rx = rx
 		if !p.relay(rx, pkt) {
-			rx.jitter.Push(clonePacket(b))
+			rx.jitter.Push(rx.hold(pkt))
 		}
 	}
-}
-
-// clonePacket parses a copy of b, which parsed once already, for the
-// jitter buffer to keep.
-func clonePacket(b []byte) *rtp.Packet {
-	pkt := &rtp.Packet{}
-	_ = pkt.Unmarshal(append([]byte(nil), b...))
-	return pkt
 }
 
 // recvTick plays one frame of the browser's audio out of the jitter
@@ -233,7 +242,7 @@ func (p *Peer) recvTick() {
 	if rx.failed {
 		return
 	}
-	_, err := popTo(rx.jitter, rx.dec)
+	_, err := rx.popTo()
 	if err == nil {
 		return
 	}
@@ -262,15 +271,29 @@ func (p *Peer) recvTick() {
 // errDecoderPanic marks a panic recovered around the decode chain.
 var errDecoderPanic = errors.New("webrtc: audio chain panicked")
 
-// popTo runs one jitter buffer tick into dec, turning a panic anywhere in
+// popTo runs one jitter buffer tick into the decoder, turning a panic anywhere in
 // the chain into an error.
-func popTo(j *transcode.Jitter, dec transcode.BytesWriter) (st transcode.JitterStatus, err error) {
+func (rx *rxState) popTo() (st transcode.JitterStatus, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", errDecoderPanic, r)
 		}
 	}()
-	return j.PopTo(dec)
+	// As transcode.Jitter.PopTo, giving the played packet back to pkts.
+	p, st := rx.jitter.Pop()
+	switch st {
+	case transcode.JitterReady:
+		err = rx.dec.WriteSample(p.Payload)
+		rx.pkts.Put(p)
+		return st, err
+	case transcode.JitterLost:
+		var next []byte
+		if n := rx.jitter.Next(); n != nil {
+			next = n.Payload
+		}
+		return st, transcode.Conceal(rx.dec, next)
+	}
+	return st, nil
 }
 
 // mediaTick is the peer's share of a tick of the shared media clock:

@@ -95,12 +95,15 @@ func BenchmarkReceive(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			// The reader parses each packet into one rtp.Packet and the
+			// jitter buffer keeps a copy (rxState.hold).
+			var pkt rtp.Packet
 			for i := range b.N {
-				pkt := &rtp.Packet{
+				pkt = rtp.Packet{
 					Header:  rtp.Header{Version: 2, PayloadType: uint8(c.params.PayloadType), SequenceNumber: uint16(i), Timestamp: uint32(i) * step, SSRC: 1},
 					Payload: payloads[i%len(payloads)],
 				}
-				rx.jitter.Push(pkt)
+				rx.jitter.Push(rx.hold(&pkt))
 				p.recvTick()
 				*now = now.Add(frameDur)
 			}

@@ -59,7 +59,7 @@ type bweFactory struct {
 	nacks nackCounters
 
 	mu    sync.Mutex
-	last  *gcc.SendSideBWE
+	last  *lazyBWE
 	guard *nackGuard
 }
 
@@ -67,17 +67,7 @@ type bweFactory struct {
 // the chain, nearest the network: it sees every packet that goes out,
 // resends included, and cuts NACKs down before anything reads them.
 func (f *bweFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	est, err := gcc.NewSendSideBWE(
-		gcc.SendSideBWEInitialBitrate(bweStart),
-		gcc.SendSideBWEMinBitrate(bweMin),
-		gcc.SendSideBWEMaxBitrate(bweMax),
-		// Forwarded packets go out as they come: the browser that sent
-		// them paced them already.
-		gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
-	)
-	if err != nil {
-		return nil, err
-	}
+	est := &lazyBWE{}
 	guard := newNACKGuard(est.GetTargetBitrate, &f.nacks)
 	f.last, f.guard = est, guard
 	return interceptor.NewChain([]interceptor.Interceptor{guard, &bweInterceptor{est: est}}), nil
@@ -86,10 +76,69 @@ func (f *bweFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 // take returns the estimator and the guard built by the last
 // NewInterceptor call. The caller holds mu around the peer connection's
 // creation.
-func (f *bweFactory) take() (*gcc.SendSideBWE, *nackGuard) {
+func (f *bweFactory) take() (*lazyBWE, *nackGuard) {
 	est, guard := f.last, f.guard
 	f.last, f.guard = nil, nil
 	return est, guard
+}
+
+// lazyBWE is a peer connection's GCC estimator, built when the gateway
+// first sends it video. Only video carries transport-wide sequence
+// numbers, so until then the estimator could learn nothing and would
+// stay at bweStart; building it costs two goroutines and their state,
+// which the audio-only peer of every call would keep for nothing.
+type lazyBWE struct {
+	mu     sync.Mutex
+	est    *gcc.SendSideBWE
+	err    error // why the estimator could not be built
+	closed bool
+}
+
+// start returns the estimator, building it on first use; nil once closed
+// or if it could not be built.
+func (l *lazyBWE) start() *gcc.SendSideBWE {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.est != nil || l.closed || l.err != nil {
+		return l.est
+	}
+	l.est, l.err = gcc.NewSendSideBWE(
+		gcc.SendSideBWEInitialBitrate(bweStart),
+		gcc.SendSideBWEMinBitrate(bweMin),
+		gcc.SendSideBWEMaxBitrate(bweMax),
+		// Forwarded packets go out as they come: the browser that sent
+		// them paced them already.
+		gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+	)
+	return l.est
+}
+
+// built returns the estimator if it exists.
+func (l *lazyBWE) built() *gcc.SendSideBWE {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.est
+}
+
+// GetTargetBitrate returns the estimate toward the browser, bweStart
+// until video is sent.
+func (l *lazyBWE) GetTargetBitrate() int {
+	if est := l.built(); est != nil {
+		return est.GetTargetBitrate()
+	}
+	return bweStart
+}
+
+// Close closes the estimator, if built, and keeps it from being built.
+func (l *lazyBWE) Close() error {
+	l.mu.Lock()
+	est := l.est
+	l.closed = true
+	l.mu.Unlock()
+	if est == nil {
+		return nil
+	}
+	return est.Close()
 }
 
 // bweInterceptor feeds one peer connection's outgoing RTP and incoming
@@ -98,7 +147,7 @@ func (f *bweFactory) take() (*gcc.SendSideBWE, *nackGuard) {
 // reader also carries key frame requests and receiver reports.
 type bweInterceptor struct {
 	interceptor.NoOp
-	est *gcc.SendSideBWE
+	est *lazyBWE
 }
 
 // BindRTCPReader implements interceptor.Interceptor.
@@ -113,7 +162,11 @@ func (b *bweInterceptor) BindRTCPReader(reader interceptor.RTCPReader) intercept
 		}
 		pkts, perr := attr.GetRTCPPackets(buf[:n])
 		if perr == nil && hasCongestionFeedback(pkts) {
-			_ = b.est.WriteRTCP(pkts, attr)
+			// Feedback before any video is sent has nothing to say
+			// about what the estimator would track.
+			if est := b.est.built(); est != nil {
+				_ = est.WriteRTCP(pkts, attr)
+			}
 		}
 		return n, attr, nil
 	})
@@ -140,7 +193,11 @@ func (b *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, writer in
 	if strings.HasPrefix(strings.ToLower(info.MimeType), "audio/") {
 		return writer
 	}
-	return b.est.AddStream(info, writer)
+	est := b.est.start()
+	if est == nil {
+		return writer
+	}
+	return est.AddStream(info, writer)
 }
 
 // Close implements interceptor.Interceptor.

@@ -120,4 +120,42 @@ func TestVideoCapFollowsViewer(t *testing.T) {
 
 	downlink.SetRate(50_000_000)
 	eventually(t, "the REMB back over 1 Mbit/s with the downlink restored", func() bool { return remb.Load() >= 1_000_000 })
+
+	// Only the peer the gateway sends video to runs an estimator.
+	if pa.bwe.built() == nil {
+		t.Error("no estimator toward the console, which gets video")
+	}
+	if pc.bwe.built() != nil {
+		t.Error("an estimator toward the customer, which gets no video")
+	}
+}
+
+// TestLazyEstimator: the estimator of a peer that is sent no video is
+// never built, reports the starting estimate, and once closed is not
+// built any more.
+func TestLazyEstimator(t *testing.T) {
+	var l lazyBWE
+	if got := l.GetTargetBitrate(); got != bweStart {
+		t.Errorf("estimate before video %d, want %d", got, bweStart)
+	}
+	if l.built() != nil {
+		t.Fatal("built without video")
+	}
+	est := l.start()
+	if est == nil || l.start() != est || l.built() != est {
+		t.Fatal("start did not build one estimator and keep it")
+	}
+	if got := l.GetTargetBitrate(); got != bweStart {
+		t.Errorf("fresh estimate %d, want %d", got, bweStart)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var closed lazyBWE
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if closed.start() != nil {
+		t.Error("built after Close")
+	}
 }

@@ -187,6 +187,34 @@ func TestChromeCall(t *testing.T) {
 	defer playTone(t, p.AudioIn(), 440)()
 	assertTone(t, "gateway heard chrome", tail(heardMore(t, "audio from chrome", heard, 2*time.Second), time.Second), 1000)
 
+	// Chrome honours the narrowband hint: its Opus encoder is capped at
+	// narrowband (RFC 7587 §6.1), so the gateway decodes SILK alone.
+	// The packets, relayed untouched to a second peer, say so in their
+	// TOC byte (RFC 6716 §3.1: configurations 0-3 are SILK narrowband,
+	// 16-19 CELT narrowband).
+	relayed := newBrowser(t, browserOptions{})
+	rp := connect(t, e, relayed, PeerOptions{Name: "relay"})
+	if err := p.RelayAudioTo(rp.Peer); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "chrome's packets relayed", func() bool { return len(relayed.receivedAudio()) >= 50 })
+	if err := p.RelayAudioTo(nil); err != nil {
+		t.Fatal(err)
+	}
+	configs := map[byte]int{}
+	for _, pkt := range relayed.receivedAudio()[25:50] {
+		if len(pkt.payload) == 0 {
+			continue
+		}
+		cfg := pkt.payload[0] >> 3
+		configs[cfg]++
+		if cfg > 3 && (cfg < 16 || cfg > 19) {
+			t.Fatalf("chrome sent Opus of TOC configuration %d, not narrowband, to an answer with %q", cfg, "maxplaybackrate=8000")
+		}
+	}
+	t.Logf("chrome's Opus, TOC configuration: packets %v", configs)
+	rp.Close()
+
 	var peak float64
 	deadline := time.Now().Add(wait)
 	for {

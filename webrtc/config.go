@@ -57,7 +57,19 @@ type Config struct {
 	// single addresses) the gateway gathers host candidates on. Behind a
 	// 1:1 NAT, NAT1To1IPs shows the public address instead.
 	IPs []string `yaml:"ips"`
+	// OpusComplexity is the effort, from 1 to 10, of the Opus encoder
+	// that codes the desk phone's audio toward the browser; 0 means 5.
+	// That encoder is most of a transcoded call's CPU: lower values
+	// carry more calls per core at some cost in quality (see
+	// BENCHMARKS.md, "Make it fast"). At 1 the encoder sends no in-band
+	// FEC, so the browser conceals every lost packet instead of
+	// recovering it; 2 is the least that keeps FEC.
+	OpusComplexity int `yaml:"opus_complexity"`
 }
+
+// DefaultOpusComplexity is the Opus encoder's effort when
+// opus_complexity is unset.
+const DefaultOpusComplexity = 5
 
 // ICEServer is one STUN or TURN server. A TURN server takes either a
 // shared secret, from which short-lived credentials are made for each
@@ -193,6 +205,9 @@ func (c *Config) Validate() error {
 		if _, err := parseNetwork(n); err != nil {
 			errs = append(errs, fmt.Errorf("ips[%d]: %q is not a CIDR prefix or an IP address", i, n))
 		}
+	}
+	if c.OpusComplexity < 0 || c.OpusComplexity > 10 {
+		errs = append(errs, fmt.Errorf("opus_complexity: %d is not within 1-10 (0 for the default, %d)", c.OpusComplexity, DefaultOpusComplexity))
 	}
 	switch c.Transcode {
 	case "auto", "always":

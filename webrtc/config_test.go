@@ -61,3 +61,32 @@ func TestTURNServerConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestOpusComplexityConfig(t *testing.T) {
+	for _, tc := range []struct {
+		v    int
+		want string
+	}{
+		{0, ""}, {1, ""}, {10, ""},
+		{-1, "opus_complexity: -1 is not within 1-10"},
+		{11, "opus_complexity: 11 is not within 1-10"},
+	} {
+		c := Config{OpusComplexity: tc.v}
+		c.ApplyDefaults()
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%d: %v", tc.v, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%d: error %v, want %q", tc.v, err, tc.want)
+		}
+	}
+	e, err := New(Config{OpusComplexity: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := e.opts.opus.Complexity; got != 2 {
+		t.Errorf("encoder complexity %d, want 2", got)
+	}
+}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
@@ -209,7 +208,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 		failedTimeout:       defaultFailedTimeout,
 		keepAlive:           defaultKeepAlive,
 		connectTimeout:      defaultConnectTimeout,
-		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5},
+		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5, Complexity: cfg.OpusComplexity},
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -498,7 +497,7 @@ func (e *Engine) Close() error {
 // newPeerConnection creates a pion peer connection with the engine's
 // settings, and returns the bandwidth estimator and NACK guard built for
 // it.
-func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, *gcc.SendSideBWE, *nackGuard, error) {
+func (e *Engine) newPeerConnection(_ context.Context) (*pwebrtc.PeerConnection, *lazyBWE, *nackGuard, error) {
 	if e.closed.Load() {
 		return nil, nil, nil, ErrClosed
 	}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor/pkg/gcc"
 	pwebrtc "github.com/pion/webrtc/v4"
 
 	"github.com/segue-rtc/segue/mediaclock"
@@ -175,7 +174,7 @@ type Peer struct {
 
 	// bwe estimates the bandwidth toward the browser; forwarded counts
 	// the video tracks forwarded to it, which share that estimate.
-	bwe       *gcc.SendSideBWE
+	bwe       *lazyBWE
 	forwarded atomic.Int32
 	// nack budgets what the browser's NACKs make the gateway resend.
 	nack *nackGuard

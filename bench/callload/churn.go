@@ -155,7 +155,7 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	// calls away: on a shared machine its scheduler lag passes the default
 	// 20 ms often, so calls are admitted up to -max-scheduler-lag.
 	config, url, admin, err := segueConfig(gwDir, env.phone.addr, o.agentCount, total,
-		admission{maxCalls: total + 10, maxLag: co.maxLag.String(), maxLate: co.maxLate})
+		admission{maxCalls: total + 10, maxLag: co.maxLag.String(), maxLate: co.maxLate}, o.tune)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func runChurn(ctx context.Context, o options, w io.Writer) (*churnReport, error)
 	for _, k := range ch.kindList() {
 		ch.kinds[k.name] = &kindStats{failures: map[string]int{}}
 	}
-	if ch.gen, err = newGenerator(o.pcmu); err != nil {
+	if ch.gen, err = newGenerator(genOptions{pcmu: o.pcmu, wideOnly: o.wideOnly, ownSockets: o.tune.udpMux}); err != nil {
 		return nil, err
 	}
 	defer ch.gen.close()

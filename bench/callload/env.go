@@ -195,10 +195,17 @@ type admission struct {
 	maxLate  int    // limits.max_media_late_percent, negative for the default
 }
 
+// tuning is what a run changes in the gateway's media settings.
+type tuning struct {
+	opusComplexity int  // webrtc.opus_complexity, 0 for the default
+	udpMux         bool // webrtc.udp_mux_port: one ICE port for every peer
+}
+
 // segueConfig writes the gateway's config for a run: loopback only, a
 // trunk to the echo phone, agents for the load, limits raised so that
-// one address may place every call, admission as adm says.
-func segueConfig(dir, sippAddr string, agents, calls int, adm admission) (string, string, string, error) {
+// one address may place every call, admission as adm says, media
+// settings as tune says.
+func segueConfig(dir, sippAddr string, agents, calls int, adm admission, tune tuning) (string, string, string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(benchAgentPassword), bcrypt.MinCost)
 	if err != nil {
 		return "", "", "", err
@@ -219,6 +226,17 @@ func segueConfig(dir, sippAddr string, agents, calls int, adm admission) (string
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d", admin)
 	udpLo := 40000 + 1000*(port%10)
 	rtpLo := 52000 + 1000*(port%10)
+	webrtcExtra := ""
+	if tune.opusComplexity != 0 {
+		webrtcExtra += fmt.Sprintf("  opus_complexity: %d\n", tune.opusComplexity)
+	}
+	if tune.udpMux {
+		mux, err := freePort(false)
+		if err != nil {
+			return "", "", "", err
+		}
+		webrtcExtra += fmt.Sprintf("  udp_mux_port: %d\n", mux)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `http:
   listen: "127.0.0.1:%d"
@@ -232,7 +250,7 @@ webrtc:
   loopback_candidates: true
   allowed_remote_networks: ["127.0.0.0/8"]
   udp_port_range: [%d, %d]
-sip:
+%ssip:
   listen: ["udp:127.0.0.1:%d"]
   rtp_port_range: [%d, %d]
 trunks:
@@ -247,7 +265,7 @@ queues:
     dial: "sip:600@%s"
     max_waiting: %d
 agents:
-`, port, url, url, admin, udpLo, udpLo+999, sipPort, rtpLo, rtpLo+999, sippAddr, calls+10, sippAddr, calls+10)
+`, port, url, url, admin, udpLo, udpLo+999, webrtcExtra, sipPort, rtpLo, rtpLo+999, sippAddr, calls+10, sippAddr, calls+10)
 	for i := range agents {
 		fmt.Fprintf(&b, "  - id: %s%d\n    name: \"Load %d\"\n    password_hash: %q\n    phone: \"sip:1001@%s\"\n    queues: [support]\n    max_chats: %d\n",
 			benchAgentPrefix, i+1, i+1, hash, sippAddr, calls+10)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,10 @@ type generator struct {
 	pcmu     bool
 	codec    pwebrtc.RTPCodecCapability
 	payloads [][]byte
+	// narrow is the microphone coded as a browser codes it for a peer
+	// whose answer caps its playback at 8 kHz (maxplaybackrate=8000):
+	// narrowband Opus. Nil for PCMU.
+	narrow [][]byte
 	// step is the RTP timestamp increment of one packet.
 	step uint32
 
@@ -38,10 +44,27 @@ type generator struct {
 	active []*call
 }
 
-// newGenerator opens the shared UDP socket on 127.0.0.1 and pre-encodes
-// the microphone: Opus, or PCMU when pcmu is set (the customer then
-// offers PCMU only, and the gateway needs no transcoding).
-func newGenerator(pcmu bool) (*generator, error) {
+// genOptions are what the customers are like.
+type genOptions struct {
+	// pcmu: the customers offer PCMU only, and the gateway needs no
+	// transcoding.
+	pcmu bool
+	// wideOnly: the customers send full-band Opus whatever the answer
+	// asks, as a browser that ignores maxplaybackrate would.
+	wideOnly bool
+	// ownSockets: each customer gathers on a UDP socket of its own
+	// instead of all sharing one. Needed against a gateway whose peers
+	// share one port (webrtc.udp_mux_port): a mux tells its peers apart
+	// by their remote address, and customers sharing one socket would
+	// all have the same.
+	ownSockets bool
+}
+
+// newGenerator opens the shared UDP socket on 127.0.0.1 (unless
+// o.ownSockets) and pre-encodes the microphone: Opus, or PCMU when
+// o.pcmu is set.
+func newGenerator(o genOptions) (*generator, error) {
+	pcmu, wideOnly := o.pcmu, o.wideOnly
 	g := &generator{pcmu: pcmu}
 	var err error
 	me := &pwebrtc.MediaEngine{}
@@ -56,6 +79,9 @@ func newGenerator(pcmu bool) (*generator, error) {
 		g.codec = pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 		g.step = 960
 		g.payloads, err = micOpus()
+		if err == nil && !wideOnly {
+			g.narrow, err = micOpusNarrow()
+		}
 		if err == nil {
 			err = me.RegisterCodec(pwebrtc.RTPCodecParameters{RTPCodecCapability: g.codec, PayloadType: 111}, pwebrtc.RTPCodecTypeAudio)
 		}
@@ -64,7 +90,7 @@ func newGenerator(pcmu bool) (*generator, error) {
 		return nil, err
 	}
 	var se pwebrtc.SettingEngine
-	if g.conn, g.mux, se, err = loopbackSettings(); err != nil {
+	if g.conn, g.mux, se, err = loopbackSettings(!o.ownSockets); err != nil {
 		return nil, err
 	}
 	// rtpengine may send media as soon as ICE and DTLS are up, before
@@ -74,20 +100,27 @@ func newGenerator(pcmu bool) (*generator, error) {
 	return g, nil
 }
 
-// loopbackSettings opens one UDP socket on 127.0.0.1 and returns pion
-// settings that run every peer connection's ICE on it (an ICE UDP mux),
-// on loopback only, without mDNS, logging errors only.
-func loopbackSettings() (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, error) {
+// loopbackSettings returns pion settings for ICE on loopback only,
+// without mDNS, logging errors only. With shared it also opens one UDP
+// socket on 127.0.0.1 and runs every peer connection's ICE on it (an ICE
+// UDP mux); without, each peer connection opens its own and conn and mux
+// are nil.
+func loopbackSettings(shared bool) (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, error) {
 	var se pwebrtc.SettingEngine
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, nil, se, err
-	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
 	se.LoggerFactory = lf
-	mux := pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)
-	se.SetICEUDPMux(mux)
+	var conn net.PacketConn
+	var mux ice.UDPMux
+	if shared {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, nil, se, err
+		}
+		conn = c
+		mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), conn)
+		se.SetICEUDPMux(mux)
+	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
@@ -97,8 +130,17 @@ func loopbackSettings() (net.PacketConn, ice.UDPMux, pwebrtc.SettingEngine, erro
 
 // close closes the shared socket.
 func (g *generator) close() {
-	_ = g.mux.Close()
-	_ = g.conn.Close()
+	closeShared(g.conn, g.mux)
+}
+
+// closeShared closes what loopbackSettings opened, if anything.
+func closeShared(conn net.PacketConn, mux ice.UDPMux) {
+	if mux != nil {
+		_ = mux.Close()
+	}
+	if conn != nil {
+		_ = conn.Close()
+	}
 }
 
 // call is one customer's call and what the generator measured of it.
@@ -112,6 +154,9 @@ type call struct {
 	// Set by the sender goroutine only.
 	pkt rtp.Packet
 	pos int
+	// payloads is the microphone this call sends, chosen by the answer
+	// (useAnswer) before its media is up.
+	payloads [][]byte
 
 	sending    atomic.Bool
 	sent       atomic.Uint64
@@ -150,7 +195,7 @@ func (g *generator) newCall(idx int) (*call, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &call{idx: idx, gen: g, pc: pc}
+	c := &call{idx: idx, gen: g, pc: pc, payloads: g.payloads}
 	c.track, err = pwebrtc.NewTrackLocalStaticRTP(g.codec, "audio", fmt.Sprintf("customer-%d", idx))
 	if err == nil {
 		var sender *pwebrtc.RTPSender
@@ -196,6 +241,40 @@ func (c *call) offer() (string, error) {
 	}
 	<-done
 	return c.pc.LocalDescription().SDP, nil
+}
+
+// useAnswer applies the far end's answer to what the call sends, as
+// Chrome does: an Opus maxplaybackrate of 8000 or less (RFC 7587 §6.1)
+// caps its encoder at narrowband, so the call sends narrowband Opus. It
+// must be called before the call's media is up.
+func (c *call) useAnswer(sdp string) {
+	if c.gen.narrow != nil && opusMaxPlayback(sdp) <= 8000 {
+		c.payloads = c.gen.narrow
+	}
+}
+
+// opusMaxPlayback returns the smallest maxplaybackrate of the Opus
+// formats in sdp, or 48000 when none sets it.
+func opusMaxPlayback(sdp string) int {
+	opus := map[string]bool{}
+	rate := 48000
+	for line := range strings.Lines(sdp) {
+		line = strings.TrimSpace(line)
+		if pt, rest, ok := strings.Cut(strings.TrimPrefix(line, "a=rtpmap:"), " "); ok && strings.HasPrefix(line, "a=rtpmap:") && strings.HasPrefix(strings.ToLower(rest), "opus/") {
+			opus[pt] = true
+		}
+		pt, params, ok := strings.Cut(strings.TrimPrefix(line, "a=fmtp:"), " ")
+		if !ok || !strings.HasPrefix(line, "a=fmtp:") || !opus[pt] {
+			continue
+		}
+		for kv := range strings.SplitSeq(params, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			if n, err := strconv.Atoi(v); err == nil && strings.EqualFold(k, "maxplaybackrate") && n > 0 {
+				rate = min(rate, n)
+			}
+		}
+	}
+	return rate
 }
 
 // readRTCP keeps the cumulative loss of the far end's receiver reports
@@ -358,8 +437,8 @@ func (g *generator) send(stop <-chan struct{}) {
 
 func (c *call) sendNext() {
 	g := c.gen
-	i := c.pos % len(g.payloads)
-	c.pkt.Payload = g.payloads[i]
+	i := c.pos % len(c.payloads)
+	c.pkt.Payload = c.payloads[i]
 	c.pos++
 	if isPingStart(i) {
 		c.pingMu.Lock()

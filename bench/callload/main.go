@@ -58,6 +58,7 @@ type options struct {
 	agents       string
 	password     string
 	pcmu         bool
+	wideOnly     bool
 	start        bool
 	compare      bool
 	segueBin     string
@@ -72,14 +73,19 @@ type options struct {
 	// default), limits.max_cpu_percent (0: unset),
 	// limits.max_media_late_percent (negative: the gateway's default), and
 	// how many busy loops share the gateway's core.
-	maxCalls  int
-	maxLag    string
-	maxCPU    int
-	maxLate   int
-	burn      int
-	progress  io.Writer
-	churnMode bool
-	churn     churnOptions
+	maxCalls int
+	maxLag   string
+	maxCPU   int
+	maxLate  int
+	burn     int
+	// tune is the gateway's media settings (-start/-compare/-churn).
+	tune tuning
+	// profileDir, when set, receives the target's CPU profile over the
+	// steady window and its heap profile at the end of it.
+	profileDir string
+	progress   io.Writer
+	churnMode  bool
+	churn      churnOptions
 }
 
 func main() {
@@ -94,6 +100,7 @@ func main() {
 	flag.StringVar(&o.agents, "agent", "", "attach: agent ids (comma-separated) that accept the conversations")
 	flag.StringVar(&o.password, "password", "", "attach: the agents' password")
 	flag.BoolVar(&o.pcmu, "pcmu", false, "customers offer PCMU only (G.711 passthrough, no transcoding)")
+	flag.BoolVar(&o.wideOnly, "ignore-maxplaybackrate", false, "customers send full-band Opus even when the answer caps playback at 8 kHz (by default they send narrowband then, as Chrome does)")
 	flag.BoolVar(&o.start, "start", false, "start SIPp and the gateway (bin/segue) in a temp dir instead of attaching")
 	flag.BoolVar(&o.compare, "compare", false, "run Segue (gopus, libopus, G.711 passthrough) and rtpengine side by side, with the codec floor")
 	flag.StringVar(&o.segueBin, "segue-bin", "bin/segue", "-start: the gateway binary (built from ./cmd/segue when missing or with -build)")
@@ -122,6 +129,9 @@ func main() {
 	flag.StringVar(&o.maxLag, "max-scheduler-lag", "", "-start/-compare: the gateway's limits.max_scheduler_lag (empty: its default, 20ms, or 250ms under -churn; 0s: off)")
 	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
 	flag.IntVar(&o.maxLate, "max-media-late-percent", -1, "-start/-compare: the gateway's limits.max_media_late_percent (negative: its default, 10, or off under -churn; 0: off)")
+	flag.StringVar(&o.profileDir, "profile", "", "write the gateway's CPU profile of the steady window (cpu.pprof) and its heap profile at the end of it (heap.pprof) to this directory, from the admin listener's /debug/pprof")
+	flag.IntVar(&o.tune.opusComplexity, "opus-complexity", 0, "-start/-compare/-churn: the gateway's webrtc.opus_complexity (1-10; 0: its default, 5)")
+	flag.BoolVar(&o.tune.udpMux, "udp-mux", false, "-start/-compare/-churn: the gateway's peers share one ICE port (webrtc.udp_mux_port) instead of taking ports of their own")
 	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
 	// The soak's gateway admits calls up to 250 ms of scheduler lag unless
@@ -176,6 +186,9 @@ func (o options) check() error {
 		if d, err := time.ParseDuration(o.maxLag); err != nil || d < 0 {
 			errs = append(errs, errors.New("-max-scheduler-lag: a duration ≥ 0, e.g. 20ms"))
 		}
+	}
+	if o.tune.opusComplexity < 0 || o.tune.opusComplexity > 10 {
+		errs = append(errs, errors.New("-opus-complexity: 1-10, or 0 for the gateway's default"))
 	}
 	if o.agentCount < 1 {
 		errs = append(errs, errors.New("-agents: at least 1"))
@@ -257,8 +270,8 @@ func (o options) limits() admission {
 }
 
 func (o options) scenario(label string, t target, pid int, metrics string) scenario {
-	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, setupTimeout: o.setupTimeout,
-		target: t, pid: pid, metricsURL: metrics, progress: o.progress, settle: o.settle}
+	return scenario{label: label, calls: o.calls, ramp: o.ramp, hold: o.hold, pcmu: o.pcmu, wideOnly: o.wideOnly, ownSockets: o.tune.udpMux, setupTimeout: o.setupTimeout,
+		target: t, pid: pid, metricsURL: metrics, progress: o.progress, settle: o.settle, profileDir: o.profileDir}
 }
 
 // runEnv is what -start and -compare share: the run's directory and the
@@ -333,7 +346,7 @@ func (e *runEnv) segue(ctx context.Context, label, bin string, pcmu bool) (*repo
 	if err != nil {
 		return nil, err
 	}
-	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits())
+	config, url, admin, err := segueConfig(dir, e.phone.addr, e.o.agentCount, e.o.calls, e.o.limits(), e.o.tune)
 	if err != nil {
 		return nil, err
 	}

@@ -107,6 +107,18 @@ func micOpus() ([][]byte, error) {
 	return encodeFrames(enc, micSignal(48000), 960, p)
 }
 
+// micOpusNarrow encodes the microphone loop as a browser does for a peer
+// that asked for narrowband (maxplaybackrate=8000): Opus coding 8 kHz
+// audio, 20 ms packets, the same 32 kbit/s target.
+func micOpusNarrow() ([][]byte, error) {
+	p := &packets{rate: transcode.OpusClockRate}
+	enc, err := transcode.NewOpusEncoder(p, 8000, transcode.OpusConfig{Bitrate: 32000})
+	if err != nil {
+		return nil, fmt.Errorf("opus encoder: %w", err)
+	}
+	return encodeFrames(enc, micSignal(8000), 160, p)
+}
+
 // micPCMU encodes the microphone loop once as G.711 μ-law, 20 ms packets,
 // for customers that offer PCMU only (no transcoding in the gateway).
 func micPCMU() ([][]byte, error) {

@@ -173,6 +173,7 @@ func (t *rtpengineTarget) setup(ctx context.Context, c *call) (leg, error) {
 		return nil, err
 	}
 	answer, _ := ans["sdp"].(string)
+	c.useAnswer(answer)
 	if err := c.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		l.hangup(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("rtpengine's answer: %w", err)

@@ -21,6 +21,12 @@ type scenario struct {
 	ramp  float64       // call starts per second
 	hold  time.Duration // how long every call is held once all are up
 	pcmu  bool          // customers offer PCMU only
+	// wideOnly has the customers send full-band Opus even when the answer
+	// asks for narrowband.
+	wideOnly bool
+	// ownSockets gives each customer a UDP socket of its own (against a
+	// gateway whose peers share one port).
+	ownSockets bool
 	// setupTimeout bounds one call's set-up (chat, voice.start → connected).
 	setupTimeout time.Duration
 	// settle is how long after a call's first returned audio its quality
@@ -32,6 +38,9 @@ type scenario struct {
 	// metricsURL its Prometheus page for goroutines (empty: none).
 	pid        int
 	metricsURL string
+	// profileDir, when set with metricsURL, receives the target's CPU
+	// profile of the steady window and its heap profile at its end.
+	profileDir string
 	progress   io.Writer
 }
 
@@ -62,7 +71,7 @@ type placed struct {
 
 // runScenario runs s and returns its report.
 func runScenario(ctx context.Context, s scenario) (*report, error) {
-	gen, err := newGenerator(s.pcmu)
+	gen, err := newGenerator(genOptions{pcmu: s.pcmu, wideOnly: s.wideOnly, ownSockets: s.ownSockets})
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +145,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		a, _ = sampleProc(s.pid)
 	}
 	selfA, _ = sampleProc(os.Getpid())
+	prof := s.startProfile(ctx)
 	select {
 	case <-time.After(s.hold):
 	case <-ctx.Done():
@@ -152,6 +162,9 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		r.steady = selfB.at.Sub(selfA.at)
 	}
 	r.goroutinesLoaded = goroutines(ctx, s.metricsURL)
+	if err := prof.wait(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "callload: profile:", err)
+	}
 	close(progressDone)
 	progWG.Wait()
 

@@ -263,7 +263,7 @@ func newVideoPeers() (*videoPeers, error) {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
-	conn, mux, se, err := loopbackSettings()
+	conn, mux, se, err := loopbackSettings(true)
 	if err != nil {
 		return nil, err
 	}
@@ -273,8 +273,7 @@ func newVideoPeers() (*videoPeers, error) {
 }
 
 func (v *videoPeers) close() {
-	_ = v.mux.Close()
-	_ = v.conn.Close()
+	closeShared(v.conn, v.mux)
 }
 
 // gatheredOffer makes pc's offer with every candidate in it.

@@ -135,6 +135,7 @@ func (l *gatewayLeg) read() {
 		}
 		switch f.Type {
 		case "rtc.answer":
+			l.c.useAnswer(f.SDP)
 			if err := l.c.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: f.SDP}); err != nil {
 				l.push(callFrame{State: "error", Cause: "bad answer", Reason: err.Error()})
 			}
