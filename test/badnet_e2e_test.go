@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,42 +133,6 @@ func impair(t *testing.T, sports []int, lossPct int) (counts func() (sent, dropp
 		}
 		return sent - dropped, dropped
 	}
-}
-
-// frameQuality splits pcm into 20 ms frames and counts the bad ones: a
-// frame whose tone at hz is more than 6 dB under the median frame's, or
-// that carries more than a quarter of its energy away from the tone (a
-// click, a gap, a concealment that went wrong). It also returns the
-// longest run of bad frames.
-func frameQuality(pcm transcode.PCM16, rate int, hz float64) (frames, bad, longest int) {
-	n := rate / 50
-	var tone, total []float64
-	for off := 0; off+n <= len(pcm); off += n {
-		f := pcm[off : off+n]
-		tone = append(tone, audiotest.GoertzelLevel(f, rate, hz))
-		total = append(total, audiotest.Level(f))
-	}
-	if len(tone) == 0 {
-		return 0, 0, 0
-	}
-	sorted := slices.Clone(tone)
-	sort.Float64s(sorted)
-	median := sorted[len(sorted)/2]
-	// A quarter of the energy away from the tone is 1.25 dB; a 20 ms
-	// frame need not hold a whole number of the tone's cycles (440 Hz
-	// does not), which reads the tone up to 1.4 dB low: 1.5 dB more.
-	const offTone = 1.25 + 1.5
-	run := 0
-	for i := range tone {
-		if tone[i] < median-6 || total[i]-tone[i] > offTone || math.IsInf(total[i], -1) {
-			bad++
-			run++
-			longest = max(longest, run)
-		} else {
-			run = 0
-		}
-	}
-	return len(tone), bad, longest
 }
 
 // newestWAV returns the newest of files not in seen, and marks it seen.
@@ -309,7 +271,7 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			if l := audiotest.Level(pcm); l < -16 || l > 0 {
 				t.Errorf("heard %.1f dBFS past the %s leg, want about -6", l, c.leg)
 			}
-			frames, bad, longest := frameQuality(pcm, 8000, hz)
+			frames, bad, longest := audiotest.BadFrames(pcm, 8000, hz)
 			badPct := 100 * float64(bad) / float64(max(frames, 1))
 			// The SIP leg's loss concealment must hide every loss: fewer
 			// bad frames than lost ones, no gap. The browser leg's are
@@ -501,7 +463,7 @@ func jitterCase(t *testing.T, c badNet, g *gateway, aliceWS *wsConn, phone *peer
 	if l := audiotest.Level(pcm); l < -16 || l > 0 {
 		t.Errorf("heard %.1f dBFS past the %s leg, want about -6", l, c.leg)
 	}
-	frames, bad, longest := frameQuality(pcm, 8000, hz)
+	frames, bad, longest := audiotest.BadFrames(pcm, 8000, hz)
 	badPct := 100 * float64(bad) / float64(max(frames, 1))
 
 	var out struct {
