@@ -61,6 +61,26 @@ func TestQualityCountsGatewayDrops(t *testing.T) {
 	}
 }
 
+// TestQualityBrowserConcealment checks that the browser leg's concealed
+// frames reach the record with, apart, those rebuilt from the customer's
+// in-band FEC, under their JSON keys.
+func TestQualityBrowserConcealment(t *testing.T) {
+	q := qualityOf(sip.MediaStats{PacketsSent: 500, PacketsReceived: 500}, &webrtc.Stats{
+		Inbound: webrtc.StreamStats{Packets: 450, Lost: 50, FractionLost: 0.1, Concealed: 52, Recovered: 44}})
+	if q.BrowserConcealed != 52 || q.BrowserFECRecovered != 44 {
+		t.Errorf("browser concealed %d, from FEC %d; want 52 and 44", q.BrowserConcealed, q.BrowserFECRecovered)
+	}
+	b, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"browser_concealed":52`, `"browser_fec_recovered":44`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("record %s lacks %s", b, want)
+		}
+	}
+}
+
 func with(s sip.MediaStats, f func(*sip.MediaStats)) sip.MediaStats {
 	f(&s)
 	return s

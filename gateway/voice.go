@@ -175,10 +175,12 @@ type quality struct {
 	// on their way to the gateway (RFC 3550 §6.4.1 expected minus
 	// received), in percent; BrowserJitterMs their interarrival jitter and
 	// BrowserConcealed the frames the gateway rebuilt for them (Opus
-	// in-band FEC or loss concealment).
-	BrowserLossPercent float64 `json:"browser_loss_percent"`
-	BrowserJitterMs    float64 `json:"browser_jitter_ms"`
-	BrowserConcealed   uint64  `json:"browser_concealed"`
+	// in-band FEC or loss concealment), of which BrowserFECRecovered
+	// came from the in-band FEC of the packet after the lost one.
+	BrowserLossPercent  float64 `json:"browser_loss_percent"`
+	BrowserJitterMs     float64 `json:"browser_jitter_ms"`
+	BrowserConcealed    uint64  `json:"browser_concealed"`
+	BrowserFECRecovered uint64  `json:"browser_fec_recovered"`
 	// FramesDroppedToPhone and FramesDroppedToCustomer count the 20 ms
 	// frames the gateway itself failed to carry toward each side (its
 	// media clock stalled, a queue overflowed), apart from what the
@@ -968,6 +970,7 @@ func qualityOf(st sip.MediaStats, web *webrtc.Stats) quality {
 		q.BrowserLossPercent = webLoss
 		q.BrowserJitterMs = float64(web.Inbound.Jitter) / float64(time.Millisecond)
 		q.BrowserConcealed = web.Inbound.Concealed
+		q.BrowserFECRecovered = web.Inbound.Recovered
 		q.BrowserMediaGaps = web.Inbound.Gaps
 		q.BrowserLongestGapMs = float64(web.Inbound.LongestGap.Milliseconds())
 	}

@@ -105,6 +105,10 @@ type rtcPeer struct {
 	// ufrag and password, candidates gathered again).
 	restartICE atomic.Bool
 
+	// micLate counts the microphone's frames sent late, after a tick
+	// the machine was too busy to serve on time.
+	micLate atomic.Int64
+
 	mu        sync.Mutex
 	videos    map[uint32]*videoIn
 	callState string
@@ -232,12 +236,24 @@ func (p *rtcPeer) microphone(ctx context.Context, hz float64, fec bool) {
 		tone := audiotest.Tone(8000, hz, 0.5, 10*time.Second)
 		tk := time.NewTicker(20 * time.Millisecond)
 		defer tk.Stop()
-		for off := 0; ; off = (off + 160) % len(tone) {
+		// A microphone never skips audio: the frames due by the clock
+		// are all sent, late ones at once, since a ticker drops the
+		// ticks a busy machine makes it miss. Otherwise the gateway
+		// would conceal frames that were never lost.
+		start, sent, off := time.Now(), 0, 0
+		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
+			}
+			due := int(time.Since(start)/(20*time.Millisecond)) + 1
+			if due > sent+1 {
+				p.micLate.Add(int64(due - sent - 1))
+			}
+			for ; sent < due; sent++ {
 				_ = enc.WriteSample(tone[off : off+160])
+				off = (off + 160) % len(tone)
 			}
 		}
 	}()

@@ -231,9 +231,13 @@ func (j *Jitter) Push(p *rtp.Packet) {
 	if j.count == 0 && !j.started {
 		j.firstArrive = now
 	}
-	if p.Marker && j.started && j.count == 0 && j.stallEmpty > 0 {
+	if p.Marker && j.started && j.count == 0 && j.stallEmpty > 0 && ext == j.next {
 		// RFC 3551 §4.1: a talk spurt starts after silence; buffer it to
-		// the target delay instead of playing it at once.
+		// the target delay instead of playing it at once. The sequence
+		// numbers run on through a silence, so the spurt's first packet
+		// is the one due: a marked packet with a hole before it follows
+		// a loss instead (some senders mark every packet), and the lost
+		// one is concealed, from this packet's FEC, not skipped.
 		j.started = false
 		j.firstArrive = now
 	}

@@ -1,8 +1,10 @@
 package transcode_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -517,5 +519,57 @@ func TestJitterProperties(t *testing.T) {
 		if st.Depth != 0 {
 			t.Fatalf("seed %d: %s still held after the stream ended", seed, st.Depth)
 		}
+	}
+}
+
+// TestJitterLossBeforeMarkedPacket: packets arrive 5 ms after each
+// playout tick, so that the buffer is empty when one is due and lost, and
+// some senders (pion's sample track among them) set the marker bit on
+// every packet. The marked packet after the loss is not the start of a
+// talk spurt: the lost one is concealed from it (Opus FEC) a tick later,
+// as it is when only the first packet is marked, instead of the buffer
+// restarting on it and skipping the loss unconcealed.
+func TestJitterLossBeforeMarkedPacket(t *testing.T) {
+	for _, everyMarked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("every packet marked %v", everyMarked), func(t *testing.T) {
+			clock := newFakeClock()
+			start := clock.t
+			j, err := transcode.NewJitter(transcode.JitterConfig{ClockRate: 8000, Now: clock.now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lost := map[int]bool{20: true, 45: true}
+			dec := &recordingDecoder{}
+			next := 0
+			for tick := range 70 {
+				now := time.Duration(tick) * frame
+				for ; next < 60 && time.Duration(next)*frame+5*time.Millisecond <= now; next++ {
+					if lost[next] {
+						continue
+					}
+					p := pkt(7, uint16(next), uint32(next)*160)
+					p.Marker = next == 0 || everyMarked
+					clock.t = start.Add(time.Duration(next)*frame + 5*time.Millisecond)
+					j.Push(p)
+				}
+				clock.t = start.Add(now)
+				if _, err := j.PopTo(dec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			for i, l := range dec.log {
+				if strings.HasPrefix(l, "conceal") && i > 0 && i < 60 {
+					got = append(got, dec.log[i-1]+", "+l)
+				}
+			}
+			want := []string{"decode 19, conceal", "conceal, conceal from 21", "decode 44, conceal from 46"}
+			if !slices.Equal(got, want) {
+				t.Errorf("concealed %q, want %q", got, want)
+			}
+			if st := j.Stats(); st.Lost != 2 || st.Resets != 0 {
+				t.Errorf("stats %+v, want 2 lost and no restart", st)
+			}
+		})
 	}
 }

@@ -3,7 +3,10 @@ package transcode
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
+
+	"github.com/thesyncim/gopus"
 )
 
 // Concealer is implemented by decoder stages that can fill in a lost
@@ -14,6 +17,23 @@ import (
 // nil. Writing an empty payload to these stages conceals too, without FEC.
 type Concealer interface {
 	Conceal(next []byte) error
+}
+
+// ConcealStats counts how a decoder stage filled in lost packets.
+type ConcealStats struct {
+	// FEC counts frames recovered from the in-band FEC (LBRR, RFC 6716
+	// §4.2.4) that the following packet carried.
+	FEC uint64
+	// PLC counts frames extrapolated by the decoder's loss concealment:
+	// no following packet was at hand, or it carried no FEC.
+	PLC uint64
+}
+
+// ConcealCounter is implemented by decoder stages that count their
+// concealment (OpusDecoder). ConcealStats is safe to call from any
+// goroutine while the stage decodes.
+type ConcealCounter interface {
+	ConcealStats() ConcealStats
 }
 
 // Conceal asks w to conceal one lost frame, with next as the following
@@ -104,9 +124,14 @@ type OpusDecoder struct {
 	pcm  []int16
 	last int
 	err  error
+	fec  atomic.Uint64
+	plc  atomic.Uint64
 }
 
-var _ Concealer = (*OpusDecoder)(nil)
+var (
+	_ Concealer      = (*OpusDecoder)(nil)
+	_ ConcealCounter = (*OpusDecoder)(nil)
+)
 
 // NewOpusDecoder returns a writer of Opus payloads that decodes them with
 // DefaultOpus straight to dst's rate (8, 12, 16, 24 or 48 kHz). Its
@@ -158,19 +183,48 @@ func (d *OpusDecoder) WriteSample(p []byte) error {
 // Conceal writes one frame, as long as the last decoded packet, in place of
 // a lost packet. When next, the payload of the packet after the lost one,
 // carries in-band FEC, the frame is decoded from it (RFC 6716 §2.1.7);
-// otherwise the decoder's loss concealment extrapolates it.
+// otherwise the decoder's loss concealment extrapolates it. Each frame is
+// counted in ConcealStats as one or the other.
 func (d *OpusDecoder) Conceal(next []byte) error {
 	if d.err != nil {
 		return d.err
 	}
+	if !OpusHasFEC(next) {
+		next = nil
+	}
 	n, err := safeCall(func() (int, error) { return d.dec.Conceal(next, d.pcm[:d.last]) })
-	if err != nil && len(next) > 0 && !errors.Is(err, ErrCodecPanic) {
+	if err != nil && next != nil && !errors.Is(err, ErrCodecPanic) {
+		next = nil
 		n, err = safeCall(func() (int, error) { return d.dec.Conceal(nil, d.pcm[:d.last]) })
 	}
 	if err != nil {
 		return d.fail(err)
 	}
+	if next != nil {
+		d.fec.Add(1)
+	} else {
+		d.plc.Add(1)
+	}
 	return d.dst.WriteSample(d.pcm[:n])
+}
+
+// ConcealStats returns how many lost frames were recovered from FEC and
+// how many extrapolated.
+func (d *OpusDecoder) ConcealStats() ConcealStats {
+	return ConcealStats{FEC: d.fec.Load(), PLC: d.plc.Load()}
+}
+
+// OpusHasFEC reports whether the Opus packet p carries in-band FEC for the
+// packet before it: SILK or hybrid mode with the LBRR flag of its first
+// frame set (RFC 6716 §4.2.3). CELT-only packets never do; a malformed
+// packet does not.
+func OpusHasFEC(p []byte) bool {
+	if len(p) == 0 {
+		return false
+	}
+	ok := false
+	_, _ = safeCall(func() (int, error) { ok = gopus.PacketHasLBRR(p); return 0, nil })
+	return ok
 }
 
 // fail returns err, and keeps it as the stage's permanent error if the

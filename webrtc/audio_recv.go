@@ -138,8 +138,7 @@ func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiv
 	r := &audioReader{p: p, params: func() []pwebrtc.RTPCodecParameters { return recv.GetParameters().Codecs }}
 	defer func() {
 		if r.rx != nil {
-			js := r.rx.jitter.Stats()
-			p.rxStats.final.Store(&js)
+			p.rxStats.final.Store(r.rx.counts())
 			p.rx.CompareAndSwap(r.rx, nil)
 		}
 	}()

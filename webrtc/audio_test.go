@@ -470,3 +470,64 @@ func TestNeverConnects(t *testing.T) {
 		t.Errorf("Err = %v, want ErrConnectTimeout", err)
 	}
 }
+
+// TestLostOpusRebuiltFromFEC: the browser sends Opus and one packet in
+// ten never leaves it (its sequence number is skipped). With the
+// encoder's in-band FEC on, the gateway rebuilds lost frames from the
+// packet after each (Stats' Recovered); without it, it can only
+// extrapolate them. Either way the tone goes on.
+func TestLostOpusRebuiltFromFEC(t *testing.T) {
+	for _, fec := range []bool{true, false} {
+		name := "without fec"
+		if fec {
+			name = "with fec"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newTestEngine(t, Config{})
+			b := newBrowser(t, browserOptions{})
+			p := connect(t, e, b, PeerOptions{})
+			heard := audiotest.NewRecorder(8000)
+			p.SwapAudioOut(heard)
+
+			rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+			enc, err := transcode.NewOpusEncoder(rec, 8000, transcode.OpusConfig{FEC: fec, PacketLoss: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tone := audiotest.Tone(8000, 1000, 0.5, time.Second)
+			done := make(chan struct{})
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				var seq uint16
+				pos := 0
+				pace(done, b.stop, func() {
+					if err := enc.WriteSample(tone[pos : pos+160]); err != nil {
+						t.Errorf("browser encode: %v", err)
+					}
+					pos = (pos + 160) % len(tone)
+					ps := rec.Payloads()
+					if seq%10 != 5 {
+						_ = b.audio.write(rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960, Marker: seq == 0}, ps[len(ps)-1])
+					}
+					seq++
+				})
+			}()
+			defer close(done)
+
+			eventually(t, "five lost frames concealed", func() bool { return p.Stats().Inbound.Concealed >= 5 })
+			assertToneLoose(t, "gateway heard", heardMore(t, "browser audio", heard, time.Second), 1000)
+			in := p.Stats().Inbound
+			if in.Recovered > in.Concealed {
+				t.Errorf("%d frames recovered from FEC, more than the %d concealed", in.Recovered, in.Concealed)
+			}
+			if fec && in.Recovered == 0 {
+				t.Errorf("none of %d concealed frames recovered from FEC", in.Concealed)
+			}
+			if !fec && in.Recovered != 0 {
+				t.Errorf("%d frames recovered from FEC the browser did not send", in.Recovered)
+			}
+			t.Logf("%d packets lost, %d frames concealed, %d of them from FEC", in.Lost, in.Concealed, in.Recovered)
+		})
+	}
+}

@@ -39,6 +39,10 @@ type StreamStats struct {
 	Jitter time.Duration
 	// Concealed counts frames the decoder had to conceal (Inbound only).
 	Concealed uint64
+	// Recovered counts, among Concealed, the frames an Opus decoder
+	// rebuilt from the in-band FEC of the packet after the lost one; the
+	// rest were extrapolated by loss concealment (Inbound only).
+	Recovered uint64
 	// Malformed counts packets that could not be parsed or decoded
 	// (Inbound), or frames that failed to send (Outbound).
 	Malformed uint64
@@ -73,10 +77,26 @@ type rxCounters struct {
 	last      atomic.Int64 // unix nanoseconds of the last packet
 	gaps      atomic.Uint64
 	longest   atomic.Int64 // nanoseconds: the longest gap
-	// final is the jitter buffer's counters of the last receive chain,
-	// kept when its read loop ends (the peer closed): a call record
-	// written after the peer is released still reads them.
-	final atomic.Pointer[transcode.JitterStats]
+	// final is the jitter buffer's and the decoder's counters of the
+	// last receive chain, kept when its read loop ends (the peer
+	// closed): a call record written after the peer is released still
+	// reads them.
+	final atomic.Pointer[rxFinal]
+}
+
+// rxFinal is what a receive chain counted, kept after it ends.
+type rxFinal struct {
+	jitter  transcode.JitterStats
+	conceal transcode.ConcealStats
+}
+
+// counts returns the current counters of the receive chain rx.
+func (rx *rxState) counts() *rxFinal {
+	f := &rxFinal{jitter: rx.jitter.Stats()}
+	if c, ok := rx.dec.(transcode.ConcealCounter); ok {
+		f.conceal = c.ConcealStats()
+	}
+	return f
 }
 
 // MinMediaGap is the shortest silence between two packets of the
@@ -145,15 +165,15 @@ func (p *Peer) Stats() Stats {
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
 		s.Inbound.FractionLost = float64(s.Inbound.Lost) / float64(expected)
 	}
-	js := p.rxStats.final.Load()
+	f := p.rxStats.final.Load()
 	if rx := p.rx.Load(); rx != nil {
-		now := rx.jitter.Stats()
-		js = &now
+		f = rx.counts()
 	}
-	if js != nil {
-		s.Inbound.Jitter = js.Jitter
-		s.Inbound.Concealed = js.Concealed
-		s.Inbound.Dropped = js.Dropped + js.Late
+	if f != nil {
+		s.Inbound.Jitter = f.jitter.Jitter
+		s.Inbound.Concealed = f.jitter.Concealed
+		s.Inbound.Recovered = f.conceal.FEC
+		s.Inbound.Dropped = f.jitter.Dropped + f.jitter.Late
 	}
 	s.Inbound.Gaps, s.Inbound.LongestGap = p.rxStats.gaps.Load(), time.Duration(p.rxStats.longest.Load())
 	return s

@@ -299,3 +299,39 @@ func TestNoiseAndMix(t *testing.T) {
 		t.Errorf("mix of %d samples, peak sample %d: want 160 and saturation", len(loud), loud[20])
 	}
 }
+
+// TestBadFrames: a clean tone has no bad frame; a silent frame, a frame
+// 10 dB low and a frame with a click are bad, one each, and two bad
+// frames in a row make a run of two.
+func TestBadFrames(t *testing.T) {
+	tone := func() transcode.PCM16 { return audiotest.Tone(8000, 1000, 0.5, time.Second) }
+	frame := func(s transcode.PCM16, i int) transcode.PCM16 { return s[i*160 : (i+1)*160] }
+	for _, tc := range []struct {
+		name         string
+		damage       func(s transcode.PCM16)
+		bad, longest int
+	}{
+		{"clean", func(transcode.PCM16) {}, 0, 0},
+		{"silent frame", func(s transcode.PCM16) { clear(frame(s, 10)) }, 1, 1},
+		{"10 dB low", func(s transcode.PCM16) {
+			for i, v := range frame(s, 20) {
+				frame(s, 20)[i] = v / 3
+			}
+		}, 1, 1},
+		{"clicks", func(s transcode.PCM16) {
+			for i := 80; i < 104; i++ {
+				frame(s, 30)[i] = int16(32767 * (1 - 2*(i%2)))
+			}
+		}, 1, 1},
+		{"two in a row", func(s transcode.PCM16) { clear(s[40*160 : 42*160]) }, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tone()
+			tc.damage(s)
+			frames, bad, longest := audiotest.BadFrames(s, 8000, 1000)
+			if frames != 50 || bad != tc.bad || longest != tc.longest {
+				t.Errorf("%d frames, %d bad, %d in a row; want 50, %d, %d", frames, bad, longest, tc.bad, tc.longest)
+			}
+		})
+	}
+}

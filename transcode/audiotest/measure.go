@@ -3,6 +3,8 @@ package audiotest
 import (
 	"math"
 	"math/cmplx"
+	"slices"
+	"sort"
 
 	"github.com/segue-rtc/segue/transcode"
 )
@@ -213,4 +215,41 @@ func WindowedCorrelation(ref, got transcode.PCM16, window, maxLag int) float64 {
 		return 0
 	}
 	return sum / float64(n)
+}
+
+// BadFrames splits s, a tone at hz, into 20 ms frames and counts the bad
+// ones: a frame whose tone is more than 6 dB under the median frame's, or
+// that carries more than a quarter of its energy away from the tone (a
+// click, a gap, a concealment that went wrong). It also returns the
+// longest run of bad frames. Frames are counted from the start of s: to
+// judge lost packets one frame each, start s on the packets' 20 ms grid.
+func BadFrames(s transcode.PCM16, rate int, hz float64) (frames, bad, longest int) {
+	n := rate / 50
+	var tone, total []float64
+	for off := 0; n > 0 && off+n <= len(s); off += n {
+		f := s[off : off+n]
+		tone = append(tone, GoertzelLevel(f, rate, hz))
+		total = append(total, Level(f))
+	}
+	if len(tone) == 0 {
+		return 0, 0, 0
+	}
+	sorted := slices.Clone(tone)
+	sort.Float64s(sorted)
+	median := sorted[len(sorted)/2]
+	// A quarter of the energy away from the tone is 1.25 dB; a 20 ms
+	// frame need not hold a whole number of the tone's cycles (440 Hz
+	// does not), which reads the tone up to 1.4 dB low: 1.5 dB more.
+	const offTone = 1.25 + 1.5
+	run := 0
+	for i := range tone {
+		if tone[i] < median-6 || total[i]-tone[i] > offTone || math.IsInf(total[i], -1) {
+			bad++
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	return len(tone), bad, longest
 }
