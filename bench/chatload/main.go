@@ -3,10 +3,16 @@
 // them (each agent holds its share), then every customer sends its
 // messages at once with the others, each waiting for its ack before the
 // next. It reports the store-and-acknowledge latency, the
-// customer-to-agent delivery latency and the throughput. Counts and run
-// time are bounded.
+// customer-to-agent delivery latency and the throughput, and the CPU time
+// the generator used while the messages flowed (so that a run where the
+// generator, not the gateway, ran out of CPU shows it). With -admin (the
+// gateway's http.admin_listen) it also reports the gateway's CPU time over
+// the same window, from its process_cpu_seconds_total, and with
+// -cpuprofile it saves a CPU profile of the gateway taken from the
+// start of the sending. Counts and run time are bounded.
 //
 //	go run ./bench/chatload -url http://127.0.0.1:8090 -agents 10 -customers 500 -messages 40
+//	go run ./bench/chatload -admin http://127.0.0.1:8091 -cpuprofile gateway.pprof
 package main
 
 import (
@@ -36,14 +42,22 @@ func main() {
 	flag.IntVar(convs, "conversations", 50, "same as -customers")
 	msgs := flag.Int("messages", 100, "messages per customer (1-10000)")
 	limit := flag.Duration("timeout", 2*time.Minute, "stop after this long")
+	var pr profiling
+	flag.StringVar(&pr.admin, "admin", "", "the gateway's admin base URL (loopback only, e.g. http://127.0.0.1:8091): report its CPU time too")
+	flag.StringVar(&pr.profile, "cpuprofile", "", "with -admin: write a CPU profile of the gateway, taken from the start of the sending, to this file")
+	flag.DurationVar(&pr.seconds, "profile-for", 3*time.Second, "how long -cpuprofile profiles (1s-60s; keep it shorter than the sending)")
 	flag.Parse()
-	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit); err != nil {
+	if err := pr.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(2)
+	}
+	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit, &pr); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration) error {
+func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration, pr *profiling) error {
 	bases := strings.Split(baseList, ",")
 	for _, base := range bases {
 		u, err := url.Parse(base)
@@ -164,6 +178,12 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	var wg sync.WaitGroup
 	acks := make([][]time.Duration, nconv)
 	errs := make([]error, nconv)
+	gwCPU0, err := pr.gatewayCPU(ctx)
+	if err != nil {
+		return err
+	}
+	profiled := pr.startProfile(ctx)
+	ownCPU0 := selfCPU()
 	start := time.Now()
 	for i, c := range customers {
 		wg.Add(1)
@@ -196,8 +216,13 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	ownCPU := selfCPU() - ownCPU0
+	gwCPU1, gwErr := pr.gatewayCPU(ctx)
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if gwErr != nil {
+		return gwErr
 	}
 	time.Sleep(200 * time.Millisecond) // let the last deliveries land
 	var all []time.Duration
@@ -211,6 +236,20 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	fmt.Printf("agents %d, customers %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nagents, nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
 	fmt.Printf("ack (stored, acknowledged): %s\n", percentiles(all))
 	fmt.Printf("delivery to the agent:      %s (%d of %d seen)\n", percentiles(d), len(d), total)
+	cpu := func(d time.Duration) string {
+		return fmt.Sprintf("%.2fs (%.0f %% of one core)", d.Seconds(), 100*d.Seconds()/elapsed.Seconds())
+	}
+	fmt.Printf("CPU while sending:          generator %s", cpu(ownCPU))
+	if pr.admin != "" {
+		fmt.Printf(", gateway %s", cpu(gwCPU1-gwCPU0))
+	}
+	fmt.Println()
+	if err := <-profiled; err != nil {
+		return err
+	}
+	if pr.profile != "" {
+		fmt.Printf("gateway CPU profile (%v from the start of the sending): %s\n", pr.seconds, pr.profile)
+	}
 	return nil
 }
 
