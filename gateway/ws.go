@@ -29,6 +29,8 @@ const (
 	// flushTimeout bounds the writing of the last frames of a closing
 	// socket.
 	flushTimeout = time.Second
+	// writeTimeout bounds one write to a socket.
+	writeTimeout = 10 * time.Second
 )
 
 // outFrame is one encoded frame waiting for a socket's writer.
@@ -73,6 +75,10 @@ type client struct {
 	// ready: the welcome has been sent, so signalling may follow it.
 	// Guarded by hub.mu.
 	ready bool
+
+	// out, when set, is the connection under conn: the writer holds
+	// frames there while more are queued (wsbatch.go).
+	out *batchConn
 
 	qmu    sync.Mutex
 	queue  []outFrame
@@ -196,12 +202,12 @@ func (c *client) dropped(reason string, n int) {
 	}
 }
 
-// next takes the oldest queued frame.
-func (c *client) next() ([]byte, bool) {
+// next takes the oldest queued frame; more tells whether others remain.
+func (c *client) next() (b []byte, more, ok bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if len(c.queue) == 0 {
-		return nil, false
+		return nil, false, false
 	}
 	f := c.queue[0]
 	c.queue[0] = outFrame{}
@@ -210,7 +216,7 @@ func (c *client) next() ([]byte, bool) {
 	if len(c.queue) == 0 {
 		c.queue = nil // let the backing array go
 	}
-	return f.data, true
+	return f.data, len(c.queue) > 0, true
 }
 
 // pending is how many frames wait to be written.
@@ -235,25 +241,7 @@ func (c *client) writeLoop(ctx context.Context) {
 	for {
 		select {
 		case <-c.wake:
-			for {
-				b, ok := c.next()
-				if !ok {
-					break
-				}
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := c.conn.Write(wctx, websocket.MessageText, b)
-				cancel()
-				if err != nil {
-					c.closeWith(websocket.StatusInternalError, "write failed")
-					break
-				}
-				select {
-				case <-c.quit:
-				default:
-					continue
-				}
-				break
-			}
+			c.writeQueued(ctx)
 		case <-t.C:
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := c.conn.Ping(pctx)
@@ -266,7 +254,7 @@ func (c *client) writeLoop(ctx context.Context) {
 			// close), within flushTimeout in all.
 			fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 			for {
-				b, ok := c.next()
+				b, _, ok := c.next()
 				if !ok || c.conn.Write(fctx, websocket.MessageText, b) != nil {
 					break
 				}
@@ -277,6 +265,42 @@ func (c *client) writeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			c.conn.CloseNow()
 			return
+		}
+	}
+}
+
+// writeQueued writes the queued frames until none is left or the socket
+// is closing. While more frames follow, the batchConn holds what is
+// written, so that a burst leaves in few system calls; nothing stays held
+// when it returns.
+func (c *client) writeQueued(ctx context.Context) {
+	for {
+		b, more, ok := c.next()
+		if !ok {
+			break
+		}
+		if c.out != nil {
+			c.out.setHold(more)
+		}
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		err := c.conn.Write(wctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			c.closeWith(websocket.StatusInternalError, "write failed")
+			break
+		}
+		select {
+		case <-c.quit:
+		default:
+			continue
+		}
+		break
+	}
+	// The queue may have emptied under a held write (typing indicators
+	// shed meanwhile), or the socket be closing.
+	if c.out != nil {
+		if err := c.out.flush(writeTimeout); err != nil {
+			c.closeWith(websocket.StatusInternalError, "write failed")
 		}
 	}
 }
@@ -311,7 +335,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			agentID = session.AgentID
 		}
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
+	bw := &batchWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(bw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return // Accept has answered the client
 	}
@@ -320,6 +345,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ip := s.clientIP(r)
 	cl := newClient(conn, s.log.With("remote", ip), s.metrics)
+	cl.out = bw.conn
 	cl.ip = ip
 	if session != nil {
 		// The console's socket ends with its session (expiry or sign-out).
