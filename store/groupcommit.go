@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -123,8 +124,17 @@ func (w *groupWriter) run() {
 // may remember each conversation's last seq (lastSeq) instead of reading
 // it again; a batch that fails leaves lastSeq as it was. A message whose
 // conversation does not exist gets ErrNotFound and one whose id the
-// conversation already has gets the stored one (dup); any other failure
-// rolls the whole batch back and is returned for all.
+// conversation already has (stored before, or earlier in the batch) gets
+// the stored one (dup); any other failure rolls the whole batch back and
+// is returned for all.
+//
+// The new messages go in with one multi-row INSERT per batch (insertRows),
+// not one INSERT each: every INSERT fires the search index's trigger in a
+// statement of its own, and FTS5 writes its pending terms out as a new
+// index segment at each such statement, so row-by-row inserts made a
+// segment per message and the merging of them cost more than the rest of
+// the transaction. Duplicates are found first, with one query
+// (storedIDs), so that seqs are given only to the messages inserted.
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -132,13 +142,10 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	insert, err := tx.PrepareContext(ctx, `INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
-		kind, text, file_id, event, event_data, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-		ON CONFLICT (conversation_id, id) DO NOTHING`)
+	stored, err := storedIDs(ctx, tx, batch)
 	if err != nil {
 		return nil, err
 	}
-	defer insert.Close()
 	selectLast, err := tx.PrepareContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`)
 	if err != nil {
 		return nil, err
@@ -152,8 +159,29 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	convs := map[string]*convState{}
 	var order []string // conversations in first-seen order, for the updates
 	results := make([]appendResult, len(batch))
+	inBatch := make(map[msgKey]int, len(batch)) // messages of this batch: index in batch
+	rows := make([]*Message, 0, len(batch))
 	for i, r := range batch {
 		m := r.m
+		key := msgKey{m.ConversationID, m.ID}
+		if j, ok := inBatch[key]; ok {
+			// Sent twice in one batch: the second is the first's dup.
+			results[i] = results[j]
+			if results[j].msg != nil {
+				results[i].dup = true
+			}
+			continue
+		}
+		inBatch[key] = i
+		if stored[key] {
+			old, err := scanMessage(tx.QueryRowContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
+				WHERE m.conversation_id = ? AND m.id = ?`, m.ConversationID, m.ID))
+			if err != nil {
+				return nil, err
+			}
+			results[i] = appendResult{msg: old, dup: true}
+			continue
+		}
 		cs, ok := convs[m.ConversationID]
 		if !ok {
 			last, known := s.lastSeq[m.ConversationID]
@@ -176,28 +204,12 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		if out.CreatedAt.IsZero() {
 			out.CreatedAt = time.Now().UTC()
 		}
-		fileID := ""
-		if out.File != nil {
-			fileID = out.File.ID
-		}
-		res, err := insert.ExecContext(ctx, out.ConversationID, out.Seq, out.ID, out.Role, out.SenderID, out.SenderName,
-			out.Kind, out.Text, fileID, out.Event, string(out.EventData), unix(out.CreatedAt))
-		if err != nil {
-			return nil, err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return nil, err
-		} else if n == 0 {
-			old, err := scanMessage(tx.QueryRowContext(ctx, `SELECT `+msgColumns+` FROM messages m LEFT JOIN files f ON f.id = m.file_id
-				WHERE m.conversation_id = ? AND m.id = ?`, m.ConversationID, m.ID))
-			if err != nil {
-				return nil, err
-			}
-			results[i] = appendResult{msg: old, dup: true}
-			continue
-		}
+		rows = append(rows, &out)
 		cs.last, cs.updated, cs.changed = out.Seq, out.CreatedAt, true
 		results[i] = appendResult{msg: &out}
+	}
+	if err := insertRows(ctx, tx, rows); err != nil {
+		return nil, err
 	}
 	update, err := tx.PrepareContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`)
 	if err != nil {
@@ -223,4 +235,62 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		s.lastSeq[id] = convs[id].last
 	}
 	return results, nil
+}
+
+// msgKey names a message: ids are unique within a conversation.
+type msgKey struct{ conv, id string }
+
+// storedIDs returns which of batch's messages are stored already, with
+// one query (row values over the messages' unique index).
+func storedIDs(ctx context.Context, tx *sql.Tx, batch []*appendReq) (map[msgKey]bool, error) {
+	var q strings.Builder
+	q.WriteString(`SELECT conversation_id, id FROM messages WHERE (conversation_id, id) IN (VALUES `)
+	args := make([]any, 0, 2*len(batch))
+	for i, r := range batch {
+		if i > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?)")
+		args = append(args, r.m.ConversationID, r.m.ID)
+	}
+	q.WriteString(")")
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	stored := map[msgKey]bool{}
+	for rows.Next() {
+		var k msgKey
+		if err := rows.Scan(&k.conv, &k.id); err != nil {
+			return nil, err
+		}
+		stored[k] = true
+	}
+	return stored, rows.Err()
+}
+
+// insertRows inserts ms, none of which is stored yet, with one statement.
+func insertRows(ctx context.Context, tx *sql.Tx, ms []*Message) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
+		kind, text, file_id, event, event_data, created_at) VALUES `)
+	args := make([]any, 0, 12*len(ms))
+	for i, m := range ms {
+		if i > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
+		fileID := ""
+		if m.File != nil {
+			fileID = m.File.ID
+		}
+		args = append(args, m.ConversationID, m.Seq, m.ID, m.Role, m.SenderID, m.SenderName,
+			m.Kind, m.Text, fileID, m.Event, string(m.EventData), unix(m.CreatedAt))
+	}
+	_, err := tx.ExecContext(ctx, q.String(), args...)
+	return err
 }
