@@ -116,48 +116,64 @@ func (c *client) sendTyping(convID string, b []byte) {
 	c.enqueue(outFrame{data: b, conv: convID, key: "typing", droppable: true})
 }
 
-// enqueue adds f to the send queue (see outFrame). A client too slow to
-// keep up, even without its droppable frames, is disconnected and catches
-// up from the store when it reconnects.
-func (c *client) enqueue(f outFrame) {
+// enqueue adds fs to the send queue (see outFrame), in order and all at
+// once (the writer takes them in one batch), then wakes the writer. A
+// client too slow to keep up, even without its droppable frames, is
+// disconnected and catches up from the store when it reconnects.
+func (c *client) enqueue(fs ...outFrame) {
 	select {
 	case <-c.quit:
 		return
 	default:
 	}
 	if c.forward != nil {
-		c.forward(f)
+		for _, f := range fs {
+			c.forward(f)
+		}
 		return
 	}
 	c.qmu.Lock()
-	if f.key != "" && c.coalesceLocked(f) {
-		c.qmu.Unlock()
-		return
-	}
-	if f.droppable && (len(c.queue) >= sendBuffer/2 || c.queued+len(f.data) > sendBufferBytes/2) {
-		c.qmu.Unlock()
-		c.dropped("typing", 1)
-		return
-	}
-	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
-		if n := c.shedLocked(); n > 0 {
-			c.dropped("typing", n)
+	typing, slow := 0, 0
+	for _, f := range fs {
+		var ok bool
+		if typing, ok = c.queueLocked(f, typing); !ok {
+			slow = len(c.queue) + 1
+			break
 		}
 	}
-	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
-		n := len(c.queue) + 1
-		c.qmu.Unlock()
-		c.dropped("slow", n)
+	c.qmu.Unlock()
+	if typing > 0 {
+		c.dropped("typing", typing)
+	}
+	if slow > 0 {
+		c.dropped("slow", slow)
 		c.closeWith(websocket.StatusTryAgainLater, "too slow; reconnect")
 		return
 	}
-	c.queue = append(c.queue, f)
-	c.queued += len(f.data)
-	c.qmu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// queueLocked adds f to the queue, adding the typing frames it dropped to
+// typing; false when the queue is full even without them.
+func (c *client) queueLocked(f outFrame, typing int) (int, bool) {
+	if f.key != "" && c.coalesceLocked(f) {
+		return typing, true
+	}
+	if f.droppable && (len(c.queue) >= sendBuffer/2 || c.queued+len(f.data) > sendBufferBytes/2) {
+		return typing + 1, true
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		typing += c.shedLocked()
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		return typing, false
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(f.data)
+	return typing, true
 }
 
 // coalesceLocked replaces the last queued frame of f's conversation with
@@ -238,6 +254,10 @@ func (c *client) closeWith(code websocket.StatusCode, reason string) {
 func (c *client) writeLoop(ctx context.Context) {
 	t := time.NewTicker(pingInterval)
 	defer t.Stop()
+	if c.out != nil {
+		// writeQueued's writes do not watch ctx (see there).
+		defer context.AfterFunc(ctx, func() { c.conn.CloseNow() })()
+	}
 	for {
 		select {
 		case <-c.wake:
@@ -279,12 +299,18 @@ func (c *client) writeQueued(ctx context.Context) {
 		if !ok {
 			break
 		}
+		var err error
 		if c.out != nil {
+			// The batchConn bounds each write by writeTimeout itself,
+			// and writeLoop closes the socket when ctx ends: a context
+			// that cannot end spares the library a timer per frame.
 			c.out.setHold(more)
+			err = c.conn.Write(context.WithoutCancel(ctx), websocket.MessageText, b)
+		} else {
+			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			err = c.conn.Write(wctx, websocket.MessageText, b)
+			cancel()
 		}
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		err := c.conn.Write(wctx, websocket.MessageText, b)
-		cancel()
 		if err != nil {
 			c.closeWith(websocket.StatusInternalError, "write failed")
 			break
@@ -299,7 +325,7 @@ func (c *client) writeQueued(ctx context.Context) {
 	// The queue may have emptied under a held write (typing indicators
 	// shed meanwhile), or the socket be closing.
 	if c.out != nil {
-		if err := c.out.flush(writeTimeout); err != nil {
+		if err := c.out.flush(); err != nil {
 			c.closeWith(websocket.StatusInternalError, "write failed")
 		}
 	}
@@ -885,11 +911,13 @@ func (s *Server) chatMessage(ctx context.Context, cl *client, cv *conv, f *inFra
 	}
 	m := &store.Message{ConversationID: cv.c.ID, ID: f.ID, Role: cl.role, Kind: store.KindText, Text: f.Text}
 	s.senderOf(cl, cv, m)
-	stored, _, err := s.hub.post(ctx, cv, m)
+	stored, dup, err := s.hub.postFrom(ctx, cv, m, cl)
 	if err != nil {
 		return err
 	}
-	cl.send(map[string]any{"type": "ack", "id": stored.ID, "seq": stored.Seq, "conversation_id": cv.c.ID})
+	if dup {
+		cl.send(ackOf(stored))
+	}
 	return nil
 }
 

@@ -23,12 +23,34 @@ import (
 const maxBatchBytes = 64 << 10
 
 // batchConn is a hijacked connection that can hold writes (see above).
+// It also bounds every write to the network by writeTimeout, with a write
+// deadline moved on at most once a second, so that the socket's writer
+// need not give the WebSocket library a context with a timer per frame.
 type batchConn struct {
 	net.Conn
 
-	mu   sync.Mutex
-	hold bool
-	buf  []byte
+	mu       sync.Mutex
+	hold     bool
+	buf      []byte
+	deadline time.Time // the write deadline set last
+}
+
+// armLocked makes sure the write deadline is between writeTimeout-1s and
+// writeTimeout away.
+func (b *batchConn) armLocked() {
+	now := time.Now()
+	if b.deadline.Sub(now) >= writeTimeout-time.Second {
+		return
+	}
+	b.deadline = now.Add(writeTimeout)
+	_ = b.Conn.SetWriteDeadline(b.deadline)
+}
+
+// sendLocked writes p to the network.
+func (b *batchConn) sendLocked(p []byte) error {
+	b.armLocked()
+	_, err := b.Conn.Write(p)
+	return err
 }
 
 // setHold tells whether the next writes may be held (the writer has more
@@ -50,10 +72,13 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if len(b.buf) == 0 {
-		return b.Conn.Write(p)
+		if err := b.sendLocked(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	b.buf = append(b.buf, p...)
-	_, err := b.Conn.Write(b.buf)
+	err := b.sendLocked(b.buf)
 	b.release()
 	if err != nil {
 		return 0, err
@@ -61,17 +86,15 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// flush turns holding off and writes what is held, within timeout.
-func (b *batchConn) flush(timeout time.Duration) error {
+// flush turns holding off and writes what is held.
+func (b *batchConn) flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.hold = false
 	if len(b.buf) == 0 {
 		return nil
 	}
-	_ = b.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := b.Conn.Write(b.buf)
-	_ = b.Conn.SetWriteDeadline(time.Time{})
+	err := b.sendLocked(b.buf)
 	b.release()
 	return err
 }
@@ -92,7 +115,8 @@ func (b *batchConn) release() {
 func (b *batchConn) Close() error {
 	if b.mu.TryLock() {
 		if len(b.buf) > 0 {
-			_ = b.Conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+			b.deadline = time.Now().Add(flushTimeout)
+			_ = b.Conn.SetWriteDeadline(b.deadline)
 			_, _ = b.Conn.Write(b.buf)
 			b.release()
 		}

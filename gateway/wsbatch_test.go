@@ -63,7 +63,7 @@ func TestBatchConnHoldsWhileMoreFollow(t *testing.T) {
 	rc.writes = nil
 	b.setHold(true)
 	b.Write([]byte("x"))
-	if err := b.flush(time.Second); err != nil {
+	if err := b.flush(); err != nil {
 		t.Fatal(err)
 	}
 	b.Write([]byte("y"))
