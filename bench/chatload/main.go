@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&pr.admin, "admin", "", "the gateway's admin base URL (loopback only, e.g. http://127.0.0.1:8091): report its CPU time too")
 	flag.StringVar(&pr.profile, "cpuprofile", "", "with -admin: write a CPU profile of the gateway, taken from the start of the sending, to this file")
 	flag.DurationVar(&pr.seconds, "profile-for", 3*time.Second, "how long -cpuprofile profiles (1s-60s; keep it shorter than the sending)")
+	flag.StringVar(&pr.self, "genprofile", "", "write a CPU profile of the generator itself, over the sending, to this file")
 	flag.Parse()
 	if err := pr.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
@@ -71,9 +73,15 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	wsOf := func(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws" }
+	// The sockets' reads and writes use ioctx, a context that never ends,
+	// and each socket is closed once when ctx ends: a context with a
+	// deadline costs the WebSocket library a timer per read and write,
+	// which is CPU taken from the gateway on a shared machine.
+	ioctx := context.WithoutCancel(ctx)
+	watch := func(c *websocket.Conn) func() bool { return context.AfterFunc(ctx, func() { c.CloseNow() }) }
 	send := func(c *websocket.Conn, v any) error {
 		b, _ := json.Marshal(v)
-		return c.Write(ctx, websocket.MessageText, b)
+		return c.Write(ioctx, websocket.MessageText, b)
 	}
 
 	// The agents' side: accept offers, time stamp deliveries.
@@ -92,12 +100,13 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 			return err
 		}
 		defer agent.CloseNow()
+		defer watch(agent)()
 		if err := send(agent, map[string]any{"type": "hello"}); err != nil {
 			return err
 		}
 		go func() {
 			for {
-				_, b, err := agent.Read(ctx)
+				_, b, err := agent.Read(ioctx)
 				if err != nil {
 					return
 				}
@@ -162,6 +171,7 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 			return err
 		}
 		defer c.CloseNow()
+		defer watch(c)()
 		if err := send(c, map[string]any{"type": "hello", "token": out.Token}); err != nil {
 			return err
 		}
@@ -183,6 +193,10 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 		return err
 	}
 	profiled := pr.startProfile(ctx)
+	stopSelf, err := pr.startSelfProfile()
+	if err != nil {
+		return err
+	}
 	ownCPU0 := selfCPU()
 	start := time.Now()
 	for i, c := range customers {
@@ -195,15 +209,20 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 				mu.Lock()
 				sent[id] = t0
 				mu.Unlock()
-				if err := send(c.conn, map[string]any{"type": "message", "id": id, "text": "load test message"}); err != nil {
+				if err := send(c.conn, chatMessage{Type: "message", ID: id, Text: "load test message"}); err != nil {
 					errs[i] = err
 					return
 				}
 				for {
-					_, b, err := c.conn.Read(ctx)
+					_, b, err := c.conn.Read(ioctx)
 					if err != nil {
 						errs[i] = err
 						return
+					}
+					// Only acks are decoded (the message's own
+					// copy, which comes first, is not).
+					if !bytes.Contains(b, ackType) {
+						continue
 					}
 					var f struct{ Type, ID string }
 					if json.Unmarshal(b, &f) == nil && f.Type == "ack" && f.ID == id {
@@ -217,6 +236,9 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	wg.Wait()
 	elapsed := time.Since(start)
 	ownCPU := selfCPU() - ownCPU0
+	if err := stopSelf(); err != nil {
+		return err
+	}
 	gwCPU1, gwErr := pr.gatewayCPU(ctx)
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -252,6 +274,17 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	}
 	return nil
 }
+
+// chatMessage is the frame a customer sends.
+type chatMessage struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Text string `json:"text"`
+}
+
+// ackType is in every ack frame, and in no other frame the customers get
+// (their text does not hold it).
+var ackType = []byte(`"type":"ack"`)
 
 // signIn logs agent id in and opens its console socket.
 func signIn(ctx context.Context, base, wsURL, id, password string) (*websocket.Conn, error) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,8 @@ type profiling struct {
 	admin   string
 	profile string
 	seconds time.Duration
+	// self is -genprofile: a CPU profile of the generator.
+	self string
 }
 
 func (p *profiling) check() error {
@@ -120,6 +123,26 @@ func (p *profiling) fetchProfile(ctx context.Context) error {
 		return fmt.Errorf("gateway profile: %w", err)
 	}
 	return f.Close()
+}
+
+// startSelfProfile starts profiling the generator when -genprofile asks
+// for it; stop ends the profile and closes its file.
+func (p *profiling) startSelfProfile() (stop func() error, err error) {
+	if p.self == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(p.self)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // selfCPU is the CPU time (user and system) this process has used.
