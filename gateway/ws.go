@@ -416,8 +416,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer func() { s.unregister(cl, goingAway) }()
 
 	lim := newSocketLimiter(s.cfg.Limits)
+	// Nothing cancels ctx while the loop runs (the socket ends by being
+	// closed), so the reads take a context that cannot end: the library
+	// then sets no timer per frame read.
+	rctx := context.WithoutCancel(ctx)
 	for {
-		typ, data, err := conn.Read(ctx)
+		typ, data, err := conn.Read(rctx)
 		if err != nil {
 			if websocket.CloseStatus(err) == -1 && !errors.Is(err, context.Canceled) {
 				cl.log.Debug("websocket read", "err", err)
