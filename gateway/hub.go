@@ -585,23 +585,28 @@ func (h *hub) postFrom(ctx context.Context, cv *conv, m *store.Message, from *cl
 	h.mu.Unlock()
 	h.webhooks.emitMessage(ctx, snap, stored)
 	h.metrics.messages.WithLabelValues(stored.Role, stored.Kind).Inc()
+	// The frames are encoded before taking hub.mu, which every socket of
+	// every conversation contends for.
+	frame, ferr := json.Marshal(messageFrame{Message: toWireMessage(stored), Type: "message"})
+	if ferr != nil {
+		h.log.Error("frame not encoded", "err", ferr)
+	}
+	var ack []byte
+	if from != nil {
+		ack, _ = json.Marshal(ackOf(stored)) // strings and a number
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cv.c.LastSeq = stored.Seq
 	if stored.Role != store.RoleSystem {
 		cv.lastActive = h.now()
 	}
-	frame, err := json.Marshal(messageFrame{Message: toWireMessage(stored), Type: "message"})
-	if err != nil {
-		return nil, false, err
+	switch {
+	case ferr == nil:
+		h.deliverLocked(cv, outFrame{data: frame, conv: cv.c.ID}, from, ack)
+	case from != nil:
+		from.enqueue(outFrame{data: ack})
 	}
-	var ack []byte
-	if from != nil {
-		if ack, err = json.Marshal(ackOf(stored)); err != nil {
-			return nil, false, err
-		}
-	}
-	h.deliverLocked(cv, outFrame{data: frame, conv: cv.c.ID}, from, ack)
 	if stored.Role == store.RoleCustomer && cv.c.State == store.StateWaiting {
 		switch stored.Kind {
 		case store.KindText:
