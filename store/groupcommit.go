@@ -128,12 +128,12 @@ func (w *groupWriter) run() {
 // the stored one (dup); any other failure rolls the whole batch back and
 // is returned for all.
 //
-// The new messages go in with one multi-row INSERT per batch (insertRows),
-// not one INSERT each: every INSERT fires the search index's trigger in a
+// The new messages go in with multi-row INSERTs (insertRows, a chunk of
+// up to 64 rows each), not one INSERT each: every INSERT fires the search index's trigger in a
 // statement of its own, and FTS5 writes its pending terms out as a new
 // index segment at each such statement, so row-by-row inserts made a
 // segment per message and the merging of them cost more than the rest of
-// the transaction. Duplicates are found first, with one query
+// the transaction. Duplicates are found first, with a query per chunk
 // (storedIDs), so that seqs are given only to the messages inserted.
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
@@ -142,7 +142,7 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stored, err := storedIDs(ctx, tx, batch)
+	stored, err := s.storedIDs(ctx, tx, batch)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		cs.last, cs.updated, cs.changed = out.Seq, out.CreatedAt, true
 		results[i] = appendResult{msg: &out}
 	}
-	if err := insertRows(ctx, tx, rows); err != nil {
+	if err := s.insertRows(ctx, tx, rows); err != nil {
 		return nil, err
 	}
 	update, err := tx.PrepareContext(ctx, `UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?`)
@@ -240,57 +240,105 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 // msgKey names a message: ids are unique within a conversation.
 type msgKey struct{ conv, id string }
 
-// storedIDs returns which of batch's messages are stored already, with
-// one query (row values over the messages' unique index).
-func storedIDs(ctx context.Context, tx *sql.Tx, batch []*appendReq) (map[msgKey]bool, error) {
-	var q strings.Builder
-	q.WriteString(`SELECT conversation_id, id FROM messages WHERE (conversation_id, id) IN (VALUES `)
-	args := make([]any, 0, 2*len(batch))
-	for i, r := range batch {
-		if i > 0 {
-			q.WriteString(",")
+// A batch's rows go to SQLite in chunks of rowChunks' sizes: as many of
+// the largest as fit, then the rest in smaller ones. Each chunk size has
+// one statement, prepared once and kept (rowStmt), so that a batch costs
+// no parsing: parsing a new statement of a few hundred rows for every
+// batch took a sixth of the writer's time. A chunk is one INSERT, and
+// so one search index segment (see commitBatch).
+var rowChunks = [...]int{64, 32, 16, 8, 4, 2, 1}
+
+// chunked calls f with consecutive pieces of n items, sized from
+// rowChunks, largest first.
+func chunked(n int, f func(from, size int) error) error {
+	from := 0
+	for _, size := range rowChunks {
+		for ; n-from >= size; from += size {
+			if err := f(from, size); err != nil {
+				return err
+			}
 		}
-		q.WriteString("(?,?)")
-		args = append(args, r.m.ConversationID, r.m.ID)
 	}
-	q.WriteString(")")
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	stored := map[msgKey]bool{}
-	for rows.Next() {
-		var k msgKey
-		if err := rows.Scan(&k.conv, &k.id); err != nil {
-			return nil, err
-		}
-		stored[k] = true
-	}
-	return stored, rows.Err()
+	return nil
 }
 
-// insertRows inserts ms, none of which is stored yet, with one statement.
-func insertRows(ctx context.Context, tx *sql.Tx, ms []*Message) error {
-	if len(ms) == 0 {
-		return nil
-	}
-	var q strings.Builder
-	q.WriteString(`INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
-		kind, text, file_id, event, event_data, created_at) VALUES `)
-	args := make([]any, 0, 12*len(ms))
-	for i, m := range ms {
-		if i > 0 {
-			q.WriteString(",")
+// rowStmt returns the statement of kind ("insert" or "stored") for size
+// rows, preparing it the first time. Only the writer goroutine calls it.
+func (s *SQLite) rowStmt(ctx context.Context, tx *sql.Tx, kind string, size int) (*sql.Stmt, error) {
+	key := fmt.Sprint(kind, size)
+	st, ok := s.rowStmts[key]
+	if !ok {
+		var q strings.Builder
+		switch kind {
+		case "stored":
+			q.WriteString(`SELECT conversation_id, id FROM messages WHERE (conversation_id, id) IN (VALUES `)
+			q.WriteString(strings.Repeat("(?,?),", size-1))
+			q.WriteString("(?,?))")
+		default:
+			q.WriteString(`INSERT INTO messages (conversation_id, seq, id, role, sender_id, sender_name,
+				kind, text, file_id, event, event_data, created_at) VALUES `)
+			q.WriteString(strings.Repeat("(?,?,?,?,?,?,?,?,?,?,?,?),", size-1))
+			q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
-		fileID := ""
-		if m.File != nil {
-			fileID = m.File.ID
+		var err error
+		if st, err = s.db.PrepareContext(ctx, q.String()); err != nil {
+			return nil, err
 		}
-		args = append(args, m.ConversationID, m.Seq, m.ID, m.Role, m.SenderID, m.SenderName,
-			m.Kind, m.Text, fileID, m.Event, string(m.EventData), unix(m.CreatedAt))
+		s.rowStmts[key] = st
 	}
-	_, err := tx.ExecContext(ctx, q.String(), args...)
-	return err
+	return tx.StmtContext(ctx, st), nil
+}
+
+// storedIDs returns which of batch's messages are stored already (row
+// values over the messages' unique index).
+func (s *SQLite) storedIDs(ctx context.Context, tx *sql.Tx, batch []*appendReq) (map[msgKey]bool, error) {
+	stored := map[msgKey]bool{}
+	args := make([]any, 0, 2*len(batch))
+	err := chunked(len(batch), func(from, size int) error {
+		st, err := s.rowStmt(ctx, tx, "stored", size)
+		if err != nil {
+			return err
+		}
+		args = args[:0]
+		for _, r := range batch[from : from+size] {
+			args = append(args, r.m.ConversationID, r.m.ID)
+		}
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k msgKey
+			if err := rows.Scan(&k.conv, &k.id); err != nil {
+				return err
+			}
+			stored[k] = true
+		}
+		return rows.Err()
+	})
+	return stored, err
+}
+
+// insertRows inserts ms, none of which is stored yet, a chunk of rows
+// per statement.
+func (s *SQLite) insertRows(ctx context.Context, tx *sql.Tx, ms []*Message) error {
+	args := make([]any, 0, 12*min(len(ms), rowChunks[0]))
+	return chunked(len(ms), func(from, size int) error {
+		st, err := s.rowStmt(ctx, tx, "insert", size)
+		if err != nil {
+			return err
+		}
+		args = args[:0]
+		for _, m := range ms[from : from+size] {
+			fileID := ""
+			if m.File != nil {
+				fileID = m.File.ID
+			}
+			args = append(args, m.ConversationID, m.Seq, m.ID, m.Role, m.SenderID, m.SenderName,
+				m.Kind, m.Text, fileID, m.Event, string(m.EventData), unix(m.CreatedAt))
+		}
+		_, err = st.ExecContext(ctx, args...)
+		return err
+	})
 }

@@ -322,3 +322,23 @@ func TestSQLiteBatchOfEveryKind(t *testing.T) {
 		t.Fatalf("search for the dropped duplicate's words: %v %v", found, err)
 	}
 }
+
+func TestChunkedCoversEveryRowOnce(t *testing.T) {
+	for n := range maxBatch + 1 {
+		next, calls := 0, 0
+		err := chunked(n, func(from, size int) error {
+			if from != next {
+				t.Fatalf("n=%d: chunk at %d, want %d", n, from, next)
+			}
+			next += size
+			calls++
+			return nil
+		})
+		if err != nil || next != n {
+			t.Fatalf("n=%d: covered %d rows (%v)", n, next, err)
+		}
+		if limit := n/rowChunks[0] + len(rowChunks) - 1; calls > limit {
+			t.Fatalf("n=%d: %d chunks, want at most %d", n, calls, limit)
+		}
+	}
+}

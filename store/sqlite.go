@@ -27,6 +27,8 @@ type SQLite struct {
 	writer *groupWriter
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
+	// rowStmts are the writer's multi-row statements (groupcommit.go).
+	rowStmts map[string]*sql.Stmt
 }
 
 var _ Store = (*SQLite)(nil)
@@ -153,7 +155,7 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
 	}
-	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}}
+	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}}
 	s.writer = startGroupWriter(s.commitBatch)
 	return s, nil
 }
@@ -559,6 +561,9 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) 
 // the main file.
 func (s *SQLite) Close() error {
 	s.writer.close()
+	for _, st := range s.rowStmts {
+		st.Close()
+	}
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	return errors.Join(cerr, s.db.Close())
 }
