@@ -111,6 +111,18 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 					return
 				}
 				now := time.Now()
+				// The gateway's message frames start with the message's
+				// id: those are read without decoding the whole frame
+				// (any other shape is decoded below).
+				if id, ok := messageID(b); ok {
+					mu.Lock()
+					if t, ok := sent[id]; ok {
+						delivery = append(delivery, now.Sub(t))
+						delete(sent, id)
+					}
+					mu.Unlock()
+					continue
+				}
 				var f struct {
 					Type         string `json:"type"`
 					Conversation struct {
@@ -280,6 +292,23 @@ type chatMessage struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
 	Text string `json:"text"`
+}
+
+// messagePrefix starts the gateway's message frames.
+var messagePrefix = []byte(`{"message":{"id":"`)
+
+// messageID returns the message id of a message frame that starts with
+// messagePrefix and whose id holds no escapes.
+func messageID(b []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(b, messagePrefix)
+	if !ok {
+		return "", false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
 }
 
 // ackType is in every ack frame, and in no other frame the customers get

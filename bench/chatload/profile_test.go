@@ -41,3 +41,20 @@ func TestProfilingCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageID(t *testing.T) {
+	for _, tc := range []struct {
+		frame, id string
+		ok        bool
+	}{
+		{`{"message":{"id":"c_1-7","conversation_id":"c_1","seq":8},"type":"message"}`, "c_1-7", true},
+		{`{"message":{"id":"a\"b"},"type":"message"}`, "", false},
+		{`{"type":"message","message":{"id":"x"}}`, "", false},
+		{`{"message":{"id":"unterminated`, "", false},
+	} {
+		id, ok := messageID([]byte(tc.frame))
+		if id != tc.id || ok != tc.ok {
+			t.Errorf("messageID(%s) = %q %v, want %q %v", tc.frame, id, ok, tc.id, tc.ok)
+		}
+	}
+}
