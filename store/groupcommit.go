@@ -129,12 +129,14 @@ func (w *groupWriter) run() {
 // is returned for all.
 //
 // The new messages go in with multi-row INSERTs (insertRows, a chunk of
-// up to 64 rows each), not one INSERT each: every INSERT fires the search index's trigger in a
-// statement of its own, and FTS5 writes its pending terms out as a new
-// index segment at each such statement, so row-by-row inserts made a
-// segment per message and the merging of them cost more than the rest of
-// the transaction. Duplicates are found first, with a query per chunk
-// (storedIDs), so that seqs are given only to the messages inserted.
+// up to 64 rows each), not one INSERT each: every INSERT fires the search
+// index's trigger in a statement of its own, and FTS5 writes its pending
+// terms out as a new index segment at each such statement, so row-by-row
+// inserts made a segment per message and the merging of them cost more
+// than the rest of the transaction. Duplicates are found first, with a
+// query per chunk (storedIDs), so that seqs are given only to the
+// messages inserted; the conversations are updated a chunk at a time too
+// (updateConvs).
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
