@@ -137,9 +137,11 @@ func TestNotesNeverReachTheCustomer(t *testing.T) {
 	if c, err := e.st.Conversation(context.Background(), id); err != nil || c.WrapUp != "Call back" {
 		t.Errorf("stored wrap-up %q, %v", c.WrapUp, err)
 	}
-	if n := wrapUpsCounted(t, e.srv.metrics, "support", "Call back"); n != 1 {
-		t.Errorf("segue_wrap_ups_total{support,Call back} = %v", n)
-	}
+	// The code is counted once the end is done, which may be just after
+	// the console hears of it.
+	waitUntil(t, "segue_wrap_ups_total{support,Call back} = 1", func() bool {
+		return wrapUpsCounted(t, e.srv.metrics, "support", "Call back") == 1
+	})
 	st, body := e.deskCall(alice, "GET", "/api/v1/agent/conversations/"+id+"/notes", "")
 	if st != 200 || !strings.Contains(body, secret) || !strings.Contains(body, `"wrap_up":"Call back"`) {
 		t.Errorf("alice's notes after the end: %d %s", st, body)

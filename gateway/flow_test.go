@@ -540,7 +540,7 @@ func TestSendQueueDropsTypingBeforeClosing(t *testing.T) {
 	if n := cl.pending(); n != 1 {
 		t.Fatalf("%d typing frames queued, want 1", n)
 	}
-	b, _ := cl.next()
+	b, _, _ := cl.next()
 	if string(b) != `{"type":"typing","typing":false}` {
 		t.Fatalf("coalesced typing frame: %s", b)
 	}

@@ -426,14 +426,31 @@ func (h *hub) sendToConvLocked(cv *conv, v any) {
 		h.log.Error("frame not encoded", "err", err)
 		return
 	}
-	f := outFrame{data: b, conv: cv.c.ID}
-	for cl := range cv.customers {
+	h.deliverLocked(cv, outFrame{data: b, conv: cv.c.ID}, nil, nil)
+}
+
+// deliverLocked queues f for everyone in cv, as sendToConvLocked does;
+// from, when set, also gets ack right after f, in the same step.
+func (h *hub) deliverLocked(cv *conv, f outFrame, from *client, ack []byte) {
+	acked := false
+	give := func(cl *client) {
+		if cl == from {
+			cl.enqueue(f, outFrame{data: ack})
+			acked = true
+			return
+		}
 		cl.enqueue(f)
+	}
+	for cl := range cv.customers {
+		give(cl)
 	}
 	if a, ok := h.agents[cv.c.AgentID]; ok {
 		for cl := range a.clients {
-			cl.enqueue(f)
+			give(cl)
 		}
+	}
+	if from != nil && !acked {
+		from.enqueue(outFrame{data: ack})
 	}
 }
 
@@ -562,6 +579,14 @@ func (h *hub) canAgentRead(agentID string, c *store.Conversation) bool {
 // Past limits.max_messages_per_conversation only the gateway's own events
 // are stored.
 func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Message, bool, error) {
+	return h.postFrom(ctx, cv, m, nil)
+}
+
+// postFrom is post for a message that socket from sent (nil: none). When
+// the message is new, from is queued its ack right after the message
+// itself, in the same step, so that both usually leave in one write; a
+// duplicate is acknowledged by the caller.
+func (h *hub) postFrom(ctx context.Context, cv *conv, m *store.Message, from *client) (*store.Message, bool, error) {
 	cv.mu.Lock()
 	defer cv.mu.Unlock()
 	h.mu.Lock()
@@ -593,13 +618,28 @@ func (h *hub) post(ctx context.Context, cv *conv, m *store.Message) (*store.Mess
 		wake()
 	}
 	h.metrics.messages.WithLabelValues(stored.Role, stored.Kind).Inc()
+	// The frames are encoded before taking hub.mu, which every socket of
+	// every conversation contends for.
+	frame, ferr := json.Marshal(messageFrame{Message: toWireMessage(stored), Type: "message"})
+	if ferr != nil {
+		h.log.Error("frame not encoded", "err", ferr)
+	}
+	var ack []byte
+	if from != nil {
+		ack, _ = json.Marshal(ackOf(stored)) // strings and a number
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cv.c.LastSeq = stored.Seq
 	if stored.Role != store.RoleSystem {
 		cv.lastActive = h.now()
 	}
-	h.sendToConvLocked(cv, map[string]any{"type": "message", "message": toWireMessage(stored)})
+	switch {
+	case ferr == nil:
+		h.deliverLocked(cv, outFrame{data: frame, conv: cv.c.ID}, from, ack)
+	case from != nil:
+		from.enqueue(outFrame{data: ack})
+	}
 	if stored.Role == store.RoleCustomer && cv.c.State == store.StateWaiting {
 		switch stored.Kind {
 		case store.KindText:

@@ -759,3 +759,66 @@ func TestSnapshotsAreImagesAndLeaveAnEvent(t *testing.T) {
 		t.Fatalf("transcript after a snapshot: %+v %v", ms, err)
 	}
 }
+
+// TestSenderGetsItsMessageThenItsAck: the socket that sent a message
+// gets the message, then its ack, and nothing in between, while the
+// agent's console gets the message; a message sent again gets only an
+// ack, with the first one's seq.
+func TestSenderGetsItsMessageThenItsAck(t *testing.T) {
+	e := newTestServer(t, nil)
+	alice := e.login("alice")
+	aws, _ := e.agentWS(alice)
+	id, token := e.startChat("Ann")
+	cws := e.customerWS(token)
+	aws.expect("offer")
+	aws.send(map[string]any{"type": "accept", "conversation_id": id})
+	aws.expect("history")
+	for {
+		c := decode[wireConversation](t, cws.expect("conversation")["conversation"])
+		if c.State == store.StateActive {
+			break
+		}
+	}
+	// What the acceptance sent the customer is read up to a pong.
+	cws.send(map[string]any{"type": "ping"})
+	cws.expect("pong")
+	next := func(w *wsc) map[string]json.RawMessage {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, b, err := w.conn.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f map[string]json.RawMessage
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		return f
+	}
+	for i := range 3 {
+		mid := fmt.Sprint("m", i)
+		cws.send(map[string]any{"type": "message", "id": mid, "text": "hello " + mid})
+		f := next(cws)
+		if m := decode[wireMessage](t, f["message"]); decode[string](t, f["type"]) != "message" || m.ID != mid || m.Seq < 1 {
+			t.Fatalf("message %d: the sender first got %v", i, f)
+		}
+		seq := decode[wireMessage](t, f["message"]).Seq
+		ack := next(cws)
+		if decode[string](t, ack["type"]) != "ack" || decode[string](t, ack["id"]) != mid ||
+			decode[int64](t, ack["seq"]) != seq || decode[string](t, ack["conversation_id"]) != id {
+			t.Fatalf("message %d: then %v, want its ack with seq %d", i, ack, seq)
+		}
+		if m := decode[wireMessage](t, aws.expect("message")["message"]); m.ID != mid || m.Seq != seq {
+			t.Fatalf("message %d: the agent got %+v", i, m)
+		}
+	}
+	cws.send(map[string]any{"type": "message", "id": "m1", "text": "hello again"})
+	if ack := next(cws); decode[string](t, ack["type"]) != "ack" || decode[string](t, ack["id"]) != "m1" {
+		t.Fatalf("message sent again: got %v, want only its ack", ack)
+	}
+	cws.send(map[string]any{"type": "ping"})
+	if f := next(cws); decode[string](t, f["type"]) != "pong" {
+		t.Fatalf("after the duplicate's ack: %v", f)
+	}
+}

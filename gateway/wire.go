@@ -92,6 +92,25 @@ type wireAgent struct {
 	Role string `json:"role,omitempty"`
 }
 
+// messageFrame is the frame that delivers a message. (Its fields are in
+// the order encoding/json gave the map it replaces.)
+type messageFrame struct {
+	Message wireMessage `json:"message"`
+	Type    string      `json:"type"`
+}
+
+// ackFrame acknowledges a stored message to the socket that sent it.
+type ackFrame struct {
+	ConversationID string `json:"conversation_id"`
+	ID             string `json:"id"`
+	Seq            int64  `json:"seq"`
+	Type           string `json:"type"`
+}
+
+func ackOf(m *store.Message) ackFrame {
+	return ackFrame{ConversationID: m.ConversationID, ID: m.ID, Seq: m.Seq, Type: "ack"}
+}
+
 func toWireMessage(m *store.Message) wireMessage {
 	w := wireMessage{
 		ID: m.ID, ConversationID: m.ConversationID, Seq: m.Seq,

@@ -29,6 +29,8 @@ const (
 	// flushTimeout bounds the writing of the last frames of a closing
 	// socket.
 	flushTimeout = time.Second
+	// writeTimeout bounds one write to a socket.
+	writeTimeout = 10 * time.Second
 )
 
 // outFrame is one encoded frame waiting for a socket's writer.
@@ -74,6 +76,10 @@ type client struct {
 	// Guarded by hub.mu.
 	ready bool
 
+	// out, when set, is the connection under conn: the writer holds
+	// frames there while more are queued (wsbatch.go).
+	out *batchConn
+
 	qmu    sync.Mutex
 	queue  []outFrame
 	queued int // bytes in queue
@@ -110,48 +116,64 @@ func (c *client) sendTyping(convID string, b []byte) {
 	c.enqueue(outFrame{data: b, conv: convID, key: "typing", droppable: true})
 }
 
-// enqueue adds f to the send queue (see outFrame). A client too slow to
-// keep up, even without its droppable frames, is disconnected and catches
-// up from the store when it reconnects.
-func (c *client) enqueue(f outFrame) {
+// enqueue adds fs to the send queue (see outFrame), in order and all at
+// once (the writer takes them in one batch), then wakes the writer. A
+// client too slow to keep up, even without its droppable frames, is
+// disconnected and catches up from the store when it reconnects.
+func (c *client) enqueue(fs ...outFrame) {
 	select {
 	case <-c.quit:
 		return
 	default:
 	}
 	if c.forward != nil {
-		c.forward(f)
+		for _, f := range fs {
+			c.forward(f)
+		}
 		return
 	}
 	c.qmu.Lock()
-	if f.key != "" && c.coalesceLocked(f) {
-		c.qmu.Unlock()
-		return
-	}
-	if f.droppable && (len(c.queue) >= sendBuffer/2 || c.queued+len(f.data) > sendBufferBytes/2) {
-		c.qmu.Unlock()
-		c.dropped("typing", 1)
-		return
-	}
-	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
-		if n := c.shedLocked(); n > 0 {
-			c.dropped("typing", n)
+	typing, slow := 0, 0
+	for _, f := range fs {
+		var ok bool
+		if typing, ok = c.queueLocked(f, typing); !ok {
+			slow = len(c.queue) + 1
+			break
 		}
 	}
-	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
-		n := len(c.queue) + 1
-		c.qmu.Unlock()
-		c.dropped("slow", n)
+	c.qmu.Unlock()
+	if typing > 0 {
+		c.dropped("typing", typing)
+	}
+	if slow > 0 {
+		c.dropped("slow", slow)
 		c.closeWith(websocket.StatusTryAgainLater, "too slow; reconnect")
 		return
 	}
-	c.queue = append(c.queue, f)
-	c.queued += len(f.data)
-	c.qmu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// queueLocked adds f to the queue, adding the typing frames it dropped to
+// typing; false when the queue is full even without them.
+func (c *client) queueLocked(f outFrame, typing int) (int, bool) {
+	if f.key != "" && c.coalesceLocked(f) {
+		return typing, true
+	}
+	if f.droppable && (len(c.queue) >= sendBuffer/2 || c.queued+len(f.data) > sendBufferBytes/2) {
+		return typing + 1, true
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		typing += c.shedLocked()
+	}
+	if len(c.queue) >= sendBuffer || c.queued+len(f.data) > sendBufferBytes {
+		return typing, false
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(f.data)
+	return typing, true
 }
 
 // coalesceLocked replaces the last queued frame of f's conversation with
@@ -196,12 +218,12 @@ func (c *client) dropped(reason string, n int) {
 	}
 }
 
-// next takes the oldest queued frame.
-func (c *client) next() ([]byte, bool) {
+// next takes the oldest queued frame; more tells whether others remain.
+func (c *client) next() (b []byte, more, ok bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if len(c.queue) == 0 {
-		return nil, false
+		return nil, false, false
 	}
 	f := c.queue[0]
 	c.queue[0] = outFrame{}
@@ -210,7 +232,7 @@ func (c *client) next() ([]byte, bool) {
 	if len(c.queue) == 0 {
 		c.queue = nil // let the backing array go
 	}
-	return f.data, true
+	return f.data, len(c.queue) > 0, true
 }
 
 // pending is how many frames wait to be written.
@@ -232,28 +254,14 @@ func (c *client) closeWith(code websocket.StatusCode, reason string) {
 func (c *client) writeLoop(ctx context.Context) {
 	t := time.NewTicker(pingInterval)
 	defer t.Stop()
+	if c.out != nil {
+		// writeQueued's writes do not watch ctx (see there).
+		defer context.AfterFunc(ctx, func() { c.conn.CloseNow() })()
+	}
 	for {
 		select {
 		case <-c.wake:
-			for {
-				b, ok := c.next()
-				if !ok {
-					break
-				}
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := c.conn.Write(wctx, websocket.MessageText, b)
-				cancel()
-				if err != nil {
-					c.closeWith(websocket.StatusInternalError, "write failed")
-					break
-				}
-				select {
-				case <-c.quit:
-				default:
-					continue
-				}
-				break
-			}
+			c.writeQueued(ctx)
 		case <-t.C:
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := c.conn.Ping(pctx)
@@ -266,7 +274,7 @@ func (c *client) writeLoop(ctx context.Context) {
 			// close), within flushTimeout in all.
 			fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 			for {
-				b, ok := c.next()
+				b, _, ok := c.next()
 				if !ok || c.conn.Write(fctx, websocket.MessageText, b) != nil {
 					break
 				}
@@ -277,6 +285,48 @@ func (c *client) writeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			c.conn.CloseNow()
 			return
+		}
+	}
+}
+
+// writeQueued writes the queued frames until none is left or the socket
+// is closing. While more frames follow, the batchConn holds what is
+// written, so that a burst leaves in few system calls; nothing stays held
+// when it returns.
+func (c *client) writeQueued(ctx context.Context) {
+	for {
+		b, more, ok := c.next()
+		if !ok {
+			break
+		}
+		var err error
+		if c.out != nil {
+			// The batchConn bounds each write by writeTimeout itself,
+			// and writeLoop closes the socket when ctx ends: a context
+			// that cannot end spares the library a timer per frame.
+			c.out.setHold(more)
+			err = c.conn.Write(context.WithoutCancel(ctx), websocket.MessageText, b)
+		} else {
+			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			err = c.conn.Write(wctx, websocket.MessageText, b)
+			cancel()
+		}
+		if err != nil {
+			c.closeWith(websocket.StatusInternalError, "write failed")
+			break
+		}
+		select {
+		case <-c.quit:
+		default:
+			continue
+		}
+		break
+	}
+	// The queue may have emptied under a held write (typing indicators
+	// shed meanwhile), or the socket be closing.
+	if c.out != nil {
+		if err := c.out.flush(); err != nil {
+			c.closeWith(websocket.StatusInternalError, "write failed")
 		}
 	}
 }
@@ -311,7 +361,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			agentID = session.AgentID
 		}
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
+	bw := &batchWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(bw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return // Accept has answered the client
 	}
@@ -320,6 +371,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ip := s.clientIP(r)
 	cl := newClient(conn, s.log.With("remote", ip), s.metrics)
+	cl.out = bw.conn
 	cl.ip = ip
 	if session != nil {
 		// The console's socket ends with its session (expiry or sign-out).
@@ -364,8 +416,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer func() { s.unregister(cl, goingAway) }()
 
 	lim := newSocketLimiter(s.cfg.Limits)
+	// Nothing cancels ctx while the loop runs (the socket ends by being
+	// closed), so the reads take a context that cannot end: the library
+	// then sets no timer per frame read.
+	rctx := context.WithoutCancel(ctx)
 	for {
-		typ, data, err := conn.Read(ctx)
+		typ, data, err := conn.Read(rctx)
 		if err != nil {
 			if websocket.CloseStatus(err) == -1 && !errors.Is(err, context.Canceled) {
 				cl.log.Debug("websocket read", "err", err)
@@ -859,11 +915,13 @@ func (s *Server) chatMessage(ctx context.Context, cl *client, cv *conv, f *inFra
 	}
 	m := &store.Message{ConversationID: cv.c.ID, ID: f.ID, Role: cl.role, Kind: store.KindText, Text: f.Text}
 	s.senderOf(cl, cv, m)
-	stored, _, err := s.hub.post(ctx, cv, m)
+	stored, dup, err := s.hub.postFrom(ctx, cv, m, cl)
 	if err != nil {
 		return err
 	}
-	cl.send(map[string]any{"type": "ack", "id": stored.ID, "seq": stored.Seq, "conversation_id": cv.c.ID})
+	if dup {
+		cl.send(ackOf(stored))
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -254,5 +255,101 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
+	}
+}
+
+// TestSQLiteBatchOfEveryKind hands the SQLite writer one full batch at
+// once: new messages of many conversations, a message sent twice within
+// the batch, one stored by an earlier batch, one of a conversation that
+// does not exist. Each gets its own outcome, seqs have no gaps, and the
+// search index holds the new messages' words.
+func TestSQLiteBatchOfEveryKind(t *testing.T) {
+	ctx := context.Background()
+	s := openSQLite(t, t.TempDir())
+	defer s.Close()
+	const convs = 64
+	for c := range convs {
+		newConv(t, s, fmt.Sprint("c", c))
+	}
+	first, _, err := s.AppendMessage(ctx, &Message{ConversationID: "c0", ID: "before", Role: RoleCustomer, Kind: KindText, Text: "stored earlier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []*appendReq
+	add := func(conv, id, text string) {
+		batch = append(batch, &appendReq{m: &Message{ConversationID: conv, ID: id, Role: RoleCustomer, Kind: KindText, Text: text}})
+	}
+	add("c0", "before", "again")       // 0: stored by an earlier batch
+	add("nowhere", "x", "lost")        // 1: no such conversation
+	add("c1", "twice", "first words")  // 2
+	add("c1", "twice", "second words") // 3: the same id again in this batch
+	for len(batch) < maxBatch {
+		i := len(batch)
+		add(fmt.Sprint("c", i%convs), fmt.Sprint("m", i), fmt.Sprintf("word%d", i))
+	}
+	results, err := s.commitBatch(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := results[0]; r.err != nil || !r.dup || r.msg.Seq != first.Seq || r.msg.Text != "stored earlier" {
+		t.Errorf("stored earlier: %+v %v", r.msg, r)
+	}
+	if r := results[1]; !errors.Is(r.err, ErrNotFound) {
+		t.Errorf("no such conversation: %v, want ErrNotFound", r.err)
+	}
+	if r := results[2]; r.err != nil || r.dup || r.msg.Text != "first words" {
+		t.Errorf("first of a pair: %+v %v", r.msg, r)
+	}
+	if r := results[3]; r.err != nil || !r.dup || r.msg.Seq != results[2].msg.Seq || r.msg.Text != "first words" {
+		t.Errorf("second of a pair: %+v %v", r.msg, r)
+	}
+	next := map[string]int64{"c0": first.Seq}
+	for i, r := range results {
+		if i == 1 || r.dup {
+			continue
+		}
+		conv := batch[i].m.ConversationID
+		if r.err != nil || r.msg.Seq != next[conv]+1 {
+			t.Fatalf("message %d of %s: %+v %v, want seq %d", i, conv, r.msg, r.err, next[conv]+1)
+		}
+		next[conv] = r.msg.Seq
+	}
+	for conv, last := range next {
+		ms, err := s.Messages(ctx, conv, 0, 1000)
+		if err != nil || int64(len(ms)) != last {
+			t.Fatalf("%s: %d messages stored (%v), want %d", conv, len(ms), err, last)
+		}
+		c, err := s.Conversation(ctx, conv)
+		if err != nil || c.LastSeq != last {
+			t.Fatalf("%s: last_seq %v (%v), want %d", conv, c, err, last)
+		}
+	}
+	found, err := s.SearchConversations(ctx, ConversationQuery{Text: fmt.Sprintf("word%d", maxBatch-1), Limit: 10})
+	if err != nil || len(found) != 1 || found[0].ID != fmt.Sprint("c", (maxBatch-1)%convs) {
+		t.Fatalf("search for the batch's last word: %v %v", found, err)
+	}
+	found, err = s.SearchConversations(ctx, ConversationQuery{Text: "second", Limit: 10})
+	if err != nil || len(found) != 0 {
+		t.Fatalf("search for the dropped duplicate's words: %v %v", found, err)
+	}
+}
+
+func TestChunkedCoversEveryRowOnce(t *testing.T) {
+	for n := range maxBatch + 1 {
+		next, calls := 0, 0
+		err := chunked(n, func(from, size int) error {
+			if from != next {
+				t.Fatalf("n=%d: chunk at %d, want %d", n, from, next)
+			}
+			next += size
+			calls++
+			return nil
+		})
+		if err != nil || next != n {
+			t.Fatalf("n=%d: covered %d rows (%v)", n, next, err)
+		}
+		if limit := n/rowChunks[0] + len(rowChunks) - 1; calls > limit {
+			t.Fatalf("n=%d: %d chunks, want at most %d", n, calls, limit)
+		}
 	}
 }

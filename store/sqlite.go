@@ -27,6 +27,8 @@ type SQLite struct {
 	writer *groupWriter
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
+	// rowStmts are the writer's multi-row statements (groupcommit.go).
+	rowStmts map[string]*sql.Stmt
 }
 
 var _ Store = (*SQLite)(nil)
@@ -128,7 +130,7 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, err
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -153,7 +155,14 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
 	}
-	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}}
+	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}}
+	if err := s.prepareRowStmts(ctx); err != nil {
+		for _, st := range s.rowStmts {
+			st.Close()
+		}
+		db.Close()
+		return nil, fmt.Errorf("store: prepare the writer's statements in %s: %w", path, err)
+	}
 	s.writer = startGroupWriter(s.commitBatch)
 	return s, nil
 }
@@ -594,6 +603,9 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) 
 // the main file.
 func (s *SQLite) Close() error {
 	s.writer.close()
+	for _, st := range s.rowStmts {
+		st.Close()
+	}
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	return errors.Join(cerr, s.db.Close())
 }

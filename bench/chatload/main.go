@@ -3,13 +3,20 @@
 // them (each agent holds its share), then every customer sends its
 // messages at once with the others, each waiting for its ack before the
 // next. It reports the store-and-acknowledge latency, the
-// customer-to-agent delivery latency and the throughput. Counts and run
-// time are bounded.
+// customer-to-agent delivery latency and the throughput, and the CPU time
+// the generator used while the messages flowed (so that a run where the
+// generator, not the gateway, ran out of CPU shows it). With -admin (the
+// gateway's http.admin_listen) it also reports the gateway's CPU time over
+// the same window, from its process_cpu_seconds_total, and with
+// -cpuprofile it saves a CPU profile of the gateway taken from the
+// start of the sending. Counts and run time are bounded.
 //
 //	go run ./bench/chatload -url http://127.0.0.1:8090 -agents 10 -customers 500 -messages 40
+//	go run ./bench/chatload -admin http://127.0.0.1:8091 -cpuprofile gateway.pprof
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,14 +43,23 @@ func main() {
 	flag.IntVar(convs, "conversations", 50, "same as -customers")
 	msgs := flag.Int("messages", 100, "messages per customer (1-10000)")
 	limit := flag.Duration("timeout", 2*time.Minute, "stop after this long")
+	var pr profiling
+	flag.StringVar(&pr.admin, "admin", "", "the gateway's admin base URL (loopback only, e.g. http://127.0.0.1:8091): report its CPU time too")
+	flag.StringVar(&pr.profile, "cpuprofile", "", "with -admin: write a CPU profile of the gateway, taken from the start of the sending, to this file")
+	flag.DurationVar(&pr.seconds, "profile-for", 3*time.Second, "how long -cpuprofile profiles (1s-60s; keep it shorter than the sending)")
+	flag.StringVar(&pr.self, "genprofile", "", "write a CPU profile of the generator itself, over the sending, to this file")
 	flag.Parse()
-	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit); err != nil {
+	if err := pr.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(2)
+	}
+	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit, &pr); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration) error {
+func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration, pr *profiling) error {
 	bases := strings.Split(baseList, ",")
 	for _, base := range bases {
 		u, err := url.Parse(base)
@@ -57,9 +73,15 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	wsOf := func(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/api/v1/ws" }
+	// The sockets' reads and writes use ioctx, a context that never ends,
+	// and each socket is closed once when ctx ends: a context with a
+	// deadline costs the WebSocket library a timer per read and write,
+	// which is CPU taken from the gateway on a shared machine.
+	ioctx := context.WithoutCancel(ctx)
+	watch := func(c *websocket.Conn) func() bool { return context.AfterFunc(ctx, func() { c.CloseNow() }) }
 	send := func(c *websocket.Conn, v any) error {
 		b, _ := json.Marshal(v)
-		return c.Write(ctx, websocket.MessageText, b)
+		return c.Write(ioctx, websocket.MessageText, b)
 	}
 
 	// The agents' side: accept offers, time stamp deliveries.
@@ -78,16 +100,29 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 			return err
 		}
 		defer agent.CloseNow()
+		defer watch(agent)()
 		if err := send(agent, map[string]any{"type": "hello"}); err != nil {
 			return err
 		}
 		go func() {
 			for {
-				_, b, err := agent.Read(ctx)
+				_, b, err := agent.Read(ioctx)
 				if err != nil {
 					return
 				}
 				now := time.Now()
+				// The gateway's message frames start with the message's
+				// id: those are read without decoding the whole frame
+				// (any other shape is decoded below).
+				if id, ok := messageID(b); ok {
+					mu.Lock()
+					if t, ok := sent[id]; ok {
+						delivery = append(delivery, now.Sub(t))
+						delete(sent, id)
+					}
+					mu.Unlock()
+					continue
+				}
 				var f struct {
 					Type         string `json:"type"`
 					Conversation struct {
@@ -148,6 +183,7 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 			return err
 		}
 		defer c.CloseNow()
+		defer watch(c)()
 		if err := send(c, map[string]any{"type": "hello", "token": out.Token}); err != nil {
 			return err
 		}
@@ -164,6 +200,16 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	var wg sync.WaitGroup
 	acks := make([][]time.Duration, nconv)
 	errs := make([]error, nconv)
+	gwCPU0, err := pr.gatewayCPU(ctx)
+	if err != nil {
+		return err
+	}
+	profiled := pr.startProfile(ctx)
+	stopSelf, err := pr.startSelfProfile()
+	if err != nil {
+		return err
+	}
+	ownCPU0 := selfCPU()
 	start := time.Now()
 	for i, c := range customers {
 		wg.Add(1)
@@ -175,15 +221,20 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 				mu.Lock()
 				sent[id] = t0
 				mu.Unlock()
-				if err := send(c.conn, map[string]any{"type": "message", "id": id, "text": "load test message"}); err != nil {
+				if err := send(c.conn, chatMessage{Type: "message", ID: id, Text: "load test message"}); err != nil {
 					errs[i] = err
 					return
 				}
 				for {
-					_, b, err := c.conn.Read(ctx)
+					_, b, err := c.conn.Read(ioctx)
 					if err != nil {
 						errs[i] = err
 						return
+					}
+					// Only acks are decoded (the message's own
+					// copy, which comes first, is not).
+					if !bytes.Contains(b, ackType) {
+						continue
 					}
 					var f struct{ Type, ID string }
 					if json.Unmarshal(b, &f) == nil && f.Type == "ack" && f.ID == id {
@@ -196,8 +247,16 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	ownCPU := selfCPU() - ownCPU0
+	if err := stopSelf(); err != nil {
+		return err
+	}
+	gwCPU1, gwErr := pr.gatewayCPU(ctx)
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if gwErr != nil {
+		return gwErr
 	}
 	time.Sleep(200 * time.Millisecond) // let the last deliveries land
 	var all []time.Duration
@@ -211,8 +270,50 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	fmt.Printf("agents %d, customers %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nagents, nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
 	fmt.Printf("ack (stored, acknowledged): %s\n", percentiles(all))
 	fmt.Printf("delivery to the agent:      %s (%d of %d seen)\n", percentiles(d), len(d), total)
+	cpu := func(d time.Duration) string {
+		return fmt.Sprintf("%.2fs (%.0f %% of one core)", d.Seconds(), 100*d.Seconds()/elapsed.Seconds())
+	}
+	fmt.Printf("CPU while sending:          generator %s", cpu(ownCPU))
+	if pr.admin != "" {
+		fmt.Printf(", gateway %s", cpu(gwCPU1-gwCPU0))
+	}
+	fmt.Println()
+	if err := <-profiled; err != nil {
+		return err
+	}
+	if pr.profile != "" {
+		fmt.Printf("gateway CPU profile (%v from the start of the sending): %s\n", pr.seconds, pr.profile)
+	}
 	return nil
 }
+
+// chatMessage is the frame a customer sends.
+type chatMessage struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Text string `json:"text"`
+}
+
+// messagePrefix starts the gateway's message frames.
+var messagePrefix = []byte(`{"message":{"id":"`)
+
+// messageID returns the message id of a message frame that starts with
+// messagePrefix and whose id holds no escapes.
+func messageID(b []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(b, messagePrefix)
+	if !ok {
+		return "", false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
+}
+
+// ackType is in every ack frame, and in no other frame the customers get
+// (their text does not hold it).
+var ackType = []byte(`"type":"ack"`)
 
 // signIn logs agent id in and opens its console socket.
 func signIn(ctx context.Context, base, wsURL, id, password string) (*websocket.Conn, error) {
