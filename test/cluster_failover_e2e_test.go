@@ -3,6 +3,8 @@
 package test
 
 import (
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +197,80 @@ func TestClusterNATSRefusesOutsiders(t *testing.T) {
 		if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// TestClusterNodeDiesNewCallWorks: Kamailio is in front of two gateways;
+// the customer is on node 1 and Alice's console on node 2, and they
+// chat. Node 1 is killed (kill -9). The widget reconnects to node 2 as it
+// does, with its token and the last seq it saw, and is served only what
+// came after; the chat goes on, and the customer calls Alice's desk phone
+// (baresip): node 2 dials it through Kamailio, the phone answers, both
+// directions carry the right tone at a sane level, and node 2 writes the
+// call's record. make test-cluster runs it.
+func TestClusterNodeDiesNewCallWorks(t *testing.T) {
+	phone := startBaresipPhone(t)
+	c, kam := startVoiceClusterBehindKamailio(t, phone)
+	n1, n2 := c.nodes[0], c.nodes[1]
+	alice := n2.login(t, "alice")
+	aw := agentWS(t, n2, alice)
+	cust, conv := n1.newConversation(t, "Ann")
+	cw := customerWS(t, n1, cust.token)
+	acceptOffer(aw, conv.ID, "alice")
+	cw.send(map[string]any{"type": "message", "id": "m1", "text": "can we talk?"})
+	cw.expect("ack")
+	aw.expectText("can we talk?")
+	aw.send(map[string]any{"type": "message", "id": "r1", "conversation_id": conv.ID, "text": "sure, call me"})
+	aw.expect("ack")
+	m, _ := cw.expectText("sure, call me")["message"].(map[string]any)
+	lastSeq, _ := m["seq"].(float64)
+	if lastSeq == 0 {
+		t.Fatalf("the agent's message has no seq: %v", m)
+	}
+
+	n1.Kill()
+
+	w, _, err := dialGateway(t, n2, n2.Origin(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.send(map[string]any{"type": "hello", "token": cust.token, "after": lastSeq})
+	msgs, _ := w.expect("welcome")["messages"].([]any)
+	for _, m := range msgs {
+		if m, _ := m.(map[string]any); m != nil && m["seq"].(float64) <= lastSeq {
+			t.Fatalf("resuming after seq %v, the survivor serves %v again", lastSeq, m)
+		}
+	}
+	w.send(map[string]any{"type": "message", "id": "m2", "text": "calling now"})
+	w.expect("ack")
+	aw.expectText("calling now")
+
+	b := newBrowser(t, 1000)
+	callDeskPhone(t, w, b, kam)
+	if got := metricsOf(t, n2)["segue_calls_active"]; got != 1 {
+		t.Errorf("calls on the survivor: %v, want 1", got)
+	}
+	hangUpAndCheckAudio(t, w, b, phone)
+
+	var out struct {
+		Calls []struct {
+			Kind       string  `json:"kind"`
+			Target     string  `json:"target"`
+			AnsweredAt *string `json:"answered_at"`
+			EndedAt    *string `json:"ended_at"`
+			Cause      string  `json:"cause"`
+		} `json:"calls"`
+	}
+	waitFor(t, "the survivor's call record", func() error {
+		alice.json(http.MethodGet, "/api/v1/conversations/"+conv.ID+"/calls", nil, http.StatusOK, &out)
+		if len(out.Calls) != 1 || out.Calls[0].EndedAt == nil {
+			return fmt.Errorf("call records: %+v", out.Calls)
+		}
+		return nil
+	})
+	r := out.Calls[0]
+	t.Logf("the survivor's call record: %+v", r)
+	if r.Kind != "voice" || r.AnsweredAt == nil || r.Target == "" {
+		t.Errorf("the survivor's call record: %+v, want an answered voice call with its target", r)
 	}
 }
