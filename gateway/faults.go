@@ -88,7 +88,7 @@ func (s *Server) saveDialog(v *voiceCall, phone phoneCall) {
 // ends them when the INVITE transaction times out (RFC 3261 §17.1.1.2,
 // §13.3.1.4).
 func (s *Server) recoverCalls(ctx context.Context) error {
-	calls, err := s.store.UnfinishedCalls(ctx)
+	calls, err := s.store.UnfinishedCalls(ctx, "")
 	if err != nil {
 		return err
 	}
