@@ -4,6 +4,7 @@ package test
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,7 +96,7 @@ func TestClusterVoiceAcrossNodesThroughKamailio(t *testing.T) {
 	if a1, a2 := metricsOf(t, n1)["segue_calls_active"], metricsOf(t, n2)["segue_calls_active"]; a1 != 1 || a2 != 0 {
 		t.Errorf("calls on node 1: %v, on node 2: %v; want the call on node 1 only", a1, a2)
 	}
-	hangUpAndCheckAudio(t, cw, b, phone)
+	hangUpAndCheckAudio(t, cw, b, phone.Recordings)
 }
 
 // startVoiceClusterBehindKamailio starts PostgreSQL, nats-server, Kamailio
@@ -165,9 +166,9 @@ func callDeskPhone(t *testing.T, cw *wsConn, b *pionBrowser, kam *peers.Kamailio
 
 // hangUpAndCheckAudio lets a connected call run for 2.5 s, checks that
 // the customer (browser b) hears the desk phone's 440 Hz at a sane level,
-// hangs up from the widget cw, and checks that the phone heard the
-// customer's 1000 Hz.
-func hangUpAndCheckAudio(t *testing.T, cw *wsConn, b *pionBrowser, phone *peers.Baresip) {
+// hangs up from the widget cw, and checks that the desk phone heard the
+// customer's 1000 Hz in its recording of the call, among recordings.
+func hangUpAndCheckAudio(t *testing.T, cw *wsConn, b *pionBrowser, recordings func() (heard, sent []string)) {
 	t.Helper()
 	time.Sleep(2500 * time.Millisecond) // audio both ways
 	atBrowser := lastOf(b.heard, time.Second)
@@ -178,8 +179,19 @@ func hangUpAndCheckAudio(t *testing.T, cw *wsConn, b *pionBrowser, phone *peers.
 	if l := audiotest.Level(atBrowser); l < -20 || l > 0 {
 		t.Errorf("the customer heard %.1f dBFS, want about -6", l)
 	}
+	// The phone records what it hears from the first packet on: hang up
+	// once it has more than the 2 s baresipHeard reads (8 kHz, 16 bits).
+	waitFor(t, "the desk phone's recording", func() error {
+		heard, _ := recordings()
+		for _, f := range heard {
+			if fi, err := os.Stat(f); err == nil && fi.Size() > 44+2*8000*22/10 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no recording of 2.2 s in %v", heard)
+	})
 	cw.send(map[string]any{"type": "voice.hangup"})
-	heard, rate := baresipHeard(t, phone.Recordings, time.Second, time.Second)
+	heard, rate := baresipHeard(t, recordings, time.Second, time.Second)
 	t.Logf("the desk phone hears %.0f Hz at %.1f dBFS", audiotest.PeakFrequency(heard, rate), audiotest.Level(heard))
 	if f := audiotest.PeakFrequency(heard, rate); f < 980 || f > 1020 {
 		t.Errorf("the desk phone heard a peak at %.0f Hz, want the customer's 1000 Hz", f)
