@@ -70,6 +70,13 @@ type node struct {
 
 	beats chan heartbeat
 	kick  chan struct{}
+
+	// life is run's context, set before ready is closed: background work
+	// (endLeftUp) runs under it. bg counts that work, which run waits for
+	// once stopped is set (guarded by mu), so none starts after.
+	life    context.Context
+	bg      sync.WaitGroup
+	stopped bool
 }
 
 type remoteNode struct {
@@ -199,6 +206,15 @@ func withBus(id string, b bus, l leases) Option {
 // (leaseLoop). It fails if the lease store cannot be reached before ctx
 // ends.
 func (n *node) run(ctx context.Context) error {
+	n.mu.Lock()
+	n.life = ctx
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.stopped = true
+		n.mu.Unlock()
+		n.bg.Wait()
+	}()
 	if err := n.live(ctx); err != nil {
 		return err
 	}
@@ -733,7 +749,8 @@ func (n *node) askRelease(ctx context.Context, id string) error {
 // adopt makes conversation id live on this node, where its customer has
 // come back: the node that held it lets it go first (or is gone).
 func (s *Server) adopt(ctx context.Context, id string) (*conv, *store.Conversation, error) {
-	if err := s.node.takeOver(ctx, id); err != nil {
+	fromDead, err := s.node.takeOver(ctx, id)
+	if err != nil {
 		return nil, nil, err
 	}
 	c, err := s.store.Conversation(ctx, id)
@@ -742,10 +759,10 @@ func (s *Server) adopt(ctx context.Context, id string) (*conv, *store.Conversati
 	}
 	h := s.hub
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	cv, ok := h.convs[id]
 	if !ok {
 		if c.State != store.StateWaiting && c.State != store.StateActive {
+			h.mu.Unlock()
 			return nil, c, nil
 		}
 		cv = h.restoreLocked(c)
@@ -754,6 +771,10 @@ func (s *Server) adopt(ctx context.Context, id string) (*conv, *store.Conversati
 		s.log.Info("conversation taken over", "conv", id, "node", s.node.id)
 	}
 	cc := cv.c
+	h.mu.Unlock()
+	if !ok && fromDead {
+		s.node.endLeftUp(id)
+	}
 	return cv, &cc, nil
 }
 

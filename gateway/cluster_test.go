@@ -44,8 +44,9 @@ func newClusterPairWith(t *testing.T, agents string, shareBus bool) (a, b *env2)
 }
 
 // newClusterNodesWith is newClusterPairWith that also returns node a's
-// lease store and the functions that stop each node's cluster loop.
-func newClusterNodesWith(t *testing.T, agents string, shareBus bool) ([]*env2, *memLeases, []context.CancelFunc) {
+// lease store and the functions that stop each node's cluster loop; opts
+// apply to both nodes.
+func newClusterNodesWith(t *testing.T, agents string, shareBus bool, opts ...Option) ([]*env2, *memLeases, []context.CancelFunc) {
 	t.Helper()
 	doc := `
 http:
@@ -77,7 +78,7 @@ agents:
 			bus, l = newMemBus(), newMemLeases()
 			buses = append(buses, bus)
 		}
-		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), withBus(id, bus, l))
+		srv, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), append([]Option{withBus(id, bus, l)}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

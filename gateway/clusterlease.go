@@ -173,10 +173,12 @@ func (n *node) claimNew(ctx context.Context, id string) error {
 // customer has come back: a live holder is asked to let it go first (it
 // frees the lease), a dead holder's lease is taken as it is. Of two
 // nodes taking one conversation at once, one gets it; the other asks the
-// winner to let it go, since its customer is on this node.
-func (n *node) takeOver(ctx context.Context, id string) error {
+// winner to let it go, since its customer is on this node. fromDead says
+// the lease was taken from a dead holder, whose calls of the conversation
+// nobody ended.
+func (n *node) takeOver(ctx context.Context, id string) (fromDead bool, err error) {
 	if err := n.waitReady(ctx); err != nil {
-		return err
+		return false, err
 	}
 	key := convKey(id)
 	for range 4 {
@@ -184,20 +186,20 @@ func (n *node) takeOver(ctx context.Context, id string) error {
 		holder, rev, err := n.leases.Holder(lctx, key)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("gateway: take over %s: %w", id, err)
+			return false, fmt.Errorf("gateway: take over %s: %w", id, err)
 		}
 		if holder == n.inc {
 			n.mu.Lock()
 			n.revs[id] = rev
 			n.mu.Unlock()
-			return nil
+			return false, nil
 		}
 		if holder != "" {
 			lctx, cancel := context.WithTimeout(ctx, leaseOpWait)
 			alive, err := n.leases.Alive(lctx)
 			cancel()
 			if err != nil {
-				return fmt.Errorf("gateway: take over %s: %w", id, err)
+				return false, fmt.Errorf("gateway: take over %s: %w", id, err)
 			}
 			if alive[holder] {
 				err := n.askRelease(ctx, id)
@@ -207,10 +209,10 @@ func (n *node) takeOver(ctx context.Context, id string) error {
 					// before, since a node cut off still holds it until
 					// then.
 					if err = n.waitDead(ctx, holder); err != nil {
-						return fmt.Errorf("gateway: take over %s: %w", id, err)
+						return false, fmt.Errorf("gateway: take over %s: %w", id, err)
 					}
 				} else if err != nil {
-					return err
+					return false, err
 				}
 				continue // the holder freed the lease or died: read it again
 			}
@@ -222,7 +224,7 @@ func (n *node) takeOver(ctx context.Context, id string) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("gateway: take over %s: %w", id, err)
+			return false, fmt.Errorf("gateway: take over %s: %w", id, err)
 		}
 		if holder != "" {
 			n.log.Info("conversation lease taken from a dead node", "conv", id, "peer", holder)
@@ -230,9 +232,9 @@ func (n *node) takeOver(ctx context.Context, id string) error {
 		n.mu.Lock()
 		n.revs[id] = rev
 		n.mu.Unlock()
-		return nil
+		return holder != "", nil
 	}
-	return fmt.Errorf("gateway: take over %s: %w", id, errLeaseTaken)
+	return false, fmt.Errorf("gateway: take over %s: %w", id, errLeaseTaken)
 }
 
 // waitDead waits until incarnation inc is no longer alive (at most
@@ -305,7 +307,8 @@ func (n *node) pickUpOrphans(ctx context.Context, alive map[string]bool) {
 }
 
 // restoreOrphan makes stored conversation id, whose lease this node just
-// took, live here, and reports whether it is open.
+// took from a dead node, live here, and reports whether it is open. The
+// calls the dead node left up in it are ended (endLeftUp).
 func (s *Server) restoreOrphan(ctx context.Context, id string) bool {
 	c, err := s.store.Conversation(ctx, id)
 	if err != nil || (c.State != store.StateWaiting && c.State != store.StateActive) {
@@ -313,13 +316,34 @@ func (s *Server) restoreOrphan(ctx context.Context, id string) bool {
 	}
 	h := s.hub
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.convs[id]; !ok {
+	_, live := h.convs[id]
+	if !live {
 		h.restoreLocked(c)
 		h.updateGaugesLocked()
 		h.routeLocked()
 	}
+	h.mu.Unlock()
+	if !live {
+		s.node.endLeftUp(id)
+	}
 	return true
+}
+
+// endLeftUp ends, in the background, the calls of conversation id, just
+// taken from a dead node and live here, that the dead node left up
+// (Server.endCallsLeftUp): their records are closed and the desk phones
+// get their BYE. It runs under the node's life; run waits for it.
+func (n *node) endLeftUp(id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped || n.life == nil || n.life.Err() != nil {
+		return
+	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.s.endCallsLeftUp(n.life, id)
+	}()
 }
 
 // holdTrunk blocks until this node holds the registration of trunk name

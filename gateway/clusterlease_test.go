@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,6 +124,104 @@ func TestCustomerTakesOverFromADeadNode(t *testing.T) {
 	b.customerWS(token)
 	if holder, _, _ := l.Holder(ctx, convKey(id)); holder != b.srv.node.inc || !b.srv.hub.holds(id) {
 		t.Fatalf("after the move the lease names %q; b holds it: %v", holder, b.srv.hub.holds(id))
+	}
+}
+
+// TestTakeoverFromADeadNodeEndsItsCalls: node a carried a call in each
+// of two conversations when it died (kill -9): the store shows them
+// answered and unfinished, with their dialogs. Node b takes one
+// conversation as its customer comes back and picks the other up as an
+// orphan: both records are closed, the transcripts say the calls ended,
+// and each dialog gets its BYE from b, so neither the desk phones nor the
+// records wait for a call nobody carries. A conversation handed over by
+// a live node keeps its record: that node ends its own calls.
+func TestTakeoverFromADeadNodeEndsItsCalls(t *testing.T) {
+	phones := &restartPhones{fakePhones: &fakePhones{result: func() (*fakeLeg, error) { return newFakeLeg(), nil }},
+		ready: make(chan struct{}), got: make(chan struct{}, 4)}
+	close(phones.ready)
+	envs, l, _ := newClusterNodesWith(t, aliceMax2, true, withPhones(phones))
+	a, b := envs[0], envs[1]
+	ctx := context.Background()
+	for _, e := range envs {
+		if err := e.srv.node.waitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leftUp := func(conv, call string) {
+		t.Helper()
+		answered := time.Now().Add(-30 * time.Second)
+		r := &store.CallRecord{ID: call, ConversationID: conv, Kind: "voice", Direction: "outbound",
+			Target: "sip:1001@pbx.test", StartedAt: answered.Add(-2 * time.Second), AnsweredAt: answered}
+		raw, _ := json.Marshal(sip.Dialog{Trunk: "pbx", Transport: "udp", CallID: call + "@segue", LocalTag: "l",
+			RemoteTag: "r", RemoteTarget: "sip:1001@192.0.2.10:5060", CSeq: 2})
+		if err := a.st.SaveCall(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.st.SaveCallDialog(ctx, call, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved, movedToken := a.startChat("Moved")
+	back, backToken := a.startChat("Back")
+	orphan, _ := a.startChat("Orphan")
+	leftUp(moved, "k_moved")
+	leftUp(back, "k_back")
+	leftUp(orphan, "k_orphan")
+
+	// Handed over by a live node: b ends nothing.
+	b.customerWS(movedToken)
+	if !b.srv.hub.holds(moved) {
+		t.Fatal("b did not take the conversation handed over")
+	}
+
+	l.kill(a.srv.node.inc)
+	alive, _ := l.Alive(ctx)
+	b.customerWS(backToken)
+	b.srv.node.pickUpOrphans(ctx, alive)
+	if !b.srv.hub.holds(back) || !b.srv.hub.holds(orphan) {
+		t.Fatalf("b holds the returning customer's: %v, the orphan: %v", b.srv.hub.holds(back), b.srv.hub.holds(orphan))
+	}
+	for range 2 {
+		select {
+		case <-phones.got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no BYE for a call the dead node left up")
+		}
+	}
+	phones.mu.Lock()
+	var ended []string
+	for _, d := range phones.ended {
+		ended = append(ended, d.CallID)
+	}
+	phones.mu.Unlock()
+	slices.Sort(ended)
+	if strings.Join(ended, " ") != "k_back@segue k_orphan@segue" {
+		t.Fatalf("dialogs ended: %v", ended)
+	}
+	for _, c := range []struct {
+		conv, call string
+		ended      bool
+	}{{moved, "k_moved", false}, {back, "k_back", true}, {orphan, "k_orphan", true}} {
+		calls, err := b.st.Calls(ctx, c.conv)
+		if err != nil || len(calls) != 1 {
+			t.Fatalf("%s: call records %+v, %v", c.call, calls, err)
+		}
+		if got := !calls[0].EndedAt.IsZero(); got != c.ended {
+			t.Errorf("%s: record ended %v, want %v (cause %q)", c.call, got, c.ended, calls[0].Cause)
+		}
+		msgs, err := b.st.Messages(ctx, c.conv, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		said := slices.ContainsFunc(msgs, func(m *store.Message) bool {
+			return m.Kind == store.KindEvent && m.Event == "voice.ended" && strings.HasPrefix(m.Text, "Call ended: ")
+		})
+		if said != c.ended {
+			t.Errorf("%s: the transcript says the call ended: %v, want %v", c.call, said, c.ended)
+		}
+	}
+	if l := metricLine(t, b, `segue_calls_recovered_total{result="bye"}`); !strings.HasSuffix(l, " 2") {
+		t.Fatalf("metric: %q", l)
 	}
 }
 

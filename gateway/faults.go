@@ -88,10 +88,44 @@ func (s *Server) saveDialog(v *voiceCall, phone phoneCall) {
 // ends them when the INVITE transaction times out (RFC 3261 §17.1.1.2,
 // §13.3.1.4).
 func (s *Server) recoverCalls(ctx context.Context) error {
-	calls, err := s.store.UnfinishedCalls(ctx)
+	calls, err := s.store.UnfinishedCalls(ctx, "")
 	if err != nil {
 		return err
 	}
+	byes := s.closeCallsLeftUp(ctx, calls)
+	ender := s.enderFor(byes)
+	if ender == nil {
+		return nil
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.endDialogsLeftUp(ctx, ender, byes)
+	}()
+	return nil
+}
+
+// endCallsLeftUp ends the calls of conversation id that the node which
+// held it left up when it died, as recoverCalls does after a restart: a
+// cluster node runs it once it has taken the conversation from a dead
+// node and made it live. It returns once the BYEs are answered, or ctx
+// ends.
+func (s *Server) endCallsLeftUp(ctx context.Context, id string) {
+	calls, err := s.store.UnfinishedCalls(ctx, id)
+	if err != nil {
+		s.log.Error("voice: calls left up by a dead node not listed", "conv", id, "err", err)
+		return
+	}
+	byes := s.closeCallsLeftUp(ctx, calls)
+	if ender := s.enderFor(byes); ender != nil {
+		s.endDialogsLeftUp(ctx, ender, byes)
+	}
+}
+
+// closeCallsLeftUp closes the records of calls, which no call of this
+// process holds, and returns the answered voice calls whose dialog is to
+// be ended with a BYE.
+func (s *Server) closeCallsLeftUp(ctx context.Context, calls []*store.CallRecord) []*store.CallRecord {
 	var byes []*store.CallRecord
 	for _, r := range calls {
 		s.closeRecoveredCall(ctx, r)
@@ -101,6 +135,12 @@ func (s *Server) recoverCalls(ctx context.Context) error {
 			s.metrics.faults.recovered.WithLabelValues("no_dialog").Inc()
 		}
 	}
+	return byes
+}
+
+// enderFor returns what ends the dialogs of byes, or nil when there are
+// none, or nothing to end them with (counted and logged).
+func (s *Server) enderFor(byes []*store.CallRecord) dialogEnder {
 	if len(byes) == 0 {
 		return nil
 	}
@@ -110,19 +150,20 @@ func (s *Server) recoverCalls(ctx context.Context) error {
 		s.log.Warn("voice: calls left up by the last run cannot be ended: no SIP trunks configured", "calls", len(byes))
 		return nil
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ender.Ready():
-		case <-ctx.Done():
-			return
-		}
-		for _, r := range byes {
-			s.endRecoveredDialog(ctx, ender, r)
-		}
-	}()
-	return nil
+	return ender
+}
+
+// endDialogsLeftUp sends the BYEs of byes once the SIP side is up, one
+// after the other, until ctx ends.
+func (s *Server) endDialogsLeftUp(ctx context.Context, ender dialogEnder, byes []*store.CallRecord) {
+	select {
+	case <-ender.Ready():
+	case <-ctx.Done():
+		return
+	}
+	for _, r := range byes {
+		s.endRecoveredDialog(ctx, ender, r)
+	}
 }
 
 // closeRecoveredCall gives a call the last run left open its end.

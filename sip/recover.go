@@ -18,8 +18,11 @@ const byeCSeqGap = 1000
 // Dialog is what it takes to end a call's dialog from outside the call,
 // for instance by a gateway restarted after a crash (RFC 3261 §12): the
 // dialog id (Call-ID and both tags), both URIs, the remote target, the
-// route set and our last CSeq, plus the trunk and where the dialog's
-// signalling came from.
+// route set and our last CSeq, plus the trunk. A BYE built from it goes
+// where the call's own would: to the first hop of the route set, or to
+// the remote target when the route set is empty (§12.2.1.1), never to
+// the address the INVITE's answer came from, which is a proxy's when one
+// that does not record-route sits between (Kamailio's dispatcher).
 type Dialog struct {
 	Trunk        string   `json:"trunk"`
 	Transport    string   `json:"transport"`
@@ -30,7 +33,6 @@ type Dialog struct {
 	RemoteTag    string   `json:"remote_tag"`
 	RemoteTarget string   `json:"remote_target"`
 	RouteSet     []string `json:"route_set,omitempty"`
-	Destination  string   `json:"destination,omitempty"`
 	CSeq         uint32   `json:"cseq"`
 }
 
@@ -52,7 +54,6 @@ func (c *Call) Dialog() Dialog {
 			for i := len(rr) - 1; i >= 0; i-- {
 				d.RouteSet = append(d.RouteSet, rr[i].Value())
 			}
-			d.Destination = res.Source()
 		}
 	case *sipgo.DialogServerSession:
 		// RFC 3261 §12.1.1: our To (tagged in our answer), their From,
@@ -66,7 +67,6 @@ func (c *Call) Dialog() Dialog {
 		for _, h := range req.GetHeaders("Record-Route") {
 			d.RouteSet = append(d.RouteSet, h.Value())
 		}
-		d.Destination = req.Source()
 	}
 	return d
 }
@@ -142,9 +142,6 @@ func byeFor(d Dialog) (*sipmsg.Request, error) {
 	req.AppendHeader(&sipmsg.CSeqHeader{SeqNo: d.CSeq + byeCSeqGap, MethodName: sipmsg.BYE})
 	for _, r := range d.RouteSet {
 		req.AppendHeader(sipmsg.NewHeader("Route", r))
-	}
-	if d.Destination != "" {
-		req.SetDestination(d.Destination)
 	}
 	return req, nil
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo"
+	sipmsg "github.com/emiago/sipgo/sip"
 )
 
 // TestEndDialogFromAnotherServer ends calls with the dialog a call
@@ -81,5 +84,68 @@ func TestEndDialogRefusesAnIncompleteDialog(t *testing.T) {
 	}
 	if err := srv.EndDialog(context.Background(), Dialog{Trunk: "nope"}); !errors.Is(err, ErrUnknownTrunk) {
 		t.Errorf("unknown trunk: %v", err)
+	}
+}
+
+// TestByeForGoesWhereTheCallsOwnWould: a recorded dialog's BYE goes to
+// the first hop of the route set, or to the remote target when there is
+// none (RFC 3261 §12.2.1.1), whatever address the dialog's signalling
+// came from: behind a proxy that does not record-route, the remote
+// target is the phone and the proxy refuses in-dialog requests.
+func TestByeForGoesWhereTheCallsOwnWould(t *testing.T) {
+	base := Dialog{Trunk: "pbx", Transport: "udp", CallID: "c1", LocalURI: "sip:segue@gw.test", LocalTag: "l",
+		RemoteURI: "sip:1001@pbx.test", RemoteTag: "r", RemoteTarget: "sip:1001@192.0.2.10:5070", CSeq: 3}
+	routed := base
+	routed.RouteSet = []string{"<sip:192.0.2.1:5060;lr>", "<sip:192.0.2.2;lr>"}
+	for _, tc := range []struct {
+		name string
+		d    Dialog
+		want string
+	}{
+		{"no route set", base, "192.0.2.10:5070"},
+		{"route set", routed, "192.0.2.1:5060"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := byeFor(tc.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := req.Destination(); got != tc.want {
+				t.Errorf("BYE sent to %s, want %s", got, tc.want)
+			}
+			if req.Recipient.String() != tc.d.RemoteTarget {
+				t.Errorf("Request-URI %s, want the remote target %s", req.Recipient.String(), tc.d.RemoteTarget)
+			}
+		})
+	}
+}
+
+// TestDialogBehindAProxyTargetsThePhone: a call whose 2xx came through a
+// proxy that does not record-route (the source is the proxy, the Contact
+// the phone) records a dialog whose BYE goes to the phone, as the call's
+// own BYE does; the proxy would refuse it.
+func TestDialogBehindAProxyTargetsThePhone(t *testing.T) {
+	phone := sipmsg.Uri{Scheme: "sip", User: "1001", Host: "192.0.2.10", Port: 5070}
+	inv := sipmsg.NewRequest(sipmsg.INVITE, sipmsg.Uri{Scheme: "sip", User: "1001", Host: "192.0.2.1"})
+	from := &sipmsg.FromHeader{Address: sipmsg.Uri{Scheme: "sip", User: "segue", Host: "gw.test"}, Params: sipmsg.NewParams()}
+	from.Params.Add("tag", "l")
+	inv.AppendHeader(from)
+	inv.AppendHeader(&sipmsg.ToHeader{Address: inv.Recipient})
+	cid := sipmsg.CallIDHeader("c1")
+	inv.AppendHeader(&cid)
+	inv.AppendHeader(&sipmsg.CSeqHeader{SeqNo: 1, MethodName: sipmsg.INVITE})
+	res := sipmsg.NewResponseFromRequest(inv, 200, "OK", nil)
+	res.To().Params = sipmsg.NewParams()
+	res.To().Params.Add("tag", "r")
+	res.AppendHeader(&sipmsg.ContactHeader{Address: phone})
+	res.SetSource("192.0.2.1:5060") // the proxy
+	dlg := &sipgo.DialogClientSession{Dialog: sipgo.Dialog{InviteRequest: inv, InviteResponse: res}}
+	c := &Call{trunk: &trunk{cfg: TrunkConfig{Name: "pbx"}, transport: "udp"}, dlg: dlg}
+	bye, err := byeFor(c.Dialog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bye.Destination(); got != "192.0.2.10:5070" {
+		t.Fatalf("BYE sent to %s, want the phone's 192.0.2.10:5070", got)
 	}
 }

@@ -660,9 +660,10 @@ func scanPgCall(row pgx.Row, dialog *string) (*CallRecord, error) {
 }
 
 // UnfinishedCalls implements Store.
-func (p *Postgres) UnfinishedCalls(ctx context.Context) ([]*CallRecord, error) {
+func (p *Postgres) UnfinishedCalls(ctx context.Context, conversationID string) ([]*CallRecord, error) {
 	rows, err := p.pool.Query(ctx, `SELECT `+pgCallColumns+`, COALESCE(d.dialog, '') FROM calls c
-		LEFT JOIN call_dialogs d ON d.call_id = c.id WHERE c.ended_at IS NULL ORDER BY c.started_at, c.id`)
+		LEFT JOIN call_dialogs d ON d.call_id = c.id WHERE c.ended_at IS NULL AND ($1 = '' OR c.conversation_id = $1)
+		ORDER BY c.started_at, c.id`, conversationID)
 	if err != nil {
 		return nil, fmt.Errorf("store: unfinished calls: %w", err)
 	}

@@ -132,7 +132,7 @@ func testDeleteBefore(t *testing.T, drv string) {
 	if cs, _ := s.Calls(ctx, "old"); len(cs) != 0 {
 		t.Errorf("old calls left: %d", len(cs))
 	}
-	if un, _ := s.UnfinishedCalls(ctx); slices.ContainsFunc(un, func(c *CallRecord) bool { return c.ID == "k-old" }) {
+	if un, _ := s.UnfinishedCalls(ctx, ""); slices.ContainsFunc(un, func(c *CallRecord) bool { return c.ID == "k-old" }) {
 		t.Error("old call's dialog left")
 	}
 	if exists(dir.contentPath(oldFile.ContentID)) {

@@ -540,10 +540,11 @@ func (s *SQLite) SaveCallDialog(ctx context.Context, callID string, dialog json.
 }
 
 // UnfinishedCalls implements Store.
-func (s *SQLite) UnfinishedCalls(ctx context.Context) ([]*CallRecord, error) {
+func (s *SQLite) UnfinishedCalls(ctx context.Context, conversationID string) ([]*CallRecord, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT c.id, c.conversation_id, c.kind, c.direction, c.target, c.started_at,
 		c.answered_at, c.ended_at, c.cause, c.codec, c.stats, COALESCE(d.dialog, '') FROM calls c
-		LEFT JOIN call_dialogs d ON d.call_id = c.id WHERE c.ended_at = 0 ORDER BY c.started_at, c.id`)
+		LEFT JOIN call_dialogs d ON d.call_id = c.id WHERE c.ended_at = 0 AND (?1 = '' OR c.conversation_id = ?1)
+		ORDER BY c.started_at, c.id`, conversationID)
 	if err != nil {
 		return nil, fmt.Errorf("store: unfinished calls: %w", err)
 	}

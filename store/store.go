@@ -216,8 +216,10 @@ type Store interface {
 	SaveCallDialog(ctx context.Context, callID string, dialog json.RawMessage) error
 	// UnfinishedCalls lists the call records without an end time, oldest
 	// first, each with its dialog when one was saved: after a crash, the
-	// calls that were up.
-	UnfinishedCalls(ctx context.Context) ([]*CallRecord, error)
+	// calls that were up. A conversationID other than "" lists that
+	// conversation's only (a cluster node taking a conversation over from
+	// a dead node).
+	UnfinishedCalls(ctx context.Context, conversationID string) ([]*CallRecord, error)
 	// Integrations searches conversations and keeps the webhook outbox.
 	Integrations
 	// Desk keeps internal notes, canned replies and wrap-up codes.

@@ -411,7 +411,10 @@ func testUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T, drv string) {
 		StartedAt: time.Now().Add(time.Second)}
 	over := &CallRecord{ID: "k3", ConversationID: "c1", Kind: "voice", Direction: "outbound", Target: "sip:1003@pbx",
 		StartedAt: time.Now(), AnsweredAt: time.Now()}
-	for _, r := range []*CallRecord{up, dialing, over} {
+	newConv(t, s, "c2")
+	other := &CallRecord{ID: "k4", ConversationID: "c2", Kind: "voice", Direction: "outbound", Target: "sip:1004@pbx",
+		StartedAt: time.Now().Add(2 * time.Second), AnsweredAt: time.Now()}
+	for _, r := range []*CallRecord{up, dialing, over, other} {
 		if err := s.SaveCall(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -429,12 +432,23 @@ func testUnfinishedCallsKeepTheirDialogAcrossReopen(t *testing.T, drv string) {
 	s2 := loc.open(t)
 	defer s2.Close()
 	defer s.Close()
-	got, err := s2.UnfinishedCalls(ctx)
+	all, err := s2.UnfinishedCalls(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].ID != "k1" || all[1].ID != "k2" || all[2].ID != "k4" {
+		t.Fatalf("unfinished calls: %+v", all)
+	}
+	// One conversation's: what a node taking it over from a dead node ends.
+	got, err := s2.UnfinishedCalls(ctx, "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0].ID != "k1" || got[1].ID != "k2" {
-		t.Fatalf("unfinished calls: %+v", got)
+		t.Fatalf("unfinished calls of c1: %+v", got)
+	}
+	if none, err := s2.UnfinishedCalls(ctx, "nope"); err != nil || len(none) != 0 {
+		t.Fatalf("unfinished calls of an unknown conversation: %+v, %v", none, err)
 	}
 	if string(got[0].Dialog) != `{"call_id":"k1@segue"}` || got[1].Dialog != nil {
 		t.Fatalf("dialogs: %q %q", got[0].Dialog, got[1].Dialog)

@@ -3,6 +3,9 @@
 package test
 
 import (
+	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +198,114 @@ func TestClusterNATSRefusesOutsiders(t *testing.T) {
 		if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// TestClusterNodeDiesNewCallWorks: Kamailio is in front of two gateways;
+// the customer is on node 1 and Alice's console on node 2. They chat, and
+// the customer calls Alice's desk phone (baresip), a call node 1
+// carries. Node 1 is killed (kill -9) mid-call. The widget reconnects to
+// node 2 as it does, with its token and the last seq it saw, and is
+// served only what came after; the chat goes on, and the customer calls
+// again: node 2 dials the phone through Kamailio, the phone answers, both
+// directions carry the right tone at a sane level, and node 2 writes the
+// call's record. The call node 1 left up is ended by node 2: its record
+// closed, its dialog hung up. make test-cluster runs it.
+func TestClusterNodeDiesNewCallWorks(t *testing.T) {
+	phone := startBaresipPhone(t)
+	c, kam := startVoiceClusterBehindKamailio(t, phone)
+	n1, n2 := c.nodes[0], c.nodes[1]
+	alice := n2.login(t, "alice")
+	aw := agentWS(t, n2, alice)
+	cust, conv := n1.newConversation(t, "Ann")
+	cw := customerWS(t, n1, cust.token)
+	acceptOffer(aw, conv.ID, "alice")
+	cw.send(map[string]any{"type": "message", "id": "m1", "text": "can we talk?"})
+	cw.expect("ack")
+	aw.expectText("can we talk?")
+	aw.send(map[string]any{"type": "message", "id": "r1", "conversation_id": conv.ID, "text": "sure, call me"})
+	aw.expect("ack")
+	m, _ := cw.expectText("sure, call me")["message"].(map[string]any)
+	lastSeq, _ := m["seq"].(float64)
+	if lastSeq == 0 {
+		t.Fatalf("the agent's message has no seq: %v", m)
+	}
+	callDeskPhone(t, cw, newBrowser(t, 1000), kam)
+	if got := metricsOf(t, n1)["segue_calls_active"]; got != 1 {
+		t.Fatalf("calls on node 1: %v, want 1", got)
+	}
+
+	n1.Kill()
+
+	w, _, err := dialGateway(t, n2, n2.Origin(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.send(map[string]any{"type": "hello", "token": cust.token, "after": lastSeq})
+	msgs, _ := w.expect("welcome")["messages"].([]any)
+	for _, m := range msgs {
+		if m, _ := m.(map[string]any); m != nil && m["seq"].(float64) <= lastSeq {
+			t.Fatalf("resuming after seq %v, the survivor serves %v again", lastSeq, m)
+		}
+	}
+	w.send(map[string]any{"type": "message", "id": "m2", "text": "cut off, calling again"})
+	w.expect("ack")
+	aw.expectText("cut off, calling again")
+
+	heardBefore, _ := phone.Recordings()
+	b := newBrowser(t, 1000)
+	callDeskPhone(t, w, b, kam)
+	if got := metricsOf(t, n2)["segue_calls_active"]; got != 1 {
+		t.Errorf("calls on the survivor: %v, want 1", got)
+	}
+	hangUpAndCheckAudio(t, w, b, recordingsSince(phone, heardBefore))
+
+	type callRecord struct {
+		Kind       string  `json:"kind"`
+		Target     string  `json:"target"`
+		AnsweredAt *string `json:"answered_at"`
+		EndedAt    *string `json:"ended_at"`
+		Cause      string  `json:"cause"`
+	}
+	var out struct {
+		Calls []callRecord `json:"calls"`
+	}
+	waitFor(t, "the call records", func() error {
+		alice.json(http.MethodGet, "/api/v1/conversations/"+conv.ID+"/calls", nil, http.StatusOK, &out)
+		if len(out.Calls) != 2 || out.Calls[0].EndedAt == nil || out.Calls[1].EndedAt == nil {
+			return fmt.Errorf("call records: %+v", out.Calls)
+		}
+		return nil
+	})
+	for i, r := range out.Calls {
+		t.Logf("call record %d: %+v", i+1, r)
+		if r.Kind != "voice" || r.AnsweredAt == nil || r.Target == "" {
+			t.Errorf("call record %d: %+v, want an answered voice call with its target", i+1, r)
+		}
+	}
+	if c := out.Calls[0].Cause; c != "The gateway restarted" {
+		t.Errorf("the dead node's call ended with %q, want the survivor's \"The gateway restarted\"", c)
+	}
+	// Both calls are over at the desk phone: the survivor sent the dead
+	// node's call its BYE.
+	waitFor(t, "the desk phone's calls ending", func() error {
+		if n := strings.Count(phone.Output(), "Call with sip:segue@127.0.0.1 terminated"); n != 2 {
+			return fmt.Errorf("%d of 2 calls ended at the desk phone", n)
+		}
+		return nil
+	})
+}
+
+// recordingsSince is phone's Recordings without the files in heard
+// before, which are earlier calls'.
+func recordingsSince(phone *peers.Baresip, before []string) func() (heard, sent []string) {
+	return func() (heard, sent []string) {
+		h, s := phone.Recordings()
+		for _, f := range h {
+			if !slices.Contains(before, f) {
+				heard = append(heard, f)
+			}
+		}
+		return heard, s
 	}
 }

@@ -4,6 +4,7 @@ package test
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,8 +84,29 @@ func TestClusterPBXCallBackThroughKamailio(t *testing.T) {
 // the customer the phone's 440 Hz.
 func TestClusterVoiceAcrossNodesThroughKamailio(t *testing.T) {
 	phone := startBaresipPhone(t)
+	c, kam := startVoiceClusterBehindKamailio(t, phone)
+	n1, n2 := c.nodes[0], c.nodes[1]
+	aw := agentWS(t, n2, n2.login(t, "alice"))
+	cust, conv := n1.newConversation(t, "Ann")
+	cw := customerWS(t, n1, cust.token)
+	acceptOffer(aw, conv.ID, "alice")
+
+	b := newBrowser(t, 1000)
+	callDeskPhone(t, cw, b, kam)
+	if a1, a2 := metricsOf(t, n1)["segue_calls_active"], metricsOf(t, n2)["segue_calls_active"]; a1 != 1 || a2 != 0 {
+		t.Errorf("calls on node 1: %v, on node 2: %v; want the call on node 1 only", a1, a2)
+	}
+	hangUpAndCheckAudio(t, cw, b, phone.Recordings)
+}
+
+// startVoiceClusterBehindKamailio starts PostgreSQL, nats-server, Kamailio
+// and two gateways in its dispatcher set. The gateways' trunk "pbx" is
+// Kamailio, the support queue's calls go through it, and Alice's desk
+// phone is phone.
+func startVoiceClusterBehindKamailio(t *testing.T, phone *peers.Baresip) (*cluster, *peers.Kamailio) {
+	t.Helper()
 	startClusterPG(t)
-	ns := peers.StartNATS(t)
+	c := &cluster{nats: peers.StartNATS(t)}
 	var dispatch []string
 	var sipPorts []int
 	for range 2 {
@@ -93,9 +115,8 @@ func TestClusterVoiceAcrossNodesThroughKamailio(t *testing.T) {
 		dispatch = append(dispatch, "sip:127.0.0.1:"+strconv.Itoa(p))
 	}
 	kam := peers.StartKamailio(t, "../deploy/kamailio/kamailio.cfg", dispatch)
-	var nodes []*gateway
 	for i := range 2 {
-		nodes = append(nodes, startGateway(t,
+		c.nodes = append(c.nodes, startGateway(t,
 			withVoice(voiceConfig{
 				trunks:     []voiceTrunk{{name: "pbx", addr: kam.Addr}},
 				queues:     []voiceQueue{{name: "support", trunk: "pbx"}},
@@ -104,38 +125,51 @@ func TestClusterVoiceAcrossNodesThroughKamailio(t *testing.T) {
 			}),
 			func(o *gatewayOptions) {
 				o.storeYAML = "  driver: postgres\n  dsn: \"${SEGUE_TEST_PG_DSN}\"\n"
-				o.clusterYAML = fmt.Sprintf("cluster:\n  node_id: n%d\n  nats_url: %q\n  advertise:\n    sip: %q\n", i+1, ns.URL, dispatch[i])
+				o.clusterYAML = fmt.Sprintf("cluster:\n  node_id: n%d\n  nats_url: %q\n  advertise:\n    sip: %q\n", i+1, c.nats.URL, dispatch[i])
 			}))
 	}
-	n1, n2 := nodes[0], nodes[1]
-	aw := agentWS(t, n2, n2.login(t, "alice"))
-	cust, conv := n1.newConversation(t, "Ann")
-	cw := customerWS(t, n1, cust.token)
+	return c, kam
+}
+
+// acceptOffer reads the agent's frames on aw until conversation id is
+// offered, and accepts it as agent.
+func acceptOffer(aw *wsConn, id, agent string) {
+	aw.t.Helper()
 	for {
 		f := aw.expect("offer")
-		if cv, _ := f["conversation"].(map[string]any); cv["id"] == conv.ID {
+		if cv, _ := f["conversation"].(map[string]any); cv["id"] == id {
 			break
 		}
 	}
-	aw.accept(conv.ID, "alice")
+	aw.accept(id, agent)
+}
 
-	b := newBrowser(t, 1000)
+// callDeskPhone has the customer on cw call the agent's desk phone from
+// the pion browser b, and waits until the call is connected.
+func callDeskPhone(t *testing.T, cw *wsConn, b *pionBrowser, kam *peers.Kamailio) {
+	t.Helper()
 	cw.send(map[string]any{"type": "voice.start", "sdp": b.offer(t)})
-	for connected := false; !connected; {
+	for {
 		f := cw.expect2(b)
-		if f.typ() == "call" {
-			c, _ := f["call"].(map[string]any)
-			switch c["state"] {
-			case "failed", "ended":
-				t.Fatalf("call %v: %v\n%s", c["state"], c["reason"], kam.Output())
-			case "connected":
-				connected = true
-			}
+		if f.typ() != "call" {
+			continue
+		}
+		c, _ := f["call"].(map[string]any)
+		switch c["state"] {
+		case "failed", "ended":
+			t.Fatalf("call %v: %v\n%s", c["state"], c["reason"], kam.Output())
+		case "connected":
+			return
 		}
 	}
-	if a1, a2 := metricsOf(t, n1)["segue_calls_active"], metricsOf(t, n2)["segue_calls_active"]; a1 != 1 || a2 != 0 {
-		t.Errorf("calls on node 1: %v, on node 2: %v; want the call on node 1 only", a1, a2)
-	}
+}
+
+// hangUpAndCheckAudio lets a connected call run for 2.5 s, checks that
+// the customer (browser b) hears the desk phone's 440 Hz at a sane level,
+// hangs up from the widget cw, and checks that the desk phone heard the
+// customer's 1000 Hz in its recording of the call, among recordings.
+func hangUpAndCheckAudio(t *testing.T, cw *wsConn, b *pionBrowser, recordings func() (heard, sent []string)) {
+	t.Helper()
 	time.Sleep(2500 * time.Millisecond) // audio both ways
 	atBrowser := lastOf(b.heard, time.Second)
 	t.Logf("the customer hears %.0f Hz at %.1f dBFS", audiotest.PeakFrequency(atBrowser, 8000), audiotest.Level(atBrowser))
@@ -145,8 +179,19 @@ func TestClusterVoiceAcrossNodesThroughKamailio(t *testing.T) {
 	if l := audiotest.Level(atBrowser); l < -20 || l > 0 {
 		t.Errorf("the customer heard %.1f dBFS, want about -6", l)
 	}
+	// The phone records what it hears from the first packet on: hang up
+	// once it has more than the 2 s baresipHeard reads (8 kHz, 16 bits).
+	waitFor(t, "the desk phone's recording", func() error {
+		heard, _ := recordings()
+		for _, f := range heard {
+			if fi, err := os.Stat(f); err == nil && fi.Size() > 44+2*8000*22/10 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no recording of 2.2 s in %v", heard)
+	})
 	cw.send(map[string]any{"type": "voice.hangup"})
-	heard, rate := baresipHeard(t, phone.Recordings, time.Second, time.Second)
+	heard, rate := baresipHeard(t, recordings, time.Second, time.Second)
 	t.Logf("the desk phone hears %.0f Hz at %.1f dBFS", audiotest.PeakFrequency(heard, rate), audiotest.Level(heard))
 	if f := audiotest.PeakFrequency(heard, rate); f < 980 || f > 1020 {
 		t.Errorf("the desk phone heard a peak at %.0f Hz, want the customer's 1000 Hz", f)
