@@ -200,14 +200,35 @@ type webhookEvent struct {
 // every webhook that wants it. It returns once the event is in the
 // outbox: delivery follows, after a restart if need be. Events of a
 // conversation are delivered in the order Emit stored them. With no
-// webhook for typ it does nothing. It is for events no stored message
-// causes: those of messages are written with the message
-// (messageEvents).
+// webhook for typ it does nothing. It is for events no store write
+// causes (call.ringing): those of a message are written with the message
+// (messageEvents), conversation.created with the conversation
+// (createConversation) and recording.ready with the recording's end
+// (finishRecording).
 func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, data any) error {
+	rows, wake, err := w.rows(c, typ, w.now(), data)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	// The event happened: a caller giving up must not lose it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
+		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
+	}
+	wakeLoops(wake)
+	return nil
+}
+
+// rows gives the outbox rows of an event of type typ about conversation
+// c, created at at, with data: one per webhook that wants it, sharing
+// one body; and the wake channels of those webhooks' loops.
+func (w *webhooks) rows(c *store.Conversation, typ string, at time.Time, data any) ([]*store.WebhookEvent, []chan struct{}, error) {
 	var rows []*store.WebhookEvent
 	var wake []chan struct{}
 	var body []byte
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, name := range w.names {
 		l := w.hooks[name]
 		if !l.cfg.wants(typ) {
@@ -215,23 +236,48 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 		}
 		if body == nil {
 			var err error
-			if body, err = eventBody(c, typ, w.now(), data); err != nil {
-				w.mu.Unlock()
-				return err
+			if body, err = eventBody(c, typ, at, data); err != nil {
+				return nil, nil, err
 			}
 		}
 		rows = append(rows, &store.WebhookEvent{Webhook: name, ConversationID: c.ID, Type: typ, Body: body})
 		wake = append(wake, l.wake)
 	}
-	w.mu.Unlock()
-	if len(rows) == 0 {
-		return nil
+	return rows, wake, nil
+}
+
+// createConversation stores the new conversation c with its
+// conversation.created events, in one transaction: a conversation stored
+// never lacks them.
+func (w *webhooks) createConversation(ctx context.Context, c *store.Conversation) error {
+	at := c.CreatedAt
+	if at.IsZero() {
+		at = w.now()
 	}
-	// The event happened: a caller giving up must not lose it.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
-		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
+	rows, wake, err := w.rows(c, "conversation.created", at, nil)
+	if err != nil {
+		return err
+	}
+	if err := w.st.CreateConversationEvents(ctx, c, rows); err != nil {
+		return err
+	}
+	wakeLoops(wake)
+	return nil
+}
+
+// finishRecording records r's end with its recording.ready events, in
+// one transaction: a finished recording never lacks them. c is the
+// recording's conversation as the events show it; info gives the
+// event's view of the recording as the store finished it.
+func (w *webhooks) finishRecording(ctx context.Context, c *store.Conversation, r *store.Recording, info func(*store.Recording) any) error {
+	var wake []chan struct{}
+	err := w.st.FinishRecordingEvents(ctx, r, func(done *store.Recording) ([]*store.WebhookEvent, error) {
+		rows, woken, err := w.rows(c, "recording.ready", done.EndedAt, map[string]any{"recording": info(done)})
+		wake = woken
+		return rows, err
+	})
+	if err != nil {
+		return err
 	}
 	wakeLoops(wake)
 	return nil
