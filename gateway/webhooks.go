@@ -42,6 +42,12 @@ const (
 	// webhookIdle is the longest the loop sleeps with nothing due; new
 	// events wake it at once.
 	webhookIdle = 30 * time.Second
+	// webhookGaugesEvery is how often the outbox gauges are read from the
+	// store when nothing here changed it (another gateway sharing a
+	// PostgreSQL outbox may have); webhookGaugesGap is the least time
+	// between two reads, however busy the outbox.
+	webhookGaugesEvery = 15 * time.Second
+	webhookGaugesGap   = time.Second
 )
 
 // Headers of a delivery.
@@ -73,6 +79,9 @@ type webhooks struct {
 	deliveries *prometheus.CounterVec
 	pending    prometheus.Gauge
 	dead       prometheus.Gauge
+	// gaugesDue is signalled when the outbox changed, for the gauges to
+	// be read again from the store (gaugeLoop).
+	gaugesDue chan struct{}
 }
 
 // hookLoop is one webhook and its delivery loop.
@@ -86,7 +95,7 @@ type hookLoop struct {
 }
 
 func newWebhooks(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *webhooks {
-	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}}
+	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}, gaugesDue: make(chan struct{}, 1)}
 	w.update(cfg.Integrations)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxResponseHeaderBytes = webhookMaxReply
@@ -152,6 +161,7 @@ func (w *webhooks) update(c IntegrationsConfig) WebhooksChange {
 		delete(w.hooks, name)
 		ch.Removed = append(ch.Removed, name)
 	}
+	w.outboxChanged()
 	return ch
 }
 
@@ -216,7 +226,7 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
 		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
-	wakeLoops(wake)
+	w.queued(wake)
 	return nil
 }
 
@@ -261,7 +271,7 @@ func (w *webhooks) createConversation(ctx context.Context, c *store.Conversation
 	if err := w.st.CreateConversationEvents(ctx, c, rows); err != nil {
 		return err
 	}
-	wakeLoops(wake)
+	w.queued(wake)
 	return nil
 }
 
@@ -279,7 +289,7 @@ func (w *webhooks) finishRecording(ctx context.Context, c *store.Conversation, r
 	if err != nil {
 		return err
 	}
-	wakeLoops(wake)
+	w.queued(wake)
 	return nil
 }
 
@@ -295,6 +305,24 @@ func eventBody(c *store.Conversation, typ string, at time.Time, data any) ([]byt
 		return nil, fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
 	return body, nil
+}
+
+// queued tells the delivery loops wake, and the gauges, that events were
+// queued for them.
+func (w *webhooks) queued(wake []chan struct{}) {
+	if len(wake) > 0 {
+		wakeLoops(wake)
+		w.outboxChanged()
+	}
+}
+
+// outboxChanged has the gauges read again from the store, soon; it never
+// waits.
+func (w *webhooks) outboxChanged() {
+	select {
+	case w.gaugesDue <- struct{}{}:
+	default:
+	}
 }
 
 // wakeLoops signals each delivery loop's wake channel, without waiting.
@@ -374,7 +402,7 @@ func (w *webhooks) messageEvents(c store.Conversation) (events store.OutboxFunc,
 		}
 		return rows, nil
 	}
-	return events, func() { wakeLoops(woken) }
+	return events, func() { w.queued(woken) }
 }
 
 // messageWebhook is one webhook event a message causes: its type, the
@@ -425,6 +453,11 @@ func (w *webhooks) run(ctx context.Context) {
 		w.startLocked(name, w.hooks[name])
 	}
 	w.mu.Unlock()
+	w.loops.Add(1)
+	go func() {
+		defer w.loops.Done()
+		w.gaugeLoop(ctx)
+	}()
 	<-ctx.Done()
 	w.loops.Wait()
 	w.client.CloseIdleConnections()
@@ -435,7 +468,6 @@ func (w *webhooks) run(ctx context.Context) {
 func (w *webhooks) loop(ctx context.Context, name string, l *hookLoop) {
 	names := []string{name}
 	for ctx.Err() == nil {
-		w.refreshGauges(ctx)
 		due, err := w.st.DueWebhookEvents(ctx, names, w.now(), webhookBatch)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -470,18 +502,37 @@ func sleepOrWake(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 // wakeAll makes every loop look at the outbox again at once.
 func (w *webhooks) wakeAll() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, l := range w.hooks {
 		select {
 		case l.wake <- struct{}{}:
 		default:
 		}
 	}
+	w.mu.Unlock()
+	w.outboxChanged()
 }
 
+// gaugeLoop keeps the outbox gauges true until ctx ends: it reads them
+// from the store at the start, after every change made here (an event
+// queued, an attempt recorded, a replay, a reload), at most once per
+// webhookGaugesGap, and every webhookGaugesEvery regardless. So they
+// hold whether or not any delivery loop runs: with every webhook removed
+// by a reload, dead and pending events still count.
+func (w *webhooks) gaugeLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.refreshGauges(ctx)
+		sleepOrWake(ctx, nil, webhookGaugesGap)
+		sleepOrWake(ctx, w.gaugesDue, webhookGaugesEvery-webhookGaugesGap)
+	}
+}
+
+// refreshGauges sets the gauges from the store's counts.
 func (w *webhooks) refreshGauges(ctx context.Context) {
 	n, err := w.st.CountWebhookEvents(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("webhook outbox not counted", "err", err)
+		}
 		return
 	}
 	w.pending.Set(float64(n.Pending))
@@ -540,6 +591,7 @@ func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 	if uerr := w.st.UpdateWebhookEvent(uctx, e); uerr != nil {
 		w.log.Error("webhook outbox not updated", "webhook", e.Webhook, "seq", e.Seq, "err", uerr)
 	}
+	w.outboxChanged()
 }
 
 // backoff is the wait after the n-th failed attempt: webhook_retry_min,

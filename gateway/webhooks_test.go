@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/segue-rtc/segue/store"
 )
 
 const hookSecret = "whsec-test-0123456789"
@@ -241,4 +244,51 @@ func TestMessageEventsAreQueuedWithTheMessage(t *testing.T) {
 	if m.ID != "m1" || m.Text != "hello" || m.Seq != seq || ev.Conversation.LastSeq != seq || !ev.CreatedAt.Equal(m.CreatedAt) {
 		t.Errorf("event at seq %d: %s", seq, due[0].Body)
 	}
+}
+
+// The outbox gauges tell what the store holds whether or not a delivery
+// loop runs: dead and pending events of a webhook no longer configured
+// count from the start, a replay with no webhook to deliver it moves an
+// event from dead to pending, and once a reload brings the webhook back
+// and its receiver takes everything, both fall to zero.
+func TestWebhookGaugesWithoutDeliveryLoops(t *testing.T) {
+	e := newTestServer(t, nil)
+	ctx := context.Background()
+	evs := []*store.WebhookEvent{
+		{Webhook: "crm", ConversationID: "c_1", Type: "conversation.created", Body: []byte(`{"id":"ev_1","type":"conversation.created"}`)},
+		{Webhook: "crm", ConversationID: "c_2", Type: "conversation.created", Body: []byte(`{"id":"ev_2","type":"conversation.created"}`)},
+	}
+	if err := e.st.AppendWebhookEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	evs[1].State, evs[1].Attempts, evs[1].LastError = store.WebhookDead, 5, "status 500"
+	if err := e.st.UpdateWebhookEvent(ctx, evs[1]); err != nil {
+		t.Fatal(err)
+	}
+	gauges := func(pending, dead int) func() bool {
+		return func() bool {
+			return metricLine(t, e, "segue_webhook_outbox_pending ") == fmt.Sprint("segue_webhook_outbox_pending ", pending) &&
+				metricLine(t, e, "segue_webhook_dead_letters ") == fmt.Sprint("segue_webhook_dead_letters ", dead)
+		}
+	}
+	e.runWebhooks()
+	waitUntil(t, "1 pending and 1 dead with no webhook configured", gauges(1, 1))
+
+	admin := httptest.NewServer(e.srv.AdminHandler())
+	t.Cleanup(admin.Close)
+	res, err := http.Post(admin.URL+"/admin/webhooks/replay?webhook=crm", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	waitUntil(t, "2 pending and none dead after the replay", gauges(2, 0))
+
+	rc := newReceiver(t, nil)
+	next := *e.srv.cfg
+	withHook(rc.srv.URL, 10, "*")(&next)
+	if _, err := e.srv.Reload(ctx, &next); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "both events delivered", func() bool { return len(rc.events()) == 2 })
+	waitUntil(t, "nothing pending or dead once delivered", gauges(0, 0))
 }
