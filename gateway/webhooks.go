@@ -559,14 +559,16 @@ func (w *webhooks) deliverAll(ctx context.Context, due []*store.WebhookEvent) {
 func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 	hook, ok := w.hook(e.Webhook)
 	if !ok {
-		return // removed by a reload: the event waits in the outbox
+		w.giveBack(ctx, e) // removed by a reload: the event waits in the outbox
+		return
 	}
 	set := w.settings()
 	actx, cancel := context.WithTimeout(ctx, set.WebhookTimeout)
 	err := w.send(actx, &hook, e)
 	cancel()
 	if err != nil && ctx.Err() != nil {
-		return // stopping: the attempt does not count, the event stays due
+		w.giveBack(ctx, e) // stopping: the attempt does not count, the event stays due
+		return
 	}
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -592,6 +594,18 @@ func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 		w.log.Error("webhook outbox not updated", "webhook", e.Webhook, "seq", e.Seq, "err", uerr)
 	}
 	w.outboxChanged()
+}
+
+// giveBack returns e, taken for delivery but not attempted to the end,
+// to the outbox as it was: with PostgreSQL, DueWebhookEvents claimed it
+// for minutes, and a gateway that stops or drops the webhook must not
+// hold it back from the next run or another gateway that long.
+func (w *webhooks) giveBack(ctx context.Context, e *store.WebhookEvent) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := w.st.UpdateWebhookEvent(uctx, e); err != nil {
+		w.log.Warn("webhook event not given back", "webhook", e.Webhook, "seq", e.Seq, "err", err)
+	}
 }
 
 // backoff is the wait after the n-th failed attempt: webhook_retry_min,

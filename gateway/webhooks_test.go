@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,4 +293,73 @@ func TestWebhookGaugesWithoutDeliveryLoops(t *testing.T) {
 	}
 	waitUntil(t, "both events delivered", func() bool { return len(rc.events()) == 2 })
 	waitUntil(t, "nothing pending or dead once delivered", gauges(0, 0))
+}
+
+// updateRecorder is a store that keeps a copy of every outcome recorded
+// for a webhook event.
+type updateRecorder struct {
+	store.Store
+	mu      sync.Mutex
+	updates []store.WebhookEvent
+}
+
+func (u *updateRecorder) UpdateWebhookEvent(ctx context.Context, e *store.WebhookEvent) error {
+	u.mu.Lock()
+	u.updates = append(u.updates, *e)
+	u.mu.Unlock()
+	return u.Store.UpdateWebhookEvent(ctx, e)
+}
+
+// An attempt cut short by the gateway stopping does not count, and the
+// event goes back to the outbox as it was (which, with PostgreSQL, ends
+// its claim), still due for the next run.
+func TestWebhookStopGivesTheEventBack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sq, err := store.OpenSQLite(ctx, filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	st := &updateRecorder{Store: sq}
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	cfg := &Config{Integrations: IntegrationsConfig{WebhookTimeout: time.Hour, WebhookMaxAttempts: 3,
+		WebhookRetryMin: time.Second, WebhookRetryMax: time.Minute}}
+	withHook(hang.URL, 3, "*")(cfg)
+	cfg.Integrations.WebhookTimeout = time.Hour
+	w := newWebhooks(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+	ev := &store.WebhookEvent{Webhook: "crm", ConversationID: "c_1", Type: "conversation.created", Body: []byte(`{"id":"ev_1"}`)}
+	if err := st.AppendWebhookEvents(ctx, []*store.WebhookEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(runCtx) }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event was never sent")
+	}
+	stop()
+	<-done
+	st.mu.Lock()
+	updates := st.updates
+	st.mu.Unlock()
+	if len(updates) != 1 || updates[0].Seq != ev.Seq || updates[0].State != store.WebhookPending || updates[0].Attempts != 0 {
+		t.Fatalf("outcomes recorded: %+v, want the event given back unchanged", updates)
+	}
+	due, err := sq.DueWebhookEvents(ctx, []string{"crm"}, time.Now(), 10)
+	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
+		t.Fatalf("due after the stop: %+v %v", due, err)
+	}
 }
