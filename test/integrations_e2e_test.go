@@ -406,10 +406,14 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 		}
 		return nil
 	})
-	if m := metricsOf(t, g); m["segue_webhook_outbox_pending"] < 1 || m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`] < 1 {
-		t.Errorf("metrics while failing: pending %v, failed %v", m["segue_webhook_outbox_pending"],
-			m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`])
-	}
+	// The outbox gauge is read from the store within a second of a change.
+	waitFor(t, "metrics while failing", func() error {
+		if m := metricsOf(t, g); m["segue_webhook_outbox_pending"] < 1 || m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`] < 1 {
+			return fmt.Errorf("pending %v, failed %v", m["segue_webhook_outbox_pending"],
+				m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`])
+		}
+		return nil
+	})
 	g.Restart()
 	for i := range 2 {
 		for _, id := range ids {
