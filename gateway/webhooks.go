@@ -82,6 +82,10 @@ type webhooks struct {
 	// gaugesDue is signalled when the outbox changed, for the gauges to
 	// be read again from the store (gaugeLoop).
 	gaugesDue chan struct{}
+	// alone is set for a gateway that is no cluster's node: the only one
+	// on its database, whose claims on the outbox at start are those its
+	// own last run left.
+	alone bool
 }
 
 // hookLoop is one webhook and its delivery loop.
@@ -95,7 +99,8 @@ type hookLoop struct {
 }
 
 func newWebhooks(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *webhooks {
-	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}, gaugesDue: make(chan struct{}, 1)}
+	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}, gaugesDue: make(chan struct{}, 1),
+		alone: !cfg.Cluster.Enabled()}
 	w.update(cfg.Integrations)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxResponseHeaderBytes = webhookMaxReply
@@ -447,6 +452,15 @@ func messageWebhooks(c store.Conversation, m *store.Message) []messageWebhook {
 // webhooks a reload adds meanwhile. What is left pending stays in the
 // outbox for the next run.
 func (w *webhooks) run(ctx context.Context) {
+	if w.alone {
+		// A run killed mid-delivery left its events claimed: they would
+		// wait for the claims to lapse, minutes, before going on.
+		if n, err := w.st.ReleaseWebhookClaims(ctx); err != nil {
+			w.log.Error("webhook claims of the last run not released", "err", err)
+		} else if n > 0 {
+			w.log.Info("webhook claims of the last run released", "events", n)
+		}
+	}
 	w.mu.Lock()
 	w.runCtx = ctx
 	for _, name := range w.names {

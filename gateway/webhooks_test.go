@@ -363,3 +363,51 @@ func TestWebhookStopGivesTheEventBack(t *testing.T) {
 		t.Fatalf("due after the stop: %+v %v", due, err)
 	}
 }
+
+// releaseRecorder is a store that counts the releases of outbox claims.
+type releaseRecorder struct {
+	store.Store
+	mu       sync.Mutex
+	released int
+}
+
+func (r *releaseRecorder) ReleaseWebhookClaims(ctx context.Context) (int, error) {
+	r.mu.Lock()
+	r.released++
+	r.mu.Unlock()
+	return r.Store.ReleaseWebhookClaims(ctx)
+}
+
+// A gateway alone on its database releases, as its deliverer starts, the
+// claims its last run left on the outbox; a cluster's node never does,
+// since other nodes may be delivering what they claimed.
+func TestWebhookClaimsReleasedWhenAlone(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprint("cluster=", cluster), func(t *testing.T) {
+			dir := t.TempDir()
+			sq, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sq.Close() })
+			st := &releaseRecorder{Store: sq}
+			cfg := &Config{}
+			if cluster {
+				cfg.Cluster.NodeID = "n1"
+			}
+			w := newWebhooks(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); w.run(ctx) }()
+			// run releases the claims, or not, before anything else: once
+			// it returned, it has done what it would.
+			stop()
+			<-done
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if want := map[bool]int{false: 1, true: 0}[cluster]; st.released != want {
+				t.Errorf("claims released %d times, want %d", st.released, want)
+			}
+		})
+	}
+}

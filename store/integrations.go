@@ -145,6 +145,13 @@ type Integrations interface {
 	// due at now, in Seq order. An event not yet delivered thus holds back
 	// the later events of its conversation to its webhook, and no others.
 	DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error)
+	// ReleaseWebhookClaims ends every claim DueWebhookEvents made and
+	// returns how many it ended. It is for a gateway starting as the only
+	// one on its database: the claims left are then those of its own last
+	// run, which died mid-delivery, and would hold their conversations
+	// back until they lapse. Only stores shared by several gateways claim
+	// (PostgreSQL); SQLite's returns 0.
+	ReleaseWebhookClaims(ctx context.Context) (int, error)
 	// NextWebhookAttempt is when the earliest pending event of webhooks is
 	// due, or the zero time when none is pending.
 	NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error)
@@ -466,6 +473,10 @@ func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now ti
 	}
 	return scanWebhookEvents(rows, "due")
 }
+
+// ReleaseWebhookClaims implements Integrations: one gateway alone uses
+// an SQLite database, and it claims nothing.
+func (s *SQLite) ReleaseWebhookClaims(context.Context) (int, error) { return 0, nil }
 
 // NextWebhookAttempt implements Integrations.
 func (s *SQLite) NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error) {

@@ -440,3 +440,48 @@ func testRecordingEventsCommitWithItsEnd(t *testing.T, drv string) {
 		t.Errorf("outbox: %d events, want r1's alone", n)
 	}
 }
+
+// TestReleaseWebhookClaims: an event taken for delivery by a gateway that
+// then died is claimed (with PostgreSQL) and not due to anyone until the
+// claim lapses, or until a gateway starting alone on the database
+// releases the claims: then it is due again, attempts unchanged.
+func TestReleaseWebhookClaims(t *testing.T) {
+	forEachDriver(t, testReleaseWebhookClaims)
+}
+
+func testReleaseWebhookClaims(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	ev := &WebhookEvent{Webhook: "crm", ConversationID: "c1", Type: "conversation.created", Body: []byte("{}")}
+	if err := s.AppendWebhookEvents(ctx, []*WebhookEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10); err != nil || len(due) != 1 {
+		t.Fatalf("due: %v %v", due, err)
+	}
+	// The gateway that took it dies without recording an attempt.
+	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	if drv == "sqlite" {
+		want = 1 // SQLite claims nothing: one gateway alone uses it
+	}
+	if len(due) != want {
+		t.Fatalf("due while taken: %d events, want %d", len(due), want)
+	}
+	n, err := s.ReleaseWebhookClaims(ctx)
+	if err != nil || n != 1-want {
+		t.Fatalf("released %d claims, %v; want %d", n, err, 1-want)
+	}
+	due, err = s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
+		t.Fatalf("due after the release: %+v %v", due, err)
+	}
+	if n, err := s.ReleaseWebhookClaims(ctx); err != nil || n != 1-want {
+		t.Fatalf("released %d claims the second time, %v", n, err)
+	}
+}

@@ -138,6 +138,15 @@ func (p *Postgres) AppendWebhookEvents(ctx context.Context, events []*WebhookEve
 	return nil
 }
 
+// ReleaseWebhookClaims implements Integrations.
+func (p *Postgres) ReleaseWebhookClaims(ctx context.Context) (int, error) {
+	tag, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL`)
+	if err != nil {
+		return 0, fmt.Errorf("store: release webhook claims: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // queueOutbox queues on b, a batch sent in a transaction, the inserts of
 // events (prepared), after the advisory locks of their conversations
 // that AppendWebhookEvents takes too, in the same order: a
