@@ -505,7 +505,9 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 		err = h.node.claimNew(ctx, c.ID)
 	}
 	if err == nil {
-		if err = h.store.CreateConversation(ctx, c); err != nil && h.node != nil {
+		// With its conversation.created events, which thus come before
+		// any other event of it.
+		if err = h.webhooks.createConversation(ctx, c); err != nil && h.node != nil {
 			h.node.free(c.ID, h.node.disown(c.ID))
 		}
 	}
@@ -519,8 +521,6 @@ func (h *hub) createConversation(ctx context.Context, c *store.Conversation, pre
 	if err != nil {
 		return err
 	}
-	// Queued before the conversation is live, so before any event of it.
-	h.webhooks.emit(ctx, c, "conversation.created", nil)
 	h.metrics.convTotal.Inc()
 	cv := &conv{c: *c, customers: map[*client]struct{}{}, declined: map[string]bool{}, preferred: preferred, lastActive: h.now()}
 	h.convs[c.ID] = cv

@@ -226,7 +226,12 @@ func (s *Server) stopRecording(v *voiceCall) error {
 	err = errors.Join(err, cr.file.Sync(), cr.file.Close())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.ctx), 5*time.Second)
 	defer cancel()
-	if ferr := s.store.FinishRecording(ctx, &meta); ferr != nil {
+	s.hub.mu.Lock()
+	snap := v.cv.c
+	s.hub.mu.Unlock()
+	// The recording's end and its recording.ready events are stored
+	// together.
+	if ferr := s.webhooks.finishRecording(ctx, &snap, &meta, func(r *store.Recording) any { return s.toIntegrationRecording(r) }); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
 	if err != nil {
@@ -237,10 +242,6 @@ func (s *Server) stopRecording(v *voiceCall) error {
 	s.hub.event(ctx, v.cv, "recording.stopped", "Recording stopped", map[string]any{"call": v.id, "recording": meta.ID,
 		"duration_s": int(meta.Duration.Seconds())})
 	v.publish()
-	s.hub.mu.Lock()
-	snap := v.cv.c
-	s.hub.mu.Unlock()
-	s.webhooks.emit(ctx, &snap, "recording.ready", map[string]any{"recording": s.toIntegrationRecording(&meta)})
 	if s.recordingReady != nil {
 		s.recordingReady(meta)
 	}

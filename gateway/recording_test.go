@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -84,8 +85,12 @@ func TestRecordingOnDemand(t *testing.T) {
 	phones := &fakePhones{result: func() (*fakeLeg, error) { return phone, nil }}
 	peers := &fakePeers{}
 	ready := make(chan store.Recording, 1)
-	e := voiceServer(t, phones, peers, func(c *Config) { c.Queues[0].Recording = RecordingOnDemand },
-		WithRecordingReady(func(r store.Recording) { ready <- r }))
+	// A webhook whose loop never runs: recording.ready must be in the
+	// outbox by the time the recording is finished.
+	e := voiceServer(t, phones, peers, func(c *Config) {
+		c.Queues[0].Recording = RecordingOnDemand
+		withHook("http://127.0.0.1:9/never", 10, "recording.ready")(c)
+	}, WithRecordingReady(func(r store.Recording) { ready <- r }))
 	alice := e.login("alice")
 	aws, _ := e.agentWS(alice)
 	bws, _ := e.agentWS(e.login("bob"))
@@ -138,6 +143,21 @@ func TestRecordingOnDemand(t *testing.T) {
 	}
 	if r.ConversationID != id || r.StartedBy != "alice" || r.EndedAt.IsZero() || r.Type != "audio/ogg" || r.Size == 0 {
 		t.Errorf("ready: %+v", r)
+	}
+	due, err := e.st.DueWebhookEvents(context.Background(), []string{"crm"}, time.Now().Add(time.Hour), 10)
+	if err != nil || len(due) != 1 || due[0].Type != "recording.ready" || due[0].ConversationID != id {
+		t.Fatalf("outbox once the recording is ready: %v %v", due, err)
+	}
+	var ev struct {
+		Data struct {
+			Recording integrationRecording `json:"recording"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(due[0].Body, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Data.Recording; got.ID != r.ID || got.Size != r.Size || got.EndedAt == nil || !got.EndedAt.Equal(r.EndedAt) {
+		t.Errorf("recording.ready shows %+v, the recording is %+v", got, r)
 	}
 	stored, f, err := e.srv.OpenRecording(context.Background(), r.ID)
 	if err != nil {

@@ -42,6 +42,12 @@ const (
 	// webhookIdle is the longest the loop sleeps with nothing due; new
 	// events wake it at once.
 	webhookIdle = 30 * time.Second
+	// webhookGaugesEvery is how often the outbox gauges are read from the
+	// store when nothing here changed it (another gateway sharing a
+	// PostgreSQL outbox may have); webhookGaugesGap is the least time
+	// between two reads, however busy the outbox.
+	webhookGaugesEvery = 15 * time.Second
+	webhookGaugesGap   = time.Second
 )
 
 // Headers of a delivery.
@@ -73,6 +79,13 @@ type webhooks struct {
 	deliveries *prometheus.CounterVec
 	pending    prometheus.Gauge
 	dead       prometheus.Gauge
+	// gaugesDue is signalled when the outbox changed, for the gauges to
+	// be read again from the store (gaugeLoop).
+	gaugesDue chan struct{}
+	// alone is set for a gateway that is no cluster's node: the only one
+	// on its database, whose claims on the outbox at start are those its
+	// own last run left.
+	alone bool
 }
 
 // hookLoop is one webhook and its delivery loop.
@@ -86,7 +99,8 @@ type hookLoop struct {
 }
 
 func newWebhooks(cfg *Config, st store.Store, log *slog.Logger, m *metrics) *webhooks {
-	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}}
+	w := &webhooks{st: st, log: log, now: time.Now, hooks: map[string]*hookLoop{}, gaugesDue: make(chan struct{}, 1),
+		alone: !cfg.Cluster.Enabled()}
 	w.update(cfg.Integrations)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxResponseHeaderBytes = webhookMaxReply
@@ -152,6 +166,7 @@ func (w *webhooks) update(c IntegrationsConfig) WebhooksChange {
 		delete(w.hooks, name)
 		ch.Removed = append(ch.Removed, name)
 	}
+	w.outboxChanged()
 	return ch
 }
 
@@ -200,32 +215,15 @@ type webhookEvent struct {
 // every webhook that wants it. It returns once the event is in the
 // outbox: delivery follows, after a restart if need be. Events of a
 // conversation are delivered in the order Emit stored them. With no
-// webhook for typ it does nothing. It is for events no stored message
-// causes: those of messages are written with the message
-// (messageEvents).
+// webhook for typ it does nothing. It is for events no store write
+// causes (call.ringing): those of a message are written with the message
+// (messageEvents), conversation.created with the conversation
+// (createConversation) and recording.ready with the recording's end
+// (finishRecording).
 func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, data any) error {
-	var rows []*store.WebhookEvent
-	var wake []chan struct{}
-	var body []byte
-	w.mu.Lock()
-	for _, name := range w.names {
-		l := w.hooks[name]
-		if !l.cfg.wants(typ) {
-			continue
-		}
-		if body == nil {
-			var err error
-			if body, err = eventBody(c, typ, w.now(), data); err != nil {
-				w.mu.Unlock()
-				return err
-			}
-		}
-		rows = append(rows, &store.WebhookEvent{Webhook: name, ConversationID: c.ID, Type: typ, Body: body})
-		wake = append(wake, l.wake)
-	}
-	w.mu.Unlock()
-	if len(rows) == 0 {
-		return nil
+	rows, wake, err := w.rows(c, typ, w.now(), data)
+	if err != nil || len(rows) == 0 {
+		return err
 	}
 	// The event happened: a caller giving up must not lose it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -233,7 +231,70 @@ func (w *webhooks) Emit(ctx context.Context, c *store.Conversation, typ string, 
 	if err := w.st.AppendWebhookEvents(ctx, rows); err != nil {
 		return fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
-	wakeLoops(wake)
+	w.queued(wake)
+	return nil
+}
+
+// rows gives the outbox rows of an event of type typ about conversation
+// c, created at at, with data: one per webhook that wants it, sharing
+// one body; and the wake channels of those webhooks' loops.
+func (w *webhooks) rows(c *store.Conversation, typ string, at time.Time, data any) ([]*store.WebhookEvent, []chan struct{}, error) {
+	var rows []*store.WebhookEvent
+	var wake []chan struct{}
+	var body []byte
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, name := range w.names {
+		l := w.hooks[name]
+		if !l.cfg.wants(typ) {
+			continue
+		}
+		if body == nil {
+			var err error
+			if body, err = eventBody(c, typ, at, data); err != nil {
+				return nil, nil, err
+			}
+		}
+		rows = append(rows, &store.WebhookEvent{Webhook: name, ConversationID: c.ID, Type: typ, Body: body})
+		wake = append(wake, l.wake)
+	}
+	return rows, wake, nil
+}
+
+// createConversation stores the new conversation c with its
+// conversation.created events, in one transaction: a conversation stored
+// never lacks them.
+func (w *webhooks) createConversation(ctx context.Context, c *store.Conversation) error {
+	at := c.CreatedAt
+	if at.IsZero() {
+		at = w.now()
+	}
+	rows, wake, err := w.rows(c, "conversation.created", at, nil)
+	if err != nil {
+		return err
+	}
+	if err := w.st.CreateConversationEvents(ctx, c, rows); err != nil {
+		return err
+	}
+	w.queued(wake)
+	return nil
+}
+
+// finishRecording records r's end with its recording.ready events, in
+// one transaction: a finished recording never lacks them. c is the
+// recording's conversation as the events show it; info gives the
+// event's view of the recording as the store finished it.
+func (w *webhooks) finishRecording(ctx context.Context, c *store.Conversation, r *store.Recording, info func(*store.Recording) any) error {
+	var wake []chan struct{}
+	err := w.st.FinishRecordingEvents(ctx, r, func(done *store.Recording) ([]*store.WebhookEvent, error) {
+		rows, woken, err := w.rows(c, "recording.ready", done.EndedAt, map[string]any{"recording": info(done)})
+		wake = woken
+		return rows, err
+	})
+	if err != nil {
+		return err
+	}
+	w.queued(wake)
 	return nil
 }
 
@@ -249,6 +310,24 @@ func eventBody(c *store.Conversation, typ string, at time.Time, data any) ([]byt
 		return nil, fmt.Errorf("gateway: webhook event %s: %w", typ, err)
 	}
 	return body, nil
+}
+
+// queued tells the delivery loops wake, and the gauges, that events were
+// queued for them.
+func (w *webhooks) queued(wake []chan struct{}) {
+	if len(wake) > 0 {
+		wakeLoops(wake)
+		w.outboxChanged()
+	}
+}
+
+// outboxChanged has the gauges read again from the store, soon; it never
+// waits.
+func (w *webhooks) outboxChanged() {
+	select {
+	case w.gaugesDue <- struct{}{}:
+	default:
+	}
 }
 
 // wakeLoops signals each delivery loop's wake channel, without waiting.
@@ -328,7 +407,7 @@ func (w *webhooks) messageEvents(c store.Conversation) (events store.OutboxFunc,
 		}
 		return rows, nil
 	}
-	return events, func() { wakeLoops(woken) }
+	return events, func() { w.queued(woken) }
 }
 
 // messageWebhook is one webhook event a message causes: its type, the
@@ -373,12 +452,26 @@ func messageWebhooks(c store.Conversation, m *store.Message) []messageWebhook {
 // webhooks a reload adds meanwhile. What is left pending stays in the
 // outbox for the next run.
 func (w *webhooks) run(ctx context.Context) {
+	if w.alone {
+		// A run killed mid-delivery left its events claimed: they would
+		// wait for the claims to lapse, minutes, before going on.
+		if n, err := w.st.ReleaseWebhookClaims(ctx); err != nil {
+			w.log.Error("webhook claims of the last run not released", "err", err)
+		} else if n > 0 {
+			w.log.Info("webhook claims of the last run released", "events", n)
+		}
+	}
 	w.mu.Lock()
 	w.runCtx = ctx
 	for _, name := range w.names {
 		w.startLocked(name, w.hooks[name])
 	}
 	w.mu.Unlock()
+	w.loops.Add(1)
+	go func() {
+		defer w.loops.Done()
+		w.gaugeLoop(ctx)
+	}()
 	<-ctx.Done()
 	w.loops.Wait()
 	w.client.CloseIdleConnections()
@@ -389,7 +482,6 @@ func (w *webhooks) run(ctx context.Context) {
 func (w *webhooks) loop(ctx context.Context, name string, l *hookLoop) {
 	names := []string{name}
 	for ctx.Err() == nil {
-		w.refreshGauges(ctx)
 		due, err := w.st.DueWebhookEvents(ctx, names, w.now(), webhookBatch)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -424,18 +516,37 @@ func sleepOrWake(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 // wakeAll makes every loop look at the outbox again at once.
 func (w *webhooks) wakeAll() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, l := range w.hooks {
 		select {
 		case l.wake <- struct{}{}:
 		default:
 		}
 	}
+	w.mu.Unlock()
+	w.outboxChanged()
 }
 
+// gaugeLoop keeps the outbox gauges true until ctx ends: it reads them
+// from the store at the start, after every change made here (an event
+// queued, an attempt recorded, a replay, a reload), at most once per
+// webhookGaugesGap, and every webhookGaugesEvery regardless. So they
+// hold whether or not any delivery loop runs: with every webhook removed
+// by a reload, dead and pending events still count.
+func (w *webhooks) gaugeLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.refreshGauges(ctx)
+		sleepOrWake(ctx, nil, webhookGaugesGap)
+		sleepOrWake(ctx, w.gaugesDue, webhookGaugesEvery-webhookGaugesGap)
+	}
+}
+
+// refreshGauges sets the gauges from the store's counts.
 func (w *webhooks) refreshGauges(ctx context.Context) {
 	n, err := w.st.CountWebhookEvents(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("webhook outbox not counted", "err", err)
+		}
 		return
 	}
 	w.pending.Set(float64(n.Pending))
@@ -462,14 +573,16 @@ func (w *webhooks) deliverAll(ctx context.Context, due []*store.WebhookEvent) {
 func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 	hook, ok := w.hook(e.Webhook)
 	if !ok {
-		return // removed by a reload: the event waits in the outbox
+		w.giveBack(ctx, e) // removed by a reload: the event waits in the outbox
+		return
 	}
 	set := w.settings()
 	actx, cancel := context.WithTimeout(ctx, set.WebhookTimeout)
 	err := w.send(actx, &hook, e)
 	cancel()
 	if err != nil && ctx.Err() != nil {
-		return // stopping: the attempt does not count, the event stays due
+		w.giveBack(ctx, e) // stopping: the attempt does not count, the event stays due
+		return
 	}
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -493,6 +606,19 @@ func (w *webhooks) deliverOne(ctx context.Context, e *store.WebhookEvent) {
 	}
 	if uerr := w.st.UpdateWebhookEvent(uctx, e); uerr != nil {
 		w.log.Error("webhook outbox not updated", "webhook", e.Webhook, "seq", e.Seq, "err", uerr)
+	}
+	w.outboxChanged()
+}
+
+// giveBack returns e, taken for delivery but not attempted to the end,
+// to the outbox as it was: with PostgreSQL, DueWebhookEvents claimed it
+// for minutes, and a gateway that stops or drops the webhook must not
+// hold it back from the next run or another gateway that long.
+func (w *webhooks) giveBack(ctx context.Context, e *store.WebhookEvent) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := w.st.UpdateWebhookEvent(uctx, e); err != nil {
+		w.log.Warn("webhook event not given back", "webhook", e.Webhook, "seq", e.Seq, "err", err)
 	}
 }
 

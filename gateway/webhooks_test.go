@@ -6,14 +6,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/segue-rtc/segue/store"
 )
 
 const hookSecret = "whsec-test-0123456789"
@@ -242,5 +247,169 @@ func TestMessageEventsAreQueuedWithTheMessage(t *testing.T) {
 	m := ev.Data.Message
 	if m.ID != "m1" || m.Text != "hello" || m.Seq != seq || ev.Conversation.LastSeq != seq || !ev.CreatedAt.Equal(m.CreatedAt) {
 		t.Errorf("event at seq %d: %s", seq, due[0].Body)
+	}
+}
+
+// The outbox gauges tell what the store holds whether or not a delivery
+// loop runs: dead and pending events of a webhook no longer configured
+// count from the start, a replay with no webhook to deliver it moves an
+// event from dead to pending, and once a reload brings the webhook back
+// and its receiver takes everything, both fall to zero.
+func TestWebhookGaugesWithoutDeliveryLoops(t *testing.T) {
+	e := newTestServer(t, nil)
+	ctx := context.Background()
+	evs := []*store.WebhookEvent{
+		{Webhook: "crm", ConversationID: "c_1", Type: "conversation.created", Body: []byte(`{"id":"ev_1","type":"conversation.created"}`)},
+		{Webhook: "crm", ConversationID: "c_2", Type: "conversation.created", Body: []byte(`{"id":"ev_2","type":"conversation.created"}`)},
+	}
+	if err := e.st.AppendWebhookEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	evs[1].State, evs[1].Attempts, evs[1].LastError = store.WebhookDead, 5, "status 500"
+	if err := e.st.UpdateWebhookEvent(ctx, evs[1]); err != nil {
+		t.Fatal(err)
+	}
+	gauges := func(pending, dead int) func() bool {
+		return func() bool {
+			return metricLine(t, e, "segue_webhook_outbox_pending ") == fmt.Sprint("segue_webhook_outbox_pending ", pending) &&
+				metricLine(t, e, "segue_webhook_dead_letters ") == fmt.Sprint("segue_webhook_dead_letters ", dead)
+		}
+	}
+	e.runWebhooks()
+	waitUntil(t, "1 pending and 1 dead with no webhook configured", gauges(1, 1))
+
+	admin := httptest.NewServer(e.srv.AdminHandler())
+	t.Cleanup(admin.Close)
+	res, err := http.Post(admin.URL+"/admin/webhooks/replay?webhook=crm", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	waitUntil(t, "2 pending and none dead after the replay", gauges(2, 0))
+
+	rc := newReceiver(t, nil)
+	next := *e.srv.cfg
+	withHook(rc.srv.URL, 10, "*")(&next)
+	if _, err := e.srv.Reload(ctx, &next); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "both events delivered", func() bool { return len(rc.events()) == 2 })
+	waitUntil(t, "nothing pending or dead once delivered", gauges(0, 0))
+}
+
+// updateRecorder is a store that keeps a copy of every outcome recorded
+// for a webhook event.
+type updateRecorder struct {
+	store.Store
+	mu      sync.Mutex
+	updates []store.WebhookEvent
+}
+
+func (u *updateRecorder) UpdateWebhookEvent(ctx context.Context, e *store.WebhookEvent) error {
+	u.mu.Lock()
+	u.updates = append(u.updates, *e)
+	u.mu.Unlock()
+	return u.Store.UpdateWebhookEvent(ctx, e)
+}
+
+// An attempt cut short by the gateway stopping does not count, and the
+// event goes back to the outbox as it was (which, with PostgreSQL, ends
+// its claim), still due for the next run.
+func TestWebhookStopGivesTheEventBack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sq, err := store.OpenSQLite(ctx, filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	st := &updateRecorder{Store: sq}
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	cfg := &Config{Integrations: IntegrationsConfig{WebhookTimeout: time.Hour, WebhookMaxAttempts: 3,
+		WebhookRetryMin: time.Second, WebhookRetryMax: time.Minute}}
+	withHook(hang.URL, 3, "*")(cfg)
+	cfg.Integrations.WebhookTimeout = time.Hour
+	w := newWebhooks(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+	ev := &store.WebhookEvent{Webhook: "crm", ConversationID: "c_1", Type: "conversation.created", Body: []byte(`{"id":"ev_1"}`)}
+	if err := st.AppendWebhookEvents(ctx, []*store.WebhookEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(runCtx) }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event was never sent")
+	}
+	stop()
+	<-done
+	st.mu.Lock()
+	updates := st.updates
+	st.mu.Unlock()
+	if len(updates) != 1 || updates[0].Seq != ev.Seq || updates[0].State != store.WebhookPending || updates[0].Attempts != 0 {
+		t.Fatalf("outcomes recorded: %+v, want the event given back unchanged", updates)
+	}
+	due, err := sq.DueWebhookEvents(ctx, []string{"crm"}, time.Now(), 10)
+	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
+		t.Fatalf("due after the stop: %+v %v", due, err)
+	}
+}
+
+// releaseRecorder is a store that counts the releases of outbox claims.
+type releaseRecorder struct {
+	store.Store
+	mu       sync.Mutex
+	released int
+}
+
+func (r *releaseRecorder) ReleaseWebhookClaims(ctx context.Context) (int, error) {
+	r.mu.Lock()
+	r.released++
+	r.mu.Unlock()
+	return r.Store.ReleaseWebhookClaims(ctx)
+}
+
+// A gateway alone on its database releases, as its deliverer starts, the
+// claims its last run left on the outbox; a cluster's node never does,
+// since other nodes may be delivering what they claimed.
+func TestWebhookClaimsReleasedWhenAlone(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprint("cluster=", cluster), func(t *testing.T) {
+			dir := t.TempDir()
+			sq, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "s.db"), filepath.Join(dir, "files"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sq.Close() })
+			st := &releaseRecorder{Store: sq}
+			cfg := &Config{}
+			if cluster {
+				cfg.Cluster.NodeID = "n1"
+			}
+			w := newWebhooks(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); w.run(ctx) }()
+			// run releases the claims, or not, before anything else: once
+			// it returned, it has done what it would.
+			stop()
+			<-done
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if want := map[bool]int{false: 1, true: 0}[cluster]; st.released != want {
+				t.Errorf("claims released %d times, want %d", st.released, want)
+			}
+		})
 	}
 }

@@ -88,6 +88,12 @@ type WebhookEvent struct {
 // not call the store.
 type OutboxFunc func(stored *Message) ([]*WebhookEvent, error)
 
+// RecordingOutboxFunc gives the webhook events that finishing a recording
+// causes, from the recording as finished (its size and end set), for
+// FinishRecordingEvents. It runs inside the recording's transaction: it
+// must be quick, must not keep finished, and must not call the store.
+type RecordingOutboxFunc func(finished *Recording) ([]*WebhookEvent, error)
+
 // WebhookCounts is how many outbox events are in each state.
 type WebhookCounts struct {
 	Pending, Dead int
@@ -118,11 +124,34 @@ type Integrations interface {
 	// database fails the batch the message shared, as with
 	// AppendMessage. events nil is AppendMessage.
 	AppendMessageEvents(ctx context.Context, m *Message, events OutboxFunc) (stored *Message, dup bool, err error)
+	// CreateConversationEvents is CreateConversation that also adds
+	// events to the outbox in the conversation's own transaction: the
+	// conversation and its events are stored together or not at all.
+	// The events belong to c (ConversationID is set to c.ID); their
+	// CreatedAt defaults to c's. An event without webhook, type or body
+	// fails with ErrBadOutboxEvent and stores nothing. No events is
+	// CreateConversation.
+	CreateConversationEvents(ctx context.Context, c *Conversation, events []*WebhookEvent) error
+	// FinishRecordingEvents is FinishRecording that also adds to the
+	// outbox, in the same transaction as the recording's end, the events
+	// events gives for the recording as finished: both are stored or
+	// neither. The events belong to the recording's conversation; their
+	// CreatedAt defaults to the recording's end. An error from events, or
+	// a bad event (ErrBadOutboxEvent), fails it and stores nothing.
+	// events nil is FinishRecording.
+	FinishRecordingEvents(ctx context.Context, r *Recording, events RecordingOutboxFunc) error
 	// DueWebhookEvents returns up to limit pending events, each the first
 	// pending one of its webhook and conversation, whose next attempt is
 	// due at now, in Seq order. An event not yet delivered thus holds back
 	// the later events of its conversation to its webhook, and no others.
 	DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error)
+	// ReleaseWebhookClaims ends every claim DueWebhookEvents made and
+	// returns how many it ended. It is for a gateway starting as the only
+	// one on its database: the claims left are then those of its own last
+	// run, which died mid-delivery, and would hold their conversations
+	// back until they lapse. Only stores shared by several gateways claim
+	// (PostgreSQL); SQLite's returns 0.
+	ReleaseWebhookClaims(ctx context.Context) (int, error)
 	// NextWebhookAttempt is when the earliest pending event of webhooks is
 	// due, or the zero time when none is pending.
 	NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error)
@@ -346,17 +375,59 @@ func outboxEvents(r *appendReq, stored *Message) ([]*WebhookEvent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox events of message %s: %w", stored.ID, err)
 	}
-	for _, e := range evs {
+	if err := prepareOutbox(evs, stored.ConversationID, stored.CreatedAt); err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// prepareOutbox makes events, caused by something stored in conversation
+// conv at time at, ready to insert with it: ConversationID, CreatedAt
+// (at, unless set), State and NextAt set. An event without webhook, type
+// or body, or with text a store cannot keep, is ErrBadOutboxEvent.
+func prepareOutbox(events []*WebhookEvent, conv string, at time.Time) error {
+	for _, e := range events {
 		if e == nil || e.Webhook == "" || e.Type == "" || e.Body == nil || !validText(e.Webhook, e.Type) {
-			return nil, ErrBadOutboxEvent
+			return ErrBadOutboxEvent
 		}
-		e.ConversationID = stored.ConversationID
+		e.ConversationID = conv
 		if e.CreatedAt.IsZero() {
-			e.CreatedAt = stored.CreatedAt
+			e.CreatedAt = at
 		}
 		e.State, e.NextAt, e.Attempts, e.LastError = WebhookPending, e.CreatedAt, 0, ""
 	}
+	return nil
+}
+
+// recordingOutbox gives the outbox events of r, finished, ready to
+// insert (prepareOutbox).
+func recordingOutbox(r *Recording, events RecordingOutboxFunc) ([]*WebhookEvent, error) {
+	if events == nil {
+		return nil, nil
+	}
+	finished := *r
+	evs, err := events(&finished)
+	if err != nil {
+		return nil, fmt.Errorf("store: outbox events of recording %s: %w", r.ID, err)
+	}
+	if err := prepareOutbox(evs, r.ConversationID, r.EndedAt); err != nil {
+		return nil, err
+	}
 	return evs, nil
+}
+
+// insertOutboxSQLite inserts events, prepared, in tx and sets their seqs.
+func insertOutboxSQLite(ctx context.Context, tx *sql.Tx, events []*WebhookEvent) error {
+	for _, e := range events {
+		res, err := tx.ExecContext(ctx, sqliteOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, unix(e.CreatedAt), unix(e.NextAt), e.State)
+		if err != nil {
+			return err
+		}
+		if e.Seq, err = res.LastInsertId(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 const webhookColumns = `seq, webhook, conversation_id, type, body, created_at, attempts, next_at, state, last_error`
@@ -402,6 +473,10 @@ func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now ti
 	}
 	return scanWebhookEvents(rows, "due")
 }
+
+// ReleaseWebhookClaims implements Integrations: one gateway alone uses
+// an SQLite database, and it claims nothing.
+func (s *SQLite) ReleaseWebhookClaims(context.Context) (int, error) { return 0, nil }
 
 // NextWebhookAttempt implements Integrations.
 func (s *SQLite) NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error) {

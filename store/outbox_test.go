@@ -273,3 +273,215 @@ func BenchmarkAppendWithEvents(b *testing.B) {
 		}
 	}
 }
+
+// refuseOutboxType makes the database itself refuse any outbox row of
+// type typ, as a failure that comes after the rows written before it in
+// the same transaction.
+func refuseOutboxType(t *testing.T, s Store, typ string) {
+	t.Helper()
+	execSQL(t, s, `CREATE TRIGGER refuse_outbox BEFORE INSERT ON webhook_outbox WHEN new.type = '`+typ+`'
+		BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`,
+		`CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.type = '`+typ+`' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_outbox BEFORE INSERT ON webhook_outbox FOR EACH ROW EXECUTE FUNCTION refuse_outbox()`)
+}
+
+// TestConversationEventsCommitWithTheirConversation: a conversation and
+// the webhook events its creation causes are stored together or not at
+// all. The events come out as the conversation's, at its creation time;
+// an event without a body and a database that refuses an event's row
+// each leave neither the conversation nor any event, and the same
+// conversation can be created afterwards.
+func TestConversationEventsCommitWithTheirConversation(t *testing.T) {
+	forEachDriver(t, testConversationEventsCommitWithTheirConversation)
+}
+
+func testConversationEventsCommitWithTheirConversation(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	conv := func(id string) *Conversation {
+		return &Conversation{ID: id, State: StateWaiting, Queue: "support", TokenHash: []byte("h-" + id), CreatedAt: at, UpdatedAt: at}
+	}
+	created := func(webhooks ...string) []*WebhookEvent {
+		var out []*WebhookEvent
+		for _, w := range webhooks {
+			// ConversationID is the store's to set.
+			out = append(out, &WebhookEvent{Webhook: w, ConversationID: "elsewhere", Type: "conversation.created", Body: []byte(w + "/created")})
+		}
+		return out
+	}
+	if err := s.CreateConversationEvents(ctx, conv("c1"), created("crm", "bi")); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.DueWebhookEvents(ctx, []string{"crm", "bi"}, at.Add(time.Hour), 10)
+	if err != nil || len(due) != 2 {
+		t.Fatalf("due after one conversation: %d events, %v", len(due), err)
+	}
+	for _, e := range due {
+		if e.ConversationID != "c1" || e.Type != "conversation.created" || string(e.Body) != e.Webhook+"/created" ||
+			e.State != WebhookPending || !e.CreatedAt.Equal(at) {
+			t.Errorf("event of c1: %+v (created at %v)", e, at)
+		}
+		// Given back unchanged, as an attempt that changed nothing.
+		if err := s.UpdateWebhookEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second conversation of the same id is refused with its events.
+	if err := s.CreateConversationEvents(ctx, conv("c1"), created("crm")); err == nil {
+		t.Fatal("a conversation created twice")
+	}
+	noBody := []*WebhookEvent{{Webhook: "crm", Type: "conversation.created"}}
+	if err := s.CreateConversationEvents(ctx, conv("c2"), noBody); !errors.Is(err, ErrBadOutboxEvent) {
+		t.Fatalf("an event without a body: %v, want ErrBadOutboxEvent", err)
+	}
+	refuseOutboxType(t, s, "refused")
+	refused := []*WebhookEvent{{Webhook: "crm", Type: "refused", Body: []byte("{}")}}
+	if err := s.CreateConversationEvents(ctx, conv("c3"), refused); err == nil {
+		t.Fatal("an event the database refuses: the conversation was created")
+	}
+	for _, id := range []string{"c2", "c3"} {
+		if _, err := s.Conversation(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("conversation %s was stored although its events were not: %v", id, err)
+		}
+	}
+	if n := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox`); n != 2 {
+		t.Errorf("outbox: %d events, want c1's 2", n)
+	}
+	if err := s.CreateConversationEvents(ctx, conv("c3"), created("crm")); err != nil {
+		t.Fatalf("c3 again, with a good event: %v", err)
+	}
+	// Without events it is CreateConversation.
+	if err := s.CreateConversationEvents(ctx, conv("c4"), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := drainOutbox(t, s, "crm")
+	if fmt.Sprint(got) != "map[c1:[crm/created] c3:[crm/created]]" {
+		t.Errorf("crm's events: %v", got)
+	}
+	// The conversation's events follow its creation in the outbox.
+	m, _, err := s.AppendMessageEvents(ctx, &Message{ConversationID: "c4", ID: "m1", Role: RoleCustomer, Kind: KindText, Text: "hi"}, hookEvents("crm"))
+	if err != nil || m.Seq != 1 {
+		t.Fatalf("first message of c4: %+v %v", m, err)
+	}
+}
+
+// TestRecordingEventsCommitWithItsEnd: a recording's end and the webhook
+// events it causes are stored together or not at all; the events see the
+// recording as finished (its size and end).
+func TestRecordingEventsCommitWithItsEnd(t *testing.T) {
+	forEachDriver(t, testRecordingEventsCommitWithItsEnd)
+}
+
+func testRecordingEventsCommitWithItsEnd(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	newConv(t, s, "c1")
+	start := func(id string) *Recording {
+		t.Helper()
+		r := &Recording{ID: id, ConversationID: "c1", CallID: "call1", Format: "wav", Type: "audio/wav"}
+		f, err := s.CreateRecording(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("RIFF1234")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	ready := func(typ string) RecordingOutboxFunc {
+		return func(r *Recording) ([]*WebhookEvent, error) {
+			return []*WebhookEvent{{Webhook: "crm", Type: typ, Body: fmt.Appendf(nil, "%s/%d/%v", r.ID, r.Size, !r.EndedAt.IsZero())}}, nil
+		}
+	}
+	r1 := start("r1")
+	r1.Duration = 2 * time.Second
+	if err := s.FinishRecordingEvents(ctx, r1, ready("recording.ready")); err != nil {
+		t.Fatal(err)
+	}
+	failing := func(*Recording) ([]*WebhookEvent, error) { return nil, errors.New("no body today") }
+	r2 := start("r2")
+	if err := s.FinishRecordingEvents(ctx, r2, failing); err == nil {
+		t.Fatal("an events function that fails: the recording was finished")
+	}
+	refuseOutboxType(t, s, "refused")
+	r3 := start("r3")
+	if err := s.FinishRecordingEvents(ctx, r3, ready("refused")); err == nil {
+		t.Fatal("an event the database refuses: the recording was finished")
+	}
+	for _, id := range []string{"r2", "r3"} {
+		r, err := s.Recording(ctx, id)
+		if err != nil || !r.EndedAt.IsZero() || r.Size != 0 {
+			t.Errorf("recording %s finished although its events were not: %+v %v", id, r, err)
+		}
+	}
+	if err := s.FinishRecordingEvents(ctx, &Recording{ID: "gone", ConversationID: "c1", Format: "wav"}, ready("recording.ready")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("finishing a recording that does not exist: %v, want ErrNotFound", err)
+	}
+	got, err := s.Recording(ctx, "r1")
+	if err != nil || got.Size != 8 || got.EndedAt.IsZero() || got.Duration != 2*time.Second {
+		t.Fatalf("r1 as finished: %+v %v", got, err)
+	}
+	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, time.Now().Add(time.Hour), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("due: %d events, %v; want r1's alone", len(due), err)
+	}
+	if e := due[0]; e.ConversationID != "c1" || e.Type != "recording.ready" || string(e.Body) != "r1/8/true" ||
+		!e.CreatedAt.Equal(got.EndedAt) {
+		t.Errorf("r1's event: %+v, body %s (ended at %v)", e, e.Body, got.EndedAt)
+	}
+	if n := countRows(t, s, `SELECT COUNT(*) FROM webhook_outbox`); n != 1 {
+		t.Errorf("outbox: %d events, want r1's alone", n)
+	}
+}
+
+// TestReleaseWebhookClaims: an event taken for delivery by a gateway that
+// then died is claimed (with PostgreSQL) and not due to anyone until the
+// claim lapses, or until a gateway starting alone on the database
+// releases the claims: then it is due again, attempts unchanged.
+func TestReleaseWebhookClaims(t *testing.T) {
+	forEachDriver(t, testReleaseWebhookClaims)
+}
+
+func testReleaseWebhookClaims(t *testing.T, drv string) {
+	ctx := context.Background()
+	s := newLocation(t, drv).open(t)
+	defer s.Close()
+	ev := &WebhookEvent{Webhook: "crm", ConversationID: "c1", Type: "conversation.created", Body: []byte("{}")}
+	if err := s.AppendWebhookEvents(ctx, []*WebhookEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10); err != nil || len(due) != 1 {
+		t.Fatalf("due: %v %v", due, err)
+	}
+	// The gateway that took it dies without recording an attempt.
+	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	if drv == "sqlite" {
+		want = 1 // SQLite claims nothing: one gateway alone uses it
+	}
+	if len(due) != want {
+		t.Fatalf("due while taken: %d events, want %d", len(due), want)
+	}
+	n, err := s.ReleaseWebhookClaims(ctx)
+	if err != nil || n != 1-want {
+		t.Fatalf("released %d claims, %v; want %d", n, err, 1-want)
+	}
+	due, err = s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
+		t.Fatalf("due after the release: %+v %v", due, err)
+	}
+	if n, err := s.ReleaseWebhookClaims(ctx); err != nil || n != 1-want {
+		t.Fatalf("released %d claims the second time, %v", n, err)
+	}
+}

@@ -103,10 +103,19 @@ func conversationText(c *Conversation) bool {
 
 // CreateConversation implements Store.
 func (p *Postgres) CreateConversation(ctx context.Context, c *Conversation) error {
+	return p.CreateConversationEvents(ctx, c, nil)
+}
+
+// CreateConversationEvents implements Integrations.
+func (p *Postgres) CreateConversationEvents(ctx context.Context, c *Conversation, events []*WebhookEvent) error {
 	if !conversationText(c) {
 		return ErrInvalidText
 	}
-	_, err := p.pool.Exec(ctx, `INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
+	if err := prepareOutbox(events, c.ID, c.CreatedAt); err != nil {
+		return err
+	}
+	var b pgx.Batch
+	b.Queue(`INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
 		customer_name, customer_email, customer_external_id, customer_verified, token_hash, client_ip,
 		created_at, updated_at, ended_at, last_seq, read_customer, read_agent, answered_at, origin)
 		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)`,
@@ -114,6 +123,8 @@ func (p *Postgres) CreateConversation(ctx context.Context, c *Conversation) erro
 		c.Customer.ExternalID, c.Customer.Verified, c.TokenHash, c.ClientIP,
 		ts(c.CreatedAt), ts(c.UpdatedAt), ts(c.EndedAt), c.LastSeq, c.ReadByCust, c.ReadByAgt,
 		ts(c.AnsweredAt), c.Origin)
+	queueOutbox(&b, events)
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
 	if err != nil {
 		return fmt.Errorf("store: create conversation %s: %w", c.ID, err)
 	}
@@ -412,22 +423,7 @@ func (p *Postgres) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	for _, id := range order {
 		b.Queue(`UPDATE conversations SET last_seq = $1, updated_at = $2 WHERE id = $3`, last[id], updated[id], id)
 	}
-	if len(outbox) > 0 {
-		// The lock AppendWebhookEvents takes, in the same order, before
-		// the events get their seqs.
-		var locks []string
-		for _, e := range outbox {
-			locks = append(locks, e.ConversationID)
-		}
-		slices.Sort(locks)
-		for _, c := range slices.Compact(locks) {
-			b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, outboxLockClass, c)
-		}
-		for _, e := range outbox {
-			b.Queue(pgOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, e.CreatedAt, e.NextAt, e.State).
-				QueryRow(func(row pgx.Row) error { return row.Scan(&e.Seq) })
-		}
-	}
+	queueOutbox(&b, outbox)
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return nil, err

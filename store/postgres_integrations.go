@@ -138,6 +138,38 @@ func (p *Postgres) AppendWebhookEvents(ctx context.Context, events []*WebhookEve
 	return nil
 }
 
+// ReleaseWebhookClaims implements Integrations.
+func (p *Postgres) ReleaseWebhookClaims(ctx context.Context) (int, error) {
+	tag, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL`)
+	if err != nil {
+		return 0, fmt.Errorf("store: release webhook claims: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// queueOutbox queues on b, a batch sent in a transaction, the inserts of
+// events (prepared), after the advisory locks of their conversations
+// that AppendWebhookEvents takes too, in the same order: a
+// conversation's outbox seqs are in commit order whichever way its events
+// come. Each event's seq is set once the batch ran.
+func queueOutbox(b *pgx.Batch, events []*WebhookEvent) {
+	if len(events) == 0 {
+		return
+	}
+	var locks []string
+	for _, e := range events {
+		locks = append(locks, e.ConversationID)
+	}
+	slices.Sort(locks)
+	for _, c := range slices.Compact(locks) {
+		b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, outboxLockClass, c)
+	}
+	for _, e := range events {
+		b.Queue(pgOutboxInsert, e.Webhook, e.ConversationID, e.Type, e.Body, e.CreatedAt, e.NextAt, e.State).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&e.Seq) })
+	}
+}
+
 // DueWebhookEvents implements Integrations, for gateways sharing the
 // outbox: it claims the events it returns until now+webhookClaim or until
 // UpdateWebhookEvent records their attempt, and skips the events another

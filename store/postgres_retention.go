@@ -30,14 +30,37 @@ func (p *Postgres) CreateRecording(ctx context.Context, r *Recording) (Recording
 
 // FinishRecording implements Store.
 func (p *Postgres) FinishRecording(ctx context.Context, r *Recording) error {
+	return p.FinishRecordingEvents(ctx, r, nil)
+}
+
+// FinishRecordingEvents implements Integrations.
+func (p *Postgres) FinishRecordingEvents(ctx context.Context, r *Recording, events RecordingOutboxFunc) error {
 	p.finishRecordingFile(r)
-	tag, err := p.pool.Exec(ctx, `UPDATE recordings SET size = $1, duration_ms = $2, ended_at = $3 WHERE id = $4`,
-		r.Size, r.Duration.Milliseconds(), r.EndedAt, r.ID)
+	outbox, err := recordingOutbox(r, events)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE recordings SET size = $1, duration_ms = $2, ended_at = $3 WHERE id = $4`,
+			r.Size, r.Duration.Milliseconds(), r.EndedAt, r.ID)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		var b pgx.Batch
+		queueOutbox(&b, outbox)
+		if b.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, &b).Close()
+	})
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return fmt.Errorf("store: finish recording %s: %w", r.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
 	}
 	return nil
 }

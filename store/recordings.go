@@ -122,14 +122,34 @@ func (s *SQLite) CreateRecording(ctx context.Context, r *Recording) (RecordingFi
 
 // FinishRecording implements Store.
 func (s *SQLite) FinishRecording(ctx context.Context, r *Recording) error {
+	return s.FinishRecordingEvents(ctx, r, nil)
+}
+
+// FinishRecordingEvents implements Integrations.
+func (s *SQLite) FinishRecordingEvents(ctx context.Context, r *Recording, events RecordingOutboxFunc) error {
 	s.finishRecordingFile(r)
-	res, err := s.db.ExecContext(ctx, `UPDATE recordings SET size=?, duration_ms=?, ended_at=? WHERE id=?`,
+	outbox, err := recordingOutbox(r, events)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: finish recording %s: %w", r.ID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	res, err := tx.ExecContext(ctx, `UPDATE recordings SET size=?, duration_ms=?, ended_at=? WHERE id=?`,
 		r.Size, r.Duration.Milliseconds(), unix(r.EndedAt), r.ID)
 	if err != nil {
 		return fmt.Errorf("store: finish recording %s: %w", r.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound
+	}
+	if err := insertOutboxSQLite(ctx, tx, outbox); err != nil {
+		return fmt.Errorf("store: finish recording %s: %w", r.ID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: finish recording %s: %w", r.ID, err)
 	}
 	return nil
 }

@@ -183,7 +183,20 @@ func fromUnix(ms int64) time.Time {
 
 // CreateConversation implements Store.
 func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
+	return s.CreateConversationEvents(ctx, c, nil)
+}
+
+// CreateConversationEvents implements Integrations.
+func (s *SQLite) CreateConversationEvents(ctx context.Context, c *Conversation, events []*WebhookEvent) error {
+	if err := prepareOutbox(events, c.ID, c.CreatedAt); err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: create conversation %s: %w", c.ID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	_, err = tx.ExecContext(ctx, `INSERT INTO conversations (id, state, queue, agent_id, last_agent_id,
 		customer_name, customer_email, customer_external_id, customer_verified, token_hash, client_ip,
 		created_at, updated_at, ended_at, last_seq, read_customer, read_agent, answered_at, origin)
 		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
@@ -191,6 +204,12 @@ func (s *SQLite) CreateConversation(ctx context.Context, c *Conversation) error 
 		c.Customer.ExternalID, c.Customer.Verified, c.TokenHash, c.ClientIP,
 		unix(c.CreatedAt), unix(c.UpdatedAt), unix(c.EndedAt), c.LastSeq, c.ReadByCust, c.ReadByAgt,
 		unix(c.AnsweredAt), c.Origin)
+	if err == nil {
+		err = insertOutboxSQLite(ctx, tx, events)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
 	if err != nil {
 		return fmt.Errorf("store: create conversation %s: %w", c.ID, err)
 	}

@@ -348,8 +348,10 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 
 // Webhooks reach a receiver that fails, then recovers, with the gateway
 // restarted in between, then killed (SIGKILL) three times while messages
-// keep coming: every acknowledged message's event arrives, nothing lost,
-// nothing out of order within a conversation. With each store driver.
+// keep coming and customers open conversations: every
+// acknowledged message's event and every acknowledged conversation's
+// conversation.created arrives, nothing lost, nothing out of order within
+// a conversation. With each store driver.
 func TestWebhooksSurviveFailuresAndRestart(t *testing.T) {
 	for _, drv := range []string{"sqlite", "postgres"} {
 		t.Run(drv, func(t *testing.T) { testWebhooksSurviveFailuresAndRestart(t, drv) })
@@ -406,20 +408,34 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 		}
 		return nil
 	})
-	if m := metricsOf(t, g); m["segue_webhook_outbox_pending"] < 1 || m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`] < 1 {
-		t.Errorf("metrics while failing: pending %v, failed %v", m["segue_webhook_outbox_pending"],
-			m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`])
-	}
+	// The outbox gauge is read from the store within a second of a change.
+	waitFor(t, "metrics while failing", func() error {
+		if m := metricsOf(t, g); m["segue_webhook_outbox_pending"] < 1 || m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`] < 1 {
+			return fmt.Errorf("pending %v, failed %v", m["segue_webhook_outbox_pending"],
+				m[`segue_webhook_deliveries_total{result="failed",webhook="crm"}`])
+		}
+		return nil
+	})
 	g.Restart()
 	for i := range 2 {
 		for _, id := range ids {
 			say(id, fmt.Sprintf("after restart %d", i))
 		}
 	}
-	for id, texts := range crashWhilePosting(t, g, ids) {
+	// Customers open conversations during the kills too. With
+	// PostgreSQL, the events a killed gateway had taken for delivery stay
+	// claimed until it starts again, alone on its database, and releases
+	// them.
+	acked, opened := crashWhilePosting(t, g, ids, 12)
+	for id, texts := range acked {
 		for _, text := range texts {
 			want[id] = append(want[id], "message.created:"+text)
 		}
+	}
+	// A conversation whose creation was acknowledged has its
+	// conversation.created, written in the same transaction.
+	for _, id := range opened {
+		want[id] = []string{"conversation.created"}
 	}
 	if r := integrationCall(t, g, "POST", "/api/v1/integrations/conversations/"+ids[0]+"/end", e2eKeyCRM, `{}`); r.status != 200 {
 		t.Fatalf("end: %d %s", r.status, r.body)
@@ -429,7 +445,10 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 	rc.failing = false
 	rc.mu.Unlock()
 
-	total := len(want[ids[0]]) + len(want[ids[1]])
+	total := 0
+	for _, w := range want {
+		total += len(w)
+	}
 	got := map[string][]string{}
 	waitFor(t, "every event delivered", func() error {
 		rc.mu.Lock()
@@ -442,6 +461,11 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 				continue // at least once: a repeat is allowed, and ignored
 			}
 			seen[ev.ID] = true
+			if want[ev.Conversation.ID] == nil {
+				// A conversation created by a request the kill cut
+				// short: its client never learned of it.
+				continue
+			}
 			s := ev.Type
 			if ev.Type == "message.created" {
 				s += ":" + ev.Data.Message.Text
@@ -451,7 +475,7 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 		}
 		if n < total {
 			var missing []string
-			for _, id := range ids {
+			for id := range want {
 				for _, w := range want[id] {
 					if !slices.Contains(got[id], w) {
 						missing = append(missing, id+" "+w)
@@ -462,7 +486,7 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 		}
 		return nil
 	})
-	for _, id := range ids {
+	for id := range want {
 		if strings.Join(got[id], "|") != strings.Join(want[id], "|") {
 			t.Errorf("conversation %s:\n got %v\nwant %v", id, got[id], want[id])
 		}
@@ -481,12 +505,35 @@ func testWebhooksSurviveFailuresAndRestart(t *testing.T, drv string) {
 // last start, starting it again at once. A post that gets no answer is
 // sent again, with the same id, until the gateway acknowledges it (201,
 // or 200 for one it had stored before it died): what a client that
-// never gives up does. It returns the acknowledged texts per
-// conversation, in order.
-func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]string {
+// never gives up does. Meanwhile customers open opens conversations,
+// each trying again until one is acknowledged (201). It returns the
+// acknowledged texts per conversation, in order, and the conversations
+// whose opening was acknowledged.
+func crashWhilePosting(t *testing.T, g *gateway, ids []string, opens int) (map[string][]string, []string) {
 	t.Helper()
 	const perConv, kills = 30, 3
 	hc := &http.Client{Timeout: 10 * time.Second}
+	open := func() (string, error) {
+		req, err := http.NewRequest("POST", g.URL+"/api/v1/conversations", strings.NewReader(`{"name":"Cy","queue":"support"}`))
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", g.Origin())
+		res, err := hc.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		var out struct {
+			Conversation conversation `json:"conversation"`
+		}
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusCreated || json.Unmarshal(b, &out) != nil || out.Conversation.ID == "" {
+			return "", fmt.Errorf("%d %s", res.StatusCode, b)
+		}
+		return out.Conversation.ID, nil
+	}
 	post := func(conv, id, text string) error {
 		body := fmt.Sprintf(`{"id":%q,"text":%q,"sender":{"role":"bot","name":"Bot"}}`, id, text)
 		req, err := http.NewRequest("POST", g.URL+"/api/v1/integrations/conversations/"+conv+"/messages", strings.NewReader(body))
@@ -508,6 +555,7 @@ func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]stri
 	}
 	var mu sync.Mutex
 	acked := map[string][]string{}
+	var opened []string
 	total := 0
 	ackedN := func() int {
 		mu.Lock()
@@ -545,6 +593,36 @@ func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]stri
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range opens {
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				id, err := open()
+				if err == nil {
+					mu.Lock()
+					opened = append(opened, id)
+					mu.Unlock()
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("no conversation opened: %v", err)
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 	defer func() {
 		close(stop)
 		wg.Wait()
@@ -557,6 +635,9 @@ func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]stri
 			}
 			return nil
 		})
+		mu.Lock()
+		t.Logf("kill %d: %d messages and %d conversations acknowledged", k+1, total, len(opened))
+		mu.Unlock()
 		g.Kill()
 		g.Start()
 	}
@@ -566,7 +647,15 @@ func crashWhilePosting(t *testing.T, g *gateway, ids []string) map[string][]stri
 		}
 		return nil
 	})
+	waitFor(t, "every opening acknowledged", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(opened) < opens {
+			return fmt.Errorf("%d of %d opened", len(opened), opens)
+		}
+		return nil
+	})
 	mu.Lock()
 	defer mu.Unlock()
-	return acked
+	return acked, opened
 }
