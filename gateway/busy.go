@@ -85,7 +85,9 @@ func (s *Server) leaveMessage(w http.ResponseWriter, r *http.Request) error {
 		}
 		c.State, c.EndedAt, c.Origin = store.StateLeft, now, ""
 	}
-	if err := s.store.CreateConversation(r.Context(), c); err != nil {
+	// The CRM hears of it as of any conversation: conversation.created
+	// and message.created, each in the transaction of what it announces.
+	if err := s.webhooks.createConversation(r.Context(), c); err != nil {
 		return err
 	}
 	for _, m := range []*store.Message{
@@ -93,9 +95,13 @@ func (s *Server) leaveMessage(w http.ResponseWriter, r *http.Request) error {
 		{ConversationID: c.ID, ID: newID("e_"), Role: store.RoleSystem, Kind: store.KindEvent, Event: "conversation.message_left",
 			Text: "Left a message while every agent was busy: answer by e-mail to " + cust.Email, EventData: mustJSON(map[string]string{"email": cust.Email})},
 	} {
-		stored, _, err := s.store.AppendMessage(r.Context(), m)
+		events, wake := s.webhooks.messageEvents(*c)
+		stored, _, err := s.store.AppendMessageEvents(r.Context(), m, events)
 		if err != nil {
 			return err
+		}
+		if wake != nil {
+			wake()
 		}
 		c.LastSeq = stored.Seq
 	}

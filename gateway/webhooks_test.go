@@ -413,3 +413,46 @@ func TestWebhookClaimsReleasedWhenAlone(t *testing.T) {
 		})
 	}
 }
+
+// A message left while the queue is full is a conversation the CRM hears
+// of like any other: conversation.created, then message.created.
+func TestWebhooksOfAMessageLeftWhileBusy(t *testing.T) {
+	rc := newReceiver(t, nil)
+	e := newTestServer(t, func(c *Config) {
+		c.Queues[0].MaxWaiting = 1
+		withHook(rc.srv.URL, 5, "conversation.created", "message.created")(c)
+	})
+	e.runWebhooks()
+	bob := e.login("bob")
+	e.agentWS(bob)
+	e.startChat("One")
+	resp, err := http.Post(e.ts.URL+"/api/v1/left-messages", "application/json",
+		strings.NewReader(`{"queue":"support","name":"Ann","email":"ann@example.com","text":"Call me back"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ Conversation wireConversation }
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || out.Conversation.State != store.StateLeft {
+		t.Fatalf("leave a message: %d %+v", resp.StatusCode, out.Conversation)
+	}
+	waitUntil(t, "the left conversation's events", func() bool {
+		n := 0
+		for _, ev := range rc.events() {
+			if ev.Conversation.ID == out.Conversation.ID {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	var got []string
+	for _, ev := range rc.events() {
+		if ev.Conversation.ID == out.Conversation.ID {
+			got = append(got, ev.Type)
+		}
+	}
+	if strings.Join(got, " ") != "conversation.created message.created" {
+		t.Fatalf("events of the message left: %v", got)
+	}
+}
