@@ -231,12 +231,7 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 			}
 			defer s.Close()
 			const convs = 256
-			for c := range convs {
-				if err := s.CreateConversation(context.Background(), &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
-					Queue: "support", TokenHash: []byte("h")}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			createActive(b, s, convs)
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			for c := range convs {
@@ -350,6 +345,18 @@ func TestChunkedCoversEveryRowOnce(t *testing.T) {
 		}
 		if limit := n/rowChunks[0] + len(rowChunks) - 1; calls > limit {
 			t.Fatalf("n=%d: %d chunks, want at most %d", n, calls, limit)
+		}
+	}
+}
+
+// createActive creates n active conversations, c0 to c<n-1>, for the
+// benchmarks' messages.
+func createActive(tb testing.TB, s Store, n int) {
+	tb.Helper()
+	for c := range n {
+		if err := s.CreateConversation(context.Background(), &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
+			Queue: "support", TokenHash: []byte("h")}); err != nil {
+			tb.Fatal(err)
 		}
 	}
 }

@@ -229,12 +229,7 @@ func BenchmarkAppendWithEvents(b *testing.B) {
 				}
 				defer s.Close()
 				const convs = 256
-				for c := range convs {
-					if err := s.CreateConversation(ctx, &Conversation{ID: fmt.Sprint("c", c), State: StateActive,
-						Queue: "support", TokenHash: []byte("h")}); err != nil {
-						b.Fatal(err)
-					}
-				}
+				createActive(b, s, convs)
 				events := hookEvents("crm")
 				b.ResetTimer()
 				var wg sync.WaitGroup

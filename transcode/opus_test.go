@@ -154,23 +154,7 @@ func TestOpusFEC(t *testing.T) {
 					t.Fatal(err)
 				}
 				writeFrames(t, enc, src, rate/50)
-				packets := rec.Payloads()
-				clean := opusDecode(t, codec, packets, false)
-				lossy := make([][]byte, len(packets))
-				copy(lossy, packets)
-				var lost []int
-				for i := 10; i < len(lossy)-1; i += 8 {
-					lossy[i] = nil
-					lost = append(lost, i)
-				}
-				withFEC := opusDecode(t, codec, lossy, true)
-				plc := opusDecode(t, codec, lossy, false)
-				var fecSNR, plcSNR float64
-				for _, i := range lost {
-					ref := clean[i*160 : (i+1)*160]
-					fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
-					plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
-				}
+				fecSNR, plcSNR := lossSNR(t, codec, rec.Payloads())
 				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
 				if fecSNR < plcSNR+3 {
 					t.Errorf("FEC recovers lost frames at %.2f dB, PLC at %.2f dB: want FEC 3 dB better", fecSNR, plcSNR)
@@ -178,6 +162,29 @@ func TestOpusFEC(t *testing.T) {
 			})
 		}
 	}
+}
+
+// lossSNR drops every eighth of packets (from the tenth on) and returns
+// the mean SNR of the lost frames, against the clean decoding, when the
+// decoder rebuilds them from the next packet's FEC and when it conceals
+// them (PLC).
+func lossSNR(t *testing.T, codec transcode.OpusCodec, packets [][]byte) (fecSNR, plcSNR float64) {
+	t.Helper()
+	clean := opusDecode(t, codec, packets, false)
+	lossy := slices.Clone(packets)
+	var lost []int
+	for i := 10; i < len(lossy)-1; i += 8 {
+		lossy[i] = nil
+		lost = append(lost, i)
+	}
+	withFEC := opusDecode(t, codec, lossy, true)
+	plc := opusDecode(t, codec, lossy, false)
+	for _, i := range lost {
+		ref := clean[i*160 : (i+1)*160]
+		fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
+		plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
+	}
+	return fecSNR, plcSNR
 }
 
 // TestOpusFECByComplexity runs the gateway's encoder toward browsers (8
@@ -196,22 +203,7 @@ func TestOpusFECByComplexity(t *testing.T) {
 					t.Fatal(err)
 				}
 				writeFrames(t, enc, src, 160)
-				packets := rec.Payloads()
-				clean := opusDecode(t, codec, packets, false)
-				lossy := slices.Clone(packets)
-				var lost []int
-				for i := 10; i < len(lossy)-1; i += 8 {
-					lossy[i] = nil
-					lost = append(lost, i)
-				}
-				withFEC := opusDecode(t, codec, lossy, true)
-				plc := opusDecode(t, codec, lossy, false)
-				var fecSNR, plcSNR float64
-				for _, i := range lost {
-					ref := clean[i*160 : (i+1)*160]
-					fecSNR += audiotest.SNR(ref, withFEC[i*160:(i+1)*160]) / float64(len(lost))
-					plcSNR += audiotest.SNR(ref, plc[i*160:(i+1)*160]) / float64(len(lost))
-				}
+				fecSNR, plcSNR := lossSNR(t, codec, rec.Payloads())
 				t.Logf("lost frames against clean decoding: FEC %.2f dB, PLC %.2f dB", fecSNR, plcSNR)
 				switch {
 				case c >= 2 && fecSNR < plcSNR+3:
