@@ -117,7 +117,10 @@ export class Desk {
     // Captured on the document: ahead of the console's Enter-sends handler.
     document.addEventListener('keydown', (e) => { if (e.target === input) this.cannedKey(e); }, { capture: true });
     // The line break of the Enter that inserted a reply does not send it,
-    // should the browser deliver it despite the cancelled keydown.
+    // should the browser deliver it despite the cancelled keydown: until
+    // that key is released (an automation tool's separate "char" event
+    // may come a while after the keydown).
+    document.addEventListener('keyup', (e) => { if (e.key === 'Enter') this.swallowBreak = false; }, { capture: true });
     document.addEventListener('beforeinput', (e) => {
       if (e.target !== input || !this.swallowBreak) return;
       this.swallowBreak = false;
@@ -309,7 +312,6 @@ export class Desk {
     } else if ((e.key === 'Enter' && !e.shiftKey) || e.key === 'Tab') {
       this.insert(this.matches[this.active]);
       this.swallowBreak = e.key === 'Enter';
-      setTimeout(() => { this.swallowBreak = false; }, 0);
     } else if (e.key === 'Escape') {
       this.hideCanned();
     } else {
