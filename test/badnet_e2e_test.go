@@ -256,8 +256,17 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			time.Sleep(c.talkFor())
 			window := c.talkFor() - time.Second
 			heardByAnn := lastOf(ann.heard, window)
-			// Counted as the call ends: the microphone goes on until the
-			// peer closes, after the call record is written.
+			// On the browser leg the microphone stops first, so that once
+			// its last packets are in, iptables has counted the very
+			// packets the call record counts (otherwise the record goes
+			// on counting until the peer closes, after the hang-up, and
+			// on a 4 s call that tail alone moves it by a point).
+			settle := time.Duration(0)
+			if c.leg == "browser" {
+				settle = 300 * time.Millisecond
+				ann.micOff.Store(true)
+				time.Sleep(settle)
+			}
 			sent, dropped := counts()
 			if err := sendFrame(context.Background(), ann.w, ann.frame(map[string]any{"type": "voice.hangup"})); err != nil {
 				t.Fatal(err)
@@ -274,7 +283,7 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			var pcm transcode.PCM16
 			hz := float64(customerHz)
 			if c.leg == "browser" {
-				all := heardByPhone(t, phone, seen, window+200*time.Millisecond)
+				all := heardByPhone(t, phone, seen, window+200*time.Millisecond+settle)
 				// The window before the hang-up, less the last 200 ms,
 				// on the 20 ms grid of the recording: the desk phone
 				// writes the frames it decodes, one packet each, so that
@@ -282,7 +291,7 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 				if len(all)%160 != 0 {
 					t.Logf("the desk phone's recording holds %d samples, not whole 20 ms frames", len(all))
 				}
-				end := max(0, len(all)-1600)
+				end := max(0, len(all)-1600-audiotest.Samples(8000, settle))
 				pcm = all[max(0, end-audiotest.Samples(8000, window)):end]
 			} else {
 				if heard, _ := phone.Recordings(); len(heard) > len(seen) {
@@ -321,10 +330,19 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			if c.leg == "browser" {
 				key = "browser_loss_percent"
 			}
-			// Within a point: iptables counts until the hang-up, the
-			// record until the customer's peer closes, a few packets
-			// later (runs read the browser leg's 0.7 points off at most).
-			if math.Abs(q[key]-injected) > 1 {
+			// Within a point: on the browser leg both count the same
+			// packets (the microphone stopped before the count); on the
+			// SIP leg iptables counts until the hang-up, the record until
+			// the BYE, a few packets later. iptables also drops and counts
+			// the port's ICE, DTLS and RTCP packets, which are no audio
+			// lost: some ten of the 200-odd packets of a 4 s call, enough
+			// to move its share by half a point, so the short calls of
+			// make e2e get a point and a half.
+			tolerance := 1.0
+			if c.talkFor() < 10*time.Second {
+				tolerance = 1.5
+			}
+			if math.Abs(q[key]-injected) > tolerance {
 				t.Errorf("the call record's %s is %.2f, iptables dropped %.2f %% (%d of %d)", key, q[key], injected, dropped, sent+dropped)
 			}
 			// Bad frames per lost packet: the measure of concealment.

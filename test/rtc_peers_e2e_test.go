@@ -108,6 +108,8 @@ type rtcPeer struct {
 	// micLate counts the microphone's frames sent late, after a tick
 	// the machine was too busy to serve on time.
 	micLate atomic.Int64
+	// micOff stops the microphone for good.
+	micOff atomic.Bool
 
 	mu        sync.Mutex
 	videos    map[uint32]*videoIn
@@ -246,6 +248,9 @@ func (p *rtcPeer) microphone(ctx context.Context, hz float64, fec bool) {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
+			}
+			if p.micOff.Load() {
+				return
 			}
 			due := int(time.Since(start)/(20*time.Millisecond)) + 1
 			if due > sent+1 {
