@@ -229,40 +229,22 @@ func BenchmarkAppendWithEvents(b *testing.B) {
 				}
 				defer s.Close()
 				const convs = 256
-				createActive(b, s, convs)
 				events := hookEvents("crm")
-				b.ResetTimer()
-				var wg sync.WaitGroup
-				for c := range convs {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for i := c; i < b.N; i += convs {
-							m := &Message{ConversationID: fmt.Sprint("c", c), ID: fmt.Sprint("m", i), Role: RoleCustomer,
-								Kind: KindText, Text: "a message of a typical length, some forty characters"}
-							if how == "with-message" {
-								if _, _, err := s.AppendMessageEvents(ctx, m, events); err != nil {
-									b.Error(err)
-									return
-								}
-								continue
-							}
-							stored, _, err := s.AppendMessage(ctx, m)
-							if err == nil {
-								var evs []*WebhookEvent
-								if evs, err = events(stored); err == nil {
-									evs[0].ConversationID = stored.ConversationID
-									err = s.AppendWebhookEvents(ctx, evs)
-								}
-							}
-							if err != nil {
-								b.Error(err)
-								return
-							}
+				appendConcurrently(b, s, convs, func(m *Message) error {
+					if how == "with-message" {
+						_, _, err := s.AppendMessageEvents(ctx, m, events)
+						return err
+					}
+					stored, _, err := s.AppendMessage(ctx, m)
+					if err == nil {
+						var evs []*WebhookEvent
+						if evs, err = events(stored); err == nil {
+							evs[0].ConversationID = stored.ConversationID
+							err = s.AppendWebhookEvents(ctx, evs)
 						}
-					}()
-				}
-				wg.Wait()
+					}
+					return err
+				})
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 			})
 		}
