@@ -100,10 +100,12 @@ func impair(t *testing.T, sports []int, lossPct int) (counts func() (sent, dropp
 	ipt("-I", "OUTPUT", "-p", "udp", "-j", chain)
 	for _, p := range sports {
 		port := strconv.Itoa(p)
-		// RTP only (version 2 in the first two bits of the UDP payload):
-		// STUN and DTLS go through, so that the count is the call
-		// record's. The first rule only counts; the second drops.
-		rtp := []string{"-p", "udp", "--sport", port, "-m", "u32", "--u32", "28>>30=2"}
+		// RTP only, so that the count is the call record's: version 2
+		// in the first two bits of the UDP payload lets STUN and DTLS
+		// through, and a second byte outside 192-223 lets RTCP through
+		// (RFC 5761 §4, RFC 7983). The first rule only counts; the
+		// second drops.
+		rtp := []string{"-p", "udp", "--sport", port, "-m", "u32", "--u32", "28>>30=2&&28>>16&0xFF=0:191,224:255"}
 		ipt(append([]string{"-A", chain}, rtp...)...)
 		ipt(append(append([]string{"-A", chain}, rtp...), "-m", "statistic", "--mode", "random",
 			"--probability", strconv.FormatFloat(float64(lossPct)/100, 'f', 3, 64), "-j", "DROP")...)
@@ -333,16 +335,8 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			// Within a point: on the browser leg both count the same
 			// packets (the microphone stopped before the count); on the
 			// SIP leg iptables counts until the hang-up, the record until
-			// the BYE, a few packets later. iptables also drops and counts
-			// the port's ICE, DTLS and RTCP packets, which are no audio
-			// lost: some ten of the 200-odd packets of a 4 s call, enough
-			// to move its share by half a point, so the short calls of
-			// make e2e get a point and a half.
-			tolerance := 1.0
-			if c.talkFor() < 10*time.Second {
-				tolerance = 1.5
-			}
-			if math.Abs(q[key]-injected) > tolerance {
+			// the BYE, a few packets later.
+			if math.Abs(q[key]-injected) > 1 {
 				t.Errorf("the call record's %s is %.2f, iptables dropped %.2f %% (%d of %d)", key, q[key], injected, dropped, sent+dropped)
 			}
 			// Bad frames per lost packet: the measure of concealment.

@@ -335,3 +335,48 @@ func TestBadFrames(t *testing.T) {
 		})
 	}
 }
+
+func TestDropouts(t *testing.T) {
+	ref := audiotest.Concat(audiotest.Speech(8000, time.Second, 3), audiotest.Silence(8000, 200*time.Millisecond))
+	frame := func(s transcode.PCM16, i int) transcode.PCM16 { return s[i*160 : (i+1)*160] }
+	active, _ := audiotest.Dropouts(ref, ref, 8000)
+	if active < 20 || active > 50 {
+		t.Fatalf("%d active frames of 60, want the speech's and not the silence's", active)
+	}
+	scale := func(div int16) func(s transcode.PCM16) int {
+		return func(s transcode.PCM16) int {
+			for i := range s {
+				s[i] /= div
+			}
+			return 0
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		// damage changes s and returns the dropouts it made.
+		damage func(s transcode.PCM16) int
+	}{
+		{"clean", func(transcode.PCM16) int { return 0 }},
+		{"6 dB low", scale(2)},
+		{"inverted", scale(-1)},
+		{"12 dB low", func(s transcode.PCM16) int { scale(4)(s); return active }},
+		{"every seventh active frame silent", func(s transcode.PCM16) int {
+			n := 0
+			for i := range len(s) / 160 {
+				if audiotest.Level(frame(ref, i)) > -45 && i%7 == 0 {
+					clear(frame(s, i))
+					n++
+				}
+			}
+			return n
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := append(transcode.PCM16(nil), ref...)
+			want := tc.damage(got)
+			if a, d := audiotest.Dropouts(ref, got, 8000); a != active || d != want {
+				t.Errorf("%d active, %d dropped; want %d, %d", a, d, active, want)
+			}
+		})
+	}
+}

@@ -253,3 +253,27 @@ func BadFrames(s transcode.PCM16, rate int, hz float64) (frames, bad, longest in
 	}
 	return len(tone), bad, longest
 }
+
+// Dropouts compares got, a signal after loss and its concealment, with
+// ref, the same signal without the loss (the clean decoding), in 20 ms
+// frames at rate. A frame is active when ref is above -45 dBFS, and a
+// dropout when got comes out 10 dB or more below ref there: heard as a
+// gap in the sound, whatever the waveform. It measures concealment on
+// speech, where BadFrames, made for a steady tone, does not apply, and
+// it counts what a listener notices first: concealment that keeps the
+// level and the spectrum roughly right is not a dropout even when it
+// follows the waveform badly (SNR near 0 dB).
+func Dropouts(ref, got transcode.PCM16, rate int) (active, dropped int) {
+	n := rate / 50
+	for off := 0; n > 0 && off+n <= min(len(ref), len(got)); off += n {
+		r := Level(ref[off : off+n])
+		if r < -45 {
+			continue
+		}
+		active++
+		if Level(got[off:off+n]) <= r-10 {
+			dropped++
+		}
+	}
+	return active, dropped
+}
