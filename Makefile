@@ -92,17 +92,24 @@ bench-video:
 # Chat load on loopback: a gateway on the bench config in a temp dir, then
 # bench/chatload against it: AGENTS agents (at most 10 in the bench
 # config) share CUSTOMERS conversations whose customers all send MSGS
-# messages at once. It reports the generator's and the gateway's CPU time
-# while the messages flowed; PROFILE=file also saves a CPU profile of the
-# gateway (PROFILE_FOR long, default 3s, from the start of the sending;
-# read it with go tool pprof bin/segue file). Figures go to BENCHMARKS.md
-# by hand.
+# messages at once, each as soon as its last is acknowledged (the
+# saturation throughput); then, against the same gateway, new customers
+# offer RATE messages a second together on a schedule (default 10000;
+# RATE=0 skips it): the latency at that load. It reports the generator's
+# and the gateway's CPU time while the messages flowed; PROFILE=file also
+# saves a CPU profile of the gateway in the first run (PROFILE_FOR long,
+# default 3s, from the start of the sending; read it with go tool pprof
+# bin/segue file). Figures go to BENCHMARKS.md by hand.
 bench-chat: build
 	@dir=$$(mktemp -d); cp bench/chatload/segue-bench.yaml $$dir/; \
 	( cd $$dir && exec $(CURDIR)/$(BIN) serve --config segue-bench.yaml ) & pid=$$!; \
 	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
 	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40} \
 		-admin http://127.0.0.1:8091 $(if $(PROFILE),-cpuprofile $(abspath $(PROFILE)) -profile-for $(or $(PROFILE_FOR),3s)); rc=$$?; \
+	if [ $$rc = 0 ] && [ "$${RATE:-10000}" != 0 ]; then \
+		$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40} \
+			-admin http://127.0.0.1:8091 -rate $${RATE:-10000}; rc=$$?; \
+	fi; \
 	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 
 # Concurrent calls on loopback, side by side (bench/callload -compare):

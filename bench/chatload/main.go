@@ -2,7 +2,13 @@
 // in agents, opens one conversation per customer, lets the agents accept
 // them (each agent holds its share), then every customer sends its
 // messages at once with the others, each waiting for its ack before the
-// next. It reports the store-and-acknowledge latency, the
+// next: the gateway's saturation throughput, where latency is what it
+// takes to serve the messages in flight. With -rate the customers instead
+// send on a schedule, together that many messages a second, each on time
+// whether or not its previous message was acknowledged (a customer types
+// on): the latency at that offered load, measured from the time each
+// message was due, so that a stalled gateway cannot hide its backlog. It
+// reports the store-and-acknowledge latency, the
 // customer-to-agent delivery latency and the throughput, and the CPU time
 // the generator used while the messages flowed (so that a run where the
 // generator, not the gateway, ran out of CPU shows it). With -admin (the
@@ -12,6 +18,7 @@
 // start of the sending. Counts and run time are bounded.
 //
 //	go run ./bench/chatload -url http://127.0.0.1:8090 -agents 10 -customers 500 -messages 40
+//	go run ./bench/chatload -agents 10 -customers 500 -messages 40 -rate 10000
 //	go run ./bench/chatload -admin http://127.0.0.1:8091 -cpuprofile gateway.pprof
 package main
 
@@ -43,6 +50,7 @@ func main() {
 	flag.IntVar(convs, "conversations", 50, "same as -customers")
 	msgs := flag.Int("messages", 100, "messages per customer (1-10000)")
 	limit := flag.Duration("timeout", 2*time.Minute, "stop after this long")
+	rate := flag.Float64("rate", 0, "messages a second offered by all customers together, each on its schedule (0: each customer sends its next message when the last is acknowledged)")
 	var pr profiling
 	flag.StringVar(&pr.admin, "admin", "", "the gateway's admin base URL (loopback only, e.g. http://127.0.0.1:8091): report its CPU time too")
 	flag.StringVar(&pr.profile, "cpuprofile", "", "with -admin: write a CPU profile of the gateway, taken from the start of the sending, to this file")
@@ -53,13 +61,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(2)
 	}
-	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *limit, &pr); err != nil {
+	if err := run(*base, *agentID, *password, *agents, *convs, *msgs, *rate, *limit, &pr); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit time.Duration, pr *profiling) error {
+func run(baseList, agentID, password string, nagents, nconv, nmsg int, rate float64, limit time.Duration, pr *profiling) error {
 	bases := strings.Split(baseList, ",")
 	for _, base := range bases {
 		u, err := url.Parse(base)
@@ -69,6 +77,9 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	}
 	if nagents < 1 || nagents > 100 || nconv < 1 || nconv > 5000 || nmsg < 1 || nmsg > 10000 {
 		return errors.New("-agents 1-100, -customers 1-5000, -messages 1-10000")
+	}
+	if rate < 0 || rate > 1e6 {
+		return errors.New("-rate 0-1000000 messages a second")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -213,6 +224,22 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	start := time.Now()
 	for i, c := range customers {
 		wg.Add(1)
+		if rate > 0 {
+			// Customer i sends every nconv/rate seconds, its schedule
+			// offset by i/rate from the others', so that together they
+			// offer rate messages a second evenly.
+			every := time.Duration(float64(nconv) / rate * float64(time.Second))
+			first := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			go func() {
+				defer wg.Done()
+				acks[i], errs[i] = paced(ioctx, c.conn, c.id, nmsg, first, every, send, func(id string, due time.Time) {
+					mu.Lock()
+					sent[id] = due
+					mu.Unlock()
+				})
+			}()
+			continue
+		}
 		go func() {
 			defer wg.Done()
 			for m := range nmsg {
@@ -267,7 +294,11 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 	d := slices.Clone(delivery)
 	mu.Unlock()
 	total := nconv * nmsg
-	fmt.Printf("agents %d, customers %d, messages %d, elapsed %.2fs, throughput %.0f msg/s\n", nagents, nconv, total, elapsed.Seconds(), float64(total)/elapsed.Seconds())
+	offered := "as fast as acknowledged"
+	if rate > 0 {
+		offered = fmt.Sprintf("offered %.0f msg/s", rate)
+	}
+	fmt.Printf("agents %d, customers %d, messages %d, %s, elapsed %.2fs, throughput %.0f msg/s\n", nagents, nconv, total, offered, elapsed.Seconds(), float64(total)/elapsed.Seconds())
 	fmt.Printf("ack (stored, acknowledged): %s\n", percentiles(all))
 	fmt.Printf("delivery to the agent:      %s (%d of %d seen)\n", percentiles(d), len(d), total)
 	cpu := func(d time.Duration) string {
@@ -285,6 +316,60 @@ func run(baseList, agentID, password string, nagents, nconv, nmsg int, limit tim
 		fmt.Printf("gateway CPU profile (%v from the start of the sending): %s\n", pr.seconds, pr.profile)
 	}
 	return nil
+}
+
+// paced sends nmsg messages on conn, the first at first and then one
+// every every, each on time whether or not the last was acknowledged, and
+// returns the ack latencies measured from the times the messages were due.
+// due records each message's id and due time before it is sent.
+func paced(ctx context.Context, conn *websocket.Conn, conv string, nmsg int, first time.Time, every time.Duration,
+	send func(*websocket.Conn, any) error, due func(id string, at time.Time)) ([]time.Duration, error) {
+	var (
+		mu    sync.Mutex
+		dueAt = map[string]time.Time{}
+		acks  = make([]time.Duration, 0, nmsg)
+		done  = make(chan error, 1)
+	)
+	go func() {
+		for len(acks) < nmsg {
+			_, b, err := conn.Read(ctx)
+			if err != nil {
+				done <- err
+				return
+			}
+			if !bytes.Contains(b, ackType) {
+				continue
+			}
+			var f struct{ Type, ID string }
+			if json.Unmarshal(b, &f) != nil || f.Type != "ack" {
+				continue
+			}
+			now := time.Now()
+			mu.Lock()
+			if t, ok := dueAt[f.ID]; ok {
+				acks = append(acks, now.Sub(t))
+				delete(dueAt, f.ID)
+			}
+			mu.Unlock()
+		}
+		done <- nil
+	}()
+	for m := range nmsg {
+		at := first.Add(time.Duration(m) * every)
+		time.Sleep(time.Until(at))
+		id := fmt.Sprintf("%s-%d", conv, m)
+		mu.Lock()
+		dueAt[id] = at
+		mu.Unlock()
+		due(id, at)
+		if err := send(conn, chatMessage{Type: "message", ID: id, Text: "load test message"}); err != nil {
+			return nil, err
+		}
+	}
+	err := <-done
+	mu.Lock()
+	defer mu.Unlock()
+	return acks, err
 }
 
 // chatMessage is the frame a customer sends.
