@@ -115,6 +115,7 @@ func (n *node) leaseLoop(ctx context.Context) {
 		if died || now.Sub(lastScan) >= scanEvery {
 			lastScan = now
 			n.pickUpOrphans(ctx, alive)
+			n.releaseDeadClaims(ctx)
 		}
 	}
 }
@@ -303,6 +304,51 @@ func (n *node) pickUpOrphans(ctx context.Context, alive map[string]bool) {
 			n.mu.Unlock()
 			n.free(id, rev)
 		}
+	}
+}
+
+// releaseDeadClaims ends the webhook claims of nodes no longer alive, so
+// that the events they took for delivery go out now rather than when the
+// claims lapse (minutes). The claimants are read before the living: a node
+// is alive before it claims anything, so a claimant missing from the later
+// list is dead.
+func (n *node) releaseDeadClaims(ctx context.Context) {
+	st := n.s.store
+	cctx, cancel := context.WithTimeout(ctx, leaseOpWait)
+	claimants, err := st.WebhookClaimants(cctx)
+	cancel()
+	if err != nil {
+		n.log.Warn("webhook claimants not read", "err", err)
+		return
+	}
+	if len(claimants) == 0 {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, leaseOpWait)
+	alive, err := n.leases.Alive(actx)
+	cancel()
+	if err != nil {
+		return
+	}
+	released := 0
+	for _, c := range claimants {
+		if c == n.inc || alive[c] {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, leaseOpWait)
+		k, err := st.ReleaseWebhookClaims(rctx, c)
+		cancel()
+		if err != nil {
+			n.log.Warn("webhook claims of a dead node not released", "peer", c, "err", err)
+			continue
+		}
+		if k > 0 {
+			n.log.Info("webhook claims of a dead node released", "peer", c, "events", k)
+			released += k
+		}
+	}
+	if released > 0 {
+		n.s.webhooks.wakeAll()
 	}
 }
 

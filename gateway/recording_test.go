@@ -144,7 +144,7 @@ func TestRecordingOnDemand(t *testing.T) {
 	if r.ConversationID != id || r.StartedBy != "alice" || r.EndedAt.IsZero() || r.Type != "audio/ogg" || r.Size == 0 {
 		t.Errorf("ready: %+v", r)
 	}
-	due, err := e.st.DueWebhookEvents(context.Background(), []string{"crm"}, time.Now().Add(time.Hour), 10)
+	due, err := e.st.DueWebhookEvents(context.Background(), "", []string{"crm"}, time.Now().Add(time.Hour), 10)
 	if err != nil || len(due) != 1 || due[0].Type != "recording.ready" || due[0].ConversationID != id {
 		t.Fatalf("outbox once the recording is ready: %v %v", due, err)
 	}

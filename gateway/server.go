@@ -103,6 +103,9 @@ func New(cfg *Config, st store.Store, log *slog.Logger, opts ...Option) (*Server
 	s.hub.video = s.peers != nil
 	s.hub.onBoard = s.boardChanged
 	s.hub.node = s.node
+	if s.node != nil {
+		s.webhooks.claimant = s.node.inc
+	}
 	s.handler = s.routes()
 	s.admin = s.adminRoutes()
 	if sp, ok := s.phones.(sipPhones); ok && s.node != nil {

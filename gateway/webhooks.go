@@ -86,6 +86,10 @@ type webhooks struct {
 	// on its database, whose claims on the outbox at start are those its
 	// own last run left.
 	alone bool
+	// claimant names this gateway on the events it claims in a shared
+	// outbox: a cluster's node's incarnation, set before run. The other
+	// nodes release its claims once it is dead (releaseDeadClaims).
+	claimant string
 }
 
 // hookLoop is one webhook and its delivery loop.
@@ -455,7 +459,7 @@ func (w *webhooks) run(ctx context.Context) {
 	if w.alone {
 		// A run killed mid-delivery left its events claimed: they would
 		// wait for the claims to lapse, minutes, before going on.
-		if n, err := w.st.ReleaseWebhookClaims(ctx); err != nil {
+		if n, err := w.st.ReleaseWebhookClaims(ctx, ""); err != nil {
 			w.log.Error("webhook claims of the last run not released", "err", err)
 		} else if n > 0 {
 			w.log.Info("webhook claims of the last run released", "events", n)
@@ -482,7 +486,7 @@ func (w *webhooks) run(ctx context.Context) {
 func (w *webhooks) loop(ctx context.Context, name string, l *hookLoop) {
 	names := []string{name}
 	for ctx.Err() == nil {
-		due, err := w.st.DueWebhookEvents(ctx, names, w.now(), webhookBatch)
+		due, err := w.st.DueWebhookEvents(ctx, w.claimant, names, w.now(), webhookBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Error("webhook outbox not read", "webhook", name, "err", err)

@@ -228,7 +228,7 @@ func TestMessageEventsAreQueuedWithTheMessage(t *testing.T) {
 	w.send(map[string]any{"type": "message", "id": "m1", "text": "hello"})
 	ack := w.expect("ack")
 	seq := decode[int64](t, ack["seq"])
-	due, err := e.st.DueWebhookEvents(context.Background(), []string{"crm"}, time.Now().Add(time.Hour), 10)
+	due, err := e.st.DueWebhookEvents(context.Background(), "", []string{"crm"}, time.Now().Add(time.Hour), 10)
 	if err != nil || len(due) != 1 || due[0].Type != "message.created" {
 		t.Fatalf("outbox at the ack: %v %v", due, err)
 	}
@@ -360,7 +360,7 @@ func TestWebhookStopGivesTheEventBack(t *testing.T) {
 	if len(updates) != 1 || updates[0].Seq != ev.Seq || updates[0].State != store.WebhookPending || updates[0].Attempts != 0 {
 		t.Fatalf("outcomes recorded: %+v, want the event given back unchanged", updates)
 	}
-	due, err := sq.DueWebhookEvents(ctx, []string{"crm"}, time.Now(), 10)
+	due, err := sq.DueWebhookEvents(ctx, "", []string{"crm"}, time.Now(), 10)
 	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
 		t.Fatalf("due after the stop: %+v %v", due, err)
 	}
@@ -373,11 +373,11 @@ type releaseRecorder struct {
 	released int
 }
 
-func (r *releaseRecorder) ReleaseWebhookClaims(ctx context.Context) (int, error) {
+func (r *releaseRecorder) ReleaseWebhookClaims(ctx context.Context, claimant string) (int, error) {
 	r.mu.Lock()
 	r.released++
 	r.mu.Unlock()
-	return r.Store.ReleaseWebhookClaims(ctx)
+	return r.Store.ReleaseWebhookClaims(ctx, claimant)
 }
 
 // A gateway alone on its database releases, as its deliverer starts, the

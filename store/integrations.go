@@ -144,14 +144,22 @@ type Integrations interface {
 	// pending one of its webhook and conversation, whose next attempt is
 	// due at now, in Seq order. An event not yet delivered thus holds back
 	// the later events of its conversation to its webhook, and no others.
-	DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error)
-	// ReleaseWebhookClaims ends every claim DueWebhookEvents made and
-	// returns how many it ended. It is for a gateway starting as the only
-	// one on its database: the claims left are then those of its own last
-	// run, which died mid-delivery, and would hold their conversations
-	// back until they lapse. Only stores shared by several gateways claim
-	// (PostgreSQL); SQLite's returns 0.
-	ReleaseWebhookClaims(ctx context.Context) (int, error)
+	// Stores shared by several gateways (PostgreSQL) claim the events
+	// they return for claimant, the gateway delivering them, until their
+	// attempts are recorded or the claim lapses; SQLite claims nothing.
+	DueWebhookEvents(ctx context.Context, claimant string, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error)
+	// ReleaseWebhookClaims ends the claims DueWebhookEvents made for
+	// claimant, or every claim when claimant is "", and returns how many
+	// it ended. It is for a gateway starting as the only one on its
+	// database (the claims left are then those of its own last run, which
+	// died mid-delivery) and for a cluster's node that saw another die:
+	// their events would otherwise wait for the claims to lapse, minutes,
+	// holding their conversations back. SQLite's returns 0.
+	ReleaseWebhookClaims(ctx context.Context, claimant string) (int, error)
+	// WebhookClaimants returns the claimants that hold claims, so that a
+	// cluster's node can release those of nodes no longer alive. SQLite's
+	// returns none.
+	WebhookClaimants(ctx context.Context) ([]string, error)
 	// NextWebhookAttempt is when the earliest pending event of webhooks is
 	// due, or the zero time when none is pending.
 	NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error)
@@ -454,7 +462,7 @@ func scanWebhookEvents(rows *sql.Rows, what string) ([]*WebhookEvent, error) {
 }
 
 // DueWebhookEvents implements Integrations.
-func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
+func (s *SQLite) DueWebhookEvents(ctx context.Context, _ string, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
 	if len(webhooks) == 0 {
 		return nil, nil
 	}
@@ -476,7 +484,10 @@ func (s *SQLite) DueWebhookEvents(ctx context.Context, webhooks []string, now ti
 
 // ReleaseWebhookClaims implements Integrations: one gateway alone uses
 // an SQLite database, and it claims nothing.
-func (s *SQLite) ReleaseWebhookClaims(context.Context) (int, error) { return 0, nil }
+func (s *SQLite) ReleaseWebhookClaims(context.Context, string) (int, error) { return 0, nil }
+
+// WebhookClaimants implements Integrations: SQLite claims nothing.
+func (s *SQLite) WebhookClaimants(context.Context) ([]string, error) { return nil, nil }
 
 // NextWebhookAttempt implements Integrations.
 func (s *SQLite) NextWebhookAttempt(ctx context.Context, webhooks []string) (time.Time, error) {

@@ -167,7 +167,7 @@ func testWebhookOutboxHeadsPerConversation(t *testing.T, drv string) {
 	// attempt that changed nothing records.
 	take := func(now time.Time, keep int) []*WebhookEvent {
 		t.Helper()
-		due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
+		due, err := s.DueWebhookEvents(ctx, "", []string{"crm"}, now, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +250,7 @@ func testDeadWebhookEventsAreListedAndReplayed(t *testing.T, drv string) {
 		t.Fatal(err)
 	}
 	for _, e := range []*WebhookEvent{evs[0], evs[2]} {
-		due, err := s.DueWebhookEvents(ctx, []string{e.Webhook}, t0, 10)
+		due, err := s.DueWebhookEvents(ctx, "", []string{e.Webhook}, t0, 10)
 		if err != nil || len(due) != 1 || due[0].Seq != e.Seq {
 			t.Fatalf("due for %s: %+v, %v", e.Webhook, due, err)
 		}
@@ -289,10 +289,10 @@ func testDeadWebhookEventsAreListedAndReplayed(t *testing.T, drv string) {
 	}
 	// The replayed event heads its conversation again, due at the time of
 	// the replay and not before.
-	if due, err := s.DueWebhookEvents(ctx, []string{"crm"}, later.Add(-time.Second), 10); err != nil || len(due) != 0 {
+	if due, err := s.DueWebhookEvents(ctx, "", []string{"crm"}, later.Add(-time.Second), 10); err != nil || len(due) != 0 {
 		t.Fatalf("due before the replay's time: %+v, %v", due, err)
 	}
-	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, later, 10)
+	due, err := s.DueWebhookEvents(ctx, "", []string{"crm"}, later, 10)
 	if err != nil || len(due) != 1 || due[0].Seq != evs[0].Seq || due[0].Attempts != 0 || due[0].LastError != "" ||
 		due[0].State != WebhookPending || !due[0].NextAt.Equal(later) {
 		t.Fatalf("due after the replay: %+v, %v", due, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func drainOutbox(t *testing.T, s Store, webhook string) map[string][]string {
 	ctx := context.Background()
 	out := map[string][]string{}
 	for {
-		due, err := s.DueWebhookEvents(ctx, []string{webhook}, time.Now().Add(time.Hour), 100)
+		due, err := s.DueWebhookEvents(ctx, "", []string{webhook}, time.Now().Add(time.Hour), 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +91,7 @@ func testMessageEventsCommitWithTheirMessage(t *testing.T, drv string) {
 	if _, dup, err := s.AppendMessageEvents(ctx, text("m1"), hookEvents("crm")); err != nil || !dup {
 		t.Fatalf("append again: dup %v %v", dup, err)
 	}
-	due, err := s.DueWebhookEvents(ctx, []string{"crm", "bi"}, time.Now().Add(time.Hour), 10)
+	due, err := s.DueWebhookEvents(ctx, "", []string{"crm", "bi"}, time.Now().Add(time.Hour), 10)
 	if err != nil || len(due) != 2 {
 		t.Fatalf("due after one message and its duplicate: %d events, %v", len(due), err)
 	}
@@ -292,7 +293,7 @@ func testConversationEventsCommitWithTheirConversation(t *testing.T, drv string)
 	if err := s.CreateConversationEvents(ctx, conv("c1"), created("crm", "bi")); err != nil {
 		t.Fatal(err)
 	}
-	due, err := s.DueWebhookEvents(ctx, []string{"crm", "bi"}, at.Add(time.Hour), 10)
+	due, err := s.DueWebhookEvents(ctx, "", []string{"crm", "bi"}, at.Add(time.Hour), 10)
 	if err != nil || len(due) != 2 {
 		t.Fatalf("due after one conversation: %d events, %v", len(due), err)
 	}
@@ -405,7 +406,7 @@ func testRecordingEventsCommitWithItsEnd(t *testing.T, drv string) {
 	if err != nil || got.Size != 8 || got.EndedAt.IsZero() || got.Duration != 2*time.Second {
 		t.Fatalf("r1 as finished: %+v %v", got, err)
 	}
-	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, time.Now().Add(time.Hour), 10)
+	due, err := s.DueWebhookEvents(ctx, "", []string{"crm"}, time.Now().Add(time.Hour), 10)
 	if err != nil || len(due) != 1 {
 		t.Fatalf("due: %d events, %v; want r1's alone", len(due), err)
 	}
@@ -421,7 +422,8 @@ func testRecordingEventsCommitWithItsEnd(t *testing.T, drv string) {
 // TestReleaseWebhookClaims: an event taken for delivery by a gateway that
 // then died is claimed (with PostgreSQL) and not due to anyone until the
 // claim lapses, or until a gateway starting alone on the database
-// releases the claims: then it is due again, attempts unchanged.
+// releases every claim, or a cluster's node releases that gateway's: then
+// it is due again, attempts unchanged. Another claimant's claims stay.
 func TestReleaseWebhookClaims(t *testing.T) {
 	forEachDriver(t, testReleaseWebhookClaims)
 }
@@ -435,30 +437,47 @@ func testReleaseWebhookClaims(t *testing.T, drv string) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10); err != nil || len(due) != 1 {
-		t.Fatalf("due: %v %v", due, err)
-	}
-	// The gateway that took it dies without recording an attempt.
-	due, err := s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := 0
 	if drv == "sqlite" {
 		want = 1 // SQLite claims nothing: one gateway alone uses it
 	}
-	if len(due) != want {
-		t.Fatalf("due while taken: %d events, want %d", len(due), want)
-	}
-	n, err := s.ReleaseWebhookClaims(ctx)
-	if err != nil || n != 1-want {
-		t.Fatalf("released %d claims, %v; want %d", n, err, 1-want)
-	}
-	due, err = s.DueWebhookEvents(ctx, []string{"crm"}, now, 10)
-	if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
-		t.Fatalf("due after the release: %+v %v", due, err)
-	}
-	if n, err := s.ReleaseWebhookClaims(ctx); err != nil || n != 1-want {
-		t.Fatalf("released %d claims the second time, %v", n, err)
+	for _, release := range []struct{ who, claimant, other string }{
+		{"a gateway starting alone", "", ""},
+		{"a node that saw n1 die", "n1.x", "n2.y"},
+	} {
+		if due, err := s.DueWebhookEvents(ctx, "n1.x", []string{"crm"}, now, 10); err != nil || len(due) != 1 {
+			t.Fatalf("due: %v %v", due, err)
+		}
+		// The gateway that took it dies without recording an attempt.
+		due, err := s.DueWebhookEvents(ctx, "n2.y", []string{"crm"}, now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(due) != want {
+			t.Fatalf("due while taken: %d events, want %d", len(due), want)
+		}
+		claimants, err := s.WebhookClaimants(ctx)
+		if err != nil || (want == 0) != slices.Equal(claimants, []string{"n1.x"}) || (want == 1) != (len(claimants) == 0) {
+			t.Fatalf("claimants %q, %v", claimants, err)
+		}
+		if release.other != "" {
+			if n, err := s.ReleaseWebhookClaims(ctx, release.other); err != nil || n != 0 {
+				t.Fatalf("%s released %d claims of %s, %v; want none", release.who, n, release.other, err)
+			}
+		}
+		n, err := s.ReleaseWebhookClaims(ctx, release.claimant)
+		if err != nil || n != 1-want {
+			t.Fatalf("%s released %d claims, %v; want %d", release.who, n, err, 1-want)
+		}
+		if claimants, err := s.WebhookClaimants(ctx); err != nil || len(claimants) != 0 {
+			t.Fatalf("claimants after %s released: %q, %v", release.who, claimants, err)
+		}
+		due, err = s.DueWebhookEvents(ctx, "", []string{"crm"}, now, 10)
+		if err != nil || len(due) != 1 || due[0].Seq != ev.Seq || due[0].Attempts != 0 {
+			t.Fatalf("due after %s released: %+v %v", release.who, due, err)
+		}
+		if n, err := s.ReleaseWebhookClaims(ctx, ""); err != nil || n != 1-want {
+			t.Fatalf("released %d claims the second time, %v", n, err)
+		}
 	}
 }

@@ -16,7 +16,8 @@ import (
 // the attempt first. It outlasts a batch of deliveries (gateway: 32
 // events, 8 at a time, each bounded by integrations.webhook_timeout); a
 // gateway that dies mid-delivery leaves its events to the others once it
-// lapses, so an event may be delivered twice, never lost.
+// lapses, or as soon as another node of its cluster sees it dead and
+// releases its claims, so an event may be delivered twice, never lost.
 const webhookClaim = 5 * time.Minute
 
 // outboxLockClass is the first key of the advisory locks that serialize
@@ -139,12 +140,27 @@ func (p *Postgres) AppendWebhookEvents(ctx context.Context, events []*WebhookEve
 }
 
 // ReleaseWebhookClaims implements Integrations.
-func (p *Postgres) ReleaseWebhookClaims(ctx context.Context) (int, error) {
-	tag, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL`)
+func (p *Postgres) ReleaseWebhookClaims(ctx context.Context, claimant string) (int, error) {
+	tag, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET claimed_until = NULL, claimed_by = ''
+		WHERE claimed_until IS NOT NULL AND ($1 = '' OR claimed_by = $1)`, claimant)
 	if err != nil {
 		return 0, fmt.Errorf("store: release webhook claims: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// WebhookClaimants implements Integrations.
+func (p *Postgres) WebhookClaimants(ctx context.Context) ([]string, error) {
+	rows, err := p.pool.Query(ctx, `SELECT DISTINCT claimed_by FROM webhook_outbox
+		WHERE claimed_until IS NOT NULL AND claimed_by <> '' ORDER BY claimed_by`)
+	if err != nil {
+		return nil, fmt.Errorf("store: webhook claimants: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("store: webhook claimants: %w", err)
+	}
+	return out, nil
 }
 
 // queueOutbox queues on b, a batch sent in a transaction, the inserts of
@@ -171,12 +187,13 @@ func queueOutbox(b *pgx.Batch, events []*WebhookEvent) {
 }
 
 // DueWebhookEvents implements Integrations, for gateways sharing the
-// outbox: it claims the events it returns until now+webhookClaim or until
+// outbox: it claims the events it returns for claimant until
+// now+webhookClaim, until ReleaseWebhookClaims ends the claim, or until
 // UpdateWebhookEvent records their attempt, and skips the events another
 // gateway is claiming or has locked (FOR UPDATE SKIP LOCKED), so two
 // gateways never deliver one event at once. A claimed head still holds
 // back the rest of its conversation.
-func (p *Postgres) DueWebhookEvents(ctx context.Context, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
+func (p *Postgres) DueWebhookEvents(ctx context.Context, claimant string, webhooks []string, now time.Time, limit int) ([]*WebhookEvent, error) {
 	if len(webhooks) == 0 {
 		return nil, nil
 	}
@@ -188,8 +205,8 @@ func (p *Postgres) DueWebhookEvents(ctx context.Context, webhooks []string, now 
 					AND h.webhook = o.webhook AND h.conversation_id = o.conversation_id AND h.seq < o.seq)
 			ORDER BY o.seq LIMIT $3
 			FOR UPDATE SKIP LOCKED)
-		UPDATE webhook_outbox w SET claimed_until = $4 FROM due WHERE w.seq = due.seq
-		RETURNING `+prefixed("w.", webhookColumns), webhooks, now, limit, now.Add(webhookClaim))
+		UPDATE webhook_outbox w SET claimed_until = $4, claimed_by = $5 FROM due WHERE w.seq = due.seq
+		RETURNING `+prefixed("w.", webhookColumns), webhooks, now, limit, now.Add(webhookClaim), claimant)
 	if err != nil {
 		return nil, fmt.Errorf("store: due webhook events: %w", err)
 	}
@@ -247,7 +264,7 @@ func (p *Postgres) UpdateWebhookEvent(ctx context.Context, e *WebhookEvent) erro
 	// text can hold rather than lose the attempt.
 	lastError := strings.ReplaceAll(strings.ToValidUTF8(e.LastError, "\uFFFD"), "\x00", "")
 	_, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET state = $1, attempts = $2, next_at = $3, last_error = $4,
-		claimed_until = NULL WHERE seq = $5`, e.State, e.Attempts, e.NextAt, lastError, e.Seq)
+		claimed_until = NULL, claimed_by = '' WHERE seq = $5`, e.State, e.Attempts, e.NextAt, lastError, e.Seq)
 	if err != nil {
 		return fmt.Errorf("store: update webhook event %d: %w", e.Seq, err)
 	}
@@ -287,7 +304,7 @@ func (p *Postgres) ReplayWebhookEvents(ctx context.Context, webhook string, seq 
 		return 0, nil // no stored webhook has such a name
 	}
 	tag, err := p.pool.Exec(ctx, `UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_at = $1, last_error = '',
-		claimed_until = NULL WHERE state = 'dead' AND ($2 = '' OR webhook = $2) AND ($3 = 0 OR seq = $3)`, now, webhook, seq)
+		claimed_until = NULL, claimed_by = '' WHERE state = 'dead' AND ($2 = '' OR webhook = $2) AND ($3 = 0 OR seq = $3)`, now, webhook, seq)
 	if err != nil {
 		return 0, fmt.Errorf("store: replay webhook events: %w", err)
 	}

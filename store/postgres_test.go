@@ -199,7 +199,7 @@ func TestGatewaysNeverDeliverAnEventTwiceAtOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				due, err := s.DueWebhookEvents(ctx, []string{"crm"}, time.Now(), 3)
+				due, err := s.DueWebhookEvents(ctx, "", []string{"crm"}, time.Now(), 3)
 				if err != nil {
 					mu.Lock()
 					problems = append(problems, err.Error())
@@ -263,11 +263,11 @@ func TestAClaimLapses(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	took, err := a.DueWebhookEvents(ctx, []string{"crm"}, t0, 10)
+	took, err := a.DueWebhookEvents(ctx, "", []string{"crm"}, t0, 10)
 	if err != nil || len(took) != 2 {
 		t.Fatalf("gateway a took %v, %v", took, err)
 	}
-	if due, err := b.DueWebhookEvents(ctx, []string{"crm"}, t0.Add(webhookClaim-time.Second), 10); err != nil || len(due) != 0 {
+	if due, err := b.DueWebhookEvents(ctx, "", []string{"crm"}, t0.Add(webhookClaim-time.Second), 10); err != nil || len(due) != 0 {
 		t.Fatalf("gateway b took %d claimed events (%v)", len(due), err)
 	}
 	if next, err := b.NextWebhookAttempt(ctx, []string{"crm"}); err != nil || !next.Equal(t0.Add(webhookClaim)) {
@@ -278,7 +278,7 @@ func TestAClaimLapses(t *testing.T) {
 	if err := a.UpdateWebhookEvent(ctx, took[0]); err != nil {
 		t.Fatal(err)
 	}
-	due, err := b.DueWebhookEvents(ctx, []string{"crm"}, t0, 10)
+	due, err := b.DueWebhookEvents(ctx, "", []string{"crm"}, t0, 10)
 	if err != nil || len(due) != 1 || due[0].Seq != took[0].Seq || due[0].Attempts != 1 {
 		t.Fatalf("after a's report gateway b took %+v (%v), want c1's event", due, err)
 	}
@@ -286,7 +286,7 @@ func TestAClaimLapses(t *testing.T) {
 	if err := b.UpdateWebhookEvent(ctx, due[0]); err != nil {
 		t.Fatal(err)
 	}
-	due, err = b.DueWebhookEvents(ctx, []string{"crm"}, t0.Add(webhookClaim), 10)
+	due, err = b.DueWebhookEvents(ctx, "", []string{"crm"}, t0.Add(webhookClaim), 10)
 	if err != nil || len(due) != 1 || due[0].Seq != took[1].Seq {
 		t.Fatalf("after the claim lapsed gateway b took %+v (%v), want c2's event", due, err)
 	}
