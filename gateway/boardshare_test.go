@@ -151,9 +151,9 @@ func boardConv(b wireBoard, agent, id string) *wireBoardConv {
 
 // TestBoardAcrossNodes: Sam's board is on node a; Ann's chat is on node
 // b. Sam sees it wait, then under Alice (her console on node b) with the
-// call state and monitoring node b knows of; he reassigns it from node a
-// to Bob (console on node a), node b running the transfer; when Bob ends
-// it, it leaves the board.
+// call state and monitoring node b knows of. His monitor.mode and his
+// reassign to Bob (console on node a), sent on node a, run on node b;
+// when Bob ends the chat, it leaves the board.
 func TestBoardAcrossNodes(t *testing.T) {
 	a, b := newClusterPairWith(t, agentsYAML(2)+samYAML, true)
 	sws, _ := a.agentWS(a.login("sam"))
@@ -181,24 +181,33 @@ func TestBoardAcrossNodes(t *testing.T) {
 		t.Fatalf("Ann's chat under Alice: %+v", c)
 	}
 
-	// What node b knows of the call and its monitoring reaches the board
-	// on node a (a stand-in call: no SIP here).
+	// What node b knows of the call and of Sam monitoring it reaches the
+	// board on node a (a stand-in call and tap: no SIP here); Sam's
+	// switch to whisper from node a runs on node b, where the tap is.
 	h := b.srv.hub
 	h.mu.Lock()
 	cv := h.convs[id]
 	cv.voice = &voiceCall{state: callConnected}
 	h.mu.Unlock()
 	b.srv.super.mu.Lock()
-	b.srv.super.monitors = map[*conv]*monitorSession{cv: {supervisor: "sam", mode: monitorWhisper}}
+	b.srv.super.monitors = map[*conv]*monitorSession{cv: {supervisor: "sam", mode: monitorListen, tap: newCallTap(nil, time.Now)}}
 	b.srv.super.mu.Unlock()
 	b.srv.boardChanged()
 	bd = nextBoard(t, sws, "Ann's call connected", func(bd wireBoard) bool {
 		c := boardConv(bd, "alice", id)
 		return c != nil && c.Call == callConnected
 	})
-	if m := boardConv(bd, "alice", id).Monitor; m == nil || *m != (wireMonitor{Supervisor: "sam", Mode: monitorWhisper}) {
+	if m := boardConv(bd, "alice", id).Monitor; m == nil || *m != (wireMonitor{Supervisor: "sam", Mode: monitorListen}) {
 		t.Fatalf("monitoring on the board: %+v", m)
 	}
+	sws.send(map[string]any{"type": "monitor.mode", "conversation_id": id, "state": monitorWhisper})
+	if f := sws.expectAny("monitor", "error"); string(f["state"]) != `"`+monitorWhisper+`"` {
+		t.Fatalf("Sam's monitor.mode from node a: %s", frameJSON(t, f))
+	}
+	nextBoard(t, sws, "Sam whispering", func(bd wireBoard) bool {
+		c := boardConv(bd, "alice", id)
+		return c != nil && c.Monitor != nil && c.Monitor.Mode == monitorWhisper
+	})
 	h.mu.Lock()
 	cv.voice = nil
 	h.mu.Unlock()
