@@ -195,8 +195,19 @@ func (n *node) shareChanged() {
 	}
 }
 
-// publishShare sends this node's share to the others.
+// publishShare sends this node's share to the others. A node whose
+// configuration names no supervisor sends none: no board needs it.
 func (n *node) publishShare() {
+	h := n.s.hub
+	h.mu.Lock()
+	boards := false
+	for _, a := range h.agents {
+		boards = boards || a.cfg.Supervisor()
+	}
+	h.mu.Unlock()
+	if !boards {
+		return
+	}
 	sh := n.s.localShare()
 	sh.Node = n.id
 	b, err := json.Marshal(sh)
