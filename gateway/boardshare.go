@@ -215,7 +215,7 @@ func (n *node) publishShare() {
 		err = n.bus.Publish(subjBoard, b)
 	}
 	if err != nil {
-		n.log.Debug("board share not sent", "err", err)
+		n.log.Warn("board share not sent", "err", err, "bytes", len(b))
 	}
 }
 
