@@ -152,9 +152,9 @@ soak: build
 
 # The cluster: two gateways on one PostgreSQL and one nats-server
 # (JetStream on), each started by the tests on free loopback ports, with
-# kamailio in front (deploy/kamailio); chat and voice across nodes, nodes
-# killed with -9 (customers resume, waiting conversations and trunk
-# registrations move, call-backs go on). make test runs only
+# kamailio in front (deploy/kamailio); chat, voice and the supervisors'
+# board across nodes, nodes killed with -9 (customers resume, waiting
+# conversations and trunk registrations move, call-backs go on). make test runs only
 # TestClusterChatAcrossNodes. See docs/scaling.md.
 CLUSTER_PKGS := postgresql nats-server kamailio
 .PHONY: test-cluster

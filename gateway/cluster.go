@@ -31,6 +31,8 @@ const (
 	subjSocket = "segue.sock."
 	// subjConv + id + ".cmd": commands for the node holding a conversation.
 	subjConv = "segue.conv."
+	// subjBoard: each node's share of the supervisors' boards (boardshare.go).
+	subjBoard = "segue.node.board"
 )
 
 // node is this gateway's part in a cluster. Each conversation lives on
@@ -70,6 +72,10 @@ type node struct {
 
 	beats chan heartbeat
 	kick  chan struct{}
+	// shareKick asks for this node's share of the boards to be published;
+	// shares are the other nodes' latest (guarded by mu).
+	shareKick chan struct{}
+	shares    map[string]heldShare
 
 	// life is run's context, set before ready is closed: background work
 	// (endLeftUp) runs under it. bg counts that work, which run waits for
@@ -162,7 +168,8 @@ func newNode(id string, b bus, l leases, s *Server) *node {
 	return &node{id: id, bus: b, s: s, log: s.log.With("node", id), local: map[string]*client{},
 		remotes: map[string]*remoteNode{}, owned: map[string]func(){},
 		leases: l, inc: newIncarnation(id), ready: make(chan struct{}), revs: map[string]uint64{},
-		trunks: map[string]*trunkHold{}, beats: make(chan heartbeat, 64), kick: make(chan struct{}, 1)}
+		trunks: map[string]*trunkHold{}, beats: make(chan heartbeat, 64), kick: make(chan struct{}, 1),
+		shareKick: make(chan struct{}, 1), shares: map[string]heldShare{}}
 }
 
 // ClusterConn is a node's connection to the cluster's NATS server.
@@ -241,9 +248,17 @@ func (n *node) run(ctx context.Context) error {
 		return fmt.Errorf("gateway: cluster sockets: %w", err)
 	}
 	defer unsock()
+	unboard, err := n.bus.Subscribe(subjBoard, n.takeShare)
+	if err != nil {
+		return fmt.Errorf("gateway: cluster boards: %w", err)
+	}
+	defer unboard()
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	n.beat(false)
+	n.publishShare()
+	var shareDue <-chan time.Time
+	lastShare := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,9 +282,21 @@ func (n *node) run(ctx context.Context) error {
 			n.beat(false)
 		case hb := <-n.beats:
 			n.apply(hb)
-		case <-t.C:
+		case <-n.shareKick:
+			if shareDue == nil {
+				shareDue = time.After(boardDelay)
+			}
+		case <-shareDue:
+			shareDue = nil
+			n.publishShare()
+			lastShare = time.Now()
+		case now := <-t.C:
 			n.beat(false)
-			n.expire(time.Now())
+			n.expire(now)
+			if shareDue == nil && now.Sub(lastShare) >= shareRefresh {
+				n.publishShare()
+				lastShare = now
+			}
 		}
 	}
 }
@@ -365,6 +392,8 @@ func (n *node) apply(hb heartbeat) {
 		r = &remoteNode{socks: map[string]*client{}}
 		n.remotes[hb.Node] = r
 		n.log.Info("cluster node joined", "peer", hb.Node)
+		// The newcomer has not heard this node's share of the boards.
+		n.shareChanged()
 	}
 	r.seen = time.Now()
 	r.sip, r.http = hb.SIP, hb.HTTP
@@ -407,20 +436,25 @@ func (n *node) apply(hb heartbeat) {
 			gone = append(gone, cl)
 		}
 	}
+	dropped := false
 	if hb.Leaving {
 		delete(n.remotes, hb.Node)
+		dropped = n.dropSharesLocked(time.Now(), hb.Node)
 		n.log.Info("cluster node left", "peer", hb.Node)
 	}
 	n.mu.Unlock()
 	n.attach(added)
 	n.detach(gone)
 	n.foldAgents()
+	if dropped {
+		n.s.boardsStale()
+	}
 }
 
 // expire drops the nodes not heard from for nodeExpiry.
 func (n *node) expire(now time.Time) {
 	var gone []*client
-	lost := false
+	var lost []string
 	n.mu.Lock()
 	for id, r := range n.remotes {
 		if now.Sub(r.seen) < nodeExpiry {
@@ -430,13 +464,18 @@ func (n *node) expire(now time.Time) {
 			gone = append(gone, cl)
 		}
 		delete(n.remotes, id)
-		lost = true
+		lost = append(lost, id)
 		n.log.Warn("cluster node lost", "peer", id, "silent_for", now.Sub(r.seen).Round(time.Millisecond))
 	}
+	// A lost node's conversations leave the boards with it.
+	dropped := n.dropSharesLocked(now, lost...)
 	n.mu.Unlock()
 	n.detach(gone)
-	if lost {
+	if len(lost) > 0 {
 		n.foldAgents()
+	}
+	if dropped {
+		n.s.boardsStale()
 	}
 }
 

@@ -63,8 +63,16 @@ func (h *hub) boardChanged() {
 	}
 }
 
-// boardChanged schedules a board push if a board is subscribed.
+// boardChanged schedules a board push if a board is subscribed and, in
+// a cluster, the publishing of this node's share of the boards.
 func (s *Server) boardChanged() {
+	s.node.shareChanged()
+	s.boardsStale()
+}
+
+// boardsStale schedules a board push if a board is subscribed: what the
+// boards show changed here or on another node. It never blocks.
+func (s *Server) boardsStale() {
 	sp := &s.super
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
@@ -94,6 +102,14 @@ func (s *Server) dispatchSupervisor(ctx context.Context, cl *client, f *inFrame)
 	h.mu.Unlock()
 	if a == nil || !a.cfg.Supervisor() {
 		return errNotSupervisor
+	}
+	if s.node != nil && cl.forward == nil && f.ConversationID != "" && !s.hub.holds(f.ConversationID) {
+		// Another node may hold the conversation: the reassignment or the
+		// monitoring runs there, where its chat and its call are, as an
+		// agent's commands for it do.
+		if ok, err := s.node.forward(ctx, cl, f); ok {
+			return err
+		}
 	}
 	switch f.Type {
 	case "board.subscribe":
@@ -233,7 +249,7 @@ type wireToday struct {
 
 // board builds the board of supervisor id: its queues, the agents who
 // serve any of them, and today's counts (since local midnight) from the
-// store.
+// store. In a cluster it shows every node's conversations (boardshare.go).
 func (s *Server) board(ctx context.Context, id string) (*wireBoard, error) {
 	h := s.hub
 	h.mu.Lock()
@@ -243,21 +259,8 @@ func (s *Server) board(ctx context.Context, id string) (*wireBoard, error) {
 		return nil, ErrUnauthorized
 	}
 	now := h.now()
-	b := &wireBoard{Type: "board", At: now.UTC(), Queues: []wireBoardQueue{}, Agents: []wireBoardAgent{}}
 	queues := slices.Clone(sup.cfg.Queues)
-	for _, q := range queues {
-		list := h.waiting[q]
-		wq := wireBoardQueue{Name: q, Waiting: len(list), List: []wireBoardWaits{}}
-		if len(list) > 0 {
-			since := list[0].c.CreatedAt.UTC()
-			wq.OldestSince, wq.LongestWaitS = &since, int(now.Sub(since).Seconds())
-		}
-		for _, cv := range list[:min(len(list), boardWaitingShown)] {
-			wq.List = append(wq.List, wireBoardWaits{ID: cv.c.ID, Customer: cv.c.Customer.Name, Since: cv.c.CreatedAt.UTC(), Offered: cv.offeredTo})
-		}
-		b.Queues = append(b.Queues, wq)
-	}
-	var convs []*conv
+	agents := []wireBoardAgent{}
 	for _, a := range h.agents {
 		if !slices.ContainsFunc(a.cfg.Queues, func(q string) bool { return slices.Contains(queues, q) }) {
 			continue
@@ -266,36 +269,14 @@ func (s *Server) board(ctx context.Context, id string) (*wireBoard, error) {
 		if role == "" {
 			role = RoleAgent
 		}
-		wa := wireBoardAgent{ID: a.cfg.ID, Name: a.cfg.Name, Role: role, Presence: h.presenceLocked(a), MaxChats: a.maxChats,
-			Conversations: []wireBoardConv{}}
-		for _, cv := range a.convs {
-			wc := wireBoardConv{ID: cv.c.ID, Customer: cv.c.Customer.Name, Queue: cv.c.Queue,
-				Video: cv.video != nil || (cv.mstate != nil && len(cv.mstate.custVideos) > 0)}
-			if v := cv.voice; v != nil {
-				v.mu.Lock()
-				wc.Call = v.state
-				v.mu.Unlock()
-			}
-			wa.Conversations = append(wa.Conversations, wc)
-			convs = append(convs, cv)
-		}
-		sort.Slice(wa.Conversations, func(i, j int) bool { return wa.Conversations[i].ID < wa.Conversations[j].ID })
-		b.Agents = append(b.Agents, wa)
+		agents = append(agents, wireBoardAgent{ID: a.cfg.ID, Name: a.cfg.Name, Role: role, Presence: h.presenceLocked(a),
+			MaxChats: a.maxChats, Conversations: []wireBoardConv{}})
 	}
+	local := h.shareLocked()
 	h.mu.Unlock()
-	sort.Slice(b.Agents, func(i, j int) bool { return b.Agents[i].ID < b.Agents[j].ID })
-	s.super.mu.Lock()
-	for i := range b.Agents {
-		for j := range b.Agents[i].Conversations {
-			c := &b.Agents[i].Conversations[j]
-			for cv, ms := range s.super.monitors {
-				if cv.c.ID == c.ID {
-					c.Monitor = &wireMonitor{Supervisor: ms.supervisor, Mode: ms.mode}
-				}
-			}
-		}
-	}
-	s.super.mu.Unlock()
+	sort.Slice(agents, func(i, j int) bool { return agents[i].ID < agents[j].ID })
+	s.monitorsOn(local)
+	b := mergeBoard(now, queues, agents, append([]*boardShare{local}, s.node.boardShares()...))
 	y, mo, d := now.Date()
 	since := time.Date(y, mo, d, 0, 0, 0, 0, now.Location())
 	st, err := s.store.DayStats(ctx, since, queues)
