@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,27 +19,42 @@ import (
 // compares before and after its churn.
 type resources struct {
 	at         time.Time
-	goroutines int   // go_goroutines from the admin listener's /metrics
-	fds        int   // entries of /proc/<pid>/fd
-	udp        int   // of them, UDP sockets (SIP, RTP and ICE ports)
-	heapInuse  int64 // go_memstats_heap_inuse_bytes, read right after a GC
-	// heapAlloc is go_memstats_heap_alloc_bytes at the same moment: the
-	// live objects, without the free space of the spans they sit in.
+	goroutines int // go_goroutines from the admin listener's /metrics
+	fds        int // entries of /proc/<pid>/fd
+	udp        int // of them, UDP sockets (SIP, RTP and ICE ports)
+	// heapInuse is the heap's spans in use (runtime.MemStats.HeapInuse)
+	// right after a forced GC: the live objects and the free space of the
+	// spans they sit in.
+	heapInuse int64
+	// heapAlloc is the live objects alone (MemStats.HeapAlloc) at the same
+	// moment.
 	heapAlloc int64
 	rss       int64 // VmRSS
 }
 
-// sampleResources reads pid's resources. It first asks the admin
-// listener twice for a heap profile with gc=1, each of which runs a
-// garbage collection, so that heapInuse counts live memory rather than
-// the garbage the last cycle left or what sync.Pools keep for one cycle
-// more; the second profile is written to profile unless that is empty.
+// sampleResources reads pid's resources. Each heap profile fetched with
+// gc=1 runs a garbage collection first: the first one leaves only what
+// sync.Pools keep for one cycle more, the second (written to profile
+// unless that is empty) what is live. The heap figures come from a last
+// one, in the text format (debug=1), whose runtime.MemStats are read
+// right after its collection, before it writes anything. They are not
+// taken from /metrics: the encoding of a heap profile allocates one
+// record per allocation site the profile ever sampled, and those records,
+// its buffers and its compressor, garbage but not yet collected, would
+// count in the scraped heap (several MiB at a high sampling rate, more as
+// the run samples new sites).
 func sampleResources(ctx context.Context, pid int, admin, profile string) (resources, error) {
 	r := resources{at: time.Now()}
 	if err := heapProfile(ctx, admin, ""); err != nil {
 		return r, err
 	}
-	if err := heapProfile(ctx, admin, profile); err != nil {
+	if profile != "" {
+		if err := heapProfile(ctx, admin, profile); err != nil {
+			return r, err
+		}
+	}
+	var err error
+	if r.heapAlloc, r.heapInuse, err = heapStats(ctx, admin); err != nil {
 		return r, err
 	}
 	m, err := scrapeMetrics(ctx, metricsURL(admin))
@@ -46,8 +62,6 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 		return r, err
 	}
 	r.goroutines = int(m["go_goroutines"])
-	r.heapInuse = int64(m["go_memstats_heap_inuse_bytes"])
-	r.heapAlloc = int64(m["go_memstats_heap_alloc_bytes"])
 	if r.fds, r.udp, err = procSockets(pid); err != nil {
 		return r, err
 	}
@@ -60,15 +74,11 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 func heapProfile(ctx context.Context, admin, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+"/debug/pprof/heap?gc=1", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := getHeap(ctx, admin, "")
 	if err != nil {
-		return fmt.Errorf("heap profile: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("heap profile: %s", resp.Status)
-	}
 	w := io.Discard
 	if path != "" {
 		f, err := os.Create(path)
@@ -80,6 +90,67 @@ func heapProfile(ctx context.Context, admin, path string) error {
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// heapStats runs a garbage collection in the gateway and returns its
+// live heap and heap in use right after it, read from the MemStats that
+// /debug/pprof/heap?gc=1&debug=1 prints after the profile.
+func heapStats(ctx context.Context, admin string) (alloc, inuse int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := getHeap(ctx, admin, "&debug=1")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	return parseMemStats(resp.Body)
+}
+
+func getHeap(ctx context.Context, admin, query string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+"/debug/pprof/heap?gc=1"+query, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("heap profile: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	return resp, nil
+}
+
+// parseMemStats reads HeapAlloc and HeapInuse from a heap profile in the
+// text format, whose runtime.MemStats follow the profile as lines such
+// as "# HeapAlloc = 1577328".
+func parseMemStats(r io.Reader) (alloc, inuse int64, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20) // PauseNs is a long line
+	var haveAlloc, haveInuse bool
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " = ")
+		if !ok {
+			continue
+		}
+		var dst *int64
+		switch name {
+		case "# HeapAlloc":
+			dst, haveAlloc = &alloc, true
+		case "# HeapInuse":
+			dst, haveInuse = &inuse, true
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseInt(val, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("heap profile: %s: %w", name, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("heap profile: %w", err)
+	}
+	if !haveAlloc || !haveInuse {
+		return 0, 0, errors.New("heap profile: no HeapAlloc and HeapInuse in its MemStats")
+	}
+	return alloc, inuse, nil
 }
 
 // procSockets counts the open file descriptors of pid and, among them,
