@@ -114,6 +114,7 @@ func main() {
 	flag.IntVar(&o.churn.chats, "churn-chats", 20, "-churn: chat-only conversations open at once")
 	flag.IntVar(&o.churn.videos, "churn-videos", 8, "-churn: video sessions up at once (half the 16 streams of BENCHMARKS.md's video table)")
 	flag.DurationVar(&o.churn.duration, "churn-for", 30*time.Minute, "-churn: how long new sessions start")
+	flag.IntVar(&o.churn.rounds, "churn-rounds", 1, "-churn: churns of -churn-for back to back on the same gateway, each followed by the check against the one baseline (a cache that fills up grows in the first round only, a leak in every round)")
 	flag.DurationVar(&o.churn.session, "session", 30*time.Second, "-churn: how long one session is held (±20 %)")
 	flag.DurationVar(&o.churn.settle, "churn-settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
 	flag.BoolVar(&o.churn.perKind, "per-kind", true, "-churn: first measure one round of each kind alone (heap, RSS, goroutines per session)")

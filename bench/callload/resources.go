@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,9 +26,10 @@ type resources struct {
 	// spans they sit in.
 	heapInuse int64
 	// heapAlloc is the live objects alone (MemStats.HeapAlloc) at the same
-	// moment.
-	heapAlloc int64
-	rss       int64 // VmRSS
+	// moment, heapObjects their number.
+	heapAlloc   int64
+	heapObjects int64
+	rss         int64 // VmRSS
 }
 
 // sampleResources reads pid's resources. Each heap profile fetched with
@@ -53,8 +53,7 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 			return r, err
 		}
 	}
-	var err error
-	if r.heapAlloc, r.heapInuse, err = heapStats(ctx, admin); err != nil {
+	if err := heapStats(ctx, admin, &r); err != nil {
 		return r, err
 	}
 	m, err := scrapeMetrics(ctx, metricsURL(admin))
@@ -92,18 +91,29 @@ func heapProfile(ctx context.Context, admin, path string) error {
 	return err
 }
 
-// heapStats runs a garbage collection in the gateway and returns its
-// live heap and heap in use right after it, read from the MemStats that
+// heapStats runs a garbage collection in the gateway and sets r's heap
+// figures to those right after it, read from the MemStats that
 // /debug/pprof/heap?gc=1&debug=1 prints after the profile.
-func heapStats(ctx context.Context, admin string) (alloc, inuse int64, err error) {
+func heapStats(ctx context.Context, admin string, r *resources) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := getHeap(ctx, admin, "&debug=1")
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
 	defer resp.Body.Close()
-	return parseMemStats(resp.Body)
+	ms, err := parseMemStats(resp.Body)
+	if err != nil {
+		return err
+	}
+	for name, dst := range map[string]*int64{"HeapAlloc": &r.heapAlloc, "HeapInuse": &r.heapInuse, "HeapObjects": &r.heapObjects} {
+		v, ok := ms[name]
+		if !ok {
+			return fmt.Errorf("heap profile: no %s in its MemStats", name)
+		}
+		*dst = v
+	}
+	return nil
 }
 
 func getHeap(ctx context.Context, admin, query string) (*http.Response, error) {
@@ -119,38 +129,26 @@ func getHeap(ctx context.Context, admin, query string) (*http.Response, error) {
 	return resp, nil
 }
 
-// parseMemStats reads HeapAlloc and HeapInuse from a heap profile in the
-// text format, whose runtime.MemStats follow the profile as lines such
-// as "# HeapAlloc = 1577328".
-func parseMemStats(r io.Reader) (alloc, inuse int64, err error) {
+// parseMemStats reads the integer fields of the runtime.MemStats that
+// follow a heap profile in the text format, as lines such as
+// "# HeapAlloc = 1577328", by name.
+func parseMemStats(r io.Reader) (map[string]int64, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20) // PauseNs is a long line
-	var haveAlloc, haveInuse bool
+	ms := map[string]int64{}
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " = ")
-		if !ok {
+		if !ok || !strings.HasPrefix(name, "# ") {
 			continue
 		}
-		var dst *int64
-		switch name {
-		case "# HeapAlloc":
-			dst, haveAlloc = &alloc, true
-		case "# HeapInuse":
-			dst, haveInuse = &inuse, true
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseInt(val, 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("heap profile: %s: %w", name, err)
+		if v, err := strconv.ParseInt(val, 10, 64); err == nil {
+			ms[strings.TrimPrefix(name, "# ")] = v
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("heap profile: %w", err)
+		return nil, fmt.Errorf("heap profile: %w", err)
 	}
-	if !haveAlloc || !haveInuse {
-		return 0, 0, errors.New("heap profile: no HeapAlloc and HeapInuse in its MemStats")
-	}
-	return alloc, inuse, nil
+	return ms, nil
 }
 
 // procSockets counts the open file descriptors of pid and, among them,
@@ -249,6 +247,13 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // String prints the figures on one line.
 func (r resources) String() string {
 	return fmt.Sprintf("goroutines %d, fds %d (UDP %d), heap in use %s (live objects %s), RSS %s", r.goroutines, r.fds, r.udp, mib(r.heapInuse), mib(r.heapAlloc), mib(r.rss))
+}
+
+// growth prints how far r's heap and RSS are above base, in KiB, and how
+// many more live objects it holds.
+func (r resources) growth(base resources) string {
+	kib := func(d int64) string { return fmt.Sprintf("%+.0f KiB", float64(d)/1024) }
+	return fmt.Sprintf("heap in use %s, live objects %s (%+d objects), RSS %s", kib(r.heapInuse-base.heapInuse), kib(r.heapAlloc-base.heapAlloc), r.heapObjects-base.heapObjects, kib(r.rss-base.rss))
 }
 
 // profileDiff returns the top entries of what is in use in end and not
