@@ -504,7 +504,7 @@ func (r *churnReport) print(w io.Writer, ch *churn) {
 		fmt.Fprintf(w, "  above the baseline: %s\n", r.end.growth(r.base))
 	}
 	m := co.margins
-	fmt.Fprintf(w, "margins:  goroutines +%d, fds +%d, UDP +%d, heap +%s, RSS +%s\n", m.goroutines, m.fds, m.udp, mib(m.heap), mib(m.rss))
+	fmt.Fprintf(w, "margins:  goroutines +%d, fds +%d, UDP +%d, heap in use +%s, live objects +%s, RSS +%s\n", m.goroutines, m.fds, m.udp, mib(m.heap), mib(m.live), mib(m.rss))
 	if len(r.excess) == 0 {
 		fmt.Fprintln(w, "back to baseline: yes")
 	} else {

@@ -216,7 +216,8 @@ type margins struct {
 	goroutines int
 	fds        int
 	udp        int
-	heap       int64 // bytes
+	heap       int64 // heap in use, bytes
+	live       int64 // live objects, bytes
 	rss        int64 // bytes
 }
 
@@ -235,6 +236,9 @@ func (m margins) excess(base, end resources) []string {
 	}
 	if d := end.heapInuse - base.heapInuse; d > m.heap {
 		out = append(out, fmt.Sprintf("heap in use %s → %s (+%s, margin %s)", mib(base.heapInuse), mib(end.heapInuse), mib(d), mib(m.heap)))
+	}
+	if d := end.heapAlloc - base.heapAlloc; d > m.live {
+		out = append(out, fmt.Sprintf("live objects %s → %s (+%s, margin %s)", mib(base.heapAlloc), mib(end.heapAlloc), mib(d), mib(m.live)))
 	}
 	if d := end.rss - base.rss; d > m.rss {
 		out = append(out, fmt.Sprintf("RSS %s → %s (+%s, margin %s)", mib(base.rss), mib(end.rss), mib(d), mib(m.rss)))
