@@ -18,7 +18,8 @@ import (
 // may end above their baseline.
 type churnOptions struct {
 	calls, chats, videos int
-	duration             time.Duration // how long new sessions start
+	duration             time.Duration // how long new sessions start, per round
+	rounds               int           // churns back to back, each followed by the check (0: 1)
 	session              time.Duration // how long one session is held (±20 %)
 	settle               time.Duration // longest wait for the figures to come back
 	perKind              bool          // measure what one session of each kind costs first
@@ -108,22 +109,35 @@ func (ch *churn) one(ctx context.Context, k kind, idx int, hold time.Duration, r
 
 // churnReport is what a churn run found.
 type churnReport struct {
-	per      map[string]resources // loaded with the per-kind round up
-	idle     map[string]resources // just before each kind's round
-	lanes    map[string]int
-	base     resources
-	peak     resources
-	end      resources
-	settled  time.Duration
-	excess   []string
-	diff     string
-	diffErr  error
-	elapsed  time.Duration
-	failures int
+	per     map[string]resources // loaded with the per-kind round up
+	idle    map[string]resources // just before each kind's round
+	lanes   map[string]int
+	base    resources
+	peak    resources
+	end     resources // the last round's
+	settled time.Duration
+	ends    []roundEnd // one per round
+	// roundsDiff is the heap profile's diff between the ends of the first
+	// and the last round, when there are several.
+	roundsDiff    string
+	roundsDiffErr error
+	excess        []string
+	diff          string
+	diffErr       error
+	elapsed       time.Duration
+	failures      int
 	// Copies of the sessions' counts, taken at the end.
 	kinds      map[string]kindStats
 	videoSent  int64
 	videoRecvd int64
+}
+
+// roundEnd is the gateway's figures after one round of the churn.
+type roundEnd struct {
+	res     resources
+	settled time.Duration
+	excess  []string
+	counts  string // sessions started so far
 }
 
 // runChurn starts the echo phone and a gateway and churns sessions
@@ -288,13 +302,68 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 	}
 	progress("baseline: %s", r.base)
 
-	// The churn: each lane runs sessions back to back, lanes of a kind
-	// staggered over one session's length, so that sessions of every
-	// kind start and end at a steady rate.
+	// The churn, -churn-rounds times: each lane runs sessions back to
+	// back, lanes of a kind staggered over one session's length, so that
+	// sessions of every kind start and end at a steady rate. After each
+	// round the figures must come back within their margins before the
+	// settle time is out.
+	r.peak = r.base
+	var endPaths []string
+	for round := 1; round <= max(1, co.rounds); round++ {
+		ch.churnRound(ctx, pid, admin, r, &idx, progress)
+		r.elapsed = time.Since(start)
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+		progress("churn round %d over (%s); settling", round, ch.counts())
+		endPath := filepath.Join(dir, fmt.Sprintf("heap-end-%d.pb.gz", round))
+		e := roundEnd{counts: ch.counts()}
+		settleStart := time.Now()
+		for {
+			holdFor(ctx, 2*time.Second, nil)
+			if e.res, err = ch.sample(ctx, pid, admin, endPath); err != nil {
+				return r, err
+			}
+			e.excess = co.margins.excess(r.base, e.res)
+			e.settled = time.Since(settleStart)
+			if len(e.excess) == 0 || e.settled >= co.settle || ctx.Err() != nil {
+				break
+			}
+		}
+		r.ends = append(r.ends, e)
+		r.end, r.settled = e.res, e.settled
+		for _, x := range e.excess {
+			if co.rounds > 1 {
+				x = fmt.Sprintf("round %d: %s", round, x)
+			}
+			r.excess = append(r.excess, x)
+		}
+		endPaths = append(endPaths, endPath)
+	}
+	endPath := endPaths[len(endPaths)-1]
+	if len(endPaths) > 1 {
+		r.roundsDiff, r.roundsDiffErr = profileDiff(ctx, endPaths[0], endPath, 18)
+	}
+	r.diff, r.diffErr = profileDiff(ctx, basePath, endPath, 18)
+	ch.mu.Lock()
+	r.kinds = map[string]kindStats{}
+	for name, st := range ch.kinds {
+		r.failures += st.started - st.ok
+		r.kinds[name] = *st
+	}
+	r.videoSent, r.videoRecvd = ch.videoSent, ch.videoRecvd
+	ch.mu.Unlock()
+	return r, nil
+}
+
+// churnRound runs the lanes of every kind for the churn's duration,
+// reading the gateway's figures now and then for the peak.
+func (ch *churn) churnRound(ctx context.Context, pid int, admin string, r *churnReport, idx *int, progress func(string, ...any)) {
+	co := ch.o.churn
 	until := time.Now().Add(co.duration)
 	var lanes sync.WaitGroup
 	var seq sync.Mutex
-	next := func() int { seq.Lock(); defer seq.Unlock(); idx++; return idx }
+	next := func() int { seq.Lock(); defer seq.Unlock(); *idx++; return *idx }
 	for _, k := range ch.kindList() {
 		for i := range k.lanes {
 			lanes.Add(1)
@@ -314,12 +383,12 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 	}
 	churnDone := make(chan struct{})
 	go func() { lanes.Wait(); close(churnDone) }()
-	r.peak = r.base
 	tk := time.NewTicker(min(10*time.Second, max(2*time.Second, co.duration/5)))
-	for waiting := true; waiting; {
+	defer tk.Stop()
+	for {
 		select {
 		case <-churnDone:
-			waiting = false
+			return
 		case <-tk.C:
 			s, err := sampleResources(ctx, pid, admin, "")
 			if err == nil {
@@ -328,38 +397,6 @@ func (ch *churn) run(ctx context.Context, pid int, admin, dir string) (*churnRep
 			}
 		}
 	}
-	tk.Stop()
-	r.elapsed = time.Since(start)
-	if ctx.Err() != nil {
-		return r, ctx.Err()
-	}
-
-	// After the churn: the figures must come back within their margins
-	// before the settle time is out.
-	progress("churn over (%s); settling", ch.counts())
-	settleStart := time.Now()
-	endPath := filepath.Join(dir, "heap-end.pb.gz")
-	for {
-		holdFor(ctx, 2*time.Second, nil)
-		if r.end, err = ch.sample(ctx, pid, admin, endPath); err != nil {
-			return r, err
-		}
-		r.excess = co.margins.excess(r.base, r.end)
-		r.settled = time.Since(settleStart)
-		if len(r.excess) == 0 || r.settled >= co.settle || ctx.Err() != nil {
-			break
-		}
-	}
-	r.diff, r.diffErr = profileDiff(ctx, basePath, endPath, 18)
-	ch.mu.Lock()
-	r.kinds = map[string]kindStats{}
-	for name, st := range ch.kinds {
-		r.failures += st.started - st.ok
-		r.kinds[name] = *st
-	}
-	r.videoSent, r.videoRecvd = ch.videoSent, ch.videoRecvd
-	ch.mu.Unlock()
-	return r, nil
 }
 
 // waitStable waits, up to the settle time, until two readings of the
@@ -422,8 +459,8 @@ func failed(st *kindStats) int {
 // print writes the report.
 func (r *churnReport) print(w io.Writer, ch *churn) {
 	co := ch.o.churn
-	fmt.Fprintf(w, "== churn: %d calls, %d chats, %d video sessions at once, sessions of %s (±20 %%), new sessions for %s (run %s)\n",
-		co.calls, co.chats, co.videos, co.session, co.duration, r.elapsed.Round(time.Second))
+	fmt.Fprintf(w, "== churn: %d calls, %d chats, %d video sessions at once, sessions of %s (±20 %%), new sessions for %s × %d rounds (run %s)\n",
+		co.calls, co.chats, co.videos, co.session, co.duration, max(1, co.rounds), r.elapsed.Round(time.Second))
 	ch.mu.Lock()
 	for _, k := range ch.kindList() {
 		st := ch.kinds[k.name]
@@ -454,9 +491,20 @@ func (r *churnReport) print(w io.Writer, ch *churn) {
 	}
 	fmt.Fprintf(w, "baseline: %s\n", r.base)
 	fmt.Fprintf(w, "peak:     %s\n", r.peak)
-	fmt.Fprintf(w, "end:      %s (%.0fs after the churn)\n", r.end, r.settled.Seconds())
+	if len(r.ends) > 1 {
+		for i, e := range r.ends {
+			fmt.Fprintf(w, "end of round %d: %s (%.0fs after it; sessions so far: %s)\n", i+1, e.res, e.settled.Seconds(), e.counts)
+			fmt.Fprintf(w, "  above the baseline: %s\n", e.res.growth(r.base))
+			if i > 0 {
+				fmt.Fprintf(w, "  above round 1's end: %s\n", e.res.growth(r.ends[0].res))
+			}
+		}
+	} else {
+		fmt.Fprintf(w, "end:      %s (%.0fs after the churn)\n", r.end, r.settled.Seconds())
+		fmt.Fprintf(w, "  above the baseline: %s\n", r.end.growth(r.base))
+	}
 	m := co.margins
-	fmt.Fprintf(w, "margins:  goroutines +%d, fds +%d, UDP +%d, heap +%s, RSS +%s\n", m.goroutines, m.fds, m.udp, mib(m.heap), mib(m.rss))
+	fmt.Fprintf(w, "margins:  goroutines +%d, fds +%d, UDP +%d, heap in use +%s, live objects +%s, RSS +%s\n", m.goroutines, m.fds, m.udp, mib(m.heap), mib(m.live), mib(m.rss))
 	if len(r.excess) == 0 {
 		fmt.Fprintln(w, "back to baseline: yes")
 	} else {
@@ -469,6 +517,13 @@ func (r *churnReport) print(w io.Writer, ch *churn) {
 		fmt.Fprintf(w, "heap profile diff: %v\n", r.diffErr)
 	} else {
 		fmt.Fprintf(w, "heap profile diff, in use at the end minus the baseline (go tool pprof -top -diff_base):\n%s\n", r.diff)
+	}
+	if len(r.ends) > 1 {
+		if r.roundsDiffErr != nil {
+			fmt.Fprintf(w, "heap profile diff between the rounds: %v\n", r.roundsDiffErr)
+		} else {
+			fmt.Fprintf(w, "heap profile diff, in use at the end of the last round minus the end of the first:\n%s\n", r.roundsDiff)
+		}
 	}
 }
 

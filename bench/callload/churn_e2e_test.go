@@ -19,14 +19,15 @@ import (
 // session completes (messages acked and delivered both ways, the calls'
 // audio back with its marker, the camera at the console), and afterwards
 // the gateway's goroutines, descriptors and UDP sockets are back to their
-// baseline within a few, its heap and RSS within a few MiB.
+// baseline within a few, its heap and RSS within a few MiB and its live
+// objects within 1 MiB.
 func TestChurnSmoke(t *testing.T) {
 	bin := e2eSegueBin(t)
 	var out strings.Builder
 	o := options{segueBin: bin, agentCount: 2, setupTimeout: 15 * time.Second, progress: io.Discard, churnMode: true,
 		churn: churnOptions{calls: 2, chats: 3, videos: 2, duration: 8 * time.Second, session: 2500 * time.Millisecond,
 			settle: 30 * time.Second, videoKbps: 300, maxLag: 250 * time.Millisecond,
-			margins: margins{goroutines: 3, fds: 2, udp: 0, heap: 6 << 20, rss: 24 << 20}}}
+			margins: margins{goroutines: 3, fds: 2, udp: 0, heap: 6 << 20, live: 1 << 20, rss: 24 << 20}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := runChurn(ctx, o, &out)

@@ -114,6 +114,7 @@ func main() {
 	flag.IntVar(&o.churn.chats, "churn-chats", 20, "-churn: chat-only conversations open at once")
 	flag.IntVar(&o.churn.videos, "churn-videos", 8, "-churn: video sessions up at once (half the 16 streams of BENCHMARKS.md's video table)")
 	flag.DurationVar(&o.churn.duration, "churn-for", 30*time.Minute, "-churn: how long new sessions start")
+	flag.IntVar(&o.churn.rounds, "churn-rounds", 1, "-churn: churns of -churn-for back to back on the same gateway, each followed by the check against the one baseline (a cache that fills up grows in the first round only, a leak in every round)")
 	flag.DurationVar(&o.churn.session, "session", 30*time.Second, "-churn: how long one session is held (±20 %)")
 	flag.DurationVar(&o.churn.settle, "churn-settle", time.Minute, "-churn: longest wait after the churn for the figures to come back")
 	flag.BoolVar(&o.churn.perKind, "per-kind", true, "-churn: first measure one round of each kind alone (heap, RSS, goroutines per session)")
@@ -121,8 +122,9 @@ func main() {
 	flag.IntVar(&o.churn.margins.goroutines, "margin-goroutines", 10, "-churn: goroutines the gateway may end with above its baseline")
 	flag.IntVar(&o.churn.margins.fds, "margin-fds", 4, "-churn: file descriptors above the baseline")
 	flag.IntVar(&o.churn.margins.udp, "margin-udp", 0, "-churn: UDP sockets (SIP, RTP, ICE ports) above the baseline")
-	var heapMB, rssMB float64
+	var heapMB, liveMB, rssMB float64
 	flag.Float64Var(&heapMB, "margin-heap-mb", 8, "-churn: heap in use (after a GC) above the baseline, MiB")
+	flag.Float64Var(&liveMB, "margin-live-mb", 4, "-churn: live objects (after a GC) above the baseline, MiB (the store's cache of last seqs alone may hold 3.3 MiB once 50,000 conversations have had messages)")
 	flag.Float64Var(&rssMB, "margin-rss-mb", 48, "-churn: RSS above the baseline, MiB")
 	flag.DurationVar(&o.settle, "settle", 200*time.Millisecond, "the quality window of a call starts this long after its first returned audio")
 	flag.IntVar(&o.maxCalls, "max-calls", 0, "-start/-compare: the gateway's limits.max_calls (0: -calls plus 10); below -calls, the calls past it must be refused busy")
@@ -141,7 +143,7 @@ func main() {
 		o.churn.maxLag = d
 	}
 	o.churn.maxLate = max(o.maxLate, 0)
-	o.churn.margins.heap, o.churn.margins.rss = int64(heapMB*(1<<20)), int64(rssMB*(1<<20))
+	o.churn.margins.heap, o.churn.margins.live, o.churn.margins.rss = int64(heapMB*(1<<20)), int64(liveMB*(1<<20)), int64(rssMB*(1<<20))
 	o.progress = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

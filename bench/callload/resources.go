@@ -18,27 +18,42 @@ import (
 // compares before and after its churn.
 type resources struct {
 	at         time.Time
-	goroutines int   // go_goroutines from the admin listener's /metrics
-	fds        int   // entries of /proc/<pid>/fd
-	udp        int   // of them, UDP sockets (SIP, RTP and ICE ports)
-	heapInuse  int64 // go_memstats_heap_inuse_bytes, read right after a GC
-	// heapAlloc is go_memstats_heap_alloc_bytes at the same moment: the
-	// live objects, without the free space of the spans they sit in.
-	heapAlloc int64
-	rss       int64 // VmRSS
+	goroutines int // go_goroutines from the admin listener's /metrics
+	fds        int // entries of /proc/<pid>/fd
+	udp        int // of them, UDP sockets (SIP, RTP and ICE ports)
+	// heapInuse is the heap's spans in use (runtime.MemStats.HeapInuse)
+	// right after a forced GC: the live objects and the free space of the
+	// spans they sit in.
+	heapInuse int64
+	// heapAlloc is the live objects alone (MemStats.HeapAlloc) at the same
+	// moment, heapObjects their number.
+	heapAlloc   int64
+	heapObjects int64
+	rss         int64 // VmRSS
 }
 
-// sampleResources reads pid's resources. It first asks the admin
-// listener twice for a heap profile with gc=1, each of which runs a
-// garbage collection, so that heapInuse counts live memory rather than
-// the garbage the last cycle left or what sync.Pools keep for one cycle
-// more; the second profile is written to profile unless that is empty.
+// sampleResources reads pid's resources. Each heap profile fetched with
+// gc=1 runs a garbage collection first: the first one leaves only what
+// sync.Pools keep for one cycle more, the second (written to profile
+// unless that is empty) what is live. The heap figures come from a last
+// one, in the text format (debug=1), whose runtime.MemStats are read
+// right after its collection, before it writes anything. They are not
+// taken from /metrics: the encoding of a heap profile allocates one
+// record per allocation site the profile ever sampled, and those records,
+// its buffers and its compressor, garbage but not yet collected, would
+// count in the scraped heap (several MiB at a high sampling rate, more as
+// the run samples new sites).
 func sampleResources(ctx context.Context, pid int, admin, profile string) (resources, error) {
 	r := resources{at: time.Now()}
 	if err := heapProfile(ctx, admin, ""); err != nil {
 		return r, err
 	}
-	if err := heapProfile(ctx, admin, profile); err != nil {
+	if profile != "" {
+		if err := heapProfile(ctx, admin, profile); err != nil {
+			return r, err
+		}
+	}
+	if err := heapStats(ctx, admin, &r); err != nil {
 		return r, err
 	}
 	m, err := scrapeMetrics(ctx, metricsURL(admin))
@@ -46,8 +61,6 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 		return r, err
 	}
 	r.goroutines = int(m["go_goroutines"])
-	r.heapInuse = int64(m["go_memstats_heap_inuse_bytes"])
-	r.heapAlloc = int64(m["go_memstats_heap_alloc_bytes"])
 	if r.fds, r.udp, err = procSockets(pid); err != nil {
 		return r, err
 	}
@@ -60,15 +73,11 @@ func sampleResources(ctx context.Context, pid int, admin, profile string) (resou
 func heapProfile(ctx context.Context, admin, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+"/debug/pprof/heap?gc=1", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := getHeap(ctx, admin, "")
 	if err != nil {
-		return fmt.Errorf("heap profile: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("heap profile: %s", resp.Status)
-	}
 	w := io.Discard
 	if path != "" {
 		f, err := os.Create(path)
@@ -80,6 +89,66 @@ func heapProfile(ctx context.Context, admin, path string) error {
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// heapStats runs a garbage collection in the gateway and sets r's heap
+// figures to those right after it, read from the MemStats that
+// /debug/pprof/heap?gc=1&debug=1 prints after the profile.
+func heapStats(ctx context.Context, admin string, r *resources) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := getHeap(ctx, admin, "&debug=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	ms, err := parseMemStats(resp.Body)
+	if err != nil {
+		return err
+	}
+	for name, dst := range map[string]*int64{"HeapAlloc": &r.heapAlloc, "HeapInuse": &r.heapInuse, "HeapObjects": &r.heapObjects} {
+		v, ok := ms[name]
+		if !ok {
+			return fmt.Errorf("heap profile: no %s in its MemStats", name)
+		}
+		*dst = v
+	}
+	return nil
+}
+
+func getHeap(ctx context.Context, admin, query string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+"/debug/pprof/heap?gc=1"+query, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("heap profile: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	return resp, nil
+}
+
+// parseMemStats reads the integer fields of the runtime.MemStats that
+// follow a heap profile in the text format, as lines such as
+// "# HeapAlloc = 1577328", by name.
+func parseMemStats(r io.Reader) (map[string]int64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20) // PauseNs is a long line
+	ms := map[string]int64{}
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " = ")
+		if !ok || !strings.HasPrefix(name, "# ") {
+			continue
+		}
+		if v, err := strconv.ParseInt(val, 10, 64); err == nil {
+			ms[strings.TrimPrefix(name, "# ")] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("heap profile: %w", err)
+	}
+	return ms, nil
 }
 
 // procSockets counts the open file descriptors of pid and, among them,
@@ -147,7 +216,8 @@ type margins struct {
 	goroutines int
 	fds        int
 	udp        int
-	heap       int64 // bytes
+	heap       int64 // heap in use, bytes
+	live       int64 // live objects, bytes
 	rss        int64 // bytes
 }
 
@@ -167,6 +237,9 @@ func (m margins) excess(base, end resources) []string {
 	if d := end.heapInuse - base.heapInuse; d > m.heap {
 		out = append(out, fmt.Sprintf("heap in use %s → %s (+%s, margin %s)", mib(base.heapInuse), mib(end.heapInuse), mib(d), mib(m.heap)))
 	}
+	if d := end.heapAlloc - base.heapAlloc; d > m.live {
+		out = append(out, fmt.Sprintf("live objects %s → %s (+%s, margin %s)", mib(base.heapAlloc), mib(end.heapAlloc), mib(d), mib(m.live)))
+	}
 	if d := end.rss - base.rss; d > m.rss {
 		out = append(out, fmt.Sprintf("RSS %s → %s (+%s, margin %s)", mib(base.rss), mib(end.rss), mib(d), mib(m.rss)))
 	}
@@ -178,6 +251,13 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // String prints the figures on one line.
 func (r resources) String() string {
 	return fmt.Sprintf("goroutines %d, fds %d (UDP %d), heap in use %s (live objects %s), RSS %s", r.goroutines, r.fds, r.udp, mib(r.heapInuse), mib(r.heapAlloc), mib(r.rss))
+}
+
+// growth prints how far r's heap and RSS are above base, in KiB, and how
+// many more live objects it holds.
+func (r resources) growth(base resources) string {
+	kib := func(d int64) string { return fmt.Sprintf("%+.0f KiB", float64(d)/1024) }
+	return fmt.Sprintf("heap in use %s, live objects %s (%+d objects), RSS %s", kib(r.heapInuse-base.heapInuse), kib(r.heapAlloc-base.heapAlloc), r.heapObjects-base.heapObjects, kib(r.rss-base.rss))
 }
 
 // profileDiff returns the top entries of what is in use in end and not
