@@ -6,7 +6,9 @@
 //   - Measures: PeakFrequency, Level (dBFS), GoertzelLevel and
 //     GoertzelPower at one frequency, SNR and Correlation against a
 //     reference, Delay by cross-correlation with Shift to line signals up,
-//     and WindowedCorrelation for chains whose delay moves.
+//     WindowedCorrelation for chains whose delay moves, and
+//     BarkDistortion, a loudness-spectrum distance that a perceptual codec
+//     does not lose on by leaving the waveform.
 //   - Sinks: Recorder (PCM) and PayloadRecorder (G.711 or Opus payloads)
 //     to put at the end of a chain under test.
 //   - Files: ReadWAV and WriteWAV for 16-bit mono PCM WAV.
