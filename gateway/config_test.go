@@ -56,6 +56,17 @@ func TestParseConfigValid(t *testing.T) {
 	if cfg.MaxChats(cfg.Agents[0]) != 4 {
 		t.Errorf("max chats default")
 	}
+	if cfg.WebRTC.OpusComplexity != "auto" {
+		t.Errorf("webrtc.opus_complexity defaults to %q, want auto", cfg.WebRTC.OpusComplexity)
+	}
+	for _, v := range []string{"auto", "3", `"3"`} {
+		cfg, err := ParseConfig([]byte(validYAML+"webrtc:\n  opus_complexity: "+v+"\n"), testEnv)
+		if err != nil {
+			t.Errorf("opus_complexity: %s: %v", v, err)
+		} else if want := strings.Trim(v, `"`); cfg.WebRTC.OpusComplexity != want {
+			t.Errorf("opus_complexity: %s reads %q, want %q", v, cfg.WebRTC.OpusComplexity, want)
+		}
+	}
 }
 
 // TestCallLimitDefaults: the call-start limits default to 20 per address
@@ -129,6 +140,8 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"remote networks", [2]string{}, "webrtc:\n  allowed_remote_networks: [\"10.0.0.0/8\", \"nope\"]\n", `webrtc.allowed_remote_networks[1]: "nope" is not a CIDR prefix`},
 		{"remote loopback", [2]string{}, "webrtc:\n  allowed_remote_networks: [\"127.0.0.0/8\"]\n", `webrtc.allowed_remote_networks[0]: "127.0.0.0/8" reaches loopback, which is allowed only with loopback_candidates: true`},
 		{"local ips", [2]string{}, "webrtc:\n  ips: [\"eth0\"]\n", `webrtc.ips[0]: "eth0" is not a CIDR prefix or an IP address`},
+		{"opus complexity word", [2]string{}, "webrtc:\n  opus_complexity: fast\n", `webrtc.opus_complexity: "fast" is not auto or a whole number within 1-10`},
+		{"opus complexity range", [2]string{}, "webrtc:\n  opus_complexity: 11\n", `webrtc.opus_complexity: "11" is not auto or a whole number within 1-10`},
 		{"store driver", [2]string{}, "store:\n  driver: mysql\n", `store.driver: "mysql" is not one of`},
 		{"negative limit", [2]string{}, "limits:\n  max_calls: -1\n", "limits.max_calls: must be positive"},
 		{"log level", [2]string{}, "log:\n  level: loud\n", `log.level: "loud"`},

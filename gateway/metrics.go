@@ -223,6 +223,27 @@ func (c nackCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// opusEffortCollector exports how the Opus encoders toward browsers
+// adapt their effort to the loss browsers report (webrtc.opus_complexity:
+// auto), when scraped.
+type opusEffortCollector struct{ stats func() webrtc.OpusEffortStats }
+
+var (
+	opusFECActiveDesc = prometheus.NewDesc("segue_webrtc_opus_fec_active", "Calls whose Opus encoder toward the browser runs now at the quality effort with in-band FEC because the browser reported loss (webrtc.opus_complexity: auto).", nil, nil)
+	opusSwitchesDesc  = prometheus.NewDesc("segue_webrtc_opus_effort_switches_total", "Changes, either way, between the cheap effort of the Opus encoder toward browsers and the quality effort with in-band FEC.", nil, nil)
+)
+
+func (c opusEffortCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- opusFECActiveDesc
+	ch <- opusSwitchesDesc
+}
+
+func (c opusEffortCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(opusFECActiveDesc, prometheus.GaugeValue, float64(s.FECActive))
+	ch <- prometheus.MustNewConstMetric(opusSwitchesDesc, prometheus.CounterValue, float64(s.Switches))
+}
+
 // videoSessionsGauge exports the conversations holding a video session
 // slot (limits.max_video_sessions) when scraped.
 func videoSessionsGauge(h *hub) prometheus.Collector {

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/segue-rtc/segue/webrtc"
 )
 
 // TestForeignMediaMetric: the SIP side's dropped foreign packets show as
@@ -44,5 +46,30 @@ func TestSIPRefusedMetric(t *testing.T) {
 	if len(mfs) != 1 || mfs[0].GetName() != "segue_sip_requests_refused_total" || mfs[0].GetType().String() != "COUNTER" ||
 		mfs[0].GetMetric()[0].GetCounter().GetValue() != 789 {
 		t.Fatalf("families %v, want segue_sip_requests_refused_total 789", mfs)
+	}
+}
+
+// TestOpusEffortMetrics: the adaptive Opus effort shows as the gauge
+// segue_webrtc_opus_fec_active and the counter
+// segue_webrtc_opus_effort_switches_total.
+func TestOpusEffortMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(opusEffortCollector{func() webrtc.OpusEffortStats { return webrtc.OpusEffortStats{FECActive: 3, Switches: 17} }})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		switch mf.GetType().String() {
+		case "GAUGE":
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		case "COUNTER":
+			got[mf.GetName()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["segue_webrtc_opus_fec_active"] != 3 || got["segue_webrtc_opus_effort_switches_total"] != 17 || len(got) != 2 {
+		t.Errorf("metrics %v, want the FEC gauge at 3 and 17 switches", got)
 	}
 }

@@ -81,6 +81,30 @@ func TestQualityBrowserConcealment(t *testing.T) {
 	}
 }
 
+// TestQualityOpusFEC checks that the share of frames coded toward the
+// browser with FEC on, and the encoder's changes of effort, reach the
+// record under their JSON keys; without an Opus encoder both are 0.
+func TestQualityOpusFEC(t *testing.T) {
+	q := qualityOf(sip.MediaStats{PacketsSent: 500, PacketsReceived: 500}, &webrtc.Stats{
+		Outbound: webrtc.StreamStats{Packets: 500, Encoded: 480, FEC: 120, EffortSwitches: 3}})
+	if q.FECPercentToCustomer != 25 || q.FECSwitchesToCustomer != 3 {
+		t.Errorf("FEC %.1f %% with %d switches, want 25 %% and 3", q.FECPercentToCustomer, q.FECSwitchesToCustomer)
+	}
+	b, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"fec_percent_to_customer":25`, `"fec_switches_to_customer":3`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("record %s lacks %s", b, want)
+		}
+	}
+	q = qualityOf(sip.MediaStats{PacketsSent: 500}, &webrtc.Stats{Codec: "PCMU", Outbound: webrtc.StreamStats{Packets: 500}})
+	if q.FECPercentToCustomer != 0 || q.FECSwitchesToCustomer != 0 {
+		t.Errorf("PCMU toward the browser: FEC %.1f %%, %d switches; want 0", q.FECPercentToCustomer, q.FECSwitchesToCustomer)
+	}
+}
+
 func with(s sip.MediaStats, f func(*sip.MediaStats)) sip.MediaStats {
 	f(&s)
 	return s

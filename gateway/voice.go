@@ -196,6 +196,13 @@ type quality struct {
 	// healed), and BrowserLongestGapMs is the longest, in milliseconds.
 	BrowserMediaGaps    uint64  `json:"browser_media_gaps"`
 	BrowserLongestGapMs float64 `json:"browser_longest_gap_ms"`
+	// FECPercentToCustomer is the share of the frames the gateway's Opus
+	// encoder coded toward the browser with in-band FEC on, and
+	// FECSwitchesToCustomer how often it changed between that and its
+	// cheap effort without FEC (webrtc.opus_complexity: auto turns FEC
+	// on while the browser reports loss).
+	FECPercentToCustomer  float64 `json:"fec_percent_to_customer"`
+	FECSwitchesToCustomer uint64  `json:"fec_switches_to_customer"`
 }
 
 // Sentinel voice errors, as API errors.
@@ -973,6 +980,10 @@ func qualityOf(st sip.MediaStats, web *webrtc.Stats) quality {
 		q.BrowserFECRecovered = web.Inbound.Recovered
 		q.BrowserMediaGaps = web.Inbound.Gaps
 		q.BrowserLongestGapMs = float64(web.Inbound.LongestGap.Milliseconds())
+		if web.Outbound.Encoded > 0 {
+			q.FECPercentToCustomer = roundTo(100*float64(web.Outbound.FEC)/float64(web.Outbound.Encoded), 10)
+		}
+		q.FECSwitchesToCustomer = web.Outbound.EffortSwitches
 	}
 	share := func(n, of uint64) float64 {
 		if n == 0 {

@@ -16,7 +16,7 @@ import (
 func WithWebRTC(eng *webrtc.Engine) Option {
 	return func(s *Server) {
 		s.peers = pionPeers{eng: eng}
-		s.metrics.reg.MustRegister(nackCollector{eng.NACKStats})
+		s.metrics.reg.MustRegister(nackCollector{eng.NACKStats}, opusEffortCollector{eng.OpusEffortStats})
 		s.metrics.reg.MustRegister(refusalCollector{eng})
 		s.metrics.reg.MustRegister(videoRelayCollector{eng.VideoRelayStats}, videoSessionsGauge(s.hub))
 	}

@@ -36,6 +36,11 @@
 // with -tags "libopus nolibopusfile" (cgo, pkg-config and libopus-dev)
 // adds LibOpus and makes it the default; both pass the same tests.
 //
+// An encoder's complexity, in-band FEC and expected loss can change while
+// it runs: give the stage an OpusEffortControl (OpusConfig.Control) and
+// Set it from any goroutine; the stage applies it before its next frame,
+// on the same encoder, so the stream goes on unbroken.
+//
 // # DTMF
 //
 // DTMFSender and DTMFReceiver handle RFC 4733 telephone-events; DTMFTone and

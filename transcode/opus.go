@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,10 @@ type OpusFrameEncoder interface {
 	// Encode encodes pcm, exactly one frame (10, 20, 40 or 60 ms at the
 	// encoder's rate), into out and returns the packet length.
 	Encode(pcm []int16, out []byte) (int, error)
+	// SetEffort changes the complexity, in-band FEC and expected loss
+	// from the next frame on, keeping the encoder's state: the stream
+	// goes on without a break. It must not allocate.
+	SetEffort(e OpusEffort) error
 }
 
 // OpusFrameDecoder is one Opus implementation's decoder to mono 16-bit PCM.
@@ -82,7 +87,86 @@ type OpusConfig struct {
 	PacketLoss int
 	// DTX turns on discontinuous transmission during silence.
 	DTX bool
+	// Control, when set, overrides Complexity, FEC and PacketLoss with
+	// its effort, from the first frame on, and changes them while the
+	// stage runs (NewOpusEncoder; OpusCodec.NewEncoder ignores it).
+	Control *OpusEffortControl
 }
+
+// OpusEffort is the part of an encoder's configuration that can change
+// during a stream: how hard it works and how much it protects against
+// loss.
+type OpusEffort struct {
+	// Complexity is from 1 to 10.
+	Complexity int
+	// FEC turns on in-band forward error correction (RFC 6716 §2.1.7).
+	// Neither implementation codes any below complexity 2.
+	FEC bool
+	// PacketLoss is the expected loss in percent, 0 to 100.
+	PacketLoss int
+}
+
+func (e OpusEffort) check() error {
+	switch {
+	case e.Complexity < 1 || e.Complexity > 10:
+		return fmt.Errorf("transcode: opus complexity %d outside 1-10: %w", e.Complexity, ErrBadConfig)
+	case e.PacketLoss < 0 || e.PacketLoss > 100:
+		return fmt.Errorf("transcode: opus packet loss %d%% outside 0-100: %w", e.PacketLoss, ErrBadConfig)
+	}
+	return nil
+}
+
+// pack puts e in one word: complexity in bits 0-3, FEC in bit 4, packet
+// loss in bits 8-14, and bit 31 set so that no effort packs to 0.
+func (e OpusEffort) pack() uint32 {
+	v := uint32(e.Complexity)&0xf | uint32(e.PacketLoss)&0x7f<<8 | 1<<31
+	if e.FEC {
+		v |= 1 << 4
+	}
+	return v
+}
+
+func unpackEffort(v uint32) OpusEffort {
+	return OpusEffort{Complexity: int(v & 0xf), FEC: v&(1<<4) != 0, PacketLoss: int(v >> 8 & 0x7f)}
+}
+
+// OpusEffortControl changes the effort of running Opus encoder stages:
+// Set may be called from any goroutine, and each stage configured with
+// the control (OpusConfig.Control) reads it before its next frame and
+// reconfigures its encoder when it changed, without a lock and without
+// allocating. The zero value is not ready: use NewOpusEffortControl.
+type OpusEffortControl struct {
+	v   atomic.Uint32
+	fec atomic.Uint64
+	all atomic.Uint64
+}
+
+// NewOpusEffortControl returns a control that starts at e.
+func NewOpusEffortControl(e OpusEffort) (*OpusEffortControl, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	c := &OpusEffortControl{}
+	c.v.Store(e.pack())
+	return c, nil
+}
+
+// Set makes e the effort of the stages' next frames; an invalid effort
+// returns an error wrapping ErrBadConfig and changes nothing.
+func (c *OpusEffortControl) Set(e OpusEffort) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	c.v.Store(e.pack())
+	return nil
+}
+
+// Effort returns the effort last set.
+func (c *OpusEffortControl) Effort() OpusEffort { return unpackEffort(c.v.Load()) }
+
+// Frames returns how many frames the stages reading c have encoded, and
+// how many of them with FEC turned on.
+func (c *OpusEffortControl) Frames() (all, fec uint64) { return c.all.Load(), c.fec.Load() }
 
 func (c OpusConfig) withDefaults() (OpusConfig, error) {
 	if c.Codec == nil {

@@ -48,6 +48,22 @@ func (goOpus) NewEncoder(rate int, cfg OpusConfig) (OpusFrameEncoder, error) {
 	return &goOpusEncoder{enc: enc}, nil
 }
 
+// SetEffort sets gopus's controls, which take effect from the next frame
+// as libopus's do (SILK sets up LBRR at packet boundaries).
+func (e *goOpusEncoder) SetEffort(eff OpusEffort) error {
+	if err := eff.check(); err != nil {
+		return err
+	}
+	if err := e.enc.SetComplexity(eff.Complexity); err != nil {
+		return fmt.Errorf("transcode: gopus complexity: %w", err)
+	}
+	if err := e.enc.SetPacketLoss(eff.PacketLoss); err != nil {
+		return fmt.Errorf("transcode: gopus packet loss: %w", err)
+	}
+	e.enc.SetFEC(eff.FEC)
+	return nil
+}
+
 func (goOpus) NewDecoder(rate int) (OpusFrameDecoder, error) {
 	if err := checkOpusRate(rate); err != nil {
 		return nil, err

@@ -71,6 +71,25 @@ func (e *cOpusEncoder) Encode(pcm []int16, out []byte) (int, error) {
 	return n, nil
 }
 
+// SetEffort sets libopus's controls (OPUS_SET_COMPLEXITY,
+// OPUS_SET_INBAND_FEC, OPUS_SET_PACKET_LOSS_PERC), which apply from the
+// next frame.
+func (e *cOpusEncoder) SetEffort(eff OpusEffort) error {
+	if err := eff.check(); err != nil {
+		return err
+	}
+	if err := e.enc.SetComplexity(eff.Complexity); err != nil {
+		return fmt.Errorf("transcode: libopus complexity: %w", err)
+	}
+	if err := e.enc.SetInBandFEC(eff.FEC); err != nil {
+		return fmt.Errorf("transcode: libopus fec: %w", err)
+	}
+	if err := e.enc.SetPacketLossPerc(eff.PacketLoss); err != nil {
+		return fmt.Errorf("transcode: libopus packet loss: %w", err)
+	}
+	return nil
+}
+
 type cOpusDecoder struct{ dec *opus.Decoder }
 
 // Decode passes pcm with its capacity cut to its length, because the

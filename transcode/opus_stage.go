@@ -55,6 +55,10 @@ type opusEncoder struct {
 	frame int
 	out   []byte
 	err   error
+	// ctl, when set, is read before each frame; applied is the packed
+	// effort the encoder has.
+	ctl     *OpusEffortControl
+	applied uint32
 }
 
 // NewOpusEncoder returns a PCM writer at rate that encodes mono frames of
@@ -62,13 +66,21 @@ type opusEncoder struct {
 // at the Opus RTP clock, OpusClockRate, and rate is one of 8, 12, 16, 24 or
 // 48 kHz; the gateway uses 8 kHz, so that audio from G.711 is never
 // resampled. Frames of another length return ErrFrameSize: put Frames in
-// front when the source frames differ.
+// front when the source frames differ. With cfg.Control, the effort is
+// the control's, and follows it frame by frame on the same encoder: the
+// payloads written to dst go on as one stream.
 func NewOpusEncoder(dst BytesWriter, rate int, cfg OpusConfig) (PCMWriter, error) {
 	if dst.SampleRate() != OpusClockRate {
 		return nil, fmt.Errorf("transcode: opus encoder into %s at %d Hz, want %d: %w", dst, dst.SampleRate(), OpusClockRate, ErrRateMismatch)
 	}
 	if err := checkOpusRate(rate); err != nil {
 		return nil, err
+	}
+	var applied uint32
+	if cfg.Control != nil {
+		applied = cfg.Control.v.Load()
+		eff := unpackEffort(applied)
+		cfg.Complexity, cfg.FEC, cfg.PacketLoss = eff.Complexity, eff.FEC, eff.PacketLoss
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -79,12 +91,14 @@ func NewOpusEncoder(dst BytesWriter, rate int, cfg OpusConfig) (PCMWriter, error
 		return nil, err
 	}
 	return &opusEncoder{
-		enc:   enc,
-		dst:   dst,
-		name:  cfg.Codec.Name(),
-		rate:  rate,
-		frame: int(int64(rate) * int64(cfg.Frame) / int64(time.Second)),
-		out:   make([]byte, opusMaxPacket),
+		enc:     enc,
+		dst:     dst,
+		name:    cfg.Codec.Name(),
+		rate:    rate,
+		frame:   int(int64(rate) * int64(cfg.Frame) / int64(time.Second)),
+		out:     make([]byte, opusMaxPacket),
+		ctl:     cfg.Control,
+		applied: applied,
 	}, nil
 }
 
@@ -95,12 +109,26 @@ func (e *opusEncoder) WriteSample(s PCM16) error {
 	if len(s) != e.frame {
 		return fmt.Errorf("transcode: opus encoder got %d samples, want %d: %w", len(s), e.frame, ErrFrameSize)
 	}
+	if e.ctl != nil {
+		if v := e.ctl.v.Load(); v != e.applied {
+			if err := e.enc.SetEffort(unpackEffort(v)); err != nil {
+				return err
+			}
+			e.applied = v
+		}
+	}
 	n, err := safeCall(func() (int, error) { return e.enc.Encode(s, e.out) })
 	if err != nil {
 		if errors.Is(err, ErrCodecPanic) {
 			e.err = err
 		}
 		return err
+	}
+	if e.ctl != nil {
+		e.ctl.all.Add(1)
+		if unpackEffort(e.applied).FEC {
+			e.ctl.fec.Add(1)
+		}
 	}
 	if n == 0 {
 		return nil
@@ -111,6 +139,9 @@ func (e *opusEncoder) WriteSample(s PCM16) error {
 func (e *opusEncoder) SampleRate() int { return e.rate }
 func (e *opusEncoder) Close() error    { return e.dst.Close() }
 func (e *opusEncoder) String() string {
+	if e.ctl != nil {
+		return fmt.Sprintf("Opus(encode %s %dHz, adaptive effort) -> %s", e.name, e.rate, e.dst)
+	}
 	return fmt.Sprintf("Opus(encode %s %dHz) -> %s", e.name, e.rate, e.dst)
 }
 

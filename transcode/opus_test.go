@@ -271,6 +271,7 @@ type panicCoder struct{}
 func (panicCoder) Encode([]int16, []byte) (int, error)  { panic("encoder bug") }
 func (panicCoder) Decode([]byte, []int16) (int, error)  { panic("decoder bug") }
 func (panicCoder) Conceal([]byte, []int16) (int, error) { panic("plc bug") }
+func (panicCoder) SetEffort(transcode.OpusEffort) error { return nil }
 
 func TestOpusCodecPanicIsRecovered(t *testing.T) {
 	dec, err := transcode.NewOpusDecoderCodec(audiotest.NewRecorder(8000), panicCodec{})

@@ -142,7 +142,9 @@ func (p *Peer) newTx(c pwebrtc.RTPCodecParameters, ssrc uint32, w pwebrtc.TrackL
 	switch tx.codec {
 	case "opus":
 		tx.clock = transcode.OpusClockRate
-		tx.enc, err = transcode.NewOpusEncoder(rtpWriter{tx}, pcmRate, p.e.opts.opus)
+		cfg := p.e.opts.opus
+		cfg.Control = p.effort
+		tx.enc, err = transcode.NewOpusEncoder(rtpWriter{tx}, pcmRate, cfg)
 	case "PCMU":
 		tx.clock = pcmRate
 		tx.enc, err = transcode.NewULawEncoder(rtpWriter{tx})
@@ -453,9 +455,16 @@ func (p *Peer) SendDTMF(ctx context.Context, digits string) error {
 }
 
 // readSenderRTCP reads the RTCP about our audio (the browser's receiver
-// reports, NACKs) so that the interceptors see it, and keeps the loss and
-// jitter the browser reports.
+// reports, NACKs) so that the interceptors see it, keeps the loss and
+// jitter the browser reports, and with opus_complexity: auto adapts the
+// Opus encoder's effort to that loss.
 func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
+	fec := &fecPolicy{hold: p.e.opts.fecHold}
+	defer func() {
+		if fec.fec {
+			p.e.fecActive.Add(-1)
+		}
+	}()
 	for {
 		pkts, _, err := s.ReadRTCP()
 		if err != nil {
@@ -479,6 +488,9 @@ func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
 				}
 				p.txStats.lost.Store(int64(rb.TotalLost))
 				p.txStats.fractionLost.Store(uint32(rb.FractionLost))
+				if p.e.opts.opusAuto && tx.codec == "opus" && p.effort != nil {
+					p.adaptOpusEffort(fec, time.Now(), rb.FractionLost)
+				}
 				p.txStats.jitter.Store(int64(time.Duration(rb.Jitter) * time.Second / time.Duration(tx.clock)))
 				if rb.LastSenderReport != 0 {
 					// RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR, in

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segue-rtc/segue/transcode"
 )
 
 // TestEphemeralTURNCredential: a server with a secret makes TURN REST API
@@ -64,29 +66,48 @@ func TestTURNServerConfig(t *testing.T) {
 
 func TestOpusComplexityConfig(t *testing.T) {
 	for _, tc := range []struct {
-		v    int
-		want string
+		v     string
+		fixed int
+		want  string
 	}{
-		{0, ""}, {1, ""}, {10, ""},
-		{-1, "opus_complexity: -1 is not within 1-10"},
-		{11, "opus_complexity: 11 is not within 1-10"},
+		{"", 0, ""}, {"auto", 0, ""}, {"0", 0, ""}, {"1", 1, ""}, {"10", 10, ""},
+		{"-1", 0, `opus_complexity: "-1" is not auto or a whole number within 1-10`},
+		{"11", 0, `opus_complexity: "11" is not auto or a whole number within 1-10`},
+		{"fast", 0, `opus_complexity: "fast" is not auto or a whole number within 1-10`},
+		{"2.5", 0, `opus_complexity: "2.5" is not auto`},
 	} {
 		c := Config{OpusComplexity: tc.v}
 		c.ApplyDefaults()
 		err := c.Validate()
 		switch {
 		case tc.want == "" && err != nil:
-			t.Errorf("%d: %v", tc.v, err)
+			t.Errorf("%q: %v", tc.v, err)
+			continue
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%d: error %v, want %q", tc.v, err, tc.want)
+			t.Errorf("%q: error %v, want %q", tc.v, err, tc.want)
+			continue
+		case tc.want != "":
+			continue
 		}
+		e, err := New(Config{OpusComplexity: tc.v}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.opts.opusAuto; got != (tc.fixed == 0) {
+			t.Errorf("%q: adaptive %v, want %v", tc.v, got, tc.fixed == 0)
+		}
+		want := cheapOpusEffort
+		if tc.fixed != 0 {
+			want = transcode.OpusEffort{Complexity: tc.fixed, FEC: true, PacketLoss: fixedOpusLoss}
+		}
+		if got := e.newOpusEffort().Effort(); got != want {
+			t.Errorf("%q: a new peer's effort %+v, want %+v", tc.v, got, want)
+		}
+		e.Close()
 	}
-	e, err := New(Config{OpusComplexity: 2}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if got := e.opts.opus.Complexity; got != 2 {
-		t.Errorf("encoder complexity %d, want 2", got)
+	c := Config{}
+	c.ApplyDefaults()
+	if c.OpusComplexity != OpusComplexityAuto {
+		t.Errorf("default opus_complexity %q, want auto", c.OpusComplexity)
 	}
 }

@@ -57,6 +57,10 @@ type Engine struct {
 	bwe        *bweFactory
 	// relay counts what forwarders relayed (VideoRelayStats).
 	relay relayCounters
+	// fecActive and effortSwitches count the adaptive Opus efforts of
+	// the peers (OpusEffortStats).
+	fecActive      atomic.Int64
+	effortSwitches atomic.Uint64
 
 	// policy decides which remote addresses may be sent to; candRefused
 	// and sdpRefused count what browsers sent that was refused.
@@ -93,6 +97,10 @@ type options struct {
 	jitterMin           time.Duration
 	jitterMax           time.Duration
 	opus                transcode.OpusConfig
+	// opusAuto adapts each peer's Opus effort to the loss its browser
+	// reports (opus_complexity: auto), holding FEC for fecHold.
+	opusAuto bool
+	fecHold  time.Duration
 	// settings, for tests, adjusts the SettingEngine last (vnet, muxes).
 	settings func(*pwebrtc.SettingEngine)
 	// now, for benchmarks, is the jitter buffers' clock; nil is time.Now.
@@ -167,11 +175,24 @@ func WithJitterDelay(minDelay, maxDelay time.Duration) Option {
 	}
 }
 
-// WithOpusEncoder sets the Opus encoder toward browsers. The zero value
-// gives 20 kbit/s with in-band FEC on.
+// WithOpusEncoder sets the Opus encoder toward browsers, at a fixed
+// effort whatever the configuration's opus_complexity (and cfg's Control
+// is ignored). The zero value gives 20 kbit/s at complexity 5 without
+// in-band FEC.
 func WithOpusEncoder(cfg transcode.OpusConfig) Option {
 	return func(o *options) error {
+		cfg.Control = nil
 		o.opus = cfg
+		o.opusAuto = false
+		return nil
+	}
+}
+
+// withFECHold sets how long the adaptive Opus effort holds FEC after the
+// last report of loss, for tests.
+func withFECHold(d time.Duration) Option {
+	return func(o *options) error {
+		o.fecHold = d
 		return nil
 	}
 }
@@ -203,12 +224,15 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 	if err := check.Validate(); err != nil {
 		return nil, fmt.Errorf("webrtc: config: %w", err)
 	}
+	complexity, _ := parseOpusComplexity(cfg.OpusComplexity) // Validate checked it
 	o := options{
 		disconnectedTimeout: defaultDisconnectedTimeout,
 		failedTimeout:       defaultFailedTimeout,
 		keepAlive:           defaultKeepAlive,
 		connectTimeout:      defaultConnectTimeout,
-		opus:                transcode.OpusConfig{FEC: true, PacketLoss: 5, Complexity: cfg.OpusComplexity},
+		opus:                transcode.OpusConfig{FEC: true, PacketLoss: fixedOpusLoss, Complexity: complexity},
+		opusAuto:            complexity == 0,
+		fecHold:             fecHold,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {

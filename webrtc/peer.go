@@ -153,6 +153,11 @@ type Peer struct {
 	in     *audioIn
 	tx     atomic.Pointer[txState]
 	prompt promptQueue
+	// effort is the Opus encoder's effort: fixed, or set by the RTCP
+	// reader from the browser's loss reports (opus_effort.go), which
+	// counts its changes of mode in effortSwitches.
+	effort         *transcode.OpusEffortControl
+	effortSwitches atomic.Uint64
 	// leg is the peer's place on the shared media clock; tickBuf and
 	// silence belong to its tick.
 	leg     *mediaclock.Leg
@@ -218,6 +223,7 @@ func (e *Engine) NewPeer(ctx context.Context, opts PeerOptions) (*Peer, error) {
 		wake:   make(chan struct{}, 1),
 		in:     newAudioIn(),
 		out:    transcode.NewSwitch[transcode.PCM16](8000, "webrtc-out"),
+		effort: e.newOpusEffort(),
 	}
 	_, _ = rand.Read(p.streamKey[:])
 	if !opts.NoAudio {

@@ -65,6 +65,13 @@ type StreamStats struct {
 	// only a stream that resumes has a gap.
 	Gaps       uint64
 	LongestGap time.Duration
+	// Encoded counts the frames the gateway's Opus encoder coded
+	// (Outbound only), and FEC those among them coded with in-band FEC
+	// turned on. EffortSwitches counts the encoder's changes between its
+	// cheap effort and FEC with opus_complexity: auto.
+	Encoded        uint64
+	FEC            uint64
+	EffortSwitches uint64
 }
 
 type rxCounters struct {
@@ -162,6 +169,10 @@ func (p *Peer) Stats() Stats {
 			Skipped:      p.txStats.skipped.Load(),
 		},
 	}
+	if p.effort != nil {
+		s.Outbound.Encoded, s.Outbound.FEC = p.effort.Frames()
+	}
+	s.Outbound.EffortSwitches = p.effortSwitches.Load()
 	if expected := int64(s.Inbound.Packets) + s.Inbound.Lost; expected > 0 {
 		s.Inbound.FractionLost = float64(s.Inbound.Lost) / float64(expected)
 	}

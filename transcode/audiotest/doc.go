@@ -6,9 +6,11 @@
 //   - Measures: PeakFrequency, Level (dBFS), GoertzelLevel and
 //     GoertzelPower at one frequency, SNR and Correlation against a
 //     reference, Delay by cross-correlation with Shift to line signals up,
-//     and WindowedCorrelation for chains whose delay moves; BadFrames
-//     (a steady tone's damaged frames) and Dropouts (frames heard as gaps
-//     against a clean reference) to measure loss and its concealment.
+//     WindowedCorrelation for chains whose delay moves, and
+//     BarkDistortion, a loudness-spectrum distance that a perceptual codec
+//     does not lose on by leaving the waveform; BadFrames (a steady tone's
+//     damaged frames) and Dropouts (frames heard as gaps against a clean
+//     reference) to measure loss and its concealment.
 //   - Sinks: Recorder (PCM) and PayloadRecorder (G.711 or Opus payloads)
 //     to put at the end of a chain under test.
 //   - Files: ReadWAV and WriteWAV for 16-bit mono PCM WAV.
