@@ -106,6 +106,11 @@ type OpusEffort struct {
 	PacketLoss int
 }
 
+// CodesFEC reports whether frames encoded at e carry in-band FEC: FEC is
+// on, the complexity is 2 or more and some loss is expected (the encoder
+// codes none for 0 %).
+func (e OpusEffort) CodesFEC() bool { return e.FEC && e.Complexity >= 2 && e.PacketLoss > 0 }
+
 func (e OpusEffort) check() error {
 	switch {
 	case e.Complexity < 1 || e.Complexity > 10:

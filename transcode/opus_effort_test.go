@@ -104,3 +104,32 @@ func TestOpusEffortControlChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestOpusEffortFramesCountCodedFEC: frames encoded with FEC asked for
+// where none is coded (complexity 1, or no loss expected) are not counted
+// as FEC frames.
+func TestOpusEffortFramesCountCodedFEC(t *testing.T) {
+	for _, e := range []transcode.OpusEffort{{Complexity: 1, FEC: true, PacketLoss: 5}, {Complexity: 2, FEC: true},
+		{Complexity: 2, FEC: true, PacketLoss: 5}, {Complexity: 5, PacketLoss: 5}} {
+		ctl, err := transcode.NewOpusEffortControl(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := audiotest.NewPayloadRecorder(transcode.OpusClockRate)
+		enc, err := transcode.NewOpusEncoder(rec, 8000, transcode.OpusConfig{Control: ctl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFrames(t, enc, audiotest.Speech(8000, 200*time.Millisecond, 1), 160)
+		var coded uint64
+		for _, p := range rec.Payloads()[1:] {
+			if transcode.OpusHasFEC(p) {
+				coded = 1
+			}
+		}
+		all, fec := ctl.Frames()
+		if all != 10 || (fec > 0) != e.CodesFEC() || (coded == 1) != e.CodesFEC() {
+			t.Errorf("%+v: %d frames, %d counted with FEC, FEC in the packets %v", e, all, fec, coded == 1)
+		}
+	}
+}

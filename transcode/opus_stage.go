@@ -126,7 +126,7 @@ func (e *opusEncoder) WriteSample(s PCM16) error {
 	}
 	if e.ctl != nil {
 		e.ctl.all.Add(1)
-		if unpackEffort(e.applied).FEC {
+		if unpackEffort(e.applied).CodesFEC() {
 			e.ctl.fec.Add(1)
 		}
 	}
