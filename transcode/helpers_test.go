@@ -36,6 +36,28 @@ func opusEncode(t testing.TB, codec transcode.OpusCodec, src transcode.PCM16, cf
 // concealed (with FEC from the next packet when fec is set).
 func opusDecode(t testing.TB, codec transcode.OpusCodec, packets [][]byte, fec bool) transcode.PCM16 {
 	t.Helper()
+	return opusDecodeWith(t, codec, packets, func(dec *transcode.OpusDecoder, _ *audiotest.Recorder, i int) error {
+		var next []byte
+		if fec && i+1 < len(packets) {
+			next = packets[i+1]
+		}
+		return dec.Conceal(next)
+	})
+}
+
+// opusDecodeSilent decodes packets with codec to 8 kHz and writes a frame
+// of silence for each lost (nil) one, without telling the decoder.
+func opusDecodeSilent(t testing.TB, codec transcode.OpusCodec, packets [][]byte) transcode.PCM16 {
+	t.Helper()
+	return opusDecodeWith(t, codec, packets, func(_ *transcode.OpusDecoder, rec *audiotest.Recorder, _ int) error {
+		return rec.WriteSample(make(transcode.PCM16, 160))
+	})
+}
+
+// opusDecodeWith decodes packets with codec to 8 kHz into a recorder and
+// calls lost for each nil packet (the i-th).
+func opusDecodeWith(t testing.TB, codec transcode.OpusCodec, packets [][]byte, lost func(dec *transcode.OpusDecoder, rec *audiotest.Recorder, i int) error) transcode.PCM16 {
+	t.Helper()
 	rec := audiotest.NewRecorder(8000)
 	dec, err := transcode.NewOpusDecoderCodec(rec, codec)
 	if err != nil {
@@ -43,16 +65,11 @@ func opusDecode(t testing.TB, codec transcode.OpusCodec, packets [][]byte, fec b
 	}
 	for i, p := range packets {
 		if p == nil {
-			var next []byte
-			if fec && i+1 < len(packets) {
-				next = packets[i+1]
-			}
-			if err := dec.Conceal(next); err != nil {
-				t.Fatal(err)
-			}
-			continue
+			err = lost(dec, rec, i)
+		} else {
+			err = dec.WriteSample(p)
 		}
-		if err := dec.WriteSample(p); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

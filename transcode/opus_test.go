@@ -558,26 +558,3 @@ func TestOpusConcealment(t *testing.T) {
 		}
 	}
 }
-
-// opusDecodeSilent decodes packets with codec to 8 kHz and writes a frame
-// of silence for each lost (nil) one, without telling the decoder.
-func opusDecodeSilent(t *testing.T, codec transcode.OpusCodec, packets [][]byte) transcode.PCM16 {
-	t.Helper()
-	rec := audiotest.NewRecorder(8000)
-	dec, err := transcode.NewOpusDecoderCodec(rec, codec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range packets {
-		if p == nil {
-			if err := rec.WriteSample(make(transcode.PCM16, 160)); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := dec.WriteSample(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return rec.Samples()
-}
