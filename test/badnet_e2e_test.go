@@ -81,11 +81,11 @@ func badNetCases() []badNet {
 	return cs
 }
 
-// impair drops, at random, lossPct % of the UDP packets sent from any of
-// the source ports, until the test ends (iptables in the test's own
+// impair drops, at random, lossPct % of the RTP packets sent from any of
+// the source ports (a port, or a range "lo:hi"), until the test ends (iptables in the test's own
 // network namespace: the kernels we test on lack netem). It returns a function
 // that reads how many of those packets were sent and how many dropped.
-func impair(t *testing.T, sports []int, lossPct int) (counts func() (sent, dropped int)) {
+func impair(t *testing.T, sports []string, lossPct int) (counts func() (sent, dropped int)) {
 	t.Helper()
 	ipt := func(args ...string) []byte {
 		t.Helper()
@@ -98,8 +98,7 @@ func impair(t *testing.T, sports []int, lossPct int) (counts func() (sent, dropp
 	const chain = "SEGUE_LOSS"
 	ipt("-N", chain)
 	ipt("-I", "OUTPUT", "-p", "udp", "-j", chain)
-	for _, p := range sports {
-		port := strconv.Itoa(p)
+	for _, port := range sports {
 		// RTP only, so that the count is the call record's: version 2
 		// in the first two bits of the UDP payload lets STUN and DTLS
 		// through, and a second byte outside 192-223 lets RTCP through
@@ -236,12 +235,12 @@ func TestVoiceOnBadNetworks(t *testing.T) {
 			conv, token := v.newConversation(fmt.Sprintf("Ann %d", i))
 			aliceWS.accept(conv, "alice")
 			port := peers.FreeUDPPort(t, "127.0.0.1")
-			var sports []int
+			var sports []string
 			if c.leg == "browser" {
-				sports = []int{port}
+				sports = []string{strconv.Itoa(port)}
 			} else {
 				for p := phone.RTPPorts[0] &^ 1; p <= phone.RTPPorts[1]; p += 2 {
-					sports = append(sports, p)
+					sports = append(sports, strconv.Itoa(p))
 				}
 			}
 			counts := impair(t, sports, c.lossPct)

@@ -75,6 +75,8 @@ type gateway struct {
 	SIPAddr string
 	// RTPRange is the gateway's sip.rtp_port_range, both ends included.
 	RTPRange [2]int
+	// ICERange is its webrtc.udp_port_range, both ends included.
+	ICERange [2]int
 
 	log peers.SyncBuffer // output of every run, in order
 
@@ -250,6 +252,7 @@ func (g *gateway) configYAML(t testing.TB, o gatewayOptions) string {
 	udpLo := 20000 + 400*rand.IntN(37)
 	rtpLo := 36000 + 2*rand.IntN(6000)
 	g.RTPRange = [2]int{rtpLo, rtpLo + 199}
+	g.ICERange = [2]int{udpLo, udpLo + 399}
 	storeYAML := o.storeYAML
 	if storeYAML == "" {
 		storeYAML = fmt.Sprintf("  driver: sqlite\n  dsn: %q\n", filepath.Join(g.dir, "segue.db"))
