@@ -199,6 +199,10 @@ type admission struct {
 type tuning struct {
 	opusComplexity int  // webrtc.opus_complexity, 0 for the default
 	udpMux         bool // webrtc.udp_mux_port: one ICE port for every peer
+	// allAddrs gathers host candidates on every local address; otherwise
+	// on 127.0.0.1 only (webrtc.ips), the one address the generator's
+	// peers reach, as a deployment names its public address.
+	allAddrs bool
 }
 
 // segueConfig writes the gateway's config for a run: loopback only, a
@@ -229,6 +233,9 @@ func segueConfig(dir, sippAddr string, agents, calls int, adm admission, tune tu
 	webrtcExtra := ""
 	if tune.opusComplexity != 0 {
 		webrtcExtra += fmt.Sprintf("  opus_complexity: %d\n", tune.opusComplexity)
+	}
+	if !tune.allAddrs {
+		webrtcExtra += "  ips: [\"127.0.0.1\"]\n"
 	}
 	if tune.udpMux {
 		mux, err := freePort(false)

@@ -133,6 +133,7 @@ func main() {
 	flag.IntVar(&o.maxLate, "max-media-late-percent", -1, "-start/-compare: the gateway's limits.max_media_late_percent (negative: its default, 10, or off under -churn; 0: off)")
 	flag.StringVar(&o.profileDir, "profile", "", "write the gateway's CPU profile of the steady window (cpu.pprof) and its heap profile at the end of it (heap.pprof) to this directory, from the admin listener's /debug/pprof")
 	flag.IntVar(&o.tune.opusComplexity, "opus-complexity", 0, "-start/-compare/-churn: the gateway's webrtc.opus_complexity (1-10; 0: its default, auto: complexity 1 until the customer reports loss)")
+	flag.BoolVar(&o.tune.allAddrs, "all-addresses", false, "-start/-compare/-churn: the gateway gathers ICE host candidates on every local address, not on 127.0.0.1 alone (webrtc.ips), as before this flag existed")
 	flag.BoolVar(&o.tune.udpMux, "udp-mux", false, "-start/-compare/-churn: the gateway's peers share one ICE port (webrtc.udp_mux_port) instead of taking ports of their own")
 	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
