@@ -238,6 +238,36 @@ func TestOfferOwedOrLostGoesToTheReconnectedPage(t *testing.T) {
 	}
 }
 
+// TestNoOfferOvertakesTheAnswer: an offer of the gateway's that comes up
+// while it answers the browser's offer (here the console leaving while
+// the customer renegotiates) goes out after that answer, never before:
+// the browser, still waiting for its answer, would take it for glare.
+func TestNoOfferOvertakesTheAnswer(t *testing.T) {
+	vc := startVideoChat(t, nil)
+	entered, release := vc.customer.holdAnswers()
+	vc.cws.send(map[string]any{"type": "rtc.offer", "sdp": "v=0 camera and screen"})
+	<-entered
+
+	// The console leaves meanwhile, which needs an offer to the customer
+	// (its tracks go). Alice's socket is read in order: the ack of her
+	// next frame says that media.leave has been handled.
+	vc.aws.send(map[string]any{"type": "media.leave", "conversation_id": vc.id})
+	vc.aws.send(map[string]any{"type": "message", "conversation_id": vc.id, "id": "m1", "text": "bye for now"})
+	vc.aws.expect("ack")
+	waitUntil(t, "the console to leave", vc.cons.closed)
+	close(release)
+
+	if f := vc.cws.expect2("rtc.offer", "rtc.answer"); decode[string](t, f["type"]) != "rtc.answer" {
+		t.Fatalf("the customer got the gateway's offer %s before the answer to its own offer", f["sdp"])
+	}
+	// The change is not lost: its offer follows the answer.
+	if offer := decode[string](t, vc.cws.expect("rtc.offer")["sdp"]); offer != vc.customer.LocalOffer() {
+		t.Fatalf("offer %q, want the peer's pending %q", offer, vc.customer.LocalOffer())
+	}
+	vc.cws.send(map[string]any{"type": "rtc.answer", "sdp": "v=0 customer answer"})
+	waitUntil(t, "the offer to be answered", func() bool { return vc.customer.LocalOffer() == "" })
+}
+
 func TestLeavingThePageEndsItsMediaAtOnce(t *testing.T) {
 	setMediaGrace(t, time.Hour) // leaving does not wait for the grace
 	vc := startVideoChat(t, func(c *Config) { c.Limits.MaxVideoSessions = 1 })

@@ -68,12 +68,39 @@ func (g *graceTimer) fired(gen uint64) bool {
 // flight, and one more once it is answered if something changed
 // meanwhile. An offer that finds no socket of the peer's page is owed
 // until the page says hello again; one whose answer may have been lost
-// with a socket is sent again to the new socket.
+// with a socket is sent again to the new socket. No offer goes out while
+// the gateway answers an offer of the browser's (answering): it would
+// reach the browser before that answer, while the browser still waits
+// for it, and the browser would take it for glare. The change is owed
+// until the answer has gone (answerSent). A new peer's negotiator starts
+// answering: its first answer (to media.join, video.start, voice.start)
+// is the first description its browser gets.
 type negotiator struct {
-	mu     sync.Mutex
-	out    bool             // an offer waits for its answer
-	owed   bool             // a change waits for an offer
-	sentTo map[*client]bool // the sockets the offer in flight went to
+	mu        sync.Mutex
+	out       bool             // an offer waits for its answer
+	owed      bool             // a change waits for an offer
+	answering int              // our answers to the browser's offers being made and sent
+	sentTo    map[*client]bool // the sockets the offer in flight went to
+}
+
+// startAnswer holds the gateway's offers to the browser while our answer
+// to its offer is made and sent; answerSent ends it.
+func (n *negotiator) startAnswer() {
+	n.mu.Lock()
+	n.answering++
+	n.mu.Unlock()
+}
+
+// answerSent ends a startAnswer (or a new peer's first answer) once the
+// answer has gone to the browser, or failed, and makes the offer owed
+// meanwhile.
+func (s *Server) answerSent(cv *conv, dst string, peer browserPeer, neg *negotiator) {
+	neg.mu.Lock()
+	defer neg.mu.Unlock()
+	neg.answering--
+	if neg.answering == 0 && !neg.out && neg.owed {
+		s.makeOfferLocked(cv, dst, peer, neg)
+	}
 }
 
 // ownedBy reports whether cl, a customer's socket, belongs to the page
@@ -200,7 +227,7 @@ func (s *Server) offerTo(cv *conv, dst string) {
 	}
 	neg.mu.Lock()
 	defer neg.mu.Unlock()
-	if neg.out {
+	if neg.out || neg.answering > 0 {
 		neg.owed = true
 		return
 	}
@@ -253,7 +280,7 @@ func (s *Server) answered(ctx context.Context, cl *client, cv *conv, dst, sdp st
 		return errf(http.StatusBadRequest, "bad_answer", "the answer could not be used")
 	}
 	neg.out, neg.sentTo = false, nil
-	if neg.owed {
+	if neg.owed && neg.answering == 0 {
 		s.makeOfferLocked(cv, dst, peer, neg)
 	}
 	return nil
@@ -278,7 +305,7 @@ func (s *Server) resendOffer(cv *conv, dst string, cl *client) {
 			cl.send(map[string]any{"type": "rtc.offer", "conversation_id": cv.c.ID, "sdp": sdp})
 			neg.sentTo[cl] = true
 		}
-	case !neg.out && neg.owed:
+	case !neg.out && neg.owed && neg.answering == 0:
 		s.makeOfferLocked(cv, dst, peer, neg)
 	}
 }

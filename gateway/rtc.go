@@ -66,6 +66,8 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		if use&useVoice != 0 {
 			defer s.callOnPeer(cv, rtc)()
 		}
+		rtc.neg.startAnswer()
+		defer s.answerSent(cv, "customer", rtc.peer, &rtc.neg)
 		answer, err := rtc.peer.Answer(ctx, offer)
 		if errors.Is(err, webrtc.ErrGlare) {
 			return nil, errGlare
@@ -117,6 +119,9 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		return nil, err
 	}
 	rtc = &customerRTC{peer: peer, toWeb: &lockedWriter{dst: peer.AudioIn()}, uses: use, page: cl.page, release: release}
+	// Offers of ours wait for the answer (negotiator): one made as soon as
+	// the peer is the conversation's must not reach the browser first.
+	rtc.neg.answering = 1
 	h.mu.Lock()
 	if h.convEndedLocked(cv) { // ended while the peer was being built: closeConvMedia has run
 		h.mu.Unlock()
@@ -139,6 +144,7 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
 		self = rtc
 	})
+	s.answerSent(cv, "customer", peer, &rtc.neg)
 	s.afterCustomerRTC(cv)
 	return rtc, nil
 }

@@ -419,6 +419,8 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 		}
 		vs.cl = cl
 		h.mu.Unlock()
+		vs.neg.startAnswer()
+		defer s.answerSent(cv, "agent", vs.peer, &vs.neg)
 		answer, err := vs.peer.Answer(ctx, offer)
 		if errors.Is(err, webrtc.ErrGlare) {
 			return errGlare
@@ -441,6 +443,10 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 	}
 	defer started()
 	vs := &videoSession{agentID: cl.agentID, page: cl.page, cl: cl, videos: map[string]remoteVideo{}, route: "phone"}
+	// Offers of ours wait for the answer (negotiator): the customer's
+	// camera, relayed as soon as the session is the conversation's, must
+	// not reach the console before it.
+	vs.neg.answering = 1
 	convID := cv.c.ID
 	gate := &candidateGate{send: func(cand json.RawMessage) {
 		h.mu.Lock()
@@ -493,6 +499,7 @@ func (s *Server) joinVideo(ctx context.Context, cl *client, cv *conv, offer stri
 	gate.open(func() {
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
 	})
+	s.answerSent(cv, "agent", peer, &vs.neg)
 	s.log.Info("video: console joined", "conv", convID, "agent", cl.agentID)
 	for _, rv := range vids {
 		s.forward(cv, rv, "agent")

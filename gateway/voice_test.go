@@ -61,6 +61,25 @@ type fakeLeg struct {
 	drops sip.MediaStats
 	// closeDelay is how long Close takes: a phone that ignores BYE.
 	closeDelay time.Duration
+	// held, when set, makes Answer wait (holdAnswers).
+	held *heldAnswers
+}
+
+// heldAnswers makes a leg's Answer calls wait: each sends on entered as
+// it starts, then waits until release is closed.
+type heldAnswers struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+// holdAnswers makes the leg's Answer calls from now on wait until the
+// returned release is closed; entered gets a value as each one starts.
+func (f *fakeLeg) holdAnswers() (entered <-chan struct{}, release chan<- struct{}) {
+	h := &heldAnswers{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f.mu.Lock()
+	f.held = h
+	f.mu.Unlock()
+	return h.entered, h.release
 }
 
 func newFakeLeg() *fakeLeg {
@@ -128,7 +147,12 @@ func (f *fakeLeg) Answer(_ context.Context, offer string) (string, error) {
 	}
 	f.mu.Lock()
 	f.answers++
+	held := f.held
 	f.mu.Unlock()
+	if held != nil {
+		held.entered <- struct{}{}
+		<-held.release
+	}
 	return "v=0 answer", nil
 }
 

@@ -38,6 +38,7 @@ type wsFrame struct {
 	SDP            string                     `json:"sdp"`
 	Candidate      json.RawMessage            `json:"candidate"`
 	Code           string                     `json:"code"`
+	Ref            string                     `json:"ref"`
 	Message        json.RawMessage            `json:"message"`
 	Conversation   struct{ ID, State string } `json:"conversation"`
 }
@@ -146,14 +147,25 @@ func (a *chatAPI) subscribe(id string) <-chan wsFrame {
 	return ch
 }
 
+// agentRef is the id of a frame an agent sends about conversation convID
+// (what names the frame): an error frame answering it carries it as its
+// ref, by which route finds the conversation.
+func agentRef(convID, what string) string { return convID + "/" + what }
+
 // route hands f to the subscriber of its conversation, if any: by
-// conversation_id, by the message's or by the conversation's id. It never
+// conversation_id, by the message's or by the conversation's id, or for
+// an error by its ref (agentRef). It never
 // blocks the agent's reader: a subscriber that fell 256 frames behind
 // loses the frame.
 func (a *chatAPI) route(f wsFrame) {
 	id := f.ConversationID
 	if id == "" {
 		id = f.Conversation.ID
+	}
+	if id == "" && f.Type == "error" {
+		if conv, _, ok := strings.Cut(f.Ref, "/"); ok {
+			id = conv
+		}
 	}
 	if id == "" && f.Type == "message" {
 		var m struct {

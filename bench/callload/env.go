@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -197,8 +198,9 @@ type admission struct {
 
 // tuning is what a run changes in the gateway's media settings.
 type tuning struct {
-	opusComplexity int  // webrtc.opus_complexity, 0 for the default
-	udpMux         bool // webrtc.udp_mux_port: one ICE port for every peer
+	opusComplexity int    // webrtc.opus_complexity, 0 for the default
+	udpMux         bool   // webrtc.udp_mux_port: one ICE port for every peer
+	logLevel       string // log.level
 	// allAddrs gathers host candidates on every local address; otherwise
 	// on 127.0.0.1 only (webrtc.ips), the one address the generator's
 	// peers reach, as a deployment names its public address.
@@ -300,7 +302,7 @@ agents:
 	if adm.maxLate >= 0 {
 		fmt.Fprintf(&b, "  max_media_late_percent: %d\n", adm.maxLate)
 	}
-	b.WriteString("log:\n  level: warn\n")
+	fmt.Fprintf(&b, "log:\n  level: %s\n", cmp.Or(tune.logLevel, "warn"))
 	path := filepath.Join(dir, "segue.yaml")
 	return path, url, adminURL, os.WriteFile(path, []byte(b.String()), 0o600)
 }

@@ -135,6 +135,7 @@ func main() {
 	flag.IntVar(&o.tune.opusComplexity, "opus-complexity", 0, "-start/-compare/-churn: the gateway's webrtc.opus_complexity (1-10; 0: its default, auto: complexity 1 until the customer reports loss)")
 	flag.BoolVar(&o.tune.allAddrs, "all-addresses", false, "-start/-compare/-churn: the gateway gathers ICE host candidates on every local address, not on 127.0.0.1 alone (webrtc.ips), as before this flag existed")
 	flag.BoolVar(&o.tune.udpMux, "udp-mux", false, "-start/-compare/-churn: the gateway's peers share one ICE port (webrtc.udp_mux_port) instead of taking ports of their own")
+	flag.StringVar(&o.tune.logLevel, "gateway-log", "warn", "-start/-compare/-churn: the gateway's log.level (debug, info, warn, error), in segue.log of the run's temp dir (-keep keeps it)")
 	flag.IntVar(&o.burn, "burn", 0, "-start/-compare: busy loops run on the gateway's core during each run, to overload it")
 	flag.Parse()
 	// The soak's gateway admits calls up to 250 ms of scheduler lag unless

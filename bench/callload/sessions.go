@@ -290,10 +290,27 @@ func gatheredOffer(pc *pwebrtc.PeerConnection) (string, error) {
 	return pc.LocalDescription().SDP, nil
 }
 
+// negTrace counts what negotiate saw, for the message of a session that
+// failed: how far the signalling got.
+type negTrace struct {
+	answers, offers, answered, candidates atomic.Int64
+}
+
+func (t *negTrace) String() string {
+	return fmt.Sprintf("%d answers and %d offers from the gateway, %d answered, %d candidates",
+		t.answers.Load(), t.offers.Load(), t.answered.Load(), t.candidates.Load())
+}
+
 // negotiate applies the gateway's signalling for pc until frames closes
 // or stop is closed: answers, offers (answered with send), candidates.
-// Error frames go to errs; the others to rest, when it has room.
-func negotiate(pc *pwebrtc.PeerConnection, frames <-chan wsFrame, send func(v any) error, convID string, errs chan<- error, rest chan<- wsFrame, stop <-chan struct{}) {
+// Error frames go to errs; the others to rest, when it has room. With
+// convID set (the console's side), its answers carry the id ref (see
+// agentRef), so that an error the gateway answers one with comes back to
+// this session. tr, if not nil, counts the frames.
+func negotiate(pc *pwebrtc.PeerConnection, frames <-chan wsFrame, send func(v any) error, convID string, errs chan<- error, rest chan<- wsFrame, stop <-chan struct{}, tr *negTrace) {
+	if tr == nil {
+		tr = &negTrace{}
+	}
 	report := func(err error) {
 		select {
 		case errs <- err:
@@ -313,10 +330,12 @@ func negotiate(pc *pwebrtc.PeerConnection, frames <-chan wsFrame, send func(v an
 		}
 		switch f.Type {
 		case "rtc.answer":
+			tr.answers.Add(1)
 			if err := pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: f.SDP}); err != nil {
 				report(fmt.Errorf("answer: %w", err))
 			}
 		case "rtc.offer":
+			tr.offers.Add(1)
 			if err := pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeOffer, SDP: f.SDP}); err != nil {
 				report(fmt.Errorf("gateway's offer: %w", err))
 				continue
@@ -335,17 +354,20 @@ func negotiate(pc *pwebrtc.PeerConnection, frames <-chan wsFrame, send func(v an
 			msg := map[string]any{"type": "rtc.answer", "sdp": pc.LocalDescription().SDP}
 			if convID != "" {
 				msg["conversation_id"] = convID
+				msg["id"] = agentRef(convID, "answer")
 			}
-			_ = send(msg)
+			if send(msg) == nil {
+				tr.answered.Add(1)
+			}
 		case "rtc.candidate":
+			tr.candidates.Add(1)
 			var ci pwebrtc.ICECandidateInit
 			if json.Unmarshal(f.Candidate, &ci) == nil && ci.Candidate != "" {
 				_ = pc.AddICECandidate(ci)
 			}
 		case "error":
-			if f.Code != "rate_limited" {
-				report(fmt.Errorf("error %s (%s)", f.Code, f.Message))
-			}
+			// rate_limited too: the frame it answers was dropped.
+			report(fmt.Errorf("error %s (%s)", f.Code, f.Message))
 		default:
 			select {
 			case rest <- f:
@@ -423,15 +445,16 @@ func (ch *churn) videoSession(ctx context.Context, idx int, hold time.Duration, 
 	defer loops.Wait()
 	defer close(stop)
 	errs := make(chan error, 4)
+	var console negTrace
 	agentRest := make(chan wsFrame, 64)
 	loops.Add(2)
 	go func() {
 		defer loops.Done()
-		negotiate(cpc, cust, func(v any) error { return writeJSON(ctx, ws, v) }, "", errs, nil, stop)
+		negotiate(cpc, cust, func(v any) error { return writeJSON(ctx, ws, v) }, "", errs, nil, stop, nil)
 	}()
 	go func() {
 		defer loops.Done()
-		negotiate(apc, agent, func(v any) error { return api.asAgent(ctx, convID, v) }, convID, errs, agentRest, stop)
+		negotiate(apc, agent, func(v any) error { return api.asAgent(ctx, convID, v) }, convID, errs, agentRest, stop, &console)
 	}()
 
 	offer, err := gatheredOffer(cpc)
@@ -445,7 +468,7 @@ func (ch *churn) videoSession(ctx context.Context, idx int, hold time.Duration, 
 	if err != nil {
 		return err
 	}
-	if err := api.asAgent(ctx, convID, map[string]any{"type": "media.join", "conversation_id": convID, "sdp": offer}); err != nil {
+	if err := api.asAgent(ctx, convID, map[string]any{"type": "media.join", "conversation_id": convID, "id": agentRef(convID, "join"), "sdp": offer}); err != nil {
 		return fmt.Errorf("media.join: %w", err)
 	}
 
@@ -471,7 +494,8 @@ func (ch *churn) videoSession(ctx context.Context, idx int, hold time.Duration, 
 		if time.Now().After(deadline) {
 			close(sendStop)
 			<-sendDone
-			return fmt.Errorf("the camera did not reach the console in time (%d packets)", received.Load())
+			return fmt.Errorf("the camera did not reach the console in time (%d packets; conversation %s; console: %s, signalling %s, ICE %s; customer: ICE %s)",
+				received.Load(), convID, &console, apc.SignalingState(), apc.ICEConnectionState(), cpc.ICEConnectionState())
 		}
 	}
 	ready()
