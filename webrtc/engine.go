@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
@@ -436,9 +437,20 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 // ConfigureTWCCHeaderExtensionSender register both kinds of media).
 func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
 	reg.Add(bwe)
-	if err := pwebrtc.ConfigureNack(me, reg); err != nil {
+	// pion's ConfigureNack, with the generator's loop started lazily
+	// (lazyfeedback.go).
+	responder, err := nack.NewResponderInterceptor()
+	if err != nil {
 		return err
 	}
+	generator, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		return err
+	}
+	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK}, pwebrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK, Parameter: "pli"}, pwebrtc.RTPCodecTypeVideo)
+	reg.Add(responder)
+	reg.Add(lazyFeedbackFactory{inner: generator, wants: wantsNACK})
 	if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
 		return err
 	}
@@ -450,7 +462,7 @@ func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bw
 	if err != nil {
 		return err
 	}
-	reg.Add(feedback)
+	reg.Add(lazyFeedbackFactory{inner: feedback, wants: wantsTWCC})
 	seqs, err := twcc.NewHeaderExtensionInterceptor()
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/rtp"
 	pwebrtc "github.com/pion/webrtc/v4"
 
@@ -96,6 +97,10 @@ type browserOptions struct {
 	// settings adjusts the SettingEngine.
 	settings func(*pwebrtc.SettingEngine)
 	noAudio  bool
+	// sendOnlyFeedback leaves out pion's NACK generator and transport-wide
+	// feedback sender (the browser asks for nothing), and puts
+	// transport-wide sequence numbers on what it sends, as Chrome does.
+	sendOnlyFeedback bool
 }
 
 var opusCap = pwebrtc.RTPCodecCapability{MimeType: pwebrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
@@ -123,7 +128,22 @@ func newBrowser(t testing.TB, o browserOptions) *browser {
 		t.Fatal(err)
 	}
 	reg := &interceptor.Registry{}
-	if err := pwebrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+	if o.sendOnlyFeedback {
+		responder, err := nack.NewResponderInterceptor()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.Add(responder)
+		me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK}, pwebrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK, Parameter: "pli"}, pwebrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBTransportCC}, pwebrtc.RTPCodecTypeVideo)
+		if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
+			t.Fatal(err)
+		}
+		if err := pwebrtc.ConfigureTWCCHeaderExtensionSender(me, reg); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := pwebrtc.RegisterDefaultInterceptors(me, reg); err != nil {
 		t.Fatal(err)
 	}
 	se := pwebrtc.SettingEngine{}

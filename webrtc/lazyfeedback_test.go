@@ -1,0 +1,151 @@
+package webrtc
+
+import (
+	"encoding/binary"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	pwebrtc "github.com/pion/webrtc/v4"
+
+	"github.com/segue-rtc/segue/transcode/audiotest"
+)
+
+// feedbackLoops counts the goroutines running pion's NACK generator loop
+// and its transport-wide feedback loop, in the whole process (the test
+// browsers with sendOnlyFeedback run neither).
+func feedbackLoops() (nacks, twccs int) {
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(stacks, "\n\n") {
+		switch {
+		case strings.Contains(g, "nack.(*GeneratorInterceptor).loop"):
+			nacks++
+		case strings.Contains(g, "twcc.(*SenderInterceptor).loop"):
+			twccs++
+		}
+	}
+	return nacks, twccs
+}
+
+// TestFeedbackLoopsStartWithVideo: a call's audio-only peer runs no NACK
+// generator and no transport-wide feedback loop; the first camera starts
+// both, and they do their work: a packet the camera never sent is asked
+// for, and the camera's packets are acknowledged in transport-wide
+// feedback. Closing the peer ends them.
+func TestFeedbackLoopsStartWithVideo(t *testing.T) {
+	e := newTestEngine(t, Config{})
+
+	// An audio call: both loops stay off for the life of the call.
+	caller := newBrowser(t, browserOptions{sendOnlyFeedback: true})
+	call := connect(t, e, caller, PeerOptions{Name: "caller"})
+	heard := audiotest.NewRecorder(8000)
+	call.SwapAudioOut(heard)
+	stopMic := caller.sendTone(1000)
+	defer stopMic()
+	eventually(t, "the caller's audio at the gateway", func() bool { return len(heard.Samples()) >= 8000 })
+	if n, c := feedbackLoops(); n != 0 || c != 0 {
+		t.Fatalf("audio-only peer runs %d NACK generator and %d transport-wide feedback loops, want none", n, c)
+	}
+
+	// A customer with a camera whose packets carry transport-wide
+	// sequence numbers, as Chrome's do.
+	customer := newBrowser(t, browserOptions{sendOnlyFeedback: true})
+	var nackedLost, ccs atomic.Int32
+	const lost = 7
+	camera := customer.addCamera(t, func(p rtcp.Packet) {
+		switch p := p.(type) {
+		case *rtcp.TransportLayerNack:
+			for _, pair := range p.Nacks {
+				for _, s := range pair.PacketList() {
+					if s == lost {
+						nackedLost.Add(1)
+					}
+				}
+			}
+		case *rtcp.TransportLayerCC:
+			ccs.Add(1)
+		}
+	})
+	pc := connect(t, e, customer, PeerOptions{Name: "customer"})
+	var seq uint16
+	defer customer.film(func() {
+		if seq == lost {
+			seq++ // never sent
+		}
+		payload := make([]byte, 8)
+		binary.BigEndian.PutUint32(payload[4:], uint32(seq))
+		payload[0] = 0x10
+		if err := camera.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 1800, Marker: true}, Payload: payload}); err != nil {
+			t.Errorf("camera: %v", err)
+		}
+		seq++
+	})()
+	select {
+	case <-pc.videos:
+	case <-timeoutC():
+		t.Fatal("no OnVideoTrack for the camera")
+	}
+	eventually(t, "a NACK for the packet the camera skipped", func() bool { return nackedLost.Load() > 0 })
+	eventually(t, "transport-wide feedback on the camera", func() bool { return ccs.Load() > 0 })
+	if n, c := feedbackLoops(); n != 1 || c != 1 {
+		t.Errorf("with one camera: %d NACK generator and %d transport-wide feedback loops, want 1 and 1", n, c)
+	}
+
+	if err := pc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the camera peer's loops ended", func() bool {
+		n, c := feedbackLoops()
+		return n == 0 && c == 0
+	})
+	if err := call.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLazyFeedbackClosedBeforeVideo: an interceptor closed before any
+// stream it acts on never starts, and a late stream is passed through.
+func TestLazyFeedbackClosedBeforeVideo(t *testing.T) {
+	var bound atomic.Int32
+	inner := &countingInterceptor{bound: &bound}
+	l := &lazyFeedback{Interceptor: inner, wants: wantsNACK}
+	w := interceptor.RTCPWriterFunc(func([]rtcp.Packet, interceptor.Attributes) (int, error) { return 0, nil })
+	l.BindRTCPWriter(w)
+	audio := &interceptor.StreamInfo{MimeType: pwebrtc.MimeTypeOpus}
+	video := &interceptor.StreamInfo{MimeType: pwebrtc.MimeTypeVP8, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}
+	l.BindRemoteStream(audio, nil)
+	if l.running() || bound.Load() != 0 {
+		t.Fatal("started for an audio stream")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.BindRemoteStream(video, nil)
+	if l.running() || bound.Load() != 0 {
+		t.Error("started after Close")
+	}
+	if !wantsTWCC(&interceptor.StreamInfo{RTPHeaderExtensions: []interceptor.RTPHeaderExtension{{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", ID: 5}}}) {
+		t.Error("wantsTWCC false for a stream with the extension")
+	}
+	if wantsTWCC(&interceptor.StreamInfo{RTPHeaderExtensions: []interceptor.RTPHeaderExtension{{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", ID: 0}}}) {
+		t.Error("wantsTWCC true for extension id 0, which the feedback sender ignores")
+	}
+	if wantsNACK(&interceptor.StreamInfo{RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack", Parameter: "pli"}}}) {
+		t.Error("wantsNACK true for PLI alone")
+	}
+}
+
+type countingInterceptor struct {
+	interceptor.NoOp
+	bound *atomic.Int32
+}
+
+func (c *countingInterceptor) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+	c.bound.Add(1)
+	return w
+}
