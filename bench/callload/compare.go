@@ -82,8 +82,8 @@ func codecFloor(ctx context.Context, cpu int, benchtime string) (float64, error)
 // printTable writes the side-by-side table: calls held with < 1 % bad
 // frames, CPU per call and its ratios to the codec floor and rtpengine.
 func printTable(w io.Writer, reports []*report, floor float64, rtp *report) {
-	fmt.Fprintf(w, "| target | calls up | refused busy (retry_after) | held < 1 %% bad frames | median bad frames | round trip p50 / p99 | CPU per call (%% of a core) | × codec floor | × rtpengine | RSS per call |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| target | calls up | refused busy (retry_after) | held < 1 %% bad frames | median bad frames | round trip p50 / p99 | CPU per call (%% of a core) | × codec floor | × rtpengine | RSS per call | of it anonymous |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	rtpCPU := 0.0
 	if rtp != nil {
 		rtpCPU = rtp.cpuPerCall()
@@ -95,18 +95,19 @@ func printTable(w io.Writer, reports []*report, floor float64, rtp *report) {
 		return fmt.Sprintf("%.2f", a/b)
 	}
 	for _, r := range reports {
-		rss := "n/a"
+		rss, anon := "n/a", "n/a"
 		if r.rssLoaded > 0 && r.established > 0 {
-			rss = fmt.Sprintf("%.2f MB", float64(r.rssLoaded-r.rssIdle)/float64(r.established)/(1<<20))
+			rss = fmt.Sprintf("%.2f MB", r.rssPerCall())
+			anon = fmt.Sprintf("%.2f MB", r.anonPerCall())
 		}
 		refused := fmt.Sprint(r.refused)
 		if r.refused > 0 {
 			refused += fmt.Sprintf(" (%s s)", intRange(r.retryAfter))
 		}
-		fmt.Fprintf(w, "| %s | %d/%d | %s | %d | %.2f %% | %s / %s | %.2f | %s | %s | %s |\n", r.label, r.established, r.attempted, refused, r.heldUnder(0.01),
-			100*median(r.bad), ms(percentile(r.rtts, 0.5)), ms(percentile(r.rtts, 0.99)), 100*r.cpuPerCall(), ratio(r.cpuPerCall(), floor), ratio(r.cpuPerCall(), rtpCPU), rss)
+		fmt.Fprintf(w, "| %s | %d/%d | %s | %d | %.2f %% | %s / %s | %.2f | %s | %s | %s | %s |\n", r.label, r.established, r.attempted, refused, r.heldUnder(0.01),
+			100*median(r.bad), ms(percentile(r.rtts, 0.5)), ms(percentile(r.rtts, 0.99)), 100*r.cpuPerCall(), ratio(r.cpuPerCall(), floor), ratio(r.cpuPerCall(), rtpCPU), rss, anon)
 	}
 	if floor > 0 {
-		fmt.Fprintf(w, "| codec floor (BenchmarkStages/gopus/call) | | | | | | %.2f | 1.00 | %s | |\n", 100*floor, ratio(floor, rtpCPU))
+		fmt.Fprintf(w, "| codec floor (BenchmarkStages/gopus/call) | | | | | | %.2f | 1.00 | %s | | |\n", 100*floor, ratio(floor, rtpCPU))
 	}
 }

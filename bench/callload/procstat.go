@@ -50,19 +50,45 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 // procRSS returns the resident set size of process pid in bytes (VmRSS in
 // /proc/<pid>/status).
 func procRSS(pid int) (int64, error) {
+	rss, _, err := procMem(pid)
+	return rss, err
+}
+
+// procMem returns the resident set size of process pid and the part of
+// it that is anonymous memory (RssAnon: heap, stacks, the runtime's and
+// the C library's allocations), in bytes. The rest is file pages, above
+// all the binary's code, paged in the first time it runs and shared:
+// a figure per call from RssAnon leaves out the code the first calls
+// page in.
+func procMem(pid int) (rss, anon int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
+	kb := func(v string) (int64, error) {
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		return n << 10, err
+	}
+	var haveRSS, haveAnon bool
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for sc.Scan() && !(haveRSS && haveAnon) {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+			if rss, err = kb(v); err != nil {
+				return 0, 0, err
+			}
+			haveRSS = true
+		} else if v, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+			if anon, err = kb(v); err != nil {
+				return 0, 0, err
+			}
+			haveAnon = true
 		}
 	}
-	return 0, fmt.Errorf("callload: no VmRSS for pid %d", pid)
+	if !haveRSS || !haveAnon {
+		return 0, 0, fmt.Errorf("callload: no VmRSS or RssAnon for pid %d", pid)
+	}
+	return rss, anon, nil
 }
 
 // scrapeMetrics fetches a Prometheus text page and returns the value of
@@ -120,9 +146,10 @@ func parseMetricLine(line string) (string, float64, bool) {
 
 // procSample is one reading of a process's counters.
 type procSample struct {
-	at  time.Time
-	cpu time.Duration
-	rss int64
+	at   time.Time
+	cpu  time.Duration
+	rss  int64
+	anon int64 // of rss, anonymous memory
 }
 
 func sampleProc(pid int) (procSample, error) {
@@ -130,8 +157,8 @@ func sampleProc(pid int) (procSample, error) {
 	if err != nil {
 		return procSample{}, err
 	}
-	rss, err := procRSS(pid)
-	return procSample{at: time.Now(), cpu: cpu, rss: rss}, err
+	rss, anon, err := procMem(pid)
+	return procSample{at: time.Now(), cpu: cpu, rss: rss, anon: anon}, err
 }
 
 // cpuShare is the share of one core the process used between a and b.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -28,6 +29,24 @@ func TestParseStatCPU(t *testing.T) {
 	if rss, err := procRSS(os.Getpid()); err != nil || rss <= 0 {
 		t.Errorf("own RSS %d, %v", rss, err)
 	}
+	// 8 MiB touched here show in our anonymous memory, which is part of
+	// the RSS.
+	_, before, err := procMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ballast := make([]byte, 8<<20)
+	for i := range ballast {
+		ballast[i] = byte(i)
+	}
+	rss, after, err := procMem(os.Getpid())
+	if err != nil || after <= 0 || after > rss {
+		t.Errorf("own RSS %d with anonymous memory %d, %v", rss, after, err)
+	}
+	if after-before < 7<<20 {
+		t.Errorf("anonymous memory grew by %d B after 8 MiB were touched", after-before)
+	}
+	runtime.KeepAlive(ballast)
 }
 
 func TestParseMetricLine(t *testing.T) {

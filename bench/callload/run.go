@@ -89,7 +89,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway process: %w", err)
 		}
-		r.rssIdle = idle.rss
+		r.rssIdle, r.anonIdle = idle.rss, idle.anon
 	}
 	r.goroutinesIdle = goroutines(ctx, s.metricsURL)
 	if err := s.target.prepare(ctx); err != nil {
@@ -153,7 +153,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 	if s.pid > 0 {
 		b, _ = sampleProc(s.pid)
 		r.gwCPU = cpuShare(a, b)
-		r.rssLoaded = b.rss
+		r.rssLoaded, r.anonLoaded = b.rss, b.anon
 	}
 	selfB, _ = sampleProc(os.Getpid())
 	r.genCPU = cpuShare(selfA, selfB)
@@ -278,6 +278,8 @@ type report struct {
 	genCPU           float64
 	rssIdle          int64
 	rssLoaded        int64
+	anonIdle         int64 // of rssIdle, anonymous memory
+	anonLoaded       int64
 	goroutinesIdle   int
 	goroutinesLoaded int
 
@@ -436,6 +438,22 @@ func (r *report) cpuPerCall() float64 {
 	return r.gwCPU / float64(r.established)
 }
 
+// rssPerCall is the target's RSS above idle per established call, MB.
+func (r *report) rssPerCall() float64 {
+	if r.established == 0 || r.rssLoaded == 0 {
+		return 0
+	}
+	return float64(r.rssLoaded-r.rssIdle) / float64(r.established) / (1 << 20)
+}
+
+// anonPerCall is the same for anonymous memory alone (procMem), MB.
+func (r *report) anonPerCall() float64 {
+	if r.established == 0 || r.anonLoaded == 0 {
+		return 0
+	}
+	return float64(r.anonLoaded-r.anonIdle) / float64(r.established) / (1 << 20)
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -477,12 +495,9 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "packet loss: toward the target %s; toward the customers %s\n", up, down)
 	if r.rssLoaded > 0 {
-		perCall := 0.0
-		if r.established > 0 {
-			perCall = float64(r.rssLoaded-r.rssIdle) / float64(r.established) / (1 << 20)
-		}
-		fmt.Fprintf(w, "target process: CPU %.1f%% of a core, %.2f%% per call; RSS %.1f MB idle, %.1f MB loaded, %.2f MB per call\n",
-			100*r.gwCPU, 100*r.cpuPerCall(), float64(r.rssIdle)/(1<<20), float64(r.rssLoaded)/(1<<20), perCall)
+		fmt.Fprintf(w, "target process: CPU %.1f%% of a core, %.2f%% per call; RSS %.1f MB idle, %.1f MB loaded, %.2f MB per call; anonymous memory (RssAnon) %.1f → %.1f MB, %.2f MB per call\n",
+			100*r.gwCPU, 100*r.cpuPerCall(), float64(r.rssIdle)/(1<<20), float64(r.rssLoaded)/(1<<20), r.rssPerCall(),
+			float64(r.anonIdle)/(1<<20), float64(r.anonLoaded)/(1<<20), r.anonPerCall())
 	}
 	if r.goroutinesLoaded > 0 {
 		fmt.Fprintf(w, "goroutines: %d idle, %d loaded (%.1f per call)\n", r.goroutinesIdle, r.goroutinesLoaded, float64(r.goroutinesLoaded-r.goroutinesIdle)/float64(max(1, r.established)))
