@@ -107,6 +107,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, extra ...
 	sipCtx, stopSIP := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopSIP()
 	g.Go(func() error { defer stopSIP(); return srv.Run(gctx) })
+	g.Go(func() error { tuneGC(gctx, log); return nil })
 	if sipSrv != nil {
 		g.Go(func() error { return sipSrv.Run(sipCtx) })
 	}

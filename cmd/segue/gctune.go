@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// The collector's headroom. Go's default (GOGC=100) lets the heap grow to
+// twice the live heap before a collection. Most of a call's live heap is
+// codec state that lives as long as the call, and a call allocates
+// little per frame, so that headroom costs memory per call and buys
+// almost no CPU: at a fixed headroom the collector runs as often
+// whatever the number of calls. The gateway keeps instead a headroom of
+// a quarter of the live heap plus a floor, so that a gateway with little
+// live heap (chat, few calls) does not collect more often than with
+// Go's default, and a loaded one holds a quarter more than its live heap
+// rather than twice it. An operator's GOGC in the environment turns this
+// off (docs/operations.md).
+const (
+	gcHeadroomFloor    = 8 << 20 // bytes
+	gcHeadroomFraction = 0.25
+	gcPercentMax       = 1000
+	gcTuneEvery        = time.Second
+)
+
+// gcPercentFor returns the GOGC percentage that gives a heap of live
+// bytes the headroom above.
+func gcPercentFor(live uint64) int {
+	if live == 0 {
+		return gcPercentMax
+	}
+	p := math.Ceil(100 * (gcHeadroomFloor + gcHeadroomFraction*float64(live)) / float64(live))
+	return int(min(p, gcPercentMax))
+}
+
+// tuneGC keeps the collector's percentage at gcPercentFor the live heap,
+// checked every gcTuneEvery, until ctx ends. It does nothing when GOGC
+// is set in the environment.
+func tuneGC(ctx context.Context, log *slog.Logger) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		log.Info("garbage collector left to GOGC", "GOGC", os.Getenv("GOGC"))
+		return
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	current := -1
+	apply := func() {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		p := gcPercentFor(sample[0].Value.Uint64())
+		// Follow changes of a tenth or more: each call changes the
+		// live heap a little, and the exact figure does not matter.
+		if current < 0 || math.Abs(float64(p-current)) >= float64(current)/10 {
+			debug.SetGCPercent(p)
+			current = p
+		}
+	}
+	apply()
+	t := time.NewTicker(gcTuneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			apply()
+		}
+	}
+}
