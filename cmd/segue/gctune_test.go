@@ -16,12 +16,13 @@ func TestGCPercentFor(t *testing.T) {
 		live uint64
 		want int
 	}{
-		{0, gcPercentMax},       // before the first collection
-		{3 << 20, gcPercentMax}, // an idle gateway: capped
-		{32 << 20, 125},         // the floor equals the live heap
-		{128 << 20, 50},         // 32 MiB + 32 MiB over 128
-		{1 << 30, 29},           // 32 MiB + 256 MiB over 1 GiB, rounded up
-		{100 << 30, 26},         // the quarter dominates
+		{0, gcPercentMax},         // before the first collection
+		{512 << 10, gcPercentMax}, // a tiny heap: capped
+		{3 << 20, 292},            // an idle gateway: 8 MiB + 0.75 MiB over 3 MiB
+		{32 << 20, 50},            // 8 MiB + 8 MiB over 32 MiB
+		{128 << 20, 32},           // 8 MiB + 32 MiB over 128 MiB, rounded up
+		{1 << 30, 26},             // 8 MiB + 256 MiB over 1 GiB
+		{100 << 30, 26},           // the quarter dominates
 	} {
 		if got := gcPercentFor(c.live); got != c.want {
 			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", c.live>>20, got, c.want)
