@@ -23,8 +23,13 @@ import (
 type SQLite struct {
 	db *sql.DB
 	fileDir
-	// writer commits appended messages in batches (groupcommit.go).
+	// writer commits appended messages in batches (groupcommit.go) on
+	// wconn, a connection of its own: SQLite drops a connection's page
+	// cache whenever another connection has written since its last
+	// transaction, so a writer that took whichever connection was free
+	// read its pages again after the others' reads had it wait.
 	writer *groupWriter
+	wconn  *sql.Conn
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
 	// rowStmts are the writer's multi-row statements (groupcommit.go).
@@ -119,6 +124,13 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
 }
 
+// writerCacheKiB is the page cache of the message writer's connection:
+// each conversation that writes keeps a leaf page of each of the
+// messages' two indexes busy, and the writer reads them back at every
+// batch; SQLite's default of 2 MiB held a few hundred conversations'
+// worth of those pages.
+const writerCacheKiB = 16 << 10
+
 // OpenSQLite opens (or creates) the database at path and the files
 // directory dir.
 func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
@@ -156,15 +168,34 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
 	}
 	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}}
-	if err := s.prepareRowStmts(ctx); err != nil {
+	if err := s.startWriter(ctx); err != nil {
 		for _, st := range s.rowStmts {
 			st.Close()
 		}
+		if s.wconn != nil {
+			s.wconn.Close()
+		}
 		db.Close()
-		return nil, fmt.Errorf("store: prepare the writer's statements in %s: %w", path, err)
+		return nil, fmt.Errorf("store: start the writer of %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// startWriter takes the writer's connection, prepares its statements and
+// starts it.
+func (s *SQLite) startWriter(ctx context.Context) error {
+	var err error
+	if s.wconn, err = s.db.Conn(ctx); err != nil {
+		return err
+	}
+	if _, err := s.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, writerCacheKiB)); err != nil {
+		return err
+	}
+	if err := s.prepareRowStmts(ctx); err != nil {
+		return err
 	}
 	s.writer = startGroupWriter(s.commitBatch)
-	return s, nil
+	return nil
 }
 
 func unix(t time.Time) int64 {
@@ -626,6 +657,7 @@ func (s *SQLite) Close() error {
 	for _, st := range s.rowStmts {
 		st.Close()
 	}
+	werr := s.wconn.Close()
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return errors.Join(cerr, s.db.Close())
+	return errors.Join(werr, cerr, s.db.Close())
 }
