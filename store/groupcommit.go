@@ -147,6 +147,7 @@ func (w *groupWriter) run() {
 // (updateConvs).
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
+	s.ckpt.beforeBatch(ctx, s.wconn)
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,8 @@ type SQLite struct {
 	// read its pages again after the others' reads had it wait.
 	writer *groupWriter
 	wconn  *sql.Conn
+	// ckpt checkpoints the WAL off the writer's path (checkpoint.go).
+	ckpt *checkpointer
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
 	// rowStmts are the writer's multi-row statements (groupcommit.go).
@@ -124,6 +126,19 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	return nil, fmt.Errorf("%w: %q", ErrDriver, cfg.Driver)
 }
 
+// OpenSQLite opens (or creates) the database at path and the files
+// directory dir.
+func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
+	return openSQLiteWAL(ctx, path, dir, walOptions{checkpointEvery, walRestartBytes, walLimitBytes})
+}
+
+// walOptions are when the WAL is checkpointed (checkpoint.go): every 0
+// starts no background checkpoints (tests run them by hand).
+type walOptions struct {
+	every                    time.Duration
+	restartBytes, limitBytes int64
+}
+
 // writerCacheKiB is the page cache of the message writer's connection:
 // each conversation that writes keeps a leaf page of each of the
 // messages' two indexes busy, and the writer reads them back at every
@@ -131,9 +146,8 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 // worth of those pages.
 const writerCacheKiB = 16 << 10
 
-// OpenSQLite opens (or creates) the database at path and the files
-// directory dir.
-func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
+// openSQLiteWAL is OpenSQLite with the WAL's checkpoints as wal says.
+func openSQLiteWAL(ctx context.Context, path, dir string, wal walOptions) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -142,7 +156,8 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, err
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)",
+		"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", wal.restartBytes)} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -168,7 +183,7 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
 	}
 	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}}
-	if err := s.startWriter(ctx); err != nil {
+	if err := s.startWriter(ctx, wal); err != nil {
 		for _, st := range s.rowStmts {
 			st.Close()
 		}
@@ -182,8 +197,8 @@ func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
 }
 
 // startWriter takes the writer's connection, prepares its statements and
-// starts it.
-func (s *SQLite) startWriter(ctx context.Context) error {
+// starts it and the checkpointer.
+func (s *SQLite) startWriter(ctx context.Context, wal walOptions) error {
 	var err error
 	if s.wconn, err = s.db.Conn(ctx); err != nil {
 		return err
@@ -193,6 +208,14 @@ func (s *SQLite) startWriter(ctx context.Context) error {
 	}
 	if err := s.prepareRowStmts(ctx); err != nil {
 		return err
+	}
+	var pageSize int64
+	if err := s.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize); err != nil {
+		return err
+	}
+	s.ckpt = newCheckpointer(s.db, pageSize, wal.restartBytes, wal.limitBytes)
+	if wal.every > 0 {
+		s.ckpt.start(wal.every)
 	}
 	s.writer = startGroupWriter(s.commitBatch)
 	return nil
@@ -650,10 +673,11 @@ func (s *SQLite) Calls(ctx context.Context, conversationID string) ([]*CallRecor
 func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close implements Store: it stops the writer once its batch in progress
-// is committed (later appends get ErrClosed) and checkpoints the WAL into
-// the main file.
+// is committed (later appends get ErrClosed) and the background
+// checkpoints, and checkpoints the WAL into the main file.
 func (s *SQLite) Close() error {
 	s.writer.close()
+	s.ckpt.close()
 	for _, st := range s.rowStmts {
 		st.Close()
 	}
