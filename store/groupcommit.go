@@ -147,7 +147,8 @@ func (w *groupWriter) run() {
 // (updateConvs).
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
+	s.ckpt.beforeBatch(ctx, s.wconn)
+	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +321,10 @@ func rowSQL(kind string, size int) string {
 // and while the writer's transaction is open the pool's other
 // connections may all be waiting for the writer's lock (a transaction
 // of webhook events, say), so the writer would wait for them and they
-// for it until the busy timeout.
+// for it until the busy timeout. They are prepared on the pool, not on
+// the writer's connection: database/sql prepares a statement of a
+// sql.Conn again at every Tx.StmtContext, and one of the pool once per
+// connection.
 func (s *SQLite) prepareRowStmts(ctx context.Context) error {
 	for _, kind := range rowKinds {
 		for _, size := range rowChunks {
