@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,9 +27,11 @@ const maxBatch = 512
 // the cache starts afresh (each conversation's next append reads its seq).
 const maxCachedConversations = 50000
 
-// appendReq is one AppendMessage waiting for the writer.
+// appendReq is one AppendMessage, or one MarkRead (mark set, m nil),
+// waiting for the writer.
 type appendReq struct {
-	m *Message
+	m    *Message
+	mark *readMark
 	// outbox, when set, gives the webhook events the message causes,
 	// written in the message's transaction (AppendMessageEvents).
 	outbox OutboxFunc
@@ -80,6 +83,31 @@ func (w *groupWriter) append(ctx context.Context, m *Message, outbox OutboxFunc)
 	return res.msg, res.dup, res.err
 }
 
+// readMark is a read receipt: the conversation's read mark of role goes
+// up to seq (never down).
+type readMark struct {
+	conv, role string
+	seq        int64
+}
+
+// markRead hands a read receipt to the writer and waits until its batch
+// is committed. Read receipts come about as often as messages (each side
+// reports what it has seen as it arrives); each in a transaction of its
+// own would cost an fsync, and a write from a connection other than the
+// writer's makes the writer's connection drop its page cache.
+func (w *groupWriter) markRead(ctx context.Context, mark readMark) error {
+	r := &appendReq{mark: &mark, done: make(chan appendResult, 1)}
+	select {
+	case w.appends <- r:
+	case <-w.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("store: mark read %s: %w", mark.conv, ctx.Err())
+	}
+	res := <-r.done
+	return res.err
+}
+
 // close stops the writer once its batch in progress is committed; later
 // appends get ErrClosed.
 func (w *groupWriter) close() {
@@ -113,6 +141,10 @@ func (w *groupWriter) run() {
 		}
 		results, err := w.commit(batch)
 		for i, r := range batch {
+			if err != nil && r.mark != nil {
+				r.done <- appendResult{err: fmt.Errorf("store: mark read %s: %w", r.mark.conv, err)}
+				continue
+			}
 			if err != nil {
 				r.done <- appendResult{err: fmt.Errorf("store: append message: %w", err)}
 				continue
@@ -153,7 +185,11 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stored, err := s.storedIDs(ctx, tx, batch)
+	msgs := batch
+	if slices.ContainsFunc(batch, func(r *appendReq) bool { return r.mark != nil }) {
+		msgs = slices.DeleteFunc(slices.Clone(batch), func(r *appendReq) bool { return r.mark != nil })
+	}
+	stored, err := s.storedIDs(ctx, tx, msgs)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +209,12 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	inBatch := make(map[msgKey]int, len(batch)) // messages of this batch: index in batch
 	rows := make([]*Message, 0, len(batch))
 	var events []*WebhookEvent // the messages' webhook events, in order
+	var marks []readMark       // read receipts, applied after the messages
 	for i, r := range batch {
+		if r.mark != nil {
+			marks = append(marks, *r.mark)
+			continue
+		}
 		m := r.m
 		key := msgKey{m.ConversationID, m.ID}
 		if j, ok := inBatch[key]; ok {
@@ -254,6 +295,9 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	if err := s.updateConvs(ctx, tx, updates); err != nil {
 		return nil, err
 	}
+	if err := applyReadMarks(ctx, tx, marks); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
@@ -264,6 +308,40 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		s.lastSeq[id] = convs[id].last
 	}
 	return results, nil
+}
+
+// applyReadMarks raises the read marks of a batch, the highest seq of
+// each conversation and role once.
+func applyReadMarks(ctx context.Context, tx *sql.Tx, marks []readMark) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	type key struct{ conv, col string }
+	highest := map[key]int64{}
+	var order []key
+	for _, m := range marks {
+		k := key{m.conv, readColumn(m.role)}
+		if seq, ok := highest[k]; !ok {
+			order = append(order, k)
+			highest[k] = m.seq
+		} else if m.seq > seq {
+			highest[k] = m.seq
+		}
+	}
+	for _, k := range order {
+		if _, err := tx.ExecContext(ctx, `UPDATE conversations SET `+k.col+` = MAX(`+k.col+`, ?) WHERE id = ?`, highest[k], k.conv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readColumn is the conversations column of role's read mark.
+func readColumn(role string) string {
+	if role == RoleAgent {
+		return "read_agent"
+	}
+	return "read_customer"
 }
 
 // msgKey names a message: ids are unique within a conversation.

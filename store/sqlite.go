@@ -364,14 +364,7 @@ func (s *SQLite) AssignConversation(ctx context.Context, c *Conversation, max in
 
 // MarkRead implements Store.
 func (s *SQLite) MarkRead(ctx context.Context, id, role string, seq int64) error {
-	col := "read_customer"
-	if role == RoleAgent {
-		col = "read_agent"
-	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE conversations SET `+col+` = MAX(`+col+`, ?) WHERE id = ?`, seq, id); err != nil {
-		return fmt.Errorf("store: mark read %s: %w", id, err)
-	}
-	return nil
+	return s.writer.markRead(ctx, readMark{conv: id, role: role, seq: seq})
 }
 
 // OpenConversations implements Store.
