@@ -222,22 +222,10 @@ func crashChild(t *testing.T, loc location) {
 // message at a time each as the hub does, through each driver's group
 // commit; it reports acknowledged messages per second.
 func BenchmarkAppendConcurrent(b *testing.B) {
-	for _, drv := range drivers {
-		b.Run(drv, func(b *testing.B) {
-			loc := newLocation(b, drv)
-			s, err := Open(context.Background(), Config{Driver: loc.Driver, DSN: loc.DSN, FilesDir: loc.Files})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			const convs = 256
-			appendConcurrently(b, s, convs, func(m *Message) error {
-				_, _, err := s.AppendMessage(context.Background(), m)
-				return err
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-		})
-	}
+	benchAppend(b, func(s Store, m *Message) error {
+		_, _, err := s.AppendMessage(context.Background(), m)
+		return err
+	})
 }
 
 // BenchmarkAppendWithReadReceipts: as BenchmarkAppendConcurrent, and
@@ -245,6 +233,19 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 // and the agent's console do for a conversation in view (one receipt a
 // message: the most a chat sends). It reports messages per second.
 func BenchmarkAppendWithReadReceipts(b *testing.B) {
+	benchAppend(b, func(s Store, m *Message) error {
+		ctx := context.Background()
+		stored, _, err := s.AppendMessage(ctx, m)
+		if err != nil {
+			return err
+		}
+		return s.MarkRead(ctx, m.ConversationID, RoleAgent, stored.Seq)
+	})
+}
+
+// benchAppend runs add for b.N messages of 256 conversations at once on
+// a new store of each driver and reports messages per second.
+func benchAppend(b *testing.B, add func(Store, *Message) error) {
 	for _, drv := range drivers {
 		b.Run(drv, func(b *testing.B) {
 			loc := newLocation(b, drv)
@@ -253,14 +254,7 @@ func BenchmarkAppendWithReadReceipts(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			ctx := context.Background()
-			appendConcurrently(b, s, 256, func(m *Message) error {
-				stored, _, err := s.AppendMessage(ctx, m)
-				if err != nil {
-					return err
-				}
-				return s.MarkRead(ctx, m.ConversationID, RoleAgent, stored.Seq)
-			})
+			appendConcurrently(b, s, 256, func(m *Message) error { return add(s, m) })
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
