@@ -42,18 +42,29 @@ func gcPercentFor(live uint64) int {
 // checked every gcTuneEvery, until ctx ends. It does nothing when GOGC
 // is set in the environment.
 func tuneGC(ctx context.Context, log *slog.Logger) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	tuneGCWith(ctx, log, gcTuneEvery, func() (uint64, bool) {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return 0, false
+		}
+		return sample[0].Value.Uint64(), true
+	})
+}
+
+// tuneGCWith is tuneGC reading the live heap with live, every every.
+func tuneGCWith(ctx context.Context, log *slog.Logger, every time.Duration, live func() (uint64, bool)) {
 	if _, set := os.LookupEnv("GOGC"); set {
 		log.Info("garbage collector left to GOGC", "GOGC", os.Getenv("GOGC"))
 		return
 	}
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	current := -1
 	apply := func() {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
+		n, ok := live()
+		if !ok {
 			return
 		}
-		p := gcPercentFor(sample[0].Value.Uint64())
+		p := gcPercentFor(n)
 		// Follow changes of a tenth or more: each call changes the
 		// live heap a little, and the exact figure does not matter.
 		if current < 0 || math.Abs(float64(p-current)) >= float64(current)/10 {
@@ -62,7 +73,7 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 		}
 	}
 	apply()
-	t := time.NewTicker(gcTuneEvery)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

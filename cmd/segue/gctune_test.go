@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -37,7 +38,8 @@ func gogc() int {
 }
 
 // TestTuneGC: without GOGC in the environment the collector's percentage
-// follows the live heap; with it, it is left alone.
+// follows the live heap, by changes of a tenth or more; with it, it is
+// left alone.
 func TestTuneGC(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
@@ -47,18 +49,53 @@ func TestTuneGC(t *testing.T) {
 		defer os.Setenv("GOGC", v)
 	}
 	os.Unsetenv("GOGC")
+	var live atomic.Uint64
+	live.Store(32 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tuneGCWith(ctx, log, time.Millisecond, func() (uint64, bool) { return live.Load(), true })
+	}()
+	waitGOGC := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for gogc() != want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := gogc(); got != want {
+			t.Fatalf("GOGC %d with a live heap of %d MiB, want %d", got, live.Load()>>20, want)
+		}
+	}
+	waitGOGC(50) // 8 MiB + 8 MiB over 32 MiB
+	live.Store(128 << 20)
+	waitGOGC(32)
+	// 34 instead of 32 (8 MiB + 24 MiB over 96 MiB): less than a tenth,
+	// left as it is, while the next change is followed.
+	if gcPercentFor(96<<20) != 34 {
+		t.Fatalf("gcPercentFor(96 MiB) = %d, the test expects 34", gcPercentFor(96<<20))
+	}
+	live.Store(96 << 20)
+	time.Sleep(20 * time.Millisecond)
+	if got := gogc(); got != 32 {
+		t.Errorf("GOGC %d after a change of less than a tenth, want 32 kept", got)
+	}
+	live.Store(1 << 30)
+	waitGOGC(26)
+	cancel()
+	<-done
+
+	// The runtime's own figure: a live heap is read and followed.
+	debug.SetGCPercent(100)
+	ctx, cancel = context.WithCancel(context.Background())
+	done = make(chan struct{})
 	go func() { defer close(done); tuneGC(ctx, log) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for gogc() == 100 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	want := gcPercentFor(s[0].Value.Uint64())
-	if got := gogc(); got == 100 || got < want*9/10 || got > want*11/10 {
-		t.Errorf("GOGC %d with a live heap of %d KiB, want about %d", got, s[0].Value.Uint64()>>10, want)
+	if got := gogc(); got < 26 || got > gcPercentMax || got == 100 {
+		t.Errorf("GOGC %d from the runtime's live heap, want it set within 26-%d", got, gcPercentMax)
 	}
 	cancel()
 	<-done
