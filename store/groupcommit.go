@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,18 +68,31 @@ func startGroupWriter(commit func([]*appendReq) ([]appendResult, error)) *groupW
 // append hands m, and the outbox events it causes, to the writer and
 // waits until its batch is committed.
 func (w *groupWriter) append(ctx context.Context, m *Message, outbox OutboxFunc) (*Message, bool, error) {
-	r := &appendReq{m: m, outbox: outbox, done: make(chan appendResult, 1)}
+	res := w.submit(ctx, &appendReq{m: m, outbox: outbox})
+	return res.msg, res.dup, res.err
+}
+
+// submit hands r to the writer and waits until its batch is committed.
+func (w *groupWriter) submit(ctx context.Context, r *appendReq) appendResult {
+	r.done = make(chan appendResult, 1)
 	select {
 	case w.appends <- r:
 	case <-w.stop:
-		return nil, false, ErrClosed
+		return appendResult{err: ErrClosed}
 	case <-ctx.Done():
-		return nil, false, fmt.Errorf("store: append message: %w", ctx.Err())
+		return appendResult{err: r.failed(ctx.Err())}
 	}
 	// Handed over: the outcome is waited for even if ctx ends, since the
 	// message may be stored already.
-	res := <-r.done
-	return res.msg, res.dup, res.err
+	return <-r.done
+}
+
+// failed wraps err, which failed r, in what r was.
+func (r *appendReq) failed(err error) error {
+	if r.mark != nil {
+		return fmt.Errorf("store: mark read %s: %w", r.mark.conv, err)
+	}
+	return fmt.Errorf("store: append message: %w", err)
 }
 
 // readMark is a read receipt: the conversation's read mark of role goes
@@ -96,16 +108,7 @@ type readMark struct {
 // own would cost an fsync, and a write from a connection other than the
 // writer's makes the writer's connection drop its page cache.
 func (w *groupWriter) markRead(ctx context.Context, mark readMark) error {
-	r := &appendReq{mark: &mark, done: make(chan appendResult, 1)}
-	select {
-	case w.appends <- r:
-	case <-w.stop:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("store: mark read %s: %w", mark.conv, ctx.Err())
-	}
-	res := <-r.done
-	return res.err
+	return w.submit(ctx, &appendReq{mark: &mark}).err
 }
 
 // close stops the writer once its batch in progress is committed; later
@@ -141,12 +144,8 @@ func (w *groupWriter) run() {
 		}
 		results, err := w.commit(batch)
 		for i, r := range batch {
-			if err != nil && r.mark != nil {
-				r.done <- appendResult{err: fmt.Errorf("store: mark read %s: %w", r.mark.conv, err)}
-				continue
-			}
 			if err != nil {
-				r.done <- appendResult{err: fmt.Errorf("store: append message: %w", err)}
+				r.done <- appendResult{err: r.failed(err)}
 				continue
 			}
 			r.done <- results[i]
@@ -184,10 +183,12 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	msgs := batch
-	if slices.ContainsFunc(batch, func(r *appendReq) bool { return r.mark != nil }) {
-		msgs = slices.DeleteFunc(slices.Clone(batch), func(r *appendReq) bool { return r.mark != nil })
+	defer tx.Rollback()                       //nolint:errcheck // no-op after Commit
+	msgs := make([]*appendReq, 0, len(batch)) // the batch but its read receipts
+	for _, r := range batch {
+		if r.mark == nil {
+			msgs = append(msgs, r)
+		}
 	}
 	stored, err := s.storedIDs(ctx, tx, msgs)
 	if err != nil {

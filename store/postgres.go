@@ -221,10 +221,7 @@ func (p *Postgres) AssignConversation(ctx context.Context, c *Conversation, max 
 
 // MarkRead implements Store.
 func (p *Postgres) MarkRead(ctx context.Context, id, role string, seq int64) error {
-	col := "read_customer"
-	if role == RoleAgent {
-		col = "read_agent"
-	}
+	col := readColumn(role)
 	if _, err := p.pool.Exec(ctx, `UPDATE conversations SET `+col+` = GREATEST(`+col+`, $1) WHERE id = $2`, seq, id); err != nil {
 		return fmt.Errorf("store: mark read %s: %w", id, err)
 	}
