@@ -86,13 +86,6 @@ func (l *lazyFeedback) Close() error {
 	return l.Interceptor.Close()
 }
 
-// running reports whether the interceptor's loop was started.
-func (l *lazyFeedback) running() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.started
-}
-
 // wantsNACK is the NACK generator's own test: the stream negotiated
 // generic NACK (RFC 4585 §4.2, "nack" without a parameter).
 func wantsNACK(info *interceptor.StreamInfo) bool {

@@ -151,3 +151,10 @@ func (c *countingInterceptor) BindRTCPWriter(w interceptor.RTCPWriter) intercept
 	c.bound.Add(1)
 	return w
 }
+
+// running reports whether the interceptor's loop was started.
+func (l *lazyFeedback) running() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.started
+}
