@@ -107,7 +107,7 @@ type Call struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	once   sync.Once
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the watcher start runs
 	err    error
 
 	mu         sync.Mutex
@@ -118,6 +118,7 @@ type Call struct {
 	remote     *mediaDesc
 	held       bool
 	hungUp     bool // the far end ended the dialog; no BYE to send
+	started    bool // start ran: Close waits for the watcher
 	byeCause   *HangupError
 	srtpKey    *sdesKey // our SDES key when media is SRTP
 	cryptoTag  string
@@ -261,7 +262,16 @@ func (c *Call) Close() error {
 				byeErr = fmt.Errorf("sip: bye %s: %w", c.callID, byeErr)
 			}
 		}
-		c.wg.Wait()
+		// A call answered while the server stops may start after this
+		// Close: its watcher sees the call ended and tears it down on its
+		// own, and there is nothing to wait for here (waiting on wg while
+		// start adds to it would be a race).
+		c.mu.Lock()
+		started := c.started
+		c.mu.Unlock()
+		if started {
+			c.wg.Wait()
+		}
 		c.err = byeErr
 	})
 	return c.err
@@ -283,7 +293,10 @@ func newCall(srv *Server, tr *trunk, callID string, inbound bool, dlg dialogSess
 // start runs the watcher that tears media down when the call ends.
 func (c *Call) start() {
 	c.media.start()
+	c.mu.Lock()
+	c.started = true
 	c.wg.Add(1)
+	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
 		for c.ctx.Err() == nil {
