@@ -436,6 +436,9 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 // arrival record on the way in (pion's ConfigureTWCCSender and
 // ConfigureTWCCHeaderExtensionSender register both kinds of media).
 func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
+	// One attributes map per remote stream for the interceptors above
+	// (attrreuse.go).
+	reg.Add(reusedAttributesFactory{})
 	reg.Add(bwe)
 	// pion's ConfigureNack, with the generator's loop started lazily
 	// (lazyfeedback.go).
