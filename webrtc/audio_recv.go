@@ -123,16 +123,6 @@ func (p *Peer) startAudioReceive(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPRe
 	p.spawn(func() { drainRTCP(recv) })
 }
 
-// drainRTCP reads the RTCP of a receiver (the browser's sender reports) so
-// that the interceptors process it, until the receiver stops.
-func drainRTCP(recv *pwebrtc.RTPReceiver) {
-	for {
-		if _, _, err := recv.ReadRTCP(); err != nil {
-			return
-		}
-	}
-}
-
 // audioReadLoop reads the browser's audio until the track ends.
 func (p *Peer) audioReadLoop(track *pwebrtc.TrackRemote, recv *pwebrtc.RTPReceiver) {
 	r := &audioReader{p: p, params: func() []pwebrtc.RTPCodecParameters { return recv.GetParameters().Codecs }}

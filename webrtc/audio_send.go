@@ -312,7 +312,7 @@ func (a *audioIn) WriteSample(s transcode.PCM16) error {
 		}
 		if len(a.queue) >= maxQueuedFrames {
 			a.free = append(a.free, a.queue[0])
-			a.queue = a.queue[1:]
+			a.queue = shift(a.queue)
 			a.dropped.Add(1)
 		}
 		a.queue = append(a.queue, a.partial)
@@ -336,11 +336,20 @@ func (a *audioIn) pop(dst transcode.PCM16, minFill int) bool {
 	}
 	f := a.queue[0]
 	copy(dst, f)
-	a.queue = a.queue[1:]
+	a.queue = shift(a.queue)
 	if len(a.free) < maxQueuedFrames {
 		a.free = append(a.free, f)
 	}
 	return true
+}
+
+// shift removes q's first frame in place: reslicing from the front would
+// walk the queue along its backing array and make append allocate a new
+// one every few frames.
+func shift(q []transcode.PCM16) []transcode.PCM16 {
+	n := copy(q, q[1:])
+	q[n] = nil
+	return q[:n]
 }
 
 func (a *audioIn) drain() {
@@ -465,8 +474,9 @@ func (p *Peer) readSenderRTCP(s *pwebrtc.RTPSender) {
 			p.e.fecActive.Add(-1)
 		}
 	}()
+	buf := make([]byte, rtcpReadSize)
 	for {
-		pkts, _, err := s.ReadRTCP()
+		pkts, err := readRTCP(s, buf)
 		if err != nil {
 			return
 		}

@@ -230,8 +230,9 @@ func (f *Forwarder) write(pkt *rtp.Packet) {
 // source browser; reading also feeds the NACK responder.
 func (f *Forwarder) readRTCP() {
 	defer close(f.done)
+	buf := make([]byte, rtcpReadSize)
 	for {
-		pkts, _, err := f.sender.ReadRTCP()
+		pkts, err := readRTCP(f.sender, buf)
 		if err != nil {
 			return
 		}
