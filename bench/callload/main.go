@@ -131,7 +131,7 @@ func main() {
 	flag.StringVar(&o.maxLag, "max-scheduler-lag", "", "-start/-compare: the gateway's limits.max_scheduler_lag (empty: its default, 20ms, or 250ms under -churn; 0s: off)")
 	flag.IntVar(&o.maxCPU, "max-cpu-percent", 0, "-start/-compare: the gateway's limits.max_cpu_percent (0: unset)")
 	flag.IntVar(&o.maxLate, "max-media-late-percent", -1, "-start/-compare: the gateway's limits.max_media_late_percent (negative: its default, 10, or off under -churn; 0: off)")
-	flag.StringVar(&o.profileDir, "profile", "", "write the gateway's CPU profile of the steady window (cpu.pprof) and its heap profile at the end of it (heap.pprof) to this directory, from the admin listener's /debug/pprof")
+	flag.StringVar(&o.profileDir, "profile", "", "write the gateway's CPU profile of the steady window (cpu.pprof) its heap profile (heap.pprof) and its goroutines (goroutines.txt) at the end of it to this directory, from the admin listener's /debug/pprof")
 	flag.IntVar(&o.tune.opusComplexity, "opus-complexity", 0, "-start/-compare/-churn: the gateway's webrtc.opus_complexity (1-10; 0: its default, auto: complexity 1 until the customer reports loss)")
 	flag.BoolVar(&o.tune.allAddrs, "all-addresses", false, "-start/-compare/-churn: the gateway gathers ICE host candidates on every local address, not on 127.0.0.1 alone (webrtc.ips), as before this flag existed")
 	flag.BoolVar(&o.tune.udpMux, "udp-mux", false, "-start/-compare/-churn: the gateway's peers share one ICE port (webrtc.udp_mux_port) instead of taking ports of their own")

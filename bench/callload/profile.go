@@ -35,13 +35,16 @@ func (s scenario) startProfile(ctx context.Context) *profileRun {
 }
 
 // wait waits for the CPU profile and then takes the heap profile (after a
-// collection, so that it shows what is live with every call up).
+// collection, so that it shows what is live with every call up) and the
+// goroutines, counted by where they were started (goroutines.txt).
 func (p *profileRun) wait(ctx context.Context) error {
 	if p == nil {
 		return nil
 	}
 	err := <-p.done
-	return errors.Join(err, fetchTo(ctx, p.admin+"/debug/pprof/heap?gc=1", filepath.Join(p.dir, "heap.pprof"), 30*time.Second))
+	return errors.Join(err,
+		fetchTo(ctx, p.admin+"/debug/pprof/heap?gc=1", filepath.Join(p.dir, "heap.pprof"), 30*time.Second),
+		fetchTo(ctx, p.admin+"/debug/pprof/goroutine?debug=1", filepath.Join(p.dir, "goroutines.txt"), 30*time.Second))
 }
 
 // fetchTo writes the body of url to path.

@@ -145,6 +145,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		a, _ = sampleProc(s.pid)
 	}
 	selfA, _ = sampleProc(os.Getpid())
+	heapA := heapCounters(ctx, s.metricsURL)
 	prof := s.startProfile(ctx)
 	select {
 	case <-time.After(s.hold):
@@ -162,6 +163,7 @@ func runScenario(ctx context.Context, s scenario) (*report, error) {
 		r.steady = selfB.at.Sub(selfA.at)
 	}
 	r.goroutinesLoaded = goroutines(ctx, s.metricsURL)
+	r.heap = heapCounters(ctx, s.metricsURL).since(heapA)
 	if err := prof.wait(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "callload: profile:", err)
 	}
@@ -244,6 +246,36 @@ func (s scenario) printProgress(start time.Time, gen *generator, up, failed *ato
 	}
 }
 
+// heapWindow is what the target's Go heap did over the steady window,
+// from its Go collector's metrics.
+type heapWindow struct {
+	ok        bool
+	allocated float64 // bytes allocated (go_memstats_alloc_bytes_total)
+	gcs       float64 // collections (go_gc_duration_seconds_count)
+	goal      float64 // heap size of the next collection at the end (go_memstats_next_gc_bytes)
+}
+
+// heapCounters reads the target's allocation and collection counters.
+func heapCounters(ctx context.Context, url string) heapWindow {
+	if url == "" {
+		return heapWindow{}
+	}
+	m, err := scrapeMetrics(ctx, url)
+	if err != nil {
+		return heapWindow{}
+	}
+	alloc, ok := m["go_memstats_alloc_bytes_total"]
+	return heapWindow{ok: ok, allocated: alloc, gcs: m["go_gc_duration_seconds_count"], goal: m["go_memstats_next_gc_bytes"]}
+}
+
+// since returns the counters' growth from a to h, with h's heap goal.
+func (h heapWindow) since(a heapWindow) heapWindow {
+	if !h.ok || !a.ok {
+		return heapWindow{}
+	}
+	return heapWindow{ok: true, allocated: h.allocated - a.allocated, gcs: h.gcs - a.gcs, goal: h.goal}
+}
+
 func goroutines(ctx context.Context, url string) int {
 	if url == "" {
 		return 0
@@ -282,6 +314,7 @@ type report struct {
 	anonLoaded       int64
 	goroutinesIdle   int
 	goroutinesLoaded int
+	heap             heapWindow // over the steady window
 
 	records    int     // gateway call records read
 	recLoss    float64 // mean loss_percent
@@ -501,6 +534,10 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.goroutinesLoaded > 0 {
 		fmt.Fprintf(w, "goroutines: %d idle, %d loaded (%.1f per call)\n", r.goroutinesIdle, r.goroutinesLoaded, float64(r.goroutinesLoaded-r.goroutinesIdle)/float64(max(1, r.established)))
+	}
+	if r.heap.ok && r.established > 0 && r.steady > 0 {
+		fmt.Fprintf(w, "target heap: %.1f KB allocated a second per call, %.0f collections in %s, next at %.1f MB\n",
+			r.heap.allocated/r.steady.Seconds()/float64(r.established)/1000, r.heap.gcs, r.steady.Round(time.Second), r.heap.goal/(1<<20))
 	}
 	genPer := 0.0
 	if r.established > 0 {
