@@ -10,61 +10,130 @@ import (
 	"time"
 )
 
-// The collector's headroom. Go's default (GOGC=100) lets the heap grow to
-// twice the live heap before a collection. Most of a call's live heap is
-// codec state that lives as long as the call, and a call allocates
-// little per frame, so that headroom costs memory per call and buys
-// almost no CPU: at a fixed headroom the collector runs as often
-// whatever the number of calls. The gateway keeps instead a headroom of
-// a quarter of the live heap plus a floor, so that a gateway with little
-// live heap (chat, few calls) does not collect more often than with
-// Go's default, and a loaded one holds a quarter more than its live heap
-// rather than twice it. An operator's GOGC in the environment turns this
+// The collector's headroom: how far the heap may grow above the live heap
+// before the next collection. Go's default (GOGC=100) lets it grow to
+// twice the live heap. Most of a call's live heap is codec state that
+// lives as long as the call, and a call allocates little per frame, so
+// that headroom costs memory per call and buys almost no CPU. The
+// gateway sizes it instead by what the collector costs: the headroom
+// that keeps collections under gcCPUShare of a core, from the recent
+// allocation rate and CPU per collection, between a floor and a quarter
+// of the live heap plus the floor. Calls alone, which allocate a few KB a
+// second each, run at the floor; a chat at full speed, which allocates
+// fast, at the quarter. An operator's GOGC in the environment turns this
 // off (docs/operations.md).
 const (
 	gcHeadroomFloor    = 8 << 20 // bytes
 	gcHeadroomFraction = 0.25
+	gcCPUShare         = 0.01 // of one core
 	gcPercentMax       = 1000
 	gcTuneEvery        = time.Second
+	// gcRateMemory is how long a burst of allocation keeps the headroom
+	// up after it stopped (the smoothing of the rate going down; going up
+	// it follows at once).
+	gcRateMemory = 10 * time.Second
 )
 
+// gcReading is what the tuner reads of the runtime at each check: the
+// live heap and three cumulative counters.
+type gcReading struct {
+	live   uint64  // /gc/heap/live:bytes
+	allocs uint64  // /gc/heap/allocs:bytes
+	gcCPU  float64 // /cpu/classes/gc/total:cpu-seconds
+	cycles uint64  // /gc/cycles/total:gc-cycles
+}
+
+// gcPacer turns successive readings into the collector's percentage.
+type gcPacer struct {
+	prev gcReading
+	have bool
+	rate float64 // bytes allocated a second
+	cost float64 // CPU seconds per collection; 0 until one was seen
+}
+
+// next takes a reading dt after the previous one and returns the GOGC
+// percentage for the headroom it calls for.
+func (p *gcPacer) next(r gcReading, dt time.Duration) int {
+	if p.have && dt > 0 && r.allocs >= p.prev.allocs {
+		rate := float64(r.allocs-p.prev.allocs) / dt.Seconds()
+		keep := math.Exp(-dt.Seconds() / gcRateMemory.Seconds())
+		p.rate = max(rate, keep*p.rate+(1-keep)*rate)
+		if n := r.cycles - p.prev.cycles; r.cycles > p.prev.cycles && r.gcCPU >= p.prev.gcCPU {
+			c := (r.gcCPU - p.prev.gcCPU) / float64(n)
+			if p.cost == 0 {
+				p.cost = c
+			} else {
+				p.cost = (p.cost + c) / 2
+			}
+		}
+	}
+	p.prev, p.have = r, true
+	return gcPercentFor(r.live, p.rate, p.cost)
+}
+
 // gcPercentFor returns the GOGC percentage that gives a heap of live
-// bytes the headroom above.
-func gcPercentFor(live uint64) int {
+// bytes, allocating rate bytes a second with cost CPU seconds per
+// collection (0: not known yet), the headroom above.
+func gcPercentFor(live uint64, rate, cost float64) int {
 	if live == 0 {
 		return gcPercentMax
 	}
-	p := math.Ceil(100 * (gcHeadroomFloor + gcHeadroomFraction*float64(live)) / float64(live))
+	most := gcHeadroomFloor + gcHeadroomFraction*float64(live)
+	headroom := most
+	if cost > 0 {
+		headroom = min(max(cost*rate/gcCPUShare, gcHeadroomFloor), most)
+	}
+	p := math.Ceil(100 * headroom / float64(live))
 	return int(min(p, gcPercentMax))
 }
 
-// tuneGC keeps the collector's percentage at gcPercentFor the live heap,
-// checked every gcTuneEvery, until ctx ends. It does nothing when GOGC
-// is set in the environment.
+// tuneGC keeps the collector's percentage at what gcPacer says, checked
+// every gcTuneEvery, until ctx ends. It does nothing when GOGC is set in
+// the environment.
 func tuneGC(ctx context.Context, log *slog.Logger) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	tuneGCWith(ctx, log, gcTuneEvery, func() (uint64, bool) {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0, false
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+	}
+	tuneGCWith(ctx, log, gcTuneEvery, func() (gcReading, bool) {
+		metrics.Read(samples)
+		for i, s := range samples {
+			want := metrics.KindUint64
+			if i == 2 {
+				want = metrics.KindFloat64
+			}
+			if s.Value.Kind() != want {
+				return gcReading{}, false
+			}
 		}
-		return sample[0].Value.Uint64(), true
+		return gcReading{
+			live:   samples[0].Value.Uint64(),
+			allocs: samples[1].Value.Uint64(),
+			gcCPU:  samples[2].Value.Float64(),
+			cycles: samples[3].Value.Uint64(),
+		}, true
 	})
 }
 
-// tuneGCWith is tuneGC reading the live heap with live, every every.
-func tuneGCWith(ctx context.Context, log *slog.Logger, every time.Duration, live func() (uint64, bool)) {
+// tuneGCWith is tuneGC taking its readings from read, every every.
+func tuneGCWith(ctx context.Context, log *slog.Logger, every time.Duration, read func() (gcReading, bool)) {
 	if _, set := os.LookupEnv("GOGC"); set {
 		log.Info("garbage collector left to GOGC", "GOGC", os.Getenv("GOGC"))
 		return
 	}
 	current := -1
+	var pacer gcPacer
+	last := time.Now()
 	apply := func() {
-		n, ok := live()
+		r, ok := read()
 		if !ok {
 			return
 		}
-		p := gcPercentFor(n)
+		now := time.Now()
+		p := pacer.next(r, now.Sub(last))
+		last = now
 		// Follow changes of a tenth or more: each call changes the
 		// live heap a little, and the exact figure does not matter.
 		if current < 0 || math.Abs(float64(p-current)) >= float64(current)/10 {

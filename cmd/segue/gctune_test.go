@@ -14,20 +14,75 @@ import (
 
 func TestGCPercentFor(t *testing.T) {
 	for _, c := range []struct {
-		live uint64
-		want int
+		live       uint64
+		rate, cost float64
+		want       int
 	}{
-		{0, gcPercentMax},         // before the first collection
-		{512 << 10, gcPercentMax}, // a tiny heap: capped
-		{3 << 20, 292},            // an idle gateway: 8 MiB + 0.75 MiB over 3 MiB
-		{32 << 20, 50},            // 8 MiB + 8 MiB over 32 MiB
-		{128 << 20, 32},           // 8 MiB + 32 MiB over 128 MiB, rounded up
-		{1 << 30, 26},             // 8 MiB + 256 MiB over 1 GiB
-		{100 << 30, 26},           // the quarter dominates
+		// No collection seen yet: a quarter of the live heap plus 8 MiB.
+		{0, 0, 0, gcPercentMax},         // before the first collection
+		{512 << 10, 0, 0, gcPercentMax}, // a tiny heap: capped
+		{3 << 20, 0, 0, 292},            // an idle gateway: 8 MiB + 0.75 MiB over 3 MiB
+		{32 << 20, 0, 0, 50},            // 8 MiB + 8 MiB over 32 MiB
+		{128 << 20, 0, 0, 32},           // 8 MiB + 32 MiB over 128 MiB, rounded up
+		{1 << 30, 0, 0, 26},             // 8 MiB + 256 MiB over 1 GiB
+		{100 << 30, 0, 0, 26},           // the quarter dominates
+		// Calls: 0.64 MB/s, 12 ms a collection; 0.77 MB would keep the
+		// collector at 1 %: the floor, 8 MiB over 38 MiB.
+		{38 << 20, 0.64e6, 0.012, 22},
+		// A chat at full speed: 100 MB/s, 5 ms a collection; 50 MB
+		// wanted, the quarter plus the floor at most.
+		{32 << 20, 100e6, 0.005, 50},
+		// In between: 10 MB/s, 20 ms a collection: 20 MB over 128 MiB.
+		{128 << 20, 10e6, 0.02, 15},
 	} {
-		if got := gcPercentFor(c.live); got != c.want {
-			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", c.live>>20, got, c.want)
+		if got := gcPercentFor(c.live, c.rate, c.cost); got != c.want {
+			t.Errorf("gcPercentFor(%d MiB, %.0f B/s, %.3f s) = %d, want %d", c.live>>20, c.rate, c.cost, got, c.want)
 		}
+	}
+}
+
+// TestGCPacer follows the readings of a gateway with a live heap of 64
+// MiB a second apart: the headroom drops to the floor once it knows the
+// collector's cost at a low allocation rate, rises at once with a burst,
+// and comes back down some seconds after it.
+func TestGCPacer(t *testing.T) {
+	var p gcPacer
+	r := gcReading{live: 64 << 20}
+	step := func(allocs uint64, collections uint64, cpu float64) int {
+		r.allocs += allocs
+		r.cycles += collections
+		r.gcCPU += cpu
+		return p.next(r, time.Second)
+	}
+	if got := p.next(r, 0); got != 38 { // (8 + 16) MiB over 64 MiB
+		t.Fatalf("first reading: %d, want 38 (nothing known of the collector)", got)
+	}
+	if got := step(1e6, 0, 0); got != 38 {
+		t.Fatalf("no collection yet: %d, want 38", got)
+	}
+	if got := step(1e6, 1, 0.01); got != 13 { // the floor: 8 MiB over 64 MiB
+		t.Fatalf("1 MB/s at 10 ms a collection: %d, want 13", got)
+	}
+	if got := step(500e6, 2, 0.02); got != 38 {
+		t.Fatalf("a burst of 500 MB/s: %d, want 38", got)
+	}
+	if got := step(1e6, 0, 0); got != 38 {
+		t.Fatalf("a second after the burst: %d, want 38 still", got)
+	}
+	got := 0
+	for range 60 {
+		got = step(1e6, 0, 0)
+	}
+	if got != 13 {
+		t.Fatalf("a minute after the burst: %d, want 13", got)
+	}
+	// The counters never go back; a reading that did would change neither
+	// the rate nor the cost.
+	rate, cost := p.rate, p.cost
+	r.allocs -= 10
+	p.next(r, time.Second)
+	if p.rate != rate || p.cost != cost {
+		t.Fatalf("rate %.0f, cost %.4f after a reading that went back; want %.0f, %.4f", p.rate, p.cost, rate, cost)
 	}
 }
 
@@ -55,7 +110,9 @@ func TestTuneGC(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tuneGCWith(ctx, log, time.Millisecond, func() (uint64, bool) { return live.Load(), true })
+		// No allocation and no collection: the headroom follows the live
+		// heap alone.
+		tuneGCWith(ctx, log, time.Millisecond, func() (gcReading, bool) { return gcReading{live: live.Load()}, true })
 	}()
 	waitGOGC := func(want int) {
 		t.Helper()
@@ -72,8 +129,8 @@ func TestTuneGC(t *testing.T) {
 	waitGOGC(32)
 	// 34 instead of 32 (8 MiB + 24 MiB over 96 MiB): less than a tenth,
 	// left as it is, while the next change is followed.
-	if gcPercentFor(96<<20) != 34 {
-		t.Fatalf("gcPercentFor(96 MiB) = %d, the test expects 34", gcPercentFor(96<<20))
+	if p := gcPercentFor(96<<20, 0, 0); p != 34 {
+		t.Fatalf("gcPercentFor(96 MiB) = %d, the test expects 34", p)
 	}
 	live.Store(96 << 20)
 	time.Sleep(20 * time.Millisecond)
