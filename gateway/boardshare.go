@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -210,7 +214,7 @@ func (n *node) publishShare() {
 	}
 	sh := n.s.localShare()
 	sh.Node = n.id
-	b, err := json.Marshal(sh)
+	b, err := encodeShare(sh)
 	if err == nil {
 		err = n.bus.Publish(subjBoard, b)
 	}
@@ -219,10 +223,62 @@ func (n *node) publishShare() {
 	}
 }
 
+// A share is JSON, gzipped when it is larger than shareGzipAbove: the
+// conversations a node holds for agents take some 150 bytes each, so
+// about 7,000 of them would pass NATS's default limit of 1 MB on a
+// message; gzipped, the limit is near the 65,536 a share may list. A
+// node takes both forms (one of an earlier version sends plain JSON),
+// and stops inflating at maxShareBytes.
+const (
+	shareGzipAbove = 64 << 10
+	maxShareBytes  = 32 << 20
+)
+
+// encodeShare returns sh as it goes on the bus.
+func encodeShare(sh *boardShare) ([]byte, error) {
+	b, err := json.Marshal(sh)
+	if err != nil || len(b) <= shareGzipAbove {
+		return b, err
+	}
+	var z bytes.Buffer
+	w, err := gzip.NewWriterLevel(&z, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return z.Bytes(), nil
+}
+
+// decodeShare reads a share as encodeShare wrote it, or as plain JSON.
+func decodeShare(data []byte, sh *boardShare) error {
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b { // not gzip
+		return json.Unmarshal(data, sh)
+	}
+	r, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxShareBytes+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxShareBytes {
+		return errShareTooLarge
+	}
+	return json.Unmarshal(b, sh)
+}
+
+var errShareTooLarge = errors.New("board share larger than it may be")
+
 // takeShare keeps another node's share and tells the boards here.
 func (n *node) takeShare(_ string, data []byte) {
 	var sh boardShare
-	if json.Unmarshal(data, &sh) != nil || sh.Node == n.id || !nodeIDRe.MatchString(sh.Node) {
+	if decodeShare(data, &sh) != nil || sh.Node == n.id || !nodeIDRe.MatchString(sh.Node) {
 		return
 	}
 	clean := &boardShare{Node: sh.Node}

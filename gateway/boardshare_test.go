@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +294,96 @@ func TestShareOfLostNodeExpires(t *testing.T) {
 	n.expire(start.Add(nodeExpiry + time.Second))
 	if got := held(); got != "" {
 		t.Fatalf("shares held after nodeExpiry: %s, want none", got)
+	}
+}
+
+// TestLargeShareFitsTheBus: the share of a node holding 10,000
+// conversations for agents is over a megabyte of JSON, NATS's default
+// limit on a message; it goes gzipped, well under it, and another node
+// takes it whole. A small share stays plain JSON, and plain JSON (from a
+// node of an earlier version) is still taken.
+func TestLargeShareFitsTheBus(t *testing.T) {
+	const natsMaxPayload = 1 << 20
+	big := &boardShare{Node: "c"}
+	for i := range 10000 {
+		big.Convs = append(big.Convs, shareConv{Agent: fmt.Sprintf("agent-%04d", i/5), wireBoardConv: wireBoardConv{
+			ID: newID("c"), Customer: fmt.Sprintf("Customer %d of the spring campaign", i), Queue: "support", Call: callConnected, Video: i%7 == 0}})
+	}
+	plain, err := json.Marshal(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := encodeShare(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain) <= natsMaxPayload || len(enc) >= natsMaxPayload/4 {
+		t.Fatalf("10,000 conversations: %d bytes of JSON, %d on the bus; want over 1 MiB and under a quarter of it", len(plain), len(enc))
+	}
+	var back boardShare
+	if err := decodeShare(enc, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&back, big) {
+		t.Fatal("the gzipped share did not decode to what was sent")
+	}
+
+	small := &boardShare{Node: "c", Queues: []shareQueue{{Name: "support", Waiting: 1, List: []wireBoardWaits{{ID: "c1", Customer: "Ann"}}}}}
+	if enc, err := encodeShare(small); err != nil || !json.Valid(enc) {
+		t.Fatalf("a small share: %q, %v; want plain JSON", enc, err)
+	}
+
+	a, _ := newClusterPair(t)
+	n := a.srv.node
+	n.mu.Lock()
+	n.remotes["c"] = &remoteNode{seen: time.Now(), socks: map[string]*client{}}
+	n.remotes["d"] = &remoteNode{seen: time.Now(), socks: map[string]*client{}}
+	n.mu.Unlock()
+	n.takeShare(subjBoard, enc)
+	n.takeShare(subjBoard, []byte(`{"node":"d","queues":[{"name":"support","waiting":2}]}`))
+	got := map[string]*boardShare{}
+	for _, sh := range n.boardShares() {
+		got[sh.Node] = sh
+	}
+	if c := got["c"]; c == nil || len(c.Convs) != 10000 {
+		t.Fatalf("node c's gzipped share: %+v", c)
+	}
+	if d := got["d"]; d == nil || len(d.Queues) != 1 || d.Queues[0].Waiting != 2 {
+		t.Fatalf("node d's plain share: %+v", d)
+	}
+}
+
+// TestShareBombRefused: a gzipped share that inflates past maxShareBytes
+// is refused without being read whole, and the share held before it is
+// kept.
+func TestShareBombRefused(t *testing.T) {
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	_, _ = w.Write([]byte(`{"node":"c","queues":[{"name":"`))
+	zeros := make([]byte, 1<<20)
+	for range maxShareBytes>>20 + 1 {
+		_, _ = w.Write(zeros)
+	}
+	_ = w.Close()
+	var sh boardShare
+	if err := decodeShare(z.Bytes(), &sh); !errors.Is(err, errShareTooLarge) {
+		t.Fatalf("a share inflating past %d bytes: %v, want errShareTooLarge", maxShareBytes, err)
+	}
+
+	a, _ := newClusterPair(t)
+	n := a.srv.node
+	n.mu.Lock()
+	n.remotes["c"] = &remoteNode{seen: time.Now(), socks: map[string]*client{}}
+	n.mu.Unlock()
+	n.takeShare(subjBoard, []byte(`{"node":"c","queues":[{"name":"support","waiting":3}]}`))
+	n.takeShare(subjBoard, z.Bytes())
+	if shs := n.boardShares(); len(shs) != 1 || shs[0].Queues[0].Waiting != 3 {
+		t.Fatalf("shares after the bomb: %+v, want node c's earlier share", shs)
+	}
+	if _, err := gzip.NewReader(bytes.NewReader([]byte{0x1f, 0x8b, 0})); err == nil {
+		t.Fatal("a truncated gzip header read")
+	}
+	if err := decodeShare([]byte{0x1f, 0x8b, 0}, &sh); err == nil {
+		t.Fatal("a truncated gzip share decoded")
 	}
 }
