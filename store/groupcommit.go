@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"modernc.org/sqlite"
 )
 
 // Group commit. Every AppendMessage must be on disk before it returns
@@ -182,10 +184,12 @@ func (w *groupWriter) run() {
 // The new messages go in with multi-row INSERTs (insertRows, a chunk of
 // up to 64 rows each), not one INSERT each: fewer statements to bind and
 // step (and, while a trigger fed the search index, fewer FTS5 segments:
-// it wrote one per statement). Duplicates are found first, with a
-// query per chunk (storedIDs), so that seqs are given only to the
-// messages inserted; the conversations are updated a chunk at a time too
-// (updateConvs). The search index takes the new messages in bulk
+// it wrote one per statement). A message stored before (a client
+// sending it again after a lost ack) makes the INSERT fail on the
+// unique index; the batch is then written again with the duplicates
+// found first, a query per chunk (storedIDs, writeBatch), so that seqs
+// are given only to the messages inserted. The conversations are
+// updated a chunk at a time too (updateConvs). The search index takes the new messages in bulk
 // (searchindex.go): when a pass is asked for or due, at the end of the
 // transaction.
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
@@ -204,14 +208,39 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		return make([]appendResult, len(batch)), nil
 	}
 	s.ckpt.beforeBatch(ctx, s.wconn)
+	results, err := s.writeBatch(ctx, batch, msgs, askedIndex, false)
+	if len(msgs) > 0 && isConstraint(err) {
+		// A message of the batch was stored before (a client sending it
+		// again after a lost ack): the batch again, finding them first.
+		results, err = s.writeBatch(ctx, batch, msgs, askedIndex, true)
+	}
+	return results, err
+}
+
+// isConstraint tells whether err is SQLite's SQLITE_CONSTRAINT (19), of
+// any kind: the extended codes keep it in their low byte.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == 19
+}
+
+// writeBatch is commitBatch's transaction. With findStored false it
+// takes no message for stored already, and a duplicate makes an INSERT
+// fail on the conversation's unique index; with true it queries the
+// unique index first (storedIDs) and answers duplicates with the stored
+// message. Duplicates are rare, so commitBatch writes without the query
+// and writes the batch again with it if a constraint failed.
+func (s *SQLite) writeBatch(ctx context.Context, batch, msgs []*appendReq, askedIndex, findStored bool) ([]appendResult, error) {
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stored, err := s.storedIDs(ctx, tx, msgs)
-	if err != nil {
-		return nil, err
+	var stored map[msgKey]bool
+	if findStored {
+		if stored, err = s.storedIDs(ctx, tx, msgs); err != nil {
+			return nil, err
+		}
 	}
 	selectLast, err := tx.PrepareContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`)
 	if err != nil {
