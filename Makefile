@@ -99,17 +99,21 @@ bench-video:
 # and the gateway's CPU time while the messages flowed; PROFILE=file also
 # saves a CPU profile of the gateway in the first run (PROFILE_FOR long,
 # default 3s, from the start of the sending; read it with go tool pprof
-# bin/segue file). Each run stops after TIMEOUT (default 2m; raise it for
-# large MSGS). Figures go to BENCHMARKS.md by hand.
-bench-chat: build
+# bin/segue file); RATE_PROFILE=file profiles the rate run the same way
+# (from its start, PROFILE_FOR long). Each run stops after TIMEOUT
+# (default 2m; raise it for large MSGS). BENCH_BIN=path runs that gateway
+# binary instead of building bin/segue (to compare builds with the same
+# generator). Figures go to BENCHMARKS.md by hand.
+BENCH_BIN ?= $(BIN)
+bench-chat: $(if $(filter $(BIN),$(BENCH_BIN)),build)
 	@dir=$$(mktemp -d); cp bench/chatload/segue-bench.yaml $$dir/; \
-	( cd $$dir && exec $(CURDIR)/$(BIN) serve --config segue-bench.yaml ) & pid=$$!; \
+	( cd $$dir && exec $(abspath $(BENCH_BIN)) serve --config segue-bench.yaml ) & pid=$$!; \
 	for i in $$(seq 50); do curl -fs http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done; \
 	$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40} \
 		-admin http://127.0.0.1:8091 -timeout $${TIMEOUT:-2m} $(if $(PROFILE),-cpuprofile $(abspath $(PROFILE)) -profile-for $(or $(PROFILE_FOR),3s)); rc=$$?; \
 	if [ $$rc = 0 ] && [ "$${RATE:-10000}" != 0 ]; then \
 		$(GO) run ./bench/chatload -url http://127.0.0.1:8090 -agents $${AGENTS:-10} -customers $${CUSTOMERS:-$${CONVS:-500}} -messages $${MSGS:-40} \
-			-admin http://127.0.0.1:8091 -rate $${RATE:-10000} -timeout $${TIMEOUT:-2m}; rc=$$?; \
+			-admin http://127.0.0.1:8091 -rate $${RATE:-10000} -timeout $${TIMEOUT:-2m} $(if $(RATE_PROFILE),-cpuprofile $(abspath $(RATE_PROFILE)) -profile-for $(or $(PROFILE_FOR),3s)); rc=$$?; \
 	fi; \
 	kill $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"modernc.org/sqlite"
 )
 
 // Group commit. Every AppendMessage must be on disk before it returns
@@ -26,11 +28,13 @@ const maxBatch = 512
 // the cache starts afresh (each conversation's next append reads its seq).
 const maxCachedConversations = 50000
 
-// appendReq is one AppendMessage, or one MarkRead (mark set, m nil),
+// appendReq is one AppendMessage, one MarkRead (mark set, m nil) or
+// one request for a pass of the search index (index set, m nil),
 // waiting for the writer.
 type appendReq struct {
-	m    *Message
-	mark *readMark
+	m     *Message
+	mark  *readMark
+	index bool
 	// outbox, when set, gives the webhook events the message causes,
 	// written in the message's transaction (AppendMessageEvents).
 	outbox OutboxFunc
@@ -92,6 +96,9 @@ func (r *appendReq) failed(err error) error {
 	if r.mark != nil {
 		return fmt.Errorf("store: mark read %s: %w", r.mark.conv, err)
 	}
+	if r.index {
+		return fmt.Errorf("store: search index: %w", err)
+	}
 	return fmt.Errorf("store: append message: %w", err)
 }
 
@@ -109,6 +116,13 @@ type readMark struct {
 // writer's makes the writer's connection drop its page cache.
 func (w *groupWriter) markRead(ctx context.Context, mark readMark) error {
 	return w.submit(ctx, &appendReq{mark: &mark}).err
+}
+
+// indexNow has the writer index, in its next batch, every message
+// stored until then (searchindex.go), and waits until that batch is
+// committed.
+func (w *groupWriter) indexNow(ctx context.Context) error {
+	return w.submit(ctx, &appendReq{index: true}).err
 }
 
 // close stops the writer once its batch in progress is committed; later
@@ -168,31 +182,65 @@ func (w *groupWriter) run() {
 // transaction is open.
 //
 // The new messages go in with multi-row INSERTs (insertRows, a chunk of
-// up to 64 rows each), not one INSERT each: every INSERT fires the search
-// index's trigger in a statement of its own, and FTS5 writes its pending
-// terms out as a new index segment at each such statement, so row-by-row
-// inserts made a segment per message and the merging of them cost more
-// than the rest of the transaction. Duplicates are found first, with a
-// query per chunk (storedIDs), so that seqs are given only to the
-// messages inserted; the conversations are updated a chunk at a time too
-// (updateConvs).
+// up to 64 rows each), not one INSERT each: fewer statements to bind and
+// step (and, while a trigger fed the search index, fewer FTS5 segments:
+// it wrote one per statement). A message stored before (a client
+// sending it again after a lost ack) makes the INSERT fail on the
+// unique index; the batch is then written again with the duplicates
+// found first, a query per chunk (storedIDs, writeBatch), so that seqs
+// are given only to the messages inserted. The conversations are
+// updated a chunk at a time too (updateConvs). The search index takes the new messages in bulk
+// (searchindex.go): when a pass is asked for or due, at the end of the
+// transaction.
 func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	ctx := context.Background()
+	msgs := make([]*appendReq, 0, len(batch)) // the batch's messages
+	askedIndex, onlyIndex := false, true
+	for _, r := range batch {
+		if r.m != nil {
+			msgs = append(msgs, r)
+		}
+		askedIndex = askedIndex || r.index
+		onlyIndex = onlyIndex && r.index
+	}
+	if onlyIndex && !s.indexer.pending.Load() {
+		// Passes asked for, and nothing stored since the last one.
+		return make([]appendResult, len(batch)), nil
+	}
 	s.ckpt.beforeBatch(ctx, s.wconn)
+	results, err := s.writeBatch(ctx, batch, msgs, askedIndex, false)
+	if len(msgs) > 0 && isConstraint(err) {
+		// A message of the batch was stored before (a client sending it
+		// again after a lost ack): the batch again, finding them first.
+		results, err = s.writeBatch(ctx, batch, msgs, askedIndex, true)
+	}
+	return results, err
+}
+
+// isConstraint tells whether err is SQLite's SQLITE_CONSTRAINT (19), of
+// any kind: the extended codes keep it in their low byte.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == 19
+}
+
+// writeBatch is commitBatch's transaction. With findStored false it
+// takes no message for stored already, and a duplicate makes an INSERT
+// fail on the conversation's unique index; with true it queries the
+// unique index first (storedIDs) and answers duplicates with the stored
+// message. Duplicates are rare, so commitBatch writes without the query
+// and writes the batch again with it if a constraint failed.
+func (s *SQLite) writeBatch(ctx context.Context, batch, msgs []*appendReq, askedIndex, findStored bool) ([]appendResult, error) {
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer tx.Rollback()                       //nolint:errcheck // no-op after Commit
-	msgs := make([]*appendReq, 0, len(batch)) // the batch but its read receipts
-	for _, r := range batch {
-		if r.mark == nil {
-			msgs = append(msgs, r)
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	var stored map[msgKey]bool
+	if findStored {
+		if stored, err = s.storedIDs(ctx, tx, msgs); err != nil {
+			return nil, err
 		}
-	}
-	stored, err := s.storedIDs(ctx, tx, msgs)
-	if err != nil {
-		return nil, err
 	}
 	selectLast, err := tx.PrepareContext(ctx, `SELECT last_seq FROM conversations WHERE id = ?`)
 	if err != nil {
@@ -215,6 +263,9 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 		if r.mark != nil {
 			marks = append(marks, *r.mark)
 			continue
+		}
+		if r.m == nil {
+			continue // a request for a pass of the search index
 		}
 		m := r.m
 		key := msgKey{m.ConversationID, m.ID}
@@ -299,8 +350,20 @@ func (s *SQLite) commitBatch(batch []*appendReq) ([]appendResult, error) {
 	if err := applyReadMarks(ctx, tx, marks); err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	index := !s.index.off && (askedIndex || s.indexer.due(now))
+	if index {
+		if err := indexNew(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, err
+	}
+	if index {
+		s.indexer.indexed(now)
+	} else if len(rows) > 0 {
+		s.indexer.pending.Store(true)
 	}
 	if len(s.lastSeq) > maxCachedConversations {
 		clear(s.lastSeq)

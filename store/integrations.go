@@ -194,38 +194,69 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox(webhook, conversation_id, seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_outbox_state ON webhook_outbox(state);
 CREATE INDEX IF NOT EXISTS conversations_created ON conversations(created_at, id);
-CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
-	INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);
-END;
+CREATE TABLE IF NOT EXISTS search_index_mark (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	indexed INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
-	INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+	INSERT INTO messages_fts(messages_fts, rowid, text) SELECT 'delete', old.rowid, old.text
+		WHERE old.rowid <= (SELECT indexed FROM search_index_mark);
+	UPDATE search_index_mark SET indexed = (SELECT IFNULL(MAX(rowid), 0) FROM messages)
+		WHERE indexed > (SELECT IFNULL(MAX(rowid), 0) FROM messages);
 END;
 `
 
 // migrateIntegrations adds the search index and the outbox to a database,
-// and indexes the messages a database made before the index holds.
+// and indexes the messages a database made before the index holds. A
+// database whose index a trigger fed (messages_fts_insert, before the
+// writer indexed in bulk: searchindex.go) has every message indexed: its
+// mark is set to the newest, the trigger dropped and the delete trigger
+// replaced. If that trigger is there although the mark is too, a build
+// of before ran on the database after one of now: the messages stored
+// above the mark before it ran were never indexed, and those it deleted
+// may have stayed, so the index is built again.
 func migrateIntegrations(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_fts'`).Scan(&n); err != nil {
+	var fts, mark, insertTrigger int
+	if err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_fts'),
+		(SELECT COUNT(*) FROM sqlite_master WHERE name = 'search_index_mark'),
+		(SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_fts_insert')`).Scan(&fts, &mark, &insertTrigger); err != nil {
 		return err
 	}
-	if n == 0 {
-		// An external-content table: the text stays in messages only, and
-		// the triggers keep the index in step with it.
+	rebuild := fts == 0 || (mark == 1 && insertTrigger == 1)
+	if fts == 0 {
+		// An external-content table: the text stays in messages only.
 		if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='rowid')`); err != nil {
 			return err
 		}
+	}
+	if rebuild {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')`); err != nil {
 			return err
 		}
 	}
+	if rebuild || mark == 0 || insertTrigger == 1 {
+		for _, q := range []string{`DROP TRIGGER IF EXISTS messages_fts_insert`, `DROP TRIGGER IF EXISTS messages_fts_delete`} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
 	if _, err := tx.ExecContext(ctx, integrationsSchema); err != nil {
 		return err
+	}
+	if rebuild || mark == 0 {
+		// Every message is in the index now.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO search_index_mark (id, indexed)
+			VALUES (1, (SELECT IFNULL(MAX(rowid), 0) FROM messages))
+			ON CONFLICT (id) DO UPDATE SET indexed = excluded.indexed`); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }
@@ -275,8 +306,15 @@ func searchFilters(q ConversationQuery, at func(time.Time) any, email string) (w
 const sqliteTextMatch = `id IN (SELECT m.conversation_id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
 	WHERE messages_fts MATCH ?)`
 
-// SearchConversations implements Integrations.
+// SearchConversations implements Integrations. A search of the text
+// first has the writer index what it stored since its last pass
+// (searchindex.go), so that it finds every message stored before it.
 func (s *SQLite) SearchConversations(ctx context.Context, q ConversationQuery) ([]*Conversation, error) {
+	if (q.Text != "" || len(q.Keywords) > 0) && !s.index.off {
+		if err := s.writer.indexNow(ctx); err != nil {
+			return nil, fmt.Errorf("store: search conversations: %w", err)
+		}
+	}
 	where, args := searchFilters(q, func(t time.Time) any { return unix(t) }, `customer_email = ? COLLATE NOCASE`)
 	if len(q.Keywords) > 0 {
 		cond, a := keywordCondition(q.Keywords, `LIKE ? ESCAPE '\'`, sqliteTextMatch, []any{ftsWords(q.Keywords)})

@@ -129,7 +129,7 @@ func TestSearchIndexesMessagesOfAnOlderDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TRIGGER messages_fts_insert`, `DROP TRIGGER messages_fts_delete`, `DROP TABLE messages_fts`} {
+	for _, q := range []string{`DROP TRIGGER messages_fts_delete`, `DROP TABLE messages_fts`, `DROP TABLE search_index_mark`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}

@@ -32,6 +32,10 @@ type SQLite struct {
 	wconn  *sql.Conn
 	// ckpt checkpoints the WAL off the writer's path (checkpoint.go).
 	ckpt *checkpointer
+	// indexer has the writer feed the search index when it idles
+	// (searchindex.go); index says when the index is fed.
+	indexer *searchIndexer
+	index   indexOptions
 	// lastSeq caches conversations' last_seq; owned by the writer.
 	lastSeq map[string]int64
 	// rowStmts are the writer's multi-row statements (groupcommit.go).
@@ -129,7 +133,7 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 // OpenSQLite opens (or creates) the database at path and the files
 // directory dir.
 func OpenSQLite(ctx context.Context, path, dir string) (*SQLite, error) {
-	return openSQLiteWAL(ctx, path, dir, walOptions{checkpointEvery, walRestartBytes, walLimitBytes})
+	return openSQLiteWith(ctx, path, dir, walOptions{checkpointEvery, walRestartBytes, walLimitBytes}, indexOptions{every: indexEvery})
 }
 
 // walOptions are when the WAL is checkpointed (checkpoint.go): every 0
@@ -158,6 +162,12 @@ const newPageSize = 1024
 
 // openSQLiteWAL is OpenSQLite with the WAL's checkpoints as wal says.
 func openSQLiteWAL(ctx context.Context, path, dir string, wal walOptions) (*SQLite, error) {
+	return openSQLiteWith(ctx, path, dir, wal, indexOptions{every: indexEvery})
+}
+
+// openSQLiteWith is OpenSQLite with the WAL's checkpoints as wal says
+// and the search index fed as index says.
+func openSQLiteWith(ctx context.Context, path, dir string, wal walOptions, index indexOptions) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -196,7 +206,7 @@ func openSQLiteWAL(ctx context.Context, path, dir string, wal walOptions) (*SQLi
 		db.Close()
 		return nil, fmt.Errorf("store: notes and canned replies in %s: %w", path, err)
 	}
-	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}}
+	s := &SQLite{db: db, fileDir: files, lastSeq: map[string]int64{}, rowStmts: map[string]*sql.Stmt{}, index: index}
 	if err := s.startWriter(ctx, wal); err != nil {
 		for _, st := range s.rowStmts {
 			st.Close()
@@ -223,6 +233,12 @@ func (s *SQLite) startWriter(ctx context.Context, wal walOptions) error {
 	if err := s.prepareRowStmts(ctx); err != nil {
 		return err
 	}
+	// What a gateway stopped before indexing left (searchindex.go).
+	if !s.index.off {
+		if err := indexPass(ctx, s.wconn); err != nil {
+			return fmt.Errorf("search index: %w", err)
+		}
+	}
 	var pageSize int64
 	if err := s.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize); err != nil {
 		return err
@@ -231,7 +247,14 @@ func (s *SQLite) startWriter(ctx context.Context, wal walOptions) error {
 	if wal.every > 0 {
 		s.ckpt.start(wal.every)
 	}
+	s.indexer = &searchIndexer{every: s.index.every, stop: make(chan struct{}), done: make(chan struct{})}
+	s.indexer.indexed(time.Now())
 	s.writer = startGroupWriter(s.commitBatch)
+	if s.index.every > 0 && !s.index.off {
+		s.indexer.start(s.writer)
+	} else {
+		close(s.indexer.done)
+	}
 	return nil
 }
 
@@ -681,14 +704,22 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) 
 
 // Close implements Store: it stops the writer once its batch in progress
 // is committed (later appends get ErrClosed) and the background
-// checkpoints, and checkpoints the WAL into the main file.
+// checkpoints, indexes the messages the search index does not hold yet,
+// and checkpoints the WAL into the main file.
 func (s *SQLite) Close() error {
+	s.indexer.close()
 	s.writer.close()
 	s.ckpt.close()
+	var ierr error
+	if !s.index.off {
+		if ierr = indexPass(context.Background(), s.wconn); ierr != nil {
+			ierr = fmt.Errorf("store: search index: %w", ierr)
+		}
+	}
 	for _, st := range s.rowStmts {
 		st.Close()
 	}
 	werr := s.wconn.Close()
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return errors.Join(werr, cerr, s.db.Close())
+	return errors.Join(ierr, werr, cerr, s.db.Close())
 }
