@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"regexp"
 
 	"github.com/segue-rtc/segue/sip"
 	"github.com/segue-rtc/segue/webrtc"
@@ -119,7 +120,12 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.callsRefused, m.mediaRefused, m.callsActive, m.callsTotal, m.callSetup, m.callLoss, m.callJitter, m.callGatewayLoss, m.framesDropped,
 		m.convActive, m.convTotal, m.messages, m.agents, m.agentsFull, m.wsConns, m.httpRequests,
 		m.uploads, m.rejectedOrigins, m.rateLimitedChats, m.wsErrors,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The collector's CPU (go_cpu_classes_gc_total_cpu_seconds_total)
+		// beside Go's defaults: what the headroom `segue serve` picks
+		// costs (docs/operations.md).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/gc/total:cpu-seconds$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, l := range frameDropLabels {
 		m.framesDropped.WithLabelValues(l[0], l[1], l[2]) // every series from the start, at 0
 	}

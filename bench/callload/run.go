@@ -253,6 +253,7 @@ type heapWindow struct {
 	allocated float64 // bytes allocated (go_memstats_alloc_bytes_total)
 	gcs       float64 // collections (go_gc_duration_seconds_count)
 	goal      float64 // heap size of the next collection at the end (go_memstats_next_gc_bytes)
+	gcCPU     float64 // CPU seconds of the collector (go_cpu_classes_gc_total_cpu_seconds_total)
 }
 
 // heapCounters reads the target's allocation and collection counters.
@@ -265,7 +266,8 @@ func heapCounters(ctx context.Context, url string) heapWindow {
 		return heapWindow{}
 	}
 	alloc, ok := m["go_memstats_alloc_bytes_total"]
-	return heapWindow{ok: ok, allocated: alloc, gcs: m["go_gc_duration_seconds_count"], goal: m["go_memstats_next_gc_bytes"]}
+	return heapWindow{ok: ok, allocated: alloc, gcs: m["go_gc_duration_seconds_count"], goal: m["go_memstats_next_gc_bytes"],
+		gcCPU: m["go_cpu_classes_gc_total_cpu_seconds_total"]}
 }
 
 // since returns the counters' growth from a to h, with h's heap goal.
@@ -273,7 +275,7 @@ func (h heapWindow) since(a heapWindow) heapWindow {
 	if !h.ok || !a.ok {
 		return heapWindow{}
 	}
-	return heapWindow{ok: true, allocated: h.allocated - a.allocated, gcs: h.gcs - a.gcs, goal: h.goal}
+	return heapWindow{ok: true, allocated: h.allocated - a.allocated, gcs: h.gcs - a.gcs, goal: h.goal, gcCPU: h.gcCPU - a.gcCPU}
 }
 
 func goroutines(ctx context.Context, url string) int {
@@ -536,8 +538,9 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "goroutines: %d idle, %d loaded (%.1f per call)\n", r.goroutinesIdle, r.goroutinesLoaded, float64(r.goroutinesLoaded-r.goroutinesIdle)/float64(max(1, r.established)))
 	}
 	if r.heap.ok && r.established > 0 && r.steady > 0 {
-		fmt.Fprintf(w, "target heap: %.1f KB allocated a second per call, %.0f collections in %s, next at %.1f MB\n",
-			r.heap.allocated/r.steady.Seconds()/float64(r.established)/1000, r.heap.gcs, r.steady.Round(time.Second), r.heap.goal/(1<<20))
+		fmt.Fprintf(w, "target heap: %.1f KB allocated a second per call, %.0f collections in %s (%.2f%% of a core), next at %.1f MB\n",
+			r.heap.allocated/r.steady.Seconds()/float64(r.established)/1000, r.heap.gcs, r.steady.Round(time.Second),
+			100*r.heap.gcCPU/r.steady.Seconds(), r.heap.goal/(1<<20))
 	}
 	genPer := 0.0
 	if r.established > 0 {
