@@ -18,16 +18,23 @@ import (
 // gateway sizes it instead by what the collector costs: the headroom
 // that keeps collections under gcCPUShare of a core, from the recent
 // allocation rate and CPU per collection, between a floor and a quarter
-// of the live heap plus the floor. Calls alone, which allocate a few KB a
-// second each, run at the floor; a chat at full speed, which allocates
-// fast, at the quarter. An operator's GOGC in the environment turns this
-// off (docs/operations.md).
+// of the live heap plus gcHeadroomBase. Calls alone, which allocate
+// about 10 KB a second each, run at the floor: a collection every second
+// or two at 60 calls, a fraction of a percent of a core, where a larger
+// headroom would hold a heap's worth of dead objects (and spans that
+// keep a few live ones) for nothing. A chat at full speed, which
+// allocates fast, runs at the quarter. Until a collection has been seen,
+// and so its cost is not known, the headroom is the most. An operator's
+// GOGC in the environment turns this off (docs/operations.md).
 const (
-	gcHeadroomFloor    = 8 << 20 // bytes
+	gcHeadroomFloor    = 1 << 20 // bytes
+	gcHeadroomBase     = 8 << 20 // bytes
 	gcHeadroomFraction = 0.25
 	gcCPUShare         = 0.01 // of one core
 	gcPercentMax       = 1000
-	gcTuneEvery        = time.Second
+	// gcHeapMinimum is the runtime's heap minimum at GOGC=100.
+	gcHeapMinimum = 4 << 20 // bytes
+	gcTuneEvery   = time.Second
 	// gcRateMemory is how long a burst of allocation keeps the headroom
 	// up after it stopped (the smoothing of the rate going down; going up
 	// it follows at once).
@@ -74,17 +81,25 @@ func (p *gcPacer) next(r gcReading, dt time.Duration) int {
 // gcPercentFor returns the GOGC percentage that gives a heap of live
 // bytes, allocating rate bytes a second with cost CPU seconds per
 // collection (0: not known yet), the headroom above.
+//
+// The runtime never collects below a heap minimum of 4 MiB scaled by the
+// percentage, so a percentage above 100 for a small live heap would give
+// a heap far larger than the headroom asked for (at 1000, 40 MiB); the
+// percentage is capped so that this minimum stays at the heap wanted.
+// Before the first collection the live heap is not known (0): Go's
+// default, whose first collection comes at 4 MiB, until it is.
 func gcPercentFor(live uint64, rate, cost float64) int {
 	if live == 0 {
-		return gcPercentMax
+		return 100
 	}
-	most := gcHeadroomFloor + gcHeadroomFraction*float64(live)
+	most := gcHeadroomBase + gcHeadroomFraction*float64(live)
 	headroom := most
 	if cost > 0 {
 		headroom = min(max(cost*rate/gcCPUShare, gcHeadroomFloor), most)
 	}
 	p := math.Ceil(100 * headroom / float64(live))
-	return int(min(p, gcPercentMax))
+	p = min(p, math.Floor(100*(float64(live)+headroom)/gcHeapMinimum))
+	return int(max(1, min(p, gcPercentMax)))
 }
 
 // tuneGC keeps the collector's percentage at what gcPacer says, checked

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
@@ -18,19 +19,21 @@ func TestGCPercentFor(t *testing.T) {
 		rate, cost float64
 		want       int
 	}{
+		// Before the first collection the live heap is not known: Go's
+		// default, whose first collection comes at 4 MiB.
+		{0, 0, 0, 100},
 		// No collection seen yet: a quarter of the live heap plus 8 MiB.
-		{0, 0, 0, gcPercentMax},         // before the first collection
-		{512 << 10, 0, 0, gcPercentMax}, // a tiny heap: capped
-		{3 << 20, 0, 0, 292},            // an idle gateway: 8 MiB + 0.75 MiB over 3 MiB
-		{32 << 20, 0, 0, 50},            // 8 MiB + 8 MiB over 32 MiB
-		{128 << 20, 0, 0, 32},           // 8 MiB + 32 MiB over 128 MiB, rounded up
-		{1 << 30, 0, 0, 26},             // 8 MiB + 256 MiB over 1 GiB
-		{100 << 30, 0, 0, 26},           // the quarter dominates
+		{3 << 20, 0, 0, 292},   // an idle gateway: 8 MiB + 0.75 MiB over 3 MiB
+		{32 << 20, 0, 0, 50},   // 8 MiB + 8 MiB over 32 MiB
+		{128 << 20, 0, 0, 32},  // 8 MiB + 32 MiB over 128 MiB, rounded up
+		{1 << 30, 0, 0, 26},    // 8 MiB + 256 MiB over 1 GiB
+		{100 << 30, 0, 0, 26},  // the quarter dominates
+		{512 << 10, 0, 0, 215}, // a tiny heap: not 1625 %, whose heap minimum would be 65 MiB; 8.6 MiB in all
 		// Calls: 0.64 MB/s, 12 ms a collection; 0.77 MB would keep the
-		// collector at 1 %: the floor, 8 MiB over 38 MiB.
-		{38 << 20, 0.64e6, 0.012, 22},
+		// collector at 1 %: the floor, 1 MiB over 38 MiB.
+		{38 << 20, 0.64e6, 0.012, 3},
 		// A chat at full speed: 100 MB/s, 5 ms a collection; 50 MB
-		// wanted, the quarter plus the floor at most.
+		// wanted, the quarter plus 8 MiB at most.
 		{32 << 20, 100e6, 0.005, 50},
 		// In between: 10 MB/s, 20 ms a collection: 20 MB over 128 MiB.
 		{128 << 20, 10e6, 0.02, 15},
@@ -60,8 +63,8 @@ func TestGCPacer(t *testing.T) {
 	if got := step(1e6, 0, 0); got != 38 {
 		t.Fatalf("no collection yet: %d, want 38", got)
 	}
-	if got := step(1e6, 1, 0.01); got != 13 { // the floor: 8 MiB over 64 MiB
-		t.Fatalf("1 MB/s at 10 ms a collection: %d, want 13", got)
+	if got := step(1e6, 1, 0.01); got != 2 { // the floor: 1 MiB over 64 MiB
+		t.Fatalf("1 MB/s at 10 ms a collection: %d, want 2", got)
 	}
 	if got := step(500e6, 2, 0.02); got != 38 {
 		t.Fatalf("a burst of 500 MB/s: %d, want 38", got)
@@ -70,11 +73,11 @@ func TestGCPacer(t *testing.T) {
 		t.Fatalf("a second after the burst: %d, want 38 still", got)
 	}
 	got := 0
-	for range 60 {
+	for range 120 {
 		got = step(1e6, 0, 0)
 	}
-	if got != 13 {
-		t.Fatalf("a minute after the burst: %d, want 13", got)
+	if got != 2 {
+		t.Fatalf("two minutes after the burst: %d, want 2", got)
 	}
 	// The counters never go back; a reading that did would change neither
 	// the rate nor the cost.
@@ -83,6 +86,37 @@ func TestGCPacer(t *testing.T) {
 	p.next(r, time.Second)
 	if p.rate != rate || p.cost != cost {
 		t.Fatalf("rate %.0f, cost %.4f after a reading that went back; want %.0f, %.4f", p.rate, p.cost, rate, cost)
+	}
+}
+
+// TestGCPercentGivesTheHeapAskedFor sets the percentage the tuner picks
+// for this test's own small live heap and reads the heap size of the next
+// collection back from the runtime: live + the headroom, not the heap
+// minimum that a large percentage scales (4 MiB × GOGC / 100).
+func TestGCPercentGivesTheHeapAskedFor(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	for _, c := range []struct {
+		name       string
+		rate, cost float64
+	}{
+		{"cost not known", 0, 0},
+		{"at the floor", 1e5, 0.001},
+	} {
+		runtime.GC()
+		metrics.Read(s)
+		live := s[0].Value.Uint64()
+		debug.SetGCPercent(gcPercentFor(live, c.rate, c.cost))
+		metrics.Read(s)
+		headroom := float64(gcHeadroomBase) + gcHeadroomFraction*float64(live)
+		if c.cost > 0 {
+			headroom = gcHeadroomFloor
+		}
+		want := float64(live) + headroom
+		if got := float64(s[1].Value.Uint64()); got < want*0.9 || got > want*1.1 {
+			t.Errorf("%s: live heap %.1f MiB, next collection at %.1f MiB, want about %.1f MiB", c.name, float64(live)/(1<<20), got/(1<<20), want/(1<<20))
+		}
 	}
 }
 
