@@ -34,7 +34,11 @@ const (
 	gcPercentMax       = 1000
 	// gcHeapMinimum is the runtime's heap minimum at GOGC=100.
 	gcHeapMinimum = 4 << 20 // bytes
-	gcTuneEvery   = time.Second
+	// gcTuneEvery is how often the tuner reads the runtime: often enough
+	// that a burst of allocation (a chat starting at full speed) finds
+	// the headroom raised within a tenth of a second, not after a second
+	// of collections at the floor.
+	gcTuneEvery = 100 * time.Millisecond
 	// gcRateMemory is how long a burst of allocation keeps the headroom
 	// up after it stopped (the smoothing of the rate going down; going up
 	// it follows at once).
