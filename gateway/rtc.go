@@ -139,7 +139,7 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	// Counted before the answer goes out: whoever waits for s.wg after
 	// seeing the answer waits for this too.
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) }()
+	afterDone(peer, func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) })
 	gate.open(func() {
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
 		self = rtc
@@ -149,7 +149,18 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	return rtc, nil
 }
 
-// watchCustomerRTC clears the conversation's peer when it ends, however
+// afterDone runs f once leg has ended: through the leg's AfterDone when it
+// has one, which keeps no goroutine waiting meanwhile (a few KB of stack
+// per call), else from a goroutine that waits.
+func afterDone(leg interface{ Done() <-chan struct{} }, f func()) {
+	if a, ok := leg.(interface{ AfterDone(func()) }); ok {
+		a.AfterDone(f)
+		return
+	}
+	go func() { <-leg.Done(); f() }()
+}
+
+// watchCustomerRTC clears the conversation's peer once it has ended, however
 // it ends (closed by us, ICE failed, the tab closed it), and releases it:
 // a peer that ends on its own must still be closed to free its
 // goroutines and ports. A call on it ends as the browser's loss; video

@@ -272,9 +272,6 @@ func newRTPSession(log *slog.Logger, pool *portPool, ip netip.Addr, policy sourc
 	if err == nil {
 		s.ulawDec, err = transcode.NewULawDecoder(outFwd{s})
 	}
-	if err == nil {
-		s.alawDec, err = transcode.NewALawDecoder(outFwd{s})
-	}
 	if err != nil {
 		s.close()
 		return nil, err
@@ -731,6 +728,15 @@ func (s *rtpSession) playoutTick() {
 	case transcode.JitterReady:
 		dec := s.ulawDec
 		if p.PayloadType == 8 {
+			// Made with the first PCMA packet: most calls are PCMU, and
+			// a decoder keeps its concealment history (3 KB).
+			if s.alawDec == nil {
+				var err error
+				if s.alawDec, err = transcode.NewALawDecoder(outFwd{s}); err != nil {
+					s.pkts.Put(p)
+					return
+				}
+			}
 			dec = s.alawDec
 		}
 		s.lastDec = dec

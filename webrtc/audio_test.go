@@ -406,6 +406,36 @@ func TestRemoteClose(t *testing.T) {
 	}
 }
 
+// TestAfterDone: a function given to AfterDone runs once the peer has
+// ended, seeing it ended, and only once however often it is closed.
+func TestAfterDone(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	b := newBrowser(t, browserOptions{})
+	p := connect(t, e, b, PeerOptions{})
+	ran := make(chan error, 2)
+	p.AfterDone(func() { ran <- p.Err() })
+	select {
+	case err := <-ran:
+		t.Fatalf("ran before the peer ended (Err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	_ = p.Close()
+	_ = p.Close()
+	select {
+	case err := <-ran:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Err seen from the function = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not run after Close")
+	}
+	select {
+	case <-ran:
+		t.Error("ran twice")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
 // TestCloseIdempotent closes a connected peer twice and from several
 // goroutines; goleak in TestMain checks nothing is left running.
 func TestCloseIdempotent(t *testing.T) {

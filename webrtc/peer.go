@@ -396,6 +396,10 @@ func (p *Peer) State() State { return State(p.state.Load()) }
 // Done is closed when the peer ends; Err then tells why.
 func (p *Peer) Done() <-chan struct{} { return p.ctx.Done() }
 
+// AfterDone runs f in a goroutine of its own once the peer has ended,
+// with no goroutine waiting for that meanwhile (context.AfterFunc).
+func (p *Peer) AfterDone(f func()) { context.AfterFunc(p.ctx, f) }
+
 // Err returns nil while the peer runs, then the cause it ended with:
 // ErrClosed, ErrICEFailed, ErrDisconnected, ErrConnectTimeout,
 // ErrRemoteClosed or an error wrapping ErrMediaFailed.
