@@ -39,6 +39,8 @@ const (
 	// the headroom raised within a tenth of a second, not after a second
 	// of collections at the floor.
 	gcTuneEvery = 100 * time.Millisecond
+	// gcRateWindow is the span the allocation rate is measured over.
+	gcRateWindow = time.Second
 	// gcRateMemory is how long a burst of allocation keeps the headroom
 	// up after it stopped (the smoothing of the rate going down; going up
 	// it follows at once).
@@ -58,15 +60,38 @@ type gcReading struct {
 type gcPacer struct {
 	prev gcReading
 	have bool
+	// past holds the allocation counter at readings of the last
+	// gcRateWindow, oldest first, with their time since the first one.
+	past []allocMark
+	now  time.Duration
 	rate float64 // bytes allocated a second
 	cost float64 // CPU seconds per collection; 0 until one was seen
 }
 
+type allocMark struct {
+	allocs uint64
+	at     time.Duration
+}
+
 // next takes a reading dt after the previous one and returns the GOGC
 // percentage for the headroom it calls for.
+//
+// The rate is measured over the last gcRateWindow, however often the
+// readings come: a short blip of allocation (a metrics scrape, one call
+// set up) counts for what it is over a second, while a sustained burst
+// raises it within a few readings.
 func (p *gcPacer) next(r gcReading, dt time.Duration) int {
+	if p.have && r.allocs < p.prev.allocs { // a counter went back: start over
+		p.past = p.past[:0]
+	}
 	if p.have && dt > 0 && r.allocs >= p.prev.allocs {
-		rate := float64(r.allocs-p.prev.allocs) / dt.Seconds()
+		p.now += dt
+		from := p.past[0]
+		for len(p.past) > 1 && p.now-p.past[1].at >= gcRateWindow {
+			p.past = p.past[1:]
+			from = p.past[0]
+		}
+		rate := float64(r.allocs-from.allocs) / (p.now - from.at).Seconds()
 		keep := math.Exp(-dt.Seconds() / gcRateMemory.Seconds())
 		p.rate = max(rate, keep*p.rate+(1-keep)*rate)
 		if n := r.cycles - p.prev.cycles; r.cycles > p.prev.cycles && r.gcCPU >= p.prev.gcCPU {
@@ -77,6 +102,9 @@ func (p *gcPacer) next(r gcReading, dt time.Duration) int {
 				p.cost = (p.cost + c) / 2
 			}
 		}
+	}
+	if len(p.past) == 0 || r.allocs >= p.prev.allocs {
+		p.past = append(p.past, allocMark{r.allocs, p.now})
 	}
 	p.prev, p.have = r, true
 	return gcPercentFor(r.live, p.rate, p.cost)

@@ -89,6 +89,41 @@ func TestGCPacer(t *testing.T) {
 	}
 }
 
+// TestGCPacerWindow reads every 100 ms, as the tuner does: a blip of
+// half a megabyte in one reading counts over a second, not ten times
+// over, while a sustained burst reaches the most headroom within a few
+// readings.
+func TestGCPacerWindow(t *testing.T) {
+	var p gcPacer
+	r := gcReading{live: 64 << 20}
+	step := func(allocs uint64, collections uint64, cpu float64) int {
+		r.allocs += allocs
+		r.cycles += collections
+		r.gcCPU += cpu
+		return p.next(r, 100*time.Millisecond)
+	}
+	p.next(r, 0)
+	step(100e3, 1, 0.01) // 10 ms a collection
+	for range 20 {       // 1 MB/s for two seconds: the floor
+		if got := step(100e3, 0, 0); got != 2 {
+			t.Fatalf("1 MB/s: %d, want 2 (1 MiB over 64 MiB)", got)
+		}
+	}
+	// 0.6 MB in one reading: 1.5 MB over the last second, 1.5 MB of
+	// headroom; measured over the 100 ms alone it would be 6 MB (10 %).
+	if got := step(600e3, 0, 0); got != 3 {
+		t.Fatalf("a blip of 0.6 MB: %d, want 3", got)
+	}
+	// 100 MB/s from now on.
+	if got := step(10e6, 0, 0); got <= 3 {
+		t.Fatalf("first reading of a burst: %d, want more than 3", got)
+	}
+	step(10e6, 0, 0)
+	if got := step(10e6, 0, 0); got != 38 {
+		t.Fatalf("third reading of a burst of 100 MB/s: %d, want 38 ((8 + 16) MiB over 64 MiB)", got)
+	}
+}
+
 // TestGCPercentGivesTheHeapAskedFor sets the percentage the tuner picks
 // for this test's own small live heap and reads the heap size of the next
 // collection back from the runtime: live + the headroom, not the heap
