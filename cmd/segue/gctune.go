@@ -19,8 +19,8 @@ import (
 // that keeps collections under gcCPUShare of a core, from the recent
 // allocation rate and CPU per collection, between a floor and a quarter
 // of the live heap plus gcHeadroomBase. Calls alone, which allocate
-// about 10 KB a second each, run at the floor: a collection every second
-// or two at 60 calls, a fraction of a percent of a core, where a larger
+// about 10 KB a second each, run at the floor: a collection every few
+// seconds at 60 calls, half a percent of a core for all, where a larger
 // headroom would hold a heap's worth of dead objects (and spans that
 // keep a few live ones) for nothing. A chat at full speed, which
 // allocates fast, runs at the quarter. Until a collection has been seen,
