@@ -440,8 +440,8 @@ func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bw
 	// (attrreuse.go).
 	reg.Add(reusedAttributesFactory{})
 	reg.Add(bwe)
-	// pion's ConfigureNack, with the generator's loop started lazily
-	// (lazyfeedback.go).
+	// pion's ConfigureNack, with the responder built and the generator's
+	// loop started when a stream negotiates NACK (lazyfeedback.go).
 	responder, err := nack.NewResponderInterceptor()
 	if err != nil {
 		return err
@@ -452,7 +452,7 @@ func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bw
 	}
 	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK}, pwebrtc.RTPCodecTypeVideo)
 	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK, Parameter: "pli"}, pwebrtc.RTPCodecTypeVideo)
-	reg.Add(responder)
+	reg.Add(lazyResponderFactory{inner: responder})
 	reg.Add(lazyFeedbackFactory{inner: generator, wants: wantsNACK})
 	if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
 		return err

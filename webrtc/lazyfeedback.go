@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/sdp/v3"
@@ -106,4 +107,111 @@ func wantsTWCC(info *interceptor.StreamInfo) bool {
 		}
 	}
 	return false
+}
+
+// lazyResponderFactory wraps the factory of pion's NACK responder, which
+// resends what the browser reports lost of the streams sent to it that
+// negotiated NACK, i.e. video. The responder keeps some 8 KB of its own
+// per peer connection (a window of its resend rate) and looks into every
+// RTCP packet from the browser for round trips that only its resends use.
+// lazyResponder builds it when the first such stream is bound, and never
+// for a peer that stays audio-only.
+type lazyResponderFactory struct {
+	inner interceptor.Factory
+}
+
+// NewInterceptor implements interceptor.Factory.
+func (f lazyResponderFactory) NewInterceptor(id string) (interceptor.Interceptor, error) {
+	return &lazyResponder{factory: f.inner, id: id}, nil
+}
+
+// lazyResponder is one peer connection's responder, built on demand. The
+// responder acts in BindRTCPReader, BindLocalStream, UnbindLocalStream and
+// Close only; the rest is pion's no-op.
+type lazyResponder struct {
+	interceptor.NoOp
+	factory interceptor.Factory
+	id      string
+
+	mu     sync.Mutex
+	closed bool
+	inner  atomic.Pointer[interceptor.Interceptor]
+}
+
+// built returns the responder, or nil before the first NACK stream.
+func (l *lazyResponder) built() interceptor.Interceptor {
+	if p := l.inner.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// build returns the responder, building it first if needed; nil once
+// closed or if it could not be built (the stream then goes without
+// resends, as it would without NACK).
+func (l *lazyResponder) build() interceptor.Interceptor {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if in := l.built(); in != nil || l.closed {
+		return in
+	}
+	in, err := l.factory.NewInterceptor(l.id)
+	if err != nil {
+		return nil
+	}
+	l.inner.Store(&in)
+	return in
+}
+
+// BindRTCPReader implements interceptor.Interceptor. pion binds a reader
+// per sender, before or after the streams; each one passes the packets
+// through untouched until the responder exists, then through the
+// responder's own reader, bound to it on its next read.
+func (l *lazyResponder) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPReader {
+	var wrapped atomic.Pointer[interceptor.RTCPReader]
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		w := wrapped.Load()
+		if w == nil {
+			in := l.built()
+			if in == nil {
+				return r.Read(b, a)
+			}
+			// Binding the responder's reader has no side effect: if two
+			// reads race here, one of the two is kept.
+			nw := in.BindRTCPReader(r)
+			wrapped.CompareAndSwap(nil, &nw)
+			w = wrapped.Load()
+		}
+		return (*w).Read(b, a)
+	})
+}
+
+// BindLocalStream implements interceptor.Interceptor.
+func (l *lazyResponder) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !wantsNACK(info) {
+		return w
+	}
+	in := l.build()
+	if in == nil {
+		return w
+	}
+	return in.BindLocalStream(info, w)
+}
+
+// UnbindLocalStream implements interceptor.Interceptor.
+func (l *lazyResponder) UnbindLocalStream(info *interceptor.StreamInfo) {
+	if in := l.built(); in != nil {
+		in.UnbindLocalStream(info)
+	}
+}
+
+// Close implements interceptor.Interceptor.
+func (l *lazyResponder) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	if in := l.built(); in != nil {
+		return in.Close()
+	}
+	return nil
 }

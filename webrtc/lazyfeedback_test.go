@@ -158,3 +158,103 @@ func (l *lazyFeedback) running() bool {
 	defer l.mu.Unlock()
 	return l.started
 }
+
+// fakeResponder records what the lazy responder hands it.
+type fakeResponder struct {
+	interceptor.NoOp
+	reads, streams, unbinds, closes atomic.Int32
+}
+
+func (f *fakeResponder) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		f.reads.Add(1)
+		return r.Read(b, a)
+	})
+}
+
+func (f *fakeResponder) BindLocalStream(_ *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	f.streams.Add(1)
+	return w
+}
+
+func (f *fakeResponder) UnbindLocalStream(*interceptor.StreamInfo) { f.unbinds.Add(1) }
+
+func (f *fakeResponder) Close() error { f.closes.Add(1); return nil }
+
+type fakeResponderFactory struct {
+	built *[]*fakeResponder
+}
+
+func (f fakeResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	r := &fakeResponder{}
+	*f.built = append(*f.built, r)
+	return r, nil
+}
+
+// TestLazyResponder: the NACK responder is built with the first local
+// stream that negotiated NACK, once, and never for audio; RTCP readers
+// bound before it pass packets through, then go through it; streams
+// unbind and the peer closes through it; one closed first never builds
+// it.
+func TestLazyResponder(t *testing.T) {
+	var built []*fakeResponder
+	in, err := lazyResponderFactory{inner: fakeResponderFactory{built: &built}}.NewInterceptor("pc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var netReads atomic.Int32
+	network := interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		netReads.Add(1)
+		return len(b), a, nil
+	})
+	reader := in.BindRTCPReader(network)
+	audio := &interceptor.StreamInfo{SSRC: 1, MimeType: pwebrtc.MimeTypeOpus}
+	video := &interceptor.StreamInfo{SSRC: 2, MimeType: pwebrtc.MimeTypeVP8, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}
+	in.BindLocalStream(audio, nil)
+	if _, _, err := reader.Read(make([]byte, 8), nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(built) != 0 || netReads.Load() != 1 {
+		t.Fatalf("audio only: %d responders built, %d reads reached the network; want 0 and 1", len(built), netReads.Load())
+	}
+	in.UnbindLocalStream(audio)
+
+	in.BindLocalStream(video, nil)
+	in.BindLocalStream(&interceptor.StreamInfo{SSRC: 3, RTCPFeedback: video.RTCPFeedback}, nil)
+	if len(built) != 1 {
+		t.Fatalf("two NACK streams: %d responders built, want 1", len(built))
+	}
+	r := built[0]
+	if r.streams.Load() != 2 {
+		t.Errorf("responder bound %d streams, want the 2 NACK ones", r.streams.Load())
+	}
+	if _, _, err := reader.Read(make([]byte, 8), nil); err != nil {
+		t.Fatal(err)
+	}
+	late := in.BindRTCPReader(network)
+	if _, _, err := late.Read(make([]byte, 8), nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.reads.Load() != 2 || netReads.Load() != 3 {
+		t.Errorf("after the responder: %d reads through it, %d from the network; want 2 and 3", r.reads.Load(), netReads.Load())
+	}
+	in.UnbindLocalStream(video)
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r.unbinds.Load() != 1 || r.closes.Load() != 1 {
+		t.Errorf("responder: %d unbinds and %d closes, want 1 and 1", r.unbinds.Load(), r.closes.Load())
+	}
+
+	closed, err := lazyResponderFactory{inner: fakeResponderFactory{built: &built}}.NewInterceptor("pc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed.BindLocalStream(video, nil)
+	if len(built) != 1 {
+		t.Errorf("a responder built after Close")
+	}
+}
