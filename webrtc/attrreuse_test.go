@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"log/slog"
 	"testing"
 
 	"github.com/pion/interceptor"
@@ -155,7 +156,7 @@ func TestReusedAttributesAllocatesLess(t *testing.T) {
 		})
 	}
 	reg := &interceptor.Registry{}
-	if err := registerInterceptors(&pwebrtc.MediaEngine{}, reg, &bweFactory{}); err != nil {
+	if err := registerInterceptors(&pwebrtc.MediaEngine{}, reg, &bweFactory{}, pionLoggerFactory{log: slog.New(slog.DiscardHandler)}); err != nil {
 		t.Fatal(err)
 	}
 	engine, err := reg.Build("")

@@ -15,7 +15,9 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
 
@@ -247,7 +249,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Engine, error) {
 	}
 	reg := &interceptor.Registry{}
 	bwe := &bweFactory{}
-	if err := registerInterceptors(me, reg, bwe); err != nil {
+	// pion's interceptors log through the gateway's logger, and do not
+	// each read pion's logging environment again for every peer.
+	if err := registerInterceptors(me, reg, bwe, pionLoggerFactory{log: log}); err != nil {
 		return nil, fmt.Errorf("webrtc: register interceptors: %w", err)
 	}
 
@@ -435,18 +439,18 @@ func registerCodecs(me *pwebrtc.MediaEngine, g711 bool) error {
 // spares every audio packet the header extension on the way out and the
 // arrival record on the way in (pion's ConfigureTWCCSender and
 // ConfigureTWCCHeaderExtensionSender register both kinds of media).
-func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory) error {
+func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bwe interceptor.Factory, lf logging.LoggerFactory) error {
 	// One attributes map per remote stream for the interceptors above
 	// (attrreuse.go).
 	reg.Add(reusedAttributesFactory{})
 	reg.Add(bwe)
 	// pion's ConfigureNack, with the responder built and the generator's
 	// loop started when a stream negotiates NACK (lazyfeedback.go).
-	responder, err := nack.NewResponderInterceptor()
+	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf))
 	if err != nil {
 		return err
 	}
-	generator, err := nack.NewGeneratorInterceptor()
+	generator, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
 	if err != nil {
 		return err
 	}
@@ -454,14 +458,14 @@ func registerInterceptors(me *pwebrtc.MediaEngine, reg *interceptor.Registry, bw
 	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBNACK, Parameter: "pli"}, pwebrtc.RTPCodecTypeVideo)
 	reg.Add(lazyResponderFactory{inner: responder})
 	reg.Add(lazyFeedbackFactory{inner: generator, wants: wantsNACK})
-	if err := pwebrtc.ConfigureRTCPReports(reg); err != nil {
+	if err := pwebrtc.ConfigureRTCPReportsWithOptions(reg, []report.ReceiverOption{report.WithReceiverLoggerFactory(lf)}, report.WithSenderLoggerFactory(lf)); err != nil {
 		return err
 	}
 	me.RegisterFeedback(pwebrtc.RTCPFeedback{Type: pwebrtc.TypeRTCPFBTransportCC}, pwebrtc.RTPCodecTypeVideo)
 	if err := me.RegisterHeaderExtension(pwebrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, pwebrtc.RTPCodecTypeVideo); err != nil {
 		return err
 	}
-	feedback, err := twcc.NewSenderInterceptor()
+	feedback, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(lf))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"log/slog"
 	"testing"
 
 	"github.com/pion/interceptor"
@@ -25,7 +26,7 @@ func BenchmarkAudioInterceptors(b *testing.B) {
 		chain := func(b *testing.B) (interceptor.Interceptor, *interceptor.StreamInfo) {
 			me := &pwebrtc.MediaEngine{}
 			reg := &interceptor.Registry{}
-			if err := registerInterceptors(me, reg, &bweFactory{}); err != nil {
+			if err := registerInterceptors(me, reg, &bweFactory{}, pionLoggerFactory{log: slog.New(slog.DiscardHandler)}); err != nil {
 				b.Fatal(err)
 			}
 			ic, err := reg.Build("")
