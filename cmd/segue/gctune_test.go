@@ -44,6 +44,18 @@ func TestGCPercentFor(t *testing.T) {
 	}
 }
 
+// pacerSteps returns a function that adds to r's counters what one
+// reading every dt saw (bytes allocated, collections and their CPU) and
+// hands the reading to p.
+func pacerSteps(p *gcPacer, r *gcReading, dt time.Duration) func(allocs, collections uint64, cpu float64) int {
+	return func(allocs, collections uint64, cpu float64) int {
+		r.allocs += allocs
+		r.cycles += collections
+		r.gcCPU += cpu
+		return p.next(*r, dt)
+	}
+}
+
 // TestGCPacer follows the readings of a gateway with a live heap of 64
 // MiB a second apart: the headroom drops to the floor once it knows the
 // collector's cost at a low allocation rate, rises at once with a burst,
@@ -51,12 +63,7 @@ func TestGCPercentFor(t *testing.T) {
 func TestGCPacer(t *testing.T) {
 	var p gcPacer
 	r := gcReading{live: 64 << 20}
-	step := func(allocs uint64, collections uint64, cpu float64) int {
-		r.allocs += allocs
-		r.cycles += collections
-		r.gcCPU += cpu
-		return p.next(r, time.Second)
-	}
+	step := pacerSteps(&p, &r, time.Second)
 	if got := p.next(r, 0); got != 38 { // (8 + 16) MiB over 64 MiB
 		t.Fatalf("first reading: %d, want 38 (nothing known of the collector)", got)
 	}
@@ -96,12 +103,7 @@ func TestGCPacer(t *testing.T) {
 func TestGCPacerWindow(t *testing.T) {
 	var p gcPacer
 	r := gcReading{live: 64 << 20}
-	step := func(allocs uint64, collections uint64, cpu float64) int {
-		r.allocs += allocs
-		r.cycles += collections
-		r.gcCPU += cpu
-		return p.next(r, 100*time.Millisecond)
-	}
+	step := pacerSteps(&p, &r, 100*time.Millisecond)
 	p.next(r, 0)
 	step(100e3, 1, 0.01) // 10 ms a collection
 	for range 20 {       // 1 MB/s for two seconds: the floor
