@@ -139,7 +139,7 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	// Counted before the answer goes out: whoever waits for s.wg after
 	// seeing the answer waits for this too.
 	s.wg.Add(1)
-	afterDone(peer, func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) })
+	peer.AfterDone(func() { defer s.wg.Done(); s.watchCustomerRTC(cv, rtc) })
 	gate.open(func() {
 		cl.send(map[string]any{"type": "rtc.answer", "conversation_id": convID, "sdp": answer})
 		self = rtc
@@ -147,17 +147,6 @@ func (s *Server) customerOffer(ctx context.Context, cv *conv, cl *client, offer 
 	s.answerSent(cv, "customer", peer, &rtc.neg)
 	s.afterCustomerRTC(cv)
 	return rtc, nil
-}
-
-// afterDone runs f once leg has ended: through the leg's AfterDone when it
-// has one, which keeps no goroutine waiting meanwhile (a few KB of stack
-// per call), else from a goroutine that waits.
-func afterDone(leg interface{ Done() <-chan struct{} }, f func()) {
-	if a, ok := leg.(interface{ AfterDone(func()) }); ok {
-		a.AfterDone(f)
-		return
-	}
-	go func() { <-leg.Done(); f() }()
 }
 
 // watchCustomerRTC clears the conversation's peer once it has ended, however

@@ -56,6 +56,9 @@ type browserPeer interface {
 	SetAnswer(ctx context.Context, answer string) error
 	// LocalOffer returns our offer still waiting for its answer, or "".
 	LocalOffer() string
+	// AfterDone runs f in a goroutine of its own once the peer has ended,
+	// with no goroutine waiting for that meanwhile.
+	AfterDone(f func())
 }
 
 // peerFactory makes browser peers.

@@ -109,6 +109,7 @@ func (f *fakeLeg) SendDTMF(_ context.Context, d string) error {
 	return nil
 }
 func (f *fakeLeg) Done() <-chan struct{} { return f.done }
+func (f *fakeLeg) AfterDone(fn func())   { go func() { <-f.done; fn() }() }
 func (f *fakeLeg) hangup(err error) {
 	f.once.Do(func() { f.err = err; close(f.done) })
 }
