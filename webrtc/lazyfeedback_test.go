@@ -258,3 +258,34 @@ func TestLazyResponder(t *testing.T) {
 		t.Errorf("a responder built after Close")
 	}
 }
+
+// TestNACKStormOnAudioCall: a browser on an audio-only call floods the
+// gateway with NACKs for the gateway's audio. The NACKs are refused as
+// naming no stream that answers them, nothing is resent, no goroutines
+// pile up, and the call's audio from the browser keeps arriving.
+func TestNACKStormOnAudioCall(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	b := newBrowser(t, browserOptions{})
+	p := connect(t, e, b, PeerOptions{Name: "caller"})
+	heard := audiotest.NewRecorder(8000)
+	p.SwapAudioOut(heard)
+	defer b.sendTone(1000)()
+	eventually(t, "the browser's audio at the gateway", func() bool { return len(heard.Samples()) >= 8000 })
+	ssrc := uint32(p.sender.GetParameters().Encodings[0].SSRC)
+	before := runtime.NumGoroutine()
+	for i := range 400 {
+		if err := b.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: ssrc,
+			Nacks: rtcp.NackPairsFromSequenceNumbers(seqRange(uint16(i*4), 64))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the NACKs refused", func() bool { return p.NACKStats().Refused[RefusedNoStream] >= 300 })
+	if s := p.NACKStats(); s.Resent != 0 {
+		t.Errorf("resent %d packets of an audio stream: %+v", s.Resent, s)
+	}
+	if after := runtime.NumGoroutine(); after > before+5 {
+		t.Errorf("goroutines %d → %d during the storm", before, after)
+	}
+	n := len(heard.Samples())
+	eventually(t, "the browser's audio still arriving", func() bool { return len(heard.Samples()) >= n+8000 })
+}
